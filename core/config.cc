@@ -1,0 +1,220 @@
+// core/config.cc: see config.h. CLI11 reports through exceptions; this file is the one place
+// in core/ that catches them, turning each into a config_exit value.
+#include "core/config.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <simdjson.h>
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace ringrelay::core {
+
+namespace {
+
+std::vector<std::string> split_list(const std::vector<std::string>& items) {
+    std::vector<std::string> out;
+    for (const std::string& item : items) {
+        std::size_t start = 0;
+        while (start <= item.size()) {
+            std::size_t comma = item.find(',', start);
+            if (comma == std::string::npos) comma = item.size();
+            std::string part = item.substr(start, comma - start);
+            part.erase(0, part.find_first_not_of(" \t"));
+            part.erase(part.find_last_not_of(" \t") + 1);
+            if (!part.empty()) out.push_back(part);
+            start = comma + 1;
+        }
+    }
+    return out;
+}
+
+std::expected<std::vector<std::string>, std::string> json_strings(simdjson::dom::element v,
+                                                                  const std::string& key) {
+    std::vector<std::string> out;
+    if (v.is_string()) {
+        out.emplace_back(std::string_view(v.get_string().value_unsafe()));
+        return split_list(out);
+    }
+    if (!v.is_array()) return std::unexpected("config key '" + key + "': expected a string or an array of strings");
+    simdjson::dom::array items;
+    if (v.get_array().get(items) != simdjson::SUCCESS)
+        return std::unexpected("config key '" + key + "': expected an array");
+    for (simdjson::dom::element item : items) {
+        if (!item.is_string()) return std::unexpected("config key '" + key + "': every item must be a string");
+        out.emplace_back(std::string_view(item.get_string().value_unsafe()));
+    }
+    return split_list(out);
+}
+
+template <typename Int>
+std::expected<Int, std::string> json_uint(simdjson::dom::element v, const std::string& key) {
+    std::uint64_t n = 0;
+    if (v.is_uint64()) {
+        n = v.get_uint64().value_unsafe();
+    } else if (v.is_int64() && v.get_int64().value_unsafe() >= 0) {
+        n = static_cast<std::uint64_t>(v.get_int64().value_unsafe());
+    } else {
+        return std::unexpected("config key '" + key + "': expected a non-negative integer");
+    }
+    if (n > std::numeric_limits<Int>::max()) return std::unexpected("config key '" + key + "': value too large");
+    return static_cast<Int>(n);
+}
+
+std::expected<std::string, std::string> json_string(simdjson::dom::element v, const std::string& key) {
+    if (!v.is_string()) return std::unexpected("config key '" + key + "': expected a string");
+    return std::string(std::string_view(v.get_string().value_unsafe()));
+}
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return s;
+}
+
+}  // namespace
+
+std::expected<void, std::string> apply_json_config(std::string_view json, config& c) {
+    simdjson::dom::parser parser;
+    simdjson::padded_string padded(json);
+    simdjson::dom::element root;
+    if (auto err = parser.parse(padded).get(root); err)
+        return std::unexpected(std::string("config file is not valid JSON: ") + simdjson::error_message(err));
+    simdjson::dom::object top;
+    if (root.get_object().get(top) != simdjson::SUCCESS)
+        return std::unexpected("config file: the top level must be a JSON object");
+    for (auto field : top) {
+        std::string key(field.key);
+        std::replace(key.begin(), key.end(), '_', '-');
+        const simdjson::dom::element v = field.value;
+        std::expected<void, std::string> ok;
+        auto set = [&](auto&& result, auto& target) -> std::expected<void, std::string> {
+            if (!result) return std::unexpected(result.error());
+            target = std::move(*result);
+            return {};
+        };
+        if (key == "listen") ok = set(json_strings(v, key), c.listen);
+        else if (key == "shards") ok = set(json_uint<unsigned>(v, key), c.shards);
+        else if (key == "spool") ok = set(json_string(v, key), c.spool);
+        else if (key == "hostname") ok = set(json_string(v, key), c.hostname);
+        else if (key == "relay-networks") ok = set(json_strings(v, key), c.relay_networks);
+        else if (key == "relay-domains") ok = set(json_strings(v, key), c.relay_domains);
+        else if (key == "max-message-size") ok = set(json_uint<std::uint64_t>(v, key), c.max_message_size);
+        else if (key == "max-recipients") ok = set(json_uint<std::uint32_t>(v, key), c.max_recipients);
+        else if (key == "command-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.command_timeout);
+        else if (key == "shutdown-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.shutdown_timeout);
+        else if (key == "max-errors") ok = set(json_uint<std::uint32_t>(v, key), c.max_errors);
+        else if (key == "log") ok = set(json_string(v, key), c.log);
+        else return std::unexpected("config key '" + std::string(field.key) + "': unknown key");
+        if (!ok) return ok;
+    }
+    return {};
+}
+
+std::expected<void, std::string> finish_config(config& c) {
+    if (c.shards == 0) {
+        const unsigned n = std::thread::hardware_concurrency();
+        c.shards = n == 0 ? 1 : n;
+    }
+    if (c.shards > 256) return std::unexpected("--shards: at most 256");
+    if (c.listen.empty()) return std::unexpected("--listen: at least one ADDR:PORT is needed");
+    c.listen_endpoints.clear();
+    for (const std::string& l : c.listen) {
+        auto e = parse_endpoint(l);
+        if (!e) return std::unexpected("--listen: " + e.error());
+        c.listen_endpoints.push_back(*e);
+    }
+    c.relay_cidrs.clear();
+    for (const std::string& n : c.relay_networks) {
+        auto net = parse_cidr(n);
+        if (!net) return std::unexpected("--relay-networks: " + net.error());
+        c.relay_cidrs.push_back(*net);
+    }
+    for (std::string& d : c.relay_domains) {
+        d = lower(d);
+        if (d.empty() || d.find_first_of(" \t\r\n@<>") != std::string::npos)
+            return std::unexpected("--relay-domains: bad domain '" + d + "'");
+    }
+    if (c.max_recipients == 0) return std::unexpected("--max-recipients: must be at least 1");
+    if (c.command_timeout == 0) return std::unexpected("--command-timeout: must be at least 1 second");
+    if (c.max_errors == 0) return std::unexpected("--max-errors: must be at least 1");
+    if (c.spool.empty()) return std::unexpected("--spool: must not be empty");
+    if (c.hostname.empty()) {
+        char name[256] = {};
+        if (gethostname(name, sizeof name - 1) == 0 && name[0] != '\0') {
+            c.hostname = name;
+        } else {
+            c.hostname = "localhost";
+        }
+    }
+    if (c.hostname.find_first_of(" \t\r\n") != std::string::npos)
+        return std::unexpected("--hostname: must not contain spaces or line breaks");
+    return {};
+}
+
+std::expected<config, config_exit> load_config(int argc, const char* const* argv) {
+    config c;
+    CLI::App app{"ringrelay: an SMTP relay node on io_uring. It accepts mail over SMTP and answers "
+                 "250 only once the message is on stable storage.\n"
+                 "Flags override the JSON config file (--config), which overrides the embedded defaults."};
+    app.set_version_flag("--version", "ringrelay 0.1.0");
+    std::string config_file;
+    std::vector<std::string> listen, relay_networks, relay_domains;
+    config flags;  // values given on the command line
+    app.add_option("--config", config_file, "JSON config file; keys are the flag names without '--'");
+    app.add_option("--listen", listen, "ADDR:PORT to accept SMTP on; repeatable (default 127.0.0.1:2525)");
+    app.add_option("--shards", flags.shards, "shard threads, each with its own io_uring (default: online CPUs)");
+    app.add_option("--spool", flags.spool, "spool directory (default ./var/spool)");
+    app.add_option("--hostname", flags.hostname, "name in the banner, EHLO reply and Received: (default: gethostname)");
+    app.add_option("--relay-networks", relay_networks,
+                   "CIDR,... of clients that may relay anywhere (default 127.0.0.0/8,::1/128)");
+    app.add_option("--relay-domains", relay_domains,
+                   "DOMAIN,... anyone may send to; '.example.org' also matches subdomains (default none)");
+    app.add_option("--max-message-size", flags.max_message_size,
+                   "largest message in bytes, advertised in SIZE (default 26214400)");
+    app.add_option("--max-recipients", flags.max_recipients, "recipients per message (default 1000)");
+    app.add_option("--command-timeout", flags.command_timeout,
+                   "seconds to wait for a command or data before 421 4.4.2 (default 300)");
+    app.add_option("--shutdown-timeout", flags.shutdown_timeout,
+                   "seconds a transaction in progress may take to finish after SIGTERM (default 30)");
+    app.add_option("--max-errors", flags.max_errors, "error replies per session before 421 4.7.0 (default 20)");
+    app.add_option("--log", flags.log, "delivery log, JSON lines; '-' for stdout, '' for none (default '-')");
+    app.add_flag("--list-spool", flags.list_spool, "print the number and ids of spooled messages, then exit");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return std::unexpected(config_exit{0, app.help()});
+    } catch (const CLI::CallForVersion& e) {
+        return std::unexpected(config_exit{0, e.what()});
+    } catch (const CLI::ParseError& e) {
+        return std::unexpected(config_exit{2, std::string("ringrelay: ") + e.what() + "\nRun with --help for usage."});
+    }
+    if (!config_file.empty()) {
+        std::ifstream in(config_file, std::ios::binary);
+        if (!in) return std::unexpected(config_exit{2, "ringrelay: cannot read config file '" + config_file + "'"});
+        std::stringstream ss;
+        ss << in.rdbuf();
+        if (auto ok = apply_json_config(ss.str(), c); !ok)
+            return std::unexpected(config_exit{2, "ringrelay: " + config_file + ": " + ok.error()});
+    }
+    auto given = [&](const char* name) { return app.count(name) > 0; };
+    if (given("--listen")) c.listen = split_list(listen);
+    if (given("--shards")) c.shards = flags.shards;
+    if (given("--spool")) c.spool = flags.spool;
+    if (given("--hostname")) c.hostname = flags.hostname;
+    if (given("--relay-networks")) c.relay_networks = split_list(relay_networks);
+    if (given("--relay-domains")) c.relay_domains = split_list(relay_domains);
+    if (given("--max-message-size")) c.max_message_size = flags.max_message_size;
+    if (given("--max-recipients")) c.max_recipients = flags.max_recipients;
+    if (given("--command-timeout")) c.command_timeout = flags.command_timeout;
+    if (given("--shutdown-timeout")) c.shutdown_timeout = flags.shutdown_timeout;
+    if (given("--max-errors")) c.max_errors = flags.max_errors;
+    if (given("--log")) c.log = flags.log;
+    c.list_spool = flags.list_spool;
+    if (auto ok = finish_config(c); !ok) return std::unexpected(config_exit{2, "ringrelay: " + ok.error()});
+    return c;
+}
+
+}  // namespace ringrelay::core

@@ -1,0 +1,50 @@
+// core/config.h: ringrelay's configuration: embedded defaults, then the JSON config file
+// (--config, parsed with simdjson), then command-line flags (CLI11), each overriding the one
+// before. A bad value is an error naming the flag or key, reported at start-up.
+// SECURITY: reads operator input (argv, the config file); never network input.
+#pragma once
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <vector>
+
+#include "core/net.h"
+
+namespace ringrelay::core {
+
+struct config {
+    std::vector<std::string> listen{"127.0.0.1:2525"};
+    unsigned shards = 0;  // 0 = number of online CPUs
+    std::string spool = "./var/spool";
+    std::string hostname;  // default: gethostname()
+    std::vector<std::string> relay_networks{"127.0.0.0/8", "::1/128"};
+    std::vector<std::string> relay_domains;
+    std::uint64_t max_message_size = 26214400;
+    std::uint32_t max_recipients = 1000;
+    std::uint32_t command_timeout = 300;   // seconds
+    std::uint32_t shutdown_timeout = 30;   // seconds a transaction may take to finish on SIGTERM
+    std::uint32_t max_errors = 20;
+    std::string log = "-";                 // '-' = stdout, '' = off
+    bool list_spool = false;
+
+    // Derived by load_config (parsed forms of the strings above).
+    std::vector<endpoint> listen_endpoints;
+    std::vector<cidr> relay_cidrs;
+};
+
+// How start-up should end when it does not run the daemon.
+struct config_exit {
+    int code;             // 0 for --help/--version, 2 for a bad flag or value
+    std::string message;  // help text or the error, to print
+};
+
+// Parses argv (and the --config file it names) into a validated config.
+[[nodiscard]] std::expected<config, config_exit> load_config(int argc, const char* const* argv);
+
+// Applies a JSON config document to `c`; the error names the offending key.
+[[nodiscard]] std::expected<void, std::string> apply_json_config(std::string_view json, config& c);
+
+// Checks values and fills the derived fields; the error names the flag.
+[[nodiscard]] std::expected<void, std::string> finish_config(config& c);
+
+}  // namespace ringrelay::core

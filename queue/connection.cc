@@ -1,0 +1,231 @@
+// queue/connection.cc: see connection.h.
+#include "queue/connection.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/net.h"
+#include "queue/shard.h"
+
+namespace ringrelay::queue {
+
+connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust)
+    : _shard(owner),
+      _fd(fd),
+      _peer(core::address_text(peer)),
+      _session(owner.server_config(), protocol::client_info{_peer, trust}, owner) {
+    _recv.owner = this;
+    _send.owner = this;
+}
+
+connection::~connection() {
+    if (!_fd_closed) ::close(_fd);
+}
+
+void connection::start() noexcept {
+    const int one = 1;
+    (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    _session.start(_out);
+    arm_recv();
+    _shard.deadlines().touch(*this, core::monotonic_ms());
+    _shard.want_flush(this);
+}
+
+void connection::arm_recv() noexcept {
+    io_uring_sqe* s = _shard.reactor().sqe(&_recv);
+    io_uring_prep_recv_multishot(s, _fd, nullptr, 0, 0);
+    s->flags |= IOSQE_BUFFER_SELECT;
+    s->buf_group = _shard.buffers().group_id();
+    _recv_armed = true;
+}
+
+void connection::rearm() noexcept {
+    if (!_closing && !_recv_armed) arm_recv();
+    maybe_retire();
+}
+
+void connection::on_recv(int res, std::uint32_t flags) noexcept {
+    const bool more = (flags & IORING_CQE_F_MORE) != 0;
+    if (!more) _recv_armed = false;
+    if (res > 0) {
+        const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        const auto data = _shard.buffers().data(bid, static_cast<std::size_t>(res));
+        if (!_closing) process(std::string_view(data.data(), data.size()));
+        _shard.buffers().recycle(bid);
+        if (!more && !_closing) arm_recv();
+    } else if (res == -ENOBUFS) {
+        // The shard's buffer ring ran dry: try again at the end of the turn, when this turn's
+        // buffers are back.
+        if (!_closing) _shard.want_rearm(this);
+    } else if (res != -ECANCELED || !_closing) {
+        // End of stream or a socket error: the client is gone. A pending commit still
+        // completes (the message is spooled; the client will retry or not, RFC 5321 §6.1).
+        _peer_gone = true;
+        close();
+    }
+    maybe_retire();
+}
+
+void connection::process(std::string_view data) noexcept {
+    if (!_closing && !_awaiting_commit && _held.empty()) {
+        _shard.deadlines().touch(*this, core::monotonic_ms());
+        const std::size_t n = _session.feed(data, _out);
+        if (n < data.size()) _held.assign(data.substr(n));
+    } else {
+        _held.append(data);
+    }
+    after_session_step();
+}
+
+void connection::after_session_step() noexcept {
+    if (_session.message_ready() && !_awaiting_commit) {
+        _awaiting_commit = true;
+        unlink();  // no command deadline while we, not the client, are working
+        _received_us = static_cast<std::uint64_t>(core::unix_us());
+        _shard.message_spool().append(_session.message_envelope(), _peer, _session.message(), _received_us, this);
+    }
+    if (!_closing) {
+        if (_session.closed()) {
+            close();
+        } else if (_shard.stopping() && !_awaiting_commit && !_session.in_transaction()) {
+            _session.on_shutdown(_out);
+            close();
+        }
+    }
+    if (!_out.empty()) _shard.want_flush(this);
+}
+
+void connection::committed(protocol::commit_result result) noexcept {
+    _awaiting_commit = false;
+    if (result == protocol::commit_result::ok) {
+        _shard.mutable_counters().messages_queued.fetch_add(1, std::memory_order_relaxed);
+        log_reception();
+    } else {
+        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (_peer_gone) {
+        maybe_retire();
+        return;
+    }
+    _session.commit_done(result, _out);
+    // Input pipelined behind the message (RFC 2920) is processed now, in order.
+    while (!_held.empty() && !_session.message_ready() && !_session.closed()) {
+        const std::size_t n = _session.feed(_held, _out);
+        if (n == 0) break;
+        _held.erase(0, n);
+    }
+    if (_held.empty() && !_session.message_ready()) _session.shrink();
+    if (!_session.message_ready() && !_closing) _shard.deadlines().touch(*this, core::monotonic_ms());
+    after_session_step();
+    _shard.want_flush(this);
+    maybe_retire();
+}
+
+void connection::log_reception() noexcept {
+    core::log_writer& log = _shard.log();
+    if (!log.enabled()) return;
+    const protocol::envelope& env = _session.message_envelope();
+    std::string& line = log.line_buffer();
+    line += "{\"type\":\"Reception\",\"time\":\"";
+    line += core::iso8601_us(static_cast<std::int64_t>(_received_us));
+    line += "\",\"queue_id\":\"";
+    line += protocol::format_queue_id(env.queue_id);
+    line += "\",\"shard\":";
+    line += std::to_string(_shard.index());
+    line += ",\"client\":\"";
+    core::append_json_escaped(line, _peer);
+    line += "\",\"helo\":\"";
+    core::append_json_escaped(line, env.helo);
+    line += "\",\"sender\":\"";
+    core::append_json_escaped(line, env.mail_from);
+    line += "\",\"recipients\":[";
+    for (std::size_t i = 0; i < env.rcpt_to.size(); ++i) {
+        if (i != 0) line += ',';
+        line += '"';
+        core::append_json_escaped(line, env.rcpt_to[i]);
+        line += '"';
+    }
+    line += "],\"size\":";
+    line += std::to_string(_session.message().size());
+    line += "}\n";
+}
+
+void connection::flush() noexcept {
+    if (_send_in_flight || _fd_closed || _peer_gone || _out.empty()) {
+        maybe_retire();
+        return;
+    }
+    _sending.swap(_out);
+    _out.clear();
+    _sent = 0;
+    _send_in_flight = true;
+    io_uring_prep_send(_shard.reactor().sqe(&_send), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
+}
+
+void connection::on_send(int res, std::uint32_t) noexcept {
+    _send_in_flight = false;
+    if (res < 0) {
+        _peer_gone = true;
+        close();
+        maybe_retire();
+        return;
+    }
+    _sent += static_cast<std::size_t>(res);
+    if (_sent < _sending.size()) {
+        _send_in_flight = true;
+        io_uring_prep_send(_shard.reactor().sqe(&_send), _fd, _sending.data() + _sent, _sending.size() - _sent,
+                           MSG_NOSIGNAL);
+        return;
+    }
+    _sending.clear();
+    if (!_out.empty()) {
+        flush();
+        return;
+    }
+    if (_sending.capacity() > 4096) std::string().swap(_sending);
+    maybe_retire();
+}
+
+void connection::close() noexcept {
+    if (_closing) return;
+    _closing = true;
+    unlink();
+    _held.clear();
+    if (_recv_armed) {
+        io_uring_sqe* s = _shard.reactor().sqe(&_cancel);
+        io_uring_prep_cancel64(s, reinterpret_cast<std::uint64_t>(&_recv), 0);
+    }
+}
+
+void connection::on_deadline() noexcept {
+    if (_closing || _awaiting_commit) return;
+    _session.on_timeout(_out);
+    close();
+    _shard.want_flush(this);
+}
+
+void connection::on_stop(bool force) noexcept {
+    if (_closing || _awaiting_commit) return;
+    if (!force && _session.in_transaction()) return;
+    _session.on_shutdown(_out);
+    close();
+    _shard.want_flush(this);
+}
+
+bool connection::retirable() const noexcept {
+    return _closing && !_recv_armed && !_send_in_flight && !_awaiting_commit && (_out.empty() || _peer_gone);
+}
+
+void connection::maybe_retire() noexcept {
+    if (!_retired && retirable()) {
+        _retired = true;
+        ::close(_fd);
+        _fd_closed = true;
+        _shard.retire(this);
+    }
+}
+
+}  // namespace ringrelay::queue

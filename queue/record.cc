@@ -1,0 +1,137 @@
+// queue/record.cc: see record.h.
+#include "queue/record.h"
+
+#include <cstring>
+
+#include "queue/crc32c.h"
+
+namespace ringrelay::queue {
+
+namespace {
+
+template <typename Int>
+void put(std::string& out, Int v) {
+    char b[sizeof(Int)];
+    for (std::size_t i = 0; i < sizeof(Int); ++i) b[i] = static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xFF);
+    out.append(b, sizeof(Int));
+}
+
+void put_str16(std::string& out, std::string_view s) {
+    const std::size_t n = s.size() > 0xFFFF ? 0xFFFF : s.size();
+    put<std::uint16_t>(out, static_cast<std::uint16_t>(n));
+    out.append(s.substr(0, n));
+}
+
+template <typename Int>
+Int get(std::string_view b, std::size_t off) {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < sizeof(Int); ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(b[off + i])) << (8 * i);
+    return static_cast<Int>(v);
+}
+
+class reader {
+public:
+    explicit reader(std::string_view b) : _b(b) {}
+    template <typename Int>
+    bool read(Int& v) {
+        if (_b.size() - _off < sizeof(Int)) return false;
+        v = get<Int>(_b, _off);
+        _off += sizeof(Int);
+        return true;
+    }
+    bool read_str16(std::string& s) {
+        std::uint16_t n = 0;
+        if (!read(n) || _b.size() - _off < n) return false;
+        s.assign(_b.substr(_off, n));
+        _off += n;
+        return true;
+    }
+    [[nodiscard]] std::string_view rest() const { return _b.substr(_off); }
+
+private:
+    std::string_view _b;
+    std::size_t _off = 0;
+};
+
+}  // namespace
+
+void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
+                           std::uint64_t received_us, std::string_view message) {
+    const std::size_t start = out.size();
+    out.resize(start + record_header_size);
+    const std::size_t payload_start = out.size();
+    put<std::uint8_t>(out, static_cast<std::uint8_t>(env.body));
+    put<std::uint8_t>(out, env.smtputf8 ? 1 : 0);
+    put_str16(out, env.helo);
+    put_str16(out, client);
+    put_str16(out, env.mail_from);
+    put<std::uint32_t>(out, static_cast<std::uint32_t>(env.rcpt_to.size()));
+    for (const std::string& r : env.rcpt_to) put_str16(out, r);
+    const std::size_t payload_len = out.size() - payload_start + message.size();
+
+    std::string header;
+    put<std::uint32_t>(header, record_magic);
+    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::message));
+    put<std::uint8_t>(header, 1);
+    put<std::uint16_t>(header, 0);
+    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload_len));
+    put<std::uint32_t>(header, 0);  // crc placeholder
+    put<std::uint64_t>(header, env.queue_id);
+    put<std::uint64_t>(header, received_us);
+    std::uint32_t crc = crc32c(0, std::string_view(header).substr(16));
+    crc = crc32c(crc, std::string_view(out).substr(payload_start));
+    crc = crc32c(crc, message);
+    std::memcpy(header.data() + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
+    std::memcpy(out.data() + start, header.data(), record_header_size);
+}
+
+std::string_view describe(decode_error e) noexcept {
+    switch (e) {
+        case decode_error::truncated: return "truncated record (torn write)";
+        case decode_error::bad_magic: return "no record magic";
+        case decode_error::bad_length: return "impossible record length";
+        case decode_error::bad_checksum: return "checksum mismatch";
+        case decode_error::bad_payload: return "malformed envelope";
+    }
+    return "unknown";
+}
+
+std::expected<decoded_message, decode_error> decode_record(std::string_view bytes) {
+    if (bytes.size() < 4) return std::unexpected(decode_error::truncated);
+    if (get<std::uint32_t>(bytes, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
+    if (bytes.size() < record_header_size) return std::unexpected(decode_error::truncated);
+    decoded_message d;
+    d.header.type = static_cast<record_type>(get<std::uint8_t>(bytes, 4));
+    d.header.version = get<std::uint8_t>(bytes, 5);
+    d.header.payload_length = get<std::uint32_t>(bytes, 8);
+    d.header.crc = get<std::uint32_t>(bytes, 12);
+    d.header.queue_id = get<std::uint64_t>(bytes, 16);
+    d.header.received_us = get<std::uint64_t>(bytes, 24);
+    if (d.header.payload_length > max_payload_length || d.header.type != record_type::message ||
+        d.header.version != 1)
+        return std::unexpected(decode_error::bad_length);
+    if (bytes.size() - record_header_size < d.header.payload_length) return std::unexpected(decode_error::truncated);
+    const std::string_view payload = bytes.substr(record_header_size, d.header.payload_length);
+    std::uint32_t crc = crc32c(0, bytes.substr(16, 16));
+    crc = crc32c(crc, payload);
+    if (crc != d.header.crc) return std::unexpected(decode_error::bad_checksum);
+    reader r(payload);
+    std::uint8_t body = 0, utf8 = 0;
+    std::uint32_t count = 0;
+    if (!r.read(body) || !r.read(utf8) || !r.read_str16(d.envelope.helo) || !r.read_str16(d.client) ||
+        !r.read_str16(d.envelope.mail_from) || !r.read(count) || body > 1 || utf8 > 1 || count > 1000000)
+        return std::unexpected(decode_error::bad_payload);
+    d.envelope.body = static_cast<protocol::body_type>(body);
+    d.envelope.smtputf8 = utf8 != 0;
+    d.envelope.queue_id = d.header.queue_id;
+    for (std::uint32_t i = 0; i < count; ++i) {
+        std::string rcpt;
+        if (!r.read_str16(rcpt)) return std::unexpected(decode_error::bad_payload);
+        d.envelope.rcpt_to.push_back(std::move(rcpt));
+    }
+    d.message = r.rest();
+    d.record_size = record_header_size + d.header.payload_length;
+    return d;
+}
+
+}  // namespace ringrelay::queue

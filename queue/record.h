@@ -1,0 +1,67 @@
+// queue/record.h: the on-disk format of spool records (DESIGN.md "Durability").
+//
+// A segment file is a sequence of records, each:
+//   header (32 bytes, little-endian)
+//     u32 magic 'RRS1'   u8 type   u8 version   u16 reserved(0)
+//     u32 payload_length u32 crc32c(header bytes 16..31 + payload)
+//     u64 queue_id       u64 received_unix_us
+//   payload (type message):
+//     u8 body_type  u8 smtputf8  u16 helo_len helo  u16 client_len client
+//     u16 from_len from  u32 rcpt_count { u16 len rcpt }*  then the message bytes to the end
+// Anything else found at recovery is corrupt: reported with its offset and skipped.
+// SECURITY: decode_* read disk input that may be torn or corrupt; nothing reads past the
+// buffer given.
+#pragma once
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/server_session.h"
+
+namespace ringrelay::queue {
+
+inline constexpr std::uint32_t record_magic = 0x31535252;  // "RRS1" little-endian
+inline constexpr std::size_t record_header_size = 32;
+inline constexpr std::uint32_t max_payload_length = 1u << 30;
+
+enum class record_type : std::uint8_t { message = 1 };
+
+struct record_header {
+    std::uint32_t magic = record_magic;
+    record_type type = record_type::message;
+    std::uint8_t version = 1;
+    std::uint32_t payload_length = 0;
+    std::uint32_t crc = 0;
+    std::uint64_t queue_id = 0;
+    std::uint64_t received_us = 0;
+};
+
+// Appends the header (with its crc over `payload_prefix` + `message`) and the envelope part
+// of the payload to `out`; the message bytes follow separately (written from the session's
+// buffer without a copy).
+void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
+                           std::uint64_t received_us, std::string_view message);
+
+enum class decode_error : std::uint8_t {
+    truncated,     // fewer bytes than the header or payload length says (torn write)
+    bad_magic,
+    bad_length,
+    bad_checksum,
+    bad_payload,   // checksum fine, envelope fields inconsistent
+};
+[[nodiscard]] std::string_view describe(decode_error e) noexcept;
+
+struct decoded_message {
+    record_header header;
+    protocol::envelope envelope;
+    std::string client;
+    std::string_view message;  // points into the buffer given to decode_record
+    std::size_t record_size = 0;
+};
+
+// Decodes the record at the start of `bytes`.
+[[nodiscard]] std::expected<decoded_message, decode_error> decode_record(std::string_view bytes);
+
+}  // namespace ringrelay::queue

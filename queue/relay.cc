@@ -1,0 +1,124 @@
+// queue/relay.cc: see relay.h.
+#include "queue/relay.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <future>
+
+#include "core/log.h"
+#include "core/net.h"
+
+namespace ringrelay::queue {
+
+relay::relay(core::config config, storage_factory make_storage)
+    : _config(std::move(config)), _make_storage(std::move(make_storage)) {
+    _server.hostname = _config.hostname;
+    _server.max_message_size = _config.max_message_size;
+    _server.max_recipients = _config.max_recipients;
+    _server.max_errors = _config.max_errors;
+    _server.relay_domains = _config.relay_domains;
+}
+
+relay::~relay() {
+    request_stop();
+    join();
+    if (_log_fd > 2) ::close(_log_fd);
+}
+
+std::expected<void, std::string> relay::start() {
+    _features = core::probe_kernel_features();
+    core::diag(core::describe(_features));
+    // Required (Linux 6.0+): multishot accept and receive with a provided buffer ring, and
+    // MSG_RING for cross-shard wake-ups. Older kernels are refused with a clear error.
+    if (!_features.buf_ring || !_features.multishot_accept || !_features.recv_multishot || !_features.msg_ring)
+        return std::unexpected("this kernel lacks io_uring features ringrelay needs (Linux 6.0 or later: "
+                               "provided buffer rings, multishot accept/recv, MSG_RING)");
+    if (auto ec = _control.init(64, core::kernel_features{}); ec)
+        return std::unexpected("io_uring setup failed: " + ec.message());
+    _control_ready = true;
+    _log_fd = core::open_log(_config.log);
+    if (_log_fd < -1) return std::unexpected("--log " + _config.log + ": " + std::strerror(-_log_fd));
+    std::vector<core::endpoint> listen = _config.listen_endpoints;
+    for (unsigned i = 0; i < _config.shards; ++i) {
+        _shards.push_back(std::make_unique<shard>(i, _config, _server, _features, _log_fd, listen, _make_storage));
+        // The promise lives as long as the relay: the shard thread may still be inside
+        // set_value() when get() returns.
+        _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
+        std::promise<shard_init_result>* ready = _ready.back().get();
+        auto result = ready->get_future();
+        shard* s = _shards.back().get();
+        _threads.emplace_back([s, ready] { s->run(*ready); });
+        shard_init_result r = result.get();
+        if (!r.error.empty()) {
+            request_stop();
+            join();
+            return std::unexpected("shard " + std::to_string(i) + ": " + r.error);
+        }
+        for (const std::string& p : r.recovery_problems) core::diag("shard " + std::to_string(i) + ": spool: " + p);
+        _recovered += r.recovered_messages;
+        if (i == 0) {
+            // Every shard binds the same endpoints (SO_REUSEPORT): a port 0 becomes shard 0's.
+            listen = r.bound;
+            _bound = r.bound;
+        }
+    }
+    return {};
+}
+
+void relay::request_stop() noexcept {
+    if (!_control_ready) return;
+    for (auto& s : _shards) s->request_stop(_control);
+    (void)io_uring_submit(&_control.ring());
+}
+
+bool relay::finished() const noexcept {
+    return std::all_of(_shards.begin(), _shards.end(), [](const auto& s) { return s->finished(); });
+}
+
+void relay::join() {
+    for (std::thread& t : _threads)
+        if (t.joinable()) t.join();
+    _threads.clear();
+}
+
+std::uint64_t relay::messages_queued() const noexcept {
+    std::uint64_t n = 0;
+    for (const auto& s : _shards) n += s->counters().messages_queued.load(std::memory_order_relaxed);
+    return n;
+}
+
+std::uint64_t relay::messages_failed() const noexcept {
+    std::uint64_t n = 0;
+    for (const auto& s : _shards) n += s->counters().messages_failed.load(std::memory_order_relaxed);
+    return n;
+}
+
+std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir) {
+    spool_listing out;
+    DIR* d = ::opendir(spool_dir.c_str());
+    if (d == nullptr) {
+        if (errno == ENOENT) return out;
+        return std::unexpected(spool_dir + ": " + std::strerror(errno));
+    }
+    std::vector<std::string> shards;
+    while (dirent* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, "shard-", 6) == 0) shards.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+    std::sort(shards.begin(), shards.end());
+    for (const std::string& s : shards) {
+        auto r = recover_directory(spool_dir + "/" + s);
+        if (!r) return std::unexpected(r.error());
+        for (auto& m : r->messages) out.messages.push_back(std::move(m));
+        for (auto& p : r->problems) out.problems.push_back(s + "/" + p);
+    }
+    std::sort(out.messages.begin(), out.messages.end(),
+              [](const recovered_message& a, const recovered_message& b) { return a.received_us < b.received_us; });
+    return out;
+}
+
+}  // namespace ringrelay::queue

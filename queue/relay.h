@@ -1,0 +1,64 @@
+// queue/relay.h: the whole relay node in one object: probes the kernel, opens the log,
+// starts one shard thread per --shards, and stops them (used by tools/ringrelay and by
+// in-process tests). Not a shard: its methods run on the thread that owns the relay.
+#pragma once
+#include <expected>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/config.h"
+#include "core/reactor.h"
+#include "protocol/server_session.h"
+#include "queue/shard.h"
+
+namespace ringrelay::queue {
+
+class relay {
+public:
+    explicit relay(core::config config, storage_factory make_storage = {});
+    relay(const relay&) = delete;
+    relay& operator=(const relay&) = delete;
+    ~relay();  // stops and joins if still running
+
+    // Starts every shard and waits until each is listening (or one failed).
+    [[nodiscard]] std::expected<void, std::string> start();
+    // The endpoints really bound (port 0 resolved).
+    [[nodiscard]] const std::vector<core::endpoint>& endpoints() const noexcept { return _bound; }
+    [[nodiscard]] const core::kernel_features& features() const noexcept { return _features; }
+    [[nodiscard]] std::size_t recovered_messages() const noexcept { return _recovered; }
+
+    // Asks every shard to stop: listeners close, sessions finish their transaction (bounded
+    // by --shutdown-timeout), the spool and log flush.
+    void request_stop() noexcept;
+    [[nodiscard]] bool finished() const noexcept;
+    void join();
+
+    [[nodiscard]] std::uint64_t messages_queued() const noexcept;
+    [[nodiscard]] std::uint64_t messages_failed() const noexcept;
+
+private:
+    core::config _config;
+    protocol::server_config _server;
+    core::kernel_features _features;
+    storage_factory _make_storage;
+    int _log_fd = -1;
+    core::reactor _control;  // sends the stop wake-ups (MSG_RING)
+    std::vector<std::unique_ptr<shard>> _shards;
+    std::vector<std::unique_ptr<std::promise<shard_init_result>>> _ready;
+    std::vector<std::thread> _threads;
+    std::vector<core::endpoint> _bound;
+    std::size_t _recovered = 0;
+    bool _control_ready = false;
+};
+
+// The messages a spool directory holds (every shard-* subdirectory), for --list-spool.
+struct spool_listing {
+    std::vector<recovered_message> messages;
+    std::vector<std::string> problems;
+};
+[[nodiscard]] std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir);
+
+}  // namespace ringrelay::queue

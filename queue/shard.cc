@@ -1,0 +1,234 @@
+// queue/shard.cc: see shard.h.
+#include "queue/shard.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/invariant.h"
+#include "queue/connection.h"
+
+namespace ringrelay::queue {
+
+namespace {
+constexpr unsigned ring_entries = 4096;
+constexpr unsigned receive_buffers = 1024;          // power of two
+constexpr unsigned receive_buffer_size = 16 * 1024;
+constexpr std::uint16_t receive_group = 1;
+constexpr int listen_backlog = 4096;
+}  // namespace
+
+shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
+             const core::kernel_features& features, int log_fd, std::vector<core::endpoint> listen,
+             storage_factory make_storage)
+    : _index(index),
+      _config(config),
+      _server(server),
+      _features(features),
+      _log_fd(log_fd),
+      _listen(std::move(listen)),
+      _make_storage(std::move(make_storage)),
+      _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
+    _stop.owner = this;
+}
+
+shard::~shard() {
+    for (connection* c : _connections) delete c;
+    for (auto& a : _accepts)
+        if (a->fd >= 0) ::close(a->fd);
+}
+
+std::string shard::init() {
+    if (auto ec = _reactor.init(ring_entries, _features); ec)
+        return "io_uring setup failed: " + ec.message();
+    _ring_fd.store(_reactor.ring_fd(), std::memory_order_release);
+    if (auto ec = _buffers.init(_reactor, receive_group, receive_buffers, receive_buffer_size); ec)
+        return "receive buffer ring: " + ec.message();
+    _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
+    _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index));
+    _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
+    // Turn hooks run in this order: the spool starts its group commit first, so the replies
+    // flushed by the shard are those of the turn, then the log.
+    _reactor.add_turn_hook(_spool.get());
+    _reactor.add_turn_hook(this);
+    _reactor.add_turn_hook(_log.get());
+    for (const core::endpoint& e : _listen) {
+        auto fd = core::listen_reuseport(e, listen_backlog);
+        if (!fd) return "cannot listen on " + core::to_string(e) + ": " + fd.error().message();
+        auto a = std::make_unique<accept_op>();
+        a->owner = this;
+        a->fd = *fd;
+        _accepts.push_back(std::move(a));
+    }
+    return {};
+}
+
+void shard::run(std::promise<shard_init_result>& ready) {
+    shard_init_result result;
+    result.error = init();
+    if (result.error.empty()) {
+        auto report = _spool->open();
+        if (!report) {
+            result.error = "spool: " + report.error();
+        } else {
+            result.recovered_messages = report->messages.size();
+            result.recovery_problems = report->problems;
+            const auto now_based = (static_cast<std::uint64_t>(core::unix_us()) << 8) | _index;
+            const std::uint64_t after_recovered = report->max_queue_id == 0 ? 0 : report->max_queue_id + 256;
+            _next_id = std::max(now_based, after_recovered);
+        }
+    }
+    if (result.error.empty()) {
+        for (auto& a : _accepts) {
+            if (auto e = core::local_endpoint(a->fd)) result.bound.push_back(*e);
+        }
+    }
+    const bool ok = result.error.empty();
+    ready.set_value(std::move(result));
+    if (!ok) {
+        _finished.store(true, std::memory_order_release);
+        return;
+    }
+    for (auto& a : _accepts) arm_accept(*a);
+    _next_tick_ms = core::monotonic_ms() + 1000;
+    while (true) {
+        if (!_reactor.run_once(1000)) {
+            core::diag("shard " + std::to_string(_index) + ": io_uring wait failed; stopping");
+            break;
+        }
+        tick();
+        if (_stopping && drained()) break;
+    }
+    // Let the last log records reach the file.
+    while (!_log->idle() && _reactor.run_once(100)) {}
+    _finished.store(true, std::memory_order_release);
+}
+
+void shard::arm_accept(accept_op& a) noexcept {
+    io_uring_prep_multishot_accept(_reactor.sqe(&a), a.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    a.armed = true;
+}
+
+void shard::accept_op::complete(int res, std::uint32_t flags) noexcept { owner->on_accept(*this, res, flags); }
+
+void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
+    if ((flags & IORING_CQE_F_MORE) == 0) a.armed = false;
+    if (res >= 0) {
+        if (_stopping) {
+            ::close(res);
+        } else {
+            sockaddr_storage peer{};
+            socklen_t len = sizeof peer;
+            auto* sa = reinterpret_cast<sockaddr*>(&peer);
+            if (::getpeername(res, sa, &len) < 0) {
+                ::close(res);
+            } else {
+                protocol::relay_trust trust = protocol::relay_trust::untrusted;
+                for (const core::cidr& net : _config.relay_cidrs) {
+                    if (net.contains(sa)) {
+                        trust = protocol::relay_trust::trusted;
+                        break;
+                    }
+                }
+                auto* c = new connection(*this, res, sa, trust);
+                c->shard_slot = _connections.size();
+                _connections.push_back(c);
+                _counters.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+                _counters.open_connections.fetch_add(1, std::memory_order_relaxed);
+                c->start();
+            }
+        }
+    } else if (res != -ECANCELED && !_stopping) {
+        core::diag("shard " + std::to_string(_index) + ": accept failed: " + std::strerror(-res));
+    }
+    if (!a.armed) {
+        if (_stopping) {
+            if (a.fd >= 0) ::close(a.fd);
+            a.fd = -1;
+        } else {
+            arm_accept(a);
+        }
+    }
+}
+
+void shard::request_stop(core::reactor& from) noexcept {
+    if (_stop_sent.exchange(true)) return;
+    const int fd = ring_fd();
+    if (fd < 0) return;
+    from.wake(fd, &_stop, 0);
+}
+
+void shard::stop_op::complete(int, std::uint32_t) noexcept { owner->begin_stop(); }
+
+void shard::begin_stop() noexcept {
+    if (_stopping) return;
+    _stopping = true;
+    _stop_deadline_ms = core::monotonic_ms() + static_cast<std::int64_t>(_config.shutdown_timeout) * 1000;
+    for (auto& a : _accepts) {
+        if (a->armed) {
+            io_uring_prep_cancel64(_reactor.sqe_ignored(), reinterpret_cast<std::uint64_t>(a.get()), 0);
+        } else if (a->fd >= 0) {
+            ::close(a->fd);
+            a->fd = -1;
+        }
+    }
+    // Copy: on_stop may retire connections (which edits _connections at the turn's end only).
+    for (connection* c : _connections) c->on_stop(false);
+}
+
+void shard::tick() noexcept {
+    const std::int64_t now = core::monotonic_ms();
+    if (now < _next_tick_ms) return;
+    _next_tick_ms = now + 1000;
+    _deadlines.expire(now);
+    if (_stopping && !_grace_over && now >= _stop_deadline_ms) {
+        _grace_over = true;
+        core::diag("shard " + std::to_string(_index) + ": shutdown grace period over; closing " +
+                   std::to_string(_connections.size()) + " connection(s)");
+        for (connection* c : _connections) c->on_stop(true);
+    }
+}
+
+bool shard::drained() const noexcept {
+    return _connections.empty() && _spool->idle() && _log->idle();
+}
+
+std::uint64_t shard::next_queue_id() noexcept {
+    const std::uint64_t id = _next_id;
+    _next_id += 256;  // the low 8 bits are the shard index
+    return id;
+}
+
+void shard::want_flush(connection* c) { _flush.push_back(c); }
+void shard::want_rearm(connection* c) { _rearm.push_back(c); }
+void shard::retire(connection* c) { _graveyard.push_back(c); }
+
+void shard::on_turn_end() noexcept {
+    if (!_rearm.empty()) {
+        std::vector<connection*> rearm;
+        rearm.swap(_rearm);
+        for (connection* c : rearm) c->rearm();
+    }
+    // Batched sends: every connection that produced replies this turn sends them in one write.
+    // A connection may appear more than once; flush() is idempotent.
+    for (std::size_t i = 0; i < _flush.size(); ++i) _flush[i]->flush();
+    _flush.clear();
+    if (!_graveyard.empty()) {
+        std::sort(_graveyard.begin(), _graveyard.end());
+        _graveyard.erase(std::unique(_graveyard.begin(), _graveyard.end()), _graveyard.end());
+        for (connection* c : _graveyard) {
+            const std::size_t slot = c->shard_slot;
+            RR_ASSERT(slot < _connections.size() && _connections[slot] == c);
+            _connections[slot] = _connections.back();
+            _connections[slot]->shard_slot = slot;
+            _connections.pop_back();
+            _counters.open_connections.fetch_sub(1, std::memory_order_relaxed);
+            delete c;
+        }
+        _graveyard.clear();
+    }
+}
+
+}  // namespace ringrelay::queue

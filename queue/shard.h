@@ -1,0 +1,147 @@
+// queue/shard.h: one shard of the relay: its thread's reactor, listeners (SO_REUSEPORT,
+// multishot accept), receive buffer ring, SMTP connections, spool and log writer
+// (DESIGN.md "The path of one message"). Everything here runs on the shard's own thread;
+// the only ways in from outside are request_stop() (an io_uring MSG_RING wake-up) and the
+// atomics marked below.
+//
+// Lifecycle: construct (any thread) -> run() on the shard thread: init, loop, drain, return.
+// run() reports its init result through `ready` before looping.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/buffer_ring.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/deadline_list.h"
+#include "core/log.h"
+#include "core/net.h"
+#include "core/reactor.h"
+#include "protocol/server_session.h"
+#include "queue/spool.h"
+#include "queue/storage.h"
+
+namespace ringrelay::queue {
+
+class connection;
+
+// Makes the shard's storage backend on the shard thread (the disk by default; tests pass a
+// fault_storage).
+using storage_factory = std::function<std::unique_ptr<storage>(core::reactor&)>;
+
+struct shard_init_result {
+    std::string error;                        // empty on success
+    std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved)
+    std::size_t recovered_messages = 0;
+    std::vector<std::string> recovery_problems;
+};
+
+struct shard_counters {
+    // Written by the shard thread, read by others (tests, status output): own cache line.
+    alignas(64) std::atomic<std::uint64_t> accepted_connections{0};
+    std::atomic<std::uint64_t> messages_queued{0};
+    std::atomic<std::uint64_t> messages_failed{0};
+    std::atomic<std::uint64_t> open_connections{0};
+};
+
+class shard final : public core::turn_hook, public protocol::session_host {
+public:
+    // config, server_config and features must outlive the shard. listen: the endpoints to
+    // bind (port 0 picks one; main passes shard 0's result to the others).
+    shard(unsigned index, const core::config& config, const protocol::server_config& server,
+          const core::kernel_features& features, int log_fd, std::vector<core::endpoint> listen,
+          storage_factory make_storage = {});
+    shard(const shard&) = delete;
+    shard& operator=(const shard&) = delete;
+    ~shard();
+
+    // The shard thread's body. Sets `ready` after init; returns when stopped and drained.
+    void run(std::promise<shard_init_result>& ready);
+
+    // Any thread, with the caller's own reactor (for MSG_RING). Safe to call more than once.
+    void request_stop(core::reactor& from) noexcept;
+    [[nodiscard]] int ring_fd() const noexcept { return _ring_fd.load(std::memory_order_acquire); }
+    [[nodiscard]] const shard_counters& counters() const noexcept { return _counters; }
+    [[nodiscard]] bool finished() const noexcept { return _finished.load(std::memory_order_acquire); }
+
+    // session_host
+    std::uint64_t next_queue_id() noexcept override;
+    std::string_view rfc5322_date() noexcept override { return _dates.now(); }
+
+    // Shard-thread API used by connections.
+    [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
+    [[nodiscard]] core::buffer_ring& buffers() noexcept { return _buffers; }
+    [[nodiscard]] spool& message_spool() noexcept { return *_spool; }
+    [[nodiscard]] core::log_writer& log() noexcept { return *_log; }
+    [[nodiscard]] core::deadline_list& deadlines() noexcept { return _deadlines; }
+    [[nodiscard]] const protocol::server_config& server_config() const noexcept { return _server; }
+    [[nodiscard]] bool stopping() const noexcept { return _stopping; }
+    [[nodiscard]] unsigned index() const noexcept { return _index; }
+    [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
+    void want_flush(connection* c);
+    void want_rearm(connection* c);
+    void retire(connection* c);
+
+    void on_turn_end() noexcept override;
+
+private:
+    struct accept_op final : core::completion {
+        shard* owner = nullptr;
+        int fd = -1;
+        bool armed = false;
+        void complete(int res, std::uint32_t flags) noexcept override;
+    };
+    struct stop_op final : core::completion {
+        shard* owner = nullptr;
+        void complete(int res, std::uint32_t flags) noexcept override;
+    };
+
+    std::string init();
+    void arm_accept(accept_op& a) noexcept;
+    void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
+    void begin_stop() noexcept;
+    void tick() noexcept;
+    [[nodiscard]] bool drained() const noexcept;
+
+    // Fixed after construction.
+    const unsigned _index;
+    const core::config& _config;
+    const protocol::server_config& _server;
+    const core::kernel_features& _features;
+    const int _log_fd;
+    std::vector<core::endpoint> _listen;
+    storage_factory _make_storage;
+
+    // Shard-local.
+    core::reactor _reactor;
+    core::buffer_ring _buffers;
+    std::unique_ptr<storage> _storage;
+    std::unique_ptr<spool> _spool;
+    std::unique_ptr<core::log_writer> _log;
+    core::deadline_list _deadlines;
+    core::date_cache _dates;
+    std::vector<std::unique_ptr<accept_op>> _accepts;
+    std::vector<connection*> _connections;  // owned; index kept in each connection
+    std::vector<connection*> _flush;
+    std::vector<connection*> _rearm;
+    std::vector<connection*> _graveyard;
+    std::uint64_t _next_id = 0;
+    std::int64_t _next_tick_ms = 0;
+    std::int64_t _stop_deadline_ms = 0;
+    bool _stopping = false;
+    bool _grace_over = false;
+    stop_op _stop;
+
+    // Written by this shard, read by other threads.
+    std::atomic<int> _ring_fd{-1};
+    std::atomic<bool> _finished{false};
+    std::atomic<bool> _stop_sent{false};
+    shard_counters _counters;
+};
+
+}  // namespace ringrelay::queue

@@ -1,0 +1,282 @@
+// queue/spool.cc: see spool.h.
+#include "queue/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "core/invariant.h"
+#include "queue/record.h"
+
+namespace ringrelay::queue {
+
+namespace {
+
+constexpr unsigned max_iov_per_write = 1024;  // IOV_MAX
+
+std::string segment_name(std::uint64_t n) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%010llu.seg", static_cast<unsigned long long>(n));
+    return buf;
+}
+
+// Segment number of a "0000000001.seg" name, or 0 if it is not one.
+std::uint64_t parse_segment_name(const char* name) {
+    const std::size_t len = std::strlen(name);
+    if (len != 14 || std::strcmp(name + 10, ".seg") != 0) return 0;
+    std::uint64_t n = 0;
+    for (int i = 0; i < 10; ++i) {
+        if (name[i] < '0' || name[i] > '9') return 0;
+        n = n * 10 + static_cast<std::uint64_t>(name[i] - '0');
+    }
+    return n;
+}
+
+bool read_whole_file(const std::string& path, std::string& out, std::string& error) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error = path + ": " + std::strerror(errno);
+        return false;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) < 0) {
+        error = path + ": " + std::strerror(errno);
+        ::close(fd);
+        return false;
+    }
+    out.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t off = 0;
+    while (off < out.size()) {
+        const ssize_t n = ::pread(fd, out.data() + off, out.size() - off, static_cast<off_t>(off));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        off += static_cast<std::size_t>(n);
+    }
+    out.resize(off);
+    ::close(fd);
+    return true;
+}
+
+protocol::commit_result result_for(int err) noexcept {
+    return (err == ENOSPC || err == EDQUOT) ? protocol::commit_result::no_space : protocol::commit_result::io_error;
+}
+
+bool make_directories(const std::string& dir) {
+    std::string path;
+    std::size_t pos = 0;
+    while (pos != std::string::npos) {
+        pos = dir.find('/', pos + 1);
+        path = dir.substr(0, pos);
+        if (path.empty()) continue;
+        if (::mkdir(path.c_str(), 0750) < 0 && errno != EEXIST) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+std::expected<recovery_report, std::string> recover_directory(const std::string& dir) {
+    recovery_report report;
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+        if (errno == ENOENT) return report;
+        return std::unexpected(dir + ": " + std::strerror(errno));
+    }
+    std::vector<std::uint64_t> segments;
+    while (dirent* e = ::readdir(d)) {
+        const std::uint64_t n = parse_segment_name(e->d_name);
+        if (n != 0) segments.push_back(n);
+    }
+    ::closedir(d);
+    std::sort(segments.begin(), segments.end());
+    std::string bytes;
+    for (const std::uint64_t n : segments) {
+        report.max_segment = std::max(report.max_segment, n);
+        const std::string name = segment_name(n);
+        std::string error;
+        if (!read_whole_file(dir + "/" + name, bytes, error)) {
+            report.problems.push_back(error);
+            continue;
+        }
+        std::size_t pos = 0;
+        const std::string_view all(bytes);
+        while (pos < all.size()) {
+            auto rec = decode_record(all.substr(pos));
+            if (rec) {
+                recovered_message m;
+                m.queue_id = rec->header.queue_id;
+                m.segment = name;
+                m.offset = pos;
+                m.received_us = rec->header.received_us;
+                m.mail_from = rec->envelope.mail_from;
+                m.recipients = rec->envelope.rcpt_to.size();
+                m.size = rec->message.size();
+                report.max_queue_id = std::max(report.max_queue_id, m.queue_id);
+                report.messages.push_back(std::move(m));
+                pos += rec->record_size;
+                continue;
+            }
+            report.problems.push_back(name + " offset " + std::to_string(pos) + ": " +
+                                      std::string(describe(rec.error())) + "; skipped");
+            // Resynchronise on the next record magic.
+            const char magic[4] = {'R', 'R', 'S', '1'};
+            const auto next = all.find(std::string_view(magic, 4), pos + 1);
+            if (next == std::string_view::npos) break;
+            pos = next;
+        }
+    }
+    return report;
+}
+
+spool::spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segment_limit)
+    : _reactor(r), _storage(s), _dir(std::move(dir)), _segment_limit(segment_limit) {
+    _write_done.owner = this;
+    _sync_done.owner = this;
+}
+
+spool::~spool() {
+    if (_fd >= 0) _storage.close_file(_fd);
+}
+
+std::expected<recovery_report, std::string> spool::open() {
+    if (!make_directories(_dir)) return std::unexpected(_dir + ": cannot create: " + std::strerror(errno));
+    auto report = recover_directory(_dir);
+    if (!report) return report;
+    // Segments that hold nothing (a run that accepted no mail) are removed.
+    for (std::uint64_t n = 1; n <= report->max_segment; ++n) {
+        const std::string path = _dir + "/" + segment_name(n);
+        struct stat st {};
+        if (::stat(path.c_str(), &st) == 0 && st.st_size == 0) ::unlink(path.c_str());
+    }
+    _segment_number = report->max_segment;
+    if (!roll_segment()) return std::unexpected(_dir + ": cannot create a segment: " + std::strerror(errno));
+    return report;
+}
+
+bool spool::roll_segment() noexcept {
+    if (_fd >= 0) {
+        _storage.close_file(_fd);
+        _fd = -1;
+    }
+    auto fd = _storage.create_file(_dir, segment_name(_segment_number + 1));
+    if (!fd) {
+        errno = fd.error().value();
+        _healthy = false;
+        return false;
+    }
+    ++_segment_number;
+    _fd = *fd;
+    _committed_end = 0;
+    return true;
+}
+
+void spool::append(const protocol::envelope& env, std::string_view client, std::string_view message,
+                   std::uint64_t received_us, commit_waiter* waiter) {
+    const std::size_t offset = _pending_arena.size();
+    encode_message_record(_pending_arena, env, client, received_us, message);
+    _pending.push_back(entry{waiter, offset, _pending_arena.size() - offset, message});
+}
+
+void spool::on_turn_end() noexcept {
+    if (_batch.empty() && !_pending.empty()) start_commit();
+}
+
+void spool::start_commit() noexcept {
+    _batch.swap(_pending);
+    _batch_arena.swap(_pending_arena);
+    _pending.clear();
+    _pending_arena.clear();
+    if (_fd < 0 || _committed_end >= _segment_limit) {
+        if (!roll_segment()) {
+            finish_batch(result_for(errno));
+            return;
+        }
+    }
+    _iov.clear();
+    std::uint64_t bytes = 0;
+    for (const entry& e : _batch) {
+        _iov.push_back(iovec{_batch_arena.data() + e.header_offset, e.header_length});
+        if (!e.message.empty())
+            _iov.push_back(iovec{const_cast<char*>(e.message.data()), e.message.size()});
+        bytes += e.header_length + e.message.size();
+    }
+    _iov_next = 0;
+    _write_offset = _committed_end;
+    _batch_end = _committed_end + bytes;
+    submit_write();
+}
+
+void spool::submit_write() noexcept {
+    const std::size_t left = _iov.size() - _iov_next;
+    const auto count = static_cast<unsigned>(std::min<std::size_t>(left, max_iov_per_write));
+    _storage.write(_fd, &_iov[_iov_next], count, _write_offset, &_write_done);
+}
+
+void spool::on_write(int res) noexcept {
+    if (res <= 0) {
+        // res == 0 with bytes left would never progress: treat it as an I/O error.
+        const int err = res < 0 ? -res : EIO;
+        _storage.truncate(_fd, _committed_end);
+        _storage.close_file(_fd);
+        _fd = -1;  // the next commit starts a new segment
+        finish_batch(result_for(err));
+        return;
+    }
+    auto n = static_cast<std::size_t>(res);
+    _write_offset += n;
+    while (n > 0 && _iov_next < _iov.size()) {
+        iovec& v = _iov[_iov_next];
+        if (n >= v.iov_len) {
+            n -= v.iov_len;
+            ++_iov_next;
+        } else {
+            v.iov_base = static_cast<char*>(v.iov_base) + n;
+            v.iov_len -= n;
+            n = 0;
+        }
+    }
+    if (_iov_next < _iov.size()) {
+        submit_write();
+        return;
+    }
+    RR_ASSERT(_write_offset == _batch_end);
+    _storage.fdatasync(_fd, &_sync_done);
+}
+
+void spool::on_sync(int res) noexcept {
+    if (res < 0) {
+        // After a failed fdatasync the kernel may have dropped the dirty pages: nothing in
+        // this batch can be trusted, and neither can the rest of this segment's future.
+        _storage.truncate(_fd, _committed_end);
+        _storage.close_file(_fd);
+        _fd = -1;
+        finish_batch(result_for(-res));
+        return;
+    }
+    _committed_end = _batch_end;
+    ++_stats.commits;
+    _healthy = true;
+    finish_batch(protocol::commit_result::ok);
+}
+
+void spool::finish_batch(protocol::commit_result result) noexcept {
+    if (result == protocol::commit_result::ok) {
+        _stats.committed_messages += _batch.size();
+    } else {
+        _stats.failed_messages += _batch.size();
+    }
+    // committed() may append new messages: they go to _pending, never into this batch.
+    std::vector<entry> done;
+    done.swap(_batch);
+    for (const entry& e : done) e.waiter->committed(result);
+    done.clear();
+    if (_batch.empty()) _batch.swap(done);  // keep the capacity
+}
+
+}  // namespace ringrelay::queue

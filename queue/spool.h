@@ -1,0 +1,135 @@
+// queue/spool.h: a shard's spool: append-only segment files of checksummed records
+// (queue/record.h), written through the storage seam with group commit: every message that
+// finished during one loop turn is written together and covered by one fdatasync, and its
+// waiter hears "committed" only after that fdatasync completed (RFC 5321 §6.1: 250 means we
+// are responsible for the message).
+//
+// Lifecycle: construct -> open() (recovers what earlier runs left, starts a new segment)
+// -> append()* / on_turn_end() each turn -> close(). One in-flight commit at a time; while it
+// runs, new messages gather for the next (which is what makes the batches grow under load).
+//
+// Threading: shard-local. The bytes given to append() must stay unchanged until the
+// waiter's committed() is called; the waiter must outlive that call.
+#pragma once
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/reactor.h"
+#include "protocol/server_session.h"
+#include "queue/storage.h"
+
+namespace ringrelay::queue {
+
+class commit_waiter {
+public:
+    virtual void committed(protocol::commit_result result) noexcept = 0;
+
+protected:
+    ~commit_waiter() = default;
+};
+
+struct recovered_message {
+    std::uint64_t queue_id = 0;
+    std::string segment;  // file name
+    std::uint64_t offset = 0;
+    std::uint64_t received_us = 0;
+    std::string mail_from;
+    std::size_t recipients = 0;
+    std::size_t size = 0;
+};
+
+struct recovery_report {
+    std::vector<recovered_message> messages;
+    std::vector<std::string> problems;  // "0000000003.seg offset 4096: checksum mismatch"
+    std::uint64_t max_queue_id = 0;
+    std::uint64_t max_segment = 0;
+};
+
+// Reads every segment in `dir` (a shard's spool directory). Corrupt or torn records are
+// reported and skipped; a missing directory is an empty spool.
+[[nodiscard]] std::expected<recovery_report, std::string> recover_directory(const std::string& dir);
+
+struct spool_stats {
+    std::uint64_t committed_messages = 0;
+    std::uint64_t commits = 0;  // fdatasyncs that completed
+    std::uint64_t failed_messages = 0;
+};
+
+class spool final : public core::turn_hook {
+public:
+    // dir: this shard's spool directory (created if missing).
+    spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segment_limit = 64u << 20);
+    spool(const spool&) = delete;
+    spool& operator=(const spool&) = delete;
+    ~spool();
+
+    // Recovers existing segments and opens a fresh one for new records.
+    [[nodiscard]] std::expected<recovery_report, std::string> open();
+
+    // Adds a message to the next group commit.
+    void append(const protocol::envelope& env, std::string_view client, std::string_view message,
+                std::uint64_t received_us, commit_waiter* waiter);
+
+    void on_turn_end() noexcept override;
+
+    // Nothing waiting and nothing in flight.
+    [[nodiscard]] bool idle() const noexcept { return _pending.empty() && _batch.empty(); }
+    // Set after a failed commit when no new segment could be made; cleared by a commit that works.
+    [[nodiscard]] bool healthy() const noexcept { return _healthy; }
+    [[nodiscard]] const spool_stats& stats() const noexcept { return _stats; }
+    [[nodiscard]] const std::string& directory() const noexcept { return _dir; }
+
+private:
+    struct entry {
+        commit_waiter* waiter;
+        std::size_t header_offset;  // into the batch arena
+        std::size_t header_length;
+        std::string_view message;
+    };
+    struct write_done final : core::completion {
+        spool* owner;
+        void complete(int res, std::uint32_t) noexcept override { owner->on_write(res); }
+    };
+    struct sync_done final : core::completion {
+        spool* owner;
+        void complete(int res, std::uint32_t) noexcept override { owner->on_sync(res); }
+    };
+
+    void start_commit() noexcept;
+    void submit_write() noexcept;
+    void on_write(int res) noexcept;
+    void on_sync(int res) noexcept;
+    void finish_batch(protocol::commit_result result) noexcept;
+    [[nodiscard]] bool roll_segment() noexcept;
+
+    core::reactor& _reactor;
+    storage& _storage;
+    const std::string _dir;
+    const std::uint64_t _segment_limit;
+
+    int _fd = -1;
+    std::uint64_t _segment_number = 0;
+    std::uint64_t _committed_end = 0;  // bytes of the current segment known durable
+    bool _healthy = true;
+
+    // Gathering for the next commit.
+    std::vector<entry> _pending;
+    std::string _pending_arena;
+    // The commit in flight.
+    std::vector<entry> _batch;
+    std::string _batch_arena;
+    std::vector<iovec> _iov;
+    std::size_t _iov_next = 0;        // first iovec not yet fully written
+    std::uint64_t _write_offset = 0;  // file offset of _iov[_iov_next]'s current start
+    std::uint64_t _batch_end = 0;
+    write_done _write_done;
+    sync_done _sync_done;
+    spool_stats _stats;
+};
+
+}  // namespace ringrelay::queue

@@ -1,0 +1,88 @@
+// queue/storage.h: the spool's one narrow door to the disk (CONVENTIONS.md "The spool"),
+// with a disk backend (io_uring) and a fault backend that fails chosen operations, so every
+// disk error path can be tested.
+//
+// Threading: shard-local, like the spool that owns it. Asynchronous operations report to a
+// core::completion on the shard's reactor: bytes written / 0, or -errno.
+#pragma once
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <system_error>
+
+#include "core/reactor.h"
+
+namespace ringrelay::queue {
+
+class storage {
+public:
+    virtual ~storage() = default;
+    // Creates `dir/name` (must not exist) for appending and makes the new name durable
+    // (fsync of the file and of the directory) before returning. Synchronous: used at
+    // start-up and when a segment fills (once per tens of MiB).
+    [[nodiscard]] virtual std::expected<int, std::error_code> create_file(const std::string& dir,
+                                                                          const std::string& name) = 0;
+    // Best-effort: shrinks a file back to `size` after a failed write.
+    virtual void truncate(int fd, std::uint64_t size) noexcept = 0;
+    virtual void close_file(int fd) noexcept = 0;
+    // Writes iov[0..count) at `offset`; the iovecs and their bytes stay untouched until `done`
+    // receives the byte count (possibly short) or -errno.
+    virtual void write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
+                       core::completion* done) noexcept = 0;
+    // fdatasync(fd); `done` receives 0 or -errno.
+    virtual void fdatasync(int fd, core::completion* done) noexcept = 0;
+};
+
+class disk_storage final : public storage {
+public:
+    explicit disk_storage(core::reactor& r) noexcept : _reactor(r) {}
+    [[nodiscard]] std::expected<int, std::error_code> create_file(const std::string& dir,
+                                                                  const std::string& name) override;
+    void truncate(int fd, std::uint64_t size) noexcept override;
+    void close_file(int fd) noexcept override;
+    void write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
+               core::completion* done) noexcept override;
+    void fdatasync(int fd, core::completion* done) noexcept override;
+
+private:
+    core::reactor& _reactor;
+};
+
+// Passes everything to a disk_storage, except the operations it was told to fail. Used by
+// tests (and by `ringrelay --test-fault`, never in production configurations).
+class fault_storage final : public storage {
+public:
+    explicit fault_storage(core::reactor& r) noexcept : _reactor(r), _disk(r) {}
+
+    // The next write (or fdatasync, or create_file) fails with `err` (e.g. ENOSPC, EIO).
+    void fail_next_write(int err) noexcept { _write_error = err; }
+    void fail_next_sync(int err) noexcept { _sync_error = err; }
+    void fail_next_create(int err) noexcept { _create_error = err; }
+    // The next write writes only its first `bytes` bytes (a short write).
+    void short_next_write(std::size_t bytes) noexcept { _short_write = bytes; }
+    [[nodiscard]] unsigned writes() const noexcept { return _writes; }
+    [[nodiscard]] unsigned syncs() const noexcept { return _syncs; }
+
+    [[nodiscard]] std::expected<int, std::error_code> create_file(const std::string& dir,
+                                                                  const std::string& name) override;
+    void truncate(int fd, std::uint64_t size) noexcept override { _disk.truncate(fd, size); }
+    void close_file(int fd) noexcept override { _disk.close_file(fd); }
+    void write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
+               core::completion* done) noexcept override;
+    void fdatasync(int fd, core::completion* done) noexcept override;
+
+private:
+    core::reactor& _reactor;
+    disk_storage _disk;
+    int _write_error = 0;
+    int _sync_error = 0;
+    int _create_error = 0;
+    std::size_t _short_write = 0;
+    unsigned _writes = 0;
+    unsigned _syncs = 0;
+    iovec _short_iov{};
+};
+
+}  // namespace ringrelay::queue

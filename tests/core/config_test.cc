@@ -1,0 +1,136 @@
+// Unit tests of core/config.h: defaults, JSON config, flag precedence, and errors that name
+// the key or flag.
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace ringrelay::core;
+
+namespace {
+
+std::expected<config, config_exit> load(std::vector<std::string> args) {
+    args.insert(args.begin(), "ringrelay");
+    std::vector<const char*> argv;
+    for (const std::string& a : args) argv.push_back(a.c_str());
+    return load_config(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string write_temp(const std::string& text) {
+    char name[] = "/tmp/ringrelay-config-XXXXXX";
+    const int fd = mkstemp(name);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    ::close(fd);
+    return name;
+}
+
+}  // namespace
+
+TEST(Config, EmbeddedDefaultsMatchTheDocumentation) {
+    auto c = load({});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    ASSERT_EQ(c->listen.size(), 1u);
+    EXPECT_EQ(c->listen[0], "127.0.0.1:2525");
+    EXPECT_EQ(c->spool, "./var/spool");
+    EXPECT_EQ(c->max_message_size, 26214400u);
+    EXPECT_EQ(c->max_recipients, 1000u);
+    EXPECT_EQ(c->command_timeout, 300u);
+    EXPECT_GE(c->shards, 1u);
+    EXPECT_FALSE(c->hostname.empty());
+    EXPECT_EQ(c->relay_cidrs.size(), 2u);
+}
+
+TEST(Config, FlagsOverrideTheConfigFile) {
+    const std::string path = write_temp(R"({"shards": 3, "max-recipients": 7, "hostname": "file.example",
+        "relay_domains": ["Example.ORG", ".sub.example"], "listen": ["127.0.0.1:2600", "[::1]:2601"]})");
+    auto c = load({"--config", path, "--max-recipients", "9"});
+    std::remove(path.c_str());
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->shards, 3u);
+    EXPECT_EQ(c->max_recipients, 9u);
+    EXPECT_EQ(c->hostname, "file.example");
+    ASSERT_EQ(c->relay_domains.size(), 2u);
+    EXPECT_EQ(c->relay_domains[0], "example.org");
+    EXPECT_EQ(c->listen_endpoints.size(), 2u);
+}
+
+TEST(Config, CommaSeparatedListsSplit) {
+    auto c = load({"--relay-networks", "10.0.0.0/8, 192.168.0.0/16", "--relay-domains", "a.example,b.example"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->relay_cidrs.size(), 2u);
+    EXPECT_EQ(c->relay_domains.size(), 2u);
+}
+
+TEST(Config, RepeatedListenAccumulates) {
+    auto c = load({"--listen", "127.0.0.1:2525", "--listen", "127.0.0.2:2525"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->listen_endpoints.size(), 2u);
+}
+
+TEST(Config, UnknownJsonKeyIsAnErrorNamingIt) {
+    const std::string path = write_temp(R"({"max-recipents": 5})");
+    auto c = load({"--config", path});
+    std::remove(path.c_str());
+    ASSERT_FALSE(c.has_value());
+    EXPECT_EQ(c.error().code, 2);
+    EXPECT_NE(c.error().message.find("max-recipents"), std::string::npos) << c.error().message;
+}
+
+TEST(Config, WrongJsonTypeNamesTheKey) {
+    const std::string path = write_temp(R"({"shards": "two"})");
+    auto c = load({"--config", path});
+    std::remove(path.c_str());
+    ASSERT_FALSE(c.has_value());
+    EXPECT_NE(c.error().message.find("'shards'"), std::string::npos) << c.error().message;
+}
+
+TEST(Config, InvalidJsonIsReported) {
+    const std::string path = write_temp("{\"shards\": 2,");
+    auto c = load({"--config", path});
+    std::remove(path.c_str());
+    ASSERT_FALSE(c.has_value());
+    EXPECT_NE(c.error().message.find("not valid JSON"), std::string::npos) << c.error().message;
+}
+
+TEST(Config, BadFlagValuesNameTheFlag) {
+    struct {
+        std::vector<std::string> args;
+        const char* names;
+    } cases[] = {
+        {{"--listen", "nowhere"}, "--listen"},
+        {{"--relay-networks", "10.0.0.0/99"}, "--relay-networks"},
+        {{"--max-recipients", "0"}, "--max-recipients"},
+        {{"--command-timeout", "0"}, "--command-timeout"},
+        {{"--shards", "1000"}, "--shards"},
+        {{"--shards", "many"}, "--shards"},
+    };
+    for (const auto& tc : cases) {
+        auto c = load(tc.args);
+        ASSERT_FALSE(c.has_value()) << tc.names;
+        EXPECT_EQ(c.error().code, 2);
+        EXPECT_NE(c.error().message.find(tc.names), std::string::npos) << c.error().message;
+    }
+}
+
+TEST(Config, MissingConfigFileIsAnError) {
+    auto c = load({"--config", "/nonexistent/ringrelay.json"});
+    ASSERT_FALSE(c.has_value());
+    EXPECT_NE(c.error().message.find("/nonexistent/ringrelay.json"), std::string::npos);
+}
+
+TEST(Config, HelpDocumentsEveryFlag) {
+    auto c = load({"--help"});
+    ASSERT_FALSE(c.has_value());
+    EXPECT_EQ(c.error().code, 0);
+    for (const char* flag : {"--config", "--listen", "--shards", "--spool", "--hostname", "--relay-networks",
+                             "--relay-domains", "--max-message-size", "--max-recipients", "--command-timeout",
+                             "--log", "--list-spool"}) {
+        EXPECT_NE(c.error().message.find(flag), std::string::npos) << flag;
+    }
+}
