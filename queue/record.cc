@@ -78,7 +78,8 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
     put<std::uint32_t>(header, 0);  // crc placeholder
     put<std::uint64_t>(header, env.queue_id);
     put<std::uint64_t>(header, received_us);
-    std::uint32_t crc = crc32c(0, std::string_view(header).substr(16));
+    std::uint32_t crc = crc32c(0, std::string_view(header).substr(4, 8));
+    crc = crc32c(crc, std::string_view(header).substr(16));
     crc = crc32c(crc, std::string_view(out).substr(payload_start));
     crc = crc32c(crc, message);
     std::memcpy(header.data() + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
@@ -112,7 +113,8 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
         return std::unexpected(decode_error::bad_length);
     if (bytes.size() - record_header_size < d.header.payload_length) return std::unexpected(decode_error::truncated);
     const std::string_view payload = bytes.substr(record_header_size, d.header.payload_length);
-    std::uint32_t crc = crc32c(0, bytes.substr(16, 16));
+    std::uint32_t crc = crc32c(0, bytes.substr(4, 8));
+    crc = crc32c(crc, bytes.substr(16, 16));
     crc = crc32c(crc, payload);
     if (crc != d.header.crc) return std::unexpected(decode_error::bad_checksum);
     reader r(payload);

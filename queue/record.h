@@ -3,7 +3,7 @@
 // A segment file is a sequence of records, each:
 //   header (32 bytes, little-endian)
 //     u32 magic 'RRS1'   u8 type   u8 version   u16 reserved(0)
-//     u32 payload_length u32 crc32c(header bytes 16..31 + payload)
+//     u32 payload_length u32 crc32c(header bytes 4..11 and 16..31, then payload)
 //     u64 queue_id       u64 received_unix_us
 //   payload (type message):
 //     u8 body_type  u8 smtputf8  u16 helo_len helo  u16 client_len client

@@ -38,9 +38,7 @@ void disk_storage::fdatasync(int fd, core::completion* done) noexcept {
 }
 
 std::expected<int, std::error_code> fault_storage::create_file(const std::string& dir, const std::string& name) {
-    if (_create_error != 0) {
-        const int err = _create_error;
-        _create_error = 0;
+    if (const int err = _create_error.exchange(0); err != 0) {
         return std::unexpected(std::error_code(err, std::system_category()));
     }
     return _disk.create_file(dir, name);
@@ -49,17 +47,14 @@ std::expected<int, std::error_code> fault_storage::create_file(const std::string
 void fault_storage::write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
                           core::completion* done) noexcept {
     ++_writes;
-    if (_write_error != 0) {
-        const int err = _write_error;
-        _write_error = 0;
+    if (const int err = _write_error.exchange(0); err != 0) {
         _reactor.post(done, -err);
         return;
     }
-    if (_short_write != 0 && count > 0) {
-        // Really write a prefix, so the file holds a torn record as it would after a crash.
+    if (const std::size_t short_len = _short_write.exchange(0); short_len != 0 && count > 0) {
+        // Really write only a prefix: the spool must notice and write the rest.
         _short_iov.iov_base = iov[0].iov_base;
-        _short_iov.iov_len = _short_write < iov[0].iov_len ? _short_write : iov[0].iov_len;
-        _short_write = 0;
+        _short_iov.iov_len = short_len < iov[0].iov_len ? short_len : iov[0].iov_len;
         _disk.write(fd, &_short_iov, 1, offset, done);
         return;
     }
@@ -68,9 +63,7 @@ void fault_storage::write(int fd, const iovec* iov, unsigned count, std::uint64_
 
 void fault_storage::fdatasync(int fd, core::completion* done) noexcept {
     ++_syncs;
-    if (_sync_error != 0) {
-        const int err = _sync_error;
-        _sync_error = 0;
+    if (const int err = _sync_error.exchange(0); err != 0) {
         _reactor.post(done, -err);
         return;
     }

@@ -7,6 +7,7 @@
 #pragma once
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <expected>
 #include <string>
@@ -51,7 +52,7 @@ private:
 };
 
 // Passes everything to a disk_storage, except the operations it was told to fail. Used by
-// tests (and by `ringrelay --test-fault`, never in production configurations).
+// tests only. The fail_* calls may come from another thread than the shard's.
 class fault_storage final : public storage {
 public:
     explicit fault_storage(core::reactor& r) noexcept : _reactor(r), _disk(r) {}
@@ -76,13 +77,14 @@ public:
 private:
     core::reactor& _reactor;
     disk_storage _disk;
-    int _write_error = 0;
-    int _sync_error = 0;
-    int _create_error = 0;
-    std::size_t _short_write = 0;
-    unsigned _writes = 0;
-    unsigned _syncs = 0;
-    iovec _short_iov{};
+    // Armed by a test thread, consumed by the shard thread: atomics (test-only backend).
+    std::atomic<int> _write_error{0};
+    std::atomic<int> _sync_error{0};
+    std::atomic<int> _create_error{0};
+    std::atomic<std::size_t> _short_write{0};
+    std::atomic<unsigned> _writes{0};
+    std::atomic<unsigned> _syncs{0};
+    iovec _short_iov{};  // shard-local
 };
 
 }  // namespace ringrelay::queue

@@ -1,0 +1,225 @@
+// Unit tests of queue/spool.h: group commit, acknowledgement only after fdatasync, every
+// disk fault injected through the storage seam, and recovery of what a crash leaves.
+#include "queue/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/reactor.h"
+
+using namespace ringrelay;
+using namespace ringrelay::queue;
+using protocol::commit_result;
+
+namespace {
+
+struct waiter final : commit_waiter {
+    std::vector<commit_result> results;
+    void committed(commit_result r) noexcept override { results.push_back(r); }
+};
+
+class SpoolTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/ringrelay-spool-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        _dir = tmpl;
+        ASSERT_FALSE(_reactor.init(256, core::probe_kernel_features()));
+        _storage = std::make_unique<fault_storage>(_reactor);
+    }
+    void TearDown() override { std::filesystem::remove_all(_dir); }
+
+    std::unique_ptr<spool> open_spool(std::uint64_t segment_limit = 64u << 20) {
+        auto s = std::make_unique<spool>(_reactor, *_storage, _dir + "/shard-0", segment_limit);
+        auto report = s->open();
+        EXPECT_TRUE(report.has_value()) << (report ? "" : report.error());
+        _reactor.add_turn_hook(s.get());
+        return s;
+    }
+
+    protocol::envelope envelope(std::uint64_t id) {
+        protocol::envelope env;
+        env.queue_id = id;
+        env.helo = "client.example";
+        env.mail_from = "sender@example.org";
+        env.rcpt_to = {"rcpt" + std::to_string(id) + "@example.net"};
+        return env;
+    }
+
+    // Runs the loop until `w` has `n` results (bounded).
+    void run_until(const waiter& w, std::size_t n) {
+        for (int i = 0; i < 1000 && w.results.size() < n; ++i) ASSERT_TRUE(_reactor.run_once(100));
+        ASSERT_EQ(w.results.size(), n);
+    }
+
+    std::vector<std::uint64_t> recovered_ids() {
+        auto r = recover_directory(_dir + "/shard-0");
+        EXPECT_TRUE(r.has_value());
+        std::vector<std::uint64_t> ids;
+        for (const auto& m : r->messages) ids.push_back(m.queue_id);
+        return ids;
+    }
+
+    std::string _dir;
+    core::reactor _reactor;
+    std::unique_ptr<fault_storage> _storage;
+    std::vector<std::string> _bodies;  // kept alive while committing
+};
+
+const std::string message = "Received: from x\r\n\tby y; date\r\nSubject: t\r\n\r\nhello\r\n";
+
+}  // namespace
+
+TEST_F(SpoolTest, GroupCommitCoversEveryMessageOfATurnWithOneSync) {
+    auto s = open_spool();
+    waiter w;
+    for (std::uint64_t id = 1; id <= 50; ++id) s->append(envelope(id), "127.0.0.1", message, 1, &w);
+    run_until(w, 50);
+    for (auto r : w.results) EXPECT_EQ(r, commit_result::ok);
+    EXPECT_EQ(_storage->syncs(), 1u);
+    EXPECT_EQ(s->stats().commits, 1u);
+    EXPECT_EQ(recovered_ids().size(), 50u);
+}
+
+TEST_F(SpoolTest, FailedSyncIsNeverAcknowledged) {
+    auto s = open_spool();
+    waiter w;
+    _storage->fail_next_sync(EIO);
+    s->append(envelope(1), "127.0.0.1", message, 1, &w);
+    run_until(w, 1);
+    EXPECT_EQ(w.results[0], commit_result::io_error);
+    EXPECT_TRUE(recovered_ids().empty()) << "a message that was refused must not be recovered";
+}
+
+struct fault_case {
+    const char* name;
+    int err;
+    bool at_sync;
+    commit_result expected;
+};
+
+class SpoolFaultTest : public SpoolTest, public ::testing::WithParamInterface<fault_case> {};
+
+TEST_P(SpoolFaultTest, FaultFailsOnlyItsBatchAndTheSpoolKeepsServing) {
+    const fault_case& fc = GetParam();
+    auto s = open_spool();
+    waiter w;
+    s->append(envelope(1), "127.0.0.1", message, 1, &w);
+    run_until(w, 1);
+    if (fc.at_sync) {
+        _storage->fail_next_sync(fc.err);
+    } else {
+        _storage->fail_next_write(fc.err);
+    }
+    s->append(envelope(2), "127.0.0.1", message, 1, &w);
+    s->append(envelope(3), "127.0.0.1", message, 1, &w);
+    run_until(w, 3);
+    EXPECT_EQ(w.results[1], fc.expected);
+    EXPECT_EQ(w.results[2], fc.expected);
+    s->append(envelope(4), "127.0.0.1", message, 1, &w);
+    run_until(w, 4);
+    EXPECT_EQ(w.results[3], commit_result::ok);
+    EXPECT_EQ(recovered_ids(), (std::vector<std::uint64_t>{1, 4}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    DiskFaults, SpoolFaultTest,
+    ::testing::Values(fault_case{"EnospcOnWrite", ENOSPC, false, commit_result::no_space},
+                      fault_case{"EdquotOnWrite", EDQUOT, false, commit_result::no_space},
+                      fault_case{"EioOnWrite", EIO, false, commit_result::io_error},
+                      fault_case{"EioOnSync", EIO, true, commit_result::io_error},
+                      fault_case{"EnospcOnSync", ENOSPC, true, commit_result::no_space}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST_F(SpoolTest, ShortWriteIsCompletedNotAcknowledgedEarly) {
+    auto s = open_spool();
+    waiter w;
+    _storage->short_next_write(10);
+    s->append(envelope(7), "127.0.0.1", message, 1, &w);
+    run_until(w, 1);
+    EXPECT_EQ(w.results[0], commit_result::ok);
+    EXPECT_GE(_storage->writes(), 2u);
+    EXPECT_EQ(recovered_ids(), (std::vector<std::uint64_t>{7}));
+}
+
+TEST_F(SpoolTest, FailedSegmentCreationReportsNoSpaceThenRecovers) {
+    auto s = open_spool(1);  // every commit starts a new segment
+    waiter w;
+    s->append(envelope(1), "127.0.0.1", message, 1, &w);
+    run_until(w, 1);
+    _storage->fail_next_create(ENOSPC);
+    s->append(envelope(2), "127.0.0.1", message, 1, &w);
+    run_until(w, 2);
+    EXPECT_EQ(w.results[1], commit_result::no_space);
+    EXPECT_FALSE(s->healthy());
+    s->append(envelope(3), "127.0.0.1", message, 1, &w);
+    run_until(w, 3);
+    EXPECT_EQ(w.results[2], commit_result::ok);
+    EXPECT_TRUE(s->healthy());
+    EXPECT_EQ(recovered_ids(), (std::vector<std::uint64_t>{1, 3}));
+}
+
+TEST_F(SpoolTest, RollsSegmentsAndRecoversAcrossThem) {
+    auto s = open_spool(1);  // every commit starts a new segment
+    waiter w;
+    for (std::uint64_t id = 1; id <= 5; ++id) {
+        s->append(envelope(id), "127.0.0.1", message, 1, &w);
+        run_until(w, id);
+    }
+    std::size_t segments = 0;
+    for (const auto& e : std::filesystem::directory_iterator(_dir + "/shard-0")) segments += e.path().extension() == ".seg";
+    EXPECT_GE(segments, 5u);
+    EXPECT_EQ(recovered_ids(), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+}
+
+TEST_F(SpoolTest, RecoverySkipsCorruptAndTornRecordsAndKeepsTheRest) {
+    {
+        auto s = open_spool();
+        waiter w;
+        for (std::uint64_t id = 1; id <= 3; ++id) s->append(envelope(id), "127.0.0.1", message, 1, &w);
+        run_until(w, 3);
+    }
+    const std::string seg = _dir + "/shard-0/0000000001.seg";
+    std::string bytes;
+    {
+        std::ifstream in(seg, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::size_t record = bytes.size() / 3;
+    bytes[record + record / 2] ^= 0x01;          // damage the middle of record 2
+    bytes += bytes.substr(0, record / 2);        // and a torn record at the tail
+    {
+        std::ofstream out(seg, std::ios::binary | std::ios::trunc);
+        out << bytes;
+    }
+    auto r = recover_directory(_dir + "/shard-0");
+    ASSERT_TRUE(r.has_value());
+    ASSERT_EQ(r->messages.size(), 2u);
+    EXPECT_EQ(r->messages[0].queue_id, 1u);
+    EXPECT_EQ(r->messages[1].queue_id, 3u);
+    ASSERT_EQ(r->problems.size(), 2u);
+    EXPECT_NE(r->problems[0].find("checksum"), std::string::npos) << r->problems[0];
+    EXPECT_NE(r->problems[1].find("truncated"), std::string::npos) << r->problems[1];
+    // A restarted spool starts a new segment and keeps the old one readable.
+    auto s2 = open_spool();
+    waiter w;
+    s2->append(envelope(9), "127.0.0.1", message, 1, &w);
+    run_until(w, 1);
+    EXPECT_EQ(recovered_ids(), (std::vector<std::uint64_t>{1, 3, 9}));
+}
+
+TEST_F(SpoolTest, MissingDirectoryIsAnEmptySpool) {
+    auto r = recover_directory(_dir + "/does-not-exist");
+    ASSERT_TRUE(r.has_value());
+    EXPECT_TRUE(r->messages.empty());
+}
