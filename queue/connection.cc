@@ -12,6 +12,12 @@
 
 namespace ringrelay::queue {
 
+namespace {
+// Input held while a commit is pending (pipelined BDAT chunks of the next message, say)
+// beyond which the connection stops reading until the commit completes.
+constexpr std::size_t max_held_input = 256 * 1024;
+}  // namespace
+
 connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust)
     : _shard(owner),
       _fd(fd),
@@ -43,7 +49,7 @@ void connection::arm_recv() noexcept {
 }
 
 void connection::rearm() noexcept {
-    if (!_closing && !_recv_armed) arm_recv();
+    if (!_closing && !_paused && !_recv_armed) arm_recv();
     maybe_retire();
 }
 
@@ -55,12 +61,16 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         const auto data = _shard.buffers().data(bid, static_cast<std::size_t>(res));
         if (!_closing) process(std::string_view(data.data(), data.size()));
         _shard.buffers().recycle(bid);
-        if (!more && !_closing) arm_recv();
+        if (!more && !_closing && !_paused) arm_recv();
     } else if (res == -ENOBUFS) {
         // The shard's buffer ring ran dry: try again at the end of the turn, when this turn's
         // buffers are back.
-        if (!_closing) _shard.want_rearm(this);
-    } else if (res != -ECANCELED || !_closing) {
+        if (!_closing && !_paused) _shard.want_rearm(this);
+    } else if (res == -ECANCELED && (_closing || _paused)) {
+        // Our own cancel: closing, or pausing input while a commit is pending. If the commit
+        // completed before this CQE arrived, reading resumes now.
+        if (!_closing && !_paused && !more) arm_recv();
+    } else {
         // End of stream or a socket error: the client is gone. A pending commit still
         // completes (the message is spooled; the client will retry or not, RFC 5321 §6.1).
         _peer_gone = true;
@@ -76,6 +86,11 @@ void connection::process(std::string_view data) noexcept {
         if (n < data.size()) _held.assign(data.substr(n));
     } else {
         _held.append(data);
+        if (_held.size() > max_held_input && _recv_armed && !_paused) {
+            // Backpressure: stop reading until the pending commit lets the session go on.
+            _paused = true;
+            io_uring_prep_cancel64(_shard.reactor().sqe(&_cancel), reinterpret_cast<std::uint64_t>(&_recv), 0);
+        }
     }
     after_session_step();
 }
@@ -118,6 +133,10 @@ void connection::committed(protocol::commit_result result) noexcept {
         _held.erase(0, n);
     }
     if (_held.empty() && !_session.message_ready()) _session.shrink();
+    if (_paused && _held.size() <= max_held_input && !_closing) {
+        _paused = false;
+        if (!_recv_armed) arm_recv();
+    }
     if (!_session.message_ready() && !_closing) _shard.deadlines().touch(*this, core::monotonic_ms());
     after_session_step();
     _shard.want_flush(this);

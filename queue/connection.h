@@ -85,6 +85,7 @@ private:
     bool _fd_closed = false;
     bool _peer_gone = false;
     bool _retired = false;
+    bool _paused = false;      // receive cancelled for backpressure
 };
 
 }  // namespace ringrelay::queue

@@ -67,6 +67,8 @@ protocol::commit_result result_for(int err) noexcept {
     return (err == ENOSPC || err == EDQUOT) ? protocol::commit_result::no_space : protocol::commit_result::io_error;
 }
 
+// mkdir -p, making each new directory's name durable (fsync of its parent), so a spool
+// created just before a crash is still found after it.
 bool make_directories(const std::string& dir) {
     std::string path;
     std::size_t pos = 0;
@@ -74,7 +76,17 @@ bool make_directories(const std::string& dir) {
         pos = dir.find('/', pos + 1);
         path = dir.substr(0, pos);
         if (path.empty()) continue;
-        if (::mkdir(path.c_str(), 0750) < 0 && errno != EEXIST) return false;
+        if (::mkdir(path.c_str(), 0750) == 0) {
+            const auto slash = path.find_last_of('/');
+            const std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+            const int pfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (pfd < 0) return false;
+            const int rc = ::fsync(pfd);
+            ::close(pfd);
+            if (rc < 0) return false;
+        } else if (errno != EEXIST) {
+            return false;
+        }
     }
     return true;
 }
