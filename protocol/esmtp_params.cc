@@ -1,0 +1,126 @@
+// protocol/esmtp_params.cc: esmtp-param grammar (RFC 5321 §4.1.2) and the semantics of the
+// parameters we offer: SIZE (RFC 1870 §3), BODY (RFC 6152 §2), SMTPUTF8 (RFC 6531 §3.4).
+// SECURITY: network input; bounds-checked views only.
+#include "protocol/esmtp_params.h"
+
+#include <cstddef>
+
+namespace ringrelay::protocol {
+namespace {
+
+constexpr bool is_alnum(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+bool iequals_upper(std::string_view s, std::string_view upper) noexcept {
+    if (s.size() != upper.size()) return false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+        if (c != upper[i]) return false;
+    }
+    return true;
+}
+
+struct param {
+    std::string_view keyword;
+    std::string_view value;
+    bool has_value = false;
+};
+
+// esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+// esmtp-value   = 1*(%d33-60 / %d62-126)   (RFC 6531 adds UTF-8; we accept octets >= 0x80)
+std::expected<param, param_failure> split_param(std::string_view token) noexcept {
+    param p;
+    const std::size_t eq = token.find('=');
+    p.keyword = token.substr(0, eq);
+    if (p.keyword.empty() || p.keyword.front() == '-') {
+        return std::unexpected(param_failure{param_error::bad_syntax, {}});
+    }
+    for (const char c : p.keyword) {
+        if (!is_alnum(c) && c != '-') return std::unexpected(param_failure{param_error::bad_syntax, {}});
+    }
+    if (eq == std::string_view::npos) return p;
+    p.has_value = true;
+    p.value = token.substr(eq + 1);
+    if (p.value.empty()) return std::unexpected(param_failure{param_error::bad_syntax, p.keyword});
+    for (const char c : p.value) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 33 || u == '=' || u == 127) {
+            return std::unexpected(param_failure{param_error::bad_syntax, p.keyword});
+        }
+    }
+    return p;
+}
+
+// Calls fn(token) for each SP-separated token; stops at the first failure.
+template <typename Fn>
+std::expected<void, param_failure> for_each_token(std::string_view text, Fn&& fn) {
+    std::size_t i = 0;
+    while (i < text.size()) {
+        if (text[i] == ' ') {
+            ++i;
+            continue;
+        }
+        std::size_t j = text.find(' ', i);
+        if (j == std::string_view::npos) j = text.size();
+        auto r = fn(text.substr(i, j - i));
+        if (!r) return r;
+        i = j;
+    }
+    return {};
+}
+
+}  // namespace
+
+std::expected<mail_parameters, param_failure> parse_mail_parameters(std::string_view text) noexcept {
+    mail_parameters out;
+    auto r = for_each_token(text, [&](std::string_view token) -> std::expected<void, param_failure> {
+        auto p = split_param(token);
+        if (!p) return std::unexpected(p.error());
+        const param_failure dup{param_error::bad_syntax, p->keyword};
+        if (iequals_upper(p->keyword, "SIZE")) {  // RFC 1870 §3: size-value ::= 1*20DIGIT
+            if (out.size_declared) return std::unexpected(dup);
+            if (!p->has_value || p->value.size() > 20) {
+                return std::unexpected(param_failure{param_error::bad_size, p->keyword});
+            }
+            std::uint64_t v = 0;
+            for (const char c : p->value) {
+                if (c < '0' || c > '9') return std::unexpected(param_failure{param_error::bad_size, p->keyword});
+                const auto d = static_cast<std::uint64_t>(c - '0');
+                v = (v > (UINT64_MAX - d) / 10) ? UINT64_MAX : v * 10 + d;
+            }
+            out.size = v;
+            out.size_declared = true;
+        } else if (iequals_upper(p->keyword, "BODY")) {  // RFC 6152 §2; BINARYMIME not offered
+            if (out.body != body_parameter::absent) return std::unexpected(dup);
+            if (!p->has_value) return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
+            if (iequals_upper(p->value, "7BIT")) {
+                out.body = body_parameter::seven_bit;
+            } else if (iequals_upper(p->value, "8BITMIME")) {
+                out.body = body_parameter::eight_bit_mime;
+            } else {
+                return std::unexpected(param_failure{param_error::unsupported, p->keyword});
+            }
+        } else if (iequals_upper(p->keyword, "SMTPUTF8")) {  // RFC 6531 §3.4: no value
+            if (out.smtputf8) return std::unexpected(dup);
+            if (p->has_value) return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
+            out.smtputf8 = true;
+        } else {
+            return std::unexpected(param_failure{param_error::unsupported, p->keyword});
+        }
+        return {};
+    });
+    if (!r) return std::unexpected(r.error());
+    return out;
+}
+
+std::expected<void, param_failure> parse_rcpt_parameters(std::string_view text) noexcept {
+    return for_each_token(text, [](std::string_view token) -> std::expected<void, param_failure> {
+        auto p = split_param(token);
+        if (!p) return std::unexpected(p.error());
+        return std::unexpected(param_failure{param_error::unsupported, p->keyword});
+    });
+}
+
+}  // namespace ringrelay::protocol

@@ -1,0 +1,87 @@
+// protocol/reply.h: every reply the SMTP server session sends, in one table with the RFC
+// that defines its code (RFC 5321 §4.2, enhanced codes RFC 3463 / RFC 2034). Pure: formatting
+// only appends to a caller-owned string.
+// SECURITY: a reply may echo an argument taken from the network (an address, a keyword);
+// callers pass only text their parser validated as printable (no CR, LF or controls).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace ringrelay::protocol {
+
+enum class reply_id : std::uint8_t {
+    none,
+    banner,                // 220 <host> ESMTP ringrelay
+    helo_ok,               // 250 <host>
+    mail_ok,               // 250 2.1.0 Ok
+    rcpt_ok,               // 250 2.1.5 Ok
+    ok,                    // 250 2.0.0 Ok (RSET, NOOP)
+    queued,                // 250 2.0.0 Ok: queued as <ID>
+    chunk_ok,              // 250 2.0.0 Ok: <n> octets received
+    help,                  // 214
+    vrfy,                  // 252
+    bye,                   // 221
+    start_data,            // 354
+    too_many_errors,       // 421 4.7.0 <host>
+    timeout,               // 421 4.4.2 <host>
+    shutdown,              // 421 4.3.2 <host>
+    io_error,              // 451 4.3.0
+    no_space,              // 452 4.3.1
+    too_many_recipients,   // 452 4.5.3
+    command_unrecognized,  // 500 5.5.2
+    command_too_long,      // 500 5.5.2
+    bare_lf_command,       // 500 5.5.2
+    bare_cr_command,       // 500 5.5.2
+    syntax_helo,           // 501 5.5.4
+    syntax_ehlo,
+    syntax_mail,
+    syntax_rcpt,
+    syntax_data,
+    syntax_bdat,
+    syntax_rset,
+    syntax_quit,
+    syntax_vrfy,
+    syntax_noop,
+    syntax_help,
+    bad_parameter_syntax,  // 501 5.5.4
+    bad_size_syntax,       // 501 5.5.4
+    bad_sender,            // 501 5.1.7
+    bad_recipient,         // 501 5.1.3
+    not_implemented,       // 502 5.5.1
+    need_helo,             // 503 5.5.1
+    nested_mail,
+    need_mail,
+    need_rcpt,
+    data_after_bdat,
+    rcpt_after_bdat,
+    no_local_delivery,     // 550 5.1.1 <addr>: ...
+    size_exceeded,         // 552 5.3.4
+    utf8_not_declared,     // 553 5.6.7
+    bare_newline_data,     // 554 5.5.2
+    data_line_too_long,    // 554 5.6.0
+    relay_denied,          // 554 5.7.1 <addr>: ...
+    unsupported_parameter, // 555 5.5.4
+    count_                 // number of rows; not a reply
+};
+
+// Whether a reply counts towards server_config::max_errors.
+enum class error_weight : std::uint8_t { none, counted };
+
+// One row: the text is prefix + argument + suffix + CRLF. `argument` is empty for rows that
+// take none.
+struct reply_row {
+    reply_id id;
+    std::string_view prefix;
+    std::string_view suffix;
+    error_weight weight;
+    std::string_view rfc;
+};
+
+// The row for `id`; `id` must not be none or count_.
+[[nodiscard]] const reply_row& reply_for(reply_id id) noexcept;
+
+// Appends one complete reply line (with CRLF) to `out`.
+void append_reply(std::string& out, reply_id id, std::string_view argument = {});
+
+}  // namespace ringrelay::protocol

@@ -1,0 +1,417 @@
+// protocol/server_session.cc: the SMTP server state machine (RFC 5321 §3.3, §4.1.4 command
+// order; RFC 2920 pipelining; RFC 3030 BDAT; RFC 1870 SIZE). Parsing lives in
+// command_parser / address / esmtp_params / data_reader, reply texts in reply.cc, relay
+// policy in relay_control.cc; this file only sequences them.
+// SECURITY: every byte given to feed() comes from the network. Command lines are bounded by
+// max_command_line, message bodies by max_message_size; nothing else grows with input.
+#include "protocol/server_session.h"
+
+#include <charconv>
+#include <cstring>
+
+#include "core/invariant.h"
+#include "protocol/address.h"
+#include "protocol/esmtp_params.h"
+#include "protocol/received_header.h"
+#include "protocol/relay_control.h"
+
+namespace ringrelay::protocol {
+namespace {
+
+// The reply for a known verb whose arguments did not parse.
+constexpr reply_id syntax_reply(command_verb verb) noexcept {
+    switch (verb) {
+    case command_verb::helo: return reply_id::syntax_helo;
+    case command_verb::ehlo: return reply_id::syntax_ehlo;
+    case command_verb::mail: return reply_id::syntax_mail;
+    case command_verb::rcpt: return reply_id::syntax_rcpt;
+    case command_verb::data: return reply_id::syntax_data;
+    case command_verb::bdat: return reply_id::syntax_bdat;
+    case command_verb::rset: return reply_id::syntax_rset;
+    case command_verb::quit: return reply_id::syntax_quit;
+    case command_verb::vrfy: return reply_id::syntax_vrfy;
+    case command_verb::noop: return reply_id::syntax_noop;
+    case command_verb::help: return reply_id::syntax_help;
+    case command_verb::starttls:
+    case command_verb::auth: return reply_id::not_implemented;
+    case command_verb::unknown: break;
+    }
+    return reply_id::command_unrecognized;
+}
+
+void append_number(std::string& out, std::uint64_t n) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, n);
+    out.append(buf, r.ptr);
+}
+
+}  // namespace
+
+server_session::server_session(const server_config& config, client_info client, session_host& host)
+    : _config(config), _client(std::move(client)), _host(host) {}
+
+void server_session::start(std::string& out) { append_reply(out, reply_id::banner, _config.hostname); }
+
+bool server_session::message_ready() const noexcept { return _message_ready; }
+const envelope& server_session::message_envelope() const noexcept { return _envelope; }
+std::string_view server_session::message() const noexcept { return _body; }
+bool server_session::closed() const noexcept { return _closed; }
+bool server_session::in_transaction() const noexcept { return _transaction != transaction::none; }
+
+void server_session::say_uncounted(std::string& out, reply_id id, std::string_view argument) {
+    append_reply(out, id, argument);
+}
+
+void server_session::say(std::string& out, reply_id id, std::string_view argument) {
+    append_reply(out, id, argument);
+    if (reply_for(id).weight != error_weight::counted) return;
+    ++_errors;
+    if (_config.max_errors != 0 && _errors >= _config.max_errors && !_closed) {
+        append_reply(out, reply_id::too_many_errors, _config.hostname);
+        _closed = true;
+    }
+}
+
+std::size_t server_session::feed(std::string_view in, std::string& out) {
+    std::size_t pos = 0;
+    while (pos < in.size() && !_closed && !_message_ready) {
+        const std::string_view rest = in.substr(pos);
+        switch (_mode) {
+        case input_mode::command:
+        case input_mode::discard_line:
+            pos += feed_command(rest, out);
+            break;
+        case input_mode::data: {
+            const data_progress p = _reader.feed(rest, _body);
+            pos += p.consumed;
+            if (p.complete) {
+                _mode = input_mode::command;
+                finish_message(out);
+            }
+            break;
+        }
+        case input_mode::chunk:
+            pos += feed_chunk(rest, out);
+            break;
+        }
+    }
+    return pos;
+}
+
+// Splits command lines; a line straddling calls is kept in _line (bounded by
+// max_command_line), a longer one is discarded up to its LF and answered once.
+std::size_t server_session::feed_command(std::string_view in, std::string& out) {
+    const void* lf_ptr = std::memchr(in.data(), '\n', in.size());
+    if (lf_ptr == nullptr) {
+        if (_mode == input_mode::command) {
+            if (_line.size() + in.size() >= max_command_line) {
+                _mode = input_mode::discard_line;
+                _line.clear();
+            } else {
+                _line.append(in);
+            }
+        }
+        return in.size();
+    }
+    const std::size_t used = static_cast<std::size_t>(static_cast<const char*>(lf_ptr) - in.data()) + 1;
+    if (_mode == input_mode::discard_line) {
+        _mode = input_mode::command;
+        say(out, reply_id::command_too_long);
+        return used;
+    }
+    if (_line.size() + used > max_command_line) {
+        _line.clear();
+        say(out, reply_id::command_too_long);
+    } else if (_line.empty()) {
+        handle_line(in.substr(0, used), out);  // parse in place: the common case
+    } else {
+        _line.append(in.substr(0, used));
+        handle_line(_line, out);
+        _line.clear();
+    }
+    return used;
+}
+
+std::size_t server_session::feed_chunk(std::string_view in, std::string& out) {
+    const std::size_t n = _chunk_remaining < in.size() ? static_cast<std::size_t>(_chunk_remaining) : in.size();
+    if (_chunk_error == reply_id::none && _bdat_failure == reply_id::none) {
+        (void)_reader.feed(in.substr(0, n), _body);  // raw framing: consumes all of it
+    }
+    _chunk_remaining -= n;
+    if (_chunk_remaining == 0) finish_chunk(out);
+    return n;
+}
+
+void server_session::handle_line(std::string_view line, std::string& out) {
+    const auto cmd = parse_command(line);
+    if (cmd) {
+        handle_command(*cmd, out);
+        return;
+    }
+    switch (cmd.error().reason) {
+    case parse_error::line_too_long: say(out, reply_id::command_too_long); break;
+    case parse_error::bare_newline: say(out, reply_id::bare_lf_command); break;
+    case parse_error::bare_carriage_return: say(out, reply_id::bare_cr_command); break;
+    case parse_error::unknown_verb: say(out, reply_id::command_unrecognized); break;
+    case parse_error::bad_arguments: say(out, syntax_reply(cmd.error().verb)); break;
+    }
+}
+
+void server_session::handle_command(const command& cmd, std::string& out) {
+    switch (cmd.verb) {
+    case command_verb::helo:
+    case command_verb::ehlo: on_helo(cmd, out); break;
+    case command_verb::mail: on_mail(cmd, out); break;
+    case command_verb::rcpt: on_rcpt(cmd, out); break;
+    case command_verb::data: on_data(out); break;
+    case command_verb::bdat: on_bdat(cmd, out); break;
+    case command_verb::rset:
+        end_transaction();
+        say(out, reply_id::ok);
+        break;
+    case command_verb::noop: say(out, reply_id::ok); break;
+    case command_verb::quit:
+        say(out, reply_id::bye);
+        _closed = true;
+        break;
+    case command_verb::vrfy: say(out, reply_id::vrfy); break;
+    case command_verb::help: say(out, reply_id::help); break;
+    case command_verb::starttls:
+    case command_verb::auth: say(out, reply_id::not_implemented); break;
+    case command_verb::unknown: say(out, reply_id::command_unrecognized); break;
+    }
+}
+
+// RFC 5321 §4.1.1.1: HELO/EHLO; a new greeting also resets any transaction (§4.1.4).
+void server_session::on_helo(const command& cmd, std::string& out) {
+    end_transaction();
+    _envelope.helo.assign(cmd.argument);
+    if (cmd.verb == command_verb::helo) {
+        _greeting = greeting::helo;
+        say(out, reply_id::helo_ok, _config.hostname);
+        return;
+    }
+    _greeting = greeting::ehlo;
+    // RFC 5321 §4.1.1.1 ehlo-ok-rsp; keywords: RFC 2920, 1870, 2034, 6152, 6531, 3030.
+    out.append("250-").append(_config.hostname).append("\r\n250-PIPELINING\r\n250-SIZE");
+    if (_config.max_message_size != 0) {
+        out.push_back(' ');
+        append_number(out, _config.max_message_size);
+    }
+    out.append("\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n");
+}
+
+// RFC 5321 §4.1.1.2 MAIL; SIZE check per RFC 1870 §6.
+void server_session::on_mail(const command& cmd, std::string& out) {
+    if (_greeting == greeting::none) return say(out, reply_id::need_helo);
+    if (_transaction != transaction::none) return say(out, reply_id::nested_mail);
+    const auto path = parse_path(cmd.argument, path_kind::reverse_path);
+    if (!path) return say(out, reply_id::bad_sender);
+    const auto params = parse_mail_parameters(cmd.parameters);
+    if (!params) {
+        switch (params.error().reason) {
+        case param_error::unsupported: return say(out, reply_id::unsupported_parameter, params.error().keyword);
+        case param_error::bad_syntax: return say(out, reply_id::bad_parameter_syntax);
+        case param_error::bad_size: return say(out, reply_id::bad_size_syntax);
+        }
+    }
+    if (params->size_declared && _config.max_message_size != 0 && params->size > _config.max_message_size) {
+        return say(out, reply_id::size_exceeded);
+    }
+    if (path->non_ascii && !params->smtputf8) return say(out, reply_id::utf8_not_declared);
+    _envelope.mail_from.assign(path->mailbox);
+    _envelope.body = params->body == body_parameter::eight_bit_mime ? body_type::eight_bit_mime : body_type::seven_bit;
+    _envelope.smtputf8 = params->smtputf8;
+    _transaction = transaction::mail;
+    say(out, reply_id::mail_ok);
+}
+
+// RFC 5321 §4.1.1.3 RCPT; §4.5.3.1.10 recipient limit; §3.9 relaying.
+void server_session::on_rcpt(const command& cmd, std::string& out) {
+    if (_transaction == transaction::none) return say(out, reply_id::need_mail);
+    if (_body_mode != body_mode::none) return say(out, reply_id::rcpt_after_bdat);
+    const auto path = parse_path(cmd.argument, path_kind::forward_path);
+    if (!path) return say(out, reply_id::bad_recipient);
+    const auto params = parse_rcpt_parameters(cmd.parameters);
+    if (!params) {
+        if (params.error().reason == param_error::unsupported) {
+            return say(out, reply_id::unsupported_parameter, params.error().keyword);
+        }
+        return say(out, reply_id::bad_parameter_syntax);
+    }
+    if (path->non_ascii && !_envelope.smtputf8) return say(out, reply_id::utf8_not_declared);
+    if (_config.max_recipients != 0 && _envelope.rcpt_to.size() >= _config.max_recipients) {
+        // Like Postfix's smtpd_recipient_overshoot_limit: a pipelining client that sends
+        // more recipients than we take is not an abusive one; only the excess counts.
+        if (_rcpt_overshoot < _config.max_recipients) {
+            ++_rcpt_overshoot;
+            return say_uncounted(out, reply_id::too_many_recipients);
+        }
+        return say(out, reply_id::too_many_recipients);
+    }
+    if (path->postmaster_only) {
+        return say(out, reply_id::no_local_delivery, cmd.argument);  // "<postmaster>" as written
+    }
+    if (decide_relay(*path, _client.trust, _config.relay_domains) != relay_decision::permit) {
+        // Echo the path as written; parse_path() validated it (printable, no CR/LF).
+        return say(out, reply_id::relay_denied, cmd.argument);
+    }
+    if (_spare_rcpts.empty()) {
+        _envelope.rcpt_to.emplace_back(path->mailbox);
+    } else {
+        _envelope.rcpt_to.push_back(std::move(_spare_rcpts.back()));
+        _spare_rcpts.pop_back();
+        _envelope.rcpt_to.back().assign(path->mailbox);
+    }
+    _transaction = transaction::rcpt;
+    say(out, reply_id::rcpt_ok);
+}
+
+// RFC 5321 §4.1.1.4 DATA.
+void server_session::on_data(std::string& out) {
+    if (_body_mode == body_mode::bdat) return say(out, reply_id::data_after_bdat);
+    if (_transaction != transaction::rcpt) return say(out, reply_id::need_rcpt);
+    begin_body(body_mode::data);
+    _mode = input_mode::data;
+    say(out, reply_id::start_data);
+}
+
+// RFC 3030 §2 BDAT: the chunk's octets are always consumed, even when the command fails,
+// so that the command stream stays in step with the client.
+void server_session::on_bdat(const command& cmd, std::string& out) {
+    _chunk_size = cmd.chunk_size;
+    _chunk_remaining = cmd.chunk_size;
+    _chunk_end = cmd.chunk_end;
+    _chunk_error = reply_id::none;
+    if (_transaction == transaction::none) {
+        _chunk_error = reply_id::need_mail;
+    } else if (_transaction == transaction::mail) {
+        _chunk_error = reply_id::need_rcpt;
+    } else if (_body_mode == body_mode::none) {
+        begin_body(body_mode::bdat);
+    }
+    _mode = input_mode::chunk;
+    if (_chunk_remaining == 0) finish_chunk(out);
+}
+
+void server_session::begin_body(body_mode mode) {
+    _body_mode = mode;
+    _envelope.queue_id = _host.next_queue_id();
+    std::string_view protocol = "SMTP";
+    if (_envelope.smtputf8) {
+        protocol = "UTF8SMTP";  // RFC 6531 §3.7.3
+    } else if (_greeting == greeting::ehlo) {
+        protocol = "ESMTP";     // RFC 3848
+    }
+    _body.clear();
+    append_received_header(_body, received_fields{
+        .helo = _envelope.helo,
+        .client_address = _client.address,
+        .hostname = _config.hostname,
+        .protocol = protocol,
+        .queue_id = _envelope.queue_id,
+        .recipient = _envelope.rcpt_to.size() == 1 ? std::string_view{_envelope.rcpt_to.front()} : std::string_view{},
+        .date = _host.rfc5322_date(),
+    });
+    _reader.reset(mode == body_mode::data ? data_framing::dot_stuffed : data_framing::raw,
+                  _config.max_message_size);
+}
+
+void server_session::finish_chunk(std::string& out) {
+    _mode = input_mode::command;
+    const bool last = _chunk_end == bdat_end::last;
+    if (_chunk_error != reply_id::none) {
+        const reply_id error = _chunk_error;
+        _chunk_error = reply_id::none;
+        return say(out, error);
+    }
+    if (_bdat_failure != reply_id::none) {
+        // Already answered (and counted) once; repeat the verdict for each pipelined chunk.
+        say_uncounted(out, _bdat_failure);
+        if (last) end_transaction();
+        return;
+    }
+    if (_reader.over_limit()) {
+        _bdat_failure = reply_id::size_exceeded;
+        _body.clear();
+        say(out, reply_id::size_exceeded);
+        if (last) end_transaction();
+        return;
+    }
+    if (last) {
+        _reader.finish(_body);
+        return finish_message(out);
+    }
+    out.append("250 2.0.0 Ok: ");
+    append_number(out, _chunk_size);
+    out.append(" octets received\r\n");
+}
+
+// End of DATA or of the last BDAT chunk: refuse, or hand the message to the host.
+void server_session::finish_message(std::string& out) {
+    reply_id failure = reply_id::none;
+    if (_reader.bare_cr() || _reader.bare_lf()) {
+        failure = reply_id::bare_newline_data;  // RFC 5321 §2.3.8: SMTP smuggling defence
+    } else if (_reader.line_too_long()) {
+        failure = reply_id::data_line_too_long;
+    } else if (_reader.over_limit()) {
+        failure = reply_id::size_exceeded;
+    }
+    if (failure != reply_id::none) {
+        end_transaction();
+        return say(out, failure);
+    }
+    _message_ready = true;
+}
+
+void server_session::commit_done(commit_result result, std::string& out) {
+    RR_ASSERT(_message_ready);
+    _message_ready = false;
+    switch (result) {
+    case commit_result::ok: {
+        char id[queue_id_length];
+        write_queue_id(_envelope.queue_id, id);
+        say(out, reply_id::queued, std::string_view(id, queue_id_length));
+        break;
+    }
+    case commit_result::no_space: say(out, reply_id::no_space); break;
+    case commit_result::io_error: say(out, reply_id::io_error); break;
+    }
+    end_transaction();
+}
+
+void server_session::on_timeout(std::string& out) {
+    if (_closed) return;
+    append_reply(out, reply_id::timeout, _config.hostname);
+    _closed = true;
+}
+
+void server_session::on_shutdown(std::string& out) {
+    if (_closed) return;
+    append_reply(out, reply_id::shutdown, _config.hostname);
+    _closed = true;
+}
+
+void server_session::end_transaction() {
+    // Keep the recipient strings' buffers for the next transaction.
+    for (std::string& r : _envelope.rcpt_to) _spare_rcpts.push_back(std::move(r));
+    _envelope.rcpt_to.clear();
+    _envelope.mail_from.clear();
+    _envelope.queue_id = 0;
+    _envelope.body = body_type::seven_bit;
+    _envelope.smtputf8 = false;
+    _transaction = transaction::none;
+    _body_mode = body_mode::none;
+    _bdat_failure = reply_id::none;
+    _rcpt_overshoot = 0;
+    _body.clear();
+}
+
+void server_session::shrink() noexcept {
+    if (_message_ready || _body_mode != body_mode::none) return;
+    std::string().swap(_body);
+    if (_line.empty()) std::string().swap(_line);
+    std::vector<std::string>().swap(_spare_rcpts);
+}
+
+}  // namespace ringrelay::protocol

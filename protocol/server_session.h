@@ -1,0 +1,166 @@
+// protocol/server_session.h: the SMTP server side as a pure state machine (RFC 5321, with
+// RFC 1870 SIZE, RFC 2920 PIPELINING, RFC 3030 CHUNKING, RFC 6152 8BITMIME, RFC 6531
+// SMTPUTF8, RFC 2034 ENHANCEDSTATUSCODES). Bytes in, reply bytes out; no sockets, clocks,
+// files or threads. The shard wiring (queue/) owns one per connection and drives it.
+// SECURITY: every byte given to feed() comes from the network.
+//
+// Lifecycle: construct -> start() (banner) -> feed()* -> closed(). When feed() stops because
+// a message is complete (message_ready()), the host stores message() durably and then calls
+// commit_done(); only then does the session say 250 and accept more input. Everything the
+// session returns by reference or view is owned by the session and valid until the next
+// call that mutates it (feed, commit_done, on_timeout, on_shutdown).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/command_parser.h"
+#include "protocol/data_reader.h"
+#include "protocol/reply.h"
+
+namespace ringrelay::protocol {
+
+enum class relay_trust : std::uint8_t {
+    untrusted,  // may only send to relay_domains
+    trusted,    // client in --relay-networks: may relay anywhere
+};
+
+// Fixed after construction; shared read-only by every session of a shard.
+struct server_config {
+    std::string hostname = "localhost";
+    std::uint64_t max_message_size = 26214400;  // advertised in SIZE; 0 = no limit
+    std::uint32_t max_recipients = 1000;
+    std::uint32_t max_errors = 20;              // then 421 4.7.0 and close
+    std::vector<std::string> relay_domains;     // lower-case; "example.org" or ".example.org" (subdomains)
+};
+
+struct client_info {
+    std::string address;   // peer IP as text, "127.0.0.1" or "::1"
+    relay_trust trust = relay_trust::untrusted;
+};
+
+// Services the session needs from its host; injected so the session stays pure.
+class session_host {
+public:
+    virtual ~session_host() = default;
+    // A fresh, unique queue id for the message whose DATA/BDAT starts now.
+    virtual std::uint64_t next_queue_id() noexcept = 0;
+    // The current date in RFC 5322 form, "Sat, 28 Nov 2026 03:35:26 +0000", for Received:.
+    virtual std::string_view rfc5322_date() noexcept = 0;
+};
+
+enum class body_type : std::uint8_t { seven_bit, eight_bit_mime };
+
+// The envelope of the message being received (RFC 5321 §2.3.1).
+struct envelope {
+    std::uint64_t queue_id = 0;
+    std::string helo;                 // the EHLO/HELO argument
+    std::string mail_from;            // without angle brackets; empty for the null sender
+    std::vector<std::string> rcpt_to; // without angle brackets, source routes removed
+    body_type body = body_type::seven_bit;
+    bool smtputf8 = false;
+};
+
+enum class commit_result : std::uint8_t {
+    ok,          // 250 2.0.0 Ok: queued as ID
+    no_space,    // 452 4.3.1 Insufficient system storage
+    io_error,    // 451 4.3.0 Error: queue file write error
+};
+
+// Queue ids are printed as 16 upper-case hex digits.
+std::string format_queue_id(std::uint64_t id);
+
+class server_session {
+public:
+    server_session(const server_config& config, client_info client, session_host& host);
+    server_session(const server_session&) = delete;
+    server_session& operator=(const server_session&) = delete;
+
+    // Appends the 220 banner to `out`.
+    void start(std::string& out);
+
+    // Consumes bytes of `in` (owned by the caller, only read during the call); appends the
+    // replies, in order, to `out`. Returns how many bytes it consumed: all of them unless it
+    // stopped because a message became ready (message_ready()) or the session closed.
+    // An incomplete trailing command line is copied inside and counts as consumed.
+    std::size_t feed(std::string_view in, std::string& out);
+
+    // True between the end of a message's data and commit_done().
+    [[nodiscard]] bool message_ready() const noexcept;
+    [[nodiscard]] const envelope& message_envelope() const noexcept;
+    // The message as it must be stored and relayed: the Received: header we prepend, then
+    // the data with dot-stuffing removed, lines ending in CRLF, without the final ".".
+    [[nodiscard]] std::string_view message() const noexcept;
+
+    // The host reports whether message() reached stable storage; appends the reply.
+    void commit_done(commit_result result, std::string& out);
+
+    // The host's deadline for the next command (or data) expired: 421 4.4.2, closed.
+    void on_timeout(std::string& out);
+    // The server is shutting down: 421 4.3.2 and closed. The host calls this only when the
+    // session is not inside a transaction (!in_transaction()) or the grace period is over.
+    void on_shutdown(std::string& out);
+
+    // The session has said its last word (221 or 421); the host closes after sending `out`.
+    [[nodiscard]] bool closed() const noexcept;
+    // Between MAIL and the end of the transaction (message committed, RSET, or failure).
+    [[nodiscard]] bool in_transaction() const noexcept;
+    // Frees buffers an idle session does not need (called by the host when input is idle).
+    void shrink() noexcept;
+
+private:
+    const server_config& _config;
+    client_info _client;
+    session_host& _host;
+    // Implementation members (state, line buffer, body, counters) follow; they belong to
+    // server_session.cc and may change freely.
+    enum class input_mode : std::uint8_t {
+        command,       // reading command lines
+        discard_line,  // a command line went past max_command_line: skip to its LF
+        data,          // DATA body, until CRLF "." CRLF
+        chunk,         // BDAT chunk octets, _chunk_remaining of them
+    };
+    enum class greeting : std::uint8_t { none, helo, ehlo };
+    enum class transaction : std::uint8_t { none, mail, rcpt };  // rcpt: >= 1 accepted
+    enum class body_mode : std::uint8_t { none, data, bdat };
+
+    std::size_t feed_command(std::string_view in, std::string& out);
+    std::size_t feed_chunk(std::string_view in, std::string& out);
+    void handle_line(std::string_view line, std::string& out);
+    void handle_command(const command& cmd, std::string& out);
+    void on_helo(const command& cmd, std::string& out);
+    void on_mail(const command& cmd, std::string& out);
+    void on_rcpt(const command& cmd, std::string& out);
+    void on_data(std::string& out);
+    void on_bdat(const command& cmd, std::string& out);
+    void begin_body(body_mode mode);
+    void finish_chunk(std::string& out);
+    void finish_message(std::string& out);
+    void end_transaction();
+    // Appends a reply; a counted error may add 421 4.7.0 and close (max_errors).
+    void say(std::string& out, reply_id id, std::string_view argument = {});
+    void say_uncounted(std::string& out, reply_id id, std::string_view argument = {});
+
+    // Shard-local, reused across transactions so the per-command path does not allocate.
+    envelope _envelope;
+    std::vector<std::string> _spare_rcpts;  // strings of finished transactions, for reuse
+    std::string _line;                      // a command line straddling feed() calls
+    std::string _body;                      // Received: header + data of the current message
+    data_reader _reader;
+    std::uint64_t _chunk_size = 0;          // of the BDAT chunk being read
+    std::uint64_t _chunk_remaining = 0;
+    std::uint32_t _errors = 0;
+    std::uint32_t _rcpt_overshoot = 0;      // 452 too-many replies not yet counted as errors
+    input_mode _mode = input_mode::command;
+    greeting _greeting = greeting::none;
+    transaction _transaction = transaction::none;
+    body_mode _body_mode = body_mode::none;
+    reply_id _chunk_error = reply_id::none;  // the current chunk is discarded, then this reply
+    reply_id _bdat_failure = reply_id::none; // a failed BDAT transaction: repeated until LAST
+    bdat_end _chunk_end = bdat_end::more;
+    bool _message_ready = false;
+    bool _closed = false;
+};
+
+}  // namespace ringrelay::protocol

@@ -1,0 +1,94 @@
+// tests/fuzz/fuzz_server_session.cc: libFuzzer target for the whole SMTP server session fed
+// arbitrary bytes, with a fake host that commits ok / fails alternately. Checks the replies
+// are well-formed CRLF lines with a 3-digit code, that feed() honours its consumption
+// contract, and that the transcript does not depend on where the input is split.
+// Input layout: [config byte][cut byte] dialogue...
+// SECURITY: this is everything a network client can make the session do.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "protocol/server_session.h"
+
+using namespace ringrelay::protocol;
+
+namespace {
+
+class fake_host final : public session_host {
+public:
+    std::uint64_t next_queue_id() noexcept override { return ++_id; }
+    std::string_view rfc5322_date() noexcept override { return "Sat, 28 Nov 2026 03:35:26 +0000"; }
+
+private:
+    std::uint64_t _id = 0;
+};
+
+void check_replies(std::string_view out) {
+    while (!out.empty()) {
+        const std::size_t end = out.find("\r\n");
+        if (end == std::string_view::npos || end < 3) std::abort();
+        for (std::size_t i = 0; i < 3; ++i) {
+            if (out[i] < '0' || out[i] > '9') std::abort();
+        }
+        for (std::size_t i = 0; i < end; ++i) {
+            if (out[i] == '\r' || out[i] == '\n') std::abort();
+        }
+        out.remove_prefix(end + 2);
+    }
+}
+
+std::string run(const server_config& config, const client_info& client, std::string_view in, std::size_t cut) {
+    fake_host host;
+    server_session s(config, client, host);
+    std::string out;
+    s.start(out);
+    std::size_t commits = 0;
+    const std::string_view pieces[2] = {in.substr(0, cut), in.substr(cut)};
+    for (std::string_view piece : pieces) {
+        while (!s.closed()) {
+            const std::size_t n = s.feed(piece, out);
+            if (n > piece.size()) std::abort();
+            piece.remove_prefix(n);
+            if (s.message_ready()) {
+                const std::string_view m = s.message();
+                if (m.substr(0, 15) != "Received: from ") std::abort();
+                if (s.message_envelope().rcpt_to.empty()) std::abort();
+                if (config.max_message_size != 0 && m.size() > config.max_message_size + 1024) std::abort();
+                // ok, then a failure, alternately (the failures alternate no_space / io_error).
+                const std::size_t k = commits++ % 4;
+                const commit_result r = (k % 2 == 0) ? commit_result::ok
+                                        : (k == 1)   ? commit_result::no_space
+                                                     : commit_result::io_error;
+                s.commit_done(r, out);
+                if (s.message_ready()) std::abort();
+                continue;
+            }
+            if (!s.closed() && !piece.empty()) std::abort();  // must consume everything
+            break;
+        }
+    }
+    if (s.closed() && s.feed("NOOP\r\n", out) != 0) std::abort();
+    s.shrink();
+    return out;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    if (size < 2) return 0;
+    server_config config;
+    config.hostname = "mx.example.net";
+    config.max_message_size = (data[0] & 1) != 0 ? 64 : 0;
+    config.max_recipients = (data[0] & 2) != 0 ? 2 : 1000;
+    config.max_errors = (data[0] & 4) != 0 ? 3 : 20;
+    config.relay_domains = {"example.org", ".example.com"};
+    const client_info client{"192.0.2.1", (data[0] & 8) != 0 ? relay_trust::trusted : relay_trust::untrusted};
+    const std::string_view in(reinterpret_cast<const char*>(data + 2), size - 2);
+    const std::size_t cut = in.empty() ? 0 : static_cast<std::size_t>(data[1]) * in.size() / 256;
+    const std::string whole = run(config, client, in, 0);
+    check_replies(whole);
+    if (run(config, client, in, cut) != whole) std::abort();
+    return 0;
+}

@@ -1,0 +1,219 @@
+// tests/protocol/server_session_test.cc: the SMTP server session's command dialogue:
+// greeting, command order, every command reply, pipelining, error limit, timeouts. Every
+// dialogue is also fed split at every offset and byte by byte (session_harness.h).
+#include "protocol/server_session.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "tests/protocol/session_harness.h"
+
+namespace ringrelay::protocol {
+namespace {
+
+using namespace std::string_literals;
+
+using testing::banner;
+using testing::ehlo_reply;
+using testing::run_everywhere;
+using testing::test_config;
+using testing::untrusted_client;
+
+struct dialogue_case {
+    const char* name;
+    std::string input;
+    std::string expected;  // after the banner
+};
+
+class SessionDialogue : public ::testing::TestWithParam<dialogue_case> {};
+
+TEST_P(SessionDialogue, RepliesMatchGoldenTranscriptAtEverySplit) {
+    const dialogue_case& c = GetParam();
+    const auto t = run_everywhere(test_config(), untrusted_client(), c.input);
+    EXPECT_EQ(t.out, banner + c.expected);
+}
+
+const std::string ehlo = "EHLO client.example\r\n";
+const std::string mail = "MAIL FROM:<sender@example.net>\r\n";
+const std::string rcpt = "RCPT TO:<user@example.org>\r\n";
+
+// clang-format off
+const dialogue_case dialogues[] = {
+    {"EhloListsExtensions", ehlo, ehlo_reply},
+    {"EhloIsCaseInsensitive", "ehlo client.example\r\n", ehlo_reply},
+    {"HeloRepliesHostname", "HELO client.example\r\n", "250 mx.example.net\r\n"},
+    {"EhloWithoutArgument", "EHLO\r\n", "501 5.5.4 Syntax: EHLO hostname\r\n"},
+    {"EhloWithOnlySpaces", "EHLO   \r\n", "501 5.5.4 Syntax: EHLO hostname\r\n"},
+    {"HeloWithoutArgument", "HELO\r\n", "501 5.5.4 Syntax: HELO hostname\r\n"},
+    {"MailBeforeEhlo", mail, "503 5.5.1 Error: send HELO/EHLO first\r\n"},
+    {"MailOk", ehlo + mail, ehlo_reply + "250 2.1.0 Ok\r\n"},
+    {"MailNullSender", ehlo + "MAIL FROM:<>\r\n", ehlo_reply + "250 2.1.0 Ok\r\n"},
+    {"MailSpaceAfterColonTolerated", ehlo + "MAIL FROM: <a@example.net>\r\n", ehlo_reply + "250 2.1.0 Ok\r\n"},
+    {"NestedMail", ehlo + mail + mail, ehlo_reply + "250 2.1.0 Ok\r\n503 5.5.1 Error: nested MAIL command\r\n"},
+    {"MailWithoutBrackets", ehlo + "MAIL FROM:a@example.net\r\n", ehlo_reply + "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"},
+    {"MailWithoutFrom", ehlo + "MAIL <a@example.net>\r\n", ehlo_reply + "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"},
+    {"MailBadAddress", ehlo + "MAIL FROM:<a@@example.net>\r\n", ehlo_reply + "501 5.1.7 Bad sender address syntax\r\n"},
+    {"MailDeclaredSizeTooBig", ehlo + "MAIL FROM:<a@example.net> SIZE=10001\r\n", ehlo_reply + "552 5.3.4 Message size exceeds fixed limit\r\n"},
+    {"MailDeclaredSizeAtLimit", ehlo + "MAIL FROM:<a@example.net> SIZE=10000\r\n", ehlo_reply + "250 2.1.0 Ok\r\n"},
+    {"MailBadSize", ehlo + "MAIL FROM:<a@example.net> SIZE=12k\r\n", ehlo_reply + "501 5.5.4 Bad message size syntax\r\n"},
+    {"MailBody8BitMime", ehlo + "MAIL FROM:<a@example.net> BODY=8BITMIME\r\n", ehlo_reply + "250 2.1.0 Ok\r\n"},
+    {"MailBodyBinaryMime", ehlo + "MAIL FROM:<a@example.net> BODY=BINARYMIME\r\n", ehlo_reply + "555 5.5.4 Unsupported option: BODY\r\n"},
+    {"MailRetRefused", ehlo + "MAIL FROM:<a@example.net> RET=HDRS\r\n", ehlo_reply + "555 5.5.4 Unsupported option: RET\r\n"},
+    {"MailEnvidRefused", ehlo + "MAIL FROM:<a@example.net> ENVID=x\r\n", ehlo_reply + "555 5.5.4 Unsupported option: ENVID\r\n"},
+    {"MailAuthRefused", ehlo + "MAIL FROM:<a@example.net> AUTH=<>\r\n", ehlo_reply + "555 5.5.4 Unsupported option: AUTH\r\n"},
+    {"MailUnicodeWithoutSmtputf8", ehlo + "MAIL FROM:<j\xC3\xB6rg@example.net>\r\n", ehlo_reply + "553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n"},
+    {"MailUnicodeWithSmtputf8", ehlo + "MAIL FROM:<j\xC3\xB6rg@example.net> SMTPUTF8\r\n", ehlo_reply + "250 2.1.0 Ok\r\n"},
+    {"RcptWithoutMail", ehlo + rcpt, ehlo_reply + "503 5.5.1 Error: need MAIL command\r\n"},
+    {"RcptBeforeEhlo", rcpt, "503 5.5.1 Error: need MAIL command\r\n"},
+    {"RcptOk", ehlo + mail + rcpt, ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"},
+    {"RcptBadAddress", ehlo + mail + "RCPT TO:<user@-bad.example.org>\r\n", ehlo_reply + "250 2.1.0 Ok\r\n501 5.1.3 Bad recipient address syntax\r\n"},
+    {"RcptNullPath", ehlo + mail + "RCPT TO:<>\r\n", ehlo_reply + "250 2.1.0 Ok\r\n501 5.1.3 Bad recipient address syntax\r\n"},
+    {"RcptSyntax", ehlo + mail + "RCPT user@example.org\r\n", ehlo_reply + "250 2.1.0 Ok\r\n501 5.5.4 Syntax: RCPT TO:<address>\r\n"},
+    {"RcptNotifyRefused", ehlo + mail + "RCPT TO:<user@example.org> NOTIFY=NEVER\r\n", ehlo_reply + "250 2.1.0 Ok\r\n555 5.5.4 Unsupported option: NOTIFY\r\n"},
+    {"RcptPostmaster", ehlo + mail + "RCPT TO:<postmaster>\r\n", ehlo_reply + "250 2.1.0 Ok\r\n550 5.1.1 <postmaster>: no local delivery on this relay\r\n"},
+    {"RcptTooMany", ehlo + mail + rcpt + rcpt + rcpt + rcpt, ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n452 4.5.3 Error: too many recipients\r\n"},
+    {"DataWithoutRcpt", ehlo + mail + "DATA\r\n", ehlo_reply + "250 2.1.0 Ok\r\n503 5.5.1 Error: need RCPT command\r\n"},
+    {"DataWithoutMail", ehlo + "DATA\r\n", ehlo_reply + "503 5.5.1 Error: need RCPT command\r\n"},
+    {"DataWithArgument", ehlo + mail + rcpt + "DATA now\r\n", ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n501 5.5.4 Syntax: DATA\r\n"},
+    {"RsetEndsTransaction", ehlo + mail + "RSET\r\n" + rcpt, ehlo_reply + "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n503 5.5.1 Error: need MAIL command\r\n"},
+    {"RsetWithArgument", "RSET x\r\n", "501 5.5.4 Syntax: RSET\r\n"},
+    {"EhloResetsTransaction", ehlo + mail + ehlo + rcpt, ehlo_reply + "250 2.1.0 Ok\r\n" + ehlo_reply + "503 5.5.1 Error: need MAIL command\r\n"},
+    {"Noop", "NOOP\r\n", "250 2.0.0 Ok\r\n"},
+    {"NoopWithArgument", "noop hello there\r\n", "250 2.0.0 Ok\r\n"},
+    {"Vrfy", "VRFY user\r\n", "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"},
+    {"VrfyWithoutArgument", "VRFY\r\n", "501 5.5.4 Syntax: VRFY address\r\n"},
+    {"Help", "HELP\r\n", "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\r\n"},
+    {"Starttls", "STARTTLS\r\n", "502 5.5.1 Error: command not implemented\r\n"},
+    {"Auth", "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", "502 5.5.1 Error: command not implemented\r\n"},
+    {"UnknownVerb", "XYZZY\r\n", "500 5.5.2 Error: command not recognized\r\n"},
+    {"EmptyLine", "\r\n", "500 5.5.2 Error: command not recognized\r\n"},
+    {"VerbPrefixIsNotVerb", "NOOPX\r\n", "500 5.5.2 Error: command not recognized\r\n"},
+    {"BareLfCommand", "NOOP\n", "500 5.5.2 Error: bare <LF> received\r\n"},
+    {"BareLfThenGoodCommand", "NOOP\nNOOP\r\n", "500 5.5.2 Error: bare <LF> received\r\n250 2.0.0 Ok\r\n"},
+    {"BareCrInsideCommand", "NOOP\rRSET\r\n", "500 5.5.2 Error: bare <CR> received\r\n"},
+    {"NulInsideArgument", ehlo + "MAIL FROM:<a@exa\0mple.net>\r\n"s, ehlo_reply + "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"},
+    {"CommandAtLengthLimit", "NOOP " + std::string(505, 'x') + "\r\n", "250 2.0.0 Ok\r\n"},
+    {"CommandOverLengthLimit", "NOOP " + std::string(506, 'x') + "\r\nNOOP\r\n", "500 5.5.2 Error: command line too long\r\n250 2.0.0 Ok\r\n"},
+    {"VeryLongLineDiscarded", std::string(5000, 'A') + "\r\nNOOP\r\n", "500 5.5.2 Error: command line too long\r\n250 2.0.0 Ok\r\n"},
+    {"QuitClosesAndStopsReading", "QUIT\r\nNOOP\r\n", "221 2.0.0 Bye\r\n"},
+    {"QuitWithArgument", "QUIT now\r\n", "501 5.5.4 Syntax: QUIT\r\n"},
+    {"BdatBadSize", ehlo + mail + rcpt + "BDAT x\r\n", ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n501 5.5.4 Syntax: BDAT size [LAST]\r\n"},
+    {"BdatBadEndMarker", ehlo + mail + rcpt + "BDAT 3 FIRST\r\n", ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n501 5.5.4 Syntax: BDAT size [LAST]\r\n"},
+    {"BdatSizeOverflow", ehlo + mail + rcpt + "BDAT 99999999999999999999999\r\n", ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n501 5.5.4 Syntax: BDAT size [LAST]\r\n"},
+    {"BdatWithoutMailConsumesChunk", ehlo + "BDAT 6\r\nNOOP\r\nNOOP\r\n", ehlo_reply + "503 5.5.1 Error: need MAIL command\r\n250 2.0.0 Ok\r\n"},
+    {"BdatWithoutRcptConsumesChunk", ehlo + mail + "BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n", ehlo_reply + "250 2.1.0 Ok\r\n503 5.5.1 Error: need RCPT command\r\n250 2.0.0 Ok\r\n"},
+    {"PipelinedTransactionAllRepliesInOrder", ehlo + mail + rcpt + "RCPT TO:<x@elsewhere.example>\r\nRSET\r\nNOOP\r\nQUIT\r\n",
+     ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n554 5.7.1 <x@elsewhere.example>: Relay access denied\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n"},
+};
+// clang-format on
+
+INSTANTIATE_TEST_SUITE_P(Replies, SessionDialogue, ::testing::ValuesIn(dialogues),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(ServerSession, BannerNamesHostname) {
+    testing::fake_host host;
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    s.start(out);
+    EXPECT_EQ(out, "220 mx.example.net ESMTP ringrelay\r\n");
+}
+
+TEST(ServerSession, EhloAdvertisesPlainSizeWhenUnlimited) {
+    server_config config = test_config();
+    config.max_message_size = 0;
+    const auto t = run_everywhere(config, untrusted_client(), "EHLO c\r\n");
+    EXPECT_NE(t.out.find("\r\n250-SIZE\r\n"), std::string::npos) << t.out;
+}
+
+TEST(ServerSession, ClosesAfterTooManyErrors) {
+    server_config config = test_config();
+    config.max_errors = 3;
+    const auto t = run_everywhere(config, untrusted_client(), "XA\r\nXB\r\nNOOP\r\nXC\r\nXD\r\n");
+    EXPECT_EQ(t.out, banner +
+                         "500 5.5.2 Error: command not recognized\r\n"
+                         "500 5.5.2 Error: command not recognized\r\n"
+                         "250 2.0.0 Ok\r\n"
+                         "500 5.5.2 Error: command not recognized\r\n"
+                         "421 4.7.0 mx.example.net Error: too many errors\r\n");
+    EXPECT_TRUE(t.closed);
+    EXPECT_EQ(t.consumed, std::string("XA\r\nXB\r\nNOOP\r\nXC\r\n").size());
+}
+
+TEST(ServerSession, QuitConsumesOnlyItsOwnLine) {
+    const auto t = run_everywhere(test_config(), untrusted_client(), "NOOP\r\nQUIT\r\nNOOP\r\n");
+    EXPECT_TRUE(t.closed);
+    EXPECT_EQ(t.consumed, 12U);
+}
+
+TEST(ServerSession, PipelinedRecipientsBeyondLimitDoNotCloseSession) {
+    // max_recipients 3, max_errors 5: up to 3 refusals past the limit are overshoot and not
+    // errors (6 RCPT: still open); beyond that they count (16 RCPT: closed).
+    server_config config = test_config();
+    config.max_errors = 5;
+    std::string in = "EHLO c\r\nMAIL FROM:<a@example.net>\r\n";
+    for (int i = 0; i < 6; ++i) in += "RCPT TO:<u@example.org>\r\n";
+    const auto t = testing::run_dialogue(config, untrusted_client(), in, {});
+    EXPECT_FALSE(t.closed);
+    std::string many = in;
+    for (int i = 0; i < 10; ++i) many += "RCPT TO:<u@example.org>\r\n";
+    const auto t2 = testing::run_dialogue(config, untrusted_client(), many, {});
+    EXPECT_TRUE(t2.closed);
+}
+
+TEST(ServerSession, TimeoutSays421AndCloses) {
+    testing::fake_host host;
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    s.start(out);
+    out.clear();
+    s.on_timeout(out);
+    EXPECT_EQ(out, "421 4.4.2 mx.example.net Error: timeout exceeded\r\n");
+    EXPECT_TRUE(s.closed());
+    EXPECT_EQ(s.feed("NOOP\r\n", out), 0U);
+}
+
+TEST(ServerSession, ShutdownSays421AndCloses) {
+    testing::fake_host host;
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    s.on_shutdown(out);
+    EXPECT_EQ(out, "421 4.3.2 mx.example.net Service shutting down\r\n");
+    EXPECT_TRUE(s.closed());
+}
+
+TEST(ServerSession, InTransactionBetweenMailAndRset) {
+    testing::fake_host host;
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    s.start(out);
+    (void)s.feed("EHLO c\r\nMAIL FROM:<a@example.net>\r\n", out);
+    EXPECT_TRUE(s.in_transaction());
+    (void)s.feed("RSET\r\n", out);
+    EXPECT_FALSE(s.in_transaction());
+}
+
+TEST(ServerSession, PartialLineIsConsumedAndCompletedLater) {
+    testing::fake_host host;
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    EXPECT_EQ(s.feed("NO", out), 2U);
+    EXPECT_EQ(out, "");
+    s.shrink();  // must keep the partial line
+    EXPECT_EQ(s.feed("OP\r\n", out), 4U);
+    EXPECT_EQ(out, "250 2.0.0 Ok\r\n");
+}
+
+TEST(FormatQueueId, PrintsSixteenUpperCaseHexDigits) {
+    EXPECT_EQ(format_queue_id(0), "0000000000000000");
+    EXPECT_EQ(format_queue_id(0xABCDEF0123456789ULL), "ABCDEF0123456789");
+    EXPECT_EQ(format_queue_id(0x1F), "000000000000001F");
+}
+
+}  // namespace
+}  // namespace ringrelay::protocol
