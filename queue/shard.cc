@@ -167,6 +167,9 @@ void shard::begin_stop() noexcept {
     _stopping = true;
     _stop_deadline_ms = core::monotonic_ms() + static_cast<std::int64_t>(_config.shutdown_timeout) * 1000;
     for (auto& a : _accepts) {
+        // Stop listening now: shutdown() moves a listening TCP socket out of LISTEN at once
+        // (new SYNs are refused), while the cancelled multishot accept still holds the file.
+        if (a->fd >= 0) (void)::shutdown(a->fd, SHUT_RDWR);
         if (a->armed) {
             io_uring_prep_cancel64(_reactor.sqe_ignored(), reinterpret_cast<std::uint64_t>(a.get()), 0);
         } else if (a->fd >= 0) {
@@ -192,7 +195,8 @@ void shard::tick() noexcept {
 }
 
 bool shard::drained() const noexcept {
-    return _connections.empty() && _spool->idle() && _log->idle();
+    return _connections.empty() && _spool->idle() && _log->idle() &&
+           std::none_of(_accepts.begin(), _accepts.end(), [](const auto& a) { return a->fd >= 0; });
 }
 
 std::uint64_t shard::next_queue_id() noexcept {

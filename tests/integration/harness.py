@@ -1,0 +1,584 @@
+# tests/integration/harness.py: shared helpers for the integration scenarios.
+#
+# Each scenario (<scenario>_test.py) is an executable script that starts one or more
+# ringrelay daemons on loopback with a temporary spool, talks SMTP to them with independent
+# peers (smtplib, raw sockets, Postfix's smtp-source) and exits 0 (pass), 1 (fail) or
+# 77 (skip, which Meson counts as skipped). Python 3 standard library only.
+#
+# The ringrelay binary is argv[1], else $RINGRELAY, else build/tools/ringrelay beside the
+# source tree. Every daemon started here is stopped by PID (SIGTERM, then SIGKILL only if it
+# hangs) and every temp dir removed, from atexit, also when the test itself fails, raises or
+# is sent SIGTERM/SIGINT by the test runner.
+# SECURITY: nothing here leaves loopback; every wait is bounded.
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
+
+START_TIMEOUT = 20.0   # seconds for "listening on" to appear (a loaded 2-core machine)
+STOP_TIMEOUT = 30.0    # seconds for a graceful stop before SIGKILL
+IO_TIMEOUT = 20.0      # seconds for any one SMTP reply
+
+_QUEUED_RE = re.compile(r"queued as ([0-9A-F]{16})")
+_LISTEN_RE = re.compile(r"listening on (.+?) with ")
+_ENDPOINT_RE = re.compile(r"^\[?([^\]]+?)\]?:(\d+)$")
+_HOLDS_RE = re.compile(r"holds (\d+) message\(s\)")
+
+
+class Skip(Exception):
+    """Raised to end the scenario with exit 77."""
+
+
+class Failed(Exception):
+    """Raised by Checker.require to end the scenario at once."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup registry: relays and temp dirs, released in reverse order at exit.
+
+_cleanups = []
+_cleanup_lock = threading.Lock()
+
+
+def _run_cleanups():
+    with _cleanup_lock:
+        items = list(reversed(_cleanups))
+        _cleanups.clear()
+    for fn in items:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 (cleanup must go on)
+            traceback.print_exc()
+
+
+atexit.register(_run_cleanups)
+
+
+def _on_signal(signum, _frame):
+    # Meson sends SIGTERM on timeout: turn it into a normal exit so atexit stops the daemons.
+    print(f"harness: got signal {signum}; cleaning up", flush=True)
+    sys.exit(EXIT_FAIL)
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
+
+def temp_dir(prefix="rr-it-"):
+    d = tempfile.mkdtemp(prefix=prefix)
+    if os.environ.get("RR_KEEP_TEMP"):  # for debugging a failure: keep spools and logs
+        print(f"harness: keeping {d}")
+        return d
+    with _cleanup_lock:
+        _cleanups.append(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating the binary and peers.
+
+def ringrelay_path():
+    if len(sys.argv) > 1 and sys.argv[1]:
+        path = sys.argv[1]
+    elif os.environ.get("RINGRELAY"):
+        path = os.environ["RINGRELAY"]
+    else:
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.path.join(here, "..", "..", "build", "tools", "ringrelay")
+    path = os.path.abspath(path)
+    if not os.access(path, os.X_OK):
+        print(f"harness: ringrelay binary not found or not executable: {path}")
+        sys.exit(EXIT_FAIL)
+    return path
+
+
+def find_tool(name, candidates=()):
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return c
+    found = shutil.which(name)
+    if found:
+        return found
+    raise Skip(f"{name} not installed")
+
+
+def free_port(host="127.0.0.1"):
+    """A port that was free a moment ago. Relay() prefers port 0 (no race); this is for
+    tests that need a port number before anything listens on it."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ipv6_loopback_available():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The daemon.
+
+class Relay:
+    """One ringrelay daemon. Lifecycle: Relay(...) -> start() -> ... -> stop() | kill().
+    stop()/kill() are idempotent and are also run at exit."""
+
+    def __init__(self, binary, flags=(), spool=None, shards=1, listen=None, log=True,
+                 hostname="mx.test.invalid"):
+        self.binary = binary
+        self.spool = spool or os.path.join(temp_dir(), "spool")
+        self.work = os.path.dirname(self.spool)
+        self.log_path = os.path.join(self.work, "delivery.log") if log else ""
+        self.hostname = hostname
+        self.listen = listen or ["127.0.0.1:0"]
+        self.args = [binary, "--spool", self.spool, "--shards", str(shards),
+                     "--hostname", hostname, "--log", self.log_path]
+        for l in self.listen:
+            self.args += ["--listen", l]
+        self.args += list(flags)
+        self.proc = None
+        self.host = None
+        self.port = None
+        self.holds = None
+        self.endpoints = []  # [(host, port)] as bound, in --listen order
+        self.returncode = None
+        self._stderr_lines = []
+        self._stderr_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._reader = None
+
+    # -- start/stop ------------------------------------------------------------------------
+
+    def start(self, timeout=START_TIMEOUT):
+        os.makedirs(self.work, exist_ok=True)
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace")
+        with _cleanup_lock:
+            _cleanups.append(self.stop)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready.wait(0.1):
+                return self
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise RuntimeError(f"ringrelay exited with {self.proc.returncode} before listening; "
+                                   f"stderr:\n{self.stderr()}")
+        self.kill()
+        raise RuntimeError(f"ringrelay did not print 'listening on' within {timeout}s; stderr:\n{self.stderr()}")
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            with self._stderr_lock:
+                self._stderr_lines.append(line)
+            if not self._ready.is_set():
+                m = _LISTEN_RE.search(line)
+                if m:
+                    for ep in m.group(1).split(", "):
+                        e = _ENDPOINT_RE.match(ep.strip())
+                        if e:
+                            self.endpoints.append((e.group(1), int(e.group(2))))
+                    self.host, self.port = self.endpoints[0] if self.endpoints else (None, None)
+                    h = _HOLDS_RE.search(line)
+                    self.holds = int(h.group(1)) if h else None
+                    self._ready.set()
+
+    def stderr(self):
+        with self._stderr_lock:
+            return "".join(self._stderr_lines)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.running():
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout):
+        """Waits up to `timeout` for exit; returns the status or None if still running."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if self._reader:
+            self._reader.join(5)
+        return self.returncode
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM, wait; SIGKILL only if it hangs. Returns the exit status (negative: signal)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            if self.wait(timeout) is None:
+                print(f"harness: ringrelay pid {self.proc.pid} ignored SIGTERM for {timeout}s; SIGKILL")
+                self.proc.kill()
+                self.wait(10)
+        else:
+            self.wait(1)
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.wait(10)
+        return self.returncode
+
+    # -- talking to it -----------------------------------------------------------------------
+
+    def address(self):
+        return (self.host, self.port)
+
+    def connect(self, timeout=IO_TIMEOUT, endpoint=0):
+        host, port = self.endpoints[endpoint]
+        return RawClient(host, port, timeout)
+
+    def reception_log(self):
+        return read_reception_log(self.log_path)
+
+
+def list_spool(binary, spool, timeout=60):
+    """Runs `ringrelay --list-spool`; returns (count, [ids], stderr)."""
+    r = subprocess.run([binary, "--list-spool", "--spool", spool], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, errors="replace", timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"--list-spool exited {r.returncode}: {r.stderr}")
+    lines = r.stdout.splitlines()
+    m = re.match(r"(\d+) message\(s\) in ", lines[0] if lines else "")
+    if not m:
+        raise RuntimeError(f"--list-spool: unexpected first line: {lines[:1]!r}")
+    ids = []
+    for line in lines[1:]:
+        mm = re.match(r"([0-9A-F]{16})\b", line)
+        if not mm:
+            raise RuntimeError(f"--list-spool: unexpected line: {line!r}")
+        ids.append(mm.group(1))
+    return int(m.group(1)), ids, r.stderr
+
+
+def read_reception_log(path):
+    out = []
+    if not path or not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            rec = json.loads(line)
+            if rec.get("type") == "Reception":
+                out.append(rec)
+    return out
+
+
+def queued_id(text):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    m = _QUEUED_RE.search(text)
+    return m.group(1) if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# A raw SMTP client: exact bytes out, parsed replies in.
+
+class RawClient:
+    def __init__(self, host, port, timeout=IO_TIMEOUT):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.buf = b""
+        self.timeout = timeout
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("reply deadline passed")
+        self.sock.settimeout(remaining)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by server")
+        self.buf += chunk
+
+    def reply(self, timeout=None):
+        """One (code, [lines]) reply; raises EOFError on close, socket.timeout on timeout."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                self._fill(deadline)
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            text = line.decode("utf-8", "replace")
+            if len(text) < 3 or not text[:3].isdigit():
+                raise ValueError(f"malformed reply line {text!r}")
+            lines.append(text)
+            if len(text) == 3 or text[3] == " ":
+                return int(text[:3]), lines
+
+    def cmd(self, line, timeout=None):
+        """str: one command line (CRLF added); bytes: sent exactly as given."""
+        if isinstance(line, str) and not line.endswith("\r\n"):
+            line += "\r\n"
+        self.send(line)
+        return self.reply(timeout)
+
+    def closed_by_peer(self, timeout):
+        """True once the server closes the connection (EOF or reset) within timeout; any
+        bytes that arrive first are kept in self.buf."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._fill(deadline)
+            except EOFError:
+                return True
+            except ConnectionResetError:
+                return True
+            except socket.timeout:
+                return False
+        return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def text_of(reply):
+    code, lines = reply
+    if isinstance(lines, bytes):
+        return f"{code} " + lines.decode("utf-8", "replace")
+    if isinstance(lines, str):
+        return f"{code} {lines}"
+    return " | ".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent reader of the spool's on-disk format (queue/record.h), so tests can check
+# the bytes that were made durable, not only what --list-spool says about them.
+
+RECORD_MAGIC = b"RRS1"
+RECORD_HEADER = 32
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    c = crc ^ 0xFFFFFFFF
+    for b in data:
+        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+class SpoolRecord:
+    __slots__ = ("queue_id", "received_us", "body_8bit", "smtputf8", "helo", "client",
+                 "mail_from", "rcpts", "message", "segment", "offset", "size")
+
+
+def parse_segment(path, check_crc=True, problems=None):
+    """Yields SpoolRecord for every well-formed record. Like the relay's recovery, a bad record
+    is skipped by resynchronising on the next magic; (offset, reason) goes to `problems`."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+
+    def bad(reason):
+        if problems is not None:
+            problems.append((path, pos, reason))
+        return data.find(RECORD_MAGIC, pos + 1)
+
+    while pos < len(data):
+        if pos + RECORD_HEADER > len(data):
+            pos = bad("truncated header")
+            if pos < 0:
+                return
+            continue
+        magic, rtype, version, _res, plen, crc, qid, rus = struct.unpack_from("<4sBBHIIQQ", data, pos)
+        if magic != RECORD_MAGIC:
+            reason = "bad magic"
+        elif pos + RECORD_HEADER + plen > len(data):
+            reason = "truncated payload"
+        else:
+            reason = None
+        if reason is None:
+            payload = data[pos + RECORD_HEADER:pos + RECORD_HEADER + plen]
+            # crc32c over header bytes 4..11 and 16..31, then the payload (queue/record.h).
+            if check_crc and crc32c(payload, crc32c(data[pos + 16:pos + 32], crc32c(data[pos + 4:pos + 12]))) != crc:
+                reason = "checksum mismatch"
+        if reason is not None:
+            pos = bad(reason)
+            if pos < 0:
+                return
+            continue
+        r = SpoolRecord()
+        r.queue_id, r.received_us, r.segment, r.offset = f"{qid:016X}", rus, path, pos
+        r.size = RECORD_HEADER + plen
+        r.body_8bit, r.smtputf8 = payload[0], payload[1]
+        p = 2
+
+        def field16():
+            nonlocal p
+            (n,) = struct.unpack_from("<H", payload, p)
+            v = payload[p + 2:p + 2 + n]
+            p += 2 + n
+            return v
+        r.helo, r.client, r.mail_from = field16(), field16(), field16()
+        (count,) = struct.unpack_from("<I", payload, p)
+        p += 4
+        r.rcpts = [field16() for _ in range(count)]
+        r.message = payload[p:]
+        yield r
+        pos += RECORD_HEADER + plen
+
+
+def strip_received(message):
+    """The message without the one Received: header the relay prepends (None if absent)."""
+    if not message.startswith(b"Received: "):
+        return None
+    pos = 0
+    while True:
+        end = message.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        pos = end + 2
+        if message[pos:pos + 1] not in (b" ", b"\t"):
+            return message[pos:]
+
+
+def spool_segments(spool):
+    out = []
+    for shard in sorted(os.listdir(spool)) if os.path.isdir(spool) else []:
+        d = os.path.join(spool, shard)
+        if shard.startswith("shard-") and os.path.isdir(d):
+            out += [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith(".seg")]
+    return out
+
+
+def read_spool(spool, problems=None):
+    """{queue_id: SpoolRecord} over every segment of every shard (a repeated id keeps the
+    last copy; count them with parse_segment if that matters)."""
+    out = {}
+    for seg in spool_segments(spool):
+        for r in parse_segment(seg, problems=problems):
+            out[r.queue_id] = r
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and the scenario runner.
+
+class Checker:
+    """Collects named checks; prints each as it happens."""
+
+    def __init__(self, name):
+        self.name = name
+        self.passed = 0
+        self.failed = []
+
+    def check(self, cond, what, detail=""):
+        if cond:
+            self.passed += 1
+            print(f"ok    {what}", flush=True)
+        else:
+            self.failed.append(what)
+            print(f"FAIL  {what}" + (f"  [{detail}]" if detail else ""), flush=True)
+        return bool(cond)
+
+    def require(self, cond, what, detail=""):
+        if not self.check(cond, what, detail):
+            raise Failed(what)
+
+    def reply(self, reply, code, what, enhanced=None, contains=None):
+        """Checks a (code, lines) reply's code, and optionally its enhanced status code and text."""
+        got_code, lines = reply
+        if isinstance(lines, (bytes, str)):  # smtplib's (code, b"text without the code")
+            text = lines.decode("utf-8", "replace") if isinstance(lines, bytes) else lines
+            lines = [f"{got_code} {l}" for l in text.split("\n")]
+            reply = (got_code, lines)
+        first = lines[0][4:] if lines and len(lines[0]) > 4 else ""
+        ok = got_code == code
+        if enhanced is not None:
+            ok = ok and first.startswith(enhanced)
+        if contains is not None:
+            ok = ok and contains in " ".join(lines)
+        want = f"{code}" + (f" {enhanced}" if enhanced else "") + (f" ...{contains}..." if contains else "")
+        return self.check(ok, f"{what}: {want}", f"got {text_of(reply)}")
+
+    def info(self, text):
+        print(f"info  {text}", flush=True)
+
+
+def run(name, scenario):
+    """Runs scenario(checker) and exits with 0/1/77."""
+    checker = Checker(name)
+    started = time.monotonic()
+    print(f"== {name}", flush=True)
+    status = EXIT_PASS
+    try:
+        scenario(checker)
+    except Skip as e:
+        print(f"SKIP  {e}", flush=True)
+        status = EXIT_SKIP
+    except Failed as e:
+        print(f"ABORT after failed requirement: {e}", flush=True)
+        status = EXIT_FAIL
+    except Exception:  # noqa: BLE001 (any error is a failed test, reported in full)
+        traceback.print_exc()
+        print("ABORT on exception", flush=True)
+        status = EXIT_FAIL
+    _run_cleanups()
+    if status == EXIT_PASS and checker.failed:
+        status = EXIT_FAIL
+    if status == EXIT_PASS and checker.passed == 0:
+        print("FAIL  no checks ran", flush=True)
+        status = EXIT_FAIL
+    elapsed = time.monotonic() - started
+    verdict = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_SKIP: "SKIP"}[status]
+    print(f"== {name}: {verdict} ({checker.passed} ok, {len(checker.failed)} failed, {elapsed:.1f}s)", flush=True)
+    for f in checker.failed:
+        print(f"   failed: {f}")
+    sys.stdout.flush()
+    os._exit(status)  # daemon threads (stderr readers, clients) must not hold the exit
