@@ -80,6 +80,7 @@ public:
     void post(completion* c, int res) noexcept;
 
     void add_turn_hook(turn_hook* hook) { _hooks.push_back(hook); }
+    void remove_turn_hook(turn_hook* hook) { std::erase(_hooks, hook); }
 
     // One loop turn: submit, wait up to `timeout_ms` for at least one CQE, dispatch every
     // CQE and posted result, then run the turn hooks. Returns false if the ring failed.

@@ -39,8 +39,18 @@ protected:
     }
     void TearDown() override { std::filesystem::remove_all(_dir); }
 
-    std::unique_ptr<spool> open_spool(std::uint64_t segment_limit = 64u << 20) {
-        auto s = std::make_unique<spool>(_reactor, *_storage, _dir + "/shard-0", segment_limit);
+    // The spool unregisters from the reactor when the test drops it.
+    struct unhook {
+        core::reactor* r;
+        void operator()(spool* s) const {
+            r->remove_turn_hook(s);
+            delete s;
+        }
+    };
+    using spool_ptr = std::unique_ptr<spool, unhook>;
+
+    spool_ptr open_spool(std::uint64_t segment_limit = 64u << 20) {
+        spool_ptr s(new spool(_reactor, *_storage, _dir + "/shard-0", segment_limit), unhook{&_reactor});
         auto report = s->open();
         EXPECT_TRUE(report.has_value()) << (report ? "" : report.error());
         _reactor.add_turn_hook(s.get());
