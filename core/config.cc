@@ -137,6 +137,9 @@ std::expected<void, std::string> finish_config(config& c) {
         if (d.empty() || d.find_first_of(" \t\r\n@<>") != std::string::npos)
             return std::unexpected("--relay-domains: bad domain '" + d + "'");
     }
+    // A record's payload is at most 1 GiB (queue/record.h); leave room for the envelope.
+    if (c.max_message_size == 0 || c.max_message_size > (1ull << 30) - (1ull << 20))
+        return std::unexpected("--max-message-size: must be between 1 and 1072693248 bytes");
     if (c.max_recipients == 0) return std::unexpected("--max-recipients: must be at least 1");
     if (c.command_timeout == 0) return std::unexpected("--command-timeout: must be at least 1 second");
     if (c.max_errors == 0) return std::unexpected("--max-errors: must be at least 1");

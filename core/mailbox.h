@@ -27,7 +27,9 @@ public:
     // Producer side. False when the ring is full (the caller keeps the value and retries).
     [[nodiscard]] bool send(reactor& producer, Value& value) noexcept {
         if (!_ring.try_push(value)) return false;
-        if (_armed.value.exchange(false, std::memory_order_acq_rel)) {
+        // seq_cst: pairs with the consumer's store + fence in drain() (a store-then-load
+        // handshake on both sides; acquire/release alone would allow a lost wake-up).
+        if (_armed.value.exchange(false, std::memory_order_seq_cst)) {
             producer.wake(_consumer_ring_fd, this, 0);
         }
         return true;
@@ -41,6 +43,7 @@ public:
         for (;;) {
             while (auto v = _ring.try_pop()) _dispatch(_handler, std::move(*v));
             _armed.value.store(true, std::memory_order_seq_cst);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
             // A value pushed between the last pop and re-arming saw _armed false and sent no
             // wake-up: look once more.
             auto v = _ring.try_pop();

@@ -67,7 +67,7 @@ public:
     reactor& operator=(const reactor&) = delete;
     ~reactor();
 
-    // Sets the ring up with `entries` SQEs (CQ twice that).
+    // Sets the ring up with `entries` SQEs (CQ four times that).
     [[nodiscard]] std::error_code init(unsigned entries, const kernel_features& features) noexcept;
 
     // An SQE whose user_data will be `c`. Never null: when the SQ is full, it submits first.

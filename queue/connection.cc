@@ -16,6 +16,8 @@ namespace {
 // Input held while a commit is pending (pipelined BDAT chunks of the next message, say)
 // beyond which the connection stops reading until the commit completes.
 constexpr std::size_t max_held_input = 256 * 1024;
+// Replies queued behind a send the peer does not drain, beyond which the peer is cut off.
+constexpr std::size_t max_pending_output = 1024 * 1024;
 }  // namespace
 
 connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust)
@@ -66,9 +68,9 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         // The shard's buffer ring ran dry: try again at the end of the turn, when this turn's
         // buffers are back.
         if (!_closing && !_paused) _shard.want_rearm(this);
-    } else if (res == -ECANCELED && (_closing || _paused)) {
-        // Our own cancel: closing, or pausing input while a commit is pending. If the commit
-        // completed before this CQE arrived, reading resumes now.
+    } else if (res == -ECANCELED) {
+        // Only we cancel a receive: for closing, or to pause input while a commit is pending.
+        // If the commit completed before this CQE arrived, reading resumes now.
         if (!_closing && !_paused && !more) arm_recv();
     } else {
         // End of stream or a socket error: the client is gone. A pending commit still
@@ -89,7 +91,8 @@ void connection::process(std::string_view data) noexcept {
         if (_held.size() > max_held_input && _recv_armed && !_paused) {
             // Backpressure: stop reading until the pending commit lets the session go on.
             _paused = true;
-            io_uring_prep_cancel64(_shard.reactor().sqe(&_cancel), reinterpret_cast<std::uint64_t>(&_recv), 0);
+            // The cancel's own CQE is ignored (user_data 0): nothing of ours to outlive.
+            io_uring_prep_cancel64(_shard.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv), 0);
         }
     }
     after_session_step();
@@ -110,7 +113,21 @@ void connection::after_session_step() noexcept {
             close();
         }
     }
+    if (_out.size() > max_pending_output && _send_in_flight && !_peer_gone) {
+        // The client pipelines commands but does not read the replies: cut it off rather than
+        // buffer without bound.
+        abort_connection();
+        return;
+    }
     if (!_out.empty()) _shard.want_flush(this);
+}
+
+void connection::abort_connection() noexcept {
+    _peer_gone = true;
+    _out.clear();
+    // Completes a send stuck on a full window and ends the receive.
+    (void)::shutdown(_fd, SHUT_RDWR);
+    close();
 }
 
 void connection::committed(protocol::commit_result result) noexcept {
@@ -211,23 +228,33 @@ void connection::on_send(int res, std::uint32_t) noexcept {
 void connection::close() noexcept {
     if (_closing) return;
     _closing = true;
-    unlink();
     _held.clear();
+    // The last reply gets one more timeout period to leave; a peer that does not read it is
+    // then cut off (on_deadline).
+    if (!_awaiting_commit) _shard.deadlines().touch(*this, core::monotonic_ms());
     if (_recv_armed) {
-        io_uring_sqe* s = _shard.reactor().sqe(&_cancel);
-        io_uring_prep_cancel64(s, reinterpret_cast<std::uint64_t>(&_recv), 0);
+        io_uring_prep_cancel64(_shard.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv), 0);
     }
 }
 
 void connection::on_deadline() noexcept {
-    if (_closing || _awaiting_commit) return;
+    if (_awaiting_commit) return;
+    if (_closing) {
+        if (!_retired) abort_connection();
+        return;
+    }
     _session.on_timeout(_out);
     close();
     _shard.want_flush(this);
 }
 
 void connection::on_stop(bool force) noexcept {
-    if (_closing || _awaiting_commit) return;
+    if (_awaiting_commit) return;
+    if (_closing) {
+        // Grace period over and the peer still has not taken its last reply.
+        if (force && !_retired) abort_connection();
+        return;
+    }
     if (!force && _session.in_transaction()) return;
     _session.on_shutdown(_out);
     close();

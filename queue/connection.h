@@ -53,9 +53,6 @@ private:
         connection* owner = nullptr;
         void complete(int res, std::uint32_t flags) noexcept override { owner->on_send(res, flags); }
     };
-    struct cancel_op final : core::completion {
-        void complete(int, std::uint32_t) noexcept override {}
-    };
 
     void on_recv(int res, std::uint32_t flags) noexcept;
     void on_send(int res, std::uint32_t flags) noexcept;
@@ -65,6 +62,7 @@ private:
     void close() noexcept;
     void log_reception() noexcept;
     void maybe_retire() noexcept;
+    void abort_connection() noexcept;
 
     shard& _shard;
     const int _fd;
@@ -77,7 +75,6 @@ private:
     std::uint64_t _received_us = 0;
     recv_op _recv;
     send_op _send;
-    cancel_op _cancel;
     bool _recv_armed = false;
     bool _send_in_flight = false;
     bool _awaiting_commit = false;

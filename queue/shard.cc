@@ -141,8 +141,16 @@ void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
             }
         }
     } else if (res != -ECANCELED && !_stopping) {
-        core::diag("shard " + std::to_string(_index) + ": accept failed: " + std::strerror(-res));
+        // EMFILE/ENFILE and the like: retry on the next tick instead of spinning, and say so
+        // once per failure streak.
+        if (!a.failing) core::diag("shard " + std::to_string(_index) + ": accept failed: " + std::strerror(-res));
+        a.failing = true;
+        if (!a.armed) {
+            a.rearm_on_tick = true;
+            return;
+        }
     }
+    if (res >= 0) a.failing = false;
     if (!a.armed) {
         if (_stopping) {
             if (a.fd >= 0) ::close(a.fd);
@@ -186,11 +194,21 @@ void shard::tick() noexcept {
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _deadlines.expire(now);
-    if (_stopping && !_grace_over && now >= _stop_deadline_ms) {
-        _grace_over = true;
-        core::diag("shard " + std::to_string(_index) + ": shutdown grace period over; closing " +
-                   std::to_string(_connections.size()) + " connection(s)");
+    if (_stopping && now >= _stop_deadline_ms) {
+        if (!_grace_over) {
+            _grace_over = true;
+            core::diag("shard " + std::to_string(_index) + ": shutdown grace period over; closing " +
+                       std::to_string(_connections.size()) + " connection(s)");
+        }
+        // Every tick after the grace period: a connection that was awaiting a commit at the
+        // last tick is closed now.
         for (connection* c : _connections) c->on_stop(true);
+    }
+    for (auto& a : _accepts) {
+        if (a->rearm_on_tick && !_stopping) {
+            a->rearm_on_tick = false;
+            arm_accept(*a);
+        }
     }
 }
 

@@ -94,6 +94,8 @@ private:
         shard* owner = nullptr;
         int fd = -1;
         bool armed = false;
+        bool failing = false;        // the last accept failed (logged once)
+        bool rearm_on_tick = false;  // re-arm at the next tick, after a failure
         void complete(int res, std::uint32_t flags) noexcept override;
     };
     struct stop_op final : core::completion {

@@ -23,7 +23,9 @@ std::expected<int, std::error_code> disk_storage::create_file(const std::string&
 }
 
 void disk_storage::truncate(int fd, std::uint64_t size) noexcept {
-    (void)::ftruncate(fd, static_cast<off_t>(size));
+    // Error path only (synchronous): make the cut durable, so records the client was told
+    // 451/452 about do not come back after a crash as duplicates.
+    if (::ftruncate(fd, static_cast<off_t>(size)) == 0) (void)::fdatasync(fd);
 }
 
 void disk_storage::close_file(int fd) noexcept { ::close(fd); }
