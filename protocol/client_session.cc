@@ -1,0 +1,615 @@
+// protocol/client_session.cc: the SMTP client state machine (RFC 5321 §3.3 transactions,
+// §4.1.1 commands, §4.2 reply classes, §4.5.2 dot-stuffing; RFC 2920 §3.1 pipelined groups;
+// RFC 3030 §2 BDAT; RFC 1870 SIZE). Reply syntax lives in reply_parser.cc; this file only
+// sequences commands and attributes replies.
+// SECURITY: replies come from the next hop. Each complete reply is matched to the oldest
+// outstanding command already handed to the caller (_expected, _expected_sent); a reply with
+// no such command, a reply class a command cannot get, or a parse error closes the session.
+// Nothing here grows with peer input: _expected grows only with the caller's recipients.
+//
+// Rules, by outstanding command (RFC 5321 §4.3.2 lists the codes each may get):
+// | command  | 2xx                        | 354                     | 4xx / 5xx                     |
+// |----------|----------------------------|-------------------------|-------------------------------|
+// | greeting | 220: EHLO (§4.1.1.1)       | protocol error          | QUIT, session refused (§3.1)  |
+// | EHLO     | extensions, idle           | protocol error          | 5xx: HELO; 4xx: QUIT (§4.1.4) |
+// | HELO     | no extensions, idle        | protocol error          | QUIT, session refused         |
+// | MAIL     | next RCPT (lock-step)      | protocol error          | message fails with it         |
+// | RCPT i   | recipient i accepted       | protocol error          | recipient i refused with it   |
+// | DATA     | protocol error             | body + "." if any RCPT  | message fails (RSET if MAIL   |
+// |          |                            | accepted, else "." only | was accepted)                 |
+// |          |                            | (RFC 2920 §3.1)         |                               |
+// | "."      | accepted                   | protocol error          | message fails (§4.1.1.4)      |
+// | lone "." | ignored (RFC 2920 §3.1)    | ignored                 | ignored                       |
+// | BDAT LAST| accepted                   | protocol error          | message fails, RSET (RFC 3030)|
+// | RSET     | idle                       | protocol error          | QUIT (state unknown)          |
+// | QUIT     | closed                     | closed                  | closed                        |
+// Any 421, to any command or unsolicited, closes at once (§3.8): the current message fails
+// transiently, queued ones are not attempted.
+#include "protocol/client_session.h"
+
+#include <charconv>
+#include <utility>
+
+namespace ringrelay::protocol {
+namespace {
+
+inline constexpr std::size_t max_path_octets = 254;  // mailbox inside <...>; RFC 5321 §4.5.3.1.3
+
+constexpr outcome_kind kind_of(std::uint16_t code) noexcept {
+    if (code < 300) return outcome_kind::accepted;
+    if (code >= 400 && code < 500) return outcome_kind::transient_failure;
+    return outcome_kind::permanent_failure;
+}
+
+constexpr bool is_positive(std::uint16_t code) noexcept { return code >= 200 && code < 300; }
+constexpr bool is_negative(std::uint16_t code) noexcept { return code >= 400; }
+
+void set_reply(outcome_reply& dst, const parsed_reply& r) {
+    dst.origin = reply_origin::peer;
+    dst.code = r.code;
+    dst.enhanced = r.enhanced;
+    dst.text.assign(r.text);
+}
+
+void set_local(outcome_reply& dst, std::uint16_t code, enhanced_status enhanced, std::string_view text) {
+    dst.origin = reply_origin::local;
+    dst.code = code;
+    dst.enhanced = enhanced;
+    dst.text.assign(text);
+}
+
+void clear_reply(outcome_reply& dst) {
+    dst.origin = reply_origin::none;
+    dst.code = 0;
+    dst.enhanced = {};
+    dst.text.clear();
+}
+
+// An address we would put between angle brackets: no controls, brackets or spaces outside
+// what the server side already validated, and short enough for one command line.
+bool sendable_path(std::string_view path) noexcept {
+    if (path.size() > max_path_octets) return false;
+    for (const char ch : path) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c < 0x20 || c == 0x7f || c == '<' || c == '>') return false;
+    }
+    return true;
+}
+
+bool equal_ignore_case(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        char x = a[i];
+        if (x >= 'a' && x <= 'z') x = static_cast<char>(x - 'a' + 'A');
+        if (x != b[i]) return false;
+    }
+    return true;
+}
+
+void append_number(std::string& out, std::uint64_t n) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, n);
+    out.append(buf, r.ptr);
+}
+
+// Walks the body as normalized lines, calling sink(const char*, size_t) for every run.
+template <typename Sink>
+void walk_body(std::string_view body, dot_stuffing stuffing, Sink&& sink) {
+    bool line_start = true;
+    std::size_t i = 0;
+    const std::size_t n = body.size();
+    while (i < n) {
+        if (line_start && stuffing == dot_stuffing::on && body[i] == '.') sink(".", 1);
+        std::size_t j = body.find_first_of("\r\n", i);
+        if (j == std::string_view::npos) j = n;
+        if (j > i) {
+            sink(body.data() + i, j - i);
+            line_start = false;
+        }
+        if (j == n) break;
+        i = (body[j] == '\r' && j + 1 < n && body[j + 1] == '\n') ? j + 2 : j + 1;
+        sink("\r\n", 2);  // CRLF, bare CR and bare LF all end a line as CRLF
+        line_start = true;
+    }
+    if (!line_start) sink("\r\n", 2);
+}
+
+}  // namespace
+
+std::uint64_t normalized_body_size(std::string_view body) noexcept {
+    std::uint64_t size = 0;
+    walk_body(body, dot_stuffing::off, [&](const char*, std::size_t n) { size += n; });
+    return size;
+}
+
+void append_normalized_body(std::string& out, std::string_view body, dot_stuffing stuffing) {
+    walk_body(body, stuffing, [&](const char* p, std::size_t n) { out.append(p, n); });
+}
+
+client_session::client_session(client_config config) : _config(std::move(config)) {
+    expect(awaiting::greeting);
+    mark_sent();  // the greeting answers the connection, not a command
+}
+
+bool client_session::use_pipelining() const noexcept {
+    return _extensions.pipelining && _config.pipelining == extension_use::when_offered;
+}
+
+bool client_session::use_chunking() const noexcept {
+    return _extensions.chunking && _config.chunking == extension_use::when_offered;
+}
+
+void client_session::expect(awaiting what, std::uint32_t rcpt) { _expected.push_back({what, rcpt}); }
+
+std::span<const message_outcome> client_session::outcomes() const noexcept {
+    return {_outcomes.data(), _outcome_count};
+}
+
+void client_session::release_outcomes() noexcept { _outcome_count = 0; }
+
+void client_session::begin_outcome(const outbound_message& m) {
+    _work.tag = m.tag;
+    _work.kind = outcome_kind::not_attempted;
+    clear_reply(_work.reply);
+    _work.recipients.resize(m.rcpt_to.size());
+    for (recipient_outcome& r : _work.recipients) {
+        r.kind = outcome_kind::not_attempted;
+        clear_reply(r.reply);
+        r.rcpt_code = 0;
+    }
+}
+
+void client_session::publish_outcome() {
+    if (_outcome_count == _outcomes.size()) _outcomes.emplace_back();
+    std::swap(_outcomes[_outcome_count++], _work);
+}
+
+void client_session::submit(const outbound_message& message, std::string& out) {
+    mark_sent();
+    if (_state == client_state::closed || _state == client_state::quitting) {
+        begin_outcome(message);
+        for (recipient_outcome& r : _work.recipients) r.reply = _session_reply;
+        _work.reply = _session_reply;
+        publish_outcome();
+        return;
+    }
+    _queue.push_back(message);
+    if (_state == client_state::idle) start_next(out);
+}
+
+void client_session::quit(std::string& out) {
+    mark_sent();
+    _quit_requested = true;
+    if (_state == client_state::idle) send_quit(out);
+}
+
+void client_session::send_quit(std::string& out) {
+    out.append("QUIT\r\n");
+    expect(awaiting::quit);
+    _state = client_state::quitting;
+}
+
+void client_session::feed(std::string_view in, std::string& out) {
+    mark_sent();
+    while (!in.empty() && _state != client_state::closed) {
+        const auto progress = _parser.feed(in);
+        if (!progress) {
+            protocol_error(describe(progress.error()));
+            return;
+        }
+        in.remove_prefix(progress->consumed);
+        if (progress->complete) on_reply(_parser.reply(), out);
+    }
+}
+
+void client_session::on_connection_lost() {
+    if (_state == client_state::closed) return;
+    if (_state == client_state::quitting && _queue_head == _queue.size()) {
+        fail_connection(_close_reason == close_reason::none ? close_reason::quit : _close_reason);
+        return;
+    }
+    if (_transaction_open && !_outcome_decided) {
+        _work.kind = outcome_kind::protocol_error;
+        set_local(_work.reply, 0, {}, "connection lost");
+    }
+    fail_connection(close_reason::connection_lost);
+}
+
+void client_session::protocol_error(std::string_view what) {
+    if (_transaction_open && !_outcome_decided) {
+        _work.kind = outcome_kind::protocol_error;
+        set_local(_work.reply, 0, {}, what);
+    }
+    set_local(_session_reply, 0, {}, what);
+    fail_connection(close_reason::protocol_error);
+}
+
+// Closes the session: the open transaction (whose _work.kind the caller has set) and then
+// every queued message get their outcomes, in order.
+void client_session::fail_connection(close_reason why) {
+    if (_transaction_open) publish_transaction();
+    for (; _queue_head < _queue.size(); ++_queue_head) {
+        begin_outcome(_queue[_queue_head]);
+        _work.reply = _session_reply;
+        for (recipient_outcome& r : _work.recipients) r.reply = _session_reply;
+        publish_outcome();
+    }
+    _queue.clear();
+    _queue_head = 0;
+    _expected.clear();
+    _expected_head = 0;
+    _expected_sent = 0;
+    _state = client_state::closed;
+    if (_close_reason == close_reason::none) _close_reason = why;
+}
+
+void client_session::on_reply(const parsed_reply& r, std::string& out) {
+    if (_expected_head == _expected.size()) {
+        if (r.code == 421) {  // a server shutting down may say so unasked (RFC 5321 §3.8)
+            set_reply(_session_reply, r);
+            fail_connection(close_reason::peer_shutdown);
+            return;
+        }
+        protocol_error("unsolicited reply");
+        return;
+    }
+    if (_expected_head >= _expected_sent) {
+        protocol_error("reply before its command was sent (RFC 2920 §3.1)");
+        return;
+    }
+    const expected_reply e = _expected[_expected_head++];
+    if (_expected_head == _expected.size()) {
+        _expected.clear();
+        _expected_head = 0;
+        _expected_sent = 0;
+    }
+    if (e.what == awaiting::quit) {
+        fail_connection(close_reason::quit);
+        return;
+    }
+    if (r.code == 421) {
+        set_reply(_session_reply, r);
+        if (_transaction_open && !_outcome_decided) {
+            _work.kind = outcome_kind::transient_failure;
+            set_reply(_work.reply, r);
+        }
+        fail_connection(close_reason::peer_shutdown);
+        return;
+    }
+    switch (e.what) {
+    case awaiting::greeting: on_greeting_reply(r, out); return;
+    case awaiting::ehlo:
+    case awaiting::helo: on_hello_reply(e.what, r, out); return;
+    default: on_transaction_reply(e, r, out); return;
+    }
+}
+
+void client_session::on_greeting_reply(const parsed_reply& r, std::string& out) {
+    if (r.code == 220) {
+        out.append("EHLO ").append(_config.helo_name).append("\r\n");
+        expect(awaiting::ehlo);
+        _state = client_state::hello;
+        return;
+    }
+    if (!is_negative(r.code)) {
+        protocol_error("unexpected greeting code");
+        return;
+    }
+    set_reply(_session_reply, r);
+    _close_reason = close_reason::greeting_refused;
+    fail_connection(close_reason::greeting_refused);  // queued messages: not attempted
+    send_quit(out);  // still say QUIT (RFC 5321 §3.1)
+}
+
+void client_session::on_hello_reply(awaiting what, const parsed_reply& r, std::string& out) {
+    if (is_positive(r.code)) {
+        _extensions = {};
+        if (what == awaiting::ehlo) parse_extensions(r.text);
+        _state = client_state::idle;
+        start_next(out);
+        return;
+    }
+    if (!is_negative(r.code)) {
+        protocol_error("unexpected reply to EHLO/HELO");
+        return;
+    }
+    if (what == awaiting::ehlo && r.code >= 500) {  // RFC 5321 §4.1.4: fall back to HELO
+        out.append("HELO ").append(_config.helo_name).append("\r\n");
+        expect(awaiting::helo);
+        return;
+    }
+    set_reply(_session_reply, r);
+    _close_reason = close_reason::greeting_refused;
+    fail_connection(close_reason::greeting_refused);
+    send_quit(out);
+}
+
+// The EHLO reply: the first line is the server's name, each further line "keyword [params]"
+// (RFC 5321 §4.1.1.1). Unknown keywords are ignored.
+void client_session::parse_extensions(std::string_view text) {
+    std::size_t eol = text.find('\n');
+    if (eol == std::string_view::npos) return;
+    text.remove_prefix(eol + 1);
+    while (true) {
+        eol = text.find('\n');
+        const std::string_view line = text.substr(0, eol);
+        const std::size_t sp = line.find(' ');
+        const std::string_view keyword = line.substr(0, sp);
+        if (equal_ignore_case(keyword, "PIPELINING")) {
+            _extensions.pipelining = true;
+        } else if (equal_ignore_case(keyword, "CHUNKING")) {
+            _extensions.chunking = true;
+        } else if (equal_ignore_case(keyword, "8BITMIME")) {
+            _extensions.eight_bit_mime = true;
+        } else if (equal_ignore_case(keyword, "SMTPUTF8")) {
+            _extensions.smtputf8 = true;
+        } else if (equal_ignore_case(keyword, "ENHANCEDSTATUSCODES")) {
+            _extensions.enhanced_status_codes = true;
+        } else if (equal_ignore_case(keyword, "STARTTLS")) {
+            _extensions.starttls = true;
+        } else if (equal_ignore_case(keyword, "SIZE")) {
+            // RFC 1870 §4: "SIZE" [SP 1*20DIGIT]; absent, zero or unparsable: no fixed limit.
+            _extensions.size_declared = true;
+            _extensions.size_limit = 0;
+            if (sp != std::string_view::npos) {
+                const std::string_view v = line.substr(sp + 1);
+                std::uint64_t n = 0;
+                const auto res = std::from_chars(v.data(), v.data() + v.size(), n);
+                if (res.ec == std::errc{} && res.ptr == v.data() + v.size()) _extensions.size_limit = n;
+            }
+        }
+        if (eol == std::string_view::npos) break;
+        text.remove_prefix(eol + 1);
+    }
+}
+
+// A message the peer must not see: refused here with a permanent, locally made reply.
+bool client_session::refused_locally(const outbound_message& m) {
+    std::uint16_t code = 0;
+    enhanced_status enhanced;
+    std::string_view text;
+    bool rcpts_ok = !m.rcpt_to.empty();
+    for (const std::string& rcpt : m.rcpt_to) rcpts_ok = rcpts_ok && !rcpt.empty() && sendable_path(rcpt);
+    _body_size = normalized_body_size(m.body);
+    if (!sendable_path(m.mail_from)) {
+        code = 501, enhanced = {5, 1, 7}, text = "5.1.7 sender address cannot be sent";
+    } else if (!rcpts_ok) {
+        code = 501, enhanced = {5, 1, 3}, text = "5.1.3 missing or unsendable recipient address";
+    } else if (m.body_type == body_kind::eight_bit_mime && !_extensions.eight_bit_mime) {
+        code = 554, enhanced = {5, 6, 3}, text = "5.6.3 8-bit message but the peer does not offer 8BITMIME";
+    } else if (m.utf8 == utf8_envelope::smtputf8 && !_extensions.smtputf8) {
+        code = 553, enhanced = {5, 6, 7}, text = "5.6.7 SMTPUTF8 message but the peer does not offer SMTPUTF8";
+    } else if (_extensions.size_limit != 0 && _body_size > _extensions.size_limit) {
+        code = 552, enhanced = {5, 3, 4}, text = "5.3.4 message size exceeds the peer's fixed maximum (SIZE)";
+    } else {
+        return false;
+    }
+    _work.kind = outcome_kind::permanent_failure;
+    set_local(_work.reply, code, enhanced, text);
+    for (recipient_outcome& r : _work.recipients) {
+        r.kind = _work.kind;
+        r.reply = _work.reply;
+    }
+    return true;
+}
+
+void client_session::start_next(std::string& out) {
+    while (_queue_head < _queue.size()) {
+        const outbound_message& m = current();
+        begin_outcome(m);
+        if (refused_locally(m)) {
+            publish_outcome();
+            ++_queue_head;
+            continue;
+        }
+        _state = client_state::transaction;
+        _transaction_open = true;
+        _outcome_decided = false;
+        _mail_accepted = false;
+        _mail_refused = false;
+        _rcpt_accepted = 0;
+        send_mail(out);
+        if (use_pipelining()) {  // RFC 2920 §3.1: MAIL, every RCPT and DATA in one group
+            for (std::uint32_t i = 0; i < m.rcpt_to.size(); ++i) send_rcpt(i, out);
+            if (!use_chunking()) {
+                out.append("DATA\r\n");
+                expect(awaiting::data);
+            }
+        }
+        return;
+    }
+    _queue.clear();
+    _queue_head = 0;
+    if (_quit_requested) {
+        send_quit(out);
+    } else {
+        _state = client_state::idle;
+    }
+}
+
+void client_session::send_mail(std::string& out) {
+    const outbound_message& m = current();
+    out.append("MAIL FROM:<").append(m.mail_from).append(">");
+    if (_extensions.size_declared) {  // RFC 1870 §6
+        out.append(" SIZE=");
+        append_number(out, _body_size);
+    }
+    if (m.body_type == body_kind::eight_bit_mime) out.append(" BODY=8BITMIME");
+    if (m.utf8 == utf8_envelope::smtputf8) out.append(" SMTPUTF8");
+    out.append("\r\n");
+    expect(awaiting::mail);
+}
+
+void client_session::send_rcpt(std::uint32_t index, std::string& out) {
+    out.append("RCPT TO:<").append(current().rcpt_to[index]).append(">\r\n");
+    expect(awaiting::rcpt, index);
+}
+
+// Every RCPT has its reply: send the body, or end a transaction nobody will receive.
+void client_session::after_rcpts(std::string& out) {
+    if (_mail_refused) {
+        finish_transaction(kind_of(_work.reply.code), out);
+        return;
+    }
+    if (_rcpt_accepted == 0) {
+        // The message fails as its recipients did: transiently if any of them may be retried.
+        const recipient_outcome* first = nullptr;
+        for (const recipient_outcome& r : _work.recipients) {
+            if (first == nullptr || (kind_of(r.rcpt_code) == outcome_kind::transient_failure &&
+                                     kind_of(first->rcpt_code) != outcome_kind::transient_failure)) {
+                first = &r;
+            }
+        }
+        _work.reply = first->reply;
+        finish_transaction(kind_of(first->rcpt_code), out);
+        return;
+    }
+    if (use_chunking()) {
+        send_bdat(out);
+    } else {
+        out.append("DATA\r\n");
+        expect(awaiting::data);
+    }
+}
+
+void client_session::send_body_data(std::string& out) {
+    const std::string_view body = current().body;
+    out.reserve(out.size() + body.size() + body.size() / 64 + 8);
+    append_normalized_body(out, body, dot_stuffing::on);
+    out.append(".\r\n");
+    expect(awaiting::data_end);
+}
+
+void client_session::send_bdat(std::string& out) {
+    out.append("BDAT ");
+    append_number(out, _body_size);
+    out.append(" LAST\r\n");
+    out.reserve(out.size() + _body_size);
+    append_normalized_body(out, current().body, dot_stuffing::off);
+    expect(awaiting::bdat);
+}
+
+// Publishes _work as the current message's outcome; a recipient refused at RCPT keeps its own
+// reply, every other one shares the message's.
+void client_session::publish_transaction() {
+    for (recipient_outcome& r : _work.recipients) {
+        if (!_mail_refused && r.rcpt_code != 0 && !is_positive(r.rcpt_code)) {
+            r.kind = kind_of(r.rcpt_code);
+        } else {
+            r.kind = _work.kind;
+            r.reply = _work.reply;
+        }
+    }
+    publish_outcome();
+    ++_queue_head;
+    _transaction_open = false;
+    _outcome_decided = false;
+}
+
+// The message's fate is `kind` (with _work.reply). If the peer still holds an open
+// transaction, RSET it first and publish on its reply.
+void client_session::finish_transaction(outcome_kind kind, std::string& out) {
+    _work.kind = kind;
+    _outcome_decided = true;
+    if (_mail_accepted && kind != outcome_kind::accepted) {
+        out.append("RSET\r\n");
+        expect(awaiting::rset);
+        _mail_accepted = false;
+        return;
+    }
+    publish_transaction();
+    _state = client_state::idle;
+    start_next(out);
+}
+
+void client_session::on_transaction_reply(const expected_reply& e, const parsed_reply& r, std::string& out) {
+    const bool pipelined = use_pipelining();
+    // 354 is only for DATA (and ignored after a lone "."); nothing here may get 1xx.
+    if (r.code == 354 ? (e.what != awaiting::data && e.what != awaiting::dot)
+                      : (r.code >= 300 && r.code < 400)) {
+        protocol_error("unexpected 3xx reply");
+        return;
+    }
+    switch (e.what) {
+    case awaiting::mail:
+        if (is_positive(r.code)) {
+            _mail_accepted = true;
+            if (!pipelined) send_rcpt(0, out);
+            return;
+        }
+        _mail_refused = true;
+        set_reply(_work.reply, r);
+        if (!pipelined) finish_transaction(kind_of(r.code), out);
+        return;
+    case awaiting::rcpt: {
+        if (e.rcpt >= _work.recipients.size()) {  // cannot happen: we only expect our own
+            protocol_error("reply for an unknown recipient");
+            return;
+        }
+        recipient_outcome& rcpt = _work.recipients[e.rcpt];
+        set_reply(rcpt.reply, r);
+        rcpt.rcpt_code = r.code;
+        if (is_positive(r.code)) ++_rcpt_accepted;
+        const bool last = e.rcpt + 1 == _work.recipients.size();
+        if (!pipelined) {
+            if (last) {
+                after_rcpts(out);
+            } else {
+                send_rcpt(e.rcpt + 1, out);
+            }
+        } else if (last && use_chunking()) {
+            after_rcpts(out);
+        }
+        return;
+    }
+    case awaiting::data:
+        if (r.code == 354) {
+            if (_mail_refused || _rcpt_accepted == 0) {
+                out.append(".\r\n");  // RFC 2920 §3.1: an empty message ends the transaction
+                expect(awaiting::dot);
+                if (!_mail_refused) _mail_accepted = false;  // the "." closes the transaction
+                return;
+            }
+            send_body_data(out);
+            return;
+        }
+        if (is_positive(r.code)) {
+            protocol_error("2xx reply to DATA");
+            return;
+        }
+        if (_mail_refused || _rcpt_accepted == 0) {
+            after_rcpts(out);  // DATA's refusal adds nothing to the envelope's
+            return;
+        }
+        set_reply(_work.reply, r);
+        finish_transaction(kind_of(r.code), out);
+        return;
+    case awaiting::dot:
+        // Whatever the peer says to the lone "." is ignored; the failure is the envelope's.
+        after_rcpts(out);
+        return;
+    case awaiting::data_end:
+    case awaiting::bdat:
+        set_reply(_work.reply, r);
+        if (e.what == awaiting::data_end || is_positive(r.code)) _mail_accepted = false;
+        finish_transaction(kind_of(r.code), out);
+        return;
+    case awaiting::rset:
+        if (is_positive(r.code)) {
+            finish_transaction(_work.kind, out);
+            return;
+        }
+        // The peer's state is unknown: end this message as decided, the rest are not attempted.
+        publish_transaction();
+        set_reply(_session_reply, r);
+        _close_reason = close_reason::reset_refused;
+        fail_connection(close_reason::reset_refused);
+        send_quit(out);
+        return;
+    default:
+        protocol_error("reply in the wrong state");
+        return;
+    }
+}
+
+}  // namespace ringrelay::protocol

@@ -1,0 +1,257 @@
+// protocol/client_session.h: the SMTP client side as a pure state machine (RFC 5321 §3.3,
+// §4.1.1, §4.2; RFC 2920 PIPELINING; RFC 3030 CHUNKING/BDAT; RFC 1870 SIZE; RFC 6152
+// 8BITMIME; RFC 6531 SMTPUTF8; RFC 2034 / RFC 3463 enhanced status codes). Server bytes in,
+// command bytes out; no sockets, clocks, files or threads. Used by outbound delivery (queue/)
+// and by ringrelay-bench; one per connection, owned and driven by one shard.
+// SECURITY: every byte given to feed() comes from the next hop, which may be hostile. Replies
+// are parsed by reply_parser (bounded lines and replies); a reply is attributed only to a
+// command already handed to the caller, in order, so no reply can land on the wrong recipient;
+// anything out of order closes the session with a protocol error.
+//
+// Lifecycle: construct -> submit()* (any time) -> feed()* -> quit() -> closed(). The session
+// waits for the 220 greeting, says EHLO (HELO if EHLO gets 5xx), then runs one transaction
+// per submitted message, in order, on the same connection (no RSET between successful
+// transactions). When quit() was called and nothing is left it sends QUIT; closed() becomes
+// true on the reply to QUIT (also after a refused greeting or RSET), on 421, on a protocol error, or on a failed greeting. The caller
+// sends whatever is in `out`, then closes the connection. Timeouts are the caller's: on one it
+// simply closes and calls on_connection_lost().
+//
+// Pipelining (RFC 2920 §3.1): when the peer offers PIPELINING, MAIL, every RCPT and DATA go in
+// one write and replies are matched to them in order; otherwise one command per reply. With
+// CHUNKING, BDAT waits for the RCPT replies (one more round trip) so that no body is sent when
+// every recipient was refused. Every recipient refused: the body is not sent; a pipelined DATA
+// that got 354 anyway is closed with a lone "." whose reply is ignored, a refused DATA (or the
+// lock-step case) is followed by RSET. A refused DATA, BDAT or end of data fails the message
+// with that reply. A negative reply to RSET ends the connection (QUIT).
+//
+// Every submitted message gets exactly one message_outcome, reported in submit order; once
+// closed() every message has one. outcomes() views them until release_outcomes().
+//
+// Output: commands, and message bodies, are appended to the caller's `out`. A DATA body is
+// copied with dot-stuffing (RFC 5321 §4.5.2) and line ends normalized (below); a BDAT body is
+// copied normalized. Normalization: a bare LF or a bare CR becomes CRLF (what most MTAs do;
+// RFC 5321 §2.3.8 forbids sending them), and a body not ending in CRLF gets one; SIZE and
+// BDAT lengths count the normalized octets. The per-message path allocates nothing once its
+// buffers have grown to the largest message/reply seen (outcome strings keep their capacity).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/reply_parser.h"
+
+namespace ringrelay::protocol {
+
+enum class extension_use : std::uint8_t {
+    never,          // do not use it even if offered
+    when_offered,   // use it if the EHLO reply lists it
+};
+
+// Fixed after construction.
+struct client_config {
+    std::string helo_name = "localhost";  // our name in EHLO/HELO; printable, no spaces
+    extension_use pipelining = extension_use::when_offered;  // RFC 2920
+    extension_use chunking = extension_use::when_offered;    // RFC 3030 BDAT instead of DATA
+};
+
+enum class body_kind : std::uint8_t {
+    seven_bit,       // no BODY parameter
+    eight_bit_mime,  // BODY=8BITMIME (RFC 6152); refused locally if the peer lacks 8BITMIME
+};
+
+enum class utf8_envelope : std::uint8_t {
+    ascii,     // no SMTPUTF8 parameter
+    smtputf8,  // SMTPUTF8 (RFC 6531 §3.4); refused locally if the peer lacks SMTPUTF8
+};
+
+// One message to send. The caller owns every byte it points to (addresses, the recipient
+// array and the body) and keeps them valid and unchanged until this message's outcome has
+// been reported (appears in outcomes()).
+struct outbound_message {
+    std::uint64_t tag = 0;                 // the caller's id, echoed in the outcome
+    std::string_view mail_from;            // without angle brackets; empty = null sender
+    std::span<const std::string> rcpt_to;  // without angle brackets; at least one
+    std::string_view body;                 // header + body, CRLF lines, no final "."
+    body_kind body_type = body_kind::seven_bit;
+    utf8_envelope utf8 = utf8_envelope::ascii;
+};
+
+enum class outcome_kind : std::uint8_t {
+    accepted,           // 2xx after the data: the peer took responsibility (RFC 5321 §6.1)
+    transient_failure,  // 4xx (or 421): try again later
+    permanent_failure,  // 5xx, or refused locally (size, 8BITMIME, SMTPUTF8, bad address)
+    protocol_error,     // the peer broke the protocol, or the connection was lost mid-transaction:
+                        // treat as transient; the data may or may not have been accepted
+    not_attempted,      // the session closed before this message started: requeue it
+};
+
+enum class reply_origin : std::uint8_t {
+    peer,   // the reply came from the next hop
+    local,  // made up by the session (code/enhanced/text say why), nothing sent for it
+    none,   // no reply at all (not_attempted, connection lost, protocol error)
+};
+
+// The reply that decided an outcome. text: lines joined by LF, no CR (reply_parser).
+struct outcome_reply {
+    reply_origin origin = reply_origin::none;
+    std::uint16_t code = 0;
+    enhanced_status enhanced;
+    std::string text;
+};
+
+// Per recipient, in the order of outbound_message::rcpt_to. `reply` is the RCPT reply when
+// the recipient was refused at RCPT; otherwise (accepted, or the transaction failed before or
+// after RCPT) it is the message-level reply and `kind` is the message's kind.
+struct recipient_outcome {
+    outcome_kind kind = outcome_kind::not_attempted;
+    outcome_reply reply;
+    std::uint16_t rcpt_code = 0;  // the peer's RCPT reply code; 0 if RCPT got none
+};
+
+struct message_outcome {
+    std::uint64_t tag = 0;
+    outcome_kind kind = outcome_kind::not_attempted;
+    outcome_reply reply;  // e.g. 250 "2.0.0 Ok: queued as X"
+    std::vector<recipient_outcome> recipients;
+};
+
+// Everything the peer's EHLO reply offered (RFC 5321 §4.1.1.1); all false after HELO.
+struct peer_extensions {
+    bool pipelining = false;             // RFC 2920
+    bool chunking = false;               // RFC 3030
+    bool eight_bit_mime = false;         // RFC 6152
+    bool smtputf8 = false;               // RFC 6531
+    bool enhanced_status_codes = false;  // RFC 2034
+    bool starttls = false;               // RFC 3207 (recorded only)
+    bool size_declared = false;          // RFC 1870
+    std::uint64_t size_limit = 0;        // SIZE's value; 0 = no fixed limit
+};
+
+enum class client_state : std::uint8_t {
+    greeting,     // waiting for the 220
+    hello,        // EHLO or HELO sent
+    idle,         // between transactions, nothing outstanding
+    transaction,  // MAIL .. end of data (or RSET) outstanding
+    quitting,     // QUIT sent
+    closed,
+};
+
+// Why the session closed.
+enum class close_reason : std::uint8_t {
+    none,              // not closed
+    quit,              // QUIT answered (any reply)
+    greeting_refused,  // the greeting, or EHLO and HELO, were refused
+    peer_shutdown,     // 421 (RFC 5321 §3.8), solicited or not
+    protocol_error,    // malformed reply, unexpected code, reply before its command
+    connection_lost,   // on_connection_lost()
+    reset_refused,     // RSET got a negative reply: the peer's state is unknown, QUIT sent
+};
+
+class client_session {
+public:
+    explicit client_session(client_config config);
+    client_session(const client_session&) = delete;
+    client_session& operator=(const client_session&) = delete;
+
+    // Queues a message (see outbound_message for lifetimes); if the session is idle its MAIL
+    // (and, when pipelining, the rest of the envelope) is appended to `out` now. A message the
+    // session refuses locally, or submitted after close, gets its outcome immediately.
+    void submit(const outbound_message& message, std::string& out);
+
+    // Consumes all of `in` (owned by the caller, only read during the call; a partial reply is
+    // copied inside); appends commands and bodies to `out`. A reply is accepted only for a
+    // command appended to `out` before this call: `out` is assumed sent. Input after close is
+    // ignored.
+    void feed(std::string_view in, std::string& out);
+
+    // No more messages: once every submitted message has its outcome, send QUIT.
+    void quit(std::string& out);
+
+    // The connection died (EOF, error, timeout): closed, every open message gets an outcome.
+    void on_connection_lost();
+
+    [[nodiscard]] std::span<const message_outcome> outcomes() const noexcept;
+    // Forgets the outcomes reported so far (their storage is reused).
+    void release_outcomes() noexcept;
+
+    [[nodiscard]] bool closed() const noexcept { return _state == client_state::closed; }
+    [[nodiscard]] client_state state() const noexcept { return _state; }
+    [[nodiscard]] close_reason why_closed() const noexcept { return _close_reason; }
+    [[nodiscard]] const peer_extensions& extensions() const noexcept { return _extensions; }
+    // The last reply that failed the connection (greeting, EHLO/HELO, 421); empty otherwise.
+    [[nodiscard]] const outcome_reply& session_reply() const noexcept { return _session_reply; }
+    // Messages submitted that have no outcome yet.
+    [[nodiscard]] std::size_t pending() const noexcept { return _queue.size() - _queue_head; }
+
+private:
+    // What each outstanding command's reply means, in send order.
+    enum class awaiting : std::uint8_t { greeting, ehlo, helo, mail, rcpt, data, data_end, dot, bdat, rset, quit };
+    struct expected_reply {
+        awaiting what;
+        std::uint32_t rcpt = 0;  // rcpt: index into rcpt_to
+    };
+
+    void on_reply(const parsed_reply& r, std::string& out);
+    void on_greeting_reply(const parsed_reply& r, std::string& out);
+    void on_hello_reply(awaiting what, const parsed_reply& r, std::string& out);
+    void on_transaction_reply(const expected_reply& e, const parsed_reply& r, std::string& out);
+    void parse_extensions(std::string_view text);
+    void start_next(std::string& out);
+    [[nodiscard]] bool refused_locally(const outbound_message& m);
+    void send_mail(std::string& out);
+    void send_rcpt(std::uint32_t index, std::string& out);
+    void after_rcpts(std::string& out);
+    void send_body_data(std::string& out);
+    void send_bdat(std::string& out);
+    void finish_transaction(outcome_kind kind, std::string& out);
+    void publish_transaction();
+    void fail_connection(close_reason why);
+    void send_quit(std::string& out);
+    void expect(awaiting what, std::uint32_t rcpt = 0);
+    void begin_outcome(const outbound_message& m);
+    void publish_outcome();
+    void protocol_error(std::string_view what);
+    void mark_sent() noexcept { _expected_sent = _expected.size(); }
+    [[nodiscard]] outbound_message& current() noexcept { return _queue[_queue_head]; }
+    [[nodiscard]] bool use_pipelining() const noexcept;
+    [[nodiscard]] bool use_chunking() const noexcept;
+
+    // Fixed after construction.
+    const client_config _config;
+
+    // Shard-local; buffers reused across transactions.
+    reply_parser _parser;
+    std::vector<outbound_message> _queue;     // submitted; [_queue_head] is the current one
+    std::size_t _queue_head = 0;
+    std::vector<expected_reply> _expected;    // outstanding commands; [_expected_head] is next
+    std::size_t _expected_head = 0;
+    std::size_t _expected_sent = 0;           // entries below this were handed to the caller
+    std::vector<message_outcome> _outcomes;   // [0, _outcome_count) reported; the rest spare
+    std::size_t _outcome_count = 0;
+    message_outcome _work;                    // the current transaction's outcome, built up
+    peer_extensions _extensions;
+    outcome_reply _session_reply;
+    std::uint64_t _body_size = 0;             // normalized size of the current body
+    std::uint32_t _rcpt_accepted = 0;
+    client_state _state = client_state::greeting;
+    close_reason _close_reason = close_reason::none;
+    bool _transaction_open = false;  // _queue[_queue_head] is being sent; _work is its outcome
+    bool _outcome_decided = false;   // _work is final; only the RSET reply is outstanding
+    bool _mail_accepted = false;     // the peer has an open transaction (RFC 5321 §4.1.4)
+    bool _mail_refused = false;
+    bool _quit_requested = false;
+};
+
+// Octets the body occupies once normalized (bare CR / LF -> CRLF, final CRLF added); this is
+// the RFC 1870 SIZE value and the BDAT length. Stuffing dots are not counted (RFC 1870 §4).
+[[nodiscard]] std::uint64_t normalized_body_size(std::string_view body) noexcept;
+
+// Appends the normalized body to `out`; with dot_stuffing::on also doubles a '.' at the start
+// of every line (RFC 5321 §4.5.2). The DATA terminator is not appended.
+enum class dot_stuffing : std::uint8_t { off, on };
+void append_normalized_body(std::string& out, std::string_view body, dot_stuffing stuffing);
+
+}  // namespace ringrelay::protocol
