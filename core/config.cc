@@ -2,6 +2,8 @@
 // in core/ that catches them, turning each into a config_exit value.
 #include "core/config.h"
 
+#include "core/duration.h"
+
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -107,6 +109,16 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "shutdown-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.shutdown_timeout);
         else if (key == "max-errors") ok = set(json_uint<std::uint32_t>(v, key), c.max_errors);
         else if (key == "log") ok = set(json_string(v, key), c.log);
+        else if (key == "route") ok = set(json_strings(v, key), c.routes);
+        else if (key == "smarthost") ok = set(json_string(v, key), c.smarthost);
+        else if (key == "retry-intervals") ok = set(json_string(v, key), c.retry_intervals);
+        else if (key == "max-age") ok = set(json_string(v, key), c.max_age);
+        else if (key == "max-connections-per-destination")
+            ok = set(json_uint<std::uint32_t>(v, key), c.max_connections_per_destination);
+        else if (key == "max-messages-per-connection")
+            ok = set(json_uint<std::uint32_t>(v, key), c.max_messages_per_connection);
+        else if (key == "idle-connection-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.idle_connection_timeout);
+        else if (key == "dns-server") ok = set(json_string(v, key), c.dns_server);
         else return std::unexpected("config key '" + std::string(field.key) + "': unknown key");
         if (!ok) return ok;
     }
@@ -140,6 +152,29 @@ std::expected<void, std::string> finish_config(config& c) {
     // A record's payload is at most 1 GiB (queue/record.h); leave room for the envelope.
     if (c.max_message_size == 0 || c.max_message_size > (1ull << 30) - (1ull << 20))
         return std::unexpected("--max-message-size: must be between 1 and 1072693248 bytes");
+    c.route_table.clear();
+    auto add_route = [&](const std::string& text, const std::string& flag) -> std::expected<void, std::string> {
+        const auto eq = text.find('=');
+        if (eq == std::string::npos || eq == 0)
+            return std::unexpected(flag + ": expected DOMAIN=HOST:PORT, got '" + text + "'");
+        auto hop = parse_endpoint(text.substr(eq + 1));
+        if (!hop) return std::unexpected(flag + ": " + hop.error());
+        c.route_table.push_back(config::route{lower(text.substr(0, eq)), *hop});
+        return {};
+    };
+    for (const std::string& r : c.routes)
+        if (auto ok = add_route(r, "--route"); !ok) return ok;
+    if (!c.smarthost.empty())
+        if (auto ok = add_route("*=" + c.smarthost, "--smarthost"); !ok) return ok;
+    if (auto d = parse_duration_list(c.retry_intervals); !d || d->empty())
+        return std::unexpected("--retry-intervals: " + (d ? std::string("at least one interval is needed") : d.error().message));
+    if (auto d = parse_duration(c.max_age); !d || d->count() <= 0)
+        return std::unexpected("--max-age: " + (d ? std::string("must be positive") : d.error().message));
+    if (c.max_connections_per_destination == 0)
+        return std::unexpected("--max-connections-per-destination: must be at least 1");
+    if (c.max_messages_per_connection == 0) return std::unexpected("--max-messages-per-connection: must be at least 1");
+    if (!c.dns_server.empty())
+        if (auto e = parse_endpoint(c.dns_server); !e) return std::unexpected("--dns-server: " + e.error());
     if (c.max_recipients == 0) return std::unexpected("--max-recipients: must be at least 1");
     if (c.command_timeout == 0) return std::unexpected("--command-timeout: must be at least 1 second");
     if (c.max_errors == 0) return std::unexpected("--max-errors: must be at least 1");
@@ -185,6 +220,21 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     app.add_option("--max-errors", flags.max_errors, "error replies per session before 421 4.7.0 (default 20)");
     app.add_option("--log", flags.log, "delivery log, JSON lines; '-' for stdout, '' for none (default '-')");
     app.add_flag("--list-spool", flags.list_spool, "print the number and ids of spooled messages, then exit");
+    std::vector<std::string> routes;
+    app.add_option("--route", routes, "DOMAIN=HOST:PORT: deliver DOMAIN's mail to that next hop; repeatable; "
+                                      "'*' matches every domain (numeric HOST for now)");
+    app.add_option("--smarthost", flags.smarthost, "HOST:PORT: deliver everything there (same as --route '*=HOST:PORT')");
+    app.add_option("--retry-intervals", flags.retry_intervals,
+                   "waits between delivery attempts of a deferred recipient; the last repeats, each jittered "
+                   "(default 5m,10m,20m,40m,1h20m,2h40m,4h)");
+    app.add_option("--max-age", flags.max_age, "after this long undelivered mail expires and bounces (default 5d)");
+    app.add_option("--max-connections-per-destination", flags.max_connections_per_destination,
+                   "outbound connections per next hop and shard (default 16)");
+    app.add_option("--max-messages-per-connection", flags.max_messages_per_connection,
+                   "messages sent over one outbound connection before it is closed (default 1000)");
+    app.add_option("--idle-connection-timeout", flags.idle_connection_timeout,
+                   "seconds an idle outbound connection is kept for reuse (default 5)");
+    app.add_option("--dns-server", flags.dns_server, "ADDR:PORT of the DNS server for MX lookups (default /etc/resolv.conf)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -216,6 +266,14 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--max-errors")) c.max_errors = flags.max_errors;
     if (given("--log")) c.log = flags.log;
     c.list_spool = flags.list_spool;
+    if (given("--route")) c.routes = split_list(routes);
+    if (given("--smarthost")) c.smarthost = flags.smarthost;
+    if (given("--retry-intervals")) c.retry_intervals = flags.retry_intervals;
+    if (given("--max-age")) c.max_age = flags.max_age;
+    if (given("--max-connections-per-destination")) c.max_connections_per_destination = flags.max_connections_per_destination;
+    if (given("--max-messages-per-connection")) c.max_messages_per_connection = flags.max_messages_per_connection;
+    if (given("--idle-connection-timeout")) c.idle_connection_timeout = flags.idle_connection_timeout;
+    if (given("--dns-server")) c.dns_server = flags.dns_server;
     if (auto ok = finish_config(c); !ok) return std::unexpected(config_exit{2, "ringrelay: " + ok.error()});
     return c;
 }

@@ -27,9 +27,24 @@ struct config {
     std::string log = "-";                 // '-' = stdout, '' = off
     bool list_spool = false;
 
+    // Delivery (the "Deliver mail" issue).
+    std::vector<std::string> routes;       // "DOMAIN=HOST:PORT"; DOMAIN '*' matches every domain
+    std::string smarthost;                 // "HOST:PORT": same as --route '*=HOST:PORT'
+    std::string retry_intervals = "5m,10m,20m,40m,1h20m,2h40m,4h";  // the last repeats
+    std::string max_age = "5d";
+    std::uint32_t max_connections_per_destination = 16;
+    std::uint32_t max_messages_per_connection = 1000;
+    std::uint32_t idle_connection_timeout = 5;  // seconds an unused outbound connection stays
+    std::string dns_server;                // "ADDR:PORT"; empty = /etc/resolv.conf
+
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
     std::vector<cidr> relay_cidrs;
+    struct route {
+        std::string domain;  // lower-case; "*" = any
+        endpoint next_hop;
+    };
+    std::vector<route> route_table;  // --route entries in order, then --smarthost as "*"
 };
 
 // How start-up should end when it does not run the daemon.

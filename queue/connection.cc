@@ -135,6 +135,8 @@ void connection::committed(protocol::commit_result result) noexcept {
     if (result == protocol::commit_result::ok) {
         _shard.mutable_counters().messages_queued.fetch_add(1, std::memory_order_relaxed);
         log_reception();
+        _shard.outbound_delivery().accept(_session.message_envelope(), _peer, _session.message(),
+                                          _shard.message_spool().committed_segment(), _received_us);
     } else {
         _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
     }

@@ -86,6 +86,32 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
     std::memcpy(out.data() + start, header.data(), record_header_size);
 }
 
+void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,
+                           recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us) {
+    std::string payload;
+    put<std::uint32_t>(payload, rcpt_index);
+    put<std::uint8_t>(payload, static_cast<std::uint8_t>(status));
+    put<std::uint8_t>(payload, 0);
+    put<std::uint16_t>(payload, 0);
+    put<std::uint32_t>(payload, attempts);
+    put<std::uint64_t>(payload, next_attempt_us);
+    std::string header;
+    put<std::uint32_t>(header, record_magic);
+    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::outcome));
+    put<std::uint8_t>(header, 1);
+    put<std::uint16_t>(header, 0);
+    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
+    put<std::uint32_t>(header, 0);
+    put<std::uint64_t>(header, queue_id);
+    put<std::uint64_t>(header, time_us);
+    std::uint32_t crc = crc32c(0, std::string_view(header).substr(4, 8));
+    crc = crc32c(crc, std::string_view(header).substr(16));
+    crc = crc32c(crc, payload);
+    std::memcpy(header.data() + 12, &crc, 4);
+    out += header;
+    out += payload;
+}
+
 std::string_view describe(decode_error e) noexcept {
     switch (e) {
         case decode_error::truncated: return "truncated record (torn write)";
@@ -108,8 +134,9 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
     d.header.crc = get<std::uint32_t>(bytes, 12);
     d.header.queue_id = get<std::uint64_t>(bytes, 16);
     d.header.received_us = get<std::uint64_t>(bytes, 24);
-    if (d.header.payload_length > max_payload_length || d.header.type != record_type::message ||
-        d.header.version != 1)
+    const bool known_type = d.header.type == record_type::message || d.header.type == record_type::outcome;
+    if (d.header.payload_length > max_payload_length || !known_type || d.header.version != 1 ||
+        (d.header.type == record_type::outcome && d.header.payload_length != outcome_payload_size))
         return std::unexpected(decode_error::bad_length);
     if (bytes.size() - record_header_size < d.header.payload_length) return std::unexpected(decode_error::truncated);
     const std::string_view payload = bytes.substr(record_header_size, d.header.payload_length);
@@ -118,6 +145,17 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
     crc = crc32c(crc, payload);
     if (crc != d.header.crc) return std::unexpected(decode_error::bad_checksum);
     reader r(payload);
+    if (d.header.type == record_type::outcome) {
+        std::uint8_t status = 0, pad8 = 0;
+        std::uint16_t pad16 = 0;
+        if (!r.read(d.rcpt_index) || !r.read(status) || !r.read(pad8) || !r.read(pad16) || !r.read(d.attempts) ||
+            !r.read(d.next_attempt_us) || status < 1 || status > 4 || pad8 != 0 || pad16 != 0)
+            return std::unexpected(decode_error::bad_payload);
+        d.status = static_cast<recipient_status>(status);
+        d.envelope.queue_id = d.header.queue_id;
+        d.record_size = record_header_size + d.header.payload_length;
+        return d;
+    }
     std::uint8_t body = 0, utf8 = 0;
     std::uint32_t count = 0;
     if (!r.read(body) || !r.read(utf8) || !r.read_str16(d.envelope.helo) || !r.read_str16(d.client) ||

@@ -5,9 +5,12 @@
 //     u32 magic 'RRS1'   u8 type   u8 version   u16 reserved(0)
 //     u32 payload_length u32 crc32c(header bytes 4..11 and 16..31, then payload)
 //     u64 queue_id       u64 received_unix_us
-//   payload (type message):
+//   payload (type 1, message):
 //     u8 body_type  u8 smtputf8  u16 helo_len helo  u16 client_len client
 //     u16 from_len from  u32 rcpt_count { u16 len rcpt }*  then the message bytes to the end
+//   payload (type 2, outcome of one recipient of an earlier message; header.queue_id names
+//   the message, header.received_us is the time of the outcome):
+//     u32 rcpt_index  u8 status  u8 reserved(0)  u16 reserved(0)  u32 attempts  u64 next_attempt_us
 // Anything else found at recovery is corrupt: reported with its offset and skipped.
 // SECURITY: decode_* read disk input that may be torn or corrupt; nothing reads past the
 // buffer given.
@@ -26,7 +29,17 @@ inline constexpr std::uint32_t record_magic = 0x31535252;  // "RRS1" little-endi
 inline constexpr std::size_t record_header_size = 32;
 inline constexpr std::uint32_t max_payload_length = 1u << 30;
 
-enum class record_type : std::uint8_t { message = 1 };
+enum class record_type : std::uint8_t { message = 1, outcome = 2 };
+
+// What became of one recipient (journaled as an outcome record; the last one wins).
+enum class recipient_status : std::uint8_t {
+    pending = 0,    // never journaled: the state of every recipient of a new message
+    delivered = 1,  // the next hop said 2xx
+    bounced = 2,    // 5xx (a DSN went to the sender unless the sender is null)
+    deferred = 3,   // 4xx or no connection: try again at next_attempt_us
+    expired = 4,    // undelivered after --max-age (a DSN went to the sender)
+};
+inline constexpr std::size_t outcome_payload_size = 20;
 
 struct record_header {
     std::uint32_t magic = record_magic;
@@ -55,13 +68,23 @@ enum class decode_error : std::uint8_t {
 
 struct decoded_message {
     record_header header;
+    // type outcome only:
+    std::uint32_t rcpt_index = 0;
+    recipient_status status = recipient_status::pending;
+    std::uint32_t attempts = 0;
+    std::uint64_t next_attempt_us = 0;
+    // type message only:
     protocol::envelope envelope;
     std::string client;
     std::string_view message;  // points into the buffer given to decode_record
     std::size_t record_size = 0;
 };
 
-// Decodes the record at the start of `bytes`.
+// Appends a complete outcome record (header and payload) to `out`.
+void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,
+                           recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us);
+
+// Decodes the record at the start of `bytes` (either type; see decoded_message::header.type).
 [[nodiscard]] std::expected<decoded_message, decode_error> decode_record(std::string_view bytes);
 
 }  // namespace ringrelay::queue

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <unordered_map>
 
+#include "core/duration.h"
 #include "core/log.h"
 #include "core/net.h"
 
@@ -42,9 +44,17 @@ std::expected<void, std::string> relay::start() {
     _control_ready = true;
     _log_fd = core::open_log(_config.log);
     if (_log_fd < -1) return std::unexpected("--log " + _config.log + ": " + std::strerror(-_log_fd));
+    auto intervals = core::parse_duration_list(_config.retry_intervals);
+    if (!intervals) return std::unexpected("--retry-intervals: " + intervals.error().message);
+    auto max_age = core::parse_duration(_config.max_age);
+    if (!max_age) return std::unexpected("--max-age: " + max_age.error().message);
+    if (!validate_retry_policy(*intervals, *max_age))
+        return std::unexpected("--retry-intervals/--max-age: every interval and the maximum age must be positive");
+    _schedule = std::make_unique<retry_schedule>(std::move(*intervals), *max_age);
     std::vector<core::endpoint> listen = _config.listen_endpoints;
     for (unsigned i = 0; i < _config.shards; ++i) {
-        _shards.push_back(std::make_unique<shard>(i, _config, _server, _features, _log_fd, listen, _make_storage));
+        _shards.push_back(
+            std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _make_storage));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -97,6 +107,12 @@ std::uint64_t relay::messages_failed() const noexcept {
     return n;
 }
 
+std::uint64_t relay::recipients_delivered() const noexcept {
+    std::uint64_t n = 0;
+    for (const auto& s : _shards) n += s->counters().delivered.load(std::memory_order_relaxed);
+    return n;
+}
+
 std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir) {
     spool_listing out;
     DIR* d = ::opendir(spool_dir.c_str());
@@ -110,10 +126,32 @@ std::expected<spool_listing, std::string> list_spool(const std::string& spool_di
     }
     ::closedir(d);
     std::sort(shards.begin(), shards.end());
+    // Messages whose every recipient has a final outcome journaled are not listed.
+    struct finished_tracker final : record_visitor {
+        std::unordered_map<std::uint64_t, std::vector<bool>> final_rcpts;
+        void on_record(std::uint64_t, const decoded_message& rec) override {
+            if (rec.header.type == record_type::message) {
+                final_rcpts[rec.header.queue_id].assign(rec.envelope.rcpt_to.size(), false);
+                return;
+            }
+            auto it = final_rcpts.find(rec.header.queue_id);
+            if (it == final_rcpts.end() || rec.rcpt_index >= it->second.size()) return;
+            it->second[rec.rcpt_index] = rec.status == recipient_status::delivered ||
+                                         rec.status == recipient_status::bounced ||
+                                         rec.status == recipient_status::expired;
+        }
+        [[nodiscard]] bool finished(std::uint64_t id) const {
+            auto it = final_rcpts.find(id);
+            return it != final_rcpts.end() && !it->second.empty() &&
+                   std::all_of(it->second.begin(), it->second.end(), [](bool b) { return b; });
+        }
+    };
     for (const std::string& s : shards) {
-        auto r = recover_directory(spool_dir + "/" + s);
+        finished_tracker tracker;
+        auto r = recover_directory(spool_dir + "/" + s, &tracker);
         if (!r) return std::unexpected(r.error());
-        for (auto& m : r->messages) out.messages.push_back(std::move(m));
+        for (auto& m : r->messages)
+            if (!tracker.finished(m.queue_id)) out.messages.push_back(std::move(m));
         for (auto& p : r->problems) out.problems.push_back(s + "/" + p);
     }
     std::sort(out.messages.begin(), out.messages.end(),

@@ -38,6 +38,7 @@ public:
 
     [[nodiscard]] std::uint64_t messages_queued() const noexcept;
     [[nodiscard]] std::uint64_t messages_failed() const noexcept;
+    [[nodiscard]] std::uint64_t recipients_delivered() const noexcept;
 
 private:
     core::config _config;
@@ -51,6 +52,7 @@ private:
     std::vector<std::thread> _threads;
     std::vector<core::endpoint> _bound;
     std::size_t _recovered = 0;
+    std::unique_ptr<retry_schedule> _schedule;
     bool _control_ready = false;
 };
 

@@ -21,12 +21,13 @@ constexpr int listen_backlog = 4096;
 }  // namespace
 
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
-             const core::kernel_features& features, int log_fd, std::vector<core::endpoint> listen,
-             storage_factory make_storage)
+             const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
+             std::vector<core::endpoint> listen, storage_factory make_storage)
     : _index(index),
       _config(config),
       _server(server),
       _features(features),
+      _schedule(schedule),
       _log_fd(log_fd),
       _listen(std::move(listen)),
       _make_storage(std::move(make_storage)),
@@ -36,6 +37,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
 
 shard::~shard() {
     for (connection* c : _connections) delete c;
+    _delivery.reset();
     for (auto& a : _accepts)
         if (a->fd >= 0) ::close(a->fd);
 }
@@ -49,6 +51,8 @@ std::string shard::init() {
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index));
     _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
+    _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index);
+    _delivery->set_buffers(&_buffers);
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
     // flushed by the shard are those of the turn, then the log.
     _reactor.add_turn_hook(_spool.get());
@@ -69,7 +73,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     shard_init_result result;
     result.error = init();
     if (result.error.empty()) {
-        auto report = _spool->open();
+        auto report = _spool->open(_delivery.get());
         if (!report) {
             result.error = "spool: " + report.error();
         } else {
@@ -92,6 +96,11 @@ void shard::run(std::promise<shard_init_result>& ready) {
         return;
     }
     for (auto& a : _accepts) arm_accept(*a);
+    // Everything recovered that is not finished is scheduled now (the loop runs its I/O).
+    const std::size_t unfinished = _delivery->finish_recovery();
+    if (unfinished != 0)
+        core::diag("shard " + std::to_string(_index) + ": " + std::to_string(unfinished) +
+                   " recovered message(s) to deliver");
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         if (!_reactor.run_once(1000)) {
@@ -185,8 +194,9 @@ void shard::begin_stop() noexcept {
             a->fd = -1;
         }
     }
-    // Copy: on_stop may retire connections (which edits _connections at the turn's end only).
+    // on_stop may retire connections (which edits _connections at the turn's end only).
     for (connection* c : _connections) c->on_stop(false);
+    _delivery->stop(false);
 }
 
 void shard::tick() noexcept {
@@ -194,11 +204,15 @@ void shard::tick() noexcept {
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _deadlines.expire(now);
+    _delivery->tick(now);
+    _counters.delivered.store(_delivery->counters().delivered, std::memory_order_relaxed);
+    _counters.queued_for_delivery.store(_delivery->queued_messages(), std::memory_order_relaxed);
     if (_stopping && now >= _stop_deadline_ms) {
         if (!_grace_over) {
             _grace_over = true;
             core::diag("shard " + std::to_string(_index) + ": shutdown grace period over; closing " +
                        std::to_string(_connections.size()) + " connection(s)");
+            _delivery->stop(true);
         }
         // Every tick after the grace period: a connection that was awaiting a commit at the
         // last tick is closed now.
@@ -213,7 +227,7 @@ void shard::tick() noexcept {
 }
 
 bool shard::drained() const noexcept {
-    return _connections.empty() && _spool->idle() && _log->idle() &&
+    return _connections.empty() && _delivery->idle() && _spool->idle() && _log->idle() &&
            std::none_of(_accepts.begin(), _accepts.end(), [](const auto& a) { return a->fd >= 0; });
 }
 
@@ -237,6 +251,7 @@ void shard::on_turn_end() noexcept {
     // A connection may appear more than once; flush() is idempotent.
     for (std::size_t i = 0; i < _flush.size(); ++i) _flush[i]->flush();
     _flush.clear();
+    _delivery->on_turn_end();
     if (!_graveyard.empty()) {
         std::sort(_graveyard.begin(), _graveyard.end());
         _graveyard.erase(std::unique(_graveyard.begin(), _graveyard.end()), _graveyard.end());

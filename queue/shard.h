@@ -23,6 +23,8 @@
 #include "core/net.h"
 #include "core/reactor.h"
 #include "protocol/server_session.h"
+#include "queue/delivery.h"
+#include "queue/retry_schedule.h"
 #include "queue/spool.h"
 #include "queue/storage.h"
 
@@ -37,7 +39,8 @@ using storage_factory = std::function<std::unique_ptr<storage>(core::reactor&)>;
 struct shard_init_result {
     std::string error;                        // empty on success
     std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved)
-    std::size_t recovered_messages = 0;
+    std::size_t recovered_messages = 0;  // records of messages found in the spool
+    std::size_t unfinished_messages = 0;  // of which still to deliver
     std::vector<std::string> recovery_problems;
 };
 
@@ -47,6 +50,8 @@ struct shard_counters {
     std::atomic<std::uint64_t> messages_queued{0};
     std::atomic<std::uint64_t> messages_failed{0};
     std::atomic<std::uint64_t> open_connections{0};
+    std::atomic<std::uint64_t> delivered{0};
+    std::atomic<std::uint64_t> queued_for_delivery{0};
 };
 
 class shard final : public core::turn_hook, public protocol::session_host {
@@ -54,8 +59,8 @@ public:
     // config, server_config and features must outlive the shard. listen: the endpoints to
     // bind (port 0 picks one; main passes shard 0's result to the others).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
-          const core::kernel_features& features, int log_fd, std::vector<core::endpoint> listen,
-          storage_factory make_storage = {});
+          const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
+          std::vector<core::endpoint> listen, storage_factory make_storage = {});
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -77,6 +82,7 @@ public:
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
     [[nodiscard]] core::buffer_ring& buffers() noexcept { return _buffers; }
     [[nodiscard]] spool& message_spool() noexcept { return *_spool; }
+    [[nodiscard]] delivery& outbound_delivery() noexcept { return *_delivery; }
     [[nodiscard]] core::log_writer& log() noexcept { return *_log; }
     [[nodiscard]] core::deadline_list& deadlines() noexcept { return _deadlines; }
     [[nodiscard]] const protocol::server_config& server_config() const noexcept { return _server; }
@@ -115,6 +121,7 @@ private:
     const core::config& _config;
     const protocol::server_config& _server;
     const core::kernel_features& _features;
+    const retry_schedule& _schedule;
     const int _log_fd;
     std::vector<core::endpoint> _listen;
     storage_factory _make_storage;
@@ -125,6 +132,7 @@ private:
     std::unique_ptr<storage> _storage;
     std::unique_ptr<spool> _spool;
     std::unique_ptr<core::log_writer> _log;
+    std::unique_ptr<delivery> _delivery;
     core::deadline_list _deadlines;
     core::date_cache _dates;
     std::vector<std::unique_ptr<accept_op>> _accepts;

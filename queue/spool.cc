@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/clock.h"
 #include "core/invariant.h"
 #include "queue/record.h"
 
@@ -93,7 +94,7 @@ bool make_directories(const std::string& dir) {
 
 }  // namespace
 
-std::expected<recovery_report, std::string> recover_directory(const std::string& dir) {
+std::expected<recovery_report, std::string> recover_directory(const std::string& dir, record_visitor* visitor) {
     recovery_report report;
     DIR* d = ::opendir(dir.c_str());
     if (d == nullptr) {
@@ -107,6 +108,7 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
     }
     ::closedir(d);
     std::sort(segments.begin(), segments.end());
+    report.segments = segments;
     std::string bytes;
     for (const std::uint64_t n : segments) {
         report.max_segment = std::max(report.max_segment, n);
@@ -120,7 +122,13 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
         const std::string_view all(bytes);
         while (pos < all.size()) {
             auto rec = decode_record(all.substr(pos));
+            if (rec && rec->header.type == record_type::outcome) {
+                if (visitor != nullptr) visitor->on_record(n, *rec);
+                pos += rec->record_size;
+                continue;
+            }
             if (rec) {
+                if (visitor != nullptr) visitor->on_record(n, *rec);
                 recovered_message m;
                 m.queue_id = rec->header.queue_id;
                 m.segment = name;
@@ -156,16 +164,14 @@ spool::~spool() {
     if (_fd >= 0) _storage.close_file(_fd);
 }
 
-std::expected<recovery_report, std::string> spool::open() {
+std::expected<recovery_report, std::string> spool::open(record_visitor* visitor) {
     if (!make_directories(_dir)) return std::unexpected(_dir + ": cannot create: " + std::strerror(errno));
-    auto report = recover_directory(_dir);
+    auto report = recover_directory(_dir, visitor);
     if (!report) return report;
-    // Segments that hold nothing (a run that accepted no mail) are removed.
-    for (std::uint64_t n = 1; n <= report->max_segment; ++n) {
-        const std::string path = _dir + "/" + segment_name(n);
-        struct stat st {};
-        if (::stat(path.c_str(), &st) == 0 && st.st_size == 0) ::unlink(path.c_str());
-    }
+    // Every existing segment starts with no live message; the owner of the messages (the
+    // delivery scheduler) holds the segments of those still unfinished, and
+    // collect_segments() then deletes the rest in order.
+    for (const std::uint64_t n : report->segments) _live.emplace(n, 0);
     _segment_number = report->max_segment;
     if (!roll_segment()) return std::unexpected(_dir + ": cannot create a segment: " + std::strerror(errno));
     return report;
@@ -185,7 +191,36 @@ bool spool::roll_segment() noexcept {
     ++_segment_number;
     _fd = *fd;
     _committed_end = 0;
+    _live.emplace(_segment_number, 0);
     return true;
+}
+
+void spool::release_segment(std::uint64_t segment) noexcept {
+    auto it = _live.find(segment);
+    if (it == _live.end() || it->second == 0) return;
+    --it->second;
+}
+
+void spool::collect_segments() noexcept {
+    // Oldest first; stop at the first segment still needed, and never delete the one being
+    // written.
+    // Rare (a whole segment finished): a synchronous unlink is cheap next to the segment's
+    // worth of fdatasyncs.
+    while (!_live.empty()) {
+        auto it = _live.begin();
+        if (it->second != 0 || it->first == _segment_number) break;
+        const std::string path = _dir + "/" + segment_name(it->first);
+        ::unlink(path.c_str());
+        _live.erase(it);
+    }
+}
+
+void spool::append_outcome(std::uint64_t queue_id, std::uint32_t rcpt_index, recipient_status status,
+                           std::uint32_t attempts, std::uint64_t next_attempt_us) {
+    const std::size_t offset = _pending_arena.size();
+    encode_outcome_record(_pending_arena, queue_id, static_cast<std::uint64_t>(core::unix_us()), rcpt_index, status,
+                          attempts, next_attempt_us);
+    _pending.push_back(entry{nullptr, offset, _pending_arena.size() - offset, {}});
 }
 
 void spool::append(const protocol::envelope& env, std::string_view client, std::string_view message,
@@ -197,6 +232,7 @@ void spool::append(const protocol::envelope& env, std::string_view client, std::
 
 void spool::on_turn_end() noexcept {
     if (_batch.empty() && !_pending.empty()) start_commit();
+    if (_batch.empty()) collect_segments();
 }
 
 void spool::start_commit() noexcept {
@@ -286,7 +322,8 @@ void spool::finish_batch(protocol::commit_result result) noexcept {
     // committed() may append new messages: they go to _pending, never into this batch.
     std::vector<entry> done;
     done.swap(_batch);
-    for (const entry& e : done) e.waiter->committed(result);
+    for (const entry& e : done)
+        if (e.waiter != nullptr) e.waiter->committed(result);
     done.clear();
     if (_batch.empty()) _batch.swap(done);  // keep the capacity
 }

@@ -15,12 +15,14 @@
 
 #include <cstdint>
 #include <expected>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/reactor.h"
 #include "protocol/server_session.h"
+#include "queue/record.h"
 #include "queue/storage.h"
 
 namespace ringrelay::queue {
@@ -43,16 +45,27 @@ struct recovered_message {
     std::size_t size = 0;
 };
 
+// Sees every intact record at recovery, in file order (segments oldest first).
+class record_visitor {
+public:
+    virtual void on_record(std::uint64_t segment, const decoded_message& record) = 0;
+
+protected:
+    ~record_visitor() = default;
+};
+
 struct recovery_report {
     std::vector<recovered_message> messages;
     std::vector<std::string> problems;  // "0000000003.seg offset 4096: checksum mismatch"
     std::uint64_t max_queue_id = 0;
     std::uint64_t max_segment = 0;
+    std::vector<std::uint64_t> segments;  // every segment number found, ascending
 };
 
 // Reads every segment in `dir` (a shard's spool directory). Corrupt or torn records are
 // reported and skipped; a missing directory is an empty spool.
-[[nodiscard]] std::expected<recovery_report, std::string> recover_directory(const std::string& dir);
+[[nodiscard]] std::expected<recovery_report, std::string> recover_directory(const std::string& dir,
+                                                                          record_visitor* visitor = nullptr);
 
 struct spool_stats {
     std::uint64_t committed_messages = 0;
@@ -68,12 +81,25 @@ public:
     spool& operator=(const spool&) = delete;
     ~spool();
 
-    // Recovers existing segments and opens a fresh one for new records.
-    [[nodiscard]] std::expected<recovery_report, std::string> open();
+    // Recovers existing segments (each intact record goes to `visitor`) and opens a fresh
+    // one for new records.
+    [[nodiscard]] std::expected<recovery_report, std::string> open(record_visitor* visitor = nullptr);
 
     // Adds a message to the next group commit.
     void append(const protocol::envelope& env, std::string_view client, std::string_view message,
                 std::uint64_t received_us, commit_waiter* waiter);
+
+    // Journals a recipient's outcome with the next group commit. Nobody waits for it: a crash
+    // before it is synced means the recipient is tried again (at-least-once delivery).
+    void append_outcome(std::uint64_t queue_id, std::uint32_t rcpt_index, recipient_status status,
+                        std::uint32_t attempts, std::uint64_t next_attempt_us);
+
+    // During commit_waiter::committed(ok): the segment the record went to.
+    [[nodiscard]] std::uint64_t committed_segment() const noexcept { return _segment_number; }
+    // Segment lifetime: a segment is deleted once no live message is in it and every older
+    // segment is gone (outcome records of a segment's messages may sit in later segments).
+    void hold_segment(std::uint64_t segment) { ++_live[segment]; }
+    void release_segment(std::uint64_t segment) noexcept;
 
     void on_turn_end() noexcept override;
 
@@ -130,6 +156,8 @@ private:
     write_done _write_done;
     sync_done _sync_done;
     spool_stats _stats;
+    std::map<std::uint64_t, std::uint64_t> _live;  // segment -> live messages in it
+    void collect_segments() noexcept;
 };
 
 }  // namespace ringrelay::queue

@@ -40,6 +40,7 @@ class Load:
         self.in_flight = set()  # Message-IDs whose body was sent in full but got no reply
         self.refused = []      # unexpected non-250 replies while the relay was alive
         self.errors = []
+        self.killing = threading.Event()
         self.threads = [threading.Thread(target=self.client, args=(t,), daemon=True) for t in range(THREADS)]
 
     def start(self):
@@ -103,7 +104,8 @@ class Load:
                         self.refused.append(("end of data", code))
                 s.quit()
             except (OSError, smtplib.SMTPException) as e:
-                if not self.stop.is_set() and self.relay.running():
+                # An error after the kill was ordered is the kill's doing, not the relay's.
+                if not self.killing.is_set() and not self.stop.is_set() and self.relay.running():
                     self.errors.append(repr(e))
                 return
             finally:
@@ -137,6 +139,7 @@ def crash_rounds(c, binary, spool):
         time.sleep(random.uniform(*LOAD_SECONDS))
         with load.lock:
             before_kill = len(load.acked)
+        load.killing.set()
         relay.kill()  # SIGKILL, mid-load
         load.stop.set()
         c.check(load.join(30), f"round {round_no}: all client threads ended after the kill")

@@ -1,0 +1,565 @@
+// queue/delivery.cc: see delivery.h.
+#include "queue/delivery.h"
+
+#include <algorithm>
+
+#include "core/clock.h"
+#include "core/invariant.h"
+#include "protocol/dsn.h"
+#include "queue/outbound.h"
+
+namespace ringrelay::queue {
+
+namespace {
+
+std::string domain_of(std::string_view address) {
+    const auto at = address.rfind('@');
+    std::string d(at == std::string_view::npos ? std::string_view() : address.substr(at + 1));
+    for (char& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return d;
+}
+
+bool final_status(recipient_status s) {
+    return s == recipient_status::delivered || s == recipient_status::bounced || s == recipient_status::expired;
+}
+
+std::string reply_line(const protocol::outcome_reply& r) {
+    std::string out = std::to_string(r.code);
+    out += ' ';
+    for (const char ch : r.text) out += ch == '\n' ? ' ' : ch;
+    return out;
+}
+
+}  // namespace
+
+delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
+                   const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index)
+    : _reactor(r),
+      _spool(s),
+      _log(log),
+      _config(config),
+      _schedule(schedule),
+      _host(host),
+      _shard(shard_index),
+      _jitter(static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1) {
+    _client_config.helo_name = config.hostname;
+
+}
+
+delivery::~delivery() {
+    for (outbound* c : _connections) delete c;
+    for (auto& [name, d] : _destinations)
+        for (delivery_job* j : d->ready) delete j;
+}
+
+std::int64_t delivery::command_timeout_ms() const noexcept {
+    return static_cast<std::int64_t>(_config.command_timeout) * 1000;
+}
+
+// ---- recovery -------------------------------------------------------------------------
+
+void delivery::on_record(std::uint64_t segment, const decoded_message& rec) {
+    if (rec.header.type == record_type::message) {
+        auto m = std::make_unique<stored_message>();
+        m->queue_id = rec.header.queue_id;
+        m->segment = segment;
+        m->arrival_us = rec.header.received_us;
+        m->envelope = rec.envelope;
+        m->client = rec.client;
+        m->body.assign(rec.message);
+        const std::size_t n = m->envelope.rcpt_to.size();
+        m->status.assign(n, recipient_status::pending);
+        m->attempts.assign(n, 0);
+        m->in_flight.assign(n, 0);
+        _messages[m->queue_id] = std::move(m);
+        return;
+    }
+    auto it = _messages.find(rec.header.queue_id);
+    if (it == _messages.end()) return;  // its message was finished and its segment deleted
+    stored_message& m = *it->second;
+    if (rec.rcpt_index >= m.status.size()) return;
+    m.status[rec.rcpt_index] = rec.status;
+    m.attempts[rec.rcpt_index] = rec.attempts;
+    if (rec.status == recipient_status::deferred)
+        m.next_attempt_us = std::max(m.next_attempt_us, rec.next_attempt_us);
+}
+
+std::size_t delivery::finish_recovery() {
+    const std::int64_t now_ms = core::monotonic_ms();
+    std::vector<std::uint64_t> finished;
+    for (auto& [id, m] : _messages) {
+        m->unfinished = 0;
+        for (const recipient_status s : m->status) m->unfinished += final_status(s) ? 0 : 1;
+        if (m->unfinished == 0) {
+            finished.push_back(id);
+            continue;
+        }
+        _spool.hold_segment(m->segment);
+    }
+    for (const std::uint64_t id : finished) _messages.erase(id);
+    for (auto& [id, m] : _messages) {
+        if (m->next_attempt_us > static_cast<std::uint64_t>(core::unix_us())) {
+            _retries.emplace(m->next_attempt_us, id);
+        } else {
+            schedule(*m, now_ms);
+        }
+    }
+    return _messages.size();
+}
+
+// ---- new messages ---------------------------------------------------------------------
+
+void delivery::accept(const protocol::envelope& env, std::string_view client, std::string_view message,
+                      std::uint64_t segment, std::uint64_t received_us) {
+    auto m = std::make_unique<stored_message>();
+    m->queue_id = env.queue_id;
+    m->segment = segment;
+    m->arrival_us = received_us;
+    m->envelope = env;
+    m->client.assign(client);
+    m->body.assign(message);
+    const std::size_t n = env.rcpt_to.size();
+    m->status.assign(n, recipient_status::pending);
+    m->attempts.assign(n, 0);
+    m->in_flight.assign(n, 0);
+    m->unfinished = static_cast<std::uint32_t>(n);
+    _spool.hold_segment(segment);
+    stored_message& ref = *m;
+    _messages[env.queue_id] = std::move(m);
+    schedule(ref, core::monotonic_ms());
+}
+
+destination* delivery::route(std::string_view rcpt) {
+    const std::string domain = domain_of(rcpt);
+    const core::config::route* hit = nullptr;
+    for (const core::config::route& r : _config.route_table) {
+        if (r.domain == domain) {
+            hit = &r;
+            break;
+        }
+    }
+    if (hit == nullptr) {
+        for (const core::config::route& r : _config.route_table) {
+            if (r.domain == "*") {
+                hit = &r;
+                break;
+            }
+        }
+    }
+    if (hit == nullptr) return nullptr;
+    const std::string name = core::to_string(hit->next_hop);
+    auto& slot = _destinations[name];
+    if (!slot) {
+        slot = std::make_unique<destination>();
+        slot->name = name;
+        slot->endpoint = hit->next_hop;
+    }
+    return slot.get();
+}
+
+// Groups the message's pending recipients that are not in flight by destination, one job
+// per destination.
+void delivery::schedule(stored_message& m, std::int64_t now_ms) {
+    if (_stopping) return;
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    std::vector<std::pair<destination*, delivery_job*>> jobs;
+    for (std::uint32_t i = 0; i < m.status.size(); ++i) {
+        if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
+        destination* d = route(m.envelope.rcpt_to[i]);
+        if (d == nullptr) {
+            defer(m, i, "", nullptr, "no route to the recipient's domain (MX routing is not available yet)", now_us);
+            continue;
+        }
+        delivery_job* job = nullptr;
+        for (auto& [dest, j] : jobs)
+            if (dest == d) job = j;
+        if (job == nullptr) {
+            job = new delivery_job();
+            job->message = &m;
+            job->dest = d;
+            jobs.emplace_back(d, job);
+        }
+        job->rcpt_index.push_back(i);
+        job->rcpt_to.push_back(m.envelope.rcpt_to[i]);
+        m.in_flight[i] = 1;
+    }
+    for (auto& [d, job] : jobs) {
+        ++m.jobs;
+        job->started_ms = now_ms;
+        d->ready.push_back(job);
+        dispatch(*d);
+    }
+    maybe_finish(m);
+}
+
+void delivery::dispatch(destination& d) noexcept {
+    if (_stopping) return;
+    const std::int64_t now = core::monotonic_ms();
+    while (!d.ready.empty()) {
+        outbound* idle = nullptr;
+        std::size_t opening = 0;
+        for (outbound* c : d.connections) {
+            if (c->closing()) continue;
+            if (!c->connected()) {
+                ++opening;
+                continue;
+            }
+            if (c->ready_for_job()) {
+                idle = c;
+                break;
+            }
+        }
+        if (idle != nullptr) {
+            delivery_job* job = d.ready.front();
+            d.ready.pop_front();
+            idle->assign(job);
+            continue;
+        }
+        // A connection being opened will take the next job; open more only for more jobs.
+        if (opening >= d.ready.size()) return;
+        if (d.connections.size() >= _config.max_connections_per_destination) return;
+        if (now < d.backoff_until_ms) return;
+        auto* c = new outbound(*this, d, _client_config);
+        c->slot = _connections.size();
+        _connections.push_back(c);
+        d.connections.push_back(c);
+        c->start();
+        if (c->closing()) return;  // could not even create the socket
+    }
+}
+
+// ---- outcomes -------------------------------------------------------------------------
+
+void delivery::connection_ready(outbound& c) noexcept {
+    destination& d = c.dest();
+    d.connect_failures = 0;
+    d.backoff_until_ms = 0;
+    if (_stopping || c.messages_sent() >= _config.max_messages_per_connection) {
+        c.finish();
+        return;
+    }
+    if (!d.ready.empty()) {
+        delivery_job* job = d.ready.front();
+        d.ready.pop_front();
+        c.assign(job);
+    }
+}
+
+void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept {
+    stored_message& m = *job->message;
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const std::string& remote = c.dest().name;
+    for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
+        const std::uint32_t i = job->rcpt_index[k];
+        m.in_flight[i] = 0;
+        const protocol::recipient_outcome* ro = k < outcome.recipients.size() ? &outcome.recipients[k] : nullptr;
+        const protocol::outcome_kind kind = ro != nullptr ? ro->kind : outcome.kind;
+        const protocol::outcome_reply& reply = ro != nullptr ? ro->reply : outcome.reply;
+        switch (kind) {
+            case protocol::outcome_kind::accepted:
+                ++m.attempts[i];
+                finish_recipient(m, i, recipient_status::delivered, remote, &reply, nullptr, now_us);
+                break;
+            case protocol::outcome_kind::permanent_failure:
+                ++m.attempts[i];
+                finish_recipient(m, i, recipient_status::bounced, remote, &reply, nullptr, now_us);
+                break;
+            case protocol::outcome_kind::transient_failure:
+            case protocol::outcome_kind::protocol_error:
+                ++m.attempts[i];
+                defer(m, i, remote, reply.origin == protocol::reply_origin::none ? nullptr : &reply,
+                      kind == protocol::outcome_kind::protocol_error ? "connection lost or protocol error" : nullptr,
+                      now_us);
+                break;
+            case protocol::outcome_kind::not_attempted:
+                break;  // rescheduled below without counting an attempt
+        }
+    }
+    --m.jobs;
+    const bool requeue = outcome.kind == protocol::outcome_kind::not_attempted;
+    delete job;
+    if (requeue) {
+        schedule(m, core::monotonic_ms());
+    } else {
+        maybe_finish(m);
+    }
+    if (c.messages_sent() >= _config.max_messages_per_connection || _stopping) {
+        c.finish();
+    } else if (!c.closing()) {
+        destination& d = c.dest();
+        if (!d.ready.empty() && c.ready_for_job()) {
+            delivery_job* next = d.ready.front();
+            d.ready.pop_front();
+            c.assign(next);
+        }
+    }
+}
+
+void delivery::connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept {
+    destination& d = c.dest();
+    if (failed_before_greeting) {
+        ++d.connect_failures;
+        // Back off the destination: 1 s, 2 s, 4 s ... 60 s. Jobs waiting for it stay queued
+        // and are picked up by tick() once the back-off ends.
+        const std::int64_t backoff = std::min<std::int64_t>(60000, 1000LL << std::min<std::uint32_t>(d.connect_failures - 1, 6));
+        d.backoff_until_ms = core::monotonic_ms() + backoff;
+        // Jobs queued for a destination we cannot reach are deferred now, not held in memory.
+        const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+        while (!d.ready.empty()) {
+            delivery_job* job = d.ready.front();
+            d.ready.pop_front();
+            stored_message& m = *job->message;
+            for (const std::uint32_t i : job->rcpt_index) {
+                m.in_flight[i] = 0;
+                ++m.attempts[i];
+                defer(m, i, d.name, nullptr, why.c_str(), now_us);
+            }
+            --m.jobs;
+            delete job;
+            maybe_finish(m);
+        }
+    }
+    std::erase(d.connections, &c);
+    _graveyard.push_back(&c);
+}
+
+void delivery::defer(stored_message& m, std::uint32_t i, const std::string& remote,
+                     const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us) {
+    auto as_time = [](std::uint64_t us) {
+        return retry_clock_time(std::chrono::milliseconds(static_cast<std::int64_t>(us / 1000)));
+    };
+    const retry_decision decision = _schedule.next_attempt(m.attempts[i], as_time(m.arrival_us), as_time(now_us), _jitter);
+    if (decision.verdict == retry_verdict::expired) {
+        finish_recipient(m, i, recipient_status::expired, remote, reply,
+                         why != nullptr ? why : "message expired (--max-age)", now_us);
+        return;
+    }
+    const auto next_us = static_cast<std::uint64_t>(decision.at.time_since_epoch().count()) * 1000;
+    const std::uint64_t* next = &next_us;
+    m.status[i] = recipient_status::deferred;
+    ++_counters.deferred;
+    // A recipient without a route has not been attempted: nothing to journal (after a
+    // restart it is simply looked at again).
+    if (!remote.empty()) _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], *next);
+    log_event("TransientFailure", m, i, remote, reply, why, now_us, *next);
+    if (m.next_attempt_us < now_us || *next < m.next_attempt_us || m.next_attempt_us == 0) m.next_attempt_us = *next;
+    _retries.emplace(*next, m.queue_id);
+}
+
+void delivery::finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const std::string& remote,
+                                const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us) {
+    m.status[i] = status;
+    if (m.unfinished > 0) --m.unfinished;
+    _spool.append_outcome(m.queue_id, i, status, m.attempts[i], 0);
+    switch (status) {
+        case recipient_status::delivered:
+            ++_counters.delivered;
+            log_event("Delivery", m, i, remote, reply, why, now_us, 0);
+            break;
+        case recipient_status::bounced:
+            ++_counters.bounced;
+            log_event("Bounce", m, i, remote, reply, why, now_us, 0);
+            break;
+        case recipient_status::expired:
+            ++_counters.expired;
+            log_event("Expiration", m, i, remote, reply, why, now_us, 0);
+            break;
+        default:
+            break;
+    }
+    if (status == recipient_status::bounced || status == recipient_status::expired) {
+        failed_recipient f;
+        f.rcpt_index = i;
+        f.status = status;
+        f.remote = remote;
+        if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
+            f.diagnostic = reply_line(*reply);
+            if (reply->enhanced.present()) {
+                f.enhanced = std::to_string(reply->enhanced.status_class) + "." +
+                             std::to_string(reply->enhanced.subject) + "." + std::to_string(reply->enhanced.detail);
+            }
+            f.from_peer = reply->origin == protocol::reply_origin::peer;
+        } else {
+            f.diagnostic = why != nullptr ? why : "delivery failed";
+        }
+        f.time_us = now_us;
+        if (f.enhanced.empty()) f.enhanced = status == recipient_status::expired ? "4.4.7" : "5.0.0";
+        m.failures.push_back(std::move(f));
+    }
+}
+
+void delivery::maybe_finish(stored_message& m) noexcept {
+    if (m.unfinished != 0 || m.jobs != 0) return;
+    if (!m.failures.empty()) queue_dsn(m);
+    _spool.release_segment(m.segment);
+    _messages.erase(m.queue_id);  // destroys m
+}
+
+void delivery::log_event(const char* type, const stored_message& m, std::uint32_t i, const std::string& remote,
+                         const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
+                         std::uint64_t next_attempt_us) {
+    if (!_log.enabled()) return;
+    std::string& line = _log.line_buffer();
+    line += "{\"type\":\"";
+    line += type;
+    line += "\",\"time\":\"";
+    line += core::iso8601_us(static_cast<std::int64_t>(now_us));
+    line += "\",\"queue_id\":\"";
+    line += protocol::format_queue_id(m.queue_id);
+    line += "\",\"shard\":";
+    line += std::to_string(_shard);
+    line += ",\"sender\":\"";
+    core::append_json_escaped(line, m.envelope.mail_from);
+    line += "\",\"recipient\":\"";
+    core::append_json_escaped(line, m.envelope.rcpt_to[i]);
+    line += "\",\"next_hop\":";
+    if (remote.empty()) {
+        line += "null";
+    } else {
+        line += "{\"name\":\"";
+        core::append_json_escaped(line, remote);
+        line += "\",\"address\":\"";
+        core::append_json_escaped(line, remote);
+        line += "\"}";
+    }
+    line += ",\"reply\":";
+    if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
+        line += '"';
+        core::append_json_escaped(line, reply_line(*reply));
+        line += '"';
+    } else if (why != nullptr) {
+        line += '"';
+        core::append_json_escaped(line, why);
+        line += '"';
+    } else {
+        line += "null";
+    }
+    if (reply != nullptr && reply->origin == protocol::reply_origin::local) line += ",\"reply_origin\":\"local\"";
+    line += ",\"attempt\":";
+    line += std::to_string(m.attempts[i]);
+    line += ",\"queued_seconds\":";
+    const double queued = now_us > m.arrival_us ? static_cast<double>(now_us - m.arrival_us) / 1e6 : 0.0;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", queued);
+    line += buf;
+    if (next_attempt_us != 0) {
+        line += ",\"next_attempt\":\"";
+        line += core::iso8601_us(static_cast<std::int64_t>(next_attempt_us));
+        line += '"';
+    }
+    line += "}\n";
+}
+
+// ---- DSNs -----------------------------------------------------------------------------
+
+void delivery::queue_dsn(stored_message& m) {
+    if (!protocol::should_bounce(m.envelope.mail_from)) return;  // never a DSN for a DSN
+    auto dsn = std::make_unique<pending_dsn>();
+    dsn->received_us = static_cast<std::uint64_t>(core::unix_us());
+    dsn->envelope.queue_id = _host.next_queue_id();
+    dsn->envelope.helo = _config.hostname;
+    dsn->envelope.mail_from.clear();
+    dsn->envelope.rcpt_to = {m.envelope.mail_from};
+    std::vector<protocol::dsn_recipient> rcpts;
+    std::vector<std::string> dates;
+    dates.reserve(m.failures.size());
+    for (const failed_recipient& f : m.failures) {
+        protocol::dsn_recipient r;
+        r.address = m.envelope.rcpt_to[f.rcpt_index];
+        r.action = protocol::dsn_action::failed;
+        r.status = f.enhanced;
+        r.remote_mta = f.remote;
+        r.diagnostic_kind = f.from_peer ? protocol::diagnostic_type::smtp : protocol::diagnostic_type::local;
+        r.diagnostic = f.diagnostic;
+        dates.push_back(core::rfc5322_date(static_cast<std::int64_t>(f.time_us / 1000000)));
+        r.last_attempt_date = dates.back();
+        rcpts.push_back(r);
+    }
+    const std::string arrival = core::rfc5322_date(static_cast<std::int64_t>(m.arrival_us / 1000000));
+    protocol::dsn_input in;
+    in.original_queue_id = m.queue_id;
+    in.dsn_queue_id = dsn->envelope.queue_id;
+    in.reporting_mta = _config.hostname;
+    in.sender = m.envelope.mail_from;
+    in.arrival_date = arrival;
+    in.date = _host.rfc5322_date();
+    in.recipients = rcpts;
+    in.original_message = m.body;
+    auto built = protocol::build_dsn(in);
+    if (!built) {
+        core::diag("shard " + std::to_string(_shard) + ": no DSN for " + protocol::format_queue_id(m.queue_id) +
+                   ": the sender or a recipient cannot be reported on");
+        return;
+    }
+    dsn->body = std::move(built->text);
+    dsn->envelope.body = built->body;
+    dsn->envelope.smtputf8 = built->smtputf8;
+    _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
+    ++_counters.dsns;
+    _dsn_commits.push_back(std::move(dsn));
+}
+
+void delivery::committed(protocol::commit_result result) noexcept {
+    RR_ASSERT(!_dsn_commits.empty());
+    std::unique_ptr<pending_dsn> dsn = std::move(_dsn_commits.front());
+    _dsn_commits.pop_front();
+    if (result != protocol::commit_result::ok) {
+        core::diag("shard " + std::to_string(_shard) + ": could not spool a DSN (disk error); it is lost");
+        return;
+    }
+    accept(dsn->envelope, "127.0.0.1", dsn->body, _spool.committed_segment(), dsn->received_us);
+}
+
+// ---- timers and shutdown ---------------------------------------------------------------
+
+void delivery::tick(std::int64_t now_ms) noexcept {
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    while (!_retries.empty() && _retries.top().first <= now_us) {
+        const std::uint64_t id = _retries.top().second;
+        _retries.pop();
+        auto it = _messages.find(id);
+        if (it == _messages.end()) continue;
+        schedule(*it->second, now_ms);
+    }
+    for (auto& [name, d] : _destinations)
+        if (!d->ready.empty()) dispatch(*d);
+    const std::int64_t idle_ms = static_cast<std::int64_t>(_config.idle_connection_timeout) * 1000;
+    for (outbound* c : _connections) {
+        if (c->closing()) continue;
+        const std::int64_t quiet = now_ms - c->last_activity_ms();
+        if (c->busy() || !c->connected()) {
+            if (quiet > command_timeout_ms()) c->abort("timeout waiting for the next hop");
+        } else if (quiet > idle_ms) {
+            c->finish();
+        }
+    }
+}
+
+void delivery::stop(bool force) noexcept {
+    _stopping = true;
+    for (outbound* c : _connections) {
+        if (force) {
+            c->abort("relay shutting down");
+        } else if (!c->busy()) {
+            c->finish();
+        }
+    }
+}
+
+void delivery::on_turn_end() noexcept {
+    for (std::size_t i = 0; i < _flush.size(); ++i) _flush[i]->flush();
+    _flush.clear();
+    if (_graveyard.empty()) return;
+    std::vector<outbound*> keep;
+    for (outbound* c : _graveyard) {
+        if (!c->retirable()) {
+            keep.push_back(c);
+            continue;
+        }
+        std::erase(_connections, c);
+        delete c;
+    }
+    _graveyard.swap(keep);
+}
+
+}  // namespace ringrelay::queue

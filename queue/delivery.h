@@ -1,0 +1,175 @@
+// queue/delivery.h: a shard's outbound delivery: the messages it has spooled and not yet
+// finished, their recipients grouped by next hop into jobs, a ready queue and a connection
+// pool per destination, retries on a timer heap, and every outcome journaled to the spool and
+// written to the delivery log (DESIGN.md "Delivery").
+//
+// Routing (this milestone): static routes and the smarthost from the config
+// (core::config::route_table). A recipient whose domain has no route waits, deferred, until
+// MX routing lands (the DNS resolver); it expires after --max-age like any deferred mail.
+//
+// Deviation from DESIGN.md, for now: each shard delivers the messages it accepted itself
+// (no owner-shard hop through the mailbox), so connection pools and limits are per shard.
+//
+// Threading: shard-local. stored messages are owned here; jobs point into them and live
+// until their outcome is handled.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/buffer_ring.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/reactor.h"
+#include "protocol/client_session.h"
+#include "protocol/server_session.h"
+#include "queue/retry_schedule.h"
+#include "queue/spool.h"
+
+namespace ringrelay::queue {
+
+class outbound;
+
+struct failed_recipient {
+    std::uint32_t rcpt_index = 0;
+    recipient_status status = recipient_status::bounced;  // bounced or expired
+    std::string remote;                                   // next hop, "" if none was reached
+    std::string diagnostic;                               // the reply, e.g. "550 5.1.1 ..."
+    std::string enhanced;                                 // "5.1.1"
+    bool from_peer = false;                               // diagnostic is the next hop's reply
+    std::uint64_t time_us = 0;                            // of the last attempt
+};
+
+struct stored_message {
+    std::uint64_t queue_id = 0;
+    std::uint64_t segment = 0;
+    std::uint64_t arrival_us = 0;
+    protocol::envelope envelope;
+    std::string client;
+    std::string body;
+    std::vector<recipient_status> status;
+    std::vector<std::uint32_t> attempts;
+    std::vector<std::uint8_t> in_flight;  // per recipient: part of a job now
+    std::vector<failed_recipient> failures;
+    std::uint32_t unfinished = 0;  // recipients not delivered/bounced/expired
+    std::uint32_t jobs = 0;        // jobs in flight
+    std::uint64_t next_attempt_us = 0;
+};
+
+struct destination;
+
+struct delivery_job {
+    stored_message* message = nullptr;
+    destination* dest = nullptr;
+    std::vector<std::uint32_t> rcpt_index;
+    std::vector<std::string> rcpt_to;  // the addresses, for the client session's span
+    std::int64_t started_ms = 0;
+};
+
+struct destination {
+    std::string name;  // "127.0.0.1:2526"
+    core::endpoint endpoint;
+    std::deque<delivery_job*> ready;
+    std::vector<outbound*> connections;
+    std::int64_t backoff_until_ms = 0;
+    std::uint32_t connect_failures = 0;
+};
+
+struct delivery_counters {
+    std::uint64_t delivered = 0;
+    std::uint64_t deferred = 0;
+    std::uint64_t bounced = 0;
+    std::uint64_t expired = 0;
+    std::uint64_t dsns = 0;
+};
+
+class delivery final : public record_visitor, public commit_waiter {
+public:
+    // host: queue ids and dates for the DSNs this shard generates.
+    delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
+             const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index);
+    delivery(const delivery&) = delete;
+    delivery& operator=(const delivery&) = delete;
+    ~delivery();
+
+    // Recovery: every intact record of the shard's spool, then finish_recovery().
+    void on_record(std::uint64_t segment, const decoded_message& record) override;
+    // Holds the segments of unfinished messages and schedules them. Returns how many.
+    std::size_t finish_recovery();
+
+    // A message just committed to `segment`: take it over and start delivering.
+    void accept(const protocol::envelope& env, std::string_view client, std::string_view message,
+                std::uint64_t segment, std::uint64_t received_us);
+
+    // Once a second or so: retries that are due, idle connections, deadlines.
+    void tick(std::int64_t now_ms) noexcept;
+    // Stop: no new connections or jobs; open connections QUIT after their current job.
+    // force: drop them now (their jobs are deferred).
+    void stop(bool force) noexcept;
+    [[nodiscard]] bool idle() const noexcept { return _connections.empty(); }
+    void on_turn_end() noexcept;
+
+    [[nodiscard]] const delivery_counters& counters() const noexcept { return _counters; }
+    [[nodiscard]] std::size_t queued_messages() const noexcept { return _messages.size(); }
+
+    // From outbound connections.
+    core::reactor& reactor() noexcept { return _reactor; }
+    core::buffer_ring* buffers() noexcept { return _buffers; }
+    void set_buffers(core::buffer_ring* b) noexcept { _buffers = b; }
+    void connection_ready(outbound& c) noexcept;
+    void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
+    void connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept;
+    void want_flush(outbound* c) { _flush.push_back(c); }
+    [[nodiscard]] std::int64_t command_timeout_ms() const noexcept;
+
+    // commit_waiter: a DSN we queued has been committed (or not).
+    void committed(protocol::commit_result result) noexcept override;
+
+private:
+    void schedule(stored_message& m, std::int64_t now_ms);
+    void dispatch(destination& d) noexcept;
+    void defer(stored_message& m, std::uint32_t i, const std::string& remote, const protocol::outcome_reply* reply,
+               const char* why, std::uint64_t now_us);
+    void finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const std::string& remote,
+                          const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us);
+    void maybe_finish(stored_message& m) noexcept;
+    void queue_dsn(stored_message& m);
+    void log_event(const char* type, const stored_message& m, std::uint32_t i, const std::string& remote,
+                   const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
+                   std::uint64_t next_attempt_us);
+    [[nodiscard]] destination* route(std::string_view rcpt);
+
+    core::reactor& _reactor;
+    spool& _spool;
+    core::log_writer& _log;
+    const core::config& _config;
+    const retry_schedule& _schedule;
+    protocol::session_host& _host;
+    const unsigned _shard;
+    core::buffer_ring* _buffers = nullptr;
+    protocol::client_config _client_config;
+
+    std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
+    std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;
+    std::vector<outbound*> _connections;  // owned
+    std::vector<outbound*> _flush;
+    std::vector<outbound*> _graveyard;
+    using retry_entry = std::pair<std::uint64_t, std::uint64_t>;  // (time us, queue id)
+    std::priority_queue<retry_entry, std::vector<retry_entry>, std::greater<>> _retries;
+    // DSNs being committed: the envelope and body must live until committed().
+    struct pending_dsn {
+        protocol::envelope envelope;
+        std::string body;
+        std::uint64_t received_us = 0;
+    };
+    std::deque<std::unique_ptr<pending_dsn>> _dsn_commits;
+    jitter_source _jitter;
+    bool _stopping = false;
+    delivery_counters _counters;
+};
+
+}  // namespace ringrelay::queue

@@ -1,0 +1,216 @@
+// queue/outbound.cc: see outbound.h.
+#include "queue/outbound.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "core/clock.h"
+#include "queue/delivery.h"
+
+namespace ringrelay::queue {
+
+outbound::outbound(delivery& owner, destination& dest, const protocol::client_config& config)
+    : _owner(owner), _dest(dest), _session(config) {
+    _connect_op = op{};
+    _connect_op.owner = this;
+    _connect_op.handler = &outbound::on_connect;
+    _recv_op.owner = this;
+    _recv_op.handler = &outbound::on_recv;
+    _send_op.owner = this;
+    _send_op.handler = &outbound::on_send;
+    _last_activity_ms = core::monotonic_ms();
+}
+
+outbound::~outbound() {
+    if (_fd >= 0) ::close(_fd);
+}
+
+void outbound::start() noexcept {
+    _fd = ::socket(_dest.endpoint.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (_fd < 0) {
+        lost(std::strerror(errno));
+        return;
+    }
+    const int one = 1;
+    (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    _connect_in_flight = true;
+    io_uring_prep_connect(_owner.reactor().sqe(&_connect_op), _fd, _dest.endpoint.addr(), _dest.endpoint.length);
+}
+
+void outbound::on_connect(int res, std::uint32_t) noexcept {
+    _connect_in_flight = false;
+    _last_activity_ms = core::monotonic_ms();
+    if (_closing) {
+        lost("closed");
+        return;
+    }
+    if (res < 0) {
+        lost(std::strerror(-res));
+        return;
+    }
+    arm_recv();
+}
+
+void outbound::arm_recv() noexcept {
+    io_uring_sqe* s = _owner.reactor().sqe(&_recv_op);
+    io_uring_prep_recv_multishot(s, _fd, nullptr, 0, 0);
+    s->flags |= IOSQE_BUFFER_SELECT;
+    s->buf_group = _owner.buffers()->group_id();
+    _recv_armed = true;
+}
+
+void outbound::on_recv(int res, std::uint32_t flags) noexcept {
+    const bool more = (flags & IORING_CQE_F_MORE) != 0;
+    if (!more) _recv_armed = false;
+    if (res > 0) {
+        const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        const auto data = _owner.buffers()->data(bid, static_cast<std::size_t>(res));
+        _last_activity_ms = core::monotonic_ms();
+        if (!_closing) _session.feed(std::string_view(data.data(), data.size()), _out);
+        _owner.buffers()->recycle(bid);
+        after_step();
+        if (!more && !_closing && !_session.closed()) arm_recv();
+        return;
+    }
+    if (res == -ENOBUFS && !_closing) {
+        arm_recv();  // the shard's buffers come back within the turn; retry at once
+        return;
+    }
+    if (res == -ECANCELED && _closing) {
+        after_step();
+        return;
+    }
+    lost(res == 0 ? "connection closed by the next hop" : std::strerror(-res));
+}
+
+// Hands finished outcomes to the delivery, then either sends, or closes.
+void outbound::after_step() noexcept {
+    const auto outcomes = _session.outcomes();
+    if (!outcomes.empty()) {
+        // Copy out first: job_done may assign the next job (which submits to the session).
+        for (const protocol::message_outcome& o : outcomes) {
+            delivery_job* job = _job;
+            _job = nullptr;
+            if (job != nullptr) _owner.job_done(*this, job, o);
+        }
+        _session.release_outcomes();
+    }
+    if (!_connected && !_closing && _session.state() != protocol::client_state::greeting &&
+        _session.state() != protocol::client_state::hello && !_session.closed()) {
+        _connected = true;
+        _owner.connection_ready(*this);
+    }
+    if (!_out.empty()) _owner.want_flush(this);
+    if (_session.closed() && !_closing) {
+        const bool before_greeting = !_connected;
+        _closing = true;
+        if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
+        _owner.connection_closed(*this, before_greeting, before_greeting ? "the next hop refused the session" : "");
+    }
+}
+
+void outbound::assign(delivery_job* job) noexcept {
+    _job = job;
+    ++_messages;
+    _last_activity_ms = core::monotonic_ms();
+    const stored_message& m = *job->message;
+    protocol::outbound_message msg;
+    msg.tag = m.queue_id;
+    msg.mail_from = m.envelope.mail_from;
+    msg.rcpt_to = job->rcpt_to;
+    msg.body = m.body;
+    msg.body_type = m.envelope.body == protocol::body_type::eight_bit_mime ? protocol::body_kind::eight_bit_mime
+                                                                          : protocol::body_kind::seven_bit;
+    msg.utf8 = m.envelope.smtputf8 ? protocol::utf8_envelope::smtputf8 : protocol::utf8_envelope::ascii;
+    _session.submit(msg, _out);
+    after_step();  // a message refused locally has its outcome already
+}
+
+bool outbound::ready_for_job() const noexcept {
+    return _connected && !_closing && _job == nullptr && !_quit_requested &&
+           _session.state() == protocol::client_state::idle;
+}
+
+void outbound::finish() noexcept {
+    if (_closing || _quit_requested) return;
+    _quit_requested = true;
+    if (!_connected) {
+        abort("not needed any more");
+        return;
+    }
+    _session.quit(_out);
+    after_step();
+}
+
+void outbound::abort(const char* why) noexcept {
+    if (_closing) return;
+    if (_fd >= 0) (void)::shutdown(_fd, SHUT_RDWR);
+    lost(why);
+}
+
+void outbound::lost(const char* why) noexcept {
+    if (_closing && _session.closed()) return;
+    const bool before_greeting = !_connected;
+    _session.on_connection_lost();
+    // Report outcomes (the job, if any, is deferred) before the connection goes.
+    const auto outcomes = _session.outcomes();
+    for (const protocol::message_outcome& o : outcomes) {
+        delivery_job* job = _job;
+        _job = nullptr;
+        if (job != nullptr) _owner.job_done(*this, job, o);
+    }
+    _session.release_outcomes();
+    if (_job != nullptr) {
+        // No outcome for it (it was never submitted): give it back as not attempted.
+        protocol::message_outcome none;
+        none.kind = protocol::outcome_kind::not_attempted;
+        delivery_job* job = _job;
+        _job = nullptr;
+        _owner.job_done(*this, job, none);
+    }
+    if (_closing) return;
+    _closing = true;
+    _out.clear();
+    if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
+    std::string reason = "cannot reach ";
+    reason += _dest.name;
+    reason += ": ";
+    reason += why;
+    _owner.connection_closed(*this, before_greeting, reason);
+}
+
+void outbound::flush() noexcept {
+    if (_send_in_flight || _out.empty() || _fd < 0 || (_closing && !_session.closed())) return;
+    _sending.swap(_out);
+    _out.clear();
+    _sent = 0;
+    _send_in_flight = true;
+    io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
+}
+
+void outbound::on_send(int res, std::uint32_t) noexcept {
+    _send_in_flight = false;
+    if (res < 0) {
+        lost(std::strerror(-res));
+        return;
+    }
+    _sent += static_cast<std::size_t>(res);
+    if (_sent < _sending.size()) {
+        _send_in_flight = true;
+        io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data() + _sent, _sending.size() - _sent,
+                           MSG_NOSIGNAL);
+        return;
+    }
+    _sending.clear();
+    if (!_out.empty()) flush();
+}
+
+bool outbound::retirable() const noexcept {
+    return _closing && !_connect_in_flight && !_recv_armed && !_send_in_flight;
+}
+
+}  // namespace ringrelay::queue

@@ -1,0 +1,85 @@
+// queue/outbound.h: one outbound SMTP connection of a shard's delivery: io_uring connect,
+// multishot recv from the shard's buffer ring, batched sends, and a protocol::client_session
+// that runs one transaction at a time for its destination, reusing the connection for many
+// messages (RFC 5321 §3.3; PIPELINING/CHUNKING when offered).
+//
+// Lifecycle: created by delivery for a destination -> start() (connect) -> jobs ->
+// quit or failure -> closed -> retired by delivery at the end of the turn once no operation
+// is in flight. Owned by its shard's delivery; shard-local.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/net.h"
+#include "core/reactor.h"
+#include "protocol/client_session.h"
+
+namespace ringrelay::queue {
+
+class delivery;
+struct destination;
+struct delivery_job;
+
+class outbound final {
+public:
+    outbound(delivery& owner, destination& dest, const protocol::client_config& config);
+    outbound(const outbound&) = delete;
+    outbound& operator=(const outbound&) = delete;
+    ~outbound();
+
+    void start() noexcept;
+    // Gives the connection a job; it must be ready_for_job().
+    void assign(delivery_job* job) noexcept;
+    [[nodiscard]] bool ready_for_job() const noexcept;
+    // No more jobs: say QUIT once idle.
+    void finish() noexcept;
+    // Deadline passed (connect, reply, or idle): give up on the connection.
+    void abort(const char* why) noexcept;
+    void flush() noexcept;
+
+    [[nodiscard]] bool retirable() const noexcept;
+    [[nodiscard]] destination& dest() noexcept { return _dest; }
+    [[nodiscard]] std::int64_t last_activity_ms() const noexcept { return _last_activity_ms; }
+    [[nodiscard]] bool busy() const noexcept { return _job != nullptr; }
+    [[nodiscard]] std::uint32_t messages_sent() const noexcept { return _messages; }
+    [[nodiscard]] bool connected() const noexcept { return _connected; }
+    [[nodiscard]] bool closing() const noexcept { return _closing; }
+
+    std::size_t slot = 0;  // index in the delivery's connection list
+
+private:
+    struct op final : core::completion {
+        outbound* owner = nullptr;
+        void (outbound::*handler)(int, std::uint32_t) noexcept = nullptr;
+        void complete(int res, std::uint32_t flags) noexcept override { (owner->*handler)(res, flags); }
+    };
+    void on_connect(int res, std::uint32_t flags) noexcept;
+    void on_recv(int res, std::uint32_t flags) noexcept;
+    void on_send(int res, std::uint32_t flags) noexcept;
+    void arm_recv() noexcept;
+    void after_step() noexcept;
+    void lost(const char* why) noexcept;
+
+    delivery& _owner;
+    destination& _dest;
+    protocol::client_session _session;
+    int _fd = -1;
+    op _connect_op;
+    op _recv_op;
+    op _send_op;
+    std::string _out;
+    std::string _sending;
+    std::size_t _sent = 0;
+    delivery_job* _job = nullptr;
+    std::uint32_t _messages = 0;
+    std::int64_t _last_activity_ms = 0;
+    bool _connect_in_flight = false;
+    bool _connected = false;
+    bool _recv_armed = false;
+    bool _send_in_flight = false;
+    bool _closing = false;
+    bool _quit_requested = false;
+    bool _retired = false;
+};
+
+}  // namespace ringrelay::queue
