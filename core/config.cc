@@ -119,6 +119,10 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
             ok = set(json_uint<std::uint32_t>(v, key), c.max_messages_per_connection);
         else if (key == "idle-connection-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.idle_connection_timeout);
         else if (key == "dns-server") ok = set(json_string(v, key), c.dns_server);
+        else if (key == "hold") {
+            if (!v.is_bool()) return std::unexpected("config key 'hold': expected true or false");
+            c.hold = v.get_bool().value_unsafe();
+        } else if (key == "smtp-port") ok = set(json_uint<std::uint16_t>(v, key), c.smtp_port);
         else return std::unexpected("config key '" + std::string(field.key) + "': unknown key");
         if (!ok) return ok;
     }
@@ -170,6 +174,7 @@ std::expected<void, std::string> finish_config(config& c) {
         return std::unexpected("--retry-intervals: " + (d ? std::string("at least one interval is needed") : d.error().message));
     if (auto d = parse_duration(c.max_age); !d || d->count() <= 0)
         return std::unexpected("--max-age: " + (d ? std::string("must be positive") : d.error().message));
+    if (c.smtp_port == 0) return std::unexpected("--smtp-port: must be 1-65535");
     if (c.max_connections_per_destination == 0)
         return std::unexpected("--max-connections-per-destination: must be at least 1");
     if (c.max_messages_per_connection == 0) return std::unexpected("--max-messages-per-connection: must be at least 1");
@@ -220,6 +225,8 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     app.add_option("--max-errors", flags.max_errors, "error replies per session before 421 4.7.0 (default 20)");
     app.add_option("--log", flags.log, "delivery log, JSON lines; '-' for stdout, '' for none (default '-')");
     app.add_flag("--list-spool", flags.list_spool, "print the number and ids of spooled messages, then exit");
+    app.add_flag("--hold", flags.hold, "accept and spool mail but deliver nothing (it stays in the spool until a "
+                                       "run without --hold)");
     std::vector<std::string> routes;
     app.add_option("--route", routes, "DOMAIN=HOST:PORT: deliver DOMAIN's mail to that next hop; repeatable; "
                                       "'*' matches every domain (numeric HOST for now)");
@@ -235,6 +242,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     app.add_option("--idle-connection-timeout", flags.idle_connection_timeout,
                    "seconds an idle outbound connection is kept for reuse (default 5)");
     app.add_option("--dns-server", flags.dns_server, "ADDR:PORT of the DNS server for MX lookups (default /etc/resolv.conf)");
+    app.add_option("--smtp-port", flags.smtp_port, "TCP port of the mail exchangers found by MX lookup (default 25)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -266,6 +274,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--max-errors")) c.max_errors = flags.max_errors;
     if (given("--log")) c.log = flags.log;
     c.list_spool = flags.list_spool;
+    if (given("--hold")) c.hold = true;
     if (given("--route")) c.routes = split_list(routes);
     if (given("--smarthost")) c.smarthost = flags.smarthost;
     if (given("--retry-intervals")) c.retry_intervals = flags.retry_intervals;
@@ -274,6 +283,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--max-messages-per-connection")) c.max_messages_per_connection = flags.max_messages_per_connection;
     if (given("--idle-connection-timeout")) c.idle_connection_timeout = flags.idle_connection_timeout;
     if (given("--dns-server")) c.dns_server = flags.dns_server;
+    if (given("--smtp-port")) c.smtp_port = flags.smtp_port;
     if (auto ok = finish_config(c); !ok) return std::unexpected(config_exit{2, "ringrelay: " + ok.error()});
     return c;
 }

@@ -26,6 +26,7 @@ struct config {
     std::uint32_t max_errors = 20;
     std::string log = "-";                 // '-' = stdout, '' = off
     bool list_spool = false;
+    bool hold = false;                     // accept and spool, deliver nothing (Postfix's hold queue)
 
     // Delivery (the "Deliver mail" issue).
     std::vector<std::string> routes;       // "DOMAIN=HOST:PORT"; DOMAIN '*' matches every domain
@@ -36,6 +37,7 @@ struct config {
     std::uint32_t max_messages_per_connection = 1000;
     std::uint32_t idle_connection_timeout = 5;  // seconds an unused outbound connection stays
     std::string dns_server;                // "ADDR:PORT"; empty = /etc/resolv.conf
+    std::uint16_t smtp_port = 25;          // port of MX targets (tests use another)
 
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;

@@ -2,6 +2,7 @@
 #include "queue/delivery.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "core/clock.h"
 #include "core/invariant.h"
@@ -97,6 +98,11 @@ std::size_t delivery::finish_recovery() {
         _spool.hold_segment(m->segment);
     }
     for (const std::uint64_t id : finished) _messages.erase(id);
+    if (_config.hold) {
+        const std::size_t n = _messages.size();
+        _messages.clear();  // their segments stay held; the bodies need not stay in memory
+        return n;
+    }
     for (auto& [id, m] : _messages) {
         if (m->next_attempt_us > static_cast<std::uint64_t>(core::unix_us())) {
             _retries.emplace(m->next_attempt_us, id);
@@ -111,6 +117,11 @@ std::size_t delivery::finish_recovery() {
 
 void delivery::accept(const protocol::envelope& env, std::string_view client, std::string_view message,
                       std::uint64_t segment, std::uint64_t received_us) {
+    if (_config.hold) {
+        // --hold: the message stays in the spool (its segment is kept); nothing in memory.
+        _spool.hold_segment(segment);
+        return;
+    }
     auto m = std::make_unique<stored_message>();
     m->queue_id = env.queue_id;
     m->segment = segment;
@@ -146,13 +157,26 @@ destination* delivery::route(std::string_view rcpt) {
             }
         }
     }
-    if (hit == nullptr) return nullptr;
+    if (hit == nullptr) {
+        // MX delivery (RFC 5321 §5.1). An address without a domain cannot be routed.
+        if (domain.empty() || _resolver == nullptr) return nullptr;
+        auto& slot = _destinations["mx:" + domain];
+        if (!slot) {
+            slot = std::make_unique<destination>();
+            slot->owner = this;
+            slot->name = domain;
+            slot->by_mx = true;
+        }
+        return slot.get();
+    }
     const std::string name = core::to_string(hit->next_hop);
     auto& slot = _destinations[name];
     if (!slot) {
         slot = std::make_unique<destination>();
+        slot->owner = this;
         slot->name = name;
-        slot->endpoint = hit->next_hop;
+        slot->targets = {hit->next_hop};
+        slot->target_hosts = {name};
     }
     return slot.get();
 }
@@ -167,7 +191,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
         destination* d = route(m.envelope.rcpt_to[i]);
         if (d == nullptr) {
-            defer(m, i, "", nullptr, "no route to the recipient's domain (MX routing is not available yet)", now_us);
+            defer(m, i, next_hop_ref{}, nullptr, "no route to the recipient's domain", now_us);
             continue;
         }
         delivery_job* job = nullptr;
@@ -195,6 +219,13 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
 void delivery::dispatch(destination& d) noexcept {
     if (_stopping) return;
     const std::int64_t now = core::monotonic_ms();
+    if (d.by_mx && !d.ready.empty() && (d.targets.empty() || now >= d.resolved_until_ms)) {
+        if (!d.resolving) {
+            d.resolving = true;
+            _resolver->resolve_mx(d.name, &d);  // answers later, on this shard (mx_resolved)
+        }
+        if (d.targets.empty()) return;
+    }
     while (!d.ready.empty()) {
         outbound* idle = nullptr;
         std::size_t opening = 0;
@@ -228,6 +259,83 @@ void delivery::dispatch(destination& d) noexcept {
     }
 }
 
+void destination::resolved(core::mx_result result) noexcept { owner->mx_resolved(*this, std::move(result)); }
+
+std::int64_t delivery::now_ms() const noexcept { return core::monotonic_ms(); }
+
+void delivery::mx_resolved(destination& d, core::mx_result result) noexcept {
+    d.resolving = false;
+    switch (result.status) {
+        case core::dns_status::ok:
+            d.targets.clear();
+            d.target_hosts.clear();
+            for (const core::mx_target& t : result.targets) {
+                for (const core::endpoint& e : t.addresses) {
+                    d.targets.push_back(e);
+                    d.target_hosts.push_back(t.host);
+                }
+            }
+            d.next_target = 0;
+            // The resolver caches by TTL; this only bounds how long a connection plan is reused.
+            d.resolved_until_ms = core::monotonic_ms() + 60000;
+            if (d.targets.empty()) {
+                fail_ready_jobs(d, recipient_status::deferred, "no usable mail exchanger address", "4.4.3");
+                return;
+            }
+            dispatch(d);
+            return;
+        case core::dns_status::null_mx:
+            fail_ready_jobs(d, recipient_status::bounced, "the domain accepts no mail (null MX, RFC 7505)", "5.1.10");
+            return;
+        case core::dns_status::no_such_domain:
+            fail_ready_jobs(d, recipient_status::bounced, "the recipient's domain does not exist (NXDOMAIN)", "5.1.2");
+            return;
+        case core::dns_status::no_address:
+            fail_ready_jobs(d, recipient_status::bounced, "the recipient's domain has no mail exchanger or address",
+                            "5.4.4");
+            return;
+        case core::dns_status::temporary:
+            fail_ready_jobs(d, recipient_status::deferred,
+                            "DNS lookup failed temporarily" + (result.detail.empty() ? std::string() : ": " + result.detail),
+                            "4.4.3");
+            return;
+    }
+}
+
+// Every job waiting for `d` ends without an attempt on the wire: bounced or deferred with a
+// local reason (DNS).
+void delivery::fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced) {
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    protocol::outcome_reply reply;
+    reply.origin = protocol::reply_origin::local;
+    reply.code = status == recipient_status::bounced ? 550 : 451;
+    reply.text = std::string(enhanced) + " " + why;
+    unsigned cls = 0, subject = 0, detail = 0;
+    if (std::sscanf(enhanced, "%u.%u.%u", &cls, &subject, &detail) == 3) {
+        reply.enhanced.status_class = static_cast<std::uint8_t>(cls);
+        reply.enhanced.subject = static_cast<std::uint16_t>(subject);
+        reply.enhanced.detail = static_cast<std::uint16_t>(detail);
+    }
+    const next_hop_ref hop{d.name, ""};
+    while (!d.ready.empty()) {
+        delivery_job* job = d.ready.front();
+        d.ready.pop_front();
+        stored_message& m = *job->message;
+        for (const std::uint32_t i : job->rcpt_index) {
+            m.in_flight[i] = 0;
+            ++m.attempts[i];
+            if (status == recipient_status::bounced) {
+                finish_recipient(m, i, recipient_status::bounced, hop, &reply, why.c_str(), now_us);
+            } else {
+                defer(m, i, hop, &reply, why.c_str(), now_us);
+            }
+        }
+        --m.jobs;
+        delete job;
+        maybe_finish(m);
+    }
+}
+
 // ---- outcomes -------------------------------------------------------------------------
 
 void delivery::connection_ready(outbound& c) noexcept {
@@ -248,7 +356,7 @@ void delivery::connection_ready(outbound& c) noexcept {
 void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept {
     stored_message& m = *job->message;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
-    const std::string& remote = c.dest().name;
+    const next_hop_ref remote{c.target_host(), c.target_address()};
     for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
         const std::uint32_t i = job->rcpt_index[k];
         m.in_flight[i] = 0;
@@ -297,6 +405,16 @@ void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_
 
 void delivery::connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept {
     destination& d = c.dest();
+    if (failed_before_greeting && !d.targets.empty()) {
+        d.next_target = (d.next_target + 1) % d.targets.size();
+        // The next exchanger (RFC 5321 §5.1) gets its chance before anything is deferred.
+        if (d.next_target != 0 && !_stopping) {
+            std::erase(d.connections, &c);
+            _graveyard.push_back(&c);
+            dispatch(d);
+            return;
+        }
+    }
     if (failed_before_greeting) {
         ++d.connect_failures;
         // Back off the destination: 1 s, 2 s, 4 s ... 60 s. Jobs waiting for it stay queued
@@ -312,7 +430,7 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
             for (const std::uint32_t i : job->rcpt_index) {
                 m.in_flight[i] = 0;
                 ++m.attempts[i];
-                defer(m, i, d.name, nullptr, why.c_str(), now_us);
+                defer(m, i, next_hop_ref{c.target_host(), c.target_address()}, nullptr, why.c_str(), now_us);
             }
             --m.jobs;
             delete job;
@@ -323,7 +441,7 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
     _graveyard.push_back(&c);
 }
 
-void delivery::defer(stored_message& m, std::uint32_t i, const std::string& remote,
+void delivery::defer(stored_message& m, std::uint32_t i, const next_hop_ref& remote,
                      const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us) {
     auto as_time = [](std::uint64_t us) {
         return retry_clock_time(std::chrono::milliseconds(static_cast<std::int64_t>(us / 1000)));
@@ -340,13 +458,13 @@ void delivery::defer(stored_message& m, std::uint32_t i, const std::string& remo
     ++_counters.deferred;
     // A recipient without a route has not been attempted: nothing to journal (after a
     // restart it is simply looked at again).
-    if (!remote.empty()) _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], *next);
+    if (!remote.name.empty()) _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], *next);
     log_event("TransientFailure", m, i, remote, reply, why, now_us, *next);
     if (m.next_attempt_us < now_us || *next < m.next_attempt_us || m.next_attempt_us == 0) m.next_attempt_us = *next;
     _retries.emplace(*next, m.queue_id);
 }
 
-void delivery::finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const std::string& remote,
+void delivery::finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const next_hop_ref& remote,
                                 const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us) {
     m.status[i] = status;
     if (m.unfinished > 0) --m.unfinished;
@@ -371,7 +489,7 @@ void delivery::finish_recipient(stored_message& m, std::uint32_t i, recipient_st
         failed_recipient f;
         f.rcpt_index = i;
         f.status = status;
-        f.remote = remote;
+        f.remote = remote.name;
         if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
             f.diagnostic = reply_line(*reply);
             if (reply->enhanced.present()) {
@@ -395,7 +513,7 @@ void delivery::maybe_finish(stored_message& m) noexcept {
     _messages.erase(m.queue_id);  // destroys m
 }
 
-void delivery::log_event(const char* type, const stored_message& m, std::uint32_t i, const std::string& remote,
+void delivery::log_event(const char* type, const stored_message& m, std::uint32_t i, const next_hop_ref& remote,
                          const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
                          std::uint64_t next_attempt_us) {
     if (!_log.enabled()) return;
@@ -413,13 +531,13 @@ void delivery::log_event(const char* type, const stored_message& m, std::uint32_
     line += "\",\"recipient\":\"";
     core::append_json_escaped(line, m.envelope.rcpt_to[i]);
     line += "\",\"next_hop\":";
-    if (remote.empty()) {
+    if (remote.name.empty()) {
         line += "null";
     } else {
         line += "{\"name\":\"";
-        core::append_json_escaped(line, remote);
+        core::append_json_escaped(line, remote.name);
         line += "\",\"address\":\"";
-        core::append_json_escaped(line, remote);
+        core::append_json_escaped(line, remote.address);
         line += "\"}";
     }
     line += ",\"reply\":";

@@ -23,6 +23,7 @@
 
 #include "core/buffer_ring.h"
 #include "core/config.h"
+#include "core/dns.h"
 #include "core/log.h"
 #include "core/reactor.h"
 #include "protocol/client_session.h"
@@ -33,6 +34,13 @@
 namespace ringrelay::queue {
 
 class outbound;
+class delivery;
+
+// The next hop as the log and DSNs name it.
+struct next_hop_ref {
+    std::string name;     // MX host name, or the static route's ADDR:PORT; "" if none was reached
+    std::string address;  // "ADDR:PORT" connected to
+};
 
 struct failed_recipient {
     std::uint32_t rcpt_index = 0;
@@ -70,9 +78,19 @@ struct delivery_job {
     std::int64_t started_ms = 0;
 };
 
-struct destination {
-    std::string name;  // "127.0.0.1:2526"
-    core::endpoint endpoint;
+// A next hop: a static route (one fixed endpoint) or a domain delivered by MX lookup
+// (RFC 5321 §5.1: its exchangers' addresses in preference order, tried in turn).
+struct destination final : core::mx_waiter {
+    delivery* owner = nullptr;
+    std::string name;    // "127.0.0.1:2526" for a static route, the domain for MX delivery
+    bool by_mx = false;
+    // The addresses to try, in order, with the host name each belongs to.
+    std::vector<core::endpoint> targets;
+    std::vector<std::string> target_hosts;
+    std::size_t next_target = 0;
+    bool resolving = false;
+    std::int64_t resolved_until_ms = 0;  // re-resolve after this (the resolver caches by TTL)
+    void resolved(core::mx_result result) noexcept override;
     std::deque<delivery_job*> ready;
     std::vector<outbound*> connections;
     std::int64_t backoff_until_ms = 0;
@@ -121,8 +139,11 @@ public:
     core::buffer_ring* buffers() noexcept { return _buffers; }
     void set_buffers(core::buffer_ring* b) noexcept { _buffers = b; }
     void connection_ready(outbound& c) noexcept;
+    void mx_resolved(destination& d, core::mx_result result) noexcept;
+    void set_resolver(core::mx_resolver* r) noexcept { _resolver = r; }
     void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
     void connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept;
+    [[nodiscard]] std::int64_t now_ms() const noexcept;
     void want_flush(outbound* c) { _flush.push_back(c); }
     [[nodiscard]] std::int64_t command_timeout_ms() const noexcept;
 
@@ -132,13 +153,14 @@ public:
 private:
     void schedule(stored_message& m, std::int64_t now_ms);
     void dispatch(destination& d) noexcept;
-    void defer(stored_message& m, std::uint32_t i, const std::string& remote, const protocol::outcome_reply* reply,
+    void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
+    void defer(stored_message& m, std::uint32_t i, const next_hop_ref& remote, const protocol::outcome_reply* reply,
                const char* why, std::uint64_t now_us);
-    void finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const std::string& remote,
+    void finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const next_hop_ref& remote,
                           const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us);
     void maybe_finish(stored_message& m) noexcept;
     void queue_dsn(stored_message& m);
-    void log_event(const char* type, const stored_message& m, std::uint32_t i, const std::string& remote,
+    void log_event(const char* type, const stored_message& m, std::uint32_t i, const next_hop_ref& remote,
                    const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
                    std::uint64_t next_attempt_us);
     [[nodiscard]] destination* route(std::string_view rcpt);
@@ -151,6 +173,7 @@ private:
     protocol::session_host& _host;
     const unsigned _shard;
     core::buffer_ring* _buffers = nullptr;
+    core::mx_resolver* _resolver = nullptr;
     protocol::client_config _client_config;
 
     std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;

@@ -30,7 +30,11 @@ outbound::~outbound() {
 }
 
 void outbound::start() noexcept {
-    _fd = ::socket(_dest.endpoint.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const std::size_t i = _dest.next_target % _dest.targets.size();
+    _target = _dest.targets[i];
+    _target_host = _dest.target_hosts[i];
+    _target_address = core::to_string(_target);
+    _fd = ::socket(_target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (_fd < 0) {
         lost(std::strerror(errno));
         return;
@@ -38,7 +42,7 @@ void outbound::start() noexcept {
     const int one = 1;
     (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     _connect_in_flight = true;
-    io_uring_prep_connect(_owner.reactor().sqe(&_connect_op), _fd, _dest.endpoint.addr(), _dest.endpoint.length);
+    io_uring_prep_connect(_owner.reactor().sqe(&_connect_op), _fd, _target.addr(), _target.length);
 }
 
 void outbound::on_connect(int res, std::uint32_t) noexcept {

@@ -44,6 +44,9 @@ public:
     [[nodiscard]] std::uint32_t messages_sent() const noexcept { return _messages; }
     [[nodiscard]] bool connected() const noexcept { return _connected; }
     [[nodiscard]] bool closing() const noexcept { return _closing; }
+    // The exchanger this connection goes to: its host name and "ADDR:PORT".
+    [[nodiscard]] const std::string& target_host() const noexcept { return _target_host; }
+    [[nodiscard]] const std::string& target_address() const noexcept { return _target_address; }
 
     std::size_t slot = 0;  // index in the delivery's connection list
 
@@ -64,6 +67,9 @@ private:
     destination& _dest;
     protocol::client_session _session;
     int _fd = -1;
+    core::endpoint _target;
+    std::string _target_host;
+    std::string _target_address;
     op _connect_op;
     op _recv_op;
     op _send_op;

@@ -38,6 +38,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
 shard::~shard() {
     for (connection* c : _connections) delete c;
     _delivery.reset();
+    _dns.reset();
     for (auto& a : _accepts)
         if (a->fd >= 0) ::close(a->fd);
 }
@@ -53,6 +54,13 @@ std::string shard::init() {
     _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index);
     _delivery->set_buffers(&_buffers);
+    core::dns_config dns;
+    if (!_config.dns_server.empty())
+        if (auto e = core::parse_endpoint(_config.dns_server)) dns.servers.push_back(*e);
+    dns.smtp_port = _config.smtp_port;
+    _dns = std::make_unique<core::dns_resolver>(_reactor, dns);
+    if (auto ec = _dns->init(); ec) return "DNS resolver: " + ec.message();
+    _delivery->set_resolver(_dns.get());
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
     // flushed by the shard are those of the turn, then the log.
     _reactor.add_turn_hook(_spool.get());
@@ -103,7 +111,8 @@ void shard::run(std::promise<shard_init_result>& ready) {
                    " recovered message(s) to deliver");
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
-        if (!_reactor.run_once(1000)) {
+        const int dns_wait = _dns->next_timeout_ms();
+        if (!_reactor.run_once(dns_wait >= 0 && dns_wait < 1000 ? dns_wait : 1000)) {
             core::diag("shard " + std::to_string(_index) + ": io_uring wait failed; stopping");
             break;
         }
@@ -197,10 +206,12 @@ void shard::begin_stop() noexcept {
     // on_stop may retire connections (which edits _connections at the turn's end only).
     for (connection* c : _connections) c->on_stop(false);
     _delivery->stop(false);
+    _dns->shutdown();
 }
 
 void shard::tick() noexcept {
     const std::int64_t now = core::monotonic_ms();
+    if (!_dns->idle()) _dns->tick(now);  // c-ares timeouts need better than the 1 s tick
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _deadlines.expire(now);
@@ -227,7 +238,7 @@ void shard::tick() noexcept {
 }
 
 bool shard::drained() const noexcept {
-    return _connections.empty() && _delivery->idle() && _spool->idle() && _log->idle() &&
+    return _connections.empty() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
            std::none_of(_accepts.begin(), _accepts.end(), [](const auto& a) { return a->fd >= 0; });
 }
 

@@ -132,6 +132,7 @@ private:
     std::unique_ptr<storage> _storage;
     std::unique_ptr<spool> _spool;
     std::unique_ptr<core::log_writer> _log;
+    std::unique_ptr<core::dns_resolver> _dns;
     std::unique_ptr<delivery> _delivery;
     core::deadline_list _deadlines;
     core::date_cache _dates;

@@ -73,8 +73,9 @@ TEST(RelayFaults, DiskFaultsAnswer4xxAndServiceContinues) {
     char tmpl[] = "/tmp/ringrelay-faults-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     const std::string dir = tmpl;
-    const char* argv[] = {"ringrelay", "--listen", "127.0.0.1:0", "--shards", "1", "--spool", tmpl, "--log", ""};
-    auto cfg = core::load_config(9, argv);
+    // --hold: nothing is delivered, so no DSN or journal write takes an injected fault.
+    const char* argv[] = {"ringrelay", "--listen", "127.0.0.1:0", "--shards", "1", "--spool", tmpl, "--log", "", "--hold"};
+    auto cfg = core::load_config(10, argv);
     ASSERT_TRUE(cfg.has_value()) << cfg.error().message;
 
     std::atomic<queue::fault_storage*> faults{nullptr};
