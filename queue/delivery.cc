@@ -207,13 +207,17 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         job->rcpt_to.push_back(m.envelope.rcpt_to[i]);
         m.in_flight[i] = 1;
     }
+    // A guard job count: a dispatch may finish a job at once (a local refusal) and must not
+    // finish, and free, the message while this function still uses it.
+    ++m.jobs;
     for (auto& [d, job] : jobs) {
         ++m.jobs;
         job->started_ms = now_ms;
         d->ready.push_back(job);
-        dispatch(*d);
     }
-    maybe_finish(m);
+    for (auto& [d, job] : jobs) dispatch(*d);
+    --m.jobs;
+    maybe_finish(m);  // the last use of m
 }
 
 void delivery::dispatch(destination& d) noexcept {
@@ -305,6 +309,7 @@ void delivery::mx_resolved(destination& d, core::mx_result result) noexcept {
 // Every job waiting for `d` ends without an attempt on the wire: bounced or deferred with a
 // local reason (DNS).
 void delivery::fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced) {
+    if (_stopping) return;  // e.g. "resolver stopped": the jobs stay in the spool for the next start
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     protocol::outcome_reply reply;
     reply.origin = protocol::reply_origin::local;
@@ -340,8 +345,6 @@ void delivery::fail_ready_jobs(destination& d, recipient_status status, const st
 
 void delivery::connection_ready(outbound& c) noexcept {
     destination& d = c.dest();
-    d.connect_failures = 0;
-    d.backoff_until_ms = 0;
     if (_stopping || c.messages_sent() >= _config.max_messages_per_connection) {
         c.finish();
         return;
@@ -365,6 +368,8 @@ void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_
         const protocol::outcome_reply& reply = ro != nullptr ? ro->reply : outcome.reply;
         switch (kind) {
             case protocol::outcome_kind::accepted:
+                c.dest().connect_failures = 0;  // the next hop works: forget its back-off
+                c.dest().backoff_until_ms = 0;
                 ++m.attempts[i];
                 finish_recipient(m, i, recipient_status::delivered, remote, &reply, nullptr, now_us);
                 break;
@@ -405,6 +410,19 @@ void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_
 
 void delivery::connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept {
     destination& d = c.dest();
+    if (_stopping) {
+        // Jobs still queued stay as they are: the spool has them for the next start.
+        std::erase(d.connections, &c);
+        _graveyard.push_back(&c);
+        return;
+    }
+    if (!failed_before_greeting && c.why_closed() == protocol::close_reason::peer_shutdown) {
+        // 421 (RFC 5321 §3.8): the next hop is shedding load. Back off before reconnecting
+        // instead of opening a fresh connection for every queued job.
+        ++d.connect_failures;
+        const std::int64_t backoff = std::min<std::int64_t>(60000, 1000LL << std::min<std::uint32_t>(d.connect_failures - 1, 6));
+        d.backoff_until_ms = core::monotonic_ms() + backoff;
+    }
     if (failed_before_greeting && !d.targets.empty()) {
         d.next_target = (d.next_target + 1) % d.targets.size();
         // The next exchanger (RFC 5321 §5.1) gets its chance before anything is deferred.
@@ -501,15 +519,19 @@ void delivery::finish_recipient(stored_message& m, std::uint32_t i, recipient_st
             f.diagnostic = why != nullptr ? why : "delivery failed";
         }
         f.time_us = now_us;
-        if (f.enhanced.empty()) f.enhanced = status == recipient_status::expired ? "4.4.7" : "5.0.0";
+        if (status == recipient_status::expired) {
+            f.enhanced = "4.4.7";  // RFC 3463 §3.5: delivery time expired, whatever the last reply was
+        } else if (f.enhanced.empty()) {
+            f.enhanced = "5.0.0";
+        }
         m.failures.push_back(std::move(f));
     }
 }
 
 void delivery::maybe_finish(stored_message& m) noexcept {
     if (m.unfinished != 0 || m.jobs != 0) return;
-    if (!m.failures.empty()) queue_dsn(m);
-    _spool.release_segment(m.segment);
+    const bool dsn_queued = !m.failures.empty() && queue_dsn(m);
+    if (!dsn_queued) _spool.release_segment(m.segment);
     _messages.erase(m.queue_id);  // destroys m
 }
 
@@ -570,8 +592,8 @@ void delivery::log_event(const char* type, const stored_message& m, std::uint32_
 
 // ---- DSNs -----------------------------------------------------------------------------
 
-void delivery::queue_dsn(stored_message& m) {
-    if (!protocol::should_bounce(m.envelope.mail_from)) return;  // never a DSN for a DSN
+bool delivery::queue_dsn(stored_message& m) {
+    if (!protocol::should_bounce(m.envelope.mail_from)) return false;  // never a DSN for a DSN
     auto dsn = std::make_unique<pending_dsn>();
     dsn->received_us = static_cast<std::uint64_t>(core::unix_us());
     dsn->envelope.queue_id = _host.next_queue_id();
@@ -607,14 +629,16 @@ void delivery::queue_dsn(stored_message& m) {
     if (!built) {
         core::diag("shard " + std::to_string(_shard) + ": no DSN for " + protocol::format_queue_id(m.queue_id) +
                    ": the sender or a recipient cannot be reported on");
-        return;
+        return false;
     }
     dsn->body = std::move(built->text);
     dsn->envelope.body = built->body;
     dsn->envelope.smtputf8 = built->smtputf8;
+    dsn->original_segment = m.segment;
     _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
     ++_counters.dsns;
     _dsn_commits.push_back(std::move(dsn));
+    return true;
 }
 
 void delivery::committed(protocol::commit_result result) noexcept {
@@ -622,16 +646,24 @@ void delivery::committed(protocol::commit_result result) noexcept {
     std::unique_ptr<pending_dsn> dsn = std::move(_dsn_commits.front());
     _dsn_commits.pop_front();
     if (result != protocol::commit_result::ok) {
-        core::diag("shard " + std::to_string(_shard) + ": could not spool a DSN (disk error); it is lost");
+        // The original's segment is still held (its failure report is not lost): try again.
+        core::diag("shard " + std::to_string(_shard) + ": could not spool a DSN (disk error); retrying");
+        _dsn_retry.push_back(std::move(dsn));
         return;
     }
     accept(dsn->envelope, "127.0.0.1", dsn->body, _spool.committed_segment(), dsn->received_us);
+    _spool.release_segment(dsn->original_segment);
 }
 
 // ---- timers and shutdown ---------------------------------------------------------------
 
 void delivery::tick(std::int64_t now_ms) noexcept {
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    for (auto& dsn : _dsn_retry) {
+        _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
+        _dsn_commits.push_back(std::move(dsn));
+    }
+    _dsn_retry.clear();
     while (!_retries.empty() && _retries.top().first <= now_us) {
         const std::uint64_t id = _retries.top().second;
         _retries.pop();
@@ -642,10 +674,12 @@ void delivery::tick(std::int64_t now_ms) noexcept {
     for (auto& [name, d] : _destinations)
         if (!d->ready.empty()) dispatch(*d);
     const std::int64_t idle_ms = static_cast<std::int64_t>(_config.idle_connection_timeout) * 1000;
-    for (outbound* c : _connections) {
+    // A copy: aborting one connection may open another (the next exchanger).
+    const std::vector<outbound*> snapshot = _connections;
+    for (outbound* c : snapshot) {
         if (c->closing()) continue;
         const std::int64_t quiet = now_ms - c->last_activity_ms();
-        if (c->busy() || !c->connected()) {
+        if (c->busy() || !c->connected() || c->quitting()) {
             if (quiet > command_timeout_ms()) c->abort("timeout waiting for the next hop");
         } else if (quiet > idle_ms) {
             c->finish();
@@ -655,7 +689,8 @@ void delivery::tick(std::int64_t now_ms) noexcept {
 
 void delivery::stop(bool force) noexcept {
     _stopping = true;
-    for (outbound* c : _connections) {
+    const std::vector<outbound*> snapshot = _connections;
+    for (outbound* c : snapshot) {
         if (force) {
             c->abort("relay shutting down");
         } else if (!c->busy()) {

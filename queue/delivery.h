@@ -159,7 +159,9 @@ private:
     void finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const next_hop_ref& remote,
                           const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us);
     void maybe_finish(stored_message& m) noexcept;
-    void queue_dsn(stored_message& m);
+    // True if a DSN was queued: then the message's segment stays held until the DSN is
+    // committed, so the failure report cannot be lost with the segment.
+    bool queue_dsn(stored_message& m);
     void log_event(const char* type, const stored_message& m, std::uint32_t i, const next_hop_ref& remote,
                    const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
                    std::uint64_t next_attempt_us);
@@ -188,8 +190,10 @@ private:
         protocol::envelope envelope;
         std::string body;
         std::uint64_t received_us = 0;
+        std::uint64_t original_segment = 0;  // held until this DSN is committed
     };
     std::deque<std::unique_ptr<pending_dsn>> _dsn_commits;
+    std::vector<std::unique_ptr<pending_dsn>> _dsn_retry;  // commit failed: appended again on tick
     jitter_source _jitter;
     bool _stopping = false;
     delivery_counters _counters;

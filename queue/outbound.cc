@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
+
+#include "core/invariant.h"
 
 #include "core/clock.h"
 #include "queue/delivery.h"
@@ -93,16 +96,7 @@ void outbound::on_recv(int res, std::uint32_t flags) noexcept {
 
 // Hands finished outcomes to the delivery, then either sends, or closes.
 void outbound::after_step() noexcept {
-    const auto outcomes = _session.outcomes();
-    if (!outcomes.empty()) {
-        // Copy out first: job_done may assign the next job (which submits to the session).
-        for (const protocol::message_outcome& o : outcomes) {
-            delivery_job* job = _job;
-            _job = nullptr;
-            if (job != nullptr) _owner.job_done(*this, job, o);
-        }
-        _session.release_outcomes();
-    }
+    deliver_outcomes();
     if (!_connected && !_closing && _session.state() != protocol::client_state::greeting &&
         _session.state() != protocol::client_state::hello && !_session.closed()) {
         _connected = true;
@@ -115,6 +109,22 @@ void outbound::after_step() noexcept {
         if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
         _owner.connection_closed(*this, before_greeting, before_greeting ? "the next hop refused the session" : "");
     }
+}
+
+// Hands the session's outcomes to the delivery. They are copied and released first: job_done
+// may assign the next job, whose submit() (and a local refusal's outcome) must not meet the
+// old outcomes, and must not re-enter this loop.
+void outbound::deliver_outcomes() noexcept {
+    if (_session.outcomes().empty()) return;
+    _done.assign(_session.outcomes().begin(), _session.outcomes().end());
+    _session.release_outcomes();
+    for (const protocol::message_outcome& o : _done) {
+        delivery_job* job = std::exchange(_job, nullptr);
+        if (job == nullptr) continue;
+        RR_ASSERT(o.tag == job->message->queue_id);
+        _owner.job_done(*this, job, o);
+    }
+    _done.clear();
 }
 
 void outbound::assign(delivery_job* job) noexcept {
@@ -131,7 +141,9 @@ void outbound::assign(delivery_job* job) noexcept {
                                                                           : protocol::body_kind::seven_bit;
     msg.utf8 = m.envelope.smtputf8 ? protocol::utf8_envelope::smtputf8 : protocol::utf8_envelope::ascii;
     _session.submit(msg, _out);
-    after_step();  // a message refused locally has its outcome already
+    // A message refused locally has its outcome already; it is handed over at the end of the
+    // turn (flush), never from inside the job_done() that assigned this job.
+    _owner.want_flush(this);
 }
 
 bool outbound::ready_for_job() const noexcept {
@@ -161,13 +173,7 @@ void outbound::lost(const char* why) noexcept {
     const bool before_greeting = !_connected;
     _session.on_connection_lost();
     // Report outcomes (the job, if any, is deferred) before the connection goes.
-    const auto outcomes = _session.outcomes();
-    for (const protocol::message_outcome& o : outcomes) {
-        delivery_job* job = _job;
-        _job = nullptr;
-        if (job != nullptr) _owner.job_done(*this, job, o);
-    }
-    _session.release_outcomes();
+    deliver_outcomes();
     if (_job != nullptr) {
         // No outcome for it (it was never submitted): give it back as not attempted.
         protocol::message_outcome none;
@@ -188,6 +194,7 @@ void outbound::lost(const char* why) noexcept {
 }
 
 void outbound::flush() noexcept {
+    if (!_closing && _job != nullptr && !_session.outcomes().empty()) after_step();
     if (_send_in_flight || _out.empty() || _fd < 0 || (_closing && !_session.closed())) return;
     _sending.swap(_out);
     _out.clear();
@@ -203,6 +210,7 @@ void outbound::on_send(int res, std::uint32_t) noexcept {
         return;
     }
     _sent += static_cast<std::size_t>(res);
+    _last_activity_ms = core::monotonic_ms();  // a long upload is progress, not a stall
     if (_sent < _sending.size()) {
         _send_in_flight = true;
         io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data() + _sent, _sending.size() - _sent,

@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/net.h"
 #include "core/reactor.h"
@@ -44,6 +45,8 @@ public:
     [[nodiscard]] std::uint32_t messages_sent() const noexcept { return _messages; }
     [[nodiscard]] bool connected() const noexcept { return _connected; }
     [[nodiscard]] bool closing() const noexcept { return _closing; }
+    [[nodiscard]] bool quitting() const noexcept { return _quit_requested; }
+    [[nodiscard]] protocol::close_reason why_closed() const noexcept { return _session.why_closed(); }
     // The exchanger this connection goes to: its host name and "ADDR:PORT".
     [[nodiscard]] const std::string& target_host() const noexcept { return _target_host; }
     [[nodiscard]] const std::string& target_address() const noexcept { return _target_address; }
@@ -62,6 +65,7 @@ private:
     void arm_recv() noexcept;
     void after_step() noexcept;
     void lost(const char* why) noexcept;
+    void deliver_outcomes() noexcept;
 
     delivery& _owner;
     destination& _dest;
@@ -77,6 +81,7 @@ private:
     std::string _sending;
     std::size_t _sent = 0;
     delivery_job* _job = nullptr;
+    std::vector<protocol::message_outcome> _done;  // outcomes being handed over (reused)
     std::uint32_t _messages = 0;
     std::int64_t _last_activity_ms = 0;
     bool _connect_in_flight = false;

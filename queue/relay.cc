@@ -69,7 +69,7 @@ std::expected<void, std::string> relay::start() {
             return std::unexpected("shard " + std::to_string(i) + ": " + r.error);
         }
         for (const std::string& p : r.recovery_problems) core::diag("shard " + std::to_string(i) + ": spool: " + p);
-        _recovered += r.recovered_messages;
+        _recovered += r.unfinished_messages;
         if (i == 0) {
             // Every shard binds the same endpoints (SO_REUSEPORT): a port 0 becomes shard 0's.
             listen = r.bound;

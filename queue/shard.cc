@@ -86,6 +86,8 @@ void shard::run(std::promise<shard_init_result>& ready) {
             result.error = "spool: " + report.error();
         } else {
             result.recovered_messages = report->messages.size();
+            // What is still to deliver (or held): the figure the operator cares about.
+            result.unfinished_messages = _delivery->finish_recovery();
             result.recovery_problems = report->problems;
             const auto now_based = (static_cast<std::uint64_t>(core::unix_us()) << 8) | _index;
             const std::uint64_t after_recovered = report->max_queue_id == 0 ? 0 : report->max_queue_id + 256;
@@ -104,11 +106,6 @@ void shard::run(std::promise<shard_init_result>& ready) {
         return;
     }
     for (auto& a : _accepts) arm_accept(*a);
-    // Everything recovered that is not finished is scheduled now (the loop runs its I/O).
-    const std::size_t unfinished = _delivery->finish_recovery();
-    if (unfinished != 0)
-        core::diag("shard " + std::to_string(_index) + ": " + std::to_string(unfinished) +
-                   " recovered message(s) to deliver");
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         const int dns_wait = _dns->next_timeout_ms();
