@@ -60,6 +60,7 @@ enum class reply_id : std::uint8_t {
     utf8_not_declared,     // 553 5.6.7
     bare_newline_data,     // 554 5.5.2
     data_line_too_long,    // 554 5.6.0
+    too_many_hops,         // 554 5.4.6
     relay_denied,          // 554 5.7.1 <addr>: ...
     unsupported_parameter, // 555 5.5.4
     count_                 // number of rows; not a reply

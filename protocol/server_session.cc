@@ -6,6 +6,7 @@
 // max_command_line, message bodies by max_message_size; nothing else grows with input.
 #include "protocol/server_session.h"
 
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
@@ -37,6 +38,26 @@ constexpr reply_id syntax_reply(command_verb verb) noexcept {
     case command_verb::unknown: break;
     }
     return reply_id::command_unrecognized;
+}
+
+// Received: fields in the header section (up to the first empty line) of `message`.
+std::size_t received_headers(std::string_view message) noexcept {
+    std::size_t count = 0;
+    std::size_t pos = 0;
+    while (pos < message.size()) {
+        const std::size_t eol = message.find("\r\n", pos);
+        const std::size_t end = eol == std::string_view::npos ? message.size() : eol;
+        if (end == pos) break;  // the empty line: end of the header section
+        constexpr std::string_view name = "received:";
+        if (end - pos >= name.size()) {
+            bool match = true;
+            for (std::size_t i = 0; i < name.size() && match; ++i)
+                match = static_cast<char>(std::tolower(static_cast<unsigned char>(message[pos + i]))) == name[i];
+            count += match ? 1 : 0;
+        }
+        pos = end + 2;
+    }
+    return count;
 }
 
 void append_number(std::string& out, std::uint64_t n) {
@@ -356,6 +377,8 @@ void server_session::finish_message(std::string& out) {
         failure = reply_id::data_line_too_long;
     } else if (_reader.over_limit()) {
         failure = reply_id::size_exceeded;
+    } else if (received_headers(_body) > max_received_headers + 1) {  // + the one we prepended
+        failure = reply_id::too_many_hops;  // a mail loop (RFC 5321 §6.3)
     }
     if (failure != reply_id::none) {
         end_transaction();

@@ -68,6 +68,10 @@ enum class commit_result : std::uint8_t {
     io_error,    // 451 4.3.0 Error: queue file write error
 };
 
+// A message with more Received: fields than this is refused as a mail loop (RFC 5321 §6.3;
+// Postfix's hopcount_limit has the same default).
+inline constexpr std::size_t max_received_headers = 50;
+
 // Queue ids are printed as 16 upper-case hex digits.
 std::string format_queue_id(std::uint64_t id);
 

@@ -20,6 +20,13 @@ std::string domain_of(std::string_view address) {
     return d;
 }
 
+bool equal_ci(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+    return true;
+}
+
 bool final_status(recipient_status s) {
     return s == recipient_status::delivered || s == recipient_status::bounced || s == recipient_status::expired;
 }
@@ -270,10 +277,21 @@ std::int64_t delivery::now_ms() const noexcept { return core::monotonic_ms(); }
 void delivery::mx_resolved(destination& d, core::mx_result result) noexcept {
     d.resolving = false;
     switch (result.status) {
-        case core::dns_status::ok:
+        case core::dns_status::ok: {
             d.targets.clear();
             d.target_hosts.clear();
+            // RFC 5321 §5.1: if we are one of the exchangers, only those more preferred than
+            // us may be used; if none is, the mail would loop back to us.
+            std::uint32_t self_preference = UINT32_MAX;
             for (const core::mx_target& t : result.targets) {
+                bool self = equal_ci(t.host, _config.hostname);
+                for (const core::endpoint& e : t.addresses)
+                    for (const core::endpoint& l : _config.listen_endpoints)
+                        self = self || core::to_string(e) == core::to_string(l);
+                if (self) self_preference = std::min<std::uint32_t>(self_preference, t.preference);
+            }
+            for (const core::mx_target& t : result.targets) {
+                if (t.preference >= self_preference) continue;
                 for (const core::endpoint& e : t.addresses) {
                     d.targets.push_back(e);
                     d.target_hosts.push_back(t.host);
@@ -282,12 +300,17 @@ void delivery::mx_resolved(destination& d, core::mx_result result) noexcept {
             d.next_target = 0;
             // The resolver caches by TTL; this only bounds how long a connection plan is reused.
             d.resolved_until_ms = core::monotonic_ms() + 60000;
+            if (d.targets.empty() && self_preference != UINT32_MAX) {
+                fail_ready_jobs(d, recipient_status::bounced, "mail for " + d.name + " loops back to myself", "5.4.6");
+                return;
+            }
             if (d.targets.empty()) {
                 fail_ready_jobs(d, recipient_status::deferred, "no usable mail exchanger address", "4.4.3");
                 return;
             }
             dispatch(d);
             return;
+        }
         case core::dns_status::null_mx:
             fail_ready_jobs(d, recipient_status::bounced, "the domain accepts no mail (null MX, RFC 7505)", "5.1.10");
             return;

@@ -49,18 +49,20 @@ def scenario(c):
         "--mx-host=fallback.test,dead.fallback.test,10", "--host-record=dead.fallback.test,127.0.0.2",
         "--mx-host=fallback.test,live.fallback.test,20", "--host-record=live.fallback.test,127.0.0.1",
         "--mx-host=nullmx.test,.,0",
+        # loop.test's only exchanger is this relay itself (its --hostname).
+        "--mx-host=loop.test,mx.test.invalid,10", "--host-record=mx.test.invalid,127.0.0.1",
     ])
     relay = harness.Relay(binary, ["--dns-server", f"127.0.0.1:{dns.port}", "--smtp-port", str(sink.port),
                                    "--retry-intervals", "1s"]).start()
     s = smtplib.SMTP(relay.host, relay.port, timeout=30)
     for rcpt, tag in [("a@example.test", "mx"), ("b@implicit.test", "implicit"), ("e@fallback.test", "fallback"),
-                      ("n@nullmx.test", "nullmx"), ("x@nxdomain.test", "nxdomain")]:
+                      ("n@nullmx.test", "nullmx"), ("x@nxdomain.test", "nxdomain"), ("l@loop.test", "loop")]:
         s.sendmail("sender@example.test", [rcpt], b"Subject: %s\r\nMessage-ID: <%s@test>\r\n\r\nbody\r\n" % (
             tag.encode(), tag.encode()))
     s.quit()
 
-    wait_for(lambda: len(log_records(relay, "Delivery")) >= 3 and len(log_records(relay, "Bounce")) >= 2,
-             "three deliveries and two bounces logged", c)
+    wait_for(lambda: len(log_records(relay, "Delivery")) >= 3 and len(log_records(relay, "Bounce")) >= 3,
+             "three deliveries and three bounces logged", c)
     delivered = {r["recipient"]: r for r in log_records(relay, "Delivery")}
     c.check("a@example.test" in delivered, "MX domain delivered")
     if "a@example.test" in delivered:
@@ -75,12 +77,14 @@ def scenario(c):
             "null MX bounces at once with 5.1.10", bounces.get("n@nullmx.test"))
     c.check("x@nxdomain.test" in bounces and "5.1.2" in (bounces["x@nxdomain.test"]["reply"] or ""),
             "NXDOMAIN bounces at once with 5.1.2", bounces.get("x@nxdomain.test"))
+    c.check("l@loop.test" in bounces and "5.4.6" in (bounces["l@loop.test"]["reply"] or ""),
+            "an MX pointing at ourselves bounces with 5.4.6 (RFC 5321 §5.1)", bounces.get("l@loop.test"))
     c.check(not log_records(relay, "TransientFailure") or all(
         r["recipient"] == "e@fallback.test" for r in log_records(relay, "TransientFailure")),
         "no other recipient was deferred", log_records(relay, "TransientFailure"))
     # The two DSNs go to sender@example.test, i.e. by MX to the sink as well.
-    wait_for(lambda: sum(1 for r in log_records(relay, "Delivery") if r["recipient"] == "sender@example.test") >= 2,
-             "both DSNs delivered to the sender's exchanger", c)
+    wait_for(lambda: sum(1 for r in log_records(relay, "Delivery") if r["recipient"] == "sender@example.test") >= 3,
+             "the three DSNs delivered to the sender's exchanger", c)
     got = {b.split(b"Message-ID: <")[1].split(b"@")[0].decode() for m, b in sink.messages()
            if m.get("X-Mail-Args") != ["<>"] and b"Message-ID: <" in b}
     c.check(got == {"mx", "implicit", "fallback"}, "the sink got exactly the three deliverable messages", got)

@@ -293,5 +293,24 @@ TEST(ServerSessionBdat, CommitFailureEndsTransaction) {
     EXPECT_EQ(ok.messages.size(), 1U);
 }
 
+
+// RFC 5321 §6.3: a message that has passed through too many relays is a loop; refuse it.
+TEST(ServerSessionData, RefusesMessageWithTooManyReceivedHeaders) {
+    std::string hops;
+    for (std::size_t i = 0; i < max_received_headers + 1; ++i) hops += "Received: from hop" + std::to_string(i) + "\r\n";
+    const auto t = run_everywhere(test_config(), untrusted_client(), prologue + "DATA\r\n" + hops + "\r\nbody\r\n.\r\n");
+    EXPECT_EQ(t.out, banner + prologue_reply + "354 End data with <CR><LF>.<CR><LF>\r\n554 5.4.6 Too many hops\r\n");
+    EXPECT_TRUE(t.messages.empty());
+}
+
+TEST(ServerSessionData, AcceptsMessageAtTheHopLimit) {
+    std::string hops;
+    for (std::size_t i = 0; i < max_received_headers; ++i) hops += "received: from hop" + std::to_string(i) + "\r\n";
+    // Received: lines in the body do not count.
+    const auto t = run_everywhere(test_config(), untrusted_client(),
+                                  prologue + "DATA\r\n" + hops + "\r\nReceived: in the body\r\n.\r\n");
+    ASSERT_EQ(t.messages.size(), 1U);
+}
+
 }  // namespace
 }  // namespace ringrelay::protocol
