@@ -240,6 +240,7 @@ void server_session::on_mail(const command& cmd, std::string& out) {
         return say(out, reply_id::size_exceeded);
     }
     if (path->non_ascii && !params->smtputf8) return say(out, reply_id::utf8_not_declared);
+    if (!_host.can_accept_mail()) return say(out, reply_id::no_space);
     _envelope.mail_from.assign(path->mailbox);
     _envelope.body = params->body == body_parameter::eight_bit_mime ? body_type::eight_bit_mime : body_type::seven_bit;
     _envelope.smtputf8 = params->smtputf8;

@@ -48,6 +48,10 @@ public:
     virtual std::uint64_t next_queue_id() noexcept = 0;
     // The current date in RFC 5322 form, "Sat, 28 Nov 2026 03:35:26 +0000", for Received:.
     virtual std::string_view rfc5322_date() noexcept = 0;
+    // False while the spool cannot take a message (disk nearly full, or failing): MAIL then
+    // gets 452 4.3.1 before the client sends any data (RFC 5321 §4.5.3.1.9 style; Postfix's
+    // queue_minfree).
+    virtual bool can_accept_mail() noexcept { return true; }
 };
 
 enum class body_type : std::uint8_t { seven_bit, eight_bit_mime };

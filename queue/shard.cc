@@ -105,6 +105,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
         _finished.store(true, std::memory_order_release);
         return;
     }
+    _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
     for (auto& a : _accepts) arm_accept(*a);
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
@@ -212,6 +213,8 @@ void shard::tick() noexcept {
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _deadlines.expire(now);
+    // Postfix's rule: room for one and a half of the largest message.
+    _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
     _delivery->tick(now);
     _counters.delivered.store(_delivery->counters().delivered, std::memory_order_relaxed);
     _counters.queued_for_delivery.store(_delivery->queued_messages(), std::memory_order_relaxed);

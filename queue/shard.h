@@ -77,6 +77,7 @@ public:
     // session_host
     std::uint64_t next_queue_id() noexcept override;
     std::string_view rfc5322_date() noexcept override { return _dates.now(); }
+    bool can_accept_mail() noexcept override { return _spool->accepting(); }
 
     // Shard-thread API used by connections.
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }

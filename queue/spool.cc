@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -193,6 +194,14 @@ bool spool::roll_segment() noexcept {
     _committed_end = 0;
     _live.emplace(_segment_number, 0);
     return true;
+}
+
+void spool::check_space(std::uint64_t reserve) noexcept {
+    if (_fd < 0 && _batch.empty()) (void)roll_segment();  // after a failure: try again
+    struct statvfs st {};
+    if (::statvfs(_dir.c_str(), &st) != 0) return;
+    const std::uint64_t available = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+    _low_space = available < reserve;
 }
 
 void spool::release_segment(std::uint64_t segment) noexcept {

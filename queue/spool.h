@@ -107,6 +107,12 @@ public:
     [[nodiscard]] bool idle() const noexcept { return _pending.empty() && _batch.empty(); }
     // Set after a failed commit when no new segment could be made; cleared by a commit that works.
     [[nodiscard]] bool healthy() const noexcept { return _healthy; }
+    // Once a second: is there room for another message? `reserve` bytes must stay free on the
+    // spool's file system (Postfix refuses MAIL below 1.5 x message_size_limit). Also retries
+    // making a segment after a failure.
+    void check_space(std::uint64_t reserve) noexcept;
+    // New mail may be accepted: the disk has room and the spool has a segment to write to.
+    [[nodiscard]] bool accepting() const noexcept { return !_low_space && (_healthy || _fd >= 0); }
     [[nodiscard]] const spool_stats& stats() const noexcept { return _stats; }
     [[nodiscard]] const std::string& directory() const noexcept { return _dir; }
 
@@ -142,6 +148,7 @@ private:
     std::uint64_t _segment_number = 0;
     std::uint64_t _committed_end = 0;  // bytes of the current segment known durable
     bool _healthy = true;
+    bool _low_space = false;
 
     // Gathering for the next commit.
     std::vector<entry> _pending;
