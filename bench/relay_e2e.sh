@@ -51,7 +51,7 @@
 # Environment (defaults):
 #   RR_MSGS=20000 PF_MSGS=5000  messages per round for each relay
 #   SESSIONS=50 MSG_SIZE=2048 ROUNDS=3
-#   RR_CONNS=16            ringrelay --max-connections-per-destination (per shard)
+#   RR_CONNS=16            ringrelay --max-connections-per-destination (per next hop: one shard owns it)
 #   RR_SHARDS=             ringrelay --shards (empty: its default, online CPUs)
 #   RR_ARGS=               extra ringrelay flags, split on spaces
 #   PF_CONCURRENCY=RR_CONNS*shards   Postfix smtp_destination_concurrency_limit
@@ -463,7 +463,7 @@ row() {  # row NAME MSGS SECONDS [NOTE]
 rounds_note=""
 ((ROUNDS > 1)) && rounds_note=", median of $ROUNDS rounds"
 echo "relay end to end (smtp-source -d -> relay -> smtp-sink; $((MSG_SIZE / 1024)) KiB, $SESSIONS sessions, durable, delivered messages$rounds_note)"
-row ringrelay "$RR_MSGS" "$rr_med" "   ($shards shards, <= $RR_CONNS connections to the sink per shard)"
+row ringrelay "$RR_MSGS" "$rr_med" "   ($shards shards, <= $RR_CONNS connections to the sink)"
 row postfix "$PF_MSGS" "$pf_med" "   (Postfix $PF_VERSION, smtp_destination_concurrency_limit $PF_CONCURRENCY)"
 echo "ratio ringrelay/postfix: ${ratio}x   (1-min load average $LOAD_START before the run)"
 printf '{"bench":"relay_e2e","message_bytes":%d,"sessions":%d,"client":"smtp-source -d","sink":"smtp-sink","cpus":%d,"loadavg_before":%s,"rounds":%d,' \

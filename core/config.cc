@@ -236,7 +236,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
                    "(default 5m,10m,20m,40m,1h20m,2h40m,4h)");
     app.add_option("--max-age", flags.max_age, "after this long undelivered mail expires and bounces (default 5d)");
     app.add_option("--max-connections-per-destination", flags.max_connections_per_destination,
-                   "outbound connections per next hop and shard (default 16)");
+                   "outbound connections per next hop (default 16)");
     app.add_option("--max-messages-per-connection", flags.max_messages_per_connection,
                    "messages sent over one outbound connection before it is closed (default 1000)");
     app.add_option("--idle-connection-timeout", flags.idle_connection_timeout,

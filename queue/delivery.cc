@@ -110,13 +110,9 @@ std::size_t delivery::finish_recovery() {
         _messages.clear();  // their segments stay held; the bodies need not stay in memory
         return n;
     }
-    for (auto& [id, m] : _messages) {
-        if (m->next_attempt_us > static_cast<std::uint64_t>(core::unix_us())) {
-            _retries.emplace(m->next_attempt_us, id);
-        } else {
-            schedule(*m, now_ms);
-        }
-    }
+    // Scheduled from the first tick, once the shards' mailboxes are connected.
+    for (auto& [id, m] : _messages) _retries.emplace(m->next_attempt_us, id);
+    (void)now_ms;
     return _messages.size();
 }
 
@@ -147,7 +143,7 @@ void delivery::accept(const protocol::envelope& env, std::string_view client, st
     schedule(ref, core::monotonic_ms());
 }
 
-destination* delivery::route(std::string_view rcpt) {
+bool delivery::route_of(std::string_view rcpt, route_key& out) const {
     const std::string domain = domain_of(rcpt);
     const core::config::route* hit = nullptr;
     for (const core::config::route& r : _config.route_table) {
@@ -166,26 +162,32 @@ destination* delivery::route(std::string_view rcpt) {
     }
     if (hit == nullptr) {
         // MX delivery (RFC 5321 §5.1). An address without a domain cannot be routed.
-        if (domain.empty() || _resolver == nullptr) return nullptr;
-        auto& slot = _destinations["mx:" + domain];
-        if (!slot) {
-            slot = std::make_unique<destination>();
-            slot->owner = this;
-            slot->name = domain;
-            slot->by_mx = true;
-        }
-        return slot.get();
+        if (domain.empty() || _resolver == nullptr) return false;
+        out.key = "mx:" + domain;
+        out.name = domain;
+        out.by_mx = true;
+        return true;
     }
-    const std::string name = core::to_string(hit->next_hop);
-    auto& slot = _destinations[name];
+    out.name = core::to_string(hit->next_hop);
+    out.key = out.name;
+    out.by_mx = false;
+    out.hop = hit->next_hop;
+    return true;
+}
+
+destination& delivery::destination_for(const route_key& r) {
+    auto& slot = _destinations[r.key];
     if (!slot) {
         slot = std::make_unique<destination>();
         slot->owner = this;
-        slot->name = name;
-        slot->targets = {hit->next_hop};
-        slot->target_hosts = {name};
+        slot->name = r.name;
+        slot->by_mx = r.by_mx;
+        if (!r.by_mx) {
+            slot->targets = {r.hop};
+            slot->target_hosts = {r.name};
+        }
     }
-    return slot.get();
+    return *slot;
 }
 
 // Groups the message's pending recipients that are not in flight by destination, one job
@@ -193,22 +195,25 @@ destination* delivery::route(std::string_view rcpt) {
 void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     if (_stopping) return;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
-    std::vector<std::pair<destination*, delivery_job*>> jobs;
+    std::vector<delivery_job*> jobs;
+    route_key r;
     for (std::uint32_t i = 0; i < m.status.size(); ++i) {
         if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
-        destination* d = route(m.envelope.rcpt_to[i]);
-        if (d == nullptr) {
+        if (!route_of(m.envelope.rcpt_to[i], r)) {
             defer(m, i, next_hop_ref{}, nullptr, "no route to the recipient's domain", now_us);
             continue;
         }
         delivery_job* job = nullptr;
-        for (auto& [dest, j] : jobs)
-            if (dest == d) job = j;
+        for (delivery_job* j : jobs)
+            if (j->route.key == r.key) job = j;
         if (job == nullptr) {
             job = new delivery_job();
             job->message = &m;
-            job->dest = d;
-            jobs.emplace_back(d, job);
+            job->origin = this;
+            job->origin_shard = _shard;
+            job->route = r;
+            job->started_ms = now_ms;
+            jobs.push_back(job);
         }
         job->rcpt_index.push_back(i);
         job->rcpt_to.push_back(m.envelope.rcpt_to[i]);
@@ -217,14 +222,66 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     // A guard job count: a dispatch may finish a job at once (a local refusal) and must not
     // finish, and free, the message while this function still uses it.
     ++m.jobs;
-    for (auto& [d, job] : jobs) {
-        ++m.jobs;
-        job->started_ms = now_ms;
-        d->ready.push_back(job);
+    m.jobs += static_cast<std::uint32_t>(jobs.size());
+    for (delivery_job* job : jobs) {
+        // The destination's owner shard runs its connections (DESIGN.md): one pool, one set
+        // of limits and one DNS cache per destination for the whole node.
+        const auto owner = static_cast<unsigned>(std::hash<std::string>{}(job->route.key) % _shard_count);
+        if (owner == _shard || _outgoing.empty() || _outgoing[owner] == nullptr) {
+            enqueue_local(job);
+        } else {
+            cross_message msg;
+            msg.type = cross_message::kind::job;
+            msg.job = job;
+            send_cross(owner, std::move(msg));
+        }
     }
-    for (auto& [d, job] : jobs) dispatch(*d);
     --m.jobs;
     maybe_finish(m);  // the last use of m
+}
+
+void delivery::enqueue_local(delivery_job* job) noexcept {
+    destination& d = destination_for(job->route);
+    job->dest = &d;
+    d.ready.push_back(job);
+    dispatch(d);
+}
+
+void delivery::send_cross(unsigned shard, cross_message&& msg) noexcept {
+    if (_cross_pending.size() < _shard_count) _cross_pending.resize(_shard_count);
+    auto& pending = _cross_pending[shard];
+    if (pending.empty() && _outgoing[shard]->send(_reactor, msg)) return;
+    pending.push_back(std::move(msg));  // the ring is full: try again at the end of the turn
+}
+
+void delivery::flush_cross() noexcept {
+    for (unsigned s = 0; s < _cross_pending.size(); ++s) {
+        auto& pending = _cross_pending[s];
+        while (!pending.empty() && _outgoing[s]->send(_reactor, pending.front())) pending.pop_front();
+    }
+}
+
+void delivery::handle(cross_message&& msg) noexcept {
+    if (msg.type == cross_message::kind::job) {
+        enqueue_local(msg.job);
+    } else {
+        apply_outcome(msg.job, msg.outcome, msg.hop, msg.why);
+    }
+}
+
+void delivery::return_job(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
+                          const std::string& why) noexcept {
+    if (job->origin == this) {
+        apply_outcome(job, outcome, hop, why);
+        return;
+    }
+    cross_message msg;
+    msg.type = cross_message::kind::outcome;
+    msg.job = job;
+    msg.outcome = std::move(outcome);
+    msg.hop = hop;
+    msg.why = why;
+    send_cross(job->origin_shard, std::move(msg));
 }
 
 void delivery::dispatch(destination& d) noexcept {
@@ -273,6 +330,14 @@ void delivery::dispatch(destination& d) noexcept {
 void destination::resolved(core::mx_result result) noexcept { owner->mx_resolved(*this, std::move(result)); }
 
 std::int64_t delivery::now_ms() const noexcept { return core::monotonic_ms(); }
+
+// 1 s, 2 s, 4 s ... after consecutive failures, capped at 60 s and at the first retry
+// interval (a destination is never held back longer than its mail would wait anyway).
+std::int64_t delivery::destination_backoff_ms(std::uint32_t failures) const noexcept {
+    const std::int64_t first = _schedule.intervals().front().count();
+    const std::int64_t cap = std::max<std::int64_t>(100, std::min<std::int64_t>(60000, first));
+    return std::min<std::int64_t>(cap, 1000LL << std::min<std::uint32_t>(failures == 0 ? 0 : failures - 1, 6));
+}
 
 void delivery::mx_resolved(destination& d, core::mx_result result) noexcept {
     d.resolving = false;
@@ -348,20 +413,13 @@ void delivery::fail_ready_jobs(destination& d, recipient_status status, const st
     while (!d.ready.empty()) {
         delivery_job* job = d.ready.front();
         d.ready.pop_front();
-        stored_message& m = *job->message;
-        for (const std::uint32_t i : job->rcpt_index) {
-            m.in_flight[i] = 0;
-            ++m.attempts[i];
-            if (status == recipient_status::bounced) {
-                finish_recipient(m, i, recipient_status::bounced, hop, &reply, why.c_str(), now_us);
-            } else {
-                defer(m, i, hop, &reply, why.c_str(), now_us);
-            }
-        }
-        --m.jobs;
-        delete job;
-        maybe_finish(m);
+        protocol::message_outcome outcome;
+        outcome.kind = status == recipient_status::bounced ? protocol::outcome_kind::permanent_failure
+                                                          : protocol::outcome_kind::transient_failure;
+        outcome.reply = reply;
+        return_job(job, std::move(outcome), hop, why);
     }
+    (void)now_us;
 }
 
 // ---- outcomes -------------------------------------------------------------------------
@@ -380,31 +438,54 @@ void delivery::connection_ready(outbound& c) noexcept {
 }
 
 void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept {
+    bool any_accepted = outcome.kind == protocol::outcome_kind::accepted;
+    for (const protocol::recipient_outcome& r : outcome.recipients)
+        any_accepted = any_accepted || r.kind == protocol::outcome_kind::accepted;
+    if (any_accepted) {
+        c.dest().connect_failures = 0;  // the next hop works: forget its back-off
+        c.dest().backoff_until_ms = 0;
+    }
+    return_job(job, protocol::message_outcome(outcome), next_hop_ref{c.target_host(), c.target_address()}, "");
+    if (c.messages_sent() >= _config.max_messages_per_connection || _stopping) {
+        c.finish();
+    } else if (!c.closing()) {
+        destination& d = c.dest();
+        if (!d.ready.empty() && c.ready_for_job()) {
+            delivery_job* next = d.ready.front();
+            d.ready.pop_front();
+            c.assign(next);
+        }
+    }
+}
+
+void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& remote,
+                             const std::string& why) noexcept {
     stored_message& m = *job->message;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
-    const next_hop_ref remote{c.target_host(), c.target_address()};
+    const char* reason = why.empty() ? nullptr : why.c_str();
     for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
         const std::uint32_t i = job->rcpt_index[k];
         m.in_flight[i] = 0;
         const protocol::recipient_outcome* ro = k < outcome.recipients.size() ? &outcome.recipients[k] : nullptr;
         const protocol::outcome_kind kind = ro != nullptr ? ro->kind : outcome.kind;
         const protocol::outcome_reply& reply = ro != nullptr ? ro->reply : outcome.reply;
+        const protocol::outcome_reply* reply_ptr = reply.origin == protocol::reply_origin::none ? nullptr : &reply;
         switch (kind) {
             case protocol::outcome_kind::accepted:
-                c.dest().connect_failures = 0;  // the next hop works: forget its back-off
-                c.dest().backoff_until_ms = 0;
                 ++m.attempts[i];
                 finish_recipient(m, i, recipient_status::delivered, remote, &reply, nullptr, now_us);
                 break;
             case protocol::outcome_kind::permanent_failure:
                 ++m.attempts[i];
-                finish_recipient(m, i, recipient_status::bounced, remote, &reply, nullptr, now_us);
+                finish_recipient(m, i, recipient_status::bounced, remote, reply_ptr, reason, now_us);
                 break;
             case protocol::outcome_kind::transient_failure:
             case protocol::outcome_kind::protocol_error:
                 ++m.attempts[i];
-                defer(m, i, remote, reply.origin == protocol::reply_origin::none ? nullptr : &reply,
-                      kind == protocol::outcome_kind::protocol_error ? "connection lost or protocol error" : nullptr,
+                defer(m, i, remote, reply_ptr,
+                      reason != nullptr ? reason
+                      : kind == protocol::outcome_kind::protocol_error ? "connection lost or protocol error"
+                                                                        : nullptr,
                       now_us);
                 break;
             case protocol::outcome_kind::not_attempted:
@@ -418,16 +499,6 @@ void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_
         schedule(m, core::monotonic_ms());
     } else {
         maybe_finish(m);
-    }
-    if (c.messages_sent() >= _config.max_messages_per_connection || _stopping) {
-        c.finish();
-    } else if (!c.closing()) {
-        destination& d = c.dest();
-        if (!d.ready.empty() && c.ready_for_job()) {
-            delivery_job* next = d.ready.front();
-            d.ready.pop_front();
-            c.assign(next);
-        }
     }
 }
 
@@ -443,7 +514,7 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
         // 421 (RFC 5321 §3.8): the next hop is shedding load. Back off before reconnecting
         // instead of opening a fresh connection for every queued job.
         ++d.connect_failures;
-        const std::int64_t backoff = std::min<std::int64_t>(60000, 1000LL << std::min<std::uint32_t>(d.connect_failures - 1, 6));
+        const std::int64_t backoff = destination_backoff_ms(d.connect_failures);
         d.backoff_until_ms = core::monotonic_ms() + backoff;
     }
     if (failed_before_greeting && !d.targets.empty()) {
@@ -460,22 +531,15 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
         ++d.connect_failures;
         // Back off the destination: 1 s, 2 s, 4 s ... 60 s. Jobs waiting for it stay queued
         // and are picked up by tick() once the back-off ends.
-        const std::int64_t backoff = std::min<std::int64_t>(60000, 1000LL << std::min<std::uint32_t>(d.connect_failures - 1, 6));
+        const std::int64_t backoff = destination_backoff_ms(d.connect_failures);
         d.backoff_until_ms = core::monotonic_ms() + backoff;
         // Jobs queued for a destination we cannot reach are deferred now, not held in memory.
-        const auto now_us = static_cast<std::uint64_t>(core::unix_us());
         while (!d.ready.empty()) {
             delivery_job* job = d.ready.front();
             d.ready.pop_front();
-            stored_message& m = *job->message;
-            for (const std::uint32_t i : job->rcpt_index) {
-                m.in_flight[i] = 0;
-                ++m.attempts[i];
-                defer(m, i, next_hop_ref{c.target_host(), c.target_address()}, nullptr, why.c_str(), now_us);
-            }
-            --m.jobs;
-            delete job;
-            maybe_finish(m);
+            protocol::message_outcome outcome;
+            outcome.kind = protocol::outcome_kind::transient_failure;
+            return_job(job, std::move(outcome), next_hop_ref{c.target_host(), c.target_address()}, why);
         }
     }
     std::erase(d.connections, &c);
@@ -723,6 +787,7 @@ void delivery::stop(bool force) noexcept {
 }
 
 void delivery::on_turn_end() noexcept {
+    flush_cross();
     for (std::size_t i = 0; i < _flush.size(); ++i) _flush[i]->flush();
     _flush.clear();
     if (_graveyard.empty()) return;

@@ -7,8 +7,11 @@
 // (core::config::route_table). A recipient whose domain has no route waits, deferred, until
 // MX routing lands (the DNS resolver); it expires after --max-age like any deferred mail.
 //
-// Deviation from DESIGN.md, for now: each shard delivers the messages it accepted itself
-// (no owner-shard hop through the mailbox), so connection pools and limits are per shard.
+// The owner hop (DESIGN.md): a job (one message's recipients for one destination) goes to
+// the shard that owns the destination, hash(destination) % shards, through a core::mailbox
+// (SPSC ring + MSG_RING); that shard runs the destination's connection pool, limits and DNS,
+// and sends the outcome back the same way to the message's shard, which journals it. The
+// message stays in its shard's memory; the owner only reads its envelope and body.
 //
 // Threading: shard-local. stored messages are owned here; jobs point into them and live
 // until their outcome is handled.
@@ -24,6 +27,7 @@
 #include "core/buffer_ring.h"
 #include "core/config.h"
 #include "core/dns.h"
+#include "core/mailbox.h"
 #include "core/log.h"
 #include "core/reactor.h"
 #include "protocol/client_session.h"
@@ -70,9 +74,25 @@ struct stored_message {
 
 struct destination;
 
+// Where a job goes: a destination key and what is needed to build the destination on the
+// shard that owns it.
+struct route_key {
+    std::string key;  // "mx:<domain>" or "<ADDR:PORT>" of a static route
+    std::string name;
+    bool by_mx = false;
+    core::endpoint hop;  // static routes
+};
+
+// One message's recipients for one destination. Created and freed by the message's (origin)
+// shard; handed to the destination's owner shard through the mailbox and back with its
+// outcome. While it is away the owner only reads the message's envelope and body, which
+// do not change while m.jobs > 0.
 struct delivery_job {
     stored_message* message = nullptr;
-    destination* dest = nullptr;
+    delivery* origin = nullptr;
+    unsigned origin_shard = 0;
+    route_key route;
+    destination* dest = nullptr;  // on the owner shard
     std::vector<std::uint32_t> rcpt_index;
     std::vector<std::string> rcpt_to;  // the addresses, for the client session's span
     std::int64_t started_ms = 0;
@@ -95,6 +115,15 @@ struct destination final : core::mx_waiter {
     std::vector<outbound*> connections;
     std::int64_t backoff_until_ms = 0;
     std::uint32_t connect_failures = 0;
+};
+
+// What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
+struct cross_message {
+    enum class kind : std::uint8_t { job, outcome } type = kind::job;
+    delivery_job* job = nullptr;
+    protocol::message_outcome outcome;  // kind outcome
+    next_hop_ref hop;
+    std::string why;
 };
 
 struct delivery_counters {
@@ -142,8 +171,16 @@ public:
     void mx_resolved(destination& d, core::mx_result result) noexcept;
     void set_resolver(core::mx_resolver* r) noexcept { _resolver = r; }
     void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
+
+    // Cross-shard: the owner hop (DESIGN.md). shard_count and one outgoing mailbox per other
+    // shard are set before the shard's loop starts.
+    void set_shards(unsigned count) noexcept { _shard_count = count; _outgoing.assign(count, nullptr); }
+    void set_outgoing(unsigned shard, core::mailbox<cross_message>* box) noexcept { _outgoing[shard] = box; }
+    // A mailbox message from another shard (called on this shard by its reactor).
+    void handle(cross_message&& msg) noexcept;
     void connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept;
     [[nodiscard]] std::int64_t now_ms() const noexcept;
+    [[nodiscard]] std::int64_t destination_backoff_ms(std::uint32_t failures) const noexcept;
     void want_flush(outbound* c) { _flush.push_back(c); }
     [[nodiscard]] std::int64_t command_timeout_ms() const noexcept;
 
@@ -152,6 +189,17 @@ public:
 
 private:
     void schedule(stored_message& m, std::int64_t now_ms);
+    [[nodiscard]] bool route_of(std::string_view rcpt, route_key& out) const;
+    destination& destination_for(const route_key& r);
+    void enqueue_local(delivery_job* job) noexcept;
+    // Owner side: the job is over; its outcome goes back to the origin shard.
+    void return_job(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
+                    const std::string& why) noexcept;
+    // Origin side: apply a job's outcome to its message.
+    void apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& hop,
+                       const std::string& why) noexcept;
+    void send_cross(unsigned shard, cross_message&& msg) noexcept;
+    void flush_cross() noexcept;
     void dispatch(destination& d) noexcept;
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
     void defer(stored_message& m, std::uint32_t i, const next_hop_ref& remote, const protocol::outcome_reply* reply,
@@ -165,7 +213,6 @@ private:
     void log_event(const char* type, const stored_message& m, std::uint32_t i, const next_hop_ref& remote,
                    const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
                    std::uint64_t next_attempt_us);
-    [[nodiscard]] destination* route(std::string_view rcpt);
 
     core::reactor& _reactor;
     spool& _spool;
@@ -195,6 +242,9 @@ private:
     std::deque<std::unique_ptr<pending_dsn>> _dsn_commits;
     std::vector<std::unique_ptr<pending_dsn>> _dsn_retry;  // commit failed: appended again on tick
     jitter_source _jitter;
+    unsigned _shard_count = 1;
+    std::vector<core::mailbox<cross_message>*> _outgoing;
+    std::vector<std::deque<cross_message>> _cross_pending;  // the target's ring was full
     bool _stopping = false;
     delivery_counters _counters;
 };

@@ -26,6 +26,7 @@ relay::relay(core::config config, storage_factory make_storage)
 }
 
 relay::~relay() {
+    if (!_go_set) _go.set_value();
     request_stop();
     join();
     if (_log_fd > 2) ::close(_log_fd);
@@ -54,7 +55,8 @@ std::expected<void, std::string> relay::start() {
     std::vector<core::endpoint> listen = _config.listen_endpoints;
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
-            std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _make_storage));
+            std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
+                                    _make_storage));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -64,6 +66,8 @@ std::expected<void, std::string> relay::start() {
         _threads.emplace_back([s, ready] { s->run(*ready); });
         shard_init_result r = result.get();
         if (!r.error.empty()) {
+            _go.set_value();
+            _go_set = true;
             request_stop();
             join();
             return std::unexpected("shard " + std::to_string(i) + ": " + r.error);
@@ -76,6 +80,20 @@ std::expected<void, std::string> relay::start() {
             _bound = r.bound;
         }
     }
+    // The cross-shard mailboxes (one per ordered pair of shards), then let the shards run.
+    const unsigned n = _config.shards;
+    _mailboxes.resize(static_cast<std::size_t>(n) * n);
+    for (unsigned from = 0; from < n; ++from) {
+        for (unsigned to = 0; to < n; ++to) {
+            if (from == to) continue;
+            delivery& consumer = _shards[to]->outbound_delivery();
+            auto box = std::make_unique<core::mailbox<cross_message>>(4096, _shards[to]->ring_fd(), &consumer);
+            _shards[from]->outbound_delivery().set_outgoing(to, box.get());
+            _mailboxes[static_cast<std::size_t>(from) * n + to] = std::move(box);
+        }
+    }
+    _go.set_value();
+    _go_set = true;
     return {};
 }
 

@@ -12,6 +12,8 @@
 #include "core/config.h"
 #include "core/reactor.h"
 #include "protocol/server_session.h"
+#include "core/mailbox.h"
+#include "queue/delivery.h"
 #include "queue/shard.h"
 
 namespace ringrelay::queue {
@@ -49,6 +51,11 @@ private:
     core::reactor _control;  // sends the stop wake-ups (MSG_RING)
     std::vector<std::unique_ptr<shard>> _shards;
     std::vector<std::unique_ptr<std::promise<shard_init_result>>> _ready;
+    std::promise<void> _go;
+    std::shared_future<void> _go_future = _go.get_future().share();
+    bool _go_set = false;
+    // mailboxes[i * shards + j]: from shard i to shard j (i != j).
+    std::vector<std::unique_ptr<core::mailbox<cross_message>>> _mailboxes;
     std::vector<std::thread> _threads;
     std::vector<core::endpoint> _bound;
     std::size_t _recovered = 0;

@@ -22,7 +22,7 @@ constexpr int listen_backlog = 4096;
 
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
-             std::vector<core::endpoint> listen, storage_factory make_storage)
+             std::vector<core::endpoint> listen, std::shared_future<void> go, storage_factory make_storage)
     : _index(index),
       _config(config),
       _server(server),
@@ -31,6 +31,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _log_fd(log_fd),
       _listen(std::move(listen)),
       _make_storage(std::move(make_storage)),
+      _go(std::move(go)),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
     _stop.owner = this;
 }
@@ -54,6 +55,7 @@ std::string shard::init() {
     _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index);
     _delivery->set_buffers(&_buffers);
+    _delivery->set_shards(_config.shards);
     core::dns_config dns;
     if (!_config.dns_server.empty())
         if (auto e = core::parse_endpoint(_config.dns_server)) dns.servers.push_back(*e);
@@ -105,6 +107,9 @@ void shard::run(std::promise<shard_init_result>& ready) {
         _finished.store(true, std::memory_order_release);
         return;
     }
+    // Every shard's reactor exists now; wait until the relay has connected the cross-shard
+    // mailboxes before any mail moves.
+    _go.wait();
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
     for (auto& a : _accepts) arm_accept(*a);
     _next_tick_ms = core::monotonic_ms() + 1000;

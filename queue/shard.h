@@ -60,7 +60,7 @@ public:
     // bind (port 0 picks one; main passes shard 0's result to the others).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
-          std::vector<core::endpoint> listen, storage_factory make_storage = {});
+          std::vector<core::endpoint> listen, std::shared_future<void> go, storage_factory make_storage = {});
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -126,6 +126,7 @@ private:
     const int _log_fd;
     std::vector<core::endpoint> _listen;
     storage_factory _make_storage;
+    std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
 
     // Shard-local.
     core::reactor _reactor;
