@@ -463,6 +463,7 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
     stored_message& m = *job->message;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     const char* reason = why.empty() ? nullptr : why.c_str();
+    _attempt_started_ms = job->started_ms;
     for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
         const std::uint32_t i = job->rcpt_index[k];
         m.in_flight[i] = 0;
@@ -492,6 +493,7 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
                 break;  // rescheduled below without counting an attempt
         }
     }
+    _attempt_started_ms = 0;
     --m.jobs;
     const bool requeue = outcome.kind == protocol::outcome_kind::not_attempted;
     delete job;
@@ -669,6 +671,12 @@ void delivery::log_event(const char* type, const stored_message& m, std::uint32_
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.3f", queued);
     line += buf;
+    if (_attempt_started_ms != 0) {
+        // From scheduling the attempt (routing, connecting, the transaction) to its outcome.
+        std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(core::monotonic_ms() - _attempt_started_ms) / 1e3);
+        line += ",\"attempt_seconds\":";
+        line += buf;
+    }
     if (next_attempt_us != 0) {
         line += ",\"next_attempt\":\"";
         line += core::iso8601_us(static_cast<std::int64_t>(next_attempt_us));
@@ -746,6 +754,7 @@ void delivery::committed(protocol::commit_result result) noexcept {
 
 void delivery::tick(std::int64_t now_ms) noexcept {
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    for (core::mailbox<cross_message>* box : _incoming) box->drain();
     for (auto& dsn : _dsn_retry) {
         _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
         _dsn_commits.push_back(std::move(dsn));

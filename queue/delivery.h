@@ -176,6 +176,9 @@ public:
     // shard are set before the shard's loop starts.
     void set_shards(unsigned count) noexcept { _shard_count = count; _outgoing.assign(count, nullptr); }
     void set_outgoing(unsigned shard, core::mailbox<cross_message>* box) noexcept { _outgoing[shard] = box; }
+    // Mailboxes this shard consumes: drained on every tick as well, so a MSG_RING wake-up that
+    // failed (the target's CQ overflowed) delays a message by a second instead of losing it.
+    void add_incoming(core::mailbox<cross_message>* box) { _incoming.push_back(box); }
     // A mailbox message from another shard (called on this shard by its reactor).
     void handle(cross_message&& msg) noexcept;
     void connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept;
@@ -243,7 +246,9 @@ private:
     std::vector<std::unique_ptr<pending_dsn>> _dsn_retry;  // commit failed: appended again on tick
     jitter_source _jitter;
     unsigned _shard_count = 1;
+    std::int64_t _attempt_started_ms = 0;  // set while apply_outcome() logs a job's results
     std::vector<core::mailbox<cross_message>*> _outgoing;
+    std::vector<core::mailbox<cross_message>*> _incoming;
     std::vector<std::deque<cross_message>> _cross_pending;  // the target's ring was full
     bool _stopping = false;
     delivery_counters _counters;

@@ -89,6 +89,7 @@ std::expected<void, std::string> relay::start() {
             delivery& consumer = _shards[to]->outbound_delivery();
             auto box = std::make_unique<core::mailbox<cross_message>>(4096, _shards[to]->ring_fd(), &consumer);
             _shards[from]->outbound_delivery().set_outgoing(to, box.get());
+            consumer.add_incoming(box.get());
             _mailboxes[static_cast<std::size_t>(from) * n + to] = std::move(box);
         }
     }
