@@ -194,45 +194,14 @@ ringrelay_round() {  # ringrelay_round ROUND
 }
 
 pf_setup() {
-    local dir=$WORK/postfix
-    mkdir -p "$dir/etc" "$dir/queue"  # data/ is created by postfix itself, owned by postfix
     pick_port
     PF_PORT=$PORT
-    cat >"$dir/etc/main.cf" <<EOF
-# Private Postfix instance for bench/acceptance.sh: accept from loopback, hold everything.
-compatibility_level = 3.6
-queue_directory = $dir/queue
-data_directory = $dir/data
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix-bench.example.org
-mydomain = example.org
-myorigin = \$myhostname
-mydestination =
-relay_domains =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit_mynetworks, reject
+    pf_setup_dir "$WORK/postfix" "$PF_PORT" "bench/acceptance.sh: accept from loopback, hold everything." <<EOF
 # Every accepted message goes to the hold queue: the queue manager never delivers it.
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
 # 50 sessions need 50 smtpd processes (plus cleanup); this is Postfix's default, spelled out.
 default_process_limit = 100
-# No DNS anywhere (nothing is delivered anyway).
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-# There is no syslog here; log to a file through postlogd, as a real system logs too.
-maillog_file_prefixes = $dir
-maillog_file = $dir/maillog
 EOF
-    pf_write_master_cf "$dir" "$PF_PORT"
-    pf_start "$dir" "$PF_PORT"
 }
 
 pf_round() {  # pf_round ROUND

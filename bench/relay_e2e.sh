@@ -340,34 +340,12 @@ ringrelay_round() {  # ringrelay_round ROUND
 }
 
 pf_setup() {
-    local dir=$WORK/postfix
-    mkdir -p "$dir/etc" "$dir/queue"  # data/ is created by postfix itself, owned by postfix
     pick_port
     PF_PORT=$PORT
-    cat >"$dir/etc/main.cf" <<EOF
-# Private Postfix instance for bench/relay_e2e.sh: accept from loopback, relay everything
-# to the smtp-sink on 127.0.0.1:$SINK_PORT.
-compatibility_level = 3.6
-queue_directory = $dir/queue
-data_directory = $dir/data
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix-bench.example.org
-mydomain = example.org
-myorigin = \$myhostname
-mydestination =
-relay_domains =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit_mynetworks, reject
+    pf_setup_dir "$WORK/postfix" "$PF_PORT" \
+        "bench/relay_e2e.sh: accept from loopback, relay everything to 127.0.0.1:$SINK_PORT." <<EOF
 # Every message goes to the next hop; bracketed and numeric: no MX or A lookup.
 relayhost = [127.0.0.1]:$SINK_PORT
-# No DNS anywhere (disable_dns_lookups is the deprecated spelling of this).
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
 # 50 sessions need 50 smtpd processes, and the smtp clients up to the concurrency limit;
 # this is Postfix's default, spelled out.
 default_process_limit = 100
@@ -375,16 +353,7 @@ default_process_limit = 100
 smtp_destination_concurrency_limit = $PF_CONCURRENCY
 # Connection reuse: Postfix's defaults, spelled out (scache is in master.cf).
 smtp_connection_cache_on_demand = yes
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-# There is no syslog here; log to a file through postlogd, as a real system logs too.
-maillog_file_prefixes = $dir
-maillog_file = $dir/maillog
 EOF
-    pf_write_master_cf "$dir" "$PF_PORT"
-    pf_start "$dir" "$PF_PORT"
 }
 
 pf_round() {  # pf_round ROUND

@@ -93,7 +93,6 @@ void delivery::on_record(std::uint64_t segment, const decoded_message& rec) {
 }
 
 std::size_t delivery::finish_recovery() {
-    const std::int64_t now_ms = core::monotonic_ms();
     std::vector<std::uint64_t> finished;
     for (auto& [id, m] : _messages) {
         m->unfinished = 0;
@@ -112,7 +111,6 @@ std::size_t delivery::finish_recovery() {
     }
     // Scheduled from the first tick, once the shards' mailboxes are connected.
     for (auto& [id, m] : _messages) _retries.emplace(m->next_attempt_us, id);
-    (void)now_ms;
     return _messages.size();
 }
 
@@ -248,7 +246,6 @@ void delivery::enqueue_local(delivery_job* job) noexcept {
 }
 
 void delivery::send_cross(unsigned shard, cross_message&& msg) noexcept {
-    if (_cross_pending.size() < _shard_count) _cross_pending.resize(_shard_count);
     auto& pending = _cross_pending[shard];
     if (pending.empty() && _outgoing[shard]->send(_reactor, msg)) return;
     pending.push_back(std::move(msg));  // the ring is full: try again at the end of the turn
@@ -329,8 +326,6 @@ void delivery::dispatch(destination& d) noexcept {
 
 void destination::resolved(core::mx_result result) noexcept { owner->mx_resolved(*this, std::move(result)); }
 
-std::int64_t delivery::now_ms() const noexcept { return core::monotonic_ms(); }
-
 // 1 s, 2 s, 4 s ... after consecutive failures, capped at 60 s and at the first retry
 // interval (a destination is never held back longer than its mail would wait anyway).
 std::int64_t delivery::destination_backoff_ms(std::uint32_t failures) const noexcept {
@@ -398,7 +393,6 @@ void delivery::mx_resolved(destination& d, core::mx_result result) noexcept {
 // local reason (DNS).
 void delivery::fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced) {
     if (_stopping) return;  // e.g. "resolver stopped": the jobs stay in the spool for the next start
-    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     protocol::outcome_reply reply;
     reply.origin = protocol::reply_origin::local;
     reply.code = status == recipient_status::bounced ? 550 : 451;
@@ -419,7 +413,6 @@ void delivery::fail_ready_jobs(destination& d, recipient_status status, const st
         outcome.reply = reply;
         return_job(job, std::move(outcome), hop, why);
     }
-    (void)now_us;
 }
 
 // ---- outcomes -------------------------------------------------------------------------
@@ -559,16 +552,14 @@ void delivery::defer(stored_message& m, std::uint32_t i, const next_hop_ref& rem
                          why != nullptr ? why : "message expired (--max-age)", now_us);
         return;
     }
-    const auto next_us = static_cast<std::uint64_t>(decision.at.time_since_epoch().count()) * 1000;
-    const std::uint64_t* next = &next_us;
+    const auto next = static_cast<std::uint64_t>(decision.at.time_since_epoch().count()) * 1000;
     m.status[i] = recipient_status::deferred;
     ++_counters.deferred;
     // A recipient without a route has not been attempted: nothing to journal (after a
     // restart it is simply looked at again).
-    if (!remote.name.empty()) _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], *next);
-    log_event("TransientFailure", m, i, remote, reply, why, now_us, *next);
-    if (m.next_attempt_us < now_us || *next < m.next_attempt_us || m.next_attempt_us == 0) m.next_attempt_us = *next;
-    _retries.emplace(*next, m.queue_id);
+    if (!remote.name.empty()) _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], next);
+    log_event("TransientFailure", m, i, remote, reply, why, now_us, next);
+    _retries.emplace(next, m.queue_id);
 }
 
 void delivery::finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const next_hop_ref& remote,

@@ -69,7 +69,7 @@ struct stored_message {
     std::vector<failed_recipient> failures;
     std::uint32_t unfinished = 0;  // recipients not delivered/bounced/expired
     std::uint32_t jobs = 0;        // jobs in flight
-    std::uint64_t next_attempt_us = 0;
+    std::uint64_t next_attempt_us = 0;  // recovery only: when its deferred recipients are due
 };
 
 struct destination;
@@ -174,7 +174,11 @@ public:
 
     // Cross-shard: the owner hop (DESIGN.md). shard_count and one outgoing mailbox per other
     // shard are set before the shard's loop starts.
-    void set_shards(unsigned count) noexcept { _shard_count = count; _outgoing.assign(count, nullptr); }
+    void set_shards(unsigned count) {
+        _shard_count = count;
+        _outgoing.assign(count, nullptr);
+        _cross_pending.resize(count);
+    }
     void set_outgoing(unsigned shard, core::mailbox<cross_message>* box) noexcept { _outgoing[shard] = box; }
     // Mailboxes this shard consumes: drained on every tick as well, so a MSG_RING wake-up that
     // failed (the target's CQ overflowed) delays a message by a second instead of losing it.
@@ -182,7 +186,6 @@ public:
     // A mailbox message from another shard (called on this shard by its reactor).
     void handle(cross_message&& msg) noexcept;
     void connection_closed(outbound& c, bool failed_before_greeting, const std::string& why) noexcept;
-    [[nodiscard]] std::int64_t now_ms() const noexcept;
     [[nodiscard]] std::int64_t destination_backoff_ms(std::uint32_t failures) const noexcept;
     void want_flush(outbound* c) { _flush.push_back(c); }
     [[nodiscard]] std::int64_t command_timeout_ms() const noexcept;

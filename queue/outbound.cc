@@ -18,7 +18,6 @@ namespace ringrelay::queue {
 
 outbound::outbound(delivery& owner, destination& dest, const protocol::client_config& config)
     : _owner(owner), _dest(dest), _session(config) {
-    _connect_op = op{};
     _connect_op.owner = this;
     _connect_op.handler = &outbound::on_connect;
     _recv_op.owner = this;

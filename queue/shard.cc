@@ -87,7 +87,6 @@ void shard::run(std::promise<shard_init_result>& ready) {
         if (!report) {
             result.error = "spool: " + report.error();
         } else {
-            result.recovered_messages = report->messages.size();
             // What is still to deliver (or held): the figure the operator cares about.
             result.unfinished_messages = _delivery->finish_recovery();
             result.recovery_problems = report->problems;

@@ -39,7 +39,6 @@ using storage_factory = std::function<std::unique_ptr<storage>(core::reactor&)>;
 struct shard_init_result {
     std::string error;                        // empty on success
     std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved)
-    std::size_t recovered_messages = 0;  // records of messages found in the spool
     std::size_t unfinished_messages = 0;  // of which still to deliver
     std::vector<std::string> recovery_problems;
 };

@@ -98,6 +98,48 @@ wait_listening() {  # wait_listening PORT PID WHAT: up to 15 s
 # ---------------------------------------------------------------------------------------
 # The private Postfix instance: config dir DIR/etc, queue DIR/queue, data DIR/data, log
 # DIR/maillog; /etc/postfix is not touched. The caller writes DIR/etc/main.cf.
+pf_setup_dir() {  # pf_setup_dir DIR PORT PURPOSE <<EXTRA: a private Postfix instance
+    # (config, queue and log under DIR; /etc/postfix untouched), smtpd on 127.0.0.1:PORT,
+    # relaying for loopback, no DNS, logging to DIR/maillog. The script's own main.cf lines
+    # (hold or relayhost, process limits) come on stdin. Then started: see pf_start.
+    local dir=$1 port=$2 purpose=$3
+    mkdir -p "$dir/etc" "$dir/queue"  # data/ is created by postfix itself, owned by postfix
+    {
+        cat <<EOF
+# Private Postfix instance for $purpose
+compatibility_level = 3.6
+queue_directory = $dir/queue
+data_directory = $dir/data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix-bench.example.org
+mydomain = example.org
+myorigin = \$myhostname
+mydestination =
+relay_domains =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit_mynetworks, reject
+# No DNS anywhere (disable_dns_lookups is the deprecated spelling of this).
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+# There is no syslog here; log to a file through postlogd, as a real system logs too.
+maillog_file_prefixes = $dir
+maillog_file = $dir/maillog
+EOF
+        cat  # the script's own lines
+    } >"$dir/etc/main.cf"
+    pf_write_master_cf "$dir" "$port"
+    pf_start "$dir" "$port"
+}
+
 pf_write_master_cf() {  # pf_write_master_cf DIR PORT: smtpd on 127.0.0.1:PORT
     # chroot off (column 5 'n'): the queue is a temp dir with no chroot files in it.
     cat >"$1/etc/master.cf" <<EOF

@@ -28,30 +28,18 @@ LOAD_SECONDS = (2.0, 3.0)  # the kill comes at a random point in this window
 PER_CONNECTION = 25        # messages before a client reconnects
 
 
-class Load:
+class Load(harness.ClientThreads):
     """The client threads of one round."""
 
     def __init__(self, relay, round_no):
+        super().__init__(THREADS)
         self.relay = relay
         self.round_no = round_no
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.acked = {}        # queue id -> Message-ID
         self.in_flight = set()  # Message-IDs whose body was sent in full but got no reply
         self.refused = []      # unexpected non-250 replies while the relay was alive
         self.errors = []
         self.killing = threading.Event()
-        self.threads = [threading.Thread(target=self.client, args=(t,), daemon=True) for t in range(THREADS)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def join(self, timeout):
-        end = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.1, end - time.monotonic()))
-        return not any(t.is_alive() for t in self.threads)
 
     def client(self, tid):
         host, port = self.relay.address()

@@ -29,7 +29,7 @@ import threading
 import time
 
 import harness
-from harness import queued_id
+from harness import message_id, queued_id
 from delivery_test import Sink, as_dumped, log_records, segments
 
 ROUNDS = 3
@@ -44,31 +44,19 @@ SENDER_DOMAIN = "example.org"
 RCPT = "sink@example.net"
 
 
-class Load:
+class Load(harness.ClientThreads):
     """The client threads of one round; records what was acknowledged, and when."""
 
     def __init__(self, relay, round_no):
+        super().__init__(THREADS)
         self.relay = relay
         self.round_no = round_no
-        self.stop = threading.Event()
         self.killing = threading.Event()
-        self.lock = threading.Lock()
         self.acked = {}        # Message-ID -> (queue id, monotonic time of the 250)
         self.sent = {}         # Message-ID -> message bytes, once the body was sent in full
         self.in_flight = set()  # Message-IDs whose body was sent in full but got no reply
         self.refused = []
         self.errors = []
-        self.threads = [threading.Thread(target=self.client, args=(t,), daemon=True) for t in range(THREADS)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def join(self, timeout):
-        end = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.1, end - time.monotonic()))
-        return not any(t.is_alive() for t in self.threads)
 
     def client(self, tid):
         host, port = self.relay.address()
@@ -134,14 +122,6 @@ class Load:
                 except Exception:  # noqa: BLE001
                     pass
 
-
-def message_id(body):
-    for line in body.split(b"\n"):
-        if line.lower().startswith(b"message-id: "):
-            return line[12:].decode(errors="replace").strip()
-        if not line:
-            break
-    return None
 
 
 def relay_flags(sink):

@@ -24,7 +24,7 @@ import socket
 import time
 
 import harness
-from harness import queued_id
+from harness import message_id, queued_id
 from delivery_test import Sink, as_dumped, log_records, segments, wait_for
 
 WAIT = 60.0
@@ -63,14 +63,6 @@ def send_batch(c, relay, label, n, sender="sender@example.org", rcpt_domain="exa
         out[mid] = body
     return out
 
-
-def message_id(body):
-    for line in body.split(b"\n"):
-        if line.lower().startswith(b"message-id: "):
-            return line[12:].decode(errors="replace").strip()
-        if not line:
-            break
-    return None
 
 
 def copies_at(sink, sent):

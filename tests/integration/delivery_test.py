@@ -12,7 +12,6 @@ import glob
 import json
 import os
 import smtplib
-import subprocess
 import time
 
 import harness
@@ -31,9 +30,7 @@ class Sink:
         args = [self.tool, "-u", "nobody", "-d", os.path.join(self.dir, "%H%M%S.")]
         args += list(faults)
         args += [f"127.0.0.1:{self.port}", "100"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        harness._cleanups.append(self.stop)
+        self.peer = harness.Peer(args)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -43,12 +40,7 @@ class Sink:
                 time.sleep(0.05)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        self.peer.stop()
 
     def messages(self):
         """[(headers dict-of-lists, body bytes as relayed with LF line ends)]"""

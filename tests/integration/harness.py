@@ -113,6 +113,62 @@ def find_tool(name, candidates=()):
     raise Skip(f"{name} not installed")
 
 
+class Peer:
+    """A peer server the test starts (smtp-sink, dnsmasq): output discarded, stopped by PID
+    (SIGTERM, then SIGKILL) by stop() or at exit."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        _cleanups.append(self.stop)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class ClientThreads:
+    """Load from `count` client threads running self.client(tid); subclasses define client()
+    and what they record. stop is set to end the loops; join() says whether all ended."""
+
+    def __init__(self, count):
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.client, args=(t,), daemon=True) for t in range(count)]
+
+    def client(self, tid):
+        raise NotImplementedError
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def join(self, timeout):
+        end = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.1, end - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+
+def message_id(body):
+    """The Message-ID header value of a message (bytes, LF or CRLF lines), or None."""
+    for line in body.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if line.lower().startswith(b"message-id: "):
+            return line[12:].decode(errors="replace").strip()
+        if not line:
+            break
+    return None
+
+
 def free_port(host="127.0.0.1"):
     """A port that was free a moment ago. Relay() prefers port 0 (no race); this is for
     tests that need a port number before anything listens on it."""

@@ -8,7 +8,6 @@
 # - null MX and NXDOMAIN: bounced at once, with a DSN to the sender.
 import os
 import smtplib
-import subprocess
 import time
 
 import harness
@@ -23,20 +22,11 @@ class Dnsmasq:
         args = [self.tool, "--no-resolv", "--no-hosts", f"--port={self.port}", "--listen-address=127.0.0.1",
                 "--bind-interfaces", "--keep-in-foreground", f"--pid-file={self.dir}/dnsmasq.pid",
                 "--conf-file=/dev/null", "--local-ttl=60", "--local=/test/"] + records
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        harness._cleanups.append(self.stop)
+        self.peer = harness.Peer(args)
         time.sleep(0.3)
-        if self.proc.poll() is not None:
+        if not self.peer.running():
             raise harness.Skip("dnsmasq did not start")
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def scenario(c):
