@@ -31,7 +31,12 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {too_many_errors,     "421 4.7.0 ", " Error: too many errors", quiet, "RFC 5321 §4.2.3, §3.8"},
     {timeout,             "421 4.4.2 ", " Error: timeout exceeded", quiet, "RFC 5321 §4.5.3.2"},
     {shutdown,            "421 4.3.2 ", " Service shutting down", quiet, "RFC 5321 §3.8"},
+    // Host-chosen replies (session_host::check_mail, commit_done(host_reply)); texts shaped
+    // like the big mailbox providers' so a sender's shaping and backoff can be tested.
+    {connection_limit,    "421 4.7.0 Try again later, closing connection. (too many connections from your IP)", "", quiet, "RFC 5321 §3.1, §4.2.3, RFC 3463 X.7.0"},
     {io_error,            "451 4.3.0 Error: queue file write error", "", quiet, "RFC 5321 §4.2.3, §6.1"},
+    {message_deferred,    "451 4.3.0 Mail server temporarily rejected message. Try again later.", "", quiet, "RFC 5321 §4.2.3, RFC 3463 X.3.0"},
+    {rate_limited,        "451 4.7.1 Message rate limit exceeded for ", ", try again later", quiet, "RFC 5321 §4.2.3, RFC 3463 X.7.1"},
     {no_space,            "452 4.3.1 Insufficient system storage", "", quiet, "RFC 5321 §4.2.3, RFC 3463 X.3.1"},
     {too_many_recipients, "452 4.5.3 Error: too many recipients", "", counted, "RFC 5321 §4.5.3.1.10"},
     {command_unrecognized,"500 5.5.2 Error: command not recognized", "", counted, "RFC 5321 §4.2.4"},
@@ -61,6 +66,7 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {data_after_bdat,     "503 5.5.1 Error: DATA after BDAT in the same transaction", "", counted, "RFC 3030 §2"},
     {rcpt_after_bdat,     "503 5.5.1 Error: RCPT after BDAT in the same transaction", "", counted, "RFC 3030 §2"},
     {no_local_delivery,   "550 5.1.1 ", ": no local delivery on this relay", counted, "RFC 5321 §4.1.1.3, §4.5.1"},
+    {message_rejected,    "550 5.7.1 [", "] Our system has detected that this message is likely unsolicited mail. To reduce the amount of spam, this message has been blocked.", quiet, "RFC 5321 §4.2.3, RFC 3463 X.7.1"},
     {size_exceeded,       "552 5.3.4 Message size exceeds fixed limit", "", counted, "RFC 1870 §6, RFC 3463 X.3.4"},
     {utf8_not_declared,   "553 5.6.7 Must declare SMTPUTF8 to send unicode address", "", counted, "RFC 6531 §3.4, RFC 6533"},
     {bare_newline_data,   "554 5.5.2 Error: bare <CR> or <LF> in message data", "", counted, "RFC 5321 §2.3.8, §4.1.1.4"},

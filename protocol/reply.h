@@ -26,7 +26,10 @@ enum class reply_id : std::uint8_t {
     too_many_errors,       // 421 4.7.0 <host>
     timeout,               // 421 4.4.2 <host>
     shutdown,              // 421 4.3.2 <host>
+    connection_limit,      // 421 4.7.0 too many connections from your IP (host's banner)
     io_error,              // 451 4.3.0
+    message_deferred,      // 451 4.3.0 (host's refusal of a message)
+    rate_limited,          // 451 4.7.1 ... for <ip> (host's refusal of MAIL)
     no_space,              // 452 4.3.1
     too_many_recipients,   // 452 4.5.3
     command_unrecognized,  // 500 5.5.2
@@ -56,6 +59,7 @@ enum class reply_id : std::uint8_t {
     data_after_bdat,
     rcpt_after_bdat,
     no_local_delivery,     // 550 5.1.1 <addr>: ...
+    message_rejected,      // 550 5.7.1 [<ip>] ... (host's refusal of a message)
     size_exceeded,         // 552 5.3.4
     utf8_not_declared,     // 553 5.6.7
     bare_newline_data,     // 554 5.5.2

@@ -240,7 +240,9 @@ void server_session::on_mail(const command& cmd, std::string& out) {
         return say(out, reply_id::size_exceeded);
     }
     if (path->non_ascii && !params->smtputf8) return say(out, reply_id::utf8_not_declared);
-    if (!_host.can_accept_mail()) return say(out, reply_id::no_space);
+    if (const host_reply refusal = _host.check_mail(_client); refusal.reply != reply_id::none) {
+        return say_uncounted(out, refusal.reply, refusal.argument);
+    }
     _envelope.mail_from.assign(path->mailbox);
     _envelope.body = params->body == body_parameter::eight_bit_mime ? body_type::eight_bit_mime : body_type::seven_bit;
     _envelope.smtputf8 = params->smtputf8;
@@ -401,6 +403,15 @@ void server_session::commit_done(commit_result result, std::string& out) {
     case commit_result::no_space: say(out, reply_id::no_space); break;
     case commit_result::io_error: say(out, reply_id::io_error); break;
     }
+    end_transaction();
+}
+
+void server_session::commit_done(host_reply refusal, std::string& out) {
+    RR_ASSERT(_message_ready);
+    const std::string_view prefix = reply_for(refusal.reply).prefix;
+    RR_ASSERT(!prefix.empty() && (prefix.front() == '4' || prefix.front() == '5'));
+    _message_ready = false;
+    say_uncounted(out, refusal.reply, refusal.argument);
     end_transaction();
 }
 

@@ -40,6 +40,14 @@ struct client_info {
     relay_trust trust = relay_trust::untrusted;
 };
 
+// A reply the host chooses instead of the session's own: a 4xx or 5xx row of reply.h and
+// the text for the row's argument slot (empty for rows without one). The argument's bytes
+// are owned by whoever made the value and are read only during the call it is given to.
+struct host_reply {
+    reply_id reply = reply_id::none;  // none: no refusal, go on
+    std::string_view argument;
+};
+
 // Services the session needs from its host; injected so the session stays pure.
 class session_host {
 public:
@@ -48,10 +56,16 @@ public:
     virtual std::uint64_t next_queue_id() noexcept = 0;
     // The current date in RFC 5322 form, "Sat, 28 Nov 2026 03:35:26 +0000", for Received:.
     virtual std::string_view rfc5322_date() noexcept = 0;
-    // False while the spool cannot take a message (disk nearly full, or failing): MAIL then
-    // gets 452 4.3.1 before the client sends any data (RFC 5321 §4.5.3.1.9 style; Postfix's
-    // queue_minfree).
-    virtual bool can_accept_mail() noexcept { return true; }
+    // Asked for each MAIL command that is otherwise acceptable. A reply other than none is
+    // sent instead of 250 (not counted towards max_errors: the client did nothing wrong) and
+    // no transaction begins. The relay answers 452 4.3.1 while its spool cannot take a
+    // message (disk nearly full or failing; RFC 5321 §4.5.3.1.9 style, Postfix's
+    // queue_minfree); ringrelay-sink answers 451 4.7.1 above a client's message rate.
+    // `client` is the session's own; the returned argument may point into it.
+    virtual host_reply check_mail(const client_info& client) noexcept {
+        (void)client;
+        return {};
+    }
 };
 
 enum class body_type : std::uint8_t { seven_bit, eight_bit_mime };
@@ -103,6 +117,10 @@ public:
 
     // The host reports whether message() reached stable storage; appends the reply.
     void commit_done(commit_result result, std::string& out);
+    // The host refuses the message with a reply of its own choosing (`refusal.reply` must be
+    // a 4xx or 5xx row; ringrelay-sink's injected deferrals and rejections); appends it and
+    // ends the transaction. Not counted towards max_errors.
+    void commit_done(host_reply refusal, std::string& out);
 
     // The host's deadline for the next command (or data) expired: 421 4.4.2, closed.
     void on_timeout(std::string& out);

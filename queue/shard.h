@@ -76,7 +76,9 @@ public:
     // session_host
     std::uint64_t next_queue_id() noexcept override;
     std::string_view rfc5322_date() noexcept override { return _dates.now(); }
-    bool can_accept_mail() noexcept override { return _spool->accepting(); }
+    protocol::host_reply check_mail(const protocol::client_info&) noexcept override {
+        return {_spool->accepting() ? protocol::reply_id::none : protocol::reply_id::no_space, {}};
+    }
 
     // Shard-thread API used by connections.
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }

@@ -209,6 +209,123 @@ TEST(ServerSession, PartialLineIsConsumedAndCompletedLater) {
     EXPECT_EQ(out, "250 2.0.0 Ok\r\n");
 }
 
+// A host that answers MAIL with a reply of its own (session_host::check_mail), like the
+// relay's full spool or ringrelay-sink's per-IP rate limit.
+class refusing_host final : public session_host {
+public:
+    explicit refusing_host(reply_id refusal) : _refusal(refusal) {}
+    std::uint64_t next_queue_id() noexcept override { return 0x1A2B3C4D5E6F0001ULL; }
+    std::string_view rfc5322_date() noexcept override { return testing::test_date; }
+    host_reply check_mail(const client_info& client) noexcept override {
+        ++checks;
+        if (_refusal == reply_id::rate_limited) return {_refusal, client.address};
+        return {_refusal, {}};
+    }
+    int checks = 0;
+
+private:
+    reply_id _refusal;
+};
+
+const std::string host_mail_dialogue = "EHLO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<u@example.org>\r\n";
+
+TEST(ServerSession, HostRefusesMailWithItsOwnReply) {
+    refusing_host host(reply_id::rate_limited);
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    EXPECT_EQ(s.feed(host_mail_dialogue, out), host_mail_dialogue.size());
+    EXPECT_EQ(out, ehlo_reply +
+                       "451 4.7.1 Message rate limit exceeded for 192.0.2.1, try again later\r\n"
+                       "503 5.5.1 Error: need MAIL command\r\n");
+    EXPECT_EQ(host.checks, 1);
+    EXPECT_FALSE(s.in_transaction());
+}
+
+TEST(ServerSession, HostMailRefusalWithoutArgumentKeepsRelayNoSpaceReply) {
+    refusing_host host(reply_id::no_space);
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    (void)s.feed("EHLO c\r\nMAIL FROM:<a@example.net>\r\n", out);
+    EXPECT_EQ(out, ehlo_reply + "452 4.3.1 Insufficient system storage\r\n");
+}
+
+TEST(ServerSession, HostIsNotAskedAboutMailWithBadSyntax) {
+    refusing_host host(reply_id::rate_limited);
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    (void)s.feed("EHLO c\r\nMAIL FROM:<a@@example.net>\r\n", out);
+    EXPECT_EQ(out, ehlo_reply + "501 5.1.7 Bad sender address syntax\r\n");
+    EXPECT_EQ(host.checks, 0);
+}
+
+TEST(ServerSession, HostMailRefusalsDoNotCountAsErrors) {
+    refusing_host host(reply_id::rate_limited);
+    server_config config = test_config();
+    config.max_errors = 2;
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    for (int i = 0; i < 5; ++i) (void)s.feed("MAIL FROM:<a@example.net>\r\n", out);
+    EXPECT_TRUE(s.closed()) << "MAIL before EHLO is a client error: counted";
+    server_session t(config, untrusted_client(), host);
+    out.clear();
+    (void)t.feed("EHLO c\r\n", out);
+    for (int i = 0; i < 5; ++i) (void)t.feed("MAIL FROM:<a@example.net>\r\n", out);
+    EXPECT_FALSE(t.closed()) << out;
+    EXPECT_EQ(host.checks, 5);
+}
+
+struct refusal_case {
+    const char* name;
+    host_reply refusal;
+    std::string expected;
+};
+
+class SessionHostRefusal : public ::testing::TestWithParam<refusal_case> {};
+
+TEST_P(SessionHostRefusal, EndOfDataGetsHostReplyAndNextMessageIsAccepted) {
+    const refusal_case& c = GetParam();
+    testing::fake_host host;
+    server_config config = test_config();
+    config.max_errors = 1;  // a refusal must not count as the client's error
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    const std::string message = host_mail_dialogue + "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n";
+    const std::string next = "MAIL FROM:<a@example.net>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nhi\r\n.\r\n";
+    ASSERT_EQ(s.feed(message + next, out), message.size());
+    ASSERT_TRUE(s.message_ready());
+    out.clear();
+    s.commit_done(c.refusal, out);
+    EXPECT_EQ(out, c.expected);
+    EXPECT_FALSE(s.message_ready());
+    EXPECT_FALSE(s.in_transaction());
+    EXPECT_FALSE(s.closed());
+    out.clear();
+    ASSERT_EQ(s.feed(next, out), next.size());
+    ASSERT_TRUE(s.message_ready());
+    s.commit_done(commit_result::ok, out);
+    EXPECT_EQ(out, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+                   "250 2.0.0 Ok: queued as 1A2B3C4D5E6F0002\r\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Replies, SessionHostRefusal,
+    ::testing::Values(
+        refusal_case{"Deferred", {reply_id::message_deferred, {}},
+                     "451 4.3.0 Mail server temporarily rejected message. Try again later.\r\n"},
+        refusal_case{"Rejected", {reply_id::message_rejected, "192.0.2.1"},
+                     "550 5.7.1 [192.0.2.1] Our system has detected that this message is likely unsolicited mail. "
+                     "To reduce the amount of spam, this message has been blocked.\r\n"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Reply, ConnectionLimitIsProviderShaped421) {
+    std::string out;
+    append_reply(out, reply_id::connection_limit);
+    EXPECT_EQ(out, "421 4.7.0 Try again later, closing connection. (too many connections from your IP)\r\n");
+}
+
 TEST(FormatQueueId, PrintsSixteenUpperCaseHexDigits) {
     EXPECT_EQ(format_queue_id(0), "0000000000000000");
     EXPECT_EQ(format_queue_id(0xABCDEF0123456789ULL), "ABCDEF0123456789");
