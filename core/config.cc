@@ -108,6 +108,8 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "command-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.command_timeout);
         else if (key == "shutdown-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.shutdown_timeout);
         else if (key == "max-errors") ok = set(json_uint<std::uint32_t>(v, key), c.max_errors);
+        else if (key == "max-connections") ok = set(json_uint<std::uint32_t>(v, key), c.max_connections);
+        else if (key == "max-connections-per-ip") ok = set(json_uint<std::uint32_t>(v, key), c.max_connections_per_ip);
         else if (key == "log") ok = set(json_string(v, key), c.log);
         else if (key == "route") ok = set(json_strings(v, key), c.routes);
         else if (key == "smarthost") ok = set(json_string(v, key), c.smarthost);
@@ -223,6 +225,11 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     app.add_option("--shutdown-timeout", flags.shutdown_timeout,
                    "seconds a transaction in progress may take to finish after SIGTERM (default 30)");
     app.add_option("--max-errors", flags.max_errors, "error replies per session before 421 4.7.0 (default 20)");
+    app.add_option("--max-connections", flags.max_connections,
+                   "inbound connections at once, all shards; above it 421 4.7.0 (default 10000; 0 = no limit)");
+    app.add_option("--max-connections-per-ip", flags.max_connections_per_ip,
+                   "inbound connections at once from one IPv4 address or IPv6 /64; above it 421 4.7.0 "
+                   "(default 0 = no limit)");
     app.add_option("--log", flags.log, "delivery log, JSON lines; '-' for stdout, '' for none (default '-')");
     app.add_flag("--list-spool", flags.list_spool, "print the number and ids of spooled messages, then exit");
     app.add_flag("--hold", flags.hold, "accept and spool mail but deliver nothing (it stays in the spool until a "
@@ -272,6 +279,8 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--command-timeout")) c.command_timeout = flags.command_timeout;
     if (given("--shutdown-timeout")) c.shutdown_timeout = flags.shutdown_timeout;
     if (given("--max-errors")) c.max_errors = flags.max_errors;
+    if (given("--max-connections")) c.max_connections = flags.max_connections;
+    if (given("--max-connections-per-ip")) c.max_connections_per_ip = flags.max_connections_per_ip;
     if (given("--log")) c.log = flags.log;
     c.list_spool = flags.list_spool;
     if (given("--hold")) c.hold = true;

@@ -24,6 +24,8 @@ struct config {
     std::uint32_t command_timeout = 300;   // seconds
     std::uint32_t shutdown_timeout = 30;   // seconds a transaction may take to finish on SIGTERM
     std::uint32_t max_errors = 20;
+    std::uint32_t max_connections = 10000;      // inbound, all shards; 0 = no limit
+    std::uint32_t max_connections_per_ip = 0;   // inbound per client IPv4 /32 or IPv6 /64; 0 = no limit
     std::string log = "-";                 // '-' = stdout, '' = off
     bool list_spool = false;
     bool hold = false;                     // accept and spool, deliver nothing (Postfix's hold queue)

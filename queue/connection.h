@@ -42,7 +42,8 @@ public:
     void on_deadline() noexcept override;
     void committed(protocol::commit_result result) noexcept override;
 
-    std::size_t shard_slot = 0;  // index in the shard's connection list
+    std::size_t shard_slot = 0;    // index in the shard's connection list
+    std::size_t address_slot = 0;  // its count in the shard's inbound_limits::per_ip
 
 private:
     struct recv_op final : core::completion {

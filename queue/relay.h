@@ -49,6 +49,7 @@ private:
     storage_factory _make_storage;
     int _log_fd = -1;
     core::reactor _control;  // sends the stop wake-ups (MSG_RING)
+    inbound_limits _limits;  // before _shards: shards release into it when destroyed
     std::vector<std::unique_ptr<shard>> _shards;
     std::vector<std::unique_ptr<std::promise<shard_init_result>>> _ready;
     std::promise<void> _go;

@@ -22,7 +22,8 @@ constexpr int listen_backlog = 4096;
 
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
-             std::vector<core::endpoint> listen, std::shared_future<void> go, storage_factory make_storage)
+             std::vector<core::endpoint> listen, std::shared_future<void> go, inbound_limits& limits,
+             storage_factory make_storage)
     : _index(index),
       _config(config),
       _server(server),
@@ -32,12 +33,16 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _listen(std::move(listen)),
       _make_storage(std::move(make_storage)),
       _go(std::move(go)),
+      _limits(limits),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
     _stop.owner = this;
 }
 
 shard::~shard() {
-    for (connection* c : _connections) delete c;
+    for (connection* c : _connections) {
+        release_admission(*c);
+        delete c;
+    }
     _delivery.reset();
     _dns.reset();
     for (auto& a : _accepts)
@@ -152,12 +157,16 @@ void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
                         break;
                     }
                 }
-                auto* c = new connection(*this, res, sa, trust);
-                c->shard_slot = _connections.size();
-                _connections.push_back(c);
-                _counters.accepted_connections.fetch_add(1, std::memory_order_relaxed);
-                _counters.open_connections.fetch_add(1, std::memory_order_relaxed);
-                c->start();
+                std::size_t slot = 0;
+                if (admit(res, sa, slot)) {
+                    auto* c = new connection(*this, res, sa, trust);
+                    c->address_slot = slot;
+                    c->shard_slot = _connections.size();
+                    _connections.push_back(c);
+                    _counters.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+                    _counters.open_connections.fetch_add(1, std::memory_order_relaxed);
+                    c->start();
+                }
             }
         }
     } else if (res != -ECANCELED && !_stopping) {
@@ -179,6 +188,42 @@ void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
             arm_accept(a);
         }
     }
+}
+
+namespace {
+// Shaped like Postfix's (smtpd_client_connection_count_limit) and the big providers' texts.
+constexpr std::string_view too_many_connections =
+    "421 4.7.0 Error: too many connections; try again later\r\n";
+constexpr std::string_view too_many_from_address =
+    "421 4.7.0 Error: too many connections from your address; try again later\r\n";
+}  // namespace
+
+bool shard::admit(int fd, const sockaddr* peer, std::size_t& slot) noexcept {
+    std::string_view refusal;
+    if (!_limits.total.acquire(_config.max_connections)) {
+        refusal = too_many_connections;
+    } else {
+        slot = _limits.per_ip.slot_of(peer);
+        if (_limits.per_ip.acquire(slot, _config.max_connections_per_ip)) return true;
+        _limits.total.release();
+        refusal = too_many_from_address;
+    }
+    _counters.refused_connections.fetch_add(1, std::memory_order_relaxed);
+    // The reply is a constant, so the send needs no buffer of ours; the close is linked
+    // behind it. A fresh socket's send buffer is empty, so the send completes at once.
+    io_uring_sqe* s = _reactor.sqe_ignored();
+    io_uring_prep_send(s, fd, refusal.data(), refusal.size(), MSG_NOSIGNAL);
+    s->flags |= IOSQE_IO_LINK;
+    io_uring_prep_close(_reactor.sqe_ignored(), fd);
+    if (!_refusing) core::diag("shard " + std::to_string(_index) + ": refusing connections from " +
+                               core::address_text(peer) + ": " + std::string(refusal.substr(10, refusal.size() - 12)));
+    _refusing = true;
+    return false;
+}
+
+void shard::release_admission(const connection& c) noexcept {
+    _limits.per_ip.release(c.address_slot);
+    _limits.total.release();
 }
 
 void shard::request_stop(core::reactor& from) noexcept {
@@ -216,6 +261,7 @@ void shard::tick() noexcept {
     if (!_dns->idle()) _dns->tick(now);  // c-ares timeouts need better than the 1 s tick
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
+    _refusing = false;
     _deadlines.expire(now);
     // Postfix's rule: room for one and a half of the largest message.
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
@@ -277,6 +323,7 @@ void shard::on_turn_end() noexcept {
             _connections[slot]->shard_slot = slot;
             _connections.pop_back();
             _counters.open_connections.fetch_sub(1, std::memory_order_relaxed);
+            release_admission(*c);
             delete c;
         }
         _graveyard.clear();

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/address_counter.h"
 #include "core/buffer_ring.h"
 #include "core/clock.h"
 #include "core/config.h"
@@ -31,6 +32,13 @@
 namespace ringrelay::queue {
 
 class connection;
+
+// Inbound connection counts shared by every shard (--max-connections, --max-connections-per-ip).
+// Owned by the relay; outlives the shards.
+struct inbound_limits {
+    core::shared_limit total;
+    core::address_counter per_ip;
+};
 
 // Makes the shard's storage backend on the shard thread (the disk by default; tests pass a
 // fault_storage).
@@ -49,6 +57,7 @@ struct shard_counters {
     std::atomic<std::uint64_t> messages_queued{0};
     std::atomic<std::uint64_t> messages_failed{0};
     std::atomic<std::uint64_t> open_connections{0};
+    std::atomic<std::uint64_t> refused_connections{0};  // over --max-connections(-per-ip)
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> queued_for_delivery{0};
 };
@@ -59,7 +68,8 @@ public:
     // bind (port 0 picks one; main passes shard 0's result to the others).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
-          std::vector<core::endpoint> listen, std::shared_future<void> go, storage_factory make_storage = {});
+          std::vector<core::endpoint> listen, std::shared_future<void> go, inbound_limits& limits,
+          storage_factory make_storage = {});
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -113,6 +123,9 @@ private:
 
     std::string init();
     void arm_accept(accept_op& a) noexcept;
+    // Counts a new connection against the limits, or answers it 421 4.7.0 and closes it.
+    [[nodiscard]] bool admit(int fd, const sockaddr* peer, std::size_t& slot) noexcept;
+    void release_admission(const connection& c) noexcept;
     void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
     void begin_stop() noexcept;
     void tick() noexcept;
@@ -128,6 +141,7 @@ private:
     std::vector<core::endpoint> _listen;
     storage_factory _make_storage;
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
+    inbound_limits& _limits;       // shared with every shard (atomics)
 
     // Shard-local.
     core::reactor _reactor;
@@ -149,6 +163,7 @@ private:
     std::int64_t _stop_deadline_ms = 0;
     bool _stopping = false;
     bool _grace_over = false;
+    bool _refusing = false;  // a refusal was logged since the last tick
     stop_op _stop;
 
     // Written by this shard, read by other threads.

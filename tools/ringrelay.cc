@@ -3,6 +3,7 @@
 // finish their transaction, bounded by --shutdown-timeout; the spool and log flush; exit 0),
 // a second exits at once (exit 1). Acknowledged mail is on disk either way.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,6 +35,24 @@ int list_spool(const core::config& c) {
     return 0;
 }
 
+// Connections are file descriptors: raise the soft limit to the hard one, and say so when
+// --max-connections cannot be reached under it (accept would fail with EMFILE first).
+void raise_fd_limit(const core::config& c) {
+    rlimit lim{};
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+    if (lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &lim);
+        (void)getrlimit(RLIMIT_NOFILE, &lim);
+    }
+    // Room for the spool, log, listeners, rings and outbound connections.
+    const rlim_t reserve = 256 + static_cast<rlim_t>(c.max_connections_per_destination) * 64;
+    if (c.max_connections != 0 && lim.rlim_cur != RLIM_INFINITY && c.max_connections + reserve > lim.rlim_cur)
+        core::diag("warning: --max-connections " + std::to_string(c.max_connections) +
+                   " is above what the open-file limit allows (" + std::to_string(lim.rlim_cur) +
+                   "); raise it (ulimit -n / LimitNOFILE=) or lower --max-connections");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -45,6 +64,7 @@ int main(int argc, char** argv) {
     }
     core::config config = std::move(*loaded);
     if (config.list_spool) return list_spool(config);
+    raise_fd_limit(config);
 
     // Signals are taken by this thread alone (sigtimedwait); shard threads inherit the mask.
     sigset_t signals;
