@@ -72,6 +72,7 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {bare_newline_data,   "554 5.5.2 Error: bare <CR> or <LF> in message data", "", counted, "RFC 5321 §2.3.8, §4.1.1.4"},
     {data_line_too_long,  "554 5.6.0 Error: message line too long", "", counted, "RFC 5321 §4.5.3.1.6"},
     {too_many_hops,       "554 5.4.6 Too many hops", "", counted, "RFC 5321 §6.3, RFC 3463 X.4.6"},
+    {pipelining_violation,"554 5.5.0 Error: SMTP protocol synchronization", "", counted, "RFC 2920 §3.1, RFC 3463 X.5.0"},
     {relay_denied,        "554 5.7.1 ", ": Relay access denied", counted, "RFC 5321 §3.9, RFC 3463 X.7.1"},
     {unsupported_parameter,"555 5.5.4 Unsupported option: ", "", counted, "RFC 5321 §4.1.1.11"},
 }};

@@ -65,6 +65,7 @@ enum class reply_id : std::uint8_t {
     bare_newline_data,     // 554 5.5.2
     data_line_too_long,    // 554 5.6.0
     too_many_hops,         // 554 5.4.6
+    pipelining_violation,  // 554 5.5.0 (a command pipelined past a synchronisation point)
     relay_denied,          // 554 5.7.1 <addr>: ...
     unsupported_parameter, // 555 5.5.4
     count_                 // number of rows; not a reply

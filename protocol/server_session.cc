@@ -140,14 +140,16 @@ std::size_t server_session::feed_command(std::string_view in, std::string& out) 
         say(out, reply_id::command_too_long);
         return used;
     }
+    // Bytes after this line in the same read: the client did not wait for our reply.
+    const pipelined after = used < in.size() ? pipelined::yes : pipelined::no;
     if (_line.size() + used > max_command_line) {
         _line.clear();
         say(out, reply_id::command_too_long);
     } else if (_line.empty()) {
-        handle_line(in.substr(0, used), out);  // parse in place: the common case
+        handle_line(in.substr(0, used), after, out);  // parse in place: the common case
     } else {
         _line.append(in.substr(0, used));
-        handle_line(_line, out);
+        handle_line(_line, after, out);
         _line.clear();
     }
     return used;
@@ -163,9 +165,35 @@ std::size_t server_session::feed_chunk(std::string_view in, std::string& out) {
     return n;
 }
 
-void server_session::handle_line(std::string_view line, std::string& out) {
+// RFC 2920 §3.1: EHLO, DATA, VRFY, EXPN, TURN, QUIT and NOOP "can only appear as the last
+// command in a group"; so can HELO (no PIPELINING without EHLO) and STARTTLS (RFC 3207 §4.2;
+// bytes after it are the CVE-2011-0411 injection). A client that sends more behind one of
+// these before reading its reply is not a correct SMTP client and may be smuggling input
+// past a state change: like Postfix (smtpd_forbid_unauth_pipelining), the command is not
+// executed, the reply is 554 5.5.0 and the session ends. QUIT is exempt: whatever follows it
+// is never read.
+static bool synchronisation_point(command_verb verb) noexcept {
+    switch (verb) {
+    case command_verb::helo:
+    case command_verb::ehlo:
+    case command_verb::data:
+    case command_verb::vrfy:
+    case command_verb::noop:
+    case command_verb::starttls:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void server_session::handle_line(std::string_view line, pipelined after, std::string& out) {
     const auto cmd = parse_command(line);
     if (cmd) {
+        if (after == pipelined::yes && _config.sync == pipelining_sync::enforce && synchronisation_point(cmd->verb)) {
+            say_uncounted(out, reply_id::pipelining_violation);
+            _closed = true;
+            return;
+        }
         handle_command(*cmd, out);
         return;
     }

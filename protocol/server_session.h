@@ -26,6 +26,12 @@ enum class relay_trust : std::uint8_t {
     trusted,    // client in --relay-networks: may relay anywhere
 };
 
+// RFC 2920 §3.1 synchronisation points (see server_session.cc: synchronisation_point).
+enum class pipelining_sync : std::uint8_t {
+    enforce,  // a command pipelined past one ends the session with 554 5.5.0 (the default)
+    off,      // replies depend only on the bytes, not on how they were split into reads
+};
+
 // Fixed after construction; shared read-only by every session of a shard.
 struct server_config {
     std::string hostname = "localhost";
@@ -33,6 +39,7 @@ struct server_config {
     std::uint32_t max_recipients = 1000;
     std::uint32_t max_errors = 20;              // then 421 4.7.0 and close
     std::vector<std::string> relay_domains;     // lower-case; "example.org" or ".example.org" (subdomains)
+    pipelining_sync sync = pipelining_sync::enforce;
 };
 
 struct client_info {
@@ -153,7 +160,8 @@ private:
 
     std::size_t feed_command(std::string_view in, std::string& out);
     std::size_t feed_chunk(std::string_view in, std::string& out);
-    void handle_line(std::string_view line, std::string& out);
+    enum class pipelined : std::uint8_t { no, yes };  // more input followed the line
+    void handle_line(std::string_view line, pipelined after, std::string& out);
     void handle_command(const command& cmd, std::string& out);
     void on_helo(const command& cmd, std::string& out);
     void on_mail(const command& cmd, std::string& out);

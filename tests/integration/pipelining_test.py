@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 # tests/integration/pipelining_test.py: PIPELINING (RFC 2920) over a raw socket.
-# The client writes whole command groups at once (EHLO MAIL RCPT RCPT RCPT DATA in one
-# write; then body, '.', a second whole transaction and QUIT in one write) and checks that
+# The client writes whole command groups at once, as RFC 2920 §3.1 allows: EHLO alone (it is
+# a synchronisation point), then MAIL RCPT RCPT RCPT DATA in one write; then body, '.', a
+# second envelope ending in DATA in one write; then its body, '.' and QUIT. It checks that
 # exactly one reply per command comes back, in order, with the right codes: no reply lost,
 # doubled or reordered, and no command swallowed into a body or the other way round. Then a
 # group with a refused RCPT in the middle, and a transaction dribbled one byte per write.
+# Commands pipelined past a synchronisation point (after EHLO, after DATA, after NOOP) get
+# 554 5.5.0 and the connection is closed, with nothing executed or queued from them.
 # The spool must hold exactly the acknowledged messages, byte for byte.
 import socket
 
@@ -33,29 +36,31 @@ def scenario(c):
 
     with relay.connect() as cl:
         c.reply(cl.reply(), 220, "banner")
-        batch1 = (b"EHLO pipe.test\r\n"
-                  b"MAIL FROM:<p@example.org>\r\n"
+        ehlo = cl.cmd("EHLO pipe.test")
+        c.reply(ehlo, 250, "EHLO")
+        batch1 = (b"MAIL FROM:<p@example.org>\r\n"
                   b"RCPT TO:<r1@example.net>\r\n"
                   b"RCPT TO:<r2@example.net>\r\n"
                   b"RCPT TO:<r3@example.net>\r\n"
                   b"DATA\r\n")
         cl.send(batch1)
-        ehlo, *_ = expect_sequence(c, cl, "batch 1", [
-            (250, None, "EHLO"), (250, "2.1.0", "MAIL"), (250, "2.1.5", "RCPT 1"),
+        expect_sequence(c, cl, "batch 1", [
+            (250, "2.1.0", "MAIL"), (250, "2.1.5", "RCPT 1"),
             (250, "2.1.5", "RCPT 2"), (250, "2.1.5", "RCPT 3"), (354, None, "DATA")])
         c.check(any("PIPELINING" in l for l in ehlo[1]), "EHLO advertises PIPELINING", text_of(ehlo))
         # Nothing more may come before the body is sent (a doubled reply would show here).
-        c.check(not cl.buf, "batch 1: no reply beyond the six expected", repr(cl.buf))
+        c.check(not cl.buf, "batch 1: no reply beyond the five expected", repr(cl.buf))
 
         batch2 = (body1 + b".\r\n"
                   b"MAIL FROM:<p2@example.org>\r\n"
                   b"RCPT TO:<s1@example.net>\r\n"
-                  b"DATA\r\n" + body2 + b".\r\n"
-                  b"QUIT\r\n")
+                  b"DATA\r\n")
         cl.send(batch2)
         replies = expect_sequence(c, cl, "batch 2", [
             (250, "2.0.0", "end of data 1"), (250, "2.1.0", "MAIL"), (250, "2.1.5", "RCPT"),
-            (354, None, "DATA"), (250, "2.0.0", "end of data 2"), (221, "2.0.0", "QUIT")])
+            (354, None, "DATA")])
+        cl.send(body2 + b".\r\nQUIT\r\n")
+        replies += expect_sequence(c, cl, "batch 3", [(250, "2.0.0", "end of data 2"), (221, "2.0.0", "QUIT")])
         id1, id2 = queued_id(text_of(replies[0])), queued_id(text_of(replies[4]))
         c.check(id1 and id2 and id1 != id2, "two distinct queue ids", (id1, id2))
         if id1:
@@ -63,14 +68,15 @@ def scenario(c):
         if id2:
             acked[id2] = (body2, [b"s1@example.net"])
         c.check(cl.closed_by_peer(harness.IO_TIMEOUT), "connection closed after 221")
-        c.check(cl.buf == b"", "no reply beyond the six expected after batch 2", repr(cl.buf))
+        c.check(cl.buf == b"", "no reply beyond the two expected after batch 3", repr(cl.buf))
 
     # A group with a refused RCPT in the middle: DATA still goes ahead for the good ones.
     with relay.connect() as cl:
         c.reply(cl.reply(), 220, "mixed: banner")
-        cl.send(b"EHLO pipe.test\r\nMAIL FROM:<m@example.org>\r\nRCPT TO:<bad address\r\n"
+        c.reply(cl.cmd("EHLO pipe.test"), 250, "mixed: EHLO")
+        cl.send(b"MAIL FROM:<m@example.org>\r\nRCPT TO:<bad address\r\n"
                 b"RCPT TO:<good@example.net>\r\nDATA\r\n")
-        expect_sequence(c, cl, "mixed", [(250, None, "EHLO"), (250, "2.1.0", "MAIL")])
+        expect_sequence(c, cl, "mixed", [(250, "2.1.0", "MAIL")])
         r = cl.reply()
         c.check(500 <= r[0] < 600, "mixed: malformed RCPT refused with 5xx", text_of(r))
         expect_sequence(c, cl, "mixed", [(250, "2.1.5", "good RCPT"), (354, None, "DATA")])
@@ -81,25 +87,51 @@ def scenario(c):
         if id3:
             acked[id3] = (body3, [b"good@example.net"])
         # All recipients refused: DATA must be refused and the lines after it read as commands.
-        cl.send(b"MAIL FROM:<m@example.org>\r\nRCPT TO:<bad address\r\nDATA\r\nNOOP\r\n")
+        cl.send(b"MAIL FROM:<m@example.org>\r\nRCPT TO:<bad address\r\nDATA\r\n")
         expect_sequence(c, cl, "no valid rcpt", [(250, "2.1.0", "MAIL")])
         r = cl.reply()
         c.check(500 <= r[0] < 600, "no valid rcpt: RCPT refused", text_of(r))
         r = cl.reply()
         c.check(500 <= r[0] < 600 and r[0] != 354, "no valid rcpt: DATA refused with 5xx (not 354)", text_of(r))
-        c.reply(cl.reply(), 250, "no valid rcpt: following NOOP is a command", "2.0.0")
+        c.reply(cl.cmd("NOOP"), 250, "no valid rcpt: the next line is a command", "2.0.0")
         c.reply(cl.cmd("QUIT"), 221, "mixed: QUIT")
+
+    # Past a synchronisation point: each case in one write, on a fresh connection.
+    for label, group in (
+            ("MAIL after EHLO", b"EHLO sync.test\r\nMAIL FROM:<x@example.org>\r\n"),
+            ("body after DATA before 354", b"MAIL FROM:<x@example.org>\r\nRCPT TO:<y@example.net>\r\n"
+                                           b"DATA\r\nSubject: smuggled\r\n\r\nbody\r\n.\r\n"),
+            ("command after NOOP", b"NOOP\r\nRSET\r\n")):
+        with relay.connect() as cl:
+            c.reply(cl.reply(), 220, f"sync {label}: banner")
+            if not group.startswith(b"EHLO"):
+                c.reply(cl.cmd("EHLO sync.test"), 250, f"sync {label}: EHLO")
+            cl.send(group)
+            codes = []
+            try:
+                while True:
+                    r = cl.reply()
+                    codes.append(r[0])
+                    if r[0] == 554:
+                        c.check("5.5.0" in text_of(r), f"sync {label}: 554 5.5.0", text_of(r))
+                        break
+            except (EOFError, OSError) as e:
+                codes.append(repr(e))
+            c.check(codes and codes[-1] == 554 and 354 not in codes, f"sync {label}: refused, never 354", codes)
+            c.check(cl.closed_by_peer(harness.IO_TIMEOUT), f"sync {label}: connection closed")
 
     # One transaction dribbled a byte per write: TCP may split anywhere.
     with relay.connect() as cl:
         cl.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.reply(cl.reply(), 220, "dribble: banner")
         body4 = b"Subject: dribbled\r\n\r\none byte at a time\r\n.. and a stuffed dot\r\n"
-        stream = (b"EHLO drip.test\r\nMAIL FROM:<d@example.org>\r\nRCPT TO:<d@example.net>\r\nDATA\r\n")
+        for i, ch in enumerate(b"EHLO drip.test\r\n"):
+            cl.send(bytes([ch]))
+        expect_sequence(c, cl, "dribble", [(250, None, "EHLO")])
+        stream = (b"MAIL FROM:<d@example.org>\r\nRCPT TO:<d@example.net>\r\nDATA\r\n")
         for i in range(len(stream)):
             cl.send(stream[i:i + 1])
-        expect_sequence(c, cl, "dribble", [(250, None, "EHLO"), (250, "2.1.0", "MAIL"),
-                                           (250, "2.1.5", "RCPT"), (354, None, "DATA")])
+        expect_sequence(c, cl, "dribble", [(250, "2.1.0", "MAIL"), (250, "2.1.5", "RCPT"), (354, None, "DATA")])
         tail = body4 + b".\r\nQUIT\r\n"
         for i in range(len(tail)):
             cl.send(tail[i:i + 1])

@@ -31,6 +31,9 @@ inline server_config test_config() {
     c.max_recipients = 3;
     c.max_errors = 20;
     c.relay_domains = {"example.org", ".sub.example.com"};
+    // Golden transcripts must not depend on how the input is split into reads; the RFC 2920
+    // synchronisation check (which does) has its own tests.
+    c.sync = pipelining_sync::off;
     return c;
 }
 
