@@ -18,6 +18,9 @@ namespace {
 constexpr std::size_t max_held_input = 256 * 1024;
 // Replies queued behind a send the peer does not drain, beyond which the peer is cut off.
 constexpr std::size_t max_pending_output = 1024 * 1024;
+// To a client that talks before our greeting (RFC 5321 §3.1: the client waits for it).
+// Postfix's postscreen calls this PREGREET and, with "drop", answers the same way.
+constexpr std::string_view early_talker_reply = "521 5.5.1 Protocol error: talking before the greeting\r\n";
 }  // namespace
 
 connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust)
@@ -61,7 +64,11 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
     if (res > 0) {
         const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         const auto data = _shard.buffers().data(bid, static_cast<std::size_t>(res));
-        if (!_closing) process(std::string_view(data.data(), data.size()));
+        if (!_greeted && !_closing) {
+            early_talker(std::string_view(data.data(), data.size()));
+        } else if (!_closing) {
+            process(std::string_view(data.data(), data.size()));
+        }
         _shard.buffers().recycle(bid);
         if (!more && !_closing && !_paused) arm_recv();
     } else if (res == -ENOBUFS) {
@@ -79,6 +86,19 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         close();
     }
     maybe_retire();
+}
+
+// Bytes arrived before the send carrying our banner completed: the client did not wait for
+// the greeting, which a correct SMTP client always does (bots that blast a canned dialogue
+// do not). Nothing it sent is executed; it gets 521 5.5.1 after the banner and is closed.
+void connection::early_talker(std::string_view data) noexcept {
+    if (_shard.may_report(shard::report::early_talker))
+        core::diag("early talker " + _peer + ": " + std::to_string(data.size()) +
+                   " byte(s) before the greeting; dropped with 521 5.5.1 (one report per second)");
+    _shard.mutable_counters().early_talkers.fetch_add(1, std::memory_order_relaxed);
+    _out.append(early_talker_reply);
+    close();
+    _shard.want_flush(this);
 }
 
 void connection::process(std::string_view data) noexcept {
@@ -219,6 +239,7 @@ void connection::on_send(int res, std::uint32_t) noexcept {
         return;
     }
     _sending.clear();
+    _greeted = true;  // the first send carries the banner
     if (!_out.empty()) {
         flush();
         return;

@@ -59,6 +59,7 @@ private:
     void on_send(int res, std::uint32_t flags) noexcept;
     void arm_recv() noexcept;
     void process(std::string_view data) noexcept;
+    void early_talker(std::string_view data) noexcept;
     void after_session_step() noexcept;
     void close() noexcept;
     void log_reception() noexcept;
@@ -84,6 +85,7 @@ private:
     bool _peer_gone = false;
     bool _retired = false;
     bool _paused = false;      // receive cancelled for backpressure
+    bool _greeted = false;     // the banner has left (its send completed)
 };
 
 }  // namespace ringrelay::queue

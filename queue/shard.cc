@@ -215,9 +215,8 @@ bool shard::admit(int fd, const sockaddr* peer, std::size_t& slot) noexcept {
     io_uring_prep_send(s, fd, refusal.data(), refusal.size(), MSG_NOSIGNAL);
     s->flags |= IOSQE_IO_LINK;
     io_uring_prep_close(_reactor.sqe_ignored(), fd);
-    if (!_refusing) core::diag("shard " + std::to_string(_index) + ": refusing connections from " +
+    if (may_report(report::refused_connection)) core::diag("shard " + std::to_string(_index) + ": refusing connections from " +
                                core::address_text(peer) + ": " + std::string(refusal.substr(10, refusal.size() - 12)));
-    _refusing = true;
     return false;
 }
 
@@ -261,7 +260,7 @@ void shard::tick() noexcept {
     if (!_dns->idle()) _dns->tick(now);  // c-ares timeouts need better than the 1 s tick
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
-    _refusing = false;
+    _reported = 0;
     _deadlines.expire(now);
     // Postfix's rule: room for one and a half of the largest message.
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);

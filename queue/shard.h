@@ -58,6 +58,7 @@ struct shard_counters {
     std::atomic<std::uint64_t> messages_failed{0};
     std::atomic<std::uint64_t> open_connections{0};
     std::atomic<std::uint64_t> refused_connections{0};  // over --max-connections(-per-ip)
+    std::atomic<std::uint64_t> early_talkers{0};        // spoke before the greeting: 521 5.5.1
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> queued_for_delivery{0};
 };
@@ -101,6 +102,14 @@ public:
     [[nodiscard]] bool stopping() const noexcept { return _stopping; }
     [[nodiscard]] unsigned index() const noexcept { return _index; }
     [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
+    // Abuse reports (stderr) are limited to one per kind per shard per second.
+    enum class report : std::uint8_t { refused_connection = 1, early_talker = 2 };
+    [[nodiscard]] bool may_report(report kind) noexcept {
+        const auto bit = static_cast<std::uint8_t>(kind);
+        if ((_reported & bit) != 0) return false;
+        _reported |= bit;
+        return true;
+    }
     void want_flush(connection* c);
     void want_rearm(connection* c);
     void retire(connection* c);
@@ -163,7 +172,7 @@ private:
     std::int64_t _stop_deadline_ms = 0;
     bool _stopping = false;
     bool _grace_over = false;
-    bool _refusing = false;  // a refusal was logged since the last tick
+    std::uint8_t _reported = 0;  // report kinds logged since the last tick
     stop_op _stop;
 
     // Written by this shard, read by other threads.
