@@ -1,0 +1,132 @@
+// tools/sink/options.cc: see options.h. CLI11 reports through exceptions; they are caught here
+// and nowhere else in the tool.
+#include "tools/sink/options.h"
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <random>
+#include <thread>
+
+namespace ringrelay::sink {
+
+namespace {
+
+constexpr const char* description =
+    "ringrelay-sink: a fast SMTP receiving server for tests and benchmarks. It accepts mail over "
+    "SMTP (PIPELINING, CHUNKING, 8BITMIME, SMTPUTF8), counts it and answers 250 without storing "
+    "it, unless told to save it, to fail it on purpose, or to enforce per-client limits.\n"
+    "\n"
+    "Faults (decided per message when its data is complete; the three rates may add up to 1):\n"
+    "  --defer-rate P       451 4.3.0 Mail server temporarily rejected message. Try again later.\n"
+    "  --reject-rate P      550 5.7.1 [IP] Our system has detected that this message is likely unsolicited mail. ...\n"
+    "  --disconnect-rate P  the connection is closed without a reply\n"
+    "  --delay-ms N         whatever the verdict, it comes N ms after the end of data\n"
+    "Limits per client IP address, counted across all shards:\n"
+    "  --max-connections-per-ip N   connection N+1 gets the banner\n"
+    "                       421 4.7.0 Try again later, closing connection. (too many connections from your IP)\n"
+    "  --max-rate-per-ip R  MAIL commands above R per second (a token bucket holding one second's\n"
+    "                       worth, at least one) get 451 4.7.1 Message rate limit exceeded for IP, try again later\n"
+    "\n"
+    "--save DIR writes one file per accepted message, DIR/<QUEUE-ID>.eml (written as .<QUEUE-ID>.tmp "
+    "and renamed once complete, so a reader never sees a partial file; not fsynced):\n"
+    "  X-Sink-Queue-Id: <16 hex digits, as in the 250 reply>\n"
+    "  X-Sink-Client: <client IP>\n"
+    "  X-Sink-Helo: <EHLO/HELO argument>\n"
+    "  X-Sink-Mail-From: <sender>          (<> for the null sender)\n"
+    "  X-Sink-Rcpt-To: <recipient>         (one line per recipient, in RCPT order)\n"
+    "  X-Sink-Size: <n>\n"
+    "followed by exactly n bytes: the message as received (the sink's own Received: header, then "
+    "the data with dot-stuffing removed, CRLF line ends, without the final \".\"). Every line "
+    "above ends in CRLF.\n"
+    "\n"
+    "Statistics: one line per second on stderr (unless --quiet); a summary on stdout at exit "
+    "(--json: one JSON object). --expect N exits 0 once N messages got 250 (deferred, rejected "
+    "and dropped ones do not count), and 1 if a signal or --duration ends the run first. "
+    "Without --expect it runs until SIGINT/SIGTERM (or --duration) and exits 0.";
+
+bool is_probability(double p) noexcept { return std::isfinite(p) && p >= 0.0 && p <= 1.0; }
+
+}  // namespace
+
+std::expected<sink_options, options_exit> parse_options(int argc, const char* const* argv) {
+    sink_options o;
+    CLI::App app{description, "ringrelay-sink"};
+    app.set_version_flag("--version", "ringrelay-sink 0.1.0");
+    app.get_formatter()->column_width(34);
+    app.add_option("--listen", o.listen_text, "ADDR:PORT to accept SMTP on; repeatable; port 0 picks a free one")
+        ->required();
+    app.add_option("--shards", o.shards, "threads, each with its own io_uring and listener (default: online CPUs)");
+    app.add_option("--expect", o.expect, "exit 0 once this many messages were accepted (250), across all shards");
+    app.add_option("--duration", o.duration_seconds, "stop after this many seconds");
+    app.add_option("--save", o.save_dir, "directory to write each accepted message to (format above)");
+    app.add_option("--defer-rate", o.defer_rate, "probability 0..1 that a message gets 451 4.3.0 (default 0)");
+    app.add_option("--reject-rate", o.reject_rate, "probability 0..1 that a message gets 550 5.7.1 (default 0)");
+    app.add_option("--disconnect-rate", o.disconnect_rate,
+                   "probability 0..1 that the connection is closed at the end of a message's data (default 0)");
+    app.add_option("--delay-ms", o.delay_ms, "milliseconds to wait before answering the end of data (default 0)");
+    app.add_option("--max-connections-per-ip", o.max_connections_per_ip,
+                   "concurrent connections per client IP; above it 421 4.7.0 (default 0 = no limit)");
+    app.add_option("--max-rate-per-ip", o.max_rate_per_ip,
+                   "MAIL commands per second per client IP; above it 451 4.7.1 (default 0 = no limit)");
+    app.add_option("--hostname", o.hostname, "name in the banner, EHLO reply and Received: (default sink.invalid)");
+    app.add_option("--seed", o.seed, "seed of the fault draws, for a repeatable run (default: random, printed)");
+    app.add_option("--max-message-size", o.max_message_size, "largest message in bytes, advertised in SIZE "
+                                                             "(default 26214400)");
+    app.add_option("--timeout", o.command_timeout,
+                   "seconds to wait for a command or data before 421 4.4.2 (default 300)");
+    bool quiet = false;
+    bool json = false;
+    app.add_flag("--quiet", quiet, "no per-second statistics on stderr");
+    app.add_flag("--json", json, "print the final statistics as one JSON object");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+        return std::unexpected(options_exit{0, app.help()});
+    } catch (const CLI::CallForVersion& e) {
+        return std::unexpected(options_exit{0, e.what()});
+    } catch (const CLI::ParseError& e) {
+        return std::unexpected(
+            options_exit{2, std::string("ringrelay-sink: ") + e.what() + "\nRun with --help for usage."});
+    }
+    o.seed_given = app.count("--seed") > 0;
+    o.progress = quiet ? progress_lines::off : progress_lines::every_second;
+    o.format = json ? output_format::json : output_format::text;
+    auto fail = [](const std::string& what) {
+        return std::unexpected(options_exit{2, "ringrelay-sink: " + what});
+    };
+    for (const std::string& l : o.listen_text) {
+        auto e = core::parse_endpoint(l);
+        if (!e) return fail("--listen: " + e.error());
+        o.listen.push_back(*e);
+    }
+    if (o.shards == 0) {
+        const unsigned n = std::thread::hardware_concurrency();
+        o.shards = n == 0 ? 1 : n;
+    }
+    if (o.shards > max_shards) return fail("--shards: at most " + std::to_string(max_shards));
+    const struct {
+        const char* flag;
+        double value;
+    } rates[] = {{"--defer-rate", o.defer_rate}, {"--reject-rate", o.reject_rate},
+                 {"--disconnect-rate", o.disconnect_rate}};
+    for (const auto& r : rates) {
+        if (!is_probability(r.value)) return fail(std::string(r.flag) + ": must be a probability between 0 and 1");
+    }
+    // A small tolerance: 0.7 + 0.2 + 0.1 is not exactly 1 in binary floating point.
+    if (o.defer_rate + o.reject_rate + o.disconnect_rate > 1.0 + 1e-9)
+        return fail("--defer-rate + --reject-rate + --disconnect-rate: must not add up to more than 1");
+    if (!std::isfinite(o.max_rate_per_ip) || o.max_rate_per_ip < 0 || o.max_rate_per_ip > max_rate_per_ip_limit)
+        return fail("--max-rate-per-ip: must be between 0 (no limit) and 1e9 messages per second");
+    if (o.max_message_size == 0 || o.max_message_size > max_message_size_limit)
+        return fail("--max-message-size: must be between 1 and 1073741824 bytes");
+    if (o.command_timeout == 0) return fail("--timeout: must be at least 1 second");
+    if (o.hostname.empty() || o.hostname.find_first_of(" \t\r\n") != std::string::npos)
+        return fail("--hostname: must be non-empty, without spaces or line breaks");
+    if (!o.seed_given) {
+        std::random_device rd;
+        o.seed = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+    }
+    return o;
+}
+
+}  // namespace ringrelay::sink

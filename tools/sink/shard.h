@@ -1,0 +1,162 @@
+// tools/sink/shard.h: one shard of ringrelay-sink: its thread's reactor, SO_REUSEPORT
+// listeners with multishot accept, receive buffer ring, and SMTP connections (connection.h).
+// The relay's inbound path (queue/shard.h) without a spool: a finished message is counted
+// (and with --save written), then answered. Everything here runs on the shard's own thread;
+// the ways in from outside are request_stop() (an io_uring MSG_RING wake-up) and the atomics
+// marked below.
+//
+// Lifecycle: construct (any thread) -> run() on the shard thread: init, report through
+// `ready`, loop, drain, return. After a stop request it stops accepting, says 421 4.3.2 to
+// idle sessions, lets messages being saved or delayed finish (their reply goes out first),
+// and after a grace period cuts off whatever is left.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/buffer_ring.h"
+#include "core/clock.h"
+#include "core/deadline_list.h"
+#include "core/net.h"
+#include "core/reactor.h"
+#include "protocol/server_session.h"
+#include "tools/sink/faults.h"
+#include "tools/sink/ip_limits.h"
+#include "tools/sink/options.h"
+#include "tools/sink/stats.h"
+
+namespace ringrelay::sink {
+
+class connection;
+
+// What every shard and the main thread share. Owned by main; outlives the shards.
+struct sink_shared {
+    sink_shared(const sink_options& o, int save_fd)
+        : options(o), limits(o.max_connections_per_ip, o.max_rate_per_ip), save_dir_fd(save_fd) {}
+
+    // Fixed after construction.
+    const sink_options& options;
+    per_ip_limits limits;  // its counts are atomics shared by every shard
+    const int save_dir_fd; // --save directory, -1 without --save
+
+    // Written by every shard (only with --expect), read by main: own cache line.
+    alignas(64) std::atomic<std::uint64_t> received_total{0};
+};
+
+struct shard_init_result {
+    std::string error;                  // empty on success
+    std::vector<core::endpoint> bound;  // the endpoints really bound (port 0 resolved)
+};
+
+class shard final : public core::turn_hook {
+public:
+    // shared, server and features must outlive the shard. listen: the endpoints to bind (port
+    // 0 picks one; main passes shard 0's result to the others).
+    shard(unsigned index, sink_shared& shared, const protocol::server_config& server,
+          const core::kernel_features& features, std::vector<core::endpoint> listen);
+    shard(const shard&) = delete;
+    shard& operator=(const shard&) = delete;
+    ~shard();
+
+    // The shard thread's body. Sets `ready` after init; returns when stopped and drained.
+    void run(std::promise<shard_init_result>& ready);
+
+    // Any thread, with the caller's own reactor (for MSG_RING). Safe to call more than once.
+    void request_stop(core::reactor& from) noexcept;
+    [[nodiscard]] bool finished() const noexcept { return _finished.load(std::memory_order_acquire); }
+    [[nodiscard]] const shard_stats& stats() const noexcept { return _stats; }
+    // CLOCK_MONOTONIC ns of the first accepted connection and the last 250 (0: none yet).
+    [[nodiscard]] std::int64_t first_connection_ns() const noexcept {
+        return _first_connection_ns.load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::int64_t last_message_ns() const noexcept {
+        return _last_message_ns.load(std::memory_order_relaxed);
+    }
+
+    // Shard-thread API used by connections.
+    [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
+    [[nodiscard]] core::buffer_ring& buffers() noexcept { return _buffers; }
+    [[nodiscard]] core::deadline_list& deadlines() noexcept { return _deadlines; }
+    [[nodiscard]] const protocol::server_config& server_config() const noexcept { return _server; }
+    [[nodiscard]] sink_shared& shared() noexcept { return _shared; }
+    [[nodiscard]] const sink_options& options() const noexcept { return _shared.options; }
+    [[nodiscard]] fault_picker& faults() noexcept { return _faults; }
+    [[nodiscard]] shard_stats& mutable_stats() noexcept { return _stats; }
+    [[nodiscard]] bool stopping() const noexcept { return _stopping; }
+    [[nodiscard]] std::uint64_t next_queue_id() noexcept;
+    [[nodiscard]] std::string_view rfc5322_date() noexcept { return _dates.now(); }
+    // A message was answered 250: counts it, and signals main once --expect is reached.
+    void message_received() noexcept;
+    // A --save step failed: counted, and said on stderr once per shard.
+    void report_save_error(const char* step, int error) noexcept;
+    void want_flush(connection* c);
+    void want_rearm(connection* c);
+    void retire(connection* c);
+
+    void on_turn_end() noexcept override;
+
+private:
+    struct accept_op final : core::completion {
+        shard* owner = nullptr;
+        int fd = -1;
+        bool armed = false;
+        bool failing = false;        // the last accept failed (logged once)
+        bool rearm_on_tick = false;  // re-arm at the next tick, after a failure
+        void complete(int res, std::uint32_t flags) noexcept override;
+    };
+    struct stop_op final : core::completion {
+        shard* owner = nullptr;
+        void complete(int res, std::uint32_t flags) noexcept override;
+    };
+
+    std::string init();
+    void arm_accept(accept_op& a) noexcept;
+    void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
+    // Takes a new connection, or refuses it with 421 4.7.0 over --max-connections-per-ip.
+    void admit(int fd) noexcept;
+    void begin_stop() noexcept;
+    void tick() noexcept;
+    [[nodiscard]] bool drained() const noexcept;
+
+    // Fixed after construction.
+    const unsigned _index;
+    sink_shared& _shared;
+    const protocol::server_config& _server;
+    const core::kernel_features& _features;
+    std::vector<core::endpoint> _listen;
+
+    // Shard-local.
+    core::reactor _reactor;
+    core::buffer_ring _buffers;
+    core::deadline_list _deadlines;
+    core::date_cache _dates;
+    fault_picker _faults;
+    std::vector<std::unique_ptr<accept_op>> _accepts;
+    std::vector<connection*> _connections;  // owned; index kept in each connection
+    std::vector<connection*> _flush;
+    std::vector<connection*> _rearm;
+    std::vector<connection*> _graveyard;
+    std::uint64_t _next_id = 0;
+    std::uint64_t _received_at_turn_start = 0;
+    std::int64_t _next_tick_ms = 0;
+    std::int64_t _stop_deadline_ms = 0;
+    bool _stopping = false;
+    bool _save_error_reported = false;
+    stop_op _stop;
+
+    // Written by this shard, read by other threads.
+    std::atomic<int> _ring_fd{-1};
+    std::atomic<bool> _finished{false};
+    std::atomic<bool> _stop_sent{false};
+    std::atomic<std::int64_t> _first_connection_ns{0};
+    std::atomic<std::int64_t> _last_message_ns{0};
+    shard_stats _stats;
+};
+
+// CLOCK_MONOTONIC in nanoseconds (the per-IP rate limit's and the summary's clock).
+[[nodiscard]] std::int64_t monotonic_ns() noexcept;
+
+}  // namespace ringrelay::sink
