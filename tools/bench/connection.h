@@ -1,0 +1,121 @@
+// tools/bench/connection.h: one SMTP client connection of ringrelay-bench: io_uring connect,
+// multishot recv from the shard's buffer ring, one batched send per loop turn, and a
+// protocol::client_session (PIPELINING/CHUNKING as configured) that carries one message at a
+// time; the connection is reused for many messages and reopened after it closes.
+//
+// Lifecycle: down -> open() -> connecting -> greeting (220, EHLO) -> ready <-> busy (one
+// message: MAIL .. end of data) -> quit() or failure -> closing (shutdown, waits for every
+// operation in flight) -> down, reported to the shard, which reopens it (after a back-off if
+// it failed) or lets it rest once the run is over.
+//
+// Ownership: created and driven by one shard (its thread, its reactor and buffer ring). The
+// message body and recipient strings are the connection's own, rewritten only when the
+// session has no message (client_session's lifetime rule for outbound_message).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/reactor.h"
+#include "protocol/client_session.h"
+
+namespace ringrelay::bench {
+
+class shard;
+
+enum class connection_state : std::uint8_t { down, connecting, greeting, ready, busy, closing };
+
+// How a connection ended, for the shard's reopen policy.
+enum class close_kind : std::uint8_t {
+    normal,  // our QUIT was answered (or we closed it at the end of the run)
+    failed,  // connect error, refused greeting, 421, protocol error, lost, timeout
+};
+
+class connection final {
+public:
+    explicit connection(shard& owner);
+    connection(const connection&) = delete;
+    connection& operator=(const connection&) = delete;
+    ~connection();
+
+    // down -> connecting.
+    void open(std::int64_t now_ns) noexcept;
+    // ready -> busy: sends message `seq` (scheduled at `scheduled_ns`, = now in closed loop).
+    void send_message(std::uint64_t seq, std::int64_t scheduled_ns, std::int64_t now_ns) noexcept;
+    // No more messages: QUIT once the current one (if any) has its outcome; a connection not
+    // yet greeted is simply closed.
+    void quit(std::int64_t now_ns) noexcept;
+    // Gives up on the connection (timeout, end of run): its message, if any, is lost.
+    void abort(std::string_view why, std::int64_t now_ns) noexcept;
+    // Turn end: hands over outcomes made outside a reply (local refusals) and sends what the
+    // session wrote this turn, in one send.
+    void flush(std::int64_t now_ns) noexcept;
+
+    [[nodiscard]] connection_state state() const noexcept { return _state; }
+    // Has a session that can take a message now.
+    [[nodiscard]] bool can_take_message() const noexcept { return _state == connection_state::ready && !_quit_requested; }
+    // Waiting for the peer: connect, a reply, or the reply to QUIT.
+    [[nodiscard]] bool waiting_for_peer() const noexcept;
+    [[nodiscard]] std::int64_t last_activity_ns() const noexcept { return _last_activity_ns; }
+    [[nodiscard]] std::int64_t state_since_ns() const noexcept { return _state_since_ns; }
+
+    // Shard-owned bookkeeping.
+    std::int64_t reopen_at_ns = 0;    // down: when to open() again
+    std::uint32_t failures = 0;       // consecutive failed connections (back-off)
+    bool parked = false;              // in the shard's list of idle connections
+    bool in_flush_list = false;       // in the shard's list for the turn-end flush
+
+private:
+    struct op final : core::completion {
+        connection* owner = nullptr;
+        void (connection::*handler)(int, std::uint32_t) noexcept = nullptr;
+        void complete(int res, std::uint32_t flags) noexcept override { (owner->*handler)(res, flags); }
+    };
+    void on_connect(int res, std::uint32_t flags) noexcept;
+    void on_recv(int res, std::uint32_t flags) noexcept;
+    void on_send(int res, std::uint32_t flags) noexcept;
+    void arm_recv() noexcept;
+    void start_send() noexcept;
+    // After the session consumed input or a message: outcomes, state changes, next message.
+    void after_input(std::int64_t now_ns) noexcept;
+    void take_outcomes(std::int64_t now_ns) noexcept;
+    void on_session_closed(std::int64_t now_ns) noexcept;
+    void lost(std::string_view why, std::int64_t now_ns) noexcept;
+    void begin_close(close_kind kind, std::int64_t now_ns) noexcept;
+    void shutdown_socket() noexcept;
+    void finish_close_if_idle(std::int64_t now_ns) noexcept;
+    void set_state(connection_state s, std::int64_t now_ns) noexcept {
+        _state = s;
+        _state_since_ns = now_ns;
+    }
+
+    shard& _owner;
+    std::optional<protocol::client_session> _session;  // one per TCP connection
+    int _fd = -1;
+    op _connect_op;
+    op _recv_op;
+    op _send_op;
+    std::string _out;      // written by the session during the turn
+    std::string _sending;  // handed to the kernel; untouched until its completion
+    std::size_t _sent = 0;
+    std::string _body;                // the message template, stamped per message
+    std::vector<std::string> _rcpts;  // --recipients addresses, rewritten per message
+    connection_state _state = connection_state::down;
+    close_kind _close_kind = close_kind::normal;
+    std::uint64_t _seq = 0;
+    std::int64_t _scheduled_ns = 0;
+    std::int64_t _submitted_ns = 0;
+    std::int64_t _last_send_done_ns = 0;
+    std::int64_t _last_activity_ns = 0;
+    std::int64_t _state_since_ns = 0;
+    std::uint32_t _messages_here = 0;
+    bool _connect_in_flight = false;
+    bool _recv_armed = false;
+    bool _send_in_flight = false;
+    bool _quit_requested = false;
+    bool _shutdown_after_send = false;  // closing: the session's last words (QUIT) go first
+};
+
+}  // namespace ringrelay::bench
