@@ -10,8 +10,10 @@
 #include <atomic>
 #include <cstdint>
 #include <expected>
+#include <map>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "core/reactor.h"
 
@@ -85,6 +87,37 @@ private:
     std::atomic<unsigned> _writes{0};
     std::atomic<unsigned> _syncs{0};
     iovec _short_iov{};  // shard-local
+};
+
+// Simulates a power loss for crash tests (test builds only: ringrelay-powerloss). Writes are
+// kept in memory and reach the file only at fdatasync, so a SIGKILL loses exactly what a
+// power cut would: everything written but not yet synced. With sync_mode::skipped, fdatasync
+// reports success without writing anything: a deliberately non-durable relay, which the crash
+// test must catch losing acknowledged mail.
+class power_loss_storage final : public storage {
+public:
+    enum class sync_mode : std::uint8_t { durable, skipped };
+    power_loss_storage(core::reactor& r, sync_mode mode) noexcept : _reactor(r), _disk(r), _mode(mode) {}
+
+    [[nodiscard]] std::expected<int, std::error_code> create_file(const std::string& dir,
+                                                                  const std::string& name) override {
+        return _disk.create_file(dir, name);
+    }
+    void truncate(int fd, std::uint64_t size) noexcept override;
+    void close_file(int fd) noexcept override;
+    void write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
+               core::completion* done) noexcept override;
+    void fdatasync(int fd, core::completion* done) noexcept override;
+
+private:
+    struct pending_write {
+        std::uint64_t offset;
+        std::string bytes;
+    };
+    core::reactor& _reactor;
+    disk_storage _disk;
+    const sync_mode _mode;
+    std::map<int, std::vector<pending_write>> _unsynced;  // shard-local
 };
 
 }  // namespace ringrelay::queue

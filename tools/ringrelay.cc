@@ -2,6 +2,11 @@
 // shard thread per core, and waits for SIGTERM/SIGINT: the first stops gracefully (sessions
 // finish their transaction, bounded by --shutdown-timeout; the spool and log flush; exit 0),
 // a second exits at once (exit 1). Acknowledged mail is on disk either way.
+//
+// Built a second time as ringrelay-powerloss (tests only, never installed) with
+// RINGRELAY_POWER_LOSS_TEST: the spool then writes through queue::power_loss_storage, so a
+// SIGKILL loses what a power cut would; RINGRELAY_TEST_NONDURABLE=1 in its environment also
+// skips every fdatasync (a deliberately non-durable relay, for the crash test to catch).
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -9,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <memory>
+#include <string_view>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -76,7 +83,19 @@ int main(int argc, char** argv) {
 
     const unsigned shards = config.shards;
     const std::string spool = config.spool;
+#ifdef RINGRELAY_POWER_LOSS_TEST
+    const char* nondurable_env = std::getenv("RINGRELAY_TEST_NONDURABLE");
+    const bool nondurable = nondurable_env != nullptr && std::string_view(nondurable_env) == "1";
+    const auto mode = nondurable ? queue::power_loss_storage::sync_mode::skipped
+                                 : queue::power_loss_storage::sync_mode::durable;
+    core::diag(std::string("TEST BUILD: power-loss storage (unsynced writes die with the process)") +
+               (nondurable ? "; fdatasync SKIPPED: acknowledged mail is NOT durable" : ""));
+    queue::relay node(std::move(config), [mode](core::reactor& r) -> std::unique_ptr<queue::storage> {
+        return std::make_unique<queue::power_loss_storage>(r, mode);
+    });
+#else
     queue::relay node(std::move(config));
+#endif
     if (auto started = node.start(); !started) {
         core::diag(started.error());
         return 1;
