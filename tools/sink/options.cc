@@ -46,6 +46,17 @@ constexpr const char* description =
 
 bool is_probability(double p) noexcept { return std::isfinite(p) && p >= 0.0 && p <= 1.0; }
 
+// CLI11 reads "-1" into an unsigned 64-bit option as 2^64-1; counts refuse a sign instead.
+CLI::Validator unsigned_number() {
+    return CLI::Validator(
+        [](std::string& value) -> std::string {
+            if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos)
+                return "expected a non-negative integer, got '" + value + "'";
+            return {};
+        },
+        "UINT");
+}
+
 }  // namespace
 
 std::expected<sink_options, options_exit> parse_options(int argc, const char* const* argv) {
@@ -55,25 +66,33 @@ std::expected<sink_options, options_exit> parse_options(int argc, const char* co
     app.get_formatter()->column_width(34);
     app.add_option("--listen", o.listen_text, "ADDR:PORT to accept SMTP on; repeatable; port 0 picks a free one")
         ->required();
-    app.add_option("--shards", o.shards, "threads, each with its own io_uring and listener (default: online CPUs)");
-    app.add_option("--expect", o.expect, "exit 0 once this many messages were accepted (250), across all shards");
-    app.add_option("--duration", o.duration_seconds, "stop after this many seconds");
+    app.add_option("--shards", o.shards, "threads, each with its own io_uring and listener (default: online CPUs)")
+        ->check(unsigned_number());
+    app.add_option("--expect", o.expect, "exit 0 once this many messages were accepted (250), across all shards")
+        ->check(unsigned_number());
+    app.add_option("--duration", o.duration_seconds, "stop after this many seconds")
+        ->check(unsigned_number());
     app.add_option("--save", o.save_dir, "directory to write each accepted message to (format above)");
     app.add_option("--defer-rate", o.defer_rate, "probability 0..1 that a message gets 451 4.3.0 (default 0)");
     app.add_option("--reject-rate", o.reject_rate, "probability 0..1 that a message gets 550 5.7.1 (default 0)");
     app.add_option("--disconnect-rate", o.disconnect_rate,
                    "probability 0..1 that the connection is closed at the end of a message's data (default 0)");
-    app.add_option("--delay-ms", o.delay_ms, "milliseconds to wait before answering the end of data (default 0)");
+    app.add_option("--delay-ms", o.delay_ms, "milliseconds to wait before answering the end of data (default 0)")
+        ->check(unsigned_number());
     app.add_option("--max-connections-per-ip", o.max_connections_per_ip,
-                   "concurrent connections per client IP; above it 421 4.7.0 (default 0 = no limit)");
+                   "concurrent connections per client IP; above it 421 4.7.0 (default 0 = no limit)")
+        ->check(unsigned_number());
     app.add_option("--max-rate-per-ip", o.max_rate_per_ip,
                    "MAIL commands per second per client IP; above it 451 4.7.1 (default 0 = no limit)");
     app.add_option("--hostname", o.hostname, "name in the banner, EHLO reply and Received: (default sink.invalid)");
-    app.add_option("--seed", o.seed, "seed of the fault draws, for a repeatable run (default: random, printed)");
+    app.add_option("--seed", o.seed, "seed of the fault draws, for a repeatable run (default: random, printed)")
+        ->check(unsigned_number());
     app.add_option("--max-message-size", o.max_message_size, "largest message in bytes, advertised in SIZE "
-                                                             "(default 26214400)");
+                                                             "(default 26214400)")
+        ->check(unsigned_number());
     app.add_option("--timeout", o.command_timeout,
-                   "seconds to wait for a command or data before 421 4.4.2 (default 300)");
+                   "seconds to wait for a command or data before 421 4.4.2 (default 300)")
+        ->check(unsigned_number());
     bool quiet = false;
     bool json = false;
     app.add_flag("--quiet", quiet, "no per-second statistics on stderr");
