@@ -105,6 +105,7 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "relay-domains") ok = set(json_strings(v, key), c.relay_domains);
         else if (key == "max-message-size") ok = set(json_uint<std::uint64_t>(v, key), c.max_message_size);
         else if (key == "max-recipients") ok = set(json_uint<std::uint32_t>(v, key), c.max_recipients);
+        else if (key == "min-data-rate") ok = set(json_uint<std::uint32_t>(v, key), c.min_data_rate);
         else if (key == "command-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.command_timeout);
         else if (key == "shutdown-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.shutdown_timeout);
         else if (key == "max-errors") ok = set(json_uint<std::uint32_t>(v, key), c.max_errors);
@@ -222,6 +223,9 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     app.add_option("--max-recipients", flags.max_recipients, "recipients per message (default 1000)");
     app.add_option("--command-timeout", flags.command_timeout,
                    "seconds to wait for a command or data before 421 4.4.2 (default 300)");
+    app.add_option("--min-data-rate", flags.min_data_rate,
+                   "bytes/s a client must average while sending message content; slower, and only "
+                   "--command-timeout runs (like Postfix's smtpd_min_data_rate; default 500, 0 = off)");
     app.add_option("--shutdown-timeout", flags.shutdown_timeout,
                    "seconds a transaction in progress may take to finish after SIGTERM (default 30)");
     app.add_option("--max-errors", flags.max_errors, "error replies per session before 421 4.7.0 (default 20)");
@@ -277,6 +281,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--max-message-size")) c.max_message_size = flags.max_message_size;
     if (given("--max-recipients")) c.max_recipients = flags.max_recipients;
     if (given("--command-timeout")) c.command_timeout = flags.command_timeout;
+    if (given("--min-data-rate")) c.min_data_rate = flags.min_data_rate;
     if (given("--shutdown-timeout")) c.shutdown_timeout = flags.shutdown_timeout;
     if (given("--max-errors")) c.max_errors = flags.max_errors;
     if (given("--max-connections")) c.max_connections = flags.max_connections;

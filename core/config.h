@@ -22,6 +22,7 @@ struct config {
     std::uint64_t max_message_size = 26214400;
     std::uint32_t max_recipients = 1000;
     std::uint32_t command_timeout = 300;   // seconds
+    std::uint32_t min_data_rate = 500;     // bytes/s message content must average, or the timeout runs
     std::uint32_t shutdown_timeout = 30;   // seconds a transaction may take to finish on SIGTERM
     std::uint32_t max_errors = 20;
     std::uint32_t max_connections = 10000;      // inbound, all shards; 0 = no limit

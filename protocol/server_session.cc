@@ -78,6 +78,9 @@ const envelope& server_session::message_envelope() const noexcept { return _enve
 std::string_view server_session::message() const noexcept { return _body; }
 bool server_session::closed() const noexcept { return _closed; }
 bool server_session::in_transaction() const noexcept { return _transaction != transaction::none; }
+bool server_session::receiving_content() const noexcept {
+    return _mode == input_mode::data || _mode == input_mode::chunk;
+}
 
 void server_session::say_uncounted(std::string& out, reply_id id, std::string_view argument) {
     append_reply(out, id, argument);

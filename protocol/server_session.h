@@ -139,6 +139,9 @@ public:
     [[nodiscard]] bool closed() const noexcept;
     // Between MAIL and the end of the transaction (message committed, RSET, or failure).
     [[nodiscard]] bool in_transaction() const noexcept;
+    // Reading message content (DATA body or BDAT chunk octets), where input makes progress
+    // without replies.
+    [[nodiscard]] bool receiving_content() const noexcept;
     // Frees buffers an idle session does not need (called by the host when input is idle).
     void shrink() noexcept;
 

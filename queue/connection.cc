@@ -41,7 +41,8 @@ void connection::start() noexcept {
     (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     _session.start(_out);
     arm_recv();
-    _shard.deadlines().touch(*this, core::monotonic_ms());
+    _progress_ms = core::monotonic_ms();
+    _shard.deadlines().touch(*this, _progress_ms);
     _shard.want_flush(this);
 }
 
@@ -101,11 +102,29 @@ void connection::early_talker(std::string_view data) noexcept {
     _shard.want_flush(this);
 }
 
+// The command timeout runs per request, not per read (Postfix's smtpd_per_request_deadline):
+// it restarts when the session makes progress: a reply (a whole command was read), a message
+// completed, or message content arriving at --min-data-rate on average since the last
+// restart. So a client dribbling a byte a second is cut off after --command-timeout however
+// long it keeps dribbling, while a big message on a slow but real link is not.
 void connection::process(std::string_view data) noexcept {
     if (!_closing && !_awaiting_commit && _held.empty()) {
-        _shard.deadlines().touch(*this, core::monotonic_ms());
+        const std::size_t out_before = _out.size();
         const std::size_t n = _session.feed(data, _out);
         if (n < data.size()) _held.assign(data.substr(n));
+        const std::int64_t now = core::monotonic_ms();
+        bool progress = _out.size() != out_before || _session.message_ready();
+        if (!progress && _session.receiving_content()) {
+            _content_bytes += n;
+            const std::uint64_t rate = _shard.config().min_data_rate;
+            const auto elapsed = static_cast<std::uint64_t>(now - _progress_ms);
+            progress = rate != 0 && _content_bytes * 1000 >= rate * elapsed;
+        }
+        if (progress) {
+            _progress_ms = now;
+            _content_bytes = 0;
+            if (!_session.message_ready()) _shard.deadlines().touch(*this, now);
+        }
     } else {
         _held.append(data);
         if (_held.size() > max_held_input && _recv_armed && !_paused) {
@@ -176,7 +195,11 @@ void connection::committed(protocol::commit_result result) noexcept {
         _paused = false;
         if (!_recv_armed) arm_recv();
     }
-    if (!_session.message_ready() && !_closing) _shard.deadlines().touch(*this, core::monotonic_ms());
+    if (!_session.message_ready() && !_closing) {
+        _progress_ms = core::monotonic_ms();
+        _content_bytes = 0;
+        _shard.deadlines().touch(*this, _progress_ms);
+    }
     after_session_step();
     _shard.want_flush(this);
     maybe_retire();

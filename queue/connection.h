@@ -75,6 +75,8 @@ private:
     std::size_t _sent = 0;
     std::string _held;     // input received while a commit is pending
     std::uint64_t _received_us = 0;
+    std::int64_t _progress_ms = 0;     // when the command deadline last restarted
+    std::uint64_t _content_bytes = 0;  // message content read since then
     recv_op _recv;
     send_op _send;
     bool _recv_armed = false;

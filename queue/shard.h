@@ -99,6 +99,7 @@ public:
     [[nodiscard]] core::log_writer& log() noexcept { return *_log; }
     [[nodiscard]] core::deadline_list& deadlines() noexcept { return _deadlines; }
     [[nodiscard]] const protocol::server_config& server_config() const noexcept { return _server; }
+    [[nodiscard]] const core::config& config() const noexcept { return _config; }
     [[nodiscard]] bool stopping() const noexcept { return _stopping; }
     [[nodiscard]] unsigned index() const noexcept { return _index; }
     [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
