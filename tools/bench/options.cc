@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <thread>
 
 #include "core/duration.h"
@@ -62,6 +63,16 @@ std::expected<std::uint64_t, std::string> parse_size(std::string_view text) {
     }
     if (n > max_message_size / scale + 1) return std::unexpected("'" + std::string(text) + "' is too large");
     return n * scale;
+}
+
+// A decimal integer without sign (CLI11 would wrap "-5" around into a huge unsigned value).
+template <typename Int>
+std::expected<Int, std::string> parse_count(const std::string& text, const char* flag) {
+    std::uint64_t n = 0;
+    const auto r = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (r.ec != std::errc{} || r.ptr != text.data() + text.size() || text.empty() || n > std::numeric_limits<Int>::max())
+        return std::unexpected(std::string(flag) + ": '" + text + "' is not a whole number in range");
+    return static_cast<Int>(n);
 }
 
 bool printable_without_space(std::string_view s) noexcept {
@@ -123,15 +134,15 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
         "Exit code: 0 if every message was accepted, 1 if any failed, 2 on a usage error."};
     app.set_version_flag("--version", "ringrelay-bench 0.1.0");
     std::string target, duration, size, domains, timeout;
-    unsigned shards = 0;
+    std::string connections, message_count, recipients, shards, per_connection, seed;
     bool json = false, quiet = false, chunking = false, no_pipelining = false;
     app.add_option("--target", target, "ADDR:PORT of the SMTP server (numeric address or localhost)")->required();
-    app.add_option("--connections", o.connections, "concurrent SMTP connections, divided among the shards")->required();
-    auto* messages = app.add_option("--messages", o.messages, "send exactly this many messages, then stop");
+    app.add_option("--connections", connections, "concurrent SMTP connections, divided among the shards")->required();
+    auto* messages = app.add_option("--messages", message_count, "send exactly this many messages, then stop");
     auto* dur = app.add_option("--duration", duration, "send for this long (\"30\", \"30s\", \"2m\"), then QUIT");
     messages->excludes(dur);
     app.add_option("--size", size, "bytes per message, header included (\"2048\", \"2k\", \"1M\")")->required();
-    app.add_option("--recipients", o.recipients, "recipients per message, user<k>@<domain> (default 1)");
+    app.add_option("--recipients", recipients, "recipients per message, user<k>@<domain> (default 1)");
     app.add_option("--rate", o.rate,
                    "open loop: messages per second at fixed arrival times, all connections together; latency "
                    "counts from the scheduled time (default: closed loop, next message as soon as one is answered)");
@@ -144,10 +155,10 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
     app.add_option("--helo", o.helo, "name sent in EHLO (default ringrelay-bench)");
     app.add_option("--timeout", timeout,
                    "connect and reply timeout; also give up when nothing connects for this long (default 10s)");
-    app.add_option("--max-messages-per-connection", o.max_messages_per_connection,
+    app.add_option("--max-messages-per-connection", per_connection,
                    "QUIT and reconnect after this many messages (default 0 = never)");
     app.add_flag("--quiet", quiet, "no progress line on stderr");
-    app.add_option("--seed", o.seed, "seed for the domain choice (default 1)");
+    app.add_option("--seed", seed, "seed for the domain choice (default 1)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {
@@ -164,6 +175,9 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
     o.target = *target_endpoint;
     o.target_text = target;
 
+    auto count = parse_count<std::uint32_t>(connections, "--connections");
+    if (!count) return std::unexpected(usage_error(count.error()));
+    o.connections = *count;
     if (o.connections == 0 || o.connections > max_connections)
         return std::unexpected(usage_error("--connections must be from 1 to " + std::to_string(max_connections)));
 
@@ -171,6 +185,9 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
         return std::unexpected(usage_error("give either --messages M or --duration S"));
     if (messages->count() > 0) {
         o.mode = run_mode::messages;
+        auto n = parse_count<std::uint64_t>(message_count, "--messages");
+        if (!n) return std::unexpected(usage_error(n.error()));
+        o.messages = *n;
         if (o.messages == 0) return std::unexpected(usage_error("--messages must be at least 1"));
     } else {
         o.mode = run_mode::duration;
@@ -196,6 +213,11 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
     }
     o.size = *bytes;
 
+    if (app.count("--recipients") > 0) {
+        auto n = parse_count<std::uint32_t>(recipients, "--recipients");
+        if (!n) return std::unexpected(usage_error(n.error()));
+        o.recipients = *n;
+    }
     if (o.recipients == 0 || o.recipients > max_recipients)
         return std::unexpected(usage_error("--recipients must be from 1 to " + std::to_string(max_recipients)));
     if (app.count("--rate") > 0 && (!std::isfinite(o.rate) || o.rate <= 0))
@@ -215,10 +237,21 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
         if (*t <= 0) return std::unexpected(usage_error("--timeout must be positive"));
         o.timeout_seconds = *t;
     }
+    if (app.count("--max-messages-per-connection") > 0) {
+        auto n = parse_count<std::uint32_t>(per_connection, "--max-messages-per-connection");
+        if (!n) return std::unexpected(usage_error(n.error()));
+        o.max_messages_per_connection = *n;
+    }
+    if (app.count("--seed") > 0) {
+        auto n = parse_count<std::uint64_t>(seed, "--seed");
+        if (!n) return std::unexpected(usage_error(n.error()));
+        o.seed = *n;
+    }
     if (app.count("--shards") > 0) {
-        if (shards == 0 || shards > max_shards)
+        auto n = parse_count<unsigned>(shards, "--shards");
+        if (!n || *n == 0 || *n > max_shards)
             return std::unexpected(usage_error("--shards must be from 1 to " + std::to_string(max_shards)));
-        o.shards = shards;
+        o.shards = *n;
     } else {
         o.shards = std::clamp(std::thread::hardware_concurrency(), 1u, 2u);
     }

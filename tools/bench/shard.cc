@@ -148,7 +148,7 @@ void shard::tick(std::int64_t now) noexcept {
         char why[160];
         std::snprintf(why, sizeof why, "gave up: nothing could connect to %s within %g s", _options.target_text.c_str(),
                       _options.timeout_seconds);
-        note_error(why);
+        std::fprintf(stderr, "%sringrelay-bench: shard %u: %s\n", _stderr_is_terminal ? "\r\033[K" : "", _index, why);
         _gave_up = true;
         _gave_up_shared.store(true, std::memory_order_release);
         begin_finish(now);
