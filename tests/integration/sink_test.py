@@ -196,6 +196,43 @@ def check_save_and_expect(c, binary):
                 repr(harness.strip_received(env["message"])[:200]))
 
 
+def check_save_concurrent(c, binary):
+    """4 clients x 25 messages over 2 shards with --save and --delay-ms: every file complete."""
+    save = os.path.join(harness.temp_dir("rr-sink-"), "saved")
+    sink = Sink(binary, ["--save", save, "--expect", "100", "--delay-ms", "5", "--quiet"], shards=2).start()
+    ids = []
+    lock = threading.Lock()
+
+    def client(t):
+        s = sink.smtp()
+        for i in range(25):
+            code, text = data_reply(s, SENDER, [f"user{t}@example.net"], f"Subject: {t}/{i}\r\n\r\n{t}/{i}\r\n".encode())
+            m = _QUEUED_RE.search(text)
+            with lock:
+                ids.append(m.group(1) if code == 250 and m else f"{code} {text}")
+        s.quit()
+
+    threads = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    status = sink.wait(30)
+    c.check(status == 0, "--expect 100 with 4 concurrent clients: exit 0", f"status {status}")
+    c.check(len(ids) == 100 and all(len(i) == 16 for i in ids), "100 messages answered 250 with a queue id",
+            str([i for i in ids if len(i) != 16][:3]))
+    names = sorted(os.listdir(save)) if os.path.isdir(save) else []
+    c.check(sorted(n[:-4] for n in names) == sorted(ids), "exactly one complete .eml per 250, no temp files",
+            f"{len(names)} files")
+    good = 0
+    for n in names:
+        with open(os.path.join(save, n), "rb") as f:
+            env = parse_saved(f.read())
+        t, i = harness.strip_received(env["message"]).split(b"\r\n")[0][len(b"Subject: "):].split(b"/")
+        good += env["rcpt_to"] == [f"user{t.decode()}@example.net"] and env["queue_id"] == n[:-4]
+    c.check(good == 100, "every saved file parses and carries its own envelope", f"{good} of 100")
+
+
 def check_reject(c, binary):
     sink = Sink(binary, ["--reject-rate", "1", "--json", "--quiet"]).start()
     s = sink.smtp()
@@ -355,7 +392,7 @@ def check_expect_not_met(c, binary):
 
 def scenario(c):
     binary = sink_path()
-    for check in (check_save_and_expect, check_reject, check_defer, check_disconnect, check_connection_limit,
+    for check in (check_save_and_expect, check_save_concurrent, check_reject, check_defer, check_disconnect, check_connection_limit,
                   check_rate_limit, check_delay, check_expect_not_met):
         c.info(check.__name__)
         check(c, binary)

@@ -135,18 +135,22 @@ std::size_t connection::drive(std::string_view data) noexcept {
 bool connection::begin_message() noexcept {
     _pending = true;
     _verdict = _shard.faults().next();
-    if (_verdict == verdict::accept && _shard.shared().save_dir_fd >= 0) {
+    if (_shard.options().delay_ms != 0) {
         unlink();  // no command deadline while we, not the client, are working
-        start_save();
+        arm_delay();
         return false;
     }
-    if (_shard.options().delay_ms != 0) {
+    if (must_save()) {
         unlink();
-        arm_delay();
+        start_save();
         return false;
     }
     answer();
     return true;
+}
+
+bool connection::must_save() const noexcept {
+    return _verdict == verdict::accept && _shard.shared().save_dir_fd >= 0;
 }
 
 void connection::start_save() noexcept {
@@ -227,7 +231,6 @@ void connection::save_failed(const char* step, int res) noexcept {
 }
 
 void connection::after_save() noexcept {
-    if (_shard.options().delay_ms != 0 && !_closing) return arm_delay();
     answer();
     resume();
 }
@@ -243,11 +246,12 @@ void connection::arm_delay() noexcept {
 void connection::on_delay(int res, std::uint32_t) noexcept {
     _delay_armed = false;
     if (res == -ECANCELED) {
-        // Cut off at shutdown: the message goes unanswered and uncounted.
+        // Cut off at shutdown: the message goes unanswered, unsaved and uncounted.
         _pending = false;
         maybe_retire();
         return;
     }
+    if (must_save()) return start_save();
     answer();
     resume();
 }

@@ -3,9 +3,10 @@
 // and is that session's host (session_host: queue ids, dates, the per-IP rate check at MAIL).
 // The relay's queue/connection.h with the spool replaced by the sink's verdict.
 //
-// A finished message gets its verdict (faults.h) at once. Accepted with --save, it is written
-// through io_uring (openat, writev, close, renameat: the file appears complete or not at
-// all); with --delay-ms an io_uring timeout runs; only then is it counted and answered. While
+// A finished message gets its verdict (faults.h) at once. With --delay-ms an io_uring
+// timeout runs first; then, accepted with --save, it is written through io_uring (openat,
+// writev, close, renameat: the file appears complete or not at all); only then is it counted
+// and answered. While
 // that is pending, input is held (parsed later, in order; RFC 2920); without --save and
 // --delay-ms a message is answered in the same pass over the receive buffer, with no copy.
 //
@@ -78,6 +79,8 @@ private:
     std::size_t drive(std::string_view data) noexcept;
     // A message is ready: true if it was answered now, false if its answer is pending.
     bool begin_message() noexcept;
+    // The pending message is accepted and --save is on: it is written before its 250.
+    [[nodiscard]] bool must_save() const noexcept;
     void start_save() noexcept;
     void submit_write() noexcept;
     void save_failed(const char* step, int res) noexcept;

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
             "multishot accept/recv, MSG_RING); " + core::describe(features));
         return 1;
     }
+    say(core::describe(features));
     int save_fd = -1;
     if (!options.save_dir.empty()) {
         save_fd = open_save_dir(options.save_dir);
