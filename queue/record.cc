@@ -56,7 +56,7 @@ private:
 }  // namespace
 
 void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
-                           std::uint64_t received_us, std::string_view message) {
+                           std::uint64_t received_us, std::string_view message, std::uint32_t salt) {
     const std::size_t start = out.size();
     out.resize(start + record_header_size);
     const std::size_t payload_start = out.size();
@@ -78,7 +78,7 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
     put<std::uint32_t>(header, 0);  // crc placeholder
     put<std::uint64_t>(header, env.queue_id);
     put<std::uint64_t>(header, received_us);
-    std::uint32_t crc = crc32c(0, std::string_view(header).substr(4, 8));
+    std::uint32_t crc = crc32c(salt, std::string_view(header).substr(4, 8));
     crc = crc32c(crc, std::string_view(header).substr(16));
     crc = crc32c(crc, std::string_view(out).substr(payload_start));
     crc = crc32c(crc, message);
@@ -87,7 +87,8 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
 }
 
 void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,
-                           recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us) {
+                           recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us,
+                           std::uint32_t salt) {
     std::string payload;
     put<std::uint32_t>(payload, rcpt_index);
     put<std::uint8_t>(payload, static_cast<std::uint8_t>(status));
@@ -104,6 +105,27 @@ void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64
     put<std::uint32_t>(header, 0);
     put<std::uint64_t>(header, queue_id);
     put<std::uint64_t>(header, time_us);
+    std::uint32_t crc = crc32c(salt, std::string_view(header).substr(4, 8));
+    crc = crc32c(crc, std::string_view(header).substr(16));
+    crc = crc32c(crc, payload);
+    std::memcpy(header.data() + 12, &crc, 4);
+    out += header;
+    out += payload;
+}
+
+void encode_segment_record(std::string& out, std::uint32_t salt) {
+    std::string payload;
+    put<std::uint32_t>(payload, salt);
+    put<std::uint32_t>(payload, 0);
+    std::string header;
+    put<std::uint32_t>(header, record_magic);
+    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::segment));
+    put<std::uint8_t>(header, 1);
+    put<std::uint16_t>(header, 0);
+    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
+    put<std::uint32_t>(header, 0);
+    put<std::uint64_t>(header, 0);
+    put<std::uint64_t>(header, 0);
     std::uint32_t crc = crc32c(0, std::string_view(header).substr(4, 8));
     crc = crc32c(crc, std::string_view(header).substr(16));
     crc = crc32c(crc, payload);
@@ -123,7 +145,7 @@ std::string_view describe(decode_error e) noexcept {
     return "unknown";
 }
 
-std::expected<decoded_message, decode_error> decode_record(std::string_view bytes) {
+std::expected<decoded_message, decode_error> decode_record(std::string_view bytes, std::uint32_t salt) {
     if (bytes.size() < 4) return std::unexpected(decode_error::truncated);
     if (get<std::uint32_t>(bytes, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
     if (bytes.size() < record_header_size) return std::unexpected(decode_error::truncated);
@@ -134,17 +156,26 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
     d.header.crc = get<std::uint32_t>(bytes, 12);
     d.header.queue_id = get<std::uint64_t>(bytes, 16);
     d.header.received_us = get<std::uint64_t>(bytes, 24);
-    const bool known_type = d.header.type == record_type::message || d.header.type == record_type::outcome;
+    const bool known_type = d.header.type == record_type::message || d.header.type == record_type::outcome ||
+                            d.header.type == record_type::segment;
     if (d.header.payload_length > max_payload_length || !known_type || d.header.version != 1 ||
-        (d.header.type == record_type::outcome && d.header.payload_length != outcome_payload_size))
+        (d.header.type == record_type::outcome && d.header.payload_length != outcome_payload_size) ||
+        (d.header.type == record_type::segment && d.header.payload_length != segment_payload_size))
         return std::unexpected(decode_error::bad_length);
     if (bytes.size() - record_header_size < d.header.payload_length) return std::unexpected(decode_error::truncated);
     const std::string_view payload = bytes.substr(record_header_size, d.header.payload_length);
-    std::uint32_t crc = crc32c(0, bytes.substr(4, 8));
+    std::uint32_t crc = crc32c(d.header.type == record_type::segment ? 0 : salt, bytes.substr(4, 8));
     crc = crc32c(crc, bytes.substr(16, 16));
     crc = crc32c(crc, payload);
     if (crc != d.header.crc) return std::unexpected(decode_error::bad_checksum);
     reader r(payload);
+    if (d.header.type == record_type::segment) {
+        std::uint32_t pad = 0;
+        if (!r.read(d.salt) || !r.read(pad) || pad != 0 || d.header.queue_id != 0)
+            return std::unexpected(decode_error::bad_payload);
+        d.record_size = record_header_size + d.header.payload_length;
+        return d;
+    }
     if (d.header.type == record_type::outcome) {
         std::uint8_t status = 0, pad8 = 0;
         std::uint16_t pad16 = 0;

@@ -3,8 +3,14 @@
 // A segment file is a sequence of records, each:
 //   header (32 bytes, little-endian)
 //     u32 magic 'RRS1'   u8 type   u8 version   u16 reserved(0)
-//     u32 payload_length u32 crc32c(header bytes 4..11 and 16..31, then payload)
+//     u32 payload_length u32 crc32c(header bytes 4..11 and 16..31, then payload), seeded with
+//                            the segment's salt (0 for the segment record itself)
 //     u64 queue_id       u64 received_unix_us
+// The first record of every segment is a segment record (type 3; queue_id and received_us 0):
+//     u32 salt  u32 reserved(0)
+// The salt is random per spool instance and secret. SECURITY: recovery resynchronises on the
+// next magic after a damaged record, and a message body (BDAT carries any bytes) could hold
+// a forged record; without the salt its CRC matches with probability 2^-32 at best.
 //   payload (type 1, message):
 //     u8 body_type  u8 smtputf8  u16 helo_len helo  u16 client_len client
 //     u16 from_len from  u32 rcpt_count { u16 len rcpt }*  then the message bytes to the end
@@ -29,7 +35,8 @@ inline constexpr std::uint32_t record_magic = 0x31535252;  // "RRS1" little-endi
 inline constexpr std::size_t record_header_size = 32;
 inline constexpr std::uint32_t max_payload_length = 1u << 30;
 
-enum class record_type : std::uint8_t { message = 1, outcome = 2 };
+enum class record_type : std::uint8_t { message = 1, outcome = 2, segment = 3 };
+inline constexpr std::size_t segment_payload_size = 8;
 
 // What became of one recipient (journaled as an outcome record; the last one wins).
 enum class recipient_status : std::uint8_t {
@@ -55,7 +62,9 @@ struct record_header {
 // of the payload to `out`; the message bytes follow separately (written from the session's
 // buffer without a copy).
 void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
-                           std::uint64_t received_us, std::string_view message);
+                           std::uint64_t received_us, std::string_view message, std::uint32_t salt);
+// Appends the segment record that starts every segment (its own CRC is unsalted).
+void encode_segment_record(std::string& out, std::uint32_t salt);
 
 enum class decode_error : std::uint8_t {
     truncated,     // fewer bytes than the header or payload length says (torn write)
@@ -68,6 +77,8 @@ enum class decode_error : std::uint8_t {
 
 struct decoded_message {
     record_header header;
+    // type segment only:
+    std::uint32_t salt = 0;
     // type outcome only:
     std::uint32_t rcpt_index = 0;
     recipient_status status = recipient_status::pending;
@@ -82,9 +93,11 @@ struct decoded_message {
 
 // Appends a complete outcome record (header and payload) to `out`.
 void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,
-                           recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us);
+                           recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us,
+                           std::uint32_t salt);
 
-// Decodes the record at the start of `bytes` (either type; see decoded_message::header.type).
-[[nodiscard]] std::expected<decoded_message, decode_error> decode_record(std::string_view bytes);
+// Decodes the record at the start of `bytes` (any type; see decoded_message::header.type),
+// checking its CRC with `salt` (a segment record's with 0).
+[[nodiscard]] std::expected<decoded_message, decode_error> decode_record(std::string_view bytes, std::uint32_t salt);
 
 }  // namespace ringrelay::queue

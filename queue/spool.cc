@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <random>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -121,8 +122,27 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
         }
         std::size_t pos = 0;
         const std::string_view all(bytes);
+        // The segment record first: it holds the salt every other record's CRC is seeded
+        // with. Without it (damaged, or torn before the first commit finished) nothing in the
+        // segment can be trusted: no record in it was ever acknowledged unless the header was
+        // durable, since they are written and synced together.
+        std::uint32_t salt = 0;
+        if (auto head = decode_record(all, 0); head && head->header.type == record_type::segment) {
+            salt = head->salt;
+            pos = head->record_size;
+        } else if (!all.empty()) {
+            report.problems.push_back(name + ": no valid segment record at offset 0 (" +
+                                      std::string(head ? "another record type" : describe(head.error())) +
+                                      "); segment skipped");
+            continue;
+        }
         while (pos < all.size()) {
-            auto rec = decode_record(all.substr(pos));
+            auto rec = decode_record(all.substr(pos), salt);
+            if (rec && rec->header.type == record_type::segment) {
+                report.problems.push_back(name + " offset " + std::to_string(pos) + ": a second segment record; skipped");
+                pos += rec->record_size;
+                continue;
+            }
             if (rec && rec->header.type == record_type::outcome) {
                 if (visitor != nullptr) visitor->on_record(n, *rec);
                 pos += rec->record_size;
@@ -157,6 +177,9 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
 
 spool::spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segment_limit)
     : _reactor(r), _storage(s), _dir(std::move(dir)), _segment_limit(segment_limit) {
+    std::random_device rd;
+    _salt = rd();
+    encode_segment_record(_segment_record, _salt);
     _write_done.owner = this;
     _sync_done.owner = this;
 }
@@ -228,14 +251,14 @@ void spool::append_outcome(std::uint64_t queue_id, std::uint32_t rcpt_index, rec
                            std::uint32_t attempts, std::uint64_t next_attempt_us) {
     const std::size_t offset = _pending_arena.size();
     encode_outcome_record(_pending_arena, queue_id, static_cast<std::uint64_t>(core::unix_us()), rcpt_index, status,
-                          attempts, next_attempt_us);
+                          attempts, next_attempt_us, _salt);
     _pending.push_back(entry{nullptr, offset, _pending_arena.size() - offset, {}});
 }
 
 void spool::append(const protocol::envelope& env, std::string_view client, std::string_view message,
                    std::uint64_t received_us, commit_waiter* waiter) {
     const std::size_t offset = _pending_arena.size();
-    encode_message_record(_pending_arena, env, client, received_us, message);
+    encode_message_record(_pending_arena, env, client, received_us, message, _salt);
     _pending.push_back(entry{waiter, offset, _pending_arena.size() - offset, message});
 }
 
@@ -257,6 +280,11 @@ void spool::start_commit() noexcept {
     }
     _iov.clear();
     std::uint64_t bytes = 0;
+    if (_committed_end == 0) {
+        // A fresh segment: its segment record goes out (and is synced) with the first batch.
+        _iov.push_back(iovec{_segment_record.data(), _segment_record.size()});
+        bytes += _segment_record.size();
+    }
     for (const entry& e : _batch) {
         _iov.push_back(iovec{_batch_arena.data() + e.header_offset, e.header_length});
         if (!e.message.empty())

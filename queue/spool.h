@@ -142,6 +142,8 @@ private:
     core::reactor& _reactor;
     storage& _storage;
     const std::string _dir;
+    std::uint32_t _salt = 0;       // random per spool instance (record.h); fixed after construction
+    std::string _segment_record;   // the segment record that starts each segment this spool writes
     const std::uint64_t _segment_limit;
 
     int _fd = -1;

@@ -480,12 +480,26 @@ class SpoolRecord:
 
 
 def parse_segment(path, check_crc=True, problems=None):
-    """Yields SpoolRecord for every well-formed record. Like the relay's recovery, a bad record
-    is skipped by resynchronising on the next magic; (offset, reason) goes to `problems`."""
+    """Yields SpoolRecord for every well-formed record. Like the relay's recovery, the segment
+    record at offset 0 gives the salt every other record's CRC is seeded with (queue/record.h),
+    and a bad record is skipped by resynchronising on the next magic; (offset, reason) goes to
+    `problems`."""
     import struct
     with open(path, "rb") as f:
         data = f.read()
     pos = 0
+    salt = 0
+    if len(data) >= RECORD_HEADER + 8:
+        magic, rtype, _v, _r, plen, crc, _q, _t = struct.unpack_from("<4sBBHIIQQ", data, 0)
+        head = data[:RECORD_HEADER + 8]
+        if (magic == RECORD_MAGIC and rtype == 3 and plen == 8 and
+                (not check_crc or crc32c(head[32:40], crc32c(head[16:32], crc32c(head[4:12]))) == crc)):
+            (salt,) = struct.unpack_from("<I", data, RECORD_HEADER)
+            pos = RECORD_HEADER + 8
+    if pos == 0 and data:
+        if problems is not None:
+            problems.append((path, 0, "no segment record"))
+        return
 
     def bad(reason):
         if problems is not None:
@@ -508,15 +522,15 @@ def parse_segment(path, check_crc=True, problems=None):
         if reason is None:
             payload = data[pos + RECORD_HEADER:pos + RECORD_HEADER + plen]
             # crc32c over header bytes 4..11 and 16..31, then the payload (queue/record.h).
-            if check_crc and crc32c(payload, crc32c(data[pos + 16:pos + 32], crc32c(data[pos + 4:pos + 12]))) != crc:
+            if check_crc and crc32c(payload, crc32c(data[pos + 16:pos + 32], crc32c(data[pos + 4:pos + 12], salt))) != crc:
                 reason = "checksum mismatch"
         if reason is not None:
             pos = bad(reason)
             if pos < 0:
                 return
             continue
-        if rtype == 2:
-            # An outcome record (a recipient's delivery result), not a message: skip it.
+        if rtype in (2, 3):
+            # An outcome record (a recipient's delivery result) or a stray segment record: skip it.
             pos += RECORD_HEADER + plen
             continue
         r = SpoolRecord()

@@ -218,9 +218,10 @@ TEST_F(SpoolTest, RecoverySkipsCorruptAndTornRecordsAndKeepsTheRest) {
         std::ifstream in(seg, std::ios::binary);
         bytes.assign(std::istreambuf_iterator<char>(in), {});
     }
-    const std::size_t record = bytes.size() / 3;
-    bytes[record + record / 2] ^= 0x01;          // damage the middle of record 2
-    bytes += bytes.substr(0, record / 2);        // and a torn record at the tail
+    const std::size_t head = record_header_size + segment_payload_size;  // the segment record
+    const std::size_t record = (bytes.size() - head) / 3;
+    bytes[head + record + record / 2] ^= 0x01;   // damage the middle of record 2
+    bytes += bytes.substr(head, record / 2);     // and a torn record at the tail
     {
         std::ofstream out(seg, std::ios::binary | std::ios::trunc);
         out << bytes;
@@ -272,4 +273,69 @@ TEST_F(SpoolTest, MissingDirectoryIsAnEmptySpool) {
     auto r = recover_directory(_dir + "/does-not-exist");
     ASSERT_TRUE(r.has_value());
     EXPECT_TRUE(r->messages.empty());
+}
+
+// SECURITY: after a damaged record, recovery resynchronises on the next record magic, which a
+// client can plant inside a message body (BDAT takes any bytes). A record forged there
+// without the segment's secret salt must not be recovered as a message.
+TEST_F(SpoolTest, RecordForgedInsideABodyIsNotRecoveredAfterDamage) {
+    protocol::envelope forged_env = envelope(666);
+    forged_env.rcpt_to = {"victim@example.net"};
+    std::string forged;
+    const std::string forged_body = "Subject: forged\r\n\r\nnot from this relay\r\n";
+    encode_message_record(forged, forged_env, "6.6.6.6", 1, forged_body, 0);  // the salt is unknown: 0
+    forged += forged_body;
+    const std::string body = "Subject: carrier\r\n\r\n" + forged + "\r\n";
+    {
+        auto s = open_spool();
+        waiter w;
+        w.owner = s.get();
+        s->append(envelope(1), "127.0.0.1", body, 1, &w);
+        s->append(envelope(2), "127.0.0.1", message, 1, &w);
+        run_until(w, 2);
+    }
+    const std::string seg = _dir + "/shard-0/0000000001.seg";
+    std::string bytes;
+    {
+        std::ifstream in(seg, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::size_t head = record_header_size + segment_payload_size;
+    bytes[head + 20] ^= 0x40;  // damage the carrier's header: recovery must resync
+    {
+        std::ofstream out(seg, std::ios::binary | std::ios::trunc);
+        out << bytes;
+    }
+    auto r = recover_directory(_dir + "/shard-0");
+    ASSERT_TRUE(r.has_value());
+    std::vector<std::uint64_t> ids;
+    for (const auto& m : r->messages) ids.push_back(m.queue_id);
+    EXPECT_EQ(ids, (std::vector<std::uint64_t>{2})) << "the forged record inside the body was accepted";
+    EXPECT_FALSE(r->problems.empty());
+}
+
+TEST_F(SpoolTest, SegmentWithoutItsSegmentRecordIsReportedAndSkipped) {
+    {
+        auto s = open_spool();
+        waiter w;
+        w.owner = s.get();
+        s->append(envelope(1), "127.0.0.1", message, 1, &w);
+        run_until(w, 1);
+    }
+    const std::string seg = _dir + "/shard-0/0000000001.seg";
+    std::string bytes;
+    {
+        std::ifstream in(seg, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    bytes[record_header_size] ^= 0x01;  // the salt itself
+    {
+        std::ofstream out(seg, std::ios::binary | std::ios::trunc);
+        out << bytes;
+    }
+    auto r = recover_directory(_dir + "/shard-0");
+    ASSERT_TRUE(r.has_value());
+    EXPECT_TRUE(r->messages.empty());
+    ASSERT_EQ(r->problems.size(), 1u);
+    EXPECT_NE(r->problems[0].find("no valid segment record"), std::string::npos) << r->problems[0];
 }
