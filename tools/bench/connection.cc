@@ -354,6 +354,7 @@ void connection::on_send(int res, std::uint32_t) noexcept {
         return;
     }
     _sent += static_cast<std::size_t>(res);
+    _last_activity_ns = now;  // a long upload is progress, not a stall
     if (_sent < _sending.size()) {
         _send_in_flight = true;
         io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data() + _sent, _sending.size() - _sent,

@@ -146,7 +146,7 @@ void shard::tick(std::int64_t now) noexcept {
     }
     if (!_finishing && !alive && now - _last_alive_ns > timeout) {
         char why[160];
-        std::snprintf(why, sizeof why, "gave up: nothing could connect to %s within %g s", _options.target_text.c_str(),
+        std::snprintf(why, sizeof why, "gave up: no SMTP session with %s within %g s", _options.target_text.c_str(),
                       _options.timeout_seconds);
         std::fprintf(stderr, "%sringrelay-bench: shard %u: %s\n", _stderr_is_terminal ? "\r\033[K" : "", _index, why);
         _gave_up = true;

@@ -146,7 +146,7 @@ std::string format_text(const run_report& report, const run_stats& s) {
             grouped(s.connections_lost).c_str(), grouped(s.timeouts).c_str());
     if (s.unsent > 0) appendf(out, "unsent       %s scheduled messages never sent (no free connection)\n", grouped(s.unsent).c_str());
     for (const auto& [text, n] : s.errors) out += "error        " + text + " (x" + grouped(n) + ")\n";
-    if (report.gave_up) appendf(out, "gave up: nothing could connect within %.3g s (--timeout)\n", o.timeout_seconds);
+    if (report.gave_up) appendf(out, "gave up: no SMTP session could be opened within %.3g s (--timeout)\n", o.timeout_seconds);
     if (report.interrupted) out += "interrupted\n";
     return out;
 }
