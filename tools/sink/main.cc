@@ -97,8 +97,8 @@ int main(int argc, char** argv) {
     std::vector<std::thread> threads;
     std::vector<core::endpoint> listen = options.listen;
     std::vector<core::endpoint> bound;
-    auto stop_all = [&] {
-        for (auto& s : shards) s->request_stop(control);
+    auto stop_all = [&](std::uint32_t linger_ms) {
+        for (auto& s : shards) s->request_stop(control, linger_ms);
         (void)io_uring_submit(&control.ring());
     };
     auto join_all = [&] {
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
         sink::shard_init_result init = result.get();
         if (!init.error.empty()) {
             say("shard " + std::to_string(i) + ": " + init.error);
-            stop_all();
+            stop_all(0);
             join_all();
             return 1;
         }
@@ -169,7 +169,8 @@ int main(int argc, char** argv) {
             last_line_ns = after;
         }
     }
-    stop_all();
+    // Met --expect: clients that are done get a second to QUIT before the 421s.
+    stop_all(expect_met ? 1000 : 0);
     // A second signal while the shards drain exits at once.
     std::thread([signals] {
         siginfo_t info{};

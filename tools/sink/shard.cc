@@ -93,7 +93,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
             break;
         }
         tick();
-        if (_stopping && drained()) break;
+        if (_stop_requested && drained()) break;
     }
     _finished.store(true, std::memory_order_release);
 }
@@ -110,7 +110,7 @@ void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
     if (res >= 0) {
         a.failing = false;
         admit(res);
-    } else if (res != -ECANCELED && !_stopping) {
+    } else if (res != -ECANCELED && !_stop_requested) {
         // EMFILE/ENFILE and the like: retry on the next tick instead of spinning, and say so
         // once per failure streak.
         if (!a.failing)
@@ -122,7 +122,7 @@ void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
         }
     }
     if (!a.armed) {
-        if (_stopping) {
+        if (_stop_requested) {
             if (a.fd >= 0) ::close(a.fd);
             a.fd = -1;
         } else {
@@ -135,7 +135,7 @@ void shard::admit(int fd) noexcept {
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     auto* sa = reinterpret_cast<sockaddr*>(&peer);
-    if (_stopping || ::getpeername(fd, sa, &len) < 0) {
+    if (_stop_requested || ::getpeername(fd, sa, &len) < 0) {
         ::close(fd);
         return;
     }
@@ -169,19 +169,18 @@ void shard::admit(int fd) noexcept {
     c->start();
 }
 
-void shard::request_stop(core::reactor& from) noexcept {
+void shard::request_stop(core::reactor& from, std::uint32_t linger_ms) noexcept {
     if (_stop_sent.exchange(true)) return;
     const int fd = _ring_fd.load(std::memory_order_acquire);
     if (fd < 0) return;
-    from.wake(fd, &_stop, 0);
+    from.wake(fd, &_stop, static_cast<int>(linger_ms));
 }
 
-void shard::stop_op::complete(int, std::uint32_t) noexcept { owner->begin_stop(); }
+void shard::stop_op::complete(int res, std::uint32_t) noexcept { owner->begin_stop(res); }
 
-void shard::begin_stop() noexcept {
-    if (_stopping) return;
-    _stopping = true;
-    _stop_deadline_ms = core::monotonic_ms() + stop_grace_ms;
+void shard::begin_stop(int linger_ms) noexcept {
+    if (_stop_requested) return;
+    _stop_requested = true;
     for (auto& a : _accepts) {
         // Stop listening now: shutdown() moves a listening socket out of LISTEN at once.
         if (a->fd >= 0) (void)::shutdown(a->fd, SHUT_RDWR);
@@ -192,6 +191,17 @@ void shard::begin_stop() noexcept {
             a->fd = -1;
         }
     }
+    if (linger_ms > 0) {
+        _linger_until_ms = core::monotonic_ms() + linger_ms;
+    } else {
+        close_sessions();
+    }
+}
+
+void shard::close_sessions() noexcept {
+    if (_stopping) return;
+    _stopping = true;
+    _stop_deadline_ms = core::monotonic_ms() + stop_grace_ms;
     // on_stop may retire connections (which edits _connections at the turn's end only).
     for (connection* c : _connections) c->on_stop(false);
 }
@@ -201,11 +211,12 @@ void shard::tick() noexcept {
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _deadlines.expire(now);
+    if (_stop_requested && !_stopping && now >= _linger_until_ms) close_sessions();
     if (_stopping && now >= _stop_deadline_ms) {
         for (connection* c : _connections) c->on_stop(true);
     }
     for (auto& a : _accepts) {
-        if (a->rearm_on_tick && !_stopping) {
+        if (a->rearm_on_tick && !_stop_requested) {
             a->rearm_on_tick = false;
             arm_accept(*a);
         }

@@ -6,9 +6,9 @@
 // marked below.
 //
 // Lifecycle: construct (any thread) -> run() on the shard thread: init, report through
-// `ready`, loop, drain, return. After a stop request it stops accepting, says 421 4.3.2 to
-// idle sessions, lets messages being saved or delayed finish (their reply goes out first),
-// and after a grace period cuts off whatever is left.
+// `ready`, loop, drain, return. After a stop request it stops accepting, (after an optional
+// linger) says 421 4.3.2 to idle sessions, lets messages being saved or delayed finish
+// (their reply goes out first), and after a grace period cuts off whatever is left.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -65,7 +65,9 @@ public:
     void run(std::promise<shard_init_result>& ready);
 
     // Any thread, with the caller's own reactor (for MSG_RING). Safe to call more than once.
-    void request_stop(core::reactor& from) noexcept;
+    // The shard stops accepting at once; idle sessions get 421 4.3.2 after `linger_ms`
+    // (clients that finished, like a load generator after --expect was met, may QUIT first).
+    void request_stop(core::reactor& from, std::uint32_t linger_ms = 0) noexcept;
     [[nodiscard]] bool finished() const noexcept { return _finished.load(std::memory_order_acquire); }
     [[nodiscard]] const shard_stats& stats() const noexcept { return _stats; }
     // CLOCK_MONOTONIC ns of the first accepted connection and the last 250 (0: none yet).
@@ -117,7 +119,9 @@ private:
     void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
     // Takes a new connection, or refuses it with 421 4.7.0 over --max-connections-per-ip.
     void admit(int fd) noexcept;
-    void begin_stop() noexcept;
+    void begin_stop(int linger_ms) noexcept;
+    // 421 4.3.2 to idle sessions now, the others after their pending answer.
+    void close_sessions() noexcept;
     void tick() noexcept;
     [[nodiscard]] bool drained() const noexcept;
 
@@ -143,7 +147,9 @@ private:
     std::uint64_t _received_at_turn_start = 0;
     std::int64_t _next_tick_ms = 0;
     std::int64_t _stop_deadline_ms = 0;
-    bool _stopping = false;
+    std::int64_t _linger_until_ms = 0;
+    bool _stop_requested = false;  // not accepting any more
+    bool _stopping = false;        // sessions are being closed
     bool _save_error_reported = false;
     stop_op _stop;
 
