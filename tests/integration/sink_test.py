@@ -390,10 +390,23 @@ def check_expect_not_met(c, binary):
     c.check("1 of 5 expected" in out, "... and the summary says 1 of 5", out[-300:])
 
 
+def check_duration_and_progress(c, binary):
+    sink = Sink(binary, ["--duration", "3"]).start()
+    s = sink.smtp()
+    data_reply(s, SENDER, [RCPT], b"Subject: p\r\n\r\nx\r\n")
+    s.quit()
+    status = sink.wait(30)
+    c.check(status == 0, "--duration 3 ends the run by itself with exit 0", f"status {status}")
+    lines = [l for l in sink.stderr().splitlines() if re.search(r"received \d+/s \(\d+\)", l)]
+    c.check(lines and "(1)" in lines[-1] and "open connection(s)" in lines[-1],
+            "without --quiet, per-second lines on stderr with rates and totals", sink.stderr()[-600:])
+    c.check("1 message(s) received" in sink.stdout, "summary on stdout", sink.stdout[-300:])
+
+
 def scenario(c):
     binary = sink_path()
     for check in (check_save_and_expect, check_save_concurrent, check_reject, check_defer, check_disconnect, check_connection_limit,
-                  check_rate_limit, check_delay, check_expect_not_met):
+                  check_rate_limit, check_delay, check_expect_not_met, check_duration_and_progress):
         c.info(check.__name__)
         check(c, binary)
 

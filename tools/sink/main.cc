@@ -169,6 +169,11 @@ int main(int argc, char** argv) {
             last_line_ns = after;
         }
     }
+    if (options.progress == sink::progress_lines::every_second) {
+        // The last, partial interval, so the last line has the final totals.
+        const std::int64_t now = sink::monotonic_ns();
+        say(sink::progress_line(sink::snapshot(stats), last_line, static_cast<double>(now - last_line_ns) / 1e9));
+    }
     // Met --expect: clients that are done get a second to QUIT before the 421s.
     stop_all(expect_met ? 1000 : 0);
     // A second signal while the shards drain exits at once.
