@@ -13,9 +13,8 @@ histogram::histogram() : _buckets(bucket_count, 0) {}
 
 std::size_t histogram::bucket_of(std::uint64_t value) noexcept {
     const int width = std::bit_width(value);
-    const unsigned shift = width > static_cast<int>(sub_bucket_bits) + 1
-                               ? static_cast<unsigned>(width) - (sub_bucket_bits + 1)
-                               : 0;
+    const unsigned shift =
+        width > static_cast<int>(sub_bucket_bits) + 1 ? static_cast<unsigned>(width) - (sub_bucket_bits + 1) : 0;
     return static_cast<std::size_t>(shift) * sub_bucket_count + static_cast<std::size_t>(value >> shift);
 }
 

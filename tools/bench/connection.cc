@@ -49,9 +49,12 @@ bool connection::waiting_for_peer() const noexcept {
     switch (_state) {
     case connection_state::connecting:
     case connection_state::greeting:
-    case connection_state::busy: return true;
-    case connection_state::ready: return _quit_requested;
-    default: return false;
+    case connection_state::busy:
+        return true;
+    case connection_state::ready:
+        return _quit_requested;
+    default:
+        return false;
     }
 }
 
@@ -227,7 +230,8 @@ void connection::quit(std::int64_t now) noexcept {
         _session->quit(_out);
         _owner.want_flush(*this);
         return;
-    default: return;
+    default:
+        return;
     }
 }
 

@@ -55,17 +55,19 @@ public:
 
     [[nodiscard]] connection_state state() const noexcept { return _state; }
     // Has a session that can take a message now.
-    [[nodiscard]] bool can_take_message() const noexcept { return _state == connection_state::ready && !_quit_requested; }
+    [[nodiscard]] bool can_take_message() const noexcept {
+        return _state == connection_state::ready && !_quit_requested;
+    }
     // Waiting for the peer: connect, a reply, or the reply to QUIT.
     [[nodiscard]] bool waiting_for_peer() const noexcept;
     [[nodiscard]] std::int64_t last_activity_ns() const noexcept { return _last_activity_ns; }
     [[nodiscard]] std::int64_t state_since_ns() const noexcept { return _state_since_ns; }
 
     // Shard-owned bookkeeping.
-    std::int64_t reopen_at_ns = 0;    // down: when to open() again
-    std::uint32_t failures = 0;       // consecutive failed connections (back-off)
-    bool parked = false;              // in the shard's list of idle connections
-    bool in_flush_list = false;       // in the shard's list for the turn-end flush
+    std::int64_t reopen_at_ns = 0;  // down: when to open() again
+    std::uint32_t failures = 0;     // consecutive failed connections (back-off)
+    bool parked = false;            // in the shard's list of idle connections
+    bool in_flush_list = false;     // in the shard's list for the turn-end flush
 
 private:
     struct op final : core::completion {

@@ -113,8 +113,10 @@ int main(int argc, char** argv) {
     }
     std::string init_error;
     for (shard_thread& s : shards) {
-        while (s.engine->current_phase() == shard::phase::starting) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        if (s.engine->current_phase() == shard::phase::failed && init_error.empty()) init_error = s.engine->init_error();
+        while (s.engine->current_phase() == shard::phase::starting)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        if (s.engine->current_phase() == shard::phase::failed && init_error.empty())
+            init_error = s.engine->init_error();
     }
     if (!init_error.empty()) control.stop.store(true, std::memory_order_relaxed);
     control.start_ns = now_ns();
@@ -171,8 +173,8 @@ int main(int argc, char** argv) {
     report.interrupted = interrupted;
     const std::int64_t last = total.last_outcome_ns != 0 ? total.last_outcome_ns : end;
     report.seconds = static_cast<double>(last - control.start_ns) / 1e9;
-    const std::string summary = options.format == output_format::json ? format_json(report, total)
-                                                                       : format_text(report, total);
+    const std::string summary =
+        options.format == output_format::json ? format_json(report, total) : format_text(report, total);
     std::fwrite(summary.data(), 1, summary.size(), stdout);
     std::fflush(stdout);
     return exit_code(report, total);

@@ -22,7 +22,7 @@ namespace ringrelay::bench {
 
 class message_template {
 public:
-    static constexpr std::size_t seq_digits = 20;  // every uint64 fits
+    static constexpr std::size_t seq_digits = 20;   // every uint64 fits
     static constexpr std::size_t line_length = 78;  // body lines, CRLF included
 
     // Octets before the body (header fields and the empty line) for this envelope sender;
@@ -33,8 +33,9 @@ public:
 
     // A message of exactly `size` octets. `from` is the envelope sender (empty: a placeholder
     // address in From:); `unix_seconds` gives Date:, `run_id` the Message-ID's domain part.
-    [[nodiscard]] static std::expected<message_template, std::string>
-    make(std::uint64_t size, std::string_view from, std::int64_t unix_seconds, std::uint64_t run_id);
+    [[nodiscard]] static std::expected<message_template, std::string> make(std::uint64_t size, std::string_view from,
+                                                                           std::int64_t unix_seconds,
+                                                                           std::uint64_t run_id);
 
     // The message with sequence number 0.
     [[nodiscard]] const std::string& text() const noexcept { return _text; }

@@ -22,9 +22,7 @@ usage_exit usage_error(const std::string& message) {
     return {2, std::string(program) + ": " + message + "\nRun with --help for usage."};
 }
 
-bool domain_char(char c) noexcept {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-}
+bool domain_char(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'; }
 
 std::expected<std::string, std::string> check_domain(std::string_view text) {
     std::string name;
@@ -51,7 +49,8 @@ std::expected<std::string, std::string> check_domain(std::string_view text) {
 std::expected<std::uint64_t, std::string> parse_size(std::string_view text) {
     std::uint64_t n = 0;
     const auto r = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (r.ec != std::errc{} || r.ptr == text.data()) return std::unexpected("'" + std::string(text) + "' is not a size");
+    if (r.ec != std::errc{} || r.ptr == text.data())
+        return std::unexpected("'" + std::string(text) + "' is not a size");
     std::string_view unit = text.substr(static_cast<std::size_t>(r.ptr - text.data()));
     std::uint64_t scale = 1;
     if (unit == "k" || unit == "K" || unit == "KiB") {
@@ -70,7 +69,8 @@ template <typename Int>
 std::expected<Int, std::string> parse_count(const std::string& text, const char* flag) {
     std::uint64_t n = 0;
     const auto r = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (r.ec != std::errc{} || r.ptr != text.data() + text.size() || text.empty() || n > std::numeric_limits<Int>::max())
+    if (r.ec != std::errc{} || r.ptr != text.data() + text.size() || text.empty() ||
+        n > std::numeric_limits<Int>::max())
         return std::unexpected(std::string(flag) + ": '" + text + "' is not a whole number in range");
     return static_cast<Int>(n);
 }
@@ -85,7 +85,8 @@ std::expected<double, std::string> parse_seconds(std::string_view text) {
     double seconds = 0;
     const auto r = std::from_chars(text.data(), text.data() + text.size(), seconds);
     if (r.ec == std::errc{} && r.ptr == text.data() + text.size() && !text.empty()) {
-        if (!std::isfinite(seconds) || seconds < 0) return std::unexpected("'" + std::string(text) + "' is not a duration");
+        if (!std::isfinite(seconds) || seconds < 0)
+            return std::unexpected("'" + std::string(text) + "' is not a duration");
         return seconds;
     }
     auto d = core::parse_duration(text);
@@ -136,29 +137,42 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
     std::string target, duration, size, domains, timeout;
     std::string connections, message_count, recipients, shards, per_connection, seed;
     bool json = false, quiet = false, chunking = false, no_pipelining = false;
-    app.add_option("--target", target, "ADDR:PORT of the SMTP server (numeric address or localhost)")->required();
-    app.add_option("--connections", connections, "concurrent SMTP connections, divided among the shards")->required();
-    auto* messages = app.add_option("--messages", message_count, "send exactly this many messages, then stop");
-    auto* dur = app.add_option("--duration", duration, "send for this long (\"30\", \"30s\", \"2m\"), then QUIT");
+    app.add_option("--target", target, "ADDR:PORT of the SMTP server (numeric address or localhost)")
+        ->type_name("ADDR:PORT")
+        ->required();
+    app.add_option("--connections", connections, "concurrent SMTP connections, divided among the shards")
+        ->type_name("N")
+        ->required();
+    auto* messages =
+        app.add_option("--messages", message_count, "send exactly this many messages, then stop")->type_name("M");
+    auto* dur = app.add_option("--duration", duration, "send for this long (\"30\", \"30s\", \"2m\"), then QUIT")
+                    ->type_name("S");
     messages->excludes(dur);
-    app.add_option("--size", size, "bytes per message, header included (\"2048\", \"2k\", \"1M\")")->required();
-    app.add_option("--recipients", recipients, "recipients per message, user<k>@<domain> (default 1)");
+    app.add_option("--size", size, "bytes per message, header included (\"2048\", \"2k\", \"1M\")")
+        ->type_name("BYTES")
+        ->required();
+    app.add_option("--recipients", recipients, "recipients per message, user<k>@<domain> (default 1)")->type_name("R");
     app.add_option("--rate", o.rate,
                    "open loop: messages per second at fixed arrival times, all connections together; latency "
-                   "counts from the scheduled time (default: closed loop, next message as soon as one is answered)");
-    app.add_option("--domains", domains, "recipient domains with weights, d1:w1,d2:w2 (default example.com)");
+                   "counts from the scheduled time (default: closed loop, next message as soon as one is answered)")
+        ->type_name("MSGS_PER_S");
+    app.add_option("--domains", domains, "recipient domains with weights, d1:w1,d2:w2 (default example.com)")
+        ->type_name("D:W,...");
     app.add_flag("--chunking", chunking, "send BDAT (RFC 3030) when the server offers CHUNKING");
     app.add_flag("--no-pipelining", no_pipelining, "one command per reply even if PIPELINING is offered");
     app.add_flag("--json", json, "print the summary as one JSON object on stdout");
-    app.add_option("--shards", shards, "threads, each with its own io_uring (default: min(2, CPUs))");
-    app.add_option("--from", o.from, "envelope sender (default bench@ringrelay-bench.test; '' = null sender)");
-    app.add_option("--helo", o.helo, "name sent in EHLO (default ringrelay-bench)");
+    app.add_option("--shards", shards, "threads, each with its own io_uring (default: min(2, CPUs))")->type_name("N");
+    app.add_option("--from", o.from, "envelope sender (default bench@ringrelay-bench.test; '' = null sender)")
+        ->type_name("ADDRESS");
+    app.add_option("--helo", o.helo, "name sent in EHLO (default ringrelay-bench)")->type_name("NAME");
     app.add_option("--timeout", timeout,
-                   "connect and reply timeout; also give up when nothing connects for this long (default 10s)");
+                   "connect and reply timeout; also give up when nothing connects for this long (default 10s)")
+        ->type_name("S");
     app.add_option("--max-messages-per-connection", per_connection,
-                   "QUIT and reconnect after this many messages (default 0 = never)");
+                   "QUIT and reconnect after this many messages (default 0 = never)")
+        ->type_name("K");
     app.add_flag("--quiet", quiet, "no progress line on stderr");
-    app.add_option("--seed", seed, "seed for the domain choice (default 1)");
+    app.add_option("--seed", seed, "seed for the domain choice (default 1)")->type_name("N");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {
@@ -208,8 +222,9 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
     if (!bytes) return std::unexpected(usage_error("--size: " + bytes.error()));
     const std::size_t smallest = message_template::minimum_size(o.from);
     if (*bytes < smallest || *bytes > max_message_size) {
-        return std::unexpected(usage_error("--size must be from " + std::to_string(smallest) + " (the generated header) to " +
-                                           std::to_string(max_message_size) + " bytes"));
+        return std::unexpected(usage_error("--size must be from " + std::to_string(smallest) +
+                                           " (the generated header) to " + std::to_string(max_message_size) +
+                                           " bytes"));
     }
     o.size = *bytes;
 

@@ -40,25 +40,25 @@ enum class progress_display : std::uint8_t { when_terminal, off };
 
 struct bench_options {
     core::endpoint target;
-    std::string target_text;          // as given: "127.0.0.1:2525"
+    std::string target_text;  // as given: "127.0.0.1:2525"
     std::uint32_t connections = 0;
     run_mode mode = run_mode::messages;
-    std::uint64_t messages = 0;       // run_mode::messages
-    double duration_seconds = 0;      // run_mode::duration
-    std::uint64_t size = 0;           // bytes of each message (header + body, CRLF lines)
+    std::uint64_t messages = 0;   // run_mode::messages
+    double duration_seconds = 0;  // run_mode::duration
+    std::uint64_t size = 0;       // bytes of each message (header + body, CRLF lines)
     std::uint32_t recipients = 1;
-    double rate = 0;                  // messages/s, all shards together; 0 = closed loop
+    double rate = 0;  // messages/s, all shards together; 0 = closed loop
     std::vector<weighted_domain> domains{{"example.com", 1}};
     protocol::extension_use pipelining = protocol::extension_use::when_offered;
     protocol::extension_use chunking = protocol::extension_use::never;
     output_format format = output_format::text;
     progress_display progress = progress_display::when_terminal;
-    unsigned shards = 0;              // threads; never more than connections
+    unsigned shards = 0;                              // threads; never more than connections
     std::string from = "bench@ringrelay-bench.test";  // envelope sender; empty = null sender
     std::string helo = "ringrelay-bench";
-    double timeout_seconds = 10;      // connect / reply timeout, and give-up time
+    double timeout_seconds = 10;                    // connect / reply timeout, and give-up time
     std::uint32_t max_messages_per_connection = 0;  // 0 = unlimited; else QUIT and reconnect
-    std::uint64_t seed = 1;           // domain choice; same seed, same domains
+    std::uint64_t seed = 1;                         // domain choice; same seed, same domains
 };
 
 // How the tool ends instead of running: --help (code 0, text for stdout) or a usage error

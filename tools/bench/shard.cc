@@ -16,7 +16,7 @@ namespace ringrelay::bench {
 namespace {
 
 constexpr std::uint16_t receive_group = 1;
-constexpr unsigned receive_buffer_size = 4096;  // replies are small; EHLO ~200 octets
+constexpr unsigned receive_buffer_size = 4096;         // replies are small; EHLO ~200 octets
 constexpr std::int64_t scan_interval_ns = 50'000'000;  // timeouts, reopen, give-up
 constexpr std::int64_t backoff_base_ns = 50'000'000;
 constexpr std::int64_t backoff_max_ns = 2'000'000'000;
@@ -116,7 +116,8 @@ void shard::loop() noexcept {
         _stats.unsent += (limit > _next_index ? limit - _next_index : 0) + _retry.size();
     }
     // Let cancellations and the last sends complete before the sockets and buffers go.
-    for (int i = 0; i < 10 && _reactor.run_once(0); ++i) {}
+    for (int i = 0; i < 10 && _reactor.run_once(0); ++i) {
+    }
 }
 
 // Once per turn (after the completions and the turn hooks).
@@ -137,7 +138,8 @@ void shard::tick(std::int64_t now) noexcept {
         if (s == connection_state::connecting && now - c->state_since_ns() > timeout) {
             _stats.timeouts++;
             c->abort("timed out", now);
-        } else if (c->waiting_for_peer() && s != connection_state::connecting && now - c->last_activity_ns() > timeout) {
+        } else if (c->waiting_for_peer() && s != connection_state::connecting &&
+                   now - c->last_activity_ns() > timeout) {
             _stats.timeouts++;
             char why[64];
             std::snprintf(why, sizeof why, "no reply within %g s", _options.timeout_seconds);

@@ -33,9 +33,9 @@ namespace ringrelay::bench {
 
 // Written by the main thread, read by every shard.
 struct run_control {
-    std::atomic<bool> go{false};     // start_ns is set; start sending
-    std::atomic<bool> stop{false};   // finish now: QUIT every connection, report
-    std::int64_t start_ns = 0;       // steady clock; written before `go` (release)
+    std::atomic<bool> go{false};    // start_ns is set; start sending
+    std::atomic<bool> stop{false};  // finish now: QUIT every connection, report
+    std::int64_t start_ns = 0;      // steady clock; written before `go` (release)
 };
 
 // CLOCK_MONOTONIC in nanoseconds (std::chrono::steady_clock; IORING_TIMEOUT_ABS uses the same).
@@ -57,8 +57,12 @@ public:
 
     // Read by the main thread (acquire) while running.
     [[nodiscard]] phase current_phase() const noexcept { return _phase.load(std::memory_order_acquire); }
-    [[nodiscard]] std::uint64_t progress_completed() const noexcept { return _completed_shared.load(std::memory_order_relaxed); }
-    [[nodiscard]] std::uint64_t progress_failed() const noexcept { return _failed_shared.load(std::memory_order_relaxed); }
+    [[nodiscard]] std::uint64_t progress_completed() const noexcept {
+        return _completed_shared.load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::uint64_t progress_failed() const noexcept {
+        return _failed_shared.load(std::memory_order_relaxed);
+    }
     [[nodiscard]] bool gave_up() const noexcept { return _gave_up_shared.load(std::memory_order_acquire); }
     // Valid once current_phase() is failed.
     [[nodiscard]] const std::string& init_error() const noexcept { return _init_error; }
@@ -125,24 +129,24 @@ private:
     core::reactor _reactor;
     core::buffer_ring _buffers;
     std::vector<std::unique_ptr<connection>> _connections;
-    std::vector<connection*> _flush;        // connections with output this turn
+    std::vector<connection*> _flush;  // connections with output this turn
     std::vector<connection*> _flush_swap;
-    std::vector<connection*> _parked;       // ready connections without a message
-    std::vector<retry_item> _retry;         // not attempted: send again first
+    std::vector<connection*> _parked;  // ready connections without a message
+    std::vector<retry_item> _retry;    // not attempted: send again first
     domain_picker _picker;
     run_stats _stats;
     timer_op _timer;
     __kernel_timespec _timer_at{};
     bool _timer_armed = false;
-    std::uint64_t _next_index = 0;          // next new message (local index i)
+    std::uint64_t _next_index = 0;  // next new message (local index i)
     std::uint64_t _completed = 0;
     std::int64_t _start_ns = 0;
-    std::int64_t _end_ns = 0;               // --duration: no new message from then on
+    std::int64_t _end_ns = 0;  // --duration: no new message from then on
     std::int64_t _last_alive_ns = 0;
     std::int64_t _finish_started_ns = 0;
     std::int64_t _next_scan_ns = 0;
     std::uint64_t _backoff_random = 0;
-    std::uint32_t _waiting_reopen = 0;      // down connections to open again
+    std::uint32_t _waiting_reopen = 0;  // down connections to open again
     bool _stderr_is_terminal = false;
     bool _finishing = false;
     bool _gave_up = false;

@@ -43,8 +43,9 @@ double us(std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; }
 double ms(std::uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 
 void append_latency_json(std::string& out, const core::histogram& h) {
-    appendf(out, "{\"count\":%llu,\"min\":%.3f,\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p99_9\":%.3f,"
-                 "\"max\":%.3f}",
+    appendf(out,
+            "{\"count\":%llu,\"min\":%.3f,\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p99_9\":%.3f,"
+            "\"max\":%.3f}",
             static_cast<unsigned long long>(h.count()), us(h.min()), h.mean() / 1000.0, us(h.percentile(50)),
             us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()));
 }
@@ -135,7 +136,8 @@ std::string format_text(const run_report& report, const run_stats& s) {
     out += "replies      " + codes_text(s.replies) + "\n";
     for (const auto& [code, text] : s.reply_texts) appendf(out, "  %u %s\n", static_cast<unsigned>(code), text.c_str());
     if (s.failed() > 0) {
-        appendf(out, "failures     %s transient (4xx), %s permanent (5xx), %s refused locally, %s lost mid-transaction\n",
+        appendf(out,
+                "failures     %s transient (4xx), %s permanent (5xx), %s refused locally, %s lost mid-transaction\n",
                 grouped(s.transient_failures).c_str(), grouped(s.permanent_failures).c_str(),
                 grouped(s.local_refusals).c_str(), grouped(s.lost_in_transaction).c_str());
     }
@@ -144,9 +146,11 @@ std::string format_text(const run_report& report, const run_stats& s) {
     appendf(out, "connections  %s opened, %s connect errors, %s lost, %s timeouts\n",
             grouped(s.connections_opened).c_str(), grouped(s.connect_errors).c_str(),
             grouped(s.connections_lost).c_str(), grouped(s.timeouts).c_str());
-    if (s.unsent > 0) appendf(out, "unsent       %s scheduled messages never sent (no free connection)\n", grouped(s.unsent).c_str());
+    if (s.unsent > 0)
+        appendf(out, "unsent       %s scheduled messages never sent (no free connection)\n", grouped(s.unsent).c_str());
     for (const auto& [text, n] : s.errors) out += "error        " + text + " (x" + grouped(n) + ")\n";
-    if (report.gave_up) appendf(out, "gave up: no SMTP session could be opened within %.3g s (--timeout)\n", o.timeout_seconds);
+    if (report.gave_up)
+        appendf(out, "gave up: no SMTP session could be opened within %.3g s (--timeout)\n", o.timeout_seconds);
     if (report.interrupted) out += "interrupted\n";
     return out;
 }
@@ -162,11 +166,13 @@ std::string format_json(const run_report& report, const run_stats& s) {
     } else {
         out += "\"rate\":null,";
     }
-    appendf(out, "\"pipelining\":%s,\"chunking\":%s,", o.pipelining == protocol::extension_use::never ? "false" : "true",
+    appendf(out, "\"pipelining\":%s,\"chunking\":%s,",
+            o.pipelining == protocol::extension_use::never ? "false" : "true",
             o.chunking == protocol::extension_use::never ? "false" : "true");
     const double rate = messages_per_second(report, s);
-    appendf(out, "\"messages\":%llu,\"accepted\":%llu,\"failed\":%llu,\"seconds\":%.6f,\"messages_per_second\":%.1f,"
-                 "\"messages_per_hour\":%.0f,",
+    appendf(out,
+            "\"messages\":%llu,\"accepted\":%llu,\"failed\":%llu,\"seconds\":%.6f,\"messages_per_second\":%.1f,"
+            "\"messages_per_hour\":%.0f,",
             static_cast<unsigned long long>(s.completed()), static_cast<unsigned long long>(s.accepted),
             static_cast<unsigned long long>(s.failed()), report.seconds, rate, rate * 3600);
     out += "\"ack_latency_us\":";
@@ -177,9 +183,11 @@ std::string format_json(const run_report& report, const run_stats& s) {
     append_codes_json(out, s.replies);
     out += ",\"session_replies\":";
     append_codes_json(out, s.session_replies);
-    appendf(out, ",\"failures\":{\"transient\":%llu,\"permanent\":%llu,\"local_refusals\":%llu,\"lost_in_transaction\":%llu}",
-            static_cast<unsigned long long>(s.transient_failures), static_cast<unsigned long long>(s.permanent_failures),
-            static_cast<unsigned long long>(s.local_refusals), static_cast<unsigned long long>(s.lost_in_transaction));
+    appendf(
+        out,
+        ",\"failures\":{\"transient\":%llu,\"permanent\":%llu,\"local_refusals\":%llu,\"lost_in_transaction\":%llu}",
+        static_cast<unsigned long long>(s.transient_failures), static_cast<unsigned long long>(s.permanent_failures),
+        static_cast<unsigned long long>(s.local_refusals), static_cast<unsigned long long>(s.lost_in_transaction));
     appendf(out, ",\"connection_events\":{\"opened\":%llu,\"connect_errors\":%llu,\"lost\":%llu,\"timeouts\":%llu}",
             static_cast<unsigned long long>(s.connections_opened), static_cast<unsigned long long>(s.connect_errors),
             static_cast<unsigned long long>(s.connections_lost), static_cast<unsigned long long>(s.timeouts));

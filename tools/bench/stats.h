@@ -30,20 +30,20 @@ struct run_stats {
     core::histogram ack_ns;
     core::histogram transaction_ns;
     std::uint64_t accepted = 0;
-    std::uint64_t transient_failures = 0;  // 4xx final replies (421 included)
-    std::uint64_t permanent_failures = 0;  // 5xx final replies
-    std::uint64_t local_refusals = 0;      // refused by the client session (e.g. SIZE too small)
-    std::uint64_t lost_in_transaction = 0; // connection lost or protocol error mid-transaction
-    std::array<std::uint64_t, reply_code_slots> replies{};          // final replies to messages
+    std::uint64_t transient_failures = 0;                   // 4xx final replies (421 included)
+    std::uint64_t permanent_failures = 0;                   // 5xx final replies
+    std::uint64_t local_refusals = 0;                       // refused by the client session (e.g. SIZE too small)
+    std::uint64_t lost_in_transaction = 0;                  // connection lost or protocol error mid-transaction
+    std::array<std::uint64_t, reply_code_slots> replies{};  // final replies to messages
     std::array<std::uint64_t, reply_code_slots> session_replies{};  // refused greeting/EHLO, 421 while idle
-    std::uint64_t connections_opened = 0;  // TCP connects that succeeded
-    std::uint64_t connect_errors = 0;      // connects that failed or timed out
-    std::uint64_t connections_lost = 0;    // established connections that ended other than by our QUIT
-    std::uint64_t timeouts = 0;            // connect or reply timeouts (also in the counts above)
-    std::uint64_t unsent = 0;              // open loop: scheduled but never sent when the run ended
-    std::map<std::string, std::uint64_t> errors;  // error text -> occurrences
+    std::uint64_t connections_opened = 0;                           // TCP connects that succeeded
+    std::uint64_t connect_errors = 0;                               // connects that failed or timed out
+    std::uint64_t connections_lost = 0;                // established connections that ended other than by our QUIT
+    std::uint64_t timeouts = 0;                        // connect or reply timeouts (also in the counts above)
+    std::uint64_t unsent = 0;                          // open loop: scheduled but never sent when the run ended
+    std::map<std::string, std::uint64_t> errors;       // error text -> occurrences
     std::map<std::uint16_t, std::string> reply_texts;  // first text seen for each failing code
-    std::int64_t last_outcome_ns = 0;      // steady clock; 0 = none
+    std::int64_t last_outcome_ns = 0;                  // steady clock; 0 = none
 
     [[nodiscard]] std::uint64_t failed() const noexcept {
         return transient_failures + permanent_failures + local_refusals + lost_in_transaction;
@@ -55,9 +55,9 @@ struct run_stats {
 // Everything the summary says besides the counts.
 struct run_report {
     const bench_options* options = nullptr;
-    double seconds = 0;          // start -> last outcome (or end of run if none)
-    bool gave_up = false;        // nothing could connect within --timeout
-    bool interrupted = false;    // SIGINT/SIGTERM
+    double seconds = 0;        // start -> last outcome (or end of run if none)
+    bool gave_up = false;      // nothing could connect within --timeout
+    bool interrupted = false;  // SIGINT/SIGTERM
 };
 
 [[nodiscard]] double messages_per_second(const run_report& report, const run_stats& stats) noexcept;

@@ -21,7 +21,8 @@ std::vector<std::uint64_t> counts(const std::vector<weighted_domain>& domains, s
 }
 
 TEST(DomainPicker, DistributionFollowsTheWeights) {
-    const std::vector<weighted_domain> domains{{"gmail.com", 5}, {"yahoo.com", 3}, {"example.org", 1}, {"rare.example", 1}};
+    const std::vector<weighted_domain> domains{
+        {"gmail.com", 5}, {"yahoo.com", 3}, {"example.org", 1}, {"rare.example", 1}};
     constexpr int picks = 200'000;
     const auto n = counts(domains, 1, picks);
     const double total_weight = 10;

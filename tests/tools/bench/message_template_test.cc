@@ -47,7 +47,7 @@ TEST(MessageTemplate, SizeIsExactAndLinesAreWellFormed) {
         ASSERT_EQ(t.substr(t.size() - 2), "\r\n") << size;
         for (const std::string_view line : lines_of(t)) {
             ASSERT_LE(line.size() + 2, message_template::line_length) << size;  // RFC 5322 §2.1.1: 78
-            ASSERT_FALSE(!line.empty() && line.front() == '.') << size;     // nothing to dot-stuff
+            ASSERT_FALSE(!line.empty() && line.front() == '.') << size;         // nothing to dot-stuff
             for (const char c : line) {
                 ASSERT_TRUE(c == '\t' || (c >= 0x20 && c < 0x7f)) << "size " << size << " octet " << int(c);
                 ASSERT_NE(c, '\r');

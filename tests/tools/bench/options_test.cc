@@ -21,8 +21,8 @@ std::expected<bench_options, usage_exit> parse(std::initializer_list<const char*
 
 // A valid command line plus `extra`.
 std::expected<bench_options, usage_exit> parse_with(std::initializer_list<const char*> extra) {
-    std::vector<const char*> argv{"ringrelay-bench", "--target", "127.0.0.1:2525", "--connections", "10", "--size",
-                                  "2048"};
+    std::vector<const char*> argv{"ringrelay-bench", "--target", "127.0.0.1:2525", "--connections", "10",
+                                  "--size",          "2048"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return parse_options(static_cast<int>(argv.size()), argv.data());
 }
@@ -55,11 +55,36 @@ TEST(BenchOptions, MinimalCommandLineGetsDefaults) {
 }
 
 TEST(BenchOptions, EveryFlagIsApplied) {
-    const auto r = parse({"--target", "[::1]:2626", "--connections", "40", "--duration", "2m", "--size", "100k",
-                          "--recipients", "5", "--rate", "2500.5", "--domains", "a.example:2,B.Example:1",
-                          "--chunking", "--no-pipelining", "--json", "--shards", "3", "--from", "x@y.example",
-                          "--helo", "client.example", "--timeout", "250ms", "--max-messages-per-connection", "100",
-                          "--quiet", "--seed", "99"});
+    const auto r = parse({"--target",
+                          "[::1]:2626",
+                          "--connections",
+                          "40",
+                          "--duration",
+                          "2m",
+                          "--size",
+                          "100k",
+                          "--recipients",
+                          "5",
+                          "--rate",
+                          "2500.5",
+                          "--domains",
+                          "a.example:2,B.Example:1",
+                          "--chunking",
+                          "--no-pipelining",
+                          "--json",
+                          "--shards",
+                          "3",
+                          "--from",
+                          "x@y.example",
+                          "--helo",
+                          "client.example",
+                          "--timeout",
+                          "250ms",
+                          "--max-messages-per-connection",
+                          "100",
+                          "--quiet",
+                          "--seed",
+                          "99"});
     ASSERT_TRUE(r.has_value()) << r.error().message;
     EXPECT_EQ(r->target.family(), AF_INET6);
     EXPECT_EQ(r->mode, run_mode::duration);
@@ -95,9 +120,7 @@ TEST(BenchOptions, RequiresTargetConnectionsAndSize) {
     expect_usage_error(parse({"--target", "127.0.0.1:25", "--connections", "1", "--messages", "1"}), "--size");
 }
 
-TEST(BenchOptions, RequiresMessagesOrDuration) {
-    expect_usage_error(parse_with({}), "--messages M or --duration S");
-}
+TEST(BenchOptions, RequiresMessagesOrDuration) { expect_usage_error(parse_with({}), "--messages M or --duration S"); }
 
 TEST(BenchOptions, MessagesAndDurationExcludeEachOther) {
     expect_usage_error(parse_with({"--messages", "10", "--duration", "5"}), "excludes");
@@ -140,8 +163,8 @@ struct bad_target_case {
 class BenchOptionsBadTarget : public ::testing::TestWithParam<bad_target_case> {};
 
 TEST_P(BenchOptionsBadTarget, IsAUsageError) {
-    expect_usage_error(parse({"--target", GetParam().target, "--connections", "1", "--size", "2048", "--messages", "1"}),
-                       "--target");
+    expect_usage_error(
+        parse({"--target", GetParam().target, "--connections", "1", "--size", "2048", "--messages", "1"}), "--target");
 }
 
 INSTANTIATE_TEST_SUITE_P(Targets, BenchOptionsBadTarget,
@@ -149,8 +172,7 @@ INSTANTIATE_TEST_SUITE_P(Targets, BenchOptionsBadTarget,
                                            bad_target_case{"PortTooBig", "127.0.0.1:70000"},
                                            bad_target_case{"PortZero", "127.0.0.1:0"},
                                            bad_target_case{"HostName", "mail.example.com:25"},
-                                           bad_target_case{"Empty", ""},
-                                           bad_target_case{"UnclosedBracket", "[::1:25"}),
+                                           bad_target_case{"Empty", ""}, bad_target_case{"UnclosedBracket", "[::1:25"}),
                          [](const auto& info) { return std::string(info.param.label); });
 
 TEST(BenchOptions, SizeBounds) {
@@ -175,8 +197,8 @@ TEST(BenchOptions, SizeBounds) {
 }
 
 TEST(BenchOptions, ShardsNeverExceedConnections) {
-    const auto r = parse({"--target", "127.0.0.1:25", "--connections", "2", "--size", "2048", "--messages", "1",
-                          "--shards", "8"});
+    const auto r =
+        parse({"--target", "127.0.0.1:25", "--connections", "2", "--size", "2048", "--messages", "1", "--shards", "8"});
     ASSERT_TRUE(r.has_value()) << r.error().message;
     EXPECT_EQ(r->shards, 2u);
 }
@@ -220,23 +242,20 @@ TEST_P(ParseDomainsBad, NamesTheProblem) {
 
 INSTANTIATE_TEST_SUITE_P(
     Lists, ParseDomainsBad,
-    ::testing::Values(bad_domains_case{"Empty", "", "empty"},
-                      bad_domains_case{"EmptyItem", "a.example,,b.example", "empty item"},
-                      bad_domains_case{"TrailingComma", "a.example,", "empty item"},
-                      bad_domains_case{"ZeroWeight", "a.example:0", "weight"},
-                      bad_domains_case{"NegativeWeight", "a.example:-1", "weight"},
-                      bad_domains_case{"FractionalWeight", "a.example:1.5", "weight"},
-                      bad_domains_case{"HugeWeight", "a.example:99999999999", "weight"},
-                      bad_domains_case{"MissingWeight", "a.example:", "weight"},
-                      bad_domains_case{"EmptyName", ":3", "empty domain"},
-                      bad_domains_case{"BadCharacter", "a_b.example", "not a domain"},
-                      bad_domains_case{"Space", "a .example", "not a domain"},
-                      bad_domains_case{"EmptyLabel", "a..example", "label"},
-                      bad_domains_case{"LeadingDot", ".example", "label"},
-                      bad_domains_case{"HyphenEdge", "-a.example", "'-'"},
-                      bad_domains_case{"LongLabel", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example",
-                                       "label"},
-                      bad_domains_case{"Duplicate", "a.example:1,A.EXAMPLE:2", "twice"}),
+    ::testing::Values(
+        bad_domains_case{"Empty", "", "empty"}, bad_domains_case{"EmptyItem", "a.example,,b.example", "empty item"},
+        bad_domains_case{"TrailingComma", "a.example,", "empty item"},
+        bad_domains_case{"ZeroWeight", "a.example:0", "weight"},
+        bad_domains_case{"NegativeWeight", "a.example:-1", "weight"},
+        bad_domains_case{"FractionalWeight", "a.example:1.5", "weight"},
+        bad_domains_case{"HugeWeight", "a.example:99999999999", "weight"},
+        bad_domains_case{"MissingWeight", "a.example:", "weight"}, bad_domains_case{"EmptyName", ":3", "empty domain"},
+        bad_domains_case{"BadCharacter", "a_b.example", "not a domain"},
+        bad_domains_case{"Space", "a .example", "not a domain"}, bad_domains_case{"EmptyLabel", "a..example", "label"},
+        bad_domains_case{"LeadingDot", ".example", "label"}, bad_domains_case{"HyphenEdge", "-a.example", "'-'"},
+        bad_domains_case{"LongLabel", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example",
+                         "label"},
+        bad_domains_case{"Duplicate", "a.example:1,A.EXAMPLE:2", "twice"}),
     [](const auto& info) { return std::string(info.param.label); });
 
 TEST(ParseSeconds, AcceptsNumbersAndDurations) {

@@ -141,7 +141,7 @@ TEST(Summary, JsonParsesBackWithEveryField) {
     EXPECT_NEAR(double(ack["p50"]), 495.0, 495.0 * 0.004);
     EXPECT_NEAR(double(ack["p90"]), 1291.0, 1291.0 * 0.004);  // 891st: 1001 + 290
     EXPECT_NEAR(double(ack["p99"]), 1381.0, 1381.0 * 0.004);  // 981st (980.1 rounds up)
-    EXPECT_DOUBLE_EQ(double(ack["p99_9"]), 1390.0);  // the 990th value is the largest: exact
+    EXPECT_DOUBLE_EQ(double(ack["p99_9"]), 1390.0);           // the 990th value is the largest: exact
     EXPECT_GT(double(ack["mean"]), 0.0);
     const simdjson::dom::element txn = doc["transaction_latency_us"];
     EXPECT_NEAR(double(txn["p50"]), 990.0, 990.0 * 0.004);
@@ -207,12 +207,12 @@ TEST(Summary, TextNamesThroughputLatencyAndCodes) {
     report.options = &o;
     report.seconds = 2.0;
     const std::string text = format_text(report, total);
-    for (const char* expected : {"127.0.0.1:2525, 50 connections, 2 shards, 2048-byte messages, 2 recipients, closed loop",
-                                 "1,000 completed: 990 accepted, 10 failed, in 2.000 s", "495 messages/s",
-                                 "1.78 million messages/hour", "ack latency  p50 0.49", "p99.9 1.390 ms", "max 1.390 ms",
-                                 "transaction  p50 0.9", "250: 990, 451: 4, 550: 3", "4 transient (4xx), 3 permanent",
-                                 "refused with 421: 5", "55 opened, 2 connect errors, 6 lost, 1 timeouts",
-                                 "connect 127.0.0.1:2525: Connection refused (x2)", "451 4.3.0 try"}) {
+    for (const char* expected :
+         {"127.0.0.1:2525, 50 connections, 2 shards, 2048-byte messages, 2 recipients, closed loop",
+          "1,000 completed: 990 accepted, 10 failed, in 2.000 s", "495 messages/s", "1.78 million messages/hour",
+          "ack latency  p50 0.49", "p99.9 1.390 ms", "max 1.390 ms", "transaction  p50 0.9", "250: 990, 451: 4, 550: 3",
+          "4 transient (4xx), 3 permanent", "refused with 421: 5", "55 opened, 2 connect errors, 6 lost, 1 timeouts",
+          "connect 127.0.0.1:2525: Connection refused (x2)", "451 4.3.0 try"}) {
         EXPECT_NE(text.find(expected), std::string::npos) << "missing \"" << expected << "\" in:\n" << text;
     }
 }
