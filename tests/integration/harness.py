@@ -75,6 +75,12 @@ signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
 
 
+def register_cleanup(fn):
+    """Runs fn() at exit (after the scenario, or on a signal), like the daemons' stop()."""
+    with _cleanup_lock:
+        _cleanups.append(fn)
+
+
 def temp_dir(prefix="rr-it-"):
     d = tempfile.mkdtemp(prefix=prefix)
     if os.environ.get("RR_KEEP_TEMP"):  # for debugging a failure: keep spools and logs
