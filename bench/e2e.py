@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+# bench/e2e.py: the end-to-end benchmark (issue 4), run by bench/e2e (which installs and
+# builds what it needs first). One run, one machine, every system side by side:
+#
+#   for each message size (2 KiB, 100 KiB) and each concurrency (connections):
+#   (a) ceiling     ringrelay-bench -> ringrelay-sink        smtp-source -> smtp-sink (-d)
+#   (b) acceptance  ringrelay-bench -> ringrelay --hold      ringrelay-bench -> Postfix (hold)
+#   (c) end to end  ringrelay-bench -> ringrelay -> ringrelay-sink
+#                   ringrelay-bench -> Postfix (relayhost) -> ringrelay-sink
+#   and the p99 acknowledgement latency of ringrelay (acceptance, 2 KiB) at half of the peak
+#   it reached, open loop (ringrelay-bench --rate).
+#
+# Both servers are durable as shipped: ringrelay fdatasyncs every group commit before its
+# 250s; Postfix fsyncs each queue file before its 250. Spools live on the same file system.
+# Figures: messages/s (for (c): from the first message sent until the sink has every one of
+# them; the relay's queue must then be empty within a minute, untimed), messages/hour, p99 acknowledgement latency (from the
+# bench; smtp-source reports none), and CPU seconds per 1,000 messages of the system under
+# test (ringrelay, or every Postfix process; sinks and load generators excluded), from a
+# cpuacct cgroup per system. Ratios are ringrelay / Postfix in the same row.
+#
+# Output: a table on stdout (Markdown), RESULTS_DIR/e2e.json, RESULTS_DIR/e2e.md and
+# RESULTS_DIR/e2e.png (gnuplot: messages/s against concurrency). Nothing is asserted about
+# speed; the exit status is non-zero only when a run broke (a process failed to start, a
+# count is wrong, delivery did not finish in time). Loopback only; every run is bounded.
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("BUILD_DIR", os.path.join(ROOT, "build"))
+RINGRELAY = os.path.join(BUILD, "tools", "ringrelay")
+BENCH = os.path.join(BUILD, "tools", "bench", "ringrelay-bench")
+RSINK = os.path.join(BUILD, "tools", "sink", "ringrelay-sink")
+SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+COMMON = os.path.join(ROOT, "bench", "lib", "common.sh")
+
+SIZES = [int(s) for s in os.environ.get("SIZES", "2048,102400").split(",")]
+CONCURRENCY = [int(c) for c in os.environ.get("CONCURRENCY", "10,50,200").split(",")]
+# Messages per run, by size: ringrelay / tools, and Postfix (slower: fewer, same duration order).
+RR_MSGS = {2048: int(os.environ.get("RR_MSGS_2K", "30000")), 102400: int(os.environ.get("RR_MSGS_100K", "6000"))}
+PF_MSGS = {2048: int(os.environ.get("PF_MSGS_2K", "3000")), 102400: int(os.environ.get("PF_MSGS_100K", "1500"))}
+RESULTS_DIR = os.environ.get("RESULTS_DIR", os.path.join(ROOT, "bench", "results"))
+RUN_TIMEOUT = float(os.environ.get("RUN_TIMEOUT", "300"))
+TMP = os.environ.get("BENCH_TMP", "/var/tmp")
+
+CGROOT = "/sys/fs/cgroup/cpuacct"
+_started = []   # (kind, handle) to stop at exit
+_cgroups = []
+_next_port = [int(os.environ.get("PORT_BASE", "27100"))]
+
+
+def log(msg):
+    print(f"e2e: {msg}", file=sys.stderr, flush=True)
+
+
+def die(msg):
+    log(f"error: {msg}")
+    cleanup()
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------
+# Processes, ports and CPU accounting.
+
+def port_listening(port):
+    hexport = f"{port:04X}"
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[1].rsplit(":", 1)[1] == hexport and parts[3] == "0A":
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+def pick_port():
+    while True:
+        p = _next_port[0]
+        _next_port[0] += 1
+        if not port_listening(p):
+            return p
+
+
+def wait_listening(port, proc, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_listening(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            die(f"{what} exited ({proc.returncode}) before listening on {port}")
+        time.sleep(0.05)
+    die(f"{what} is not listening on {port} after {timeout}s")
+
+
+class cpu_group:
+    """A cpuacct cgroup (v1); usage() in seconds of every process started inside it."""
+
+    def __init__(self, name):
+        self.path = None
+        if os.path.isdir(CGROOT) and os.access(CGROOT, os.W_OK):
+            path = os.path.join(CGROOT, f"rr-e2e-{os.getpid()}-{name}")
+            try:
+                os.mkdir(path)
+                self.path = path
+                _cgroups.append(path)
+            except OSError:
+                self.path = None
+
+    def prefix(self):
+        """A shell prefix that moves the shell into the group before exec."""
+        if self.path is None:
+            return ""
+        return f"echo $$ > {self.path}/cgroup.procs; "
+
+    def usage(self):
+        if self.path is None:
+            return None
+        with open(os.path.join(self.path, "cpuacct.usage")) as f:
+            return int(f.read()) / 1e9
+
+
+def spawn(args, group=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+    """Starts args (exec'd by a shell that first joins `group`); the Popen's pid is the program."""
+    cmd = (group.prefix() if group else "") + "exec " + " ".join(_q(a) for a in args)
+    p = subprocess.Popen(["bash", "-c", cmd], stdout=stdout, stderr=stderr, text=True)
+    _started.append(("proc", p))
+    return p
+
+
+def _q(s):
+    return "'" + str(s).replace("'", "'\\''") + "'"
+
+
+def stop(p, secs=20):
+    if p.poll() is not None:
+        return p.returncode
+    p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(secs)
+    except subprocess.TimeoutExpired:
+        log(f"pid {p.pid} ignored SIGTERM for {secs}s; killing it")
+        p.kill()
+        return p.wait()
+
+
+def cleanup():
+    for kind, h in reversed(_started):
+        try:
+            if kind == "proc":
+                stop(h, 10)
+            elif kind == "postfix":
+                subprocess.run(["postfix", "-c", h, "stop"], capture_output=True, timeout=30)
+        except Exception:  # noqa: BLE001
+            pass
+    _started.clear()
+    time.sleep(0.5)
+    for path in _cgroups:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------
+# The systems.
+
+def start_rsink(expect=None, save=None):
+    port = pick_port()
+    group = cpu_group(f"rsink-{port}")
+    args = [RSINK, "--listen", f"127.0.0.1:{port}", "--quiet", "--json"]
+    if expect:
+        args += ["--expect", str(expect)]
+    p = spawn(args, group, stdout=subprocess.PIPE)
+    wait_listening(port, p, "ringrelay-sink")
+    return p, port, group
+
+
+def start_ringrelay(work, extra):
+    port = pick_port()
+    group = cpu_group(f"ringrelay-{port}")
+    spool = os.path.join(work, f"spool-{port}")
+    args = [RINGRELAY, "--listen", f"127.0.0.1:{port}", "--spool", spool, "--log",
+            os.path.join(work, f"log-{port}.jsonl"), "--hostname", "ringrelay-bench.example"] + extra
+    p = spawn(args, group)
+    wait_listening(port, p, "ringrelay")
+    return p, port, group, spool
+
+
+def start_postfix(work, main_cf_lines):
+    port = pick_port()
+    group = cpu_group(f"postfix-{port}")
+    d = os.path.join(work, f"postfix-{port}")
+    os.makedirs(d)
+    script = (group.prefix() +
+              f"BENCH_NAME=e2e ROOT={_q(ROOT)} SOURCE={_q(SOURCE)} SINK={_q(SINK)} PORT_BASE={port}; "
+              f"set -euo pipefail; source {_q(COMMON)}; pf_setup_dir {_q(d)} {port} 'bench/e2e' <<'EOF'\n"
+              + "\n".join(main_cf_lines) + "\nEOF\necho \"$PF_VERSION\"")
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        die(f"private Postfix did not start: {r.stderr[-800:]}")
+    _started.append(("postfix", os.path.join(d, "etc")))
+    return d, port, group, r.stdout.strip()
+
+
+def stop_postfix(d):
+    subprocess.run(["postfix", "-c", os.path.join(d, "etc"), "stop"], capture_output=True, timeout=60)
+    _started[:] = [(k, h) for k, h in _started if not (k == "postfix" and h == os.path.join(d, "etc"))]
+
+
+def postfix_queue_empty(d):
+    for sub in ("maildrop", "incoming", "active", "deferred"):
+        p = os.path.join(d, "queue", sub)
+        for _root, _dirs, files in os.walk(p):
+            if files:
+                return False
+    return True
+
+
+def run_bench(port, connections, count, size, rate=None):
+    args = [BENCH, "--target", f"127.0.0.1:{port}", "--connections", str(connections), "--messages", str(count),
+            "--size", str(size), "--json", "--quiet", "--timeout", "30"]
+    if rate:
+        args += ["--rate", str(rate)]
+    t0 = time.monotonic()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    elapsed = time.monotonic() - t0
+    try:
+        summary = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        die(f"ringrelay-bench printed no JSON (exit {r.returncode}): {r.stderr[-500:]}")
+    if r.returncode != 0 or summary.get("accepted") != count:
+        die(f"ringrelay-bench: {summary.get('accepted')} of {count} accepted (exit {r.returncode}); "
+            f"replies {summary.get('replies')} failures {summary.get('failures')}")
+    return summary, t0, elapsed
+
+
+def run_smtp_source(port, connections, count, size):
+    args = [SOURCE, "-d", "-s", str(connections), "-l", str(size), "-m", str(count), "-M", "client.example.org",
+            "-f", "sender@example.org", "-t", "rcpt@example.net", f"127.0.0.1:{port}"]
+    t0 = time.monotonic()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    elapsed = time.monotonic() - t0
+    if r.returncode != 0:
+        die(f"smtp-source failed ({r.returncode}): {r.stderr[-500:]}")
+    return elapsed
+
+
+def wait_exit(p, timeout, what):
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        die(f"{what} did not finish within {timeout}s")
+    return time.monotonic()
+
+
+def row(kind, system, size, conns, count, seconds, cpu, p99_ms=None, note=""):
+    rate = count / seconds if seconds > 0 else 0.0
+    return {"scenario": kind, "system": system, "size": size, "connections": conns, "messages": count,
+            "seconds": round(seconds, 3), "messages_per_second": round(rate, 1),
+            "messages_per_hour": int(rate * 3600), "p99_ack_ms": None if p99_ms is None else round(p99_ms, 2),
+            "cpu_s_per_1000": None if cpu is None else round(cpu / count * 1000, 3), "note": note}
+
+
+# ---------------------------------------------------------------------------------------
+# One measurement each.
+
+def ceiling_ringrelay(work, size, conns):
+    n = RR_MSGS[size]
+    sink, port, group = start_rsink(expect=n)
+    c0 = group.usage()
+    summary, t0, _ = run_bench(port, conns, n, size)
+    done = wait_exit(sink, RUN_TIMEOUT, "ringrelay-sink --expect")
+    cpu = None if c0 is None else group.usage() - c0
+    return row("ceiling", "ringrelay-bench -> ringrelay-sink", size, conns, n, done - t0, cpu,
+               summary["ack_latency_us"]["p99"] / 1000)
+
+
+def ceiling_postfix_tools(work, size, conns):
+    n = PF_MSGS[size] * 3
+    port = pick_port()
+    group = cpu_group(f"smtpsink-{port}")
+    sink = spawn([SINK, "-u", "nobody", f"127.0.0.1:{port}", "1000"], group)
+    wait_listening(port, sink, "smtp-sink")
+    c0 = group.usage()
+    elapsed = run_smtp_source(port, conns, n, size)
+    cpu = None if c0 is None else group.usage() - c0
+    stop(sink)
+    return row("ceiling", "smtp-source -> smtp-sink", size, conns, n, elapsed, cpu)
+
+
+def acceptance_ringrelay(work, size, conns, rate=None):
+    n = RR_MSGS[size]
+    relay, port, group, spool = start_ringrelay(work, ["--hold"])
+    c0 = group.usage()
+    summary, _, elapsed = run_bench(port, conns, n, size, rate=rate)
+    cpu = None if c0 is None else group.usage() - c0
+    if stop(relay) != 0:
+        die("ringrelay did not stop cleanly")
+    listed = subprocess.run([RINGRELAY, "--list-spool", "--spool", spool], capture_output=True, text=True)
+    if not listed.stdout.startswith(f"{n} message(s)"):
+        die(f"ringrelay spool holds {listed.stdout.splitlines()[:1]}, expected {n}")
+    shutil.rmtree(spool, ignore_errors=True)
+    name = "ringrelay-bench -> ringrelay --hold" + (f" (open loop {rate}/s)" if rate else "")
+    return row("acceptance" if not rate else "latency", name, size, conns, n, summary["seconds"], cpu,
+               summary["ack_latency_us"]["p99"] / 1000)
+
+
+PF_HOLD = ["# acceptance only: everything stays in the hold queue",
+           "smtpd_end_of_data_restrictions = check_client_access static:hold",
+           "default_process_limit = 300"]
+
+
+def acceptance_postfix(work, size, conns):
+    n = PF_MSGS[size]
+    d, port, group, version = start_postfix(work, PF_HOLD)
+    c0 = group.usage()
+    summary, _, elapsed = run_bench(port, conns, n, size)
+    cpu = None if c0 is None else group.usage() - c0
+    stop_postfix(d)
+    held = sum(len(f) for _r, _d, f in os.walk(os.path.join(d, "queue", "hold")))
+    if held != n:
+        die(f"Postfix hold queue has {held} messages, expected {n}")
+    shutil.rmtree(d, ignore_errors=True)
+    return row("acceptance", f"ringrelay-bench -> Postfix {version} (hold)", size, conns, n, summary["seconds"], cpu,
+               summary["ack_latency_us"]["p99"] / 1000)
+
+
+def e2e_ringrelay(work, size, conns):
+    n = RR_MSGS[size]
+    sink, sport, _ = start_rsink(expect=n)
+    relay, port, group, spool = start_ringrelay(work, ["--smarthost", f"127.0.0.1:{sport}"])
+    c0 = group.usage()
+    summary, t0, _ = run_bench(port, conns, n, size)
+    done = wait_exit(sink, RUN_TIMEOUT, "end to end through ringrelay: the sink")
+    # The spool empties as the outcomes are journaled; count it done when --list-spool is 0.
+    deadline = time.monotonic() + 60
+    while True:
+        listed = subprocess.run([RINGRELAY, "--list-spool", "--spool", spool], capture_output=True, text=True)
+        if listed.stdout.startswith("0 message(s)"):
+            break
+        if time.monotonic() > deadline:
+            die(f"ringrelay still holds {listed.stdout.splitlines()[:1]} after the sink got everything")
+        time.sleep(0.2)
+    cpu = None if c0 is None else group.usage() - c0
+    if stop(relay) != 0:
+        die("ringrelay did not stop cleanly")
+    shutil.rmtree(spool, ignore_errors=True)
+    return row("end to end", "ringrelay-bench -> ringrelay -> ringrelay-sink", size, conns, n, done - t0, cpu,
+               summary["ack_latency_us"]["p99"] / 1000)
+
+
+def e2e_postfix(work, size, conns):
+    n = PF_MSGS[size]
+    sink, sport, _ = start_rsink(expect=n)
+    d, port, group, version = start_postfix(work, [
+        f"relayhost = [127.0.0.1]:{sport}",
+        "default_process_limit = 300",
+        "smtp_destination_concurrency_limit = 32",
+        "smtp_connection_cache_on_demand = yes"])
+    c0 = group.usage()
+    summary, t0, _ = run_bench(port, conns, n, size)
+    done = wait_exit(sink, RUN_TIMEOUT, "end to end through Postfix: the sink")
+    deadline = time.monotonic() + 60
+    while not postfix_queue_empty(d):
+        if time.monotonic() > deadline:
+            die("Postfix did not empty its queue after the sink got everything")
+        time.sleep(0.1)
+    cpu = None if c0 is None else group.usage() - c0
+    stop_postfix(d)
+    shutil.rmtree(d, ignore_errors=True)
+    return row("end to end", f"ringrelay-bench -> Postfix {version} -> ringrelay-sink", size, conns, n, done - t0, cpu,
+               summary["ack_latency_us"]["p99"] / 1000)
+
+
+# ---------------------------------------------------------------------------------------
+# Report.
+
+def fmt_rate(r):
+    return f"{r:,.0f}"
+
+
+def fmt_hour(h):
+    return f"{h / 1e6:.2f} M" if h >= 1e6 else f"{h / 1e3:.0f} k"
+
+
+def table(rows):
+    lines = ["| scenario | size | conns | system | msgs | msg/s | msg/hour | p99 ack ms | CPU s / 1000 msgs | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["scenario"], r["size"], r["connections"]), []).append(r)
+    for (scenario, size, conns), group in by_key.items():
+        ours = [r for r in group if r["system"].startswith("ringrelay-bench -> ring")]
+        theirs = [r for r in group if "Postfix" in r["system"] or r["system"].startswith("smtp-source")]
+        ratio = ""
+        if ours and theirs and theirs[0]["messages_per_second"] > 0:
+            ratio = f"**{ours[0]['messages_per_second'] / theirs[0]['messages_per_second']:.1f}x**"
+        for r in group:
+            lines.append(
+                f"| {scenario} | {size // 1024} KiB | {conns} | {r['system']} | {r['messages']} | "
+                f"{fmt_rate(r['messages_per_second'])} | {fmt_hour(r['messages_per_hour'])} | "
+                f"{'' if r['p99_ack_ms'] is None else r['p99_ack_ms']} | "
+                f"{'' if r['cpu_s_per_1000'] is None else r['cpu_s_per_1000']} | "
+                f"{ratio if r is group[0] else ''} |")
+    return "\n".join(lines)
+
+
+def chart(rows, png):
+    if shutil.which("gnuplot") is None:
+        log("gnuplot missing: no chart")
+        return
+    series = {}
+    for r in rows:
+        if r["scenario"] == "latency":
+            continue
+        key = (r["size"], r["scenario"], r["system"].split(" -> ")[-1] if r["scenario"] == "ceiling"
+               else ("ringrelay" if "-> ringrelay" in r["system"] and "Postfix" not in r["system"] else "Postfix"))
+        series.setdefault(key, []).append((r["connections"], r["messages_per_second"]))
+    data_dir = tempfile.mkdtemp(prefix="rr-e2e-plot-")
+    plots = {}
+    for i, (key, pts) in enumerate(sorted(series.items())):
+        path = os.path.join(data_dir, f"s{i}.dat")
+        with open(path, "w") as f:
+            for c, v in sorted(pts):
+                f.write(f"{c} {v}\n")
+        size, scenario, system = key
+        plots.setdefault(size, []).append(f"'{path}' using 1:2 with linespoints lw 2 title '{scenario}: {system}'")
+    script = [f"set terminal pngcairo size 1400,600 font 'sans,10'", f"set output '{png}'",
+              f"set multiplot layout 1,{len(plots)} title 'ringrelay and Postfix on one 2-core machine "
+              f"(bench/e2e, {time.strftime('%Y-%m-%d')})'",
+              "set logscale y", "set logscale x 2", "set grid", "set key bottom right font ',8'",
+              "set xlabel 'concurrent connections'", "set ylabel 'messages per second (log)'"]
+    for size in sorted(plots):
+        script.append(f"set title '{size // 1024} KiB messages'")
+        script.append("plot " + ", ".join(plots[size]))
+    script.append("unset multiplot")
+    r = subprocess.run(["gnuplot"], input="\n".join(script), capture_output=True, text=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    if r.returncode != 0:
+        log(f"gnuplot failed: {r.stderr[-300:]}")
+
+
+def main():
+    for path, what in ((RINGRELAY, "ringrelay"), (BENCH, "ringrelay-bench"), (RSINK, "ringrelay-sink"),
+                       (SOURCE, "smtp-source"), (SINK, "smtp-sink")):
+        if not os.access(path, os.X_OK):
+            die(f"{what} not found at {path} (bench/e2e builds and installs everything first)")
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="rr-e2e-", dir=TMP)
+    os.chmod(work, 0o755)
+    started = time.time()
+    load_before = os.getloadavg()[0]
+    rows = []
+    try:
+        for size in SIZES:
+            for conns in CONCURRENCY:
+                for fn in (ceiling_ringrelay, ceiling_postfix_tools, acceptance_ringrelay, acceptance_postfix,
+                           e2e_ringrelay, e2e_postfix):
+                    r = fn(work, size, conns)
+                    log(f"{r['scenario']:>10} {size // 1024:>3} KiB x{conns:<3} {r['system']}: "
+                        f"{fmt_rate(r['messages_per_second'])} msg/s, p99 {r['p99_ack_ms']} ms, "
+                        f"CPU {r['cpu_s_per_1000']} s/1000")
+                    rows.append(r)
+        # p99 acknowledgement latency at half of the peak acceptance rate (2 KiB, 50 connections).
+        peak = max((r["messages_per_second"] for r in rows
+                    if r["scenario"] == "acceptance" and r["system"].endswith("--hold") and r["size"] == SIZES[0]),
+                   default=0)
+        if peak > 0:
+            half = int(peak / 2)
+            r = acceptance_ringrelay(work, SIZES[0], 50, rate=half)
+            r["note"] = f"half of the peak acceptance rate ({fmt_rate(peak)}/s)"
+            log(f"   latency at {half}/s: p99 {r['p99_ack_ms']} ms")
+            rows.append(r)
+    finally:
+        cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+              "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release, "load_before": load_before},
+              "seconds": round(time.time() - started, 1), "rows": rows}
+    with open(os.path.join(RESULTS_DIR, "e2e.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    md = table(rows)
+    with open(os.path.join(RESULTS_DIR, "e2e.md"), "w") as f:
+        f.write(md + "\n")
+    chart(rows, os.path.join(RESULTS_DIR, "e2e.png"))
+    print(md)
+    log(f"done in {result['seconds']:.0f}s (load average {load_before:.1f} before); "
+        f"{RESULTS_DIR}/e2e.json, e2e.md, e2e.png")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(1)))
+    try:
+        main()
+    except KeyboardInterrupt:
+        cleanup()
+        sys.exit(1)
