@@ -35,7 +35,13 @@ void append_received_header(std::string& out, const received_fields& f) {
     append_clean(out, f.helo);
     out.append(" (");
     append_clean(out, f.client_address);
-    out.append(")\r\n\tby ");
+    out.append(")\r\n\t");
+    if (!f.tls.empty()) {
+        out.append("(using ");
+        append_clean(out, f.tls);
+        out.append(")\r\n\t");
+    }
+    out.append("by ");
     append_clean(out, f.hostname);
     out.append(" (ringrelay) with ");
     out.append(f.protocol);

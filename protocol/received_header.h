@@ -16,7 +16,8 @@ struct received_fields {
     std::string_view helo;            // EHLO/HELO argument
     std::string_view client_address;  // peer IP as text
     std::string_view hostname;        // ours
-    std::string_view protocol;        // "ESMTP", "SMTP" or "UTF8SMTP"
+    std::string_view protocol;        // "ESMTP", "ESMTPS", "SMTP", "UTF8SMTP" or "UTF8SMTPS"
+    std::string_view tls;             // "TLSv1.3 with cipher ... (256/256 bits)"; empty without TLS
     std::uint64_t queue_id = 0;
     std::string_view recipient;       // empty unless exactly one recipient
     std::string_view date;            // RFC 5322 date-time
@@ -24,6 +25,7 @@ struct received_fields {
 
 // Appends
 //   Received: from <helo> (<client address>)\r\n
+//   \t(using <tls>)\r\n                           (only under TLS, as Postfix writes it)
 //   \tby <hostname> (ringrelay) with <protocol> id <ID>\r\n
 //   \tfor <rcpt>; <date>\r\n                      (or "...id <ID>; <date>\r\n" without rcpt)
 // Octets below 0x20 and DEL in any field are written as '?'.

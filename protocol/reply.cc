@@ -18,6 +18,7 @@ constexpr error_weight counted = error_weight::counted;
 constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {reply_id::none, "", "", quiet, ""},
     {banner,              "220 ", " ESMTP ringrelay", quiet, "RFC 5321 §4.3.1"},
+    {tls_ready,           "220 2.0.0 Ready to start TLS", "", quiet, "RFC 3207 §4"},
     {helo_ok,             "250 ", "", quiet, "RFC 5321 §4.1.1.1"},
     {mail_ok,             "250 2.1.0 Ok", "", quiet, "RFC 5321 §4.1.1.2, RFC 3463 X.1.0"},
     {rcpt_ok,             "250 2.1.5 Ok", "", quiet, "RFC 5321 §4.1.1.3, RFC 3463 X.1.5"},
@@ -54,6 +55,7 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {syntax_vrfy,         "501 5.5.4 Syntax: VRFY address", "", counted, "RFC 5321 §4.1.1.6"},
     {syntax_noop,         "501 5.5.4 Syntax: NOOP [string]", "", counted, "RFC 5321 §4.1.1.9"},
     {syntax_help,         "501 5.5.4 Syntax: HELP [string]", "", counted, "RFC 5321 §4.1.1.8"},
+    {syntax_starttls,     "501 5.5.4 Syntax: STARTTLS", "", counted, "RFC 3207 §4"},
     {bad_parameter_syntax,"501 5.5.4 Bad parameter syntax", "", counted, "RFC 5321 §4.1.2 esmtp-param"},
     {bad_size_syntax,     "501 5.5.4 Bad message size syntax", "", counted, "RFC 1870 §3"},
     {bad_sender,          "501 5.1.7 Bad sender address syntax", "", counted, "RFC 5321 §4.1.2, RFC 3463 X.1.7"},
@@ -65,6 +67,7 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {need_rcpt,           "503 5.5.1 Error: need RCPT command", "", counted, "RFC 5321 §4.1.4"},
     {data_after_bdat,     "503 5.5.1 Error: DATA after BDAT in the same transaction", "", counted, "RFC 3030 §2"},
     {rcpt_after_bdat,     "503 5.5.1 Error: RCPT after BDAT in the same transaction", "", counted, "RFC 3030 §2"},
+    {tls_already_active,  "503 5.5.1 Error: TLS already active", "", counted, "RFC 3207 §4.2"},
     {no_local_delivery,   "550 5.1.1 ", ": no local delivery on this relay", counted, "RFC 5321 §4.1.1.3, §4.5.1"},
     {message_rejected,    "550 5.7.1 [", "] Our system has detected that this message is likely unsolicited mail. To reduce the amount of spam, this message has been blocked.", quiet, "RFC 5321 §4.2.3, RFC 3463 X.7.1"},
     {size_exceeded,       "552 5.3.4 Message size exceeds fixed limit", "", counted, "RFC 1870 §6, RFC 3463 X.3.4"},

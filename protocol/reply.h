@@ -13,6 +13,7 @@ namespace ringrelay::protocol {
 enum class reply_id : std::uint8_t {
     none,
     banner,                // 220 <host> ESMTP ringrelay
+    tls_ready,             // 220 2.0.0 Ready to start TLS
     helo_ok,               // 250 <host>
     mail_ok,               // 250 2.1.0 Ok
     rcpt_ok,               // 250 2.1.5 Ok
@@ -47,6 +48,7 @@ enum class reply_id : std::uint8_t {
     syntax_vrfy,
     syntax_noop,
     syntax_help,
+    syntax_starttls,       // 501 5.5.4
     bad_parameter_syntax,  // 501 5.5.4
     bad_size_syntax,       // 501 5.5.4
     bad_sender,            // 501 5.1.7
@@ -58,6 +60,7 @@ enum class reply_id : std::uint8_t {
     need_rcpt,
     data_after_bdat,
     rcpt_after_bdat,
+    tls_already_active,    // 503 5.5.1
     no_local_delivery,     // 550 5.1.1 <addr>: ...
     message_rejected,      // 550 5.7.1 [<ip>] ... (host's refusal of a message)
     size_exceeded,         // 552 5.3.4

@@ -1,5 +1,5 @@
 // protocol/server_session.cc: the SMTP server state machine (RFC 5321 §3.3, §4.1.4 command
-// order; RFC 2920 pipelining; RFC 3030 BDAT; RFC 1870 SIZE). Parsing lives in
+// order; RFC 2920 pipelining; RFC 3030 BDAT; RFC 1870 SIZE; RFC 3207 STARTTLS). Parsing lives in
 // command_parser / address / esmtp_params / data_reader, reply texts in reply.cc, relay
 // policy in relay_control.cc; this file only sequences them.
 // SECURITY: every byte given to feed() comes from the network. Command lines are bounded by
@@ -33,7 +33,7 @@ constexpr reply_id syntax_reply(command_verb verb) noexcept {
     case command_verb::vrfy: return reply_id::syntax_vrfy;
     case command_verb::noop: return reply_id::syntax_noop;
     case command_verb::help: return reply_id::syntax_help;
-    case command_verb::starttls:
+    case command_verb::starttls: return reply_id::syntax_starttls;
     case command_verb::auth: return reply_id::not_implemented;
     case command_verb::unknown: break;
     }
@@ -77,6 +77,8 @@ bool server_session::message_ready() const noexcept { return _message_ready; }
 const envelope& server_session::message_envelope() const noexcept { return _envelope; }
 std::string_view server_session::message() const noexcept { return _body; }
 bool server_session::closed() const noexcept { return _closed; }
+bool server_session::tls_requested() const noexcept { return _tls_requested; }
+bool server_session::tls_active() const noexcept { return !_tls_description.empty(); }
 bool server_session::in_transaction() const noexcept { return _transaction != transaction::none; }
 bool server_session::receiving_content() const noexcept {
     return _mode == input_mode::data || _mode == input_mode::chunk;
@@ -98,7 +100,7 @@ void server_session::say(std::string& out, reply_id id, std::string_view argumen
 
 std::size_t server_session::feed(std::string_view in, std::string& out) {
     std::size_t pos = 0;
-    while (pos < in.size() && !_closed && !_message_ready) {
+    while (pos < in.size() && !_closed && !_message_ready && !_tls_requested) {
         const std::string_view rest = in.substr(pos);
         switch (_mode) {
         case input_mode::command:
@@ -205,7 +207,14 @@ void server_session::handle_line(std::string_view line, pipelined after, std::st
     case parse_error::bare_newline: say(out, reply_id::bare_lf_command); break;
     case parse_error::bare_carriage_return: say(out, reply_id::bare_cr_command); break;
     case parse_error::unknown_verb: say(out, reply_id::command_unrecognized); break;
-    case parse_error::bad_arguments: say(out, syntax_reply(cmd.error().verb)); break;
+    case parse_error::bad_arguments:
+        // Not offering STARTTLS at all outranks its syntax (502, as for a bare STARTTLS).
+        if (cmd.error().verb == command_verb::starttls && _config.tls == tls_offer::none) {
+            say(out, reply_id::not_implemented);
+        } else {
+            say(out, syntax_reply(cmd.error().verb));
+        }
+        break;
     }
 }
 
@@ -228,7 +237,7 @@ void server_session::handle_command(const command& cmd, std::string& out) {
         break;
     case command_verb::vrfy: say(out, reply_id::vrfy); break;
     case command_verb::help: say(out, reply_id::help); break;
-    case command_verb::starttls:
+    case command_verb::starttls: on_starttls(out); break;
     case command_verb::auth: say(out, reply_id::not_implemented); break;
     case command_verb::unknown: say(out, reply_id::command_unrecognized); break;
     }
@@ -250,7 +259,40 @@ void server_session::on_helo(const command& cmd, std::string& out) {
         out.push_back(' ');
         append_number(out, _config.max_message_size);
     }
+    // RFC 3207 §4.2: not after TLS is active.
+    if (_config.tls == tls_offer::starttls && !tls_active()) out.append("\r\n250-STARTTLS");
     out.append("\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n");
+}
+
+// RFC 3207 §4: STARTTLS. The session stops reading; the host answers for what follows.
+void server_session::on_starttls(std::string& out) {
+    if (_config.tls == tls_offer::none) return say(out, reply_id::not_implemented);
+    if (tls_active()) return say(out, reply_id::tls_already_active);
+    say(out, reply_id::tls_ready);
+    _tls_requested = true;
+}
+
+void server_session::on_tls_established(const tls_info& info) {
+    _tls_requested = false;
+    _tls_description.assign(info.protocol);
+    if (_tls_description.empty()) _tls_description = "TLS";
+    if (!info.cipher.empty()) {
+        _tls_description.append(" with cipher ").append(info.cipher);
+        _tls_description.append(" (");
+        append_number(_tls_description, static_cast<std::uint64_t>(info.cipher_bits > 0 ? info.cipher_bits : 0));
+        _tls_description.push_back('/');
+        append_number(_tls_description, static_cast<std::uint64_t>(info.algorithm_bits > 0 ? info.algorithm_bits : 0));
+        _tls_description.append(" bits)");
+    }
+    // RFC 3207 §4.2: discard all knowledge obtained from the client before TLS.
+    end_transaction();
+    _greeting = greeting::none;
+    _envelope.helo.clear();
+    _line.clear();
+    _mode = input_mode::command;
+    _chunk_error = reply_id::none;
+    _chunk_remaining = 0;
+    _chunk_size = 0;
 }
 
 // RFC 5321 §4.1.1.2 MAIL; SIZE check per RFC 1870 §6.
@@ -352,11 +394,14 @@ void server_session::on_bdat(const command& cmd, std::string& out) {
 void server_session::begin_body(body_mode mode) {
     _body_mode = mode;
     _envelope.queue_id = _host.next_queue_id();
+    // RFC 3848 (ESMTP, ESMTPS), RFC 6531 §3.7.3 (UTF8SMTP, UTF8SMTPS); HELO has no TLS
+    // variant: the "(using ...)" line records the TLS either way.
+    const bool tls = tls_active();
     std::string_view protocol = "SMTP";
     if (_envelope.smtputf8) {
-        protocol = "UTF8SMTP";  // RFC 6531 §3.7.3
+        protocol = tls ? "UTF8SMTPS" : "UTF8SMTP";
     } else if (_greeting == greeting::ehlo) {
-        protocol = "ESMTP";     // RFC 3848
+        protocol = tls ? "ESMTPS" : "ESMTP";
     }
     _body.clear();
     append_received_header(_body, received_fields{
@@ -364,6 +409,7 @@ void server_session::begin_body(body_mode mode) {
         .client_address = _client.address,
         .hostname = _config.hostname,
         .protocol = protocol,
+        .tls = _tls_description,
         .queue_id = _envelope.queue_id,
         .recipient = _envelope.rcpt_to.size() == 1 ? std::string_view{_envelope.rcpt_to.front()} : std::string_view{},
         .date = _host.rfc5322_date(),

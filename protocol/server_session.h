@@ -1,12 +1,19 @@
 // protocol/server_session.h: the SMTP server side as a pure state machine (RFC 5321, with
 // RFC 1870 SIZE, RFC 2920 PIPELINING, RFC 3030 CHUNKING, RFC 6152 8BITMIME, RFC 6531
-// SMTPUTF8, RFC 2034 ENHANCEDSTATUSCODES). Bytes in, reply bytes out; no sockets, clocks,
-// files or threads. The shard wiring (queue/) owns one per connection and drives it.
+// SMTPUTF8, RFC 2034 ENHANCEDSTATUSCODES, RFC 3207 STARTTLS). Bytes in, reply bytes out; no
+// sockets, clocks, files, threads or cryptography. The shard wiring (queue/) owns one per
+// connection and drives it.
 // SECURITY: every byte given to feed() comes from the network.
 //
 // Lifecycle: construct -> start() (banner) -> feed()* -> closed(). When feed() stops because
 // a message is complete (message_ready()), the host stores message() durably and then calls
-// commit_done(); only then does the session say 250 and accept more input. Everything the
+// commit_done(); only then does the session say 250 and accept more input.
+// STARTTLS: when feed() stops because the session accepted STARTTLS (tls_requested()), the
+// host sends the 220 in plaintext, discards every byte it has not fed yet (RFC 3207 §4.2; the
+// CVE-2011-0411 injection), runs the TLS handshake, and calls on_tls_established(); from
+// then on it feeds decrypted bytes. If the handshake fails the host closes the connection.
+// Implicit TLS (RFC 8314): the host runs the handshake first, calls on_tls_established(),
+// then start(). Everything the
 // session returns by reference or view is owned by the session and valid until the next
 // call that mutates it (feed, commit_done, on_timeout, on_shutdown).
 #pragma once
@@ -32,6 +39,12 @@ enum class pipelining_sync : std::uint8_t {
     off,      // replies depend only on the bytes, not on how they were split into reads
 };
 
+// Whether the host can run TLS on this connection's listener (RFC 3207).
+enum class tls_offer : std::uint8_t {
+    none,      // STARTTLS is not advertised and answers 502 5.5.1
+    starttls,  // EHLO advertises STARTTLS until TLS is active
+};
+
 // Fixed after construction; shared read-only by every session of a shard.
 struct server_config {
     std::string hostname = "localhost";
@@ -40,6 +53,16 @@ struct server_config {
     std::uint32_t max_errors = 20;              // then 421 4.7.0 and close
     std::vector<std::string> relay_domains;     // lower-case; "example.org" or ".example.org" (subdomains)
     pipelining_sync sync = pipelining_sync::enforce;
+    tls_offer tls = tls_offer::none;
+};
+
+// What the host's TLS engine negotiated, for the Received: header. The views are read only
+// during on_tls_established().
+struct tls_info {
+    std::string_view protocol;  // "TLSv1.3"
+    std::string_view cipher;    // "TLS_AES_256_GCM_SHA384"
+    int cipher_bits = 0;        // secret bits
+    int algorithm_bits = 0;     // bits of the algorithm
 };
 
 struct client_info {
@@ -111,7 +134,9 @@ public:
 
     // Consumes bytes of `in` (owned by the caller, only read during the call); appends the
     // replies, in order, to `out`. Returns how many bytes it consumed: all of them unless it
-    // stopped because a message became ready (message_ready()) or the session closed.
+    // stopped because a message became ready (message_ready()), the session closed, or it
+    // accepted STARTTLS (tls_requested(); it then consumes nothing until
+    // on_tls_established()).
     // An incomplete trailing command line is copied inside and counts as consumed.
     std::size_t feed(std::string_view in, std::string& out);
 
@@ -128,6 +153,17 @@ public:
     // a 4xx or 5xx row; ringrelay-sink's injected deferrals and rejections); appends it and
     // ends the transaction. Not counted towards max_errors.
     void commit_done(host_reply refusal, std::string& out);
+
+    // STARTTLS was accepted (the 220 is in `out`): the host must start TLS now and give the
+    // session no byte it received before the handshake.
+    [[nodiscard]] bool tls_requested() const noexcept;
+    // The handshake completed (after STARTTLS, or before start() on an implicit-TLS port).
+    // The session is reset to its state right after the banner: no greeting, no transaction,
+    // no buffered input (RFC 3207 §4.2: a fresh EHLO is required); EHLO no longer offers
+    // STARTTLS, a second STARTTLS gets 503 5.5.1, and Received: says ESMTPS and records
+    // `info`.
+    void on_tls_established(const tls_info& info);
+    [[nodiscard]] bool tls_active() const noexcept;
 
     // The host's deadline for the next command (or data) expired: 421 4.4.2, closed.
     void on_timeout(std::string& out);
@@ -171,6 +207,7 @@ private:
     void on_rcpt(const command& cmd, std::string& out);
     void on_data(std::string& out);
     void on_bdat(const command& cmd, std::string& out);
+    void on_starttls(std::string& out);
     void begin_body(body_mode mode);
     void finish_chunk(std::string& out);
     void finish_message(std::string& out);
@@ -184,6 +221,7 @@ private:
     std::vector<std::string> _spare_rcpts;  // strings of finished transactions, for reuse
     std::string _line;                      // a command line straddling feed() calls
     std::string _body;                      // Received: header + data of the current message
+    std::string _tls_description;           // "TLSv1.3 with cipher ... (256/256 bits)"; empty: no TLS
     data_reader _reader;
     std::uint64_t _chunk_size = 0;          // of the BDAT chunk being read
     std::uint64_t _chunk_remaining = 0;
@@ -198,6 +236,7 @@ private:
     bdat_end _chunk_end = bdat_end::more;
     bool _message_ready = false;
     bool _closed = false;
+    bool _tls_requested = false;  // STARTTLS accepted, handshake not yet reported
 };
 
 }  // namespace ringrelay::protocol

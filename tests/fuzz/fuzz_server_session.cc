@@ -1,5 +1,7 @@
 // tests/fuzz/fuzz_server_session.cc: libFuzzer target for the whole SMTP server session fed
-// arbitrary bytes, with a fake host that commits ok / fails alternately. Checks the replies
+// arbitrary bytes, with a fake host that commits ok / fails alternately and, when STARTTLS is
+// offered, "completes the handshake" at once whenever the session asks (the bytes after it are
+// fed on as if decrypted, so the transcript stays split-invariant). Checks the replies
 // are well-formed CRLF lines with a 3-digit code, that feed() honours its consumption
 // contract, and that the transcript does not depend on where the input is split.
 // Input layout: [config byte][cut byte] dialogue...
@@ -65,6 +67,13 @@ std::string run(const server_config& config, const client_info& client, std::str
                 if (s.message_ready()) std::abort();
                 continue;
             }
+            if (s.tls_requested()) {
+                if (config.tls != tls_offer::starttls || s.tls_active()) std::abort();
+                if (s.feed("NOOP\r\n", out) != 0) std::abort();  // nothing is read before the handshake
+                s.on_tls_established(tls_info{"TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, 256});
+                if (s.tls_requested() || !s.tls_active()) std::abort();
+                continue;
+            }
             if (!s.closed() && !piece.empty()) std::abort();  // must consume everything
             break;
         }
@@ -84,6 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     config.max_recipients = (data[0] & 2) != 0 ? 2 : 1000;
     config.max_errors = (data[0] & 4) != 0 ? 3 : 20;
     config.relay_domains = {"example.org", ".example.com"};
+    config.tls = (data[0] & 16) != 0 ? tls_offer::starttls : tls_offer::none;
     config.sync = pipelining_sync::off;  // the split-invariance check below needs it off
     const client_info client{"192.0.2.1", (data[0] & 8) != 0 ? relay_trust::trusted : relay_trust::untrusted};
     const std::string_view in(reinterpret_cast<const char*>(data + 2), size - 2);
