@@ -122,6 +122,9 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
             ok = set(json_uint<std::uint32_t>(v, key), c.max_messages_per_connection);
         else if (key == "idle-connection-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.idle_connection_timeout);
         else if (key == "dns-server") ok = set(json_string(v, key), c.dns_server);
+        else if (key == "listen-tls") ok = set(json_strings(v, key), c.listen_tls);
+        else if (key == "tls-cert") ok = set(json_string(v, key), c.tls_cert);
+        else if (key == "tls-key") ok = set(json_string(v, key), c.tls_key);
         else if (key == "hold") {
             if (!v.is_bool()) return std::unexpected("config key 'hold': expected true or false");
             c.hold = v.get_bool().value_unsafe();
@@ -145,6 +148,15 @@ std::expected<void, std::string> finish_config(config& c) {
         if (!e) return std::unexpected("--listen: " + e.error());
         c.listen_endpoints.push_back(*e);
     }
+    c.listen_tls_endpoints.clear();
+    for (const std::string& l : c.listen_tls) {
+        auto e = parse_endpoint(l);
+        if (!e) return std::unexpected("--listen-tls: " + e.error());
+        c.listen_tls_endpoints.push_back(*e);
+    }
+    if (c.tls_cert.empty() != c.tls_key.empty())
+        return std::unexpected(c.tls_cert.empty() ? "--tls-key: needs --tls-cert as well"
+                                                  : "--tls-cert: needs --tls-key as well");
     c.relay_cidrs.clear();
     for (const std::string& n : c.relay_networks) {
         auto net = parse_cidr(n);
@@ -207,10 +219,16 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
                  "Flags override the JSON config file (--config), which overrides the embedded defaults."};
     app.set_version_flag("--version", "ringrelay 0.1.0");
     std::string config_file;
-    std::vector<std::string> listen, relay_networks, relay_domains;
+    std::vector<std::string> listen, listen_tls, relay_networks, relay_domains;
     config flags;  // values given on the command line
     app.add_option("--config", config_file, "JSON config file; keys are the flag names without '--'");
     app.add_option("--listen", listen, "ADDR:PORT to accept SMTP on; repeatable (default 127.0.0.1:2525)");
+    app.add_option("--listen-tls", listen_tls,
+                   "ADDR:PORT to accept SMTP over implicit TLS on (RFC 8314, port 465 in production); repeatable");
+    app.add_option("--tls-cert", flags.tls_cert,
+                   "PEM certificate (chain, leaf first) for STARTTLS and --listen-tls; without it a self-signed "
+                   "certificate for --hostname is made on first start and kept in SPOOL/tls");
+    app.add_option("--tls-key", flags.tls_key, "PEM private key of --tls-cert (not passphrase-protected)");
     app.add_option("--shards", flags.shards, "shard threads, each with its own io_uring (default: online CPUs)");
     app.add_option("--spool", flags.spool, "spool directory (default ./var/spool)");
     app.add_option("--hostname", flags.hostname, "name in the banner, EHLO reply and Received: (default: gethostname)");
@@ -273,6 +291,9 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     }
     auto given = [&](const char* name) { return app.count(name) > 0; };
     if (given("--listen")) c.listen = split_list(listen);
+    if (given("--listen-tls")) c.listen_tls = split_list(listen_tls);
+    if (given("--tls-cert")) c.tls_cert = flags.tls_cert;
+    if (given("--tls-key")) c.tls_key = flags.tls_key;
     if (given("--shards")) c.shards = flags.shards;
     if (given("--spool")) c.spool = flags.spool;
     if (given("--hostname")) c.hostname = flags.hostname;

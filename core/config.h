@@ -31,6 +31,12 @@ struct config {
     bool list_spool = false;
     bool hold = false;                     // accept and spool, deliver nothing (Postfix's hold queue)
 
+    // Inbound TLS (issue 5): STARTTLS on every --listen port, implicit TLS on --listen-tls.
+    // Without --tls-cert/--tls-key a self-signed certificate is kept in SPOOL/tls.
+    std::vector<std::string> listen_tls;   // "ADDR:PORT" (RFC 8314: the handshake first)
+    std::string tls_cert;                  // PEM certificate chain, leaf first
+    std::string tls_key;                   // PEM private key (unencrypted)
+
     // Delivery (the "Deliver mail" issue).
     std::vector<std::string> routes;       // "DOMAIN=HOST:PORT"; DOMAIN '*' matches every domain
     std::string smarthost;                 // "HOST:PORT": same as --route '*=HOST:PORT'
@@ -44,6 +50,7 @@ struct config {
 
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
+    std::vector<endpoint> listen_tls_endpoints;
     std::vector<cidr> relay_cidrs;
     struct route {
         std::string domain;  // lower-case; "*" = any

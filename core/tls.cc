@@ -311,11 +311,12 @@ std::int64_t tls_credentials::not_after() const noexcept {
 
 std::expected<self_signed_files, tls_error> ensure_self_signed(const std::string& dir, std::string_view hostname) {
     if (hostname.empty()) return failure(tls_errc::setup, "self-signed certificate: empty host name");
-    // Each missing level of DIR is created 0700 (the spool may not exist yet on a first start).
+    // Each missing level of DIR is created (the spool may not exist yet on a first start):
+    // 0750 like the spool's own directories, DIR itself 0700.
     for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
         if (pos != dir.size() && dir[pos] != '/') continue;
         const std::string level = dir.substr(0, pos);
-        if (::mkdir(level.c_str(), 0700) != 0 && errno != EEXIST)
+        if (::mkdir(level.c_str(), pos == dir.size() ? 0700 : 0750) != 0 && errno != EEXIST)
             return failure(tls_errc::file, "cannot create " + level + ": " + std::strerror(errno));
     }
     self_signed_files files{dir + "/cert.pem", dir + "/key.pem", certificate_source::reused};

@@ -97,7 +97,7 @@ struct self_signed_files {
 // subjectAltName DNS = hostname, valid for 10 years, serverAuth) and its key. An existing
 // pair is reused when it loads, matches, names `hostname` and is valid for at least another
 // day; otherwise a new pair replaces it (written to temporary files, fsynced, renamed). DIR
-// is created with mode 0700 if missing; the key file is created with mode 0600.
+// is created with mode 0700 if missing (missing parents 0750); the key file has mode 0600.
 [[nodiscard]] std::expected<self_signed_files, tls_error> ensure_self_signed(const std::string& dir,
                                                                             std::string_view hostname);
 

@@ -23,11 +23,12 @@ constexpr std::size_t max_pending_output = 1024 * 1024;
 constexpr std::string_view early_talker_reply = "521 5.5.1 Protocol error: talking before the greeting\r\n";
 }  // namespace
 
-connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust)
+connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust, listener_kind kind)
     : _shard(owner),
       _fd(fd),
       _peer(core::address_text(peer)),
-      _session(owner.server_config(), protocol::client_info{_peer, trust}, owner) {
+      _session(owner.server_config(), protocol::client_info{_peer, trust}, owner),
+      _kind(kind) {
     _recv.owner = this;
     _send.owner = this;
 }
@@ -39,7 +40,21 @@ connection::~connection() {
 void connection::start() noexcept {
     const int one = 1;
     (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    _session.start(_out);
+    if (_kind == listener_kind::implicit_tls) {
+        // RFC 8314 §3.3: the handshake first; the banner once it completes (on_ciphertext).
+        core::tls_context* context = _shard.tls_context();
+        auto session = context != nullptr ? core::tls_session::create(*context)
+                                          : std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"});
+        if (!session) {
+            tls_failed(session.error().text);
+            return;
+        }
+        _tls.emplace(std::move(*session));
+        _tls_phase = tls_phase::handshaking;
+    } else {
+        _session.start(_out);
+        _banner_queued = true;
+    }
     arm_recv();
     _progress_ms = core::monotonic_ms();
     _shard.deadlines().touch(*this, _progress_ms);
@@ -65,11 +80,7 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
     if (res > 0) {
         const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         const auto data = _shard.buffers().data(bid, static_cast<std::size_t>(res));
-        if (!_greeted && !_closing) {
-            early_talker(std::string_view(data.data(), data.size()));
-        } else if (!_closing) {
-            process(std::string_view(data.data(), data.size()));
-        }
+        if (!_closing) on_input(std::string_view(data.data(), data.size()));
         _shard.buffers().recycle(bid);
         if (!more && !_closing && !_paused) arm_recv();
     } else if (res == -ENOBUFS) {
@@ -87,6 +98,110 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         close();
     }
     maybe_retire();
+}
+
+// Received bytes, by TLS phase. `data` is the receive buffer, valid during the call only.
+void connection::on_input(std::string_view data) noexcept {
+    switch (_tls_phase) {
+    case tls_phase::off:
+        if (_greeted) {
+            process(data);
+        } else {
+            early_talker(data);
+        }
+        return;
+    case tls_phase::ready_unsent:
+        // The client did not wait for our 220: these bytes are no ClientHello of a client
+        // that read it. Never SMTP either (CVE-2011-0411): dropped.
+        discard_before_handshake(data.size());
+        return;
+    case tls_phase::handshaking:
+    case tls_phase::on:
+        on_ciphertext(data);
+        return;
+    }
+}
+
+void connection::on_ciphertext(std::string_view data) noexcept {
+    const bool was_established = _tls->is_established();
+    _plain.clear();
+    const auto fed = _tls->feed_ciphertext(data, _plain);
+    _tls->take_output(_wire);  // the handshake's answer, tickets, or an alert
+    if (!fed) {
+        tls_failed(fed.error().text);
+        return;
+    }
+    if (!was_established && _tls->is_established()) {
+        _tls_phase = tls_phase::on;
+        _shard.mutable_counters().tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+        _tls_text.assign(_tls->protocol_name()).append(" ").append(_tls->cipher_name());
+        _session.on_tls_established(protocol::tls_info{_tls->protocol_name(), _tls->cipher_name(),
+                                                        _tls->cipher_bits(), _tls->cipher_algorithm_bits()});
+        if (_kind == listener_kind::implicit_tls) {
+            _session.start(_out);
+            _banner_queued = true;
+        }
+        _progress_ms = core::monotonic_ms();
+        _content_bytes = 0;
+        _shard.deadlines().touch(*this, _progress_ms);
+    }
+    if (_tls->state() == core::tls_state::closed) {
+        // close_notify: the client has ended TLS, and with it the SMTP session.
+        _peer_gone = true;
+        close();
+    } else if (!_plain.empty()) {
+        if (_greeted) {
+            process(_plain);
+        } else {
+            early_talker(_plain);  // implicit TLS: talked before the banner left
+        }
+    }
+    // An idle TLS connection keeps no receive-sized buffer (OpenSSL releases its own too:
+    // SSL_MODE_RELEASE_BUFFERS).
+    if (_plain.capacity() > 4096) std::string().swap(_plain);
+    if (!_wire.empty() || !_out.empty()) _shard.want_flush(this);
+}
+
+// The session accepted STARTTLS: its 220 leaves in plaintext, then TLS. Input not yet fed to
+// the session (the rest of the read that carried STARTTLS, or pipelined input held behind a
+// commit) is the CVE-2011-0411 injection and is dropped, as is anything that arrives before
+// the 220 has left (on_input).
+void connection::begin_starttls() noexcept {
+    core::tls_context* context = _shard.tls_context();
+    auto session = context != nullptr ? core::tls_session::create(*context)
+                                      : std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"});
+    if (!session) {
+        tls_failed(session.error().text);
+        return;
+    }
+    _tls.emplace(std::move(*session));
+    if (!_held.empty()) {
+        discard_before_handshake(_held.size());
+        _held.clear();
+    }
+    _wire.append(_out);
+    _out.clear();
+    _wire_marks |= tls_ready_mark;
+    _tls_phase = tls_phase::ready_unsent;
+    _shard.want_flush(this);
+}
+
+void connection::discard_before_handshake(std::size_t bytes) noexcept {
+    _shard.mutable_counters().tls_discarded_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    if (_shard.may_report(shard::report::tls_discarded))
+        core::diag("STARTTLS from " + _peer + ": " + std::to_string(bytes) +
+                   " byte(s) sent before the TLS handshake discarded, never read as SMTP (one report per second)");
+}
+
+// The handshake or a record failed: log it, send the alert (already in _wire), close. No SMTP
+// reply: the client expects TLS records now.
+void connection::tls_failed(std::string_view reason) noexcept {
+    _shard.mutable_counters().tls_failures.fetch_add(1, std::memory_order_relaxed);
+    if (_shard.may_report(shard::report::tls_failure))
+        core::diag("TLS with " + _peer + " failed: " + std::string(reason) + " (one report per second)");
+    _out.clear();
+    close();
+    _shard.want_flush(this);
 }
 
 // Bytes arrived before the send carrying our banner completed: the client did not wait for
@@ -108,10 +223,10 @@ void connection::early_talker(std::string_view data) noexcept {
 // restart. So a client dribbling a byte a second is cut off after --command-timeout however
 // long it keeps dribbling, while a big message on a slow but real link is not.
 void connection::process(std::string_view data) noexcept {
-    if (!_closing && !_awaiting_commit && _held.empty()) {
+    if (!_closing && !_awaiting_commit && _held.empty() && !_session.tls_requested()) {
         const std::size_t out_before = _out.size();
         const std::size_t n = _session.feed(data, _out);
-        if (n < data.size()) _held.assign(data.substr(n));
+        if (n < data.size()) _held.assign(data.substr(n));  // dropped instead after STARTTLS
         const std::int64_t now = core::monotonic_ms();
         bool progress = _out.size() != out_before || _session.message_ready();
         if (!progress && _session.receiving_content()) {
@@ -145,14 +260,16 @@ void connection::after_session_step() noexcept {
         _shard.message_spool().append(_session.message_envelope(), _peer, _session.message(), _received_us, this);
     }
     if (!_closing) {
-        if (_session.closed()) {
+        if (_session.tls_requested() && _tls_phase == tls_phase::off) {
+            begin_starttls();
+        } else if (_session.closed()) {
             close();
         } else if (_shard.stopping() && !_awaiting_commit && !_session.in_transaction()) {
             _session.on_shutdown(_out);
             close();
         }
     }
-    if (_out.size() > max_pending_output && _send_in_flight && !_peer_gone) {
+    if (_out.size() + _wire.size() > max_pending_output && _send_in_flight && !_peer_gone) {
         // The client pipelines commands but does not read the replies: cut it off rather than
         // buffer without bound.
         abort_connection();
@@ -164,6 +281,7 @@ void connection::after_session_step() noexcept {
 void connection::abort_connection() noexcept {
     _peer_gone = true;
     _out.clear();
+    _wire.clear();
     // Completes a send stuck on a full window and ends the receive.
     (void)::shutdown(_fd, SHUT_RDWR);
     close();
@@ -231,16 +349,47 @@ void connection::log_reception() noexcept {
     }
     line += "],\"size\":";
     line += std::to_string(_session.message().size());
+    line += ",\"tls\":";
+    if (_tls_text.empty()) {
+        line += "null";
+    } else {
+        line += '"';
+        core::append_json_escaped(line, _tls_text);
+        line += '"';
+    }
     line += "}\n";
 }
 
 void connection::flush() noexcept {
-    if (_send_in_flight || _fd_closed || _peer_gone || _out.empty()) {
+    if (_send_in_flight || _fd_closed || _peer_gone) {
         maybe_retire();
         return;
     }
-    _sending.swap(_out);
-    _out.clear();
+    // Session replies go on the wire as they are, or as TLS records; while a handshake is
+    // pending they wait (an implicit-TLS banner is only produced after it).
+    if (!_out.empty() && (_tls_phase == tls_phase::off || _tls_phase == tls_phase::on)) {
+        if (_tls_phase == tls_phase::off) {
+            _wire.append(_out);
+        } else if (auto sealed = _tls->encrypt(_out, _wire); !sealed) {
+            _out.clear();
+            tls_failed(sealed.error().text);
+        }
+        _out.clear();
+        if (_banner_queued) {
+            _banner_queued = false;
+            _wire_marks |= banner_mark;
+        }
+    }
+    // After the session's last word under TLS: close_notify (RFC 8446 §6.1). Idempotent.
+    if (_closing && _tls_phase == tls_phase::on && _out.empty()) _tls->close(_wire);
+    if (_wire.empty()) {
+        maybe_retire();
+        return;
+    }
+    _sending.swap(_wire);
+    _wire.clear();
+    _sending_marks = _wire_marks;
+    _wire_marks = 0;
     _sent = 0;
     _send_in_flight = true;
     io_uring_prep_send(_shard.reactor().sqe(&_send), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
@@ -262,19 +411,20 @@ void connection::on_send(int res, std::uint32_t) noexcept {
         return;
     }
     _sending.clear();
-    _greeted = true;  // the first send carries the banner
-    if (!_out.empty()) {
-        flush();
-        return;
-    }
+    if ((_sending_marks & banner_mark) != 0) _greeted = true;
+    if ((_sending_marks & tls_ready_mark) != 0 && _tls_phase == tls_phase::ready_unsent)
+        _tls_phase = tls_phase::handshaking;  // the 220 has left: what comes now is TLS
+    _sending_marks = 0;
     if (_sending.capacity() > 4096) std::string().swap(_sending);
-    maybe_retire();
+    flush();  // what was produced meanwhile; retires the connection if nothing is left
 }
 
 void connection::close() noexcept {
     if (_closing) return;
     _closing = true;
     _held.clear();
+    // Before TLS is up no SMTP reply can be sent: the client expects handshake records.
+    if (tls_pending()) _out.clear();
     // The last reply gets one more timeout period to leave; a peer that does not read it is
     // then cut off (on_deadline).
     if (!_awaiting_commit) _shard.deadlines().touch(*this, core::monotonic_ms());
@@ -289,6 +439,11 @@ void connection::on_deadline() noexcept {
         if (!_retired) abort_connection();
         return;
     }
+    if (tls_pending()) {
+        // The command deadline also bounds the handshake; there is no channel for a 421.
+        tls_failed("handshake not completed within --command-timeout");
+        return;
+    }
     _session.on_timeout(_out);
     close();
     _shard.want_flush(this);
@@ -301,6 +456,11 @@ void connection::on_stop(bool force) noexcept {
         if (force && !_retired) abort_connection();
         return;
     }
+    if (tls_pending()) {
+        close();  // no SMTP reply before the handshake
+        _shard.want_flush(this);
+        return;
+    }
     if (!force && _session.in_transaction()) return;
     _session.on_shutdown(_out);
     close();
@@ -308,7 +468,8 @@ void connection::on_stop(bool force) noexcept {
 }
 
 bool connection::retirable() const noexcept {
-    return _closing && !_recv_armed && !_send_in_flight && !_awaiting_commit && (_out.empty() || _peer_gone);
+    return _closing && !_recv_armed && !_send_in_flight && !_awaiting_commit &&
+           ((_out.empty() && _wire.empty()) || _peer_gone);
 }
 
 void connection::maybe_retire() noexcept {

@@ -1,6 +1,9 @@
 // queue/connection.h: one inbound SMTP connection on a shard: wires a socket (multishot recv
 // from the shard's buffer ring, batched sends) to a protocol::server_session and the
-// session's finished messages to the shard's spool.
+// session's finished messages to the shard's spool. Under TLS (STARTTLS, RFC 3207, or an
+// implicit-TLS listener, RFC 8314) a core::tls_session sits between the socket and the
+// session: received ciphertext -> plaintext -> session.feed(); replies -> records -> send.
+// All socket I/O stays on the shard's io_uring either way.
 //
 // Lifecycle: created by the shard on accept -> start() -> completions ... -> close() ->
 // retired by the shard at the end of the turn once no operation is in flight and no commit
@@ -11,10 +14,12 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "core/deadline_list.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/server_session.h"
 #include "queue/spool.h"
 
@@ -22,9 +27,15 @@ namespace ringrelay::queue {
 
 class shard;
 
+// What a listener speaks first.
+enum class listener_kind : std::uint8_t {
+    plain,         // SMTP; STARTTLS when the shard has TLS
+    implicit_tls,  // the TLS handshake, then SMTP (RFC 8314)
+};
+
 class connection final : public core::deadline_entry, public commit_waiter {
 public:
-    connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust);
+    connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust, listener_kind kind);
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
     ~connection() override;
@@ -55,9 +66,27 @@ private:
         void complete(int res, std::uint32_t flags) noexcept override { owner->on_send(res, flags); }
     };
 
+    // Where received bytes go (see on_input).
+    enum class tls_phase : std::uint8_t {
+        off,          // plaintext SMTP
+        ready_unsent, // STARTTLS accepted; our 220 has not left yet: input is discarded
+        handshaking,  // input is handshake ciphertext
+        on,           // records both ways
+    };
+    // Marks on the bytes of _wire / _sending: what their send completing means.
+    enum wire_mark : std::uint8_t { banner_mark = 1, tls_ready_mark = 2 };
+
     void on_recv(int res, std::uint32_t flags) noexcept;
     void on_send(int res, std::uint32_t flags) noexcept;
     void arm_recv() noexcept;
+    void on_input(std::string_view data) noexcept;
+    void on_ciphertext(std::string_view data) noexcept;
+    void begin_starttls() noexcept;
+    void discard_before_handshake(std::size_t bytes) noexcept;
+    void tls_failed(std::string_view reason) noexcept;
+    [[nodiscard]] bool tls_pending() const noexcept {
+        return _tls_phase == tls_phase::ready_unsent || _tls_phase == tls_phase::handshaking;
+    }
     void process(std::string_view data) noexcept;
     void early_talker(std::string_view data) noexcept;
     void after_session_step() noexcept;
@@ -70,10 +99,14 @@ private:
     const int _fd;
     std::string _peer;
     protocol::server_session _session;
-    std::string _out;      // replies not yet handed to the kernel
-    std::string _sending;  // replies the kernel is sending (untouched until completion)
+    std::string _out;      // session replies (plaintext) not yet put on the wire
+    std::string _wire;     // bytes for the kernel: replies before TLS, TLS records after
+    std::string _sending;  // bytes the kernel is sending (untouched until completion)
     std::size_t _sent = 0;
     std::string _held;     // input received while a commit is pending
+    std::optional<core::tls_session> _tls;
+    std::string _plain;    // decrypted input of one receive (reused)
+    std::string _tls_text; // "TLSv1.3 TLS_AES_256_GCM_SHA384" once established (delivery log)
     std::uint64_t _received_us = 0;
     std::int64_t _progress_ms = 0;     // when the command deadline last restarted
     std::uint64_t _content_bytes = 0;  // message content read since then
@@ -88,6 +121,11 @@ private:
     bool _retired = false;
     bool _paused = false;      // receive cancelled for backpressure
     bool _greeted = false;     // the banner has left (its send completed)
+    bool _banner_queued = false;  // the banner is in _out
+    const listener_kind _kind;
+    tls_phase _tls_phase = tls_phase::off;
+    std::uint8_t _wire_marks = 0;
+    std::uint8_t _sending_marks = 0;
 };
 
 }  // namespace ringrelay::queue

@@ -43,6 +43,8 @@ std::expected<void, std::string> relay::start() {
     if (auto ec = _control.init(64, core::kernel_features{}); ec)
         return std::unexpected("io_uring setup failed: " + ec.message());
     _control_ready = true;
+    _ktls = core::probe_ktls();
+    if (auto ok = setup_tls(); !ok) return std::unexpected(ok.error());
     _log_fd = core::open_log(_config.log);
     if (_log_fd < -1) return std::unexpected("--log " + _config.log + ": " + std::strerror(-_log_fd));
     auto intervals = core::parse_duration_list(_config.retry_intervals);
@@ -52,11 +54,14 @@ std::expected<void, std::string> relay::start() {
     if (!validate_retry_policy(*intervals, *max_age))
         return std::unexpected("--retry-intervals/--max-age: every interval and the maximum age must be positive");
     _schedule = std::make_unique<retry_schedule>(std::move(*intervals), *max_age);
-    std::vector<core::endpoint> listen = _config.listen_endpoints;
+    // Plain listeners first, then implicit TLS: the order of endpoints() and the start-up line.
+    std::vector<listener_spec> listen;
+    for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
+    for (const core::endpoint& e : _config.listen_tls_endpoints) listen.push_back({e, listener_kind::implicit_tls});
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
-                                    _limits, _make_storage));
+                                    _limits, _make_storage, _tls.get()));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -76,7 +81,7 @@ std::expected<void, std::string> relay::start() {
         _recovered += r.unfinished_messages;
         if (i == 0) {
             // Every shard binds the same endpoints (SO_REUSEPORT): a port 0 becomes shard 0's.
-            listen = r.bound;
+            for (std::size_t k = 0; k < listen.size() && k < r.bound.size(); ++k) listen[k].endpoint = r.bound[k];
             _bound = r.bound;
         }
     }
@@ -95,6 +100,42 @@ std::expected<void, std::string> relay::start() {
     }
     _go.set_value();
     _go_set = true;
+    return {};
+}
+
+std::expected<void, std::string> relay::setup_tls() {
+    std::string cert = _config.tls_cert;
+    std::string key = _config.tls_key;
+    std::string origin = "from --tls-cert";
+    if (cert.empty()) {
+        // No certificate configured: opportunistic STARTTLS with a self-signed one, kept in
+        // the spool so that it survives restarts (and its fingerprint with it).
+        auto made = core::ensure_self_signed(_config.spool + "/tls", _config.hostname);
+        if (!made) {
+            if (!_config.listen_tls_endpoints.empty())
+                return std::unexpected("--listen-tls needs a certificate: " + made.error().text);
+            _tls_summary = "TLS: off (no certificate: " + made.error().text + ")";
+            return {};
+        }
+        cert = made->cert_file;
+        key = made->key_file;
+        origin = made->source == core::certificate_source::generated ? "self-signed, generated now"
+                                                                      : "self-signed, kept from an earlier start";
+    }
+    auto credentials = core::tls_credentials::load_pem(cert, key);
+    if (!credentials) return std::unexpected("TLS: " + credentials.error().text);
+    auto keys = core::tls_ticket_keys::generate();
+    if (!keys) return std::unexpected("TLS: " + keys.error().text);
+    // Build one context now, so that a certificate OpenSSL refuses stops the start here.
+    if (auto probe = core::tls_context::server(*credentials, &*keys); !probe)
+        return std::unexpected("TLS: " + probe.error().text);
+    _tls_summary = "TLS: STARTTLS on " + std::to_string(_config.listen_endpoints.size()) + " port(s)";
+    if (!_config.listen_tls_endpoints.empty())
+        _tls_summary += ", implicit TLS on " + std::to_string(_config.listen_tls_endpoints.size()) + " port(s)";
+    _tls_summary += "; certificate " + cert + " (" + origin + ", CN=" + credentials->common_name() + ", " +
+                    credentials->sha256_fingerprint() + ")";
+    _tls = std::make_unique<inbound_tls>(inbound_tls{std::move(*credentials), *keys});
+    _server.tls = protocol::tls_offer::starttls;
     return {};
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/server_session.h"
 #include "core/mailbox.h"
 #include "queue/delivery.h"
@@ -31,6 +32,10 @@ public:
     [[nodiscard]] const std::vector<core::endpoint>& endpoints() const noexcept { return _bound; }
     [[nodiscard]] const core::kernel_features& features() const noexcept { return _features; }
     [[nodiscard]] std::size_t recovered_messages() const noexcept { return _recovered; }
+    // After start(): the kTLS probe, and one line on inbound TLS (where the certificate came
+    // from, its CN and fingerprint, or why TLS is off).
+    [[nodiscard]] const core::ktls_probe& ktls() const noexcept { return _ktls; }
+    [[nodiscard]] const std::string& tls_summary() const noexcept { return _tls_summary; }
 
     // Asks every shard to stop: listeners close, sessions finish their transaction (bounded
     // by --shutdown-timeout), the spool and log flush.
@@ -43,6 +48,9 @@ public:
     [[nodiscard]] std::uint64_t recipients_delivered() const noexcept;
 
 private:
+    // Loads --tls-cert/--tls-key, or makes/reuses the self-signed pair in SPOOL/tls.
+    [[nodiscard]] std::expected<void, std::string> setup_tls();
+
     core::config _config;
     protocol::server_config _server;
     core::kernel_features _features;
@@ -50,6 +58,9 @@ private:
     int _log_fd = -1;
     core::reactor _control;  // sends the stop wake-ups (MSG_RING)
     inbound_limits _limits;  // before _shards: shards release into it when destroyed
+    std::unique_ptr<inbound_tls> _tls;  // before _shards: they build their contexts from it
+    core::ktls_probe _ktls;
+    std::string _tls_summary;
     std::vector<std::unique_ptr<shard>> _shards;
     std::vector<std::unique_ptr<std::promise<shard_init_result>>> _ready;
     std::promise<void> _go;

@@ -1,5 +1,6 @@
 // queue/shard.h: one shard of the relay: its thread's reactor, listeners (SO_REUSEPORT,
-// multishot accept), receive buffer ring, SMTP connections, spool and log writer
+// multishot accept; plain SMTP with STARTTLS, or implicit TLS), its own TLS context, receive
+// buffer ring, SMTP connections, spool and log writer
 // (DESIGN.md "The path of one message"). Everything here runs on the shard's own thread;
 // the only ways in from outside are request_stop() (an io_uring MSG_RING wake-up) and the
 // atomics marked below.
@@ -12,6 +13,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +25,9 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/server_session.h"
+#include "queue/connection.h"
 #include "queue/delivery.h"
 #include "queue/retry_schedule.h"
 #include "queue/spool.h"
@@ -31,7 +35,18 @@
 
 namespace ringrelay::queue {
 
-class connection;
+// One endpoint to listen on and what it speaks first.
+struct listener_spec {
+    core::endpoint endpoint;
+    listener_kind kind = listener_kind::plain;
+};
+
+// The relay's inbound TLS material, loaded once at start-up (issue 5). Immutable; read by every
+// shard when it builds its own core::tls_context; outlives the shards.
+struct inbound_tls {
+    core::tls_credentials credentials;
+    core::tls_ticket_keys ticket_keys;  // shared: a ticket from one shard resumes on any
+};
 
 // Inbound connection counts shared by every shard (--max-connections, --max-connections-per-ip).
 // Owned by the relay; outlives the shards.
@@ -46,7 +61,7 @@ using storage_factory = std::function<std::unique_ptr<storage>(core::reactor&)>;
 
 struct shard_init_result {
     std::string error;                        // empty on success
-    std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved)
+    std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved), in listen order
     std::size_t unfinished_messages = 0;  // of which still to deliver
     std::vector<std::string> recovery_problems;
 };
@@ -59,18 +74,22 @@ struct shard_counters {
     std::atomic<std::uint64_t> open_connections{0};
     std::atomic<std::uint64_t> refused_connections{0};  // over --max-connections(-per-ip)
     std::atomic<std::uint64_t> early_talkers{0};        // spoke before the greeting: 521 5.5.1
+    std::atomic<std::uint64_t> tls_handshakes{0};       // completed (STARTTLS and implicit)
+    std::atomic<std::uint64_t> tls_failures{0};         // handshake or record failures, handshake timeouts
+    std::atomic<std::uint64_t> tls_discarded_bytes{0};  // sent after STARTTLS, before the handshake
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> queued_for_delivery{0};
 };
 
 class shard final : public core::turn_hook, public protocol::session_host {
 public:
-    // config, server_config and features must outlive the shard. listen: the endpoints to
-    // bind (port 0 picks one; main passes shard 0's result to the others).
+    // config, server_config, features and tls must outlive the shard. listen: the endpoints to
+    // bind (port 0 picks one; main passes shard 0's result to the others). tls: null for no
+    // TLS (then no implicit-TLS listener may be given and server.tls must be none).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
-          std::vector<core::endpoint> listen, std::shared_future<void> go, inbound_limits& limits,
-          storage_factory make_storage = {});
+          std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
+          storage_factory make_storage = {}, const inbound_tls* tls = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -103,8 +122,10 @@ public:
     [[nodiscard]] bool stopping() const noexcept { return _stopping; }
     [[nodiscard]] unsigned index() const noexcept { return _index; }
     [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
-    // Abuse reports (stderr) are limited to one per kind per shard per second.
-    enum class report : std::uint8_t { refused_connection = 1, early_talker = 2 };
+    // This shard's server TLS context; null without TLS.
+    [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls_context ? &*_tls_context : nullptr; }
+    // Abuse and TLS reports (stderr) are limited to one per kind per shard per second.
+    enum class report : std::uint8_t { refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8 };
     [[nodiscard]] bool may_report(report kind) noexcept {
         const auto bit = static_cast<std::uint8_t>(kind);
         if ((_reported & bit) != 0) return false;
@@ -121,6 +142,7 @@ private:
     struct accept_op final : core::completion {
         shard* owner = nullptr;
         int fd = -1;
+        listener_kind kind = listener_kind::plain;
         bool armed = false;
         bool failing = false;        // the last accept failed (logged once)
         bool rearm_on_tick = false;  // re-arm at the next tick, after a failure
@@ -148,14 +170,16 @@ private:
     const core::kernel_features& _features;
     const retry_schedule& _schedule;
     const int _log_fd;
-    std::vector<core::endpoint> _listen;
+    std::vector<listener_spec> _listen;
     storage_factory _make_storage;
+    const inbound_tls* _tls;       // null: no TLS
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
 
     // Shard-local.
     core::reactor _reactor;
     core::buffer_ring _buffers;
+    std::optional<core::tls_context> _tls_context;
     std::unique_ptr<storage> _storage;
     std::unique_ptr<spool> _spool;
     std::unique_ptr<core::log_writer> _log;

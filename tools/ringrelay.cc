@@ -100,6 +100,10 @@ int main(int argc, char** argv) {
         core::diag(started.error());
         return 1;
     }
+    // Inbound TLS: whether the kernel could take the record layer (kTLS), and where the
+    // certificate came from. Printed before "listening on" (tests wait for that line).
+    core::diag(node.ktls().detail);
+    core::diag(node.tls_summary());
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +

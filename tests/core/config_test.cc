@@ -134,3 +134,46 @@ TEST(Config, HelpDocumentsEveryFlag) {
         EXPECT_NE(c.error().message.find(flag), std::string::npos) << flag;
     }
 }
+
+// Inbound TLS (issue 5): --tls-cert/--tls-key go together; --listen-tls is repeatable and
+// parsed like --listen; the JSON keys mirror the flags.
+TEST(Config, TlsFlagsAreParsed) {
+    auto c = load({"--tls-cert", "/etc/rr/cert.pem", "--tls-key", "/etc/rr/key.pem", "--listen-tls",
+                   "127.0.0.1:4650", "--listen-tls", "[::1]:4651"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->tls_cert, "/etc/rr/cert.pem");
+    EXPECT_EQ(c->tls_key, "/etc/rr/key.pem");
+    ASSERT_EQ(c->listen_tls_endpoints.size(), 2u);
+    EXPECT_EQ(c->listen_tls_endpoints[0].port(), 4650);
+    EXPECT_EQ(c->listen_tls_endpoints[1].family(), AF_INET6);
+    auto d = load({});
+    ASSERT_TRUE(d.has_value());
+    EXPECT_TRUE(d->tls_cert.empty());
+    EXPECT_TRUE(d->listen_tls_endpoints.empty());
+}
+
+TEST(Config, TlsCertWithoutKeyIsAnError) {
+    auto c = load({"--tls-cert", "/etc/rr/cert.pem"});
+    ASSERT_FALSE(c.has_value());
+    EXPECT_EQ(c.error().code, 2);
+    EXPECT_NE(c.error().message.find("--tls-cert: needs --tls-key"), std::string::npos) << c.error().message;
+    auto k = load({"--tls-key", "/etc/rr/key.pem"});
+    ASSERT_FALSE(k.has_value());
+    EXPECT_NE(k.error().message.find("--tls-key: needs --tls-cert"), std::string::npos) << k.error().message;
+}
+
+TEST(Config, BadListenTlsNamesTheFlag) {
+    auto c = load({"--listen-tls", "nowhere"});
+    ASSERT_FALSE(c.has_value());
+    EXPECT_NE(c.error().message.find("--listen-tls: "), std::string::npos) << c.error().message;
+}
+
+TEST(Config, TlsJsonKeys) {
+    config c;
+    ASSERT_TRUE(apply_json_config(R"({"tls-cert": "/c.pem", "tls_key": "/k.pem", "listen-tls": ["127.0.0.1:465"]})", c));
+    EXPECT_EQ(c.tls_cert, "/c.pem");
+    EXPECT_EQ(c.tls_key, "/k.pem");
+    ASSERT_EQ(c.listen_tls.size(), 1u);
+    EXPECT_EQ(c.listen_tls[0], "127.0.0.1:465");
+    EXPECT_FALSE(apply_json_config(R"({"tls-cert": 5})", c));
+}
