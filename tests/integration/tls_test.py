@@ -402,7 +402,8 @@ def own_certificate(c, binary, openssl):
         c.reply(s.mail(SENDER), 250, "--tls-cert: MAIL over STARTTLS")
         s.quit()
     finally:
-        relay.stop()
+        code = relay.stop()
+    c.check(code == 0, "--tls-cert relay stops cleanly", relay.stderr()[-600:])
     bad = subprocess.run([binary, "--spool", os.path.join(work, "spool2"), "--hostname", HOST, "--tls-cert",
                           os.path.join(work, "missing.pem"), "--tls-key", key, "--listen", "127.0.0.1:0"],
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=60)
@@ -446,7 +447,7 @@ def scenario(c):
     swaks(c, relay, tls_port, "--tls-on-connect")
     injection(c, relay, plain_port)
     relay.stop()
-    c.check(relay.returncode == 0, "the relay stops cleanly", str(relay.returncode))
+    c.check(relay.returncode == 0, "the relay stops cleanly", f"{relay.returncode} {relay.stderr()[-600:]}")
 
     # Restart on the same spool: the same certificate; a silent client is cut off.
     again = harness.Relay(binary, spool=relay.spool, hostname=HOST,
@@ -472,7 +473,7 @@ def scenario(c):
         time.sleep(0.1)
     c.check("handshake not completed within --command-timeout" in again.stderr(),
             "the handshake timeout is logged", again.stderr()[-600:])
-    again.stop()
+    c.check(again.stop() == 0, "restarted relay stops cleanly", again.stderr()[-600:])
 
     own_certificate(c, binary, openssl)
 
