@@ -14,11 +14,13 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <sys/random.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <random>
 
 namespace ringrelay::core {
 
@@ -28,8 +30,11 @@ public:
 
     explicit address_counter(std::size_t slots = default_slots)
         : _mask(slots - 1), _slots(std::make_unique<std::atomic<std::uint32_t>[]>(slots)) {
-        std::random_device rd;
-        _key = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+        // getrandom(2) cannot fail for 8 bytes once the pool is initialised; if it somehow
+        // does, the clock still keeps the key unknown to a remote client.
+        if (::getrandom(&_key, sizeof _key, 0) != static_cast<ssize_t>(sizeof _key))
+            _key = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) *
+                   0x9e3779b97f4a7c15ULL;
         for (std::size_t i = 0; i < slots; ++i) _slots[i].store(0, std::memory_order_relaxed);
     }
     address_counter(const address_counter&) = delete;

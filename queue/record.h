@@ -6,7 +6,8 @@
 //     u32 payload_length u32 crc32c(header bytes 4..11 and 16..31, then payload), seeded with
 //                            the segment's salt (0 for the segment record itself)
 //     u64 queue_id       u64 received_unix_us
-// The first record of every segment is a segment record (type 3; queue_id and received_us 0):
+// Every segment starts with two identical segment records (type 3; queue_id and received_us
+// 0; the second a copy in case the first is damaged):
 //     u32 salt  u32 reserved(0)
 // The salt is random per spool instance and secret. SECURITY: recovery resynchronises on the
 // next magic after a damaged record, and a message body (BDAT carries any bytes) could hold

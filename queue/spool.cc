@@ -4,11 +4,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <random>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -122,19 +122,35 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
         }
         std::size_t pos = 0;
         const std::string_view all(bytes);
-        // The segment record first: it holds the salt every other record's CRC is seeded
-        // with. Without it (damaged, or torn before the first commit finished) nothing in the
-        // segment can be trusted: no record in it was ever acknowledged unless the header was
-        // durable, since they are written and synced together.
+        // The segment record first, twice (record.h): it holds the salt every other
+        // record's CRC is seeded with, so one damaged copy must not cost the segment. Without
+        // a valid copy (both damaged, or torn before the first commit finished) nothing in the
+        // segment can be trusted: no record in it was ever acknowledged unless the segment
+        // records were durable, since they are written and synced with the first batch.
         std::uint32_t salt = 0;
-        if (auto head = decode_record(all, 0); head && head->header.type == record_type::segment) {
-            salt = head->salt;
-            pos = head->record_size;
-        } else if (!all.empty()) {
-            report.problems.push_back(name + ": no valid segment record at offset 0 (" +
-                                      std::string(head ? "another record type" : describe(head.error())) +
-                                      "); segment skipped");
-            continue;
+        if (!all.empty()) {
+            constexpr std::size_t copy = record_header_size + segment_payload_size;
+            auto first = decode_record(all, 0);
+            auto second = all.size() > copy ? decode_record(all.substr(copy), 0)
+                                            : std::expected<decoded_message, decode_error>(
+                                                  std::unexpected(decode_error::truncated));
+            const bool first_ok = first && first->header.type == record_type::segment;
+            const bool second_ok = second && second->header.type == record_type::segment;
+            if (!first_ok && !second_ok) {
+                report.problems.push_back(name + ": no valid segment record at offset 0 or " + std::to_string(copy) +
+                                          " (" + std::string(first ? "another record type" : describe(first.error())) +
+                                          "); segment skipped");
+                continue;
+            }
+            if (first_ok && second_ok && first->salt != second->salt) {
+                report.problems.push_back(name + ": the two segment records disagree; segment skipped");
+                continue;
+            }
+            if (!first_ok || !second_ok)
+                report.problems.push_back(name + ": segment record copy at offset " + std::to_string(first_ok ? copy : 0) +
+                                          " damaged; using the other");
+            salt = first_ok ? first->salt : second->salt;
+            pos = 2 * copy;
         }
         while (pos < all.size()) {
             auto rec = decode_record(all.substr(pos), salt);
@@ -177,9 +193,12 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
 
 spool::spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segment_limit)
     : _reactor(r), _storage(s), _dir(std::move(dir)), _segment_limit(segment_limit) {
-    std::random_device rd;
-    _salt = rd();
+    // The salt must be unpredictable to a client (record.h); getrandom(2) only fails before
+    // the kernel's pool is initialised, and then the clock is still unknown to the client.
+    if (::getrandom(&_salt, sizeof _salt, 0) != static_cast<ssize_t>(sizeof _salt))
+        _salt = static_cast<std::uint32_t>(core::unix_us() * 0x9e3779b1u);
     encode_segment_record(_segment_record, _salt);
+    encode_segment_record(_segment_record, _salt);  // two copies: one bad sector must not cost the segment
     _write_done.owner = this;
     _sync_done.owner = this;
 }

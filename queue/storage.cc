@@ -82,40 +82,71 @@ void power_loss_storage::write(int fd, const iovec* iov, unsigned count, std::ui
     _reactor.post(done, n);
 }
 
-void power_loss_storage::fdatasync(int fd, core::completion* done) noexcept {
-    if (_mode == sync_mode::skipped) {
-        _reactor.post(done, 0);  // the lie a non-durable build tells
-        return;
-    }
+int power_loss_storage::apply(int fd, const batch& writes) noexcept {
     // Synchronous pwrite: a test backend, not a shard's hot path.
-    for (const pending_write& w : _unsynced[fd]) {
+    for (const pending_write& w : writes) {
         std::size_t off = 0;
         while (off < w.bytes.size()) {
             const ssize_t n = ::pwrite(fd, w.bytes.data() + off, w.bytes.size() - off,
                                        static_cast<off_t>(w.offset + off));
-            if (n <= 0) {
-                _unsynced.erase(fd);
-                _reactor.post(done, n < 0 ? -errno : -EIO);
-                return;
-            }
+            if (n <= 0) return n < 0 ? -errno : -EIO;
             off += static_cast<std::size_t>(n);
         }
     }
-    _unsynced.erase(fd);
-    _disk.fdatasync(fd, done);
+    return 0;
+}
+
+void power_loss_storage::fdatasync(int fd, core::completion* done) noexcept {
+    batch writes;
+    if (auto it = _unsynced.find(fd); it != _unsynced.end()) {
+        writes = std::move(it->second);
+        _unsynced.erase(it);
+    }
+    if (_mode == sync_mode::skipped) {
+        // The previous batch lands now; this one only at the next call, yet 250 goes out now.
+        batch& late = _late[fd];
+        const int res = apply(fd, late);
+        late = std::move(writes);
+        _reactor.post(done, res);
+        return;
+    }
+    sync_op* op = nullptr;
+    for (auto& o : _ops)
+        if (o->fd == -1) op = o.get();
+    if (op == nullptr) {
+        _ops.push_back(std::make_unique<sync_op>());
+        op = _ops.back().get();
+        op->owner = this;
+    }
+    op->fd = fd;
+    op->done = done;
+    op->writes = std::move(writes);
+    _disk.fdatasync(fd, op);
+}
+
+void power_loss_storage::sync_op::complete(int res, std::uint32_t) noexcept {
+    // The moment of durability: before it, a kill loses these writes.
+    if (res >= 0) res = apply(fd, writes);
+    writes.clear();
+    fd = -1;
+    done->complete(res, 0);
+}
+
+void power_loss_storage::cut(batch& writes, std::uint64_t size) noexcept {
+    std::erase_if(writes, [size](const pending_write& w) { return w.offset >= size; });
+    for (pending_write& w : writes)
+        if (w.offset + w.bytes.size() > size) w.bytes.resize(size - w.offset);
 }
 
 void power_loss_storage::truncate(int fd, std::uint64_t size) noexcept {
-    if (auto it = _unsynced.find(fd); it != _unsynced.end()) {
-        std::erase_if(it->second, [size](const pending_write& w) { return w.offset >= size; });
-        for (pending_write& w : it->second)
-            if (w.offset + w.bytes.size() > size) w.bytes.resize(size - w.offset);
-    }
+    if (auto it = _unsynced.find(fd); it != _unsynced.end()) cut(it->second, size);
+    if (auto it = _late.find(fd); it != _late.end()) cut(it->second, size);
     _disk.truncate(fd, size);
 }
 
 void power_loss_storage::close_file(int fd) noexcept {
     _unsynced.erase(fd);  // never synced: lost, as in a power cut
+    _late.erase(fd);
     _disk.close_file(fd);
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <expected>
 #include <map>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -90,10 +91,13 @@ private:
 };
 
 // Simulates a power loss for crash tests (test builds only: ringrelay-powerloss). Writes are
-// kept in memory and reach the file only at fdatasync, so a SIGKILL loses exactly what a
-// power cut would: everything written but not yet synced. With sync_mode::skipped, fdatasync
-// reports success without writing anything: a deliberately non-durable relay, which the crash
-// test must catch losing acknowledged mail.
+// kept in memory and reach the file only when an fdatasync that covers them *completes*, so a
+// SIGKILL loses exactly what a power cut would: everything not yet synced, including a batch
+// whose fdatasync was issued but had not finished. With sync_mode::skipped, fdatasync
+// reports success at once and the batch reaches the file only when the next fdatasync is
+// called: a relay that acknowledges before its data is durable, by one batch, which the
+// crash test must catch. Not modelled: the durability of file creation, directory entries
+// and unlink (create_file and the spool's deletions go to the disk as usual).
 class power_loss_storage final : public storage {
 public:
     enum class sync_mode : std::uint8_t { durable, skipped };
@@ -114,10 +118,25 @@ private:
         std::uint64_t offset;
         std::string bytes;
     };
+    using batch = std::vector<pending_write>;
+    // One fdatasync in flight: the writes it covers reach the file when it completes.
+    struct sync_op final : core::completion {
+        power_loss_storage* owner = nullptr;
+        int fd = -1;
+        core::completion* done = nullptr;
+        batch writes;
+        void complete(int res, std::uint32_t flags) noexcept override;
+    };
+    static int apply(int fd, const batch& writes) noexcept;  // pwrite each; 0 or -errno
+    static void cut(batch& writes, std::uint64_t size) noexcept;
+
     core::reactor& _reactor;
     disk_storage _disk;
     const sync_mode _mode;
-    std::map<int, std::vector<pending_write>> _unsynced;  // shard-local
+    // Shard-local.
+    std::map<int, batch> _unsynced;  // written, no fdatasync called yet
+    std::map<int, batch> _late;      // skipped mode: "synced" but not yet in the file
+    std::vector<std::unique_ptr<sync_op>> _ops;  // in flight or free (fd == -1)
 };
 
 }  // namespace ringrelay::queue

@@ -56,7 +56,9 @@ def slow_clients(c, binary):
             in_data.append(s)
         s.setblocking(False)
     c.info(f"{SLOW} slow clients connected ({len(in_data)} of them inside DATA)")
-    payload = {s: (b"Subject: slow\r\n\r\n" + b"x" * 200 if s in in_data else b"EHLO dribble.test\r\n")
+    # Both payloads outlast BOUND at a byte a second, so only a deadline that ignores dribbled
+    # bytes can end them in time (a per-read timeout would never fire).
+    payload = {s: (b"Subject: slow\r\n\r\n" + b"x" * 200 if s in in_data else b"EHLO " + b"d" * 100 + b".test\r\n")
                for s in socks}
     sent = {s: 0 for s in socks}
     closed = {}

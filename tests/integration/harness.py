@@ -495,13 +495,17 @@ def parse_segment(path, check_crc=True, problems=None):
         data = f.read()
     pos = 0
     salt = 0
-    if len(data) >= RECORD_HEADER + 8:
-        magic, rtype, _v, _r, plen, crc, _q, _t = struct.unpack_from("<4sBBHIIQQ", data, 0)
-        head = data[:RECORD_HEADER + 8]
+    # Two copies of the segment record (the second in case the first is damaged).
+    for at in (0, RECORD_HEADER + 8):
+        if len(data) < at + RECORD_HEADER + 8:
+            break
+        magic, rtype, _v, _r, plen, crc, _q, _t = struct.unpack_from("<4sBBHIIQQ", data, at)
+        head = data[at:at + RECORD_HEADER + 8]
         if (magic == RECORD_MAGIC and rtype == 3 and plen == 8 and
                 (not check_crc or crc32c(head[32:40], crc32c(head[16:32], crc32c(head[4:12]))) == crc)):
-            (salt,) = struct.unpack_from("<I", data, RECORD_HEADER)
-            pos = RECORD_HEADER + 8
+            (salt,) = struct.unpack_from("<I", data, at + RECORD_HEADER)
+            pos = 2 * (RECORD_HEADER + 8)
+            break
     if pos == 0 and data:
         if problems is not None:
             problems.append((path, 0, "no segment record"))

@@ -3,8 +3,10 @@
 # proof that the crash test can tell a durable relay from one that is not.
 #
 # The binary under test is ringrelay-powerloss (argv[1]): the daemon built over
-# queue::power_loss_storage, where writes stay in memory until fdatasync, so SIGKILL loses
-# exactly what a power cut would (the page cache included).
+# queue::power_loss_storage, where writes reach the file only when an fdatasync covering them
+# completes, so SIGKILL loses exactly what a power cut would (the page cache included, and a
+# batch whose fdatasync was issued but not finished). Not modelled: the durability of file
+# creation, directory entries and unlink.
 #
 # Durable rounds (RR_POWER_LOSS_ROUNDS, default 4), one spool: ringrelay-powerloss --hold
 # takes load from 16 smtplib clients (delivery_crash_test.Load: unique Message-IDs, records
@@ -14,9 +16,11 @@
 # we sent in full, byte for byte (no torn or merged message); unacknowledged ones at the sink
 # were in flight at the kill.
 #
-# Non-durable round: the same with RINGRELAY_TEST_NONDURABLE=1 (fdatasync skipped, 250 said
-# anyway): the checks above must find acknowledged mail missing. If they did not, the test
-# could not tell, and that is a failure.
+# Non-durable round: the same with RINGRELAY_TEST_NONDURABLE=1: fdatasync returns at once and
+# each batch reaches the file only one batch later, so the relay says 250 one batch before the
+# data is safe (as a relay that skipped fdatasync would, but losing only the last batch, not
+# everything). The checks above must find some acknowledged mail missing, and not all of it:
+# the test can tell a window of one batch, not only total loss.
 import os
 import random
 import time
@@ -120,9 +124,9 @@ def scenario(c):
         del os.environ["RINGRELAY_TEST_NONDURABLE"]
     sink2.stop()
     missing2, _, _, _, acked2 = judge(sink2, [r])
-    c.check(len(missing2) > 0,
-            "non-durable relay (fdatasync skipped): the test finds acknowledged mail lost",
-            f"{len(missing2)} of {acked2} acknowledged messages missing")
+    c.check(0 < len(missing2) < acked2,
+            "non-durable relay (250 one batch before the data is safe): the test finds some, not all, "
+            "acknowledged mail lost", f"{len(missing2)} of {acked2} acknowledged messages missing")
     c.info(f"non-durable: {len(missing2)} of {acked2} acknowledged messages lost in the simulated power cut")
 
 

@@ -218,7 +218,7 @@ TEST_F(SpoolTest, RecoverySkipsCorruptAndTornRecordsAndKeepsTheRest) {
         std::ifstream in(seg, std::ios::binary);
         bytes.assign(std::istreambuf_iterator<char>(in), {});
     }
-    const std::size_t head = record_header_size + segment_payload_size;  // the segment record
+    const std::size_t head = 2 * (record_header_size + segment_payload_size);  // the segment records
     const std::size_t record = (bytes.size() - head) / 3;
     bytes[head + record + record / 2] ^= 0x01;   // damage the middle of record 2
     bytes += bytes.substr(head, record / 2);     // and a torn record at the tail
@@ -300,7 +300,7 @@ TEST_F(SpoolTest, RecordForgedInsideABodyIsNotRecoveredAfterDamage) {
         std::ifstream in(seg, std::ios::binary);
         bytes.assign(std::istreambuf_iterator<char>(in), {});
     }
-    const std::size_t head = record_header_size + segment_payload_size;
+    const std::size_t head = 2 * (record_header_size + segment_payload_size);
     bytes[head + 20] ^= 0x40;  // damage the carrier's header: recovery must resync
     {
         std::ofstream out(seg, std::ios::binary | std::ios::trunc);
@@ -314,7 +314,7 @@ TEST_F(SpoolTest, RecordForgedInsideABodyIsNotRecoveredAfterDamage) {
     EXPECT_FALSE(r->problems.empty());
 }
 
-TEST_F(SpoolTest, SegmentWithoutItsSegmentRecordIsReportedAndSkipped) {
+TEST_F(SpoolTest, OneDamagedSegmentRecordCopyIsSurvivedBothAreNot) {
     {
         auto s = open_spool();
         waiter w;
@@ -328,11 +328,25 @@ TEST_F(SpoolTest, SegmentWithoutItsSegmentRecordIsReportedAndSkipped) {
         std::ifstream in(seg, std::ios::binary);
         bytes.assign(std::istreambuf_iterator<char>(in), {});
     }
-    bytes[record_header_size] ^= 0x01;  // the salt itself
-    {
+    auto write = [&](const std::string& b) {
         std::ofstream out(seg, std::ios::binary | std::ios::trunc);
-        out << bytes;
+        out << b;
+    };
+    const std::size_t copy = record_header_size + segment_payload_size;
+    for (const std::size_t at : {record_header_size, copy + record_header_size}) {  // each copy's salt
+        std::string damaged = bytes;
+        damaged[at] ^= 0x01;
+        write(damaged);
+        auto r = recover_directory(_dir + "/shard-0");
+        ASSERT_TRUE(r.has_value());
+        ASSERT_EQ(r->messages.size(), 1u) << "damage at " << at;
+        ASSERT_EQ(r->problems.size(), 1u);
+        EXPECT_NE(r->problems[0].find("damaged; using the other"), std::string::npos) << r->problems[0];
     }
+    std::string both = bytes;
+    both[record_header_size] ^= 0x01;
+    both[copy + record_header_size] ^= 0x01;
+    write(both);
     auto r = recover_directory(_dir + "/shard-0");
     ASSERT_TRUE(r.has_value());
     EXPECT_TRUE(r->messages.empty());

@@ -173,6 +173,10 @@ int main(int argc, char** argv) {
     report.interrupted = interrupted;
     const std::int64_t last = total.last_outcome_ns != 0 ? total.last_outcome_ns : end;
     report.seconds = static_cast<double>(last - control.start_ns) / 1e9;
+    // With --duration, the rate is over the whole window: a server that stalled halfway must
+    // not look as fast as it was before the stall.
+    if (options.mode == run_mode::duration && report.seconds < options.duration_seconds)
+        report.seconds = options.duration_seconds;
     const std::string summary =
         options.format == output_format::json ? format_json(report, total) : format_text(report, total);
     std::fwrite(summary.data(), 1, summary.size(), stdout);
