@@ -22,8 +22,8 @@ constexpr int listen_backlog = 4096;
 
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
-             std::vector<core::endpoint> listen, std::shared_future<void> go, inbound_limits& limits,
-             storage_factory make_storage)
+             std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
+             storage_factory make_storage, const inbound_tls* tls)
     : _index(index),
       _config(config),
       _server(server),
@@ -32,6 +32,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _log_fd(log_fd),
       _listen(std::move(listen)),
       _make_storage(std::move(make_storage)),
+      _tls(tls),
       _go(std::move(go)),
       _limits(limits),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
@@ -73,12 +74,22 @@ std::string shard::init() {
     _reactor.add_turn_hook(_spool.get());
     _reactor.add_turn_hook(this);
     _reactor.add_turn_hook(_log.get());
-    for (const core::endpoint& e : _listen) {
-        auto fd = core::listen_reuseport(e, listen_backlog);
-        if (!fd) return "cannot listen on " + core::to_string(e) + ": " + fd.error().message();
+    if (_tls != nullptr) {
+        // One context per shard (no OpenSSL lock shared between shard threads), all from the
+        // same certificate and ticket keys.
+        auto ctx = core::tls_context::server(_tls->credentials, &_tls->ticket_keys);
+        if (!ctx) return "TLS: " + ctx.error().text;
+        _tls_context.emplace(std::move(*ctx));
+    }
+    for (const listener_spec& l : _listen) {
+        if (l.kind == listener_kind::implicit_tls && _tls == nullptr)
+            return "cannot listen with TLS on " + core::to_string(l.endpoint) + ": no certificate";
+        auto fd = core::listen_reuseport(l.endpoint, listen_backlog);
+        if (!fd) return "cannot listen on " + core::to_string(l.endpoint) + ": " + fd.error().message();
         auto a = std::make_unique<accept_op>();
         a->owner = this;
         a->fd = *fd;
+        a->kind = l.kind;
         _accepts.push_back(std::move(a));
     }
     return {};
@@ -159,7 +170,7 @@ void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
                 }
                 std::size_t slot = 0;
                 if (admit(res, sa, slot)) {
-                    auto* c = new connection(*this, res, sa, trust);
+                    auto* c = new connection(*this, res, sa, trust, a.kind);
                     c->address_slot = slot;
                     c->shard_slot = _connections.size();
                     _connections.push_back(c);
