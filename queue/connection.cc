@@ -317,6 +317,11 @@ void connection::committed(protocol::commit_result result) noexcept {
         _progress_ms = core::monotonic_ms();
         _content_bytes = 0;
         _shard.deadlines().touch(*this, _progress_ms);
+    } else if (_closing && !linked()) {
+        // Closed while the commit was pending (close() does not arm the deadline then, e.g. a
+        // TLS failure right after the data): the last reply gets one timeout period to leave,
+        // or the connection would be pinned with no deadline.
+        _shard.deadlines().touch(*this, core::monotonic_ms());
     }
     after_session_step();
     _shard.want_flush(this);
