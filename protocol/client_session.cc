@@ -18,18 +18,33 @@
 // | DATA     | protocol error             | body + "." if any RCPT  | message fails (RSET if MAIL   |
 // |          |                            | accepted, else "." only | was accepted)                 |
 // |          |                            | (RFC 2920 §3.1)         |                               |
-// | "."      | accepted                   | protocol error          | message fails (§4.1.1.4)      |
+// | "."      | accepted                   | protocol error          | message fails (§4.1.1.4); no  |
+// |          |                            |                         | RSET: "." ends the transaction|
 // | lone "." | ignored (RFC 2920 §3.1)    | ignored                 | ignored                       |
 // | BDAT LAST| accepted                   | protocol error          | message fails, RSET (RFC 3030)|
+// |          |                            |                         | and a next envelope sent      |
+// |          |                            |                         | behind it is void (see below) |
+// | (void)   | ignored                    | protocol error          | ignored                       |
 // | RSET     | idle                       | protocol error          | QUIT (state unknown)          |
 // | QUIT     | closed                     | closed                  | closed                        |
-// Any 421, to any command or unsolicited, closes at once (§3.8): the current message fails
-// transiently, queued ones are not attempted.
+// Any 421, to any command or unsolicited, closes at once (§3.8): the open messages (one, or two
+// when pipelined back to back) fail transiently, queued ones are not attempted.
+//
+// Back to back (RFC 2920 §3.1, client_config::pipeline_transactions): right after a body, the
+// next message's envelope is opened in the second transaction slot. Its replies come after
+// the first's end-of-data reply, so the first is always published before the second is
+// decided, and the submit order of outcomes holds. A refused BDAT LAST is the one reply after
+// which the first transaction still wants an RSET: the second's envelope is then void (its
+// outstanding entries become `discarded`), RSET goes behind it, and on the RSET's 250 the
+// second message starts over from MAIL.
 #include "protocol/client_session.h"
 
 #include <charconv>
+#include <cstddef>
 #include <cstring>
 #include <utility>
+
+#include "core/invariant.h"
 
 namespace ringrelay::protocol {
 namespace {
@@ -151,7 +166,20 @@ bool client_session::use_chunking() const noexcept {
     return _extensions.chunking && _config.chunking == extension_use::when_offered;
 }
 
-void client_session::expect(awaiting what, std::uint32_t rcpt) { _expected.push_back({what, rcpt}); }
+void client_session::expect(awaiting what, std::uint8_t slot, std::uint32_t rcpt) {
+    _expected.push_back({what, slot, rcpt});
+}
+
+// Once every command sent has its reply the vector is emptied. That happens at least once per
+// message, pipelined back to back or not: every group ends with a command (DATA, the last RCPT
+// before BDAT, the end of data with nothing queued, RSET) whose reply is handled before the
+// next group is written, and it is the last one outstanding.
+void client_session::clear_if_answered() noexcept {
+    if (_expected_head != _expected.size()) return;
+    _expected.clear();
+    _expected_head = 0;
+    _expected_sent = 0;
+}
 
 std::span<const message_outcome> client_session::outcomes() const noexcept {
     return {_outcomes.data(), _outcome_count};
@@ -159,34 +187,51 @@ std::span<const message_outcome> client_session::outcomes() const noexcept {
 
 void client_session::release_outcomes() noexcept { _outcome_count = 0; }
 
-void client_session::begin_outcome(const outbound_message& m) {
-    _work.tag = m.tag;
-    _work.kind = outcome_kind::not_attempted;
-    clear_reply(_work.reply);
-    _work.recipients.resize(m.rcpt_to.size());
-    for (recipient_outcome& r : _work.recipients) {
+void client_session::begin_outcome(const outbound_message& m, message_outcome& work) {
+    work.tag = m.tag;
+    work.kind = outcome_kind::not_attempted;
+    clear_reply(work.reply);
+    work.recipients.resize(m.rcpt_to.size());
+    for (recipient_outcome& r : work.recipients) {
         r.kind = outcome_kind::not_attempted;
         clear_reply(r.reply);
         r.rcpt_code = 0;
     }
 }
 
-void client_session::publish_outcome() {
+void client_session::publish_outcome(message_outcome& work) {
     if (_outcome_count == _outcomes.size()) _outcomes.emplace_back();
-    std::swap(_outcomes[_outcome_count++], _work);
+    std::swap(_outcomes[_outcome_count++], work);
+}
+
+// The message at _queue_head has its outcome. The queue is emptied when drained, and its
+// finished prefix dropped when a caller keeps it from draining (messages submitted ahead).
+void client_session::advance_queue() noexcept {
+    ++_queue_head;
+    if (_queue_head == _queue.size()) {
+        _queue.clear();
+        _queue_head = 0;
+    } else if (_queue_head >= 32 && _queue_head * 2 >= _queue.size()) {
+        _queue.erase(_queue.begin(), _queue.begin() + static_cast<std::ptrdiff_t>(_queue_head));
+        _queue_head = 0;
+    }
 }
 
 void client_session::submit(const outbound_message& message, std::string& out) {
     mark_sent();
     if (_state == client_state::closed || _state == client_state::quitting) {
-        begin_outcome(message);
-        for (recipient_outcome& r : _work.recipients) r.reply = _session_reply;
-        _work.reply = _session_reply;
-        publish_outcome();
+        begin_outcome(message, _spare);
+        for (recipient_outcome& r : _spare.recipients) r.reply = _session_reply;
+        _spare.reply = _session_reply;
+        publish_outcome(_spare);
         return;
     }
     _queue.push_back(message);
-    if (_state == client_state::idle) start_next(out);
+    if (_state == client_state::idle) {
+        start_next(out);
+    } else if (_state == client_state::transaction) {
+        pipeline_ahead(out);
+    }
 }
 
 void client_session::quit(std::string& out) {
@@ -214,37 +259,45 @@ void client_session::feed(std::string_view in, std::string& out) {
     }
 }
 
+// Every open transaction still undecided ends as `kind` with `reply` (the connection is
+// going): its MAIL was sent, so it is never not_attempted.
+void client_session::fail_open(outcome_kind kind, const outcome_reply& reply) {
+    for (std::uint8_t k = 0; k < _open; ++k) {
+        transaction& t = _tx[_tx_first ^ k];
+        if (t.decided) continue;
+        t.work.kind = kind;
+        t.work.reply = reply;
+    }
+}
+
 void client_session::on_connection_lost() {
     if (_state == client_state::closed) return;
     if (_state == client_state::quitting && _queue_head == _queue.size()) {
         fail_connection(_close_reason == close_reason::none ? close_reason::quit : _close_reason);
         return;
     }
-    if (_transaction_open && !_outcome_decided) {
-        _work.kind = outcome_kind::protocol_error;
-        set_local(_work.reply, 0, {}, "connection lost");
-    }
+    outcome_reply lost;
+    set_local(lost, 0, {}, "connection lost");
+    fail_open(outcome_kind::protocol_error, lost);
     fail_connection(close_reason::connection_lost);
 }
 
 void client_session::protocol_error(std::string_view what) {
-    if (_transaction_open && !_outcome_decided) {
-        _work.kind = outcome_kind::protocol_error;
-        set_local(_work.reply, 0, {}, what);
-    }
     set_local(_session_reply, 0, {}, what);
+    fail_open(outcome_kind::protocol_error, _session_reply);
     fail_connection(close_reason::protocol_error);
 }
 
-// Closes the session: the open transaction (whose _work.kind the caller has set) and then
-// every queued message get their outcomes, in order.
+// Closes the session: the open transactions (whose kinds the caller has set, fail_open) and
+// then every queued message get their outcomes, in order.
 void client_session::fail_connection(close_reason why) {
-    if (_transaction_open) publish_transaction();
-    for (; _queue_head < _queue.size(); ++_queue_head) {
-        begin_outcome(_queue[_queue_head]);
-        _work.reply = _session_reply;
-        for (recipient_outcome& r : _work.recipients) r.reply = _session_reply;
-        publish_outcome();
+    while (_open > 0) publish_transaction();
+    while (_queue_head < _queue.size()) {
+        begin_outcome(_queue[_queue_head], _spare);
+        _spare.reply = _session_reply;
+        for (recipient_outcome& r : _spare.recipients) r.reply = _session_reply;
+        publish_outcome(_spare);
+        advance_queue();
     }
     _queue.clear();
     _queue_head = 0;
@@ -259,6 +312,7 @@ void client_session::on_reply(const parsed_reply& r, std::string& out) {
     if (_expected_head == _expected.size()) {
         if (r.code == 421) {  // a server shutting down may say so unasked (RFC 5321 §3.8)
             set_reply(_session_reply, r);
+            fail_open(outcome_kind::transient_failure, _session_reply);
             fail_connection(close_reason::peer_shutdown);
             return;
         }
@@ -270,21 +324,14 @@ void client_session::on_reply(const parsed_reply& r, std::string& out) {
         return;
     }
     const expected_reply e = _expected[_expected_head++];
-    if (_expected_head == _expected.size()) {
-        _expected.clear();
-        _expected_head = 0;
-        _expected_sent = 0;
-    }
+    clear_if_answered();
     if (e.what == awaiting::quit) {
         fail_connection(close_reason::quit);
         return;
     }
     if (r.code == 421) {
         set_reply(_session_reply, r);
-        if (_transaction_open && !_outcome_decided) {
-            _work.kind = outcome_kind::transient_failure;
-            set_reply(_work.reply, r);
-        }
+        fail_open(outcome_kind::transient_failure, _session_reply);
         fail_connection(close_reason::peer_shutdown);
         return;
     }
@@ -375,14 +422,15 @@ void client_session::parse_extensions(std::string_view text) {
     }
 }
 
-// A message the peer must not see: refused here with a permanent, locally made reply.
-bool client_session::refused_locally(const outbound_message& m) {
+// A message the peer must not see: refused here with a permanent, locally made reply in
+// t.work (begun for m). Sets t.body_size either way.
+bool client_session::refused_locally(const outbound_message& m, transaction& t) {
     std::uint16_t code = 0;
     enhanced_status enhanced;
     std::string_view text;
     bool rcpts_ok = !m.rcpt_to.empty();
     for (const std::string& rcpt : m.rcpt_to) rcpts_ok = rcpts_ok && !rcpt.empty() && sendable_path(rcpt);
-    _body_size = normalized_body_size(m.body);
+    t.body_size = normalized_body_size(m.body);
     if (!sendable_path(m.mail_from)) {
         code = 501, enhanced = {5, 1, 7}, text = "5.1.7 sender address cannot be sent";
     } else if (!rcpts_ok) {
@@ -391,43 +439,33 @@ bool client_session::refused_locally(const outbound_message& m) {
         code = 554, enhanced = {5, 6, 3}, text = "5.6.3 8-bit message but the peer does not offer 8BITMIME";
     } else if (m.utf8 == utf8_envelope::smtputf8 && !_extensions.smtputf8) {
         code = 553, enhanced = {5, 6, 7}, text = "5.6.7 SMTPUTF8 message but the peer does not offer SMTPUTF8";
-    } else if (_extensions.size_limit != 0 && _body_size > _extensions.size_limit) {
+    } else if (_extensions.size_limit != 0 && t.body_size > _extensions.size_limit) {
         code = 552, enhanced = {5, 3, 4}, text = "5.3.4 message size exceeds the peer's fixed maximum (SIZE)";
     } else {
         return false;
     }
-    _work.kind = outcome_kind::permanent_failure;
-    set_local(_work.reply, code, enhanced, text);
-    for (recipient_outcome& r : _work.recipients) {
-        r.kind = _work.kind;
-        r.reply = _work.reply;
+    t.work.kind = outcome_kind::permanent_failure;
+    set_local(t.work.reply, code, enhanced, text);
+    for (recipient_outcome& r : t.work.recipients) {
+        r.kind = t.work.kind;
+        r.reply = t.work.reply;
     }
     return true;
 }
 
+// Nothing open: starts the oldest queued message (publishing any refused locally), or says
+// QUIT when asked and nothing is left, or goes idle.
 void client_session::start_next(std::string& out) {
+    RR_ASSERT(_open == 0);
     while (_queue_head < _queue.size()) {
-        const outbound_message& m = current();
-        begin_outcome(m);
-        if (refused_locally(m)) {
-            publish_outcome();
-            ++_queue_head;
+        transaction& t = _tx[_tx_first];
+        begin_outcome(_queue[_queue_head], t.work);
+        if (refused_locally(_queue[_queue_head], t)) {
+            publish_outcome(t.work);
+            advance_queue();
             continue;
         }
-        _state = client_state::transaction;
-        _transaction_open = true;
-        _outcome_decided = false;
-        _mail_accepted = false;
-        _mail_refused = false;
-        _rcpt_accepted = 0;
-        send_mail(out);
-        if (use_pipelining()) {  // RFC 2920 §3.1: MAIL, every RCPT and DATA in one group
-            for (std::uint32_t i = 0; i < m.rcpt_to.size(); ++i) send_rcpt(i, out);
-            if (!use_chunking()) {
-                out.append("DATA\r\n");
-                expect(awaiting::data);
-            }
-        }
+        open_transaction(_tx_first, out);
         return;
     }
     _queue.clear();
@@ -439,103 +477,179 @@ void client_session::start_next(std::string& out) {
     }
 }
 
-void client_session::send_mail(std::string& out) {
-    const outbound_message& m = current();
+// RFC 2920 §3.1: the message content may open a group, so the next message's envelope may
+// follow the end of data at once. Only behind a body (every recipient refused sends none),
+// only when that transaction awaits nothing but its end-of-data reply (never behind an RSET),
+// and only for a message the peer will see: one refused locally must wait, or its outcome
+// would come before the open one's.
+void client_session::pipeline_ahead(std::string& out) {
+    if (_config.pipeline_transactions != extension_use::when_offered || !use_pipelining()) return;
+    if (_open != 1 || _queue_head + 1 >= _queue.size()) return;
+    const transaction& first = _tx[_tx_first];
+    if (!first.body_sent || first.decided) return;
+    const auto slot = static_cast<std::uint8_t>(_tx_first ^ 1);
+    transaction& t = _tx[slot];
+    const outbound_message& m = _queue[_queue_head + 1];
+    begin_outcome(m, t.work);
+    if (refused_locally(m, t)) return;  // tried again by start_next once the first is done
+    open_transaction(slot, out);
+}
+
+// Opens `slot` for its message (begun, not refused locally) and sends its envelope.
+void client_session::open_transaction(std::uint8_t slot, std::string& out) {
+    transaction& t = _tx[slot];
+    t.rcpt_accepted = 0;
+    t.decided = false;
+    t.mail_accepted = false;
+    t.mail_refused = false;
+    t.body_sent = false;
+    t.restart = false;
+    ++_open;
+    _state = client_state::transaction;
+    send_mail(slot, out);
+    if (use_pipelining()) {  // RFC 2920 §3.1: MAIL, every RCPT and DATA in one group
+        const auto n = static_cast<std::uint32_t>(message_of(slot).rcpt_to.size());
+        for (std::uint32_t i = 0; i < n; ++i) send_rcpt(slot, i, out);
+        if (!use_chunking()) {
+            out.append("DATA\r\n");
+            expect(awaiting::data, slot);
+        }
+    }
+}
+
+void client_session::send_mail(std::uint8_t slot, std::string& out) {
+    const outbound_message& m = message_of(slot);
     out.append("MAIL FROM:<").append(m.mail_from).append(">");
     if (_extensions.size_declared) {  // RFC 1870 §6
         out.append(" SIZE=");
-        append_number(out, _body_size);
+        append_number(out, _tx[slot].body_size);
     }
     if (m.body_type == body_kind::eight_bit_mime) out.append(" BODY=8BITMIME");
     if (m.utf8 == utf8_envelope::smtputf8) out.append(" SMTPUTF8");
     out.append("\r\n");
-    expect(awaiting::mail);
+    expect(awaiting::mail, slot);
 }
 
-void client_session::send_rcpt(std::uint32_t index, std::string& out) {
-    out.append("RCPT TO:<").append(current().rcpt_to[index]).append(">\r\n");
-    expect(awaiting::rcpt, index);
+void client_session::send_rcpt(std::uint8_t slot, std::uint32_t index, std::string& out) {
+    out.append("RCPT TO:<").append(message_of(slot).rcpt_to[index]).append(">\r\n");
+    expect(awaiting::rcpt, slot, index);
 }
 
 // Every RCPT has its reply: send the body, or end a transaction nobody will receive.
-void client_session::after_rcpts(std::string& out) {
-    if (_mail_refused) {
-        finish_transaction(kind_of(_work.reply.code), out);
+void client_session::after_rcpts(std::uint8_t slot, std::string& out) {
+    transaction& t = _tx[slot];
+    if (t.mail_refused) {
+        finish_transaction(slot, kind_of(t.work.reply.code), out);
         return;
     }
-    if (_rcpt_accepted == 0) {
+    if (t.rcpt_accepted == 0) {
         // The message fails as its recipients did: transiently if any of them may be retried.
         const recipient_outcome* first = nullptr;
-        for (const recipient_outcome& r : _work.recipients) {
+        for (const recipient_outcome& r : t.work.recipients) {
             if (first == nullptr || (kind_of(r.rcpt_code) == outcome_kind::transient_failure &&
                                      kind_of(first->rcpt_code) != outcome_kind::transient_failure)) {
                 first = &r;
             }
         }
-        _work.reply = first->reply;
-        finish_transaction(kind_of(first->rcpt_code), out);
+        t.work.reply = first->reply;
+        finish_transaction(slot, kind_of(first->rcpt_code), out);
         return;
     }
     if (use_chunking()) {
-        send_bdat(out);
+        send_bdat(slot, out);
     } else {
         out.append("DATA\r\n");
-        expect(awaiting::data);
+        expect(awaiting::data, slot);
     }
 }
 
-void client_session::send_body_data(std::string& out) {
-    const std::string_view body = current().body;
+void client_session::send_body_data(std::uint8_t slot, std::string& out) {
+    const std::string_view body = message_of(slot).body;
     out.reserve(out.size() + body.size() + body.size() / 64 + 8);
     append_normalized_body(out, body, dot_stuffing::on);
     out.append(".\r\n");
-    expect(awaiting::data_end);
+    expect(awaiting::data_end, slot);
+    _tx[slot].body_sent = true;
+    pipeline_ahead(out);
 }
 
-void client_session::send_bdat(std::string& out) {
+void client_session::send_bdat(std::uint8_t slot, std::string& out) {
+    transaction& t = _tx[slot];
     out.append("BDAT ");
-    append_number(out, _body_size);
+    append_number(out, t.body_size);
     out.append(" LAST\r\n");
-    out.reserve(out.size() + _body_size);
-    append_normalized_body(out, current().body, dot_stuffing::off);
-    expect(awaiting::bdat);
+    out.reserve(out.size() + t.body_size);
+    append_normalized_body(out, message_of(slot).body, dot_stuffing::off);
+    expect(awaiting::bdat, slot);
+    t.body_sent = true;
+    pipeline_ahead(out);
 }
 
-// Publishes _work as the current message's outcome; a recipient refused at RCPT keeps its own
+// The BDAT LAST of the oldest transaction was refused and the next envelope is already on
+// its way behind it: the peer may take that MAIL as nested in the failed transaction (503),
+// or its RCPTs as added to it. Its replies are ignored, the RSET that follows clears both, and
+// the message is sent again from MAIL (after_publish).
+void client_session::void_next_envelope() {
+    const auto next = static_cast<std::uint8_t>(_tx_first ^ 1);
+    for (std::size_t i = _expected_head; i < _expected.size(); ++i) {
+        if (_expected[i].tx == next) _expected[i].what = awaiting::discarded;
+    }
+    _tx[next].restart = true;
+}
+
+// Publishes the oldest transaction's outcome; a recipient refused at RCPT keeps its own
 // reply, every other one shares the message's.
 void client_session::publish_transaction() {
-    for (recipient_outcome& r : _work.recipients) {
-        if (!_mail_refused && r.rcpt_code != 0 && !is_positive(r.rcpt_code)) {
+    RR_ASSERT(_open > 0);
+    transaction& t = _tx[_tx_first];
+    for (recipient_outcome& r : t.work.recipients) {
+        if (!t.mail_refused && r.rcpt_code != 0 && !is_positive(r.rcpt_code)) {
             r.kind = kind_of(r.rcpt_code);
         } else {
-            r.kind = _work.kind;
-            r.reply = _work.reply;
+            r.kind = t.work.kind;
+            r.reply = t.work.reply;
         }
     }
-    publish_outcome();
-    ++_queue_head;
-    _transaction_open = false;
-    _outcome_decided = false;
+    publish_outcome(t.work);
+    t.decided = false;
+    t.body_sent = false;
+    t.restart = false;
+    _tx_first ^= 1;
+    --_open;
+    advance_queue();
 }
 
-// The message's fate is `kind` (with _work.reply). If the peer still holds an open
-// transaction, RSET it first and publish on its reply.
-void client_session::finish_transaction(outcome_kind kind, std::string& out) {
-    _work.kind = kind;
-    _outcome_decided = true;
-    if (_mail_accepted && kind != outcome_kind::accepted) {
-        out.append("RSET\r\n");
-        expect(awaiting::rset);
-        _mail_accepted = false;
-        return;
-    }
-    publish_transaction();
+// The oldest transaction was published: carry on with the one behind it, if any (sending it
+// again if it was made void), else with the queue.
+void client_session::after_publish(std::string& out) {
+    if (_open == 1 && _tx[_tx_first].restart) _open = 0;
+    if (_open > 0) return;
     _state = client_state::idle;
     start_next(out);
 }
 
+// The message's fate is `kind` (with its work.reply). If the peer still holds an open
+// transaction, RSET it first and publish on its reply. `slot` is the oldest open transaction:
+// replies arrive in order, and the one behind it sends nothing before this one's body.
+void client_session::finish_transaction(std::uint8_t slot, outcome_kind kind, std::string& out) {
+    RR_ASSERT(slot == _tx_first);
+    transaction& t = _tx[slot];
+    t.work.kind = kind;
+    t.decided = true;
+    if (t.mail_accepted && kind != outcome_kind::accepted) {
+        out.append("RSET\r\n");
+        expect(awaiting::rset, slot);
+        t.mail_accepted = false;
+        return;
+    }
+    publish_transaction();
+    after_publish(out);
+}
+
 void client_session::on_transaction_reply(const expected_reply& e, const parsed_reply& r, std::string& out) {
     const bool pipelined = use_pipelining();
+    const std::uint8_t slot = e.tx;
+    transaction& t = _tx[slot];
     // 354 is only for DATA (and ignored after a lone "."); nothing here may get 1xx.
     if (r.code == 354 ? (e.what != awaiting::data && e.what != awaiting::dot)
                       : (r.code >= 300 && r.code < 400)) {
@@ -545,75 +659,83 @@ void client_session::on_transaction_reply(const expected_reply& e, const parsed_
     switch (e.what) {
     case awaiting::mail:
         if (is_positive(r.code)) {
-            _mail_accepted = true;
-            if (!pipelined) send_rcpt(0, out);
+            t.mail_accepted = true;
+            if (!pipelined) send_rcpt(slot, 0, out);
             return;
         }
-        _mail_refused = true;
-        set_reply(_work.reply, r);
-        if (!pipelined) finish_transaction(kind_of(r.code), out);
+        t.mail_refused = true;
+        set_reply(t.work.reply, r);
+        if (!pipelined) finish_transaction(slot, kind_of(r.code), out);
         return;
     case awaiting::rcpt: {
-        if (e.rcpt >= _work.recipients.size()) {  // cannot happen: we only expect our own
+        if (e.rcpt >= t.work.recipients.size()) {  // cannot happen: we only expect our own
             protocol_error("reply for an unknown recipient");
             return;
         }
-        recipient_outcome& rcpt = _work.recipients[e.rcpt];
+        recipient_outcome& rcpt = t.work.recipients[e.rcpt];
         set_reply(rcpt.reply, r);
         rcpt.rcpt_code = r.code;
-        if (is_positive(r.code)) ++_rcpt_accepted;
-        const bool last = e.rcpt + 1 == _work.recipients.size();
+        if (is_positive(r.code)) ++t.rcpt_accepted;
+        const bool last = e.rcpt + 1 == t.work.recipients.size();
         if (!pipelined) {
             if (last) {
-                after_rcpts(out);
+                after_rcpts(slot, out);
             } else {
-                send_rcpt(e.rcpt + 1, out);
+                send_rcpt(slot, e.rcpt + 1, out);
             }
         } else if (last && use_chunking()) {
-            after_rcpts(out);
+            after_rcpts(slot, out);
         }
         return;
     }
     case awaiting::data:
         if (r.code == 354) {
-            if (_mail_refused || _rcpt_accepted == 0) {
+            if (t.mail_refused || t.rcpt_accepted == 0) {
                 out.append(".\r\n");  // RFC 2920 §3.1: an empty message ends the transaction
-                expect(awaiting::dot);
-                if (!_mail_refused) _mail_accepted = false;  // the "." closes the transaction
+                expect(awaiting::dot, slot);
+                if (!t.mail_refused) t.mail_accepted = false;  // the "." closes the transaction
                 return;
             }
-            send_body_data(out);
+            send_body_data(slot, out);
             return;
         }
         if (is_positive(r.code)) {
             protocol_error("2xx reply to DATA");
             return;
         }
-        if (_mail_refused || _rcpt_accepted == 0) {
-            after_rcpts(out);  // DATA's refusal adds nothing to the envelope's
+        if (t.mail_refused || t.rcpt_accepted == 0) {
+            after_rcpts(slot, out);  // DATA's refusal adds nothing to the envelope's
             return;
         }
-        set_reply(_work.reply, r);
-        finish_transaction(kind_of(r.code), out);
+        set_reply(t.work.reply, r);
+        finish_transaction(slot, kind_of(r.code), out);
         return;
     case awaiting::dot:
         // Whatever the peer says to the lone "." is ignored; the failure is the envelope's.
-        after_rcpts(out);
+        after_rcpts(slot, out);
         return;
     case awaiting::data_end:
     case awaiting::bdat:
-        set_reply(_work.reply, r);
-        if (e.what == awaiting::data_end || is_positive(r.code)) _mail_accepted = false;
-        finish_transaction(kind_of(r.code), out);
+        set_reply(t.work.reply, r);
+        if (e.what == awaiting::data_end || is_positive(r.code)) {
+            t.mail_accepted = false;  // the end of data ends the transaction (§4.1.1.4)
+        } else if (_open == 2) {
+            void_next_envelope();  // a refused BDAT LAST is followed by RSET (below)
+        }
+        finish_transaction(slot, kind_of(r.code), out);
+        return;
+    case awaiting::discarded:
         return;
     case awaiting::rset:
         if (is_positive(r.code)) {
-            finish_transaction(_work.kind, out);
+            finish_transaction(slot, t.work.kind, out);
             return;
         }
-        // The peer's state is unknown: end this message as decided, the rest are not attempted.
+        // The peer's state is unknown: end this message as decided, the rest are not attempted
+        // (a void envelope behind it: transient, its MAIL was sent).
         publish_transaction();
         set_reply(_session_reply, r);
+        fail_open(outcome_kind::transient_failure, _session_reply);
         _close_reason = close_reason::reset_refused;
         fail_connection(close_reason::reset_refused);
         send_quit(out);

@@ -24,6 +24,19 @@
 // lock-step case) is followed by RSET. A refused DATA, BDAT or end of data fails the message
 // with that reply. A negative reply to RSET ends the connection (QUIT).
 //
+// Transactions back to back (RFC 2920 §3.1: message content may be the first "command" of a
+// group; client_config::pipeline_transactions): once a message's body has been appended, the
+// next submitted message's MAIL, RCPTs and DATA (with CHUNKING: MAIL and RCPTs; its BDAT still
+// waits for their replies) are appended right behind it, so each message costs one write and
+// one round trip. At most two transactions are open then: one awaiting only its end-of-data
+// reply, the next one's envelope. The end of data ends the transaction whatever its reply
+// (RFC 5321 §4.1.1.4), so no RSET is ever needed between the two; the one exception is a
+// refused BDAT LAST, after which this client sends RSET as for a lone message (the peer's state
+// may be unknown: RFC 1830, before RFC 3030, required it): the envelope pipelined behind it is
+// void, its replies are ignored, RSET follows, and that message is sent again from MAIL. A
+// message whose MAIL was sent and that gets no final reply (421, protocol error, connection
+// lost) ends as transient_failure (421) or protocol_error, never not_attempted.
+//
 // Every submitted message gets exactly one message_outcome, reported in submit order; once
 // closed() every message has one. outcomes() views them until release_outcomes().
 //
@@ -55,6 +68,8 @@ struct client_config {
     std::string helo_name = "localhost";  // our name in EHLO/HELO; printable, no spaces
     extension_use pipelining = extension_use::when_offered;  // RFC 2920
     extension_use chunking = extension_use::when_offered;    // RFC 3030 BDAT instead of DATA
+    // With PIPELINING: the next message's envelope right behind the end of data (above).
+    extension_use pipeline_transactions = extension_use::when_offered;
 };
 
 enum class body_kind : std::uint8_t {
@@ -134,7 +149,7 @@ enum class client_state : std::uint8_t {
     greeting,     // waiting for the 220
     hello,        // EHLO or HELO sent
     idle,         // between transactions, nothing outstanding
-    transaction,  // MAIL .. end of data (or RSET) outstanding
+    transaction,  // MAIL .. end of data (or RSET) outstanding, for one or two messages
     quitting,     // QUIT sent
     closed,
 };
@@ -157,8 +172,10 @@ public:
     client_session& operator=(const client_session&) = delete;
 
     // Queues a message (see outbound_message for lifetimes); if the session is idle its MAIL
-    // (and, when pipelining, the rest of the envelope) is appended to `out` now. A message the
-    // session refuses locally, or submitted after close, gets its outcome immediately.
+    // (and, when pipelining, the rest of the envelope) is appended to `out` now, as it is when
+    // the only open transaction awaits just its end-of-data reply and transactions are
+    // pipelined. A message the session refuses locally, or submitted after close, gets its
+    // outcome immediately (or, refused while another is open, right after that one's).
     void submit(const outbound_message& message, std::string& out);
 
     // Consumes all of `in` (owned by the caller, only read during the call; a partial reply is
@@ -188,10 +205,27 @@ public:
 
 private:
     // What each outstanding command's reply means, in send order.
-    enum class awaiting : std::uint8_t { greeting, ehlo, helo, mail, rcpt, data, data_end, dot, bdat, rset, quit };
+    enum class awaiting : std::uint8_t {
+        greeting, ehlo, helo, mail, rcpt, data, data_end, dot, bdat, rset, quit,
+        discarded,  // a command of an envelope made void by a refused BDAT LAST: reply ignored
+    };
     struct expected_reply {
         awaiting what;
+        std::uint8_t tx = 0;     // the transaction slot (_tx) it belongs to
         std::uint32_t rcpt = 0;  // rcpt: index into rcpt_to
+    };
+    // One open transaction. The oldest open one is _tx[_tx_first] and sends _queue[_queue_head];
+    // a second one (pipelined behind the first's end of data) is the other slot and
+    // _queue[_queue_head + 1]. Slots and their buffers are reused.
+    struct transaction {
+        message_outcome work;            // its outcome, built up
+        std::uint64_t body_size = 0;     // normalized size of its body
+        std::uint32_t rcpt_accepted = 0;
+        bool decided = false;            // work is final; only the RSET reply is outstanding
+        bool mail_accepted = false;      // the peer has an open transaction (RFC 5321 §4.1.4)
+        bool mail_refused = false;
+        bool body_sent = false;          // only the end-of-data (BDAT) reply is outstanding
+        bool restart = false;            // void (behind a refused BDAT LAST): send again after RSET
     };
 
     void on_reply(const parsed_reply& r, std::string& out);
@@ -200,22 +234,32 @@ private:
     void on_transaction_reply(const expected_reply& e, const parsed_reply& r, std::string& out);
     void parse_extensions(std::string_view text);
     void start_next(std::string& out);
-    [[nodiscard]] bool refused_locally(const outbound_message& m);
-    void send_mail(std::string& out);
-    void send_rcpt(std::uint32_t index, std::string& out);
-    void after_rcpts(std::string& out);
-    void send_body_data(std::string& out);
-    void send_bdat(std::string& out);
-    void finish_transaction(outcome_kind kind, std::string& out);
+    void pipeline_ahead(std::string& out);
+    void open_transaction(std::uint8_t slot, std::string& out);
+    [[nodiscard]] bool refused_locally(const outbound_message& m, transaction& t);
+    void send_mail(std::uint8_t slot, std::string& out);
+    void send_rcpt(std::uint8_t slot, std::uint32_t index, std::string& out);
+    void after_rcpts(std::uint8_t slot, std::string& out);
+    void send_body_data(std::uint8_t slot, std::string& out);
+    void send_bdat(std::uint8_t slot, std::string& out);
+    void void_next_envelope();
+    void finish_transaction(std::uint8_t slot, outcome_kind kind, std::string& out);
     void publish_transaction();
+    void after_publish(std::string& out);
+    void advance_queue() noexcept;
+    void fail_open(outcome_kind kind, const outcome_reply& reply);
     void fail_connection(close_reason why);
     void send_quit(std::string& out);
-    void expect(awaiting what, std::uint32_t rcpt = 0);
-    void begin_outcome(const outbound_message& m);
-    void publish_outcome();
+    void expect(awaiting what, std::uint8_t slot = 0, std::uint32_t rcpt = 0);
+    void clear_if_answered() noexcept;
+    void begin_outcome(const outbound_message& m, message_outcome& work);
+    void publish_outcome(message_outcome& work);
     void protocol_error(std::string_view what);
     void mark_sent() noexcept { _expected_sent = _expected.size(); }
-    [[nodiscard]] outbound_message& current() noexcept { return _queue[_queue_head]; }
+    // The message sent in `slot` (which must be open).
+    [[nodiscard]] const outbound_message& message_of(std::uint8_t slot) const noexcept {
+        return _queue[_queue_head + (slot == _tx_first ? 0 : 1)];
+    }
     [[nodiscard]] bool use_pipelining() const noexcept;
     [[nodiscard]] bool use_chunking() const noexcept;
 
@@ -224,24 +268,21 @@ private:
 
     // Shard-local; buffers reused across transactions.
     reply_parser _parser;
-    std::vector<outbound_message> _queue;     // submitted; [_queue_head] is the current one
+    std::vector<outbound_message> _queue;     // submitted; [_queue_head] is the oldest unfinished
     std::size_t _queue_head = 0;
     std::vector<expected_reply> _expected;    // outstanding commands; [_expected_head] is next
     std::size_t _expected_head = 0;
     std::size_t _expected_sent = 0;           // entries below this were handed to the caller
     std::vector<message_outcome> _outcomes;   // [0, _outcome_count) reported; the rest spare
     std::size_t _outcome_count = 0;
-    message_outcome _work;                    // the current transaction's outcome, built up
+    transaction _tx[2];                       // open transactions, oldest _tx[_tx_first]
+    std::uint8_t _tx_first = 0;
+    std::uint8_t _open = 0;                   // open transactions: 0, 1 or 2
+    message_outcome _spare;                   // outcomes of messages never started
     peer_extensions _extensions;
     outcome_reply _session_reply;
-    std::uint64_t _body_size = 0;             // normalized size of the current body
-    std::uint32_t _rcpt_accepted = 0;
     client_state _state = client_state::greeting;
     close_reason _close_reason = close_reason::none;
-    bool _transaction_open = false;  // _queue[_queue_head] is being sent; _work is its outcome
-    bool _outcome_decided = false;   // _work is final; only the RSET reply is outstanding
-    bool _mail_accepted = false;     // the peer has an open transaction (RFC 5321 §4.1.4)
-    bool _mail_refused = false;
     bool _quit_requested = false;
 };
 

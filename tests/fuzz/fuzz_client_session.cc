@@ -1,16 +1,21 @@
 // tests/fuzz/fuzz_client_session.cc: libFuzzer target for the SMTP client session fed arbitrary
-// server bytes, with two messages queued (two and three recipients) and QUIT requested.
-// Invariants: never more outcomes than messages, each outcome has exactly its message's
-// recipient count, tags in submit order, a recipient's RCPT code set only if that RCPT was
-// sent, client output made only of CRLF-terminated lines with no bare CR or LF, and once
-// closed every message has its outcome. The server bytes are fed in pieces of a size the second
-// byte gives (optionally also cut after each LF), and a connection loss ends every run.
+// server bytes, with three messages queued (two, three and one recipients) and QUIT requested;
+// with PIPELINING offered, up to two transactions are open at once (pipelined back to back).
+// Invariants: at most one outcome per message, in submit order at every step (tags 1, 2, 3),
+// each outcome has exactly its message's recipient count, a recipient's RCPT code set only if
+// that RCPT was sent, client output made only of CRLF-terminated lines with no bare CR or LF,
+// DATA only as the last command of a write (RFC 2920 §3.1), no MAIL in the same write after an
+// RSET (its reply decides whether the peer's state is known), an accepted message only on a
+// peer's reply, and once closed every message has its outcome. The server bytes are fed in
+// pieces of a size the second byte gives (optionally also cut after each LF), and a connection
+// loss ends every run.
 // Input layout: [config bits][cut byte] server bytes...
 // SECURITY: this is everything a next hop can make the client do.
 #include <cstddef>
 #include <cstdint>
 #include <algorithm>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +44,23 @@ std::size_t count_rcpts(std::string_view out) {
     return n;
 }
 
+// DATA ends a group: nothing may follow it in the same write. After RSET, no MAIL.
+void check_groups(std::string_view out) {
+    const std::size_t data = out.find("\r\nDATA\r\n");
+    if (data != std::string_view::npos && data + 8 != out.size()) std::abort();
+    if (out.starts_with("DATA\r\n") && out.size() != 6) std::abort();
+    const std::size_t rset = out.starts_with("RSET\r\n") ? 0 : out.find("\r\nRSET\r\n");
+    if (rset != std::string_view::npos && out.find("MAIL FROM:<", rset) != std::string_view::npos) std::abort();
+}
+
+// Outcomes so far: tags 1, 2, .. in order, each message at most once.
+void check_order(std::span<const message_outcome> outcomes) {
+    if (outcomes.size() > 3) std::abort();
+    for (std::size_t i = 0; i < outcomes.size(); ++i) {
+        if (outcomes[i].tag != i + 1) std::abort();
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -47,6 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     config.helo_name = "relay.example.com";
     config.pipelining = (data[0] & 1) ? extension_use::never : extension_use::when_offered;
     config.chunking = (data[0] & 2) ? extension_use::never : extension_use::when_offered;
+    config.pipeline_transactions = (data[0] & 16) ? extension_use::never : extension_use::when_offered;
     // Pieces of `step` octets; unless the cut byte's top bit is set, a piece also ends after
     // each LF, so that lock-step dialogues (one reply per read) are reachable.
     const std::size_t step = 1 + data[1] % 64;
@@ -55,18 +78,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     const std::vector<std::string> rcpts1 = {"a@example.org", "b@example.org"};
     const std::vector<std::string> rcpts2 = {"c@example.org", "d@example.org", "e@example.org"};
+    const std::vector<std::string> rcpts3 = {"f@example.org"};
     const std::string body1 = "Subject: x\r\n\r\n.leading dot\r\nbare\nlf\rcr\r\n";
     const std::string body2 = std::string(300, 'y');
+    const std::string body3 = "Subject: z\r\n\r\n.\r\n..\r\nend";
     const outbound_message m1{1, "s@example.com", rcpts1, body1,
                               (data[0] & 4) ? body_kind::eight_bit_mime : body_kind::seven_bit, utf8_envelope::ascii};
     const outbound_message m2{2, "", rcpts2, body2, body_kind::seven_bit,
                               (data[0] & 8) ? utf8_envelope::smtputf8 : utf8_envelope::ascii};
+    const outbound_message m3{3, "t@example.com", rcpts3, body3, body_kind::seven_bit, utf8_envelope::ascii};
 
     client_session s(config);
     std::string out;
     std::string all_out;
     s.submit(m1, out);
     s.submit(m2, out);
+    s.submit(m3, out);
     s.quit(out);
     if (!out.empty()) std::abort();
     while (!in.empty() && !s.closed()) {
@@ -78,18 +105,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         s.feed(in.substr(0, n), out);
         in.remove_prefix(n);
         check_output(out);
+        check_groups(out);
         all_out += out;
         out.clear();
-        if (s.outcomes().size() > 2) std::abort();
+        check_order(s.outcomes());
     }
     s.on_connection_lost();
-    if (!s.closed() || s.outcomes().size() != 2 || s.pending() != 0) std::abort();
+    check_order(s.outcomes());
+    if (!s.closed() || s.outcomes().size() != 3 || s.pending() != 0) std::abort();
     const std::size_t rcpts_sent = count_rcpts(all_out);
     std::size_t rcpt_replies = 0;
-    const std::size_t expected_counts[2] = {rcpts1.size(), rcpts2.size()};
-    for (std::size_t i = 0; i < 2; ++i) {
+    const std::size_t expected_counts[3] = {rcpts1.size(), rcpts2.size(), rcpts3.size()};
+    for (std::size_t i = 0; i < 3; ++i) {
         const message_outcome& o = s.outcomes()[i];
-        if (o.tag != i + 1 || o.recipients.size() != expected_counts[i]) std::abort();
+        if (o.recipients.size() != expected_counts[i]) std::abort();
         for (const recipient_outcome& r : o.recipients) {
             if (r.rcpt_code != 0) ++rcpt_replies;
             if (r.reply.text.find('\r') != std::string::npos) std::abort();

@@ -8,12 +8,33 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <new>
 #include <ostream>
 #include <string>
 #include <vector>
 
+// Counts every allocation through the global operator new (this test binary only).
+namespace {
+std::size_t allocation_count = 0;
+}  // namespace
+
+void* operator new(std::size_t n) {
+    ++allocation_count;
+    if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+    throw std::bad_alloc();
+}
+// GCC 12 sees the malloc inside the replaced operator new and flags the matching free.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
+
 namespace ringrelay::protocol {
 namespace {
+
+std::size_t allocations() noexcept { return allocation_count; }
 
 using namespace std::string_literals;
 
@@ -493,13 +514,15 @@ TEST(ClientSession, QuitsWhenTempFailingEhloAndHoldsMessages) {
 }
 
 TEST(ClientSession, ReusesConnectionForThreeMessages) {
+    // Transactions pipelined back to back (the default): each envelope follows the previous
+    // message's end of data in the same write.
     std::vector<message_spec> messages(3);
     std::vector<step> script = {{greeting, ehlo}, {ehlo_pipelining, mail_sized + rcpt_b + "DATA\r\n"}};
     for (std::size_t i = 0; i < 3; ++i) {
         messages[i].tag = i + 1;
-        script.push_back({"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", body + ".\r\n"});
-        script.push_back({"250 2.0.0 Ok: queued as " + std::to_string(i + 1) + "\r\n",
-                          i < 2 ? mail_sized + rcpt_b + "DATA\r\n" : "QUIT\r\n"s});
+        script.push_back({"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+                          body + ".\r\n" + (i < 2 ? mail_sized + rcpt_b + "DATA\r\n" : ""s)});
+        script.push_back({"250 2.0.0 Ok: queued as " + std::to_string(i + 1) + "\r\n", i < 2 ? ""s : "QUIT\r\n"s});
     }
     script.push_back({bye, ""});
     const result r = play_everywhere(test_config(), messages, script);
@@ -511,6 +534,440 @@ TEST(ClientSession, ReusesConnectionForThreeMessages) {
         EXPECT_EQ(r.raw[i].reply.text, "2.0.0 Ok: queued as " + std::to_string(i + 1));
     }
     EXPECT_EQ(r.sent.find("RSET"), std::string::npos);
+}
+
+// Messages told apart by their recipient and subject: tag i goes to r<i>@example.org.
+message_spec numbered(std::uint64_t i) {
+    message_spec m;
+    m.tag = i;
+    m.rcpts = {"r" + std::to_string(i) + "@example.org"};
+    m.body = "Subject: " + std::to_string(i) + "\r\n\r\nhello\r\n";  // 21 octets for i < 10
+    return m;
+}
+std::string rcpt_of(std::uint64_t i) { return "RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n"; }
+std::string envelope_of(std::uint64_t i) { return mail_sized + rcpt_of(i) + "DATA\r\n"; }
+std::string body_of(std::uint64_t i) { return "Subject: " + std::to_string(i) + "\r\n\r\nhello\r\n"; }
+std::string queued_as(std::uint64_t i) { return "250 2.0.0 Ok: queued as Q" + std::to_string(i) + "\r\n"; }
+const std::string envelope_ok = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n";
+
+TEST(ClientSession, PipelinesNextEnvelopeBehindEndOfData) {
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},  // RFC 2920 §3.1: content opens a group
+         {queued_as(1), ""},                                      // message 2 is already on its way
+         {envelope_ok, body_of(2) + ".\r\n"},
+         {queued_as(2), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.outcomes,
+              "#1 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "#2 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q2\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q2\n");
+    EXPECT_EQ(r.why, close_reason::quit);
+}
+
+TEST(ClientSession, PipelinesThreeMessagesWithRepliesInOneRead) {
+    // The end-of-data reply of one message and the envelope replies of the next arrive together.
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2), numbered(3)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},
+         {queued_as(1) + "250 2.1.0 Ok\r\n550 5.1.1 <r2@example.org>: no such user\r\n",  // RCPT of #2 refused
+          ""},
+         {"554 5.5.1 no valid recipients\r\n", "RSET\r\n"},  // #2's DATA: body never sent
+         {"250 2.0.0 Ok\r\n", envelope_of(3)},                  // #3 only after the RSET's reply
+         {envelope_ok, body_of(3) + ".\r\n"},
+         {queued_as(3), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.outcomes,
+              "#1 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "#2 permanent peer 550 [5.1.1] 5.1.1 <r2@example.org>: no such user\n"
+              "  permanent rcpt=550 peer 550 [5.1.1] 5.1.1 <r2@example.org>: no such user\n"
+              "#3 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q3\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q3\n");
+}
+
+TEST(ClientSession, PipelinesEachOfThreeMessagesBehindThePrevious) {
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2), numbered(3)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},
+         {queued_as(1) + envelope_ok, body_of(2) + ".\r\n" + envelope_of(3)},
+         {queued_as(2), ""},
+         {envelope_ok, body_of(3) + ".\r\n"},
+         {queued_as(3), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    ASSERT_EQ(r.raw.size(), 3u);
+    for (std::uint64_t i = 1; i <= 3; ++i) {
+        EXPECT_EQ(r.raw[i - 1].tag, i);
+        EXPECT_EQ(r.raw[i - 1].kind, outcome_kind::accepted);
+        EXPECT_EQ(r.raw[i - 1].reply.text, "2.0.0 Ok: queued as Q" + std::to_string(i));
+    }
+    EXPECT_EQ(r.sent.find("RSET"), std::string::npos);
+}
+
+TEST(ClientSession, FailsOnlyFirstMessageWhenItsEndOfDataIsRefused) {
+    // The "." ends the transaction whatever its reply (RFC 5321 §4.1.1.4): no RSET, and the
+    // pipelined MAIL of #2 is valid.
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},
+         {"451 4.3.0 try later\r\n" + envelope_ok, body_of(2) + ".\r\n"},
+         {queued_as(2), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.outcomes,
+              "#1 transient peer 451 [4.3.0] 4.3.0 try later\n"
+              "  transient rcpt=250 peer 451 [4.3.0] 4.3.0 try later\n"
+              "#2 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q2\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q2\n");
+    EXPECT_EQ(r.sent.find("RSET"), std::string::npos);
+}
+
+TEST(ClientSession, ResetsSecondMessageWhoseRecipientsAreAllRefused) {
+    // #1 accepted; #2's only RCPT refused and its DATA refused: RSET, as for a lone message.
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},
+         {queued_as(1) + "250 2.1.0 Ok\r\n450 4.2.1 mailbox busy\r\n554 5.5.1 no valid recipients\r\n", "RSET\r\n"},
+         {"250 2.0.0 Ok\r\n", "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.outcomes,
+              "#1 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "#2 transient peer 450 [4.2.1] 4.2.1 mailbox busy\n"
+              "  transient rcpt=450 peer 450 [4.2.1] 4.2.1 mailbox busy\n");
+}
+
+TEST(ClientSession, EndsSecondMessageWithLoneDotWhenItsRecipientsAreRefusedButDataGot354) {
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2), numbered(3)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},
+         {queued_as(1) + "250 2.1.0 Ok\r\n550 5.1.1 no\r\n354 go\r\n", ".\r\n"},  // nothing behind a lone "."
+         {"554 5.5.1 no valid recipients\r\n", envelope_of(3)},
+         {envelope_ok, body_of(3) + ".\r\n"},
+         {queued_as(3), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    ASSERT_EQ(r.raw.size(), 3u);
+    EXPECT_EQ(r.raw[0].kind, outcome_kind::accepted);
+    EXPECT_EQ(r.raw[1].kind, outcome_kind::permanent_failure);
+    EXPECT_EQ(r.raw[1].reply.text, "5.1.1 no");
+    EXPECT_EQ(r.raw[2].kind, outcome_kind::accepted);
+    EXPECT_EQ(r.sent.find("RSET"), std::string::npos);
+}
+
+TEST(ClientSession, FailsBothOpenMessagesOnShutdownAfterEndOfData) {
+    // 421 answers #1's "." while #2's MAIL is outstanding: both were started, so both are
+    // transient (never not_attempted); #3 was never sent.
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2), numbered(3)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},
+         {"421 4.3.2 shutting down\r\n", ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_TRUE(r.closed);
+    EXPECT_EQ(r.why, close_reason::peer_shutdown);
+    EXPECT_EQ(r.outcomes,
+              "#1 transient peer 421 [4.3.2] 4.3.2 shutting down\n"
+              "  transient rcpt=250 peer 421 [4.3.2] 4.3.2 shutting down\n"
+              "#2 transient peer 421 [4.3.2] 4.3.2 shutting down\n"
+              "  transient rcpt=0 peer 421 [4.3.2] 4.3.2 shutting down\n"
+              "#3 not_attempted peer 421 [4.3.2] 4.3.2 shutting down\n"
+              "  not_attempted rcpt=0 peer 421 [4.3.2] 4.3.2 shutting down\n");
+}
+
+TEST(ClientSession, FailsOnlySecondMessageOnShutdownAfterFirstIsQueued) {
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n" + envelope_of(2)},
+         {queued_as(1) + "250 2.1.0 Ok\r\n421 4.3.2 shutting down\r\n", ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.why, close_reason::peer_shutdown);
+    EXPECT_EQ(r.outcomes,
+              "#1 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q1\n"
+              "#2 transient peer 421 [4.3.2] 4.3.2 shutting down\n"
+              "  transient rcpt=0 peer 421 [4.3.2] 4.3.2 shutting down\n");
+}
+
+TEST(ClientSession, ReportsBothOpenMessagesWhenConnectionLostAfterEndOfData) {
+    client_session s(test_config());
+    std::string out;
+    const message_spec m1 = numbered(1), m2 = numbered(2), m3 = numbered(3);
+    s.submit(view(m1), out);
+    s.submit(view(m2), out);
+    s.submit(view(m3), out);
+    s.feed(greeting, out);
+    s.feed(ehlo_pipelining, out);
+    out.clear();
+    s.feed(envelope_ok, out);
+    EXPECT_EQ(out, body_of(1) + ".\r\n" + envelope_of(2));
+    s.on_connection_lost();
+    EXPECT_EQ(s.why_closed(), close_reason::connection_lost);
+    ASSERT_EQ(s.outcomes().size(), 3u);
+    EXPECT_EQ(s.outcomes()[0].kind, outcome_kind::protocol_error);  // data may have been taken
+    EXPECT_EQ(s.outcomes()[1].kind, outcome_kind::protocol_error);  // its MAIL was sent
+    EXPECT_EQ(s.outcomes()[2].kind, outcome_kind::not_attempted);
+    EXPECT_EQ(s.pending(), 0u);
+}
+
+TEST(ClientSession, WaitsWithLocallyRefusedMessageUntilTheOpenOneIsDone) {
+    // #2 is over the peer's SIZE: it cannot be pipelined, and its outcome must not overtake #1's.
+    message_spec big = numbered(2);
+    big.body = std::string(10001, 'x') + "\r\n";
+    const result r = play_everywhere(test_config(), {numbered(1), big, numbered(3)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n"},
+         {queued_as(1), envelope_of(3)},
+         {envelope_ok, body_of(3) + ".\r\n"},
+         {queued_as(3), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    ASSERT_EQ(r.raw.size(), 3u);
+    EXPECT_EQ(r.raw[0].tag, 1u);
+    EXPECT_EQ(r.raw[0].kind, outcome_kind::accepted);
+    EXPECT_EQ(r.raw[1].tag, 2u);
+    EXPECT_EQ(r.raw[1].reply.code, 552);
+    EXPECT_EQ(r.raw[2].tag, 3u);
+    EXPECT_EQ(r.raw[2].kind, outcome_kind::accepted);
+}
+
+TEST(ClientSession, SubmitBehindEndOfDataSendsEnvelopeAtOnce) {
+    client_session s(test_config());
+    std::string out;
+    const message_spec m1 = numbered(1), m2 = numbered(2);
+    s.feed(greeting, out);
+    s.feed(ehlo_pipelining, out);
+    out.clear();
+    s.submit(view(m1), out);
+    EXPECT_EQ(out, envelope_of(1));
+    out.clear();
+    s.feed(envelope_ok, out);
+    EXPECT_EQ(out, body_of(1) + ".\r\n");
+    out.clear();
+    s.submit(view(m2), out);  // #1 awaits only its end-of-data reply
+    EXPECT_EQ(out, envelope_of(2));
+    out.clear();
+    s.feed(queued_as(1) + envelope_ok, out);
+    EXPECT_EQ(out, body_of(2) + ".\r\n");
+    ASSERT_EQ(s.outcomes().size(), 1u);
+    EXPECT_EQ(s.outcomes()[0].tag, 1u);
+    EXPECT_EQ(s.outcomes()[0].kind, outcome_kind::accepted);
+    EXPECT_EQ(s.pending(), 1u);
+}
+
+TEST(ClientSession, PipelinesNextEnvelopeBehindBdat) {
+    // With CHUNKING the next MAIL and RCPTs follow BDAT LAST; its BDAT waits for their replies.
+    const std::string mail_rcpt_2 = mail_sized + rcpt_of(2);
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_all, mail_sized + rcpt_of(1)},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(1) + mail_rcpt_2},
+         {"250 2.0.0 Ok: 21 octets\r\n", ""},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(2)},
+         {queued_as(2), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    ASSERT_EQ(r.raw.size(), 2u);
+    EXPECT_EQ(r.raw[0].kind, outcome_kind::accepted);
+    EXPECT_EQ(r.raw[0].reply.text, "2.0.0 Ok: 21 octets");
+    EXPECT_EQ(r.raw[1].kind, outcome_kind::accepted);
+    EXPECT_EQ(r.raw[1].reply.text, "2.0.0 Ok: queued as Q2");
+}
+
+TEST(ClientSession, SendsNoBodyForPipelinedBdatMessageWhoseRecipientsAreRefused) {
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_all, mail_sized + rcpt_of(1)},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(1) + mail_sized + rcpt_of(2)},
+         {"250 2.0.0 Ok: 21 octets\r\n250 2.1.0 Ok\r\n550 5.1.1 no\r\n", "RSET\r\n"},
+         {"250 2.0.0 Ok\r\n", "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    ASSERT_EQ(r.raw.size(), 2u);
+    EXPECT_EQ(r.raw[0].kind, outcome_kind::accepted);
+    EXPECT_EQ(r.raw[1].kind, outcome_kind::permanent_failure);
+    EXPECT_EQ(r.raw[1].recipients.at(0).rcpt_code, 550);
+}
+
+TEST(ClientSession, ResendsEnvelopeMadeVoidByRefusedBdat) {
+    // After a refused BDAT LAST the peer may still hold #1's transaction, and take #2's MAIL as
+    // nested (503) or its RCPT as #1's: those replies are ignored, RSET clears everything, and
+    // #2 starts over.
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_all, mail_sized + rcpt_of(1)},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(1) + mail_sized + rcpt_of(2)},
+         {"554 5.6.0 bad content\r\n", "RSET\r\n"},
+         {"503 5.5.1 nested MAIL command\r\n250 2.1.5 Ok\r\n", ""},
+         {"250 2.0.0 Ok\r\n", mail_sized + rcpt_of(2)},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(2)},
+         {queued_as(2), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.outcomes,
+              "#1 permanent peer 554 [5.6.0] 5.6.0 bad content\n"
+              "  permanent rcpt=250 peer 554 [5.6.0] 5.6.0 bad content\n"
+              "#2 accepted peer 250 [2.0.0] 2.0.0 Ok: queued as Q2\n"
+              "  accepted rcpt=250 peer 250 [2.0.0] 2.0.0 Ok: queued as Q2\n");
+}
+
+TEST(ClientSession, FailsVoidEnvelopeTransientlyWhenRsetIsRefused) {
+    const result r = play_everywhere(test_config(), {numbered(1), numbered(2), numbered(3)},
+        {{greeting, ehlo},
+         {ehlo_all, mail_sized + rcpt_of(1)},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(1) + mail_sized + rcpt_of(2)},
+         {"451 4.3.0 disk full\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "RSET\r\n"},
+         {"554 5.5.1 no\r\n", "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.why, close_reason::reset_refused);
+    ASSERT_EQ(r.raw.size(), 3u);
+    EXPECT_EQ(r.raw[0].kind, outcome_kind::transient_failure);
+    EXPECT_EQ(r.raw[0].reply.code, 451);
+    EXPECT_EQ(r.raw[1].kind, outcome_kind::transient_failure);  // its MAIL was sent
+    EXPECT_EQ(r.raw[1].recipients.at(0).rcpt_code, 0);         // the ignored 250 is not its
+    EXPECT_EQ(r.raw[2].kind, outcome_kind::not_attempted);
+}
+
+TEST(ClientSession, WaitsForRsetReplyBeforeNextEnvelope) {
+    // #1's BDAT LAST was refused and RSET is outstanding when #2 is submitted: #2's MAIL waits
+    // for the RSET's reply (a refused RSET leaves the peer's state unknown).
+    client_session s(test_config());
+    std::string out;
+    const message_spec m1 = numbered(1), m2 = numbered(2);
+    s.feed(greeting, out);
+    s.feed(ehlo_all, out);
+    s.submit(view(m1), out);
+    s.feed("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", out);
+    out.clear();
+    s.feed("554 5.6.0 bad content\r\n", out);
+    EXPECT_EQ(out, "RSET\r\n");
+    out.clear();
+    s.submit(view(m2), out);
+    EXPECT_EQ(out, "");
+    s.feed("250 2.0.0 Ok\r\n", out);
+    EXPECT_EQ(out, mail_sized + rcpt_of(2));
+    ASSERT_EQ(s.outcomes().size(), 1u);
+    EXPECT_EQ(s.outcomes()[0].kind, outcome_kind::permanent_failure);
+}
+
+TEST(ClientSession, KeepsTransactionsApartWhenConfigSaysNever) {
+    client_config c = test_config();
+    c.pipeline_transactions = extension_use::never;
+    const result r = play_everywhere(c, {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_pipelining, envelope_of(1)},
+         {envelope_ok, body_of(1) + ".\r\n"},
+         {queued_as(1), envelope_of(2)},
+         {envelope_ok, body_of(2) + ".\r\n"},
+         {queued_as(2), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    ASSERT_EQ(r.raw.size(), 2u);
+    EXPECT_EQ(r.raw[1].kind, outcome_kind::accepted);
+}
+
+TEST(ClientSession, KeepsBdatTransactionsApartWhenConfigSaysNever) {
+    client_config c = test_config();
+    c.pipeline_transactions = extension_use::never;
+    const result r = play_everywhere(c, {numbered(1), numbered(2)},
+        {{greeting, ehlo},
+         {ehlo_all, mail_sized + rcpt_of(1)},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(1)},
+         {queued_as(1), mail_sized + rcpt_of(2)},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body_of(2)},
+         {queued_as(2), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+}
+
+TEST(ClientSession, KeepsTransactionsInLockStepWithoutPipelining) {
+    message_spec m1 = numbered(1), m2 = numbered(2);
+    const result r = play_everywhere(test_config(), {m1, m2},
+        {{greeting, ehlo},
+         {ehlo_plain, mail_plain},
+         {"250 2.1.0 Ok\r\n", rcpt_of(1)},
+         {"250 2.1.5 Ok\r\n", "DATA\r\n"},
+         {"354 go\r\n", body_of(1) + ".\r\n"},  // nothing behind the "." without PIPELINING
+         {queued_as(1), mail_plain},
+         {"250 2.1.0 Ok\r\n", rcpt_of(2)},
+         {"250 2.1.5 Ok\r\n", "DATA\r\n"},
+         {"354 go\r\n", body_of(2) + ".\r\n"},
+         {queued_as(2), "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    ASSERT_EQ(r.raw.size(), 2u);
+    EXPECT_EQ(r.raw[0].kind, outcome_kind::accepted);
+    EXPECT_EQ(r.raw[1].kind, outcome_kind::accepted);
+}
+
+TEST(ClientSession, TreatsReplyToEndOfDataInSameReadAsProtocolError) {
+    // #1's "." and #2's envelope are written on the 354; a reply for them in the same read
+    // cannot be theirs.
+    client_session s(test_config());
+    std::string out;
+    const message_spec m1 = numbered(1), m2 = numbered(2);
+    s.submit(view(m1), out);
+    s.submit(view(m2), out);
+    s.feed(greeting, out);
+    s.feed(ehlo_pipelining, out);
+    out.clear();
+    s.feed(envelope_ok + queued_as(1) + "250 2.1.0 Ok\r\n", out);
+    EXPECT_TRUE(s.closed());
+    EXPECT_EQ(s.why_closed(), close_reason::protocol_error);
+    ASSERT_EQ(s.outcomes().size(), 2u);
+    EXPECT_EQ(s.outcomes()[0].kind, outcome_kind::protocol_error);
+    EXPECT_EQ(s.outcomes()[1].kind, outcome_kind::protocol_error);
+    EXPECT_EQ(s.outcomes()[1].recipients.at(0).rcpt_code, 0);
+}
+
+TEST(ClientSession, AllocatesNothingPerMessageOnceWarm) {
+    // A caller keeping two messages submitted: the queues never drain, so they must be reused
+    // (compacted), not grown.
+    client_session s(test_config());
+    std::string out;
+    std::vector<message_spec> specs;
+    for (std::uint64_t i = 1; i <= 4; ++i) specs.push_back(numbered(i));
+    const std::string queued_reply = queued_as(1);
+    s.feed(greeting, out);
+    s.feed(ehlo_pipelining, out);
+    s.submit(view(specs[0]), out);
+    s.submit(view(specs[1]), out);
+    std::size_t next = 2;
+    std::size_t published = 0;
+    std::size_t window_allocations = 0;
+    for (int round = 0; round < 300; ++round) {
+        if (round == 100) window_allocations = allocations();
+        out.clear();
+        s.feed(envelope_ok, out);
+        out.clear();
+        s.feed(queued_reply, out);
+        published += s.outcomes().size();
+        for (const message_outcome& o : s.outcomes()) {
+            if (o.kind != outcome_kind::accepted) ADD_FAILURE() << describe(o);
+        }
+        s.release_outcomes();
+        s.submit(view(specs[next % specs.size()]), out);
+        ++next;
+    }
+    window_allocations = allocations() - window_allocations;
+    EXPECT_EQ(window_allocations, 0u);
+    EXPECT_EQ(published, 300u);
+    EXPECT_EQ(s.pending(), 2u);
+    EXPECT_FALSE(s.closed());
 }
 
 TEST(ClientSession, SubmitWhileIdleSendsMailAtOnce) {
