@@ -36,9 +36,11 @@ connection::connection(shard& owner) : _owner(owner) {
     _recv_op.handler = &connection::on_recv;
     _send_op.owner = this;
     _send_op.handler = &connection::on_send;
-    _body = owner.message().text();
-    _rcpts.resize(owner.options().recipients);
-    for (std::string& r : _rcpts) r.reserve(32 + 253);
+    for (slot& sl : _slots) {
+        sl.body = owner.message().text();
+        sl.rcpts.resize(owner.options().recipients);
+        for (std::string& r : sl.rcpts) r.reserve(32 + 253);
+    }
 }
 
 connection::~connection() {
@@ -66,6 +68,8 @@ void connection::open(std::int64_t now) noexcept {
     _quit_requested = false;
     _shutdown_after_send = false;
     _messages_here = 0;
+    _oldest = 0;
+    _in_flight = 0;
     _close_kind = close_kind::normal;
     _last_activity_ns = now;
     set_state(connection_state::connecting, now);
@@ -158,7 +162,7 @@ void connection::after_input(std::int64_t now) noexcept {
     } else if (_state == connection_state::busy && _session->pending() == 0) {
         set_state(connection_state::ready, now);
     }
-    if (_state == connection_state::ready && !_quit_requested) {
+    if (can_take_message()) {
         const std::uint32_t limit = _owner.options().max_messages_per_connection;
         if (limit != 0 && _messages_here >= limit) {
             quit(now);
@@ -173,28 +177,36 @@ void connection::take_outcomes(std::int64_t now) noexcept {
     const auto outcomes = _session->outcomes();
     if (outcomes.empty()) return;
     for (const protocol::message_outcome& o : outcomes) {
+        const slot& sl = _slots[_oldest];
+        _oldest ^= 1;
+        if (_in_flight > 0) --_in_flight;
+        // Outcomes come in submit order, so the oldest slot is this message's.
+        const std::int64_t scheduled_ns = sl.scheduled_ns;
+        const std::int64_t submitted_ns = sl.submitted_ns;
         std::int64_t ack = 0;
         std::int64_t transaction = 0;
         if (o.kind == protocol::outcome_kind::accepted) {
             // End of data sent -> reply; in open loop plus the wait for a connection.
-            const std::int64_t data_end = _last_send_done_ns > _submitted_ns ? _last_send_done_ns : _submitted_ns;
-            ack = (now - data_end) + (_submitted_ns - _scheduled_ns);
-            transaction = now - _scheduled_ns;
+            const std::int64_t data_end = _last_send_done_ns > submitted_ns ? _last_send_done_ns : submitted_ns;
+            ack = (now - data_end) + (submitted_ns - scheduled_ns);
+            transaction = now - scheduled_ns;
         }
-        _owner.message_done(o, _scheduled_ns, ack, transaction, now);
+        _owner.message_done(o, scheduled_ns, ack, transaction, now);
     }
     _session->release_outcomes();
 }
 
 void connection::send_message(std::uint64_t seq, std::int64_t scheduled_ns, std::int64_t now) noexcept {
-    RR_ASSERT(can_take_message() && _session->pending() == 0);
+    RR_ASSERT(can_take_message() && _session->pending() < 2);
     const bench_options& o = _owner.options();
-    _owner.message().stamp(_body, seq);
+    slot& sl = _slots[_oldest ^ _in_flight];
+    ++_in_flight;
+    _owner.message().stamp(sl.body, seq);
     char number[24];
-    for (std::uint32_t j = 0; j < _rcpts.size(); ++j) {
+    for (std::uint32_t j = 0; j < sl.rcpts.size(); ++j) {
         const std::uint64_t k = (seq - 1) * o.recipients + j + 1;
         const auto r = std::to_chars(number, number + sizeof number, k);
-        std::string& rcpt = _rcpts[j];
+        std::string& rcpt = sl.rcpts[j];
         rcpt.assign("user");
         rcpt.append(number, r.ptr);
         rcpt.push_back('@');
@@ -203,11 +215,11 @@ void connection::send_message(std::uint64_t seq, std::int64_t scheduled_ns, std:
     protocol::outbound_message m;
     m.tag = seq;
     m.mail_from = o.from;
-    m.rcpt_to = _rcpts;
-    m.body = _body;
-    _seq = seq;
-    _scheduled_ns = scheduled_ns;
-    _submitted_ns = now;
+    m.rcpt_to = sl.rcpts;
+    m.body = sl.body;
+    sl.seq = seq;
+    sl.scheduled_ns = scheduled_ns;
+    sl.submitted_ns = now;
     ++_messages_here;
     set_state(connection_state::busy, now);
     _session->submit(m, _out);

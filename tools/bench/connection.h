@@ -56,7 +56,8 @@ public:
     [[nodiscard]] connection_state state() const noexcept { return _state; }
     // Has a session that can take a message now.
     [[nodiscard]] bool can_take_message() const noexcept {
-        return _state == connection_state::ready && !_quit_requested;
+        return (_state == connection_state::ready || (_state == connection_state::busy && _in_flight < 2)) &&
+               !_quit_requested;
     }
     // Waiting for the peer: connect, a reply, or the reply to QUIT.
     [[nodiscard]] bool waiting_for_peer() const noexcept;
@@ -102,13 +103,18 @@ private:
     std::string _out;      // written by the session during the turn
     std::string _sending;  // handed to the kernel; untouched until its completion
     std::size_t _sent = 0;
-    std::string _body;                // the message template, stamped per message
-    std::vector<std::string> _rcpts;  // --recipients addresses, rewritten per message
+    struct slot {
+        std::string body;
+        std::vector<std::string> rcpts;
+        std::uint64_t seq = 0;
+        std::int64_t scheduled_ns = 0;
+        std::int64_t submitted_ns = 0;
+    };
+    slot _slots[2];
+    std::uint8_t _oldest = 0;
+    std::uint8_t _in_flight = 0;
     connection_state _state = connection_state::down;
     close_kind _close_kind = close_kind::normal;
-    std::uint64_t _seq = 0;
-    std::int64_t _scheduled_ns = 0;
-    std::int64_t _submitted_ns = 0;
     std::int64_t _last_send_done_ns = 0;
     std::int64_t _last_activity_ns = 0;
     std::int64_t _state_since_ns = 0;
