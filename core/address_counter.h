@@ -24,6 +24,15 @@
 
 namespace ringrelay::core {
 
+// Adds one to `n` unless it already holds `limit` (0 = no limit); lock-free.
+[[nodiscard]] inline bool bounded_increment(std::atomic<std::uint32_t>& n, std::uint32_t limit) noexcept {
+    std::uint32_t now = n.load(std::memory_order_relaxed);
+    do {
+        if (limit != 0 && now >= limit) return false;
+    } while (!n.compare_exchange_weak(now, now + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+    return true;
+}
+
 class address_counter {
 public:
     static constexpr std::size_t default_slots = 65536;  // a power of two
@@ -69,12 +78,7 @@ public:
 
     // Counts one more in `slot` unless it already holds `limit` (0 = no limit).
     [[nodiscard]] bool acquire(std::size_t slot, std::uint32_t limit) noexcept {
-        std::atomic<std::uint32_t>& n = _slots[slot];
-        std::uint32_t now = n.load(std::memory_order_relaxed);
-        do {
-            if (limit != 0 && now >= limit) return false;
-        } while (!n.compare_exchange_weak(now, now + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-        return true;
+        return bounded_increment(_slots[slot], limit);
     }
     // Gives back one acquire() of `slot`.
     void release(std::size_t slot) noexcept { _slots[slot].fetch_sub(1, std::memory_order_acq_rel); }
@@ -101,13 +105,7 @@ private:
 // One count shared by every shard with an upper limit (--max-connections).
 class shared_limit {
 public:
-    [[nodiscard]] bool acquire(std::uint32_t limit) noexcept {
-        std::uint32_t now = _count.load(std::memory_order_relaxed);
-        do {
-            if (limit != 0 && now >= limit) return false;
-        } while (!_count.compare_exchange_weak(now, now + 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-        return true;
-    }
+    [[nodiscard]] bool acquire(std::uint32_t limit) noexcept { return bounded_increment(_count, limit); }
     void release() noexcept { _count.fetch_sub(1, std::memory_order_acq_rel); }
     [[nodiscard]] std::uint32_t count() const noexcept { return _count.load(std::memory_order_relaxed); }
 

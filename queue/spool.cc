@@ -131,9 +131,7 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
         if (!all.empty()) {
             constexpr std::size_t copy = record_header_size + segment_payload_size;
             auto first = decode_record(all, 0);
-            auto second = all.size() > copy ? decode_record(all.substr(copy), 0)
-                                            : std::expected<decoded_message, decode_error>(
-                                                  std::unexpected(decode_error::truncated));
+            auto second = decode_record(all.substr(std::min(copy, all.size())), 0);
             const bool first_ok = first && first->header.type == record_type::segment;
             const bool second_ok = second && second->header.type == record_type::segment;
             if (!first_ok && !second_ok) {

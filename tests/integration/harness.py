@@ -370,10 +370,13 @@ def queued_id(text):
 # A raw SMTP client: exact bytes out, parsed replies in.
 
 class RawClient:
-    def __init__(self, host, port, timeout=IO_TIMEOUT):
+    def __init__(self, host, port, timeout=IO_TIMEOUT, source=None):
+        """source: the local address to connect from (a distinct loopback address, say)."""
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        if source is not None:
+            self.sock.bind((source, 0))
         self.sock.connect((host, port))
         self.buf = b""
         self.timeout = timeout

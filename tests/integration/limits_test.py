@@ -4,7 +4,6 @@
 # connections). Clients bind distinct loopback sources (127.0.0.1, .2, ...) to be distinct
 # addresses. Above a limit the new connection gets "421 4.7.0" as its greeting and is
 # closed; connections already admitted keep working; a closed connection frees its place.
-import socket
 import time
 
 import harness
@@ -14,14 +13,7 @@ BOUND = 30.0
 
 def connect_from(relay, source):
     host, port = relay.address()
-    cl = harness.RawClient.__new__(harness.RawClient)
-    cl.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    cl.sock.settimeout(harness.IO_TIMEOUT)
-    cl.sock.bind((source, 0))
-    cl.sock.connect((host, port))
-    cl.buf = b""
-    cl.timeout = harness.IO_TIMEOUT
-    return cl
+    return harness.RawClient(host, port, source=source)
 
 
 def greeting(cl):
