@@ -125,6 +125,17 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "listen-tls") ok = set(json_strings(v, key), c.listen_tls);
         else if (key == "tls-cert") ok = set(json_string(v, key), c.tls_cert);
         else if (key == "tls-key") ok = set(json_string(v, key), c.tls_key);
+        else if (key == "auth-users") ok = set(json_string(v, key), c.auth_users);
+        else if (key == "auth-max-failures") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures);
+        else if (key == "auth-max-failures-per-ip") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures_per_ip);
+        else if (key == "auth-failure-window") ok = set(json_uint<std::uint32_t>(v, key), c.auth_failure_window);
+        else if (key == "outbound-tls") ok = set(json_string(v, key), c.outbound_tls);
+        else if (key == "route-tls") ok = set(json_strings(v, key), c.route_tls);
+        else if (key == "outbound-ca-file") ok = set(json_string(v, key), c.outbound_ca_file);
+        else if (key == "starttls" || key == "auth-plaintext") {
+            if (!v.is_bool()) return std::unexpected("config key '" + key + "': expected true or false");
+            (key == "starttls" ? c.starttls : c.auth_plaintext) = v.get_bool().value_unsafe();
+        }
         else if (key == "hold") {
             if (!v.is_bool()) return std::unexpected("config key 'hold': expected true or false");
             c.hold = v.get_bool().value_unsafe();
@@ -133,6 +144,31 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         if (!ok) return ok;
     }
     return {};
+}
+
+std::expected<config::tls_policy, std::string> parse_tls_policy(std::string_view text) {
+    if (text == "disabled") return config::tls_policy::disabled;
+    if (text == "opportunistic") return config::tls_policy::opportunistic;
+    if (text == "required") return config::tls_policy::required;
+    if (text == "verify") return config::tls_policy::verify;
+    return std::unexpected("expected disabled, opportunistic, required or verify, got '" + std::string(text) + "'");
+}
+
+std::string_view to_string(config::tls_policy p) noexcept {
+    switch (p) {
+    case config::tls_policy::disabled: return "disabled";
+    case config::tls_policy::opportunistic: return "opportunistic";
+    case config::tls_policy::required: return "required";
+    case config::tls_policy::verify: return "verify";
+    }
+    return "?";
+}
+
+config::tls_policy config::tls_policy_for(std::string_view domain) const noexcept {
+    for (const route_tls_entry& e : route_tls_table) {
+        if (e.domain == "*" || e.domain == domain) return e.policy;
+    }
+    return outbound_tls_policy;
 }
 
 std::expected<void, std::string> finish_config(config& c) {
@@ -157,6 +193,23 @@ std::expected<void, std::string> finish_config(config& c) {
     if (c.tls_cert.empty() != c.tls_key.empty())
         return std::unexpected(c.tls_cert.empty() ? "--tls-key: needs --tls-cert as well"
                                                   : "--tls-cert: needs --tls-key as well");
+    if (c.auth_max_failures == 0) return std::unexpected("--auth-max-failures: must be at least 1");
+    if (c.auth_max_failures_per_ip == 0) return std::unexpected("--auth-max-failures-per-ip: must be at least 1");
+    if (c.auth_failure_window == 0) return std::unexpected("--auth-failure-window: must be at least 1 second");
+    if (auto p = parse_tls_policy(c.outbound_tls); !p) {
+        return std::unexpected("--outbound-tls: " + p.error());
+    } else {
+        c.outbound_tls_policy = *p;
+    }
+    c.route_tls_table.clear();
+    for (const std::string& r : c.route_tls) {
+        const auto eq = r.find('=');
+        if (eq == std::string::npos || eq == 0)
+            return std::unexpected("--route-tls: expected DOMAIN=POLICY, got '" + r + "'");
+        auto p = parse_tls_policy(r.substr(eq + 1));
+        if (!p) return std::unexpected("--route-tls: " + p.error());
+        c.route_tls_table.push_back(config::route_tls_entry{lower(r.substr(0, eq)), *p});
+    }
     c.relay_cidrs.clear();
     for (const std::string& n : c.relay_networks) {
         auto net = parse_cidr(n);
@@ -229,6 +282,20 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
                    "PEM certificate (chain, leaf first) for STARTTLS and --listen-tls; without it a self-signed "
                    "certificate for --hostname is made on first start and kept in SPOOL/tls");
     app.add_option("--tls-key", flags.tls_key, "PEM private key of --tls-cert (not passphrase-protected)");
+    bool no_starttls = false;
+    app.add_flag("--no-starttls", no_starttls, "do not offer STARTTLS on --listen ports (--listen-tls still works)");
+    app.add_option("--auth-users", flags.auth_users,
+                   "file of 'user:hash' lines (hashes from ringrelay-passwd); enables AUTH PLAIN and LOGIN, "
+                   "offered only under TLS");
+    app.add_flag("--auth-plaintext", flags.auth_plaintext,
+                 "offer AUTH on unencrypted connections too (only behind a TLS-terminating proxy on a trusted network)");
+    app.add_option("--auth-max-failures", flags.auth_max_failures,
+                   "failed AUTH attempts per connection before 421 4.7.0 and close (default 3)");
+    app.add_option("--auth-max-failures-per-ip", flags.auth_max_failures_per_ip,
+                   "failed AUTH attempts per client address within --auth-failure-window before its AUTH is "
+                   "refused with 421 4.7.0 (default 10)");
+    app.add_option("--auth-failure-window", flags.auth_failure_window,
+                   "seconds over which per-address AUTH failures count (default 600)");
     app.add_option("--shards", flags.shards, "shard threads, each with its own io_uring (default: online CPUs)");
     app.add_option("--spool", flags.spool, "spool directory (default ./var/spool)");
     app.add_option("--hostname", flags.hostname, "name in the banner, EHLO reply and Received: (default: gethostname)");
@@ -272,6 +339,14 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
                    "seconds an idle outbound connection is kept for reuse (default 5)");
     app.add_option("--dns-server", flags.dns_server, "ADDR:PORT of the DNS server for MX lookups (default /etc/resolv.conf)");
     app.add_option("--smtp-port", flags.smtp_port, "TCP port of the mail exchangers found by MX lookup (default 25)");
+    app.add_option("--outbound-tls", flags.outbound_tls,
+                   "TLS policy for delivery: disabled, opportunistic (STARTTLS when offered; the default), "
+                   "required (TLS or defer, never plaintext) or verify (required plus certificate checks)");
+    std::vector<std::string> route_tls;
+    app.add_option("--route-tls", route_tls,
+                   "DOMAIN=POLICY: the --outbound-tls policy for one recipient domain; repeatable; '*' matches all");
+    app.add_option("--outbound-ca-file", flags.outbound_ca_file,
+                   "PEM CA certificates that 'verify' trusts (default: OpenSSL's system store)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -294,6 +369,15 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--listen-tls")) c.listen_tls = split_list(listen_tls);
     if (given("--tls-cert")) c.tls_cert = flags.tls_cert;
     if (given("--tls-key")) c.tls_key = flags.tls_key;
+    if (given("--no-starttls")) c.starttls = false;
+    if (given("--auth-users")) c.auth_users = flags.auth_users;
+    if (given("--auth-plaintext")) c.auth_plaintext = true;
+    if (given("--auth-max-failures")) c.auth_max_failures = flags.auth_max_failures;
+    if (given("--auth-max-failures-per-ip")) c.auth_max_failures_per_ip = flags.auth_max_failures_per_ip;
+    if (given("--auth-failure-window")) c.auth_failure_window = flags.auth_failure_window;
+    if (given("--outbound-tls")) c.outbound_tls = flags.outbound_tls;
+    if (given("--route-tls")) c.route_tls = split_list(route_tls);
+    if (given("--outbound-ca-file")) c.outbound_ca_file = flags.outbound_ca_file;
     if (given("--shards")) c.shards = flags.shards;
     if (given("--spool")) c.spool = flags.spool;
     if (given("--hostname")) c.hostname = flags.hostname;

@@ -36,6 +36,14 @@ struct config {
     std::vector<std::string> listen_tls;   // "ADDR:PORT" (RFC 8314: the handshake first)
     std::string tls_cert;                  // PEM certificate chain, leaf first
     std::string tls_key;                   // PEM private key (unencrypted)
+    bool starttls = true;                  // offer STARTTLS on --listen ports (--no-starttls turns it off)
+
+    // SMTP AUTH (RFC 4954), offered only under TLS unless auth_plaintext.
+    std::string auth_users;                // "user:scrypt-PHC" per line (ringrelay-passwd); empty = no AUTH
+    bool auth_plaintext = false;           // also offer AUTH on unencrypted connections (TLS-terminating proxy)
+    std::uint32_t auth_max_failures = 3;   // failed AUTH per connection, then 421 4.7.0 and close
+    std::uint32_t auth_max_failures_per_ip = 10;  // failed AUTH per client address per window, then 421 4.7.0
+    std::uint32_t auth_failure_window = 600;      // seconds over which per-address failures are counted
 
     // Delivery (the "Deliver mail" issue).
     std::vector<std::string> routes;       // "DOMAIN=HOST:PORT"; DOMAIN '*' matches every domain
@@ -47,6 +55,14 @@ struct config {
     std::uint32_t idle_connection_timeout = 5;  // seconds an unused outbound connection stays
     std::string dns_server;                // "ADDR:PORT"; empty = /etc/resolv.conf
     std::uint16_t smtp_port = 25;          // port of MX targets (tests use another)
+    // Outbound TLS: the policy for a domain is the first --route-tls entry matching it, else
+    // --outbound-tls. "opportunistic": STARTTLS when offered, plaintext if it is not offered
+    // or fails; "required": TLS or defer, never plaintext; "verify": required, and the peer's
+    // certificate must chain to --outbound-ca-file (default: the system store) and name the
+    // MX host (or the route's HOST); "disabled": never STARTTLS.
+    std::string outbound_tls = "opportunistic";
+    std::vector<std::string> route_tls;    // "DOMAIN=POLICY"; DOMAIN '*' matches every domain
+    std::string outbound_ca_file;          // PEM CA bundle for "verify"; empty = OpenSSL's default paths
 
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
@@ -57,7 +73,20 @@ struct config {
         endpoint next_hop;
     };
     std::vector<route> route_table;  // --route entries in order, then --smarthost as "*"
+    enum class tls_policy : std::uint8_t { disabled, opportunistic, required, verify };
+    tls_policy outbound_tls_policy = tls_policy::opportunistic;
+    struct route_tls_entry {
+        std::string domain;  // lower-case; "*" = any
+        tls_policy policy;
+    };
+    std::vector<route_tls_entry> route_tls_table;  // --route-tls entries in order
+    // The policy for `domain` (lower-case): first matching --route-tls entry, else --outbound-tls.
+    [[nodiscard]] tls_policy tls_policy_for(std::string_view domain) const noexcept;
 };
+
+// "disabled" | "opportunistic" | "required" | "verify".
+[[nodiscard]] std::expected<config::tls_policy, std::string> parse_tls_policy(std::string_view text);
+[[nodiscard]] std::string_view to_string(config::tls_policy p) noexcept;
 
 // How start-up should end when it does not run the daemon.
 struct config_exit {

@@ -177,3 +177,42 @@ TEST(Config, TlsJsonKeys) {
     EXPECT_EQ(c.listen_tls[0], "127.0.0.1:465");
     EXPECT_FALSE(apply_json_config(R"({"tls-cert": 5})", c));
 }
+
+TEST(Config, AuthAndTlsPolicyFlags) {
+    auto c = load({"--auth-users", "/etc/ringrelay/users", "--auth-plaintext", "--no-starttls", "--auth-max-failures",
+                   "5", "--outbound-tls", "required", "--route-tls", "Example.ORG=verify,*=disabled",
+                   "--outbound-ca-file", "/etc/ssl/ca.pem"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->auth_users, "/etc/ringrelay/users");
+    EXPECT_TRUE(c->auth_plaintext);
+    EXPECT_FALSE(c->starttls);
+    EXPECT_EQ(c->auth_max_failures, 5u);
+    EXPECT_EQ(c->auth_max_failures_per_ip, 10u);
+    EXPECT_EQ(c->outbound_tls_policy, config::tls_policy::required);
+    ASSERT_EQ(c->route_tls_table.size(), 2u);
+    EXPECT_EQ(c->tls_policy_for("example.org"), config::tls_policy::verify);
+    EXPECT_EQ(c->tls_policy_for("other.example"), config::tls_policy::disabled);
+    EXPECT_EQ(c->outbound_ca_file, "/etc/ssl/ca.pem");
+
+    auto d = load({});
+    ASSERT_TRUE(d.has_value());
+    EXPECT_TRUE(d->starttls);
+    EXPECT_FALSE(d->auth_plaintext);
+    EXPECT_EQ(d->tls_policy_for("example.org"), config::tls_policy::opportunistic);
+}
+
+TEST(Config, BadTlsPolicyNamesTheFlag) {
+    auto c = load({"--outbound-tls", "maybe"});
+    ASSERT_FALSE(c.has_value());
+    EXPECT_NE(c.error().message.find("--outbound-tls"), std::string::npos) << c.error().message;
+    auto r = load({"--route-tls", "example.org"});
+    ASSERT_FALSE(r.has_value());
+    EXPECT_NE(r.error().message.find("--route-tls"), std::string::npos) << r.error().message;
+    const std::string path = write_temp(R"({"route_tls": ["a.example=required"], "starttls": false, "auth_users": "u"})");
+    auto f = load({"--config", path});
+    std::remove(path.c_str());
+    ASSERT_TRUE(f.has_value()) << f.error().message;
+    EXPECT_FALSE(f->starttls);
+    EXPECT_EQ(f->auth_users, "u");
+    EXPECT_EQ(f->tls_policy_for("a.example"), config::tls_policy::required);
+}
