@@ -27,6 +27,9 @@
 // | (void)   | ignored                    | protocol error          | ignored                       |
 // | RSET     | idle                       | protocol error          | QUIT (state unknown)          |
 // | QUIT     | closed                     | closed                  | closed                        |
+// | STARTTLS | 220: the host runs TLS, then | protocol error          | required: QUIT, all fail 4.7.5|
+// |          | EHLO again (RFC 3207 §4.2) |                         | else plaintext goes on (§4)   |
+// | AUTH     | 235: idle (RFC 4954 §4)    | 334: LOGIN's next step  | QUIT, all fail transiently    |
 // Any 421, to any command or unsolicited, closes at once (§3.8): the open messages (one, or two
 // when pipelined back to back) fail transiently, queued ones are not attempted.
 //
@@ -44,6 +47,7 @@
 #include <cstring>
 #include <utility>
 
+#include "core/base64.h"
 #include "core/invariant.h"
 
 namespace ringrelay::protocol {
@@ -221,6 +225,7 @@ void client_session::submit(const outbound_message& message, std::string& out) {
     mark_sent();
     if (_state == client_state::closed || _state == client_state::quitting) {
         begin_outcome(message, _spare);
+        _spare.kind = _late_kind;
         for (recipient_outcome& r : _spare.recipients) r.reply = _session_reply;
         _spare.reply = _session_reply;
         publish_outcome(_spare);
@@ -246,17 +251,44 @@ void client_session::send_quit(std::string& out) {
     _state = client_state::quitting;
 }
 
-void client_session::feed(std::string_view in, std::string& out) {
+std::size_t client_session::feed(std::string_view in, std::string& out) {
     mark_sent();
+    const std::size_t size = in.size();
+    // While the handshake is pending nothing is read (RFC 3207 §5: no byte received before TLS
+    // may be taken as a reply after it).
+    if (_state == client_state::tls_handshake) return 0;
     while (!in.empty() && _state != client_state::closed) {
         const auto progress = _parser.feed(in);
         if (!progress) {
             protocol_error(describe(progress.error()));
-            return;
+            return size;
         }
         in.remove_prefix(progress->consumed);
-        if (progress->complete) on_reply(_parser.reply(), out);
+        if (progress->complete) {
+            on_reply(_parser.reply(), out);
+            if (_state == client_state::tls_handshake) return size - in.size();  // the 220 to STARTTLS
+        }
     }
+    return size;
+}
+
+void client_session::on_tls_established(std::string& out) {
+    mark_sent();
+    if (_state != client_state::tls_handshake) return;
+    _tls_active = true;
+    _extensions = {};  // RFC 3207 §4.2: discard what the peer said before TLS
+    out.append("EHLO ").append(_config.helo_name).append("\r\n");
+    expect(awaiting::ehlo);
+    _state = client_state::hello;
+}
+
+void client_session::on_tls_failed(std::string_view reason) {
+    if (_state != client_state::tls_handshake) return;
+    std::string text = "4.7.5 TLS handshake failed: ";
+    text.append(reason);
+    set_local(_session_reply, 451, {4, 7, 5}, text);
+    _late_kind = outcome_kind::transient_failure;
+    fail_connection(close_reason::tls_failed, outcome_kind::transient_failure);
 }
 
 // Every open transaction still undecided ends as `kind` with `reply` (the connection is
@@ -272,6 +304,10 @@ void client_session::fail_open(outcome_kind kind, const outcome_reply& reply) {
 
 void client_session::on_connection_lost() {
     if (_state == client_state::closed) return;
+    if (_state == client_state::tls_handshake) {
+        on_tls_failed("connection lost during the handshake");
+        return;
+    }
     if (_state == client_state::quitting && _queue_head == _queue.size()) {
         fail_connection(_close_reason == close_reason::none ? close_reason::quit : _close_reason);
         return;
@@ -290,12 +326,16 @@ void client_session::protocol_error(std::string_view what) {
 
 // Closes the session: the open transactions (whose kinds the caller has set, fail_open) and
 // then every queued message get their outcomes, in order.
-void client_session::fail_connection(close_reason why) {
+void client_session::fail_connection(close_reason why, outcome_kind queued) {
     while (_open > 0) publish_transaction();
     while (_queue_head < _queue.size()) {
         begin_outcome(_queue[_queue_head], _spare);
+        _spare.kind = queued;
         _spare.reply = _session_reply;
-        for (recipient_outcome& r : _spare.recipients) r.reply = _session_reply;
+        for (recipient_outcome& r : _spare.recipients) {
+            r.kind = queued;
+            r.reply = _session_reply;
+        }
         publish_outcome(_spare);
         advance_queue();
     }
@@ -339,6 +379,10 @@ void client_session::on_reply(const parsed_reply& r, std::string& out) {
     case awaiting::greeting: on_greeting_reply(r, out); return;
     case awaiting::ehlo:
     case awaiting::helo: on_hello_reply(e.what, r, out); return;
+    case awaiting::starttls: on_starttls_reply(r, out); return;
+    case awaiting::auth:
+    case awaiting::auth_user:
+    case awaiting::auth_password: on_auth_reply(e.what, r, out); return;
     default: on_transaction_reply(e, r, out); return;
     }
 }
@@ -364,8 +408,7 @@ void client_session::on_hello_reply(awaiting what, const parsed_reply& r, std::s
     if (is_positive(r.code)) {
         _extensions = {};
         if (what == awaiting::ehlo) parse_extensions(r.text);
-        _state = client_state::idle;
-        start_next(out);
+        after_hello(out);
         return;
     }
     if (!is_negative(r.code)) {
@@ -381,6 +424,119 @@ void client_session::on_hello_reply(awaiting what, const parsed_reply& r, std::s
     _close_reason = close_reason::greeting_refused;
     fail_connection(close_reason::greeting_refused);
     send_quit(out);
+}
+
+// EHLO (or HELO) was accepted: STARTTLS, then AUTH, as configured, then mail.
+void client_session::after_hello(std::string& out) {
+    if (!_tls_active && _config.starttls != tls_use::never) {
+        if (_extensions.starttls) {
+            out.append("STARTTLS\r\n");  // alone: a synchronisation point (RFC 3207 §4, RFC 2920 §3.1)
+            expect(awaiting::starttls);
+            _state = client_state::starttls;
+            return;
+        }
+        if (_config.starttls == tls_use::required) {
+            set_local(_session_reply, 451, {4, 7, 4}, "4.7.4 TLS is required, but was not offered by the peer");
+            refuse_session(close_reason::tls_required, out);
+            return;
+        }
+    }
+    if (!_config.auth_user.empty() && !_authenticated) {
+        begin_auth(out);
+        return;
+    }
+    _state = client_state::idle;
+    start_next(out);
+}
+
+void client_session::on_starttls_reply(const parsed_reply& r, std::string& out) {
+    if (r.code == 220) {
+        // The host runs the handshake now; feed() stops right behind this reply.
+        _state = client_state::tls_handshake;
+        return;
+    }
+    if (!is_negative(r.code)) {
+        protocol_error("unexpected reply to STARTTLS");
+        return;
+    }
+    if (_config.starttls == tls_use::required) {
+        std::string text = "4.7.5 TLS is required, but the peer refused STARTTLS: ";
+        text.append(std::to_string(r.code)).append(" ");
+        for (const char ch : r.text) text += ch == '\n' ? ' ' : ch;
+        set_local(_session_reply, 451, {4, 7, 5}, text);
+        refuse_session(close_reason::tls_required, out);
+        return;
+    }
+    // Opportunistic: the session goes on in plaintext with what the first EHLO offered.
+    if (!_config.auth_user.empty() && !_authenticated) {
+        begin_auth(out);
+        return;
+    }
+    _state = client_state::idle;
+    start_next(out);
+}
+
+// RFC 4954 §4: PLAIN with an initial response (RFC 4616: authzid empty, authcid, password),
+// else LOGIN (user name and password, each on a 334 prompt).
+void client_session::begin_auth(std::string& out) {
+    if (!_tls_active && _config.auth_without_tls == auth_plaintext::refuse) {
+        set_local(_session_reply, 451, {4, 7, 0}, "4.7.0 AUTH credentials are not sent without TLS");
+        refuse_session(close_reason::auth_failed, out);
+        return;
+    }
+    if (_extensions.auth_plain) {
+        std::string response;
+        response.reserve(_config.auth_user.size() + _config.auth_password.size() + 2);
+        response.push_back('\0');
+        response.append(_config.auth_user);
+        response.push_back('\0');
+        response.append(_config.auth_password);
+        out.append("AUTH PLAIN ").append(core::base64_encode(response)).append("\r\n");
+        expect(awaiting::auth);
+    } else if (_extensions.auth_login) {
+        out.append("AUTH LOGIN\r\n");
+        expect(awaiting::auth_user);
+    } else {
+        set_local(_session_reply, 451, {4, 7, 0}, "4.7.0 AUTH is configured, but the peer offers neither PLAIN nor LOGIN");
+        refuse_session(close_reason::auth_failed, out);
+        return;
+    }
+    _state = client_state::authenticating;
+}
+
+void client_session::on_auth_reply(awaiting what, const parsed_reply& r, std::string& out) {
+    if (r.code == 334 && what == awaiting::auth_user) {
+        out.append(core::base64_encode(_config.auth_user)).append("\r\n");
+        expect(awaiting::auth_password);
+        return;
+    }
+    if (r.code == 334 && what == awaiting::auth_password) {
+        out.append(core::base64_encode(_config.auth_password)).append("\r\n");
+        expect(awaiting::auth);
+        return;
+    }
+    if (r.code == 235 && what == awaiting::auth) {
+        _authenticated = true;
+        _state = client_state::idle;
+        start_next(out);
+        return;
+    }
+    if (!is_negative(r.code)) {
+        // A 334 challenge after PLAIN's initial response, a 2xx before the password: the
+        // exchange is not one we know how to finish.
+        protocol_error("unexpected reply to AUTH");
+        return;
+    }
+    // Any 4xx/5xx ends the AUTH exchange (RFC 4954 §4), at whichever step.
+    set_reply(_session_reply, r);  // e.g. 535 5.7.8: kept for the log and the DSN
+    refuse_session(close_reason::auth_failed, out);
+}
+
+void client_session::refuse_session(close_reason why, std::string& out) {
+    _late_kind = outcome_kind::transient_failure;
+    _close_reason = why;
+    fail_connection(why, outcome_kind::transient_failure);
+    send_quit(out);  // still say QUIT (RFC 5321 §4.1.1.10)
 }
 
 // The EHLO reply: the first line is the server's name, each further line "keyword [params]"
@@ -406,6 +562,18 @@ void client_session::parse_extensions(std::string_view text) {
             _extensions.enhanced_status_codes = true;
         } else if (equal_ignore_case(keyword, "STARTTLS")) {
             _extensions.starttls = true;
+        } else if (equal_ignore_case(keyword, "AUTH") ||
+                   (keyword.size() > 5 && equal_ignore_case(keyword.substr(0, 5), "AUTH="))) {
+            // RFC 4954 §3: "AUTH" SP mechanism list; some old servers write "AUTH=" instead.
+            std::string_view list = keyword.size() > 5 ? line.substr(5) : line.substr(std::min(line.size(), sp));
+            while (!list.empty()) {
+                while (!list.empty() && list.front() == ' ') list.remove_prefix(1);
+                const std::size_t end = list.find(' ');
+                const std::string_view mech = list.substr(0, end);
+                if (equal_ignore_case(mech, "PLAIN")) _extensions.auth_plain = true;
+                if (equal_ignore_case(mech, "LOGIN")) _extensions.auth_login = true;
+                list.remove_prefix(end == std::string_view::npos ? list.size() : end);
+            }
         } else if (equal_ignore_case(keyword, "SIZE")) {
             // RFC 1870 §4: "SIZE" [SP 1*20DIGIT]; absent, zero or unparsable: no fixed limit.
             _extensions.size_declared = true;

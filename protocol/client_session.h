@@ -9,9 +9,9 @@
 // anything out of order closes the session with a protocol error.
 //
 // Lifecycle: construct -> submit()* (any time) -> feed()* -> quit() -> closed(). The session
-// waits for the 220 greeting, says EHLO (HELO if EHLO gets 5xx), then runs one transaction
-// per submitted message, in order, on the same connection (no RSET between successful
-// transactions). When quit() was called and nothing is left it sends QUIT; closed() becomes
+// waits for the 220 greeting, says EHLO (HELO if EHLO gets 5xx), then STARTTLS and AUTH when
+// configured (below), then runs one transaction per submitted message, in order, on the same
+// connection (no RSET between successful transactions). When quit() was called and nothing is left it sends QUIT; closed() becomes
 // true on the reply to QUIT (also after a refused greeting or RSET), on 421, on a protocol error, or on a failed greeting. The caller
 // sends whatever is in `out`, then closes the connection. Timeouts are the caller's: on one it
 // simply closes and calls on_connection_lost().
@@ -36,6 +36,31 @@
 // void, its replies are ignored, RSET follows, and that message is sent again from MAIL. A
 // message whose MAIL was sent and that gets no final reply (421, protocol error, connection
 // lost) ends as transient_failure (421) or protocol_error, never not_attempted.
+//
+// STARTTLS (RFC 3207), client_config::starttls: after a positive EHLO reply listing STARTTLS
+// the session sends STARTTLS alone (it is a synchronisation point: nothing is pipelined behind
+// it). On its 220, feed() stops right after that reply and returns how many octets it consumed;
+// tls_requested() is then true and the host must start the TLS handshake on the connection.
+// Whatever the peer sent behind the 220, in the same read or later, is not SMTP: response
+// injection (the client-side twin of CVE-2011-0411) is defeated because feed() refuses to read
+// anything until on_tls_established() (it returns 0), so the host can only discard those bytes
+// (or hand them to the TLS engine, which fails the handshake on them). on_tls_established()
+// forgets everything learnt before TLS (RFC 3207 §4.2) and says EHLO again; on_tls_failed()
+// (the handshake failed, or the connection died during it) closes the session: every message
+// fails transiently with a local 451 4.7.5, and the host decides whether to retry in plaintext
+// on a new connection. With tls_use::required, a peer that does not list STARTTLS (or got
+// HELO) or refuses it closes the session before any MAIL: QUIT is sent and every message fails
+// transiently with a local 451 4.7.4 (not offered) or 451 4.7.5 (refused, the peer's reply
+// quoted); mail is never sent in clear. With when_offered a refusal carries on in plaintext.
+//
+// AUTH (RFC 4954), client_config::auth_user non-empty: after the last EHLO (so after TLS), the
+// session authenticates with PLAIN (initial response, §4) if offered, else LOGIN, before the
+// first MAIL. Configured credentials are never skipped: a peer offering neither mechanism, a
+// connection without TLS (unless auth_without_tls allows it), or a refused AUTH (535 5.7.8,
+// or any 4xx/5xx) fails every message transiently and QUITs. Transient, not permanent,
+// because a rejected login is the relay operator's configuration problem, not the mail's:
+// Postfix's default smtp_sasl_auth_soft_bounce = yes defers in the same case, so fixing the
+// credentials lets the queued mail go. The peer's reply is kept in the outcome.
 //
 // Every submitted message gets exactly one message_outcome, reported in submit order; once
 // closed() every message has one. outcomes() views them until release_outcomes().
@@ -63,6 +88,19 @@ enum class extension_use : std::uint8_t {
     when_offered,   // use it if the EHLO reply lists it
 };
 
+// Whether to use STARTTLS (RFC 3207).
+enum class tls_use : std::uint8_t {
+    never,         // do not even if offered
+    when_offered,  // if the EHLO reply lists it; plaintext if not listed or refused
+    required,      // TLS or no mail at all: never MAIL in clear
+};
+
+// Whether AUTH credentials may be sent over a connection without TLS.
+enum class auth_plaintext : std::uint8_t {
+    refuse,  // only under TLS (the default: a password never crosses the wire in clear)
+    allow,   // also in clear (a trusted network, a test)
+};
+
 // Fixed after construction.
 struct client_config {
     std::string helo_name = "localhost";  // our name in EHLO/HELO; printable, no spaces
@@ -70,6 +108,12 @@ struct client_config {
     extension_use chunking = extension_use::when_offered;    // RFC 3030 BDAT instead of DATA
     // With PIPELINING: the next message's envelope right behind the end of data (above).
     extension_use pipeline_transactions = extension_use::when_offered;
+    tls_use starttls = tls_use::never;  // RFC 3207; the host must be able to run TLS otherwise
+    // SMTP AUTH (RFC 4954) with these credentials; empty auth_user: no AUTH. Printable UTF-8;
+    // they are sent base64-encoded, so no octet of theirs can end a command line.
+    std::string auth_user;
+    std::string auth_password;
+    auth_plaintext auth_without_tls = auth_plaintext::refuse;
 };
 
 enum class body_kind : std::uint8_t {
@@ -140,7 +184,9 @@ struct peer_extensions {
     bool eight_bit_mime = false;         // RFC 6152
     bool smtputf8 = false;               // RFC 6531
     bool enhanced_status_codes = false;  // RFC 2034
-    bool starttls = false;               // RFC 3207 (recorded only)
+    bool starttls = false;               // RFC 3207
+    bool auth_plain = false;             // RFC 4954 "AUTH ... PLAIN ..." (RFC 4616)
+    bool auth_login = false;             // "AUTH ... LOGIN ..." (draft-murchison-sasl-login)
     bool size_declared = false;          // RFC 1870
     std::uint64_t size_limit = 0;        // SIZE's value; 0 = no fixed limit
 };
@@ -148,6 +194,9 @@ struct peer_extensions {
 enum class client_state : std::uint8_t {
     greeting,     // waiting for the 220
     hello,        // EHLO or HELO sent
+    starttls,     // STARTTLS sent (RFC 3207)
+    tls_handshake,  // STARTTLS got 220: the host runs the handshake; no input is read
+    authenticating,  // AUTH sent (RFC 4954)
     idle,         // between transactions, nothing outstanding
     transaction,  // MAIL .. end of data (or RSET) outstanding, for one or two messages
     quitting,     // QUIT sent
@@ -163,6 +212,9 @@ enum class close_reason : std::uint8_t {
     protocol_error,    // malformed reply, unexpected code, reply before its command
     connection_lost,   // on_connection_lost()
     reset_refused,     // RSET got a negative reply: the peer's state is unknown, QUIT sent
+    tls_required,      // tls_use::required and the peer did not offer STARTTLS or refused it
+    tls_failed,        // on_tls_failed(): the handshake failed; the connection is unusable
+    auth_failed,       // AUTH was refused, or could not be attempted (see client_config)
 };
 
 class client_session {
@@ -178,11 +230,29 @@ public:
     // outcome immediately (or, refused while another is open, right after that one's).
     void submit(const outbound_message& message, std::string& out);
 
-    // Consumes all of `in` (owned by the caller, only read during the call; a partial reply is
-    // copied inside); appends commands and bodies to `out`. A reply is accepted only for a
+    // Reads replies from `in` (owned by the caller, only read during the call; a partial reply
+    // is copied inside); appends commands and bodies to `out`. A reply is accepted only for a
     // command appended to `out` before this call: `out` is assumed sent. Input after close is
-    // ignored.
-    void feed(std::string_view in, std::string& out);
+    // ignored (and counted as consumed). Returns the octets consumed: all of `in`, except when
+    // the reply to STARTTLS was 220 (tls_requested() is then true): it stops right behind that
+    // reply, and while the handshake is pending it consumes nothing. The octets it did not
+    // consume must never be given to it again as SMTP (RFC 3207 §5, response injection).
+    std::size_t feed(std::string_view in, std::string& out);
+
+    // STARTTLS got 220: the host must start the TLS handshake now (see above).
+    [[nodiscard]] bool tls_requested() const noexcept { return _state == client_state::tls_handshake; }
+    // The handshake completed: EHLO again into `out` (to be sent encrypted).
+    void on_tls_established(std::string& out);
+    // The handshake failed (or the connection died during it): closed, every message fails
+    // transiently with a local "451 4.7.5 TLS handshake failed: <reason>". No QUIT: the
+    // connection is unusable. Ignored unless tls_requested().
+    void on_tls_failed(std::string_view reason);
+    [[nodiscard]] bool tls_active() const noexcept { return _tls_active; }
+    [[nodiscard]] bool authenticated() const noexcept { return _authenticated; }
+    // True once the session is past the greeting, EHLO, STARTTLS and AUTH: it can carry mail.
+    [[nodiscard]] bool ready() const noexcept {
+        return _state == client_state::idle || _state == client_state::transaction;
+    }
 
     // No more messages: once every submitted message has its outcome, send QUIT.
     void quit(std::string& out);
@@ -207,6 +277,10 @@ private:
     // What each outstanding command's reply means, in send order.
     enum class awaiting : std::uint8_t {
         greeting, ehlo, helo, mail, rcpt, data, data_end, dot, bdat, rset, quit,
+        starttls,
+        auth,            // AUTH PLAIN with its initial response, or LOGIN's password: 235 ends it
+        auth_user,       // AUTH LOGIN: 334 asks for the user name
+        auth_password,   // AUTH LOGIN: 334 asks for the password
         discarded,  // a command of an envelope made void by a refused BDAT LAST: reply ignored
     };
     struct expected_reply {
@@ -233,6 +307,13 @@ private:
     void on_hello_reply(awaiting what, const parsed_reply& r, std::string& out);
     void on_transaction_reply(const expected_reply& e, const parsed_reply& r, std::string& out);
     void parse_extensions(std::string_view text);
+    void after_hello(std::string& out);
+    void on_starttls_reply(const parsed_reply& r, std::string& out);
+    void begin_auth(std::string& out);
+    void on_auth_reply(awaiting what, const parsed_reply& r, std::string& out);
+    // Closes before any transaction: every queued message fails transiently with
+    // _session_reply (already set), then QUIT.
+    void refuse_session(close_reason why, std::string& out);
     void start_next(std::string& out);
     void pipeline_ahead(std::string& out);
     void open_transaction(std::uint8_t slot, std::string& out);
@@ -248,7 +329,9 @@ private:
     void after_publish(std::string& out);
     void advance_queue() noexcept;
     void fail_open(outcome_kind kind, const outcome_reply& reply);
-    void fail_connection(close_reason why);
+    // Queued messages get `queued` (not_attempted: requeue them; transient_failure: the
+    // session's reply is their failure).
+    void fail_connection(close_reason why, outcome_kind queued = outcome_kind::not_attempted);
     void send_quit(std::string& out);
     void expect(awaiting what, std::uint8_t slot = 0, std::uint32_t rcpt = 0);
     void clear_if_answered() noexcept;
@@ -284,6 +367,9 @@ private:
     client_state _state = client_state::greeting;
     close_reason _close_reason = close_reason::none;
     bool _quit_requested = false;
+    bool _tls_active = false;
+    bool _authenticated = false;
+    outcome_kind _late_kind = outcome_kind::not_attempted;  // for messages submitted after close
 };
 
 // Octets the body occupies once normalized (bare CR / LF -> CRLF, final CRLF added); this is

@@ -9,6 +9,13 @@
 // peer's reply, and once closed every message has its outcome. The server bytes are fed in
 // pieces of a size the second byte gives (optionally also cut after each LF), and a connection
 // loss ends every run.
+// STARTTLS and AUTH (config bits 32/64: never, when_offered, required; 128: AUTH with
+// credentials, in clear allowed when 32 is clear): when the session asks for TLS, the fake
+// host completes the handshake, or fails it when the cut byte's 0x40 bit is set, and discards
+// what feed() left unread. Invariants: feed() consumes nothing while the handshake is pending
+// and stops only then; STARTTLS is the last command of its write; with TLS required, no MAIL
+// and no AUTH before the handshake; credentials never leave in clear unless allowed; after a
+// failed handshake nothing more is written.
 // Input layout: [config bits][cut byte] server bytes...
 // SECURITY: this is everything a next hop can make the client do.
 #include <cstddef>
@@ -70,6 +77,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     config.pipelining = (data[0] & 1) ? extension_use::never : extension_use::when_offered;
     config.chunking = (data[0] & 2) ? extension_use::never : extension_use::when_offered;
     config.pipeline_transactions = (data[0] & 16) ? extension_use::never : extension_use::when_offered;
+    const unsigned tls_mode = (data[0] >> 5) & 3;
+    config.starttls = tls_mode == 0 ? tls_use::never : tls_mode == 1 ? tls_use::when_offered : tls_use::required;
+    const bool auth = (data[0] & 128) != 0;
+    if (auth) {
+        config.auth_user = "user";
+        config.auth_password = "pass\r\nword";  // base64-encoded: cannot end a line
+        config.auth_without_tls = (data[0] & 32) ? auth_plaintext::refuse : auth_plaintext::allow;
+    }
+    const bool fail_handshake = (data[1] & 0x40) != 0;
     // Pieces of `step` octets; unless the cut byte's top bit is set, a piece also ends after
     // each LF, so that lock-step dialogues (one reply per read) are reachable.
     const std::size_t step = 1 + data[1] % 64;
@@ -96,18 +112,47 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     s.submit(m3, out);
     s.quit(out);
     if (!out.empty()) std::abort();
+    bool tls_done = false;
+    bool tls_failed = false;
     while (!in.empty() && !s.closed()) {
         std::size_t n = std::min(step, in.size());
         if (split_lines) {
             const std::size_t lf = in.substr(0, n).find('\n');
             if (lf != std::string_view::npos) n = lf + 1;
         }
-        s.feed(in.substr(0, n), out);
-        in.remove_prefix(n);
+        const bool handshake_before = s.tls_requested();
+        const std::size_t used = s.feed(in.substr(0, n), out);
+        if (used > n) std::abort();
+        if (handshake_before && used != 0) std::abort();  // nothing is read during the handshake
+        if (used < n && !s.tls_requested()) std::abort();  // only STARTTLS's 220 stops it early
+        in.remove_prefix(n);  // the rest is discarded, as a host must
         check_output(out);
         check_groups(out);
+        if (out.find("STARTTLS\r\n") != std::string::npos && !out.ends_with("STARTTLS\r\n")) std::abort();
+        if (!tls_done) {
+            if (config.starttls == tls_use::required &&
+                (out.find("MAIL FROM:") != std::string::npos || out.find("AUTH ") != std::string::npos))
+                std::abort();
+            if (auth && config.auth_without_tls == auth_plaintext::refuse && out.find("AUTH ") != std::string::npos)
+                std::abort();
+        }
+        if (tls_failed && !out.empty()) std::abort();
         all_out += out;
         out.clear();
+        if (s.tls_requested()) {
+            if (tls_done) std::abort();  // STARTTLS at most once
+            if (fail_handshake) {
+                s.on_tls_failed("fuzzed failure");
+                tls_failed = true;
+                if (!s.closed()) std::abort();
+            } else {
+                s.on_tls_established(out);
+                tls_done = true;
+                if (!s.tls_active() || out != "EHLO relay.example.com\r\n") std::abort();
+            }
+            all_out += out;
+            out.clear();
+        }
         check_order(s.outcomes());
     }
     s.on_connection_lost();

@@ -38,10 +38,19 @@ std::size_t allocations() noexcept { return allocation_count; }
 
 using namespace std::string_literals;
 
-// One exchange: the server sends `reply`; the client must then have written exactly `expect`.
+// What the fake host does after a step's reply was fed (STARTTLS, RFC 3207).
+enum class then_do : std::uint8_t {
+    nothing,
+    tls_established,  // the handshake the 220 asked for completed
+    tls_failed,       // it failed
+};
+
+// One exchange: the server sends `reply` (then the host does `then`); the client must then
+// have written exactly `expect`.
 struct step {
     std::string reply;
     std::string expect;
+    then_do then = then_do::nothing;
 };
 
 struct message_spec {
@@ -94,10 +103,11 @@ struct result {
     bool closed = false;
     close_reason why = close_reason::none;
     bool script_followed = true;
+    std::size_t not_consumed = 0;  // server octets feed() left unread (behind STARTTLS's 220)
 
     bool operator==(const result& o) const {
         return sent == o.sent && outcomes == o.outcomes && closed == o.closed && why == o.why &&
-               script_followed == o.script_followed;
+               script_followed == o.script_followed && not_consumed == o.not_consumed;
     }
 };
 
@@ -122,9 +132,18 @@ result play(const client_config& config, const std::vector<message_spec>& messag
             while (next_cut < cuts.size() && cuts[next_cut] <= offset) ++next_cut;
             const std::size_t piece_end = next_cut < cuts.size() && cuts[next_cut] < end ? cuts[next_cut] : end;
             const std::size_t n = piece_end - offset;
-            s.feed(reply.substr(0, n), out);
+            const std::size_t used = s.feed(reply.substr(0, n), out);
+            if (used > n) res.script_followed = false;
+            res.not_consumed += n - used;  // a real host discards these (RFC 3207 §5)
             reply.remove_prefix(n);
             offset += n;
+        }
+        if (st.then == then_do::tls_established) {
+            if (!s.tls_requested()) res.script_followed = false;
+            s.on_tls_established(out);
+        } else if (st.then == then_do::tls_failed) {
+            if (!s.tls_requested()) res.script_followed = false;
+            s.on_tls_failed("certificate verify failed");
         }
         if (out != st.expect) res.script_followed = false;
         res.sent += out;
@@ -540,8 +559,12 @@ TEST(ClientSession, ReusesConnectionForThreeMessages) {
 message_spec numbered(std::uint64_t i) {
     message_spec m;
     m.tag = i;
-    m.rcpts = {"r" + std::to_string(i) + "@example.org"};
-    m.body = "Subject: " + std::to_string(i) + "\r\n\r\nhello\r\n";  // 21 octets for i < 10
+    // Appended piece by piece: GCC 12's -Wrestrict misfires on "r" + to_string(i) + ... at -O3.
+    std::string rcpt = "r";
+    rcpt.append(std::to_string(i)).append("@example.org");
+    m.rcpts = {rcpt};
+    m.body = "Subject: ";
+    m.body.append(std::to_string(i)).append("\r\n\r\nhello\r\n");  // 21 octets for i < 10
     return m;
 }
 std::string rcpt_of(std::uint64_t i) { return "RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n"; }
@@ -1178,6 +1201,293 @@ TEST(ClientSession, QuitsAfterRsetIsRefused) {
     ASSERT_EQ(r.raw.size(), 2u);
     EXPECT_EQ(r.raw[0].kind, outcome_kind::permanent_failure);
     EXPECT_EQ(r.raw[1].kind, outcome_kind::not_attempted);
+}
+
+
+// ---- STARTTLS (RFC 3207) and AUTH (RFC 4954) ------------------------------------------------
+
+client_config tls_config(tls_use use) {
+    client_config c = test_config();
+    c.starttls = use;
+    return c;
+}
+
+const std::string ready_for_tls = "220 2.0.0 Ready to start TLS\r\n";
+// After TLS: PIPELINING, no STARTTLS, AUTH.
+const std::string ehlo_after_tls =
+    "250-mx.example.net\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250-AUTH PLAIN LOGIN\r\n250 ENHANCEDSTATUSCODES\r\n";
+const std::string ehlo_starttls_auth =
+    "250-mx.example.net\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n";
+
+TEST(ClientSessionTls, StartsTlsWhenOfferedAndSaysEhloAgain) {
+    const result r = play_everywhere(tls_config(tls_use::when_offered), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_all, "STARTTLS\r\n"},
+         {ready_for_tls, ehlo, then_do::tls_established},
+         {ehlo_after_tls, mail_sized + rcpt_b + "DATA\r\n"},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", body + ".\r\n"},
+         {queued, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.not_consumed, 0u);
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::accepted);
+    EXPECT_EQ(r.why, close_reason::quit);
+}
+
+TEST(ClientSessionTls, SendsNothingBehindStartTls) {
+    // STARTTLS is a synchronisation point: a message submitted before it waits for TLS, even
+    // with PIPELINING offered.
+    client_session s(tls_config(tls_use::when_offered));
+    std::string out;
+    const message_spec m;
+    s.submit(view(m), out);
+    s.feed(greeting, out);
+    out.clear();
+    s.feed(ehlo_pipelining + "", out);  // no STARTTLS listed: straight to MAIL
+    EXPECT_EQ(out.substr(0, 11), "MAIL FROM:<");
+
+    client_session t(tls_config(tls_use::when_offered));
+    out.clear();
+    t.submit(view(m), out);
+    t.feed(greeting, out);
+    out.clear();
+    t.feed(ehlo_all, out);
+    EXPECT_EQ(out, "STARTTLS\r\n");
+    EXPECT_EQ(t.state(), client_state::starttls);
+}
+
+TEST(ClientSessionTls, LeavesRepliesInjectedBehindTheReadyReplyUnread) {
+    // A man in the middle appends a forged EHLO reply behind the 220 (response injection): it
+    // must not be read as SMTP, before or after the handshake, however the bytes are split.
+    const std::string injected = "250-evil.example\r\n250 AUTH PLAIN\r\n";
+    const result r = play_everywhere(tls_config(tls_use::when_offered), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_all, "STARTTLS\r\n"},
+         {ready_for_tls + injected, ehlo, then_do::tls_established},
+         {ehlo_plain, mail_plain},
+         {"250 2.1.0 Ok\r\n", rcpt_b},
+         {"250 2.1.5 Ok\r\n", "DATA\r\n"},
+         {"354 go\r\n", body + ".\r\n"},
+         {queued, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.not_consumed, injected.size());
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::accepted);
+}
+
+TEST(ClientSessionTls, ConsumesNothingWhileTheHandshakeRuns) {
+    client_session s(tls_config(tls_use::when_offered));
+    std::string out;
+    s.feed(greeting, out);
+    s.feed(ehlo_all, out);
+    out.clear();
+    EXPECT_EQ(s.feed(ready_for_tls + "250 2.0.0 forged\r\n", out), ready_for_tls.size());
+    EXPECT_TRUE(s.tls_requested());
+    EXPECT_EQ(s.feed("250 2.0.0 forged\r\n", out), 0u);
+    EXPECT_EQ(s.state(), client_state::tls_handshake);
+    EXPECT_TRUE(out.empty());
+    s.on_tls_established(out);
+    EXPECT_EQ(out, ehlo);
+    EXPECT_TRUE(s.tls_active());
+    out.clear();
+    s.feed(ehlo_after_tls, out);
+    EXPECT_FALSE(s.extensions().starttls);  // forgotten at TLS, not listed again
+    EXPECT_TRUE(s.extensions().auth_plain);
+    EXPECT_EQ(s.state(), client_state::idle);
+}
+
+TEST(ClientSessionTls, DoesNotStartTlsWhenConfigSaysNever) {
+    const result r = play_everywhere(tls_config(tls_use::never), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_all, mail_sized + rcpt_b},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body},
+         {queued, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::accepted);
+}
+
+TEST(ClientSessionTls, RequiredTlsNotOfferedFailsEveryMessageWithoutMail) {
+    message_spec second = two_rcpts();
+    second.tag = 2;
+    const result r = play_everywhere(tls_config(tls_use::required), {message_spec{}, second},
+        {{greeting, ehlo},
+         {ehlo_pipelining, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.sent.find("MAIL"), std::string::npos);
+    EXPECT_TRUE(r.closed);
+    EXPECT_EQ(r.why, close_reason::tls_required);
+    EXPECT_EQ(r.outcomes,
+              "#1 transient local 451 [4.7.4] 4.7.4 TLS is required, but was not offered by the peer\n"
+              "  transient rcpt=0 local 451 [4.7.4] 4.7.4 TLS is required, but was not offered by the peer\n"
+              "#2 transient local 451 [4.7.4] 4.7.4 TLS is required, but was not offered by the peer\n"
+              "  transient rcpt=0 local 451 [4.7.4] 4.7.4 TLS is required, but was not offered by the peer\n"
+              "  transient rcpt=0 local 451 [4.7.4] 4.7.4 TLS is required, but was not offered by the peer\n");
+}
+
+TEST(ClientSessionTls, RequiredTlsAfterHeloFallbackFails) {
+    const result r = play_everywhere(tls_config(tls_use::required), {message_spec{}},
+        {{greeting, ehlo},
+         {"502 5.5.1 EHLO not implemented\r\n", "HELO relay.example.com\r\n"},
+         {"250 mx.example.net\r\n", "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.why, close_reason::tls_required);
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::transient_failure);
+}
+
+TEST(ClientSessionTls, RequiredTlsRefusedQuotesThePeer) {
+    const result r = play_everywhere(tls_config(tls_use::required), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_all, "STARTTLS\r\n"},
+         {"454 4.7.0 TLS not available due to local problem\r\n", "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.why, close_reason::tls_required);
+    EXPECT_EQ(r.outcomes,
+              "#1 transient local 451 [4.7.5] 4.7.5 TLS is required, but the peer refused STARTTLS: 454 4.7.0 TLS "
+              "not available due to local problem\n"
+              "  transient rcpt=0 local 451 [4.7.5] 4.7.5 TLS is required, but the peer refused STARTTLS: 454 4.7.0 "
+              "TLS not available due to local problem\n");
+}
+
+TEST(ClientSessionTls, OpportunisticTlsRefusedGoesOnInPlaintext) {
+    const result r = play_everywhere(tls_config(tls_use::when_offered), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_pipelining + "", mail_sized + rcpt_b + "DATA\r\n"},  // not offered: plaintext
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", body + ".\r\n"},
+         {queued, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::accepted);
+    const result refused = play_everywhere(tls_config(tls_use::when_offered), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_all, "STARTTLS\r\n"},
+         {"454 4.7.0 TLS not available\r\n", mail_sized + rcpt_b},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", "BDAT 21 LAST\r\n" + body},
+         {queued, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(refused.script_followed) << refused.sent;
+    EXPECT_EQ(refused.raw.at(0).kind, outcome_kind::accepted);
+}
+
+TEST(ClientSessionTls, HandshakeFailureFailsMessagesTransientlyWithoutQuit) {
+    const result r = play_everywhere(tls_config(tls_use::when_offered), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_all, "STARTTLS\r\n"},
+         {ready_for_tls, "", then_do::tls_failed}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_TRUE(r.closed);
+    EXPECT_EQ(r.why, close_reason::tls_failed);
+    EXPECT_EQ(r.outcomes,
+              "#1 transient local 451 [4.7.5] 4.7.5 TLS handshake failed: certificate verify failed\n"
+              "  transient rcpt=0 local 451 [4.7.5] 4.7.5 TLS handshake failed: certificate verify failed\n");
+}
+
+TEST(ClientSessionTls, ConnectionLostDuringHandshakeIsATlsFailure) {
+    client_session s(tls_config(tls_use::when_offered));
+    std::string out;
+    const message_spec m;
+    s.submit(view(m), out);
+    s.feed(greeting, out);
+    s.feed(ehlo_all, out);
+    s.feed(ready_for_tls, out);
+    s.on_connection_lost();
+    EXPECT_EQ(s.why_closed(), close_reason::tls_failed);
+    ASSERT_EQ(s.outcomes().size(), 1u);
+    EXPECT_EQ(s.outcomes()[0].kind, outcome_kind::transient_failure);
+    // A message handed over afterwards is not sent anywhere and fails the same way.
+    s.submit(view(m), out);
+    ASSERT_EQ(s.outcomes().size(), 2u);
+    EXPECT_EQ(s.outcomes()[1].kind, outcome_kind::transient_failure);
+}
+
+client_config auth_config(tls_use use, auth_plaintext plain = auth_plaintext::refuse) {
+    client_config c = tls_config(use);
+    c.auth_user = "user";
+    c.auth_password = "secret";
+    c.auth_without_tls = plain;
+    return c;
+}
+
+TEST(ClientSessionAuth, AuthenticatesWithPlainAfterTls) {
+    const result r = play_everywhere(auth_config(tls_use::required), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_starttls_auth, "STARTTLS\r\n"},  // AUTH listed, but never before TLS
+         {ready_for_tls, ehlo, then_do::tls_established},
+         {ehlo_after_tls, "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"},
+         {"235 2.7.0 Authentication successful\r\n", mail_sized + rcpt_b + "DATA\r\n"},
+         {"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", body + ".\r\n"},
+         {queued, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::accepted);
+}
+
+TEST(ClientSessionAuth, FallsBackToLogin) {
+    const result r = play_everywhere(auth_config(tls_use::never, auth_plaintext::allow), {message_spec{}},
+        {{greeting, ehlo},
+         {"250-mx.example.net\r\n250 AUTH=LOGIN\r\n", "AUTH LOGIN\r\n"},
+         {"334 VXNlcm5hbWU6\r\n", "dXNlcg==\r\n"},
+         {"334 UGFzc3dvcmQ6\r\n", "c2VjcmV0\r\n"},
+         {"235 2.7.0 ok\r\n", mail_plain},
+         {"250 2.1.0 Ok\r\n", rcpt_b},
+         {"250 2.1.5 Ok\r\n", "DATA\r\n"},
+         {"354 go\r\n", body + ".\r\n"},
+         {queued, "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::accepted);
+}
+
+TEST(ClientSessionAuth, RefusedCredentialsDeferEveryMessage) {
+    message_spec second;
+    second.tag = 2;
+    const result r = play_everywhere(auth_config(tls_use::never, auth_plaintext::allow), {message_spec{}, second},
+        {{greeting, ehlo},
+         {ehlo_after_tls, "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"},
+         {"535 5.7.8 Authentication credentials invalid\r\n", "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.why, close_reason::auth_failed);
+    EXPECT_EQ(r.outcomes,
+              "#1 transient peer 535 [5.7.8] 5.7.8 Authentication credentials invalid\n"
+              "  transient rcpt=0 peer 535 [5.7.8] 5.7.8 Authentication credentials invalid\n"
+              "#2 transient peer 535 [5.7.8] 5.7.8 Authentication credentials invalid\n"
+              "  transient rcpt=0 peer 535 [5.7.8] 5.7.8 Authentication credentials invalid\n");
+}
+
+TEST(ClientSessionAuth, NeverSendsCredentialsInClearByDefault) {
+    const result r = play_everywhere(auth_config(tls_use::when_offered), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_after_tls, "QUIT\r\n"},  // AUTH offered, STARTTLS not
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.sent.find("AUTH"), std::string::npos);
+    EXPECT_EQ(r.why, close_reason::auth_failed);
+    EXPECT_EQ(r.raw.at(0).reply.text, "4.7.0 AUTH credentials are not sent without TLS");
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::transient_failure);
+}
+
+TEST(ClientSessionAuth, FailsWhenNoKnownMechanismIsOffered) {
+    const result r = play_everywhere(auth_config(tls_use::never, auth_plaintext::allow), {message_spec{}},
+        {{greeting, ehlo},
+         {"250-mx.example.net\r\n250 AUTH CRAM-MD5 XOAUTH2\r\n", "QUIT\r\n"},
+         {bye, ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.why, close_reason::auth_failed);
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::transient_failure);
+}
+
+TEST(ClientSessionAuth, TreatsChallengeAfterInitialResponseAsProtocolError) {
+    const result r = play_everywhere(auth_config(tls_use::never, auth_plaintext::allow), {message_spec{}},
+        {{greeting, ehlo},
+         {ehlo_after_tls, "AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"},
+         {"334 \r\n", ""}});
+    EXPECT_TRUE(r.script_followed) << r.sent;
+    EXPECT_EQ(r.why, close_reason::protocol_error);
+    EXPECT_EQ(r.raw.at(0).kind, outcome_kind::not_attempted);
 }
 
 TEST(NormalizedBody, CountsWhatIsSent) {
