@@ -106,6 +106,10 @@ std::expected<mail_parameters, param_failure> parse_mail_parameters(std::string_
             if (out.smtputf8) return std::unexpected(dup);
             if (p->has_value) return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
             out.smtputf8 = true;
+        } else if (iequals_upper(p->keyword, "AUTH")) {  // RFC 4954 §5: AUTH=xtext or AUTH=<>
+            if (out.auth_declared) return std::unexpected(dup);
+            if (!p->has_value || p->value.empty()) return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
+            out.auth_declared = true;
         } else {
             return std::unexpected(param_failure{param_error::unsupported, p->keyword});
         }

@@ -1,6 +1,7 @@
 // protocol/esmtp_params.h: parses the ESMTP parameters of MAIL and RCPT (RFC 5321 §4.1.2
 // Mail-parameters / Rcpt-parameters). Offered: SIZE (RFC 1870), BODY=7BIT|8BITMIME
-// (RFC 6152), SMTPUTF8 (RFC 6531). Everything else is refused with 555 5.5.4.
+// (RFC 6152), SMTPUTF8 (RFC 6531), AUTH=<mailbox> (RFC 4954 §5; accepted and not passed on:
+// this relay does not forward the original submitter's identity). Everything else is refused with 555 5.5.4.
 // SECURITY: `text` comes from the network. Nothing reads past text.size().
 #pragma once
 #include <cstdint>
@@ -16,6 +17,7 @@ struct mail_parameters {
     bool size_declared = false;
     body_parameter body = body_parameter::absent;
     bool smtputf8 = false;
+    bool auth_declared = false;  // AUTH= given (RFC 4954 §5); its value is not kept
 };
 
 enum class param_error : std::uint8_t {

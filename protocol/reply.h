@@ -14,6 +14,7 @@ enum class reply_id : std::uint8_t {
     none,
     banner,                // 220 <host> ESMTP ringrelay
     tls_ready,             // 220 2.0.0 Ready to start TLS
+    auth_ok,               // 235 2.7.0 Authentication successful
     helo_ok,               // 250 <host>
     mail_ok,               // 250 2.1.0 Ok
     rcpt_ok,               // 250 2.1.5 Ok
@@ -25,6 +26,8 @@ enum class reply_id : std::uint8_t {
     bye,                   // 221
     start_data,            // 354
     too_many_errors,       // 421 4.7.0 <host>
+    auth_too_many_failures,// 421 4.7.0 <host> too many failed authentication attempts
+    auth_throttled,        // 421 4.7.0 <host> (the client's address failed too often; host's verdict)
     timeout,               // 421 4.4.2 <host>
     shutdown,              // 421 4.3.2 <host>
     connection_limit,      // 421 4.7.0 too many connections from your IP (host's banner)
@@ -32,11 +35,13 @@ enum class reply_id : std::uint8_t {
     message_deferred,      // 451 4.3.0 (host's refusal of a message)
     rate_limited,          // 451 4.7.1 ... for <ip> (host's refusal of MAIL)
     no_space,              // 452 4.3.1
+    auth_temporary_failure,// 454 4.7.0
     too_many_recipients,   // 452 4.5.3
     command_unrecognized,  // 500 5.5.2
     command_too_long,      // 500 5.5.2
     bare_lf_command,       // 500 5.5.2
     bare_cr_command,       // 500 5.5.2
+    auth_line_too_long,    // 500 5.5.6
     syntax_helo,           // 501 5.5.4
     syntax_ehlo,
     syntax_mail,
@@ -49,6 +54,9 @@ enum class reply_id : std::uint8_t {
     syntax_noop,
     syntax_help,
     syntax_starttls,       // 501 5.5.4
+    syntax_auth,           // 501 5.5.4
+    auth_cancelled,        // 501 5.7.0
+    auth_bad_base64,       // 501 5.5.2
     bad_parameter_syntax,  // 501 5.5.4
     bad_size_syntax,       // 501 5.5.4
     bad_sender,            // 501 5.1.7
@@ -61,6 +69,13 @@ enum class reply_id : std::uint8_t {
     data_after_bdat,
     rcpt_after_bdat,
     tls_already_active,    // 503 5.5.1
+    auth_not_enabled,      // 503 5.5.1
+    auth_already,          // 503 5.5.1
+    auth_in_transaction,   // 503 5.5.1
+    auth_unknown_mechanism,// 504 5.5.4
+    auth_required,         // 530 5.7.0 <addr>: ... (relaying needs AUTH)
+    auth_failed,           // 535 5.7.8
+    auth_encryption_required, // 538 5.7.11
     no_local_delivery,     // 550 5.1.1 <addr>: ...
     message_rejected,      // 550 5.7.1 [<ip>] ... (host's refusal of a message)
     size_exceeded,         // 552 5.3.4

@@ -15,6 +15,7 @@
 #include "protocol/esmtp_params.h"
 #include "protocol/received_header.h"
 #include "protocol/relay_control.h"
+#include "protocol/sasl.h"
 
 namespace ringrelay::protocol {
 namespace {
@@ -34,7 +35,7 @@ constexpr reply_id syntax_reply(command_verb verb) noexcept {
     case command_verb::noop: return reply_id::syntax_noop;
     case command_verb::help: return reply_id::syntax_help;
     case command_verb::starttls: return reply_id::syntax_starttls;
-    case command_verb::auth: return reply_id::not_implemented;
+    case command_verb::auth: return reply_id::syntax_auth;
     case command_verb::unknown: break;
     }
     return reply_id::command_unrecognized;
@@ -60,6 +61,22 @@ std::size_t received_headers(std::string_view message) noexcept {
     return count;
 }
 
+// Overwrites a secret before its buffer is reused or freed (the compiler may not elide
+// volatile stores).
+void wipe(std::string& secret) noexcept {
+    volatile char* p = secret.data();
+    for (std::size_t i = 0; i < secret.size(); ++i) p[i] = 0;
+    secret.clear();
+}
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i])))
+            return false;
+    return true;
+}
+
 void append_number(std::string& out, std::uint64_t n) {
     char buf[24];
     const auto r = std::to_chars(buf, buf + sizeof buf, n);
@@ -79,6 +96,13 @@ std::string_view server_session::message() const noexcept { return _body; }
 bool server_session::closed() const noexcept { return _closed; }
 bool server_session::tls_requested() const noexcept { return _tls_requested; }
 bool server_session::tls_active() const noexcept { return !_tls_description.empty(); }
+bool server_session::auth_pending() const noexcept { return _auth_step == auth_step::pending; }
+std::string_view server_session::authenticated_user() const noexcept {
+    return _authenticated ? std::string_view(_auth_user) : std::string_view{};
+}
+auth_attempt server_session::pending_auth() const noexcept {
+    return auth_attempt{_auth_mechanism, _auth_authzid, _auth_user, _auth_password, _auth_well_formed};
+}
 bool server_session::in_transaction() const noexcept { return _transaction != transaction::none; }
 bool server_session::receiving_content() const noexcept {
     return _mode == input_mode::data || _mode == input_mode::chunk;
@@ -100,7 +124,7 @@ void server_session::say(std::string& out, reply_id id, std::string_view argumen
 
 std::size_t server_session::feed(std::string_view in, std::string& out) {
     std::size_t pos = 0;
-    while (pos < in.size() && !_closed && !_message_ready && !_tls_requested) {
+    while (pos < in.size() && !_closed && !_message_ready && !_tls_requested && _auth_step != auth_step::pending) {
         const std::string_view rest = in.substr(pos);
         switch (_mode) {
         case input_mode::command:
@@ -127,10 +151,12 @@ std::size_t server_session::feed(std::string_view in, std::string& out) {
 // Splits command lines; a line straddling calls is kept in _line (bounded by
 // max_command_line), a longer one is discarded up to its LF and answered once.
 std::size_t server_session::feed_command(std::string_view in, std::string& out) {
+    // A SASL response line may be longer than a command (RFC 4954 §4: 12288 octets).
+    const std::size_t limit = _auth_step == auth_step::none ? max_command_line : max_sasl_response + 2;
     const void* lf_ptr = std::memchr(in.data(), '\n', in.size());
     if (lf_ptr == nullptr) {
         if (_mode == input_mode::command) {
-            if (_line.size() + in.size() >= max_command_line) {
+            if (_line.size() + in.size() >= limit) {
                 _mode = input_mode::discard_line;
                 _line.clear();
             } else {
@@ -140,16 +166,19 @@ std::size_t server_session::feed_command(std::string_view in, std::string& out) 
         return in.size();
     }
     const std::size_t used = static_cast<std::size_t>(static_cast<const char*>(lf_ptr) - in.data()) + 1;
+    const reply_id too_long = _auth_step == auth_step::none ? reply_id::command_too_long : reply_id::auth_line_too_long;
     if (_mode == input_mode::discard_line) {
         _mode = input_mode::command;
-        say(out, reply_id::command_too_long);
+        end_auth();
+        say(out, too_long);
         return used;
     }
     // Bytes after this line in the same read: the client did not wait for our reply.
     const pipelined after = used < in.size() ? pipelined::yes : pipelined::no;
-    if (_line.size() + used > max_command_line) {
+    if (_line.size() + used > limit) {
         _line.clear();
-        say(out, reply_id::command_too_long);
+        end_auth();
+        say(out, too_long);
     } else if (_line.empty()) {
         handle_line(in.substr(0, used), after, out);  // parse in place: the common case
     } else {
@@ -192,6 +221,7 @@ static bool synchronisation_point(command_verb verb) noexcept {
 }
 
 void server_session::handle_line(std::string_view line, pipelined after, std::string& out) {
+    if (_auth_step != auth_step::none) return on_auth_response(line, out);
     const auto cmd = parse_command(line);
     if (cmd) {
         if (after == pipelined::yes && _config.sync == pipelining_sync::enforce && synchronisation_point(cmd->verb)) {
@@ -199,6 +229,7 @@ void server_session::handle_line(std::string_view line, pipelined after, std::st
             _closed = true;
             return;
         }
+        if (cmd->verb == command_verb::auth) return on_auth(*cmd, after, out);
         handle_command(*cmd, out);
         return;
     }
@@ -238,7 +269,7 @@ void server_session::handle_command(const command& cmd, std::string& out) {
     case command_verb::vrfy: say(out, reply_id::vrfy); break;
     case command_verb::help: say(out, reply_id::help); break;
     case command_verb::starttls: on_starttls(out); break;
-    case command_verb::auth: say(out, reply_id::not_implemented); break;
+    case command_verb::auth: on_auth(cmd, pipelined::no, out); break;
     case command_verb::unknown: say(out, reply_id::command_unrecognized); break;
     }
 }
@@ -261,6 +292,7 @@ void server_session::on_helo(const command& cmd, std::string& out) {
     }
     // RFC 3207 §4.2: not after TLS is active.
     if (_config.tls == tls_offer::starttls && !tls_active()) out.append("\r\n250-STARTTLS");
+    if (auth_offered()) out.append("\r\n250-AUTH PLAIN LOGIN");
     out.append("\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n");
 }
 
@@ -270,6 +302,148 @@ void server_session::on_starttls(std::string& out) {
     if (tls_active()) return say(out, reply_id::tls_already_active);
     say(out, reply_id::tls_ready);
     _tls_requested = true;
+}
+
+bool server_session::auth_offered() const noexcept {
+    return _config.auth == auth_offer::always || (_config.auth == auth_offer::under_tls && tls_active());
+}
+
+// RFC 4954 §4: AUTH mechanism [initial-response]. PLAIN (RFC 4616) and LOGIN.
+void server_session::on_auth(const command& cmd, pipelined after, std::string& out) {
+    const std::string_view arg = cmd.argument;
+    const std::size_t space = arg.find(' ');
+    const std::string_view mechanism = arg.substr(0, space);
+    const bool has_initial = space != std::string_view::npos;
+    const std::string_view initial = has_initial ? arg.substr(space + 1) : std::string_view{};
+    // RFC 4954 §4: AUTH must end a pipelined group unless it carries the initial response of
+    // a mechanism that completes in one round trip (PLAIN). Anything else pipelined behind it
+    // is a client that did not wait for our 334.
+    const bool one_round_trip = has_initial && iequals(mechanism, "PLAIN");
+    if (after == pipelined::yes && _config.sync == pipelining_sync::enforce && !one_round_trip) {
+        say_uncounted(out, reply_id::pipelining_violation);
+        _closed = true;
+        return;
+    }
+    if (_config.auth == auth_offer::none) return say(out, reply_id::auth_not_enabled);
+    if (_greeting != greeting::ehlo) return say(out, reply_id::need_helo);
+    if (!auth_offered()) return say(out, reply_id::auth_encryption_required);
+    if (_authenticated) return say(out, reply_id::auth_already);
+    if (_transaction != transaction::none) return say(out, reply_id::auth_in_transaction);
+    if (mechanism.empty() || (has_initial && (initial.empty() || initial.find(' ') != std::string_view::npos)))
+        return say(out, reply_id::syntax_auth);
+    const bool plain = iequals(mechanism, "PLAIN");
+    if (!plain && !iequals(mechanism, "LOGIN")) return say(out, reply_id::auth_unknown_mechanism);
+    if (const host_reply refusal = _host.check_auth(_client); refusal.reply != reply_id::none) {
+        say_uncounted(out, refusal.reply, refusal.argument);
+        if (reply_for(refusal.reply).prefix.starts_with("421")) _closed = true;
+        return;
+    }
+    _auth_mechanism = plain ? "PLAIN" : "LOGIN";
+    _auth_authzid.clear();
+    wipe(_auth_user);
+    wipe(_auth_password);
+    _auth_well_formed = true;
+    // "=" is an empty initial response (RFC 4954 §4); neither mechanism can use one, so the
+    // client is asked again as if it had sent none.
+    const bool usable_initial = has_initial && initial != "=";
+    if (plain) {
+        _auth_step = auth_step::plain;
+        if (usable_initial) return auth_plain_response(initial, out);
+        out.append("334 \r\n");  // RFC 4616: an empty challenge
+        return;
+    }
+    _auth_step = auth_step::login_user;
+    if (usable_initial) return auth_login_response(initial, out);
+    out.append("334 ").append(login_username_challenge).append("\r\n");
+}
+
+void server_session::on_auth_response(std::string_view line, std::string& out) {
+    if (line.ends_with('\n')) line.remove_suffix(1);
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    if (_auth_step == auth_step::plain) return auth_plain_response(line, out);
+    return auth_login_response(line, out);
+}
+
+void server_session::auth_plain_response(std::string_view response, std::string& out) {
+    auto credentials = decode_plain(response);
+    if (!credentials) {
+        switch (credentials.error()) {
+        case sasl_error::cancelled: end_auth(); return say(out, reply_id::auth_cancelled);
+        case sasl_error::bad_base64: end_auth(); return say(out, reply_id::auth_bad_base64);
+        case sasl_error::too_long: end_auth(); return say(out, reply_id::auth_line_too_long);
+        case sasl_error::bad_message:
+            // Decoded, but not PLAIN's "authzid NUL user NUL password": a failed attempt.
+            _auth_well_formed = false;
+            _auth_step = auth_step::pending;
+            return;
+        }
+    }
+    _auth_authzid = std::move(credentials->authzid);
+    _auth_user = std::move(credentials->authcid);
+    _auth_password = std::move(credentials->password);
+    wipe(credentials->password);
+    _auth_step = auth_step::pending;
+}
+
+void server_session::auth_login_response(std::string_view response, std::string& out) {
+    auto field = decode_login_field(response);
+    if (!field) {
+        switch (field.error()) {
+        case sasl_error::cancelled: end_auth(); return say(out, reply_id::auth_cancelled);
+        case sasl_error::bad_base64: end_auth(); return say(out, reply_id::auth_bad_base64);
+        case sasl_error::too_long: end_auth(); return say(out, reply_id::auth_line_too_long);
+        case sasl_error::bad_message:
+            _auth_well_formed = false;
+            _auth_step = auth_step::pending;
+            return;
+        }
+    }
+    if (_auth_step == auth_step::login_user) {
+        _auth_user = std::move(*field);
+        _auth_step = auth_step::login_password;
+        out.append("334 ").append(login_password_challenge).append("\r\n");
+        return;
+    }
+    _auth_password = std::move(*field);
+    wipe(*field);
+    _auth_step = auth_step::pending;
+}
+
+void server_session::auth_done(auth_result result, std::string& out) {
+    RR_ASSERT(_auth_step == auth_step::pending);
+    _auth_step = auth_step::none;
+    wipe(_auth_password);
+    _auth_authzid.clear();
+    switch (result) {
+    case auth_result::ok:
+        _authenticated = true;
+        return say(out, reply_id::auth_ok);
+    case auth_result::failed:
+        wipe(_auth_user);
+        ++_auth_failures;
+        if (_auth_failures >= _config.max_auth_failures) {
+            say_uncounted(out, reply_id::auth_too_many_failures, _config.hostname);
+            _closed = true;
+            return;
+        }
+        return say(out, reply_id::auth_failed);
+    case auth_result::temporary_failure:
+        wipe(_auth_user);
+        return say(out, reply_id::auth_temporary_failure);
+    case auth_result::throttled:
+        wipe(_auth_user);
+        say_uncounted(out, reply_id::auth_throttled, _config.hostname);
+        _closed = true;
+        return;
+    }
+}
+
+void server_session::end_auth() noexcept {
+    if (_auth_step == auth_step::none) return;
+    _auth_step = auth_step::none;
+    wipe(_auth_password);
+    if (!_authenticated) wipe(_auth_user);
+    _auth_authzid.clear();
 }
 
 void server_session::on_tls_established(const tls_info& info) {
@@ -286,6 +460,9 @@ void server_session::on_tls_established(const tls_info& info) {
     }
     // RFC 3207 §4.2: discard all knowledge obtained from the client before TLS.
     end_transaction();
+    end_auth();
+    _authenticated = false;
+    _auth_user.clear();
     _greeting = greeting::none;
     _envelope.helo.clear();
     _line.clear();
@@ -349,9 +526,13 @@ void server_session::on_rcpt(const command& cmd, std::string& out) {
     if (path->postmaster_only) {
         return say(out, reply_id::no_local_delivery, cmd.argument);  // "<postmaster>" as written
     }
-    if (decide_relay(*path, _client.trust, _config.relay_domains) != relay_decision::permit) {
-        // Echo the path as written; parse_path() validated it (printable, no CR/LF).
-        return say(out, reply_id::relay_denied, cmd.argument);
+    // RFC 4954 §1: an authenticated client may relay anywhere.
+    const relay_trust trust = _authenticated ? relay_trust::trusted : _client.trust;
+    if (decide_relay(*path, trust, _config.relay_domains) != relay_decision::permit) {
+        // Echo the path as written; parse_path() validated it (printable, no CR/LF). With AUTH
+        // on offer the client is told what would let it relay (530 5.7.0).
+        return say(out, _config.auth == auth_offer::none ? reply_id::relay_denied : reply_id::auth_required,
+                    cmd.argument);
     }
     if (_spare_rcpts.empty()) {
         _envelope.rcpt_to.emplace_back(path->mailbox);
@@ -397,11 +578,12 @@ void server_session::begin_body(body_mode mode) {
     // RFC 3848 (ESMTP, ESMTPS), RFC 6531 §3.7.3 (UTF8SMTP, UTF8SMTPS); HELO has no TLS
     // variant: the "(using ...)" line records the TLS either way.
     const bool tls = tls_active();
+    // RFC 3848: ESMTPA / ESMTPSA once authenticated (RFC 6531: UTF8SMTPA / UTF8SMTPSA).
     std::string_view protocol = "SMTP";
     if (_envelope.smtputf8) {
-        protocol = tls ? "UTF8SMTPS" : "UTF8SMTP";
+        protocol = tls ? (_authenticated ? "UTF8SMTPSA" : "UTF8SMTPS") : (_authenticated ? "UTF8SMTPA" : "UTF8SMTP");
     } else if (_greeting == greeting::ehlo) {
-        protocol = tls ? "ESMTPS" : "ESMTP";
+        protocol = tls ? (_authenticated ? "ESMTPSA" : "ESMTPS") : (_authenticated ? "ESMTPA" : "ESMTP");
     }
     _body.clear();
     append_received_header(_body, received_fields{

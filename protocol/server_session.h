@@ -13,7 +13,11 @@
 // CVE-2011-0411 injection), runs the TLS handshake, and calls on_tls_established(); from
 // then on it feeds decrypted bytes. If the handshake fails the host closes the connection.
 // Implicit TLS (RFC 8314): the host runs the handshake first, calls on_tls_established(),
-// then start(). Everything the
+// then start().
+// AUTH (RFC 4954, PLAIN and LOGIN): the session runs the SASL exchange (334 challenges) and,
+// once a client has sent complete credentials, stops (auth_pending()) like for a message: the
+// host checks them away from the shard's hot path (the KDF is deliberately slow) and calls
+// auth_done(); only then does the session reply and read on. Everything the
 // session returns by reference or view is owned by the session and valid until the next
 // call that mutates it (feed, commit_done, on_timeout, on_shutdown).
 #pragma once
@@ -45,6 +49,13 @@ enum class tls_offer : std::uint8_t {
     starttls,  // EHLO advertises STARTTLS until TLS is active
 };
 
+// Whether the session offers SMTP AUTH (RFC 4954).
+enum class auth_offer : std::uint8_t {
+    none,       // not advertised; AUTH answers 503 5.5.1
+    under_tls,  // advertised and accepted only once TLS is active (538 5.7.11 before)
+    always,     // also in plaintext (--auth-plaintext: behind a TLS-terminating proxy)
+};
+
 // Fixed after construction; shared read-only by every session of a shard.
 struct server_config {
     std::string hostname = "localhost";
@@ -54,6 +65,8 @@ struct server_config {
     std::vector<std::string> relay_domains;     // lower-case; "example.org" or ".example.org" (subdomains)
     pipelining_sync sync = pipelining_sync::enforce;
     tls_offer tls = tls_offer::none;
+    auth_offer auth = auth_offer::none;
+    std::uint32_t max_auth_failures = 3;        // failed AUTH attempts, then 421 4.7.0 and close
 };
 
 // What the host's TLS engine negotiated, for the Received: header. The views are read only
@@ -96,6 +109,13 @@ public:
         (void)client;
         return {};
     }
+    // Asked for each AUTH command that is otherwise acceptable, before any challenge. A reply
+    // other than none (the relay: 421 4.7.0 auth_throttled while the client's address has
+    // failed too often) is sent instead, and a 421 closes the session.
+    virtual host_reply check_auth(const client_info& client) noexcept {
+        (void)client;
+        return {};
+    }
 };
 
 enum class body_type : std::uint8_t { seven_bit, eight_bit_mime };
@@ -108,6 +128,23 @@ struct envelope {
     std::vector<std::string> rcpt_to; // without angle brackets, source routes removed
     body_type body = body_type::seven_bit;
     bool smtputf8 = false;
+};
+
+// Complete AUTH credentials, for the host to check (auth_pending()). Views into the session,
+// valid until auth_done().
+struct auth_attempt {
+    std::string_view mechanism;  // "PLAIN" or "LOGIN"
+    std::string_view authzid;    // PLAIN's authorization identity; empty = the user itself
+    std::string_view user;
+    std::string_view password;
+    bool well_formed = true;     // false: the response decoded to no valid credentials (a failure)
+};
+
+enum class auth_result : std::uint8_t {
+    ok,                 // 235 2.7.0
+    failed,             // 535 5.7.8 (counted; at max_auth_failures 421 4.7.0 and close)
+    temporary_failure,  // 454 4.7.0 (e.g. the users file has an unusable hash)
+    throttled,          // 421 4.7.0 auth_throttled and close (the address failed too often)
 };
 
 enum class commit_result : std::uint8_t {
@@ -165,6 +202,15 @@ public:
     void on_tls_established(const tls_info& info);
     [[nodiscard]] bool tls_active() const noexcept;
 
+    // AUTH: complete credentials await the host's check (auth_attempt()); feed() consumes
+    // nothing until auth_done(), which appends the reply. A pipelined command behind an AUTH
+    // with an initial response (RFC 4954 §4 allows it) waits in the host's buffer meanwhile.
+    [[nodiscard]] bool auth_pending() const noexcept;
+    [[nodiscard]] auth_attempt pending_auth() const noexcept;
+    void auth_done(auth_result result, std::string& out);
+    // The authenticated user; empty before (and after STARTTLS resets the session).
+    [[nodiscard]] std::string_view authenticated_user() const noexcept;
+
     // The host's deadline for the next command (or data) expired: 421 4.4.2, closed.
     void on_timeout(std::string& out);
     // The server is shutting down: 421 4.3.2 and closed. The host calls this only when the
@@ -208,6 +254,12 @@ private:
     void on_data(std::string& out);
     void on_bdat(const command& cmd, std::string& out);
     void on_starttls(std::string& out);
+    void on_auth(const command& cmd, pipelined after, std::string& out);
+    void on_auth_response(std::string_view line, std::string& out);
+    void auth_plain_response(std::string_view response, std::string& out);
+    void auth_login_response(std::string_view response, std::string& out);
+    void end_auth() noexcept;
+    [[nodiscard]] bool auth_offered() const noexcept;
     void begin_body(body_mode mode);
     void finish_chunk(std::string& out);
     void finish_message(std::string& out);
@@ -237,6 +289,16 @@ private:
     bool _message_ready = false;
     bool _closed = false;
     bool _tls_requested = false;  // STARTTLS accepted, handshake not yet reported
+    // AUTH exchange (RFC 4954): which response the next line is, then the host's check.
+    enum class auth_step : std::uint8_t { none, plain, login_user, login_password, pending };
+    auth_step _auth_step = auth_step::none;
+    std::string _auth_mechanism;  // of the exchange in progress
+    std::string _auth_authzid;
+    std::string _auth_user;       // the user of the exchange; kept once authenticated
+    std::string _auth_password;   // wiped as soon as the host has answered
+    bool _authenticated = false;
+    bool _auth_well_formed = true;
+    std::uint32_t _auth_failures = 0;
 };
 
 }  // namespace ringrelay::protocol

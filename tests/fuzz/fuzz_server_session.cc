@@ -1,7 +1,9 @@
 // tests/fuzz/fuzz_server_session.cc: libFuzzer target for the whole SMTP server session fed
 // arbitrary bytes, with a fake host that commits ok / fails alternately and, when STARTTLS is
 // offered, "completes the handshake" at once whenever the session asks (the bytes after it are
-// fed on as if decrypted, so the transcript stays split-invariant). Checks the replies
+// fed on as if decrypted, so the transcript stays split-invariant); with AUTH offered it
+// answers each complete attempt at once (alice:secret succeeds, anything else fails; a
+// config bit makes it refuse AUTH per address). Checks the replies
 // are well-formed CRLF lines with a 3-digit code, that feed() honours its consumption
 // contract, and that the transcript does not depend on where the input is split.
 // Input layout: [config byte][cut byte] dialogue...
@@ -20,6 +22,10 @@ namespace {
 
 class fake_host final : public session_host {
 public:
+    bool locked = false;
+    host_reply check_auth(const client_info&) noexcept override {
+        return locked ? host_reply{reply_id::auth_throttled, "mx.example.net"} : host_reply{};
+    }
     std::uint64_t next_queue_id() noexcept override { return ++_id; }
     std::string_view rfc5322_date() noexcept override { return "Sat, 28 Nov 2026 03:35:26 +0000"; }
 
@@ -41,8 +47,14 @@ void check_replies(std::string_view out) {
     }
 }
 
-std::string run(const server_config& config, const client_info& client, std::string_view in, std::size_t cut) {
+bool clean_field(std::string_view v) {
+    return v.size() <= 255 && v.find_first_of(std::string_view("\0\r\n", 3)) == std::string_view::npos;
+}
+
+std::string run(const server_config& config, const client_info& client, std::string_view in, std::size_t cut,
+                bool locked) {
     fake_host host;
+    host.locked = locked;
     server_session s(config, client, host);
     std::string out;
     s.start(out);
@@ -74,6 +86,18 @@ std::string run(const server_config& config, const client_info& client, std::str
                 if (s.tls_requested() || !s.tls_active()) std::abort();
                 continue;
             }
+            if (s.auth_pending()) {
+                if (config.auth == auth_offer::none || locked || !s.authenticated_user().empty()) std::abort();
+                if (config.auth == auth_offer::under_tls && !s.tls_active()) std::abort();
+                if (s.feed("NOOP\r\n", out) != 0) std::abort();  // nothing is read during the check
+                const auth_attempt a = s.pending_auth();
+                if (a.well_formed && (!clean_field(a.user) || !clean_field(a.password) || a.user.empty())) std::abort();
+                const bool ok = a.well_formed && a.authzid.empty() && a.user == "alice" && a.password == "secret";
+                s.auth_done(ok ? auth_result::ok : auth_result::failed, out);
+                if (s.auth_pending()) std::abort();
+                if (ok && s.authenticated_user() != "alice") std::abort();
+                continue;
+            }
             if (!s.closed() && !piece.empty()) std::abort();  // must consume everything
             break;
         }
@@ -94,15 +118,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     config.max_errors = (data[0] & 4) != 0 ? 3 : 20;
     config.relay_domains = {"example.org", ".example.com"};
     config.tls = (data[0] & 16) != 0 ? tls_offer::starttls : tls_offer::none;
+    config.auth = (data[0] & 32) != 0 ? auth_offer::always : (data[0] & 64) != 0 ? auth_offer::under_tls : auth_offer::none;
+    config.max_auth_failures = 3;
+    const bool locked = (data[0] & 128) != 0;
     config.sync = pipelining_sync::off;  // the split-invariance check below needs it off
     const client_info client{"192.0.2.1", (data[0] & 8) != 0 ? relay_trust::trusted : relay_trust::untrusted};
     const std::string_view in(reinterpret_cast<const char*>(data + 2), size - 2);
     const std::size_t cut = in.empty() ? 0 : static_cast<std::size_t>(data[1]) * in.size() / 256;
-    const std::string whole = run(config, client, in, 0);
+    const std::string whole = run(config, client, in, 0, locked);
     check_replies(whole);
-    if (run(config, client, in, cut) != whole) std::abort();
+    if (run(config, client, in, cut, locked) != whole) std::abort();
     // With the RFC 2920 check on, replies depend on the split; they must still be well formed.
     config.sync = pipelining_sync::enforce;
-    check_replies(run(config, client, in, cut));
+    check_replies(run(config, client, in, cut, locked));
     return 0;
 }

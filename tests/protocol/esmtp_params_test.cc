@@ -71,7 +71,8 @@ INSTANTIATE_TEST_SUITE_P(Params, MailParametersReject, ::testing::Values(
     reject_case{"BodyUnknown", "BODY=9BIT", unsupported, "BODY"},
     reject_case{"Ret", "RET=FULL", unsupported, "RET"},
     reject_case{"Envid", "ENVID=abc", unsupported, "ENVID"},
-    reject_case{"Auth", "AUTH=<>", unsupported, "AUTH"},
+    reject_case{"AuthNoValue", "AUTH", bad_syntax, "AUTH"},
+    reject_case{"AuthTwice", "AUTH=<> AUTH=a+40b", bad_syntax, "AUTH"},
     reject_case{"UnknownAfterGood", "SIZE=1 XFOO", unsupported, "XFOO"},
     reject_case{"SizeLetters", "SIZE=1k", bad_size, "SIZE"},
     reject_case{"SizeMissingValue", "SIZE", bad_size, "SIZE"},
@@ -89,6 +90,15 @@ INSTANTIATE_TEST_SUITE_P(Params, MailParametersReject, ::testing::Values(
     reject_case{"ValueWithControl", "X=a\x01", bad_syntax, "X"}),
     [](const auto& info) { return std::string(info.param.name); });
 // clang-format on
+
+TEST(MailParameters, AcceptsAuthParameter) {  // RFC 4954 §5
+    for (const char* text : {"AUTH=<>", "AUTH=alice+40example.org", "SIZE=5 auth=<>"}) {
+        const auto p = parse_mail_parameters(text);
+        ASSERT_TRUE(p.has_value()) << text;
+        EXPECT_TRUE(p->auth_declared) << text;
+    }
+    EXPECT_FALSE(parse_mail_parameters("SIZE=5")->auth_declared);
+}
 
 TEST(RcptParameters, AcceptsNone) { EXPECT_TRUE(parse_rcpt_parameters("").has_value()); }
 
