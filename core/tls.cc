@@ -3,6 +3,7 @@
 // report on the same thread.
 #include "core/tls.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -182,6 +183,25 @@ std::expected<std::pair<std::string, std::string>, tls_error> make_self_signed(s
     if (sk_GENERAL_NAME_push(names.get(), dns) <= 0) {
         GENERAL_NAME_free(dns);
         return failure(tls_errc::setup, "cannot build subjectAltName: " + openssl_reason());
+    }
+    // A host "name" that is an IP literal also gets an iPAddress entry, which is what a
+    // verifying client given that address checks (RFC 6125 §6.2).
+    const std::string host_text(hostname);
+    unsigned char raw[sizeof(in6_addr)];
+    const bool v4 = ::inet_pton(AF_INET, host_text.c_str(), raw) == 1;
+    if (v4 || ::inet_pton(AF_INET6, host_text.c_str(), raw) == 1) {
+        GENERAL_NAME* ip = GENERAL_NAME_new();
+        ASN1_OCTET_STRING* bytes = ASN1_OCTET_STRING_new();
+        if (ip == nullptr || bytes == nullptr || ASN1_OCTET_STRING_set(bytes, raw, v4 ? 4 : 16) != 1) {
+            GENERAL_NAME_free(ip);
+            ASN1_OCTET_STRING_free(bytes);
+            return failure(tls_errc::setup, "cannot build subjectAltName: " + openssl_reason());
+        }
+        GENERAL_NAME_set0_value(ip, GEN_IPADD, bytes);
+        if (sk_GENERAL_NAME_push(names.get(), ip) <= 0) {
+            GENERAL_NAME_free(ip);
+            return failure(tls_errc::setup, "cannot build subjectAltName: " + openssl_reason());
+        }
     }
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
@@ -462,8 +482,15 @@ std::expected<tls_session, tls_error> tls_session::create(const tls_context& con
     if (!server_name.empty()) {
         const std::string name(server_name);
         const bool verify = (SSL_get_verify_mode(s._ssl) & SSL_VERIFY_PEER) != 0;
-        if (SSL_set_tlsext_host_name(s._ssl, name.c_str()) != 1 || (verify && SSL_set1_host(s._ssl, name.c_str()) != 1))
-            return failure(tls_errc::setup, "cannot set the server name: " + openssl_reason());
+        // An IP literal is no SNI host name (RFC 6066 §3) and is checked against the
+        // certificate's iPAddress names (RFC 6125 §6.2; OpenSSL 3.0's SSL_set1_host matches
+        // DNS names only).
+        unsigned char ip[sizeof(in6_addr)];
+        const bool literal = ::inet_pton(AF_INET, name.c_str(), ip) == 1 || ::inet_pton(AF_INET6, name.c_str(), ip) == 1;
+        const bool ok = literal ? (!verify || X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s._ssl), name.c_str()) == 1)
+                                : SSL_set_tlsext_host_name(s._ssl, name.c_str()) == 1 &&
+                                      (!verify || SSL_set1_host(s._ssl, name.c_str()) == 1);
+        if (!ok) return failure(tls_errc::setup, "cannot set the server name: " + openssl_reason());
     }
     if (resume != nullptr && resume->native() != nullptr && SSL_set_session(s._ssl, resume->native()) != 1)
         return failure(tls_errc::setup, "cannot offer the saved session: " + openssl_reason());

@@ -94,7 +94,8 @@ struct self_signed_files {
 };
 
 // Makes sure DIR holds a self-signed certificate for `hostname` (EC P-256, CN and
-// subjectAltName DNS = hostname, valid for 10 years, serverAuth) and its key. An existing
+// subjectAltName DNS = hostname, plus iPAddress when hostname is an IP literal, valid for 10
+// years, serverAuth) and its key. An existing
 // pair is reused when it loads, matches, names `hostname` and is valid for at least another
 // day; otherwise a new pair replaces it (written to temporary files, fsynced, renamed). DIR
 // is created with mode 0700 if missing (missing parents 0750); the key file has mode 0600.
@@ -182,7 +183,8 @@ class tls_session {
 public:
     // A server session waits for a ClientHello. A client session has its ClientHello ready
     // in take_output() at once; `server_name` (SNI, RFC 6066 §3) may be empty, and is also
-    // the name verified when the context verifies peers. A client given `resume` offers that
+    // the name verified when the context verifies peers. An IP literal is not sent as SNI and
+    // is verified against the certificate's IP addresses (subjectAltName iPAddress). A client given `resume` offers that
     // session (RFC 8446 §2.2).
     [[nodiscard]] static std::expected<tls_session, tls_error> create(const tls_context& context,
                                                                       std::string_view server_name = {},

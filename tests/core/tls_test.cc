@@ -262,6 +262,33 @@ TEST_F(TlsSessionTest, ClientThatVerifiesAcceptsTheRightCertificateAndName) {
     EXPECT_EQ(wrong_name->client.state(), tls_state::failed);
 }
 
+TEST(TlsVerify, IpLiteralIsCheckedAgainstTheCertificateAddresses) {
+    // Outbound TLS to a static route verifies the route's address (issue 5).
+    auto by_ip = make_cert("127.0.0.1");
+    auto by_name = make_cert(host);
+    ASSERT_NE(by_ip, nullptr);
+    ASSERT_NE(by_name, nullptr);
+    auto ip_server = tls_context::server(by_ip->credentials);
+    auto name_server = tls_context::server(by_name->credentials);
+    ASSERT_TRUE(ip_server && name_server);
+    auto trusts_ip = tls_context::client({tls_verify::peer, by_ip->files.cert_file});
+    auto trusts_name = tls_context::client({tls_verify::peer, by_name->files.cert_file});
+    ASSERT_TRUE(trusts_ip && trusts_name);
+    auto good = connect(*trusts_ip, *ip_server, "127.0.0.1");
+    ASSERT_NE(good, nullptr);
+    EXPECT_TRUE(handshake(*good, 0)) << good->client.error().text;
+    EXPECT_EQ(SSL_get_servername(good->server.native(), TLSEXT_NAMETYPE_host_name), nullptr);  // no SNI
+    auto other_ip = connect(*trusts_ip, *ip_server, "127.0.0.2");
+    ASSERT_NE(other_ip, nullptr);
+    EXPECT_FALSE(handshake(*other_ip, 0));
+    EXPECT_NE(other_ip->client.error().text.find("certificate verify failed"), std::string::npos)
+        << other_ip->client.error().text;
+    // A certificate naming a host, not the address, does not pass for the address.
+    auto name_only = connect(*trusts_name, *name_server, "127.0.0.1");
+    ASSERT_NE(name_only, nullptr);
+    EXPECT_FALSE(handshake(*name_only, 0));
+}
+
 TEST_F(TlsSessionTest, CloseNotifyEndsTheSession) {
     auto e = connect(*client_ctx, *server_ctx);
     ASSERT_NE(e, nullptr);

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "core/clock.h"
+#include "core/log.h"
 #include "core/net.h"
 #include "tools/sink/shard.h"
 
@@ -86,7 +87,7 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         bump(_shard.mutable_stats().bytes, static_cast<std::uint64_t>(res));
         const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         const auto data = _shard.buffers().data(bid, static_cast<std::size_t>(res));
-        if (!_closing) process(std::string_view(data.data(), data.size()));
+        if (!_closing) on_input(std::string_view(data.data(), data.size()));
         _shard.buffers().recycle(bid);
         if (!more && !_closing && !_paused) arm_recv();
     } else if (res == -ENOBUFS) {
@@ -104,6 +105,76 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         close();
     }
     maybe_retire();
+}
+
+// Received bytes, by TLS phase. `data` is the receive buffer, valid during the call only.
+void connection::on_input(std::string_view data) noexcept {
+    switch (_tls_phase) {
+    case tls_phase::off:
+        process(data);
+        return;
+    case tls_phase::ready_unsent:
+        return;  // sent before our 220 left: never SMTP, never a ClientHello (CVE-2011-0411)
+    case tls_phase::handshaking:
+    case tls_phase::on:
+        on_ciphertext(data);
+        return;
+    }
+}
+
+void connection::on_ciphertext(std::string_view data) noexcept {
+    const bool was_established = _tls->is_established();
+    _plain.clear();
+    const auto fed = _tls->feed_ciphertext(data, _plain);
+    _tls->take_output(_wire);  // the handshake's answer, tickets, or an alert
+    if (!fed) {
+        tls_failed(fed.error().text);
+        return;
+    }
+    if (!was_established && _tls->is_established()) {
+        _tls_phase = tls_phase::on;
+        bump(_shard.mutable_stats().tls_handshakes);
+        _session.on_tls_established(protocol::tls_info{_tls->protocol_name(), _tls->cipher_name(),
+                                                        _tls->cipher_bits(), _tls->cipher_algorithm_bits()});
+        _shard.deadlines().touch(*this, core::monotonic_ms());
+    }
+    if (_tls->state() == core::tls_state::closed) {
+        _peer_gone = true;  // close_notify: the client ended TLS, and the session with it
+        close();
+    } else if (!_plain.empty()) {
+        process(_plain);
+    }
+    if (_plain.capacity() > 4096) std::string().swap(_plain);
+    if (!_wire.empty() || !_out.empty()) _shard.want_flush(this);
+}
+
+// The session accepted STARTTLS: its 220 leaves in plaintext, then TLS. Input not fed to the
+// session (behind STARTTLS, or held behind a pending answer) is dropped.
+void connection::begin_starttls() noexcept {
+    core::tls_context* context = _shard.tls_context();
+    auto session = context != nullptr ? core::tls_session::create(*context)
+                                      : std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"});
+    if (!session) {
+        tls_failed(session.error().text);
+        return;
+    }
+    _tls.emplace(std::move(*session));
+    _held.clear();
+    _wire.append(_out);
+    _out.clear();
+    _wire_has_ready = true;
+    _tls_phase = tls_phase::ready_unsent;
+    _shard.want_flush(this);
+}
+
+// The handshake or a record failed: said on stderr (peer and reason), the alert (already in
+// _wire) sent, closed. No SMTP reply: the client expects TLS records.
+void connection::tls_failed(std::string_view reason) noexcept {
+    bump(_shard.mutable_stats().tls_failures);
+    core::diag("ringrelay-sink: TLS with " + _peer + " failed: " + std::string(reason));
+    _out.clear();
+    close();
+    _shard.want_flush(this);
 }
 
 void connection::process(std::string_view data) noexcept {
@@ -268,6 +339,7 @@ void connection::answer() noexcept {
             break;
         }
         _shard.message_received();
+        if (_tls_phase == tls_phase::on) bump(stats.received_tls);
         _session.commit_done(protocol::commit_result::ok, _out);
         break;
     case verdict::defer:
@@ -303,14 +375,16 @@ void connection::resume() noexcept {
 
 void connection::after_session_step() noexcept {
     if (!_closing) {
-        if (_session.closed()) {
+        if (_session.tls_requested() && _tls_phase == tls_phase::off) {
+            begin_starttls();
+        } else if (_session.closed()) {
             close();
         } else if (_shard.stopping() && !_pending) {
             _session.on_shutdown(_out);
             close();
         }
     }
-    if (_out.size() > max_pending_output && _send_in_flight && !_peer_gone) {
+    if (_out.size() + _wire.size() > max_pending_output && _send_in_flight && !_peer_gone) {
         // The client pipelines commands but does not read the replies: cut it off rather than
         // buffer without bound.
         abort_connection();
@@ -322,6 +396,7 @@ void connection::after_session_step() noexcept {
 void connection::abort_connection() noexcept {
     _peer_gone = true;
     _out.clear();
+    _wire.clear();
     // Completes a send stuck on a full window and ends the receive.
     (void)::shutdown(_fd, SHUT_RDWR);
     close();
@@ -331,12 +406,34 @@ void connection::abort_connection() noexcept {
 }
 
 void connection::flush() noexcept {
-    if (_send_in_flight || _fd_closed || _peer_gone || _out.empty()) {
+    if (_send_in_flight || _fd_closed || _peer_gone) {
         maybe_retire();
         return;
     }
-    _sending.swap(_out);
-    _out.clear();
+    // Replies go on the wire as they are, or as TLS records; during a handshake they wait.
+    if (!_out.empty() && (_tls_phase == tls_phase::off || _tls_phase == tls_phase::on)) {
+        if (_tls_phase == tls_phase::off) {
+            if (_wire.empty()) {
+                _wire.swap(_out);
+            } else {
+                _wire.append(_out);
+            }
+        } else if (auto sealed = _tls->encrypt(_out, _wire); !sealed) {
+            _out.clear();
+            tls_failed(sealed.error().text);
+        }
+        _out.clear();
+    }
+    // After the session's last word under TLS: close_notify (RFC 8446 §6.1). Idempotent.
+    if (_closing && _tls_phase == tls_phase::on && _out.empty()) _tls->close(_wire);
+    if (_wire.empty()) {
+        maybe_retire();
+        return;
+    }
+    _sending.swap(_wire);
+    _wire.clear();
+    _sending_has_ready = _wire_has_ready;
+    _wire_has_ready = false;
     _sent = 0;
     _send_in_flight = true;
     io_uring_prep_send(_shard.reactor().sqe(&_send), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
@@ -358,7 +455,10 @@ void connection::on_send(int res, std::uint32_t) noexcept {
         return;
     }
     _sending.clear();
-    if (!_out.empty()) {
+    if (_sending_has_ready && _tls_phase == tls_phase::ready_unsent)
+        _tls_phase = tls_phase::handshaking;  // the 220 has left: what comes now is TLS
+    _sending_has_ready = false;
+    if (!_out.empty() || !_wire.empty()) {
         flush();
         return;
     }
@@ -370,6 +470,7 @@ void connection::close() noexcept {
     if (_closing) return;
     _closing = true;
     _held.clear();
+    if (tls_pending()) _out.clear();  // no SMTP reply before the handshake
     // The last reply gets one more timeout period to leave; a peer that does not read it is
     // then cut off (on_deadline).
     if (!_pending) _shard.deadlines().touch(*this, core::monotonic_ms());
@@ -385,6 +486,10 @@ void connection::on_deadline() noexcept {
         if (!_retired) abort_connection();
         return;
     }
+    if (tls_pending()) {
+        tls_failed("handshake not completed within --timeout");
+        return;
+    }
     _session.on_timeout(_out);
     close();
 }
@@ -395,13 +500,17 @@ void connection::on_stop(bool force) noexcept {
         return;
     }
     if (_closing || _pending) return;  // a pending answer goes out first (after_session_step)
+    if (tls_pending()) {
+        close();
+        return;
+    }
     _session.on_shutdown(_out);
     close();
 }
 
 bool connection::retirable() const noexcept {
     return _closing && !_recv_armed && !_send_in_flight && !_save_in_flight && !_delay_armed &&
-           (_out.empty() || _peer_gone);
+           ((_out.empty() && _wire.empty()) || _peer_gone);
 }
 
 void connection::maybe_retire() noexcept {

@@ -10,6 +10,11 @@
 // that is pending, input is held (parsed later, in order; RFC 2920); without --save and
 // --delay-ms a message is answered in the same pass over the receive buffer, with no copy.
 //
+// STARTTLS (RFC 3207, with --tls): wired as in queue/connection.h: once the session accepted
+// STARTTLS, its 220 leaves in plaintext, input that arrives before it has left (and input
+// behind STARTTLS in the same read) is discarded, then a core::tls_session sits between the
+// socket and the session (ciphertext -> plaintext -> session.feed(); replies -> records).
+//
 // Lifecycle: created by the shard on accept -> start() -> completions ... -> close() ->
 // retired by the shard at the end of the turn once no operation is in flight. Owned by its
 // shard; shard-local. Receive buffers are parsed in place and given back to the kernel
@@ -19,10 +24,12 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "core/deadline_list.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/server_session.h"
 #include "tools/sink/faults.h"
 #include "tools/sink/ip_limits.h"
@@ -68,7 +75,22 @@ private:
     };
     enum class save_step : std::uint8_t { open, write, close, rename };
 
+    // Where received bytes go (on_input).
+    enum class tls_phase : std::uint8_t {
+        off,           // plaintext SMTP
+        ready_unsent,  // STARTTLS accepted; our 220 has not left yet: input is discarded
+        handshaking,   // input is handshake ciphertext
+        on,            // records both ways
+    };
+
     void on_recv(int res, std::uint32_t flags) noexcept;
+    void on_input(std::string_view data) noexcept;
+    void on_ciphertext(std::string_view data) noexcept;
+    void begin_starttls() noexcept;
+    void tls_failed(std::string_view reason) noexcept;
+    [[nodiscard]] bool tls_pending() const noexcept {
+        return _tls_phase == tls_phase::ready_unsent || _tls_phase == tls_phase::handshaking;
+    }
     void on_send(int res, std::uint32_t flags) noexcept;
     void on_save(int res, std::uint32_t flags) noexcept;
     void on_delay(int res, std::uint32_t flags) noexcept;
@@ -101,7 +123,13 @@ private:
     ip_slot* const _slot;
     protocol::server_session _session;
     std::string _out;      // replies not yet handed to the kernel
-    std::string _sending;  // replies the kernel is sending (untouched until completion)
+    std::string _wire;     // bytes for the kernel: replies before TLS, TLS records after
+    std::string _sending;  // bytes the kernel is sending (untouched until completion)
+    std::optional<core::tls_session> _tls;
+    std::string _plain;    // decrypted input of one receive (reused)
+    tls_phase _tls_phase = tls_phase::off;
+    bool _wire_has_ready = false;     // _wire ends with the 220 to STARTTLS
+    bool _sending_has_ready = false;  // _sending does
     std::size_t _sent = 0;
     std::string _held;     // input received while an answer is pending
     op _recv;

@@ -9,6 +9,9 @@
 // the message is counted and answered 250. So when --expect N exits, N complete files exist.
 // Files are not fsynced: the sink is a test peer, not a store.
 //
+// --tls: STARTTLS (RFC 3207) with --tls-cert/--tls-key, or a self-signed certificate for
+// --hostname kept in --tls-dir (default: a temporary directory removed at exit).
+//
 // Signals are taken by this thread alone (sigtimedwait; shard threads inherit the mask):
 // SIGINT/SIGTERM stop the sink gracefully (a second one exits at once with 1); SIGUSR1 is
 // raised by the shard that accepts the --expect'th message.
@@ -24,12 +27,14 @@
 #include <cstring>
 #include <future>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "core/log.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "tools/sink/options.h"
 #include "tools/sink/shard.h"
 #include "tools/sink/stats.h"
@@ -45,6 +50,16 @@ int open_save_dir(const std::string& dir) {
 }
 
 void say(const std::string& line) { std::fprintf(stderr, "ringrelay-sink: %s\n", line.c_str()); }
+
+// A temporary directory for the self-signed pair, removed (with the pair) at exit.
+struct temp_tls_dir {
+    std::string path;
+    ~temp_tls_dir() {
+        if (path.empty()) return;
+        for (const char* f : {"/cert.pem", "/key.pem"}) (void)::unlink((path + f).c_str());
+        (void)::rmdir(path.c_str());
+    }
+};
 
 }  // namespace
 
@@ -80,13 +95,50 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
+    temp_tls_dir temp_dir;
+    std::optional<core::tls_credentials> credentials;
+    if (options.tls) {
+        std::string cert = options.tls_cert;
+        std::string key = options.tls_key;
+        std::string origin = "configured";
+        if (cert.empty()) {
+            std::string dir = options.tls_dir;
+            if (dir.empty()) {
+                char name[] = "/tmp/ringrelay-sink-tls-XXXXXX";
+                if (::mkdtemp(name) == nullptr) {
+                    say(std::string("--tls: cannot make a temporary directory: ") + std::strerror(errno));
+                    return 1;
+                }
+                temp_dir.path = name;
+                dir = name;
+            }
+            auto files = core::ensure_self_signed(dir, options.hostname);
+            if (!files) {
+                say("--tls: " + files.error().text);
+                return 1;
+            }
+            cert = files->cert_file;
+            key = files->key_file;
+            origin = "self-signed";
+        }
+        auto loaded = core::tls_credentials::load_pem(cert, key);
+        if (!loaded) {
+            say("--tls: " + loaded.error().text);
+            return 1;
+        }
+        credentials.emplace(std::move(*loaded));
+        say("STARTTLS offered; certificate " + cert + " (" + origin + ", CN=" + credentials->common_name() + ", " +
+            credentials->sha256_fingerprint() + ")");
+    }
     protocol::server_config server;
     server.hostname = options.hostname;
+    if (credentials) server.tls = protocol::tls_offer::starttls;
     server.max_message_size = options.max_message_size;
     server.max_recipients = 1000;
     server.max_errors = 20;
 
     sink::sink_shared shared(options, save_fd);
+    shared.tls = credentials ? &*credentials : nullptr;
     core::reactor control;  // only for the MSG_RING stop requests
     if (auto ec = control.init(64, core::kernel_features{}); ec) {
         say("io_uring setup failed: " + ec.message());

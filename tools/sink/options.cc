@@ -39,6 +39,12 @@ constexpr const char* description =
     "the data with dot-stuffing removed, CRLF line ends, without the final \".\"). Every line "
     "above ends in CRLF.\n"
     "\n"
+    "TLS: --tls (or --tls-cert FILE --tls-key FILE) offers STARTTLS (RFC 3207); without a certificate "
+    "a self-signed one for --hostname is made in --tls-dir DIR (cert.pem, key.pem; default a temporary "
+    "directory removed at exit). Without these flags the sink offers no STARTTLS (a peer lacking TLS). "
+    "A message received under TLS has \"with ESMTPS\" and the protocol and cipher in the sink's "
+    "Received: header (so in the --save file too).\n"
+    "\n"
     "Statistics: one line per second on stderr (unless --quiet); a summary on stdout at exit "
     "(--json: one JSON object). --expect N exits 0 once N messages got 250 (deferred, rejected "
     "and dropped ones do not count), and 1 if a signal or --duration ends the run first. "
@@ -93,6 +99,10 @@ std::expected<sink_options, options_exit> parse_options(int argc, const char* co
     app.add_option("--timeout", o.command_timeout,
                    "seconds to wait for a command or data before 421 4.4.2 (default 300)")
         ->check(unsigned_number());
+    app.add_flag("--tls", o.tls, "offer STARTTLS (self-signed certificate unless --tls-cert/--tls-key)");
+    app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain for STARTTLS (implies --tls)");
+    app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
+    app.add_option("--tls-dir", o.tls_dir, "directory for the self-signed certificate (default: temporary)");
     bool quiet = false;
     bool json = false;
     app.add_flag("--quiet", quiet, "no per-second statistics on stderr");
@@ -141,6 +151,9 @@ std::expected<sink_options, options_exit> parse_options(int argc, const char* co
     if (o.command_timeout == 0) return fail("--timeout: must be at least 1 second");
     if (o.hostname.empty() || o.hostname.find_first_of(" \t\r\n") != std::string::npos)
         return fail("--hostname: must be non-empty, without spaces or line breaks");
+    if (o.tls_cert.empty() != o.tls_key.empty()) return fail("--tls-cert and --tls-key: give both or neither");
+    if (!o.tls_cert.empty()) o.tls = true;
+    if (!o.tls_dir.empty() && !o.tls) return fail("--tls-dir: only with --tls");
     if (!o.seed_given) {
         std::random_device rd;
         o.seed = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();

@@ -40,6 +40,12 @@ struct sink_options {
     bool seed_given = false;
     std::uint64_t max_message_size = 26214400;  // advertised in SIZE
     std::uint32_t command_timeout = 300;    // seconds without input before 421 4.4.2
+    // STARTTLS (RFC 3207): offered only with --tls or --tls-cert/--tls-key; without them the
+    // sink is a peer lacking TLS (EHLO lists no STARTTLS, STARTTLS gets 502 5.5.1).
+    bool tls = false;
+    std::string tls_cert;                   // PEM chain, leaf first; empty: self-signed
+    std::string tls_key;
+    std::string tls_dir;                    // where the self-signed pair is kept; empty: a temp dir
     output_format format = output_format::text;
     progress_lines progress = progress_lines::every_second;
 };

@@ -58,6 +58,11 @@ std::string shard::init() {
     if (auto ec = _buffers.init(_reactor, receive_group, receive_buffers, receive_buffer_size); ec)
         return "receive buffer ring: " + ec.message();
     _reactor.add_turn_hook(this);
+    if (_shared.tls != nullptr) {
+        auto context = core::tls_context::server(*_shared.tls);
+        if (!context) return "TLS: " + context.error().text;
+        _tls.emplace(std::move(*context));
+    }
     for (const core::endpoint& e : _listen) {
         auto fd = core::listen_reuseport(e, listen_backlog);
         if (!fd) return "cannot listen on " + core::to_string(e) + ": " + fd.error().message();

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "core/deadline_list.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/server_session.h"
 #include "tools/sink/faults.h"
 #include "tools/sink/ip_limits.h"
@@ -41,6 +43,7 @@ struct sink_shared {
     const sink_options& options;
     per_ip_limits limits;  // its counts are atomics shared by every shard
     const int save_dir_fd; // --save directory, -1 without --save
+    const core::tls_credentials* tls = nullptr;  // with --tls: the certificate (each shard makes its context)
 
     // Written by every shard (only with --expect), read by main: own cache line.
     alignas(64) std::atomic<std::uint64_t> received_total{0};
@@ -86,6 +89,8 @@ public:
     [[nodiscard]] sink_shared& shared() noexcept { return _shared; }
     [[nodiscard]] const sink_options& options() const noexcept { return _shared.options; }
     [[nodiscard]] fault_picker& faults() noexcept { return _faults; }
+    // The shard's server TLS context; null without --tls.
+    [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls ? &*_tls : nullptr; }
     [[nodiscard]] shard_stats& mutable_stats() noexcept { return _stats; }
     [[nodiscard]] bool stopping() const noexcept { return _stopping; }
     [[nodiscard]] std::uint64_t next_queue_id() noexcept;
@@ -138,6 +143,7 @@ private:
     core::deadline_list _deadlines;
     core::date_cache _dates;
     fault_picker _faults;
+    std::optional<core::tls_context> _tls;
     std::vector<std::unique_ptr<accept_op>> _accepts;
     std::vector<connection*> _connections;  // owned; index kept in each connection
     std::vector<connection*> _flush;

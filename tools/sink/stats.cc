@@ -43,6 +43,9 @@ void add(totals& into, const shard_stats& s) noexcept {
     into.open_connections += get(s.open_connections);
     into.bytes += get(s.bytes);
     into.save_errors += get(s.save_errors);
+    into.tls_handshakes += get(s.tls_handshakes);
+    into.tls_failures += get(s.tls_failures);
+    into.received_tls += get(s.received_tls);
 }
 
 totals snapshot(std::span<const shard_stats* const> shards) noexcept {
@@ -87,6 +90,11 @@ std::string summary_text(const totals& t, double seconds, std::uint64_t expected
                   human_bytes(seconds > 0 ? static_cast<double>(t.bytes) / seconds : 0).c_str());
     std::string out = buf;
     if (t.save_errors != 0) out += "  save errors          " + std::to_string(t.save_errors) + "\n";
+    if (t.tls_handshakes != 0 || t.tls_failures != 0) {
+        out += "  TLS                  " + std::to_string(t.tls_handshakes) + " handshake(s), " +
+               std::to_string(t.tls_failures) + " failure(s), " + std::to_string(t.received_tls) +
+               " message(s) received under TLS\n";
+    }
     return out;
 }
 
@@ -97,9 +105,11 @@ std::string summary_json(const totals& t, double seconds, std::uint64_t expected
                   "{\"received\":%" PRIu64 ",\"expected\":%" PRIu64 ",\"deferred\":%" PRIu64 ",\"rejected\":%" PRIu64
                   ",\"disconnected\":%" PRIu64 ",\"rate_limited\":%" PRIu64 ",\"connections\":%" PRIu64
                   ",\"refused_connections\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"save_errors\":%" PRIu64
+                  ",\"tls_handshakes\":%" PRIu64 ",\"tls_failures\":%" PRIu64 ",\"received_tls\":%" PRIu64
                   ",\"seconds\":%.6f,\"messages_per_second\":%.1f,\"messages_per_hour\":%.0f}\n",
                   t.received, expected, t.deferred, t.rejected, t.disconnected, t.rate_limited, t.connections,
-                  t.refused_connections, t.bytes, t.save_errors, seconds, rate, rate * 3600.0);
+                  t.refused_connections, t.bytes, t.save_errors, t.tls_handshakes, t.tls_failures, t.received_tls,
+                  seconds, rate, rate * 3600.0);
     return buf;
 }
 

@@ -25,6 +25,9 @@ struct alignas(64) shard_stats {
     std::atomic<std::uint64_t> open_connections{0};     // now (a gauge)
     std::atomic<std::uint64_t> bytes{0};                // read from clients
     std::atomic<std::uint64_t> save_errors{0};          // --save failures (answered 451 4.3.0)
+    std::atomic<std::uint64_t> tls_handshakes{0};       // STARTTLS handshakes completed
+    std::atomic<std::uint64_t> tls_failures{0};         // handshakes (or records) that failed
+    std::atomic<std::uint64_t> received_tls{0};         // of `received`, those under TLS
 };
 
 // Adds n to a counter that only the calling thread writes.
@@ -43,6 +46,9 @@ struct totals {
     std::uint64_t open_connections = 0;
     std::uint64_t bytes = 0;
     std::uint64_t save_errors = 0;
+    std::uint64_t tls_handshakes = 0;
+    std::uint64_t tls_failures = 0;
+    std::uint64_t received_tls = 0;
 };
 
 // The sum over every shard's counters now.

@@ -105,6 +105,25 @@ TEST(SinkOptions, RatesMayAddUpToOneButNotMore) {
     EXPECT_NE(e.find("add up"), std::string::npos) << e;
 }
 
+TEST(SinkOptions, OffersNoTlsUnlessAsked) {
+    auto plain = parse({"--listen", "127.0.0.1:0"});
+    ASSERT_TRUE(plain.has_value());
+    EXPECT_FALSE(plain->tls);
+    auto self_signed = parse({"--listen", "127.0.0.1:0", "--tls", "--tls-dir", "/tmp/x"});
+    ASSERT_TRUE(self_signed.has_value()) << self_signed.error().message;
+    EXPECT_TRUE(self_signed->tls);
+    EXPECT_EQ(self_signed->tls_dir, "/tmp/x");
+    auto configured = parse({"--listen", "127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"});
+    ASSERT_TRUE(configured.has_value()) << configured.error().message;
+    EXPECT_TRUE(configured->tls);  // a certificate implies --tls
+}
+
+TEST(SinkOptions, TlsFlagsMustComeTogether) {
+    EXPECT_NE(error_of({"--listen", "127.0.0.1:0", "--tls-cert", "c.pem"}).find("--tls-key"), std::string::npos);
+    EXPECT_NE(error_of({"--listen", "127.0.0.1:0", "--tls-key", "k.pem"}).find("--tls-cert"), std::string::npos);
+    EXPECT_NE(error_of({"--listen", "127.0.0.1:0", "--tls-dir", "/tmp/x"}).find("--tls-dir"), std::string::npos);
+}
+
 TEST(SinkOptions, ExpectTakesACount) {
     auto o = parse({"--listen", "127.0.0.1:0", "--expect", "250000"});
     ASSERT_TRUE(o.has_value()) << o.error().message;
