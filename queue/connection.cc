@@ -31,6 +31,7 @@ connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::rel
       _kind(kind) {
     _recv.owner = this;
     _send.owner = this;
+    _auth_delay.owner = this;
 }
 
 connection::~connection() {
@@ -223,12 +224,12 @@ void connection::early_talker(std::string_view data) noexcept {
 // restart. So a client dribbling a byte a second is cut off after --command-timeout however
 // long it keeps dribbling, while a big message on a slow but real link is not.
 void connection::process(std::string_view data) noexcept {
-    if (!_closing && !_awaiting_commit && _held.empty() && !_session.tls_requested()) {
+    if (!_closing && !_awaiting_commit && !_awaiting_auth && _held.empty() && !_session.tls_requested()) {
         const std::size_t out_before = _out.size();
         const std::size_t n = _session.feed(data, _out);
         if (n < data.size()) _held.assign(data.substr(n));  // dropped instead after STARTTLS
         const std::int64_t now = core::monotonic_ms();
-        bool progress = _out.size() != out_before || _session.message_ready();
+        bool progress = _out.size() != out_before || _session.message_ready() || _session.auth_pending();
         if (!progress && _session.receiving_content()) {
             _content_bytes += n;
             const std::uint64_t rate = _shard.config().min_data_rate;
@@ -238,7 +239,7 @@ void connection::process(std::string_view data) noexcept {
         if (progress) {
             _progress_ms = now;
             _content_bytes = 0;
-            if (!_session.message_ready()) _shard.deadlines().touch(*this, now);
+            if (!_session.message_ready() && !_session.auth_pending()) _shard.deadlines().touch(*this, now);
         }
     } else {
         _held.append(data);
@@ -259,12 +260,13 @@ void connection::after_session_step() noexcept {
         _received_us = static_cast<std::uint64_t>(core::unix_us());
         _shard.message_spool().append(_session.message_envelope(), _peer, _session.message(), _received_us, this);
     }
+    if (_session.auth_pending() && !_awaiting_auth && !_closing) begin_auth();
     if (!_closing) {
         if (_session.tls_requested() && _tls_phase == tls_phase::off) {
             begin_starttls();
         } else if (_session.closed()) {
             close();
-        } else if (_shard.stopping() && !_awaiting_commit && !_session.in_transaction()) {
+        } else if (_shard.stopping() && !_awaiting_commit && !_awaiting_auth && !_session.in_transaction()) {
             _session.on_shutdown(_out);
             close();
         }
@@ -302,18 +304,25 @@ void connection::committed(protocol::commit_result result) noexcept {
         return;
     }
     _session.commit_done(result, _out);
-    // Input pipelined behind the message (RFC 2920) is processed now, in order.
-    while (!_held.empty() && !_session.message_ready() && !_session.closed()) {
+    resume_input();
+}
+
+void connection::resume_input() noexcept {
+    // Input pipelined behind the message or the AUTH (RFC 2920, RFC 4954 §4) is processed
+    // now, in order.
+    while (!_held.empty() && !_session.message_ready() && !_session.auth_pending() && !_session.closed() &&
+           !_session.tls_requested()) {
         const std::size_t n = _session.feed(_held, _out);
         if (n == 0) break;
         _held.erase(0, n);
     }
-    if (_held.empty() && !_session.message_ready()) _session.shrink();
+    const bool waiting = _session.message_ready() || _session.auth_pending();
+    if (_held.empty() && !waiting) _session.shrink();
     if (_paused && _held.size() <= max_held_input && !_closing) {
         _paused = false;
         if (!_recv_armed) arm_recv();
     }
-    if (!_session.message_ready() && !_closing) {
+    if (!waiting && !_closing) {
         _progress_ms = core::monotonic_ms();
         _content_bytes = 0;
         _shard.deadlines().touch(*this, _progress_ms);
@@ -326,6 +335,83 @@ void connection::committed(protocol::commit_result result) noexcept {
     after_session_step();
     _shard.want_flush(this);
     maybe_retire();
+}
+
+// A complete AUTH attempt: malformed ones fail at once (after the delay), others go to the
+// work pool. No command deadline runs meanwhile: we, not the client, are working.
+void connection::begin_auth() noexcept {
+    _awaiting_auth = true;
+    unlink();
+    inbound_auth* auth = _shard.auth();
+    const protocol::auth_attempt attempt = _session.pending_auth();
+    if (auth == nullptr) {
+        finish_auth(protocol::auth_result::temporary_failure);
+        return;
+    }
+    // PLAIN's authorization identity must be the user itself (no proxy authorization).
+    if (!attempt.well_formed || (!attempt.authzid.empty() && attempt.authzid != attempt.user)) {
+        if (!_auth_check) _auth_check = std::make_unique<auth_check>();
+        _auth_check->prepare(*auth, protocol::auth_attempt{attempt.mechanism, {}, attempt.user, {}, false});
+        auth_checked(this, *_auth_check);  // a failure, without the KDF
+        return;
+    }
+    if (!_auth_check) {
+        _auth_check = std::make_unique<auth_check>();
+        _auth_check->owner = this;
+        _auth_check->on_done = &connection::auth_checked;
+    }
+    _auth_check->prepare(*auth, attempt);
+    if (!auth->pool().submit(*_auth_check, _shard.work_return())) {
+        if (_shard.may_report(shard::report::auth_busy))
+            core::diag("AUTH from " + _peer + ": every password check thread is busy and 256 checks wait; "
+                       "answered 454 4.7.0 (one report per second)");
+        finish_auth(protocol::auth_result::temporary_failure);
+    }
+}
+
+// Shard thread (work_return): the check is done.
+void connection::auth_checked(void* self, auth_check& check) noexcept {
+    auto* c = static_cast<connection*>(self);
+    switch (check.result()) {
+    case auth_check::verdict::ok:
+        c->finish_auth(protocol::auth_result::ok);
+        return;
+    case auth_check::verdict::error:
+        if (c->_shard.may_report(shard::report::auth_busy)) core::diag("AUTH: " + check.error());
+        c->finish_auth(protocol::auth_result::temporary_failure);
+        return;
+    case auth_check::verdict::failed:
+        break;
+    }
+    // Repeated failures slow down (0.5 s more per failure on this connection, up to 4 s), and
+    // count against the address; the session itself disconnects at --auth-max-failures.
+    ++c->_auth_failures;
+    c->_shard.mutable_counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
+    const bool blocked = c->_shard.auth()->failures().record(c->_peer, core::monotonic_ms());
+    c->_auth_result = blocked ? protocol::auth_result::throttled : protocol::auth_result::failed;
+    if (c->_peer_gone) {
+        c->finish_auth(c->_auth_result);
+        return;
+    }
+    const std::uint64_t ms = std::min<std::uint64_t>(500ull * c->_auth_failures, 4000);
+    c->_auth_delay.wait.tv_sec = static_cast<long long>(ms / 1000);
+    c->_auth_delay.wait.tv_nsec = static_cast<long long>((ms % 1000) * 1000000);
+    io_uring_prep_timeout(c->_shard.reactor().sqe(&c->_auth_delay), &c->_auth_delay.wait, 0, 0);
+}
+
+void connection::on_auth_delay() noexcept { finish_auth(_auth_result); }
+
+void connection::finish_auth(protocol::auth_result result) noexcept {
+    _awaiting_auth = false;
+    if (result == protocol::auth_result::ok) {
+        _shard.mutable_counters().auth_successes.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (_peer_gone || _closing) {
+        maybe_retire();
+        return;
+    }
+    _session.auth_done(result, _out);
+    resume_input();
 }
 
 void connection::log_reception() noexcept {
@@ -354,6 +440,14 @@ void connection::log_reception() noexcept {
     }
     line += "],\"size\":";
     line += std::to_string(_session.message().size());
+    line += ",\"auth\":";
+    if (_session.authenticated_user().empty()) {
+        line += "null";
+    } else {
+        line += '"';
+        core::append_json_escaped(line, _session.authenticated_user());
+        line += '"';
+    }
     line += ",\"tls\":";
     if (_tls_text.empty()) {
         line += "null";
@@ -439,7 +533,7 @@ void connection::close() noexcept {
 }
 
 void connection::on_deadline() noexcept {
-    if (_awaiting_commit) return;
+    if (_awaiting_commit || _awaiting_auth) return;
     if (_closing) {
         if (!_retired) abort_connection();
         return;
@@ -455,7 +549,7 @@ void connection::on_deadline() noexcept {
 }
 
 void connection::on_stop(bool force) noexcept {
-    if (_awaiting_commit) return;
+    if (_awaiting_commit || _awaiting_auth) return;
     if (_closing) {
         // Grace period over and the peer still has not taken its last reply.
         if (force && !_retired) abort_connection();
@@ -473,7 +567,7 @@ void connection::on_stop(bool force) noexcept {
 }
 
 bool connection::retirable() const noexcept {
-    return _closing && !_recv_armed && !_send_in_flight && !_awaiting_commit &&
+    return _closing && !_recv_armed && !_send_in_flight && !_awaiting_commit && !_awaiting_auth &&
            ((_out.empty() && _wire.empty()) || _peer_gone);
 }
 

@@ -10,6 +10,10 @@
 // is pending. Owned by its shard; shard-local. Receive buffers are parsed in place and given
 // back to the kernel before the completion returns; only input that cannot be processed yet
 // (pipelined past a pending commit) is copied into `_held`.
+// AUTH: a complete attempt goes to the relay's work pool as an auth_check (the KDF never runs
+// on the shard thread); input waits in `_held` meanwhile. A failure is answered after a delay
+// growing with the connection's failures (an io_uring timeout, nothing blocks), and counts
+// against the client's address (auth_failures).
 #pragma once
 #include <sys/socket.h>
 
@@ -20,6 +24,7 @@
 #include "core/deadline_list.h"
 #include "core/reactor.h"
 #include "core/tls.h"
+#include "queue/auth.h"
 #include "protocol/server_session.h"
 #include "queue/spool.h"
 
@@ -65,6 +70,11 @@ private:
         connection* owner = nullptr;
         void complete(int res, std::uint32_t flags) noexcept override { owner->on_send(res, flags); }
     };
+    struct auth_delay_op final : core::completion {
+        connection* owner = nullptr;
+        __kernel_timespec wait{};
+        void complete(int, std::uint32_t) noexcept override { owner->on_auth_delay(); }
+    };
 
     // Where received bytes go (see on_input).
     enum class tls_phase : std::uint8_t {
@@ -93,6 +103,12 @@ private:
     void close() noexcept;
     void log_reception() noexcept;
     void maybe_retire() noexcept;
+    void begin_auth() noexcept;
+    static void auth_checked(void* self, auth_check& check) noexcept;
+    void on_auth_delay() noexcept;
+    void finish_auth(protocol::auth_result result) noexcept;
+    // Feeds input held while the session waited (commit, AUTH check), in order.
+    void resume_input() noexcept;
     void abort_connection() noexcept;
 
     shard& _shard;
@@ -112,9 +128,14 @@ private:
     std::uint64_t _content_bytes = 0;  // message content read since then
     recv_op _recv;
     send_op _send;
+    auth_delay_op _auth_delay;
+    std::unique_ptr<auth_check> _auth_check;  // made at the first AUTH attempt
+    protocol::auth_result _auth_result = protocol::auth_result::failed;  // given after the delay
+    std::uint32_t _auth_failures = 0;
     bool _recv_armed = false;
     bool _send_in_flight = false;
     bool _awaiting_commit = false;
+    bool _awaiting_auth = false;     // an AUTH check or its failure delay is in flight
     bool _closing = false;     // no more input will be processed
     bool _fd_closed = false;
     bool _peer_gone = false;

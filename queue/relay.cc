@@ -45,6 +45,18 @@ std::expected<void, std::string> relay::start() {
     _control_ready = true;
     _ktls = core::probe_ktls();
     if (auto ok = setup_tls(); !ok) return std::unexpected(ok.error());
+    if (!_config.auth_users.empty()) {
+        auto auth = inbound_auth::create(_config);
+        if (!auth) return std::unexpected(auth.error());
+        _auth = std::move(*auth);
+        _server.auth = _config.auth_plaintext ? protocol::auth_offer::always : protocol::auth_offer::under_tls;
+        _server.max_auth_failures = _config.auth_max_failures;
+        _auth_summary = "AUTH: PLAIN LOGIN for " + std::to_string(_auth->users()->size()) + " user(s) from " +
+                        _config.auth_users + "; " +
+                        (_config.auth_plaintext ? std::string("offered on every connection (--auth-plaintext)")
+                         : _tls ? std::string("offered only under TLS")
+                                : std::string("offered only under TLS, and TLS is off: no client can use it"));
+    }
     _log_fd = core::open_log(_config.log);
     if (_log_fd < -1) return std::unexpected("--log " + _config.log + ": " + std::strerror(-_log_fd));
     auto intervals = core::parse_duration_list(_config.retry_intervals);
@@ -61,7 +73,7 @@ std::expected<void, std::string> relay::start() {
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
-                                    _limits, _make_storage, _tls.get()));
+                                    _limits, _make_storage, _tls.get(), _auth.get()));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -103,6 +115,13 @@ std::expected<void, std::string> relay::start() {
     return {};
 }
 
+std::string relay::reload() {
+    if (!_auth) return "reload: nothing to reload (no --auth-users)";
+    auto n = _auth->reload();
+    if (!n) return "reload: --auth-users kept as it was: " + n.error();
+    return "reload: --auth-users " + _auth->path() + ": " + std::to_string(*n) + " user(s)";
+}
+
 std::expected<void, std::string> relay::setup_tls() {
     std::string cert = _config.tls_cert;
     std::string key = _config.tls_key;
@@ -135,7 +154,8 @@ std::expected<void, std::string> relay::setup_tls() {
     _tls_summary += "; certificate " + cert + " (" + origin + ", CN=" + credentials->common_name() + ", " +
                     credentials->sha256_fingerprint() + ")";
     _tls = std::make_unique<inbound_tls>(inbound_tls{std::move(*credentials), *keys});
-    _server.tls = protocol::tls_offer::starttls;
+    _server.tls = _config.starttls ? protocol::tls_offer::starttls : protocol::tls_offer::none;
+    if (!_config.starttls) _tls_summary += "; STARTTLS not offered (--no-starttls)";
     return {};
 }
 

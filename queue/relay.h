@@ -36,6 +36,11 @@ public:
     // from, its CN and fingerprint, or why TLS is off).
     [[nodiscard]] const core::ktls_probe& ktls() const noexcept { return _ktls; }
     [[nodiscard]] const std::string& tls_summary() const noexcept { return _tls_summary; }
+    // One line on SMTP AUTH: off, or the users file, how many users, and where it is offered.
+    [[nodiscard]] const std::string& auth_summary() const noexcept { return _auth_summary; }
+    // SIGHUP: re-reads --auth-users. The text says what happened; a file that fails to parse
+    // leaves the table in use.
+    [[nodiscard]] std::string reload();
 
     // Asks every shard to stop: listeners close, sessions finish their transaction (bounded
     // by --shutdown-timeout), the spool and log flush.
@@ -59,6 +64,8 @@ private:
     core::reactor _control;  // sends the stop wake-ups (MSG_RING)
     inbound_limits _limits;  // before _shards: shards release into it when destroyed
     std::unique_ptr<inbound_tls> _tls;  // before _shards: they build their contexts from it
+    std::unique_ptr<inbound_auth> _auth;  // before _shards: their connections' checks run on its pool
+    std::string _auth_summary = "AUTH: off (no --auth-users)";
     core::ktls_probe _ktls;
     std::string _tls_summary;
     std::vector<std::unique_ptr<shard>> _shards;

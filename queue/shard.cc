@@ -23,7 +23,7 @@ constexpr int listen_backlog = 4096;
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
              std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-             storage_factory make_storage, const inbound_tls* tls)
+             storage_factory make_storage, const inbound_tls* tls, inbound_auth* auth)
     : _index(index),
       _config(config),
       _server(server),
@@ -33,6 +33,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _listen(std::move(listen)),
       _make_storage(std::move(make_storage)),
       _tls(tls),
+      _auth(auth),
       _go(std::move(go)),
       _limits(limits),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
@@ -81,6 +82,8 @@ std::string shard::init() {
         if (!ctx) return "TLS: " + ctx.error().text;
         _tls_context.emplace(std::move(*ctx));
     }
+    if (_auth != nullptr)
+        if (auto ec = _work_return.start(_reactor); ec) return "AUTH check wake-up (eventfd): " + ec.message();
     for (const listener_spec& l : _listen) {
         if (l.kind == listener_kind::implicit_tls && _tls == nullptr)
             return "cannot listen with TLS on " + core::to_string(l.endpoint) + ": no certificate";
@@ -300,6 +303,12 @@ void shard::tick() noexcept {
 bool shard::drained() const noexcept {
     return _connections.empty() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
            std::none_of(_accepts.begin(), _accepts.end(), [](const auto& a) { return a->fd >= 0; });
+}
+
+protocol::host_reply shard::check_auth(const protocol::client_info& client) noexcept {
+    if (_auth != nullptr && _auth->failures().blocked(client.address, core::monotonic_ms()))
+        return {protocol::reply_id::auth_throttled, _server.hostname};
+    return {};
 }
 
 std::uint64_t shard::next_queue_id() noexcept {

@@ -26,7 +26,9 @@
 #include "core/net.h"
 #include "core/reactor.h"
 #include "core/tls.h"
+#include "core/work_pool.h"
 #include "protocol/server_session.h"
+#include "queue/auth.h"
 #include "queue/connection.h"
 #include "queue/delivery.h"
 #include "queue/retry_schedule.h"
@@ -77,6 +79,8 @@ struct shard_counters {
     std::atomic<std::uint64_t> tls_handshakes{0};       // completed (STARTTLS and implicit)
     std::atomic<std::uint64_t> tls_failures{0};         // handshake or record failures, handshake timeouts
     std::atomic<std::uint64_t> tls_discarded_bytes{0};  // sent after STARTTLS, before the handshake
+    std::atomic<std::uint64_t> auth_successes{0};
+    std::atomic<std::uint64_t> auth_failures{0};        // failed AUTH attempts (535 or 421)
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> queued_for_delivery{0};
 };
@@ -89,7 +93,7 @@ public:
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-          storage_factory make_storage = {}, const inbound_tls* tls = nullptr);
+          storage_factory make_storage = {}, const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -109,6 +113,8 @@ public:
     protocol::host_reply check_mail(const protocol::client_info&) noexcept override {
         return {_spool->accepting() ? protocol::reply_id::none : protocol::reply_id::no_space, {}};
     }
+    // An address that failed AUTH too often is refused until its window has passed.
+    protocol::host_reply check_auth(const protocol::client_info& client) noexcept override;
 
     // Shard-thread API used by connections.
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
@@ -124,8 +130,13 @@ public:
     [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
     // This shard's server TLS context; null without TLS.
     [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls_context ? &*_tls_context : nullptr; }
+    // SMTP AUTH (shared by every shard); null when --auth-users is not set.
+    [[nodiscard]] inbound_auth* auth() noexcept { return _auth; }
+    // Where this shard's work-pool items (password checks) come back.
+    [[nodiscard]] core::work_return& work_return() noexcept { return _work_return; }
     // Abuse and TLS reports (stderr) are limited to one per kind per shard per second.
-    enum class report : std::uint8_t { refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8 };
+    enum class report : std::uint8_t {
+        refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8, auth_busy = 16 };
     [[nodiscard]] bool may_report(report kind) noexcept {
         const auto bit = static_cast<std::uint8_t>(kind);
         if ((_reported & bit) != 0) return false;
@@ -173,6 +184,7 @@ private:
     std::vector<listener_spec> _listen;
     storage_factory _make_storage;
     const inbound_tls* _tls;       // null: no TLS
+    inbound_auth* _auth;           // null: no AUTH
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
 
@@ -180,6 +192,7 @@ private:
     core::reactor _reactor;
     core::buffer_ring _buffers;
     std::optional<core::tls_context> _tls_context;
+    core::work_return _work_return;
     std::unique_ptr<storage> _storage;
     std::unique_ptr<spool> _spool;
     std::unique_ptr<core::log_writer> _log;

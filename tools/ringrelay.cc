@@ -1,7 +1,8 @@
 // tools/ringrelay.cc: the ringrelay daemon. Parses flags and the config file, starts one
 // shard thread per core, and waits for SIGTERM/SIGINT: the first stops gracefully (sessions
 // finish their transaction, bounded by --shutdown-timeout; the spool and log flush; exit 0),
-// a second exits at once (exit 1). Acknowledged mail is on disk either way.
+// a second exits at once (exit 1). Acknowledged mail is on disk either way. SIGHUP re-reads
+// --auth-users (a file that does not parse leaves the users in use).
 //
 // Built a second time as ringrelay-powerloss (tests only, never installed) with
 // RINGRELAY_POWER_LOSS_TEST: the spool then writes through queue::power_loss_storage, so a
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
 
@@ -104,6 +106,7 @@ int main(int argc, char** argv) {
     // certificate came from. Printed before "listening on" (tests wait for that line).
     core::diag(node.ktls().detail);
     core::diag(node.tls_summary());
+    core::diag(node.auth_summary());
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +
@@ -114,6 +117,7 @@ int main(int argc, char** argv) {
         timespec wait{0, 200 * 1000 * 1000};
         siginfo_t info{};
         const int sig = sigtimedwait(&signals, &info, &wait);
+        if (sig == SIGHUP) core::diag(node.reload());
         if (sig == SIGTERM || sig == SIGINT) {
             if (stopping) {
                 core::diag("second signal: exiting at once (acknowledged mail is already on disk)");

@@ -1,0 +1,90 @@
+// core/work_pool.h: a few threads for work that must not run on a shard thread because it is
+// slow on purpose (a password check: scrypt takes tens of milliseconds and 32 MiB, by design)
+// and so would stall every other session of the shard. Like seastar's thread pool for
+// blocking syscalls: the shard hands an item over, a pool thread runs it, and the result comes
+// back to the shard's io_uring through an eventfd read (work_return), so the shard never
+// blocks and never polls.
+//
+// Threading: submit() runs on a shard thread; run() on a pool thread; finish() on the thread
+// of the work_return it was submitted with. An item belongs to its submitter, which must keep
+// it alive until finish() has been called.
+// Lifetime: the pool outlives every work_return it serves (the relay owns it, the shards own
+// their work_return); a work_return outlives every item submitted with it (its shard only
+// exits once no item is in flight).
+#pragma once
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "core/reactor.h"
+
+namespace ringrelay::core {
+
+class work_return;
+
+class work_item {
+public:
+    virtual ~work_item() = default;
+    virtual void run() noexcept = 0;     // on a pool thread
+    virtual void finish() noexcept = 0;  // back on the submitting shard's thread
+
+private:
+    friend class work_pool;
+    friend class work_return;
+    work_return* _return = nullptr;
+};
+
+// A shard's end of the pool: finished items arrive here and finish() runs on the shard thread.
+class work_return final : public completion {
+public:
+    work_return() = default;
+    work_return(const work_return&) = delete;
+    work_return& operator=(const work_return&) = delete;
+    ~work_return();
+
+    // Creates the eventfd and arms its read on `r` (the shard's reactor, on the shard thread).
+    [[nodiscard]] std::error_code start(reactor& r) noexcept;
+    // Any thread: queues a finished item and wakes the shard.
+    void push(work_item* item) noexcept;
+    // The eventfd read completed: runs finish() of every item that came back, re-arms.
+    void complete(int res, std::uint32_t flags) noexcept override;
+
+private:
+    void arm() noexcept;
+
+    reactor* _reactor = nullptr;
+    int _fd = -1;
+    std::uint64_t _value = 0;  // the eventfd read's buffer
+    std::mutex _mutex;
+    std::vector<work_item*> _done;      // guarded by _mutex
+    std::vector<work_item*> _finishing; // shard thread only
+};
+
+class work_pool {
+public:
+    // `threads` >= 1; `max_queued`: items waiting for a thread beyond which submit() refuses.
+    work_pool(unsigned threads, std::size_t max_queued);
+    work_pool(const work_pool&) = delete;
+    work_pool& operator=(const work_pool&) = delete;
+    ~work_pool();  // runs what is queued, then joins
+
+    // False when the queue is full (the caller answers "try again later" itself).
+    [[nodiscard]] bool submit(work_item& item, work_return& back) noexcept;
+
+private:
+    void worker() noexcept;
+
+    const std::size_t _max_queued;
+    std::mutex _mutex;
+    std::condition_variable _wake;
+    std::deque<work_item*> _queue;  // guarded by _mutex
+    bool _stopping = false;         // guarded by _mutex
+    std::vector<std::thread> _threads;
+};
+
+}  // namespace ringrelay::core
