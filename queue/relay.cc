@@ -116,10 +116,29 @@ std::expected<void, std::string> relay::start() {
 }
 
 std::string relay::reload() {
-    if (!_auth) return "reload: nothing to reload (no --auth-users)";
+    std::string report;
+    if (_tls) {
+        auto credentials = core::tls_credentials::load_pem(_tls_cert_file, _tls_key_file);
+        std::expected<core::tls_context, core::tls_error> probe = std::unexpected(core::tls_error{});
+        if (credentials) probe = core::tls_context::server(*credentials, &_tls->ticket_keys);
+        if (!credentials) {
+            report = "reload: TLS certificate kept as it was: " + credentials.error().text;
+        } else if (!probe) {
+            report = "reload: TLS certificate kept as it was: " + probe.error().text;
+        } else {
+            report = "reload: TLS certificate " + _tls_cert_file + " (CN=" + credentials->common_name() + ", " +
+                     credentials->sha256_fingerprint() + "); shards switch within a second";
+            _tls->credentials.store(std::make_shared<const core::tls_credentials>(std::move(*credentials)));
+            _tls->generation.fetch_add(1, std::memory_order_acq_rel);
+        }
+    } else {
+        report = "reload: TLS is off";
+    }
+    report += "\n";
+    if (!_auth) return report + "reload: no --auth-users";
     auto n = _auth->reload();
-    if (!n) return "reload: --auth-users kept as it was: " + n.error();
-    return "reload: --auth-users " + _auth->path() + ": " + std::to_string(*n) + " user(s)";
+    if (!n) return report + "reload: --auth-users kept as it was: " + n.error();
+    return report + "reload: --auth-users " + _auth->path() + ": " + std::to_string(*n) + " user(s)";
 }
 
 std::expected<void, std::string> relay::setup_tls() {
@@ -153,7 +172,11 @@ std::expected<void, std::string> relay::setup_tls() {
         _tls_summary += ", implicit TLS on " + std::to_string(_config.listen_tls_endpoints.size()) + " port(s)";
     _tls_summary += "; certificate " + cert + " (" + origin + ", CN=" + credentials->common_name() + ", " +
                     credentials->sha256_fingerprint() + ")";
-    _tls = std::make_unique<inbound_tls>(inbound_tls{std::move(*credentials), *keys});
+    _tls = std::make_unique<inbound_tls>();
+    _tls->credentials.store(std::make_shared<const core::tls_credentials>(std::move(*credentials)));
+    _tls->ticket_keys = *keys;
+    _tls_cert_file = cert;
+    _tls_key_file = key;
     _server.tls = _config.starttls ? protocol::tls_offer::starttls : protocol::tls_offer::none;
     if (!_config.starttls) _tls_summary += "; STARTTLS not offered (--no-starttls)";
     return {};

@@ -38,8 +38,9 @@ public:
     [[nodiscard]] const std::string& tls_summary() const noexcept { return _tls_summary; }
     // One line on SMTP AUTH: off, or the users file, how many users, and where it is offered.
     [[nodiscard]] const std::string& auth_summary() const noexcept { return _auth_summary; }
-    // SIGHUP: re-reads --auth-users. The text says what happened; a file that fails to parse
-    // leaves the table in use.
+    // SIGHUP: re-reads --auth-users and the TLS certificate and key (--tls-cert/--tls-key, or
+    // the self-signed pair in SPOOL/tls). The text says what happened, one line per part; a
+    // part that fails to load leaves what is in use.
     [[nodiscard]] std::string reload();
 
     // Asks every shard to stop: listeners close, sessions finish their transaction (bounded
@@ -68,6 +69,8 @@ private:
     std::string _auth_summary = "AUTH: off (no --auth-users)";
     core::ktls_probe _ktls;
     std::string _tls_summary;
+    std::string _tls_cert_file;  // what setup_tls() loaded, for reload()
+    std::string _tls_key_file;
     std::vector<std::unique_ptr<shard>> _shards;
     std::vector<std::unique_ptr<std::promise<shard_init_result>>> _ready;
     std::promise<void> _go;

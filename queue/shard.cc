@@ -75,13 +75,8 @@ std::string shard::init() {
     _reactor.add_turn_hook(_spool.get());
     _reactor.add_turn_hook(this);
     _reactor.add_turn_hook(_log.get());
-    if (_tls != nullptr) {
-        // One context per shard (no OpenSSL lock shared between shard threads), all from the
-        // same certificate and ticket keys.
-        auto ctx = core::tls_context::server(_tls->credentials, &_tls->ticket_keys);
-        if (!ctx) return "TLS: " + ctx.error().text;
-        _tls_context.emplace(std::move(*ctx));
-    }
+    if (_tls != nullptr)
+        if (std::string e = build_tls_context(); !e.empty()) return "TLS: " + e;
     if (_auth != nullptr)
         if (auto ec = _work_return.start(_reactor); ec) return "AUTH check wake-up (eventfd): " + ec.message();
     for (const listener_spec& l : _listen) {
@@ -269,12 +264,32 @@ void shard::begin_stop() noexcept {
     _dns->shutdown();
 }
 
+// One context per shard (no OpenSSL lock shared between shard threads), all from the same
+// certificate and ticket keys.
+std::string shard::build_tls_context() {
+    const std::uint64_t generation = _tls->generation.load(std::memory_order_acquire);
+    const std::shared_ptr<const core::tls_credentials> credentials = _tls->credentials.load();
+    auto ctx = core::tls_context::server(*credentials, &_tls->ticket_keys);
+    if (!ctx) return ctx.error().text;
+    _tls_context.emplace(std::move(*ctx));
+    _tls_generation = generation;
+    return {};
+}
+
 void shard::tick() noexcept {
     const std::int64_t now = core::monotonic_ms();
     if (!_dns->idle()) _dns->tick(now);  // c-ares timeouts need better than the 1 s tick
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _reported = 0;
+    if (_tls != nullptr && _tls->generation.load(std::memory_order_acquire) != _tls_generation) {
+        // A reloaded certificate (SIGHUP). The relay checked it builds; should this shard's
+        // build fail anyway, it keeps serving the old one.
+        if (std::string e = build_tls_context(); !e.empty()) {
+            _tls_generation = _tls->generation.load(std::memory_order_acquire);
+            core::diag("shard " + std::to_string(_index) + ": reloaded TLS certificate not used: " + e);
+        }
+    }
     _deadlines.expire(now);
     // Postfix's rule: room for one and a half of the largest message.
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);

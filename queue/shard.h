@@ -43,11 +43,14 @@ struct listener_spec {
     listener_kind kind = listener_kind::plain;
 };
 
-// The relay's inbound TLS material, loaded once at start-up (issue 5). Immutable; read by every
-// shard when it builds its own core::tls_context; outlives the shards.
+// The relay's inbound TLS material (issue 5), loaded at start-up and replaced by a reload
+// (SIGHUP): the relay stores new credentials, then bumps `generation`; each shard notices at
+// its next tick and builds a new core::tls_context on its own thread. Connections already in
+// TLS keep the old context (OpenSSL reference-counts it). Outlives the shards.
 struct inbound_tls {
-    core::tls_credentials credentials;
-    core::tls_ticket_keys ticket_keys;  // shared: a ticket from one shard resumes on any
+    std::atomic<std::shared_ptr<const core::tls_credentials>> credentials;
+    core::tls_ticket_keys ticket_keys;  // shared and kept across reloads: tickets still resume
+    std::atomic<std::uint64_t> generation{0};
 };
 
 // Inbound connection counts shared by every shard (--max-connections, --max-connections-per-ip).
@@ -172,6 +175,8 @@ private:
     void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
     void begin_stop() noexcept;
     void tick() noexcept;
+    // Builds this shard's server context from the relay's current credentials.
+    [[nodiscard]] std::string build_tls_context();
     [[nodiscard]] bool drained() const noexcept;
 
     // Fixed after construction.
@@ -192,6 +197,7 @@ private:
     core::reactor _reactor;
     core::buffer_ring _buffers;
     std::optional<core::tls_context> _tls_context;
+    std::uint64_t _tls_generation = 0;  // of the credentials _tls_context was built from
     core::work_return _work_return;
     std::unique_ptr<storage> _storage;
     std::unique_ptr<spool> _spool;

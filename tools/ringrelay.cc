@@ -2,7 +2,7 @@
 // shard thread per core, and waits for SIGTERM/SIGINT: the first stops gracefully (sessions
 // finish their transaction, bounded by --shutdown-timeout; the spool and log flush; exit 0),
 // a second exits at once (exit 1). Acknowledged mail is on disk either way. SIGHUP re-reads
-// --auth-users (a file that does not parse leaves the users in use).
+// the TLS certificate and key and --auth-users (a part that does not load stays as it was).
 //
 // Built a second time as ringrelay-powerloss (tests only, never installed) with
 // RINGRELAY_POWER_LOSS_TEST: the spool then writes through queue::power_loss_storage, so a
@@ -117,7 +117,15 @@ int main(int argc, char** argv) {
         timespec wait{0, 200 * 1000 * 1000};
         siginfo_t info{};
         const int sig = sigtimedwait(&signals, &info, &wait);
-        if (sig == SIGHUP) core::diag(node.reload());
+        if (sig == SIGHUP) {
+            const std::string report = node.reload();
+            for (std::size_t start = 0; start < report.size();) {
+                std::size_t end = report.find('\n', start);
+                if (end == std::string::npos) end = report.size();
+                core::diag(report.substr(start, end - start));
+                start = end + 1;
+            }
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             if (stopping) {
                 core::diag("second signal: exiting at once (acknowledged mail is already on disk)");

@@ -18,10 +18,14 @@
 #  - a restart reuses the self-signed certificate (same fingerprint); a client that never
 #    completes the handshake is cut off by --command-timeout;
 #  - --tls-cert/--tls-key with a certificate made here by `openssl req -x509`: s_client sees
-#    that one; a missing --tls-cert file stops the start with an error naming it.
+#    that one; a missing --tls-cert file stops the start with an error naming it;
+#  - SIGHUP with renewed certificate files: new handshakes get the new certificate, a session
+#    already in TLS goes on, a broken file is refused and the certificate in use stays;
+#  - --no-starttls: STARTTLS is neither offered nor accepted (502), --listen-tls still works.
 import os
 import queue
 import re
+import signal
 import smtplib
 import socket
 import ssl
@@ -376,6 +380,58 @@ def injection(c, relay, port):
         c.reply(cl.reply(), 220, "after the injections: a new connection gets the banner")
 
 
+def served_fingerprint(openssl, port):
+    out = s_client_certificate(openssl, port)
+    return pem_fingerprint(openssl, pem_from(out) or "")
+
+
+def reload_certificate(c, relay, openssl, cert, key, old_fpr):
+    """SIGHUP with a renewed certificate in the same files: new handshakes get it within a few
+    seconds (shards switch at their 1 s tick); a connection already in TLS goes on; a broken
+    file on SIGHUP is refused and the certificate in use stays."""
+    s = smtplib.SMTP("127.0.0.1", relay.port, timeout=IO)
+    s.starttls(context=unverified())
+    s.ehlo("before-reload.example")
+    work = os.path.dirname(cert)
+    new_cert, new_key = os.path.join(work, "new-cert.pem"), os.path.join(work, "new-key.pem")
+    r = subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", new_key, "-out", new_cert, "-days", "2", "-subj", "/CN=renewed.tls-test.invalid"],
+                       capture_output=True, text=True, timeout=120)
+    c.require(r.returncode == 0, "openssl req made a renewed certificate", r.stderr[-500:])
+    with open(new_cert) as f:
+        new_fpr, _ = pem_fingerprint(openssl, f.read())
+    os.replace(new_key, key)
+    os.replace(new_cert, cert)
+    relay.signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and "reload: TLS certificate " + cert not in relay.stderr():
+        time.sleep(0.1)
+    c.check("CN=renewed.tls-test.invalid" in relay.stderr(), "SIGHUP: the reload is logged with the new CN",
+            relay.stderr()[-600:])
+    got = None
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        got, subject = served_fingerprint(openssl, relay.port)
+        if got == new_fpr:
+            break
+        time.sleep(0.5)
+    c.check(got == new_fpr and got != old_fpr, "SIGHUP: new handshakes get the renewed certificate",
+            f"{got} vs {new_fpr}")
+    c.reply(s.mail(SENDER), 250, "a session in TLS before the reload goes on")
+    s.quit()
+    with open(cert, "w") as f:
+        f.write("not a certificate\n")
+    relay.signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and "TLS certificate kept as it was" not in relay.stderr():
+        time.sleep(0.1)
+    c.check("TLS certificate kept as it was" in relay.stderr(), "SIGHUP with a broken certificate file: refused",
+            relay.stderr()[-600:])
+    time.sleep(1.5)  # past a shard tick: a wrongly switched shard would show now
+    got, _ = served_fingerprint(openssl, relay.port)
+    c.check(got == new_fpr, "after a refused reload the certificate in use stays", f"{got}")
+
+
 def own_certificate(c, binary, openssl):
     work = harness.temp_dir()
     cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
@@ -401,6 +457,7 @@ def own_certificate(c, binary, openssl):
         s.ehlo("own.example")
         c.reply(s.mail(SENDER), 250, "--tls-cert: MAIL over STARTTLS")
         s.quit()
+        reload_certificate(c, relay, openssl, cert, key, want_fpr)
     finally:
         code = relay.stop()
     c.check(code == 0, "--tls-cert relay stops cleanly", relay.stderr()[-600:])
@@ -476,6 +533,21 @@ def scenario(c):
     c.check(again.stop() == 0, "restarted relay stops cleanly", again.stderr()[-600:])
 
     own_certificate(c, binary, openssl)
+    no_starttls(c, binary)
+
+
+def no_starttls(c, binary):
+    relay = harness.Relay(binary, hostname=HOST, flags=["--no-starttls", "--listen-tls", "127.0.0.1:0"]).start()
+    s = smtplib.SMTP("127.0.0.1", relay.endpoints[0][1], timeout=IO)
+    s.ehlo("plain.example")
+    c.check(not s.has_extn("starttls"), "--no-starttls: EHLO does not offer STARTTLS", str(s.esmtp_features))
+    c.reply(s.docmd("STARTTLS"), 502, "--no-starttls: STARTTLS", "5.5.1")
+    s.quit()
+    t = smtplib.SMTP_SSL("127.0.0.1", relay.endpoints[1][1], timeout=IO, context=unverified())
+    c.reply(t.ehlo("implicit.example"), 250, "--no-starttls: --listen-tls still serves TLS")
+    t.quit()
+    c.check("--no-starttls" in relay.stderr(), "--no-starttls is in the start-up line", relay.stderr()[-400:])
+    c.check(relay.stop() == 0, "--no-starttls relay stops cleanly")
 
 
 if __name__ == "__main__":
