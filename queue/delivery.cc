@@ -141,6 +141,16 @@ void delivery::accept(const protocol::envelope& env, std::string_view client, st
     schedule(ref, core::monotonic_ms());
 }
 
+// The domain's outbound TLS policy; one that differs from --outbound-tls makes a destination
+// of its own (its connections run under another policy).
+void delivery::with_tls_policy(route_key& r, std::string_view domain) const {
+    r.tls = _config.tls_policy_for(domain);
+    if (r.tls != _config.outbound_tls_policy) {
+        r.key += "|tls=";
+        r.key += core::to_string(r.tls);
+    }
+}
+
 bool delivery::route_of(std::string_view rcpt, route_key& out) const {
     const std::string domain = domain_of(rcpt);
     const core::config::route* hit = nullptr;
@@ -164,12 +174,14 @@ bool delivery::route_of(std::string_view rcpt, route_key& out) const {
         out.key = "mx:" + domain;
         out.name = domain;
         out.by_mx = true;
+        with_tls_policy(out, domain);
         return true;
     }
     out.name = core::to_string(hit->next_hop);
     out.key = out.name;
     out.by_mx = false;
     out.hop = hit->next_hop;
+    with_tls_policy(out, domain);
     return true;
 }
 
@@ -180,6 +192,7 @@ destination& delivery::destination_for(const route_key& r) {
         slot->owner = this;
         slot->name = r.name;
         slot->by_mx = r.by_mx;
+        slot->tls = r.tls;
         if (!r.by_mx) {
             slot->targets = {r.hop};
             slot->target_hosts = {r.name};
@@ -315,13 +328,62 @@ void delivery::dispatch(destination& d) noexcept {
         if (opening >= d.ready.size()) return;
         if (d.connections.size() >= _config.max_connections_per_destination) return;
         if (now < d.backoff_until_ms) return;
-        auto* c = new outbound(*this, d, _client_config);
+        core::tls_verify verify = core::tls_verify::none;
+        const protocol::client_config config = connection_config(d, verify);
+        auto* c = new outbound(*this, d, config, verify);
         c->slot = _connections.size();
         _connections.push_back(c);
         d.connections.push_back(c);
         c->start();
         if (c->closing()) return;  // could not even create the socket
     }
+}
+
+protocol::client_config delivery::connection_config(const destination& d, core::tls_verify& verify) {
+    protocol::client_config config = _client_config;
+    verify = core::tls_verify::none;
+    switch (d.tls) {
+    case core::config::tls_policy::disabled:
+        config.starttls = protocol::tls_use::never;
+        break;
+    case core::config::tls_policy::opportunistic: {
+        config.starttls = protocol::tls_use::when_offered;
+        if (d.targets.empty()) break;
+        const auto it = _tls_broken_until.find(core::to_string(d.targets[d.next_target % d.targets.size()]));
+        if (it == _tls_broken_until.end()) break;
+        if (core::monotonic_ms() < it->second) {
+            config.starttls = protocol::tls_use::never;  // its handshake failed lately
+        } else {
+            _tls_broken_until.erase(it);
+        }
+        break;
+    }
+    case core::config::tls_policy::verify:
+        verify = core::tls_verify::peer;
+        config.starttls = protocol::tls_use::required;
+        break;
+    case core::config::tls_policy::required:
+        config.starttls = protocol::tls_use::required;
+        break;
+    }
+    return config;
+}
+
+core::tls_context* delivery::client_tls(core::tls_verify verify, std::string& error) noexcept {
+    std::optional<core::tls_context>& slot = verify == core::tls_verify::peer ? _tls_verify : _tls_any;
+    if (slot) return &*slot;
+    if (verify == core::tls_verify::peer && !_tls_verify_error.empty()) {
+        error = _tls_verify_error;
+        return nullptr;
+    }
+    auto made = core::tls_context::client(core::tls_client_options{verify, _config.outbound_ca_file});
+    if (!made) {
+        error = made.error().text;
+        if (verify == core::tls_verify::peer) _tls_verify_error = error;  // a CA file does not heal by itself
+        return nullptr;
+    }
+    slot.emplace(std::move(*made));
+    return &*slot;
 }
 
 void destination::resolved(core::mx_result result) noexcept { owner->mx_resolved(*this, std::move(result)); }
@@ -403,7 +465,7 @@ void delivery::fail_ready_jobs(destination& d, recipient_status status, const st
         reply.enhanced.subject = static_cast<std::uint16_t>(subject);
         reply.enhanced.detail = static_cast<std::uint16_t>(detail);
     }
-    const next_hop_ref hop{d.name, ""};
+    const next_hop_ref hop{d.name, "", ""};
     while (!d.ready.empty()) {
         delivery_job* job = d.ready.front();
         d.ready.pop_front();
@@ -438,7 +500,8 @@ void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_
         c.dest().connect_failures = 0;  // the next hop works: forget its back-off
         c.dest().backoff_until_ms = 0;
     }
-    return_job(job, protocol::message_outcome(outcome), next_hop_ref{c.target_host(), c.target_address()}, "");
+    return_job(job, protocol::message_outcome(outcome), next_hop_ref{c.target_host(), c.target_address(), c.tls_text()},
+               "");
     if (c.messages_sent() >= _config.max_messages_per_connection || _stopping) {
         c.finish();
     } else if (!c.closing()) {
@@ -505,6 +568,16 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
         _graveyard.push_back(&c);
         return;
     }
+    if (c.tls_failed() && c.tls_use() == protocol::tls_use::when_offered) {
+        // Opportunistic TLS that failed (logged by the connection): this address gets
+        // plaintext for a while, starting with a new connection now. No job was on this one
+        // (jobs are assigned only after EHLO), so nothing is deferred and nothing counted.
+        _tls_broken_until[c.target_address()] = core::monotonic_ms() + tls_fallback_ms;
+        std::erase(d.connections, &c);
+        _graveyard.push_back(&c);
+        dispatch(d);
+        return;
+    }
     if (!failed_before_greeting && c.why_closed() == protocol::close_reason::peer_shutdown) {
         // 421 (RFC 5321 §3.8): the next hop is shedding load. Back off before reconnecting
         // instead of opening a fresh connection for every queued job.
@@ -534,7 +607,7 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
             d.ready.pop_front();
             protocol::message_outcome outcome;
             outcome.kind = protocol::outcome_kind::transient_failure;
-            return_job(job, std::move(outcome), next_hop_ref{c.target_host(), c.target_address()}, why);
+            return_job(job, std::move(outcome), next_hop_ref{c.target_host(), c.target_address(), ""}, why);
         }
     }
     std::erase(d.connections, &c);
@@ -655,6 +728,16 @@ void delivery::log_event(const char* type, const stored_message& m, std::uint32_
         line += "null";
     }
     if (reply != nullptr && reply->origin == protocol::reply_origin::local) line += ",\"reply_origin\":\"local\"";
+    if (!remote.name.empty()) {
+        line += ",\"tls\":";  // the attempt's TLS protocol and cipher; null in plaintext
+        if (remote.tls.empty()) {
+            line += "null";
+        } else {
+            line += '"';
+            core::append_json_escaped(line, remote.tls);
+            line += '"';
+        }
+    }
     line += ",\"attempt\":";
     line += std::to_string(m.attempts[i]);
     line += ",\"queued_seconds\":";

@@ -13,12 +13,25 @@
 // and sends the outcome back the same way to the message's shard, which journals it. The
 // message stays in its shard's memory; the owner only reads its envelope and body.
 //
+// Outbound TLS (RFC 3207, issue 5): each recipient domain's policy is
+// config::tls_policy_for(domain) and is part of its destination (a static route shared by
+// domains of different policies is two destinations). disabled: no STARTTLS; opportunistic:
+// STARTTLS when offered, with any certificate; required: TLS or defer (4.7.x), never a MAIL in
+// clear; verify: required, and the certificate must chain to --outbound-ca-file (else
+// OpenSSL's default paths) and name the MX host (or the static route's address). An
+// opportunistic handshake that fails is logged and the destination's address is remembered as
+// TLS-broken for tls_fallback_ms: the next connection there (at once, the jobs are not
+// deferred) and those within that time go in plaintext, as Postfix does after a failed
+// handshake. The per-shard client contexts (one without, one with verification) are made here
+// on first use; successful deliveries log the TLS protocol and cipher.
+//
 // Threading: shard-local. stored messages are owned here; jobs point into them and live
 // until their outcome is handled.
 #pragma once
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <string>
 #include <unordered_map>
@@ -30,6 +43,7 @@
 #include "core/mailbox.h"
 #include "core/log.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/client_session.h"
 #include "protocol/server_session.h"
 #include "queue/retry_schedule.h"
@@ -44,7 +58,11 @@ class delivery;
 struct next_hop_ref {
     std::string name;     // MX host name, or the static route's ADDR:PORT; "" if none was reached
     std::string address;  // "ADDR:PORT" connected to
+    std::string tls;      // "TLSv1.3 TLS_AES_256_GCM_SHA384" if the attempt ran under TLS, else ""
 };
+
+// How long an address whose TLS handshake failed gets plaintext (opportunistic policy only).
+inline constexpr std::int64_t tls_fallback_ms = 60 * 60 * 1000;
 
 struct failed_recipient {
     std::uint32_t rcpt_index = 0;
@@ -81,6 +99,7 @@ struct route_key {
     std::string name;
     bool by_mx = false;
     core::endpoint hop;  // static routes
+    core::config::tls_policy tls = core::config::tls_policy::opportunistic;  // the domain's
 };
 
 // One message's recipients for one destination. Created and freed by the message's (origin)
@@ -104,6 +123,7 @@ struct destination final : core::mx_waiter {
     delivery* owner = nullptr;
     std::string name;    // "127.0.0.1:2526" for a static route, the domain for MX delivery
     bool by_mx = false;
+    core::config::tls_policy tls = core::config::tls_policy::opportunistic;
     // The addresses to try, in order, with the host name each belongs to.
     std::vector<core::endpoint> targets;
     std::vector<std::string> target_hosts;
@@ -170,6 +190,9 @@ public:
     void connection_ready(outbound& c) noexcept;
     void mx_resolved(destination& d, core::mx_result result) noexcept;
     void set_resolver(core::mx_resolver* r) noexcept { _resolver = r; }
+    // The shard's client TLS context, without or with peer verification, made on first use;
+    // null (and `error` says why, e.g. an unreadable --outbound-ca-file) if it cannot be.
+    [[nodiscard]] core::tls_context* client_tls(core::tls_verify verify, std::string& error) noexcept;
     void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
 
     // Cross-shard: the owner hop (DESIGN.md). shard_count and one outgoing mailbox per other
@@ -196,6 +219,7 @@ public:
 private:
     void schedule(stored_message& m, std::int64_t now_ms);
     [[nodiscard]] bool route_of(std::string_view rcpt, route_key& out) const;
+    void with_tls_policy(route_key& r, std::string_view domain) const;
     destination& destination_for(const route_key& r);
     void enqueue_local(delivery_job* job) noexcept;
     // Owner side: the job is over; its outcome goes back to the origin shard.
@@ -207,6 +231,9 @@ private:
     void send_cross(unsigned shard, cross_message&& msg) noexcept;
     void flush_cross() noexcept;
     void dispatch(destination& d) noexcept;
+    // The client settings for a new connection to d's next target: STARTTLS per d's policy
+    // (and the TLS-broken memory), and whether to verify the peer.
+    [[nodiscard]] protocol::client_config connection_config(const destination& d, core::tls_verify& verify);
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
     void defer(stored_message& m, std::uint32_t i, const next_hop_ref& remote, const protocol::outcome_reply* reply,
                const char* why, std::uint64_t now_us);
@@ -230,6 +257,11 @@ private:
     core::buffer_ring* _buffers = nullptr;
     core::mx_resolver* _resolver = nullptr;
     protocol::client_config _client_config;
+    std::optional<core::tls_context> _tls_any;     // verify none (opportunistic, required)
+    std::optional<core::tls_context> _tls_verify;  // verify peer (verify)
+    std::string _tls_verify_error;                 // why _tls_verify could not be made
+    // Next-hop addresses ("ADDR:PORT") whose handshake failed, until when (monotonic ms).
+    std::unordered_map<std::string, std::int64_t> _tls_broken_until;
 
     std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;

@@ -12,12 +12,14 @@
 #include "core/invariant.h"
 
 #include "core/clock.h"
+#include "core/log.h"
 #include "queue/delivery.h"
 
 namespace ringrelay::queue {
 
-outbound::outbound(delivery& owner, destination& dest, const protocol::client_config& config)
-    : _owner(owner), _dest(dest), _session(config) {
+outbound::outbound(delivery& owner, destination& dest, const protocol::client_config& config,
+                   core::tls_verify verify)
+    : _owner(owner), _dest(dest), _session(config), _tls_use(config.starttls), _verify(verify) {
     _connect_op.owner = this;
     _connect_op.handler = &outbound::on_connect;
     _recv_op.owner = this;
@@ -76,7 +78,7 @@ void outbound::on_recv(int res, std::uint32_t flags) noexcept {
         const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         const auto data = _owner.buffers()->data(bid, static_cast<std::size_t>(res));
         _last_activity_ms = core::monotonic_ms();
-        if (!_closing) _session.feed(std::string_view(data.data(), data.size()), _out);
+        if (!_closing) on_input(std::string_view(data.data(), data.size()));
         _owner.buffers()->recycle(bid);
         after_step();
         if (!more && !_closing && !_session.closed()) arm_recv();
@@ -93,20 +95,115 @@ void outbound::on_recv(int res, std::uint32_t flags) noexcept {
     lost(res == 0 ? "connection closed by the next hop" : std::strerror(-res));
 }
 
+// Received bytes: SMTP replies in plaintext, or TLS records once STARTTLS was answered.
+// `data` is the receive buffer, valid during the call only.
+void outbound::on_input(std::string_view data) noexcept {
+    if (!_tls) {
+        const std::size_t used = _session.feed(data, _out);
+        if (_session.tls_requested()) {
+            // RFC 3207 §5 (response injection): whatever came behind the 220 in this read was
+            // sent before the handshake, so it is not the server's word under TLS. Dropped.
+            if (used < data.size())
+                core::diag("STARTTLS to " + peer_text() + ": " +
+                           std::to_string(data.size() - used) + " byte(s) behind the 220 discarded, never read as SMTP");
+            start_tls();
+        }
+        return;
+    }
+    const bool was_established = _tls->is_established();
+    _plain.clear();
+    const auto fed = _tls->feed_ciphertext(data, _plain);
+    _tls->take_output(_wire);  // the handshake's next flight, or an alert
+    if (!fed) {
+        fail_tls(fed.error().text);
+        return;
+    }
+    if (!was_established && _tls->is_established()) {
+        _tls_text.assign(_tls->protocol_name()).append(" ").append(_tls->cipher_name());
+        _session.on_tls_established(_out);  // EHLO again (RFC 3207 §4.2)
+    }
+    if (_tls->state() == core::tls_state::closed) {
+        lost("the next hop ended TLS (close_notify)");
+        return;
+    }
+    if (!_plain.empty()) _session.feed(_plain, _out);
+    if (_plain.capacity() > 4096) std::string().swap(_plain);
+    if (!_wire.empty()) _owner.want_flush(this);
+}
+
+// The session's STARTTLS got 220: the ClientHello goes out next.
+void outbound::start_tls() noexcept {
+    std::string error;
+    core::tls_context* context = _owner.client_tls(_verify, error);
+    if (context == nullptr) {
+        fail_tls(error);
+        return;
+    }
+    // The name for SNI and, when verifying, for the certificate check: the MX host, or the
+    // static route's address.
+    const std::string name = _dest.by_mx ? _target_host : core::address_text(_target.addr());
+    auto session = core::tls_session::create(*context, name);
+    if (!session) {
+        fail_tls(session.error().text);
+        return;
+    }
+    _tls.emplace(std::move(*session));
+    _tls->take_output(_wire);  // the ClientHello
+    _owner.want_flush(this);
+}
+
+// The handshake failed: logged with the peer and the reason; the session fails its messages
+// and closes (after_step tells the delivery, which defers them or retries in plaintext).
+void outbound::fail_tls(std::string_view reason) noexcept {
+    _tls_failure.assign(reason);
+    core::diag("TLS to " + peer_text() + " failed: " + _tls_failure +
+               (_tls_use == protocol::tls_use::required ? " (TLS required: deferred)"
+                                                        : " (opportunistic: retrying in plaintext)"));
+    _session.on_tls_failed(reason);
+    _out.clear();
+    _owner.want_flush(this);  // the alert, if any
+}
+
+// "mx.example.net [192.0.2.1:25]" (MX), or just "192.0.2.1:25" (static route); for domain
+// "example.net" when the destination is a domain.
+std::string outbound::peer_text() const {
+    std::string text = _target_host == _target_address ? _target_address : _target_host + " [" + _target_address + "]";
+    if (_dest.by_mx) text += " for " + _dest.name;
+    return text;
+}
+
+bool outbound::session_usable() const noexcept {
+    if (_session.ready()) return true;
+    // A refused greeting is answered with QUIT and counts as a session (as it always has);
+    // a session refused for want of TLS or AUTH never got that far.
+    return _session.state() == protocol::client_state::quitting &&
+           _session.why_closed() != protocol::close_reason::tls_required &&
+           _session.why_closed() != protocol::close_reason::auth_failed;
+}
+
+std::string outbound::closed_reason() const {
+    const protocol::outcome_reply& r = _session.session_reply();
+    if (_session.why_closed() == protocol::close_reason::tls_failed)
+        return "TLS handshake with " + peer_text() + " failed: " + _tls_failure;
+    if (r.text.empty()) return "the next hop refused the session";
+    std::string text = r.origin == protocol::reply_origin::peer ? std::to_string(r.code) + " " : std::string();
+    for (const char ch : r.text) text += ch == '\n' ? ' ' : ch;
+    return text;
+}
+
 // Hands finished outcomes to the delivery, then either sends, or closes.
 void outbound::after_step() noexcept {
     deliver_outcomes();
-    if (!_connected && !_closing && _session.state() != protocol::client_state::greeting &&
-        _session.state() != protocol::client_state::hello && !_session.closed()) {
+    if (!_connected && !_closing && !_session.closed() && session_usable()) {
         _connected = true;
         _owner.connection_ready(*this);
     }
-    if (!_out.empty()) _owner.want_flush(this);
+    if (!_out.empty() || !_wire.empty()) _owner.want_flush(this);
     if (_session.closed() && !_closing) {
         const bool before_greeting = !_connected;
         _closing = true;
         if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
-        _owner.connection_closed(*this, before_greeting, before_greeting ? "the next hop refused the session" : "");
+        _owner.connection_closed(*this, before_greeting, before_greeting ? closed_reason() : "");
     }
 }
 
@@ -170,6 +267,8 @@ void outbound::abort(const char* why) noexcept {
 void outbound::lost(const char* why) noexcept {
     if (_closing && _session.closed()) return;
     const bool before_greeting = !_connected;
+    const bool in_handshake = _session.tls_requested();
+    if (in_handshake) fail_tls(why);  // e.g. the peer hung up on our ClientHello
     _session.on_connection_lost();
     // Report outcomes (the job, if any, is deferred) before the connection goes.
     deliver_outcomes();
@@ -184,19 +283,47 @@ void outbound::lost(const char* why) noexcept {
     if (_closing) return;
     _closing = true;
     _out.clear();
+    _wire.clear();
     if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
-    std::string reason = "cannot reach ";
-    reason += _dest.name;
-    reason += ": ";
-    reason += why;
+    std::string reason;
+    if (in_handshake) {
+        reason = closed_reason();
+    } else {
+        reason = "cannot reach ";
+        reason += _dest.name;
+        reason += ": ";
+        reason += why;
+    }
     _owner.connection_closed(*this, before_greeting, reason);
 }
 
 void outbound::flush() noexcept {
     if (!_closing && _job != nullptr && !_session.outcomes().empty()) after_step();
-    if (_send_in_flight || _out.empty() || _fd < 0 || (_closing && !_session.closed())) return;
-    _sending.swap(_out);
-    _out.clear();
+    if (_send_in_flight || _fd < 0 || (_closing && !_session.closed())) return;
+    // Session output goes on the wire as it is, or as TLS records; during the handshake the
+    // session writes nothing.
+    if (!_out.empty()) {
+        if (!_tls) {
+            if (_wire.empty()) {
+                _wire.swap(_out);  // the common case: no copy of the message
+            } else {
+                _wire.append(_out);
+            }
+            _out.clear();
+        } else if (_tls->is_established()) {
+            const auto sealed = _tls->encrypt(_out, _wire);
+            _out.clear();
+            if (!sealed) {
+                lost(sealed.error().text.c_str());
+                return;
+            }
+        }
+    }
+    // After the session's last word under TLS: close_notify (RFC 8446 §6.1). Idempotent.
+    if (_closing && _tls && _tls->is_established()) _tls->close(_wire);
+    if (_wire.empty()) return;
+    _sending.swap(_wire);
+    _wire.clear();
     _sent = 0;
     _send_in_flight = true;
     io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
@@ -217,7 +344,7 @@ void outbound::on_send(int res, std::uint32_t) noexcept {
         return;
     }
     _sending.clear();
-    if (!_out.empty()) flush();
+    if (!_out.empty() || !_wire.empty()) flush();
 }
 
 bool outbound::retirable() const noexcept {

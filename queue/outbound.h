@@ -3,6 +3,15 @@
 // that runs one transaction at a time for its destination, reusing the connection for many
 // messages (RFC 5321 §3.3; PIPELINING/CHUNKING when offered).
 //
+// STARTTLS (RFC 3207): when the session asks for TLS (client_config::starttls, set by the
+// delivery from the destination's policy), a core::tls_session (the delivery's per-shard
+// client context; SNI and, under `verify`, the checked name = the target's host) sits between
+// the socket and the session: received ciphertext -> plaintext -> session.feed(); commands ->
+// records -> send. The rest of the read that carried the 220 is discarded, never read as SMTP
+// (response injection); everything after it is handshake input. All socket I/O stays on the
+// shard's io_uring. A failed handshake is logged (peer, reason) and ends the connection; the
+// delivery then decides between deferring and a plaintext retry (tls_failed()).
+//
 // Lifecycle: created by delivery for a destination -> start() (connect) -> jobs ->
 // quit or failure -> closed -> retired by delivery at the end of the turn once no operation
 // is in flight. Owned by its shard's delivery; shard-local.
@@ -11,8 +20,11 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/client_session.h"
 
 namespace ringrelay::queue {
@@ -23,7 +35,9 @@ struct delivery_job;
 
 class outbound final {
 public:
-    outbound(delivery& owner, destination& dest, const protocol::client_config& config);
+    // `config.starttls` says whether to use STARTTLS; `verify`: check the peer's certificate
+    // and name (the delivery's verifying context) rather than accept any.
+    outbound(delivery& owner, destination& dest, const protocol::client_config& config, core::tls_verify verify);
     outbound(const outbound&) = delete;
     outbound& operator=(const outbound&) = delete;
     ~outbound();
@@ -50,6 +64,14 @@ public:
     // The exchanger this connection goes to: its host name and "ADDR:PORT".
     [[nodiscard]] const std::string& target_host() const noexcept { return _target_host; }
     [[nodiscard]] const std::string& target_address() const noexcept { return _target_address; }
+    // "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up; "" in plaintext.
+    [[nodiscard]] const std::string& tls_text() const noexcept { return _tls_text; }
+    // The session closed because the TLS handshake failed (tls_failure() says why).
+    [[nodiscard]] bool tls_failed() const noexcept {
+        return _session.why_closed() == protocol::close_reason::tls_failed;
+    }
+    [[nodiscard]] const std::string& tls_failure() const noexcept { return _tls_failure; }
+    [[nodiscard]] protocol::tls_use tls_use() const noexcept { return _tls_use; }
 
     std::size_t slot = 0;  // index in the delivery's connection list
 
@@ -66,6 +88,12 @@ private:
     void after_step() noexcept;
     void lost(const char* why) noexcept;
     void deliver_outcomes() noexcept;
+    void on_input(std::string_view data) noexcept;
+    void start_tls() noexcept;
+    void fail_tls(std::string_view reason) noexcept;
+    [[nodiscard]] bool session_usable() const noexcept;
+    [[nodiscard]] std::string closed_reason() const;
+    [[nodiscard]] std::string peer_text() const;
 
     delivery& _owner;
     destination& _dest;
@@ -77,11 +105,18 @@ private:
     op _connect_op;
     op _recv_op;
     op _send_op;
-    std::string _out;
-    std::string _sending;
+    std::string _out;      // session output (plaintext) not yet on the wire
+    std::string _wire;     // bytes for the kernel: _out before TLS, TLS records after
+    std::string _sending;  // bytes the kernel is sending (untouched until completion)
     std::size_t _sent = 0;
     delivery_job* _job = nullptr;
     std::vector<protocol::message_outcome> _done;  // outcomes being handed over (reused)
+    std::optional<core::tls_session> _tls;
+    std::string _plain;       // decrypted input of one receive (reused)
+    std::string _tls_text;    // "TLSv1.3 TLS_AES_256_GCM_SHA384" once established
+    std::string _tls_failure; // why the handshake failed
+    const protocol::tls_use _tls_use;
+    const core::tls_verify _verify;
     std::uint32_t _messages = 0;
     std::int64_t _last_activity_ms = 0;
     bool _connect_in_flight = false;
