@@ -99,6 +99,7 @@ class Sink:
             self.proc.kill()
             out, err = self.proc.communicate()
         self.stderr = err
+        self.returncode = self.proc.returncode
         try:
             self.summary = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -224,6 +225,7 @@ def delivered_under_tls(c, label, relay, sink):
     summary = sink.stop()
     c.check(summary.get("received") == 1 and summary.get("received_tls") == 1 and summary.get("tls_handshakes", 0) >= 1,
             f"{label}: the sink's summary counts one message received under TLS", summary)
+    c.check(sink.returncode == 0, f"{label}: the sink stops cleanly", sink.stderr[-500:])
 
 
 def deferred_without_sending(c, label, relay, sink_summary_fn, reason_part, binary):
