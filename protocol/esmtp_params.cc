@@ -73,6 +73,22 @@ std::expected<void, param_failure> for_each_token(std::string_view text, Fn&& fn
 
 }  // namespace
 
+namespace {
+bool is_xtext(std::string_view v) noexcept {
+    auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        const char c = v[i];
+        if (c == '+') {
+            if (i + 2 >= v.size() || !hex(v[i + 1]) || !hex(v[i + 2])) return false;
+            i += 2;
+        } else if (c < '!' || c > '~' || c == '=') {
+            return false;
+        }
+    }
+    return true;
+}
+}  // namespace
+
 std::expected<mail_parameters, param_failure> parse_mail_parameters(std::string_view text) noexcept {
     mail_parameters out;
     auto r = for_each_token(text, [&](std::string_view token) -> std::expected<void, param_failure> {
@@ -108,7 +124,10 @@ std::expected<mail_parameters, param_failure> parse_mail_parameters(std::string_
             out.smtputf8 = true;
         } else if (iequals_upper(p->keyword, "AUTH")) {  // RFC 4954 §5: AUTH=xtext or AUTH=<>
             if (out.auth_declared) return std::unexpected(dup);
-            if (!p->has_value || p->value.empty()) return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
+            // RFC 4954 §5: "<>" or an xtext mailbox (RFC 3461 §4: '!'..'~' except '+' and
+            // '=', or '+' and two upper-case hex digits).
+            if (!p->has_value || p->value.empty() || !(p->value == "<>" || is_xtext(p->value)))
+                return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
             out.auth_declared = true;
         } else {
             return std::unexpected(param_failure{param_error::unsupported, p->keyword});

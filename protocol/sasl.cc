@@ -7,6 +7,13 @@ namespace ringrelay::protocol {
 
 namespace {
 
+// Decoded responses hold passwords: overwritten before their buffer is freed (volatile stores
+// the compiler may not elide; protocol/ does not link OpenSSL for OPENSSL_cleanse).
+void wipe(std::string& s) noexcept {
+    volatile char* p = s.data();
+    for (std::size_t i = 0; i < s.size(); ++i) p[i] = 0;
+}
+
 bool clean_field(std::string_view f, std::size_t min) noexcept {
     if (f.size() < min || f.size() > max_sasl_field) return false;
     for (const char c : f)
@@ -27,6 +34,10 @@ std::expected<std::string, sasl_error> decode(std::string_view response) {
 std::expected<sasl_credentials, sasl_error> decode_plain(std::string_view response) {
     auto bytes = decode(response);
     if (!bytes) return std::unexpected(bytes.error());
+    struct wiped {
+        std::string& s;
+        ~wiped() { wipe(s); }
+    } guard{*bytes};
     const std::string_view m(*bytes);
     const auto nul1 = m.find('\0');
     if (nul1 == std::string_view::npos) return std::unexpected(sasl_error::bad_message);
@@ -43,7 +54,10 @@ std::expected<sasl_credentials, sasl_error> decode_plain(std::string_view respon
 std::expected<std::string, sasl_error> decode_login_field(std::string_view response) {
     auto bytes = decode(response);
     if (!bytes) return std::unexpected(bytes.error());
-    if (!clean_field(*bytes, 1)) return std::unexpected(sasl_error::bad_message);
+    if (!clean_field(*bytes, 1)) {
+        wipe(*bytes);
+        return std::unexpected(sasl_error::bad_message);
+    }
     return std::move(*bytes);
 }
 

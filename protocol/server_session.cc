@@ -88,6 +88,11 @@ void append_number(std::string& out, std::uint64_t n) {
 server_session::server_session(const server_config& config, client_info client, session_host& host)
     : _config(config), _client(std::move(client)), _host(host) {}
 
+server_session::~server_session() {
+    wipe(_auth_password);
+    if (_auth_step != auth_step::none) wipe(_line);
+}
+
 void server_session::start(std::string& out) { append_reply(out, reply_id::banner, _config.hostname); }
 
 bool server_session::message_ready() const noexcept { return _message_ready; }
@@ -343,17 +348,21 @@ void server_session::on_auth(const command& cmd, pipelined after, std::string& o
     wipe(_auth_user);
     wipe(_auth_password);
     _auth_well_formed = true;
-    // "=" is an empty initial response (RFC 4954 §4); neither mechanism can use one, so the
-    // client is asked again as if it had sent none.
-    const bool usable_initial = has_initial && initial != "=";
+    // "=" is an empty initial response (RFC 4954 §4). Neither mechanism accepts an empty
+    // message (PLAIN needs a user and a password, LOGIN a user name): a failed attempt.
+    if (has_initial && initial == "=") {
+        _auth_step = auth_step::pending;
+        _auth_well_formed = false;
+        return;
+    }
     if (plain) {
         _auth_step = auth_step::plain;
-        if (usable_initial) return auth_plain_response(initial, out);
+        if (has_initial) return auth_plain_response(initial, out);
         out.append("334 \r\n");  // RFC 4616: an empty challenge
         return;
     }
     _auth_step = auth_step::login_user;
-    if (usable_initial) return auth_login_response(initial, out);
+    if (has_initial) return auth_login_response(initial, out);
     out.append("334 ").append(login_username_challenge).append("\r\n");
 }
 
@@ -380,8 +389,8 @@ void server_session::auth_plain_response(std::string_view response, std::string&
     }
     _auth_authzid = std::move(credentials->authzid);
     _auth_user = std::move(credentials->authcid);
-    _auth_password = std::move(credentials->password);
-    wipe(credentials->password);
+    _auth_password.assign(credentials->password);  // copied, then the source wiped (a move
+    wipe(credentials->password);                    // may leave the bytes in its SSO buffer)
     _auth_step = auth_step::pending;
 }
 
@@ -404,7 +413,7 @@ void server_session::auth_login_response(std::string_view response, std::string&
         out.append("334 ").append(login_password_challenge).append("\r\n");
         return;
     }
-    _auth_password = std::move(*field);
+    _auth_password.assign(*field);
     wipe(*field);
     _auth_step = auth_step::pending;
 }

@@ -165,6 +165,7 @@ public:
     server_session(const server_config& config, client_info client, session_host& host);
     server_session(const server_session&) = delete;
     server_session& operator=(const server_session&) = delete;
+    ~server_session();  // wipes AUTH secrets still held
 
     // Appends the 220 banner to `out`.
     void start(std::string& out);

@@ -5,58 +5,71 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 #include "core/password_hash.h"
 
 namespace ringrelay::queue {
 
-auth_failures::auth_failures(std::uint32_t limit, std::int64_t window_ms, std::size_t max_addresses)
-    : _limit(limit), _window_ms(window_ms), _max_addresses(max_addresses) {}
-
-// IPv6 clients are counted per /64 (one customer's allocation), as --max-connections-per-ip.
-std::string auth_failures::key(std::string_view address) {
-    std::string text(address);
-    in6_addr v6{};
-    if (text.find(':') != std::string::npos && ::inet_pton(AF_INET6, text.c_str(), &v6) == 1) {
-        for (int i = 8; i < 16; ++i) v6.s6_addr[i] = 0;
-        char buf[INET6_ADDRSTRLEN] = {};
-        if (::inet_ntop(AF_INET6, &v6, buf, sizeof buf) != nullptr) return std::string(buf) + "/64";
-    }
-    return text;
+auth_failures::auth_failures(std::uint32_t limit, std::int64_t window_ms, std::size_t slots)
+    : _limit(limit),
+      _window_s(std::max<std::int64_t>(1, window_ms / 1000)),
+      _in_flight(slots),
+      _failures(std::make_unique<std::atomic<std::uint64_t>[]>(slots)) {
+    for (std::size_t i = 0; i < slots; ++i) _failures[i].store(0, std::memory_order_relaxed);
 }
 
-void auth_failures::prune(std::int64_t now_ms) {
-    for (auto it = _table.begin(); it != _table.end();) {
-        it = now_ms - it->second.window_start_ms >= _window_ms ? _table.erase(it) : std::next(it);
+// IPv6 clients count per /64 and IPv4-mapped addresses as IPv4 (address_counter::slot_of).
+std::size_t auth_failures::slot_of(std::string_view address) const noexcept {
+    char text[INET6_ADDRSTRLEN + 1] = {};
+    if (address.size() >= sizeof text) return 0;
+    std::memcpy(text, address.data(), address.size());
+    sockaddr_in v4{};
+    sockaddr_in6 v6{};
+    if (::inet_pton(AF_INET, text, &v4.sin_addr) == 1) {
+        v4.sin_family = AF_INET;
+        return _in_flight.slot_of(reinterpret_cast<const sockaddr*>(&v4));
     }
+    if (::inet_pton(AF_INET6, text, &v6.sin6_addr) == 1) {
+        v6.sin6_family = AF_INET6;
+        return _in_flight.slot_of(reinterpret_cast<const sockaddr*>(&v6));
+    }
+    return 0;
 }
 
-bool auth_failures::blocked(std::string_view address, std::int64_t now_ms) {
-    std::lock_guard lock(_mutex);
-    const auto it = _table.find(key(address));
-    if (it == _table.end()) return false;
-    if (now_ms - it->second.window_start_ms >= _window_ms) {
-        _table.erase(it);
-        return false;
-    }
-    return it->second.failures >= _limit;
+std::uint32_t auth_failures::live_failures(std::size_t slot, std::int64_t now_ms) const noexcept {
+    const std::uint64_t v = _failures[slot].load(std::memory_order_acquire);
+    const auto start = static_cast<std::int64_t>(v >> 32);
+    if (now_ms / 1000 - start >= _window_s) return 0;
+    return static_cast<std::uint32_t>(v);
 }
 
-bool auth_failures::record(std::string_view address, std::int64_t now_ms) {
-    std::lock_guard lock(_mutex);
-    std::string k = key(address);
-    auto it = _table.find(k);
-    if (it != _table.end() && now_ms - it->second.window_start_ms >= _window_ms) {
-        it->second = entry{0, now_ms};
-    }
-    if (it == _table.end()) {
-        if (_table.size() >= _max_addresses) prune(now_ms);
-        if (_table.size() >= _max_addresses) return false;  // see auth.h: not tracked
-        it = _table.emplace(std::move(k), entry{0, now_ms}).first;
-    }
-    ++it->second.failures;
-    return it->second.failures >= _limit;
+bool auth_failures::blocked(std::size_t slot, std::int64_t now_ms) const noexcept {
+    return live_failures(slot, now_ms) >= _limit;
+}
+
+auth_failures::admission auth_failures::begin(std::size_t slot, std::int64_t now_ms) noexcept {
+    const std::uint32_t failures = live_failures(slot, now_ms);
+    if (failures >= _limit) return admission::blocked;
+    const std::uint32_t room = std::min<std::uint32_t>(2, _limit - failures);
+    return _in_flight.acquire(slot, room) ? admission::ok : admission::busy;
+}
+
+bool auth_failures::end(std::size_t slot, bool failed, std::int64_t now_ms) noexcept {
+    _in_flight.release(slot);
+    if (!failed) return blocked(slot, now_ms);
+    const auto now_s = static_cast<std::uint64_t>(now_ms / 1000);
+    std::uint64_t v = _failures[slot].load(std::memory_order_acquire);
+    std::uint64_t next = 0;
+    do {
+        const std::uint64_t start = v >> 32;
+        const auto count = static_cast<std::uint32_t>(v);
+        const bool expired = static_cast<std::int64_t>(now_s - start) >= _window_s || v == 0;
+        next = expired ? (now_s << 32 | 1u)
+                       : (start << 32 | (count == UINT32_MAX ? count : count + 1));
+    } while (!_failures[slot].compare_exchange_weak(v, next, std::memory_order_acq_rel, std::memory_order_acquire));
+    return static_cast<std::uint32_t>(next) >= _limit;
 }
 
 inbound_auth::inbound_auth(std::string path, std::shared_ptr<const core::auth_users> users, std::string dummy_hash,
@@ -66,9 +79,10 @@ inbound_auth::inbound_auth(std::string path, std::shared_ptr<const core::auth_us
       _dummy_hash(std::move(dummy_hash)),
       _failures(config.auth_max_failures_per_ip, static_cast<std::int64_t>(config.auth_failure_window) * 1000),
       // One check thread per two cores, at least one: each check is 32 MiB of scrypt; more
-      // threads than that would take cores from the shards under an AUTH flood. Beyond 256
-      // waiting checks the answer is 454 4.7.0 (try again later).
-      _pool(std::max(1u, std::thread::hardware_concurrency() / 2), 256) {}
+      // threads than that would take cores from the shards under an AUTH flood. Beyond 64
+      // waiting checks the answer is 454 4.7.0 (try again later); that also bounds how long
+      // a shutdown waits for checks in flight.
+      _pool(std::max(1u, std::thread::hardware_concurrency() / 2), 64) {}
 
 std::expected<std::unique_ptr<inbound_auth>, std::string> inbound_auth::create(const core::config& config) {
     auto users = core::auth_users::load(config.auth_users);
@@ -89,7 +103,15 @@ std::expected<std::size_t, std::string> inbound_auth::reload() {
     return n;
 }
 
+auth_check::~auth_check() { clear(); }
+
+void auth_check::clear() noexcept {
+    OPENSSL_cleanse(_password.data(), _password.size());
+    _password.clear();
+}
+
 void auth_check::prepare(const inbound_auth& auth, const protocol::auth_attempt& attempt) {
+    clear();
     _users = auth.users();
     _dummy_hash = &auth.dummy_hash();
     _user.assign(attempt.user);
@@ -102,8 +124,7 @@ void auth_check::run() noexcept {
     const std::string* hash = _users->hash_of(_user);
     const bool known = hash != nullptr;
     auto match = core::verify_password(_password, known ? *hash : *_dummy_hash);
-    OPENSSL_cleanse(_password.data(), _password.size());
-    _password.clear();
+    clear();
     if (!match) {
         _verdict = verdict::error;
         _error = "the hash of user '" + _user + "' cannot be checked: " + match.error();

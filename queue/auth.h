@@ -5,8 +5,8 @@
 // attempt (auth_check) and answers the session with auth_done().
 //
 // Threading: inbound_auth is shared by every shard (owned by the relay, outlives them):
-// users() and reload() are atomic swaps of an immutable table; auth_failures takes a mutex
-// (only failed AUTH attempts and AUTH commands reach it, never the mail path).
+// users() and reload() are atomic swaps of an immutable table; auth_failures is a fixed table
+// of atomics (no lock, nothing allocated after construction).
 // SECURITY: credentials come from the network. The password is wiped once checked; an
 // unknown user is checked against a dummy hash so that timing does not reveal which users
 // exist.
@@ -15,11 +15,10 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 
+#include "core/address_counter.h"
 #include "core/auth_users.h"
 #include "core/config.h"
 #include "core/work_pool.h"
@@ -27,32 +26,39 @@
 
 namespace ringrelay::queue {
 
-// Failed AUTH attempts per client address (IPv4 address, IPv6 /64) within a fixed window:
-// once an address reaches `limit`, its AUTH commands are refused (421 4.7.0) until the
-// window that began with its first failure has passed. The table is bounded: when it is full
-// and nothing has expired, new addresses are not tracked (each connection still has its own
-// limit), so a flood of addresses cannot push a failing one out or grow memory.
+// AUTH attempts per client address (IPv4 address, IPv6 /64), shared by every shard: failures
+// within a fixed window (which begins with the first failure), and checks in flight. Once an
+// address's failures reach `limit` its AUTH commands are refused (421 4.7.0) until the window
+// has passed. Checks in flight count too, so that many parallel connections cannot all reach
+// the password check before the first failure is counted: an address may have at most two
+// at once, and never more than it has failures left. The table is a fixed array of atomics
+// indexed by a keyed hash of the address (like core::address_counter): two addresses that
+// share a slot share a count, which can only make the limit stricter, and no number of
+// addresses can evict another's count or grow memory.
 class auth_failures {
 public:
-    auth_failures(std::uint32_t limit, std::int64_t window_ms, std::size_t max_addresses = 65536);
+    auth_failures(std::uint32_t limit, std::int64_t window_ms, std::size_t slots = 1u << 18);
 
-    [[nodiscard]] bool blocked(std::string_view address, std::int64_t now_ms);
-    // Counts a failure; returns whether the address is blocked now.
-    bool record(std::string_view address, std::int64_t now_ms);
+    // The slot of an address in text form ("192.0.2.1", "2001:db8::1"); unparsable text
+    // shares slot 0.
+    [[nodiscard]] std::size_t slot_of(std::string_view address) const noexcept;
+
+    [[nodiscard]] bool blocked(std::size_t slot, std::int64_t now_ms) const noexcept;
+    enum class admission : std::uint8_t { ok, blocked, busy };
+    // Before a password check: blocked (over the limit), busy (checks in flight use up what is
+    // left), or ok (then end() must follow).
+    [[nodiscard]] admission begin(std::size_t slot, std::int64_t now_ms) noexcept;
+    // After the check; a failure is counted. Returns whether the address is blocked now.
+    bool end(std::size_t slot, bool failed, std::int64_t now_ms) noexcept;
 
 private:
-    struct entry {
-        std::uint32_t failures = 0;
-        std::int64_t window_start_ms = 0;
-    };
-    [[nodiscard]] static std::string key(std::string_view address);
-    void prune(std::int64_t now_ms);
+    // A slot's failures: window start (monotonic seconds) << 32 | count.
+    [[nodiscard]] std::uint32_t live_failures(std::size_t slot, std::int64_t now_ms) const noexcept;
 
     const std::uint32_t _limit;
-    const std::int64_t _window_ms;
-    const std::size_t _max_addresses;
-    std::mutex _mutex;
-    std::unordered_map<std::string, entry> _table;  // guarded by _mutex
+    const std::int64_t _window_s;
+    core::address_counter _in_flight;  // also supplies the keyed slot hash
+    std::unique_ptr<std::atomic<std::uint64_t>[]> _failures;
 };
 
 class inbound_auth {
@@ -84,6 +90,12 @@ private:
 class auth_check final : public core::work_item {
 public:
     enum class verdict : std::uint8_t { ok, failed, error };
+
+    // `done(owner, check)` runs on the shard thread when a check comes back.
+    auth_check(void* owner_, void (*done)(void*, auth_check&) noexcept) : on_done(done), owner(owner_) {}
+    ~auth_check() override;
+    // Wipes the copied password (also done by run()).
+    void clear() noexcept;
 
     // Shard thread: copies the attempt (the session's views die with auth_done()).
     void prepare(const inbound_auth& auth, const protocol::auth_attempt& attempt);

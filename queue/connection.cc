@@ -28,6 +28,7 @@ connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::rel
       _fd(fd),
       _peer(core::address_text(peer)),
       _session(owner.server_config(), protocol::client_info{_peer, trust}, owner),
+      _auth_slot(owner.auth() != nullptr ? owner.auth()->failures().slot_of(_peer) : 0),
       _kind(kind) {
     _recv.owner = this;
     _send.owner = this;
@@ -337,69 +338,81 @@ void connection::resume_input() noexcept {
     maybe_retire();
 }
 
-// A complete AUTH attempt: malformed ones fail at once (after the delay), others go to the
-// work pool. No command deadline runs meanwhile: we, not the client, are working.
+// A complete AUTH attempt: malformed ones fail (after the delay) without the KDF, others go
+// to the work pool. No command deadline runs meanwhile: we, not the client, are working.
+// Results known at once are delivered on the next loop turn (post_auth_result), never from
+// inside this call: a pipelined run of AUTH lines must not recurse.
 void connection::begin_auth() noexcept {
     _awaiting_auth = true;
     unlink();
     inbound_auth* auth = _shard.auth();
-    const protocol::auth_attempt attempt = _session.pending_auth();
-    if (auth == nullptr) {
-        finish_auth(protocol::auth_result::temporary_failure);
-        return;
+    if (auth == nullptr) return post_auth_result(protocol::auth_result::temporary_failure);
+    if (!_auth_check) _auth_check = std::make_unique<auth_check>(this, &connection::auth_checked);
+    switch (auth->failures().begin(_auth_slot, core::monotonic_ms())) {
+    case auth_failures::admission::blocked: return post_auth_result(protocol::auth_result::throttled);
+    case auth_failures::admission::busy: return post_auth_result(protocol::auth_result::temporary_failure);
+    case auth_failures::admission::ok: break;
     }
+    _auth_slot_held = true;
+    const protocol::auth_attempt attempt = _session.pending_auth();
     // PLAIN's authorization identity must be the user itself (no proxy authorization).
     if (!attempt.well_formed || (!attempt.authzid.empty() && attempt.authzid != attempt.user)) {
-        if (!_auth_check) _auth_check = std::make_unique<auth_check>();
         _auth_check->prepare(*auth, protocol::auth_attempt{attempt.mechanism, {}, attempt.user, {}, false});
-        auth_checked(this, *_auth_check);  // a failure, without the KDF
+        auth_checked(this, *_auth_check);  // a failure without the KDF; answered after the delay
         return;
-    }
-    if (!_auth_check) {
-        _auth_check = std::make_unique<auth_check>();
-        _auth_check->owner = this;
-        _auth_check->on_done = &connection::auth_checked;
     }
     _auth_check->prepare(*auth, attempt);
     if (!auth->pool().submit(*_auth_check, _shard.work_return())) {
+        _auth_check->clear();
+        _auth_slot_held = false;
+        (void)auth->failures().end(_auth_slot, false, core::monotonic_ms());
         if (_shard.may_report(shard::report::auth_busy))
-            core::diag("AUTH from " + _peer + ": every password check thread is busy and 256 checks wait; "
+            core::diag("AUTH from " + _peer + ": every password check thread is busy and 64 checks wait; "
                        "answered 454 4.7.0 (one report per second)");
-        finish_auth(protocol::auth_result::temporary_failure);
+        post_auth_result(protocol::auth_result::temporary_failure);
     }
 }
 
-// Shard thread (work_return): the check is done.
+void connection::post_auth_result(protocol::auth_result result) noexcept {
+    _auth_result = result;
+    _auth_delay_armed = true;
+    _auth_delay_is_timer = false;
+    _shard.reactor().post(&_auth_delay, 0);
+}
+
+// Shard thread (work_return, or begin_auth for a malformed attempt): the check is done.
 void connection::auth_checked(void* self, auth_check& check) noexcept {
     auto* c = static_cast<connection*>(self);
-    switch (check.result()) {
-    case auth_check::verdict::ok:
+    const bool ok = check.result() == auth_check::verdict::ok;
+    if (check.result() == auth_check::verdict::error && c->_shard.may_report(shard::report::auth_busy))
+        core::diag("AUTH: " + check.error() + " (answered 535 like a wrong password)");
+    c->_auth_slot_held = false;
+    const bool blocked = c->_shard.auth()->failures().end(c->_auth_slot, !ok, core::monotonic_ms());
+    if (ok) {
         c->finish_auth(protocol::auth_result::ok);
         return;
-    case auth_check::verdict::error:
-        if (c->_shard.may_report(shard::report::auth_busy)) core::diag("AUTH: " + check.error());
-        c->finish_auth(protocol::auth_result::temporary_failure);
-        return;
-    case auth_check::verdict::failed:
-        break;
     }
-    // Repeated failures slow down (0.5 s more per failure on this connection, up to 4 s), and
-    // count against the address; the session itself disconnects at --auth-max-failures.
+    // Repeated failures slow down (0.5 s more per failure on this connection, up to 4 s); the
+    // session disconnects at --auth-max-failures, the address is refused at its own limit.
     ++c->_auth_failures;
     c->_shard.mutable_counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
-    const bool blocked = c->_shard.auth()->failures().record(c->_peer, core::monotonic_ms());
     c->_auth_result = blocked ? protocol::auth_result::throttled : protocol::auth_result::failed;
-    if (c->_peer_gone) {
+    if (c->_peer_gone || c->_closing) {
         c->finish_auth(c->_auth_result);
         return;
     }
     const std::uint64_t ms = std::min<std::uint64_t>(500ull * c->_auth_failures, 4000);
     c->_auth_delay.wait.tv_sec = static_cast<long long>(ms / 1000);
     c->_auth_delay.wait.tv_nsec = static_cast<long long>((ms % 1000) * 1000000);
+    c->_auth_delay_armed = true;
+    c->_auth_delay_is_timer = true;
     io_uring_prep_timeout(c->_shard.reactor().sqe(&c->_auth_delay), &c->_auth_delay.wait, 0, 0);
 }
 
-void connection::on_auth_delay() noexcept { finish_auth(_auth_result); }
+void connection::on_auth_delay() noexcept {
+    _auth_delay_armed = false;
+    finish_auth(_auth_result);
+}
 
 void connection::finish_auth(protocol::auth_result result) noexcept {
     _awaiting_auth = false;
@@ -407,6 +420,8 @@ void connection::finish_auth(protocol::auth_result result) noexcept {
         _shard.mutable_counters().auth_successes.fetch_add(1, std::memory_order_relaxed);
     }
     if (_peer_gone || _closing) {
+        std::string discarded;  // no reply can go out now; the session still wipes the password
+        _session.auth_done(result, discarded);
         maybe_retire();
         return;
     }
@@ -549,6 +564,15 @@ void connection::on_deadline() noexcept {
 }
 
 void connection::on_stop(bool force) noexcept {
+    if (_awaiting_auth && force && !_closing) {
+        // Grace period over during an AUTH check: close now. A pending failure delay is cut
+        // short; a check in the pool cannot be, but the pool's queue is short.
+        close();
+        if (_auth_delay_armed && _auth_delay_is_timer)
+            io_uring_prep_timeout_remove(_shard.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_auth_delay), 0);
+        _shard.want_flush(this);
+        return;
+    }
     if (_awaiting_commit || _awaiting_auth) return;
     if (_closing) {
         // Grace period over and the peer still has not taken its last reply.

@@ -107,6 +107,7 @@ private:
     static void auth_checked(void* self, auth_check& check) noexcept;
     void on_auth_delay() noexcept;
     void finish_auth(protocol::auth_result result) noexcept;
+    void post_auth_result(protocol::auth_result result) noexcept;
     // Feeds input held while the session waited (commit, AUTH check), in order.
     void resume_input() noexcept;
     void abort_connection() noexcept;
@@ -132,6 +133,10 @@ private:
     std::unique_ptr<auth_check> _auth_check;  // made at the first AUTH attempt
     protocol::auth_result _auth_result = protocol::auth_result::failed;  // given after the delay
     std::uint32_t _auth_failures = 0;
+    std::size_t _auth_slot = 0;        // the client's slot in auth_failures
+    bool _auth_slot_held = false;      // a check counts as in flight there
+    bool _auth_delay_armed = false;    // _auth_delay's completion is still to come
+    bool _auth_delay_is_timer = false; // ... as an io_uring timeout (else a posted result)
     bool _recv_armed = false;
     bool _send_in_flight = false;
     bool _awaiting_commit = false;

@@ -321,7 +321,7 @@ bool shard::drained() const noexcept {
 }
 
 protocol::host_reply shard::check_auth(const protocol::client_info& client) noexcept {
-    if (_auth != nullptr && _auth->failures().blocked(client.address, core::monotonic_ms()))
+    if (_auth != nullptr && _auth->failures().blocked(_auth->failures().slot_of(client.address), core::monotonic_ms()))
         return {protocol::reply_id::auth_throttled, _server.hostname};
     return {};
 }

@@ -2,8 +2,8 @@
 // arbitrary bytes, with a fake host that commits ok / fails alternately and, when STARTTLS is
 // offered, "completes the handshake" at once whenever the session asks (the bytes after it are
 // fed on as if decrypted, so the transcript stays split-invariant); with AUTH offered it
-// answers each complete attempt at once (alice:secret succeeds, anything else fails; a
-// config bit makes it refuse AUTH per address). Checks the replies
+// answers each complete attempt at once (alice:secret succeeds, users "temp" and "lock" get
+// 454 and 421, anything else fails; a config bit makes it refuse AUTH per address). Checks the replies
 // are well-formed CRLF lines with a 3-digit code, that feed() honours its consumption
 // contract, and that the transcript does not depend on where the input is split.
 // Input layout: [config byte][cut byte] dialogue...
@@ -93,9 +93,16 @@ std::string run(const server_config& config, const client_info& client, std::str
                 const auth_attempt a = s.pending_auth();
                 if (a.well_formed && (!clean_field(a.user) || !clean_field(a.password) || a.user.empty())) std::abort();
                 const bool ok = a.well_formed && a.authzid.empty() && a.user == "alice" && a.password == "secret";
-                s.auth_done(ok ? auth_result::ok : auth_result::failed, out);
+                // Every verdict a host can give: users "temp" and "lock" get 454 and 421.
+                const auth_result r = ok                 ? auth_result::ok
+                                      : a.user == "temp" ? auth_result::temporary_failure
+                                      : a.user == "lock" ? auth_result::throttled
+                                                         : auth_result::failed;
+                s.auth_done(r, out);
                 if (s.auth_pending()) std::abort();
                 if (ok && s.authenticated_user() != "alice") std::abort();
+                if (r == auth_result::throttled && !s.closed()) std::abort();
+                if (!ok && !s.authenticated_user().empty()) std::abort();
                 continue;
             }
             if (!s.closed() && !piece.empty()) std::abort();  // must consume everything

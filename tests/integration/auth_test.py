@@ -122,9 +122,19 @@ def starttls_login(c, relay, port):
     s = tls_client(port)
     s.user, s.password = "bob", "hunter2"
     c.reply(s.auth("LOGIN", s.auth_login, initial_response_ok=False), 235, "smtplib AUTH LOGIN", "2.7.0")
-    s.sendmail("bob@client.example", [FOREIGN], b"Subject: login\r\n\r\nvia LOGIN\r\n")
-    c.check(True, "smtplib sendmail after AUTH LOGIN")
+    refused = s.sendmail("bob@client.example", [FOREIGN], b"Subject: login\r\n\r\nvia LOGIN\r\n")
+    c.check(refused == {}, "smtplib sendmail to a foreign domain after AUTH LOGIN", str(refused))
     s.quit()
+
+    # A malformed attempt, then a good one, on one connection (the second check must reach
+    # the pool and come back: a review found it crashed the daemon).
+    s = tls_client(port, source="127.0.0.6")
+    c.reply(s.docmd("AUTH", "PLAIN " + b64(b"alice\0secret")), 535, "malformed PLAIN (no authzid separator)",
+            "5.7.8")
+    c.reply(s.docmd("AUTH", "PLAIN " + b64(b"\0alice\0secret")), 235, "then a good attempt on the same connection",
+            "2.7.0")
+    s.quit()
+    c.check(relay.running(), "the relay is still running after malformed-then-good AUTH")
 
 
 def swaks(c, relay, port):
@@ -228,6 +238,28 @@ def failures(c, relay, port):
     s.quit()
 
 
+def parallel(c, port):
+    """Eight connections from one address send a wrong password at the same moment: at most
+    two checks of one address run at once (the rest get 454 4.7.0), and the failures that do
+    get checked stop at the per-address limit (5): parallel connections cannot all reach the
+    password check before the first failure is counted."""
+    clients = [tls_client(port, source="127.0.0.7") for _ in range(8)]
+    wrong = ("AUTH PLAIN " + b64(b"\0alice\0wrong") + "\r\n").encode()
+    for s in clients:
+        s.sock.sendall(wrong)
+    codes = []
+    for s in clients:
+        try:
+            codes.append(s.getreply()[0])
+        except (smtplib.SMTPServerDisconnected, OSError):
+            codes.append(None)
+        s.close()
+    checked = sum(1 for x in codes if x in (535, 421))
+    c.check(all(x in (535, 421, 454) for x in codes) and 1 <= checked <= 5 and codes.count(454) >= 3,
+            "8 parallel wrong passwords from one address: at most 2 in flight, others 454 4.7.0", str(codes))
+    c.info(f"parallel wrong passwords from one address: replies {codes}")
+
+
 def wait_for(relay, text, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -275,6 +307,7 @@ def scenario(c):
     swaks(c, relay, port)
     pipelined(c, port)
     failures(c, relay, port)
+    parallel(c, port)
     reload(c, relay, port, users_path)
     relay.stop()
     c.check(relay.returncode == 0, "the relay stops cleanly", relay.stderr()[-600:])
@@ -287,7 +320,7 @@ def scenario(c):
     s.ehlo("client.example")
     c.check(s.has_extn("auth"), "--auth-plaintext: AUTH offered without TLS", str(s.esmtp_features))
     s.login("bob", "hunter2")
-    code, _ = s.docmd("MAIL", "FROM:<bob@client.example>")
+    c.reply(s.docmd("MAIL", "FROM:<bob@client.example>"), 250, "--auth-plaintext: MAIL after plaintext AUTH")
     c.reply(s.docmd("RCPT", f"TO:<{FOREIGN}>"), 250, "--auth-plaintext: relaying after plaintext AUTH")
     s.quit()
     plain.stop()

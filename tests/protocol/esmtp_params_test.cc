@@ -73,6 +73,8 @@ INSTANTIATE_TEST_SUITE_P(Params, MailParametersReject, ::testing::Values(
     reject_case{"Envid", "ENVID=abc", unsupported, "ENVID"},
     reject_case{"AuthNoValue", "AUTH", bad_syntax, "AUTH"},
     reject_case{"AuthTwice", "AUTH=<> AUTH=a+40b", bad_syntax, "AUTH"},
+    reject_case{"AuthBadHexchar", "AUTH=a+4", bad_syntax, "AUTH"},
+    reject_case{"AuthLowerHexchar", "AUTH=a+4a", bad_syntax, "AUTH"},
     reject_case{"UnknownAfterGood", "SIZE=1 XFOO", unsupported, "XFOO"},
     reject_case{"SizeLetters", "SIZE=1k", bad_size, "SIZE"},
     reject_case{"SizeMissingValue", "SIZE", bad_size, "SIZE"},

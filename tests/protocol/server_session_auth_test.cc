@@ -171,14 +171,23 @@ TEST(ServerSessionAuth, PlainWithInitialResponseThenRelayAnywhereWithEsmtpsa) {
     EXPECT_EQ(t.attempts, std::vector<std::string>{"PLAIN:alice"});
 }
 
-TEST(ServerSessionAuth, PlainWithoutInitialResponseAndEqualsSign) {
-    for (std::string_view first : {"AUTH PLAIN\r\n", "AUTH plain =\r\n"}) {
-        const auto t = run_everywhere(auth_config(auth_offer::always),
-                                      "EHLO c.example\r\n" + s(first) + s(plain_ok) + "\r\nQUIT\r\n");
-        EXPECT_EQ(t.out, banner + ehlo_starttls_auth + "334 \r\n235 2.7.0 Authentication successful\r\n"
-                                                       "221 2.0.0 Bye\r\n")
-            << first;
-    }
+TEST(ServerSessionAuth, PlainWithoutInitialResponse) {
+    const auto t = run_everywhere(auth_config(auth_offer::always),
+                                  "EHLO c.example\r\nAUTH plain\r\n" + s(plain_ok) + "\r\nQUIT\r\n");
+    EXPECT_EQ(t.out, banner + ehlo_starttls_auth + "334 \r\n235 2.7.0 Authentication successful\r\n"
+                                                   "221 2.0.0 Bye\r\n");
+}
+
+// RFC 4954 §4: "=" is an empty initial response, which neither mechanism accepts: a failed
+// attempt (counted), then a well-formed one on the same session succeeds.
+TEST(ServerSessionAuth, EmptyInitialResponseIsAFailedAttempt) {
+    const auto t = run_everywhere(auth_config(auth_offer::always),
+                                  "EHLO c.example\r\nAUTH PLAIN =\r\nAUTH LOGIN =\r\nAUTH PLAIN " + s(plain_ok) +
+                                      "\r\n");
+    EXPECT_EQ(t.out, banner + ehlo_starttls_auth + "535 5.7.8 Error: authentication failed\r\n"
+                                                   "535 5.7.8 Error: authentication failed\r\n"
+                                                   "235 2.7.0 Authentication successful\r\n");
+    EXPECT_EQ(t.attempts, (std::vector<std::string>{"PLAIN:", "LOGIN:", "PLAIN:alice"}));
 }
 
 TEST(ServerSessionAuth, LoginWithAndWithoutInitialUser) {
