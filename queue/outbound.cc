@@ -122,11 +122,12 @@ void outbound::on_input(std::string_view data) noexcept {
         _tls_text.assign(_tls->protocol_name()).append(" ").append(_tls->cipher_name());
         _session.on_tls_established(_out);  // EHLO again (RFC 3207 §4.2)
     }
-    if (_tls->state() == core::tls_state::closed) {
+    // Replies first: the reply to QUIT often shares a read with the close_notify after it.
+    if (!_plain.empty()) _session.feed(_plain, _out);
+    if (_tls->state() == core::tls_state::closed && !_session.closed()) {
         lost("the next hop ended TLS (close_notify)");
         return;
     }
-    if (!_plain.empty()) _session.feed(_plain, _out);
     if (_plain.capacity() > 4096) std::string().swap(_plain);
     if (!_wire.empty()) _owner.want_flush(this);
 }

@@ -64,6 +64,8 @@ void connection::open(std::int64_t now) noexcept {
     RR_ASSERT(_state == connection_state::down && _fd < 0);
     _session.emplace(_owner.client_config());
     _out.clear();
+    _wire.clear();
+    _tls.reset();
     _sending.clear();
     _quit_requested = false;
     _shutdown_after_send = false;
@@ -123,9 +125,9 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         if (_state != connection_state::closing) {
             const auto data = _owner.buffers().data(bid, static_cast<std::size_t>(res));
             _last_activity_ns = now;
-            _session->feed(std::string_view(data.data(), data.size()), _out);
+            on_input(std::string_view(data.data(), data.size()), now);
             _owner.buffers().recycle(bid);
-            after_input(now);
+            if (_state != connection_state::closing) after_input(now);
         } else {
             _owner.buffers().recycle(bid);
         }
@@ -145,6 +147,70 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         return;
     }
     lost(res == 0 ? "connection closed by the server" : std::strerror(-res), now);
+}
+
+// Replies in plaintext, or TLS records once STARTTLS got its 220.
+void connection::on_input(std::string_view data, std::int64_t now) noexcept {
+    if (!_tls) {
+        _session->feed(data, _out);  // stops behind STARTTLS's 220; the rest is dropped (RFC 3207 §5)
+        if (_session->tls_requested()) start_tls();
+        return;
+    }
+    const bool was_established = _tls->is_established();
+    _plain.clear();
+    const auto fed = _tls->feed_ciphertext(data, _plain);
+    _tls->take_output(_wire);
+    if (!fed) {
+        tls_failed(fed.error().text);
+        return;
+    }
+    if (!was_established && _tls->is_established()) _session->on_tls_established(_out);
+    // Replies first: the reply to QUIT often shares a read with the close_notify after it.
+    if (!_plain.empty()) _session->feed(_plain, _out);
+    if (_tls->state() == core::tls_state::closed && !_session->closed()) {
+        lost("the server ended TLS", now);
+        return;
+    }
+    if (!_wire.empty()) _owner.want_flush(*this);
+}
+
+void connection::start_tls() noexcept {
+    core::tls_context* context = _owner.tls_context();
+    auto session = context != nullptr ? core::tls_session::create(*context)
+                                      : std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"});
+    if (!session) {
+        tls_failed(session.error().text);
+        return;
+    }
+    _tls.emplace(std::move(*session));
+    _tls->take_output(_wire);  // the ClientHello
+    _owner.want_flush(*this);
+}
+
+void connection::tls_failed(std::string_view reason) noexcept {
+    _owner.note_error(_owner.options().target_text + ": TLS failed: " + std::string(reason));
+    _session->on_tls_failed(reason);  // its messages fail; after_input sees it closed
+}
+
+bool connection::seal(std::int64_t now) noexcept {
+    if (_out.empty()) return true;
+    if (!_tls) {
+        if (_wire.empty()) {
+            _wire.swap(_out);
+        } else {
+            _wire.append(_out);
+        }
+        _out.clear();
+        return true;
+    }
+    if (!_tls->is_established()) return true;  // the session writes nothing during the handshake
+    const auto sealed = _tls->encrypt(_out, _wire);
+    _out.clear();
+    if (!sealed) {
+        lost("TLS: " + sealed.error().text, now);
+        return false;
+    }
+    return true;
 }
 
 // Outcomes first (the shard counts them), then what the session's state means for us.
@@ -170,7 +236,7 @@ void connection::after_input(std::int64_t now) noexcept {
             _owner.connection_ready(*this, now);
         }
     }
-    if (!_out.empty()) _owner.want_flush(*this);
+    if (has_output()) _owner.want_flush(*this);
 }
 
 void connection::take_outcomes(std::int64_t now) noexcept {
@@ -283,6 +349,13 @@ void connection::on_session_closed(std::int64_t now) noexcept {
     case protocol::close_reason::reset_refused:
         _owner.note_error(target + ": RSET refused: " + reply_text(r));
         break;
+    case protocol::close_reason::tls_required:
+    case protocol::close_reason::tls_failed:
+        _owner.note_error(target + ": " + r.text);
+        break;
+    case protocol::close_reason::auth_failed:
+        _owner.note_error(target + ": AUTH failed: " + reply_text(r));
+        break;
     default:
         _owner.note_error(target + ": session closed unexpectedly");
         break;
@@ -310,10 +383,14 @@ void connection::begin_close(close_kind kind, std::int64_t now) noexcept {
     const bool connected = _state != connection_state::connecting;
     _close_kind = kind;
     set_state(connection_state::closing, now);
-    if (connected && _fd >= 0 && !_send_in_flight && !_out.empty()) {
+    if (connected && _fd >= 0 && !_send_in_flight && has_output()) {
         // The session's last command (QUIT after a refused greeting) goes out first.
         _shutdown_after_send = true;
         start_send();
+        if (!_send_in_flight) {  // nothing could be sealed (a handshake cut short)
+            _shutdown_after_send = false;
+            shutdown_socket();
+        }
     } else {
         shutdown_socket();
     }
@@ -333,6 +410,8 @@ void connection::finish_close_if_idle(std::int64_t now) noexcept {
     if (_fd >= 0) ::close(_fd);
     _fd = -1;
     _out.clear();
+    _wire.clear();
+    _tls.reset();
     _sending.clear();
     set_state(connection_state::down, now);
     _owner.connection_down(*this, _close_kind, now);
@@ -343,7 +422,7 @@ void connection::flush(std::int64_t now) noexcept {
         _state != connection_state::down) {
         after_input(now);
     }
-    if (_send_in_flight || _out.empty() || _fd < 0 || _state == connection_state::closing ||
+    if (_send_in_flight || !has_output() || _fd < 0 || _state == connection_state::closing ||
         _state == connection_state::connecting || _state == connection_state::down) {
         return;
     }
@@ -351,8 +430,9 @@ void connection::flush(std::int64_t now) noexcept {
 }
 
 void connection::start_send() noexcept {
-    _sending.swap(_out);
-    _out.clear();
+    if (!seal(now_ns()) || _wire.empty()) return;
+    _sending.swap(_wire);
+    _wire.clear();
     _sent = 0;
     _send_in_flight = true;
     io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
@@ -387,7 +467,7 @@ void connection::on_send(int res, std::uint32_t) noexcept {
         finish_close_if_idle(now);
         return;
     }
-    if (!_out.empty()) start_send();
+    if (has_output()) start_send();
 }
 
 }  // namespace ringrelay::bench

@@ -8,6 +8,9 @@
 // operation in flight) -> down, reported to the shard, which reopens it (after a back-off if
 // it failed) or lets it rest once the run is over.
 //
+// --starttls: when the session asks for TLS, a core::tls_session sits between the socket and
+// the session (the rest of the read carrying the 220 is discarded; then records both ways).
+//
 // Ownership: created and driven by one shard (its thread, its reactor and buffer ring). The
 // message body and recipient strings are the connection's own, rewritten only when the
 // session has no message (client_session's lifetime rule for outbound_message).
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/client_session.h"
 
 namespace ringrelay::bench {
@@ -80,6 +84,13 @@ private:
     void on_recv(int res, std::uint32_t flags) noexcept;
     void on_send(int res, std::uint32_t flags) noexcept;
     void arm_recv() noexcept;
+    void on_input(std::string_view data, std::int64_t now_ns) noexcept;
+    void start_tls() noexcept;
+    void tls_failed(std::string_view reason) noexcept;
+    // Moves the session's output to _wire: as it is, or sealed once TLS is up. False if
+    // sealing failed (the connection is then lost).
+    bool seal(std::int64_t now_ns) noexcept;
+    [[nodiscard]] bool has_output() const noexcept { return !_out.empty() || !_wire.empty(); }
     void start_send() noexcept;
     // After the session consumed input or a message: outcomes, state changes, next message.
     void after_input(std::int64_t now_ns) noexcept;
@@ -101,6 +112,9 @@ private:
     op _recv_op;
     op _send_op;
     std::string _out;      // written by the session during the turn
+    std::string _wire;     // for the kernel: _out before TLS, TLS records after
+    std::optional<core::tls_session> _tls;
+    std::string _plain;    // decrypted input of one receive
     std::string _sending;  // handed to the kernel; untouched until its completion
     std::size_t _sent = 0;
     struct slot {

@@ -172,6 +172,11 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
                    "QUIT and reconnect after this many messages (default 0 = never)")
         ->type_name("K");
     app.add_flag("--quiet", quiet, "no progress line on stderr");
+    app.add_flag("--starttls", o.starttls,
+                 "STARTTLS on every connection (required: a server without it fails the messages; no certificate check)");
+    std::string auth;
+    app.add_option("--auth", auth, "SMTP AUTH PLAIN (LOGIN if PLAIN is not offered) as USER:PASS, after STARTTLS")
+        ->type_name("USER:PASS");
     app.add_option("--seed", seed, "seed for the domain choice (default 1)")->type_name("N");
     try {
         app.parse(argc, argv);
@@ -241,6 +246,13 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
         auto d = parse_domains(domains);
         if (!d) return std::unexpected(usage_error("--domains: " + d.error()));
         o.domains = std::move(*d);
+    }
+    if (app.count("--auth") > 0) {
+        const std::size_t colon = auth.find(':');
+        if (colon == std::string::npos || colon == 0)
+            return std::unexpected(usage_error("--auth: expected USER:PASS (the password may contain ':')"));
+        o.auth_user = auth.substr(0, colon);
+        o.auth_password = auth.substr(colon + 1);
     }
     if (chunking) o.chunking = protocol::extension_use::when_offered;
     if (no_pipelining) o.pipelining = protocol::extension_use::never;

@@ -46,6 +46,11 @@ shard::shard(const bench_options& options, const message_template& message, cons
     _client_config.helo_name = options.helo;
     _client_config.pipelining = options.pipelining;
     _client_config.chunking = options.chunking;
+    _client_config.starttls = options.starttls ? protocol::tls_use::required : protocol::tls_use::never;
+    _client_config.auth_user = options.auth_user;
+    _client_config.auth_password = options.auth_password;
+    // Without --starttls the operator asked for AUTH in clear (a test server with --auth-plaintext).
+    _client_config.auth_without_tls = options.starttls ? protocol::auth_plaintext::refuse : protocol::auth_plaintext::allow;
     _timer.owner = this;
     _backoff_random = options.seed + index * 7919;
     _stderr_is_terminal = ::isatty(STDERR_FILENO) == 1;
@@ -62,6 +67,11 @@ std::string shard::init() {
     if (auto ec = _buffers.init(_reactor, receive_group, buffers, receive_buffer_size); ec)
         return "receive buffer ring: " + ec.message();
     _reactor.add_turn_hook(this);
+    if (_options.starttls) {
+        auto context = core::tls_context::client();  // no verification: a benchmark, not a delivery
+        if (!context) return "TLS: " + context.error().text;
+        _tls.emplace(std::move(*context));
+    }
     _connections.reserve(_connection_count);
     for (std::uint32_t i = 0; i < _connection_count; ++i) _connections.push_back(std::make_unique<connection>(*this));
     _flush.reserve(_connection_count);

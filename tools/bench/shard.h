@@ -16,12 +16,14 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/buffer_ring.h"
 #include "core/reactor.h"
+#include "core/tls.h"
 #include "protocol/client_session.h"
 #include "tools/bench/connection.h"
 #include "tools/bench/domain_picker.h"
@@ -75,6 +77,8 @@ public:
     [[nodiscard]] const bench_options& options() const noexcept { return _options; }
     [[nodiscard]] const message_template& message() const noexcept { return _message; }
     [[nodiscard]] const protocol::client_config& client_config() const noexcept { return _client_config; }
+    // The shard's client TLS context (--starttls), else null.
+    [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls ? &*_tls : nullptr; }
     [[nodiscard]] run_stats& stats() noexcept { return _stats; }
     [[nodiscard]] std::size_t pick_domain() noexcept { return _picker.pick(); }
     void want_flush(connection& c) noexcept;
@@ -124,6 +128,7 @@ private:
     const std::uint32_t _connection_count;
     const std::uint64_t _quota;  // messages of this shard with --messages (may be 0); unused with --duration
     protocol::client_config _client_config;
+    std::optional<core::tls_context> _tls;
 
     // Shard-local.
     core::reactor _reactor;

@@ -1,5 +1,6 @@
 // tests/tools/bench/options_test.cc: ringrelay-bench's command line: required flags, the
-// --messages/--duration choice, --domains with weights, --target, --size bounds, defaults.
+// --messages/--duration choice, --domains with weights, --target, --size bounds, defaults,
+// --starttls and --auth USER:PASS.
 #include "tools/bench/options.h"
 
 #include <gtest/gtest.h>
@@ -52,6 +53,26 @@ TEST(BenchOptions, MinimalCommandLineGetsDefaults) {
     EXPECT_GE(r->shards, 1u);
     EXPECT_LE(r->shards, 2u);
     EXPECT_EQ(r->max_messages_per_connection, 0u);
+}
+
+TEST(BenchOptions, StartTlsAndAuthAreOffByDefault) {
+    const auto r = parse_with({"--messages", "1"});
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_FALSE(r->starttls);
+    EXPECT_TRUE(r->auth_user.empty());
+}
+
+TEST(BenchOptions, AuthSplitsAtTheFirstColon) {
+    const auto r = parse_with({"--messages", "1", "--starttls", "--auth", "user@example.org:pa:ss"});
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_TRUE(r->starttls);
+    EXPECT_EQ(r->auth_user, "user@example.org");
+    EXPECT_EQ(r->auth_password, "pa:ss");
+}
+
+TEST(BenchOptions, AuthNeedsUserAndColon) {
+    expect_usage_error(parse_with({"--messages", "1", "--auth", "nocolon"}), "--auth");
+    expect_usage_error(parse_with({"--messages", "1", "--auth", ":pass"}), "--auth");
 }
 
 TEST(BenchOptions, EveryFlagIsApplied) {
