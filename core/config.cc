@@ -132,9 +132,9 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "outbound-tls") ok = set(json_string(v, key), c.outbound_tls);
         else if (key == "route-tls") ok = set(json_strings(v, key), c.route_tls);
         else if (key == "outbound-ca-file") ok = set(json_string(v, key), c.outbound_ca_file);
-        else if (key == "starttls" || key == "auth-plaintext") {
+        else if (key == "starttls" || key == "auth-plaintext" || key == "ktls") {
             if (!v.is_bool()) return std::unexpected("config key '" + key + "': expected true or false");
-            (key == "starttls" ? c.starttls : c.auth_plaintext) = v.get_bool().value_unsafe();
+            (key == "starttls" ? c.starttls : key == "ktls" ? c.ktls : c.auth_plaintext) = v.get_bool().value_unsafe();
         }
         else if (key == "hold") {
             if (!v.is_bool()) return std::unexpected("config key 'hold': expected true or false");
@@ -283,6 +283,9 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
                    "certificate for --hostname is made on first start and kept in SPOOL/tls");
     app.add_option("--tls-key", flags.tls_key, "PEM private key of --tls-cert (not passphrase-protected)");
     bool no_starttls = false;
+    bool no_ktls = false;
+    app.add_flag("--no-ktls", no_ktls,
+                 "keep TLS records in user space (OpenSSL) even where the kernel offers kTLS");
     app.add_flag("--no-starttls", no_starttls, "do not offer STARTTLS on --listen ports (--listen-tls still works)");
     app.add_option("--auth-users", flags.auth_users,
                    "file of 'user:hash' lines (hashes from ringrelay-passwd); enables AUTH PLAIN and LOGIN, "
@@ -370,6 +373,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--tls-cert")) c.tls_cert = flags.tls_cert;
     if (given("--tls-key")) c.tls_key = flags.tls_key;
     if (given("--no-starttls")) c.starttls = false;
+    if (given("--no-ktls")) c.ktls = false;
     if (given("--auth-users")) c.auth_users = flags.auth_users;
     if (given("--auth-plaintext")) c.auth_plaintext = true;
     if (given("--auth-max-failures")) c.auth_max_failures = flags.auth_max_failures;

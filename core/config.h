@@ -37,6 +37,7 @@ struct config {
     std::string tls_cert;                  // PEM certificate chain, leaf first
     std::string tls_key;                   // PEM private key (unencrypted)
     bool starttls = true;                  // offer STARTTLS on --listen ports (--no-starttls turns it off)
+    bool ktls = true;                      // hand inbound TLS records to the kernel when it can (--no-ktls)
 
     // SMTP AUTH (RFC 4954), offered only under TLS unless auth_plaintext.
     std::string auth_users;                // "user:scrypt-PHC" per line (ringrelay-passwd); empty = no AUTH

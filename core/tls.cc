@@ -610,6 +610,57 @@ std::expected<void, tls_error> tls_session::encrypt(std::string_view plaintext, 
     return {};
 }
 
+std::expected<tls_session, tls_error> tls_session::create_on_socket(const tls_context& context, int fd) {
+    ERR_clear_error();
+    if (context.role() != tls_role::server) return failure(tls_errc::setup, "socket sessions are server sessions");
+    tls_session s;
+    s._ssl = SSL_new(context.native());
+    if (s._ssl == nullptr) return failure(tls_errc::setup, "SSL_new: " + openssl_reason());
+    // SSL_set_fd makes a socket BIO that does not close the fd (BIO_NOCLOSE).
+    if (SSL_set_fd(s._ssl, fd) != 1) return failure(tls_errc::setup, "SSL_set_fd: " + openssl_reason());
+    SSL_set_options(s._ssl, SSL_OP_ENABLE_KTLS);
+    // What Linux kTLS implements (net/tls: AES-GCM-128/256 and ChaCha20-Poly1305).
+    if (SSL_set_ciphersuites(s._ssl, "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256") != 1 ||
+        SSL_set_cipher_list(s._ssl, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1)
+        return failure(tls_errc::setup, "kTLS cipher list: " + openssl_reason());
+    SSL_set_accept_state(s._ssl);
+    return s;
+}
+
+std::expected<tls_session::socket_step, tls_error> tls_session::handshake_on_socket() {
+    if (_state == tls_state::failed) return std::unexpected(_error);
+    if (_state != tls_state::handshaking) return socket_step::done;
+    ERR_clear_error();
+    const int r = SSL_do_handshake(_ssl);
+    if (r == 1) {
+        _state = tls_state::established;
+        return socket_step::done;
+    }
+    switch (SSL_get_error(_ssl, r)) {
+    case SSL_ERROR_WANT_READ: return socket_step::want_read;
+    case SSL_ERROR_WANT_WRITE: return socket_step::want_write;
+    default: break;
+    }
+    auto failed = fail(tls_errc::handshake, "TLS handshake failed");
+    return std::unexpected(failed.error());
+}
+
+bool tls_session::kernel_sends() const noexcept {
+#ifndef OPENSSL_NO_KTLS
+    return on_socket() && BIO_get_ktls_send(SSL_get_wbio(_ssl));
+#else
+    return false;
+#endif
+}
+
+bool tls_session::kernel_receives() const noexcept {
+#ifndef OPENSSL_NO_KTLS
+    return on_socket() && BIO_get_ktls_recv(SSL_get_rbio(_ssl));
+#else
+    return false;
+#endif
+}
+
 void tls_session::take_output(std::string& ciphertext) {
     if (_network_out == nullptr) return;
     for (;;) {
@@ -706,7 +757,7 @@ ktls_probe probe_ktls() noexcept {
             p.available = true;
             p.detail = std::string("kTLS: the kernel offers the 'tls' ULP") +
                        (p.openssl_support ? "" : " but OpenSSL was built without kTLS") +
-                       "; not used yet" + user_space;
+                       " (whether sessions use it is decided with a handshake probe once a certificate is loaded)";
         } else if (errno == ENOENT) {
             p.detail = "kTLS: not available (no 'tls' ULP)" + user_space;
         } else {
@@ -717,6 +768,68 @@ ktls_probe probe_ktls() noexcept {
     if (client >= 0) ::close(client);
     if (listener >= 0) ::close(listener);
     return p;
+}
+
+ktls_handshake_probe probe_ktls_handshake(const tls_credentials& credentials) noexcept {
+    ktls_handshake_probe p;
+    int fds[2] = {-1, -1};
+    // A TCP pair on loopback (the ULP needs TCP), both ends non-blocking.
+    const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (listener >= 0 && ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::listen(listener, 1) == 0 && ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+        fds[0] = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fds[0] >= 0 && ::connect(fds[0], reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+            fds[1] = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    }
+    if (listener >= 0) ::close(listener);
+    auto finish = [&](std::string detail) {
+        for (int fd : fds)
+            if (fd >= 0) ::close(fd);
+        p.detail = std::move(detail);
+        return p;
+    };
+    if (fds[0] < 0 || fds[1] < 0) return finish(std::string("kTLS handshake probe: no loopback pair: ") + std::strerror(errno));
+    (void)::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+    auto server_ctx = tls_context::server(credentials);
+    auto client_ctx = tls_context::client();
+    if (!server_ctx || !client_ctx) return finish("kTLS handshake probe: no TLS context");
+    auto server = tls_session::create_on_socket(*server_ctx, fds[1]);
+    if (!server) return finish("kTLS handshake probe: " + server.error().text);
+    std::unique_ptr<SSL, void (*)(SSL*)> client(SSL_new(client_ctx->native()), SSL_free);
+    if (!client || SSL_set_fd(client.get(), fds[0]) != 1) return finish("kTLS handshake probe: client setup failed");
+    SSL_set_connect_state(client.get());
+    // Both ends in this thread, in turns, until both are done (bounded: a handshake is a few
+    // round trips).
+    bool server_done = false;
+    bool client_done = false;
+    for (int turn = 0; turn < 200 && !(server_done && client_done); ++turn) {
+        if (!client_done) {
+            ERR_clear_error();
+            const int r = SSL_do_handshake(client.get());
+            const int e = SSL_get_error(client.get(), r);
+            if (r == 1) {
+                client_done = true;
+            } else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                return finish("kTLS handshake probe: client failed: " + openssl_reason());
+            }
+        }
+        if (!server_done) {
+            auto step = server->handshake_on_socket();
+            if (!step) return finish("kTLS handshake probe: " + step.error().text);
+            server_done = *step == tls_session::socket_step::done;
+        }
+        if (!(server_done && client_done)) ::usleep(1000);
+    }
+    if (!(server_done && client_done)) return finish("kTLS handshake probe: the handshake did not complete");
+    p.sends = server->kernel_sends();
+    p.receives = server->kernel_receives();
+    return finish(std::string("kTLS handshake probe (") + std::string(server->protocol_name()) + " " +
+                  std::string(server->cipher_name()) + "): kernel " + (p.sends ? "sends" : "does not send") +
+                  " and " + (p.receives ? "receives" : "does not receive"));
 }
 
 }  // namespace ringrelay::core

@@ -189,6 +189,23 @@ public:
     [[nodiscard]] static std::expected<tls_session, tls_error> create(const tls_context& context,
                                                                       std::string_view server_name = {},
                                                                       const tls_saved_session* resume = nullptr);
+    // kTLS: a server session that runs its handshake on the connected socket `fd` itself
+    // (non-blocking reads and writes by OpenSSL; the caller waits for readiness with io_uring
+    // POLL_ADD, so the shard still never blocks) with SSL_OP_ENABLE_KTLS, so that OpenSSL hands
+    // the record layer to the kernel (TCP_ULP "tls", TLS_TX/TLS_RX) as soon as the keys are
+    // known. Afterwards the socket carries plaintext: sends and receives are plain io_uring
+    // operations again, and feed_ciphertext()/encrypt() are not used. Ciphers are limited to
+    // those Linux kTLS implements (AES-GCM, ChaCha20-Poly1305). The fd stays the caller's.
+    [[nodiscard]] static std::expected<tls_session, tls_error> create_on_socket(const tls_context& context, int fd);
+    enum class socket_step : std::uint8_t { want_read, want_write, done };
+    // Socket sessions: advances the handshake; `done` once established.
+    [[nodiscard]] std::expected<socket_step, tls_error> handshake_on_socket();
+    // Socket sessions, once established: whether the kernel encrypts what is sent / decrypts
+    // what is received.
+    [[nodiscard]] bool kernel_sends() const noexcept;
+    [[nodiscard]] bool kernel_receives() const noexcept;
+    [[nodiscard]] bool on_socket() const noexcept { return _ssl != nullptr && _network_in == nullptr; }
+
     tls_session(tls_session&& other) noexcept;
     tls_session& operator=(tls_session&& other) noexcept;
     tls_session(const tls_session&) = delete;
@@ -207,7 +224,8 @@ public:
     // Appends the records waiting to be sent to `ciphertext`.
     void take_output(std::string& ciphertext);
     [[nodiscard]] bool has_output() const noexcept;
-    // Appends a close_notify alert (RFC 8446 §6.1) when established; idempotent.
+    // Appends a close_notify alert (RFC 8446 §6.1) when established; idempotent. A socket
+    // session writes it to the socket (through the kernel's record layer) instead.
     void close(std::string& ciphertext);
 
     [[nodiscard]] tls_state state() const noexcept { return _state; }
@@ -249,5 +267,16 @@ struct ktls_probe {
     std::string detail;            // the one-line start-up message
 };
 [[nodiscard]] ktls_probe probe_ktls() noexcept;
+
+// Whether a real handshake over loopback with `credentials` (server side on a socket session,
+// client side OpenSSL's own) ends with the kernel holding the server's record layer both
+// ways. Run at start-up only when probe_ktls() found the ULP: the ULP alone does not tell
+// whether this kernel and this OpenSSL agree on TLS 1.3 receive offload. `detail` is one line.
+struct ktls_handshake_probe {
+    bool sends = false;
+    bool receives = false;
+    std::string detail;
+};
+[[nodiscard]] ktls_handshake_probe probe_ktls_handshake(const tls_credentials& credentials) noexcept;
 
 }  // namespace ringrelay::core

@@ -2,8 +2,11 @@
 #include "queue/connection.h"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -33,6 +36,8 @@ connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::rel
     _recv.owner = this;
     _send.owner = this;
     _auth_delay.owner = this;
+    _poll.owner = this;
+    _kernel_tls = owner.kernel_tls();
 }
 
 connection::~connection() {
@@ -42,6 +47,22 @@ connection::~connection() {
 void connection::start() noexcept {
     const int one = 1;
     (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (_kind == listener_kind::implicit_tls && _kernel_tls) {
+        // kTLS: OpenSSL handshakes on the socket; the banner once it completes.
+        core::tls_context* context = _shard.tls_context();
+        auto session = context != nullptr ? core::tls_session::create_on_socket(*context, _fd)
+                                          : std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"});
+        if (!session) {
+            tls_failed(session.error().text);
+            return;
+        }
+        _tls.emplace(std::move(*session));
+        _tls_phase = tls_phase::kernel_handshaking;
+        _progress_ms = core::monotonic_ms();
+        _shard.deadlines().touch(*this, _progress_ms);
+        kernel_handshake_step();
+        return;
+    }
     if (_kind == listener_kind::implicit_tls) {
         // RFC 8314 §3.3: the handshake first; the banner once it completes (on_ciphertext).
         core::tls_context* context = _shard.tls_context();
@@ -72,7 +93,7 @@ void connection::arm_recv() noexcept {
 }
 
 void connection::rearm() noexcept {
-    if (!_closing && !_paused && !_recv_armed) arm_recv();
+    if (!_closing && !_paused && !_recv_armed && !socket_lent()) arm_recv();
     maybe_retire();
 }
 
@@ -84,21 +105,24 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
         const auto data = _shard.buffers().data(bid, static_cast<std::size_t>(res));
         if (!_closing) on_input(std::string_view(data.data(), data.size()));
         _shard.buffers().recycle(bid);
-        if (!more && !_closing && !_paused) arm_recv();
+        if (!more && !_closing && !_paused && !socket_lent()) arm_recv();
     } else if (res == -ENOBUFS) {
         // The shard's buffer ring ran dry: try again at the end of the turn, when this turn's
         // buffers are back.
-        if (!_closing && !_paused) _shard.want_rearm(this);
+        if (!_closing && !_paused && !socket_lent()) _shard.want_rearm(this);
     } else if (res == -ECANCELED) {
-        // Only we cancel a receive: for closing, or to pause input while a commit is pending.
-        // If the commit completed before this CQE arrived, reading resumes now.
-        if (!_closing && !_paused && !more) arm_recv();
+        // Only we cancel a receive: for closing, to pause input while a commit is pending, or
+        // to lend the socket to a kTLS handshake. If the commit completed before this CQE
+        // arrived, reading resumes now.
+        if (!_closing && !_paused && !more && !socket_lent()) arm_recv();
     } else {
         // End of stream or a socket error: the client is gone. A pending commit still
         // completes (the message is spooled; the client will retry or not, RFC 5321 §6.1).
         _peer_gone = true;
         close();
     }
+    // kTLS STARTTLS: our receive is gone now; the 220 may leave (flush waited for this).
+    if (!_recv_armed && _kernel_tls && _tls_phase == tls_phase::ready_unsent) _shard.want_flush(this);
     maybe_retire();
 }
 
@@ -121,7 +145,70 @@ void connection::on_input(std::string_view data) noexcept {
     case tls_phase::on:
         on_ciphertext(data);
         return;
+    case tls_phase::kernel_handshaking:
+        // No receive is armed in this phase; a completion already in flight when it began
+        // carries bytes from before the 220 left (see ready_unsent).
+        discard_before_handshake(data.size());
+        return;
+    case tls_phase::kernel_on:
+        if (_greeted) {
+            process(data);
+        } else {
+            early_talker(data);  // implicit TLS: talked before the banner left
+        }
+        return;
     }
+}
+
+// kTLS: one step of OpenSSL's handshake on the socket; waits for readiness on the shard's
+// io_uring (POLL_ADD), never blocks. Once done, the kernel must hold the record layer both
+// ways (the start-up probe said it would); then SMTP resumes over plain receives and sends.
+void connection::kernel_handshake_step() noexcept {
+    auto step = _tls->handshake_on_socket();
+    if (!step) {
+        tls_failed(step.error().text);
+        return;
+    }
+    if (*step != core::tls_session::socket_step::done) {
+        const bool read = *step == core::tls_session::socket_step::want_read;
+        io_uring_prep_poll_add(_shard.reactor().sqe(&_poll), _fd, read ? POLLIN : POLLOUT);
+        _poll_armed = true;
+        return;
+    }
+    if (!_tls->kernel_sends() || !_tls->kernel_receives()) {
+        tls_failed(std::string("the kernel did not take the TLS record layer for ") +
+                   std::string(_tls->protocol_name()) + " " + std::string(_tls->cipher_name()) +
+                   " (run with --no-ktls if this repeats)");
+        return;
+    }
+    _tls_phase = tls_phase::kernel_on;
+    _shard.mutable_counters().tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+    _tls_text.assign(_tls->protocol_name()).append(" ").append(_tls->cipher_name()).append(" kTLS");
+    _session.on_tls_established(protocol::tls_info{_tls->protocol_name(), _tls->cipher_name(), _tls->cipher_bits(),
+                                                    _tls->cipher_algorithm_bits()});
+    if (_kind == listener_kind::implicit_tls) {
+        _session.start(_out);
+        _banner_queued = true;
+    }
+    _progress_ms = core::monotonic_ms();
+    _content_bytes = 0;
+    _shard.deadlines().touch(*this, _progress_ms);
+    if (!_recv_armed) arm_recv();
+    _shard.want_flush(this);
+}
+
+void connection::on_poll(int res) noexcept {
+    _poll_armed = false;
+    if (_closing || _tls_phase != tls_phase::kernel_handshaking) {
+        maybe_retire();
+        return;
+    }
+    if (res < 0) {
+        tls_failed(std::string("waiting for the socket during the handshake: ") + std::strerror(-res));
+    } else {
+        kernel_handshake_step();
+    }
+    maybe_retire();
 }
 
 void connection::on_ciphertext(std::string_view data) noexcept {
@@ -170,8 +257,9 @@ void connection::on_ciphertext(std::string_view data) noexcept {
 // the 220 has left (on_input).
 void connection::begin_starttls() noexcept {
     core::tls_context* context = _shard.tls_context();
-    auto session = context != nullptr ? core::tls_session::create(*context)
-                                      : std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"});
+    auto session = context == nullptr ? std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"})
+                   : _kernel_tls      ? core::tls_session::create_on_socket(*context, _fd)
+                                      : core::tls_session::create(*context);
     if (!session) {
         tls_failed(session.error().text);
         return;
@@ -180,6 +268,12 @@ void connection::begin_starttls() noexcept {
     if (!_held.empty()) {
         discard_before_handshake(_held.size());
         _held.clear();
+    }
+    if (_kernel_tls && _recv_armed) {
+        // kTLS: the handshake is OpenSSL's own reads on the socket, so our receive must be
+        // gone before the 220 leaves (flush waits for it): a ClientHello must never land in
+        // one of our buffers.
+        io_uring_prep_cancel64(_shard.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv), 0);
     }
     _wire.append(_out);
     _out.clear();
@@ -479,10 +573,13 @@ void connection::flush() noexcept {
         maybe_retire();
         return;
     }
+    // kTLS: the 220 to STARTTLS waits until our receive is gone (begin_starttls cancelled it).
+    if (_tls_phase == tls_phase::ready_unsent && _kernel_tls && _recv_armed) return;
     // Session replies go on the wire as they are, or as TLS records; while a handshake is
     // pending they wait (an implicit-TLS banner is only produced after it).
-    if (!_out.empty() && (_tls_phase == tls_phase::off || _tls_phase == tls_phase::on)) {
-        if (_tls_phase == tls_phase::off) {
+    if (!_out.empty() &&
+        (_tls_phase == tls_phase::off || _tls_phase == tls_phase::on || _tls_phase == tls_phase::kernel_on)) {
+        if (_tls_phase != tls_phase::on) {  // plaintext; under kTLS the kernel encrypts it
             _wire.append(_out);
         } else if (auto sealed = _tls->encrypt(_out, _wire); !sealed) {
             _out.clear();
@@ -526,8 +623,17 @@ void connection::on_send(int res, std::uint32_t) noexcept {
     }
     _sending.clear();
     if ((_sending_marks & banner_mark) != 0) _greeted = true;
-    if ((_sending_marks & tls_ready_mark) != 0 && _tls_phase == tls_phase::ready_unsent)
-        _tls_phase = tls_phase::handshaking;  // the 220 has left: what comes now is TLS
+    if ((_sending_marks & tls_ready_mark) != 0 && _tls_phase == tls_phase::ready_unsent) {
+        // The 220 has left: what comes now is TLS.
+        if (_kernel_tls) {
+            _tls_phase = tls_phase::kernel_handshaking;
+            _sending_marks = 0;
+            kernel_handshake_step();
+            flush();
+            return;
+        }
+        _tls_phase = tls_phase::handshaking;
+    }
     _sending_marks = 0;
     if (_sending.capacity() > 4096) std::string().swap(_sending);
     flush();  // what was produced meanwhile; retires the connection if nothing is left
@@ -544,6 +650,9 @@ void connection::close() noexcept {
     if (!_awaiting_commit) _shard.deadlines().touch(*this, core::monotonic_ms());
     if (_recv_armed) {
         io_uring_prep_cancel64(_shard.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv), 0);
+    }
+    if (_poll_armed) {
+        io_uring_prep_poll_remove(_shard.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_poll));
     }
 }
 
@@ -591,7 +700,7 @@ void connection::on_stop(bool force) noexcept {
 }
 
 bool connection::retirable() const noexcept {
-    return _closing && !_recv_armed && !_send_in_flight && !_awaiting_commit && !_awaiting_auth &&
+    return _closing && !_recv_armed && !_send_in_flight && !_awaiting_commit && !_awaiting_auth && !_poll_armed &&
            ((_out.empty() && _wire.empty()) || _peer_gone);
 }
 

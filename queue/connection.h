@@ -4,6 +4,11 @@
 // implicit-TLS listener, RFC 8314) a core::tls_session sits between the socket and the
 // session: received ciphertext -> plaintext -> session.feed(); replies -> records -> send.
 // All socket I/O stays on the shard's io_uring either way.
+// kTLS (when the relay's start-up probe found the kernel takes the record layer): the
+// handshake runs on the socket itself (OpenSSL's non-blocking reads and writes, readiness
+// from io_uring POLL_ADD; no receive is armed meanwhile so that no handshake byte is taken
+// from under OpenSSL), then the kernel encrypts and decrypts and the connection goes back to
+// plain io_uring receives and sends of SMTP text.
 //
 // Lifecycle: created by the shard on accept -> start() -> completions ... -> close() ->
 // retired by the shard at the end of the turn once no operation is in flight and no commit
@@ -70,6 +75,10 @@ private:
         connection* owner = nullptr;
         void complete(int res, std::uint32_t flags) noexcept override { owner->on_send(res, flags); }
     };
+    struct poll_op final : core::completion {
+        connection* owner = nullptr;
+        void complete(int res, std::uint32_t) noexcept override { owner->on_poll(res); }
+    };
     struct auth_delay_op final : core::completion {
         connection* owner = nullptr;
         __kernel_timespec wait{};
@@ -82,6 +91,8 @@ private:
         ready_unsent, // STARTTLS accepted; our 220 has not left yet: input is discarded
         handshaking,  // input is handshake ciphertext
         on,           // records both ways
+        kernel_handshaking,  // kTLS: OpenSSL handshakes on the socket; no receive armed
+        kernel_on,           // kTLS: the kernel's record layer; the socket carries SMTP text
     };
     // Marks on the bytes of _wire / _sending: what their send completing means.
     enum wire_mark : std::uint8_t { banner_mark = 1, tls_ready_mark = 2 };
@@ -95,8 +106,15 @@ private:
     void discard_before_handshake(std::size_t bytes) noexcept;
     void tls_failed(std::string_view reason) noexcept;
     [[nodiscard]] bool tls_pending() const noexcept {
-        return _tls_phase == tls_phase::ready_unsent || _tls_phase == tls_phase::handshaking;
+        return _tls_phase == tls_phase::ready_unsent || _tls_phase == tls_phase::handshaking ||
+               _tls_phase == tls_phase::kernel_handshaking;
     }
+    // kTLS: while the handshake is OpenSSL's (or about to be), no receive may be armed.
+    [[nodiscard]] bool socket_lent() const noexcept {
+        return _kernel_tls && (_tls_phase == tls_phase::ready_unsent || _tls_phase == tls_phase::kernel_handshaking);
+    }
+    void kernel_handshake_step() noexcept;
+    void on_poll(int res) noexcept;
     void process(std::string_view data) noexcept;
     void early_talker(std::string_view data) noexcept;
     void after_session_step() noexcept;
@@ -130,6 +148,9 @@ private:
     recv_op _recv;
     send_op _send;
     auth_delay_op _auth_delay;
+    poll_op _poll;
+    bool _poll_armed = false;
+    bool _kernel_tls = false;  // this connection's TLS, if any, is the kernel's (kTLS)
     std::unique_ptr<auth_check> _auth_check;  // made at the first AUTH attempt
     protocol::auth_result _auth_result = protocol::auth_result::failed;  // given after the delay
     std::uint32_t _auth_failures = 0;

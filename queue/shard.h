@@ -51,6 +51,9 @@ struct inbound_tls {
     std::atomic<std::shared_ptr<const core::tls_credentials>> credentials;
     core::tls_ticket_keys ticket_keys;  // shared and kept across reloads: tickets still resume
     std::atomic<std::uint64_t> generation{0};
+    // kTLS: handshakes run on the socket and the kernel takes the record layer (start-up
+    // probe passed, no --no-ktls). Fixed before the shards start.
+    bool kernel = false;
 };
 
 // Inbound connection counts shared by every shard (--max-connections, --max-connections-per-ip).
@@ -133,6 +136,8 @@ public:
     [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
     // This shard's server TLS context; null without TLS.
     [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls_context ? &*_tls_context : nullptr; }
+    // Inbound TLS records are the kernel's (kTLS) on this relay.
+    [[nodiscard]] bool kernel_tls() const noexcept { return _tls != nullptr && _tls->kernel; }
     // SMTP AUTH (shared by every shard); null when --auth-users is not set.
     [[nodiscard]] inbound_auth* auth() noexcept { return _auth; }
     // Where this shard's work-pool items (password checks) come back.

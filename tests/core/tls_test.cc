@@ -453,5 +453,21 @@ TEST(KtlsProbe, ReportsOneLineThatMatchesItsVerdict) {
     }
 }
 
+// The kTLS handshake path (a server session on the socket itself, stepped with non-blocking
+// reads and writes) completes here whether or not the kernel takes the record layer; where it
+// does not (no 'tls' ULP, as on the CI machine), neither direction is reported offloaded.
+TEST(KtlsProbe, SocketHandshakeCompletesAndReportsTheOffload) {
+    auto cert = make_cert("ktls.example");
+    ASSERT_NE(cert, nullptr);
+    const ktls_handshake_probe hp = probe_ktls_handshake(cert->credentials);
+    EXPECT_NE(hp.detail.find("kTLS handshake probe (TLSv1.3 "), std::string::npos) << hp.detail;
+    EXPECT_EQ(hp.detail.find('\n'), std::string::npos);
+    if (!probe_ktls().available) {
+        EXPECT_FALSE(hp.sends) << hp.detail;
+        EXPECT_FALSE(hp.receives) << hp.detail;
+        EXPECT_NE(hp.detail.find("kernel does not send and does not receive"), std::string::npos) << hp.detail;
+    }
+}
+
 }  // namespace
 }  // namespace ringrelay::core
