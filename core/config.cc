@@ -126,6 +126,8 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "tls-cert") ok = set(json_string(v, key), c.tls_cert);
         else if (key == "tls-key") ok = set(json_string(v, key), c.tls_key);
         else if (key == "auth-users") ok = set(json_string(v, key), c.auth_users);
+        else if (key == "tls-ciphers") ok = set(json_string(v, key), c.tls_ciphers);
+        else if (key == "tls-ciphersuites") ok = set(json_string(v, key), c.tls_ciphersuites);
         else if (key == "auth-max-failures") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures);
         else if (key == "auth-max-failures-per-ip") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures_per_ip);
         else if (key == "auth-failure-window") ok = set(json_uint<std::uint32_t>(v, key), c.auth_failure_window);
@@ -282,6 +284,10 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
                    "PEM certificate (chain, leaf first) for STARTTLS and --listen-tls; without it a self-signed "
                    "certificate for --hostname is made on first start and kept in SPOOL/tls");
     app.add_option("--tls-key", flags.tls_key, "PEM private key of --tls-cert (not passphrase-protected)");
+    app.add_option("--tls-ciphers", flags.tls_ciphers,
+                   "inbound TLS 1.2 cipher list in OpenSSL syntax (default: OpenSSL's)");
+    app.add_option("--tls-ciphersuites", flags.tls_ciphersuites,
+                   "inbound TLS 1.3 cipher suites, colon-separated (default: OpenSSL's)");
     bool no_starttls = false;
     bool no_ktls = false;
     app.add_flag("--no-ktls", no_ktls,
@@ -374,6 +380,8 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--tls-key")) c.tls_key = flags.tls_key;
     if (given("--no-starttls")) c.starttls = false;
     if (given("--no-ktls")) c.ktls = false;
+    if (given("--tls-ciphers")) c.tls_ciphers = flags.tls_ciphers;
+    if (given("--tls-ciphersuites")) c.tls_ciphersuites = flags.tls_ciphersuites;
     if (given("--auth-users")) c.auth_users = flags.auth_users;
     if (given("--auth-plaintext")) c.auth_plaintext = true;
     if (given("--auth-max-failures")) c.auth_max_failures = flags.auth_max_failures;

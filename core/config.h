@@ -38,6 +38,8 @@ struct config {
     std::string tls_key;                   // PEM private key (unencrypted)
     bool starttls = true;                  // offer STARTTLS on --listen ports (--no-starttls turns it off)
     bool ktls = true;                      // hand inbound TLS records to the kernel when it can (--no-ktls)
+    std::string tls_ciphers;               // inbound TLS 1.2 cipher list (OpenSSL syntax); empty = OpenSSL's default
+    std::string tls_ciphersuites;          // inbound TLS 1.3 suites, colon-separated; empty = OpenSSL's default
 
     // SMTP AUTH (RFC 4954), offered only under TLS unless auth_plaintext.
     std::string auth_users;                // "user:scrypt-PHC" per line (ringrelay-passwd); empty = no AUTH

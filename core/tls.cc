@@ -400,6 +400,15 @@ std::expected<tls_context, tls_error> tls_context::server(const tls_credentials&
     return tls_context(ctx.release(), tls_role::server);
 }
 
+std::expected<void, tls_error> tls_context::set_ciphers(const std::string& tls12, const std::string& tls13) {
+    ERR_clear_error();
+    if (!tls12.empty() && SSL_CTX_set_cipher_list(_ctx, tls12.c_str()) != 1)
+        return failure(tls_errc::setup, "TLS 1.2 cipher list '" + tls12 + "' refused: " + openssl_reason());
+    if (!tls13.empty() && SSL_CTX_set_ciphersuites(_ctx, tls13.c_str()) != 1)
+        return failure(tls_errc::setup, "TLS 1.3 cipher suites '" + tls13 + "' refused: " + openssl_reason());
+    return {};
+}
+
 std::expected<tls_context, tls_error> tls_context::client(const tls_client_options& options) {
     ERR_clear_error();
     ctx_ptr ctx(SSL_CTX_new(TLS_client_method()));

@@ -139,6 +139,10 @@ public:
 
     [[nodiscard]] tls_role role() const noexcept { return _role; }
     [[nodiscard]] SSL_CTX* native() const noexcept { return _ctx; }
+    // Replaces OpenSSL's default cipher lists: `tls12` in OpenSSL cipher-list syntax (TLS 1.2),
+    // `tls13` a colon-separated list of TLS 1.3 suites; an empty string keeps that default.
+    // An error names the list OpenSSL refused.
+    [[nodiscard]] std::expected<void, tls_error> set_ciphers(const std::string& tls12, const std::string& tls13);
 
 private:
     tls_context(SSL_CTX* ctx, tls_role role) noexcept : _ctx(ctx), _role(role) {}

@@ -164,9 +164,12 @@ std::expected<void, std::string> relay::setup_tls() {
     if (!credentials) return std::unexpected("TLS: " + credentials.error().text);
     auto keys = core::tls_ticket_keys::generate();
     if (!keys) return std::unexpected("TLS: " + keys.error().text);
-    // Build one context now, so that a certificate OpenSSL refuses stops the start here.
-    if (auto probe = core::tls_context::server(*credentials, &*keys); !probe)
-        return std::unexpected("TLS: " + probe.error().text);
+    // Build one context now, so that a certificate or a cipher list OpenSSL refuses stops the
+    // start here.
+    auto probe = core::tls_context::server(*credentials, &*keys);
+    if (!probe) return std::unexpected("TLS: " + probe.error().text);
+    if (auto ok = probe->set_ciphers(_config.tls_ciphers, _config.tls_ciphersuites); !ok)
+        return std::unexpected("--tls-ciphers/--tls-ciphersuites: " + ok.error().text);
     _tls_summary = "TLS: STARTTLS on " + std::to_string(_config.listen_endpoints.size()) + " port(s)";
     if (!_config.listen_tls_endpoints.empty())
         _tls_summary += ", implicit TLS on " + std::to_string(_config.listen_tls_endpoints.size()) + " port(s)";

@@ -271,6 +271,7 @@ std::string shard::build_tls_context() {
     const std::shared_ptr<const core::tls_credentials> credentials = _tls->credentials.load();
     auto ctx = core::tls_context::server(*credentials, &_tls->ticket_keys);
     if (!ctx) return ctx.error().text;
+    if (auto ok = ctx->set_ciphers(_config.tls_ciphers, _config.tls_ciphersuites); !ok) return ok.error().text;
     _tls_context.emplace(std::move(*ctx));
     _tls_generation = generation;
     return {};

@@ -216,3 +216,15 @@ TEST(Config, BadTlsPolicyNamesTheFlag) {
     EXPECT_EQ(f->auth_users, "u");
     EXPECT_EQ(f->tls_policy_for("a.example"), config::tls_policy::required);
 }
+
+TEST(Config, TlsCipherAndKtlsFlags) {
+    auto c = load({"--tls-ciphers", "ECDHE+AESGCM", "--tls-ciphersuites", "TLS_AES_128_GCM_SHA256", "--no-ktls"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->tls_ciphers, "ECDHE+AESGCM");
+    EXPECT_EQ(c->tls_ciphersuites, "TLS_AES_128_GCM_SHA256");
+    EXPECT_FALSE(c->ktls);
+    auto d = load({});
+    ASSERT_TRUE(d.has_value());
+    EXPECT_TRUE(d->ktls);
+    EXPECT_TRUE(d->tls_ciphers.empty());
+}

@@ -21,7 +21,9 @@
 #    that one; a missing --tls-cert file stops the start with an error naming it;
 #  - SIGHUP with renewed certificate files: new handshakes get the new certificate, a session
 #    already in TLS goes on, a broken file is refused and the certificate in use stays;
-#  - --no-starttls: STARTTLS is neither offered nor accepted (502), --listen-tls still works.
+#  - --no-starttls: STARTTLS is neither offered nor accepted (502), --listen-tls still works;
+#  - --tls-ciphersuites / --tls-ciphers: the configured suite is negotiated (TLS 1.3 and 1.2);
+#    a list OpenSSL refuses stops the start.
 import os
 import queue
 import re
@@ -534,6 +536,32 @@ def scenario(c):
 
     own_certificate(c, binary, openssl)
     no_starttls(c, binary)
+    ciphers(c, binary)
+
+
+def ciphers(c, binary):
+    relay = harness.Relay(binary, hostname=HOST, flags=["--tls-ciphersuites", "TLS_AES_128_GCM_SHA256",
+                                                        "--tls-ciphers", "ECDHE+CHACHA20"]).start()
+    s = smtplib.SMTP("127.0.0.1", relay.port, timeout=IO)
+    s.starttls(context=unverified())
+    got = s.sock.cipher()
+    c.check(got and got[0] == "TLS_AES_128_GCM_SHA256", "--tls-ciphersuites: the configured TLS 1.3 suite is used",
+            str(got))
+    s.quit()
+    ctx12 = unverified()
+    ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
+    s = smtplib.SMTP("127.0.0.1", relay.port, timeout=IO)
+    s.starttls(context=ctx12)
+    got = s.sock.cipher()
+    c.check(got and "CHACHA20" in got[0] and got[1] == "TLSv1.2", "--tls-ciphers: the configured TLS 1.2 list is used",
+            str(got))
+    s.quit()
+    c.check(relay.stop() == 0, "cipher-configured relay stops cleanly")
+    bad = subprocess.run([binary, "--spool", os.path.join(harness.temp_dir(), "spool"), "--hostname", HOST,
+                          "--tls-ciphers", "NO-SUCH-CIPHER", "--listen", "127.0.0.1:0"], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, errors="replace", timeout=60)
+    c.check(bad.returncode != 0 and "--tls-ciphers" in bad.stderr, "a cipher list OpenSSL refuses stops the start",
+            f"rc={bad.returncode} {bad.stderr[-300:]}")
 
 
 def no_starttls(c, binary):
