@@ -8,7 +8,19 @@
 #   (c) end to end  ringrelay-bench -> ringrelay -> ringrelay-sink
 #                   ringrelay-bench -> Postfix (relayhost) -> ringrelay-sink
 #   and the p99 acknowledgement latency of ringrelay (acceptance, 2 KiB, 50 connections) at
-#   half of the peak those 50 connections reached closed-loop, open loop (ringrelay-bench --rate).
+#   half of the peak those 50 connections reached closed-loop, open loop (ringrelay-bench --rate);
+#   (d) TLS (issue 5), at one size and concurrency (2 KiB, 50 connections): durable acceptance,
+#       plaintext and STARTTLS on every connection, against ringrelay --hold (STARTTLS with its
+#       self-signed certificate from SPOOL/tls) and against Postfix (hold) with smtpd TLS
+#       (bench/lib/common.sh pf_tls_setup: a self-signed EC P-256 certificate, as ringrelay's).
+#       The client is ringrelay-bench for all four (smtp-source cannot do TLS), without and
+#       with --starttls; both servers offer STARTTLS in all four, only the client differs.
+#       TLS_ROUNDS rounds, each running the four in turn; each figure is the median of its
+#       rounds. Ratios: ringrelay TLS / ringrelay plaintext, ringrelay TLS / Postfix TLS.
+#
+#   bench/e2e.py [--only all|main|tls]   (or ONLY=...): main is (a)-(c) and the latency row,
+#   tls is (d) alone. A partial run writes RESULTS_DIR/e2e-<only>.{md,json}, leaving a full
+#   run's e2e.{md,json,png} as they are.
 #
 # Both servers are durable as shipped: ringrelay fdatasyncs every group commit before its
 # 250s; Postfix fsyncs each queue file before its 250. Spools live on the same file system.
@@ -19,11 +31,14 @@
 # cpuacct cgroup per system. Ratios are ringrelay / Postfix in the same row.
 #
 # Output: a table on stdout (Markdown), RESULTS_DIR/e2e.json, RESULTS_DIR/e2e.md and
-# RESULTS_DIR/e2e.png (gnuplot: messages/s against concurrency). Nothing is asserted about
+# RESULTS_DIR/e2e.png (gnuplot: messages/s against concurrency; (a)-(c) only, not the
+# latency or TLS rows, which are at one concurrency). Nothing is asserted about
 # speed; the exit status is non-zero only when a run broke (a process failed to start, a
 # count is wrong, delivery did not finish in time). Loopback only; every run is bounded.
+import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -49,6 +64,12 @@ PF_MSGS = {2048: int(os.environ.get("PF_MSGS_2K", "3000")), 102400: int(os.envir
 RESULTS_DIR = os.environ.get("RESULTS_DIR", os.path.join(ROOT, "bench", "results"))
 RUN_TIMEOUT = float(os.environ.get("RUN_TIMEOUT", "300"))
 TMP = os.environ.get("BENCH_TMP", "/var/tmp")
+# (d) TLS: one size, one concurrency, messages per run for ringrelay and for Postfix, rounds.
+TLS_SIZE = int(os.environ.get("TLS_SIZE", "2048"))
+TLS_CONNECTIONS = int(os.environ.get("TLS_CONNECTIONS", "50"))
+TLS_RR_MSGS = int(os.environ.get("TLS_RR_MSGS", "30000"))
+TLS_PF_MSGS = int(os.environ.get("TLS_PF_MSGS", "3000"))
+TLS_ROUNDS = int(os.environ.get("TLS_ROUNDS", "3"))
 
 CGROOT = "/sys/fs/cgroup/cpuacct"
 _started = []   # (kind, handle) to stop at exit
@@ -197,19 +218,24 @@ def start_ringrelay(work, extra):
     return p, port, group, spool
 
 
-def start_postfix(work, main_cf_lines):
+def start_postfix(work, main_cf_lines, tls=False):
+    """A private Postfix instance (bench/lib/common.sh); with tls, smtpd offers STARTTLS (pf_tls_setup)."""
     port = pick_port()
     group = cpu_group(f"postfix-{port}")
     d = os.path.join(work, f"postfix-{port}")
     os.makedirs(d)
+    extra = os.path.join(d, "main.cf.extra")  # the main.cf lines after pf_setup_dir's own
+    with open(extra, "w") as f:
+        f.write("\n".join(main_cf_lines) + "\n")
     script = (group.prefix() +
               f"BENCH_NAME=e2e ROOT={_q(ROOT)} SOURCE={_q(SOURCE)} SINK={_q(SINK)} PORT_BASE={port}; "
-              f"set -euo pipefail; source {_q(COMMON)}; pf_setup_dir {_q(d)} {port} 'bench/e2e' <<'EOF'\n"
-              + "\n".join(main_cf_lines) + "\nEOF\necho \"$PF_VERSION\"")
+              f"set -euo pipefail; source {_q(COMMON)}; "
+              + (f"pf_tls_setup {_q(d)} >>{_q(extra)}; " if tls else "")
+              + f"pf_setup_dir {_q(d)} {port} 'bench/e2e' <{_q(extra)}; echo \"$PF_VERSION\"")
+    _started.append(("postfix", os.path.join(d, "etc")))  # stopped at exit even if the start broke halfway
     r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         die(f"private Postfix did not start: {r.stderr[-800:]}")
-    _started.append(("postfix", os.path.join(d, "etc")))
     return d, port, group, r.stdout.strip()
 
 
@@ -227,9 +253,9 @@ def postfix_queue_empty(d):
     return True
 
 
-def run_bench(port, connections, count, size, rate=None):
+def run_bench(port, connections, count, size, rate=None, extra=()):
     args = [BENCH, "--target", f"127.0.0.1:{port}", "--connections", str(connections), "--messages", str(count),
-            "--size", str(size), "--json", "--quiet", "--timeout", "30"]
+            "--size", str(size), "--json", "--quiet", "--timeout", "30"] + list(extra)
     if rate:
         args += ["--rate", str(rate)]
     t0 = time.monotonic()
@@ -299,11 +325,28 @@ def ceiling_postfix_tools(work, size, conns):
     return row("ceiling", "smtp-source -> smtp-sink", size, conns, n, elapsed, cpu)
 
 
-def acceptance_ringrelay(work, size, conns, rate=None):
-    n = RR_MSGS[size]
+def ringrelay_tls_receptions(log_path):
+    """(Reception records, how many were under TLS, the TLS values seen) in a ringrelay log."""
+    total, tls, seen = 0, 0, set()
+    with open(log_path) as f:
+        for line in f:
+            if '"Reception"' not in line:
+                continue
+            rec = json.loads(line)
+            if rec.get("type") != "Reception":
+                continue
+            total += 1
+            if rec.get("tls"):
+                tls += 1
+                seen.add(rec["tls"])
+    return total, tls, seen
+
+
+def acceptance_ringrelay(work, size, conns, rate=None, starttls=False, n=None, scenario=None):
+    n = n or RR_MSGS[size]
     relay, port, group, spool = start_ringrelay(work, ["--hold"])
     c0 = group.usage()
-    summary, _, elapsed = run_bench(port, conns, n, size, rate=rate)
+    summary, _, elapsed = run_bench(port, conns, n, size, rate=rate, extra=["--starttls"] if starttls else [])
     cpu = None if c0 is None else group.usage() - c0
     if stop(relay) != 0:
         die("ringrelay did not stop cleanly")
@@ -311,9 +354,19 @@ def acceptance_ringrelay(work, size, conns, rate=None):
     if not listed.stdout.startswith(f"{n} message(s)"):
         die(f"ringrelay spool holds {listed.stdout.splitlines()[:1]}, expected {n}")
     shutil.rmtree(spool, ignore_errors=True)
-    name = "ringrelay-bench -> ringrelay --hold" + (f" (open loop {rate}/s)" if rate else "")
-    return row("acceptance" if not rate else "latency", name, size, conns, n, summary["seconds"], cpu,
-               summary["ack_latency_us"]["p99"] / 1000)
+    note = ""
+    if scenario == "tls":
+        # Every message received under TLS with --starttls, none without: from the Reception log.
+        log_path = os.path.join(work, f"log-{port}.jsonl")
+        total, tls, seen = ringrelay_tls_receptions(log_path)
+        if total != n or tls != (n if starttls else 0):
+            die(f"ringrelay logged {total} receptions, {tls} under TLS; expected {n}, {n if starttls else 0}")
+        note = ", ".join(sorted(seen))
+        os.unlink(log_path)
+    client = "ringrelay-bench --starttls" if starttls else "ringrelay-bench"
+    name = f"{client} -> ringrelay --hold" + (f" (open loop {rate}/s)" if rate else "")
+    return row(scenario or ("acceptance" if not rate else "latency"), name, size, conns, n, summary["seconds"], cpu,
+               summary["ack_latency_us"]["p99"] / 1000, note)
 
 
 PF_HOLD = ["# acceptance only: everything stays in the hold queue",
@@ -321,19 +374,78 @@ PF_HOLD = ["# acceptance only: everything stays in the hold queue",
            "default_process_limit = 300"]
 
 
-def acceptance_postfix(work, size, conns):
-    n = PF_MSGS[size]
-    d, port, group, version = start_postfix(work, PF_HOLD)
+PF_TLS_LOG = re.compile(r"TLS connection established from [^:]*: (\S+) with cipher (\S+)")
+
+
+def acceptance_postfix(work, size, conns, starttls=False, n=None, scenario=None):
+    n = n or PF_MSGS[size]
+    # The TLS scenario offers STARTTLS in both of its Postfix runs; only the client differs.
+    d, port, group, version = start_postfix(work, PF_HOLD, tls=scenario == "tls")
     c0 = group.usage()
-    summary, _, elapsed = run_bench(port, conns, n, size)
+    summary, _, elapsed = run_bench(port, conns, n, size, extra=["--starttls"] if starttls else [])
     cpu = None if c0 is None else group.usage() - c0
     stop_postfix(d)
     held = sum(len(f) for _r, _d, f in os.walk(os.path.join(d, "queue", "hold")))
     if held != n:
         die(f"Postfix hold queue has {held} messages, expected {n}")
+    note = ""
+    if scenario == "tls":
+        # smtpd_tls_loglevel 1: one line per TLS connection, with its protocol and cipher.
+        try:
+            with open(os.path.join(d, "maillog"), errors="replace") as f:
+                found = PF_TLS_LOG.findall(f.read())
+        except OSError:
+            found = []
+        if starttls and not found:
+            die("Postfix logged no TLS connection for the --starttls run")
+        if not starttls and found:
+            die(f"Postfix logged {len(found)} TLS connections for the plaintext run")
+        note = ", ".join(sorted({f"{p} {c}" for p, c in found}))
     shutil.rmtree(d, ignore_errors=True)
-    return row("acceptance", f"ringrelay-bench -> Postfix {version} (hold)", size, conns, n, summary["seconds"], cpu,
-               summary["ack_latency_us"]["p99"] / 1000)
+    client = "ringrelay-bench --starttls" if starttls else "ringrelay-bench"
+    return row(scenario or "acceptance", f"{client} -> Postfix {version} (hold)", size, conns, n, summary["seconds"],
+               cpu, summary["ack_latency_us"]["p99"] / 1000, note)
+
+
+def tls_comparison(work, log_row):
+    """(d): the four TLS-scenario systems, TLS_ROUNDS rounds of all four in turn. Returns the
+    median rows (one per system, each with its runs' msg/s) and the ratios."""
+    size, conns = TLS_SIZE, TLS_CONNECTIONS
+    runs = {}
+    for rnd in range(TLS_ROUNDS):
+        for key, fn in (("ringrelay plaintext", lambda: acceptance_ringrelay(work, size, conns, n=TLS_RR_MSGS,
+                                                                               scenario="tls")),
+                        ("ringrelay TLS", lambda: acceptance_ringrelay(work, size, conns, starttls=True,
+                                                                         n=TLS_RR_MSGS, scenario="tls")),
+                        ("Postfix plaintext", lambda: acceptance_postfix(work, size, conns, n=TLS_PF_MSGS,
+                                                                           scenario="tls")),
+                        ("Postfix TLS", lambda: acceptance_postfix(work, size, conns, starttls=True, n=TLS_PF_MSGS,
+                                                                     scenario="tls"))):
+            r = fn()
+            r["round"] = rnd + 1
+            log_row(r)
+            runs.setdefault(key, []).append(r)
+    rows = {}
+    for key, rs in runs.items():
+        med = dict(rs[0])
+        del med["round"]
+        for field in ("seconds", "messages_per_second", "p99_ack_ms", "cpu_s_per_1000"):
+            vals = [r[field] for r in rs if r[field] is not None]
+            med[field] = round(statistics.median(vals), 3) if vals else None
+        med["messages_per_hour"] = int(med["messages_per_second"] * 3600)
+        med["runs_messages_per_second"] = [r["messages_per_second"] for r in rs]
+        med["tls_case"] = key
+        rows[key] = med
+
+    def ratio(a, b, field="messages_per_second"):
+        x, y = rows[a][field], rows[b][field]
+        return float(f"{x / y:.4g}") if x is not None and y else None
+
+    ratios = {}
+    for a, b in (("ringrelay TLS", "ringrelay plaintext"), ("ringrelay TLS", "Postfix TLS"),
+                 ("Postfix TLS", "Postfix plaintext"), ("ringrelay plaintext", "Postfix plaintext")):
+        ratios[f"{a} / {b}"] = {"messages_per_second": ratio(a, b), "cpu_s_per_1000": ratio(a, b, "cpu_s_per_1000")}
+    return list(rows.values()), ratios, [r for rs in runs.values() for r in rs]
 
 
 def e2e_ringrelay(work, size, conns):
@@ -399,6 +511,8 @@ def table(rows):
              "|---|---|---|---|---|---|---|---|---|---|"]
     by_key = {}
     for r in rows:
+        if r["scenario"] == "tls":
+            continue  # tls_table
         by_key.setdefault((r["scenario"], r["size"], r["connections"]), []).append(r)
     for (scenario, size, conns), group in by_key.items():
         ours = [r for r in group if r["system"].startswith("ringrelay-bench -> ring")]
@@ -416,13 +530,36 @@ def table(rows):
     return "\n".join(lines)
 
 
+def tls_table(tls):
+    rows, ratios = tls["rows"], tls["ratios"]
+    if not rows:
+        return ""
+    lines = [f"TLS: durable acceptance, {tls['size'] // 1024} KiB, {tls['connections']} connections; "
+             f"both servers offer STARTTLS, the client uses it on every connection or not at all; "
+             f"median of {tls['rounds']} round(s), each running the four in turn (msg/s of each run in brackets).",
+             "",
+             "| system | msgs/run | msg/s | msg/hour | p99 ack ms | CPU s / 1000 msgs | TLS negotiated |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        each = ", ".join(fmt_rate(v) for v in r["runs_messages_per_second"])
+        lines.append(f"| {r['system']} | {r['messages']} | {fmt_rate(r['messages_per_second'])} ({each}) | "
+                     f"{fmt_hour(r['messages_per_hour'])} | {'' if r['p99_ack_ms'] is None else r['p99_ack_ms']} | "
+                     f"{'' if r['cpu_s_per_1000'] is None else r['cpu_s_per_1000']} | {r['note'] or '-'} |")
+    lines += ["", "| ratio | msg/s | CPU s per message |", "|---|---|---|"]
+    for name, v in ratios.items():
+        mps = "" if v["messages_per_second"] is None else f"**{v['messages_per_second']:.3g}x**"
+        cpu = "" if v["cpu_s_per_1000"] is None else f"{v['cpu_s_per_1000']:.3g}x"
+        lines.append(f"| {name} | {mps} | {cpu} |")
+    return "\n".join(lines)
+
+
 def chart(rows, png):
     if shutil.which("gnuplot") is None:
         log("gnuplot missing: no chart")
         return
     series = {}
     for r in rows:
-        if r["scenario"] == "latency":
+        if r["scenario"] in ("latency", "tls"):
             continue
         key = (r["size"], r["scenario"], r["system"].split(" -> ")[-1] if r["scenario"] == "ceiling"
                else ("ringrelay" if "-> ringrelay" in r["system"] and "Postfix" not in r["system"] else "Postfix"))
@@ -451,7 +588,19 @@ def chart(rows, png):
         log(f"gnuplot failed: {r.stderr[-300:]}")
 
 
+def git_state():
+    def out(*args):
+        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+    status = out("status", "--porcelain", "--untracked-files=no")
+    return {"commit": out("rev-parse", "HEAD"), "tracked_files_modified": None if status is None else bool(status)}
+
+
 def main():
+    ap = argparse.ArgumentParser(description="bench/e2e: ringrelay and Postfix side by side (see the header)")
+    ap.add_argument("--only", choices=("all", "main", "tls"), default=os.environ.get("ONLY", "all"),
+                    help="main: ceiling, acceptance, end to end and latency; tls: the TLS comparison alone")
+    only = ap.parse_args().only
     for path, what in ((RINGRELAY, "ringrelay"), (BENCH, "ringrelay-bench"), (RSINK, "ringrelay-sink"),
                        (SOURCE, "smtp-source"), (SINK, "smtp-sink")):
         if not os.access(path, os.X_OK):
@@ -461,16 +610,23 @@ def main():
     os.chmod(work, 0o755)
     started = time.time()
     load_before = os.getloadavg()[0]
+    git = git_state()
     rows = []
+    tls = {"size": TLS_SIZE, "connections": TLS_CONNECTIONS, "rounds": TLS_ROUNDS, "rows": [], "ratios": {},
+           "runs": []}
+
+    def log_row(r):
+        log(f"{r['scenario']:>10} {r['size'] // 1024:>3} KiB x{r['connections']:<3} {r['system']}: "
+            f"{fmt_rate(r['messages_per_second'])} msg/s, p99 {r['p99_ack_ms']} ms, "
+            f"CPU {r['cpu_s_per_1000']} s/1000")
+
     try:
-        for size in SIZES:
+        for size in (SIZES if only in ("all", "main") else []):
             for conns in CONCURRENCY:
                 for fn in (ceiling_ringrelay, ceiling_postfix_tools, acceptance_ringrelay, acceptance_postfix,
                            e2e_ringrelay, e2e_postfix):
                     r = fn(work, size, conns)
-                    log(f"{r['scenario']:>10} {size // 1024:>3} KiB x{conns:<3} {r['system']}: "
-                        f"{fmt_rate(r['messages_per_second'])} msg/s, p99 {r['p99_ack_ms']} ms, "
-                        f"CPU {r['cpu_s_per_1000']} s/1000")
+                    log_row(r)
                     rows.append(r)
         # p99 acknowledgement latency at half of the peak acceptance rate that the same
         # concurrency (2 KiB, 50 connections) reached closed-loop.
@@ -484,21 +640,33 @@ def main():
             r["note"] = f"half of the peak acceptance rate ({fmt_rate(peak)}/s)"
             log(f"   latency at {half}/s: p99 {r['p99_ack_ms']} ms")
             rows.append(r)
+        if only in ("all", "tls") and TLS_ROUNDS > 0:
+            t0 = time.monotonic()
+            tls["rows"], tls["ratios"], tls["runs"] = tls_comparison(work, log_row)
+            rows += tls["rows"]
+            tls["seconds"] = round(time.monotonic() - t0, 1)
+            for name, v in tls["ratios"].items():
+                log(f"       tls {name}: {v['messages_per_second']}x msg/s, {v['cpu_s_per_1000']}x CPU per message")
     finally:
         cleanup()
         shutil.rmtree(work, ignore_errors=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+              "command": "bench/e2e" + ("" if only == "all" else f" --only {only}"), **git,
               "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release, "load_before": load_before},
-              "seconds": round(time.time() - started, 1), "rows": rows}
-    with open(os.path.join(RESULTS_DIR, "e2e.json"), "w") as f:
+              "seconds": round(time.time() - started, 1), "rows": rows, "tls": tls}
+    # A partial run never overwrites a full run's files.
+    base = "e2e" if only == "all" else f"e2e-{only}"
+    with open(os.path.join(RESULTS_DIR, f"{base}.json"), "w") as f:
         json.dump(result, f, indent=1)
-    md = table(rows)
-    with open(os.path.join(RESULTS_DIR, "e2e.md"), "w") as f:
+    md = "\n\n".join(part for part in (table(rows) if only != "tls" else "", tls_table(tls)) if part)
+    with open(os.path.join(RESULTS_DIR, f"{base}.md"), "w") as f:
         f.write(md + "\n")
-    chart(rows, os.path.join(RESULTS_DIR, "e2e.png"))
+    outputs = f"{base}.json, {base}.md"
+    if only != "tls":
+        chart(rows, os.path.join(RESULTS_DIR, f"{base}.png"))
+        outputs += f", {base}.png"
     print(md)
-    log(f"done in {result['seconds']:.0f}s (load average {load_before:.1f} before); "
-        f"{RESULTS_DIR}/e2e.json, e2e.md, e2e.png")
+    log(f"done in {result['seconds']:.0f}s (load average {load_before:.1f} before); {RESULTS_DIR}/: {outputs}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 # bench/lib/common.sh: shell functions shared by the end-to-end benchmark scripts in bench/
-# (acceptance.sh, relay_e2e.sh). Sourced, never run. The sourcing script sets, before
+# (acceptance.sh, relay_e2e.sh, e2e.py). Sourced, never run. The sourcing script sets, before
 # sourcing:
 #   BENCH_NAME               prefix of every message ("acceptance: ...")
 #   ROOT BUILD_DIR RINGRELAY where the source tree, the build and the binary are
@@ -163,6 +163,31 @@ discard   unix  - - n - - discard
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+EOF
+}
+
+pf_tls_setup() {  # pf_tls_setup DIR: smtpd TLS for the instance in DIR (before pf_setup_dir)
+    # A self-signed EC P-256 certificate in DIR/tls, the kind ringrelay makes for itself in
+    # SPOOL/tls, so both servers' handshakes sign with the same key type. Prints the main.cf
+    # lines that offer STARTTLS with it (smtpd_tls_security_level = may: the client decides)
+    # and log one line per TLS connection (protocol and cipher) to DIR/maillog. smtpd reads
+    # the key as root before it drops privileges, so the key stays mode 0600, root's.
+    local dir=$1
+    mkdir -p "$dir/tls"
+    if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=postfix-bench.example.org" -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" \
+        >"$dir/tls/openssl.out" 2>&1; then
+        cat "$dir/tls/openssl.out" >&2
+        die "openssl req could not make a certificate in $dir/tls"
+    fi
+    chmod 600 "$dir/tls/key.pem"
+    cat <<EOF
+# STARTTLS offered with a self-signed certificate (pf_tls_setup)
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = $dir/tls/cert.pem
+smtpd_tls_key_file = $dir/tls/key.pem
+smtpd_tls_loglevel = 1
 EOF
 }
 
