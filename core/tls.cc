@@ -722,7 +722,13 @@ int tls_session::cipher_algorithm_bits() const noexcept {
 bool tls_session::session_reused() const noexcept { return _ssl != nullptr && SSL_session_reused(_ssl) == 1; }
 
 tls_saved_session tls_session::saved_session() const noexcept {
-    return tls_saved_session(_ssl != nullptr ? SSL_get1_session(_ssl) : nullptr);
+    // A copy: OpenSSL marks a connection's own session not resumable when the SSL is freed
+    // without our close_notify having been sent (ssl_clear_bad_session), which a connection
+    // the peer ended first, or a reset one, never sends.
+    SSL_SESSION* own = _ssl != nullptr ? SSL_get1_session(_ssl) : nullptr;
+    SSL_SESSION* copy = own != nullptr ? SSL_SESSION_dup(own) : nullptr;
+    SSL_SESSION_free(own);
+    return tls_saved_session(copy);
 }
 
 std::string tls_session::peer_common_name() const {

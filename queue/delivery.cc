@@ -369,6 +369,20 @@ protocol::client_config delivery::connection_config(const destination& d, core::
     return config;
 }
 
+const core::tls_saved_session* delivery::tls_resumption(const std::string& key) const noexcept {
+    const auto it = _tls_sessions.find(key);
+    return it != _tls_sessions.end() && it->second.resumable() ? &it->second : nullptr;
+}
+
+void delivery::keep_tls_session(const std::string& key, core::tls_saved_session session) {
+    if (!session.resumable()) return;
+    // A few thousand next hops' worth; beyond that start again (a full handshake costs one
+    // round trip more, nothing else).
+    constexpr std::size_t max_sessions = 4096;
+    if (_tls_sessions.size() >= max_sessions && !_tls_sessions.contains(key)) _tls_sessions.clear();
+    _tls_sessions.insert_or_assign(key, std::move(session));
+}
+
 core::tls_context* delivery::client_tls(core::tls_verify verify, std::string& error) noexcept {
     std::optional<core::tls_context>& slot = verify == core::tls_verify::peer ? _tls_verify : _tls_any;
     if (slot) return &*slot;

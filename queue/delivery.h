@@ -193,6 +193,11 @@ public:
     // The shard's client TLS context, without or with peer verification, made on first use;
     // null (and `error` says why, e.g. an unreadable --outbound-ca-file) if it cannot be.
     [[nodiscard]] core::tls_context* client_tls(core::tls_verify verify, std::string& error) noexcept;
+    // Outbound TLS session resumption (RFC 8446 §2.2, RFC 5077): the last resumable session of
+    // each next-hop address (and verification mode, `key`), offered on the next connection
+    // there. Bounded; shard-local like the contexts the sessions belong to.
+    [[nodiscard]] const core::tls_saved_session* tls_resumption(const std::string& key) const noexcept;
+    void keep_tls_session(const std::string& key, core::tls_saved_session session);
     void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
 
     // Cross-shard: the owner hop (DESIGN.md). shard_count and one outgoing mailbox per other
@@ -262,6 +267,7 @@ private:
     std::string _tls_verify_error;                 // why _tls_verify could not be made
     // Next-hop addresses ("ADDR:PORT") whose handshake failed, until when (monotonic ms).
     std::unordered_map<std::string, std::int64_t> _tls_broken_until;
+    std::unordered_map<std::string, core::tls_saved_session> _tls_sessions;  // tls_resumption()
 
     std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;

@@ -120,6 +120,7 @@ void outbound::on_input(std::string_view data) noexcept {
     }
     if (!was_established && _tls->is_established()) {
         _tls_text.assign(_tls->protocol_name()).append(" ").append(_tls->cipher_name());
+        if (_tls->session_reused()) _tls_text.append(" resumed");
         _session.on_tls_established(_out);  // EHLO again (RFC 3207 §4.2)
     }
     // Replies first: the reply to QUIT often shares a read with the close_notify after it.
@@ -143,7 +144,7 @@ void outbound::start_tls() noexcept {
     // The name for SNI and, when verifying, for the certificate check: the MX host, or the
     // static route's address.
     const std::string name = _dest.by_mx ? _target_host : core::address_text(_target.addr());
-    auto session = core::tls_session::create(*context, name);
+    auto session = core::tls_session::create(*context, name, _owner.tls_resumption(tls_resumption_key()));
     if (!session) {
         fail_tls(session.error().text);
         return;
@@ -151,6 +152,24 @@ void outbound::start_tls() noexcept {
     _tls.emplace(std::move(*session));
     _tls->take_output(_wire);  // the ClientHello
     _owner.want_flush(this);
+}
+
+// A session is resumable only with the same SNI name, next-hop address and verification.
+std::string outbound::tls_resumption_key() const {
+    std::string key = _dest.by_mx ? _target_host : std::string();
+    key += '|';
+    key += peer_text();
+    key += _verify == core::tls_verify::peer ? "|verify" : "|any";
+    return key;
+}
+
+// TLS 1.3 tickets arrive after the handshake (with the server's first replies), so the
+// session is taken when the connection ends.
+void outbound::remember_tls_session() noexcept {
+    // Established, or ended by the peer's close_notify after its 221: both clean.
+    if (_tls && (_tls->state() == core::tls_state::established || _tls->state() == core::tls_state::closed) &&
+        !_tls_text.empty())
+        _owner.keep_tls_session(tls_resumption_key(), _tls->saved_session());
 }
 
 // The handshake failed: logged with the peer and the reason; the session fails its messages
@@ -204,6 +223,7 @@ void outbound::after_step() noexcept {
         const bool before_greeting = !_connected;
         _closing = true;
         if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
+        remember_tls_session();
         _owner.connection_closed(*this, before_greeting, before_greeting ? closed_reason() : "");
     }
 }
@@ -320,8 +340,9 @@ void outbound::flush() noexcept {
             }
         }
     }
-    // After the session's last word under TLS: close_notify (RFC 8446 §6.1). Idempotent.
-    if (_closing && _tls && _tls->is_established()) _tls->close(_wire);
+    // After the session's last word under TLS: close_notify (RFC 8446 §6.1), also in answer
+    // to the peer's. Idempotent.
+    if (_closing && _tls && (_tls->is_established() || _tls->state() == core::tls_state::closed)) _tls->close(_wire);
     if (_wire.empty()) return;
     _sending.swap(_wire);
     _wire.clear();

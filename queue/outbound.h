@@ -90,6 +90,9 @@ private:
     void deliver_outcomes() noexcept;
     void on_input(std::string_view data) noexcept;
     void start_tls() noexcept;
+    // Hands a resumable TLS session to the delivery for the next connection to this address.
+    void remember_tls_session() noexcept;
+    [[nodiscard]] std::string tls_resumption_key() const;
     void fail_tls(std::string_view reason) noexcept;
     [[nodiscard]] bool session_usable() const noexcept;
     [[nodiscard]] std::string closed_reason() const;

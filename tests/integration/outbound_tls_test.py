@@ -260,6 +260,21 @@ def scenario(c):
     delivered_under_tls(c, "opportunistic", relay, sink)
     c.check(relay.stop() == 0, "opportunistic: the relay stops cleanly")
 
+    # 1b. Session resumption (RFC 8446 §2.2): one message per connection, sent one after the
+    # other; later connections offer the session the previous one ended with. The first
+    # handshake is a full one; at least one later one must be resumed (each later message
+    # goes out only after the previous Delivery record, well after that connection's QUIT).
+    sink = Sink(sink_bin, ["--tls"])
+    relay = make_relay(binary, sink.port, ["--max-messages-per-connection", "1"])
+    for i in range(5):
+        send(relay, f"r{i}@tls.test", f"resume-{i}")
+        wait_for(lambda: len(log_records(relay, "Delivery")) > i, f"resumption: message {i + 1} delivered", c)
+    tls = [str(d.get("tls")) for d in log_records(relay, "Delivery")]
+    c.check(len(tls) == 5 and not tls[0].endswith(" resumed") and any(t.endswith(" resumed") for t in tls[1:]),
+            "outbound TLS sessions are resumed on later connections (Delivery records say 'resumed')", tls)
+    sink.stop()
+    c.check(relay.stop() == 0, "resumption: the relay stops cleanly")
+
     # 2. required, to a sink without TLS: deferred, never sent in clear.
     plain = Sink(sink_bin)
     relay = make_relay(binary, plain.port, ["--route-tls", "tls.test=required"])
