@@ -166,11 +166,15 @@ std::string_view to_string(config::tls_policy p) noexcept {
     return "?";
 }
 
+// The domain's own entry wins over '*' wherever they stand (as --route does): a
+// '--route-tls *=opportunistic' before 'bank.example=required' must not downgrade the bank.
 config::tls_policy config::tls_policy_for(std::string_view domain) const noexcept {
+    const route_tls_entry* any = nullptr;
     for (const route_tls_entry& e : route_tls_table) {
-        if (e.domain == "*" || e.domain == domain) return e.policy;
+        if (e.domain == domain) return e.policy;
+        if (e.domain == "*" && any == nullptr) any = &e;
     }
-    return outbound_tls_policy;
+    return any != nullptr ? any->policy : outbound_tls_policy;
 }
 
 std::expected<void, std::string> finish_config(config& c) {

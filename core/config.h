@@ -58,8 +58,8 @@ struct config {
     std::uint32_t idle_connection_timeout = 5;  // seconds an unused outbound connection stays
     std::string dns_server;                // "ADDR:PORT"; empty = /etc/resolv.conf
     std::uint16_t smtp_port = 25;          // port of MX targets (tests use another)
-    // Outbound TLS: the policy for a domain is the first --route-tls entry matching it, else
-    // --outbound-tls. "opportunistic": STARTTLS when offered, plaintext if it is not offered
+    // Outbound TLS: the policy for a domain is its own --route-tls entry, else a '*' entry,
+    // else --outbound-tls. "opportunistic": STARTTLS when offered, plaintext if it is not offered
     // or fails; "required": TLS or defer, never plaintext; "verify": required, and the peer's
     // certificate must chain to --outbound-ca-file (default: the system store) and name the
     // MX host (or the route's HOST); "disabled": never STARTTLS.
@@ -83,7 +83,7 @@ struct config {
         tls_policy policy;
     };
     std::vector<route_tls_entry> route_tls_table;  // --route-tls entries in order
-    // The policy for `domain` (lower-case): first matching --route-tls entry, else --outbound-tls.
+    // The policy for `domain` (lower-case): its own --route-tls entry, else '*', else --outbound-tls.
     [[nodiscard]] tls_policy tls_policy_for(std::string_view domain) const noexcept;
 };
 

@@ -199,7 +199,10 @@ public:
     // the record layer to the kernel (TCP_ULP "tls", TLS_TX/TLS_RX) as soon as the keys are
     // known. Afterwards the socket carries plaintext: sends and receives are plain io_uring
     // operations again, and feed_ciphertext()/encrypt() are not used. Ciphers are limited to
-    // those Linux kTLS implements (AES-GCM, ChaCha20-Poly1305). The fd stays the caller's.
+    // AES-GCM (ECDHE key exchange for TLS 1.2), which every kTLS kernel implements; clients
+    // with nothing else fail the handshake. OpenSSL offloads TLS 1.3 receive only from 3.2 on
+    // (3.0 offloads TLS 1.3 send and TLS 1.2 both ways), which the start-up probe finds out.
+    // The fd stays the caller's.
     [[nodiscard]] static std::expected<tls_session, tls_error> create_on_socket(const tls_context& context, int fd);
     enum class socket_step : std::uint8_t { want_read, want_write, done };
     // Socket sessions: advances the handshake; `done` once established.

@@ -269,6 +269,12 @@ void connection::begin_starttls() noexcept {
         discard_before_handshake(_held.size());
         _held.clear();
     }
+    // Input paused behind a commit (over max_held_input) was all dropped just now: the
+    // handshake needs the receive back (user space) or the socket (kTLS).
+    if (_paused) {
+        _paused = false;
+        if (!_kernel_tls && !_recv_armed && !_closing) arm_recv();
+    }
     if (_kernel_tls && _recv_armed) {
         // kTLS: the handshake is OpenSSL's own reads on the socket, so our receive must be
         // gone before the 220 leaves (flush waits for it): a ClientHello must never land in
@@ -593,6 +599,12 @@ void connection::flush() noexcept {
     }
     // After the session's last word under TLS: close_notify (RFC 8446 §6.1). Idempotent.
     if (_closing && _tls_phase == tls_phase::on && _out.empty()) _tls->close(_wire);
+    // kTLS: OpenSSL writes the close_notify through the kernel itself, so only once every
+    // reply before it has left (nothing queued, no send in flight).
+    if (_closing && _tls_phase == tls_phase::kernel_on && _out.empty() && _wire.empty()) {
+        std::string none;
+        _tls->close(none);
+    }
     if (_wire.empty()) {
         maybe_retire();
         return;
@@ -628,7 +640,7 @@ void connection::on_send(int res, std::uint32_t) noexcept {
         if (_kernel_tls) {
             _tls_phase = tls_phase::kernel_handshaking;
             _sending_marks = 0;
-            kernel_handshake_step();
+            if (!_closing) kernel_handshake_step();
             flush();
             return;
         }

@@ -582,11 +582,17 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
         _graveyard.push_back(&c);
         return;
     }
-    if (c.tls_failed() && c.tls_use() == protocol::tls_use::when_offered) {
-        // Opportunistic TLS that failed (logged by the connection): this address gets
-        // plaintext for a while, starting with a new connection now. No job was on this one
-        // (jobs are assigned only after EHLO), so nothing is deferred and nothing counted.
-        _tls_broken_until[c.target_address()] = core::monotonic_ms() + tls_fallback_ms;
+    if (c.tls_failed() && c.tls_protocol_failure() && c.tls_use() == protocol::tls_use::when_offered) {
+        // Opportunistic TLS whose handshake failed on TLS itself (logged by the connection):
+        // this address gets plaintext for a while, starting with a new connection now. No job
+        // was on this one (jobs are assigned only after EHLO), so nothing is deferred and
+        // nothing counted. A connection merely lost during the handshake (a reset, a timeout:
+        // something an attacker on the path can cause) is handled like any lost connection
+        // below: no plaintext.
+        const std::int64_t now = core::monotonic_ms();
+        if (_tls_broken_until.size() >= 4096)
+            std::erase_if(_tls_broken_until, [now](const auto& e) { return e.second <= now; });
+        _tls_broken_until[c.target_address()] = now + tls_fallback_ms;
         std::erase(d.connections, &c);
         _graveyard.push_back(&c);
         dispatch(d);

@@ -115,6 +115,14 @@ void outbound::on_input(std::string_view data) noexcept {
     const auto fed = _tls->feed_ciphertext(data, _plain);
     _tls->take_output(_wire);  // the handshake's next flight, or an alert
     if (!fed) {
+        if (was_established) {
+            // A bad record after the handshake: the session cannot go on (no plaintext retry,
+            // the mail may have been half sent); treated like a lost connection.
+            core::diag("TLS to " + peer_text() + ": " + fed.error().text + "; connection dropped");
+            lost("TLS record error");
+            return;
+        }
+        _tls_protocol_failure = true;  // the peer answered our handshake, badly
         fail_tls(fed.error().text);
         return;
     }
@@ -138,6 +146,7 @@ void outbound::start_tls() noexcept {
     std::string error;
     core::tls_context* context = _owner.client_tls(_verify, error);
     if (context == nullptr) {
+        _tls_protocol_failure = true;
         fail_tls(error);
         return;
     }
@@ -146,6 +155,7 @@ void outbound::start_tls() noexcept {
     const std::string name = _dest.by_mx ? _target_host : core::address_text(_target.addr());
     auto session = core::tls_session::create(*context, name, _owner.tls_resumption(tls_resumption_key()));
     if (!session) {
+        _tls_protocol_failure = true;
         fail_tls(session.error().text);
         return;
     }

@@ -71,6 +71,9 @@ public:
         return _session.why_closed() == protocol::close_reason::tls_failed;
     }
     [[nodiscard]] const std::string& tls_failure() const noexcept { return _tls_failure; }
+    // The handshake failed on TLS itself (an alert, a bad answer, a local setup error), not
+    // because the connection was lost during it: only then is a plaintext retry justified.
+    [[nodiscard]] bool tls_protocol_failure() const noexcept { return _tls_protocol_failure; }
     [[nodiscard]] protocol::tls_use tls_use() const noexcept { return _tls_use; }
 
     std::size_t slot = 0;  // index in the delivery's connection list
@@ -118,6 +121,7 @@ private:
     std::string _plain;       // decrypted input of one receive (reused)
     std::string _tls_text;    // "TLSv1.3 TLS_AES_256_GCM_SHA384" once established
     std::string _tls_failure; // why the handshake failed
+    bool _tls_protocol_failure = false;
     const protocol::tls_use _tls_use;
     const core::tls_verify _verify;
     std::uint32_t _messages = 0;

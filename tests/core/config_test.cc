@@ -194,6 +194,12 @@ TEST(Config, AuthAndTlsPolicyFlags) {
     EXPECT_EQ(c->tls_policy_for("other.example"), config::tls_policy::disabled);
     EXPECT_EQ(c->outbound_ca_file, "/etc/ssl/ca.pem");
 
+    // The domain's own entry wins over an earlier '*'.
+    auto order = load({"--route-tls", "*=opportunistic,bank.example=required"});
+    ASSERT_TRUE(order.has_value()) << order.error().message;
+    EXPECT_EQ(order->tls_policy_for("bank.example"), config::tls_policy::required);
+    EXPECT_EQ(order->tls_policy_for("other.example"), config::tls_policy::opportunistic);
+
     auto d = load({});
     ASSERT_TRUE(d.has_value());
     EXPECT_TRUE(d->starttls);

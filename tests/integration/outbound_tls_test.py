@@ -14,7 +14,10 @@
 # - opportunistic to a broken peer (a Python server that answers STARTTLS with 220, then a
 #   forged reply and garbage instead of a ServerHello): the failure is logged with the peer and
 #   the reason, and the relay retries that peer in plaintext on a new connection and delivers;
-#   the forged reply behind the 220 never counts; with required, the same peer defers.
+#   the forged reply behind the 220 never counts; with required, the same peer defers;
+# - a peer that hangs up during the handshake (what a forged reset looks like) is a lost
+#   connection: deferred, never retried in plaintext;
+# - session resumption: with one message per connection, later handshakes resume.
 # Everything on loopback; every wait is bounded and waits for a log record, not a time.
 import glob
 import json
@@ -120,8 +123,9 @@ class BrokenTlsPeer:
 
     BEHIND_READY = b"250-forged\r\n250 AUTH PLAIN\r\nthis is not a TLS record\r\n"
 
-    def __init__(self, offer_starttls=True):
+    def __init__(self, offer_starttls=True, hang_up=False):
         self.offer = offer_starttls
+        self.hang_up = hang_up  # after the 220: close instead of answering the ClientHello
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -177,8 +181,16 @@ class BrokenTlsPeer:
                 conn.sendall(b"250-broken.test\r\n" + (b"250-STARTTLS\r\n" if self.offer else b"") +
                              b"250 8BITMIME\r\n")
             elif line.upper().startswith(b"STARTTLS"):
-                # 220, then a forged reply (response injection) and garbage instead of TLS.
+                # 220, then a forged reply (response injection); then, once the ClientHello is
+                # here, garbage instead of a ServerHello: the handshake fails on TLS itself
+                # (a peer that merely hangs up is a lost connection, not a TLS failure).
                 conn.sendall(b"220 2.0.0 Ready to start TLS\r\n" + self.BEHIND_READY)
+                try:
+                    conn.settimeout(10)
+                    if not self.hang_up and conn.recv(4096):
+                        conn.sendall(b"this is no ServerHello\r\n" * 4)
+                except OSError:
+                    pass
                 return
             elif verb == b"DATA":
                 conn.sendall(b"354 go ahead\r\n")
@@ -334,6 +346,19 @@ def scenario(c):
             "broken TLS peer: the TLS failure is logged with the peer and the reason", err[-800:])
     c.check(not log_records(relay, "TransientFailure"), "broken TLS peer: nothing was deferred")
     c.check(relay.stop() == 0, "broken TLS peer: the relay stops cleanly")
+
+    # 5b. A peer that hangs up during the handshake (what a forged RST looks like) is a lost
+    # connection, not broken TLS: deferred, no plaintext retry.
+    hangup = BrokenTlsPeer(hang_up=True)
+    relay = make_relay(binary, hangup.port)
+    send(relay, "g@tls.test", "hangup")
+    wait_for(lambda: log_records(relay, "TransientFailure"), "handshake hang-up: deferred", c)
+    conns = hangup.commands()
+    c.check(all(any(l.upper() == b"STARTTLS" for l in conn) for conn in conns) and
+            not any(l.upper().startswith(b"MAIL FROM:") for conn in conns for l in conn),
+            "handshake hang-up: no plaintext retry (every connection tried STARTTLS, no MAIL)", conns)
+    c.check(not hangup.messages, "handshake hang-up: nothing received in clear")
+    c.check(relay.stop() == 0, "handshake hang-up: the relay stops cleanly")
 
     # 6. required to the same broken peer: deferred, no MAIL ever sent.
     broken2 = BrokenTlsPeer()

@@ -161,7 +161,11 @@ void connection::on_input(std::string_view data, std::int64_t now) noexcept {
     const auto fed = _tls->feed_ciphertext(data, _plain);
     _tls->take_output(_wire);
     if (!fed) {
-        tls_failed(fed.error().text);
+        if (was_established) {
+            lost("TLS record error: " + fed.error().text, now);  // the session cannot go on
+        } else {
+            tls_failed(fed.error().text);
+        }
         return;
     }
     if (!was_established && _tls->is_established()) _session->on_tls_established(_out);

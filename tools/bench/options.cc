@@ -253,6 +253,8 @@ std::expected<bench_options, usage_exit> parse_options(int argc, const char* con
             return std::unexpected(usage_error("--auth: expected USER:PASS (the password may contain ':')"));
         o.auth_user = auth.substr(0, colon);
         o.auth_password = auth.substr(colon + 1);
+        if (!o.starttls)
+            return std::unexpected(usage_error("--auth needs --starttls (the password would cross the network in clear)"));
     }
     if (chunking) o.chunking = protocol::extension_use::when_offered;
     if (no_pipelining) o.pipelining = protocol::extension_use::never;

@@ -71,8 +71,9 @@ TEST(BenchOptions, AuthSplitsAtTheFirstColon) {
 }
 
 TEST(BenchOptions, AuthNeedsUserAndColon) {
-    expect_usage_error(parse_with({"--messages", "1", "--auth", "nocolon"}), "--auth");
-    expect_usage_error(parse_with({"--messages", "1", "--auth", ":pass"}), "--auth");
+    expect_usage_error(parse_with({"--messages", "1", "--starttls", "--auth", "nocolon"}), "--auth");
+    expect_usage_error(parse_with({"--messages", "1", "--auth", "user:pass"}), "--starttls");
+    expect_usage_error(parse_with({"--messages", "1", "--starttls", "--auth", ":pass"}), "--auth");
 }
 
 TEST(BenchOptions, EveryFlagIsApplied) {
