@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 namespace ringrelay::core {
 
@@ -30,6 +31,7 @@ void work_return::arm() noexcept {
 void work_return::push(work_item* item) noexcept {
     std::lock_guard lock(_mutex);
     _done.push_back(item);
+    ++_returned;
     const std::uint64_t one = 1;
     // Cannot fail short of a counter overflow (2^64 - 2 wake-ups without a read).
     (void)!::write(_fd, &one, sizeof one);
@@ -44,6 +46,16 @@ void work_return::complete(int res, std::uint32_t) noexcept {
     for (work_item* item : _finishing) item->finish();
     _finishing.clear();
     arm();
+}
+
+void work_return::wait_idle() noexcept {
+    for (;;) {
+        {
+            std::lock_guard lock(_mutex);
+            if (_returned == _submitted) return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
 }
 
 work_pool::work_pool(unsigned threads, std::size_t max_queued) : _max_queued(max_queued) {
@@ -67,6 +79,7 @@ bool work_pool::submit(work_item& item, work_return& back) noexcept {
         if (_queue.size() >= _max_queued || _stopping) return false;
         _queue.push_back(&item);
     }
+    ++back._submitted;  // the submitting shard's thread owns this counter
     _wake.notify_one();
     return true;
 }

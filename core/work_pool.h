@@ -53,8 +53,13 @@ public:
     void push(work_item* item) noexcept;
     // The eventfd read completed: runs finish() of every item that came back, re-arms.
     void complete(int res, std::uint32_t flags) noexcept override;
+    // Shard thread, when its loop has ended (normally or because io_uring failed): blocks
+    // until every item submitted with this return has come back from the pool (their
+    // finish() is not run), so that none is still being run while its owner is destroyed.
+    void wait_idle() noexcept;
 
 private:
+    friend class work_pool;  // counts submissions (_submitted)
     void arm() noexcept;
 
     reactor* _reactor = nullptr;
@@ -62,6 +67,8 @@ private:
     std::uint64_t _value = 0;  // the eventfd read's buffer
     std::mutex _mutex;
     std::vector<work_item*> _done;      // guarded by _mutex
+    std::uint64_t _returned = 0;        // guarded by _mutex: items pushed back
+    std::uint64_t _submitted = 0;       // shard thread: items handed to the pool
     std::vector<work_item*> _finishing; // shard thread only
 };
 

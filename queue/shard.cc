@@ -137,6 +137,9 @@ void shard::run(std::promise<shard_init_result>& ready) {
     }
     // Let the last log records reach the file.
     while (!_log->idle() && _reactor.run_once(100)) {}
+    // A loop that ended on an io_uring failure may leave password checks in the pool; their
+    // connections must outlive them.
+    _work_return.wait_idle();
     _finished.store(true, std::memory_order_release);
 }
 

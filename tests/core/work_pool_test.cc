@@ -61,6 +61,7 @@ TEST(WorkPool, ItemsRunOffThreadAndFinishOnTheSubmitter) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (finished < n && std::chrono::steady_clock::now() < deadline) ASSERT_TRUE(r.run_once(1000));
     ASSERT_EQ(finished, n);
+    back.wait_idle();  // everything came back: returns at once
     for (const auto& item : items) {
         EXPECT_EQ(item->runs, 1);
         EXPECT_EQ(item->finishes, 1);
@@ -92,4 +93,30 @@ TEST(WorkPool, FullQueueRefuses) {
     EXPECT_EQ(started.load(), 2);
     // Both came back to the reactor (finish() is a no-op here: just drain it).
     (void)r.run_once(100);
+}
+
+// A shard whose loop ended (say io_uring failed) waits for items still in the pool before
+// their owners are destroyed; their finish() is never run.
+TEST(WorkPool, WaitIdleWaitsForItemsStillInThePool) {
+    reactor r;
+    ASSERT_FALSE(r.init(64, kernel_features{}));
+    work_return back;
+    ASSERT_FALSE(back.start(r));
+    work_pool pool(1, 10);
+    std::atomic<bool> release{false};
+    std::atomic<int> started{0};
+    blocking_item a;
+    a.release = &release;
+    a.started = &started;
+    blocking_item b = a;
+    ASSERT_TRUE(pool.submit(a, back));
+    ASSERT_TRUE(pool.submit(b, back));
+    std::thread releaser([&] {
+        while (started.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        release = true;
+    });
+    back.wait_idle();  // no reactor turn runs: only the pool's pushes end the wait
+    EXPECT_EQ(started.load(), 2) << "both items ran before wait_idle returned";
+    releaser.join();
 }
