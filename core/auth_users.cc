@@ -55,4 +55,11 @@ const std::string* auth_users::hash_of(std::string_view user) const noexcept {
     return it == _users.end() ? nullptr : &it->second;
 }
 
+std::vector<std::string_view> auth_users::hashes() const {
+    std::vector<std::string_view> out;
+    out.reserve(_users.size());
+    for (const auto& [user, hash] : _users) out.emplace_back(hash);
+    return out;
+}
+
 }  // namespace ringrelay::core

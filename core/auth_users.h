@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ringrelay::core {
 
@@ -23,6 +24,8 @@ public:
     // The stored hash of `user` (exact, case-sensitive match), or nullptr.
     [[nodiscard]] const std::string* hash_of(std::string_view user) const noexcept;
     [[nodiscard]] std::size_t size() const noexcept { return _users.size(); }
+    // Every stored hash, in user-name order (views into this table).
+    [[nodiscard]] std::vector<std::string_view> hashes() const;
 
 private:
     std::map<std::string, std::string, std::less<>> _users;

@@ -138,6 +138,12 @@ std::expected<std::string, std::string> hash_password(std::string_view password,
     return hash_password_with_salt(password, salt, params);
 }
 
+std::expected<scrypt_params, std::string> hash_parameters(std::string_view encoded) {
+    auto h = parse(encoded);
+    if (!h) return std::unexpected(h.error());
+    return h->params;
+}
+
 std::expected<void, std::string> check_hash_format(std::string_view encoded) {
     auto h = parse(encoded);
     if (!h) return std::unexpected(h.error());

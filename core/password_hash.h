@@ -29,6 +29,9 @@ struct scrypt_params {
                                                                               std::string_view salt,
                                                                               scrypt_params params);
 
+// The cost parameters of a well-formed hash.
+[[nodiscard]] std::expected<scrypt_params, std::string> hash_parameters(std::string_view encoded);
+
 // Whether `encoded` is a well-formed hash this build can check (parameters in range).
 [[nodiscard]] std::expected<void, std::string> check_hash_format(std::string_view encoded);
 

@@ -3,8 +3,11 @@
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include <algorithm>
+#include <map>
+#include <tuple>
 #include <cstring>
 #include <thread>
 
@@ -72,11 +75,36 @@ bool auth_failures::end(std::size_t slot, bool failed, std::int64_t now_ms) noex
     return static_cast<std::uint32_t>(next) >= _limit;
 }
 
-inbound_auth::inbound_auth(std::string path, std::shared_ptr<const core::auth_users> users, std::string dummy_hash,
-                           const core::config& config)
+std::expected<std::shared_ptr<const user_table>, std::string> user_table::make(core::auth_users users) {
+    // The most common cost (ties: the first in user order); the default for an empty file.
+    std::map<std::tuple<unsigned, std::uint32_t, std::uint32_t>, std::size_t> counts;
+    core::scrypt_params common;
+    std::size_t best = 0;
+    for (std::string_view h : users.hashes()) {
+        auto p = core::hash_parameters(h);
+        if (!p) continue;  // auth_users::parse checked every hash
+        const std::size_t n = ++counts[{p->log2_n, p->r, p->p}];
+        if (n > best) {
+            best = n;
+            common = *p;
+        }
+    }
+    // A random password: no one can log in as "no such user" by guessing it.
+    unsigned char random[24];
+    if (RAND_bytes(random, sizeof random) != 1) return std::unexpected("no random bytes for the dummy hash");
+    auto dummy = core::hash_password(std::string_view(reinterpret_cast<const char*>(random), sizeof random), common);
+    OPENSSL_cleanse(random, sizeof random);
+    if (!dummy) return std::unexpected("cannot compute a password hash: " + dummy.error());
+    auto t = std::make_shared<user_table>();
+    t->users = std::move(users);
+    t->dummy_hash = std::move(*dummy);
+    t->costs = counts.size();
+    return std::shared_ptr<const user_table>(std::move(t));
+}
+
+inbound_auth::inbound_auth(std::string path, std::shared_ptr<const user_table> users, const core::config& config)
     : _path(std::move(path)),
       _users(std::move(users)),
-      _dummy_hash(std::move(dummy_hash)),
       _failures(config.auth_max_failures_per_ip, static_cast<std::int64_t>(config.auth_failure_window) * 1000),
       // One check thread per two cores, at least one: each check is 32 MiB of scrypt; more
       // threads than that would take cores from the shards under an AUTH flood. Beyond 64
@@ -87,19 +115,18 @@ inbound_auth::inbound_auth(std::string path, std::shared_ptr<const core::auth_us
 std::expected<std::unique_ptr<inbound_auth>, std::string> inbound_auth::create(const core::config& config) {
     auto users = core::auth_users::load(config.auth_users);
     if (!users) return std::unexpected("--auth-users: " + users.error());
-    // A hash with default parameters of a random password: an unknown user costs the same.
-    auto dummy = core::hash_password("ringrelay-no-such-user");
-    if (!dummy) return std::unexpected("--auth-users: cannot compute a password hash: " + dummy.error());
-    return std::make_unique<inbound_auth>(config.auth_users,
-                                          std::make_shared<const core::auth_users>(std::move(*users)),
-                                          std::move(*dummy), config);
+    auto table = user_table::make(std::move(*users));
+    if (!table) return std::unexpected("--auth-users: " + table.error());
+    return std::make_unique<inbound_auth>(config.auth_users, std::move(*table), config);
 }
 
 std::expected<std::size_t, std::string> inbound_auth::reload() {
     auto users = core::auth_users::load(_path);
     if (!users) return std::unexpected(users.error());
     const std::size_t n = users->size();
-    _users.store(std::make_shared<const core::auth_users>(std::move(*users)));
+    auto table = user_table::make(std::move(*users));
+    if (!table) return std::unexpected(table.error());
+    _users.store(std::move(*table));
     return n;
 }
 
@@ -113,7 +140,6 @@ void auth_check::clear() noexcept {
 void auth_check::prepare(const inbound_auth& auth, const protocol::auth_attempt& attempt) {
     clear();
     _users = auth.users();
-    _dummy_hash = &auth.dummy_hash();
     _user.assign(attempt.user);
     _password.assign(attempt.password);
     _verdict = verdict::failed;
@@ -121,9 +147,9 @@ void auth_check::prepare(const inbound_auth& auth, const protocol::auth_attempt&
 }
 
 void auth_check::run() noexcept {
-    const std::string* hash = _users->hash_of(_user);
+    const std::string* hash = _users->users.hash_of(_user);
     const bool known = hash != nullptr;
-    auto match = core::verify_password(_password, known ? *hash : *_dummy_hash);
+    auto match = core::verify_password(_password, known ? *hash : _users->dummy_hash);
     clear();
     if (!match) {
         _verdict = verdict::error;

@@ -61,6 +61,17 @@ private:
     std::unique_ptr<std::atomic<std::uint64_t>[]> _failures;
 };
 
+// The users in force and the hash an unknown user is checked against, swapped whole by a
+// reload. The dummy hash has the cost most users' hashes have, so an unknown name takes as
+// long as most known ones; `costs` counts the distinct costs in the file (more than one, and
+// response time tells the groups apart: the start-up line says so).
+struct user_table {
+    core::auth_users users;
+    std::string dummy_hash;
+    std::size_t costs = 0;
+    [[nodiscard]] static std::expected<std::shared_ptr<const user_table>, std::string> make(core::auth_users users);
+};
+
 class inbound_auth {
 public:
     // Loads --auth-users and starts the check threads; an error names the file and line.
@@ -69,19 +80,16 @@ public:
     // Re-reads the users file (SIGHUP); on an error the table in use stays.
     [[nodiscard]] std::expected<std::size_t, std::string> reload();
 
-    [[nodiscard]] std::shared_ptr<const core::auth_users> users() const noexcept { return _users.load(); }
-    [[nodiscard]] const std::string& dummy_hash() const noexcept { return _dummy_hash; }
+    [[nodiscard]] std::shared_ptr<const user_table> users() const noexcept { return _users.load(); }
     [[nodiscard]] core::work_pool& pool() noexcept { return _pool; }
     [[nodiscard]] auth_failures& failures() noexcept { return _failures; }
     [[nodiscard]] const std::string& path() const noexcept { return _path; }
 
-    inbound_auth(std::string path, std::shared_ptr<const core::auth_users> users, std::string dummy_hash,
-                 const core::config& config);
+    inbound_auth(std::string path, std::shared_ptr<const user_table> users, const core::config& config);
 
 private:
     const std::string _path;
-    std::atomic<std::shared_ptr<const core::auth_users>> _users;
-    const std::string _dummy_hash;
+    std::atomic<std::shared_ptr<const user_table>> _users;
     auth_failures _failures;
     core::work_pool _pool;  // last: its threads stop first
 };
@@ -111,8 +119,7 @@ public:
     void* owner = nullptr;
 
 private:
-    std::shared_ptr<const core::auth_users> _users;
-    const std::string* _dummy_hash = nullptr;
+    std::shared_ptr<const user_table> _users;
     std::string _user;
     std::string _password;
     verdict _verdict = verdict::failed;

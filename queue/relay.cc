@@ -51,11 +51,16 @@ std::expected<void, std::string> relay::start() {
         _auth = std::move(*auth);
         _server.auth = _config.auth_plaintext ? protocol::auth_offer::always : protocol::auth_offer::under_tls;
         _server.max_auth_failures = _config.auth_max_failures;
-        _auth_summary = "AUTH: PLAIN LOGIN for " + std::to_string(_auth->users()->size()) + " user(s) from " +
+        const auto table = _auth->users();
+        _auth_summary = "AUTH: PLAIN LOGIN for " + std::to_string(table->users.size()) + " user(s) from " +
                         _config.auth_users + "; " +
                         (_config.auth_plaintext ? std::string("offered on every connection (--auth-plaintext)")
                          : _tls ? std::string("offered only under TLS")
                                 : std::string("offered only under TLS, and TLS is off: no client can use it"));
+        if (table->costs > 1)
+            _auth_summary += "; warning: the hashes have " + std::to_string(table->costs) +
+                             " different costs, and a check's duration shows which group a user is in "
+                             "(rehash them with one cost)";
     }
     _log_fd = core::open_log(_config.log);
     if (_log_fd < -1) return std::unexpected("--log " + _config.log + ": " + std::strerror(-_log_fd));

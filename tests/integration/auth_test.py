@@ -301,6 +301,8 @@ def scenario(c):
     relay = harness.Relay(binary, hostname=HOST, flags=common, shards=2).start()
     c.check("AUTH: PLAIN LOGIN for 2 user(s)" in relay.stderr() and "offered only under TLS" in relay.stderr(),
             "start-up says AUTH is on, for how many users, under TLS only", relay.stderr()[-600:])
+    c.check("the hashes have 2 different costs" in relay.stderr(),
+            "start-up warns that the users' hashes have different costs (ln=15 and ln=10)", relay.stderr()[-600:])
     port = relay.port
     plaintext(c, relay, port)
     starttls_login(c, relay, port)

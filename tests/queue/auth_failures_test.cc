@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/password_hash.h"
 #include "queue/auth.h"
 
 using ringrelay::queue::auth_failures;
@@ -103,4 +104,27 @@ TEST(AuthFailures, ConcurrentFailuresAreAllCounted) {
     EXPECT_FALSE(f.blocked(a, 1000));
     ASSERT_EQ(f.begin(a, 1000), admission::ok);
     EXPECT_TRUE(f.end(a, true, 1000)) << "exactly the millionth failure blocks";
+}
+
+// The hash an unknown user is checked against has the cost most users have, so that an
+// unknown name takes as long as most known ones; the number of distinct costs is reported.
+TEST(UserTable, DummyHashHasTheMostCommonCost) {
+    using ringrelay::core::scrypt_params;
+    auto h10a = ringrelay::core::hash_password("a", scrypt_params{10, 8, 1});
+    auto h10b = ringrelay::core::hash_password("b", scrypt_params{10, 8, 1});
+    auto h11 = ringrelay::core::hash_password("c", scrypt_params{11, 8, 1});
+    ASSERT_TRUE(h10a && h10b && h11);
+    auto users = ringrelay::core::auth_users::parse("ann:" + *h11 + "\nbob:" + *h10a + "\ncid:" + *h10b + "\n", "t");
+    ASSERT_TRUE(users.has_value()) << users.error();
+    auto table = ringrelay::queue::user_table::make(std::move(*users));
+    ASSERT_TRUE(table.has_value()) << table.error();
+    auto p = ringrelay::core::hash_parameters((*table)->dummy_hash);
+    ASSERT_TRUE(p.has_value());
+    EXPECT_EQ(p->log2_n, 10);
+    EXPECT_EQ((*table)->costs, 2u);
+    EXPECT_EQ((*table)->users.size(), 3u);
+    // The dummy's password is random: none of the users' passwords matches it.
+    for (const char* pw : {"a", "b", "c", ""})
+        EXPECT_EQ(ringrelay::core::verify_password(pw, (*table)->dummy_hash).value(),
+                  ringrelay::core::password_match::no);
 }
