@@ -143,7 +143,9 @@ std::string relay::reload() {
     if (!_auth) return report + "reload: no --auth-users";
     auto n = _auth->reload();
     if (!n) return report + "reload: --auth-users kept as it was: " + n.error();
-    return report + "reload: --auth-users " + _auth->path() + ": " + std::to_string(*n) + " user(s)";
+    const std::size_t costs = _auth->users()->costs;
+    return report + "reload: --auth-users " + _auth->path() + ": " + std::to_string(*n) + " user(s)" +
+           (costs > 1 ? "; warning: the hashes have " + std::to_string(costs) + " different costs" : std::string());
 }
 
 std::expected<void, std::string> relay::setup_tls() {
