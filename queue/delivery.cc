@@ -2,6 +2,7 @@
 #include "queue/delivery.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 
 #include "core/clock.h"
@@ -382,6 +383,13 @@ void delivery::keep_tls_session(const std::string& key, core::tls_saved_session 
     if (_tls_sessions.size() >= max_sessions && !_tls_sessions.contains(key)) _tls_sessions.clear();
     _tls_sessions.insert_or_assign(key, std::move(session));
 }
+
+namespace {
+// Bumped by reload_tls() (SIGHUP, any thread); each delivery compares it at its tick.
+std::atomic<std::uint64_t> tls_reload_generation{0};
+}  // namespace
+
+void delivery::reload_tls() noexcept { tls_reload_generation.fetch_add(1, std::memory_order_acq_rel); }
 
 core::tls_context* delivery::client_tls(core::tls_verify verify, std::string& error) noexcept {
     std::optional<core::tls_context>& slot = verify == core::tls_verify::peer ? _tls_verify : _tls_any;
@@ -848,6 +856,13 @@ void delivery::committed(protocol::commit_result result) noexcept {
 
 void delivery::tick(std::int64_t now_ms) noexcept {
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    if (const std::uint64_t g = tls_reload_generation.load(std::memory_order_acquire); g != _tls_generation) {
+        _tls_generation = g;
+        _tls_any.reset();
+        _tls_verify.reset();
+        _tls_verify_error.clear();
+        _tls_sessions.clear();
+    }
     for (core::mailbox<cross_message>* box : _incoming) box->drain();
     for (auto& dsn : _dsn_retry) {
         _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);

@@ -193,6 +193,10 @@ public:
     // The shard's client TLS context, without or with peer verification, made on first use;
     // null (and `error` says why, e.g. an unreadable --outbound-ca-file) if it cannot be.
     [[nodiscard]] core::tls_context* client_tls(core::tls_verify verify, std::string& error) noexcept;
+    // Any thread (SIGHUP): every shard's delivery drops its client TLS contexts at its next
+    // tick, so a fixed or renewed --outbound-ca-file is read again (connections already in
+    // TLS keep theirs; saved sessions belong to the old contexts and are dropped too).
+    static void reload_tls() noexcept;
     // Outbound TLS session resumption (RFC 8446 §2.2, RFC 5077): the last resumable session of
     // each next-hop address (and verification mode, `key`), offered on the next connection
     // there. Bounded; shard-local like the contexts the sessions belong to.
@@ -268,6 +272,7 @@ private:
     // Next-hop addresses ("ADDR:PORT") whose handshake failed, until when (monotonic ms).
     std::unordered_map<std::string, std::int64_t> _tls_broken_until;
     std::unordered_map<std::string, core::tls_saved_session> _tls_sessions;  // tls_resumption()
+    std::uint64_t _tls_generation = 0;  // of reload_tls() when the contexts were made
 
     std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;

@@ -121,6 +121,7 @@ std::expected<void, std::string> relay::start() {
 }
 
 std::string relay::reload() {
+    delivery::reload_tls();  // outbound: --outbound-ca-file read again at each shard's next tick
     std::string report;
     if (_tls) {
         auto credentials = core::tls_credentials::load_pem(_tls_cert_file, _tls_key_file);

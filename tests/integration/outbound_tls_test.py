@@ -22,6 +22,7 @@
 import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -321,6 +322,35 @@ def scenario(c):
     c.check(f"127.0.0.1:{sink.port}" in relay.stderr() and "certificate verify failed" in relay.stderr(),
             "verify mismatch: the TLS failure is logged on stderr with the peer and the reason",
             relay.stderr()[-800:])
+
+    # 4b. verify with an --outbound-ca-file that is missing at first: deferred; once the file
+    # is there, SIGHUP makes every shard read it again (at its next tick): mail sent after
+    # that is delivered, verified. Sent one message at a time until one is delivered
+    # (bounded), so the test does not depend on when the tick comes.
+    tls_dir3 = os.path.join(harness.temp_dir("rr-otls-cert-"), "tls")
+    sink = Sink(sink_bin, ["--tls", "--tls-dir", tls_dir3, "--hostname", "127.0.0.1"])
+    ca_path = os.path.join(harness.temp_dir("rr-otls-ca-"), "ca.pem")
+    relay = make_relay(binary, sink.port, ["--route-tls", "tls.test=verify", "--outbound-ca-file", ca_path])
+    send(relay, "h0@tls.test", "ca-missing")
+    wait_for(lambda: log_records(relay, "TransientFailure"), "verify, CA file missing: deferred", c)
+    with open(os.path.join(tls_dir3, "cert.pem"), "rb") as src, open(ca_path, "wb") as dst:
+        dst.write(src.read())
+    relay.signal(signal.SIGHUP)
+    wait_for(lambda: "reload:" in relay.stderr(), "SIGHUP: the reload is logged", c)
+    deadline = time.monotonic() + WAIT
+    sent = 1
+    while not log_records(relay, "Delivery") and time.monotonic() < deadline:
+        send(relay, f"h{sent}@tls.test", f"ca-fixed-{sent}")
+        sent += 1
+        end = time.monotonic() + 2
+        while not log_records(relay, "Delivery") and time.monotonic() < end:
+            time.sleep(0.1)
+    got = log_records(relay, "Delivery")
+    c.check(got and str(got[0].get("tls", "")).startswith("TLSv1."),
+            "after SIGHUP the fixed --outbound-ca-file is read: a later message is delivered under verify",
+            f"{sent} sent; {relay.stderr()[-600:]}")
+    sink.stop()
+    c.check(relay.stop() == 0, "CA reload: the relay stops cleanly")
 
     # 5. Opportunistic to a peer whose TLS is broken: plaintext retry on a new connection.
     broken = BrokenTlsPeer()
