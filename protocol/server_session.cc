@@ -499,6 +499,9 @@ void server_session::on_mail(const command& cmd, std::string& out) {
         return say(out, reply_id::size_exceeded);
     }
     if (path->non_ascii && !params->smtputf8) return say(out, reply_id::utf8_not_declared);
+    // RFC 4954 §5: AUTH= belongs to the AUTH extension; where it is not offered it is an
+    // unsupported parameter (as Postfix without SASL answers).
+    if (params->auth_declared && !auth_offered()) return say(out, reply_id::unsupported_parameter, "AUTH");
     if (const host_reply refusal = _host.check_mail(_client); refusal.reply != reply_id::none) {
         return say_uncounted(out, refusal.reply, refusal.argument);
     }

@@ -344,3 +344,19 @@ TEST(ServerSessionAuth, TemporaryFailureLetsTheClientRetry) {
 
 }  // namespace
 }  // namespace ringrelay::protocol
+
+namespace ringrelay::protocol {
+namespace {
+
+// RFC 4954 §5: AUTH= on MAIL only where AUTH is on offer (under TLS by default); elsewhere it
+// is an unsupported parameter, as for Postfix without SASL.
+TEST(ServerSessionAuth, MailAuthParameterOnlyWhereAuthIsOffered) {
+    const std::string dialogue = "EHLO c.example\r\nMAIL FROM:<a@c.example> AUTH=<>\r\n";
+    auto t = run_everywhere(auth_config(auth_offer::under_tls), dialogue);
+    EXPECT_EQ(t.out, banner + ehlo_starttls_only + "555 5.5.4 Unsupported option: AUTH\r\n");
+    t = run_everywhere(auth_config(auth_offer::under_tls), "STARTTLS\r\n" + dialogue);
+    EXPECT_EQ(t.out, banner + "220 2.0.0 Ready to start TLS\r\n" + tls_mark + ehlo_auth_only + "250 2.1.0 Ok\r\n");
+}
+
+}  // namespace
+}  // namespace ringrelay::protocol

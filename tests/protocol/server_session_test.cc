@@ -61,7 +61,7 @@ const dialogue_case dialogues[] = {
     {"MailBodyBinaryMime", ehlo + "MAIL FROM:<a@example.net> BODY=BINARYMIME\r\n", ehlo_reply + "555 5.5.4 Unsupported option: BODY\r\n"},
     {"MailRetRefused", ehlo + "MAIL FROM:<a@example.net> RET=HDRS\r\n", ehlo_reply + "555 5.5.4 Unsupported option: RET\r\n"},
     {"MailEnvidRefused", ehlo + "MAIL FROM:<a@example.net> ENVID=x\r\n", ehlo_reply + "555 5.5.4 Unsupported option: ENVID\r\n"},
-    {"MailAuthParameterAccepted", ehlo + "MAIL FROM:<a@example.net> AUTH=<>\r\n", ehlo_reply + "250 2.1.0 Ok\r\n"},
+    {"MailAuthParameterWithoutAuthOffered", ehlo + "MAIL FROM:<a@example.net> AUTH=<>\r\n", ehlo_reply + "555 5.5.4 Unsupported option: AUTH\r\n"},
     {"MailUnicodeWithoutSmtputf8", ehlo + "MAIL FROM:<j\xC3\xB6rg@example.net>\r\n", ehlo_reply + "553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n"},
     {"MailUnicodeWithSmtputf8", ehlo + "MAIL FROM:<j\xC3\xB6rg@example.net> SMTPUTF8\r\n", ehlo_reply + "250 2.1.0 Ok\r\n"},
     {"RcptWithoutMail", ehlo + rcpt, ehlo_reply + "503 5.5.1 Error: need MAIL command\r\n"},
