@@ -418,7 +418,9 @@ std::expected<tls_context, tls_error> tls_context::client(const tls_client_optio
         return failure(tls_errc::setup, "cannot set the protocol floor: " + openssl_reason());
     SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT);
+    // The caller keeps the sessions it wants (queue/delivery); OpenSSL's own client cache
+    // would only grow with every ticket.
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     if (options.verify == tls_verify::peer) {
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
         const int loaded = options.ca_file.empty() ? SSL_CTX_set_default_verify_paths(c)
@@ -427,6 +429,10 @@ std::expected<tls_context, tls_error> tls_context::client(const tls_client_optio
             return failure(tls_errc::file, "cannot load CA certificates" +
                                                (options.ca_file.empty() ? std::string() : " from " + options.ca_file) +
                                                ": " + openssl_reason());
+        // A file that parses to nothing (empty, or no PEM certificate in it) would make every
+        // verification fail later, far from the cause.
+        if (!options.ca_file.empty() && sk_X509_OBJECT_num(X509_STORE_get0_objects(SSL_CTX_get_cert_store(c))) <= 0)
+            return failure(tls_errc::file, "no CA certificate in " + options.ca_file);
     } else {
         SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nullptr);
     }

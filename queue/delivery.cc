@@ -2,7 +2,6 @@
 #include "queue/delivery.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 
 #include "core/clock.h"
@@ -370,26 +369,31 @@ protocol::client_config delivery::connection_config(const destination& d, core::
     return config;
 }
 
-const core::tls_saved_session* delivery::tls_resumption(const std::string& key) const noexcept {
+namespace {
+// How long a full handshake's verification stands for the sessions resumed from it
+// (Postfix's smtp_tls_session_cache_timeout default).
+constexpr std::int64_t tls_session_lifetime_ms = 3600 * 1000;
+}  // namespace
+
+std::optional<delivery::resumption> delivery::take_tls_session(const std::string& key) noexcept {
     const auto it = _tls_sessions.find(key);
-    return it != _tls_sessions.end() && it->second.resumable() ? &it->second : nullptr;
+    if (it == _tls_sessions.end()) return std::nullopt;
+    resumption r = std::move(it->second);
+    _tls_sessions.erase(it);
+    if (!r.session.resumable() || r.generation != _tls_generation ||
+        core::monotonic_ms() - r.verified_ms >= tls_session_lifetime_ms)
+        return std::nullopt;
+    return r;
 }
 
-void delivery::keep_tls_session(const std::string& key, core::tls_saved_session session) {
-    if (!session.resumable()) return;
+void delivery::keep_tls_session(const std::string& key, resumption r) {
+    if (!r.session.resumable() || r.generation != _tls_generation) return;  // made before a reload
     // A few thousand next hops' worth; beyond that start again (a full handshake costs one
     // round trip more, nothing else).
     constexpr std::size_t max_sessions = 4096;
     if (_tls_sessions.size() >= max_sessions && !_tls_sessions.contains(key)) _tls_sessions.clear();
-    _tls_sessions.insert_or_assign(key, std::move(session));
+    _tls_sessions.insert_or_assign(key, std::move(r));
 }
-
-namespace {
-// Bumped by reload_tls() (SIGHUP, any thread); each delivery compares it at its tick.
-std::atomic<std::uint64_t> tls_reload_generation{0};
-}  // namespace
-
-void delivery::reload_tls() noexcept { tls_reload_generation.fetch_add(1, std::memory_order_acq_rel); }
 
 core::tls_context* delivery::client_tls(core::tls_verify verify, std::string& error) noexcept {
     std::optional<core::tls_context>& slot = verify == core::tls_verify::peer ? _tls_verify : _tls_any;
@@ -856,7 +860,8 @@ void delivery::committed(protocol::commit_result result) noexcept {
 
 void delivery::tick(std::int64_t now_ms) noexcept {
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
-    if (const std::uint64_t g = tls_reload_generation.load(std::memory_order_acquire); g != _tls_generation) {
+    if (const std::uint64_t g = _tls_reload != nullptr ? _tls_reload->load(std::memory_order_acquire) : 0;
+        g != _tls_generation) {
         _tls_generation = g;
         _tls_any.reset();
         _tls_verify.reset();

@@ -28,6 +28,7 @@
 // Threading: shard-local. stored messages are owned here; jobs point into them and live
 // until their outcome is handled.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -193,15 +194,24 @@ public:
     // The shard's client TLS context, without or with peer verification, made on first use;
     // null (and `error` says why, e.g. an unreadable --outbound-ca-file) if it cannot be.
     [[nodiscard]] core::tls_context* client_tls(core::tls_verify verify, std::string& error) noexcept;
-    // Any thread (SIGHUP): every shard's delivery drops its client TLS contexts at its next
-    // tick, so a fixed or renewed --outbound-ca-file is read again (connections already in
-    // TLS keep theirs; saved sessions belong to the old contexts and are dropped too).
-    static void reload_tls() noexcept;
+    // `generation` (relay-owned, outlives the delivery) is bumped by a SIGHUP whose
+    // --outbound-ca-file loaded: at its next tick the delivery drops its client TLS contexts
+    // and saved sessions, so the new CA file is what verifies from then on (connections
+    // already in TLS keep theirs, and their sessions are not kept).
+    void set_tls_generation(const std::atomic<std::uint64_t>* generation) noexcept { _tls_reload = generation; }
     // Outbound TLS session resumption (RFC 8446 §2.2, RFC 5077): the last resumable session of
-    // each next-hop address (and verification mode, `key`), offered on the next connection
-    // there. Bounded; shard-local like the contexts the sessions belong to.
-    [[nodiscard]] const core::tls_saved_session* tls_resumption(const std::string& key) const noexcept;
-    void keep_tls_session(const std::string& key, core::tls_saved_session session);
+    // each next-hop address (and verification mode, `key`). take_tls_session() hands it out
+    // once (a TLS 1.3 ticket is for one connection, RFC 8446 §C.4) with the time of the full
+    // handshake it descends from; sessions whose full handshake is older than an hour are not
+    // offered (the certificate is verified again), nor those kept under an older CA file.
+    struct resumption {
+        core::tls_saved_session session;
+        std::int64_t verified_ms = 0;  // the full handshake's time (monotonic)
+        std::uint64_t generation = 0;  // of the contexts it was made with
+    };
+    [[nodiscard]] std::optional<resumption> take_tls_session(const std::string& key) noexcept;
+    void keep_tls_session(const std::string& key, resumption r);
+    [[nodiscard]] std::uint64_t tls_generation() const noexcept { return _tls_generation; }
     void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
 
     // Cross-shard: the owner hop (DESIGN.md). shard_count and one outgoing mailbox per other
@@ -271,8 +281,9 @@ private:
     std::string _tls_verify_error;                 // why _tls_verify could not be made
     // Next-hop addresses ("ADDR:PORT") whose handshake failed, until when (monotonic ms).
     std::unordered_map<std::string, std::int64_t> _tls_broken_until;
-    std::unordered_map<std::string, core::tls_saved_session> _tls_sessions;  // tls_resumption()
-    std::uint64_t _tls_generation = 0;  // of reload_tls() when the contexts were made
+    std::unordered_map<std::string, resumption> _tls_sessions;  // take_tls_session()
+    const std::atomic<std::uint64_t>* _tls_reload = nullptr;  // relay-owned; null: no reloads
+    std::uint64_t _tls_generation = 0;  // of *_tls_reload when the contexts were made
 
     std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;

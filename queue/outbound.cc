@@ -128,7 +128,11 @@ void outbound::on_input(std::string_view data) noexcept {
     }
     if (!was_established && _tls->is_established()) {
         _tls_text.assign(_tls->protocol_name()).append(" ").append(_tls->cipher_name());
-        if (_tls->session_reused()) _tls_text.append(" resumed");
+        if (_tls->session_reused()) {
+            _tls_text.append(" resumed");
+        } else {
+            _tls_verified_ms = core::monotonic_ms();  // a full handshake: verified now
+        }
         _session.on_tls_established(_out);  // EHLO again (RFC 3207 §4.2)
     }
     // Replies first: the reply to QUIT often shares a read with the close_notify after it.
@@ -153,7 +157,10 @@ void outbound::start_tls() noexcept {
     // The name for SNI and, when verifying, for the certificate check: the MX host, or the
     // static route's address.
     const std::string name = _dest.by_mx ? _target_host : core::address_text(_target.addr());
-    auto session = core::tls_session::create(*context, name, _owner.tls_resumption(tls_resumption_key()));
+    _tls_generation = _owner.tls_generation();
+    auto offered = _owner.take_tls_session(tls_resumption_key());
+    _tls_verified_ms = offered ? offered->verified_ms : 0;
+    auto session = core::tls_session::create(*context, name, offered ? &offered->session : nullptr);
     if (!session) {
         _tls_protocol_failure = true;
         fail_tls(session.error().text);
@@ -179,7 +186,8 @@ void outbound::remember_tls_session() noexcept {
     // Established, or ended by the peer's close_notify after its 221: both clean.
     if (_tls && (_tls->state() == core::tls_state::established || _tls->state() == core::tls_state::closed) &&
         !_tls_text.empty())
-        _owner.keep_tls_session(tls_resumption_key(), _tls->saved_session());
+        _owner.keep_tls_session(tls_resumption_key(),
+                                delivery::resumption{_tls->saved_session(), _tls_verified_ms, _tls_generation});
 }
 
 // The handshake failed: logged with the peer and the reason; the session fails its messages

@@ -96,6 +96,8 @@ private:
     // Hands a resumable TLS session to the delivery for the next connection to this address.
     void remember_tls_session() noexcept;
     [[nodiscard]] std::string tls_resumption_key() const;
+    std::int64_t _tls_verified_ms = 0;     // the full handshake this session descends from
+    std::uint64_t _tls_generation = 0;     // of the delivery's contexts at start_tls
     void fail_tls(std::string_view reason) noexcept;
     [[nodiscard]] bool session_usable() const noexcept;
     [[nodiscard]] std::string closed_reason() const;

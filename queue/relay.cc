@@ -121,24 +121,35 @@ std::expected<void, std::string> relay::start() {
 }
 
 std::string relay::reload() {
-    delivery::reload_tls();  // outbound: --outbound-ca-file read again at each shard's next tick
     std::string report;
+    // Outbound: the CA file is loaded here first; only if it loads do the shards switch (at
+    // their next tick). A missing or half-written file keeps the contexts in use.
+    if (_config.outbound_ca_file.empty()) {
+        _limits.outbound_tls_generation.fetch_add(1, std::memory_order_acq_rel);
+    } else if (auto probe = core::tls_context::client(
+                   core::tls_client_options{core::tls_verify::peer, _config.outbound_ca_file});
+               !probe) {
+        report += "reload: --outbound-ca-file kept as it was: " + probe.error().text + "\n";
+    } else {
+        _limits.outbound_tls_generation.fetch_add(1, std::memory_order_acq_rel);
+        report += "reload: --outbound-ca-file " + _config.outbound_ca_file + "\n";
+    }
     if (_tls) {
         auto credentials = core::tls_credentials::load_pem(_tls_cert_file, _tls_key_file);
         std::expected<core::tls_context, core::tls_error> probe = std::unexpected(core::tls_error{});
         if (credentials) probe = core::tls_context::server(*credentials, &_tls->ticket_keys);
         if (!credentials) {
-            report = "reload: TLS certificate kept as it was: " + credentials.error().text;
+            report += "reload: TLS certificate kept as it was: " + credentials.error().text;
         } else if (!probe) {
-            report = "reload: TLS certificate kept as it was: " + probe.error().text;
+            report += "reload: TLS certificate kept as it was: " + probe.error().text;
         } else {
-            report = "reload: TLS certificate " + _tls_cert_file + " (CN=" + credentials->common_name() + ", " +
+            report += "reload: TLS certificate " + _tls_cert_file + " (CN=" + credentials->common_name() + ", " +
                      credentials->sha256_fingerprint() + "); shards switch within a second";
             _tls->credentials.store(std::make_shared<const core::tls_credentials>(std::move(*credentials)));
             _tls->generation.fetch_add(1, std::memory_order_acq_rel);
         }
     } else {
-        report = "reload: TLS is off";
+        report += "reload: TLS is off";
     }
     report += "\n";
     if (!_auth) return report + "reload: no --auth-users";

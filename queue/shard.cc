@@ -62,6 +62,7 @@ std::string shard::init() {
     _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index);
     _delivery->set_buffers(&_buffers);
+    _delivery->set_tls_generation(&_limits.outbound_tls_generation);
     _delivery->set_shards(_config.shards);
     core::dns_config dns;
     if (!_config.dns_server.empty())

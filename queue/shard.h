@@ -61,6 +61,9 @@ struct inbound_tls {
 struct inbound_limits {
     core::shared_limit total;
     core::address_counter per_ip;
+    // Not a limit, but the same kind of relay-owned state every shard shares: bumped by a
+    // SIGHUP whose --outbound-ca-file loaded (delivery::set_tls_generation).
+    alignas(64) std::atomic<std::uint64_t> outbound_tls_generation{0};
 };
 
 // Makes the shard's storage backend on the shard thread (the disk by default; tests pass a

@@ -349,6 +349,16 @@ def scenario(c):
     c.check(got and str(got[0].get("tls", "")).startswith("TLSv1."),
             "after SIGHUP the fixed --outbound-ca-file is read: a later message is delivered under verify",
             f"{sent} sent; {relay.stderr()[-600:]}")
+    # A SIGHUP while the CA file is broken keeps the contexts in use: mail still verifies.
+    with open(ca_path, "w") as f:
+        f.write("not a certificate\n")
+    relay.signal(signal.SIGHUP)
+    wait_for(lambda: "--outbound-ca-file kept as it was" in relay.stderr(),
+             "SIGHUP with a broken --outbound-ca-file: refused, logged", c)
+    before = len(log_records(relay, "Delivery"))
+    send(relay, "hz@tls.test", "ca-broken-kept")
+    wait_for(lambda: len(log_records(relay, "Delivery")) > before,
+             "after a refused CA reload, mail is still delivered under verify", c)
     sink.stop()
     c.check(relay.stop() == 0, "CA reload: the relay stops cleanly")
 
