@@ -441,12 +441,7 @@ void client_session::after_hello(std::string& out) {
             return;
         }
     }
-    if (!_config.auth_user.empty() && !_authenticated) {
-        begin_auth(out);
-        return;
-    }
-    _state = client_state::idle;
-    start_next(out);
+    greeted(out);
 }
 
 void client_session::on_starttls_reply(const parsed_reply& r, std::string& out) {
@@ -468,6 +463,11 @@ void client_session::on_starttls_reply(const parsed_reply& r, std::string& out) 
         return;
     }
     // Opportunistic: the session goes on in plaintext with what the first EHLO offered.
+    greeted(out);
+}
+
+// The greeting (and TLS, if any) is settled: AUTH if configured, then the transactions.
+void client_session::greeted(std::string& out) {
     if (!_config.auth_user.empty() && !_authenticated) {
         begin_auth(out);
         return;

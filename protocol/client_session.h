@@ -309,6 +309,7 @@ private:
     void parse_extensions(std::string_view text);
     void after_hello(std::string& out);
     void on_starttls_reply(const parsed_reply& r, std::string& out);
+    void greeted(std::string& out);  // greeting and TLS settled: AUTH, then transactions
     void begin_auth(std::string& out);
     void on_auth_reply(awaiting what, const parsed_reply& r, std::string& out);
     // Closes before any transaction: every queued message fails transiently with

@@ -15,7 +15,6 @@
 #include "protocol/esmtp_params.h"
 #include "protocol/received_header.h"
 #include "protocol/relay_control.h"
-#include "protocol/sasl.h"
 
 namespace ringrelay::protocol {
 namespace {
@@ -375,18 +374,7 @@ void server_session::on_auth_response(std::string_view line, std::string& out) {
 
 void server_session::auth_plain_response(std::string_view response, std::string& out) {
     auto credentials = decode_plain(response);
-    if (!credentials) {
-        switch (credentials.error()) {
-        case sasl_error::cancelled: end_auth(); return say(out, reply_id::auth_cancelled);
-        case sasl_error::bad_base64: end_auth(); return say(out, reply_id::auth_bad_base64);
-        case sasl_error::too_long: end_auth(); return say(out, reply_id::auth_line_too_long);
-        case sasl_error::bad_message:
-            // Decoded, but not PLAIN's "authzid NUL user NUL password": a failed attempt.
-            _auth_well_formed = false;
-            _auth_step = auth_step::pending;
-            return;
-        }
-    }
+    if (!credentials) return sasl_failed(credentials.error(), out);
     _auth_authzid = std::move(credentials->authzid);
     _auth_user = std::move(credentials->authcid);
     _auth_password.assign(credentials->password);  // copied, then the source wiped (a move
@@ -396,17 +384,7 @@ void server_session::auth_plain_response(std::string_view response, std::string&
 
 void server_session::auth_login_response(std::string_view response, std::string& out) {
     auto field = decode_login_field(response);
-    if (!field) {
-        switch (field.error()) {
-        case sasl_error::cancelled: end_auth(); return say(out, reply_id::auth_cancelled);
-        case sasl_error::bad_base64: end_auth(); return say(out, reply_id::auth_bad_base64);
-        case sasl_error::too_long: end_auth(); return say(out, reply_id::auth_line_too_long);
-        case sasl_error::bad_message:
-            _auth_well_formed = false;
-            _auth_step = auth_step::pending;
-            return;
-        }
-    }
+    if (!field) return sasl_failed(field.error(), out);
     if (_auth_step == auth_step::login_user) {
         _auth_user = std::move(*field);
         _auth_step = auth_step::login_password;
@@ -416,6 +394,19 @@ void server_session::auth_login_response(std::string_view response, std::string&
     _auth_password.assign(*field);
     wipe(*field);
     _auth_step = auth_step::pending;
+}
+
+void server_session::sasl_failed(sasl_error error, std::string& out) {
+    switch (error) {
+    case sasl_error::cancelled: end_auth(); return say(out, reply_id::auth_cancelled);
+    case sasl_error::bad_base64: end_auth(); return say(out, reply_id::auth_bad_base64);
+    case sasl_error::too_long: end_auth(); return say(out, reply_id::auth_line_too_long);
+    case sasl_error::bad_message:
+        // Decoded, but no valid PLAIN message or LOGIN field: a failed attempt.
+        _auth_well_formed = false;
+        _auth_step = auth_step::pending;
+        return;
+    }
 }
 
 void server_session::auth_done(auth_result result, std::string& out) {

@@ -29,6 +29,7 @@
 #include "protocol/command_parser.h"
 #include "protocol/data_reader.h"
 #include "protocol/reply.h"
+#include "protocol/sasl.h"
 
 namespace ringrelay::protocol {
 
@@ -209,6 +210,8 @@ public:
     [[nodiscard]] bool auth_pending() const noexcept;
     [[nodiscard]] auth_attempt pending_auth() const noexcept;
     void auth_done(auth_result result, std::string& out);
+    // Failed AUTH attempts answered so far (the host's failure delay grows with it).
+    [[nodiscard]] std::uint32_t auth_failures() const noexcept { return _auth_failures; }
     // The authenticated user; empty before (and after STARTTLS resets the session).
     [[nodiscard]] std::string_view authenticated_user() const noexcept;
 
@@ -259,6 +262,9 @@ private:
     void on_auth_response(std::string_view line, std::string& out);
     void auth_plain_response(std::string_view response, std::string& out);
     void auth_login_response(std::string_view response, std::string& out);
+    // A response that did not decode: ends the exchange with its reply, or (bad_message)
+    // makes it a failed attempt for the host.
+    void sasl_failed(sasl_error error, std::string& out);
     void end_auth() noexcept;
     [[nodiscard]] bool auth_offered() const noexcept;
     void begin_body(body_mode mode);

@@ -130,11 +130,8 @@ void connection::on_recv(int res, std::uint32_t flags) noexcept {
 void connection::on_input(std::string_view data) noexcept {
     switch (_tls_phase) {
     case tls_phase::off:
-        if (_greeted) {
-            process(data);
-        } else {
-            early_talker(data);
-        }
+    case tls_phase::kernel_on:  // the kernel has decrypted it already
+        on_plaintext(data);
         return;
     case tls_phase::ready_unsent:
         // The client did not wait for our 220: these bytes are no ClientHello of a client
@@ -150,13 +147,14 @@ void connection::on_input(std::string_view data) noexcept {
         // carries bytes from before the 220 left (see ready_unsent).
         discard_before_handshake(data.size());
         return;
-    case tls_phase::kernel_on:
-        if (_greeted) {
-            process(data);
-        } else {
-            early_talker(data);  // implicit TLS: talked before the banner left
-        }
-        return;
+    }
+}
+
+void connection::on_plaintext(std::string_view data) noexcept {
+    if (_greeted) {
+        process(data);
+    } else {
+        early_talker(data);  // (implicit TLS: talked before the banner left)
     }
 }
 
@@ -239,11 +237,7 @@ void connection::on_ciphertext(std::string_view data) noexcept {
         _peer_gone = true;
         close();
     } else if (!_plain.empty()) {
-        if (_greeted) {
-            process(_plain);
-        } else {
-            early_talker(_plain);  // implicit TLS: talked before the banner left
-        }
+        on_plaintext(_plain);
     }
     // An idle TLS connection keeps no receive-sized buffer (OpenSSL releases its own too:
     // SSL_MODE_RELEASE_BUFFERS).
@@ -453,7 +447,6 @@ void connection::begin_auth() noexcept {
     case auth_failures::admission::busy: return post_auth_result(protocol::auth_result::temporary_failure);
     case auth_failures::admission::ok: break;
     }
-    _auth_slot_held = true;
     const protocol::auth_attempt attempt = _session.pending_auth();
     // PLAIN's authorization identity must be the user itself (no proxy authorization).
     if (!attempt.well_formed || (!attempt.authzid.empty() && attempt.authzid != attempt.user)) {
@@ -464,7 +457,6 @@ void connection::begin_auth() noexcept {
     _auth_check->prepare(*auth, attempt);
     if (!auth->pool().submit(*_auth_check, _shard.work_return())) {
         _auth_check->clear();
-        _auth_slot_held = false;
         (void)auth->failures().end(_auth_slot, false, core::monotonic_ms());
         if (_shard.may_report(shard::report::auth_busy))
             core::diag("AUTH from " + _peer + ": every password check thread is busy and 64 checks wait; "
@@ -486,7 +478,6 @@ void connection::auth_checked(void* self, auth_check& check) noexcept {
     const bool ok = check.result() == auth_check::verdict::ok;
     if (check.result() == auth_check::verdict::error && c->_shard.may_report(shard::report::auth_busy))
         core::diag("AUTH: " + check.error() + " (answered 535 like a wrong password)");
-    c->_auth_slot_held = false;
     const bool blocked = c->_shard.auth()->failures().end(c->_auth_slot, !ok, core::monotonic_ms());
     if (ok) {
         c->finish_auth(protocol::auth_result::ok);
@@ -494,14 +485,14 @@ void connection::auth_checked(void* self, auth_check& check) noexcept {
     }
     // Repeated failures slow down (0.5 s more per failure on this connection, up to 4 s); the
     // session disconnects at --auth-max-failures, the address is refused at its own limit.
-    ++c->_auth_failures;
     c->_shard.mutable_counters().auth_failures.fetch_add(1, std::memory_order_relaxed);
     c->_auth_result = blocked ? protocol::auth_result::throttled : protocol::auth_result::failed;
     if (c->_peer_gone || c->_closing) {
         c->finish_auth(c->_auth_result);
         return;
     }
-    const std::uint64_t ms = std::min<std::uint64_t>(500ull * c->_auth_failures, 4000);
+    const std::uint64_t failures = c->_session.auth_failures() + 1;  // this one is not answered yet
+    const std::uint64_t ms = std::min<std::uint64_t>(500 * failures, 4000);
     c->_auth_delay.wait.tv_sec = static_cast<long long>(ms / 1000);
     c->_auth_delay.wait.tv_nsec = static_cast<long long>((ms % 1000) * 1000000);
     c->_auth_delay_armed = true;

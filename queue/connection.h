@@ -101,6 +101,8 @@ private:
     void on_send(int res, std::uint32_t flags) noexcept;
     void arm_recv() noexcept;
     void on_input(std::string_view data) noexcept;
+    // SMTP text from the client: to the session once the banner has left, else an early talker.
+    void on_plaintext(std::string_view data) noexcept;
     void on_ciphertext(std::string_view data) noexcept;
     void begin_starttls() noexcept;
     void discard_before_handshake(std::size_t bytes) noexcept;
@@ -153,9 +155,7 @@ private:
     bool _kernel_tls = false;  // this connection's TLS, if any, is the kernel's (kTLS)
     std::unique_ptr<auth_check> _auth_check;  // made at the first AUTH attempt
     protocol::auth_result _auth_result = protocol::auth_result::failed;  // given after the delay
-    std::uint32_t _auth_failures = 0;
     std::size_t _auth_slot = 0;        // the client's slot in auth_failures
-    bool _auth_slot_held = false;      // a check counts as in flight there
     bool _auth_delay_armed = false;    // _auth_delay's completion is still to come
     bool _auth_delay_is_timer = false; // ... as an io_uring timeout (else a posted result)
     bool _recv_armed = false;

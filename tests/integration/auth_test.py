@@ -51,37 +51,10 @@ def phc(password, ln, salt=None):
     return f"$scrypt$ln={ln},r=8,p=1${nopad(salt)}${nopad(key)}"
 
 
-def unverified():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def message_text(relay, qid, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rec = harness.read_spool(relay.spool).get(qid) if qid else None
-        if rec:
-            return rec.message
-        time.sleep(0.1)
-    return None
-
-
-def log_record(relay, qid, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for r in relay.reception_log():
-            if r.get("queue_id") == qid:
-                return r
-        time.sleep(0.1)
-    return None
-
-
 def tls_client(port, source=None):
     s = smtplib.SMTP("127.0.0.1", port, timeout=IO, source_address=(source, 0) if source else None)
     s.ehlo("client.example")
-    s.starttls(context=unverified())
+    s.starttls(context=harness.unverified_tls())
     s.ehlo("client.example")
     return s
 
@@ -114,9 +87,9 @@ def starttls_login(c, relay, port):
     qid = harness.queued_id(text.decode())
     c.reply(s.docmd("AUTH", "PLAIN " + b64(b"\0alice\0secret")), 503, "a second AUTH", "5.5.1")
     s.quit()
-    m = message_text(relay, qid) or b""
+    m = harness.spooled_message(relay.spool, qid) or b""
     c.check(b" with ESMTPSA id " in m, "Received: says ESMTPSA", m[:400])
-    rec = log_record(relay, qid) or {}
+    rec = harness.reception_record(relay, qid) or {}
     c.check(rec.get("auth") == "alice" and rec.get("tls"), "the Reception log records the user and TLS", str(rec))
 
     s = tls_client(port)
@@ -148,7 +121,7 @@ def swaks(c, relay, port):
         qid = harness.queued_id(out)
         c.check(r.returncode == 0 and "235 2.7.0" in out and qid is not None,
                 f"swaks --tls --auth {mech} relays to a foreign domain", out[-600:])
-        m = message_text(relay, qid) or b""
+        m = harness.spooled_message(relay.spool, qid) or b""
         c.check(b" with ESMTPSA id " in m, f"swaks --auth {mech}: Received: says ESMTPSA", m[:300])
     r = subprocess.run([tool, "--server", f"127.0.0.1:{port}", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
                         "--auth-password", "not-it", "--from", "alice@client.example", "--to", FOREIGN,
@@ -189,7 +162,7 @@ def pipelined(c, port):
     read_replies(raw, 1, IO)
     raw.sendall(b"STARTTLS\r\n")
     c.check(read_replies(raw, 1, IO)[:1] == ["220 2.0.0 Ready to start TLS"], "raw STARTTLS")
-    tls = unverified().wrap_socket(raw, server_hostname=HOST)
+    tls = harness.unverified_tls().wrap_socket(raw, server_hostname=HOST)
     tls.sendall(b"EHLO client.example\r\n")
     read_replies(tls, 1, IO)
     tls.sendall(("AUTH PLAIN " + b64(b"\0alice\0secret") + "\r\nMAIL FROM:<alice@client.example>\r\n"

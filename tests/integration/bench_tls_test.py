@@ -10,25 +10,12 @@
 # argv: ringrelay ringrelay-bench ringrelay-sink ringrelay-passwd. Bounded in count and time.
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import harness
 
 N = 200
-
-
-def connectable(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def start_sink(sink_bin, extra):
@@ -36,7 +23,7 @@ def start_sink(sink_bin, extra):
     proc = subprocess.Popen([sink_bin, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--quiet", "--json"] + extra,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     harness.register_cleanup(lambda: proc.poll() is None and proc.kill())  # by PID, ours
-    if not connectable(port):
+    if not harness.connectable(port):
         raise RuntimeError("ringrelay-sink did not start")
     return proc, port
 

@@ -359,6 +359,52 @@ def read_reception_log(path):
     return out
 
 
+def reception_record(relay, qid, timeout=10):
+    """The Reception record of `qid` in the relay's log, waiting up to `timeout` (None if absent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for r in relay.reception_log():
+            if r.get("queue_id") == qid:
+                return r
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
+
+
+def spooled_message(spool, qid, timeout=10):
+    """The message text of `qid` as stored in `spool`, waiting up to `timeout` (None if absent)."""
+    deadline = time.monotonic() + timeout
+    while qid:
+        rec = read_spool(spool).get(qid)
+        if rec:
+            return rec.message
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return None
+
+
+def unverified_tls():
+    """A client TLS context that accepts any certificate (the relay's is self-signed)."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def connectable(port, host="127.0.0.1", timeout=10.0):
+    """Whether something accepts TCP connections on host:port within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def queued_id(text):
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")

@@ -15,33 +15,14 @@
 #  - --no-ktls on the same kernel: start-up says so and sessions are in user space.
 import os
 import smtplib
-import ssl
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 HOST = "mx.ktls-test.invalid"
 IO = harness.IO_TIMEOUT
-
-
-def unverified():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def log_tls(relay, qid, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for r in relay.reception_log():
-            if r.get("queue_id") == qid:
-                return r.get("tls")
-        time.sleep(0.1)
-    return None
 
 
 def scenario(c):
@@ -55,7 +36,7 @@ def scenario(c):
     plain_port, tls_port = relay.endpoints[0][1], relay.endpoints[1][1]
 
     s = smtplib.SMTP("127.0.0.1", plain_port, timeout=IO)
-    s.starttls(context=unverified())
+    s.starttls(context=harness.unverified_tls())
     s.ehlo("ktls.example")
     body = b"Subject: ktls\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2100
     s.mail("a@ktls.example")
@@ -67,10 +48,10 @@ def scenario(c):
     rec = harness.read_spool(relay.spool).get(qid)
     c.check(rec is not None and rec.message.endswith(body[body.index(b"\r\n\r\n") + 4:]) and b" with ESMTPS id " in rec.message,
             "the spooled message is whole and says ESMTPS")
-    tls = log_tls(relay, qid) or ""
+    tls = (harness.reception_record(relay, qid) or {}).get("tls") or ""
     c.check(tls.endswith(" kTLS"), "the Reception log says the session was kTLS", tls)
 
-    t = smtplib.SMTP_SSL("127.0.0.1", tls_port, timeout=IO, context=unverified())
+    t = smtplib.SMTP_SSL("127.0.0.1", tls_port, timeout=IO, context=harness.unverified_tls())
     t.ehlo("implicit.example")
     refused = t.sendmail("a@ktls.example", ["b@example.org"], b"Subject: implicit\r\n\r\nover kTLS\r\n")
     c.check(refused == {}, "implicit TLS over kTLS: message accepted", str(refused))
@@ -92,7 +73,7 @@ def scenario(c):
     off = harness.Relay(binary, hostname=HOST, flags=["--no-ktls"]).start()
     c.check("off by --no-ktls" in off.stderr(), "--no-ktls: start-up says so", off.stderr()[-400:])
     s = smtplib.SMTP("127.0.0.1", off.port, timeout=IO)
-    s.starttls(context=unverified())
+    s.starttls(context=harness.unverified_tls())
     s.ehlo("user-space.example")
     code, text = s.mail("a@ktls.example")
     c.check(code == 250, "--no-ktls: a session in user-space TLS", f"{code} {text}")

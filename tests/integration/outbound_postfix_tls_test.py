@@ -21,7 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from outbound_tls_test import Sink, log_records, wait_for  # noqa: E402
+from delivery_test import log_records, wait_for  # noqa: E402
+from outbound_tls_test import Sink  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = os.path.join(ROOT, "bench", "lib", "common.sh")

@@ -30,43 +30,10 @@ import threading
 import time
 
 import harness
+from delivery_test import log_records, wait_for
 
 WAIT = 60.0
 BODY = b"Subject: outbound tls\r\nMessage-ID: <%s@test>\r\n\r\nhello over %s\r\n"
-
-
-def wait_for(pred, what, c, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    c.check(False, what, f"not within {timeout:.0f}s")
-    return False
-
-
-def log_records(relay, kind):
-    out = []
-    if not os.path.exists(relay.log_path):
-        return out
-    with open(relay.log_path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                if rec.get("type") == kind:
-                    out.append(rec)
-    return out
-
-
-def connectable(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 class Sink:
@@ -80,7 +47,7 @@ class Sink:
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         harness.register_cleanup(self.kill)
-        if not connectable(self.port):
+        if not harness.connectable(self.port):
             self.kill()
             raise RuntimeError(f"ringrelay-sink did not listen on {self.port}")
         self.summary = None

@@ -47,13 +47,6 @@ IO = harness.IO_TIMEOUT
 _FPR_RE = re.compile(r"SHA256 ([0-9A-F:]{95})")
 
 
-def unverified():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def logged_fingerprint(relay):
     m = _FPR_RE.search(relay.stderr())
     return m.group(1) if m else None
@@ -163,27 +156,12 @@ def s_client_dialogue(c, openssl, port):
     return queued
 
 
-def message_of(relay, qid):
-    rec = harness.read_spool(relay.spool).get(qid) if qid else None
-    return rec.message if rec else None
-
-
-def log_record(relay, qid, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for r in relay.reception_log():
-            if r.get("queue_id") == qid:
-                return r
-        time.sleep(0.1)
-    return None
-
-
 def smtplib_starttls(c, relay, port):
     s = smtplib.SMTP("127.0.0.1", port, timeout=IO)
     try:
         s.ehlo("smtplib.example")
         c.check(s.has_extn("starttls"), "smtplib: EHLO offers STARTTLS on the plain port")
-        code, msg = s.starttls(context=unverified())
+        code, msg = s.starttls(context=harness.unverified_tls())
         c.reply((code, msg), 220, "smtplib: STARTTLS", enhanced="2.0.0", contains="Ready to start TLS")
         c.check(s.sock.version() == "TLSv1.3", "smtplib: TLS 1.3", s.sock.version())
         cipher = s.sock.cipher()[0]
@@ -200,7 +178,7 @@ def smtplib_starttls(c, relay, port):
         s.quit()
     finally:
         s.close()
-    m = message_of(relay, qid)
+    m = harness.spooled_message(relay.spool, qid)
     c.require(m is not None, "smtplib: the STARTTLS message is in the spool")
     head = m.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
     c.check(f"(using TLSv1.3 with cipher {cipher} (" in head, "Received: records the TLS version and cipher",
@@ -208,7 +186,7 @@ def smtplib_starttls(c, relay, port):
     c.check(re.search(r"by " + re.escape(HOST) + r" \(ringrelay\) with ESMTPS id " + qid, head) is not None,
             "Received: says 'with ESMTPS'", head[:400])
     c.check(b"hello over STARTTLS" in m, "smtplib: the body arrived intact")
-    rec = log_record(relay, qid)
+    rec = harness.reception_record(relay, qid)
     c.check(rec is not None and rec.get("tls") == f"TLSv1.3 {cipher}",
             "Reception log record: \"tls\": \"TLSv1.3 <cipher>\"", str(rec))
 
@@ -225,16 +203,16 @@ def smtplib_plain(c, relay, port):
         s.quit()
     finally:
         s.close()
-    m = message_of(relay, qid) or b""
+    m = harness.spooled_message(relay.spool, qid) or b""
     c.check(b"(using " not in m.split(b"\r\n\r\n", 1)[0] and b" with ESMTP id " in m,
             "plain: Received: says ESMTP, no TLS line", m[:300])
-    rec = log_record(relay, qid)
+    rec = harness.reception_record(relay, qid)
     c.check(rec is not None and "tls" in rec and rec["tls"] is None, "plain: Reception log record has \"tls\": null",
             str(rec))
 
 
 def smtplib_implicit(c, relay, port):
-    s = smtplib.SMTP_SSL("127.0.0.1", port, timeout=IO, context=unverified())
+    s = smtplib.SMTP_SSL("127.0.0.1", port, timeout=IO, context=harness.unverified_tls())
     try:
         code, msg = s.ehlo("implicit.example")
         c.check(code == 250 and not s.has_extn("starttls"), "SMTP_SSL: EHLO on the implicit-TLS port, no STARTTLS")
@@ -247,7 +225,7 @@ def smtplib_implicit(c, relay, port):
         s.quit()
     finally:
         s.close()
-    m = message_of(relay, qid) or b""
+    m = harness.spooled_message(relay.spool, qid) or b""
     c.check(b"(using TLSv1.3 with cipher " in m and b" with ESMTPS id " in m,
             "SMTP_SSL: Received: says ESMTPS with the TLS line", m[:300])
 
@@ -263,7 +241,7 @@ def swaks(c, relay, port, mode):
     c.check(r.returncode == 0 and qid is not None, f"swaks {mode}: message queued", out[-1500:])
     c.check(re.search(r"TLS started with cipher TLSv1\.3", out) is not None, f"swaks {mode}: TLS 1.3 started",
             out[-1500:])
-    m = message_of(relay, qid) or b""
+    m = harness.spooled_message(relay.spool, qid) or b""
     c.check(b" with ESMTPS id " in m, f"swaks {mode}: Received: says ESMTPS", m[:300])
 
 
@@ -362,7 +340,7 @@ def injection(c, relay, port):
                 c.check(False, "injection 3: no plaintext reply after the 220", repr(buf + early))
                 continue
             try:
-                tls = unverified().wrap_socket(raw, server_hostname=HOST)
+                tls = harness.unverified_tls().wrap_socket(raw, server_hostname=HOST)
             except (ssl.SSLError, OSError):
                 outcomes.append("handshake failed")
                 continue
@@ -392,7 +370,7 @@ def reload_certificate(c, relay, openssl, cert, key, old_fpr):
     seconds (shards switch at their 1 s tick); a connection already in TLS goes on; a broken
     file on SIGHUP is refused and the certificate in use stays."""
     s = smtplib.SMTP("127.0.0.1", relay.port, timeout=IO)
-    s.starttls(context=unverified())
+    s.starttls(context=harness.unverified_tls())
     s.ehlo("before-reload.example")
     work = os.path.dirname(cert)
     new_cert, new_key = os.path.join(work, "new-cert.pem"), os.path.join(work, "new-key.pem")
@@ -455,7 +433,7 @@ def own_certificate(c, binary, openssl):
         c.check(got_fpr is not None and got_fpr == want_fpr, "--tls-cert: same SHA-256 fingerprint as the file",
                 f"{got_fpr} vs {want_fpr}")
         s = smtplib.SMTP("127.0.0.1", relay.port, timeout=IO)
-        s.starttls(context=unverified())
+        s.starttls(context=harness.unverified_tls())
         s.ehlo("own.example")
         c.reply(s.mail(SENDER), 250, "--tls-cert: MAIL over STARTTLS")
         s.quit()
@@ -492,7 +470,7 @@ def scenario(c):
             f"{got} vs {fpr}")
     c.check(subject.replace(" ", "") == f"CN={HOST}", "s_client: subject CN = --hostname", subject)
     qid = s_client_dialogue(c, openssl, plain_port)
-    m = message_of(relay, qid) or b""
+    m = harness.spooled_message(relay.spool, qid) or b""
     c.check(b" with ESMTPS id " in m and b"hello through openssl s_client" in m,
             "s_client: the message is spooled with Received: ESMTPS", m[:300])
 
@@ -543,12 +521,12 @@ def ciphers(c, binary):
     relay = harness.Relay(binary, hostname=HOST, flags=["--tls-ciphersuites", "TLS_AES_128_GCM_SHA256",
                                                         "--tls-ciphers", "ECDHE+CHACHA20"]).start()
     s = smtplib.SMTP("127.0.0.1", relay.port, timeout=IO)
-    s.starttls(context=unverified())
+    s.starttls(context=harness.unverified_tls())
     got = s.sock.cipher()
     c.check(got and got[0] == "TLS_AES_128_GCM_SHA256", "--tls-ciphersuites: the configured TLS 1.3 suite is used",
             str(got))
     s.quit()
-    ctx12 = unverified()
+    ctx12 = harness.unverified_tls()
     ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
     s = smtplib.SMTP("127.0.0.1", relay.port, timeout=IO)
     s.starttls(context=ctx12)
@@ -571,7 +549,7 @@ def no_starttls(c, binary):
     c.check(not s.has_extn("starttls"), "--no-starttls: EHLO does not offer STARTTLS", str(s.esmtp_features))
     c.reply(s.docmd("STARTTLS"), 502, "--no-starttls: STARTTLS", "5.5.1")
     s.quit()
-    t = smtplib.SMTP_SSL("127.0.0.1", relay.endpoints[1][1], timeout=IO, context=unverified())
+    t = smtplib.SMTP_SSL("127.0.0.1", relay.endpoints[1][1], timeout=IO, context=harness.unverified_tls())
     c.reply(t.ehlo("implicit.example"), 250, "--no-starttls: --listen-tls still serves TLS")
     t.quit()
     c.check("--no-starttls" in relay.stderr(), "--no-starttls is in the start-up line", relay.stderr()[-400:])
