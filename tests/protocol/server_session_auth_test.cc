@@ -67,8 +67,8 @@ struct auth_transcript {
     bool closed = false;
 };
 
-// Feeds pieces ending at `cuts`; completes messages, STARTTLS handshakes (when `tls_first`
-// is false the session starts in plaintext) and AUTH checks whenever the session asks.
+// Feeds pieces ending at `cuts`; completes messages, STARTTLS handshakes and AUTH checks
+// whenever the session asks.
 auth_transcript run_auth(const server_config& config, std::string_view input, const std::vector<std::size_t>& cuts,
                          bool locked = false) {
     auth_host host;
@@ -76,36 +76,23 @@ auth_transcript run_auth(const server_config& config, std::string_view input, co
     server_session session(config, untrusted_client(), host);
     auth_transcript t;
     session.start(t.out);
-    std::size_t begin = 0;
-    for (std::size_t i = 0; i <= cuts.size() && !session.closed(); ++i) {
-        const std::size_t end = i < cuts.size() ? cuts[i] : input.size();
-        std::string_view piece = input.substr(begin, end - begin);
-        begin = end;
-        for (;;) {
-            const std::size_t n = session.feed(piece, t.out);
-            piece.remove_prefix(n);
-            if (session.message_ready()) {
-                t.messages.emplace_back(session.message());
-                session.commit_done(commit_result::ok, t.out);
-                continue;
-            }
-            if (session.tls_requested()) {
-                t.out += "--- TLS ---\r\n";
-                session.on_tls_established(tls13);
-                continue;
-            }
-            if (session.auth_pending()) {
-                EXPECT_EQ(session.feed("NOOP\r\n", t.out), 0u) << "nothing is read while AUTH is checked";
-                const auth_result r = host.decide(session.pending_auth());
-                session.auth_done(r, t.out);
-                EXPECT_FALSE(session.auth_pending());
-                continue;
-            }
-            if (session.closed() || piece.empty()) break;
-            ADD_FAILURE() << "feed() stopped early without a reason";
-            return t;
+    testing::feed_in_pieces(session, input, cuts, t.out, [&](server_session& s) {
+        if (s.message_ready()) {
+            t.messages.emplace_back(s.message());
+            s.commit_done(commit_result::ok, t.out);
+            return true;
         }
-    }
+        if (s.tls_requested()) {
+            t.out += "--- TLS ---\r\n";
+            s.on_tls_established(tls13);
+            return true;
+        }
+        if (!s.auth_pending()) return false;
+        EXPECT_EQ(s.feed("NOOP\r\n", t.out), 0u) << "nothing is read while AUTH is checked";
+        s.auth_done(host.decide(s.pending_auth()), t.out);
+        EXPECT_FALSE(s.auth_pending());
+        return true;
+    });
     t.closed = session.closed();
     t.attempts = host.attempts;
     return t;

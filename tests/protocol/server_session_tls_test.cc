@@ -50,33 +50,21 @@ tls_transcript run_tls_dialogue(const server_config& config, std::string_view in
     server_session session(config, untrusted_client(), host);
     tls_transcript t;
     session.start(t.out);
-    std::size_t begin = 0;
-    for (std::size_t i = 0; i <= cuts.size() && !session.closed(); ++i) {
-        const std::size_t end = i < cuts.size() ? cuts[i] : input.size();
-        std::string_view piece = input.substr(begin, end - begin);
-        begin = end;
-        for (;;) {
-            const std::size_t n = session.feed(piece, t.out);
-            piece.remove_prefix(n);
-            if (session.message_ready()) {
-                t.messages.emplace_back(session.message());
-                session.commit_done(commit_result::ok, t.out);
-                continue;
-            }
-            if (session.tls_requested()) {
-                EXPECT_EQ(session.feed("NOOP\r\n", t.out), 0u) << "nothing is read before the handshake";
-                t.out += handshake_mark;
-                ++t.handshakes;
-                session.on_tls_established(tls13);
-                EXPECT_FALSE(session.tls_requested());
-                EXPECT_TRUE(session.tls_active());
-                continue;
-            }
-            if (session.closed() || piece.empty()) break;
-            ADD_FAILURE() << "feed() stopped early without a reason";
-            return t;
+    testing::feed_in_pieces(session, input, cuts, t.out, [&](server_session& s) {
+        if (s.message_ready()) {
+            t.messages.emplace_back(s.message());
+            s.commit_done(commit_result::ok, t.out);
+            return true;
         }
-    }
+        if (!s.tls_requested()) return false;
+        EXPECT_EQ(s.feed("NOOP\r\n", t.out), 0u) << "nothing is read before the handshake";
+        t.out += handshake_mark;
+        ++t.handshakes;
+        s.on_tls_established(tls13);
+        EXPECT_FALSE(s.tls_requested());
+        EXPECT_TRUE(s.tls_active());
+        return true;
+    });
     t.closed = session.closed();
     return t;
 }

@@ -53,6 +53,33 @@ struct transcript {
     std::size_t consumed = 0;
 };
 
+// Feeds `input` to `session` in pieces ending at each offset in `cuts` (ascending), the way
+// the shard wiring does: after every feed(), `on_stop(session)` handles what the session
+// stopped for (a ready message, STARTTLS, an AUTH check) and returns true, or returns false
+// when nothing is pending; a session that stops for no reason fails the test. Returns the
+// bytes consumed.
+template <typename OnStop>
+std::size_t feed_in_pieces(server_session& session, std::string_view input, const std::vector<std::size_t>& cuts,
+                           std::string& out, OnStop on_stop) {
+    std::size_t consumed = 0;
+    std::size_t begin = 0;
+    for (std::size_t i = 0; i <= cuts.size() && !session.closed(); ++i) {
+        const std::size_t end = i < cuts.size() ? cuts[i] : input.size();
+        std::string_view piece = input.substr(begin, end - begin);
+        begin = end;
+        for (;;) {
+            const std::size_t n = session.feed(piece, out);
+            consumed += n;
+            piece.remove_prefix(n);
+            if (on_stop(session)) continue;
+            if (session.closed() || piece.empty()) break;
+            ADD_FAILURE() << "feed() stopped early without a reason";
+            return consumed;
+        }
+    }
+    return consumed;
+}
+
 // Feeds `input` in pieces ending at each offset in `cuts` (ascending), committing ready
 // messages with `results` in turn (ok once they run out).
 inline transcript run_dialogue(const server_config& config, const client_info& client,
@@ -63,26 +90,13 @@ inline transcript run_dialogue(const server_config& config, const client_info& c
     transcript t;
     session.start(t.out);
     std::size_t next_result = 0;
-    std::size_t begin = 0;
-    for (std::size_t i = 0; i <= cuts.size() && !session.closed(); ++i) {
-        const std::size_t end = i < cuts.size() ? cuts[i] : input.size();
-        std::string_view piece = input.substr(begin, end - begin);
-        begin = end;
-        for (;;) {
-            const std::size_t n = session.feed(piece, t.out);
-            t.consumed += n;
-            piece.remove_prefix(n);
-            if (session.message_ready()) {
-                t.messages.push_back({session.message_envelope(), std::string(session.message())});
-                const commit_result r = next_result < results.size() ? results[next_result++] : commit_result::ok;
-                session.commit_done(r, t.out);
-                continue;
-            }
-            if (session.closed() || piece.empty()) break;
-            ADD_FAILURE() << "feed() stopped early without a reason";
-            return t;
-        }
-    }
+    t.consumed = feed_in_pieces(session, input, cuts, t.out, [&](server_session& s) {
+        if (!s.message_ready()) return false;
+        t.messages.push_back({s.message_envelope(), std::string(s.message())});
+        const commit_result r = next_result < results.size() ? results[next_result++] : commit_result::ok;
+        s.commit_done(r, t.out);
+        return true;
+    });
     t.closed = session.closed();
     t.in_transaction = session.in_transaction();
     return t;
