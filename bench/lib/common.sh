@@ -45,11 +45,7 @@ stop_postfix() {
 ensure_postfix() {
     if [[ -x $SOURCE && -x $SINK && -x /usr/sbin/postfix && -x /usr/sbin/postsuper ]]; then return; fi
     log "installing postfix (for smtp-source, smtp-sink and the peer server)"
-    # Debian's postfix asks which configuration to write: none; the system instance stays
-    # unconfigured and stopped, the scripts run a private one.
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix
+    "$ROOT/scripts/install-deps" --bench
     [[ -x $SOURCE && -x $SINK ]] || die "postfix is installed but $SOURCE or $SINK is missing"
 }
 

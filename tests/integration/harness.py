@@ -109,6 +109,15 @@ def ringrelay_path():
     return path
 
 
+def missing(what):
+    """A peer or tool the test needs is not there: a skip on a developer's machine, a failure
+    under CI (CI set in the environment), where scripts/install-deps --test must have installed
+    everything, so that a missing install step cannot hide behind a skipped test."""
+    if os.environ.get("CI"):
+        raise Failed(f"{what}, and CI is set: scripts/install-deps --test must install it")
+    raise Skip(what)
+
+
 def find_tool(name, candidates=()):
     for c in candidates:
         if os.access(c, os.X_OK):
@@ -116,7 +125,7 @@ def find_tool(name, candidates=()):
     found = shutil.which(name)
     if found:
         return found
-    raise Skip(f"{name} not installed")
+    missing(f"{name} not installed")
 
 
 class Peer:

@@ -25,7 +25,7 @@ class Dnsmasq:
         self.peer = harness.Peer(args)
         time.sleep(0.3)
         if not self.peer.running():
-            raise harness.Skip("dnsmasq did not start")
+            harness.missing("dnsmasq did not start")
 
 
 

@@ -73,7 +73,7 @@ def scenario(c):
     binary = sys.argv[1] if len(sys.argv) > 1 else harness.ringrelay_path()
     sink_bin = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(binary), "sink", "ringrelay-sink")
     if shutil.which("postfix") is None or shutil.which("postconf") is None:
-        raise harness.Skip("Postfix is not installed (scripts/install-deps --test installs it)")
+        harness.missing("Postfix is not installed (scripts/install-deps --test installs it)")
     if os.geteuid() != 0:
         raise harness.Skip("a private Postfix instance needs root")
     work = harness.temp_dir("rr-opfx-")
