@@ -101,6 +101,7 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "shards") ok = set(json_uint<unsigned>(v, key), c.shards);
         else if (key == "spool") ok = set(json_string(v, key), c.spool);
         else if (key == "hostname") ok = set(json_string(v, key), c.hostname);
+        else if (key == "postmaster") ok = set(json_string(v, key), c.postmaster);
         else if (key == "relay-networks") ok = set(json_strings(v, key), c.relay_networks);
         else if (key == "relay-domains") ok = set(json_strings(v, key), c.relay_domains);
         else if (key == "max-message-size") ok = set(json_uint<std::uint64_t>(v, key), c.max_message_size);
@@ -312,6 +313,9 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     app.add_option("--shards", flags.shards, "shard threads, each with its own io_uring (default: online CPUs)");
     app.add_option("--spool", flags.spool, "spool directory (default ./var/spool)");
     app.add_option("--hostname", flags.hostname, "name in the banner, EHLO reply and Received: (default: gethostname)");
+    app.add_option("--postmaster", flags.postmaster,
+                   "ADDRESS that RCPT TO:<postmaster> and <postmaster@HOSTNAME> are delivered to, routed like any "
+                   "recipient (default postmaster@ the --hostname)");
     app.add_option("--relay-networks", relay_networks,
                    "CIDR,... of clients that may relay anywhere (default 127.0.0.0/8,::1/128)");
     app.add_option("--relay-domains", relay_domains,
@@ -397,6 +401,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--shards")) c.shards = flags.shards;
     if (given("--spool")) c.spool = flags.spool;
     if (given("--hostname")) c.hostname = flags.hostname;
+    if (given("--postmaster")) c.postmaster = flags.postmaster;
     if (given("--relay-networks")) c.relay_networks = split_list(relay_networks);
     if (given("--relay-domains")) c.relay_domains = split_list(relay_domains);
     if (given("--max-message-size")) c.max_message_size = flags.max_message_size;

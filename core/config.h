@@ -17,6 +17,7 @@ struct config {
     unsigned shards = 0;  // 0 = number of online CPUs
     std::string spool = "./var/spool";
     std::string hostname;  // default: gethostname()
+    std::string postmaster;  // where <postmaster> goes; empty = postmaster@ the hostname (queue::relay checks it)
     std::vector<std::string> relay_networks{"127.0.0.0/8", "::1/128"};
     std::vector<std::string> relay_domains;
     std::uint64_t max_message_size = 26214400;

@@ -304,4 +304,10 @@ std::expected<mailbox_path, address_error> parse_path(std::string_view text, pat
     return out;
 }
 
+bool names_postmaster(const mailbox_path& path, std::string_view hostname) noexcept {
+    if (path.postmaster_only) return true;
+    return !path.quoted_local && path.form == domain_form::name && iequals(path.local_part, "postmaster") &&
+           !hostname.empty() && iequals(path.domain, hostname);
+}
+
 }  // namespace ringrelay::protocol

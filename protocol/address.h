@@ -46,6 +46,11 @@ struct mailbox_path {
 [[nodiscard]] std::expected<mailbox_path, address_error>
 parse_path(std::string_view text, path_kind kind) noexcept;
 
+// Whether a forward path names this host's postmaster (RFC 5321 §4.5.1, which a server MUST
+// accept): "<postmaster>" without a domain, or an unquoted "postmaster" at `hostname` (both
+// compared without regard to case).
+[[nodiscard]] bool names_postmaster(const mailbox_path& path, std::string_view hostname) noexcept;
+
 // Length of the well-formed UTF-8 sequence starting at s[i] (which is >= 0x80), or 0 if it is
 // not well formed (overlong forms, surrogates and values above U+10FFFF refused, RFC 3629 §4).
 [[nodiscard]] std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;

@@ -526,23 +526,26 @@ void server_session::on_rcpt(const command& cmd, std::string& out) {
         }
         return say(out, reply_id::too_many_recipients);
     }
-    if (path->postmaster_only) {
+    // RFC 5321 §4.5.1: the postmaster is reachable by everyone, relay control aside.
+    const bool to_postmaster = !_config.postmaster.empty() && names_postmaster(*path, _config.hostname);
+    if (path->postmaster_only && !to_postmaster) {
         return say(out, reply_id::no_local_delivery, cmd.argument);  // "<postmaster>" as written
     }
     // RFC 4954 §1: an authenticated client may relay anywhere.
     const relay_trust trust = _authenticated ? relay_trust::trusted : _client.trust;
-    if (decide_relay(*path, trust, _config.relay_domains) != relay_decision::permit) {
+    if (!to_postmaster && decide_relay(*path, trust, _config.relay_domains) != relay_decision::permit) {
         // Echo the path as written; parse_path() validated it (printable, no CR/LF). With AUTH
         // on offer the client is told what would let it relay (530 5.7.0).
         return say(out, _config.auth == auth_offer::none ? reply_id::relay_denied : reply_id::auth_required,
                     cmd.argument);
     }
+    const std::string_view recipient = to_postmaster ? std::string_view{_config.postmaster} : path->mailbox;
     if (_spare_rcpts.empty()) {
-        _envelope.rcpt_to.emplace_back(path->mailbox);
+        _envelope.rcpt_to.emplace_back(recipient);
     } else {
         _envelope.rcpt_to.push_back(std::move(_spare_rcpts.back()));
         _spare_rcpts.pop_back();
-        _envelope.rcpt_to.back().assign(path->mailbox);
+        _envelope.rcpt_to.back().assign(recipient);
     }
     _transaction = transaction::rcpt;
     say(out, reply_id::rcpt_ok);

@@ -68,6 +68,11 @@ struct server_config {
     tls_offer tls = tls_offer::none;
     auth_offer auth = auth_offer::none;
     std::uint32_t max_auth_failures = 3;        // failed AUTH attempts, then 421 4.7.0 and close
+    // Where "<postmaster>" and "<postmaster@hostname>" go (RFC 5321 §4.5.1: a server MUST take
+    // them, from anyone): the envelope recipient becomes this mailbox ("local@domain"), which
+    // is routed like any other recipient. Empty: no postmaster here, "<postmaster>" is refused
+    // with 550 5.1.1 and "<postmaster@hostname>" is subject to relay control like any address.
+    std::string postmaster;
 };
 
 // What the host's TLS engine negotiated, for the Received: header. The views are read only

@@ -13,8 +13,22 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "protocol/address.h"
 
 namespace ringrelay::queue {
+
+std::expected<std::string, std::string> postmaster_address(const core::config& config) {
+    const bool defaulted = config.postmaster.empty();
+    std::string address = defaulted ? "postmaster@" + config.hostname : config.postmaster;
+    const std::string path = "<" + address + ">";
+    const auto parsed = protocol::parse_path(path, protocol::path_kind::forward_path);
+    if (parsed && !parsed->postmaster_only && !parsed->source_route) return address;
+    if (defaulted)
+        return std::unexpected("--postmaster: the default address '" + address + "' (postmaster@ the --hostname) "
+                               "is not a valid mail address; give --postmaster ADDRESS or a --hostname that is a "
+                               "domain name");
+    return std::unexpected("--postmaster: '" + address + "' is not a valid mail address (local@domain, RFC 5321)");
+}
 
 relay::relay(core::config config, storage_factory make_storage)
     : _config(std::move(config)), _make_storage(std::move(make_storage)) {
@@ -33,6 +47,11 @@ relay::~relay() {
 }
 
 std::expected<void, std::string> relay::start() {
+    if (auto postmaster = postmaster_address(_config); !postmaster) {
+        return std::unexpected(postmaster.error());
+    } else {
+        _server.postmaster = std::move(*postmaster);
+    }
     _features = core::probe_kernel_features();
     core::diag(core::describe(_features));
     // Required (Linux 6.0+): multishot accept and receive with a provided buffer ring, and

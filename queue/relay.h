@@ -19,6 +19,11 @@
 
 namespace ringrelay::queue {
 
+// The mailbox "<postmaster>" and "<postmaster@HOSTNAME>" are delivered to: --postmaster, else
+// postmaster@ the --hostname. An error (not a "local@domain" address by RFC 5321's grammar)
+// names the flag and says what to give instead.
+[[nodiscard]] std::expected<std::string, std::string> postmaster_address(const core::config& config);
+
 class relay {
 public:
     explicit relay(core::config config, storage_factory make_storage = {});

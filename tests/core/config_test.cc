@@ -60,6 +60,17 @@ TEST(Config, FlagsOverrideTheConfigFile) {
     EXPECT_EQ(c->listen_endpoints.size(), 2u);
 }
 
+TEST(Config, PostmasterFromFlagOverridesTheConfigFile) {
+    const std::string path = write_temp(R"({"postmaster": "file@example.org"})");
+    auto from_file = load({"--config", path});
+    auto from_flag = load({"--config", path, "--postmaster", "ops@example.net"});
+    std::remove(path.c_str());
+    ASSERT_TRUE(from_file.has_value()) << from_file.error().message;
+    ASSERT_TRUE(from_flag.has_value()) << from_flag.error().message;
+    EXPECT_EQ(from_file->postmaster, "file@example.org");
+    EXPECT_EQ(from_flag->postmaster, "ops@example.net");
+}
+
 TEST(Config, CommaSeparatedListsSplit) {
     auto c = load({"--relay-networks", "10.0.0.0/8, 192.168.0.0/16", "--relay-domains", "a.example,b.example"});
     ASSERT_TRUE(c.has_value()) << c.error().message;
@@ -130,7 +141,7 @@ TEST(Config, HelpDocumentsEveryFlag) {
     EXPECT_EQ(c.error().code, 0);
     for (const char* flag : {"--config", "--listen", "--shards", "--spool", "--hostname", "--relay-networks",
                              "--relay-domains", "--max-message-size", "--max-recipients", "--command-timeout",
-                             "--log", "--list-spool"}) {
+                             "--log", "--list-spool", "--postmaster"}) {
         EXPECT_NE(c.error().message.find(flag), std::string::npos) << flag;
     }
 }

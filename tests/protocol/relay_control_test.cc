@@ -72,6 +72,56 @@ INSTANTIATE_TEST_SUITE_P(Cases, RelayControl, ::testing::Values(
     [](const auto& info) { return std::string(info.param.name); });
 // clang-format on
 
+// RFC 5321 §4.5.1: with a postmaster configured, "<postmaster>" and "<postmaster@HOSTNAME>"
+// are accepted from anyone and stored as the configured mailbox; other postmasters are not.
+struct postmaster_case {
+    const char* name;
+    relay_trust trust;
+    std::string path;
+    std::string reply;
+    std::string stored;
+};
+
+class PostmasterRcpt : public ::testing::TestWithParam<postmaster_case> {};
+
+TEST_P(PostmasterRcpt, AcceptedFromAnyoneAndStoredAsTheConfiguredMailbox) {
+    const postmaster_case& c = GetParam();
+    server_config config = testing::test_config();  // hostname mx.example.net
+    config.postmaster = "ops@pm.example";
+    const client_info client{"198.51.100.9", c.trust};
+    const std::string input = "EHLO c\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:" + c.path + "\r\nDATA\r\n.\r\n";
+    const auto t = testing::run_everywhere(config, client, input);
+    const std::string prefix = testing::banner + testing::ehlo_reply + "250 2.1.0 Ok\r\n";
+    ASSERT_EQ(t.out.substr(0, prefix.size()), prefix);
+    const std::string rest = t.out.substr(prefix.size());
+    EXPECT_EQ(rest.substr(0, rest.find("\r\n") + 2), c.reply);
+    if (c.stored.empty()) {
+        EXPECT_TRUE(t.messages.empty());
+    } else {
+        ASSERT_EQ(t.messages.size(), 1U);
+        EXPECT_EQ(t.messages[0].env.rcpt_to, std::vector<std::string>{c.stored});
+    }
+}
+
+// clang-format off
+INSTANTIATE_TEST_SUITE_P(Cases, PostmasterRcpt, ::testing::Values(
+    postmaster_case{"BarePostmasterUntrusted", untrusted, "<Postmaster>", ok, "ops@pm.example"},
+    postmaster_case{"BarePostmasterUpperCase", untrusted, "<POSTMASTER>", ok, "ops@pm.example"},
+    postmaster_case{"BarePostmasterTrusted", trusted, "<postmaster>", ok, "ops@pm.example"},
+    postmaster_case{"PostmasterAtHostname", untrusted, "<postmaster@mx.example.net>", ok, "ops@pm.example"},
+    postmaster_case{"PostmasterAtHostnameAnyCase", untrusted, "<PostMaster@MX.Example.NET>", ok, "ops@pm.example"},
+    postmaster_case{"PostmasterWithSourceRoute", untrusted, "<@a.example:postmaster@mx.example.net>", ok, "ops@pm.example"},
+    postmaster_case{"QuotedPostmasterAtHostnameIsNot", untrusted, "<\"postmaster\"@mx.example.net>",
+                    "554 5.7.1 <\"postmaster\"@mx.example.net>" + denied, ""},
+    postmaster_case{"PostmasterOfAnotherDomainIsRelayed", untrusted, "<postmaster@elsewhere.example>",
+                    "554 5.7.1 <postmaster@elsewhere.example>" + denied, ""},
+    postmaster_case{"PostmasterOfASubdomainIsNot", untrusted, "<postmaster@a.mx.example.net>",
+                    "554 5.7.1 <postmaster@a.mx.example.net>" + denied, ""},
+    postmaster_case{"OtherUserAtHostnameIsNot", untrusted, "<root@mx.example.net>",
+                    "554 5.7.1 <root@mx.example.net>" + denied, ""}),
+    [](const auto& info) { return std::string(info.param.name); });
+// clang-format on
+
 struct match_case {
     const char* name;
     std::string domain;
