@@ -1,6 +1,6 @@
 // core/mailbox.h: a cross-shard channel: an spsc_ring plus an io_uring wake-up
 // (IORING_OP_MSG_RING, Linux 5.18) so the consumer's reactor learns of new values without
-// polling. submit_to() in DESIGN.md is a mailbox per (sender, receiver) pair.
+// polling. A cross-shard submit is a mailbox per (sender, receiver) pair.
 //
 // Threading: send() runs on the producer's shard with the producer's reactor; the
 // consumer's reactor delivers the wake-up CQE to on_wake() on the consumer's shard.

@@ -1,5 +1,5 @@
 // core/spsc_ring.h: a bounded lock-free single-producer/single-consumer ring, the only
-// channel between shards (DESIGN.md). One thread pushes, one thread pops; anything else is
+// channel between shards (docs/ARCHITECTURE.md "Threads"). One thread pushes, one thread pops; anything else is
 // a bug. Values move through it (ownership passes to the consumer).
 #pragma once
 #include <atomic>

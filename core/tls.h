@@ -3,7 +3,7 @@
 // plaintext (the caller moves ciphertext between the socket and the engine). Knows nothing of
 // SMTP. Also here: loading a PEM certificate and key, generating a self-signed certificate
 // for a host name (kept in a directory, reused on the next start), and the start-up kTLS
-// probe (TCP_ULP "tls", Linux 4.13+; DESIGN.md: optional kernel features are probed once).
+// probe (TCP_ULP "tls", Linux 4.13+; optional kernel features are probed once at start-up).
 //
 // Protocols: TLS 1.2 floor (RFC 5246), TLS 1.3 default (RFC 8446); OpenSSL's default cipher
 // list; renegotiation refused; resumption by session tickets (RFC 5077, RFC 8446 §4.6.1)
@@ -117,7 +117,7 @@ enum class tls_verify : std::uint8_t {
     peer,  // the chain must verify against ca_file (or the system store) and name the host
 };
 
-// Client settings (outbound STARTTLS; used by the tests of the server side today).
+// Client settings (outbound STARTTLS in delivery, ringrelay-bench --starttls).
 struct tls_client_options {
     tls_verify verify = tls_verify::none;
     std::string ca_file;  // PEM; empty = the system's default verify paths

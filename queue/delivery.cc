@@ -235,7 +235,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     ++m.jobs;
     m.jobs += static_cast<std::uint32_t>(jobs.size());
     for (delivery_job* job : jobs) {
-        // The destination's owner shard runs its connections (DESIGN.md): one pool, one set
+        // The destination's owner shard runs its connections (docs/ARCHITECTURE.md): one pool, one set
         // of limits and one DNS cache per destination for the whole node.
         const auto owner = static_cast<unsigned>(std::hash<std::string>{}(job->route.key) % _shard_count);
         if (owner == _shard || _outgoing.empty() || _outgoing[owner] == nullptr) {

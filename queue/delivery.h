@@ -1,13 +1,12 @@
 // queue/delivery.h: a shard's outbound delivery: the messages it has spooled and not yet
 // finished, their recipients grouped by next hop into jobs, a ready queue and a connection
 // pool per destination, retries on a timer heap, and every outcome journaled to the spool and
-// written to the delivery log (DESIGN.md "Delivery").
+// written to the delivery log (docs/ARCHITECTURE.md "Delivery").
 //
-// Routing (this milestone): static routes and the smarthost from the config
-// (core::config::route_table). A recipient whose domain has no route waits, deferred, until
-// MX routing lands (the DNS resolver); it expires after --max-age like any deferred mail.
+// Routing: static routes and the smarthost from the config (core::config::route_table) first,
+// else the recipient domain's MX records through the shard's resolver (core/dns.h).
 //
-// The owner hop (DESIGN.md): a job (one message's recipients for one destination) goes to
+// The owner hop (docs/ARCHITECTURE.md): a job (one message's recipients for one destination) goes to
 // the shard that owns the destination, hash(destination) % shards, through a core::mailbox
 // (SPSC ring + MSG_RING); that shard runs the destination's connection pool, limits and DNS,
 // and sends the outcome back the same way to the message's shard, which journals it. The
@@ -214,7 +213,7 @@ public:
     [[nodiscard]] std::uint64_t tls_generation() const noexcept { return _tls_generation; }
     void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
 
-    // Cross-shard: the owner hop (DESIGN.md). shard_count and one outgoing mailbox per other
+    // Cross-shard: the owner hop (docs/ARCHITECTURE.md). shard_count and one outgoing mailbox per other
     // shard are set before the shard's loop starts.
     void set_shards(unsigned count) {
         _shard_count = count;

@@ -1,4 +1,4 @@
-// queue/record.h: the on-disk format of spool records (DESIGN.md "Durability").
+// queue/record.h: the on-disk format of spool records (docs/ARCHITECTURE.md "The spool").
 //
 // A segment file is a sequence of records, each:
 //   header (32 bytes, little-endian)

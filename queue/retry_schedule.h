@@ -1,5 +1,5 @@
 // queue/retry_schedule.h: when a deferred recipient is tried next, and when it expires
-// (DESIGN.md "Delivery": 4xx and connection failures defer with backoff; messages expire after
+// (docs/ARCHITECTURE.md "Delivery": 4xx and connection failures defer with backoff; messages expire after
 // a configurable age with a DSN). Flags: --retry-intervals (default
 // 5m,10m,20m,40m,1h20m,2h40m,4h; the last interval repeats) and --max-age (default 5d), parsed
 // by core/duration.h. RFC 5321 §4.5.4.1: retry at least 30 minutes apart is the RFC's advice

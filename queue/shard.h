@@ -1,7 +1,7 @@
 // queue/shard.h: one shard of the relay: its thread's reactor, listeners (SO_REUSEPORT,
 // multishot accept; plain SMTP with STARTTLS, or implicit TLS), its own TLS context, receive
 // buffer ring, SMTP connections, spool and log writer
-// (DESIGN.md "The path of one message"). Everything here runs on the shard's own thread;
+// (docs/ARCHITECTURE.md "The path of one message"). Everything here runs on the shard's own thread;
 // the only ways in from outside are request_stop() (an io_uring MSG_RING wake-up) and the
 // atomics marked below.
 //

@@ -1,4 +1,4 @@
-// queue/storage.h: the spool's one narrow door to the disk (CONVENTIONS.md "The spool"),
+// queue/storage.h: the spool's one narrow door to the disk (docs/ARCHITECTURE.md "The spool"),
 // with a disk backend (io_uring) and a fault backend that fails chosen operations, so every
 // disk error path can be tested.
 //

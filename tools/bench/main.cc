@@ -19,7 +19,6 @@
 // Exit code 0 if every message was accepted, 1 if any failed (or nothing could connect
 // within --timeout, or --messages was interrupted), 2 on a usage error. SIGINT/SIGTERM stop
 // the run (QUIT, then the summary); a second one exits at once.
-// Later: --starttls and --auth (see options.h).
 #include <signal.h>
 #include <unistd.h>
 

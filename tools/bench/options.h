@@ -2,10 +2,8 @@
 // fast, and how to report. parse_options() is the one place in the tool that catches CLI11's
 // exceptions; every bad value becomes a usage_exit with exit code 2 naming the flag.
 // SECURITY: reads operator input (argv) only.
-//
-// Reserved for later issues (not accepted yet): --starttls (STARTTLS before MAIL, RFC 3207)
-// and --auth USER:PASS (AUTH PLAIN, RFC 4954). They will be fields of bench_options below
-// and protocol::client_config settings; nothing else in the engine depends on them.
+// --starttls (STARTTLS before MAIL, RFC 3207) and --auth USER:PASS (AUTH PLAIN, RFC 4954) are
+// fields of bench_options below and become protocol::client_config settings.
 #pragma once
 #include <cstdint>
 #include <expected>
