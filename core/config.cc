@@ -132,6 +132,8 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
         else if (key == "auth-max-failures") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures);
         else if (key == "auth-max-failures-per-ip") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures_per_ip);
         else if (key == "auth-failure-window") ok = set(json_uint<std::uint32_t>(v, key), c.auth_failure_window);
+        else if (key == "auth-queue-size") ok = set(json_uint<std::uint32_t>(v, key), c.auth_queue_size);
+        else if (key == "auth-queue-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.auth_queue_timeout);
         else if (key == "outbound-tls") ok = set(json_string(v, key), c.outbound_tls);
         else if (key == "route-tls") ok = set(json_strings(v, key), c.route_tls);
         else if (key == "outbound-ca-file") ok = set(json_string(v, key), c.outbound_ca_file);
@@ -203,6 +205,9 @@ std::expected<void, std::string> finish_config(config& c) {
     if (c.auth_max_failures == 0) return std::unexpected("--auth-max-failures: must be at least 1");
     if (c.auth_max_failures_per_ip == 0) return std::unexpected("--auth-max-failures-per-ip: must be at least 1");
     if (c.auth_failure_window == 0) return std::unexpected("--auth-failure-window: must be at least 1 second");
+    if (c.auth_queue_size > 65536) return std::unexpected("--auth-queue-size: at most 65536");
+    if (c.auth_queue_timeout == 0 || c.auth_queue_timeout > 3600)
+        return std::unexpected("--auth-queue-timeout: must be between 1 and 3600 seconds");
     if (auto p = parse_tls_policy(c.outbound_tls); !p) {
         return std::unexpected("--outbound-tls: " + p.error());
     } else {
@@ -310,6 +315,12 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
                    "refused with 421 4.7.0 (default 10)");
     app.add_option("--auth-failure-window", flags.auth_failure_window,
                    "seconds over which per-address AUTH failures count (default 600)");
+    app.add_option("--auth-queue-size", flags.auth_queue_size,
+                   "password checks per shard that may wait for room (checks of their address in flight, "
+                   "a paced user, busy check threads) instead of failing; beyond it 454 4.7.0 "
+                   "(default 256; 0 = none wait)");
+    app.add_option("--auth-queue-timeout", flags.auth_queue_timeout,
+                   "seconds a password check may wait for room before 454 4.7.0 (default 10)");
     app.add_option("--shards", flags.shards, "shard threads, each with its own io_uring (default: online CPUs)");
     app.add_option("--spool", flags.spool, "spool directory (default ./var/spool)");
     app.add_option("--hostname", flags.hostname, "name in the banner, EHLO reply and Received: (default: gethostname)");
@@ -395,6 +406,8 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     if (given("--auth-max-failures")) c.auth_max_failures = flags.auth_max_failures;
     if (given("--auth-max-failures-per-ip")) c.auth_max_failures_per_ip = flags.auth_max_failures_per_ip;
     if (given("--auth-failure-window")) c.auth_failure_window = flags.auth_failure_window;
+    if (given("--auth-queue-size")) c.auth_queue_size = flags.auth_queue_size;
+    if (given("--auth-queue-timeout")) c.auth_queue_timeout = flags.auth_queue_timeout;
     if (given("--outbound-tls")) c.outbound_tls = flags.outbound_tls;
     if (given("--route-tls")) c.route_tls = split_list(route_tls);
     if (given("--outbound-ca-file")) c.outbound_ca_file = flags.outbound_ca_file;

@@ -48,6 +48,12 @@ struct config {
     std::uint32_t auth_max_failures = 3;   // failed AUTH per connection, then 421 4.7.0 and close
     std::uint32_t auth_max_failures_per_ip = 10;  // failed AUTH per client address per window, then 421 4.7.0
     std::uint32_t auth_failure_window = 600;      // seconds over which per-address failures are counted
+    // A password check that finds no room (its address's checks in flight, a paced user, a
+    // full work pool) waits in its shard's queue instead of failing: at most this many per
+    // shard (0 = none wait: 454 4.7.0 at once), each for at most this many seconds; beyond
+    // either, 454 4.7.0.
+    std::uint32_t auth_queue_size = 256;
+    std::uint32_t auth_queue_timeout = 10;
 
     // Delivery (the "Deliver mail" issue).
     std::vector<std::string> routes;       // "DOMAIN=HOST:PORT"; DOMAIN '*' matches every domain

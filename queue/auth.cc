@@ -2,18 +2,56 @@
 #include "queue/auth.h"
 
 #include <arpa/inet.h>
+#include <sys/random.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <map>
-#include <tuple>
+#include <chrono>
 #include <cstring>
+#include <map>
 #include <thread>
+#include <tuple>
 
 #include "core/password_hash.h"
 
 namespace ringrelay::queue {
+
+namespace {
+// Adds a failure to a window word (window start in seconds << 32 | count): a window that has
+// passed (or none yet) starts afresh with this failure. Returns the new count.
+std::uint32_t count_failure(std::atomic<std::uint64_t>& word, std::int64_t window_s, std::int64_t now_ms) noexcept {
+    const auto now_s = static_cast<std::uint64_t>(now_ms / 1000);
+    std::uint64_t v = word.load(std::memory_order_acquire);
+    std::uint64_t next = 0;
+    do {
+        const std::uint64_t start = v >> 32;
+        const auto count = static_cast<std::uint32_t>(v);
+        const bool expired = static_cast<std::int64_t>(now_s - start) >= window_s || v == 0;
+        next = expired ? (now_s << 32 | 1u) : (start << 32 | (count == UINT32_MAX ? count : count + 1));
+    } while (!word.compare_exchange_weak(v, next, std::memory_order_acq_rel, std::memory_order_acquire));
+    return static_cast<std::uint32_t>(next);
+}
+
+std::uint32_t live_count(const std::atomic<std::uint64_t>& word, std::int64_t window_s, std::int64_t now_ms) noexcept {
+    const std::uint64_t v = word.load(std::memory_order_acquire);
+    const auto start = static_cast<std::int64_t>(v >> 32);
+    if (now_ms / 1000 - start >= window_s) return 0;
+    return static_cast<std::uint32_t>(v);
+}
+
+std::uint64_t mix64(std::uint64_t x) noexcept {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+std::size_t power_of_two(std::size_t n) noexcept {
+    std::size_t p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+}  // namespace
 
 auth_failures::auth_failures(std::uint32_t limit, std::int64_t window_ms, std::size_t slots)
     : _limit(limit),
@@ -42,10 +80,7 @@ std::size_t auth_failures::slot_of(std::string_view address) const noexcept {
 }
 
 std::uint32_t auth_failures::live_failures(std::size_t slot, std::int64_t now_ms) const noexcept {
-    const std::uint64_t v = _failures[slot].load(std::memory_order_acquire);
-    const auto start = static_cast<std::int64_t>(v >> 32);
-    if (now_ms / 1000 - start >= _window_s) return 0;
-    return static_cast<std::uint32_t>(v);
+    return live_count(_failures[slot], _window_s, now_ms);
 }
 
 bool auth_failures::blocked(std::size_t slot, std::int64_t now_ms) const noexcept {
@@ -62,17 +97,127 @@ auth_failures::admission auth_failures::begin(std::size_t slot, std::int64_t now
 bool auth_failures::end(std::size_t slot, bool failed, std::int64_t now_ms) noexcept {
     _in_flight.release(slot);
     if (!failed) return blocked(slot, now_ms);
-    const auto now_s = static_cast<std::uint64_t>(now_ms / 1000);
-    std::uint64_t v = _failures[slot].load(std::memory_order_acquire);
-    std::uint64_t next = 0;
+    return count_failure(_failures[slot], _window_s, now_ms) >= _limit;
+}
+
+
+user_failures::user_failures(std::uint32_t limit, std::int64_t window_ms, std::int64_t pace_ms, std::size_t slots)
+    : _limit(limit),
+      _window_s(std::max<std::int64_t>(1, window_ms / 1000)),
+      _pace_ms(pace_ms),
+      _mask(power_of_two(slots) - 1),
+      _failures(std::make_unique<std::atomic<std::uint64_t>[]>(_mask + 1)),
+      _next_ms(std::make_unique<std::atomic<std::int64_t>[]>(_mask + 1)) {
+    // As address_counter: a random key, so that no client can aim at a victim's slot.
+    if (::getrandom(&_key, sizeof _key, 0) != static_cast<ssize_t>(sizeof _key))
+        _key = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) *
+               0x9e3779b97f4a7c15ULL;
+    for (std::size_t i = 0; i <= _mask; ++i) {
+        _failures[i].store(0, std::memory_order_relaxed);
+        _next_ms[i].store(0, std::memory_order_relaxed);
+    }
+}
+
+// A keyed hash of the name's bytes: 8 at a time through splitmix64's finaliser, then the length.
+std::size_t user_failures::slot_of(std::string_view user) const noexcept {
+    std::uint64_t h = mix64(_key);
+    std::size_t i = 0;
+    for (; i + 8 <= user.size(); i += 8) {
+        std::uint64_t chunk = 0;
+        std::memcpy(&chunk, user.data() + i, 8);
+        h = mix64(h ^ chunk ^ _key);
+    }
+    std::uint64_t tail = 0;
+    std::memcpy(&tail, user.data() + i, user.size() - i);
+    h = mix64(h ^ tail ^ (static_cast<std::uint64_t>(user.size()) << 56));
+    return static_cast<std::size_t>(h) & _mask;
+}
+
+std::uint32_t user_failures::live_failures(std::size_t slot, std::int64_t now_ms) const noexcept {
+    return live_count(_failures[slot], _window_s, now_ms);
+}
+
+bool user_failures::paced(std::size_t slot, std::int64_t now_ms) const noexcept {
+    return live_failures(slot, now_ms) >= _limit;
+}
+
+bool user_failures::try_start(std::size_t slot, std::int64_t now_ms) noexcept {
+    if (!paced(slot, now_ms)) return true;
+    std::int64_t next = _next_ms[slot].load(std::memory_order_acquire);
     do {
-        const std::uint64_t start = v >> 32;
-        const auto count = static_cast<std::uint32_t>(v);
-        const bool expired = static_cast<std::int64_t>(now_s - start) >= _window_s || v == 0;
-        next = expired ? (now_s << 32 | 1u)
-                       : (start << 32 | (count == UINT32_MAX ? count : count + 1));
-    } while (!_failures[slot].compare_exchange_weak(v, next, std::memory_order_acq_rel, std::memory_order_acquire));
-    return static_cast<std::uint32_t>(next) >= _limit;
+        if (next > now_ms) return false;
+    } while (!_next_ms[slot].compare_exchange_weak(next, now_ms + _pace_ms, std::memory_order_acq_rel,
+                                                   std::memory_order_acquire));
+    return true;
+}
+
+bool user_failures::end(std::size_t slot, bool failed, std::int64_t now_ms) noexcept {
+    if (!failed) return paced(slot, now_ms);
+    return count_failure(_failures[slot], _window_s, now_ms) >= _limit;
+}
+
+bool auth_wait_queue::push(auth_waiter& w, std::int64_t now_ms) noexcept {
+    if (w._queue != nullptr || _size >= _capacity) return false;
+    w._queue = this;
+    w._since_ms = now_ms;
+    w._prev = _tail;
+    w._next = nullptr;
+    if (_tail != nullptr) {
+        _tail->_next = &w;
+    } else {
+        _head = &w;
+    }
+    _tail = &w;
+    ++_size;
+    return true;
+}
+
+void auth_wait_queue::unlink(auth_waiter& w) noexcept {
+    if (w._prev != nullptr) {
+        w._prev->_next = w._next;
+    } else {
+        _head = w._next;
+    }
+    if (w._next != nullptr) {
+        w._next->_prev = w._prev;
+    } else {
+        _tail = w._prev;
+    }
+    w._queue = nullptr;
+    w._prev = w._next = nullptr;
+    --_size;
+}
+
+void auth_wait_queue::pump(std::int64_t now_ms) noexcept {
+    bool offer = true;
+    // Only the waiter being visited can leave during the pass (retry_auth and auth_wait_over
+    // must not touch the queue otherwise), so the next one is taken before it is visited.
+    // Waiters pushed meanwhile (at the tail) are visited too.
+    for (auth_waiter* w = _head; w != nullptr;) {
+        auth_waiter* next = w->_next;
+        const std::int64_t waited = now_ms - w->_since_ms;
+        if (waited >= _timeout_ms) {
+            unlink(*w);
+            w->auth_wait_over(waited);
+        } else if (offer) {
+            switch (w->retry_auth(now_ms)) {
+            case auth_waiter::outcome::waiting: break;
+            case auth_waiter::outcome::done:
+                if (w->_queue == this) unlink(*w);
+                break;
+            case auth_waiter::outcome::pool_full: offer = false; break;
+            }
+        }
+        w = next;
+    }
+}
+
+void auth_wait_queue::drain() noexcept {
+    while (_head != nullptr) {
+        auth_waiter* w = _head;
+        unlink(*w);
+        w->auth_wait_cancelled();
+    }
 }
 
 std::expected<std::shared_ptr<const user_table>, std::string> user_table::make(core::auth_users users) {
@@ -106,10 +251,13 @@ inbound_auth::inbound_auth(std::string path, std::shared_ptr<const user_table> u
     : _path(std::move(path)),
       _users(std::move(users)),
       _failures(config.auth_max_failures_per_ip, static_cast<std::int64_t>(config.auth_failure_window) * 1000),
+      _user_failures(config.auth_max_failures_per_ip, static_cast<std::int64_t>(config.auth_failure_window) * 1000,
+                     user_pace_ms),
       // One check thread per two cores, at least one: each check is 32 MiB of scrypt; more
       // threads than that would take cores from the shards under an AUTH flood. Beyond 64
-      // waiting checks the answer is 454 4.7.0 (try again later); that also bounds how long
-      // a shutdown waits for checks in flight.
+      // queued checks submit() refuses and the connection waits in its shard's
+      // auth_wait_queue (the pool's queue stays short: that bounds how long a shutdown
+      // waits for checks in flight).
       _pool(std::max(1u, std::thread::hardware_concurrency() / 2), 64) {}
 
 std::expected<std::unique_ptr<inbound_auth>, std::string> inbound_auth::create(const core::config& config) {

@@ -433,36 +433,106 @@ void connection::resume_input() noexcept {
 }
 
 // A complete AUTH attempt: malformed ones fail (after the delay) without the KDF, others go
-// to the work pool. No command deadline runs meanwhile: we, not the client, are working.
-// Results known at once are delivered on the next loop turn (post_auth_result), never from
-// inside this call: a pipelined run of AUTH lines must not recurse.
+// to the work pool, at once when there is room, else after a wait in the shard's
+// auth_wait_queue (first come, first served: an attempt arriving while others wait queues
+// behind them). No command deadline runs meanwhile: we, not the client, are working; the
+// queue's own timeout bounds the wait. Results known at once are delivered on the next loop
+// turn (post_auth_result), never from inside this call: a pipelined run of AUTH lines must
+// not recurse.
 void connection::begin_auth() noexcept {
     _awaiting_auth = true;
     unlink();
     inbound_auth* auth = _shard.auth();
     if (auth == nullptr) return post_auth_result(protocol::auth_result::temporary_failure);
     if (!_auth_check) _auth_check = std::make_unique<auth_check>(this, &connection::auth_checked);
-    switch (auth->failures().begin(_auth_slot, core::monotonic_ms())) {
-    case auth_failures::admission::blocked: return post_auth_result(protocol::auth_result::throttled);
-    case auth_failures::admission::busy: return post_auth_result(protocol::auth_result::temporary_failure);
-    case auth_failures::admission::ok: break;
-    }
     const protocol::auth_attempt attempt = _session.pending_auth();
     // PLAIN's authorization identity must be the user itself (no proxy authorization).
-    if (!attempt.well_formed || (!attempt.authzid.empty() && attempt.authzid != attempt.user)) {
+    _auth_malformed = !attempt.well_formed || (!attempt.authzid.empty() && attempt.authzid != attempt.user);
+    if (_auth_malformed) {
         _auth_check->prepare(*auth, protocol::auth_attempt{attempt.mechanism, {}, attempt.user, {}, false});
-        auth_checked(this, *_auth_check);  // a failure without the KDF; answered after the delay
-        return;
+        _auth_user_slot = 0;
+    } else {
+        _auth_check->prepare(*auth, attempt);  // the copy waits with us if there is no room
+        _auth_user_slot = auth->user_limits().slot_of(attempt.user);
     }
-    _auth_check->prepare(*auth, attempt);
-    if (!auth->pool().submit(*_auth_check, _shard.work_return())) {
+    const std::int64_t now = core::monotonic_ms();
+    auth_wait_queue& queue = _shard.auth_queue();
+    const auth_start start = queue.empty() ? try_start_auth(now) : auth_start::behind_others;
+    if (start == auth_start::started || start == auth_start::answered) return;
+    if (_shard.stopping() || !queue.push(*this, now)) {
+        if (_shard.may_report(shard::report::auth_refused))
+            core::diag("AUTH from " + _peer + ": queue full (" + std::to_string(queue.size()) +
+                       " attempts wait for room on shard " + std::to_string(_shard.index()) +
+                       (_shard.stopping() ? ", which is stopping" : ", --auth-queue-size " + std::to_string(queue.capacity())) +
+                       "); answered 454 4.7.0 (one report per second)");
+        return refuse_auth_for_load();
+    }
+    _shard.mutable_counters().auth_queued.fetch_add(1, std::memory_order_relaxed);
+    if (_shard.may_report(shard::report::auth_queued)) {
+        std::string why;
+        switch (start) {
+        case auth_start::address_busy:
+            why = std::to_string(auth->failures().in_flight(_auth_slot)) + " check(s) of its address in flight";
+            break;
+        case auth_start::user_paced: why = "its user name failed too often: one check a second"; break;
+        case auth_start::pool_full: why = "every password check thread is busy and their queue is full"; break;
+        default: why = std::to_string(queue.size() - 1) + " attempt(s) wait before it"; break;
+        }
+        core::diag("AUTH from " + _peer + ": queued, " + why + " (" + std::to_string(queue.size()) +
+                   " waiting on shard " + std::to_string(_shard.index()) + "; one report per second)");
+    }
+    // Behind others: the queue is offered room at the end of this turn, in order.
+    if (start == auth_start::behind_others) _shard.auth_room_freed();
+}
+
+connection::auth_start connection::try_start_auth(std::int64_t now_ms) noexcept {
+    inbound_auth& auth = *_shard.auth();
+    switch (auth.failures().begin(_auth_slot, now_ms)) {
+    case auth_failures::admission::blocked:
         _auth_check->clear();
-        (void)auth->failures().end(_auth_slot, false, core::monotonic_ms());
-        if (_shard.may_report(shard::report::auth_busy))
-            core::diag("AUTH from " + _peer + ": every password check thread is busy and 64 checks wait; "
-                       "answered 454 4.7.0 (one report per second)");
-        post_auth_result(protocol::auth_result::temporary_failure);
+        post_auth_result(protocol::auth_result::throttled);
+        return auth_start::answered;
+    case auth_failures::admission::busy: return auth_start::address_busy;
+    case auth_failures::admission::ok: break;
     }
+    if (_auth_malformed) {
+        auth_checked(this, *_auth_check);  // a failure without the KDF; answered after the delay
+        return auth_start::answered;
+    }
+    if (!auth.user_limits().try_start(_auth_user_slot, now_ms)) {
+        auth.failures().cancel(_auth_slot);
+        return auth_start::user_paced;
+    }
+    if (!auth.pool().submit(*_auth_check, _shard.work_return())) {
+        auth.failures().cancel(_auth_slot);
+        return auth_start::pool_full;
+    }
+    return auth_start::started;
+}
+
+auth_waiter::outcome connection::retry_auth(std::int64_t now_ms) noexcept {
+    switch (try_start_auth(now_ms)) {
+    case auth_start::started:
+    case auth_start::answered: return outcome::done;
+    case auth_start::pool_full: return outcome::pool_full;
+    default: return outcome::waiting;
+    }
+}
+
+void connection::auth_wait_over(std::int64_t waited_ms) noexcept {
+    if (_shard.may_report(shard::report::auth_refused))
+        core::diag("AUTH from " + _peer + ": waited " + std::to_string(waited_ms) +
+                   " ms for room for the password check (--auth-queue-timeout " +
+                   std::to_string(_shard.config().auth_queue_timeout) + " s); answered 454 4.7.0 (one report per second)");
+    refuse_auth_for_load();
+}
+
+void connection::auth_wait_cancelled() noexcept { refuse_auth_for_load(); }
+
+void connection::refuse_auth_for_load() noexcept {
+    _auth_check->clear();
+    _shard.mutable_counters().auth_refused_for_load.fetch_add(1, std::memory_order_relaxed);
+    post_auth_result(protocol::auth_result::temporary_failure);
 }
 
 void connection::post_auth_result(protocol::auth_result result) noexcept {
@@ -478,7 +548,10 @@ void connection::auth_checked(void* self, auth_check& check) noexcept {
     const bool ok = check.result() == auth_check::verdict::ok;
     if (check.result() == auth_check::verdict::error && c->_shard.may_report(shard::report::auth_busy))
         core::diag("AUTH: " + check.error() + " (answered 535 like a wrong password)");
-    const bool blocked = c->_shard.auth()->failures().end(c->_auth_slot, !ok, core::monotonic_ms());
+    const std::int64_t now = core::monotonic_ms();
+    const bool blocked = c->_shard.auth()->failures().end(c->_auth_slot, !ok, now);
+    if (!c->_auth_malformed) (void)c->_shard.auth()->user_limits().end(c->_auth_user_slot, !ok, now);
+    c->_shard.auth_room_freed();  // its address (and user) may have room for a waiting attempt
     if (ok) {
         c->finish_auth(protocol::auth_result::ok);
         return;
@@ -646,6 +719,13 @@ void connection::close() noexcept {
     if (_closing) return;
     _closing = true;
     _held.clear();
+    // Waiting for room for a password check: leave the queue; the answer (nowhere to go now)
+    // comes on the next turn and lets the connection retire.
+    if (waiting()) {
+        leave();
+        _auth_check->clear();
+        post_auth_result(protocol::auth_result::temporary_failure);
+    }
     // Before TLS is up no SMTP reply can be sent: the client expects handshake records.
     if (tls_pending()) _out.clear();
     // The last reply gets one more timeout period to leave; a peer that does not read it is

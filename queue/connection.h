@@ -16,9 +16,12 @@
 // back to the kernel before the completion returns; only input that cannot be processed yet
 // (pipelined past a pending commit) is copied into `_held`.
 // AUTH: a complete attempt goes to the relay's work pool as an auth_check (the KDF never runs
-// on the shard thread); input waits in `_held` meanwhile. A failure is answered after a delay
-// growing with the connection's failures (an io_uring timeout, nothing blocks), and counts
-// against the client's address (auth_failures).
+// on the shard thread); input waits in `_held` meanwhile. An attempt that finds no room (its
+// address's checks in flight, its user paced, the pool's queue full) waits in the shard's
+// auth_wait_queue (the connection is the node) until room appears, or 454 4.7.0 when the
+// queue is full or the wait too long; closing leaves the queue. A failure is answered after
+// a delay growing with the connection's failures (an io_uring timeout, nothing blocks), and
+// counts against the client's address (auth_failures) and user name (user_failures).
 #pragma once
 #include <sys/socket.h>
 
@@ -43,7 +46,7 @@ enum class listener_kind : std::uint8_t {
     implicit_tls,  // the TLS handshake, then SMTP (RFC 8314)
 };
 
-class connection final : public core::deadline_entry, public commit_waiter {
+class connection final : public core::deadline_entry, public commit_waiter, public auth_waiter {
 public:
     connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust, listener_kind kind);
     connection(const connection&) = delete;
@@ -62,6 +65,10 @@ public:
 
     void on_deadline() noexcept override;
     void committed(protocol::commit_result result) noexcept override;
+    // auth_waiter (the shard's auth_wait_queue)
+    outcome retry_auth(std::int64_t now_ms) noexcept override;
+    void auth_wait_over(std::int64_t waited_ms) noexcept override;
+    void auth_wait_cancelled() noexcept override;
 
     std::size_t shard_slot = 0;    // index in the shard's connection list
     std::size_t address_slot = 0;  // its count in the shard's inbound_limits::per_ip
@@ -124,6 +131,12 @@ private:
     void log_reception() noexcept;
     void maybe_retire() noexcept;
     void begin_auth() noexcept;
+    // Why a prepared check did or did not start.
+    enum class auth_start : std::uint8_t { started, answered, address_busy, user_paced, pool_full, behind_others };
+    // Admission (address, then user), then the work pool; answers a blocked address itself.
+    auth_start try_start_auth(std::int64_t now_ms) noexcept;
+    // An attempt that waited and will not be checked: wipes the copy, answers 454 4.7.0.
+    void refuse_auth_for_load() noexcept;
     static void auth_checked(void* self, auth_check& check) noexcept;
     void on_auth_delay() noexcept;
     void finish_auth(protocol::auth_result result) noexcept;
@@ -156,6 +169,8 @@ private:
     std::unique_ptr<auth_check> _auth_check;  // made at the first AUTH attempt
     protocol::auth_result _auth_result = protocol::auth_result::failed;  // given after the delay
     std::size_t _auth_slot = 0;        // the client's slot in auth_failures
+    std::size_t _auth_user_slot = 0;   // the attempt's user name's slot in user_failures
+    bool _auth_malformed = false;      // the attempt fails without a check (no user counted)
     bool _auth_delay_armed = false;    // _auth_delay's completion is still to come
     bool _auth_delay_is_timer = false; // ... as an io_uring timeout (else a posted result)
     bool _recv_armed = false;

@@ -18,6 +18,9 @@ constexpr unsigned receive_buffers = 1024;          // power of two
 constexpr unsigned receive_buffer_size = 16 * 1024;
 constexpr std::uint16_t receive_group = 1;
 constexpr int listen_backlog = 4096;
+// While password checks wait for room, how often the shard offers it again: room can appear
+// on another shard (a check of the same address ending there), which sends no wake-up.
+constexpr std::int64_t auth_retry_ms = 20;
 }  // namespace
 
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
@@ -36,6 +39,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _auth(auth),
       _go(std::move(go)),
       _limits(limits),
+      _auth_queue(config.auth_queue_size, static_cast<std::int64_t>(config.auth_queue_timeout) * 1000),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
     _stop.owner = this;
 }
@@ -129,7 +133,9 @@ void shard::run(std::promise<shard_init_result>& ready) {
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         const int dns_wait = _dns->next_timeout_ms();
-        if (!_reactor.run_once(dns_wait >= 0 && dns_wait < 1000 ? dns_wait : 1000)) {
+        int wait = dns_wait >= 0 && dns_wait < 1000 ? dns_wait : 1000;
+        if (!_auth_queue.empty()) wait = std::min(wait, static_cast<int>(auth_retry_ms));
+        if (!_reactor.run_once(wait)) {
             core::diag("shard " + std::to_string(_index) + ": io_uring wait failed; stopping");
             break;
         }
@@ -262,6 +268,9 @@ void shard::begin_stop() noexcept {
             a->fd = -1;
         }
     }
+    // Password checks still waiting for room are answered 454 4.7.0 now (the session then
+    // says 421 and closes); no new one waits while the shard stops.
+    _auth_queue.drain();
     // on_stop may retire connections (which edits _connections at the turn's end only).
     for (connection* c : _connections) c->on_stop(false);
     _delivery->stop(false);
@@ -284,6 +293,10 @@ std::string shard::build_tls_context() {
 void shard::tick() noexcept {
     const std::int64_t now = core::monotonic_ms();
     if (!_dns->idle()) _dns->tick(now);  // c-ares timeouts need better than the 1 s tick
+    if (!_auth_queue.empty() && now >= _next_auth_pump_ms) {
+        _next_auth_pump_ms = now + auth_retry_ms;
+        _auth_queue.pump(now);
+    }
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _reported = 0;
@@ -342,6 +355,10 @@ void shard::want_rearm(connection* c) { _rearm.push_back(c); }
 void shard::retire(connection* c) { _graveyard.push_back(c); }
 
 void shard::on_turn_end() noexcept {
+    if (_auth_pump_wanted) {
+        _auth_pump_wanted = false;
+        if (!_auth_queue.empty()) _auth_queue.pump(core::monotonic_ms());
+    }
     if (!_rearm.empty()) {
         std::vector<connection*> rearm;
         rearm.swap(_rearm);

@@ -90,6 +90,8 @@ struct shard_counters {
     std::atomic<std::uint64_t> tls_discarded_bytes{0};  // sent after STARTTLS, before the handshake
     std::atomic<std::uint64_t> auth_successes{0};
     std::atomic<std::uint64_t> auth_failures{0};        // failed AUTH attempts (535 or 421)
+    std::atomic<std::uint64_t> auth_queued{0};          // AUTH attempts that waited for room (auth_wait_queue)
+    std::atomic<std::uint64_t> auth_refused_for_load{0};// 454 4.7.0: wait queue full or wait too long
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> queued_for_delivery{0};
 };
@@ -145,9 +147,15 @@ public:
     [[nodiscard]] inbound_auth* auth() noexcept { return _auth; }
     // Where this shard's work-pool items (password checks) come back.
     [[nodiscard]] core::work_return& work_return() noexcept { return _work_return; }
-    // Abuse and TLS reports (stderr) are limited to one per kind per shard per second.
+    // Password checks waiting for room (queue/auth.h). Pumped every auth_retry_ms while not
+    // empty, and at the end of a turn in which one of this shard's checks ended.
+    [[nodiscard]] auth_wait_queue& auth_queue() noexcept { return _auth_queue; }
+    // A check of this shard ended (its address or user may have room now): pump at turn end.
+    void auth_room_freed() noexcept { _auth_pump_wanted = true; }
+    // Abuse, TLS and AUTH load reports (stderr) are limited to one per kind per shard per second.
     enum class report : std::uint8_t {
-        refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8, auth_busy = 16 };
+        refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8, auth_busy = 16,
+        auth_queued = 32, auth_refused = 64 };
     [[nodiscard]] bool may_report(report kind) noexcept {
         const auto bit = static_cast<std::uint8_t>(kind);
         if ((_reported & bit) != 0) return false;
@@ -207,6 +215,9 @@ private:
     std::optional<core::tls_context> _tls_context;
     std::uint64_t _tls_generation = 0;  // of the credentials _tls_context was built from
     core::work_return _work_return;
+    auth_wait_queue _auth_queue;
+    std::int64_t _next_auth_pump_ms = 0;
+    bool _auth_pump_wanted = false;
     std::unique_ptr<storage> _storage;
     std::unique_ptr<spool> _spool;
     std::unique_ptr<core::log_writer> _log;

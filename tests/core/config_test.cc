@@ -245,3 +245,26 @@ TEST(Config, TlsCipherAndKtlsFlags) {
     EXPECT_TRUE(d->ktls);
     EXPECT_TRUE(d->tls_ciphers.empty());
 }
+
+// The AUTH wait queue: defaults, flags, JSON keys (both spellings), bounds naming the flag.
+TEST(Config, AuthQueueFlags) {
+    auto d = load({});
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->auth_queue_size, 256u);
+    EXPECT_EQ(d->auth_queue_timeout, 10u);
+    auto c = load({"--auth-queue-size", "0", "--auth-queue-timeout", "3"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->auth_queue_size, 0u);
+    EXPECT_EQ(c->auth_queue_timeout, 3u);
+    config j;
+    ASSERT_TRUE(apply_json_config(R"({"auth-queue-size": 32, "auth_queue_timeout": 5})", j));
+    EXPECT_EQ(j.auth_queue_size, 32u);
+    EXPECT_EQ(j.auth_queue_timeout, 5u);
+    EXPECT_FALSE(apply_json_config(R"({"auth-queue-size": -1})", j));
+    auto t = load({"--auth-queue-timeout", "0"});
+    ASSERT_FALSE(t.has_value());
+    EXPECT_NE(t.error().message.find("--auth-queue-timeout"), std::string::npos) << t.error().message;
+    auto s = load({"--auth-queue-size", "70000"});
+    ASSERT_FALSE(s.has_value());
+    EXPECT_NE(s.error().message.find("--auth-queue-size"), std::string::npos) << s.error().message;
+}
