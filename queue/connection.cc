@@ -460,9 +460,9 @@ void connection::begin_auth() noexcept {
     const auth_start start = queue.empty() ? try_start_auth(now) : auth_start::behind_others;
     if (start == auth_start::started || start == auth_start::answered) return;
     if (_shard.stopping() || !queue.push(*this, now)) {
-        if (_shard.may_report(shard::report::auth_refused))
+        if (_shard.may_report(shard::report::auth_queue_full))
             core::diag("AUTH from " + _peer + ": queue full (" + std::to_string(queue.size()) +
-                       " attempts wait for room on shard " + std::to_string(_shard.index()) +
+                       " attempt(s) wait for room on shard " + std::to_string(_shard.index()) +
                        (_shard.stopping() ? ", which is stopping" : ", --auth-queue-size " + std::to_string(queue.capacity())) +
                        "); answered 454 4.7.0 (one report per second)");
         return refuse_auth_for_load();
@@ -520,7 +520,7 @@ auth_waiter::outcome connection::retry_auth(std::int64_t now_ms) noexcept {
 }
 
 void connection::auth_wait_over(std::int64_t waited_ms) noexcept {
-    if (_shard.may_report(shard::report::auth_refused))
+    if (_shard.may_report(shard::report::auth_wait_over))
         core::diag("AUTH from " + _peer + ": waited " + std::to_string(waited_ms) +
                    " ms for room for the password check (--auth-queue-timeout " +
                    std::to_string(_shard.config().auth_queue_timeout) + " s); answered 454 4.7.0 (one report per second)");

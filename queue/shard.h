@@ -155,7 +155,7 @@ public:
     // Abuse, TLS and AUTH load reports (stderr) are limited to one per kind per shard per second.
     enum class report : std::uint8_t {
         refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8, auth_busy = 16,
-        auth_queued = 32, auth_refused = 64 };
+        auth_queued = 32, auth_queue_full = 64, auth_wait_over = 128 };
     [[nodiscard]] bool may_report(report kind) noexcept {
         const auto bit = static_cast<std::uint8_t>(kind);
         if ((_reported & bit) != 0) return false;
