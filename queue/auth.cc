@@ -128,7 +128,7 @@ std::size_t user_failures::slot_of(std::string_view user) const noexcept {
         h = mix64(h ^ chunk ^ _key);
     }
     std::uint64_t tail = 0;
-    std::memcpy(&tail, user.data() + i, user.size() - i);
+    if (user.size() > i) std::memcpy(&tail, user.data() + i, user.size() - i);
     h = mix64(h ^ tail ^ (static_cast<std::uint64_t>(user.size()) << 56));
     return static_cast<std::size_t>(h) & _mask;
 }

@@ -503,6 +503,8 @@ connection::auth_start connection::try_start_auth(std::int64_t now_ms) noexcept 
         auth.failures().cancel(_auth_slot);
         return auth_start::user_paced;
     }
+    // (A paced user's turn taken just above is lost if the pool refuses: the next comes a pace
+    // later. The pool's queue is full only under a flood.)
     if (!auth.pool().submit(*_auth_check, _shard.work_return())) {
         auth.failures().cancel(_auth_slot);
         return auth_start::pool_full;

@@ -76,6 +76,8 @@ std::expected<void, std::string> relay::start() {
                         (_config.auth_plaintext ? std::string("offered on every connection (--auth-plaintext)")
                          : _tls ? std::string("offered only under TLS")
                                 : std::string("offered only under TLS, and TLS is off: no client can use it"));
+        _auth_summary += "; a check without room waits (up to " + std::to_string(_config.auth_queue_size) +
+                         " per shard, " + std::to_string(_config.auth_queue_timeout) + " s)";
         if (table->costs > 1)
             _auth_summary += "; warning: the hashes have " + std::to_string(table->costs) +
                              " different costs, and a check's duration shows which group a user is in "

@@ -20,10 +20,12 @@
 #     once from one address: two 235, one 454 for a full queue, one 454 after waiting 2 s, and
 #     stderr says which ("queue full", "waited N ms"); a user over the per-user failure limit
 #     (failures from five addresses) is paced, not blocked: the right password gets 235, the
-#     next attempt waits for her turn a second later and gets 235 too.
+#     next attempt waits for her turn a second later and gets 235 too;
+#  e. teardown: clients that close while their attempt waits leave the queue (AUTH works on);
+#     SIGTERM while an attempt waits: it gets 454, the relay exits 0 without hanging.
 # A missing tool (node, npm, Postfix, smtp-source, libsasl2-modules) skips (77) on a developer
 # machine but fails under CI (CI set): scripts/install-deps --test installs them all.
-# RR_AUTH_POOL_PARTS=a (or any of abcd) runs only those parts (to try part a on an old build).
+# RR_AUTH_POOL_PARTS=a (or any of abcde) runs only those parts (to try part a on an old build).
 import base64
 import hashlib
 import json
@@ -358,9 +360,62 @@ def part_d(c, binary, work):
     c.check(relay.stop() == 0, "the relay stops cleanly (load answers)")
 
 
+def part_e(c, binary, work):
+    """Teardown: clients that close while their attempt waits, and SIGTERM while one waits."""
+    users_path = os.path.join(work, "users-e")
+    with open(users_path, "w") as f:
+        f.write("carol:" + phc("c4rol!", 10) + "\n")
+        f.write("dave:" + phc("d4ve!", 19) + "\n")
+    relay = harness.Relay(binary, hostname=HOST, shards=1, flags=[
+        "--relay-networks", "10.255.0.0/16", "--auth-users", users_path]).start()
+    line = ("AUTH PLAIN " + b64(b"\0dave\0d4ve!") + "\r\n").encode()
+    clients = [tls_client(relay.port, "127.0.5.1") for _ in range(3)]
+    for s in clients:
+        s.sock.sendall(line)
+    time.sleep(0.5)  # two checks run, one waits
+    for s in clients:
+        s.close()  # every client goes away: the waiting one leaves the queue
+    c.check(wait_for_text(relay, "AUTH from 127.0.5.1: queued"), "an attempt was queued before its client closed",
+            relay.stderr()[-600:])
+    s = tls_client(relay.port, "127.0.5.2")
+    c.reply(s.docmd("AUTH", "PLAIN " + b64(b"\0carol\0c4rol!")), 235,
+            "after clients closed while waiting, AUTH still works", "2.7.0")
+    s.quit()
+    # SIGTERM while an attempt waits: the queue is drained (454), the session says 421, and
+    # the relay exits 0 once the checks in flight are back.
+    clients = [tls_client(relay.port, "127.0.5.3") for _ in range(3)]
+    for s in clients:
+        s.sock.sendall(line)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    relay.signal(15)
+    code = relay.wait(40)
+    took = time.monotonic() - t0
+    c.check(code == 0 and took < 30, "SIGTERM while attempts wait and checks run: exit 0, no hang",
+            f"exit {code} after {took:.1f} s; {relay.stderr()[-600:]}")
+    replies = []
+    for s in clients:
+        try:
+            replies.append(s.getreply()[0])
+        except (smtplib.SMTPServerDisconnected, OSError):
+            replies.append(None)
+        s.close()
+    c.check(454 in replies and all(r in (235, 454) for r in replies),
+            "the attempt still waiting at SIGTERM got 454 4.7.0, the checked ones 235", str(replies))
+
+
+def wait_for_text(relay, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in relay.stderr():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def scenario(c):
     binary = harness.ringrelay_path()
-    parts = os.environ.get("RR_AUTH_POOL_PARTS", "abcd")
+    parts = os.environ.get("RR_AUTH_POOL_PARTS", "abcde")
     work = harness.temp_dir("rr-authpool-")
     users_path = os.path.join(work, "users")
     with open(users_path, "w") as f:
@@ -370,6 +425,8 @@ def scenario(c):
         part_a(c, binary, users_path)
     if "d" in parts:
         part_d(c, binary, work)
+    if "e" in parts:
+        part_e(c, binary, work)
     if "b" in parts:
         part_b(c, binary, users_path, work)
     if "c" in parts:
