@@ -59,13 +59,6 @@ def phc(password, ln):
     return f"$scrypt$ln={ln},r=8,p=1${nopad(salt)}${nopad(key)}"
 
 
-def missing(what):
-    """A tool the test needs is not there: skip, but fail under CI."""
-    if os.environ.get("CI"):
-        raise harness.Failed(f"{what} (under CI every tool must be installed: scripts/install-deps --test)")
-    raise harness.Skip(what)
-
-
 def load_refusals(relay):
     return [l for l in relay.stderr().splitlines() if "answered 454 4.7.0" in l and "AUTH from" in l]
 
@@ -167,7 +160,7 @@ def nodemailer_module(binary):
     """BUILD/npm-auth-pool/node_modules/nodemailer, installed with npm on first use."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        missing("node or npm is not installed")
+        harness.missing("node or npm is not installed")
     build = os.path.dirname(os.path.dirname(binary))
     prefix = os.path.join(build, "npm-auth-pool")
     module = os.path.join(prefix, "node_modules", "nodemailer")
@@ -176,7 +169,7 @@ def nodemailer_module(binary):
         r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", prefix, "nodemailer@6"],
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
         if r.returncode != 0 or not os.path.exists(os.path.join(module, "package.json")):
-            missing(f"npm install nodemailer@6 failed: {r.stderr[-600:]}")
+            harness.missing(f"npm install nodemailer@6 failed: {r.stderr[-600:]}")
     return node, module
 
 
@@ -256,15 +249,15 @@ def maillog(d):
 
 def part_c(c, binary, users_path, work):
     if shutil.which("postfix") is None or shutil.which("postconf") is None:
-        missing("Postfix is not installed")
+        harness.missing("Postfix is not installed")
     source = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if os.access("/usr/sbin/smtp-source", os.X_OK)
                                               else None)
     if source is None:
-        missing("smtp-source (Postfix) is not installed")
+        harness.missing("smtp-source (Postfix) is not installed")
     if os.geteuid() != 0:
-        missing("a private Postfix instance needs root")
+        harness.missing("a private Postfix instance needs root")
     if not sasl_modules_present():
-        missing("libsasl2-modules (PLAIN/LOGIN for Postfix's SASL client) is not installed")
+        harness.missing("libsasl2-modules (PLAIN/LOGIN for Postfix's SASL client) is not installed")
     os.chmod(work, 0o755)  # Postfix's own users must reach the queue under it
     relay = harness.Relay(binary, hostname=HOST, shards=2, flags=[
         "--relay-networks", "10.255.0.0/16", "--auth-users", users_path]).start()
