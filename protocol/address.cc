@@ -3,6 +3,8 @@
 // SECURITY: network input; every read is bounds-checked against the view.
 #include "protocol/address.h"
 
+#include "core/ascii.h"
+
 namespace ringrelay::protocol {
 namespace {
 
@@ -24,18 +26,6 @@ constexpr bool is_atext(char c) noexcept {
     default:
         return false;
     }
-}
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i];
-        char y = b[i];
-        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
-        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
-        if (x != y) return false;
-    }
-    return true;
 }
 
 class path_parser {
@@ -150,7 +140,7 @@ public:
     // (RFC 5321 §4.1.3) is refused: nothing could route it.
     bool address_literal(domain_form& form) noexcept {
         if (!take('[')) return false;
-        if (_s.size() - _i >= 5 && iequals(_s.substr(_i, 5), "IPv6:")) {
+        if (core::istarts_with(_s.substr(_i), "IPv6:")) {
             _i += 5;
             if (!ipv6()) return false;
             form = domain_form::ipv6_literal;
@@ -275,7 +265,7 @@ std::expected<mailbox_path, address_error> parse_path(std::string_view text, pat
     if (p.at_end()) {
         // "<postmaster>": RFC 5321 §4.1.1.3, forward path only, no source route.
         if (kind == path_kind::forward_path && !out.source_route && !out.quoted_local &&
-            iequals(out.local_part, "postmaster")) {
+            core::iequals(out.local_part, "postmaster")) {
             out.postmaster_only = true;
             out.mailbox = out.local_part;
             return out;
@@ -306,8 +296,8 @@ std::expected<mailbox_path, address_error> parse_path(std::string_view text, pat
 
 bool names_postmaster(const mailbox_path& path, std::string_view hostname) noexcept {
     if (path.postmaster_only) return true;
-    return !path.quoted_local && path.form == domain_form::name && iequals(path.local_part, "postmaster") &&
-           !hostname.empty() && iequals(path.domain, hostname);
+    return !path.quoted_local && path.form == domain_form::name && core::iequals(path.local_part, "postmaster") &&
+           !hostname.empty() && core::iequals(path.domain, hostname);
 }
 
 }  // namespace ringrelay::protocol

@@ -7,6 +7,8 @@
 #include <array>
 #include <cstddef>
 
+#include "core/ascii.h"
+
 namespace ringrelay::protocol {
 namespace {
 
@@ -25,19 +27,9 @@ constexpr std::array<verb_row, 13> verbs{{
     {"STARTTLS", command_verb::starttls}, {"AUTH", command_verb::auth},
 }};
 
-constexpr char to_upper(char c) noexcept { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c; }
-
-bool iequals_upper(std::string_view s, std::string_view upper) noexcept {
-    if (s.size() != upper.size()) return false;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (to_upper(s[i]) != upper[i]) return false;
-    }
-    return true;
-}
-
 command_verb lookup_verb(std::string_view token) noexcept {
     for (const verb_row& row : verbs) {
-        if (iequals_upper(token, row.name)) return row.verb;
+        if (core::iequals(token, row.name)) return row.verb;
     }
     return command_verb::unknown;
 }
@@ -55,9 +47,7 @@ std::string_view trim_spaces(std::string_view s) noexcept {
 // optional SP-separated parameters.
 bool split_path(std::string_view rest, std::string_view keyword, command& cmd) noexcept {
     while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
-    if (rest.size() < keyword.size() || !iequals_upper(rest.substr(0, keyword.size()), keyword)) {
-        return false;
-    }
+    if (!core::istarts_with(rest, keyword)) return false;
     rest.remove_prefix(keyword.size());
     while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
     if (rest.empty() || rest.front() != '<') return false;
@@ -100,7 +90,7 @@ bool parse_bdat(std::string_view rest, command& cmd) noexcept {
     std::string_view tail = rest.substr(i);
     if (tail.empty()) return true;
     if (tail.front() != ' ') return false;
-    if (!iequals_upper(trim_spaces(tail), "LAST")) return false;
+    if (!core::iequals(trim_spaces(tail), "LAST")) return false;
     cmd.chunk_end = bdat_end::last;
     return true;
 }

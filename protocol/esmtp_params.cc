@@ -5,21 +5,13 @@
 
 #include <cstddef>
 
+#include "core/ascii.h"
+
 namespace ringrelay::protocol {
 namespace {
 
 constexpr bool is_alnum(char c) noexcept {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-bool iequals_upper(std::string_view s, std::string_view upper) noexcept {
-    if (s.size() != upper.size()) return false;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        char c = s[i];
-        if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
-        if (c != upper[i]) return false;
-    }
-    return true;
 }
 
 struct param {
@@ -95,7 +87,7 @@ std::expected<mail_parameters, param_failure> parse_mail_parameters(std::string_
         auto p = split_param(token);
         if (!p) return std::unexpected(p.error());
         const param_failure dup{param_error::bad_syntax, p->keyword};
-        if (iequals_upper(p->keyword, "SIZE")) {  // RFC 1870 §3: size-value ::= 1*20DIGIT
+        if (core::iequals(p->keyword, "SIZE")) {  // RFC 1870 §3: size-value ::= 1*20DIGIT
             if (out.size_declared) return std::unexpected(dup);
             if (!p->has_value || p->value.size() > 20) {
                 return std::unexpected(param_failure{param_error::bad_size, p->keyword});
@@ -108,21 +100,21 @@ std::expected<mail_parameters, param_failure> parse_mail_parameters(std::string_
             }
             out.size = v;
             out.size_declared = true;
-        } else if (iequals_upper(p->keyword, "BODY")) {  // RFC 6152 §2; BINARYMIME not offered
+        } else if (core::iequals(p->keyword, "BODY")) {  // RFC 6152 §2; BINARYMIME not offered
             if (out.body != body_parameter::absent) return std::unexpected(dup);
             if (!p->has_value) return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
-            if (iequals_upper(p->value, "7BIT")) {
+            if (core::iequals(p->value, "7BIT")) {
                 out.body = body_parameter::seven_bit;
-            } else if (iequals_upper(p->value, "8BITMIME")) {
+            } else if (core::iequals(p->value, "8BITMIME")) {
                 out.body = body_parameter::eight_bit_mime;
             } else {
                 return std::unexpected(param_failure{param_error::unsupported, p->keyword});
             }
-        } else if (iequals_upper(p->keyword, "SMTPUTF8")) {  // RFC 6531 §3.4: no value
+        } else if (core::iequals(p->keyword, "SMTPUTF8")) {  // RFC 6531 §3.4: no value
             if (out.smtputf8) return std::unexpected(dup);
             if (p->has_value) return std::unexpected(param_failure{param_error::bad_syntax, p->keyword});
             out.smtputf8 = true;
-        } else if (iequals_upper(p->keyword, "AUTH")) {  // RFC 4954 §5: AUTH=xtext or AUTH=<>
+        } else if (core::iequals(p->keyword, "AUTH")) {  // RFC 4954 §5: AUTH=xtext or AUTH=<>
             if (out.auth_declared) return std::unexpected(dup);
             // RFC 4954 §5: "<>" or an xtext mailbox (RFC 3461 §4: '!'..'~' except '+' and
             // '=', or '+' and two upper-case hex digits).

@@ -5,29 +5,18 @@
 
 #include <cstddef>
 
+#include "core/ascii.h"
+
 namespace ringrelay::protocol {
-namespace {
-
-constexpr char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (lower(a[i]) != lower(b[i])) return false;
-    }
-    return true;
-}
-
-}  // namespace
 
 bool domain_matches(std::string_view domain, std::span<const std::string> relay_domains) noexcept {
     for (const std::string& entry : relay_domains) {
         if (entry.empty()) continue;
         if (entry.front() == '.') {
-            if (domain.size() > entry.size() && iequals(domain.substr(domain.size() - entry.size()), entry)) {
+            if (domain.size() > entry.size() && core::iends_with(domain, entry)) {
                 return true;
             }
-        } else if (iequals(domain, entry)) {
+        } else if (core::iequals(domain, entry)) {
             return true;
         }
     }

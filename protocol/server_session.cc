@@ -6,10 +6,9 @@
 // max_command_line, message bodies by max_message_size; nothing else grows with input.
 #include "protocol/server_session.h"
 
-#include <cctype>
-#include <charconv>
 #include <cstring>
 
+#include "core/ascii.h"
 #include "core/invariant.h"
 #include "protocol/address.h"
 #include "protocol/esmtp_params.h"
@@ -48,13 +47,7 @@ std::size_t received_headers(std::string_view message) noexcept {
         const std::size_t eol = message.find("\r\n", pos);
         const std::size_t end = eol == std::string_view::npos ? message.size() : eol;
         if (end == pos) break;  // the empty line: end of the header section
-        constexpr std::string_view name = "received:";
-        if (end - pos >= name.size()) {
-            bool match = true;
-            for (std::size_t i = 0; i < name.size() && match; ++i)
-                match = static_cast<char>(std::tolower(static_cast<unsigned char>(message[pos + i]))) == name[i];
-            count += match ? 1 : 0;
-        }
+        if (core::istarts_with(message.substr(pos, end - pos), "received:")) ++count;
         pos = end + 2;
     }
     return count;
@@ -66,20 +59,6 @@ void wipe(std::string& secret) noexcept {
     volatile char* p = secret.data();
     for (std::size_t i = 0; i < secret.size(); ++i) p[i] = 0;
     secret.clear();
-}
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
-
-void append_number(std::string& out, std::uint64_t n) {
-    char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, n);
-    out.append(buf, r.ptr);
 }
 
 }  // namespace
@@ -292,7 +271,7 @@ void server_session::on_helo(const command& cmd, std::string& out) {
     out.append("250-").append(_config.hostname).append("\r\n250-PIPELINING\r\n250-SIZE");
     if (_config.max_message_size != 0) {
         out.push_back(' ');
-        append_number(out, _config.max_message_size);
+        core::append_decimal(out, _config.max_message_size);
     }
     // RFC 3207 §4.2: not after TLS is active.
     if (_config.tls == tls_offer::starttls && !tls_active()) out.append("\r\n250-STARTTLS");
@@ -322,7 +301,7 @@ void server_session::on_auth(const command& cmd, pipelined after, std::string& o
     // RFC 4954 §4: AUTH must end a pipelined group unless it carries the initial response of
     // a mechanism that completes in one round trip (PLAIN). Anything else pipelined behind it
     // is a client that did not wait for our 334.
-    const bool one_round_trip = has_initial && iequals(mechanism, "PLAIN");
+    const bool one_round_trip = has_initial && core::iequals(mechanism, "PLAIN");
     if (after == pipelined::yes && _config.sync == pipelining_sync::enforce && !one_round_trip) {
         say_uncounted(out, reply_id::pipelining_violation);
         _closed = true;
@@ -335,8 +314,8 @@ void server_session::on_auth(const command& cmd, pipelined after, std::string& o
     if (_transaction != transaction::none) return say(out, reply_id::auth_in_transaction);
     if (mechanism.empty() || (has_initial && (initial.empty() || initial.find(' ') != std::string_view::npos)))
         return say(out, reply_id::syntax_auth);
-    const bool plain = iequals(mechanism, "PLAIN");
-    if (!plain && !iequals(mechanism, "LOGIN")) return say(out, reply_id::auth_unknown_mechanism);
+    const bool plain = core::iequals(mechanism, "PLAIN");
+    if (!plain && !core::iequals(mechanism, "LOGIN")) return say(out, reply_id::auth_unknown_mechanism);
     if (const host_reply refusal = _host.check_auth(_client); refusal.reply != reply_id::none) {
         say_uncounted(out, refusal.reply, refusal.argument);
         if (reply_for(refusal.reply).prefix.starts_with("421")) _closed = true;
@@ -453,9 +432,9 @@ void server_session::on_tls_established(const tls_info& info) {
     if (!info.cipher.empty()) {
         _tls_description.append(" with cipher ").append(info.cipher);
         _tls_description.append(" (");
-        append_number(_tls_description, static_cast<std::uint64_t>(info.cipher_bits > 0 ? info.cipher_bits : 0));
+        core::append_decimal(_tls_description, static_cast<std::uint64_t>(info.cipher_bits > 0 ? info.cipher_bits : 0));
         _tls_description.push_back('/');
-        append_number(_tls_description, static_cast<std::uint64_t>(info.algorithm_bits > 0 ? info.algorithm_bits : 0));
+        core::append_decimal(_tls_description, static_cast<std::uint64_t>(info.algorithm_bits > 0 ? info.algorithm_bits : 0));
         _tls_description.append(" bits)");
     }
     // RFC 3207 §4.2: discard all knowledge obtained from the client before TLS.
@@ -632,7 +611,7 @@ void server_session::finish_chunk(std::string& out) {
         return finish_message(out);
     }
     out.append("250 2.0.0 Ok: ");
-    append_number(out, _chunk_size);
+    core::append_decimal(out, _chunk_size);
     out.append(" octets received\r\n");
 }
 

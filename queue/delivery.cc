@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/ascii.h"
 #include "core/clock.h"
 #include "core/invariant.h"
 #include "protocol/dsn.h"
@@ -16,15 +17,8 @@ namespace {
 std::string domain_of(std::string_view address) {
     const auto at = address.rfind('@');
     std::string d(at == std::string_view::npos ? std::string_view() : address.substr(at + 1));
-    for (char& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    for (char& ch : d) ch = core::ascii_lower(ch);
     return d;
-}
-
-bool equal_ci(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-    return true;
 }
 
 bool final_status(recipient_status s) {
@@ -432,7 +426,7 @@ void delivery::mx_resolved(destination& d, core::mx_result result) noexcept {
             // us may be used; if none is, the mail would loop back to us.
             std::uint32_t self_preference = UINT32_MAX;
             for (const core::mx_target& t : result.targets) {
-                bool self = equal_ci(t.host, _config.hostname);
+                bool self = core::iequals(t.host, _config.hostname);
                 for (const core::endpoint& e : t.addresses)
                     for (const core::endpoint& l : _config.listen_endpoints)
                         self = self || core::to_string(e) == core::to_string(l);

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 
+#include "core/ascii.h"
 #include "core/invariant.h"
 #include "tools/bench/shard.h"
 
@@ -272,13 +272,10 @@ void connection::send_message(std::uint64_t seq, std::int64_t scheduled_ns, std:
     slot& sl = _slots[_oldest ^ _in_flight];
     ++_in_flight;
     _owner.message().stamp(sl.body, seq);
-    char number[24];
     for (std::uint32_t j = 0; j < sl.rcpts.size(); ++j) {
-        const std::uint64_t k = (seq - 1) * o.recipients + j + 1;
-        const auto r = std::to_chars(number, number + sizeof number, k);
         std::string& rcpt = sl.rcpts[j];
         rcpt.assign("user");
-        rcpt.append(number, r.ptr);
+        core::append_decimal(rcpt, (seq - 1) * o.recipients + j + 1);
         rcpt.push_back('@');
         rcpt.append(o.domains[_owner.pick_domain()].name);
     }

@@ -1,9 +1,9 @@
 // tools/sink/save_format.cc: see save_format.h.
 #include "tools/sink/save_format.h"
 
-#include <charconv>
 #include <cstring>
 
+#include "core/ascii.h"
 #include "protocol/received_header.h"
 
 namespace ringrelay::sink {
@@ -29,9 +29,9 @@ void append_save_header(std::string& out, const protocol::envelope& env, std::st
     field(out, "Helo", env.helo);
     bracketed(out, "Mail-From", env.mail_from);
     for (const std::string& r : env.rcpt_to) bracketed(out, "Rcpt-To", r);
-    char size[24];
-    const auto r = std::to_chars(size, size + sizeof size, message_size);
-    field(out, "Size", std::string_view(size, static_cast<std::size_t>(r.ptr - size)));
+    out.append("X-Sink-Size: ");
+    core::append_decimal(out, message_size);
+    out.append("\r\n");
 }
 
 void saved_name(std::uint64_t queue_id, char (&name)[saved_name_size]) noexcept {
