@@ -1,18 +1,18 @@
 // protocol/client_session.cc: the SMTP client state machine (RFC 5321 §3.3 transactions,
-// §4.1.1 commands, §4.2 reply classes, §4.5.2 dot-stuffing; RFC 2920 §3.1 pipelined groups;
-// RFC 3030 §2 BDAT; RFC 1870 SIZE). Reply syntax lives in reply_parser.cc; this file only
-// sequences commands and attributes replies.
+// §4.1.1 commands, §4.2 reply classes; RFC 2920 §3.1 pipelined groups; RFC 3030 §2 BDAT;
+// RFC 1870 SIZE). Reply syntax lives in reply_parser.cc, the opening (greeting, EHLO/HELO,
+// STARTTLS, AUTH) in client_negotiation.cc, EHLO keywords in ehlo_reply.cc, dot-stuffing and
+// line ends in body_encoding.cc; this file only sequences commands and attributes replies.
 // SECURITY: replies come from the next hop. Each complete reply is matched to the oldest
 // outstanding command already handed to the caller (_expected, _expected_sent); a reply with
 // no such command, a reply class a command cannot get, or a parse error closes the session.
 // Nothing here grows with peer input: _expected grows only with the caller's recipients.
 //
-// Rules, by outstanding command (RFC 5321 §4.3.2 lists the codes each may get):
+// The opening (greeting, EHLO/HELO, STARTTLS, AUTH) follows client_negotiation.cc's table; when
+// it fails, the session closes (close_setup). From MAIL on, by outstanding command (RFC 5321
+// §4.3.2 lists the codes each may get):
 // | command  | 2xx                        | 354                     | 4xx / 5xx                     |
 // |----------|----------------------------|-------------------------|-------------------------------|
-// | greeting | 220: EHLO (§4.1.1.1)       | protocol error          | QUIT, session refused (§3.1)  |
-// | EHLO     | extensions, idle           | protocol error          | 5xx: HELO; 4xx: QUIT (§4.1.4) |
-// | HELO     | no extensions, idle        | protocol error          | QUIT, session refused         |
 // | MAIL     | next RCPT (lock-step)      | protocol error          | message fails with it         |
 // | RCPT i   | recipient i accepted       | protocol error          | recipient i refused with it   |
 // | DATA     | protocol error             | body + "." if any RCPT  | message fails (RSET if MAIL   |
@@ -27,9 +27,6 @@
 // | (void)   | ignored                    | protocol error          | ignored                       |
 // | RSET     | idle                       | protocol error          | QUIT (state unknown)          |
 // | QUIT     | closed                     | closed                  | closed                        |
-// | STARTTLS | 220: the host runs TLS, then | protocol error          | required: QUIT, all fail 4.7.5|
-// |          | EHLO again (RFC 3207 §4.2) |                         | else plaintext goes on (§4)   |
-// | AUTH     | 235: idle (RFC 4954 §4)    | 334: LOGIN's next step  | QUIT, all fail transiently    |
 // Any 421, to any command or unsolicited, closes at once (§3.8): the open messages (one, or two
 // when pipelined back to back) fail transiently, queued ones are not attempted.
 //
@@ -42,12 +39,10 @@
 // second message starts over from MAIL.
 #include "protocol/client_session.h"
 
-#include <charconv>
 #include <cstddef>
-#include <cstring>
 #include <utility>
 
-#include "core/base64.h"
+#include "core/ascii.h"
 #include "core/invariant.h"
 
 namespace ringrelay::protocol {
@@ -61,30 +56,6 @@ constexpr outcome_kind kind_of(std::uint16_t code) noexcept {
     return outcome_kind::permanent_failure;
 }
 
-constexpr bool is_positive(std::uint16_t code) noexcept { return code >= 200 && code < 300; }
-constexpr bool is_negative(std::uint16_t code) noexcept { return code >= 400; }
-
-void set_reply(outcome_reply& dst, const parsed_reply& r) {
-    dst.origin = reply_origin::peer;
-    dst.code = r.code;
-    dst.enhanced = r.enhanced;
-    dst.text.assign(r.text);
-}
-
-void set_local(outcome_reply& dst, std::uint16_t code, enhanced_status enhanced, std::string_view text) {
-    dst.origin = reply_origin::local;
-    dst.code = code;
-    dst.enhanced = enhanced;
-    dst.text.assign(text);
-}
-
-void clear_reply(outcome_reply& dst) {
-    dst.origin = reply_origin::none;
-    dst.code = 0;
-    dst.enhanced = {};
-    dst.text.clear();
-}
-
 // An address we would put between angle brackets: no controls, brackets or spaces outside
 // what the server side already validated, and short enough for one command line.
 bool sendable_path(std::string_view path) noexcept {
@@ -96,78 +67,19 @@ bool sendable_path(std::string_view path) noexcept {
     return true;
 }
 
-bool equal_ignore_case(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i];
-        if (x >= 'a' && x <= 'z') x = static_cast<char>(x - 'a' + 'A');
-        if (x != b[i]) return false;
-    }
-    return true;
-}
-
-void append_number(std::string& out, std::uint64_t n) {
-    char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, n);
-    out.append(buf, r.ptr);
-}
-
-// Walks the body as normalized lines, calling sink(const char*, size_t) for every run.
-// Line ends are found with two memchr scans per line (the next LF, remembered, and a CR before
-// it): string_view::find_first_of("\r\n") calls memchr once per octet, which was more than
-// half of ringrelay-bench's CPU time. Linear even for a body of bare CRs without any LF.
-template <typename Sink>
-void walk_body(std::string_view body, dot_stuffing stuffing, Sink&& sink) {
-    bool line_start = true;
-    std::size_t i = 0;
-    const std::size_t n = body.size();
-    const char* const data = body.data();
-    std::size_t next_lf = 0;  // the first LF at or after i, or n; valid once i <= next_lf
-    bool lf_known = false;
-    while (i < n) {
-        if (line_start && stuffing == dot_stuffing::on && body[i] == '.') sink(".", 1);
-        if (!lf_known || next_lf < i) {
-            const void* lf = std::memchr(data + i, '\n', n - i);
-            next_lf = lf != nullptr ? static_cast<std::size_t>(static_cast<const char*>(lf) - data) : n;
-            lf_known = true;
-        }
-        const void* cr = std::memchr(data + i, '\r', next_lf - i);
-        const std::size_t j = cr != nullptr ? static_cast<std::size_t>(static_cast<const char*>(cr) - data) : next_lf;
-        if (j > i) {
-            sink(body.data() + i, j - i);
-            line_start = false;
-        }
-        if (j == n) break;
-        i = (body[j] == '\r' && j + 1 < n && body[j + 1] == '\n') ? j + 2 : j + 1;
-        sink("\r\n", 2);  // CRLF, bare CR and bare LF all end a line as CRLF
-        line_start = true;
-    }
-    if (!line_start) sink("\r\n", 2);
-}
-
 }  // namespace
 
-std::uint64_t normalized_body_size(std::string_view body) noexcept {
-    std::uint64_t size = 0;
-    walk_body(body, dot_stuffing::off, [&](const char*, std::size_t n) { size += n; });
-    return size;
-}
-
-void append_normalized_body(std::string& out, std::string_view body, dot_stuffing stuffing) {
-    walk_body(body, stuffing, [&](const char* p, std::size_t n) { out.append(p, n); });
-}
-
 client_session::client_session(client_config config) : _config(std::move(config)) {
-    expect(awaiting::greeting);
+    expect(awaiting::setup);
     mark_sent();  // the greeting answers the connection, not a command
 }
 
 bool client_session::use_pipelining() const noexcept {
-    return _extensions.pipelining && _config.pipelining == extension_use::when_offered;
+    return extensions().pipelining && _config.pipelining == extension_use::when_offered;
 }
 
 bool client_session::use_chunking() const noexcept {
-    return _extensions.chunking && _config.chunking == extension_use::when_offered;
+    return extensions().chunking && _config.chunking == extension_use::when_offered;
 }
 
 void client_session::expect(awaiting what, std::uint8_t slot, std::uint32_t rcpt) {
@@ -194,11 +106,11 @@ void client_session::release_outcomes() noexcept { _outcome_count = 0; }
 void client_session::begin_outcome(const outbound_message& m, message_outcome& work) {
     work.tag = m.tag;
     work.kind = outcome_kind::not_attempted;
-    clear_reply(work.reply);
+    work.reply.clear();
     work.recipients.resize(m.rcpt_to.size());
     for (recipient_outcome& r : work.recipients) {
         r.kind = outcome_kind::not_attempted;
-        clear_reply(r.reply);
+        r.reply.clear();
         r.rcpt_code = 0;
     }
 }
@@ -275,20 +187,47 @@ std::size_t client_session::feed(std::string_view in, std::string& out) {
 void client_session::on_tls_established(std::string& out) {
     mark_sent();
     if (_state != client_state::tls_handshake) return;
-    _tls_active = true;
-    _extensions = {};  // RFC 3207 §4.2: discard what the peer said before TLS
-    out.append("EHLO ").append(_config.helo_name).append("\r\n");
-    expect(awaiting::ehlo);
-    _state = client_state::hello;
+    after_setup(_setup.on_tls_established(out), out);  // EHLO again
 }
 
 void client_session::on_tls_failed(std::string_view reason) {
     if (_state != client_state::tls_handshake) return;
-    std::string text = "4.7.5 TLS handshake failed: ";
-    text.append(reason);
-    set_local(_session_reply, 451, {4, 7, 5}, text);
-    _late_kind = outcome_kind::transient_failure;
-    fail_connection(close_reason::tls_failed, outcome_kind::transient_failure);
+    _setup.on_tls_failed(reason);
+    close_setup();  // no QUIT: the connection is unusable
+}
+
+void client_session::after_setup(negotiation_step step, std::string& out) {
+    switch (step) {
+    case negotiation_step::command:
+        expect(awaiting::setup);
+        _state = _setup.state();
+        return;
+    case negotiation_step::tls_handshake:  // feed() stops right behind the 220
+        _state = client_state::tls_handshake;
+        return;
+    case negotiation_step::ready:
+        _state = client_state::idle;
+        start_next(out);
+        return;
+    case negotiation_step::failed:
+        close_setup();
+        // Still say QUIT (RFC 5321 §3.1, §4.1.1.10), unless the stream is out of sync.
+        if (_close_reason != close_reason::protocol_error) send_quit(out);
+        return;
+    }
+}
+
+// No transaction is open yet. A peer refusing us (greeting, EHLO/HELO) leaves the queued
+// messages not attempted; a refusal over TLS or AUTH fails them transiently, as it would any
+// message submitted later: it is the operator's to fix (or the peer's), not the mail's.
+void client_session::close_setup() {
+    const close_reason why = _setup.failure_reason();
+    _session_reply = _setup.failure();
+    const bool transient = why == close_reason::tls_required || why == close_reason::tls_failed ||
+                           why == close_reason::auth_failed;
+    if (transient) _late_kind = outcome_kind::transient_failure;
+    _close_reason = why;
+    fail_connection(why, transient ? outcome_kind::transient_failure : outcome_kind::not_attempted);
 }
 
 // Every open transaction still undecided ends as `kind` with `reply` (the connection is
@@ -313,13 +252,13 @@ void client_session::on_connection_lost() {
         return;
     }
     outcome_reply lost;
-    set_local(lost, 0, {}, "connection lost");
+    lost.assign_local(0, {}, "connection lost");
     fail_open(outcome_kind::protocol_error, lost);
     fail_connection(close_reason::connection_lost);
 }
 
 void client_session::protocol_error(std::string_view what) {
-    set_local(_session_reply, 0, {}, what);
+    _session_reply.assign_local(0, {}, what);
     fail_open(outcome_kind::protocol_error, _session_reply);
     fail_connection(close_reason::protocol_error);
 }
@@ -351,7 +290,7 @@ void client_session::fail_connection(close_reason why, outcome_kind queued) {
 void client_session::on_reply(const parsed_reply& r, std::string& out) {
     if (_expected_head == _expected.size()) {
         if (r.code == 421) {  // a server shutting down may say so unasked (RFC 5321 §3.8)
-            set_reply(_session_reply, r);
+            _session_reply.assign_peer(r);
             fail_open(outcome_kind::transient_failure, _session_reply);
             fail_connection(close_reason::peer_shutdown);
             return;
@@ -370,229 +309,22 @@ void client_session::on_reply(const parsed_reply& r, std::string& out) {
         return;
     }
     if (r.code == 421) {
-        set_reply(_session_reply, r);
+        _session_reply.assign_peer(r);
         fail_open(outcome_kind::transient_failure, _session_reply);
         fail_connection(close_reason::peer_shutdown);
         return;
     }
-    switch (e.what) {
-    case awaiting::greeting: on_greeting_reply(r, out); return;
-    case awaiting::ehlo:
-    case awaiting::helo: on_hello_reply(e.what, r, out); return;
-    case awaiting::starttls: on_starttls_reply(r, out); return;
-    case awaiting::auth:
-    case awaiting::auth_user:
-    case awaiting::auth_password: on_auth_reply(e.what, r, out); return;
-    default: on_transaction_reply(e, r, out); return;
-    }
-}
-
-void client_session::on_greeting_reply(const parsed_reply& r, std::string& out) {
-    if (r.code == 220) {
-        out.append("EHLO ").append(_config.helo_name).append("\r\n");
-        expect(awaiting::ehlo);
-        _state = client_state::hello;
+    if (e.what == awaiting::setup) {
+        after_setup(_setup.on_reply(r, out), out);
         return;
     }
-    if (!is_negative(r.code)) {
-        protocol_error("unexpected greeting code");
-        return;
-    }
-    set_reply(_session_reply, r);
-    _close_reason = close_reason::greeting_refused;
-    fail_connection(close_reason::greeting_refused);  // queued messages: not attempted
-    send_quit(out);  // still say QUIT (RFC 5321 §3.1)
-}
-
-void client_session::on_hello_reply(awaiting what, const parsed_reply& r, std::string& out) {
-    if (is_positive(r.code)) {
-        _extensions = {};
-        if (what == awaiting::ehlo) parse_extensions(r.text);
-        after_hello(out);
-        return;
-    }
-    if (!is_negative(r.code)) {
-        protocol_error("unexpected reply to EHLO/HELO");
-        return;
-    }
-    if (what == awaiting::ehlo && r.code >= 500) {  // RFC 5321 §4.1.4: fall back to HELO
-        out.append("HELO ").append(_config.helo_name).append("\r\n");
-        expect(awaiting::helo);
-        return;
-    }
-    set_reply(_session_reply, r);
-    _close_reason = close_reason::greeting_refused;
-    fail_connection(close_reason::greeting_refused);
-    send_quit(out);
-}
-
-// EHLO (or HELO) was accepted: STARTTLS, then AUTH, as configured, then mail.
-void client_session::after_hello(std::string& out) {
-    if (!_tls_active && _config.starttls != tls_use::never) {
-        if (_extensions.starttls) {
-            out.append("STARTTLS\r\n");  // alone: a synchronisation point (RFC 3207 §4, RFC 2920 §3.1)
-            expect(awaiting::starttls);
-            _state = client_state::starttls;
-            return;
-        }
-        if (_config.starttls == tls_use::required) {
-            set_local(_session_reply, 451, {4, 7, 4}, "4.7.4 TLS is required, but was not offered by the peer");
-            refuse_session(close_reason::tls_required, out);
-            return;
-        }
-    }
-    greeted(out);
-}
-
-void client_session::on_starttls_reply(const parsed_reply& r, std::string& out) {
-    if (r.code == 220) {
-        // The host runs the handshake now; feed() stops right behind this reply.
-        _state = client_state::tls_handshake;
-        return;
-    }
-    if (!is_negative(r.code)) {
-        protocol_error("unexpected reply to STARTTLS");
-        return;
-    }
-    if (_config.starttls == tls_use::required) {
-        std::string text = "4.7.5 TLS is required, but the peer refused STARTTLS: ";
-        text.append(std::to_string(r.code)).append(" ");
-        for (const char ch : r.text) text += ch == '\n' ? ' ' : ch;
-        set_local(_session_reply, 451, {4, 7, 5}, text);
-        refuse_session(close_reason::tls_required, out);
-        return;
-    }
-    // Opportunistic: the session goes on in plaintext with what the first EHLO offered.
-    greeted(out);
-}
-
-// The greeting (and TLS, if any) is settled: AUTH if configured, then the transactions.
-void client_session::greeted(std::string& out) {
-    if (!_config.auth_user.empty() && !_authenticated) {
-        begin_auth(out);
-        return;
-    }
-    _state = client_state::idle;
-    start_next(out);
-}
-
-// RFC 4954 §4: PLAIN with an initial response (RFC 4616: authzid empty, authcid, password),
-// else LOGIN (user name and password, each on a 334 prompt).
-void client_session::begin_auth(std::string& out) {
-    if (!_tls_active && _config.auth_without_tls == auth_plaintext::refuse) {
-        set_local(_session_reply, 451, {4, 7, 0}, "4.7.0 AUTH credentials are not sent without TLS");
-        refuse_session(close_reason::auth_failed, out);
-        return;
-    }
-    if (_extensions.auth_plain) {
-        std::string response;
-        response.reserve(_config.auth_user.size() + _config.auth_password.size() + 2);
-        response.push_back('\0');
-        response.append(_config.auth_user);
-        response.push_back('\0');
-        response.append(_config.auth_password);
-        out.append("AUTH PLAIN ").append(core::base64_encode(response)).append("\r\n");
-        expect(awaiting::auth);
-    } else if (_extensions.auth_login) {
-        out.append("AUTH LOGIN\r\n");
-        expect(awaiting::auth_user);
-    } else {
-        set_local(_session_reply, 451, {4, 7, 0}, "4.7.0 AUTH is configured, but the peer offers neither PLAIN nor LOGIN");
-        refuse_session(close_reason::auth_failed, out);
-        return;
-    }
-    _state = client_state::authenticating;
-}
-
-void client_session::on_auth_reply(awaiting what, const parsed_reply& r, std::string& out) {
-    if (r.code == 334 && what == awaiting::auth_user) {
-        out.append(core::base64_encode(_config.auth_user)).append("\r\n");
-        expect(awaiting::auth_password);
-        return;
-    }
-    if (r.code == 334 && what == awaiting::auth_password) {
-        out.append(core::base64_encode(_config.auth_password)).append("\r\n");
-        expect(awaiting::auth);
-        return;
-    }
-    if (r.code == 235 && what == awaiting::auth) {
-        _authenticated = true;
-        _state = client_state::idle;
-        start_next(out);
-        return;
-    }
-    if (!is_negative(r.code)) {
-        // A 334 challenge after PLAIN's initial response, a 2xx before the password: the
-        // exchange is not one we know how to finish.
-        protocol_error("unexpected reply to AUTH");
-        return;
-    }
-    // Any 4xx/5xx ends the AUTH exchange (RFC 4954 §4), at whichever step.
-    set_reply(_session_reply, r);  // e.g. 535 5.7.8: kept for the log and the DSN
-    refuse_session(close_reason::auth_failed, out);
-}
-
-void client_session::refuse_session(close_reason why, std::string& out) {
-    _late_kind = outcome_kind::transient_failure;
-    _close_reason = why;
-    fail_connection(why, outcome_kind::transient_failure);
-    send_quit(out);  // still say QUIT (RFC 5321 §4.1.1.10)
-}
-
-// The EHLO reply: the first line is the server's name, each further line "keyword [params]"
-// (RFC 5321 §4.1.1.1). Unknown keywords are ignored.
-void client_session::parse_extensions(std::string_view text) {
-    std::size_t eol = text.find('\n');
-    if (eol == std::string_view::npos) return;
-    text.remove_prefix(eol + 1);
-    while (true) {
-        eol = text.find('\n');
-        const std::string_view line = text.substr(0, eol);
-        const std::size_t sp = line.find(' ');
-        const std::string_view keyword = line.substr(0, sp);
-        if (equal_ignore_case(keyword, "PIPELINING")) {
-            _extensions.pipelining = true;
-        } else if (equal_ignore_case(keyword, "CHUNKING")) {
-            _extensions.chunking = true;
-        } else if (equal_ignore_case(keyword, "8BITMIME")) {
-            _extensions.eight_bit_mime = true;
-        } else if (equal_ignore_case(keyword, "SMTPUTF8")) {
-            _extensions.smtputf8 = true;
-        } else if (equal_ignore_case(keyword, "ENHANCEDSTATUSCODES")) {
-            _extensions.enhanced_status_codes = true;
-        } else if (equal_ignore_case(keyword, "STARTTLS")) {
-            _extensions.starttls = true;
-        } else if (equal_ignore_case(keyword, "AUTH") ||
-                   (keyword.size() > 5 && equal_ignore_case(keyword.substr(0, 5), "AUTH="))) {
-            // RFC 4954 §3: "AUTH" SP mechanism list; some old servers write "AUTH=" instead.
-            std::string_view list = keyword.size() > 5 ? line.substr(5) : line.substr(std::min(line.size(), sp));
-            while (!list.empty()) {
-                while (!list.empty() && list.front() == ' ') list.remove_prefix(1);
-                const std::size_t end = list.find(' ');
-                const std::string_view mech = list.substr(0, end);
-                if (equal_ignore_case(mech, "PLAIN")) _extensions.auth_plain = true;
-                if (equal_ignore_case(mech, "LOGIN")) _extensions.auth_login = true;
-                list.remove_prefix(end == std::string_view::npos ? list.size() : end);
-            }
-        } else if (equal_ignore_case(keyword, "SIZE")) {
-            // RFC 1870 §4: "SIZE" [SP 1*20DIGIT]; absent, zero or unparsable: no fixed limit.
-            _extensions.size_declared = true;
-            _extensions.size_limit = 0;
-            if (sp != std::string_view::npos) {
-                const std::string_view v = line.substr(sp + 1);
-                std::uint64_t n = 0;
-                const auto res = std::from_chars(v.data(), v.data() + v.size(), n);
-                if (res.ec == std::errc{} && res.ptr == v.data() + v.size()) _extensions.size_limit = n;
-            }
-        }
-        if (eol == std::string_view::npos) break;
-        text.remove_prefix(eol + 1);
-    }
+    on_transaction_reply(e, r, out);
 }
 
 // A message the peer must not see: refused here with a permanent, locally made reply in
 // t.work (begun for m). Sets t.body_size either way.
 bool client_session::refused_locally(const outbound_message& m, transaction& t) {
+    const peer_extensions& x = extensions();
     std::uint16_t code = 0;
     enhanced_status enhanced;
     std::string_view text;
@@ -603,17 +335,17 @@ bool client_session::refused_locally(const outbound_message& m, transaction& t) 
         code = 501, enhanced = {5, 1, 7}, text = "5.1.7 sender address cannot be sent";
     } else if (!rcpts_ok) {
         code = 501, enhanced = {5, 1, 3}, text = "5.1.3 missing or unsendable recipient address";
-    } else if (m.body_type == body_kind::eight_bit_mime && !_extensions.eight_bit_mime) {
+    } else if (m.body_type == body_kind::eight_bit_mime && !x.eight_bit_mime) {
         code = 554, enhanced = {5, 6, 3}, text = "5.6.3 8-bit message but the peer does not offer 8BITMIME";
-    } else if (m.utf8 == utf8_envelope::smtputf8 && !_extensions.smtputf8) {
+    } else if (m.utf8 == utf8_envelope::smtputf8 && !x.smtputf8) {
         code = 553, enhanced = {5, 6, 7}, text = "5.6.7 SMTPUTF8 message but the peer does not offer SMTPUTF8";
-    } else if (_extensions.size_limit != 0 && t.body_size > _extensions.size_limit) {
+    } else if (x.size_limit != 0 && t.body_size > x.size_limit) {
         code = 552, enhanced = {5, 3, 4}, text = "5.3.4 message size exceeds the peer's fixed maximum (SIZE)";
     } else {
         return false;
     }
     t.work.kind = outcome_kind::permanent_failure;
-    set_local(t.work.reply, code, enhanced, text);
+    t.work.reply.assign_local(code, enhanced, text);
     for (recipient_outcome& r : t.work.recipients) {
         r.kind = t.work.kind;
         r.reply = t.work.reply;
@@ -688,9 +420,9 @@ void client_session::open_transaction(std::uint8_t slot, std::string& out) {
 void client_session::send_mail(std::uint8_t slot, std::string& out) {
     const outbound_message& m = message_of(slot);
     out.append("MAIL FROM:<").append(m.mail_from).append(">");
-    if (_extensions.size_declared) {  // RFC 1870 §6
+    if (extensions().size_declared) {  // RFC 1870 §6
         out.append(" SIZE=");
-        append_number(out, _tx[slot].body_size);
+        core::append_decimal(out, _tx[slot].body_size);
     }
     if (m.body_type == body_kind::eight_bit_mime) out.append(" BODY=8BITMIME");
     if (m.utf8 == utf8_envelope::smtputf8) out.append(" SMTPUTF8");
@@ -744,7 +476,7 @@ void client_session::send_body_data(std::uint8_t slot, std::string& out) {
 void client_session::send_bdat(std::uint8_t slot, std::string& out) {
     transaction& t = _tx[slot];
     out.append("BDAT ");
-    append_number(out, t.body_size);
+    core::append_decimal(out, t.body_size);
     out.append(" LAST\r\n");
     out.reserve(out.size() + t.body_size);
     append_normalized_body(out, message_of(slot).body, dot_stuffing::off);
@@ -832,7 +564,7 @@ void client_session::on_transaction_reply(const expected_reply& e, const parsed_
             return;
         }
         t.mail_refused = true;
-        set_reply(t.work.reply, r);
+        t.work.reply.assign_peer(r);
         if (!pipelined) finish_transaction(slot, kind_of(r.code), out);
         return;
     case awaiting::rcpt: {
@@ -841,7 +573,7 @@ void client_session::on_transaction_reply(const expected_reply& e, const parsed_
             return;
         }
         recipient_outcome& rcpt = t.work.recipients[e.rcpt];
-        set_reply(rcpt.reply, r);
+        rcpt.reply.assign_peer(r);
         rcpt.rcpt_code = r.code;
         if (is_positive(r.code)) ++t.rcpt_accepted;
         const bool last = e.rcpt + 1 == t.work.recipients.size();
@@ -875,7 +607,7 @@ void client_session::on_transaction_reply(const expected_reply& e, const parsed_
             after_rcpts(slot, out);  // DATA's refusal adds nothing to the envelope's
             return;
         }
-        set_reply(t.work.reply, r);
+        t.work.reply.assign_peer(r);
         finish_transaction(slot, kind_of(r.code), out);
         return;
     case awaiting::dot:
@@ -884,7 +616,7 @@ void client_session::on_transaction_reply(const expected_reply& e, const parsed_
         return;
     case awaiting::data_end:
     case awaiting::bdat:
-        set_reply(t.work.reply, r);
+        t.work.reply.assign_peer(r);
         if (e.what == awaiting::data_end || is_positive(r.code)) {
             t.mail_accepted = false;  // the end of data ends the transaction (§4.1.1.4)
         } else if (_open == 2) {
@@ -902,7 +634,7 @@ void client_session::on_transaction_reply(const expected_reply& e, const parsed_
         // The peer's state is unknown: end this message as decided, the rest are not attempted
         // (a void envelope behind it: transient, its MAIL was sent).
         publish_transaction();
-        set_reply(_session_reply, r);
+        _session_reply.assign_peer(r);
         fail_open(outcome_kind::transient_failure, _session_reply);
         _close_reason = close_reason::reset_refused;
         fail_connection(close_reason::reset_refused);

@@ -16,6 +16,10 @@
 // sends whatever is in `out`, then closes the connection. Timeouts are the caller's: on one it
 // simply closes and calls on_connection_lost().
 //
+// Parts: this unit is the transaction engine; the opening up to the first MAIL (greeting,
+// EHLO/HELO, STARTTLS, AUTH) is decided by client_negotiation, the EHLO reply is read by
+// ehlo_reply, bodies are put on the wire by body_encoding, and the types are in client_types.h.
+//
 // Pipelining (RFC 2920 §3.1): when the peer offers PIPELINING, MAIL, every RCPT and DATA go in
 // one write and replies are matched to them in order; otherwise one command per reply. With
 // CHUNKING, BDAT waits for the RCPT replies (one more round trip) so that no body is sent when
@@ -67,10 +71,11 @@
 //
 // Output: commands, and message bodies, are appended to the caller's `out`. A DATA body is
 // copied with dot-stuffing (RFC 5321 §4.5.2) and line ends normalized (below); a BDAT body is
-// copied normalized. Normalization: a bare LF or a bare CR becomes CRLF (what most MTAs do;
-// RFC 5321 §2.3.8 forbids sending them), and a body not ending in CRLF gets one; SIZE and
-// BDAT lengths count the normalized octets. The per-message path allocates nothing once its
-// buffers have grown to the largest message/reply seen (outcome strings keep their capacity).
+// copied normalized. Normalization (body_encoding.h): a bare LF or a bare CR becomes CRLF (what
+// most MTAs do; RFC 5321 §2.3.8 forbids sending them), and a body not ending in CRLF gets one;
+// SIZE and BDAT lengths count the normalized octets. The per-message path allocates nothing
+// once its buffers have grown to the largest message/reply seen (outcome strings keep their
+// capacity).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -79,143 +84,13 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/body_encoding.h"       // normalized_body_size(), append_normalized_body()
+#include "protocol/client_negotiation.h"  // greeting, EHLO/HELO, STARTTLS, AUTH
+#include "protocol/client_types.h"        // client_config, outbound_message, message_outcome, ...
+#include "protocol/ehlo_reply.h"          // peer_extensions
 #include "protocol/reply_parser.h"
 
 namespace ringrelay::protocol {
-
-enum class extension_use : std::uint8_t {
-    never,          // do not use it even if offered
-    when_offered,   // use it if the EHLO reply lists it
-};
-
-// Whether to use STARTTLS (RFC 3207).
-enum class tls_use : std::uint8_t {
-    never,         // do not even if offered
-    when_offered,  // if the EHLO reply lists it; plaintext if not listed or refused
-    required,      // TLS or no mail at all: never MAIL in clear
-};
-
-// Whether AUTH credentials may be sent over a connection without TLS.
-enum class auth_plaintext : std::uint8_t {
-    refuse,  // only under TLS (the default: a password never crosses the wire in clear)
-    allow,   // also in clear (a trusted network, a test)
-};
-
-// Fixed after construction.
-struct client_config {
-    std::string helo_name = "localhost";  // our name in EHLO/HELO; printable, no spaces
-    extension_use pipelining = extension_use::when_offered;  // RFC 2920
-    extension_use chunking = extension_use::when_offered;    // RFC 3030 BDAT instead of DATA
-    // With PIPELINING: the next message's envelope right behind the end of data (above).
-    extension_use pipeline_transactions = extension_use::when_offered;
-    tls_use starttls = tls_use::never;  // RFC 3207; the host must be able to run TLS otherwise
-    // SMTP AUTH (RFC 4954) with these credentials; empty auth_user: no AUTH. Printable UTF-8;
-    // they are sent base64-encoded, so no octet of theirs can end a command line.
-    std::string auth_user;
-    std::string auth_password;
-    auth_plaintext auth_without_tls = auth_plaintext::refuse;
-};
-
-enum class body_kind : std::uint8_t {
-    seven_bit,       // no BODY parameter
-    eight_bit_mime,  // BODY=8BITMIME (RFC 6152); refused locally if the peer lacks 8BITMIME
-};
-
-enum class utf8_envelope : std::uint8_t {
-    ascii,     // no SMTPUTF8 parameter
-    smtputf8,  // SMTPUTF8 (RFC 6531 §3.4); refused locally if the peer lacks SMTPUTF8
-};
-
-// One message to send. The caller owns every byte it points to (addresses, the recipient
-// array and the body) and keeps them valid and unchanged until this message's outcome has
-// been reported (appears in outcomes()).
-struct outbound_message {
-    std::uint64_t tag = 0;                 // the caller's id, echoed in the outcome
-    std::string_view mail_from;            // without angle brackets; empty = null sender
-    std::span<const std::string> rcpt_to;  // without angle brackets; at least one
-    std::string_view body;                 // header + body, CRLF lines, no final "."
-    body_kind body_type = body_kind::seven_bit;
-    utf8_envelope utf8 = utf8_envelope::ascii;
-};
-
-enum class outcome_kind : std::uint8_t {
-    accepted,           // 2xx after the data: the peer took responsibility (RFC 5321 §6.1)
-    transient_failure,  // 4xx (or 421): try again later
-    permanent_failure,  // 5xx, or refused locally (size, 8BITMIME, SMTPUTF8, bad address)
-    protocol_error,     // the peer broke the protocol, or the connection was lost mid-transaction:
-                        // treat as transient; the data may or may not have been accepted
-    not_attempted,      // the session closed before this message started: requeue it
-};
-
-enum class reply_origin : std::uint8_t {
-    peer,   // the reply came from the next hop
-    local,  // made up by the session (code/enhanced/text say why), nothing sent for it
-    none,   // no reply at all (not_attempted, connection lost, protocol error)
-};
-
-// The reply that decided an outcome. text: lines joined by LF, no CR (reply_parser).
-struct outcome_reply {
-    reply_origin origin = reply_origin::none;
-    std::uint16_t code = 0;
-    enhanced_status enhanced;
-    std::string text;
-};
-
-// Per recipient, in the order of outbound_message::rcpt_to. `reply` is the RCPT reply when
-// the recipient was refused at RCPT; otherwise (accepted, or the transaction failed before or
-// after RCPT) it is the message-level reply and `kind` is the message's kind.
-struct recipient_outcome {
-    outcome_kind kind = outcome_kind::not_attempted;
-    outcome_reply reply;
-    std::uint16_t rcpt_code = 0;  // the peer's RCPT reply code; 0 if RCPT got none
-};
-
-struct message_outcome {
-    std::uint64_t tag = 0;
-    outcome_kind kind = outcome_kind::not_attempted;
-    outcome_reply reply;  // e.g. 250 "2.0.0 Ok: queued as X"
-    std::vector<recipient_outcome> recipients;
-};
-
-// Everything the peer's EHLO reply offered (RFC 5321 §4.1.1.1); all false after HELO.
-struct peer_extensions {
-    bool pipelining = false;             // RFC 2920
-    bool chunking = false;               // RFC 3030
-    bool eight_bit_mime = false;         // RFC 6152
-    bool smtputf8 = false;               // RFC 6531
-    bool enhanced_status_codes = false;  // RFC 2034
-    bool starttls = false;               // RFC 3207
-    bool auth_plain = false;             // RFC 4954 "AUTH ... PLAIN ..." (RFC 4616)
-    bool auth_login = false;             // "AUTH ... LOGIN ..." (draft-murchison-sasl-login)
-    bool size_declared = false;          // RFC 1870
-    std::uint64_t size_limit = 0;        // SIZE's value; 0 = no fixed limit
-};
-
-enum class client_state : std::uint8_t {
-    greeting,     // waiting for the 220
-    hello,        // EHLO or HELO sent
-    starttls,     // STARTTLS sent (RFC 3207)
-    tls_handshake,  // STARTTLS got 220: the host runs the handshake; no input is read
-    authenticating,  // AUTH sent (RFC 4954)
-    idle,         // between transactions, nothing outstanding
-    transaction,  // MAIL .. end of data (or RSET) outstanding, for one or two messages
-    quitting,     // QUIT sent
-    closed,
-};
-
-// Why the session closed.
-enum class close_reason : std::uint8_t {
-    none,              // not closed
-    quit,              // QUIT answered (any reply)
-    greeting_refused,  // the greeting, or EHLO and HELO, were refused
-    peer_shutdown,     // 421 (RFC 5321 §3.8), solicited or not
-    protocol_error,    // malformed reply, unexpected code, reply before its command
-    connection_lost,   // on_connection_lost()
-    reset_refused,     // RSET got a negative reply: the peer's state is unknown, QUIT sent
-    tls_required,      // tls_use::required and the peer did not offer STARTTLS or refused it
-    tls_failed,        // on_tls_failed(): the handshake failed; the connection is unusable
-    auth_failed,       // AUTH was refused, or could not be attempted (see client_config)
-};
 
 class client_session {
 public:
@@ -247,8 +122,8 @@ public:
     // transiently with a local "451 4.7.5 TLS handshake failed: <reason>". No QUIT: the
     // connection is unusable. Ignored unless tls_requested().
     void on_tls_failed(std::string_view reason);
-    [[nodiscard]] bool tls_active() const noexcept { return _tls_active; }
-    [[nodiscard]] bool authenticated() const noexcept { return _authenticated; }
+    [[nodiscard]] bool tls_active() const noexcept { return _setup.tls_active(); }
+    [[nodiscard]] bool authenticated() const noexcept { return _setup.authenticated(); }
     // True once the session is past the greeting, EHLO, STARTTLS and AUTH: it can carry mail.
     [[nodiscard]] bool ready() const noexcept {
         return _state == client_state::idle || _state == client_state::transaction;
@@ -267,7 +142,7 @@ public:
     [[nodiscard]] bool closed() const noexcept { return _state == client_state::closed; }
     [[nodiscard]] client_state state() const noexcept { return _state; }
     [[nodiscard]] close_reason why_closed() const noexcept { return _close_reason; }
-    [[nodiscard]] const peer_extensions& extensions() const noexcept { return _extensions; }
+    [[nodiscard]] const peer_extensions& extensions() const noexcept { return _setup.extensions(); }
     // The last reply that failed the connection (greeting, EHLO/HELO, 421); empty otherwise.
     [[nodiscard]] const outcome_reply& session_reply() const noexcept { return _session_reply; }
     // Messages submitted that have no outcome yet.
@@ -276,11 +151,8 @@ public:
 private:
     // What each outstanding command's reply means, in send order.
     enum class awaiting : std::uint8_t {
-        greeting, ehlo, helo, mail, rcpt, data, data_end, dot, bdat, rset, quit,
-        starttls,
-        auth,            // AUTH PLAIN with its initial response, or LOGIN's password: 235 ends it
-        auth_user,       // AUTH LOGIN: 334 asks for the user name
-        auth_password,   // AUTH LOGIN: 334 asks for the password
+        setup,      // the greeting, or a command of the negotiation (_setup): its reply goes there
+        mail, rcpt, data, data_end, dot, bdat, rset, quit,
         discarded,  // a command of an envelope made void by a refused BDAT LAST: reply ignored
     };
     struct expected_reply {
@@ -303,18 +175,12 @@ private:
     };
 
     void on_reply(const parsed_reply& r, std::string& out);
-    void on_greeting_reply(const parsed_reply& r, std::string& out);
-    void on_hello_reply(awaiting what, const parsed_reply& r, std::string& out);
     void on_transaction_reply(const expected_reply& e, const parsed_reply& r, std::string& out);
-    void parse_extensions(std::string_view text);
-    void after_hello(std::string& out);
-    void on_starttls_reply(const parsed_reply& r, std::string& out);
-    void greeted(std::string& out);  // greeting and TLS settled: AUTH, then transactions
-    void begin_auth(std::string& out);
-    void on_auth_reply(awaiting what, const parsed_reply& r, std::string& out);
-    // Closes before any transaction: every queued message fails transiently with
-    // _session_reply (already set), then QUIT.
-    void refuse_session(close_reason why, std::string& out);
+    // Acts on the negotiation's step: await its command, wait for the handshake, start the
+    // transactions, or close.
+    void after_setup(negotiation_step step, std::string& out);
+    // The negotiation failed: closes before any transaction (no QUIT sent here).
+    void close_setup();
     void start_next(std::string& out);
     void pipeline_ahead(std::string& out);
     void open_transaction(std::uint8_t slot, std::string& out);
@@ -349,6 +215,7 @@ private:
 
     // Fixed after construction.
     const client_config _config;
+    client_negotiation _setup{_config};  // up to the first MAIL; then only read (extensions)
 
     // Shard-local; buffers reused across transactions.
     reply_parser _parser;
@@ -363,23 +230,11 @@ private:
     std::uint8_t _tx_first = 0;
     std::uint8_t _open = 0;                   // open transactions: 0, 1 or 2
     message_outcome _spare;                   // outcomes of messages never started
-    peer_extensions _extensions;
     outcome_reply _session_reply;
     client_state _state = client_state::greeting;
     close_reason _close_reason = close_reason::none;
     bool _quit_requested = false;
-    bool _tls_active = false;
-    bool _authenticated = false;
     outcome_kind _late_kind = outcome_kind::not_attempted;  // for messages submitted after close
 };
-
-// Octets the body occupies once normalized (bare CR / LF -> CRLF, final CRLF added); this is
-// the RFC 1870 SIZE value and the BDAT length. Stuffing dots are not counted (RFC 1870 §4).
-[[nodiscard]] std::uint64_t normalized_body_size(std::string_view body) noexcept;
-
-// Appends the normalized body to `out`; with dot_stuffing::on also doubles a '.' at the start
-// of every line (RFC 5321 §4.5.2). The DATA terminator is not appended.
-enum class dot_stuffing : std::uint8_t { off, on };
-void append_normalized_body(std::string& out, std::string_view body, dot_stuffing stuffing);
 
 }  // namespace ringrelay::protocol

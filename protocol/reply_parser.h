@@ -42,6 +42,11 @@ struct enhanced_status {
     friend bool operator==(const enhanced_status&, const enhanced_status&) = default;
 };
 
+// Reply classes (RFC 5321 §4.2.1): 2yz positive completion; 4yz transient and 5yz permanent
+// negative completion. 3yz (intermediate) is neither.
+[[nodiscard]] constexpr bool is_positive(std::uint16_t code) noexcept { return code >= 200 && code < 300; }
+[[nodiscard]] constexpr bool is_negative(std::uint16_t code) noexcept { return code >= 400; }
+
 // One complete reply. `text` is owned by the parser and valid until its next feed()/reset().
 struct parsed_reply {
     std::uint16_t code = 0;     // 200..559

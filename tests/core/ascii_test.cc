@@ -54,7 +54,8 @@ INSTANTIATE_TEST_SUITE_P(Strings, AsciiCompare, ::testing::Values(
     compare_case{"Utf8NotFolded", "\xc3\xbc", "\xc3\x9c", false, false, false},  // ü / Ü
     compare_case{"HighOctetsExact", "\xc3\xbc", "\xc3\xbc", true, true, true},
     compare_case{"NulCompared", std::string("a\0b", 3), std::string("A\0B", 3), true, true, true},
-    compare_case{"NulDiffers", std::string("a\0b", 3), "a b", false, false, false}));
+    compare_case{"NulDiffers", std::string("a\0b", 3), "a b", false, false, false}),
+    [](const auto& info) { return std::string(info.param.name); });
 // clang-format on
 
 struct decimal_case {
@@ -79,7 +80,8 @@ INSTANTIATE_TEST_SUITE_P(Numbers, AsciiAppendDecimal, ::testing::Values(
     decimal_case{"One", "", 1, "1"},
     decimal_case{"PowerOfTen", "", 10000000000, "10000000000"},
     decimal_case{"BehindText", "SIZE=", 10240000, "SIZE=10240000"},
-    decimal_case{"Largest", "", std::numeric_limits<std::uint64_t>::max(), "18446744073709551615"}));
+    decimal_case{"Largest", "", std::numeric_limits<std::uint64_t>::max(), "18446744073709551615"}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace ringrelay::core
