@@ -24,23 +24,30 @@ struct relay_case {
 
 const std::string denied = ": Relay access denied\r\n";
 
+// One RCPT to `path` from a client of `trust`, every split of the dialogue: checks the RCPT
+// reply and, when `stored` is not empty, the one message's envelope recipient.
+void expect_rcpt(const server_config& config, relay_trust trust, const std::string& path, const std::string& reply,
+                 const std::string& stored) {
+    const client_info client{"198.51.100.9", trust};
+    const std::string input = "EHLO c\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:" + path + "\r\nDATA\r\n.\r\n";
+    const auto t = testing::run_everywhere(config, client, input);
+    const std::string prefix = testing::banner + testing::ehlo_reply + "250 2.1.0 Ok\r\n";
+    ASSERT_EQ(t.out.substr(0, prefix.size()), prefix);
+    const std::string rest = t.out.substr(prefix.size());
+    EXPECT_EQ(rest.substr(0, rest.find("\r\n") + 2), reply);
+    if (stored.empty()) {
+        EXPECT_TRUE(t.messages.empty());
+    } else {
+        ASSERT_EQ(t.messages.size(), 1U);
+        EXPECT_EQ(t.messages[0].env.rcpt_to, std::vector<std::string>{stored});
+    }
+}
+
 class RelayControl : public ::testing::TestWithParam<relay_case> {};
 
 TEST_P(RelayControl, RcptReplyFollowsTrustAndDomain) {
     const relay_case& c = GetParam();
-    const client_info client{"198.51.100.9", c.trust};
-    const std::string input = "EHLO c\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:" + c.path + "\r\nDATA\r\n.\r\n";
-    const auto t = testing::run_everywhere(testing::test_config(), client, input);
-    const std::string prefix = testing::banner + testing::ehlo_reply + "250 2.1.0 Ok\r\n";
-    ASSERT_EQ(t.out.substr(0, prefix.size()), prefix);
-    const std::string rest = t.out.substr(prefix.size());
-    EXPECT_EQ(rest.substr(0, rest.find("\r\n") + 2), c.reply);
-    if (c.stored.empty()) {
-        EXPECT_TRUE(t.messages.empty());
-    } else {
-        ASSERT_EQ(t.messages.size(), 1U);
-        EXPECT_EQ(t.messages[0].env.rcpt_to, std::vector<std::string>{c.stored});
-    }
+    expect_rcpt(testing::test_config(), c.trust, c.path, c.reply, c.stored);
 }
 
 const std::string ok = "250 2.1.5 Ok\r\n";
@@ -88,19 +95,7 @@ TEST_P(PostmasterRcpt, AcceptedFromAnyoneAndStoredAsTheConfiguredMailbox) {
     const postmaster_case& c = GetParam();
     server_config config = testing::test_config();  // hostname mx.example.net
     config.postmaster = "ops@pm.example";
-    const client_info client{"198.51.100.9", c.trust};
-    const std::string input = "EHLO c\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:" + c.path + "\r\nDATA\r\n.\r\n";
-    const auto t = testing::run_everywhere(config, client, input);
-    const std::string prefix = testing::banner + testing::ehlo_reply + "250 2.1.0 Ok\r\n";
-    ASSERT_EQ(t.out.substr(0, prefix.size()), prefix);
-    const std::string rest = t.out.substr(prefix.size());
-    EXPECT_EQ(rest.substr(0, rest.find("\r\n") + 2), c.reply);
-    if (c.stored.empty()) {
-        EXPECT_TRUE(t.messages.empty());
-    } else {
-        ASSERT_EQ(t.messages.size(), 1U);
-        EXPECT_EQ(t.messages[0].env.rcpt_to, std::vector<std::string>{c.stored});
-    }
+    expect_rcpt(config, c.trust, c.path, c.reply, c.stored);
 }
 
 // clang-format off
