@@ -30,7 +30,6 @@ import base64
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import smtplib
 import subprocess
@@ -44,8 +43,6 @@ import harness  # noqa: E402
 HOST = "mx.auth-pool.invalid"
 FOREIGN = "rcpt@foreign.example"
 IO = harness.IO_TIMEOUT
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMMON = os.path.join(ROOT, "bench", "lib", "common.sh")
 
 
 def b64(data):
@@ -212,12 +209,7 @@ def sasl_modules_present():
 
 
 def start_postfix(work, relay_port):
-    port = harness.free_port()
-    d = os.path.join(work, f"postfix-{port}")
-    os.makedirs(d)
-    extra = os.path.join(d, "main.cf.extra")
-    with open(extra, "w") as f:
-        f.write(f"""relayhost = [127.0.0.1]:{relay_port}
+    return harness.private_postfix(work, "auth_pool", f"""relayhost = [127.0.0.1]:{relay_port}
 smtp_sasl_auth_enable = yes
 smtp_sasl_password_maps = static:alice:secret
 smtp_sasl_security_options = noanonymous
@@ -228,15 +220,6 @@ smtp_destination_concurrency_limit = 10
 initial_destination_concurrency = 10
 default_destination_concurrency_limit = 10
 """)
-    q = shlex.quote
-    script = (f"BENCH_NAME=auth_pool ROOT={q(ROOT)} PORT_BASE={port}; set -euo pipefail; "
-              f"source {q(COMMON)}; pf_setup_dir {q(d)} {port} 'auth_pool_test' <{q(extra)}")
-    harness.register_cleanup(lambda: subprocess.run(["postfix", "-c", os.path.join(d, "etc"), "stop"],
-                                                    capture_output=True, timeout=60))
-    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise RuntimeError(f"private Postfix did not start: {r.stderr[-800:]}")
-    return d, port
 
 
 def maillog(d):

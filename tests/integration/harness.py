@@ -14,6 +14,7 @@ import atexit
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -126,6 +127,31 @@ def find_tool(name, candidates=()):
     if found:
         return found
     missing(f"{name} not installed")
+
+
+def private_postfix(work, name, main_cf, tls=False):
+    """A private Postfix instance (bench/lib/common.sh pf_setup_dir; with tls, smtpd offers
+    STARTTLS with a self-signed certificate, pf_tls_setup) in a new directory under `work`,
+    listening on a free loopback port, `main_cf` lines added to its main.cf. Needs root.
+    Stopped at exit. Returns (directory, port)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    common = os.path.join(root, "bench", "lib", "common.sh")
+    port = free_port()
+    d = os.path.join(work, f"postfix-{port}")
+    os.makedirs(d)
+    extra = os.path.join(d, "main.cf.extra")
+    with open(extra, "w") as f:
+        f.write(main_cf)
+    q = shlex.quote
+    script = (f"BENCH_NAME={q(name)} ROOT={q(root)} PORT_BASE={port}; set -euo pipefail; source {q(common)}; "
+              + (f"pf_tls_setup {q(d)} >>{q(extra)}; " if tls else "")
+              + f"pf_setup_dir {q(d)} {port} {q(name + '_test')} <{q(extra)}")
+    register_cleanup(lambda: subprocess.run(["postfix", "-c", os.path.join(d, "etc"), "stop"],
+                                            capture_output=True, timeout=60))
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"private Postfix did not start: {r.stderr[-800:]}")
+    return d, port
 
 
 class Peer:

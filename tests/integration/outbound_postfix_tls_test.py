@@ -13,7 +13,6 @@
 # Skips (77) without Postfix. Bounded: every wait has a deadline, Postfix is stopped at exit.
 import os
 import re
-import shlex
 import shutil
 import smtplib
 import subprocess
@@ -24,31 +23,14 @@ import harness  # noqa: E402
 from delivery_test import log_records, wait_for  # noqa: E402
 from outbound_tls_test import Sink  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMMON = os.path.join(ROOT, "bench", "lib", "common.sh")
 BODY = b"Subject: through postfix\r\nX-Test: outbound-postfix-tls\r\n\r\nline one\r\n..dot line\r\nlast line\r\n"
 
 
 def start_postfix(work, sink_port, tls):
-    port = harness.free_port()
-    d = os.path.join(work, f"postfix-{port}")
-    os.makedirs(d)
-    extra = os.path.join(d, "main.cf.extra")
-    with open(extra, "w") as f:
-        f.write(f"relayhost = [127.0.0.1]:{sink_port}\nsmtpd_tls_received_header = yes\n")
-        if not tls:
-            f.write("smtpd_tls_security_level = none\n")
-    q = shlex.quote
-    script = (f"BENCH_NAME=outbound_postfix_tls ROOT={q(ROOT)} PORT_BASE={port}; set -euo pipefail; "
-              f"source {q(COMMON)}; "
-              + (f"pf_tls_setup {q(d)} >>{q(extra)}; " if tls else "")
-              + f"pf_setup_dir {q(d)} {port} 'outbound_postfix_tls_test' <{q(extra)}")
-    harness.register_cleanup(lambda: subprocess.run(["postfix", "-c", os.path.join(d, "etc"), "stop"],
-                                                    capture_output=True, timeout=60))
-    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise RuntimeError(f"private Postfix did not start: {r.stderr[-800:]}")
-    return d, port
+    main_cf = f"relayhost = [127.0.0.1]:{sink_port}\nsmtpd_tls_received_header = yes\n"
+    if not tls:
+        main_cf += "smtpd_tls_security_level = none\n"
+    return harness.private_postfix(work, "outbound_postfix_tls", main_cf, tls=tls)
 
 
 def stop_postfix(d):
