@@ -1,5 +1,7 @@
-// core/config.cc: see config.h. CLI11 reports through exceptions; this file is the one place
-// in core/ that catches them, turning each into a config_exit value.
+// core/config.cc: see config.h. The flag table (flag_table below) and what it drives: the
+// JSON keys, the CLI11 options, --help and --dump-flags, the range checks. CLI11 reports
+// through exceptions; read_config here is the one place in core/ that catches them, turning
+// each into a config_exit value.
 #include "core/config.h"
 
 #include "core/duration.h"
@@ -9,9 +11,12 @@
 #include <CLI/CLI.hpp>
 #include <simdjson.h>
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 namespace ringrelay::core {
 
@@ -71,12 +76,330 @@ std::expected<std::string, std::string> json_string(simdjson::dom::element v, co
     return std::string(std::string_view(v.get_string().value_unsafe()));
 }
 
+template <typename... F>
+struct overloaded : F... {
+    using F::operator()...;
+};
+
 std::string lower(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
     return s;
 }
 
+
+// The flags, in --help order. A row's default is its field's initialiser in config.h.
+constexpr flag_descriptor flag_table[] = {
+    {.name = "--listen", .member = &config::listen, .help = "ADDR:PORT to accept SMTP on; repeatable"},
+    {.name = "--listen-tls", .member = &config::listen_tls,
+     .help = "ADDR:PORT to accept SMTP over implicit TLS on (RFC 8314, port 465 in production); repeatable"},
+    {.name = "--tls-cert", .member = &config::tls_cert,
+     .help = "PEM certificate (chain, leaf first) for STARTTLS and --listen-tls; without it a self-signed "
+             "certificate for --hostname is made on first start and kept in SPOOL/tls"},
+    {.name = "--tls-key", .member = &config::tls_key, .help = "PEM private key of --tls-cert (not passphrase-protected)"},
+    {.name = "--tls-ciphers", .member = &config::tls_ciphers, .unset_means = "OpenSSL's",
+     .help = "inbound TLS 1.2 cipher list in OpenSSL syntax"},
+    {.name = "--tls-ciphersuites", .member = &config::tls_ciphersuites, .unset_means = "OpenSSL's",
+     .help = "inbound TLS 1.3 cipher suites, colon-separated"},
+    {.name = "--no-ktls", .member = &config::ktls, .form = flag_form::negated,
+     .help = "keep TLS records in user space (OpenSSL) even where the kernel offers kTLS"},
+    {.name = "--no-starttls", .member = &config::starttls, .form = flag_form::negated,
+     .help = "do not offer STARTTLS on --listen ports (--listen-tls still works)"},
+    {.name = "--auth-users", .member = &config::auth_users,
+     .help = "file of 'user:hash' lines (hashes from ringrelay-passwd); enables AUTH PLAIN and LOGIN, "
+             "offered only under TLS"},
+    {.name = "--auth-plaintext", .member = &config::auth_plaintext,
+     .help = "offer AUTH on unencrypted connections too (only behind a TLS-terminating proxy on a trusted network)"},
+    {.name = "--auth-max-failures", .member = &config::auth_max_failures, .min = 1,
+     .help = "failed AUTH attempts per connection before 421 4.7.0 and close"},
+    {.name = "--auth-max-failures-per-ip", .member = &config::auth_max_failures_per_ip, .min = 1,
+     .help = "failed AUTH attempts per client address within --auth-failure-window before its AUTH is "
+             "refused with 421 4.7.0"},
+    {.name = "--auth-failure-window", .member = &config::auth_failure_window, .min = 1, .unit = "seconds",
+     .help = "seconds over which per-address AUTH failures count"},
+    {.name = "--auth-queue-size", .member = &config::auth_queue_size, .max = 65536, .unset_means = "none wait",
+     .help = "password checks per shard that may wait for room (checks of their address in flight, a paced "
+             "user, busy check threads) instead of failing; beyond it 454 4.7.0"},
+    {.name = "--auth-queue-timeout", .member = &config::auth_queue_timeout, .min = 1, .max = 3600,
+     .unit = "seconds", .help = "seconds a password check may wait for room before 454 4.7.0"},
+    {.name = "--shards", .member = &config::shards, .max = 256, .unset_means = "online CPUs",
+     .help = "shard threads, each with its own io_uring"},
+    {.name = "--spool", .member = &config::spool, .help = "spool directory"},
+    {.name = "--hostname", .member = &config::hostname, .unset_means = "gethostname",
+     .help = "name in the banner, EHLO reply and Received:"},
+    {.name = "--postmaster", .member = &config::postmaster, .unset_means = "postmaster@ the --hostname",
+     .help = "ADDRESS that RCPT TO:<postmaster> and <postmaster@HOSTNAME> are delivered to, routed like any "
+             "recipient"},
+    {.name = "--relay-networks", .member = &config::relay_networks,
+     .help = "CIDR,... of clients that may relay anywhere"},
+    {.name = "--relay-domains", .member = &config::relay_domains, .unset_means = "none",
+     .help = "DOMAIN,... anyone may send to; '.example.org' also matches subdomains"},
+    // A record's payload is at most 1 GiB (queue/record.h); leave room for the envelope.
+    {.name = "--max-message-size", .member = &config::max_message_size, .min = 1,
+     .max = (1ull << 30) - (1ull << 20), .unit = "bytes", .help = "largest message in bytes, advertised in SIZE"},
+    {.name = "--max-recipients", .member = &config::max_recipients, .min = 1, .help = "recipients per message"},
+    {.name = "--command-timeout", .member = &config::command_timeout, .min = 1, .unit = "seconds",
+     .help = "seconds to wait for a command or data before 421 4.4.2"},
+    {.name = "--min-data-rate", .member = &config::min_data_rate, .unset_means = "off",
+     .help = "bytes/s a client must average while sending message content; slower, and only "
+             "--command-timeout runs, like Postfix's smtpd_min_data_rate"},
+    {.name = "--shutdown-timeout", .member = &config::shutdown_timeout,
+     .help = "seconds a transaction in progress may take to finish after SIGTERM"},
+    {.name = "--max-errors", .member = &config::max_errors, .min = 1,
+     .help = "error replies per session before 421 4.7.0"},
+    {.name = "--max-connections", .member = &config::max_connections, .unset_means = "no limit",
+     .help = "inbound connections at once, all shards; above it 421 4.7.0"},
+    {.name = "--max-connections-per-ip", .member = &config::max_connections_per_ip, .unset_means = "no limit",
+     .help = "inbound connections at once from one IPv4 address or IPv6 /64; above it 421 4.7.0"},
+    {.name = "--log", .member = &config::log, .help = "delivery log, JSON lines; '-' for stdout, '' for none"},
+    {.name = "--list-spool", .member = &config::list_spool, .command_line_only = true,
+     .help = "print the number and ids of spooled messages, then exit"},
+    {.name = "--hold", .member = &config::hold,
+     .help = "accept and spool mail but deliver nothing (it stays in the spool until a run without --hold)"},
+    {.name = "--route", .member = &config::routes,
+     .help = "DOMAIN=HOST:PORT: deliver DOMAIN's mail to that next hop; repeatable; '*' matches every domain "
+             "(numeric HOST for now)"},
+    {.name = "--smarthost", .member = &config::smarthost,
+     .help = "HOST:PORT: deliver everything there (same as --route '*=HOST:PORT')"},
+    {.name = "--retry-intervals", .member = &config::retry_intervals, .form = flag_form::duration_list,
+     .help = "waits between delivery attempts of a deferred recipient; the last repeats, each jittered"},
+    {.name = "--max-age", .member = &config::max_age, .form = flag_form::duration,
+     .help = "after this long undelivered mail expires and bounces"},
+    {.name = "--max-connections-per-destination", .member = &config::max_connections_per_destination, .min = 1,
+     .help = "outbound connections per next hop"},
+    {.name = "--max-messages-per-connection", .member = &config::max_messages_per_connection, .min = 1,
+     .help = "messages sent over one outbound connection before it is closed"},
+    {.name = "--idle-connection-timeout", .member = &config::idle_connection_timeout,
+     .help = "seconds an idle outbound connection is kept for reuse"},
+    {.name = "--dns-server", .member = &config::dns_server, .unset_means = "/etc/resolv.conf",
+     .help = "ADDR:PORT of the DNS server for MX lookups"},
+    {.name = "--smtp-port", .member = &config::smtp_port, .min = 1, .max = 65535,
+     .help = "TCP port of the mail exchangers found by MX lookup"},
+    {.name = "--outbound-tls", .member = &config::outbound_tls,
+     .help = "TLS policy for delivery: disabled, opportunistic (STARTTLS when offered), required (TLS or "
+             "defer, never plaintext) or verify (required plus certificate checks)"},
+    {.name = "--route-tls", .member = &config::route_tls,
+     .help = "DOMAIN=POLICY: the --outbound-tls policy for one recipient domain; repeatable; '*' matches all"},
+    {.name = "--outbound-ca-file", .member = &config::outbound_ca_file, .unset_means = "OpenSSL's system store",
+     .help = "PEM CA certificates that 'verify' trusts"},
+};
+
+static_assert(std::is_same_v<unsigned, std::uint32_t>, "flag_member has no alternative for config::shards");
+
+constexpr bool is_integer(const flag_member& m) noexcept {
+    return !std::holds_alternative<bool config::*>(m) && !std::holds_alternative<std::string config::*>(m) &&
+           !std::holds_alternative<std::vector<std::string> config::*>(m);
+}
+
+constexpr std::uint64_t integer_max(const flag_member& m) noexcept {
+    if (std::holds_alternative<std::uint16_t config::*>(m)) return std::numeric_limits<std::uint16_t>::max();
+    if (std::holds_alternative<std::uint32_t config::*>(m)) return std::numeric_limits<std::uint32_t>::max();
+    return std::numeric_limits<std::uint64_t>::max();
+}
+
+constexpr std::string_view derived_json_key(const flag_descriptor& f) noexcept {
+    if (f.command_line_only) return {};
+    if (!f.json_key.empty()) return f.json_key;
+    return f.name.substr(f.form == flag_form::negated ? 5 : 2);
+}
+
+// Not constexpr: a row that calls it stops the build, and the compiler's message quotes the text.
+void bad_flag_row(const char*) {}
+
+// Compile-time checks of the table; a mistake in a row is a build error naming it.
+consteval bool table_is_sound() {
+    constexpr std::span<const flag_descriptor> rows(flag_table);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        const flag_descriptor& f = rows[i];
+        if (f.name.size() < 3 || !f.name.starts_with("--")) bad_flag_row("a name starts with --");
+        if (f.help.empty()) bad_flag_row("every row has help");
+        const bool is_bool = std::holds_alternative<bool config::*>(f.member);
+        const bool is_text = std::holds_alternative<std::string config::*>(f.member);
+        if (f.form == flag_form::negated && (!is_bool || !f.name.starts_with("--no-")))
+            bad_flag_row("a negated switch is a bool named --no-X");
+        if ((f.form == flag_form::duration || f.form == flag_form::duration_list) && !is_text)
+            bad_flag_row("a duration is held as text");
+        if (!is_integer(f.member) && (f.min != 0 || f.max != flag_no_max || !f.unit.empty()))
+            bad_flag_row("only integers have a range or a unit");
+        if (is_integer(f.member) && f.max != flag_no_max && (f.max > integer_max(f.member) || f.min > f.max))
+            bad_flag_row("the range fits the field's type");
+        if (is_bool && !f.unset_means.empty()) bad_flag_row("a switch has no unset_means");
+        if (f.command_line_only && !f.json_key.empty()) bad_flag_row("a command-line-only row has no JSON key");
+        for (std::size_t j = 0; j < i; ++j) {
+            if (rows[j].name == f.name) bad_flag_row("names are unique");
+            if (rows[j].member == f.member) bad_flag_row("one row per config field");
+            if (!derived_json_key(f).empty() && derived_json_key(rows[j]) == derived_json_key(f))
+                bad_flag_row("JSON keys are unique");
+        }
+    }
+    return true;
+}
+static_assert(table_is_sound());
+
+const flag_descriptor* find_json_key(std::string_view key) noexcept {
+    for (const flag_descriptor& f : flag_table)
+        if (!f.command_line_only && derived_json_key(f) == key) return &f;
+    return nullptr;
+}
+
+std::expected<void, std::string> set_from_json(const flag_descriptor& f, simdjson::dom::element v,
+                                               const std::string& key, config& c) {
+    using result = std::expected<void, std::string>;
+    auto assign = [](auto&& parsed, auto& target) -> result {
+        if (!parsed) return std::unexpected(parsed.error());
+        target = std::move(*parsed);
+        return {};
+    };
+    return std::visit(
+        overloaded{
+            [&](bool config::*m) -> result {
+                if (!v.is_bool()) return std::unexpected("config key '" + key + "': expected true or false");
+                c.*m = v.get_bool().value_unsafe();
+                return {};
+            },
+            [&](std::string config::*m) -> result { return assign(json_string(v, key), c.*m); },
+            [&](std::vector<std::string> config::*m) -> result { return assign(json_strings(v, key), c.*m); },
+            [&]<typename Int>(Int config::*m) -> result { return assign(json_uint<Int>(v, key), c.*m); },
+        },
+        f.member);
+}
+
+// "must be at least 1 second", "at most 256", "must be between 1 and 3600 seconds".
+std::string range_reason(const flag_descriptor& f) {
+    auto with_unit = [&](std::uint64_t n, bool plural) {
+        std::string text = std::to_string(n);
+        if (f.unit.empty()) return text;
+        std::string_view unit = f.unit;
+        if (!plural && n == 1 && unit.ends_with('s')) unit.remove_suffix(1);
+        return text + " " + std::string(unit);
+    };
+    if (f.min > 0 && f.max != flag_no_max)
+        return "must be between " + std::to_string(f.min) + " and " + with_unit(f.max, true);
+    if (f.min > 0) return "must be at least " + with_unit(f.min, false);
+    return "at most " + with_unit(f.max, false);
+}
+
+// The row's own check of the value `c` holds: its range or its form.
+std::expected<void, std::string> check_row(const flag_descriptor& f, const config& c) {
+    const std::string name(f.name);
+    if (f.form == flag_form::duration_list) {
+        auto d = parse_duration_list(c.*std::get<std::string config::*>(f.member));
+        if (!d || d->empty())
+            return std::unexpected(name + ": " + (d ? std::string("at least one interval is needed") : d.error().message));
+    } else if (f.form == flag_form::duration) {
+        auto d = parse_duration(c.*std::get<std::string config::*>(f.member));
+        if (!d || d->count() <= 0)
+            return std::unexpected(name + ": " + (d ? std::string("must be positive") : d.error().message));
+    }
+    if (!is_integer(f.member) || (f.min == 0 && f.max == flag_no_max)) return {};
+    const std::uint64_t value = std::visit(
+        [&]<typename T>(T config::*m) -> std::uint64_t {
+            if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) return c.*m;
+            return 0;
+        },
+        f.member);
+    if (value < f.min || value > f.max) return std::unexpected(name + ": " + range_reason(f));
+    return {};
+}
+
+// Text in a JSON string, quotes included.
+std::string json_quoted(std::string_view text) {
+    std::string out = "\"";
+    for (const char ch : text) {
+        switch (ch) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (static_cast<unsigned char>(ch) < 0x20) {
+                char escaped[8];
+                std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(ch));
+                out += escaped;
+            } else {
+                out += ch;
+            }
+        }
+    }
+    return out + "\"";
+}
+
+std::string_view type_name(const flag_descriptor& f) noexcept {
+    switch (f.form) {
+    case flag_form::negated: return "negated-switch";
+    case flag_form::duration: return "duration";
+    case flag_form::duration_list: return "duration-list";
+    case flag_form::plain: break;
+    }
+    if (std::holds_alternative<bool config::*>(f.member)) return "switch";
+    if (std::holds_alternative<std::string config::*>(f.member)) return "text";
+    if (std::holds_alternative<std::vector<std::string> config::*>(f.member)) return "list";
+    return "uint";
+}
+
 }  // namespace
+
+std::span<const flag_descriptor> config_flags() noexcept { return flag_table; }
+
+std::string_view json_key(const flag_descriptor& f) noexcept { return derived_json_key(f); }
+
+std::optional<std::string> default_text(const flag_descriptor& f) {
+    static const config defaults{};
+    // A value of punctuation only ("-") is quoted so that it reads as a value.
+    auto shown = [](const std::string& v) {
+        const bool word = std::any_of(v.begin(), v.end(), [](unsigned char ch) { return std::isalnum(ch) != 0; });
+        return word ? v : "'" + v + "'";
+    };
+    auto unset = [&]() -> std::optional<std::string> {
+        if (f.unset_means.empty()) return std::nullopt;
+        return std::string(f.unset_means);
+    };
+    return std::visit(
+        overloaded{
+            [&](bool config::*) -> std::optional<std::string> { return std::nullopt; },
+            [&](std::string config::*m) -> std::optional<std::string> {
+                const std::string& v = defaults.*m;
+                return v.empty() ? unset() : shown(v);
+            },
+            [&](std::vector<std::string> config::*m) -> std::optional<std::string> {
+                const std::vector<std::string>& v = defaults.*m;
+                if (v.empty()) return unset();
+                std::string joined;
+                for (const std::string& item : v) joined += (joined.empty() ? "" : ",") + item;
+                return shown(joined);
+            },
+            [&]<typename Int>(Int config::*m) -> std::optional<std::string> {
+                const Int v = defaults.*m;
+                if (v == 0 && !f.unset_means.empty()) return "0 = " + std::string(f.unset_means);
+                return std::to_string(v);
+            },
+        },
+        f.member);
+}
+
+std::string help_text(const flag_descriptor& f) {
+    std::string text(f.help);
+    const std::optional<std::string> d = default_text(f);
+    if (!d) return text;
+    text += " (default " + *d;
+    // A non-zero default still says what 0 would mean: "(default 10000; 0 = no limit)".
+    if (is_integer(f.member) && !f.unset_means.empty() && !d->starts_with("0 = "))
+        text += "; 0 = " + std::string(f.unset_means);
+    return text + ")";
+}
+
+std::string dump_flags_json() {
+    std::string out = "[";
+    for (const flag_descriptor& f : flag_table) {
+        const std::string_view key = json_key(f);
+        const std::optional<std::string> d = default_text(f);
+        out += out.size() > 1 ? ",\n " : "\n ";
+        out += "{\"name\": " + json_quoted(f.name) + ", \"type\": " + json_quoted(type_name(f)) +
+               ", \"json_key\": " + (key.empty() ? std::string("null") : json_quoted(key)) +
+               ", \"default\": " + (d ? json_quoted(*d) : std::string("null")) +
+               ", \"description\": " + json_quoted(help_text(f)) + "}";
+    }
+    return out + "\n]";
+}
 
 std::expected<void, std::string> apply_json_config(std::string_view json, config& c) {
     simdjson::dom::parser parser;
@@ -90,63 +413,9 @@ std::expected<void, std::string> apply_json_config(std::string_view json, config
     for (auto field : top) {
         std::string key(field.key);
         std::replace(key.begin(), key.end(), '_', '-');
-        const simdjson::dom::element v = field.value;
-        std::expected<void, std::string> ok;
-        auto set = [&](auto&& result, auto& target) -> std::expected<void, std::string> {
-            if (!result) return std::unexpected(result.error());
-            target = std::move(*result);
-            return {};
-        };
-        if (key == "listen") ok = set(json_strings(v, key), c.listen);
-        else if (key == "shards") ok = set(json_uint<unsigned>(v, key), c.shards);
-        else if (key == "spool") ok = set(json_string(v, key), c.spool);
-        else if (key == "hostname") ok = set(json_string(v, key), c.hostname);
-        else if (key == "postmaster") ok = set(json_string(v, key), c.postmaster);
-        else if (key == "relay-networks") ok = set(json_strings(v, key), c.relay_networks);
-        else if (key == "relay-domains") ok = set(json_strings(v, key), c.relay_domains);
-        else if (key == "max-message-size") ok = set(json_uint<std::uint64_t>(v, key), c.max_message_size);
-        else if (key == "max-recipients") ok = set(json_uint<std::uint32_t>(v, key), c.max_recipients);
-        else if (key == "min-data-rate") ok = set(json_uint<std::uint32_t>(v, key), c.min_data_rate);
-        else if (key == "command-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.command_timeout);
-        else if (key == "shutdown-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.shutdown_timeout);
-        else if (key == "max-errors") ok = set(json_uint<std::uint32_t>(v, key), c.max_errors);
-        else if (key == "max-connections") ok = set(json_uint<std::uint32_t>(v, key), c.max_connections);
-        else if (key == "max-connections-per-ip") ok = set(json_uint<std::uint32_t>(v, key), c.max_connections_per_ip);
-        else if (key == "log") ok = set(json_string(v, key), c.log);
-        else if (key == "route") ok = set(json_strings(v, key), c.routes);
-        else if (key == "smarthost") ok = set(json_string(v, key), c.smarthost);
-        else if (key == "retry-intervals") ok = set(json_string(v, key), c.retry_intervals);
-        else if (key == "max-age") ok = set(json_string(v, key), c.max_age);
-        else if (key == "max-connections-per-destination")
-            ok = set(json_uint<std::uint32_t>(v, key), c.max_connections_per_destination);
-        else if (key == "max-messages-per-connection")
-            ok = set(json_uint<std::uint32_t>(v, key), c.max_messages_per_connection);
-        else if (key == "idle-connection-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.idle_connection_timeout);
-        else if (key == "dns-server") ok = set(json_string(v, key), c.dns_server);
-        else if (key == "listen-tls") ok = set(json_strings(v, key), c.listen_tls);
-        else if (key == "tls-cert") ok = set(json_string(v, key), c.tls_cert);
-        else if (key == "tls-key") ok = set(json_string(v, key), c.tls_key);
-        else if (key == "auth-users") ok = set(json_string(v, key), c.auth_users);
-        else if (key == "tls-ciphers") ok = set(json_string(v, key), c.tls_ciphers);
-        else if (key == "tls-ciphersuites") ok = set(json_string(v, key), c.tls_ciphersuites);
-        else if (key == "auth-max-failures") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures);
-        else if (key == "auth-max-failures-per-ip") ok = set(json_uint<std::uint32_t>(v, key), c.auth_max_failures_per_ip);
-        else if (key == "auth-failure-window") ok = set(json_uint<std::uint32_t>(v, key), c.auth_failure_window);
-        else if (key == "auth-queue-size") ok = set(json_uint<std::uint32_t>(v, key), c.auth_queue_size);
-        else if (key == "auth-queue-timeout") ok = set(json_uint<std::uint32_t>(v, key), c.auth_queue_timeout);
-        else if (key == "outbound-tls") ok = set(json_string(v, key), c.outbound_tls);
-        else if (key == "route-tls") ok = set(json_strings(v, key), c.route_tls);
-        else if (key == "outbound-ca-file") ok = set(json_string(v, key), c.outbound_ca_file);
-        else if (key == "starttls" || key == "auth-plaintext" || key == "ktls") {
-            if (!v.is_bool()) return std::unexpected("config key '" + key + "': expected true or false");
-            (key == "starttls" ? c.starttls : key == "ktls" ? c.ktls : c.auth_plaintext) = v.get_bool().value_unsafe();
-        }
-        else if (key == "hold") {
-            if (!v.is_bool()) return std::unexpected("config key 'hold': expected true or false");
-            c.hold = v.get_bool().value_unsafe();
-        } else if (key == "smtp-port") ok = set(json_uint<std::uint16_t>(v, key), c.smtp_port);
-        else return std::unexpected("config key '" + std::string(field.key) + "': unknown key");
-        if (!ok) return ok;
+        const flag_descriptor* f = find_json_key(key);
+        if (f == nullptr) return std::unexpected("config key '" + std::string(field.key) + "': unknown key");
+        if (auto ok = set_from_json(*f, field.value, key, c); !ok) return ok;
     }
     return {};
 }
@@ -185,7 +454,10 @@ std::expected<void, std::string> finish_config(config& c) {
         const unsigned n = std::thread::hardware_concurrency();
         c.shards = n == 0 ? 1 : n;
     }
-    if (c.shards > 256) return std::unexpected("--shards: at most 256");
+    for (const flag_descriptor& f : flag_table)
+        if (auto ok = check_row(f, c); !ok) return ok;
+    // What a row cannot say: values that need parsing into the derived fields, and flags
+    // checked against each other.
     if (c.listen.empty()) return std::unexpected("--listen: at least one ADDR:PORT is needed");
     c.listen_endpoints.clear();
     for (const std::string& l : c.listen) {
@@ -202,12 +474,6 @@ std::expected<void, std::string> finish_config(config& c) {
     if (c.tls_cert.empty() != c.tls_key.empty())
         return std::unexpected(c.tls_cert.empty() ? "--tls-key: needs --tls-cert as well"
                                                   : "--tls-cert: needs --tls-key as well");
-    if (c.auth_max_failures == 0) return std::unexpected("--auth-max-failures: must be at least 1");
-    if (c.auth_max_failures_per_ip == 0) return std::unexpected("--auth-max-failures-per-ip: must be at least 1");
-    if (c.auth_failure_window == 0) return std::unexpected("--auth-failure-window: must be at least 1 second");
-    if (c.auth_queue_size > 65536) return std::unexpected("--auth-queue-size: at most 65536");
-    if (c.auth_queue_timeout == 0 || c.auth_queue_timeout > 3600)
-        return std::unexpected("--auth-queue-timeout: must be between 1 and 3600 seconds");
     if (auto p = parse_tls_policy(c.outbound_tls); !p) {
         return std::unexpected("--outbound-tls: " + p.error());
     } else {
@@ -233,9 +499,6 @@ std::expected<void, std::string> finish_config(config& c) {
         if (d.empty() || d.find_first_of(" \t\r\n@<>") != std::string::npos)
             return std::unexpected("--relay-domains: bad domain '" + d + "'");
     }
-    // A record's payload is at most 1 GiB (queue/record.h); leave room for the envelope.
-    if (c.max_message_size == 0 || c.max_message_size > (1ull << 30) - (1ull << 20))
-        return std::unexpected("--max-message-size: must be between 1 and 1072693248 bytes");
     c.route_table.clear();
     auto add_route = [&](const std::string& text, const std::string& flag) -> std::expected<void, std::string> {
         const auto eq = text.find('=');
@@ -250,19 +513,8 @@ std::expected<void, std::string> finish_config(config& c) {
         if (auto ok = add_route(r, "--route"); !ok) return ok;
     if (!c.smarthost.empty())
         if (auto ok = add_route("*=" + c.smarthost, "--smarthost"); !ok) return ok;
-    if (auto d = parse_duration_list(c.retry_intervals); !d || d->empty())
-        return std::unexpected("--retry-intervals: " + (d ? std::string("at least one interval is needed") : d.error().message));
-    if (auto d = parse_duration(c.max_age); !d || d->count() <= 0)
-        return std::unexpected("--max-age: " + (d ? std::string("must be positive") : d.error().message));
-    if (c.smtp_port == 0) return std::unexpected("--smtp-port: must be 1-65535");
-    if (c.max_connections_per_destination == 0)
-        return std::unexpected("--max-connections-per-destination: must be at least 1");
-    if (c.max_messages_per_connection == 0) return std::unexpected("--max-messages-per-connection: must be at least 1");
     if (!c.dns_server.empty())
         if (auto e = parse_endpoint(c.dns_server); !e) return std::unexpected("--dns-server: " + e.error());
-    if (c.max_recipients == 0) return std::unexpected("--max-recipients: must be at least 1");
-    if (c.command_timeout == 0) return std::unexpected("--command-timeout: must be at least 1 second");
-    if (c.max_errors == 0) return std::unexpected("--max-errors: must be at least 1");
     if (c.spool.empty()) return std::unexpected("--spool: must not be empty");
     if (c.hostname.empty()) {
         char name[256] = {};
@@ -277,104 +529,30 @@ std::expected<void, std::string> finish_config(config& c) {
     return {};
 }
 
-std::expected<config, config_exit> load_config(int argc, const char* const* argv) {
-    config c;
+std::expected<config, config_exit> read_config(int argc, const char* const* argv) {
+    // Hidden from --help, for scripts/gen-flags-doc; alone, as CLI11 2.1 prints a stray blank
+    // line after the options when one of them is hidden.
+    if (argc == 2 && std::string_view(argv[1]) == "--dump-flags")
+        return std::unexpected(config_exit{0, dump_flags_json()});
     CLI::App app{"ringrelay: an SMTP relay node on io_uring. It accepts mail over SMTP and answers "
                  "250 only once the message is on stable storage.\n"
                  "Flags override the JSON config file (--config), which overrides the embedded defaults."};
     app.set_version_flag("--version", "ringrelay 0.1.0");
     std::string config_file;
-    std::vector<std::string> listen, listen_tls, relay_networks, relay_domains;
-    config flags;  // values given on the command line
     app.add_option("--config", config_file, "JSON config file; keys are the flag names without '--'");
-    app.add_option("--listen", listen, "ADDR:PORT to accept SMTP on; repeatable (default 127.0.0.1:2525)");
-    app.add_option("--listen-tls", listen_tls,
-                   "ADDR:PORT to accept SMTP over implicit TLS on (RFC 8314, port 465 in production); repeatable");
-    app.add_option("--tls-cert", flags.tls_cert,
-                   "PEM certificate (chain, leaf first) for STARTTLS and --listen-tls; without it a self-signed "
-                   "certificate for --hostname is made on first start and kept in SPOOL/tls");
-    app.add_option("--tls-key", flags.tls_key, "PEM private key of --tls-cert (not passphrase-protected)");
-    app.add_option("--tls-ciphers", flags.tls_ciphers,
-                   "inbound TLS 1.2 cipher list in OpenSSL syntax (default: OpenSSL's)");
-    app.add_option("--tls-ciphersuites", flags.tls_ciphersuites,
-                   "inbound TLS 1.3 cipher suites, colon-separated (default: OpenSSL's)");
-    bool no_starttls = false;
-    bool no_ktls = false;
-    app.add_flag("--no-ktls", no_ktls,
-                 "keep TLS records in user space (OpenSSL) even where the kernel offers kTLS");
-    app.add_flag("--no-starttls", no_starttls, "do not offer STARTTLS on --listen ports (--listen-tls still works)");
-    app.add_option("--auth-users", flags.auth_users,
-                   "file of 'user:hash' lines (hashes from ringrelay-passwd); enables AUTH PLAIN and LOGIN, "
-                   "offered only under TLS");
-    app.add_flag("--auth-plaintext", flags.auth_plaintext,
-                 "offer AUTH on unencrypted connections too (only behind a TLS-terminating proxy on a trusted network)");
-    app.add_option("--auth-max-failures", flags.auth_max_failures,
-                   "failed AUTH attempts per connection before 421 4.7.0 and close (default 3)");
-    app.add_option("--auth-max-failures-per-ip", flags.auth_max_failures_per_ip,
-                   "failed AUTH attempts per client address within --auth-failure-window before its AUTH is "
-                   "refused with 421 4.7.0 (default 10)");
-    app.add_option("--auth-failure-window", flags.auth_failure_window,
-                   "seconds over which per-address AUTH failures count (default 600)");
-    app.add_option("--auth-queue-size", flags.auth_queue_size,
-                   "password checks per shard that may wait for room (checks of their address in flight, "
-                   "a paced user, busy check threads) instead of failing; beyond it 454 4.7.0 "
-                   "(default 256; 0 = none wait)");
-    app.add_option("--auth-queue-timeout", flags.auth_queue_timeout,
-                   "seconds a password check may wait for room before 454 4.7.0 (default 10)");
-    app.add_option("--shards", flags.shards, "shard threads, each with its own io_uring (default: online CPUs)");
-    app.add_option("--spool", flags.spool, "spool directory (default ./var/spool)");
-    app.add_option("--hostname", flags.hostname, "name in the banner, EHLO reply and Received: (default: gethostname)");
-    app.add_option("--postmaster", flags.postmaster,
-                   "ADDRESS that RCPT TO:<postmaster> and <postmaster@HOSTNAME> are delivered to, routed like any "
-                   "recipient (default postmaster@ the --hostname)");
-    app.add_option("--relay-networks", relay_networks,
-                   "CIDR,... of clients that may relay anywhere (default 127.0.0.0/8,::1/128)");
-    app.add_option("--relay-domains", relay_domains,
-                   "DOMAIN,... anyone may send to; '.example.org' also matches subdomains (default none)");
-    app.add_option("--max-message-size", flags.max_message_size,
-                   "largest message in bytes, advertised in SIZE (default 26214400)");
-    app.add_option("--max-recipients", flags.max_recipients, "recipients per message (default 1000)");
-    app.add_option("--command-timeout", flags.command_timeout,
-                   "seconds to wait for a command or data before 421 4.4.2 (default 300)");
-    app.add_option("--min-data-rate", flags.min_data_rate,
-                   "bytes/s a client must average while sending message content; slower, and only "
-                   "--command-timeout runs (like Postfix's smtpd_min_data_rate; default 500, 0 = off)");
-    app.add_option("--shutdown-timeout", flags.shutdown_timeout,
-                   "seconds a transaction in progress may take to finish after SIGTERM (default 30)");
-    app.add_option("--max-errors", flags.max_errors, "error replies per session before 421 4.7.0 (default 20)");
-    app.add_option("--max-connections", flags.max_connections,
-                   "inbound connections at once, all shards; above it 421 4.7.0 (default 10000; 0 = no limit)");
-    app.add_option("--max-connections-per-ip", flags.max_connections_per_ip,
-                   "inbound connections at once from one IPv4 address or IPv6 /64; above it 421 4.7.0 "
-                   "(default 0 = no limit)");
-    app.add_option("--log", flags.log, "delivery log, JSON lines; '-' for stdout, '' for none (default '-')");
-    app.add_flag("--list-spool", flags.list_spool, "print the number and ids of spooled messages, then exit");
-    app.add_flag("--hold", flags.hold, "accept and spool mail but deliver nothing (it stays in the spool until a "
-                                       "run without --hold)");
-    std::vector<std::string> routes;
-    app.add_option("--route", routes, "DOMAIN=HOST:PORT: deliver DOMAIN's mail to that next hop; repeatable; "
-                                      "'*' matches every domain (numeric HOST for now)");
-    app.add_option("--smarthost", flags.smarthost, "HOST:PORT: deliver everything there (same as --route '*=HOST:PORT')");
-    app.add_option("--retry-intervals", flags.retry_intervals,
-                   "waits between delivery attempts of a deferred recipient; the last repeats, each jittered "
-                   "(default 5m,10m,20m,40m,1h20m,2h40m,4h)");
-    app.add_option("--max-age", flags.max_age, "after this long undelivered mail expires and bounces (default 5d)");
-    app.add_option("--max-connections-per-destination", flags.max_connections_per_destination,
-                   "outbound connections per next hop (default 16)");
-    app.add_option("--max-messages-per-connection", flags.max_messages_per_connection,
-                   "messages sent over one outbound connection before it is closed (default 1000)");
-    app.add_option("--idle-connection-timeout", flags.idle_connection_timeout,
-                   "seconds an idle outbound connection is kept for reuse (default 5)");
-    app.add_option("--dns-server", flags.dns_server, "ADDR:PORT of the DNS server for MX lookups (default /etc/resolv.conf)");
-    app.add_option("--smtp-port", flags.smtp_port, "TCP port of the mail exchangers found by MX lookup (default 25)");
-    app.add_option("--outbound-tls", flags.outbound_tls,
-                   "TLS policy for delivery: disabled, opportunistic (STARTTLS when offered; the default), "
-                   "required (TLS or defer, never plaintext) or verify (required plus certificate checks)");
-    std::vector<std::string> route_tls;
-    app.add_option("--route-tls", route_tls,
-                   "DOMAIN=POLICY: the --outbound-tls policy for one recipient domain; repeatable; '*' matches all");
-    app.add_option("--outbound-ca-file", flags.outbound_ca_file,
-                   "PEM CA certificates that 'verify' trusts (default: OpenSSL's system store)");
+    config flags;  // the values given on the command line, copied over the file's below
+    for (const flag_descriptor& f : flag_table) {
+        const std::string name(f.name);
+        std::visit(overloaded{
+                       [&](bool config::*m) { app.add_flag(name, flags.*m, help_text(f)); },
+                       [&](std::vector<std::string> config::*m) {
+                           (flags.*m).clear();  // only what is given, not the default
+                           app.add_option(name, flags.*m, help_text(f));
+                       },
+                       [&](auto m) { app.add_option(name, flags.*m, help_text(f)); },
+                   },
+                   f.member);
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -384,6 +562,7 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
     } catch (const CLI::ParseError& e) {
         return std::unexpected(config_exit{2, std::string("ringrelay: ") + e.what() + "\nRun with --help for usage."});
     }
+    config c;
     if (!config_file.empty()) {
         std::ifstream in(config_file, std::ios::binary);
         if (!in) return std::unexpected(config_exit{2, "ringrelay: cannot read config file '" + config_file + "'"});
@@ -392,52 +571,24 @@ std::expected<config, config_exit> load_config(int argc, const char* const* argv
         if (auto ok = apply_json_config(ss.str(), c); !ok)
             return std::unexpected(config_exit{2, "ringrelay: " + config_file + ": " + ok.error()});
     }
-    auto given = [&](const char* name) { return app.count(name) > 0; };
-    if (given("--listen")) c.listen = split_list(listen);
-    if (given("--listen-tls")) c.listen_tls = split_list(listen_tls);
-    if (given("--tls-cert")) c.tls_cert = flags.tls_cert;
-    if (given("--tls-key")) c.tls_key = flags.tls_key;
-    if (given("--no-starttls")) c.starttls = false;
-    if (given("--no-ktls")) c.ktls = false;
-    if (given("--tls-ciphers")) c.tls_ciphers = flags.tls_ciphers;
-    if (given("--tls-ciphersuites")) c.tls_ciphersuites = flags.tls_ciphersuites;
-    if (given("--auth-users")) c.auth_users = flags.auth_users;
-    if (given("--auth-plaintext")) c.auth_plaintext = true;
-    if (given("--auth-max-failures")) c.auth_max_failures = flags.auth_max_failures;
-    if (given("--auth-max-failures-per-ip")) c.auth_max_failures_per_ip = flags.auth_max_failures_per_ip;
-    if (given("--auth-failure-window")) c.auth_failure_window = flags.auth_failure_window;
-    if (given("--auth-queue-size")) c.auth_queue_size = flags.auth_queue_size;
-    if (given("--auth-queue-timeout")) c.auth_queue_timeout = flags.auth_queue_timeout;
-    if (given("--outbound-tls")) c.outbound_tls = flags.outbound_tls;
-    if (given("--route-tls")) c.route_tls = split_list(route_tls);
-    if (given("--outbound-ca-file")) c.outbound_ca_file = flags.outbound_ca_file;
-    if (given("--shards")) c.shards = flags.shards;
-    if (given("--spool")) c.spool = flags.spool;
-    if (given("--hostname")) c.hostname = flags.hostname;
-    if (given("--postmaster")) c.postmaster = flags.postmaster;
-    if (given("--relay-networks")) c.relay_networks = split_list(relay_networks);
-    if (given("--relay-domains")) c.relay_domains = split_list(relay_domains);
-    if (given("--max-message-size")) c.max_message_size = flags.max_message_size;
-    if (given("--max-recipients")) c.max_recipients = flags.max_recipients;
-    if (given("--command-timeout")) c.command_timeout = flags.command_timeout;
-    if (given("--min-data-rate")) c.min_data_rate = flags.min_data_rate;
-    if (given("--shutdown-timeout")) c.shutdown_timeout = flags.shutdown_timeout;
-    if (given("--max-errors")) c.max_errors = flags.max_errors;
-    if (given("--max-connections")) c.max_connections = flags.max_connections;
-    if (given("--max-connections-per-ip")) c.max_connections_per_ip = flags.max_connections_per_ip;
-    if (given("--log")) c.log = flags.log;
-    c.list_spool = flags.list_spool;
-    if (given("--hold")) c.hold = true;
-    if (given("--route")) c.routes = split_list(routes);
-    if (given("--smarthost")) c.smarthost = flags.smarthost;
-    if (given("--retry-intervals")) c.retry_intervals = flags.retry_intervals;
-    if (given("--max-age")) c.max_age = flags.max_age;
-    if (given("--max-connections-per-destination")) c.max_connections_per_destination = flags.max_connections_per_destination;
-    if (given("--max-messages-per-connection")) c.max_messages_per_connection = flags.max_messages_per_connection;
-    if (given("--idle-connection-timeout")) c.idle_connection_timeout = flags.idle_connection_timeout;
-    if (given("--dns-server")) c.dns_server = flags.dns_server;
-    if (given("--smtp-port")) c.smtp_port = flags.smtp_port;
-    if (auto ok = finish_config(c); !ok) return std::unexpected(config_exit{2, "ringrelay: " + ok.error()});
+    // A flag given on the command line wins over the file. A switch given sets its field
+    // (false for --no-X) whatever value CLI11 read for it ("--hold=false" still holds).
+    for (const flag_descriptor& f : flag_table) {
+        if (app.count(std::string(f.name)) == 0) continue;
+        std::visit(overloaded{
+                       [&](bool config::*m) { c.*m = f.form != flag_form::negated; },
+                       [&](std::vector<std::string> config::*m) { c.*m = split_list(flags.*m); },
+                       [&](auto m) { c.*m = flags.*m; },
+                   },
+                   f.member);
+    }
+    return c;
+}
+
+std::expected<config, config_exit> load_config(int argc, const char* const* argv) {
+    auto c = read_config(argc, argv);
+    if (!c) return c;
+    if (auto ok = finish_config(*c); !ok) return std::unexpected(config_exit{2, "ringrelay: " + ok.error()});
     return c;
 }
 

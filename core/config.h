@@ -1,11 +1,22 @@
 // core/config.h: ringrelay's configuration: embedded defaults, then the JSON config file
 // (--config, parsed with simdjson), then command-line flags (CLI11), each overriding the one
 // before. A bad value is an error naming the flag or key, reported at start-up.
+//
+// Every flag is one row of the flag table in config.cc (a flag_descriptor, below, as Postfix's
+// CONFIG_INT_TABLE rows): its name, the config field it sets, range and help. The row drives
+// the CLI11 option, the JSON key, the "given on the command line wins" copy, the range check,
+// and the "(default X)" in --help, printed from the field's initialiser here: a default is
+// typed once, in this struct. Adding a flag is a field here and a row there.
 // SECURITY: reads operator input (argv, the config file); never network input.
 #pragma once
 #include <cstdint>
 #include <expected>
+#include <limits>
+#include <optional>
+#include <span>
 #include <string>
+#include <string_view>
+#include <variant>
 #include <vector>
 
 #include "core/net.h"
@@ -94,6 +105,55 @@ struct config {
     [[nodiscard]] tls_policy tls_policy_for(std::string_view domain) const noexcept;
 };
 
+// The field a flag sets; its type is the flag's type: a switch (bool), an unsigned integer
+// (`unsigned` is std::uint32_t here), text, or a list of text (repeatable on the command line,
+// each value comma-split; in JSON a string or an array of strings).
+using flag_member = std::variant<bool config::*, std::uint16_t config::*, std::uint32_t config::*,
+                                 std::uint64_t config::*, std::string config::*, std::vector<std::string> config::*>;
+
+// How a row's text is read beyond its field's type.
+enum class flag_form : std::uint8_t {
+    plain,
+    negated,        // a bool switch "--no-X" that sets the field false; JSON key "X": true or false
+    duration,       // text holding one duration ("5d", core/duration.h), which must be positive
+    duration_list,  // text holding a comma-separated list of durations, at least one
+};
+
+inline constexpr std::uint64_t flag_no_max = std::numeric_limits<std::uint64_t>::max();
+
+// One row of the flag table. Designated initialisers name the fields a row sets.
+struct flag_descriptor {
+    std::string_view name;  // "--max-errors"
+    flag_member member;     // the field it sets, whose initialiser is the default
+    flag_form form = flag_form::plain;
+    // Integers: the accepted range, checked by finish_config: "--NAME: must be at least 1",
+    // "at most 256", "must be between 1 and 3600 seconds" (`unit`, plural; singular for 1).
+    std::uint64_t min = 0;
+    std::uint64_t max = flag_no_max;
+    std::string_view unit = {};
+    // What 0, "" or an empty list stands for, printed as the default: "(default 0 = no
+    // limit)", "(default 10000; 0 = no limit)", "(default gethostname)". Without it an empty
+    // default is not printed.
+    std::string_view unset_means = {};
+    std::string_view json_key = {};  // empty: the name without "--" (and without "no-" if negated)
+    bool command_line_only = false;  // no JSON key at all
+    std::string_view help = {};      // what it does; the default is appended from config{}
+};
+
+// The rows, in the order --help lists them.
+[[nodiscard]] std::span<const flag_descriptor> config_flags() noexcept;
+// The JSON key of a row; empty for a command-line-only flag.
+[[nodiscard]] std::string_view json_key(const flag_descriptor& f) noexcept;
+// The default as --help prints it after "(default ", from config{}; nullopt when none is
+// printed (a switch, an empty value without unset_means).
+[[nodiscard]] std::optional<std::string> default_text(const flag_descriptor& f);
+// The row's description in --help: its help, then "(default ...)".
+[[nodiscard]] std::string help_text(const flag_descriptor& f);
+// `ringrelay --dump-flags`: a JSON array, one object per row in --help order, with "name",
+// "type", "json_key" (null if none), "default" (null if none is printed) and "description"
+// (as --help prints it). scripts/gen-flags-doc reads it for docs/flags.md.
+[[nodiscard]] std::string dump_flags_json();
+
 // "disabled" | "opportunistic" | "required" | "verify".
 [[nodiscard]] std::expected<config::tls_policy, std::string> parse_tls_policy(std::string_view text);
 [[nodiscard]] std::string_view to_string(config::tls_policy p) noexcept;
@@ -104,13 +164,19 @@ struct config_exit {
     std::string message;  // help text or the error, to print
 };
 
-// Parses argv (and the --config file it names) into a validated config.
+// Parses argv (and the --config file it names) into a validated config: read_config, then
+// finish_config.
 [[nodiscard]] std::expected<config, config_exit> load_config(int argc, const char* const* argv);
+
+// The flags and the --config file they name layered over the defaults, not yet checked
+// (no finish_config); --help, --version and --dump-flags end here with code 0.
+[[nodiscard]] std::expected<config, config_exit> read_config(int argc, const char* const* argv);
 
 // Applies a JSON config document to `c`; the error names the offending key.
 [[nodiscard]] std::expected<void, std::string> apply_json_config(std::string_view json, config& c);
 
-// Checks values and fills the derived fields; the error names the flag.
+// Checks values (each row's range or form, then the checks between fields) and fills the
+// derived fields; the error names the flag.
 [[nodiscard]] std::expected<void, std::string> finish_config(config& c);
 
 }  // namespace ringrelay::core
