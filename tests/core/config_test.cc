@@ -1,13 +1,18 @@
 // Unit tests of core/config.h: defaults, JSON config, flag precedence, and errors that name
-// the key or flag.
+// the key or flag; the flag table (ConfigTable): every row round-trips, one row per field.
 #include "core/config.h"
 
 #include <gtest/gtest.h>
+#include <simdjson.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 using namespace ringrelay::core;
@@ -267,4 +272,299 @@ TEST(Config, AuthQueueFlags) {
     auto s = load({"--auth-queue-size", "70000"});
     ASSERT_FALSE(s.has_value());
     EXPECT_NE(s.error().message.find("--auth-queue-size"), std::string::npos) << s.error().message;
+}
+
+// The flag table (config_flags()): every row round-trips from the command line and from the
+// JSON file, the command line wins over the file for every row, every config field that is a
+// flag has exactly one row, range errors name the flag, --help and --dump-flags print the rows.
+namespace {
+
+template <typename... F>
+struct overloaded : F... {
+    using F::operator()...;
+};
+
+// The row's field of `c` as text: "7", "some text", "a|b" for a list, "true".
+std::string field_text(const flag_descriptor& f, const config& c) {
+    return std::visit(overloaded{
+                          [&](bool config::*m) { return std::string(c.*m ? "true" : "false"); },
+                          [&](std::string config::*m) { return c.*m; },
+                          [&](std::vector<std::string> config::*m) {
+                              std::string out;
+                              for (const std::string& s : c.*m) out += (out.empty() ? "" : "|") + s;
+                              return out;
+                          },
+                          [&](auto m) { return std::to_string(c.*m); },
+                      },
+                      f.member);
+}
+
+bool is_switch(const flag_descriptor& f) { return std::holds_alternative<bool config::*>(f.member); }
+bool is_list(const flag_descriptor& f) { return std::holds_alternative<std::vector<std::string> config::*>(f.member); }
+bool is_text(const flag_descriptor& f) { return std::holds_alternative<std::string config::*>(f.member); }
+
+// Two values of an integer row's type in its range, both unlike the default.
+std::vector<std::uint64_t> integer_samples(const flag_descriptor& f) {
+    const std::uint64_t def = std::stoull(field_text(f, config{}));
+    std::vector<std::uint64_t> out;
+    for (std::uint64_t v = f.min; out.size() < 2; ++v)
+        if (v != def) out.push_back(v);
+    return out;
+}
+
+// A value for the row: its command-line arguments, its JSON value, and the field_text it gives.
+struct sample {
+    std::vector<std::string> args;
+    std::string json;
+    std::string field;
+};
+
+sample sample_for(const flag_descriptor& f, int which) {
+    const std::string name(f.name);
+    const std::string tag = std::to_string(which) + "-" + name.substr(2);
+    if (is_switch(f)) {
+        const bool value = f.form != flag_form::negated;
+        return {{name}, value ? "true" : "false", value ? "true" : "false"};
+    }
+    if (is_text(f)) return {{name, "text" + tag}, "\"text" + tag + "\"", "text" + tag};
+    if (is_list(f))
+        return {{name, "a" + tag + ", b" + tag, name, "c" + tag}, "[\"a" + tag + ",b" + tag + "\", \"c" + tag + "\"]",
+                "a" + tag + "|b" + tag + "|c" + tag};
+    const std::string n = std::to_string(integer_samples(f)[static_cast<std::size_t>(which)]);
+    return {{name, n}, n, n};
+}
+
+std::expected<config, config_exit> read(std::vector<std::string> args) {
+    args.insert(args.begin(), "ringrelay");
+    std::vector<const char*> argv;
+    for (const std::string& a : args) argv.push_back(a.c_str());
+    return read_config(static_cast<int>(argv.size()), argv.data());
+}
+
+// Counts the fields of an aggregate: the most initialisers `T{...}` accepts.
+struct any_field {
+    template <typename T>
+    operator T() const;  // never defined: only asked about in requires
+};
+template <typename T, std::size_t... I>
+constexpr bool brace_initialisable(std::index_sequence<I...>) {
+    return requires { T{(static_cast<void>(I), any_field{})...}; };
+}
+template <typename T, std::size_t N = 0>
+constexpr std::size_t field_count() {
+    if constexpr (!brace_initialisable<T>(std::make_index_sequence<N + 1>{}))
+        return N;
+    else
+        return field_count<T, N + 1>();
+}
+
+}  // namespace
+
+TEST(ConfigTable, EveryRowRoundTripsFromTheCommandLine) {
+    for (const flag_descriptor& f : config_flags()) {
+        const sample s = sample_for(f, 0);
+        ASSERT_NE(field_text(f, config{}), s.field) << f.name << ": the sample is the default";
+        auto c = read(s.args);
+        ASSERT_TRUE(c.has_value()) << f.name << ": " << c.error().message;
+        EXPECT_EQ(field_text(f, *c), s.field) << f.name;
+    }
+}
+
+TEST(ConfigTable, EveryRowRoundTripsFromJson) {
+    for (const flag_descriptor& f : config_flags()) {
+        const std::string key(json_key(f));
+        if (f.command_line_only) {
+            EXPECT_TRUE(key.empty()) << f.name;
+            config c;
+            auto r = apply_json_config("{\"" + std::string(f.name.substr(2)) + "\": true}", c);
+            ASSERT_FALSE(r.has_value()) << f.name;
+            EXPECT_NE(r.error().find("unknown key"), std::string::npos) << r.error();
+            continue;
+        }
+        EXPECT_EQ(key, std::string(f.name.substr(f.form == flag_form::negated ? 5 : 2)));
+        std::string underscored = key;
+        std::replace(underscored.begin(), underscored.end(), '-', '_');
+        for (const std::string& k : {key, underscored}) {
+            const sample s = sample_for(f, 0);
+            config c;
+            auto r = apply_json_config("{\"" + k + "\": " + s.json + "}", c);
+            ASSERT_TRUE(r.has_value()) << k << ": " << r.error();
+            EXPECT_EQ(field_text(f, c), s.field) << k;
+        }
+        // A value of the wrong type names the key (as the file spells it, '_' read as '-').
+        config c;
+        auto wrong = apply_json_config("{\"" + key + "\": " + (is_text(f) || is_list(f) ? "{}" : "\"x\"") + "}", c);
+        ASSERT_FALSE(wrong.has_value()) << key;
+        EXPECT_NE(wrong.error().find("config key '" + key + "'"), std::string::npos) << wrong.error();
+    }
+}
+
+TEST(ConfigTable, TheCommandLineWinsOverTheFileForEveryRow) {
+    for (const flag_descriptor& f : config_flags()) {
+        if (f.command_line_only) continue;
+        const std::string key(json_key(f));
+        // A switch can only be turned one way on the command line: the file holds the default.
+        const std::string file_value = is_switch(f) ? field_text(f, config{}) : sample_for(f, 1).json;
+        const std::string path = write_temp("{\"" + key + "\": " + file_value + "}");
+        const sample flag = sample_for(f, 0);
+        std::vector<std::string> args{"--config", path};
+        args.insert(args.end(), flag.args.begin(), flag.args.end());
+        auto both = read(args);
+        auto file_only = read({"--config", path});
+        std::remove(path.c_str());
+        ASSERT_TRUE(both.has_value()) << f.name << ": " << both.error().message;
+        ASSERT_TRUE(file_only.has_value()) << f.name << ": " << file_only.error().message;
+        EXPECT_EQ(field_text(f, *both), flag.field) << f.name;
+        if (!is_switch(f)) {
+            EXPECT_EQ(field_text(f, *file_only), sample_for(f, 1).field) << f.name;
+            EXPECT_NE(field_text(f, *file_only), field_text(f, config{})) << f.name;
+        }
+    }
+}
+
+// A config field added without a row would be parsed from nowhere; this counts them. The
+// fields load_config derives (not flags) are the ones after "Derived by load_config" in
+// core/config.h.
+TEST(ConfigTable, EveryConfigFieldThatIsAFlagHasExactlyOneRow) {
+    constexpr std::size_t derived_fields = 6;  // listen_endpoints, listen_tls_endpoints, relay_cidrs,
+                                               // route_table, outbound_tls_policy, route_tls_table
+    EXPECT_EQ(field_count<config>() - derived_fields, config_flags().size())
+        << "a core::config field has no row in the flag table (core/config.cc), or a derived field "
+           "was added to core/config.h without counting it here";
+    for (std::size_t i = 0; i < config_flags().size(); ++i)
+        for (std::size_t j = 0; j < i; ++j) {
+            EXPECT_FALSE(config_flags()[i].member == config_flags()[j].member)
+                << config_flags()[i].name << " and " << config_flags()[j].name << " set the same field";
+            EXPECT_NE(config_flags()[i].name, config_flags()[j].name);
+        }
+    // --help lists the rows and --help, --version and --config.
+    auto help = load({"--help"});
+    ASSERT_FALSE(help.has_value());
+    std::istringstream lines(help.error().message);
+    std::size_t options = 0;
+    for (std::string line; std::getline(lines, line);)
+        if (line.starts_with("  -")) ++options;
+    EXPECT_EQ(options, config_flags().size() + 3) << help.error().message;
+}
+
+// The messages operators and scripts have seen since before the table; each names the flag.
+TEST(ConfigTable, RangeErrorsNameTheFlag) {
+    const struct {
+        std::vector<std::string> args;
+        const char* message;
+    } cases[] = {
+        {{"--shards", "257"}, "ringrelay: --shards: at most 256"},
+        {{"--auth-max-failures", "0"}, "ringrelay: --auth-max-failures: must be at least 1"},
+        {{"--auth-max-failures-per-ip", "0"}, "ringrelay: --auth-max-failures-per-ip: must be at least 1"},
+        {{"--auth-failure-window", "0"}, "ringrelay: --auth-failure-window: must be at least 1 second"},
+        {{"--max-message-size", "0"}, "ringrelay: --max-message-size: must be between 1 and 1072693248 bytes"},
+        {{"--max-message-size", "1072693249"}, "ringrelay: --max-message-size: must be between 1 and 1072693248 bytes"},
+        {{"--max-recipients", "0"}, "ringrelay: --max-recipients: must be at least 1"},
+        {{"--command-timeout", "0"}, "ringrelay: --command-timeout: must be at least 1 second"},
+        {{"--max-errors", "0"}, "ringrelay: --max-errors: must be at least 1"},
+        {{"--max-connections-per-destination", "0"}, "ringrelay: --max-connections-per-destination: must be at least 1"},
+        {{"--max-messages-per-connection", "0"}, "ringrelay: --max-messages-per-connection: must be at least 1"},
+        {{"--smtp-port", "0"}, "ringrelay: --smtp-port: must be between 1 and 65535"},
+        {{"--retry-intervals", "5m,,1h"}, "ringrelay: --retry-intervals: item 2 is empty"},
+        {{"--max-age", "0s"}, "ringrelay: --max-age: must be positive"},
+    };
+    for (const auto& tc : cases) {
+        auto c = load(tc.args);
+        ASSERT_FALSE(c.has_value()) << tc.message;
+        EXPECT_EQ(c.error().code, 2);
+        EXPECT_EQ(c.error().message, tc.message);
+    }
+    // Every row with a range refuses the values just outside it, from the flag and from the
+    // file, with an error that starts with the flag's name.
+    for (const flag_descriptor& f : config_flags()) {
+        std::vector<std::uint64_t> outside;
+        if (f.min > 0) outside.push_back(f.min - 1);
+        if (f.max != flag_no_max) outside.push_back(f.max + 1);
+        for (const std::uint64_t v : outside) {
+            auto c = load({std::string(f.name), std::to_string(v)});
+            ASSERT_FALSE(c.has_value()) << f.name << " " << v;
+            EXPECT_NE(c.error().message.find(std::string(f.name)), std::string::npos) << c.error().message;
+            config j;
+            auto applied = apply_json_config("{\"" + std::string(json_key(f)) + "\": " + std::to_string(v) + "}", j);
+            if (!applied) {  // above what the field's type holds
+                EXPECT_NE(applied.error().find(std::string(json_key(f))), std::string::npos) << applied.error();
+                continue;
+            }
+            auto finished = finish_config(j);
+            ASSERT_FALSE(finished.has_value()) << f.name << " " << v;
+            EXPECT_TRUE(finished.error().starts_with(std::string(f.name) + ": ")) << finished.error();
+        }
+    }
+}
+
+// --help prints each row's help with the default from config{}'s initialiser.
+TEST(ConfigTable, HelpPrintsTheDefaultFromTheStruct) {
+    const struct {
+        const char* name;
+        std::optional<std::string> shown;
+    } cases[] = {
+        {"--listen", "127.0.0.1:2525"},
+        {"--relay-networks", "127.0.0.0/8,::1/128"},
+        {"--max-errors", "20"},
+        {"--shards", "0 = online CPUs"},
+        {"--max-connections-per-ip", "0 = no limit"},
+        {"--max-connections", "10000"},
+        {"--log", "'-'"},
+        {"--hostname", "gethostname"},
+        {"--retry-intervals", "5m,10m,20m,40m,1h20m,2h40m,4h"},
+        {"--hold", std::nullopt},
+        {"--no-starttls", std::nullopt},
+        {"--tls-cert", std::nullopt},
+        {"--route", std::nullopt},
+    };
+    auto row = [](std::string_view name) -> const flag_descriptor& {
+        for (const flag_descriptor& f : config_flags())
+            if (f.name == name) return f;
+        ADD_FAILURE() << "no row " << name;
+        return config_flags().front();
+    };
+    for (const auto& tc : cases) EXPECT_EQ(default_text(row(tc.name)), tc.shown) << tc.name;
+    EXPECT_TRUE(help_text(row("--max-connections")).ends_with("(default 10000; 0 = no limit)"));
+    EXPECT_TRUE(help_text(row("--max-errors")).ends_with(" (default 20)"));
+    EXPECT_EQ(help_text(row("--hold")), row("--hold").help);
+
+    auto help = load({"--help"});
+    ASSERT_FALSE(help.has_value());
+    EXPECT_EQ(help.error().code, 0);
+    for (const flag_descriptor& f : config_flags()) {
+        EXPECT_NE(help.error().message.find(help_text(f)), std::string::npos) << f.name;
+        // An integer's default is its field's value in config{}.
+        if (!is_switch(f) && !is_text(f) && !is_list(f)) {
+            ASSERT_TRUE(default_text(f).has_value()) << f.name;
+            EXPECT_TRUE(default_text(f)->starts_with(field_text(f, config{}))) << f.name;
+        }
+    }
+}
+
+// --dump-flags (alone) prints the table as JSON, in --help order, for scripts/gen-flags-doc.
+TEST(ConfigTable, DumpFlagsListsEveryRow) {
+    auto d = read({"--dump-flags"});
+    ASSERT_FALSE(d.has_value());
+    EXPECT_EQ(d.error().code, 0);
+    simdjson::dom::parser parser;
+    simdjson::dom::array rows;
+    ASSERT_EQ(parser.parse(simdjson::padded_string(d.error().message)).get(rows), simdjson::SUCCESS)
+        << d.error().message;
+    ASSERT_EQ(rows.size(), config_flags().size());
+    std::size_t i = 0;
+    for (simdjson::dom::element r : rows) {
+        const flag_descriptor& f = config_flags()[i++];
+        EXPECT_EQ(std::string_view(r["name"].get_string().value()), f.name);
+        EXPECT_EQ(std::string_view(r["description"].get_string().value()), help_text(f));
+        if (f.command_line_only) {
+            EXPECT_TRUE(r["json_key"].is_null()) << f.name;
+        } else {
+            EXPECT_EQ(std::string_view(r["json_key"].get_string().value()), json_key(f));
+        }
+        if (const auto shown = default_text(f)) {
+            EXPECT_EQ(std::string_view(r["default"].get_string().value()), *shown);
+        } else {
+            EXPECT_TRUE(r["default"].is_null()) << f.name;
+        }
+    }
 }
