@@ -205,7 +205,7 @@ constexpr std::string_view derived_json_key(const flag_descriptor& f) noexcept {
 // Not constexpr: a row that calls it stops the build, and the compiler's message quotes the text.
 void bad_flag_row(const char*) {}
 
-// Compile-time checks of the table; a mistake in a row is a build error naming it.
+// Compile-time checks of the table; a mistake in a row is a build error quoting the rule broken.
 consteval bool table_is_sound() {
     constexpr std::span<const flag_descriptor> rows(flag_table);
     for (std::size_t i = 0; i < rows.size(); ++i) {
