@@ -80,6 +80,8 @@ template <typename... F>
 struct overloaded : F... {
     using F::operator()...;
 };
+template <typename... F>
+overloaded(F...) -> overloaded<F...>;  // clang 16 (the fuzz build) lacks aggregate deduction
 
 std::string lower(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });

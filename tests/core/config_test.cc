@@ -283,6 +283,8 @@ template <typename... F>
 struct overloaded : F... {
     using F::operator()...;
 };
+template <typename... F>
+overloaded(F...) -> overloaded<F...>;  // clang 16 (the fuzz build) lacks aggregate deduction
 
 // The row's field of `c` as text: "7", "some text", "a|b" for a list, "true".
 std::string field_text(const flag_descriptor& f, const config& c) {
