@@ -18,7 +18,8 @@
 # 6. after each part, once everything is final: --list-spool 0 and at most one segment file
 #    per shard (the open one).
 # The queue ids are those of the 250 replies: the delivery log is written asynchronously, and a
-# Reception line can reach the file after the client has its 250.
+# Reception line can reach the file after the client has its 250 (part 2 holds the log back
+# while its batch is sent, so the test shows it does not depend on the order).
 # No timing assertions; every wait is bounded; sinks and relays are stopped at exit.
 import os
 import smtplib
@@ -64,14 +65,17 @@ def send_batch(c, relay, label, n, sender="sender@example.org", rcpt_domain="exa
     messages among those ids could never end (issue 14: "delivered once a good next hop is
     on the port [not within 60s]" with one TransientFailure record fewer than messages)."""
     out, qids = {}, set()
-    for i in range(n):
-        mid = f"<{label}-{i}@faults.test>"
-        body = (f"From: {sender}\r\nSubject: {label} {i}\r\nMessage-ID: {mid}\r\n\r\n"
-                f"body of {label} {i}\r\n.leading dot\r\n" + "y" * (50 + 37 * i) + "\r\n").encode()
-        qid = send(relay, sender, [f"r{i}@{rcpt_domain}"], body)
-        c.require(qid is not None, f"{label}: message {i} accepted")
-        out[mid] = body
-        qids.add(qid)
+    # A relay started with log_gate gets its records into the log file only after the batch,
+    # as a slow log write would: what follows must not need them earlier.
+    with relay.log_held():
+        for i in range(n):
+            mid = f"<{label}-{i}@faults.test>"
+            body = (f"From: {sender}\r\nSubject: {label} {i}\r\nMessage-ID: {mid}\r\n\r\n"
+                    f"body of {label} {i}\r\n.leading dot\r\n" + "y" * (50 + 37 * i) + "\r\n").encode()
+            qid = send(relay, sender, [f"r{i}@{rcpt_domain}"], body)
+            c.require(qid is not None, f"{label}: message {i} accepted")
+            out[mid] = body
+            qids.add(qid)
     # The log gets there soon after: one Reception record per acked message.
     wait_for(lambda: qids <= {r["queue_id"] for r in relay.reception_log()},
              f"{label}: a Reception record per acked message", c)
@@ -169,8 +173,9 @@ def disconnects(c, binary, fault):
     label = f"disconnect after {fault}"
     port = harness.free_port()
     bad = Sink(port=port, faults=["-q", fault])
+    # log_gate: the batch's log records are held back while it is sent (see send_batch).
     relay = harness.Relay(binary, ["--smarthost", f"127.0.0.1:{port}", "--retry-intervals", "1s",
-                                   "--idle-connection-timeout", "2"]).start()
+                                   "--idle-connection-timeout", "2"], log_gate=True).start()
     sent, qids = send_batch(c, relay, f"q{'dot' if fault == '.' else fault.lower()}", 6)
     wait_for(lambda: {r["queue_id"] for r in records_for(relay, "TransientFailure", qids)} == qids,
              f"{label}: every recipient deferred after the disconnect", c)

@@ -11,9 +11,11 @@
 # is sent SIGTERM/SIGINT by the test runner.
 # SECURITY: nothing here leaves loopback; every wait is bounded.
 import atexit
+import contextlib
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -238,15 +240,19 @@ class Relay:
     stop()/kill() are idempotent and are also run at exit."""
 
     def __init__(self, binary, flags=(), spool=None, shards=1, listen=None, log=True,
-                 hostname="mx.test.invalid", hold=None):
+                 hostname="mx.test.invalid", hold=None, log_gate=False):
         self.binary = binary
         self.spool = spool or os.path.join(temp_dir(), "spool")
         self.work = os.path.dirname(self.spool)
         self.log_path = os.path.join(self.work, "delivery.log") if log else ""
         self.hostname = hostname
         self.listen = listen or ["127.0.0.1:0"]
+        # log_gate: the relay logs into a FIFO that a LogGate copies to log_path line by line,
+        # so that a test can hold its records back (log_held()) the way a slow log write does.
+        self.log_gate = LogGate(self.log_path, os.path.join(self.work, "delivery.fifo")) \
+            if log and log_gate else None
         self.args = [binary, "--spool", self.spool, "--shards", str(shards),
-                     "--hostname", hostname, "--log", self.log_path]
+                     "--hostname", hostname, "--log", self.log_gate.fifo if self.log_gate else self.log_path]
         for l in self.listen:
             self.args += ["--listen", l]
         # Acceptance-side tests keep their mail in the spool (--hold), as before delivery
@@ -271,6 +277,8 @@ class Relay:
 
     def start(self, timeout=START_TIMEOUT):
         os.makedirs(self.work, exist_ok=True)
+        if self.log_gate:
+            self.log_gate.open()  # the read end first: the relay's open of the FIFO then returns
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, errors="replace")
         with _cleanup_lock:
@@ -338,6 +346,8 @@ class Relay:
         else:
             self.wait(1)
         self.returncode = self.proc.returncode
+        if self.log_gate:
+            self.log_gate.close()  # everything the relay wrote is in log_path after this
         return self.returncode
 
     def kill(self):
@@ -358,6 +368,88 @@ class Relay:
 
     def reception_log(self):
         return read_reception_log(self.log_path)
+
+    def log_held(self):
+        """Context manager: with a log_gate, no record reaches log_path inside the block (they
+        wait in the FIFO and follow at its end); without one, nothing happens. The relay's own
+        log writes are asynchronous (core/log.h): a client can have its 250 before the
+        Reception line is in the file, and a test must not depend on that order."""
+        return self.log_gate.held() if self.log_gate else contextlib.nullcontext()
+
+
+class LogGate:
+    """The relay's --log is a FIFO; a thread copies it to `path`, whole lines only, except while
+    held. Lifecycle: open() before the relay starts, close() after it exited (drains the rest).
+    For a relay with one shard: the FIFO keeps a write whole only up to PIPE_BUF (4 KiB), so
+    two shards' writes could interleave in it (a file opened O_APPEND keeps each whole). Keep
+    held sections short: past the pipe's 64 KiB the relay's log write waits for the gate."""
+
+    def __init__(self, path, fifo):
+        self.path = path
+        self.fifo = fifo
+        self._fd = None
+        self._hold = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self._partial = b""
+
+    def open(self):
+        os.mkfifo(self.fifo, 0o600)
+        # O_NONBLOCK: the open does not wait for the writer; reads return b"" until it comes.
+        self._fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        open(self.path, "ab").close()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+        register_cleanup(self.close)
+
+    @contextlib.contextmanager
+    def held(self):
+        self._hold.set()
+        try:
+            yield
+        finally:
+            self._hold.clear()
+
+    def _copy(self, wait):
+        """Copies what the FIFO holds now; returns False when it was empty (or, from the pump,
+        held: the hold is looked at after the select, so a record that arrives once the hold
+        is set stays in the FIFO)."""
+        if wait and (not select.select([self._fd], [], [], wait)[0] or self._hold.is_set()):
+            return False
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return False
+        if not data:
+            if wait:
+                time.sleep(wait)  # no writer (yet, or any more)
+            return False
+        data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        if end:
+            with open(self.path, "ab") as f:
+                f.write(data[:end])
+        return True
+
+    def _pump(self):
+        while not self._stop.is_set():
+            if self._hold.is_set():
+                time.sleep(0.02)
+            else:
+                self._copy(0.05)
+
+    def close(self):
+        if self._fd is None:
+            return
+        self._hold.clear()
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        while self._copy(0):
+            pass
+        os.close(self._fd)
+        self._fd = None
 
 
 def list_spool(binary, spool, timeout=60):
