@@ -37,7 +37,9 @@ std::error_code buffer_ring::init(reactor& r, std::uint16_t group_id, unsigned c
         _ring = nullptr;
         return cqe_error(rc);
     }
-    _memory = static_cast<char*>(std::aligned_alloc(4096, static_cast<std::size_t>(count) * size));
+    // aligned_alloc wants a size that is a multiple of the alignment (a tiny test ring is not).
+    const std::size_t bytes = (static_cast<std::size_t>(count) * size + 4095) & ~std::size_t{4095};
+    _memory = static_cast<char*>(std::aligned_alloc(4096, bytes));
     if (_memory == nullptr) return std::make_error_code(std::errc::not_enough_memory);
     const int mask = io_uring_buf_ring_mask(count);
     for (unsigned i = 0; i < count; ++i) {
