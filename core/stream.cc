@@ -269,7 +269,8 @@ void stream::kernel_handshake_step() noexcept {
     if (!_tls->kernel_sends() || !_tls->kernel_receives()) {
         return end(stream_end::tls_failed, "the kernel did not take the TLS record layer for " +
                                                std::string(_tls->protocol_name()) + " " +
-                                               std::string(_tls->cipher_name()));
+                                               std::string(_tls->cipher_name()) +
+                                               " (the start-up probe said it would; turn kTLS off if this repeats)");
     }
     _tls_phase = tls_phase::kernel_on;
     _owner.on_stream_tls_ready();

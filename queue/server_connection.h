@@ -95,7 +95,7 @@ public:
     // Whether a report of this kind may be written now (the engine builds its text only then).
     [[nodiscard]] virtual bool may_report(server_report kind) noexcept = 0;
     // `text` names the client and what happened; the host says it (stderr).
-    virtual void report(server_report kind, std::string_view text) noexcept = 0;
+    virtual void write_report(server_report kind, std::string_view text) noexcept = 0;
     // `c` may be destroyed at the end of the turn.
     virtual void retire(server_connection& c) noexcept = 0;
 

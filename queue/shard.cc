@@ -30,6 +30,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
     : _index(index),
       _config(config),
       _server(server),
+      _settings{config.min_data_rate, 0, "--command-timeout"},
       _features(features),
       _schedule(schedule),
       _log_fd(log_fd),
@@ -45,7 +46,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
 }
 
 shard::~shard() {
-    for (connection* c : _connections) {
+    for (server_connection* c : _connections) {
         release_admission(*c);
         delete c;
     }
@@ -239,7 +240,7 @@ bool shard::admit(int fd, const sockaddr* peer, std::size_t& slot) noexcept {
     return false;
 }
 
-void shard::release_admission(const connection& c) noexcept {
+void shard::release_admission(const server_connection& c) noexcept {
     _limits.per_ip.release(c.address_slot);
     _limits.total.release();
 }
@@ -272,7 +273,7 @@ void shard::begin_stop() noexcept {
     // says 421 and closes); no new one waits while the shard stops.
     _auth_queue.drain();
     // on_stop may retire connections (which edits _connections at the turn's end only).
-    for (connection* c : _connections) c->on_stop(false);
+    for (server_connection* c : _connections) c->on_stop(false);
     _delivery->stop(false);
     _dns->shutdown();
 }
@@ -323,7 +324,7 @@ void shard::tick() noexcept {
         }
         // Every tick after the grace period: a connection that was awaiting a commit at the
         // last tick is closed now.
-        for (connection* c : _connections) c->on_stop(true);
+        for (server_connection* c : _connections) c->on_stop(true);
     }
     for (auto& a : _accepts) {
         if (a->rearm_on_tick && !_stopping) {
@@ -350,29 +351,44 @@ std::uint64_t shard::next_queue_id() noexcept {
     return id;
 }
 
-void shard::want_flush(connection* c) { _flush.push_back(c); }
-void shard::want_rearm(connection* c) { _rearm.push_back(c); }
-void shard::retire(connection* c) { _graveyard.push_back(c); }
+void shard::count(server_event event, std::uint64_t n) noexcept {
+    switch (event) {
+    case server_event::tls_handshake: _counters.tls_handshakes.fetch_add(n, std::memory_order_relaxed); return;
+    case server_event::tls_failure: _counters.tls_failures.fetch_add(n, std::memory_order_relaxed); return;
+    case server_event::tls_discarded_bytes:
+        _counters.tls_discarded_bytes.fetch_add(n, std::memory_order_relaxed);
+        return;
+    case server_event::early_talker: _counters.early_talkers.fetch_add(n, std::memory_order_relaxed); return;
+    case server_event::input_bytes: return;  // not counted by the relay
+    }
+}
+
+bool shard::may_report(server_report kind) noexcept {
+    switch (kind) {
+    case server_report::early_talker: return may_report(report::early_talker);
+    case server_report::tls_failure: return may_report(report::tls_failure);
+    case server_report::tls_discarded: return may_report(report::tls_discarded);
+    }
+    return false;
+}
+
+void shard::write_report(server_report, std::string_view text) noexcept {
+    core::diag(std::string(text) + " (one report per second)");
+}
 
 void shard::on_turn_end() noexcept {
     if (_auth_pump_wanted) {
         _auth_pump_wanted = false;
         if (!_auth_queue.empty()) _auth_queue.pump(core::monotonic_ms());
     }
-    if (!_rearm.empty()) {
-        std::vector<connection*> rearm;
-        rearm.swap(_rearm);
-        for (connection* c : rearm) c->rearm();
-    }
-    // Batched sends: every connection that produced replies this turn sends them in one write.
-    // A connection may appear more than once; flush() is idempotent.
-    for (std::size_t i = 0; i < _flush.size(); ++i) _flush[i]->flush();
-    _flush.clear();
+    // Receives re-armed after -ENOBUFS, then batched sends: every connection that produced
+    // replies this turn sends them in one write.
+    _streams.run();
     _delivery->on_turn_end();
     if (!_graveyard.empty()) {
         std::sort(_graveyard.begin(), _graveyard.end());
         _graveyard.erase(std::unique(_graveyard.begin(), _graveyard.end()), _graveyard.end());
-        for (connection* c : _graveyard) {
+        for (server_connection* c : _graveyard) {
             const std::size_t slot = c->shard_slot;
             RR_ASSERT(slot < _connections.size() && _connections[slot] == c);
             _connections[slot] = _connections.back();

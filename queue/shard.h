@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/stream.h"
 #include "core/tls.h"
 #include "core/work_pool.h"
 #include "protocol/server_session.h"
@@ -96,7 +97,7 @@ struct shard_counters {
     std::atomic<std::uint64_t> queued_for_delivery{0};
 };
 
-class shard final : public core::turn_hook, public protocol::session_host {
+class shard final : public core::turn_hook, public protocol::session_host, public server_host {
 public:
     // config, server_config, features and tls must outlive the shard. listen: the endpoints to
     // bind (port 0 picks one; main passes shard 0's result to the others). tls: null for no
@@ -134,15 +135,9 @@ public:
     [[nodiscard]] delivery& outbound_delivery() noexcept { return *_delivery; }
     [[nodiscard]] core::log_writer& log() noexcept { return *_log; }
     [[nodiscard]] core::deadline_list& deadlines() noexcept { return _deadlines; }
-    [[nodiscard]] const protocol::server_config& server_config() const noexcept { return _server; }
     [[nodiscard]] const core::config& config() const noexcept { return _config; }
-    [[nodiscard]] bool stopping() const noexcept { return _stopping; }
     [[nodiscard]] unsigned index() const noexcept { return _index; }
     [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
-    // This shard's server TLS context; null without TLS.
-    [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls_context ? &*_tls_context : nullptr; }
-    // Inbound TLS records are the kernel's (kTLS) on this relay.
-    [[nodiscard]] bool kernel_tls() const noexcept { return _tls != nullptr && _tls->kernel; }
     // SMTP AUTH (shared by every shard); null when --auth-users is not set.
     [[nodiscard]] inbound_auth* auth() noexcept { return _auth; }
     // Where this shard's work-pool items (password checks) come back.
@@ -162,9 +157,18 @@ public:
         _reported |= bit;
         return true;
     }
-    void want_flush(connection* c);
-    void want_rearm(connection* c);
-    void retire(connection* c);
+
+    // server_host (the inbound engine)
+    core::stream_services stream_services() noexcept override { return {_reactor, _buffers, _streams, &_deadlines}; }
+    const protocol::server_config& server_config() const noexcept override { return _server; }
+    const server_settings& settings() const noexcept override { return _settings; }
+    core::tls_context* tls_context() noexcept override { return _tls_context ? &*_tls_context : nullptr; }
+    bool kernel_tls() const noexcept override { return _tls != nullptr && _tls->kernel; }
+    bool stopping() const noexcept override { return _stopping; }
+    void count(server_event event, std::uint64_t n) noexcept override;
+    bool may_report(server_report kind) noexcept override;
+    void write_report(server_report kind, std::string_view text) noexcept override;
+    void retire(server_connection& c) noexcept override { _graveyard.push_back(&c); }
 
     void on_turn_end() noexcept override;
 
@@ -187,7 +191,7 @@ private:
     void arm_accept(accept_op& a) noexcept;
     // Counts a new connection against the limits, or answers it 421 4.7.0 and closes it.
     [[nodiscard]] bool admit(int fd, const sockaddr* peer, std::size_t& slot) noexcept;
-    void release_admission(const connection& c) noexcept;
+    void release_admission(const server_connection& c) noexcept;
     void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
     void begin_stop() noexcept;
     void tick() noexcept;
@@ -199,6 +203,7 @@ private:
     const unsigned _index;
     const core::config& _config;
     const protocol::server_config& _server;
+    const server_settings _settings;
     const core::kernel_features& _features;
     const retry_schedule& _schedule;
     const int _log_fd;
@@ -212,6 +217,7 @@ private:
     // Shard-local.
     core::reactor _reactor;
     core::buffer_ring _buffers;
+    core::stream_batch _streams;  // the turn's receive re-arms and batched sends
     std::optional<core::tls_context> _tls_context;
     std::uint64_t _tls_generation = 0;  // of the credentials _tls_context was built from
     core::work_return _work_return;
@@ -226,10 +232,8 @@ private:
     core::deadline_list _deadlines;
     core::date_cache _dates;
     std::vector<std::unique_ptr<accept_op>> _accepts;
-    std::vector<connection*> _connections;  // owned; index kept in each connection
-    std::vector<connection*> _flush;
-    std::vector<connection*> _rearm;
-    std::vector<connection*> _graveyard;
+    std::vector<server_connection*> _connections;  // owned; index kept in each connection
+    std::vector<server_connection*> _graveyard;
     std::uint64_t _next_id = 0;
     std::int64_t _next_tick_ms = 0;
     std::int64_t _stop_deadline_ms = 0;
