@@ -21,6 +21,11 @@ constexpr int listen_backlog = 4096;
 // While password checks wait for room, how often the shard offers it again: room can appear
 // on another shard (a check of the same address ending there), which sends no wake-up.
 constexpr std::int64_t auth_retry_ms = 20;
+// Shaped like Postfix's (smtpd_client_connection_count_limit) and the big providers' texts.
+constexpr std::string_view too_many_connections =
+    "421 4.7.0 Error: too many connections; try again later\r\n";
+constexpr std::string_view too_many_from_address =
+    "421 4.7.0 Error: too many connections from your address; try again later\r\n";
 }  // namespace
 
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
@@ -40,6 +45,8 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _auth(auth),
       _go(std::move(go)),
       _limits(limits),
+      _admission(&limits.total, config.max_connections, limits.per_ip, config.max_connections_per_ip,
+                 too_many_connections, too_many_from_address),
       _auth_queue(config.auth_queue_size, static_cast<std::int64_t>(config.auth_queue_timeout) * 1000),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
     _stop.owner = this;
@@ -52,8 +59,6 @@ shard::~shard() {
     }
     _delivery.reset();
     _dns.reset();
-    for (auto& a : _accepts)
-        if (a->fd >= 0) ::close(a->fd);
 }
 
 std::string shard::init() {
@@ -88,13 +93,11 @@ std::string shard::init() {
     for (const listener_spec& l : _listen) {
         if (l.kind == listener_kind::implicit_tls && _tls == nullptr)
             return "cannot listen with TLS on " + core::to_string(l.endpoint) + ": no certificate";
-        auto fd = core::listen_reuseport(l.endpoint, listen_backlog);
-        if (!fd) return "cannot listen on " + core::to_string(l.endpoint) + ": " + fd.error().message();
-        auto a = std::make_unique<accept_op>();
-        a->owner = this;
-        a->fd = *fd;
-        a->kind = l.kind;
-        _accepts.push_back(std::move(a));
+        auto listener = std::make_unique<core::listener>(_reactor, *this, _admission, "shard " + std::to_string(_index),
+                                                         static_cast<std::uint8_t>(l.kind));
+        if (auto ok = listener->open(l.endpoint, listen_backlog); !ok)
+            return "cannot listen on " + core::to_string(l.endpoint) + ": " + ok.error().message();
+        _listeners.push_back(std::move(listener));
     }
     return {};
 }
@@ -116,8 +119,8 @@ void shard::run(std::promise<shard_init_result>& ready) {
         }
     }
     if (result.error.empty()) {
-        for (auto& a : _accepts) {
-            if (auto e = core::local_endpoint(a->fd)) result.bound.push_back(*e);
+        for (auto& l : _listeners) {
+            if (auto e = l->bound()) result.bound.push_back(*e);
         }
     }
     const bool ok = result.error.empty();
@@ -130,7 +133,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     // mailboxes before any mail moves.
     _go.wait();
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
-    for (auto& a : _accepts) arm_accept(*a);
+    for (auto& l : _listeners) l->start();
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         const int dns_wait = _dns->next_timeout_ms();
@@ -151,99 +154,33 @@ void shard::run(std::promise<shard_init_result>& ready) {
     _finished.store(true, std::memory_order_release);
 }
 
-void shard::arm_accept(accept_op& a) noexcept {
-    io_uring_prep_multishot_accept(_reactor.sqe(&a), a.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    a.armed = true;
+void shard::on_accepted(core::listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
+    protocol::relay_trust trust = protocol::relay_trust::untrusted;
+    for (const core::cidr& net : _config.relay_cidrs) {
+        if (net.contains(peer)) {
+            trust = protocol::relay_trust::trusted;
+            break;
+        }
+    }
+    auto* c = new connection(*this, fd, peer, trust, static_cast<listener_kind>(from.tag()));
+    c->address_slot = address_slot;
+    c->shard_slot = _connections.size();
+    _connections.push_back(c);
+    _counters.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+    _counters.open_connections.fetch_add(1, std::memory_order_relaxed);
+    c->start();
 }
 
-void shard::accept_op::complete(int res, std::uint32_t flags) noexcept { owner->on_accept(*this, res, flags); }
-
-void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
-    if ((flags & IORING_CQE_F_MORE) == 0) a.armed = false;
-    if (res >= 0) {
-        if (_stopping) {
-            ::close(res);
-        } else {
-            sockaddr_storage peer{};
-            socklen_t len = sizeof peer;
-            auto* sa = reinterpret_cast<sockaddr*>(&peer);
-            if (::getpeername(res, sa, &len) < 0) {
-                ::close(res);
-            } else {
-                protocol::relay_trust trust = protocol::relay_trust::untrusted;
-                for (const core::cidr& net : _config.relay_cidrs) {
-                    if (net.contains(sa)) {
-                        trust = protocol::relay_trust::trusted;
-                        break;
-                    }
-                }
-                std::size_t slot = 0;
-                if (admit(res, sa, slot)) {
-                    auto* c = new connection(*this, res, sa, trust, a.kind);
-                    c->address_slot = slot;
-                    c->shard_slot = _connections.size();
-                    _connections.push_back(c);
-                    _counters.accepted_connections.fetch_add(1, std::memory_order_relaxed);
-                    _counters.open_connections.fetch_add(1, std::memory_order_relaxed);
-                    c->start();
-                }
-            }
-        }
-    } else if (res != -ECANCELED && !_stopping) {
-        // EMFILE/ENFILE and the like: retry on the next tick instead of spinning, and say so
-        // once per failure streak.
-        if (!a.failing) core::diag("shard " + std::to_string(_index) + ": accept failed: " + std::strerror(-res));
-        a.failing = true;
-        if (!a.armed) {
-            a.rearm_on_tick = true;
-            return;
-        }
-    }
-    if (res >= 0) a.failing = false;
-    if (!a.armed) {
-        if (_stopping) {
-            if (a.fd >= 0) ::close(a.fd);
-            a.fd = -1;
-        } else {
-            arm_accept(a);
-        }
-    }
-}
-
-namespace {
-// Shaped like Postfix's (smtpd_client_connection_count_limit) and the big providers' texts.
-constexpr std::string_view too_many_connections =
-    "421 4.7.0 Error: too many connections; try again later\r\n";
-constexpr std::string_view too_many_from_address =
-    "421 4.7.0 Error: too many connections from your address; try again later\r\n";
-}  // namespace
-
-bool shard::admit(int fd, const sockaddr* peer, std::size_t& slot) noexcept {
-    std::string_view refusal;
-    if (!_limits.total.acquire(_config.max_connections)) {
-        refusal = too_many_connections;
-    } else {
-        slot = _limits.per_ip.slot_of(peer);
-        if (_limits.per_ip.acquire(slot, _config.max_connections_per_ip)) return true;
-        _limits.total.release();
-        refusal = too_many_from_address;
-    }
+void shard::on_refused(core::listener&, const sockaddr* peer, core::refusal why) noexcept {
     _counters.refused_connections.fetch_add(1, std::memory_order_relaxed);
-    // A fresh socket's send buffer is empty, so a non-blocking send of the short reply
-    // completes at once (or fails if the client already reset); then the fd is closed, on
-    // every path. (A linked io_uring send+close would leave the fd open when the send fails:
-    // the kernel cancels the rest of a link.)
-    (void)::send(fd, refusal.data(), refusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    ::close(fd);
-    if (may_report(report::refused_connection)) core::diag("shard " + std::to_string(_index) + ": refusing connections from " +
-                               core::address_text(peer) + ": " + std::string(refusal.substr(10, refusal.size() - 12)));
-    return false;
+    if (may_report(report::refused_connection)) {
+        const std::string_view text = _admission.refusal_text(why);
+        core::diag("shard " + std::to_string(_index) + ": refusing connections from " + core::address_text(peer) +
+                   ": " + std::string(text.substr(10, text.size() - 12)));
+    }
 }
 
-void shard::release_admission(const server_connection& c) noexcept {
-    _limits.per_ip.release(c.address_slot);
-    _limits.total.release();
-}
+void shard::release_admission(const server_connection& c) noexcept { _admission.release(c.address_slot); }
 
 void shard::request_stop(core::reactor& from) noexcept {
     if (_stop_sent.exchange(true)) return;
@@ -258,17 +195,7 @@ void shard::begin_stop() noexcept {
     if (_stopping) return;
     _stopping = true;
     _stop_deadline_ms = core::monotonic_ms() + static_cast<std::int64_t>(_config.shutdown_timeout) * 1000;
-    for (auto& a : _accepts) {
-        // Stop listening now: shutdown() moves a listening TCP socket out of LISTEN at once
-        // (new SYNs are refused), while the cancelled multishot accept still holds the file.
-        if (a->fd >= 0) (void)::shutdown(a->fd, SHUT_RDWR);
-        if (a->armed) {
-            io_uring_prep_cancel64(_reactor.sqe_ignored(), reinterpret_cast<std::uint64_t>(a.get()), 0);
-        } else if (a->fd >= 0) {
-            ::close(a->fd);
-            a->fd = -1;
-        }
-    }
+    for (auto& l : _listeners) l->stop();
     // Password checks still waiting for room are answered 454 4.7.0 now (the session then
     // says 421 and closes); no new one waits while the shard stops.
     _auth_queue.drain();
@@ -326,17 +253,12 @@ void shard::tick() noexcept {
         // last tick is closed now.
         for (server_connection* c : _connections) c->on_stop(true);
     }
-    for (auto& a : _accepts) {
-        if (a->rearm_on_tick && !_stopping) {
-            a->rearm_on_tick = false;
-            arm_accept(*a);
-        }
-    }
+    for (auto& l : _listeners) l->tick();
 }
 
 bool shard::drained() const noexcept {
     return _connections.empty() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
-           std::none_of(_accepts.begin(), _accepts.end(), [](const auto& a) { return a->fd >= 0; });
+           std::all_of(_listeners.begin(), _listeners.end(), [](const auto& l) { return l->closed(); });
 }
 
 protocol::host_reply shard::check_auth(const protocol::client_info& client) noexcept {

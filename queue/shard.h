@@ -22,6 +22,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/deadline_list.h"
+#include "core/listener.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "core/reactor.h"
@@ -97,7 +98,10 @@ struct shard_counters {
     std::atomic<std::uint64_t> queued_for_delivery{0};
 };
 
-class shard final : public core::turn_hook, public protocol::session_host, public server_host {
+class shard final : public core::turn_hook,
+                    public protocol::session_host,
+                    public server_host,
+                    public core::listener_owner {
 public:
     // config, server_config, features and tls must outlive the shard. listen: the endpoints to
     // bind (port 0 picks one; main passes shard 0's result to the others). tls: null for no
@@ -170,29 +174,20 @@ public:
     void write_report(server_report kind, std::string_view text) noexcept override;
     void retire(server_connection& c) noexcept override { _graveyard.push_back(&c); }
 
+    // core::listener_owner
+    void on_accepted(core::listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept override;
+    void on_refused(core::listener& from, const sockaddr* peer, core::refusal why) noexcept override;
+
     void on_turn_end() noexcept override;
 
 private:
-    struct accept_op final : core::completion {
-        shard* owner = nullptr;
-        int fd = -1;
-        listener_kind kind = listener_kind::plain;
-        bool armed = false;
-        bool failing = false;        // the last accept failed (logged once)
-        bool rearm_on_tick = false;  // re-arm at the next tick, after a failure
-        void complete(int res, std::uint32_t flags) noexcept override;
-    };
     struct stop_op final : core::completion {
         shard* owner = nullptr;
         void complete(int res, std::uint32_t flags) noexcept override;
     };
 
     std::string init();
-    void arm_accept(accept_op& a) noexcept;
-    // Counts a new connection against the limits, or answers it 421 4.7.0 and closes it.
-    [[nodiscard]] bool admit(int fd, const sockaddr* peer, std::size_t& slot) noexcept;
     void release_admission(const server_connection& c) noexcept;
-    void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
     void begin_stop() noexcept;
     void tick() noexcept;
     // Builds this shard's server context from the relay's current credentials.
@@ -213,6 +208,7 @@ private:
     inbound_auth* _auth;           // null: no AUTH
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
+    core::connection_limits _admission;  // --max-connections(-per-ip) over _limits
 
     // Shard-local.
     core::reactor _reactor;
@@ -231,7 +227,7 @@ private:
     std::unique_ptr<delivery> _delivery;
     core::deadline_list _deadlines;
     core::date_cache _dates;
-    std::vector<std::unique_ptr<accept_op>> _accepts;
+    std::vector<std::unique_ptr<core::listener>> _listeners;
     std::vector<server_connection*> _connections;  // owned; index kept in each connection
     std::vector<server_connection*> _graveyard;
     std::uint64_t _next_id = 0;
