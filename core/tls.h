@@ -286,4 +286,15 @@ struct ktls_handshake_probe {
 };
 [[nodiscard]] ktls_handshake_probe probe_ktls_handshake(const tls_credentials& credentials) noexcept;
 
+// What a server does with inbound TLS given the probe (probe_ktls), whether kTLS is enabled
+// (--no-ktls), and its certificate: the kernel takes the record layer only when the handshake
+// probe found it takes both directions. `detail` is the start-up line. Implemented with the
+// probes in core/ktls.cc.
+struct ktls_decision {
+    bool kernel = false;
+    std::string detail;
+};
+[[nodiscard]] ktls_decision decide_ktls(const ktls_probe& probe, bool enabled,
+                                        const tls_credentials& credentials) noexcept;
+
 }  // namespace ringrelay::core

@@ -220,19 +220,11 @@ std::expected<void, std::string> relay::setup_tls() {
     _tls->ticket_keys = *keys;
     _tls_cert_file = cert;
     _tls_key_file = key;
-    // kTLS: the ULP is there; check with a real handshake that the kernel takes both
+    // kTLS: if the ULP is there, check with a real handshake that the kernel takes both
     // directions for what OpenSSL negotiates, before any client relies on it.
-    if (_ktls.available && _ktls.openssl_support) {
-        if (!_config.ktls) {
-            _ktls.detail = "kTLS: the kernel offers it, off by --no-ktls; TLS in user space (OpenSSL)";
-        } else {
-            const core::ktls_handshake_probe hp = core::probe_ktls_handshake(*_tls->credentials.load());
-            _tls->kernel = hp.sends && hp.receives;
-            _ktls.detail = _tls->kernel ? "kTLS: on: after each inbound handshake the kernel encrypts and decrypts "
-                                          "the records (" + hp.detail + ")"
-                                        : "kTLS: not used: " + hp.detail + "; TLS in user space (OpenSSL)";
-        }
-    }
+    const core::ktls_decision ktls = core::decide_ktls(_ktls, _config.ktls, *_tls->credentials.load());
+    _tls->kernel = ktls.kernel;
+    _ktls.detail = ktls.detail;
     _server.tls = _config.starttls ? protocol::tls_offer::starttls : protocol::tls_offer::none;
     if (!_config.starttls) _tls_summary += "; STARTTLS not offered (--no-starttls)";
     return {};

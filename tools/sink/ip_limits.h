@@ -1,13 +1,8 @@
-// tools/sink/ip_limits.h: the per-client-address limits ringrelay-sink enforces, counted across
-// all shards: concurrent connections (--max-connections-per-ip: above it the banner is
-// 421 4.7.0) and the message rate (--max-rate-per-ip: above it MAIL gets 451 4.7.1).
-//
-// One fixed table of cache-line-sized slots, one per distinct client address (IPv4 exact;
-// IPv6 by a 64-bit hash of all 128 bits, so two v6 addresses share a slot only on a hash
-// collision). Lock-free: a slot is claimed by CAS on its key and never given back; counts
-// are atomics. Nothing allocates after construction. A full table (more distinct addresses
-// than slots) puts the newcomers in one shared overflow slot, which only makes their limits
-// stricter; a sink in a test sees a handful of addresses.
+// tools/sink/ip_limits.h: the per-client message rate ringrelay-sink enforces
+// (--max-rate-per-ip: above it MAIL gets 451 4.7.1), counted across all shards. Clients are
+// grouped as the relay groups them, in the slots of the shared core::address_counter (IPv4
+// /32, IPv6 /64) that core::listener admits them with; the connection limit
+// (--max-connections-per-ip) is that counter's, enforced by the listener.
 //
 // The rate limit is a token bucket in GCRA form (the generic cell rate algorithm, ITU-T
 // I.371): one atomic "theoretical arrival time" per slot, so concurrent shards need one CAS
@@ -17,16 +12,13 @@
 //
 // Threading: every method may be called from any thread; the object outlives the shards.
 #pragma once
-#include <sys/socket.h>
-
 #include <atomic>
 #include <cstdint>
 #include <memory>
 
-namespace ringrelay::sink {
+#include "core/address_counter.h"
 
-// The key of a client address: IPv4 (and IPv4-mapped IPv6) exact; IPv6 hashed. Never 0.
-[[nodiscard]] std::uint64_t address_key(const sockaddr* peer) noexcept;
+namespace ringrelay::sink {
 
 // A GCRA token bucket of `per_second` tokens a second holding max(1, floor(per_second)).
 class rate_limit {
@@ -47,50 +39,29 @@ private:
     std::int64_t _tolerance_ns; // (burst - 1) * interval: how far ahead tat may run
 };
 
-// One client address's counts.
-struct alignas(64) ip_slot {
-    std::atomic<std::uint64_t> key{0};          // address_key(); 0 = free
-    std::atomic<std::uint32_t> connections{0};  // open now
-    std::atomic<std::int64_t> tat_ns{0};        // rate_limit state
-};
-
-class per_ip_limits {
+// One bucket per slot of a core::address_counter of `slots` slots.
+class per_ip_rate {
 public:
-    static constexpr std::size_t default_slots = 16384;  // a power of two
+    // max_rate 0 means no limit (and no table).
+    explicit per_ip_rate(double max_rate_per_second, std::size_t slots = core::address_counter::default_slots);
+    per_ip_rate(const per_ip_rate&) = delete;
+    per_ip_rate& operator=(const per_ip_rate&) = delete;
 
-    // max_connections 0 and max_rate 0 mean no limit.
-    per_ip_limits(std::uint32_t max_connections, double max_rate_per_second,
-                  std::size_t slots = default_slots);
-    per_ip_limits(const per_ip_limits&) = delete;
-    per_ip_limits& operator=(const per_ip_limits&) = delete;
-
-    // True if any limit is set; without limits the sink never looks at the table.
-    [[nodiscard]] bool enabled() const noexcept { return _max_connections != 0 || _has_rate; }
-
-    // The slot of `key` (address_key()), claimed on first sight. Never null; stable for the
-    // object's lifetime.
-    [[nodiscard]] ip_slot& slot(std::uint64_t key) noexcept;
-
-    // Counts one more connection unless the slot already has max_connections.
-    [[nodiscard]] bool acquire_connection(ip_slot& s) noexcept;
-    // Gives back one acquire_connection() that succeeded.
-    void release_connection(ip_slot& s) noexcept;
-    // Takes one message from the slot's rate at `now_ns` (monotonic); true without a limit.
-    [[nodiscard]] bool acquire_message(ip_slot& s, std::int64_t now_ns) noexcept;
-
-    [[nodiscard]] std::uint32_t max_connections() const noexcept { return _max_connections; }
-    [[nodiscard]] bool overflowed() const noexcept { return _overflowed.load(std::memory_order_relaxed); }
+    [[nodiscard]] bool enabled() const noexcept { return _slots != nullptr; }
+    // Takes one message from the bucket of `slot` (core::address_counter::slot_of) at `now_ns`
+    // (monotonic); true without a limit.
+    [[nodiscard]] bool acquire(std::size_t slot, std::int64_t now_ns) noexcept;
 
 private:
+    // Each bucket on its own cache line: shards take messages of different clients.
+    struct alignas(64) bucket {
+        std::atomic<std::int64_t> tat_ns{0};
+    };
     // Fixed after construction.
-    const std::uint32_t _max_connections;
-    const bool _has_rate;
     const rate_limit _rate;
-    const std::size_t _mask;
-    // Written by every shard (each slot is its own cache line).
-    std::unique_ptr<ip_slot[]> _slots;
-    ip_slot _overflow;
-    std::atomic<bool> _overflowed{false};
+    const std::size_t _count;
+    // Written by every shard.
+    std::unique_ptr<bucket[]> _slots;
 };
 
 }  // namespace ringrelay::sink

@@ -10,7 +10,8 @@
 // Files are not fsynced: the sink is a test peer, not a store.
 //
 // --tls: STARTTLS (RFC 3207) with --tls-cert/--tls-key, or a self-signed certificate for
-// --hostname kept in --tls-dir (default: a temporary directory removed at exit).
+// --hostname kept in --tls-dir (default: a temporary directory removed at exit); the records
+// go to the kernel (kTLS) where the relay's start-up probe says it takes them (--no-ktls: not).
 //
 // Signals are taken by this thread alone (sigtimedwait; shard threads inherit the mask):
 // SIGINT/SIGTERM stop the sink gracefully (a second one exits at once with 1); SIGUSR1 is
@@ -97,6 +98,7 @@ int main(int argc, char** argv) {
     }
     temp_tls_dir temp_dir;
     std::optional<core::tls_credentials> credentials;
+    bool kernel_tls = false;
     if (options.tls) {
         std::string cert = options.tls_cert;
         std::string key = options.tls_key;
@@ -129,6 +131,11 @@ int main(int argc, char** argv) {
         credentials.emplace(std::move(*loaded));
         say("STARTTLS offered; certificate " + cert + " (" + origin + ", CN=" + credentials->common_name() + ", " +
             credentials->sha256_fingerprint() + ")");
+        // The relay's kTLS rule: the kernel takes the records only where a real handshake
+        // probe shows it takes both directions.
+        const core::ktls_decision ktls = core::decide_ktls(core::probe_ktls(), options.ktls, *credentials);
+        kernel_tls = ktls.kernel;
+        say(ktls.detail);
     }
     protocol::server_config server;
     server.hostname = options.hostname;
@@ -139,6 +146,7 @@ int main(int argc, char** argv) {
 
     sink::sink_shared shared(options, save_fd);
     shared.tls = credentials ? &*credentials : nullptr;
+    shared.kernel_tls = kernel_tls;
     core::reactor control;  // only for the MSG_RING stop requests
     if (auto ec = control.init(64, core::kernel_features{}); ec) {
         say("io_uring setup failed: " + ec.message());

@@ -97,12 +97,15 @@ std::expected<sink_options, options_exit> parse_options(int argc, const char* co
                                                              "(default 26214400)")
         ->check(unsigned_number());
     app.add_option("--timeout", o.command_timeout,
-                   "seconds to wait for a command or data before 421 4.4.2 (default 300)")
+                   "seconds a command may take, or message content arriving below 500 bytes/s, before "
+                   "421 4.4.2 (default 300; the relay's per-request deadline)")
         ->check(unsigned_number());
     app.add_flag("--tls", o.tls, "offer STARTTLS (self-signed certificate unless --tls-cert/--tls-key)");
     app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain for STARTTLS (implies --tls)");
     app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
     app.add_option("--tls-dir", o.tls_dir, "directory for the self-signed certificate (default: temporary)");
+    bool no_ktls = false;
+    app.add_flag("--no-ktls", no_ktls, "keep TLS records in user space even where the kernel could take them (kTLS)");
     bool quiet = false;
     bool json = false;
     app.add_flag("--quiet", quiet, "no per-second statistics on stderr");
@@ -153,6 +156,7 @@ std::expected<sink_options, options_exit> parse_options(int argc, const char* co
         return fail("--hostname: must be non-empty, without spaces or line breaks");
     if (o.tls_cert.empty() != o.tls_key.empty()) return fail("--tls-cert and --tls-key: give both or neither");
     if (!o.tls_cert.empty()) o.tls = true;
+    o.ktls = !no_ktls;
     if (!o.tls_dir.empty() && !o.tls) return fail("--tls-dir: only with --tls");
     if (!o.seed_given) {
         std::random_device rd;

@@ -46,6 +46,7 @@ struct sink_options {
     std::string tls_cert;                   // PEM chain, leaf first; empty: self-signed
     std::string tls_key;
     std::string tls_dir;                    // where the self-signed pair is kept; empty: a temp dir
+    bool ktls = true;                       // kTLS where the start-up probe finds it works (--no-ktls: never)
     output_format format = output_format::text;
     progress_lines progress = progress_lines::every_second;
 };

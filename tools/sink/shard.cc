@@ -25,6 +25,11 @@ constexpr std::uint16_t receive_group = 1;
 constexpr int listen_backlog = 4096;
 // After a stop request, pending answers (saves, delays) and last replies get this long.
 constexpr std::int64_t stop_grace_ms = 3000;
+// The relay's default --min-data-rate: message content at this rate keeps the deadline off.
+constexpr std::uint32_t min_data_rate = 500;
+// A message body buffer larger than this is freed after its answer instead of being kept for
+// the next message (which normally needs the same size: no allocation per message).
+constexpr std::size_t keep_body_capacity = 1024 * 1024;
 }  // namespace
 
 std::int64_t monotonic_ns() noexcept {
@@ -40,16 +45,22 @@ shard::shard(unsigned index, sink_shared& shared, const protocol::server_config&
       _server(server),
       _features(features),
       _listen(std::move(listen)),
+      // The relay's engine settings, but a message buffer up to 1 MiB is kept for the next
+      // message (no allocation per message at benchmark rates).
+      _settings{min_data_rate, keep_body_capacity, "--timeout"},
+      _refusal(std::string(protocol::reply_for(protocol::reply_id::connection_limit).prefix) + "\r\n"),
       _deadlines(static_cast<std::int64_t>(shared.options.command_timeout) * 1000),
       _faults(fault_rates{shared.options.defer_rate, shared.options.reject_rate, shared.options.disconnect_rate},
-              shared.options.seed ^ (0x9e3779b97f4a7c15ULL * (index + 1))) {
+              shared.options.seed ^ (0x9e3779b97f4a7c15ULL * (index + 1))),
+      _admission(nullptr, 0, shared.per_ip, shared.options.max_connections_per_ip, _refusal, _refusal) {
     _stop.owner = this;
 }
 
 shard::~shard() {
-    for (connection* c : _connections) delete c;
-    for (auto& a : _accepts)
-        if (a->fd >= 0) ::close(a->fd);
+    for (queue::server_connection* c : _connections) {
+        _admission.release(c->address_slot);
+        delete c;
+    }
 }
 
 std::string shard::init() {
@@ -64,12 +75,11 @@ std::string shard::init() {
         _tls.emplace(std::move(*context));
     }
     for (const core::endpoint& e : _listen) {
-        auto fd = core::listen_reuseport(e, listen_backlog);
-        if (!fd) return "cannot listen on " + core::to_string(e) + ": " + fd.error().message();
-        auto a = std::make_unique<accept_op>();
-        a->owner = this;
-        a->fd = *fd;
-        _accepts.push_back(std::move(a));
+        auto listener = std::make_unique<core::listener>(_reactor, *this, _admission,
+                                                         "ringrelay-sink: shard " + std::to_string(_index));
+        if (auto ok = listener->open(e, listen_backlog); !ok)
+            return "cannot listen on " + core::to_string(e) + ": " + ok.error().message();
+        _listeners.push_back(std::move(listener));
     }
     // Queue ids: microseconds at start, the shard index in the low 8 bits.
     _next_id = (static_cast<std::uint64_t>(core::unix_us()) << 8) | _index;
@@ -80,8 +90,8 @@ void shard::run(std::promise<shard_init_result>& ready) {
     shard_init_result result;
     result.error = init();
     if (result.error.empty()) {
-        for (auto& a : _accepts) {
-            if (auto e = core::local_endpoint(a->fd)) result.bound.push_back(*e);
+        for (auto& l : _listeners) {
+            if (auto e = l->bound()) result.bound.push_back(*e);
         }
     }
     const bool ok = result.error.empty();
@@ -90,7 +100,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
         _finished.store(true, std::memory_order_release);
         return;
     }
-    for (auto& a : _accepts) arm_accept(*a);
+    for (auto& l : _listeners) l->start();
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         if (!_reactor.run_once(1000)) {
@@ -103,75 +113,26 @@ void shard::run(std::promise<shard_init_result>& ready) {
     _finished.store(true, std::memory_order_release);
 }
 
-void shard::arm_accept(accept_op& a) noexcept {
-    io_uring_prep_multishot_accept(_reactor.sqe(&a), a.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    a.armed = true;
-}
-
-void shard::accept_op::complete(int res, std::uint32_t flags) noexcept { owner->on_accept(*this, res, flags); }
-
-void shard::on_accept(accept_op& a, int res, std::uint32_t flags) noexcept {
-    if ((flags & IORING_CQE_F_MORE) == 0) a.armed = false;
-    if (res >= 0) {
-        a.failing = false;
-        admit(res);
-    } else if (res != -ECANCELED && !_stop_requested) {
-        // EMFILE/ENFILE and the like: retry on the next tick instead of spinning, and say so
-        // once per failure streak.
-        if (!a.failing)
-            core::diag("ringrelay-sink: shard " + std::to_string(_index) + ": accept failed: " + std::strerror(-res));
-        a.failing = true;
-        if (!a.armed) {
-            a.rearm_on_tick = true;
-            return;
-        }
-    }
-    if (!a.armed) {
-        if (_stop_requested) {
-            if (a.fd >= 0) ::close(a.fd);
-            a.fd = -1;
-        } else {
-            arm_accept(a);
-        }
-    }
-}
-
-void shard::admit(int fd) noexcept {
-    sockaddr_storage peer{};
-    socklen_t len = sizeof peer;
-    auto* sa = reinterpret_cast<sockaddr*>(&peer);
-    if (_stop_requested || ::getpeername(fd, sa, &len) < 0) {
-        ::close(fd);
-        return;
-    }
+void shard::count_connection() noexcept {
     if (_first_connection_ns.load(std::memory_order_relaxed) == 0)
         _first_connection_ns.store(monotonic_ns(), std::memory_order_relaxed);
     bump(_stats.connections);
-    ip_slot* slot = nullptr;
-    per_ip_limits& limits = _shared.limits;
-    if (limits.enabled()) {
-        slot = &limits.slot(address_key(sa));
-        if (!limits.acquire_connection(*slot)) {
-            // Over --max-connections-per-ip: the banner says why, then the connection closes.
-            // A fresh socket's send buffer takes the one line without blocking.
-            const std::string_view banner = protocol::reply_for(protocol::reply_id::connection_limit).prefix;
-            const iovec lines[2] = {{const_cast<char*>(banner.data()), banner.size()},
-                                    {const_cast<char*>("\r\n"), 2}};
-            msghdr msg{};
-            msg.msg_iov = const_cast<iovec*>(lines);
-            msg.msg_iovlen = 2;
-            (void)::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)::shutdown(fd, SHUT_WR);
-            ::close(fd);
-            bump(_stats.refused_connections);
-            return;
-        }
-    }
-    auto* c = new connection(*this, fd, sa, slot);
+}
+
+void shard::on_accepted(core::listener&, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
+    count_connection();
+    auto* c = new connection(*this, fd, peer);
+    c->address_slot = address_slot;
     c->shard_slot = _connections.size();
     _connections.push_back(c);
     bump(_stats.open_connections);
     c->start();
+}
+
+// Over --max-connections-per-ip: the banner said why (core::listener), the connection closed.
+void shard::on_refused(core::listener&, const sockaddr*, core::refusal) noexcept {
+    count_connection();
+    bump(_stats.refused_connections);
 }
 
 void shard::request_stop(core::reactor& from, std::uint32_t linger_ms) noexcept {
@@ -186,16 +147,7 @@ void shard::stop_op::complete(int res, std::uint32_t) noexcept { owner->begin_st
 void shard::begin_stop(int linger_ms) noexcept {
     if (_stop_requested) return;
     _stop_requested = true;
-    for (auto& a : _accepts) {
-        // Stop listening now: shutdown() moves a listening socket out of LISTEN at once.
-        if (a->fd >= 0) (void)::shutdown(a->fd, SHUT_RDWR);
-        if (a->armed) {
-            io_uring_prep_cancel64(_reactor.sqe_ignored(), reinterpret_cast<std::uint64_t>(a.get()), 0);
-        } else if (a->fd >= 0) {
-            ::close(a->fd);
-            a->fd = -1;
-        }
-    }
+    for (auto& l : _listeners) l->stop();
     if (linger_ms > 0) {
         _linger_until_ms = core::monotonic_ms() + linger_ms;
     } else {
@@ -208,29 +160,25 @@ void shard::close_sessions() noexcept {
     _stopping = true;
     _stop_deadline_ms = core::monotonic_ms() + stop_grace_ms;
     // on_stop may retire connections (which edits _connections at the turn's end only).
-    for (connection* c : _connections) c->on_stop(false);
+    for (queue::server_connection* c : _connections) c->on_stop(false);
 }
 
 void shard::tick() noexcept {
     const std::int64_t now = core::monotonic_ms();
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
+    _reported = 0;
     _deadlines.expire(now);
     if (_stop_requested && !_stopping && now >= _linger_until_ms) close_sessions();
     if (_stopping && now >= _stop_deadline_ms) {
-        for (connection* c : _connections) c->on_stop(true);
+        for (queue::server_connection* c : _connections) c->on_stop(true);
     }
-    for (auto& a : _accepts) {
-        if (a->rearm_on_tick && !_stop_requested) {
-            a->rearm_on_tick = false;
-            arm_accept(*a);
-        }
-    }
+    for (auto& l : _listeners) l->tick();
 }
 
 bool shard::drained() const noexcept {
     return _connections.empty() &&
-           std::none_of(_accepts.begin(), _accepts.end(), [](const auto& a) { return a->fd >= 0; });
+           std::all_of(_listeners.begin(), _listeners.end(), [](const auto& l) { return l->closed(); });
 }
 
 std::uint64_t shard::next_queue_id() noexcept {
@@ -257,20 +205,31 @@ void shard::report_save_error(const char* step, int error) noexcept {
                std::strerror(error) + " (the message gets 451 4.3.0; further errors are only counted)");
 }
 
-void shard::want_flush(connection* c) { _flush.push_back(c); }
-void shard::want_rearm(connection* c) { _rearm.push_back(c); }
-void shard::retire(connection* c) { _graveyard.push_back(c); }
+void shard::count(queue::server_event event, std::uint64_t n) noexcept {
+    switch (event) {
+    case queue::server_event::tls_handshake: bump(_stats.tls_handshakes, n); return;
+    case queue::server_event::tls_failure: bump(_stats.tls_failures, n); return;
+    case queue::server_event::input_bytes: bump(_stats.bytes, n); return;
+    case queue::server_event::tls_discarded_bytes:
+    case queue::server_event::early_talker: return;  // said on stderr (write_report), not counted
+    }
+}
+
+bool shard::may_report(queue::server_report kind) noexcept {
+    const auto bit = static_cast<std::uint8_t>(1U << static_cast<unsigned>(kind));
+    if ((_reported & bit) != 0) return false;
+    _reported |= bit;
+    return true;
+}
+
+void shard::write_report(queue::server_report, std::string_view text) noexcept {
+    core::diag("ringrelay-sink: " + std::string(text) + " (one report per second)");
+}
 
 void shard::on_turn_end() noexcept {
-    if (!_rearm.empty()) {
-        std::vector<connection*> rearm;
-        rearm.swap(_rearm);
-        for (connection* c : rearm) c->rearm();
-    }
-    // Batched sends: every connection that produced replies this turn sends them in one write.
-    // A connection may appear more than once; flush() is idempotent.
-    for (std::size_t i = 0; i < _flush.size(); ++i) _flush[i]->flush();
-    _flush.clear();
+    // Receives re-armed after -ENOBUFS, then batched sends: every connection that produced
+    // replies this turn sends them in one write.
+    _streams.run();
     const std::uint64_t received = _stats.received.load(std::memory_order_relaxed);
     if (received != _received_at_turn_start) {
         _received_at_turn_start = received;
@@ -279,7 +238,7 @@ void shard::on_turn_end() noexcept {
     if (!_graveyard.empty()) {
         std::sort(_graveyard.begin(), _graveyard.end());
         _graveyard.erase(std::unique(_graveyard.begin(), _graveyard.end()), _graveyard.end());
-        for (connection* c : _graveyard) {
+        for (queue::server_connection* c : _graveyard) {
             const std::size_t slot = c->shard_slot;
             RR_ASSERT(slot < _connections.size() && _connections[slot] == c);
             _connections[slot] = _connections.back();
@@ -287,6 +246,7 @@ void shard::on_turn_end() noexcept {
             _connections.pop_back();
             _stats.open_connections.store(_stats.open_connections.load(std::memory_order_relaxed) - 1,
                                           std::memory_order_relaxed);
+            _admission.release(c->address_slot);
             delete c;
         }
         _graveyard.clear();

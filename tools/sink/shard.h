@@ -1,7 +1,8 @@
 // tools/sink/shard.h: one shard of ringrelay-sink: its thread's reactor, SO_REUSEPORT
-// listeners with multishot accept, receive buffer ring, and SMTP connections (connection.h).
-// The relay's inbound path (queue/shard.h) without a spool: a finished message is counted
-// (and with --save written), then answered. Everything here runs on the shard's own thread;
+// listeners (core::listener: multishot accept, the per-IP connection limit with its 421
+// before the banner), receive buffer ring, and SMTP connections (connection.h: the relay's
+// inbound engine, queue::server_connection, with the sink's commit). Unlike the relay's shard
+// there is no spool: a finished message is counted (and with --save written), then answered. Everything here runs on the shard's own thread;
 // the ways in from outside are request_stop() (an io_uring MSG_RING wake-up) and the atomics
 // marked below.
 //
@@ -18,13 +19,17 @@
 #include <string>
 #include <vector>
 
+#include "core/address_counter.h"
 #include "core/buffer_ring.h"
 #include "core/clock.h"
 #include "core/deadline_list.h"
+#include "core/listener.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/stream.h"
 #include "core/tls.h"
 #include "protocol/server_session.h"
+#include "queue/server_connection.h"
 #include "tools/sink/faults.h"
 #include "tools/sink/ip_limits.h"
 #include "tools/sink/options.h"
@@ -37,13 +42,15 @@ class connection;
 // What every shard and the main thread share. Owned by main; outlives the shards.
 struct sink_shared {
     sink_shared(const sink_options& o, int save_fd)
-        : options(o), limits(o.max_connections_per_ip, o.max_rate_per_ip), save_dir_fd(save_fd) {}
+        : options(o), rate(o.max_rate_per_ip), save_dir_fd(save_fd) {}
 
     // Fixed after construction.
     const sink_options& options;
-    per_ip_limits limits;  // its counts are atomics shared by every shard
-    const int save_dir_fd; // --save directory, -1 without --save
+    core::address_counter per_ip;  // connections per client (IPv4 /32, IPv6 /64), shared by every shard
+    per_ip_rate rate;              // --max-rate-per-ip, in per_ip's slots
+    const int save_dir_fd;         // --save directory, -1 without --save
     const core::tls_credentials* tls = nullptr;  // with --tls: the certificate (each shard makes its context)
+    bool kernel_tls = false;       // handshakes on the socket, records in the kernel (kTLS probe passed)
 
     // Written by every shard (only with --expect), read by main: own cache line.
     alignas(64) std::atomic<std::uint64_t> received_total{0};
@@ -54,7 +61,7 @@ struct shard_init_result {
     std::vector<core::endpoint> bound;  // the endpoints really bound (port 0 resolved)
 };
 
-class shard final : public core::turn_hook {
+class shard final : public core::turn_hook, public queue::server_host, public core::listener_owner {
 public:
     // shared, server and features must outlive the shard. listen: the endpoints to bind (port
     // 0 picks one; main passes shard 0's result to the others).
@@ -83,47 +90,45 @@ public:
 
     // Shard-thread API used by connections.
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
-    [[nodiscard]] core::buffer_ring& buffers() noexcept { return _buffers; }
-    [[nodiscard]] core::deadline_list& deadlines() noexcept { return _deadlines; }
-    [[nodiscard]] const protocol::server_config& server_config() const noexcept { return _server; }
     [[nodiscard]] sink_shared& shared() noexcept { return _shared; }
     [[nodiscard]] const sink_options& options() const noexcept { return _shared.options; }
     [[nodiscard]] fault_picker& faults() noexcept { return _faults; }
-    // The shard's server TLS context; null without --tls.
-    [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls ? &*_tls : nullptr; }
     [[nodiscard]] shard_stats& mutable_stats() noexcept { return _stats; }
-    [[nodiscard]] bool stopping() const noexcept { return _stopping; }
     [[nodiscard]] std::uint64_t next_queue_id() noexcept;
     [[nodiscard]] std::string_view rfc5322_date() noexcept { return _dates.now(); }
     // A message was answered 250: counts it, and signals main once --expect is reached.
     void message_received() noexcept;
     // A --save step failed: counted, and said on stderr once per shard.
     void report_save_error(const char* step, int error) noexcept;
-    void want_flush(connection* c);
-    void want_rearm(connection* c);
-    void retire(connection* c);
+
+    // queue::server_host (the inbound engine)
+    core::stream_services stream_services() noexcept override { return {_reactor, _buffers, _streams, &_deadlines}; }
+    const protocol::server_config& server_config() const noexcept override { return _server; }
+    const queue::server_settings& settings() const noexcept override { return _settings; }
+    // The shard's server TLS context; null without --tls.
+    core::tls_context* tls_context() noexcept override { return _tls ? &*_tls : nullptr; }
+    bool kernel_tls() const noexcept override { return _shared.kernel_tls; }
+    bool stopping() const noexcept override { return _stopping; }
+    void count(queue::server_event event, std::uint64_t n) noexcept override;
+    bool may_report(queue::server_report kind) noexcept override;
+    void write_report(queue::server_report kind, std::string_view text) noexcept override;
+    void retire(queue::server_connection& c) noexcept override { _graveyard.push_back(&c); }
+
+    // core::listener_owner
+    void on_accepted(core::listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept override;
+    void on_refused(core::listener& from, const sockaddr* peer, core::refusal why) noexcept override;
 
     void on_turn_end() noexcept override;
 
 private:
-    struct accept_op final : core::completion {
-        shard* owner = nullptr;
-        int fd = -1;
-        bool armed = false;
-        bool failing = false;        // the last accept failed (logged once)
-        bool rearm_on_tick = false;  // re-arm at the next tick, after a failure
-        void complete(int res, std::uint32_t flags) noexcept override;
-    };
     struct stop_op final : core::completion {
         shard* owner = nullptr;
         void complete(int res, std::uint32_t flags) noexcept override;
     };
 
     std::string init();
-    void arm_accept(accept_op& a) noexcept;
-    void on_accept(accept_op& a, int res, std::uint32_t flags) noexcept;
-    // Takes a new connection, or refuses it with 421 4.7.0 over --max-connections-per-ip.
-    void admit(int fd) noexcept;
+    // Counts a connection, accepted or refused.
+    void count_connection() noexcept;
     void begin_stop(int linger_ms) noexcept;
     // 421 4.3.2 to idle sessions now, the others after their pending answer.
     void close_sessions() noexcept;
@@ -136,19 +141,21 @@ private:
     const protocol::server_config& _server;
     const core::kernel_features& _features;
     std::vector<core::endpoint> _listen;
+    const queue::server_settings _settings;
+    const std::string _refusal;  // 421 4.7.0 over --max-connections-per-ip, before the banner
 
     // Shard-local.
     core::reactor _reactor;
     core::buffer_ring _buffers;
+    core::stream_batch _streams;  // the turn's receive re-arms and batched sends
     core::deadline_list _deadlines;
     core::date_cache _dates;
     fault_picker _faults;
     std::optional<core::tls_context> _tls;
-    std::vector<std::unique_ptr<accept_op>> _accepts;
-    std::vector<connection*> _connections;  // owned; index kept in each connection
-    std::vector<connection*> _flush;
-    std::vector<connection*> _rearm;
-    std::vector<connection*> _graveyard;
+    core::connection_limits _admission;  // --max-connections-per-ip over _shared.per_ip
+    std::vector<std::unique_ptr<core::listener>> _listeners;
+    std::vector<queue::server_connection*> _connections;  // owned; index kept in each connection
+    std::vector<queue::server_connection*> _graveyard;
     std::uint64_t _next_id = 0;
     std::uint64_t _received_at_turn_start = 0;
     std::int64_t _next_tick_ms = 0;
@@ -157,6 +164,7 @@ private:
     bool _stop_requested = false;  // not accepting any more
     bool _stopping = false;        // sessions are being closed
     bool _save_error_reported = false;
+    std::uint8_t _reported = 0;  // report kinds said since the last tick (one per kind a second)
     stop_op _stop;
 
     // Written by this shard, read by other threads.

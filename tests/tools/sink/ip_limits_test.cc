@@ -1,13 +1,15 @@
-// tests/tools/sink/ip_limits_test.cc: ringrelay-sink's per-IP limits: address keys, slots
-// claimed concurrently, the connection counter under concurrent shards, and the GCRA rate
-// limit against an injected clock.
+// tests/tools/sink/ip_limits_test.cc: ringrelay-sink's per-IP message rate: the GCRA rate
+// limit against an injected clock, per address group in the slots of the shared
+// core::address_counter (IPv6 by /64, mapped IPv4 as IPv4), shared by concurrent shards. (The
+// per-IP connection count is core::address_counter's, enforced by core::listener: see
+// tests/core/address_counter_test.cc and tests/core/listener_test.cc.)
 #include "tools/sink/ip_limits.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <set>
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -33,121 +35,39 @@ sockaddr_storage v6(const char* text) {
     return s;
 }
 
-std::uint64_t key(const sockaddr_storage& s) { return address_key(reinterpret_cast<const sockaddr*>(&s)); }
-
-TEST(AddressKey, SeparatesAddressesAndMatchesMappedIpv4) {
-    EXPECT_EQ(key(v4("127.0.0.1")), key(v4("127.0.0.1")));
-    EXPECT_NE(key(v4("127.0.0.1")), key(v4("127.0.0.2")));
-    EXPECT_EQ(key(v6("::ffff:127.0.0.1")), key(v4("127.0.0.1")));
-    EXPECT_NE(key(v6("::1")), key(v4("0.0.0.1")));
-    EXPECT_NE(key(v6("2001:db8::1")), key(v6("2001:db8::2")));
-    EXPECT_NE(key(v6("2001:db8::1")), key(v6("2001:db9::1")));
-    for (const auto& s : {v4("0.0.0.0"), v6("::")}) EXPECT_NE(key(s), 0U);
+std::size_t slot_of(const core::address_counter& counter, const sockaddr_storage& s) {
+    return counter.slot_of(reinterpret_cast<const sockaddr*>(&s));
 }
 
-TEST(PerIpLimits, WithoutLimitsIsDisabledAndAdmitsEverything) {
-    per_ip_limits limits(0, 0, 64);
-    EXPECT_FALSE(limits.enabled());
-    ip_slot& s = limits.slot(key(v4("192.0.2.1")));
-    for (int i = 0; i < 1000; ++i) {
-        EXPECT_TRUE(limits.acquire_connection(s));
-        EXPECT_TRUE(limits.acquire_message(s, start));
+// The slot of the first of `candidates` (printf patterns with one %d) whose slot is not
+// `taken`: the counter's hash key is random per process, so two groups may share a slot.
+std::size_t other_slot(const core::address_counter& counter, std::size_t taken, const char* pattern, bool six) {
+    for (int i = 1; i < 100; ++i) {
+        char text[64];
+        std::snprintf(text, sizeof text, pattern, i);
+        const std::size_t slot = slot_of(counter, six ? v6(text) : v4(text));
+        if (slot != taken) return slot;
     }
+    ADD_FAILURE() << "no group outside slot " << taken;
+    return taken;
 }
 
-TEST(PerIpLimits, SameAddressSameSlotOtherAddressOtherSlot) {
-    per_ip_limits limits(2, 0, 64);
-    EXPECT_TRUE(limits.enabled());
-    ip_slot& a = limits.slot(key(v4("192.0.2.1")));
-    EXPECT_EQ(&limits.slot(key(v4("192.0.2.1"))), &a);
-    EXPECT_NE(&limits.slot(key(v4("192.0.2.2"))), &a);
-    EXPECT_FALSE(limits.overflowed());
+TEST(PerIpRate, WithoutALimitIsDisabledAndAdmitsEverything) {
+    per_ip_rate rate(0, 64);
+    EXPECT_FALSE(rate.enabled());
+    for (int i = 0; i < 1000; ++i) EXPECT_TRUE(rate.acquire(7, start));
 }
 
-TEST(PerIpLimits, ConnectionAboveLimitIsRefusedUntilOneCloses) {
-    per_ip_limits limits(2, 0, 64);
-    ip_slot& a = limits.slot(key(v4("192.0.2.1")));
-    ip_slot& b = limits.slot(key(v4("192.0.2.2")));
-    EXPECT_TRUE(limits.acquire_connection(a));
-    EXPECT_TRUE(limits.acquire_connection(a));
-    EXPECT_FALSE(limits.acquire_connection(a));
-    EXPECT_TRUE(limits.acquire_connection(b)) << "another address has its own count";
-    limits.release_connection(a);
-    EXPECT_TRUE(limits.acquire_connection(a));
-    EXPECT_FALSE(limits.acquire_connection(a));
-}
-
-TEST(PerIpLimits, FullTableSharesAnOverflowSlot) {
-    per_ip_limits limits(1, 0, 4);
-    std::set<ip_slot*> slots;
-    for (int i = 1; i <= 4; ++i) slots.insert(&limits.slot(0x100 + static_cast<std::uint64_t>(i)));
-    EXPECT_EQ(slots.size(), 4U);
-    EXPECT_FALSE(limits.overflowed());
-    ip_slot& x = limits.slot(0x200);
-    ip_slot& y = limits.slot(0x201);
-    EXPECT_TRUE(limits.overflowed());
-    EXPECT_EQ(&x, &y);
-    EXPECT_EQ(slots.count(&x), 0U);
-}
-
-TEST(PerIpLimits, ConcurrentClaimsOfOneAddressGetOneSlot) {
-    per_ip_limits limits(1, 0, 1024);
-    constexpr int threads = 8;
-    std::vector<ip_slot*> got(threads * 100);
-    std::atomic<bool> go{false};
-    std::vector<std::thread> ts;
-    for (int t = 0; t < threads; ++t) {
-        ts.emplace_back([&, t] {
-            while (!go.load()) {}
-            for (int k = 0; k < 100; ++k) got[static_cast<std::size_t>(t * 100 + k)] = &limits.slot(0x1000 + k);
-        });
-    }
-    go = true;
-    for (auto& t : ts) t.join();
-    for (int k = 0; k < 100; ++k)
-        for (int t = 1; t < threads; ++t)
-            EXPECT_EQ(got[static_cast<std::size_t>(t * 100 + k)], got[static_cast<std::size_t>(k)]) << k;
-}
-
-TEST(PerIpLimits, ConcurrentConnectionsNeverExceedTheLimit) {
-    constexpr std::uint32_t limit = 3;
-    per_ip_limits limits(limit, 0, 64);
-    ip_slot& s = limits.slot(key(v4("192.0.2.9")));
-    std::atomic<int> holding{0};
-    std::atomic<int> most{0};
-    std::atomic<long> admitted{0};
-    std::atomic<bool> go{false};
-    std::vector<std::thread> ts;
-    for (int t = 0; t < 8; ++t) {
-        ts.emplace_back([&] {
-            while (!go.load()) {}
-            for (int i = 0; i < 20000; ++i) {
-                if (!limits.acquire_connection(s)) continue;
-                admitted.fetch_add(1);
-                const int now = holding.fetch_add(1) + 1;
-                int seen = most.load();
-                while (now > seen && !most.compare_exchange_weak(seen, now)) {}
-                holding.fetch_sub(1);
-                limits.release_connection(s);
-            }
-        });
-    }
-    go = true;
-    for (auto& t : ts) t.join();
-    EXPECT_LE(most.load(), static_cast<int>(limit));
-    EXPECT_GT(admitted.load(), 0);
-    EXPECT_EQ(s.connections.load(), 0U) << "every acquire was released";
-    // And without releases, exactly `limit` of many concurrent attempts get in.
-    std::atomic<int> in{0};
-    ts.clear();
-    for (int t = 0; t < 8; ++t) {
-        ts.emplace_back([&] {
-            for (int i = 0; i < 100; ++i)
-                if (limits.acquire_connection(s)) in.fetch_add(1);
-        });
-    }
-    for (auto& t : ts) t.join();
-    EXPECT_EQ(in.load(), static_cast<int>(limit));
+TEST(PerIpRate, AddressesInOneGroupShareABucketOthersDoNot) {
+    const core::address_counter counter(1024);
+    EXPECT_EQ(slot_of(counter, v6("::ffff:192.0.2.1")), slot_of(counter, v4("192.0.2.1")));
+    // The relay's grouping: one customer network behind a v6 /64 is one client.
+    EXPECT_EQ(slot_of(counter, v6("2001:db8::1")), slot_of(counter, v6("2001:db8::2")));
+    per_ip_rate rate(1, 1024);
+    EXPECT_TRUE(rate.acquire(slot_of(counter, v6("2001:db8::1")), start));
+    EXPECT_FALSE(rate.acquire(slot_of(counter, v6("2001:db8::ffff")), start)) << "same /64, same bucket";
+    const std::size_t other = other_slot(counter, slot_of(counter, v6("2001:db8::1")), "2001:db8:0:%d::1", true);
+    EXPECT_TRUE(rate.acquire(other, start)) << "another /64, another bucket";
 }
 
 TEST(RateLimit, BucketHoldsOneSecondOfMessages) {
@@ -210,17 +130,34 @@ TEST(RateLimit, ConcurrentShardsShareOneBucketExactly) {
     EXPECT_EQ(passed.load(), 50);
 }
 
-TEST(PerIpLimits, MessageRateIsPerAddress) {
-    per_ip_limits limits(0, 2, 64);
-    EXPECT_TRUE(limits.enabled());
-    ip_slot& a = limits.slot(key(v4("192.0.2.1")));
-    ip_slot& b = limits.slot(key(v4("192.0.2.2")));
-    EXPECT_TRUE(limits.acquire_message(a, start));
-    EXPECT_TRUE(limits.acquire_message(a, start));
-    EXPECT_FALSE(limits.acquire_message(a, start));
-    EXPECT_TRUE(limits.acquire_message(b, start));
-    EXPECT_TRUE(limits.acquire_message(a, start + second / 2));
-    EXPECT_TRUE(limits.acquire_connection(a)) << "no connection limit set";
+TEST(PerIpRate, MessageRateIsPerAddress) {
+    const core::address_counter counter(1024);
+    per_ip_rate rate(2, 1024);
+    EXPECT_TRUE(rate.enabled());
+    const std::size_t a = slot_of(counter, v4("192.0.2.1"));
+    const std::size_t b = other_slot(counter, a, "192.0.2.%d", false);
+    EXPECT_TRUE(rate.acquire(a, start));
+    EXPECT_TRUE(rate.acquire(a, start));
+    EXPECT_FALSE(rate.acquire(a, start));
+    EXPECT_TRUE(rate.acquire(b, start));
+    EXPECT_TRUE(rate.acquire(a, start + second / 2));
+}
+
+TEST(PerIpRate, ConcurrentShardsShareOneAddressesBucketExactly) {
+    per_ip_rate rate(50, 64);
+    std::atomic<int> passed{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 8; ++t) {
+        ts.emplace_back([&] {
+            while (!go.load()) {}
+            for (int i = 0; i < 1000; ++i)
+                if (rate.acquire(5, start)) passed.fetch_add(1);
+        });
+    }
+    go = true;
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(passed.load(), 50);
 }
 
 }  // namespace
