@@ -374,6 +374,7 @@ void stream::on_send(int res, std::uint32_t) noexcept {
         _send_in_flight = true;
         io_uring_prep_send(_services.ring.sqe(&_send), _fd, _sending.data() + _sent, _sending.size() - _sent,
                            MSG_NOSIGNAL);
+        _owner.on_stream_progress();
         return;
     }
     _sending.clear();
@@ -387,7 +388,7 @@ void stream::on_send(int res, std::uint32_t) noexcept {
             _tls_phase = tls_phase::handshaking;
         }
     }
-    if ((marks & ~tls_switch_mark) != 0) _owner.on_stream_sent(static_cast<std::uint8_t>(marks & ~tls_switch_mark));
+    _owner.on_stream_sent(static_cast<std::uint8_t>(marks & ~tls_switch_mark));
     if (_sending.capacity() > _keep_send) std::string().swap(_sending);
     send_queued();  // what was produced meanwhile, in one send; or the end
 }

@@ -81,8 +81,10 @@ public:
     virtual void on_stream_connected() noexcept {}
     // The TLS handshake completed (the stream's tls() names protocol and cipher).
     virtual void on_stream_tls_ready() noexcept {}
-    // The send carrying bytes marked with `marks` (never 0) completed.
+    // A send completed whole; `marks` are those of its bytes (0: none).
     virtual void on_stream_sent(std::uint8_t marks) noexcept { (void)marks; }
+    // Part of a send completed; the rest is on its way (a long upload is progress).
+    virtual void on_stream_progress() noexcept {}
     // Bytes that arrived while TLS was being set up and were dropped unread.
     virtual void on_stream_discarded(std::size_t bytes) noexcept { (void)bytes; }
     // The end of the loop turn, before the stream sends what is queued: the owner's last

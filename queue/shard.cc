@@ -13,11 +13,6 @@
 namespace ringrelay::queue {
 
 namespace {
-constexpr unsigned ring_entries = 4096;
-constexpr unsigned receive_buffers = 1024;          // power of two
-constexpr unsigned receive_buffer_size = 16 * 1024;
-constexpr std::uint16_t receive_group = 1;
-constexpr int listen_backlog = 4096;
 // While password checks wait for room, how often the shard offers it again: room can appear
 // on another shard (a check of the same address ending there), which sends no wake-up.
 constexpr std::int64_t auth_retry_ms = 20;
@@ -45,27 +40,21 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _auth(auth),
       _go(std::move(go)),
       _limits(limits),
-      _admission(&limits.total, config.max_connections, limits.per_ip, config.max_connections_per_ip,
-                 too_many_connections, too_many_from_address),
       _auth_queue(config.auth_queue_size, static_cast<std::int64_t>(config.auth_queue_timeout) * 1000),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
-    _stop.owner = this;
 }
 
 shard::~shard() {
-    for (server_connection* c : _connections) {
-        release_admission(*c);
-        delete c;
-    }
+    _front.reset();  // the connections, before the delivery and spool they use
     _delivery.reset();
     _dns.reset();
 }
 
 std::string shard::init() {
-    if (auto ec = _reactor.init(ring_entries, _features); ec)
+    if (auto ec = _reactor.init(server_ring_entries, _features); ec)
         return "io_uring setup failed: " + ec.message();
     _ring_fd.store(_reactor.ring_fd(), std::memory_order_release);
-    if (auto ec = _buffers.init(_reactor, receive_group, receive_buffers, receive_buffer_size); ec)
+    if (auto ec = _buffers.init(_reactor, server_receive_group, server_receive_buffers, server_receive_buffer_size); ec)
         return "receive buffer ring: " + ec.message();
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index));
@@ -90,14 +79,15 @@ std::string shard::init() {
         if (std::string e = build_tls_context(); !e.empty()) return "TLS: " + e;
     if (_auth != nullptr)
         if (auto ec = _work_return.start(_reactor); ec) return "AUTH check wake-up (eventfd): " + ec.message();
+    _front = std::make_unique<server_front>(
+        _reactor, *this,
+        core::connection_limits(&_limits.total, _config.max_connections, _limits.per_ip, _config.max_connections_per_ip,
+                                too_many_connections, too_many_from_address),
+        "shard " + std::to_string(_index));
     for (const listener_spec& l : _listen) {
         if (l.kind == listener_kind::implicit_tls && _tls == nullptr)
             return "cannot listen with TLS on " + core::to_string(l.endpoint) + ": no certificate";
-        auto listener = std::make_unique<core::listener>(_reactor, *this, _admission, "shard " + std::to_string(_index),
-                                                         static_cast<std::uint8_t>(l.kind));
-        if (auto ok = listener->open(l.endpoint, listen_backlog); !ok)
-            return "cannot listen on " + core::to_string(l.endpoint) + ": " + ok.error().message();
-        _listeners.push_back(std::move(listener));
+        if (std::string e = _front->listen(l.endpoint, l.kind); !e.empty()) return e;
     }
     return {};
 }
@@ -119,9 +109,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
         }
     }
     if (result.error.empty()) {
-        for (auto& l : _listeners) {
-            if (auto e = l->bound()) result.bound.push_back(*e);
-        }
+        result.bound = _front->bound();
     }
     const bool ok = result.error.empty();
     ready.set_value(std::move(result));
@@ -133,7 +121,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     // mailboxes before any mail moves.
     _go.wait();
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
-    for (auto& l : _listeners) l->start();
+    _front->start();
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         const int dns_wait = _dns->next_timeout_ms();
@@ -154,7 +142,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     _finished.store(true, std::memory_order_release);
 }
 
-void shard::on_accepted(core::listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
+server_connection* shard::make_connection(int fd, const sockaddr* peer, listener_kind kind) noexcept {
     protocol::relay_trust trust = protocol::relay_trust::untrusted;
     for (const core::cidr& net : _config.relay_cidrs) {
         if (net.contains(peer)) {
@@ -162,25 +150,20 @@ void shard::on_accepted(core::listener& from, int fd, const sockaddr* peer, std:
             break;
         }
     }
-    auto* c = new connection(*this, fd, peer, trust, static_cast<listener_kind>(from.tag()));
-    c->address_slot = address_slot;
-    c->shard_slot = _connections.size();
-    _connections.push_back(c);
     _counters.accepted_connections.fetch_add(1, std::memory_order_relaxed);
     _counters.open_connections.fetch_add(1, std::memory_order_relaxed);
-    c->start();
+    return new connection(*this, fd, peer, trust, kind);
 }
 
-void shard::on_refused(core::listener&, const sockaddr* peer, core::refusal why) noexcept {
+void shard::on_connection_gone() noexcept { _counters.open_connections.fetch_sub(1, std::memory_order_relaxed); }
+
+void shard::on_refused(const sockaddr* peer, core::refusal, std::string_view text) noexcept {
     _counters.refused_connections.fetch_add(1, std::memory_order_relaxed);
     if (may_report(report::refused_connection)) {
-        const std::string_view text = _admission.refusal_text(why);
         core::diag("shard " + std::to_string(_index) + ": refusing connections from " + core::address_text(peer) +
                    ": " + std::string(text.substr(10, text.size() - 12)));
     }
 }
-
-void shard::release_admission(const server_connection& c) noexcept { _admission.release(c.address_slot); }
 
 void shard::request_stop(core::reactor& from) noexcept {
     if (_stop_sent.exchange(true)) return;
@@ -189,18 +172,18 @@ void shard::request_stop(core::reactor& from) noexcept {
     from.wake(fd, &_stop, 0);
 }
 
-void shard::stop_op::complete(int, std::uint32_t) noexcept { owner->begin_stop(); }
+void shard::on_stop_request(int, std::uint32_t) noexcept { begin_stop(); }
 
 void shard::begin_stop() noexcept {
     if (_stopping) return;
     _stopping = true;
     _stop_deadline_ms = core::monotonic_ms() + static_cast<std::int64_t>(_config.shutdown_timeout) * 1000;
-    for (auto& l : _listeners) l->stop();
+    _front->stop();
     // Password checks still waiting for room are answered 454 4.7.0 now (the session then
     // says 421 and closes); no new one waits while the shard stops.
     _auth_queue.drain();
     // on_stop may retire connections (which edits _connections at the turn's end only).
-    for (server_connection* c : _connections) c->on_stop(false);
+    _front->stop_connections(false);
     _delivery->stop(false);
     _dns->shutdown();
 }
@@ -246,19 +229,18 @@ void shard::tick() noexcept {
         if (!_grace_over) {
             _grace_over = true;
             core::diag("shard " + std::to_string(_index) + ": shutdown grace period over; closing " +
-                       std::to_string(_connections.size()) + " connection(s)");
+                       std::to_string(_front->connections()) + " connection(s)");
             _delivery->stop(true);
         }
         // Every tick after the grace period: a connection that was awaiting a commit at the
         // last tick is closed now.
-        for (server_connection* c : _connections) c->on_stop(true);
+        _front->stop_connections(true);
     }
-    for (auto& l : _listeners) l->tick();
+    _front->tick();
 }
 
 bool shard::drained() const noexcept {
-    return _connections.empty() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
-           std::all_of(_listeners.begin(), _listeners.end(), [](const auto& l) { return l->closed(); });
+    return _front->drained() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle();
 }
 
 protocol::host_reply shard::check_auth(const protocol::client_info& client) noexcept {
@@ -307,21 +289,7 @@ void shard::on_turn_end() noexcept {
     // replies this turn sends them in one write.
     _streams.run();
     _delivery->on_turn_end();
-    if (!_graveyard.empty()) {
-        std::sort(_graveyard.begin(), _graveyard.end());
-        _graveyard.erase(std::unique(_graveyard.begin(), _graveyard.end()), _graveyard.end());
-        for (server_connection* c : _graveyard) {
-            const std::size_t slot = c->shard_slot;
-            RR_ASSERT(slot < _connections.size() && _connections[slot] == c);
-            _connections[slot] = _connections.back();
-            _connections[slot]->shard_slot = slot;
-            _connections.pop_back();
-            _counters.open_connections.fetch_sub(1, std::memory_order_relaxed);
-            release_admission(*c);
-            delete c;
-        }
-        _graveyard.clear();
-    }
+    _front->end_turn();
 }
 
 }  // namespace ringrelay::queue

@@ -22,7 +22,6 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/deadline_list.h"
-#include "core/listener.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "core/reactor.h"
@@ -34,6 +33,7 @@
 #include "queue/connection.h"
 #include "queue/delivery.h"
 #include "queue/retry_schedule.h"
+#include "queue/server_front.h"
 #include "queue/spool.h"
 #include "queue/storage.h"
 
@@ -101,7 +101,7 @@ struct shard_counters {
 class shard final : public core::turn_hook,
                     public protocol::session_host,
                     public server_host,
-                    public core::listener_owner {
+                    public front_owner {
 public:
     // config, server_config, features and tls must outlive the shard. listen: the endpoints to
     // bind (port 0 picks one; main passes shard 0's result to the others). tls: null for no
@@ -172,22 +172,20 @@ public:
     void count(server_event event, std::uint64_t n) noexcept override;
     bool may_report(server_report kind) noexcept override;
     void write_report(server_report kind, std::string_view text) noexcept override;
-    void retire(server_connection& c) noexcept override { _graveyard.push_back(&c); }
+    void retire(server_connection& c) noexcept override { _front->retire(c); }
 
-    // core::listener_owner
-    void on_accepted(core::listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept override;
-    void on_refused(core::listener& from, const sockaddr* peer, core::refusal why) noexcept override;
+    // front_owner
+    server_connection* make_connection(int fd, const sockaddr* peer, listener_kind kind) noexcept override;
+    void on_refused(const sockaddr* peer, core::refusal why, std::string_view refusal_line) noexcept override;
+    void on_connection_gone() noexcept override;
 
     void on_turn_end() noexcept override;
 
 private:
-    struct stop_op final : core::completion {
-        shard* owner = nullptr;
-        void complete(int res, std::uint32_t flags) noexcept override;
-    };
+    // The stop request (a MSG_RING from request_stop).
+    void on_stop_request(int res, std::uint32_t flags) noexcept;
 
     std::string init();
-    void release_admission(const server_connection& c) noexcept;
     void begin_stop() noexcept;
     void tick() noexcept;
     // Builds this shard's server context from the relay's current credentials.
@@ -208,7 +206,6 @@ private:
     inbound_auth* _auth;           // null: no AUTH
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
-    core::connection_limits _admission;  // --max-connections(-per-ip) over _limits
 
     // Shard-local.
     core::reactor _reactor;
@@ -225,18 +222,18 @@ private:
     std::unique_ptr<core::log_writer> _log;
     std::unique_ptr<core::dns_resolver> _dns;
     std::unique_ptr<delivery> _delivery;
+    // Listeners and inbound connections; declared after what connections use (spool,
+    // delivery, auth queue), so destroyed before it.
+    std::unique_ptr<server_front> _front;
     core::deadline_list _deadlines;
     core::date_cache _dates;
-    std::vector<std::unique_ptr<core::listener>> _listeners;
-    std::vector<server_connection*> _connections;  // owned; index kept in each connection
-    std::vector<server_connection*> _graveyard;
     std::uint64_t _next_id = 0;
     std::int64_t _next_tick_ms = 0;
     std::int64_t _stop_deadline_ms = 0;
     bool _stopping = false;
     bool _grace_over = false;
     std::uint8_t _reported = 0;  // report kinds logged since the last tick
-    stop_op _stop;
+    core::operation<&shard::on_stop_request> _stop{*this};
 
     // Written by this shard, read by other threads.
     std::atomic<int> _ring_fd{-1};

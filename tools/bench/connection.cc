@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "core/ascii.h"
 #include "core/invariant.h"
@@ -29,22 +30,13 @@ std::string reply_text(const protocol::outcome_reply& r) {
 
 }  // namespace
 
-connection::connection(shard& owner) : _owner(owner) {
-    _connect_op.owner = this;
-    _connect_op.handler = &connection::on_connect;
-    _recv_op.owner = this;
-    _recv_op.handler = &connection::on_recv;
-    _send_op.owner = this;
-    _send_op.handler = &connection::on_send;
+connection::connection(shard& owner)
+    : _owner(owner), _stream(owner.stream_services(), *this, std::numeric_limits<std::size_t>::max()) {
     for (slot& sl : _slots) {
         sl.body = owner.message().text();
         sl.rcpts.resize(owner.options().recipients);
         for (std::string& r : sl.rcpts) r.reserve(32 + 253);
     }
-}
-
-connection::~connection() {
-    if (_fd >= 0) ::close(_fd);
 }
 
 bool connection::waiting_for_peer() const noexcept {
@@ -61,160 +53,90 @@ bool connection::waiting_for_peer() const noexcept {
 }
 
 void connection::open(std::int64_t now) noexcept {
-    RR_ASSERT(_state == connection_state::down && _fd < 0);
+    RR_ASSERT(_state == connection_state::down);
     _session.emplace(_owner.client_config());
-    _out.clear();
-    _wire.clear();
-    _tls.reset();
-    _sending.clear();
     _quit_requested = false;
-    _shutdown_after_send = false;
     _messages_here = 0;
     _oldest = 0;
     _in_flight = 0;
     _close_kind = close_kind::normal;
     _last_activity_ns = now;
     set_state(connection_state::connecting, now);
-    const core::endpoint& target = _owner.options().target;
-    _fd = ::socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (_fd < 0) {
+    if (auto started = _stream.connect(_owner.options().target); !started) {
         _owner.stats().connect_errors++;
-        _owner.note_error("socket: " + std::string(std::strerror(errno)));
+        _owner.note_error("socket: " + started.error().message());
         begin_close(close_kind::failed, now);
-        return;
     }
-    const int one = 1;
-    (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    _connect_in_flight = true;
-    io_uring_prep_connect(_owner.reactor().sqe(&_connect_op), _fd, target.addr(), target.length);
 }
 
-void connection::on_connect(int res, std::uint32_t) noexcept {
-    _connect_in_flight = false;
+void connection::on_stream_connected() noexcept {
     const std::int64_t now = now_ns();
-    if (_state == connection_state::closing) {
-        finish_close_if_idle(now);
-        return;
-    }
-    if (res < 0) {
-        _owner.stats().connect_errors++;
-        _owner.note_error("connect " + _owner.options().target_text + ": " + std::strerror(-res));
-        begin_close(close_kind::failed, now);
-        return;
-    }
     _owner.stats().connections_opened++;
     _last_activity_ns = now;
     set_state(connection_state::greeting, now);
-    arm_recv();
+    _stream.start_receiving();
 }
 
-void connection::arm_recv() noexcept {
-    io_uring_sqe* s = _owner.reactor().sqe(&_recv_op);
-    io_uring_prep_recv_multishot(s, _fd, nullptr, 0, 0);
-    s->flags |= IOSQE_BUFFER_SELECT;
-    s->buf_group = _owner.buffers().group_id();
-    _recv_armed = true;
-}
-
-void connection::on_recv(int res, std::uint32_t flags) noexcept {
-    const bool more = (flags & IORING_CQE_F_MORE) != 0;
-    if (!more) _recv_armed = false;
+void connection::on_stream_end(core::stream_end why, std::string_view detail) noexcept {
     const std::int64_t now = now_ns();
-    if (res > 0) {
-        const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
-        if (_state != connection_state::closing) {
-            const auto data = _owner.buffers().data(bid, static_cast<std::size_t>(res));
-            _last_activity_ns = now;
-            on_input(std::string_view(data.data(), data.size()), now);
-            _owner.buffers().recycle(bid);
-            if (_state != connection_state::closing) after_input(now);
-        } else {
-            _owner.buffers().recycle(bid);
-        }
-        if (_state == connection_state::closing) {
-            finish_close_if_idle(now);
-        } else if (!_recv_armed) {
-            arm_recv();
-        }
+    switch (why) {
+    case core::stream_end::connect_failed:
+        _owner.stats().connect_errors++;
+        _owner.note_error("connect " + _owner.options().target_text + ": " + std::string(detail));
+        begin_close(close_kind::failed, now);
+        return;
+    case core::stream_end::peer_closed: lost("connection closed by the server", now); return;
+    case core::stream_end::socket_error: lost(detail, now); return;
+    case core::stream_end::tls_failed:
+        tls_failed(detail);
+        after_input(now);  // the session is closed now
+        return;
+    case core::stream_end::tls_record: lost("TLS record error: " + std::string(detail), now); return;
+    case core::stream_end::tls_closed:
+        // After its reply (the data came first): a close_notify behind 221 is the normal end.
+        if (!_session->closed()) lost("the server ended TLS", now);
         return;
     }
-    if (_state == connection_state::closing) {
-        finish_close_if_idle(now);
-        return;
-    }
-    if (res == -ENOBUFS) {  // every buffer is in use; they come back within the turn
-        if (!_recv_armed) arm_recv();
-        return;
-    }
-    lost(res == 0 ? "connection closed by the server" : std::strerror(-res), now);
 }
 
-// Replies in plaintext, or TLS records once STARTTLS got its 220.
-void connection::on_input(std::string_view data, std::int64_t now) noexcept {
-    if (!_tls) {
-        _session->feed(data, _out);  // stops behind STARTTLS's 220; the rest is dropped (RFC 3207 §5)
-        if (_session->tls_requested()) start_tls();
-        return;
-    }
-    const bool was_established = _tls->is_established();
-    _plain.clear();
-    const auto fed = _tls->feed_ciphertext(data, _plain);
-    _tls->take_output(_wire);
-    if (!fed) {
-        if (was_established) {
-            lost("TLS record error: " + fed.error().text, now);  // the session cannot go on
-        } else {
-            tls_failed(fed.error().text);
-        }
-        return;
-    }
-    if (!was_established && _tls->is_established()) _session->on_tls_established(_out);
-    // Replies first: the reply to QUIT often shares a read with the close_notify after it.
-    if (!_plain.empty()) _session->feed(_plain, _out);
-    if (_tls->state() == core::tls_state::closed && !_session->closed()) {
-        lost("the server ended TLS", now);
-        return;
-    }
-    if (!_wire.empty()) _owner.want_flush(*this);
+// Replies in plaintext, or decrypted once STARTTLS got its 220. `data` is valid during the
+// call only.
+void connection::on_stream_data(std::string_view data) noexcept {
+    const std::int64_t now = now_ns();
+    _last_activity_ns = now;
+    _session->feed(data, _stream.out());
+    // The session stops behind STARTTLS's 220; the rest of this read is dropped (RFC 3207 §5).
+    if (_stream.tls() == nullptr && _session->tls_requested()) start_tls();
+    if (_state != connection_state::closing) after_input(now);
+}
+
+void connection::on_stream_tls_ready() noexcept {
+    _session->on_tls_established(_stream.out());  // EHLO again (RFC 3207 §4.2)
+    _stream.want_flush();
+}
+
+void connection::on_stream_sent(std::uint8_t) noexcept {
+    _last_send_done_ns = now_ns();
+    _last_activity_ns = _last_send_done_ns;
+}
+
+void connection::on_stream_progress() noexcept { _last_activity_ns = now_ns(); }  // a long upload is progress
+
+void connection::on_stream_finished() noexcept {
+    const std::int64_t now = now_ns();
+    set_state(connection_state::down, now);
+    _owner.connection_down(*this, _close_kind, now);
 }
 
 void connection::start_tls() noexcept {
     core::tls_context* context = _owner.tls_context();
-    auto session = context != nullptr ? core::tls_session::create(*context)
-                                      : std::unexpected(core::tls_error{core::tls_errc::setup, "no TLS context"});
-    if (!session) {
-        tls_failed(session.error().text);
-        return;
-    }
-    _tls.emplace(std::move(*session));
-    _tls->take_output(_wire);  // the ClientHello
-    _owner.want_flush(*this);
+    if (context == nullptr) return tls_failed("no TLS context");
+    if (auto started = _stream.start_tls_client(*context, {}, nullptr); !started) tls_failed(started.error().text);
 }
 
 void connection::tls_failed(std::string_view reason) noexcept {
     _owner.note_error(_owner.options().target_text + ": TLS failed: " + std::string(reason));
     _session->on_tls_failed(reason);  // its messages fail; after_input sees it closed
-}
-
-bool connection::seal(std::int64_t now) noexcept {
-    if (_out.empty()) return true;
-    if (!_tls) {
-        if (_wire.empty()) {
-            _wire.swap(_out);
-        } else {
-            _wire.append(_out);
-        }
-        _out.clear();
-        return true;
-    }
-    if (!_tls->is_established()) return true;  // the session writes nothing during the handshake
-    const auto sealed = _tls->encrypt(_out, _wire);
-    _out.clear();
-    if (!sealed) {
-        lost("TLS: " + sealed.error().text, now);
-        return false;
-    }
-    return true;
 }
 
 // Outcomes first (the shard counts them), then what the session's state means for us.
@@ -240,7 +162,7 @@ void connection::after_input(std::int64_t now) noexcept {
             _owner.connection_ready(*this, now);
         }
     }
-    if (has_output()) _owner.want_flush(*this);
+    if (has_output()) _stream.want_flush();
 }
 
 void connection::take_outcomes(std::int64_t now) noexcept {
@@ -289,7 +211,8 @@ void connection::send_message(std::uint64_t seq, std::int64_t scheduled_ns, std:
     sl.submitted_ns = now;
     ++_messages_here;
     set_state(connection_state::busy, now);
-    _session->submit(m, _out);
+    _session->submit(m, _stream.out());
+    _stream.want_flush();
     // A local refusal has its outcome already: taken at the turn end (flush), never from here,
     // so that a server refusing everything cannot recurse through connection_ready().
     _owner.want_flush(*this);
@@ -306,8 +229,8 @@ void connection::quit(std::int64_t now) noexcept {
         if (_quit_requested) return;
         _quit_requested = true;
         _last_activity_ns = now;  // the QUIT reply is awaited from now
-        _session->quit(_out);
-        _owner.want_flush(*this);
+        _session->quit(_stream.out());
+        _stream.want_flush();
         return;
     default:
         return;
@@ -381,41 +304,15 @@ void connection::lost(std::string_view why, std::int64_t now) noexcept {
 
 void connection::begin_close(close_kind kind, std::int64_t now) noexcept {
     if (_state == connection_state::closing || _state == connection_state::down) return;
-    const bool connected = _state != connection_state::connecting;
     _close_kind = kind;
     set_state(connection_state::closing, now);
-    if (connected && _fd >= 0 && !_send_in_flight && has_output()) {
-        // The session's last command (QUIT after a refused greeting) goes out first.
-        _shutdown_after_send = true;
-        start_send();
-        if (!_send_in_flight) {  // nothing could be sealed (a handshake cut short)
-            _shutdown_after_send = false;
-            shutdown_socket();
-        }
+    // The session's last command (QUIT after a refused greeting) goes out first; a send stuck
+    // in flight is cut short (shutdown) instead.
+    if (_stream.sending()) {
+        _stream.abort();
     } else {
-        shutdown_socket();
+        _stream.close();
     }
-    finish_close_if_idle(now);
-}
-
-void connection::shutdown_socket() noexcept {
-    if (_fd >= 0) (void)::shutdown(_fd, SHUT_RDWR);
-    if (_recv_armed)
-        io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
-    if (_connect_in_flight)
-        io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_connect_op), 0);
-}
-
-void connection::finish_close_if_idle(std::int64_t now) noexcept {
-    if (_state != connection_state::closing || _connect_in_flight || _recv_armed || _send_in_flight) return;
-    if (_fd >= 0) ::close(_fd);
-    _fd = -1;
-    _out.clear();
-    _wire.clear();
-    _tls.reset();
-    _sending.clear();
-    set_state(connection_state::down, now);
-    _owner.connection_down(*this, _close_kind, now);
 }
 
 void connection::flush(std::int64_t now) noexcept {
@@ -423,52 +320,6 @@ void connection::flush(std::int64_t now) noexcept {
         _state != connection_state::down) {
         after_input(now);
     }
-    if (_send_in_flight || !has_output() || _fd < 0 || _state == connection_state::closing ||
-        _state == connection_state::connecting || _state == connection_state::down) {
-        return;
-    }
-    start_send();
-}
-
-void connection::start_send() noexcept {
-    if (!seal(now_ns()) || _wire.empty()) return;
-    _sending.swap(_wire);
-    _wire.clear();
-    _sent = 0;
-    _send_in_flight = true;
-    io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
-}
-
-void connection::on_send(int res, std::uint32_t) noexcept {
-    _send_in_flight = false;
-    const std::int64_t now = now_ns();
-    if (res < 0) {
-        if (_state == connection_state::closing) {
-            finish_close_if_idle(now);
-        } else {
-            lost(std::strerror(-res), now);
-        }
-        return;
-    }
-    _sent += static_cast<std::size_t>(res);
-    _last_activity_ns = now;  // a long upload is progress, not a stall
-    if (_sent < _sending.size()) {
-        _send_in_flight = true;
-        io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data() + _sent, _sending.size() - _sent,
-                           MSG_NOSIGNAL);
-        return;
-    }
-    _sending.clear();
-    _last_send_done_ns = now;
-    if (_state == connection_state::closing) {
-        if (_shutdown_after_send) {
-            _shutdown_after_send = false;
-            shutdown_socket();
-        }
-        finish_close_if_idle(now);
-        return;
-    }
-    if (has_output()) start_send();
 }
 
 }  // namespace ringrelay::bench

@@ -1,15 +1,16 @@
-// tools/bench/connection.h: one SMTP client connection of ringrelay-bench: io_uring connect,
-// multishot recv from the shard's buffer ring, one batched send per loop turn, and a
-// protocol::client_session (PIPELINING/CHUNKING as configured) that carries one message at a
-// time; the connection is reused for many messages and reopened after it closes.
+// tools/bench/connection.h: one SMTP client connection of ringrelay-bench: a core::stream (io_uring
+// connect, multishot receive from the shard's buffer ring, one batched send per loop turn, TLS
+// underneath) and a protocol::client_session (PIPELINING/CHUNKING as configured) that carries
+// up to two messages at a time; the connection is reused for many messages and reopened after
+// it closes (the same stream connects again).
 //
 // Lifecycle: down -> open() -> connecting -> greeting (220, EHLO) -> ready <-> busy (one
-// message: MAIL .. end of data) -> quit() or failure -> closing (shutdown, waits for every
-// operation in flight) -> down, reported to the shard, which reopens it (after a back-off if
-// it failed) or lets it rest once the run is over.
+// message: MAIL .. end of data) -> quit() or failure -> closing (the last command leaves, the
+// stream finishes: nothing in flight) -> down, reported to the shard, which reopens it (after
+// a back-off if it failed) or lets it rest once the run is over.
 //
-// --starttls: when the session asks for TLS, a core::tls_session sits between the socket and
-// the session (the rest of the read carrying the 220 is discarded; then records both ways).
+// --starttls: when the session asks for TLS, the stream starts a client TLS session (the rest
+// of the read carrying the 220 is discarded; then records both ways).
 //
 // Ownership: created and driven by one shard (its thread, its reactor and buffer ring). The
 // message body and recipient strings are the connection's own, rewritten only when the
@@ -21,8 +22,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/reactor.h"
-#include "core/tls.h"
+#include "core/stream.h"
 #include "protocol/client_session.h"
 
 namespace ringrelay::bench {
@@ -37,12 +37,12 @@ enum class close_kind : std::uint8_t {
     failed,  // connect error, refused greeting, 421, protocol error, lost, timeout
 };
 
-class connection final {
+class connection final : public core::stream_owner {
 public:
     explicit connection(shard& owner);
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
-    ~connection();
+    ~connection() = default;
 
     // down -> connecting.
     void open(std::int64_t now_ns) noexcept;
@@ -53,8 +53,8 @@ public:
     void quit(std::int64_t now_ns) noexcept;
     // Gives up on the connection (timeout, end of run): its message, if any, is lost.
     void abort(std::string_view why, std::int64_t now_ns) noexcept;
-    // Turn end: hands over outcomes made outside a reply (local refusals) and sends what the
-    // session wrote this turn, in one send.
+    // Turn end: hands over outcomes made outside a reply (local refusals); the stream sends
+    // what the session wrote this turn, in one send.
     void flush(std::int64_t now_ns) noexcept;
 
     [[nodiscard]] connection_state state() const noexcept { return _state; }
@@ -75,31 +75,24 @@ public:
     bool in_flush_list = false;     // in the shard's list for the turn-end flush
 
 private:
-    struct op final : core::completion {
-        connection* owner = nullptr;
-        void (connection::*handler)(int, std::uint32_t) noexcept = nullptr;
-        void complete(int res, std::uint32_t flags) noexcept override { (owner->*handler)(res, flags); }
-    };
-    void on_connect(int res, std::uint32_t flags) noexcept;
-    void on_recv(int res, std::uint32_t flags) noexcept;
-    void on_send(int res, std::uint32_t flags) noexcept;
-    void arm_recv() noexcept;
-    void on_input(std::string_view data, std::int64_t now_ns) noexcept;
+    // core::stream_owner
+    void on_stream_data(std::string_view data) noexcept override;
+    void on_stream_end(core::stream_end why, std::string_view detail) noexcept override;
+    void on_stream_finished() noexcept override;
+    void on_stream_connected() noexcept override;
+    void on_stream_tls_ready() noexcept override;
+    void on_stream_sent(std::uint8_t marks) noexcept override;
+    void on_stream_progress() noexcept override;
+
     void start_tls() noexcept;
     void tls_failed(std::string_view reason) noexcept;
-    // Moves the session's output to _wire: as it is, or sealed once TLS is up. False if
-    // sealing failed (the connection is then lost).
-    bool seal(std::int64_t now_ns) noexcept;
-    [[nodiscard]] bool has_output() const noexcept { return !_out.empty() || !_wire.empty(); }
-    void start_send() noexcept;
+    [[nodiscard]] bool has_output() const noexcept { return _stream.unsent() != 0; }
     // After the session consumed input or a message: outcomes, state changes, next message.
     void after_input(std::int64_t now_ns) noexcept;
     void take_outcomes(std::int64_t now_ns) noexcept;
     void on_session_closed(std::int64_t now_ns) noexcept;
     void lost(std::string_view why, std::int64_t now_ns) noexcept;
     void begin_close(close_kind kind, std::int64_t now_ns) noexcept;
-    void shutdown_socket() noexcept;
-    void finish_close_if_idle(std::int64_t now_ns) noexcept;
     void set_state(connection_state s, std::int64_t now_ns) noexcept {
         _state = s;
         _state_since_ns = now_ns;
@@ -107,16 +100,7 @@ private:
 
     shard& _owner;
     std::optional<protocol::client_session> _session;  // one per TCP connection
-    int _fd = -1;
-    op _connect_op;
-    op _recv_op;
-    op _send_op;
-    std::string _out;      // written by the session during the turn
-    std::string _wire;     // for the kernel: _out before TLS, TLS records after
-    std::optional<core::tls_session> _tls;
-    std::string _plain;    // decrypted input of one receive
-    std::string _sending;  // handed to the kernel; untouched until its completion
-    std::size_t _sent = 0;
+    core::stream _stream;  // keeps its send buffer: messages are sent over and over
     struct slot {
         std::string body;
         std::vector<std::string> rcpts;
@@ -133,11 +117,7 @@ private:
     std::int64_t _last_activity_ns = 0;
     std::int64_t _state_since_ns = 0;
     std::uint32_t _messages_here = 0;
-    bool _connect_in_flight = false;
-    bool _recv_armed = false;
-    bool _send_in_flight = false;
     bool _quit_requested = false;
-    bool _shutdown_after_send = false;  // closing: the session's last words (QUIT) go first
 };
 
 }  // namespace ringrelay::bench

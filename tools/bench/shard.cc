@@ -212,6 +212,8 @@ void shard::on_turn_end() noexcept {
         c->flush(now);
     }
     _flush_swap.clear();
+    // Then every connection's output of the turn, one send each.
+    _streams.run();
     if (_options.rate > 0 && !_parked.empty() && !_timer_armed) arm_arrival_timer();
 }
 

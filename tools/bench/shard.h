@@ -23,6 +23,7 @@
 
 #include "core/buffer_ring.h"
 #include "core/reactor.h"
+#include "core/stream.h"
 #include "core/tls.h"
 #include "protocol/client_session.h"
 #include "tools/bench/connection.h"
@@ -73,7 +74,7 @@ public:
 
     // For the shard's connections (shard thread only).
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
-    [[nodiscard]] core::buffer_ring& buffers() noexcept { return _buffers; }
+    [[nodiscard]] core::stream_services stream_services() noexcept { return {_reactor, _buffers, _streams, nullptr}; }
     [[nodiscard]] const bench_options& options() const noexcept { return _options; }
     [[nodiscard]] const message_template& message() const noexcept { return _message; }
     [[nodiscard]] const protocol::client_config& client_config() const noexcept { return _client_config; }
@@ -81,6 +82,7 @@ public:
     [[nodiscard]] core::tls_context* tls_context() noexcept { return _tls ? &*_tls : nullptr; }
     [[nodiscard]] run_stats& stats() noexcept { return _stats; }
     [[nodiscard]] std::size_t pick_domain() noexcept { return _picker.pick(); }
+    // At the end of this turn: hand over `c`'s outcomes made outside a reply (local refusals).
     void want_flush(connection& c) noexcept;
     // The session greeted us and said EHLO: the target is alive.
     void session_up(std::int64_t now) noexcept { _last_alive_ns = now; }
@@ -133,8 +135,9 @@ private:
     // Shard-local.
     core::reactor _reactor;
     core::buffer_ring _buffers;
+    core::stream_batch _streams;  // the turn's receive re-arms and batched sends
     std::vector<std::unique_ptr<connection>> _connections;
-    std::vector<connection*> _flush;  // connections with output this turn
+    std::vector<connection*> _flush;  // connections with outcomes to hand over this turn
     std::vector<connection*> _flush_swap;
     std::vector<connection*> _parked;  // ready connections without a message
     std::vector<retry_item> _retry;    // not attempted: send again first

@@ -18,11 +18,6 @@
 namespace ringrelay::sink {
 
 namespace {
-constexpr unsigned ring_entries = 4096;
-constexpr unsigned receive_buffers = 1024;          // power of two
-constexpr unsigned receive_buffer_size = 16 * 1024;
-constexpr std::uint16_t receive_group = 1;
-constexpr int listen_backlog = 4096;
 // After a stop request, pending answers (saves, delays) and last replies get this long.
 constexpr std::int64_t stop_grace_ms = 3000;
 // The relay's default --min-data-rate: message content at this rate keeps the deadline off.
@@ -52,21 +47,20 @@ shard::shard(unsigned index, sink_shared& shared, const protocol::server_config&
       _deadlines(static_cast<std::int64_t>(shared.options.command_timeout) * 1000),
       _faults(fault_rates{shared.options.defer_rate, shared.options.reject_rate, shared.options.disconnect_rate},
               shared.options.seed ^ (0x9e3779b97f4a7c15ULL * (index + 1))),
-      _admission(nullptr, 0, shared.per_ip, shared.options.max_connections_per_ip, _refusal, _refusal) {
-    _stop.owner = this;
+      _front(_reactor, *this,
+             core::connection_limits(nullptr, 0, shared.per_ip, shared.options.max_connections_per_ip, _refusal,
+                                     _refusal),
+             "ringrelay-sink: shard " + std::to_string(index)) {
 }
 
-shard::~shard() {
-    for (queue::server_connection* c : _connections) {
-        _admission.release(c->address_slot);
-        delete c;
-    }
-}
+shard::~shard() = default;
 
 std::string shard::init() {
-    if (auto ec = _reactor.init(ring_entries, _features); ec) return "io_uring setup failed: " + ec.message();
+    if (auto ec = _reactor.init(queue::server_ring_entries, _features); ec)
+        return "io_uring setup failed: " + ec.message();
     _ring_fd.store(_reactor.ring_fd(), std::memory_order_release);
-    if (auto ec = _buffers.init(_reactor, receive_group, receive_buffers, receive_buffer_size); ec)
+    if (auto ec = _buffers.init(_reactor, queue::server_receive_group, queue::server_receive_buffers,
+                                queue::server_receive_buffer_size); ec)
         return "receive buffer ring: " + ec.message();
     _reactor.add_turn_hook(this);
     if (_shared.tls != nullptr) {
@@ -75,11 +69,7 @@ std::string shard::init() {
         _tls.emplace(std::move(*context));
     }
     for (const core::endpoint& e : _listen) {
-        auto listener = std::make_unique<core::listener>(_reactor, *this, _admission,
-                                                         "ringrelay-sink: shard " + std::to_string(_index));
-        if (auto ok = listener->open(e, listen_backlog); !ok)
-            return "cannot listen on " + core::to_string(e) + ": " + ok.error().message();
-        _listeners.push_back(std::move(listener));
+        if (std::string error = _front.listen(e, queue::listener_kind::plain); !error.empty()) return error;
     }
     // Queue ids: microseconds at start, the shard index in the low 8 bits.
     _next_id = (static_cast<std::uint64_t>(core::unix_us()) << 8) | _index;
@@ -90,9 +80,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     shard_init_result result;
     result.error = init();
     if (result.error.empty()) {
-        for (auto& l : _listeners) {
-            if (auto e = l->bound()) result.bound.push_back(*e);
-        }
+        result.bound = _front.bound();
     }
     const bool ok = result.error.empty();
     ready.set_value(std::move(result));
@@ -100,7 +88,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
         _finished.store(true, std::memory_order_release);
         return;
     }
-    for (auto& l : _listeners) l->start();
+    _front.start();
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         if (!_reactor.run_once(1000)) {
@@ -119,20 +107,21 @@ void shard::count_connection() noexcept {
     bump(_stats.connections);
 }
 
-void shard::on_accepted(core::listener&, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
+queue::server_connection* shard::make_connection(int fd, const sockaddr* peer, queue::listener_kind) noexcept {
     count_connection();
-    auto* c = new connection(*this, fd, peer);
-    c->address_slot = address_slot;
-    c->shard_slot = _connections.size();
-    _connections.push_back(c);
     bump(_stats.open_connections);
-    c->start();
+    return new connection(*this, fd, peer);
 }
 
 // Over --max-connections-per-ip: the banner said why (core::listener), the connection closed.
-void shard::on_refused(core::listener&, const sockaddr*, core::refusal) noexcept {
+void shard::on_refused(const sockaddr*, core::refusal, std::string_view) noexcept {
     count_connection();
     bump(_stats.refused_connections);
+}
+
+void shard::on_connection_gone() noexcept {
+    _stats.open_connections.store(_stats.open_connections.load(std::memory_order_relaxed) - 1,
+                                  std::memory_order_relaxed);
 }
 
 void shard::request_stop(core::reactor& from, std::uint32_t linger_ms) noexcept {
@@ -142,12 +131,12 @@ void shard::request_stop(core::reactor& from, std::uint32_t linger_ms) noexcept 
     from.wake(fd, &_stop, static_cast<int>(linger_ms));
 }
 
-void shard::stop_op::complete(int res, std::uint32_t) noexcept { owner->begin_stop(res); }
+void shard::on_stop_request(int linger_ms, std::uint32_t) noexcept { begin_stop(linger_ms); }
 
 void shard::begin_stop(int linger_ms) noexcept {
     if (_stop_requested) return;
     _stop_requested = true;
-    for (auto& l : _listeners) l->stop();
+    _front.stop();
     if (linger_ms > 0) {
         _linger_until_ms = core::monotonic_ms() + linger_ms;
     } else {
@@ -160,7 +149,7 @@ void shard::close_sessions() noexcept {
     _stopping = true;
     _stop_deadline_ms = core::monotonic_ms() + stop_grace_ms;
     // on_stop may retire connections (which edits _connections at the turn's end only).
-    for (queue::server_connection* c : _connections) c->on_stop(false);
+    _front.stop_connections(false);
 }
 
 void shard::tick() noexcept {
@@ -171,14 +160,13 @@ void shard::tick() noexcept {
     _deadlines.expire(now);
     if (_stop_requested && !_stopping && now >= _linger_until_ms) close_sessions();
     if (_stopping && now >= _stop_deadline_ms) {
-        for (queue::server_connection* c : _connections) c->on_stop(true);
+        _front.stop_connections(true);
     }
-    for (auto& l : _listeners) l->tick();
+    _front.tick();
 }
 
 bool shard::drained() const noexcept {
-    return _connections.empty() &&
-           std::all_of(_listeners.begin(), _listeners.end(), [](const auto& l) { return l->closed(); });
+    return _front.drained();
 }
 
 std::uint64_t shard::next_queue_id() noexcept {
@@ -235,22 +223,7 @@ void shard::on_turn_end() noexcept {
         _received_at_turn_start = received;
         _last_message_ns.store(monotonic_ns(), std::memory_order_relaxed);
     }
-    if (!_graveyard.empty()) {
-        std::sort(_graveyard.begin(), _graveyard.end());
-        _graveyard.erase(std::unique(_graveyard.begin(), _graveyard.end()), _graveyard.end());
-        for (queue::server_connection* c : _graveyard) {
-            const std::size_t slot = c->shard_slot;
-            RR_ASSERT(slot < _connections.size() && _connections[slot] == c);
-            _connections[slot] = _connections.back();
-            _connections[slot]->shard_slot = slot;
-            _connections.pop_back();
-            _stats.open_connections.store(_stats.open_connections.load(std::memory_order_relaxed) - 1,
-                                          std::memory_order_relaxed);
-            _admission.release(c->address_slot);
-            delete c;
-        }
-        _graveyard.clear();
-    }
+    _front.end_turn();
 }
 
 }  // namespace ringrelay::sink

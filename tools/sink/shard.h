@@ -23,13 +23,13 @@
 #include "core/buffer_ring.h"
 #include "core/clock.h"
 #include "core/deadline_list.h"
-#include "core/listener.h"
 #include "core/net.h"
 #include "core/reactor.h"
 #include "core/stream.h"
 #include "core/tls.h"
 #include "protocol/server_session.h"
 #include "queue/server_connection.h"
+#include "queue/server_front.h"
 #include "tools/sink/faults.h"
 #include "tools/sink/ip_limits.h"
 #include "tools/sink/options.h"
@@ -61,7 +61,7 @@ struct shard_init_result {
     std::vector<core::endpoint> bound;  // the endpoints really bound (port 0 resolved)
 };
 
-class shard final : public core::turn_hook, public queue::server_host, public core::listener_owner {
+class shard final : public core::turn_hook, public queue::server_host, public queue::front_owner {
 public:
     // shared, server and features must outlive the shard. listen: the endpoints to bind (port
     // 0 picks one; main passes shard 0's result to the others).
@@ -112,19 +112,18 @@ public:
     void count(queue::server_event event, std::uint64_t n) noexcept override;
     bool may_report(queue::server_report kind) noexcept override;
     void write_report(queue::server_report kind, std::string_view text) noexcept override;
-    void retire(queue::server_connection& c) noexcept override { _graveyard.push_back(&c); }
+    void retire(queue::server_connection& c) noexcept override { _front.retire(c); }
 
-    // core::listener_owner
-    void on_accepted(core::listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept override;
-    void on_refused(core::listener& from, const sockaddr* peer, core::refusal why) noexcept override;
+    // queue::front_owner
+    queue::server_connection* make_connection(int fd, const sockaddr* peer, queue::listener_kind kind) noexcept override;
+    void on_refused(const sockaddr* peer, core::refusal why, std::string_view refusal_line) noexcept override;
+    void on_connection_gone() noexcept override;
 
     void on_turn_end() noexcept override;
 
 private:
-    struct stop_op final : core::completion {
-        shard* owner = nullptr;
-        void complete(int res, std::uint32_t flags) noexcept override;
-    };
+    // The stop request (a MSG_RING from request_stop; res: the linger in ms).
+    void on_stop_request(int res, std::uint32_t flags) noexcept;
 
     std::string init();
     // Counts a connection, accepted or refused.
@@ -152,10 +151,6 @@ private:
     core::date_cache _dates;
     fault_picker _faults;
     std::optional<core::tls_context> _tls;
-    core::connection_limits _admission;  // --max-connections-per-ip over _shared.per_ip
-    std::vector<std::unique_ptr<core::listener>> _listeners;
-    std::vector<queue::server_connection*> _connections;  // owned; index kept in each connection
-    std::vector<queue::server_connection*> _graveyard;
     std::uint64_t _next_id = 0;
     std::uint64_t _received_at_turn_start = 0;
     std::int64_t _next_tick_ms = 0;
@@ -165,7 +160,7 @@ private:
     bool _stopping = false;        // sessions are being closed
     bool _save_error_reported = false;
     std::uint8_t _reported = 0;  // report kinds said since the last tick (one per kind a second)
-    stop_op _stop;
+    core::operation<&shard::on_stop_request> _stop{*this};
 
     // Written by this shard, read by other threads.
     std::atomic<int> _ring_fd{-1};
@@ -174,6 +169,10 @@ private:
     std::atomic<std::int64_t> _first_connection_ns{0};
     std::atomic<std::int64_t> _last_message_ns{0};
     shard_stats _stats;
+
+    // Listeners (--max-connections-per-ip) and connections. Last: destroyed first, while
+    // everything the connections use is still there.
+    queue::server_front _front;
 };
 
 // CLOCK_MONOTONIC in nanoseconds (the per-IP rate limit's and the summary's clock).
