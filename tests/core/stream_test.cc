@@ -35,7 +35,8 @@ struct recorder final : stream_owner {
     int tls_ready = 0;
     int timeouts = 0;
     int flushes = 0;
-    int sends = 0;  // whole sends completed
+    int sends = 0;     // whole sends completed
+    int progress = 0;  // partial sends
     std::function<void(std::string_view)> on_data;
     std::function<void()> on_ready;
 
@@ -56,6 +57,7 @@ struct recorder final : stream_owner {
         ++sends;
         if (marks != 0) sent.push_back(marks);
     }
+    void on_stream_progress() noexcept override { ++progress; }
     void on_stream_discarded(std::size_t bytes) noexcept override { discarded += bytes; }
     void on_stream_flush() noexcept override { ++flushes; }
     void on_stream_timeout() noexcept override { ++timeouts; }
@@ -158,6 +160,26 @@ TEST_F(StreamTest, MarksAreReportedWhenTheirSendCompletes) {
     std::string got;
     ASSERT_TRUE(h.read_until(peer, got, "second\r\n"));
     EXPECT_EQ(got, "first\r\nunmarked\r\nsecond\r\n");
+}
+
+TEST_F(StreamTest, ALongSendReportsProgressThenOneWholeSend) {
+    // ringrelay-bench keeps its stall clock off while a large message is still leaving.
+    recorder owner;
+    stream s(h.services(), owner);
+    auto [mine, peer] = h.socket_pair();
+    s.adopt(mine);
+    const std::string big = pattern(4 * 1024 * 1024);  // many times the pair's buffers
+    s.out() = big;
+    s.want_flush();
+    std::string got;
+    ASSERT_TRUE(h.run_until([&] {
+        stream_harness::read_available(peer, got);
+        return owner.sends == 1 && got.size() == big.size();
+    }, 10'000)) << got.size() << " of " << big.size();
+    EXPECT_GE(owner.progress, 1) << "the kernel took it in parts";
+    EXPECT_EQ(owner.sends, 1) << "one whole send";
+    EXPECT_TRUE(owner.sent.empty()) << "no marks";
+    EXPECT_EQ(got, big);
 }
 
 TEST_F(StreamTest, PeerCloseEndsTheStreamAndItFinishes) {
