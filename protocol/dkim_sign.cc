@@ -1,0 +1,317 @@
+// protocol/dkim_sign.cc: see dkim_sign.h.
+// Every OpenSSL failure path clears the thread's error queue: a stale entry there would be
+// read by the next SSL_get_error() of a TLS connection on the same thread.
+#include "protocol/dkim_sign.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include "core/ascii.h"
+#include "core/base64.h"
+
+namespace ringrelay::protocol::dkim {
+namespace {
+
+constexpr std::size_t fold_at = 78;  // no line of the field longer than this (RFC 5322 §2.1.1)
+
+// Refuses any passphrase prompt: an encrypted key file does not load.
+int no_passphrase(char*, int, int, void*) { return -1; }
+
+template <typename T>
+T fail(T value) noexcept {
+    ERR_clear_error();
+    return value;
+}
+
+// Appends `text` after a space, or after a fold if the line would grow past fold_at.
+class folder {
+public:
+    explicit folder(std::string& out) : _out(out) { _column = out.size() - (out.rfind('\n') + 1); }
+    void word(std::string_view text, std::string_view separator = " ") {
+        if (_column + separator.size() + text.size() > fold_at) {
+            _out += "\r\n\t";
+            _column = 1;
+        } else {
+            _out += separator;
+            _column += separator.size();
+        }
+        _out += text;
+        _column += text.size();
+    }
+    void glued(std::string_view text) {  // no separator, no fold
+        _out += text;
+        _column += text.size();
+    }
+    [[nodiscard]] std::size_t column() const noexcept { return _column; }
+    void fold() {
+        _out += "\r\n\t";
+        _column = 1;
+    }
+
+private:
+    std::string& _out;
+    std::size_t _column;
+};
+
+constexpr std::string_view default_names[] = {
+    // RFC 6376 §5.4.1
+    "from", "reply-to", "subject", "date", "to", "cc", "resent-date", "resent-from", "resent-to",
+    "resent-cc", "in-reply-to", "references", "list-id", "list-help", "list-unsubscribe",
+    "list-subscribe", "list-post", "list-owner", "list-archive",
+    // RFC 8058 §4: one-click unsubscribe needs List-Unsubscribe-Post signed
+    "list-unsubscribe-post",
+    // the message's identity and how its body is to be read
+    "message-id", "mime-version", "content-type", "content-transfer-encoding"};
+
+constexpr std::string_view oversigned_names[] = {"from", "subject", "to", "date", "message-id",
+                                                 "mime-version", "content-type"};
+
+bool contains(std::span<const std::string_view> set, std::string_view name) noexcept {
+    for (const std::string_view s : set)
+        if (core::iequals(s, name)) return true;
+    return false;
+}
+
+}  // namespace
+
+void pkey_free::operator()(evp_pkey_st* key) const noexcept { EVP_PKEY_free(key); }
+
+std::string_view algorithm_name(algorithm a) noexcept {
+    return a == algorithm::rsa_sha256 ? "rsa-sha256" : "ed25519-sha256";
+}
+
+std::string_view describe(key_error e) noexcept {
+    switch (e) {
+        case key_error::not_pem: return "not a PEM private key (or an encrypted one)";
+        case key_error::unsupported_type: return "not an RSA or Ed25519 key";
+        case key_error::rsa_too_short: return "RSA key shorter than 1024 bits";
+        case key_error::openssl: return "OpenSSL failed";
+    }
+    return "unknown";
+}
+
+std::string_view describe(sign_error e) noexcept {
+    switch (e) {
+        case sign_error::bad_tag_text: return "domain or selector not valid in a DKIM tag";
+        case sign_error::openssl: return "OpenSSL failed to sign";
+    }
+    return "unknown";
+}
+
+std::expected<signing_key, key_error> parse_private_key(std::string_view pem) {
+    BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+    if (bio == nullptr) return fail(std::unexpected(key_error::openssl));
+    EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio, nullptr, &no_passphrase, nullptr);
+    BIO_free(bio);
+    if (raw == nullptr) return fail(std::unexpected(key_error::not_pem));
+    signing_key key;
+    key.pkey = std::shared_ptr<evp_pkey_st>(raw, pkey_free{});
+    switch (EVP_PKEY_get_base_id(raw)) {
+        case EVP_PKEY_RSA:
+            key.alg = algorithm::rsa_sha256;
+            key.bits = static_cast<unsigned>(EVP_PKEY_get_bits(raw));
+            if (key.bits < 1024) return std::unexpected(key_error::rsa_too_short);
+            return key;
+        case EVP_PKEY_ED25519:
+            key.alg = algorithm::ed25519_sha256;
+            key.bits = 256;
+            return key;
+        default:
+            return std::unexpected(key_error::unsupported_type);
+    }
+}
+
+std::optional<std::string> dns_txt_record(const signing_key& key) {
+    std::string der;
+    if (key.alg == algorithm::rsa_sha256) {
+        unsigned char* buffer = nullptr;
+        const int size = i2d_PUBKEY(key.pkey.get(), &buffer);
+        if (size <= 0) return fail(std::optional<std::string>{});
+        der.assign(reinterpret_cast<const char*>(buffer), static_cast<std::size_t>(size));
+        OPENSSL_free(buffer);
+    } else {
+        std::array<unsigned char, 32> raw{};
+        std::size_t size = raw.size();
+        if (EVP_PKEY_get_raw_public_key(key.pkey.get(), raw.data(), &size) != 1 || size != raw.size())
+            return fail(std::optional<std::string>{});
+        der.assign(reinterpret_cast<const char*>(raw.data()), size);
+    }
+    std::string out = "v=DKIM1; k=";
+    out += key.alg == algorithm::rsa_sha256 ? "rsa" : "ed25519";
+    out += "; p=";
+    out += core::base64_encode(der);
+    return out;
+}
+
+bool valid_tag_text(std::string_view text) noexcept {
+    if (text.empty() || text.size() > 253) return false;
+    bool label_start = true;
+    for (const char c : text) {
+        const bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                          c == '_';
+        if (c == '.') {
+            if (label_start) return false;  // empty label
+            label_start = true;
+            continue;
+        }
+        if (!word) return false;
+        label_start = false;
+    }
+    return !label_start;
+}
+
+std::span<const std::string_view> default_header_names() noexcept { return default_names; }
+std::span<const std::string_view> oversigned_header_names() noexcept { return oversigned_names; }
+
+std::vector<std::string_view> header_list(std::span<const header_field> fields,
+                                          std::span<const std::string_view> names,
+                                          std::span<const std::string_view> oversigned) {
+    std::vector<std::string_view> out;
+    auto add = [&](std::string_view name) {
+        std::size_t count = 0;
+        for (const header_field& f : fields) count += core::iequals(f.name, name) ? 1 : 0;
+        const bool is_from = core::iequals(name, "from");
+        if (count == 0 && !is_from) return;
+        if (is_from || contains(oversigned, name)) ++count;
+        out.insert(out.end(), count, name);
+    };
+    if (!contains(names, "from")) add(default_names[0]);
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        bool repeated = false;  // a name listed twice is added once
+        for (std::size_t j = 0; j < i; ++j) repeated = repeated || core::iequals(names[j], names[i]);
+        if (!repeated) add(names[i]);
+    }
+    return out;
+}
+
+std::string unsigned_signature_field(algorithm alg, const signature_request& request) {
+    std::string out = "DKIM-Signature: v=1;";
+    folder f(out);
+    std::string tag;
+    auto add = [&](std::string_view name, std::string_view value) {
+        tag.assign(name);
+        tag += '=';
+        tag += value;
+        tag += ';';
+        f.word(tag);
+    };
+    add("a", algorithm_name(alg));
+    add("c", canonicalization_text(request.canon));
+    add("d", request.domain);
+    add("s", request.selector);
+    std::string number;
+    core::append_decimal(number, static_cast<std::uint64_t>(request.timestamp));
+    add("t", number);
+    if (request.expiration) {
+        number.clear();
+        core::append_decimal(number, static_cast<std::uint64_t>(*request.expiration));
+        add("x", number);
+    }
+    // h=name:name:...; folded after a colon where needed (RFC 6376 §3.5: FWS around ':').
+    for (std::size_t i = 0; i < request.headers.size(); ++i) {
+        tag.clear();
+        if (i == 0) tag = "h=";
+        tag += request.headers[i];
+        tag += i + 1 == request.headers.size() ? ";" : ":";
+        if (i == 0) {
+            f.word(tag);
+        } else if (f.column() + tag.size() > fold_at) {
+            f.fold();
+            f.glued(tag);
+        } else {
+            f.glued(tag);
+        }
+    }
+    const std::string_view digest(reinterpret_cast<const char*>(request.body_hash.data()), request.body_hash.size());
+    add("bh", core::base64_encode(digest));
+    f.word("b=");
+    return out;
+}
+
+std::string signing_input(const signature_request& request, std::span<const header_field> fields,
+                          std::string_view unsigned_field) {
+    std::string out;
+    for (const header_field* field : select_headers(fields, request.headers)) {
+        append_canonical_header(out, request.canon.header, field->raw);
+        out += "\r\n";
+    }
+    append_canonical_header(out, request.canon.header, unsigned_field);
+    return out;
+}
+
+std::expected<std::string, sign_error> sign_input(const signing_key& key, std::string_view input) {
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+    if (!ctx) return fail(std::unexpected(sign_error::openssl));
+    std::string signature;
+    std::size_t size = 0;
+    if (key.alg == algorithm::rsa_sha256) {
+        const auto* data = reinterpret_cast<const unsigned char*>(input.data());
+        if (EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.pkey.get()) != 1 ||
+            EVP_DigestSign(ctx.get(), nullptr, &size, data, input.size()) != 1)
+            return fail(std::unexpected(sign_error::openssl));
+        signature.resize(size);
+        if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &size, data, input.size()) != 1)
+            return fail(std::unexpected(sign_error::openssl));
+        signature.resize(size);
+    } else {
+        // RFC 8463 §3: Ed25519 (PureEdDSA) signs the SHA-256 hash of the header data.
+        std::array<unsigned char, 32> digest{};
+        unsigned int digest_size = 0;
+        if (EVP_Digest(input.data(), input.size(), digest.data(), &digest_size, EVP_sha256(), nullptr) != 1 ||
+            EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key.pkey.get()) != 1)
+            return fail(std::unexpected(sign_error::openssl));
+        signature.resize(64);
+        size = signature.size();
+        if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &size, digest.data(),
+                           digest.size()) != 1)
+            return fail(std::unexpected(sign_error::openssl));
+        signature.resize(size);
+    }
+    return signature;
+}
+
+std::expected<std::string, sign_error> sign(const signing_key& key, const signature_request& request,
+                                            std::span<const header_field> fields) {
+    if (!valid_tag_text(request.domain) || !valid_tag_text(request.selector))
+        return std::unexpected(sign_error::bad_tag_text);
+    std::string field = unsigned_signature_field(key.alg, request);
+    const std::string input = signing_input(request, fields, field);
+
+    const auto signature = sign_input(key, input);
+    if (!signature) return std::unexpected(signature.error());
+    const std::string b64 = core::base64_encode(*signature);
+    // b= folded: FWS may appear anywhere in its value (RFC 6376 §3.5).
+    folder f(field);
+    std::size_t at = 0;
+    while (at < b64.size()) {
+        const std::size_t room = f.column() < fold_at ? fold_at - f.column() : 0;
+        if (room == 0) {
+            f.fold();
+            continue;
+        }
+        const std::size_t take = std::min(room, b64.size() - at);
+        f.glued(std::string_view(b64).substr(at, take));
+        at += take;
+    }
+    field += "\r\n";
+    return field;
+}
+
+std::string summary(algorithm alg, std::string_view domain, std::string_view selector) {
+    std::string out = "d=";
+    out += domain;
+    out += " s=";
+    out += selector;
+    out += " a=";
+    out += algorithm_name(alg);
+    return out;
+}
+
+}  // namespace ringrelay::protocol::dkim
