@@ -17,6 +17,17 @@ std::int64_t unix_us() noexcept {
     return static_cast<std::int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
 }
 
+namespace {
+class system_clocks final : public time_source {
+public:
+    std::int64_t monotonic_ms() const noexcept override { return core::monotonic_ms(); }
+    std::int64_t unix_us() const noexcept override { return core::unix_us(); }
+};
+const system_clocks system_clocks_instance{};  // no state: shared by every thread
+}  // namespace
+
+const time_source& system_time() noexcept { return system_clocks_instance; }
+
 std::string rfc5322_date(std::int64_t unix_seconds) {
     const std::time_t t = static_cast<std::time_t>(unix_seconds);
     std::tm tm{};

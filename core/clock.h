@@ -16,6 +16,19 @@ namespace ringrelay::core {
 // "2026-11-28T03:35:26.123456Z".
 [[nodiscard]] std::string iso8601_us(std::int64_t unix_microseconds);
 
+// The two clocks above behind an interface, for units whose timing is tested with a clock a
+// test moves by hand (queue/destination_pool.h, queue/tls_client_policy.h). Stateless; the
+// instance system_time() returns reads the real clocks and may be shared by every shard.
+class time_source {
+public:
+    [[nodiscard]] virtual std::int64_t monotonic_ms() const noexcept = 0;
+    [[nodiscard]] virtual std::int64_t unix_us() const noexcept = 0;
+
+protected:
+    ~time_source() = default;
+};
+[[nodiscard]] const time_source& system_time() noexcept;
+
 // Shard-local cache of the current RFC 5322 date.
 class date_cache {
 public:

@@ -35,7 +35,8 @@ std::string reply_line(const protocol::outcome_reply& r) {
 }  // namespace
 
 delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
-                   const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index)
+                   const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
+                   const std::atomic<std::uint64_t>& tls_generation)
     : _reactor(r),
       _spool(s),
       _log(log),
@@ -43,6 +44,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _schedule(schedule),
       _host(host),
       _shard(shard_index),
+      _tls(config, tls_generation, core::system_time()),
       _jitter(static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1) {
     _client_config.helo_name = config.hostname;
 
@@ -335,75 +337,12 @@ void delivery::dispatch(destination& d) noexcept {
 
 protocol::client_config delivery::connection_config(const destination& d, core::tls_verify& verify) {
     protocol::client_config config = _client_config;
-    verify = core::tls_verify::none;
-    switch (d.tls) {
-    case core::config::tls_policy::disabled:
-        config.starttls = protocol::tls_use::never;
-        break;
-    case core::config::tls_policy::opportunistic: {
-        config.starttls = protocol::tls_use::when_offered;
-        if (d.targets.empty()) break;
-        const auto it = _tls_broken_until.find(core::to_string(d.targets[d.next_target % d.targets.size()]));
-        if (it == _tls_broken_until.end()) break;
-        if (core::monotonic_ms() < it->second) {
-            config.starttls = protocol::tls_use::never;  // its handshake failed lately
-        } else {
-            _tls_broken_until.erase(it);
-        }
-        break;
-    }
-    case core::config::tls_policy::verify:
-        verify = core::tls_verify::peer;
-        config.starttls = protocol::tls_use::required;
-        break;
-    case core::config::tls_policy::required:
-        config.starttls = protocol::tls_use::required;
-        break;
-    }
+    const std::string address =
+        d.targets.empty() ? std::string() : core::to_string(d.targets[d.next_target % d.targets.size()]);
+    const tls_client_policy::connection_tls tls = _tls.for_connection(d.tls, address);
+    config.starttls = tls.starttls;
+    verify = tls.verify;
     return config;
-}
-
-namespace {
-// How long a full handshake's verification stands for the sessions resumed from it
-// (Postfix's smtp_tls_session_cache_timeout default).
-constexpr std::int64_t tls_session_lifetime_ms = 3600 * 1000;
-}  // namespace
-
-std::optional<delivery::resumption> delivery::take_tls_session(const std::string& key) noexcept {
-    const auto it = _tls_sessions.find(key);
-    if (it == _tls_sessions.end()) return std::nullopt;
-    resumption r = std::move(it->second);
-    _tls_sessions.erase(it);
-    if (!r.session.resumable() || r.generation != _tls_generation ||
-        core::monotonic_ms() - r.verified_ms >= tls_session_lifetime_ms)
-        return std::nullopt;
-    return r;
-}
-
-void delivery::keep_tls_session(const std::string& key, resumption r) {
-    if (!r.session.resumable() || r.generation != _tls_generation) return;  // made before a reload
-    // A few thousand next hops' worth; beyond that start again (a full handshake costs one
-    // round trip more, nothing else).
-    constexpr std::size_t max_sessions = 4096;
-    if (_tls_sessions.size() >= max_sessions && !_tls_sessions.contains(key)) _tls_sessions.clear();
-    _tls_sessions.insert_or_assign(key, std::move(r));
-}
-
-core::tls_context* delivery::client_tls(core::tls_verify verify, std::string& error) noexcept {
-    std::optional<core::tls_context>& slot = verify == core::tls_verify::peer ? _tls_verify : _tls_any;
-    if (slot) return &*slot;
-    if (verify == core::tls_verify::peer && !_tls_verify_error.empty()) {
-        error = _tls_verify_error;
-        return nullptr;
-    }
-    auto made = core::tls_context::client(core::tls_client_options{verify, _config.outbound_ca_file});
-    if (!made) {
-        error = made.error().text;
-        if (verify == core::tls_verify::peer) _tls_verify_error = error;  // a CA file does not heal by itself
-        return nullptr;
-    }
-    slot.emplace(std::move(*made));
-    return &*slot;
 }
 
 void destination::resolved(core::mx_result result) noexcept { owner->mx_resolved(*this, std::move(result)); }
@@ -595,10 +534,7 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
         // nothing counted. A connection merely lost during the handshake (a reset, a timeout:
         // something an attacker on the path can cause) is handled like any lost connection
         // below: no plaintext.
-        const std::int64_t now = core::monotonic_ms();
-        if (_tls_broken_until.size() >= 4096)
-            std::erase_if(_tls_broken_until, [now](const auto& e) { return e.second <= now; });
-        _tls_broken_until[c.target_address()] = now + tls_fallback_ms;
+        _tls.mark_broken(c.target_address());
         std::erase(d.connections, &c);
         _graveyard.push_back(&c);
         dispatch(d);
@@ -854,14 +790,7 @@ void delivery::committed(protocol::commit_result result) noexcept {
 
 void delivery::tick(std::int64_t now_ms) noexcept {
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
-    if (const std::uint64_t g = _tls_reload != nullptr ? _tls_reload->load(std::memory_order_acquire) : 0;
-        g != _tls_generation) {
-        _tls_generation = g;
-        _tls_any.reset();
-        _tls_verify.reset();
-        _tls_verify_error.clear();
-        _tls_sessions.clear();
-    }
+    _tls.tick();
     for (core::mailbox<cross_message>* box : _incoming) box->drain();
     for (auto& dsn : _dsn_retry) {
         _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);

@@ -48,6 +48,7 @@
 #include "protocol/server_session.h"
 #include "queue/retry_schedule.h"
 #include "queue/spool.h"
+#include "queue/tls_client_policy.h"
 
 namespace ringrelay::queue {
 
@@ -60,9 +61,6 @@ struct next_hop_ref {
     std::string address;  // "ADDR:PORT" connected to
     std::string tls;      // "TLSv1.3 TLS_AES_256_GCM_SHA384" if the attempt ran under TLS, else ""
 };
-
-// How long an address whose TLS handshake failed gets plaintext (opportunistic policy only).
-inline constexpr std::int64_t tls_fallback_ms = 60 * 60 * 1000;
 
 struct failed_recipient {
     std::uint32_t rcpt_index = 0;
@@ -157,8 +155,11 @@ struct delivery_counters {
 class delivery final : public record_visitor, public commit_waiter {
 public:
     // host: queue ids and dates for the DSNs this shard generates.
+    // tls_generation: relay-owned, bumped by a SIGHUP whose --outbound-ca-file loaded
+    // (queue/tls_client_policy.h).
     delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
-             const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index);
+             const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
+             const std::atomic<std::uint64_t>& tls_generation);
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;
     ~delivery();
@@ -190,27 +191,7 @@ public:
     void connection_ready(outbound& c) noexcept;
     void mx_resolved(destination& d, core::mx_result result) noexcept;
     void set_resolver(core::mx_resolver* r) noexcept { _resolver = r; }
-    // The shard's client TLS context, without or with peer verification, made on first use;
-    // null (and `error` says why, e.g. an unreadable --outbound-ca-file) if it cannot be.
-    [[nodiscard]] core::tls_context* client_tls(core::tls_verify verify, std::string& error) noexcept;
-    // `generation` (relay-owned, outlives the delivery) is bumped by a SIGHUP whose
-    // --outbound-ca-file loaded: at its next tick the delivery drops its client TLS contexts
-    // and saved sessions, so the new CA file is what verifies from then on (connections
-    // already in TLS keep theirs, and their sessions are not kept).
-    void set_tls_generation(const std::atomic<std::uint64_t>* generation) noexcept { _tls_reload = generation; }
-    // Outbound TLS session resumption (RFC 8446 §2.2, RFC 5077): the last resumable session of
-    // each next-hop address (and verification mode, `key`). take_tls_session() hands it out
-    // once (a TLS 1.3 ticket is for one connection, RFC 8446 §C.4) with the time of the full
-    // handshake it descends from; sessions whose full handshake is older than an hour are not
-    // offered (the certificate is verified again), nor those kept under an older CA file.
-    struct resumption {
-        core::tls_saved_session session;
-        std::int64_t verified_ms = 0;  // the full handshake's time (monotonic)
-        std::uint64_t generation = 0;  // of the contexts it was made with
-    };
-    [[nodiscard]] std::optional<resumption> take_tls_session(const std::string& key) noexcept;
-    void keep_tls_session(const std::string& key, resumption r);
-    [[nodiscard]] std::uint64_t tls_generation() const noexcept { return _tls_generation; }
+    [[nodiscard]] tls_client_policy& tls_policy() noexcept { return _tls; }
     void job_done(outbound& c, delivery_job* job, const protocol::message_outcome& outcome) noexcept;
 
     // Cross-shard: the owner hop (docs/ARCHITECTURE.md). shard_count and one outgoing mailbox per other
@@ -275,14 +256,7 @@ private:
     core::buffer_ring* _buffers = nullptr;
     core::mx_resolver* _resolver = nullptr;
     protocol::client_config _client_config;
-    std::optional<core::tls_context> _tls_any;     // verify none (opportunistic, required)
-    std::optional<core::tls_context> _tls_verify;  // verify peer (verify)
-    std::string _tls_verify_error;                 // why _tls_verify could not be made
-    // Next-hop addresses ("ADDR:PORT") whose handshake failed, until when (monotonic ms).
-    std::unordered_map<std::string, std::int64_t> _tls_broken_until;
-    std::unordered_map<std::string, resumption> _tls_sessions;  // take_tls_session()
-    const std::atomic<std::uint64_t>* _tls_reload = nullptr;  // relay-owned; null: no reloads
-    std::uint64_t _tls_generation = 0;  // of *_tls_reload when the contexts were made
+    tls_client_policy _tls;
 
     std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;

@@ -148,7 +148,7 @@ void outbound::on_input(std::string_view data) noexcept {
 // The session's STARTTLS got 220: the ClientHello goes out next.
 void outbound::start_tls() noexcept {
     std::string error;
-    core::tls_context* context = _owner.client_tls(_verify, error);
+    core::tls_context* context = _owner.tls_policy().client_context(_verify, error);
     if (context == nullptr) {
         _tls_protocol_failure = true;
         fail_tls(error);
@@ -157,8 +157,8 @@ void outbound::start_tls() noexcept {
     // The name for SNI and, when verifying, for the certificate check: the MX host, or the
     // static route's address.
     const std::string name = _dest.by_mx ? _target_host : core::address_text(_target.addr());
-    _tls_generation = _owner.tls_generation();
-    auto offered = _owner.take_tls_session(tls_resumption_key());
+    _tls_generation = _owner.tls_policy().generation();
+    auto offered = _owner.tls_policy().take_session(tls_resumption_key());
     _tls_verified_ms = offered ? offered->verified_ms : 0;
     auto session = core::tls_session::create(*context, name, offered ? &offered->session : nullptr);
     if (!session) {
@@ -186,8 +186,8 @@ void outbound::remember_tls_session() noexcept {
     // Established, or ended by the peer's close_notify after its 221: both clean.
     if (_tls && (_tls->state() == core::tls_state::established || _tls->state() == core::tls_state::closed) &&
         !_tls_text.empty())
-        _owner.keep_tls_session(tls_resumption_key(),
-                                delivery::resumption{_tls->saved_session(), _tls_verified_ms, _tls_generation});
+        _owner.tls_policy().keep_session(tls_resumption_key(),
+                                         tls_client_policy::resumption{_tls->saved_session(), _tls_verified_ms, _tls_generation});
 }
 
 // The handshake failed: logged with the peer and the reason; the session fails its messages

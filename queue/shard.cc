@@ -59,9 +59,9 @@ std::string shard::init() {
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index));
     _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
-    _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index);
+    _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index,
+                                           _limits.outbound_tls_generation);
     _delivery->set_buffers(&_buffers);
-    _delivery->set_tls_generation(&_limits.outbound_tls_generation);
     _delivery->set_shards(_config.shards);
     core::dns_config dns;
     if (!_config.dns_server.empty())
