@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <span>
 
 #include "core/ascii.h"
 #include "core/clock.h"
@@ -21,15 +22,17 @@ std::string domain_of(std::string_view address) {
     return d;
 }
 
-bool final_status(recipient_status s) {
-    return s == recipient_status::delivered || s == recipient_status::bounced || s == recipient_status::expired;
-}
-
-std::string reply_line(const protocol::outcome_reply& r) {
-    std::string out = std::to_string(r.code);
-    out += ' ';
-    for (const char ch : r.text) out += ch == '\n' ? ' ' : ch;
-    return out;
+// What the connection sends for the job: views into the message and the job's addresses.
+protocol::outbound_message outbound_message_of(const stored_message& m, std::span<const std::string> rcpt_to) {
+    protocol::outbound_message msg;
+    msg.tag = m.queue_id;
+    msg.mail_from = m.envelope.mail_from;
+    msg.rcpt_to = rcpt_to;
+    msg.body = m.body;
+    msg.body_type = m.envelope.body == protocol::body_type::eight_bit_mime ? protocol::body_kind::eight_bit_mime
+                                                                          : protocol::body_kind::seven_bit;
+    msg.utf8 = m.envelope.smtputf8 ? protocol::utf8_envelope::smtputf8 : protocol::utf8_envelope::ascii;
+    return msg;
 }
 
 }  // namespace
@@ -38,13 +41,13 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
                    const std::atomic<std::uint64_t>& tls_generation)
     : _reactor(r),
-      _spool(s),
-      _log(log),
       _config(config),
       _schedule(schedule),
-      _host(host),
       _shard(shard_index),
       _tls(config, tls_generation, core::system_time()),
+      _log(log, shard_index),
+      _dsns(s, config, host, shard_index, *this),
+      _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver),
       _jitter(static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1) {
     _client_config.helo_name = config.hostname;
 
@@ -62,79 +65,32 @@ std::int64_t delivery::command_timeout_ms() const noexcept {
 
 // ---- recovery -------------------------------------------------------------------------
 
-void delivery::on_record(std::uint64_t segment, const decoded_message& rec) {
-    if (rec.header.type == record_type::message) {
-        auto m = std::make_unique<stored_message>();
-        m->queue_id = rec.header.queue_id;
-        m->segment = segment;
-        m->arrival_us = rec.header.received_us;
-        m->envelope = rec.envelope;
-        m->client = rec.client;
-        m->body.assign(rec.message);
-        const std::size_t n = m->envelope.rcpt_to.size();
-        m->status.assign(n, recipient_status::pending);
-        m->attempts.assign(n, 0);
-        m->in_flight.assign(n, 0);
-        _messages[m->queue_id] = std::move(m);
-        return;
-    }
-    auto it = _messages.find(rec.header.queue_id);
-    if (it == _messages.end()) return;  // its message was finished and its segment deleted
-    stored_message& m = *it->second;
-    if (rec.rcpt_index >= m.status.size()) return;
-    m.status[rec.rcpt_index] = rec.status;
-    m.attempts[rec.rcpt_index] = rec.attempts;
-    if (rec.status == recipient_status::deferred)
-        m.next_attempt_us = std::max(m.next_attempt_us, rec.next_attempt_us);
-}
+void delivery::on_record(std::uint64_t segment, const decoded_message& rec) { _store.on_record(segment, rec); }
 
 std::size_t delivery::finish_recovery() {
-    std::vector<std::uint64_t> finished;
-    for (auto& [id, m] : _messages) {
-        m->unfinished = 0;
-        for (const recipient_status s : m->status) m->unfinished += final_status(s) ? 0 : 1;
-        if (m->unfinished == 0) {
-            finished.push_back(id);
-            continue;
-        }
-        _spool.hold_segment(m->segment);
-    }
-    for (const std::uint64_t id : finished) _messages.erase(id);
-    if (_config.hold) {
-        const std::size_t n = _messages.size();
-        _messages.clear();  // their segments stay held; the bodies need not stay in memory
-        return n;
-    }
+    const message_store::recovered r = _store.finish_recovery();
     // Scheduled from the first tick, once the shards' mailboxes are connected.
-    for (auto& [id, m] : _messages) _retries.emplace(m->next_attempt_us, id);
-    return _messages.size();
+    for (const auto& due : r.due) _retries.push(due);
+    return r.unfinished;
 }
 
 // ---- new messages ---------------------------------------------------------------------
 
 void delivery::accept(const protocol::envelope& env, std::string_view client, std::string_view message,
                       std::uint64_t segment, std::uint64_t received_us) {
-    if (_config.hold) {
-        // --hold: the message stays in the spool (its segment is kept); nothing in memory.
-        _spool.hold_segment(segment);
-        return;
-    }
-    auto m = std::make_unique<stored_message>();
-    m->queue_id = env.queue_id;
-    m->segment = segment;
-    m->arrival_us = received_us;
-    m->envelope = env;
-    m->client.assign(client);
-    m->body.assign(message);
-    const std::size_t n = env.rcpt_to.size();
-    m->status.assign(n, recipient_status::pending);
-    m->attempts.assign(n, 0);
-    m->in_flight.assign(n, 0);
-    m->unfinished = static_cast<std::uint32_t>(n);
-    _spool.hold_segment(segment);
-    stored_message& ref = *m;
-    _messages[env.queue_id] = std::move(m);
-    schedule(ref, core::monotonic_ms());
+    stored_message* m = _store.add(env, client, message, segment, received_us);
+    if (m != nullptr) schedule(*m, core::monotonic_ms());
+}
+
+void delivery::dsn_committed(const protocol::envelope& env, std::string_view client, std::string_view body,
+                             std::uint64_t segment, std::uint64_t received_us) noexcept {
+    accept(env, client, body, segment, received_us);
+}
+
+delivery_counters delivery::counters() const noexcept {
+    delivery_counters c = _store.counters();
+    c.dsns = _dsns.queued();
+    return c;
 }
 
 // The domain's outbound TLS policy; one that differs from --outbound-tls makes a destination
@@ -207,7 +163,8 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     for (std::uint32_t i = 0; i < m.status.size(); ++i) {
         if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
         if (!route_of(m.envelope.rcpt_to[i], r)) {
-            defer(m, i, next_hop_ref{}, nullptr, "no route to the recipient's domain", now_us);
+            const next_hop_ref none;
+            defer(m, i, outcome_note{none, nullptr, "no route to the recipient's domain", now_us});
             continue;
         }
         delivery_job* job = nullptr;
@@ -216,7 +173,6 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         if (job == nullptr) {
             job = new delivery_job();
             job->message = &m;
-            job->origin = this;
             job->origin_shard = _shard;
             job->route = r;
             job->started_ms = now_ms;
@@ -231,6 +187,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     ++m.jobs;
     m.jobs += static_cast<std::uint32_t>(jobs.size());
     for (delivery_job* job : jobs) {
+        job->outbound = outbound_message_of(m, job->rcpt_to);
         // The destination's owner shard runs its connections (docs/ARCHITECTURE.md): one pool, one set
         // of limits and one DNS cache per destination for the whole node.
         const auto owner = static_cast<unsigned>(std::hash<std::string>{}(job->route.key) % _shard_count);
@@ -244,12 +201,11 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         }
     }
     --m.jobs;
-    maybe_finish(m);  // the last use of m
+    _store.release_if_done(m);  // the last use of m
 }
 
 void delivery::enqueue_local(delivery_job* job) noexcept {
     destination& d = destination_for(job->route);
-    job->dest = &d;
     d.ready.push_back(job);
     dispatch(d);
 }
@@ -277,7 +233,7 @@ void delivery::handle(cross_message&& msg) noexcept {
 
 void delivery::return_job(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                           const std::string& why) noexcept {
-    if (job->origin == this) {
+    if (job->origin_shard == _shard) {
         apply_outcome(job, outcome, hop, why);
         return;
     }
@@ -477,8 +433,8 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
                              const std::string& why) noexcept {
     stored_message& m = *job->message;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const std::int64_t attempt_ms = core::monotonic_ms() - job->started_ms;
     const char* reason = why.empty() ? nullptr : why.c_str();
-    _attempt_started_ms = job->started_ms;
     for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
         const std::uint32_t i = job->rcpt_index[k];
         m.in_flight[i] = 0;
@@ -489,33 +445,33 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
         switch (kind) {
             case protocol::outcome_kind::accepted:
                 ++m.attempts[i];
-                finish_recipient(m, i, recipient_status::delivered, remote, &reply, nullptr, now_us);
+                _store.finish(m, i, recipient_status::delivered, outcome_note{remote, &reply, nullptr, now_us, attempt_ms});
                 break;
             case protocol::outcome_kind::permanent_failure:
                 ++m.attempts[i];
-                finish_recipient(m, i, recipient_status::bounced, remote, reply_ptr, reason, now_us);
+                _store.finish(m, i, recipient_status::bounced, outcome_note{remote, reply_ptr, reason, now_us, attempt_ms});
                 break;
             case protocol::outcome_kind::transient_failure:
             case protocol::outcome_kind::protocol_error:
                 ++m.attempts[i];
-                defer(m, i, remote, reply_ptr,
-                      reason != nullptr ? reason
-                      : kind == protocol::outcome_kind::protocol_error ? "connection lost or protocol error"
-                                                                        : nullptr,
-                      now_us);
+                defer(m, i,
+                      outcome_note{remote, reply_ptr,
+                                   reason != nullptr ? reason
+                                   : kind == protocol::outcome_kind::protocol_error ? "connection lost or protocol error"
+                                                                                     : nullptr,
+                                   now_us, attempt_ms});
                 break;
             case protocol::outcome_kind::not_attempted:
                 break;  // rescheduled below without counting an attempt
         }
     }
-    _attempt_started_ms = 0;
     --m.jobs;
     const bool requeue = outcome.kind == protocol::outcome_kind::not_attempted;
     delete job;
     if (requeue) {
         schedule(m, core::monotonic_ms());
     } else {
-        maybe_finish(m);
+        _store.release_if_done(m);
     }
 }
 
@@ -576,214 +532,23 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
     _graveyard.push_back(&c);
 }
 
-void delivery::defer(stored_message& m, std::uint32_t i, const next_hop_ref& remote,
-                     const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us) {
+// A failed attempt (or none possible): the recipient waits for its next attempt by the retry
+// schedule, or expires once the message is --max-age old.
+void delivery::defer(stored_message& m, std::uint32_t i, const outcome_note& note) {
     auto as_time = [](std::uint64_t us) {
         return retry_clock_time(std::chrono::milliseconds(static_cast<std::int64_t>(us / 1000)));
     };
-    const retry_decision decision = _schedule.next_attempt(m.attempts[i], as_time(m.arrival_us), as_time(now_us), _jitter);
+    const retry_decision decision =
+        _schedule.next_attempt(m.attempts[i], as_time(m.arrival_us), as_time(note.now_us), _jitter);
     if (decision.verdict == retry_verdict::expired) {
-        finish_recipient(m, i, recipient_status::expired, remote, reply,
-                         why != nullptr ? why : "message expired (--max-age)", now_us);
+        outcome_note expiry = note;
+        if (expiry.why == nullptr) expiry.why = "message expired (--max-age)";
+        _store.finish(m, i, recipient_status::expired, expiry);
         return;
     }
     const auto next = static_cast<std::uint64_t>(decision.at.time_since_epoch().count()) * 1000;
-    m.status[i] = recipient_status::deferred;
-    ++_counters.deferred;
-    // A recipient without a route has not been attempted: nothing to journal (after a
-    // restart it is simply looked at again).
-    if (!remote.name.empty()) _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], next);
-    log_event("TransientFailure", m, i, remote, reply, why, now_us, next);
+    _store.defer(m, i, next, note);
     _retries.emplace(next, m.queue_id);
-}
-
-void delivery::finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const next_hop_ref& remote,
-                                const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us) {
-    m.status[i] = status;
-    if (m.unfinished > 0) --m.unfinished;
-    _spool.append_outcome(m.queue_id, i, status, m.attempts[i], 0);
-    switch (status) {
-        case recipient_status::delivered:
-            ++_counters.delivered;
-            log_event("Delivery", m, i, remote, reply, why, now_us, 0);
-            break;
-        case recipient_status::bounced:
-            ++_counters.bounced;
-            log_event("Bounce", m, i, remote, reply, why, now_us, 0);
-            break;
-        case recipient_status::expired:
-            ++_counters.expired;
-            log_event("Expiration", m, i, remote, reply, why, now_us, 0);
-            break;
-        default:
-            break;
-    }
-    if (status == recipient_status::bounced || status == recipient_status::expired) {
-        failed_recipient f;
-        f.rcpt_index = i;
-        f.status = status;
-        f.remote = remote.name;
-        if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
-            f.diagnostic = reply_line(*reply);
-            if (reply->enhanced.present()) {
-                f.enhanced = std::to_string(reply->enhanced.status_class) + "." +
-                             std::to_string(reply->enhanced.subject) + "." + std::to_string(reply->enhanced.detail);
-            }
-            f.from_peer = reply->origin == protocol::reply_origin::peer;
-        } else {
-            f.diagnostic = why != nullptr ? why : "delivery failed";
-        }
-        f.time_us = now_us;
-        if (status == recipient_status::expired) {
-            f.enhanced = "4.4.7";  // RFC 3463 §3.5: delivery time expired, whatever the last reply was
-        } else if (f.enhanced.empty()) {
-            f.enhanced = "5.0.0";
-        }
-        m.failures.push_back(std::move(f));
-    }
-}
-
-void delivery::maybe_finish(stored_message& m) noexcept {
-    if (m.unfinished != 0 || m.jobs != 0) return;
-    const bool dsn_queued = !m.failures.empty() && queue_dsn(m);
-    if (!dsn_queued) _spool.release_segment(m.segment);
-    _messages.erase(m.queue_id);  // destroys m
-}
-
-void delivery::log_event(const char* type, const stored_message& m, std::uint32_t i, const next_hop_ref& remote,
-                         const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
-                         std::uint64_t next_attempt_us) {
-    if (!_log.enabled()) return;
-    std::string& line = _log.line_buffer();
-    line += "{\"type\":\"";
-    line += type;
-    line += "\",\"time\":\"";
-    line += core::iso8601_us(static_cast<std::int64_t>(now_us));
-    line += "\",\"queue_id\":\"";
-    line += protocol::format_queue_id(m.queue_id);
-    line += "\",\"shard\":";
-    line += std::to_string(_shard);
-    line += ",\"sender\":\"";
-    core::append_json_escaped(line, m.envelope.mail_from);
-    line += "\",\"recipient\":\"";
-    core::append_json_escaped(line, m.envelope.rcpt_to[i]);
-    line += "\",\"next_hop\":";
-    if (remote.name.empty()) {
-        line += "null";
-    } else {
-        line += "{\"name\":\"";
-        core::append_json_escaped(line, remote.name);
-        line += "\",\"address\":\"";
-        core::append_json_escaped(line, remote.address);
-        line += "\"}";
-    }
-    line += ",\"reply\":";
-    if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
-        line += '"';
-        core::append_json_escaped(line, reply_line(*reply));
-        line += '"';
-    } else if (why != nullptr) {
-        line += '"';
-        core::append_json_escaped(line, why);
-        line += '"';
-    } else {
-        line += "null";
-    }
-    if (reply != nullptr && reply->origin == protocol::reply_origin::local) line += ",\"reply_origin\":\"local\"";
-    if (!remote.name.empty()) {
-        line += ",\"tls\":";  // the attempt's TLS protocol and cipher; null in plaintext
-        if (remote.tls.empty()) {
-            line += "null";
-        } else {
-            line += '"';
-            core::append_json_escaped(line, remote.tls);
-            line += '"';
-        }
-    }
-    line += ",\"attempt\":";
-    line += std::to_string(m.attempts[i]);
-    line += ",\"queued_seconds\":";
-    const double queued = now_us > m.arrival_us ? static_cast<double>(now_us - m.arrival_us) / 1e6 : 0.0;
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3f", queued);
-    line += buf;
-    if (_attempt_started_ms != 0) {
-        // From scheduling the attempt (routing, connecting, the transaction) to its outcome.
-        std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(core::monotonic_ms() - _attempt_started_ms) / 1e3);
-        line += ",\"attempt_seconds\":";
-        line += buf;
-    }
-    if (next_attempt_us != 0) {
-        line += ",\"next_attempt\":\"";
-        line += core::iso8601_us(static_cast<std::int64_t>(next_attempt_us));
-        line += '"';
-    }
-    line += "}\n";
-}
-
-// ---- DSNs -----------------------------------------------------------------------------
-
-bool delivery::queue_dsn(stored_message& m) {
-    if (!protocol::should_bounce(m.envelope.mail_from)) return false;  // never a DSN for a DSN
-    auto dsn = std::make_unique<pending_dsn>();
-    dsn->received_us = static_cast<std::uint64_t>(core::unix_us());
-    dsn->envelope.queue_id = _host.next_queue_id();
-    dsn->envelope.helo = _config.hostname;
-    dsn->envelope.mail_from.clear();
-    dsn->envelope.rcpt_to = {m.envelope.mail_from};
-    std::vector<protocol::dsn_recipient> rcpts;
-    std::vector<std::string> dates;
-    dates.reserve(m.failures.size());
-    for (const failed_recipient& f : m.failures) {
-        protocol::dsn_recipient r;
-        r.address = m.envelope.rcpt_to[f.rcpt_index];
-        r.action = protocol::dsn_action::failed;
-        r.status = f.enhanced;
-        r.remote_mta = f.remote;
-        r.diagnostic_kind = f.from_peer ? protocol::diagnostic_type::smtp : protocol::diagnostic_type::local;
-        r.diagnostic = f.diagnostic;
-        dates.push_back(core::rfc5322_date(static_cast<std::int64_t>(f.time_us / 1000000)));
-        r.last_attempt_date = dates.back();
-        rcpts.push_back(r);
-    }
-    const std::string arrival = core::rfc5322_date(static_cast<std::int64_t>(m.arrival_us / 1000000));
-    protocol::dsn_input in;
-    in.original_queue_id = m.queue_id;
-    in.dsn_queue_id = dsn->envelope.queue_id;
-    in.reporting_mta = _config.hostname;
-    in.sender = m.envelope.mail_from;
-    in.arrival_date = arrival;
-    in.date = _host.rfc5322_date();
-    in.recipients = rcpts;
-    in.original_message = m.body;
-    auto built = protocol::build_dsn(in);
-    if (!built) {
-        core::diag("shard " + std::to_string(_shard) + ": no DSN for " + protocol::format_queue_id(m.queue_id) +
-                   ": the sender or a recipient cannot be reported on");
-        return false;
-    }
-    dsn->body = std::move(built->text);
-    dsn->envelope.body = built->body;
-    dsn->envelope.smtputf8 = built->smtputf8;
-    dsn->original_segment = m.segment;
-    _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
-    ++_counters.dsns;
-    _dsn_commits.push_back(std::move(dsn));
-    return true;
-}
-
-void delivery::committed(protocol::commit_result result) noexcept {
-    RR_ASSERT(!_dsn_commits.empty());
-    std::unique_ptr<pending_dsn> dsn = std::move(_dsn_commits.front());
-    _dsn_commits.pop_front();
-    if (result != protocol::commit_result::ok) {
-        // The original's segment is still held (its failure report is not lost): try again.
-        core::diag("shard " + std::to_string(_shard) + ": could not spool a DSN (disk error); retrying");
-        _dsn_retry.push_back(std::move(dsn));
-        return;
-    }
-    accept(dsn->envelope, "127.0.0.1", dsn->body, _spool.committed_segment(), dsn->received_us);
-    _spool.release_segment(dsn->original_segment);
 }
 
 // ---- timers and shutdown ---------------------------------------------------------------
@@ -792,17 +557,11 @@ void delivery::tick(std::int64_t now_ms) noexcept {
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     _tls.tick();
     for (core::mailbox<cross_message>* box : _incoming) box->drain();
-    for (auto& dsn : _dsn_retry) {
-        _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
-        _dsn_commits.push_back(std::move(dsn));
-    }
-    _dsn_retry.clear();
+    _dsns.retry();
     while (!_retries.empty() && _retries.top().first <= now_us) {
         const std::uint64_t id = _retries.top().second;
         _retries.pop();
-        auto it = _messages.find(id);
-        if (it == _messages.end()) continue;
-        schedule(*it->second, now_ms);
+        if (stored_message* m = _store.find(id)) schedule(*m, now_ms);
     }
     for (auto& [name, d] : _destinations)
         if (!d->ready.empty()) dispatch(*d);

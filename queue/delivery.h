@@ -46,6 +46,10 @@
 #include "core/tls.h"
 #include "protocol/client_session.h"
 #include "protocol/server_session.h"
+#include "queue/delivery_job.h"
+#include "queue/delivery_log.h"
+#include "queue/dsn_writer.h"
+#include "queue/message_store.h"
 #include "queue/retry_schedule.h"
 #include "queue/spool.h"
 #include "queue/tls_client_policy.h"
@@ -54,66 +58,6 @@ namespace ringrelay::queue {
 
 class outbound;
 class delivery;
-
-// The next hop as the log and DSNs name it.
-struct next_hop_ref {
-    std::string name;     // MX host name, or the static route's ADDR:PORT; "" if none was reached
-    std::string address;  // "ADDR:PORT" connected to
-    std::string tls;      // "TLSv1.3 TLS_AES_256_GCM_SHA384" if the attempt ran under TLS, else ""
-};
-
-struct failed_recipient {
-    std::uint32_t rcpt_index = 0;
-    recipient_status status = recipient_status::bounced;  // bounced or expired
-    std::string remote;                                   // next hop, "" if none was reached
-    std::string diagnostic;                               // the reply, e.g. "550 5.1.1 ..."
-    std::string enhanced;                                 // "5.1.1"
-    bool from_peer = false;                               // diagnostic is the next hop's reply
-    std::uint64_t time_us = 0;                            // of the last attempt
-};
-
-struct stored_message {
-    std::uint64_t queue_id = 0;
-    std::uint64_t segment = 0;
-    std::uint64_t arrival_us = 0;
-    protocol::envelope envelope;
-    std::string client;
-    std::string body;
-    std::vector<recipient_status> status;
-    std::vector<std::uint32_t> attempts;
-    std::vector<std::uint8_t> in_flight;  // per recipient: part of a job now
-    std::vector<failed_recipient> failures;
-    std::uint32_t unfinished = 0;  // recipients not delivered/bounced/expired
-    std::uint32_t jobs = 0;        // jobs in flight
-    std::uint64_t next_attempt_us = 0;  // recovery only: when its deferred recipients are due
-};
-
-struct destination;
-
-// Where a job goes: a destination key and what is needed to build the destination on the
-// shard that owns it.
-struct route_key {
-    std::string key;  // "mx:<domain>" or "<ADDR:PORT>" of a static route
-    std::string name;
-    bool by_mx = false;
-    core::endpoint hop;  // static routes
-    core::config::tls_policy tls = core::config::tls_policy::opportunistic;  // the domain's
-};
-
-// One message's recipients for one destination. Created and freed by the message's (origin)
-// shard; handed to the destination's owner shard through the mailbox and back with its
-// outcome. While it is away the owner only reads the message's envelope and body, which
-// do not change while m.jobs > 0.
-struct delivery_job {
-    stored_message* message = nullptr;
-    delivery* origin = nullptr;
-    unsigned origin_shard = 0;
-    route_key route;
-    destination* dest = nullptr;  // on the owner shard
-    std::vector<std::uint32_t> rcpt_index;
-    std::vector<std::string> rcpt_to;  // the addresses, for the client session's span
-    std::int64_t started_ms = 0;
-};
 
 // A next hop: a static route (one fixed endpoint) or a domain delivered by MX lookup
 // (RFC 5321 §5.1: its exchangers' addresses in preference order, tried in turn).
@@ -135,24 +79,7 @@ struct destination final : core::mx_waiter {
     std::uint32_t connect_failures = 0;
 };
 
-// What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
-struct cross_message {
-    enum class kind : std::uint8_t { job, outcome } type = kind::job;
-    delivery_job* job = nullptr;
-    protocol::message_outcome outcome;  // kind outcome
-    next_hop_ref hop;
-    std::string why;
-};
-
-struct delivery_counters {
-    std::uint64_t delivered = 0;
-    std::uint64_t deferred = 0;
-    std::uint64_t bounced = 0;
-    std::uint64_t expired = 0;
-    std::uint64_t dsns = 0;
-};
-
-class delivery final : public record_visitor, public commit_waiter {
+class delivery final : public record_visitor, public dsn_sink {
 public:
     // host: queue ids and dates for the DSNs this shard generates.
     // tls_generation: relay-owned, bumped by a SIGHUP whose --outbound-ca-file loaded
@@ -181,8 +108,8 @@ public:
     [[nodiscard]] bool idle() const noexcept { return _connections.empty(); }
     void on_turn_end() noexcept;
 
-    [[nodiscard]] const delivery_counters& counters() const noexcept { return _counters; }
-    [[nodiscard]] std::size_t queued_messages() const noexcept { return _messages.size(); }
+    [[nodiscard]] delivery_counters counters() const noexcept;
+    [[nodiscard]] std::size_t queued_messages() const noexcept { return _store.size(); }
 
     // From outbound connections.
     core::reactor& reactor() noexcept { return _reactor; }
@@ -212,8 +139,9 @@ public:
     void want_flush(outbound* c) { _flush.push_back(c); }
     [[nodiscard]] std::int64_t command_timeout_ms() const noexcept;
 
-    // commit_waiter: a DSN we queued has been committed (or not).
-    void committed(protocol::commit_result result) noexcept override;
+    // dsn_sink: a DSN is durable; it is delivered like any other message.
+    void dsn_committed(const protocol::envelope& env, std::string_view client, std::string_view body,
+                       std::uint64_t segment, std::uint64_t received_us) noexcept override;
 
 private:
     void schedule(stored_message& m, std::int64_t now_ms);
@@ -234,54 +162,32 @@ private:
     // (and the TLS-broken memory), and whether to verify the peer.
     [[nodiscard]] protocol::client_config connection_config(const destination& d, core::tls_verify& verify);
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
-    void defer(stored_message& m, std::uint32_t i, const next_hop_ref& remote, const protocol::outcome_reply* reply,
-               const char* why, std::uint64_t now_us);
-    void finish_recipient(stored_message& m, std::uint32_t i, recipient_status status, const next_hop_ref& remote,
-                          const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us);
-    void maybe_finish(stored_message& m) noexcept;
-    // True if a DSN was queued: then the message's segment stays held until the DSN is
-    // committed, so the failure report cannot be lost with the segment.
-    bool queue_dsn(stored_message& m);
-    void log_event(const char* type, const stored_message& m, std::uint32_t i, const next_hop_ref& remote,
-                   const protocol::outcome_reply* reply, const char* why, std::uint64_t now_us,
-                   std::uint64_t next_attempt_us);
+    void defer(stored_message& m, std::uint32_t i, const outcome_note& note);
 
     core::reactor& _reactor;
-    spool& _spool;
-    core::log_writer& _log;
     const core::config& _config;
     const retry_schedule& _schedule;
-    protocol::session_host& _host;
     const unsigned _shard;
     core::buffer_ring* _buffers = nullptr;
     core::mx_resolver* _resolver = nullptr;
     protocol::client_config _client_config;
     tls_client_policy _tls;
+    delivery_log _log;
+    dsn_writer _dsns;
+    message_store _store;
 
-    std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;
     std::vector<outbound*> _connections;  // owned
     std::vector<outbound*> _flush;
     std::vector<outbound*> _graveyard;
     using retry_entry = std::pair<std::uint64_t, std::uint64_t>;  // (time us, queue id)
     std::priority_queue<retry_entry, std::vector<retry_entry>, std::greater<>> _retries;
-    // DSNs being committed: the envelope and body must live until committed().
-    struct pending_dsn {
-        protocol::envelope envelope;
-        std::string body;
-        std::uint64_t received_us = 0;
-        std::uint64_t original_segment = 0;  // held until this DSN is committed
-    };
-    std::deque<std::unique_ptr<pending_dsn>> _dsn_commits;
-    std::vector<std::unique_ptr<pending_dsn>> _dsn_retry;  // commit failed: appended again on tick
     jitter_source _jitter;
     unsigned _shard_count = 1;
-    std::int64_t _attempt_started_ms = 0;  // set while apply_outcome() logs a job's results
     std::vector<core::mailbox<cross_message>*> _outgoing;
     std::vector<core::mailbox<cross_message>*> _incoming;
     std::vector<std::deque<cross_message>> _cross_pending;  // the target's ring was full
     bool _stopping = false;
-    delivery_counters _counters;
 };
 
 }  // namespace ringrelay::queue

@@ -256,7 +256,7 @@ void outbound::deliver_outcomes() noexcept {
     for (const protocol::message_outcome& o : _done) {
         delivery_job* job = std::exchange(_job, nullptr);
         if (job == nullptr) continue;
-        RR_ASSERT(o.tag == job->message->queue_id);
+        RR_ASSERT(o.tag == job->outbound.tag);
         _owner.job_done(*this, job, o);
     }
     _done.clear();
@@ -266,16 +266,7 @@ void outbound::assign(delivery_job* job) noexcept {
     _job = job;
     ++_messages;
     _last_activity_ms = core::monotonic_ms();
-    const stored_message& m = *job->message;
-    protocol::outbound_message msg;
-    msg.tag = m.queue_id;
-    msg.mail_from = m.envelope.mail_from;
-    msg.rcpt_to = job->rcpt_to;
-    msg.body = m.body;
-    msg.body_type = m.envelope.body == protocol::body_type::eight_bit_mime ? protocol::body_kind::eight_bit_mime
-                                                                          : protocol::body_kind::seven_bit;
-    msg.utf8 = m.envelope.smtputf8 ? protocol::utf8_envelope::smtputf8 : protocol::utf8_envelope::ascii;
-    _session.submit(msg, _out);
+    _session.submit(job->outbound, _out);
     // A message refused locally has its outcome already; it is handed over at the end of the
     // turn (flush), never from inside the job_done() that assigned this job.
     _owner.want_flush(this);

@@ -1,0 +1,60 @@
+// queue/delivery_job.h: the vocabulary the parts of delivery share (docs/ARCHITECTURE.md
+// "Delivery"): a job (one message's recipients for one next hop), where it goes (route_key),
+// the next hop as the log and DSNs name it, and what crosses between shards.
+//
+// Ownership: a job is made and freed by its message's (origin) shard; while it is on the
+// owner shard (queue/destination_pool.h) it only reads the message's envelope and body
+// through `message` and `outbound`, which do not change while the message has jobs out.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/net.h"
+#include "protocol/client_types.h"
+
+namespace ringrelay::queue {
+
+struct stored_message;
+
+// The next hop as the log and DSNs name it.
+struct next_hop_ref {
+    std::string name;     // MX host name, or the static route's ADDR:PORT; "" if none was reached
+    std::string address;  // "ADDR:PORT" connected to
+    std::string tls;      // "TLSv1.3 TLS_AES_256_GCM_SHA384" if the attempt ran under TLS, else ""
+};
+
+// Where a job goes: a destination key and what is needed to build the destination on the
+// shard that owns it (queue/router.h).
+struct route_key {
+    std::string key;  // "mx:<domain>" or "<ADDR:PORT>" of a static route (+ "|tls=<policy>")
+    std::string name;
+    bool by_mx = false;
+    core::endpoint hop;  // static routes
+    core::config::tls_policy tls = core::config::tls_policy::opportunistic;  // the domain's
+};
+
+// One message's recipients for one destination.
+struct delivery_job {
+    stored_message* message = nullptr;  // the origin shard's
+    unsigned origin_shard = 0;
+    route_key route;
+    std::vector<std::uint32_t> rcpt_index;
+    std::vector<std::string> rcpt_to;  // the addresses, for the client session's span
+    // What the connection sends: views into *message and rcpt_to, set by the origin once
+    // every recipient is in (valid while the job lives).
+    protocol::outbound_message outbound;
+    std::int64_t started_ms = 0;  // when the attempt was scheduled (monotonic)
+};
+
+// What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
+struct cross_message {
+    enum class kind : std::uint8_t { job, outcome } type = kind::job;
+    delivery_job* job = nullptr;
+    protocol::message_outcome outcome;  // kind outcome
+    next_hop_ref hop;
+    std::string why;
+};
+
+}  // namespace ringrelay::queue

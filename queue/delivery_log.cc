@@ -1,0 +1,91 @@
+// queue/delivery_log.cc: see delivery_log.h.
+#include "queue/delivery_log.h"
+
+#include <cstdio>
+
+#include "core/clock.h"
+#include "queue/message_store.h"
+
+namespace ringrelay::queue {
+
+std::string reply_line(const protocol::outcome_reply& r) {
+    std::string out = std::to_string(r.code);
+    out += ' ';
+    for (const char ch : r.text) out += ch == '\n' ? ' ' : ch;
+    return out;
+}
+
+void delivery_log::record(const char* type, const stored_message& m, std::uint32_t i, const outcome_note& note,
+                          std::uint64_t next_attempt_us) {
+    if (!_log.enabled()) return;
+    const next_hop_ref& remote = note.hop;
+    const protocol::outcome_reply* reply = note.reply;
+    std::string& line = _log.line_buffer();
+    line += "{\"type\":\"";
+    line += type;
+    line += "\",\"time\":\"";
+    line += core::iso8601_us(static_cast<std::int64_t>(note.now_us));
+    line += "\",\"queue_id\":\"";
+    line += protocol::format_queue_id(m.queue_id);
+    line += "\",\"shard\":";
+    line += std::to_string(_shard);
+    line += ",\"sender\":\"";
+    core::append_json_escaped(line, m.envelope.mail_from);
+    line += "\",\"recipient\":\"";
+    core::append_json_escaped(line, m.envelope.rcpt_to[i]);
+    line += "\",\"next_hop\":";
+    if (remote.name.empty()) {
+        line += "null";
+    } else {
+        line += "{\"name\":\"";
+        core::append_json_escaped(line, remote.name);
+        line += "\",\"address\":\"";
+        core::append_json_escaped(line, remote.address);
+        line += "\"}";
+    }
+    line += ",\"reply\":";
+    if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
+        line += '"';
+        core::append_json_escaped(line, reply_line(*reply));
+        line += '"';
+    } else if (note.why != nullptr) {
+        line += '"';
+        core::append_json_escaped(line, note.why);
+        line += '"';
+    } else {
+        line += "null";
+    }
+    if (reply != nullptr && reply->origin == protocol::reply_origin::local) line += ",\"reply_origin\":\"local\"";
+    if (!remote.name.empty()) {
+        line += ",\"tls\":";  // the attempt's TLS protocol and cipher; null in plaintext
+        if (remote.tls.empty()) {
+            line += "null";
+        } else {
+            line += '"';
+            core::append_json_escaped(line, remote.tls);
+            line += '"';
+        }
+    }
+    line += ",\"attempt\":";
+    line += std::to_string(m.attempts[i]);
+    line += ",\"queued_seconds\":";
+    const double queued =
+        note.now_us > m.arrival_us ? static_cast<double>(note.now_us - m.arrival_us) / 1e6 : 0.0;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", queued);
+    line += buf;
+    if (note.attempt_ms >= 0) {
+        // From scheduling the attempt (routing, connecting, the transaction) to its outcome.
+        std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(note.attempt_ms) / 1e3);
+        line += ",\"attempt_seconds\":";
+        line += buf;
+    }
+    if (next_attempt_us != 0) {
+        line += ",\"next_attempt\":\"";
+        line += core::iso8601_us(static_cast<std::int64_t>(next_attempt_us));
+        line += '"';
+    }
+    line += "}\n";
+}
+
+}  // namespace ringrelay::queue

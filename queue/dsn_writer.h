@@ -1,0 +1,73 @@
+// queue/dsn_writer.h: a shard's delivery status notifications (RFC 3464; docs/ARCHITECTURE.md
+// "Delivery", DSNs). When every recipient of a message is final and some bounced or expired,
+// one multipart/report (protocol/dsn.h) from <> to the original sender is appended to the same
+// shard's spool as a new message; once it is committed it is handed to the dsn_sink (the
+// delivery, which delivers it like any other message) and only then is the original's segment
+// released, so the failure report cannot be lost with it. A commit that fails is tried again
+// on the next retry() (the shard's tick). Never a DSN for a null-sender message.
+//
+// Threading: shard-local. The envelope and body of a DSN live here until it is committed.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+#include "protocol/server_session.h"
+#include "queue/message_store.h"
+#include "queue/spool.h"
+
+namespace ringrelay::queue {
+
+// Takes a DSN once it is durable.
+class dsn_sink {
+public:
+    // A DSN committed to `segment`; the views are valid during the call.
+    virtual void dsn_committed(const protocol::envelope& env, std::string_view client, std::string_view body,
+                               std::uint64_t segment, std::uint64_t received_us) noexcept = 0;
+
+protected:
+    ~dsn_sink() = default;
+};
+
+class dsn_writer final : public failure_reporter, public commit_waiter {
+public:
+    // host: queue ids and dates for the DSNs; config: --hostname (the reporting MTA).
+    dsn_writer(spool& s, const core::config& config, protocol::session_host& host, unsigned shard,
+               dsn_sink& sink) noexcept;
+    dsn_writer(const dsn_writer&) = delete;
+    dsn_writer& operator=(const dsn_writer&) = delete;
+
+    // failure_reporter: builds and spools the DSN; true if it was queued (m's segment then
+    // stays held until the DSN is committed).
+    bool report_failures(const stored_message& m) noexcept override;
+    // commit_waiter: a DSN we queued has been committed (or not).
+    void committed(protocol::commit_result result) noexcept override;
+    // DSNs whose commit failed are appended again.
+    void retry() noexcept;
+
+    [[nodiscard]] std::uint64_t queued() const noexcept { return _queued; }
+
+private:
+    // A DSN being committed: the envelope and body must live until committed().
+    struct pending_dsn {
+        protocol::envelope envelope;
+        std::string body;
+        std::uint64_t received_us = 0;
+        std::uint64_t original_segment = 0;  // held until this DSN is committed
+    };
+
+    spool& _spool;
+    const core::config& _config;
+    protocol::session_host& _host;
+    const unsigned _shard;
+    dsn_sink& _sink;
+    std::deque<std::unique_ptr<pending_dsn>> _commits;   // in commit order
+    std::vector<std::unique_ptr<pending_dsn>> _failed;   // commit failed: appended again by retry()
+    std::uint64_t _queued = 0;
+};
+
+}  // namespace ringrelay::queue
