@@ -48,15 +48,13 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _log(log, shard_index),
       _dsns(s, config, host, shard_index, *this),
       _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver),
-      _jitter(static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1) {
+      _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1) {
     _client_config.helo_name = config.hostname;
 
 }
 
 delivery::~delivery() {
     for (outbound* c : _connections) delete c;
-    for (auto& [name, d] : _destinations)
-        for (delivery_job* j : d->ready) delete j;
 }
 
 std::int64_t delivery::command_timeout_ms() const noexcept {
@@ -70,7 +68,7 @@ void delivery::on_record(std::uint64_t segment, const decoded_message& rec) { _s
 std::size_t delivery::finish_recovery() {
     const message_store::recovered r = _store.finish_recovery();
     // Scheduled from the first tick, once the shards' mailboxes are connected.
-    for (const auto& due : r.due) _retries.push(due);
+    for (const auto& [at_us, id] : r.due) _scheduler.retry_at(at_us, id);
     return r.unfinished;
 }
 
@@ -145,6 +143,7 @@ destination& delivery::destination_for(const route_key& r) {
         slot->name = r.name;
         slot->by_mx = r.by_mx;
         slot->tls = r.tls;
+        slot->ready = &_scheduler.queue_for(r.key);
         if (!r.by_mx) {
             slot->targets = {r.hop};
             slot->target_hosts = {r.name};
@@ -206,7 +205,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
 
 void delivery::enqueue_local(delivery_job* job) noexcept {
     destination& d = destination_for(job->route);
-    d.ready.push_back(job);
+    d.ready->push(job);
     dispatch(d);
 }
 
@@ -249,14 +248,14 @@ void delivery::return_job(delivery_job* job, protocol::message_outcome&& outcome
 void delivery::dispatch(destination& d) noexcept {
     if (_stopping) return;
     const std::int64_t now = core::monotonic_ms();
-    if (d.by_mx && !d.ready.empty() && (d.targets.empty() || now >= d.resolved_until_ms)) {
+    if (d.by_mx && !d.ready->empty() && (d.targets.empty() || now >= d.resolved_until_ms)) {
         if (!d.resolving) {
             d.resolving = true;
             _resolver->resolve_mx(d.name, &d);  // answers later, on this shard (mx_resolved)
         }
         if (d.targets.empty()) return;
     }
-    while (!d.ready.empty()) {
+    while (!d.ready->empty()) {
         outbound* idle = nullptr;
         std::size_t opening = 0;
         for (outbound* c : d.connections) {
@@ -271,13 +270,12 @@ void delivery::dispatch(destination& d) noexcept {
             }
         }
         if (idle != nullptr) {
-            delivery_job* job = d.ready.front();
-            d.ready.pop_front();
+            delivery_job* job = d.ready->pop();
             idle->assign(job);
             continue;
         }
         // A connection being opened will take the next job; open more only for more jobs.
-        if (opening >= d.ready.size()) return;
+        if (opening >= d.ready->size()) return;
         if (d.connections.size() >= _config.max_connections_per_destination) return;
         if (now < d.backoff_until_ms) return;
         core::tls_verify verify = core::tls_verify::none;
@@ -381,9 +379,8 @@ void delivery::fail_ready_jobs(destination& d, recipient_status status, const st
         reply.enhanced.detail = static_cast<std::uint16_t>(detail);
     }
     const next_hop_ref hop{d.name, "", ""};
-    while (!d.ready.empty()) {
-        delivery_job* job = d.ready.front();
-        d.ready.pop_front();
+    while (!d.ready->empty()) {
+        delivery_job* job = d.ready->pop();
         protocol::message_outcome outcome;
         outcome.kind = status == recipient_status::bounced ? protocol::outcome_kind::permanent_failure
                                                           : protocol::outcome_kind::transient_failure;
@@ -400,9 +397,8 @@ void delivery::connection_ready(outbound& c) noexcept {
         c.finish();
         return;
     }
-    if (!d.ready.empty()) {
-        delivery_job* job = d.ready.front();
-        d.ready.pop_front();
+    if (!d.ready->empty()) {
+        delivery_job* job = d.ready->pop();
         c.assign(job);
     }
 }
@@ -421,9 +417,8 @@ void delivery::job_done(outbound& c, delivery_job* job, const protocol::message_
         c.finish();
     } else if (!c.closing()) {
         destination& d = c.dest();
-        if (!d.ready.empty() && c.ready_for_job()) {
-            delivery_job* next = d.ready.front();
-            d.ready.pop_front();
+        if (!d.ready->empty() && c.ready_for_job()) {
+            delivery_job* next = d.ready->pop();
             c.assign(next);
         }
     }
@@ -520,9 +515,8 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
         const std::int64_t backoff = destination_backoff_ms(d.connect_failures);
         d.backoff_until_ms = core::monotonic_ms() + backoff;
         // Jobs queued for a destination we cannot reach are deferred now, not held in memory.
-        while (!d.ready.empty()) {
-            delivery_job* job = d.ready.front();
-            d.ready.pop_front();
+        while (!d.ready->empty()) {
+            delivery_job* job = d.ready->pop();
             protocol::message_outcome outcome;
             outcome.kind = protocol::outcome_kind::transient_failure;
             return_job(job, std::move(outcome), next_hop_ref{c.target_host(), c.target_address(), ""}, why);
@@ -535,20 +529,15 @@ void delivery::connection_closed(outbound& c, bool failed_before_greeting, const
 // A failed attempt (or none possible): the recipient waits for its next attempt by the retry
 // schedule, or expires once the message is --max-age old.
 void delivery::defer(stored_message& m, std::uint32_t i, const outcome_note& note) {
-    auto as_time = [](std::uint64_t us) {
-        return retry_clock_time(std::chrono::milliseconds(static_cast<std::int64_t>(us / 1000)));
-    };
-    const retry_decision decision =
-        _schedule.next_attempt(m.attempts[i], as_time(m.arrival_us), as_time(note.now_us), _jitter);
-    if (decision.verdict == retry_verdict::expired) {
+    const retry_plan plan = _scheduler.plan_retry(m.attempts[i], m.arrival_us, note.now_us);
+    if (plan.expired) {
         outcome_note expiry = note;
         if (expiry.why == nullptr) expiry.why = "message expired (--max-age)";
         _store.finish(m, i, recipient_status::expired, expiry);
         return;
     }
-    const auto next = static_cast<std::uint64_t>(decision.at.time_since_epoch().count()) * 1000;
-    _store.defer(m, i, next, note);
-    _retries.emplace(next, m.queue_id);
+    _store.defer(m, i, plan.at_us, note);
+    _scheduler.retry_at(plan.at_us, m.queue_id);
 }
 
 // ---- timers and shutdown ---------------------------------------------------------------
@@ -558,13 +547,11 @@ void delivery::tick(std::int64_t now_ms) noexcept {
     _tls.tick();
     for (core::mailbox<cross_message>* box : _incoming) box->drain();
     _dsns.retry();
-    while (!_retries.empty() && _retries.top().first <= now_us) {
-        const std::uint64_t id = _retries.top().second;
-        _retries.pop();
+    for (std::uint64_t id = 0; _scheduler.pop_due(now_us, id);) {
         if (stored_message* m = _store.find(id)) schedule(*m, now_ms);
     }
     for (auto& [name, d] : _destinations)
-        if (!d->ready.empty()) dispatch(*d);
+        if (!d->ready->empty()) dispatch(*d);
     const std::int64_t idle_ms = static_cast<std::int64_t>(_config.idle_connection_timeout) * 1000;
     // A copy: aborting one connection may open another (the next exchanger).
     const std::vector<outbound*> snapshot = _connections;

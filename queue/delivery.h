@@ -51,6 +51,7 @@
 #include "queue/dsn_writer.h"
 #include "queue/message_store.h"
 #include "queue/retry_schedule.h"
+#include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "queue/tls_client_policy.h"
 
@@ -73,7 +74,7 @@ struct destination final : core::mx_waiter {
     bool resolving = false;
     std::int64_t resolved_until_ms = 0;  // re-resolve after this (the resolver caches by TTL)
     void resolved(core::mx_result result) noexcept override;
-    std::deque<delivery_job*> ready;
+    ready_queue* ready = nullptr;  // the scheduler's, for this destination
     std::vector<outbound*> connections;
     std::int64_t backoff_until_ms = 0;
     std::uint32_t connect_failures = 0;
@@ -180,9 +181,7 @@ private:
     std::vector<outbound*> _connections;  // owned
     std::vector<outbound*> _flush;
     std::vector<outbound*> _graveyard;
-    using retry_entry = std::pair<std::uint64_t, std::uint64_t>;  // (time us, queue id)
-    std::priority_queue<retry_entry, std::vector<retry_entry>, std::greater<>> _retries;
-    jitter_source _jitter;
+    scheduler _scheduler;
     unsigned _shard_count = 1;
     std::vector<core::mailbox<cross_message>*> _outgoing;
     std::vector<core::mailbox<cross_message>*> _incoming;

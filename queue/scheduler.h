@@ -1,0 +1,86 @@
+// queue/scheduler.h: when and in which order a shard's delivery work runs (docs/ARCHITECTURE.md
+// "Delivery"), as Postfix's qmgr keeps per-destination queues and a deferred queue:
+//
+//  - ready queues, one per destination this shard owns (queue/destination_pool.h takes jobs
+//    from them in order, first in first out, as its connections have room);
+//  - retry timers for this shard's messages: after a failed attempt a recipient waits for the
+//    time queue/retry_schedule.h gives (the n-th interval of --retry-intervals ±10 % jitter,
+//    never past arrival + --max-age) or expires; a message's timer makes the delivery look at
+//    its unfinished recipients again. Timers pop earliest first; two timers of one message
+//    each pop (the message is looked at twice; the second finds nothing to do).
+//
+// Pure as far as time goes: every call takes the clock reading. The jitter source is seeded
+// by the caller, so tests get repeatable schedules.
+//
+// Threading: shard-local. Jobs in a ready queue are not owned by it: they go back to their
+// origin shard with an outcome; those still queued when the scheduler is destroyed (the shard
+// stopping) are freed with it, their recipients staying in the spool for the next start.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <queue>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "queue/delivery_job.h"
+#include "queue/retry_schedule.h"
+
+namespace ringrelay::queue {
+
+// One destination's jobs waiting for a connection, oldest first.
+class ready_queue {
+public:
+    void push(delivery_job* job) { _jobs.push_back(job); }
+    // The oldest job, removed; the queue must not be empty.
+    [[nodiscard]] delivery_job* pop() noexcept;
+    [[nodiscard]] bool empty() const noexcept { return _jobs.empty(); }
+    [[nodiscard]] std::size_t size() const noexcept { return _jobs.size(); }
+
+private:
+    friend class scheduler;
+    std::deque<delivery_job*> _jobs;
+};
+
+// What follows a failed attempt.
+struct retry_plan {
+    bool expired = false;      // give up: the recipient expires (DSN status 4.4.7)
+    std::uint64_t at_us = 0;   // otherwise: the next attempt (Unix microseconds)
+};
+
+class scheduler {
+public:
+    scheduler(const retry_schedule& schedule, std::uint64_t jitter_seed) noexcept
+        : _schedule(schedule), _jitter(jitter_seed) {}
+    scheduler(const scheduler&) = delete;
+    scheduler& operator=(const scheduler&) = delete;
+    ~scheduler();
+
+    // The ready queue of the destination `key` (queue/delivery_job.h route_key::key), made on
+    // first use; the reference stays valid as long as the scheduler.
+    [[nodiscard]] ready_queue& queue_for(const std::string& key);
+
+    // After failed attempt number `attempts` of a recipient of a message that arrived at
+    // arrival_us, made at now_us (wall clock).
+    [[nodiscard]] retry_plan plan_retry(std::uint32_t attempts, std::uint64_t arrival_us,
+                                        std::uint64_t now_us) noexcept;
+    // Look at message `queue_id` again at at_us.
+    void retry_at(std::uint64_t at_us, std::uint64_t queue_id);
+    // The earliest timer due at now_us, removed: true and its message in `queue_id`; false if
+    // none is due.
+    [[nodiscard]] bool pop_due(std::uint64_t now_us, std::uint64_t& queue_id) noexcept;
+    [[nodiscard]] std::size_t timers() const noexcept { return _retries.size(); }
+
+private:
+    // Fixed after construction.
+    const retry_schedule& _schedule;
+    // Shard-local.
+    jitter_source _jitter;
+    std::unordered_map<std::string, std::unique_ptr<ready_queue>> _queues;
+    using retry_entry = std::pair<std::uint64_t, std::uint64_t>;  // (time us, queue id)
+    std::priority_queue<retry_entry, std::vector<retry_entry>, std::greater<>> _retries;
+};
+
+}  // namespace ringrelay::queue
