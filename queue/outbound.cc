@@ -13,13 +13,20 @@
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "queue/delivery.h"
 
 namespace ringrelay::queue {
 
-outbound::outbound(delivery& owner, destination& dest, const protocol::client_config& config,
-                   core::tls_verify verify)
-    : _owner(owner), _dest(dest), _session(config), _tls_use(config.starttls), _verify(verify) {
+outbound::outbound(core::reactor& reactor, core::buffer_ring& buffers, tls_client_policy& tls, outbound_owner& owner,
+                   connection_target target, const protocol::client_config& config, core::tls_verify verify)
+    : _reactor(reactor),
+      _buffers(buffers),
+      _tls_policy(tls),
+      _owner(owner),
+      _target(std::move(target)),
+      _target_address(core::to_string(_target.address)),
+      _session(config),
+      _tls_use(config.starttls),
+      _verify(verify) {
     _connect_op.owner = this;
     _connect_op.handler = &outbound::on_connect;
     _recv_op.owner = this;
@@ -33,12 +40,14 @@ outbound::~outbound() {
     if (_fd >= 0) ::close(_fd);
 }
 
+std::unique_ptr<outbound_link> outbound_factory::make(const connection_target& target,
+                                                      const protocol::client_config& config, core::tls_verify verify,
+                                                      outbound_owner& owner) {
+    return std::make_unique<outbound>(_reactor, _buffers, _tls, owner, target, config, verify);
+}
+
 void outbound::start() noexcept {
-    const std::size_t i = _dest.next_target % _dest.targets.size();
-    _target = _dest.targets[i];
-    _target_host = _dest.target_hosts[i];
-    _target_address = core::to_string(_target);
-    _fd = ::socket(_target.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    _fd = ::socket(_target.address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (_fd < 0) {
         lost(std::strerror(errno));
         return;
@@ -46,7 +55,7 @@ void outbound::start() noexcept {
     const int one = 1;
     (void)setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     _connect_in_flight = true;
-    io_uring_prep_connect(_owner.reactor().sqe(&_connect_op), _fd, _target.addr(), _target.length);
+    io_uring_prep_connect(_reactor.sqe(&_connect_op), _fd, _target.address.addr(), _target.address.length);
 }
 
 void outbound::on_connect(int res, std::uint32_t) noexcept {
@@ -64,10 +73,10 @@ void outbound::on_connect(int res, std::uint32_t) noexcept {
 }
 
 void outbound::arm_recv() noexcept {
-    io_uring_sqe* s = _owner.reactor().sqe(&_recv_op);
+    io_uring_sqe* s = _reactor.sqe(&_recv_op);
     io_uring_prep_recv_multishot(s, _fd, nullptr, 0, 0);
     s->flags |= IOSQE_BUFFER_SELECT;
-    s->buf_group = _owner.buffers()->group_id();
+    s->buf_group = _buffers.group_id();
     _recv_armed = true;
 }
 
@@ -76,10 +85,10 @@ void outbound::on_recv(int res, std::uint32_t flags) noexcept {
     if (!more) _recv_armed = false;
     if (res > 0) {
         const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
-        const auto data = _owner.buffers()->data(bid, static_cast<std::size_t>(res));
+        const auto data = _buffers.data(bid, static_cast<std::size_t>(res));
         _last_activity_ms = core::monotonic_ms();
         if (!_closing) on_input(std::string_view(data.data(), data.size()));
-        _owner.buffers()->recycle(bid);
+        _buffers.recycle(bid);
         after_step();
         if (!more && !_closing && !_session.closed()) arm_recv();
         return;
@@ -142,13 +151,13 @@ void outbound::on_input(std::string_view data) noexcept {
         return;
     }
     if (_plain.capacity() > 4096) std::string().swap(_plain);
-    if (!_wire.empty()) _owner.want_flush(this);
+    if (!_wire.empty()) _owner.want_flush(*this);
 }
 
 // The session's STARTTLS got 220: the ClientHello goes out next.
 void outbound::start_tls() noexcept {
     std::string error;
-    core::tls_context* context = _owner.tls_policy().client_context(_verify, error);
+    core::tls_context* context = _tls_policy.client_context(_verify, error);
     if (context == nullptr) {
         _tls_protocol_failure = true;
         fail_tls(error);
@@ -156,9 +165,9 @@ void outbound::start_tls() noexcept {
     }
     // The name for SNI and, when verifying, for the certificate check: the MX host, or the
     // static route's address.
-    const std::string name = _dest.by_mx ? _target_host : core::address_text(_target.addr());
-    _tls_generation = _owner.tls_policy().generation();
-    auto offered = _owner.tls_policy().take_session(tls_resumption_key());
+    const std::string name = _target.by_mx ? _target.host : core::address_text(_target.address.addr());
+    _tls_generation = _tls_policy.generation();
+    auto offered = _tls_policy.take_session(tls_resumption_key());
     _tls_verified_ms = offered ? offered->verified_ms : 0;
     auto session = core::tls_session::create(*context, name, offered ? &offered->session : nullptr);
     if (!session) {
@@ -168,12 +177,12 @@ void outbound::start_tls() noexcept {
     }
     _tls.emplace(std::move(*session));
     _tls->take_output(_wire);  // the ClientHello
-    _owner.want_flush(this);
+    _owner.want_flush(*this);
 }
 
 // A session is resumable only with the same SNI name, next-hop address and verification.
 std::string outbound::tls_resumption_key() const {
-    std::string key = _dest.by_mx ? _target_host : std::string();
+    std::string key = _target.by_mx ? _target.host : std::string();
     key += '|';
     key += peer_text();
     key += _verify == core::tls_verify::peer ? "|verify" : "|any";
@@ -186,12 +195,12 @@ void outbound::remember_tls_session() noexcept {
     // Established, or ended by the peer's close_notify after its 221: both clean.
     if (_tls && (_tls->state() == core::tls_state::established || _tls->state() == core::tls_state::closed) &&
         !_tls_text.empty())
-        _owner.tls_policy().keep_session(tls_resumption_key(),
+        _tls_policy.keep_session(tls_resumption_key(),
                                          tls_client_policy::resumption{_tls->saved_session(), _tls_verified_ms, _tls_generation});
 }
 
 // The handshake failed: logged with the peer and the reason; the session fails its messages
-// and closes (after_step tells the delivery, which defers them or retries in plaintext).
+// and closes (after_step tells the pool, which defers them or retries in plaintext).
 void outbound::fail_tls(std::string_view reason) noexcept {
     _tls_failure.assign(reason);
     core::diag("TLS to " + peer_text() + " failed: " + _tls_failure +
@@ -199,14 +208,15 @@ void outbound::fail_tls(std::string_view reason) noexcept {
                                                         : " (opportunistic: retrying in plaintext)"));
     _session.on_tls_failed(reason);
     _out.clear();
-    _owner.want_flush(this);  // the alert, if any
+    _owner.want_flush(*this);  // the alert, if any
 }
 
 // "mx.example.net [192.0.2.1:25]" (MX), or just "192.0.2.1:25" (static route); for domain
 // "example.net" when the destination is a domain.
 std::string outbound::peer_text() const {
-    std::string text = _target_host == _target_address ? _target_address : _target_host + " [" + _target_address + "]";
-    if (_dest.by_mx) text += " for " + _dest.name;
+    std::string text =
+        _target.host == _target_address ? _target_address : _target.host + " [" + _target_address + "]";
+    if (_target.by_mx) text += " for " + _target.destination;
     return text;
 }
 
@@ -229,26 +239,47 @@ std::string outbound::closed_reason() const {
     return text;
 }
 
-// Hands finished outcomes to the delivery, then either sends, or closes.
+// Hands finished outcomes to the owner, then either sends, or closes.
 void outbound::after_step() noexcept {
     deliver_outcomes();
     if (!_connected && !_closing && !_session.closed() && session_usable()) {
         _connected = true;
-        _owner.connection_ready(*this);
+        follow(_owner.connection_ready(*this));
     }
-    if (!_out.empty() || !_wire.empty()) _owner.want_flush(this);
+    if (!_out.empty() || !_wire.empty()) _owner.want_flush(*this);
     if (_session.closed() && !_closing) {
         const bool before_greeting = !_connected;
         _closing = true;
-        if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
+        if (_recv_armed) io_uring_prep_cancel64(_reactor.sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
         remember_tls_session();
-        _owner.connection_closed(*this, before_greeting, before_greeting ? closed_reason() : "");
+        report_closed(before_greeting, before_greeting ? closed_reason() : "");
     }
 }
 
-// Hands the session's outcomes to the delivery. They are copied and released first: job_done
-// may assign the next job, whose submit() (and a local refusal's outcome) must not meet the
-// old outcomes, and must not re-enter this loop.
+void outbound::report_closed(bool before_greeting, std::string why) noexcept {
+    close_report report;
+    report.before_greeting = before_greeting;
+    report.reason = _session.why_closed();
+    report.tls_protocol_failure = _tls_protocol_failure;
+    report.tls_use = _tls_use;
+    report.hop = next_hop_ref{_target.host, _target_address, ""};
+    report.why = std::move(why);
+    _owner.connection_closed(*this, report);
+}
+
+next_hop_ref outbound::hop() const { return next_hop_ref{_target.host, _target_address, _tls_text}; }
+
+void outbound::follow(const next_step& next) noexcept {
+    if (next.quit) {
+        finish();
+    } else if (next.job != nullptr) {
+        assign(next.job);
+    }
+}
+
+// Hands the session's outcomes to the owner, each followed by what the owner answers (the
+// next job, or QUIT). They are copied and released first: the next job's submit() (and a
+// local refusal's outcome) must not meet the old outcomes, nor re-enter this loop.
 void outbound::deliver_outcomes() noexcept {
     if (_session.outcomes().empty()) return;
     _done.assign(_session.outcomes().begin(), _session.outcomes().end());
@@ -257,7 +288,7 @@ void outbound::deliver_outcomes() noexcept {
         delivery_job* job = std::exchange(_job, nullptr);
         if (job == nullptr) continue;
         RR_ASSERT(o.tag == job->outbound.tag);
-        _owner.job_done(*this, job, o);
+        follow(_owner.job_done(*this, job, o, hop()));
     }
     _done.clear();
 }
@@ -268,8 +299,8 @@ void outbound::assign(delivery_job* job) noexcept {
     _last_activity_ms = core::monotonic_ms();
     _session.submit(job->outbound, _out);
     // A message refused locally has its outcome already; it is handed over at the end of the
-    // turn (flush), never from inside the job_done() that assigned this job.
-    _owner.want_flush(this);
+    // turn (flush), never from inside the report whose answer gave this job.
+    _owner.want_flush(*this);
 }
 
 bool outbound::ready_for_job() const noexcept {
@@ -308,23 +339,23 @@ void outbound::lost(const char* why) noexcept {
         none.kind = protocol::outcome_kind::not_attempted;
         delivery_job* job = _job;
         _job = nullptr;
-        _owner.job_done(*this, job, none);
+        follow(_owner.job_done(*this, job, none, hop()));
     }
     if (_closing) return;
     _closing = true;
     _out.clear();
     _wire.clear();
-    if (_recv_armed) io_uring_prep_cancel64(_owner.reactor().sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
+    if (_recv_armed) io_uring_prep_cancel64(_reactor.sqe_ignored(), reinterpret_cast<std::uint64_t>(&_recv_op), 0);
     std::string reason;
     if (in_handshake) {
         reason = closed_reason();
     } else {
         reason = "cannot reach ";
-        reason += _dest.name;
+        reason += _target.destination;
         reason += ": ";
         reason += why;
     }
-    _owner.connection_closed(*this, before_greeting, reason);
+    report_closed(before_greeting, std::move(reason));
 }
 
 void outbound::flush() noexcept {
@@ -357,7 +388,7 @@ void outbound::flush() noexcept {
     _wire.clear();
     _sent = 0;
     _send_in_flight = true;
-    io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
+    io_uring_prep_send(_reactor.sqe(&_send_op), _fd, _sending.data(), _sending.size(), MSG_NOSIGNAL);
 }
 
 void outbound::on_send(int res, std::uint32_t) noexcept {
@@ -370,7 +401,7 @@ void outbound::on_send(int res, std::uint32_t) noexcept {
     _last_activity_ms = core::monotonic_ms();  // a long upload is progress, not a stall
     if (_sent < _sending.size()) {
         _send_in_flight = true;
-        io_uring_prep_send(_owner.reactor().sqe(&_send_op), _fd, _sending.data() + _sent, _sending.size() - _sent,
+        io_uring_prep_send(_reactor.sqe(&_send_op), _fd, _sending.data() + _sent, _sending.size() - _sent,
                            MSG_NOSIGNAL);
         return;
     }

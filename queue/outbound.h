@@ -4,79 +4,65 @@
 // messages (RFC 5321 §3.3; PIPELINING/CHUNKING when offered).
 //
 // STARTTLS (RFC 3207): when the session asks for TLS (client_config::starttls, set by the
-// delivery from the destination's policy), a core::tls_session (the delivery's per-shard
-// client context; SNI and, under `verify`, the checked name = the target's host) sits between
+// pool from the destination's policy), a core::tls_session (the shard's client context from
+// queue/tls_client_policy.h; SNI and, under `verify`, the checked name = the target's host) sits between
 // the socket and the session: received ciphertext -> plaintext -> session.feed(); commands ->
 // records -> send. The rest of the read that carried the 220 is discarded, never read as SMTP
 // (response injection); everything after it is handshake input. All socket I/O stays on the
 // shard's io_uring. A failed handshake is logged (peer, reason) and ends the connection; the
-// delivery then decides between deferring and a plaintext retry (tls_failed()).
+// pool then decides between deferring and a plaintext retry (close_report).
 //
-// Lifecycle: created by delivery for a destination -> start() (connect) -> jobs ->
-// quit or failure -> closed -> retired by delivery at the end of the turn once no operation
-// is in flight. Owned by its shard's delivery; shard-local.
+// Interface (queue/outbound_link.h): made by the destination pool through outbound_factory
+// with its target, client settings and TLS policy; it is given one job at a time (assign())
+// and reports to its outbound_owner: ready, each job's outcome (one per recipient), closed,
+// output waiting. What to do next comes back from the report and is done here, after the
+// report returned.
+//
+// Lifecycle: made by the pool -> start() (connect) -> jobs -> quit or failure -> closed ->
+// freed by the pool at the end of the turn once no operation is in flight. Shard-local (the
+// destination's owner shard).
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include <optional>
-
+#include "core/buffer_ring.h"
 #include "core/net.h"
 #include "core/reactor.h"
 #include "core/tls.h"
 #include "protocol/client_session.h"
+#include "queue/outbound_link.h"
+#include "queue/tls_client_policy.h"
 
 namespace ringrelay::queue {
 
-class delivery;
-struct destination;
-struct delivery_job;
-
-class outbound final {
+class outbound final : public outbound_link {
 public:
     // `config.starttls` says whether to use STARTTLS; `verify`: check the peer's certificate
-    // and name (the delivery's verifying context) rather than accept any.
-    outbound(delivery& owner, destination& dest, const protocol::client_config& config, core::tls_verify verify);
+    // and name (the policy's verifying context) rather than accept any. reactor, buffers, tls
+    // and owner outlive the connection.
+    outbound(core::reactor& reactor, core::buffer_ring& buffers, tls_client_policy& tls, outbound_owner& owner,
+             connection_target target, const protocol::client_config& config, core::tls_verify verify);
     outbound(const outbound&) = delete;
     outbound& operator=(const outbound&) = delete;
-    ~outbound();
+    ~outbound() override;
 
-    void start() noexcept;
-    // Gives the connection a job; it must be ready_for_job().
-    void assign(delivery_job* job) noexcept;
-    [[nodiscard]] bool ready_for_job() const noexcept;
-    // No more jobs: say QUIT once idle.
-    void finish() noexcept;
-    // Deadline passed (connect, reply, or idle): give up on the connection.
-    void abort(const char* why) noexcept;
-    void flush() noexcept;
-
-    [[nodiscard]] bool retirable() const noexcept;
-    [[nodiscard]] destination& dest() noexcept { return _dest; }
-    [[nodiscard]] std::int64_t last_activity_ms() const noexcept { return _last_activity_ms; }
-    [[nodiscard]] bool busy() const noexcept { return _job != nullptr; }
-    [[nodiscard]] std::uint32_t messages_sent() const noexcept { return _messages; }
-    [[nodiscard]] bool connected() const noexcept { return _connected; }
-    [[nodiscard]] bool closing() const noexcept { return _closing; }
-    [[nodiscard]] bool quitting() const noexcept { return _quit_requested; }
-    [[nodiscard]] protocol::close_reason why_closed() const noexcept { return _session.why_closed(); }
-    // The exchanger this connection goes to: its host name and "ADDR:PORT".
-    [[nodiscard]] const std::string& target_host() const noexcept { return _target_host; }
-    [[nodiscard]] const std::string& target_address() const noexcept { return _target_address; }
-    // "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up; "" in plaintext.
-    [[nodiscard]] const std::string& tls_text() const noexcept { return _tls_text; }
-    // The session closed because the TLS handshake failed (tls_failure() says why).
-    [[nodiscard]] bool tls_failed() const noexcept {
-        return _session.why_closed() == protocol::close_reason::tls_failed;
-    }
-    [[nodiscard]] const std::string& tls_failure() const noexcept { return _tls_failure; }
-    // The handshake failed on TLS itself (an alert, a bad answer, a local setup error), not
-    // because the connection was lost during it: only then is a plaintext retry justified.
-    [[nodiscard]] bool tls_protocol_failure() const noexcept { return _tls_protocol_failure; }
-    [[nodiscard]] protocol::tls_use tls_use() const noexcept { return _tls_use; }
-
-    std::size_t slot = 0;  // index in the delivery's connection list
+    // outbound_link
+    void start() noexcept override;
+    void assign(delivery_job* job) noexcept override;
+    [[nodiscard]] bool ready_for_job() const noexcept override;
+    void finish() noexcept override;
+    void abort(const char* why) noexcept override;
+    void flush() noexcept override;
+    [[nodiscard]] bool retirable() const noexcept override;
+    [[nodiscard]] std::int64_t last_activity_ms() const noexcept override { return _last_activity_ms; }
+    [[nodiscard]] bool busy() const noexcept override { return _job != nullptr; }
+    [[nodiscard]] std::uint32_t messages_sent() const noexcept override { return _messages; }
+    [[nodiscard]] bool connected() const noexcept override { return _connected; }
+    [[nodiscard]] bool closing() const noexcept override { return _closing; }
+    [[nodiscard]] bool quitting() const noexcept override { return _quit_requested; }
 
 private:
     struct op final : core::completion {
@@ -91,25 +77,30 @@ private:
     void after_step() noexcept;
     void lost(const char* why) noexcept;
     void deliver_outcomes() noexcept;
+    // Does what the owner answered to a report: QUIT, or run the job it gave.
+    void follow(const next_step& next) noexcept;
+    void report_closed(bool before_greeting, std::string why) noexcept;
+    [[nodiscard]] next_hop_ref hop() const;
     void on_input(std::string_view data) noexcept;
     void start_tls() noexcept;
-    // Hands a resumable TLS session to the delivery for the next connection to this address.
+    // Hands a resumable TLS session to the policy for the next connection to this address.
     void remember_tls_session() noexcept;
     [[nodiscard]] std::string tls_resumption_key() const;
     std::int64_t _tls_verified_ms = 0;     // the full handshake this session descends from
-    std::uint64_t _tls_generation = 0;     // of the delivery's contexts at start_tls
+    std::uint64_t _tls_generation = 0;     // of the policy's contexts at start_tls
     void fail_tls(std::string_view reason) noexcept;
     [[nodiscard]] bool session_usable() const noexcept;
     [[nodiscard]] std::string closed_reason() const;
     [[nodiscard]] std::string peer_text() const;
 
-    delivery& _owner;
-    destination& _dest;
+    core::reactor& _reactor;
+    core::buffer_ring& _buffers;
+    tls_client_policy& _tls_policy;
+    outbound_owner& _owner;
+    const connection_target _target;
+    const std::string _target_address;  // "ADDR:PORT"
     protocol::client_session _session;
     int _fd = -1;
-    core::endpoint _target;
-    std::string _target_host;
-    std::string _target_address;
     op _connect_op;
     op _recv_op;
     op _send_op;
@@ -135,6 +126,21 @@ private:
     bool _closing = false;
     bool _quit_requested = false;
     bool _retired = false;
+};
+
+// Makes queue::outbound connections for a destination pool.
+class outbound_factory final : public link_factory {
+public:
+    outbound_factory(core::reactor& reactor, core::buffer_ring& buffers, tls_client_policy& tls) noexcept
+        : _reactor(reactor), _buffers(buffers), _tls(tls) {}
+    [[nodiscard]] std::unique_ptr<outbound_link> make(const connection_target& target,
+                                                      const protocol::client_config& config, core::tls_verify verify,
+                                                      outbound_owner& owner) override;
+
+private:
+    core::reactor& _reactor;
+    core::buffer_ring& _buffers;
+    tls_client_policy& _tls;
 };
 
 }  // namespace ringrelay::queue

@@ -96,10 +96,11 @@ std::expected<void, std::string> relay::start() {
     std::vector<listener_spec> listen;
     for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
     for (const core::endpoint& e : _config.listen_tls_endpoints) listen.push_back({e, listener_kind::implicit_tls});
+    _links = std::make_unique<shard_links>(_config.shards);
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
-                                    _limits, _make_storage, _tls.get(), _auth.get()));
+                                    _limits, *_links, _make_storage, _tls.get(), _auth.get()));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -125,17 +126,9 @@ std::expected<void, std::string> relay::start() {
     }
     // The cross-shard mailboxes (one per ordered pair of shards), then let the shards run.
     const unsigned n = _config.shards;
-    _mailboxes.resize(static_cast<std::size_t>(n) * n);
-    for (unsigned from = 0; from < n; ++from) {
-        for (unsigned to = 0; to < n; ++to) {
-            if (from == to) continue;
-            delivery& consumer = _shards[to]->outbound_delivery();
-            auto box = std::make_unique<core::mailbox<cross_message>>(4096, _shards[to]->ring_fd(), &consumer);
-            _shards[from]->outbound_delivery().set_outgoing(to, box.get());
-            consumer.add_incoming(box.get());
-            _mailboxes[static_cast<std::size_t>(from) * n + to] = std::move(box);
-        }
-    }
+    for (unsigned from = 0; from < n; ++from)
+        for (unsigned to = 0; to < n; ++to)
+            if (from != to) _links->connect(from, to, _shards[to]->ring_fd(), _shards[to]->outbound_delivery());
     _go.set_value();
     _go_set = true;
     return {};

@@ -13,8 +13,7 @@
 #include "core/reactor.h"
 #include "core/tls.h"
 #include "protocol/server_session.h"
-#include "core/mailbox.h"
-#include "queue/delivery.h"
+#include "queue/shard_links.h"
 #include "queue/shard.h"
 
 namespace ringrelay::queue {
@@ -76,13 +75,14 @@ private:
     std::string _tls_summary;
     std::string _tls_cert_file;  // what setup_tls() loaded, for reload()
     std::string _tls_key_file;
+    // Before _shards: their deliveries send through it. mailbox [i * shards + j] goes from
+    // shard i to shard j (i != j); filled by start() once every shard's reactor exists.
+    std::unique_ptr<shard_links> _links;
     std::vector<std::unique_ptr<shard>> _shards;
     std::vector<std::unique_ptr<std::promise<shard_init_result>>> _ready;
     std::promise<void> _go;
     std::shared_future<void> _go_future = _go.get_future().share();
     bool _go_set = false;
-    // mailboxes[i * shards + j]: from shard i to shard j (i != j).
-    std::vector<std::unique_ptr<core::mailbox<cross_message>>> _mailboxes;
     std::vector<std::thread> _threads;
     std::vector<core::endpoint> _bound;
     std::size_t _recovered = 0;

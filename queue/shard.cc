@@ -26,7 +26,7 @@ constexpr std::string_view too_many_from_address =
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
              std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-             storage_factory make_storage, const inbound_tls* tls, inbound_auth* auth)
+             const shard_links& links, storage_factory make_storage, const inbound_tls* tls, inbound_auth* auth)
     : _index(index),
       _config(config),
       _server(server),
@@ -40,6 +40,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _auth(auth),
       _go(std::move(go)),
       _limits(limits),
+      _links(links),
       _auth_queue(config.auth_queue_size, static_cast<std::int64_t>(config.auth_queue_timeout) * 1000),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
 }
@@ -59,17 +60,14 @@ std::string shard::init() {
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index));
     _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
-    _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index,
-                                           _limits.outbound_tls_generation);
-    _delivery->set_buffers(&_buffers);
-    _delivery->set_shards(_config.shards);
     core::dns_config dns;
     if (!_config.dns_server.empty())
         if (auto e = core::parse_endpoint(_config.dns_server)) dns.servers.push_back(*e);
     dns.smtp_port = _config.smtp_port;
     _dns = std::make_unique<core::dns_resolver>(_reactor, dns);
     if (auto ec = _dns->init(); ec) return "DNS resolver: " + ec.message();
-    _delivery->set_resolver(_dns.get());
+    _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index, _buffers,
+                                           *_dns, _limits.outbound_tls_generation, _links);
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
     // flushed by the shard are those of the turn, then the log.
     _reactor.add_turn_hook(_spool.get());

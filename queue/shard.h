@@ -64,7 +64,7 @@ struct inbound_limits {
     core::shared_limit total;
     core::address_counter per_ip;
     // Not a limit, but the same kind of relay-owned state every shard shares: bumped by a
-    // SIGHUP whose --outbound-ca-file loaded (delivery::set_tls_generation).
+    // SIGHUP whose --outbound-ca-file loaded (queue/tls_client_policy.h).
     alignas(64) std::atomic<std::uint64_t> outbound_tls_generation{0};
 };
 
@@ -109,7 +109,7 @@ public:
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-          storage_factory make_storage = {}, const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr);
+          const shard_links& links, storage_factory make_storage = {}, const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -206,6 +206,7 @@ private:
     inbound_auth* _auth;           // null: no AUTH
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
+    const shard_links& _links;     // the deliveries' cross-shard mailboxes (relay-owned)
 
     // Shard-local.
     core::reactor _reactor;
