@@ -1,0 +1,558 @@
+// Unit tests of queue/destination_pool.h, hermetic: connections are fakes made by a fake
+// link_factory (no sockets), MX lookups go to a fake resolver the test answers, and time is a
+// clock the test moves by hand. The test plays the connections' side of queue/outbound_link.h
+// the way queue::outbound does: it reports, then carries out the answer (next job or QUIT).
+#include "queue/destination_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/config.h"
+#include "core/net.h"
+
+using namespace ringrelay;
+using namespace ringrelay::queue;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct fake_clock final : core::time_source {
+    std::int64_t now_ms = 1'000'000;
+    [[nodiscard]] std::int64_t monotonic_ms() const noexcept override { return now_ms; }
+    [[nodiscard]] std::int64_t unix_us() const noexcept override { return 1'700'000'000'000'000 + now_ms * 1000; }
+};
+
+// A connection that does what the test tells it to.
+struct fake_link final : outbound_link {
+    connection_target target;
+    protocol::client_config config;
+    core::tls_verify verify = core::tls_verify::none;
+    bool* freed = nullptr;  // set by the destructor
+    bool started = false;
+    bool is_connected = false;
+    bool is_closing = false;
+    bool finished = false;
+    const char* aborted = nullptr;
+    bool can_retire = true;
+    delivery_job* job = nullptr;
+    std::uint32_t sent = 0;
+    std::int64_t activity_ms = 0;
+    std::vector<delivery_job*> assigned;  // every job it was given, in order
+
+    ~fake_link() override {
+        if (freed != nullptr) *freed = true;
+    }
+    void start() noexcept override { started = true; }
+    void assign(delivery_job* j) noexcept override {
+        EXPECT_TRUE(ready_for_job());
+        job = j;
+        assigned.push_back(j);
+    }
+    void finish() noexcept override { finished = true; }
+    void abort(const char* why) noexcept override { aborted = why; }
+    void flush() noexcept override {}
+    [[nodiscard]] bool ready_for_job() const noexcept override {
+        return is_connected && !is_closing && !finished && job == nullptr;
+    }
+    [[nodiscard]] bool connected() const noexcept override { return is_connected; }
+    [[nodiscard]] bool closing() const noexcept override { return is_closing; }
+    [[nodiscard]] bool busy() const noexcept override { return job != nullptr; }
+    [[nodiscard]] bool quitting() const noexcept override { return finished; }
+    [[nodiscard]] bool retirable() const noexcept override { return is_closing && can_retire; }
+    [[nodiscard]] std::int64_t last_activity_ms() const noexcept override { return activity_ms; }
+    [[nodiscard]] std::uint32_t messages_sent() const noexcept override { return sent; }
+};
+
+struct fake_factory final : link_factory {
+    std::vector<fake_link*> made;  // owned by the pool
+    std::int64_t* clock_ms = nullptr;
+    std::unique_ptr<outbound_link> make(const connection_target& target, const protocol::client_config& config,
+                                        core::tls_verify verify, outbound_owner&) override {
+        auto link = std::make_unique<fake_link>();
+        link->target = target;
+        link->config = config;
+        link->verify = verify;
+        link->activity_ms = *clock_ms;
+        made.push_back(link.get());
+        return link;
+    }
+};
+
+struct fake_resolver final : core::mx_resolver {
+    std::vector<std::pair<std::string, core::mx_waiter*>> lookups;
+    std::vector<core::mx_waiter*> cancelled;
+    void resolve_mx(std::string_view domain, core::mx_waiter* done) override {
+        lookups.emplace_back(std::string(domain), done);
+    }
+    void cancel(core::mx_waiter* done) noexcept override { cancelled.push_back(done); }
+};
+
+struct finished_job {
+    delivery_job* job;
+    protocol::message_outcome outcome;
+    next_hop_ref hop;
+    std::string why;
+};
+
+struct recording_owner final : pool_owner {
+    std::vector<finished_job> finished;
+    void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
+                      const std::string& why) noexcept override {
+        finished.push_back({job, std::move(outcome), hop, why});
+    }
+};
+
+core::endpoint ep(const char* text) {
+    auto e = core::parse_endpoint(text);
+    EXPECT_TRUE(e.has_value());
+    return *e;
+}
+
+core::mx_target mx(const char* host, std::uint16_t preference, const char* address) {
+    core::mx_target t;
+    t.host = host;
+    t.preference = preference;
+    t.addresses = {ep(address)};
+    return t;
+}
+
+class DestinationPoolTest : public ::testing::Test {
+protected:
+    DestinationPoolTest() {
+        _config.hostname = "relay.test";
+        _config.max_connections_per_destination = 1;
+        _config.max_messages_per_connection = 100;
+        _config.idle_connection_timeout = 5;
+        _config.command_timeout = 300;
+        _factory.clock_ms = &_clock.now_ms;
+    }
+    ~DestinationPoolTest() override {
+        _pool.reset();  // frees the fake connections (and the jobs still on them)
+        for (auto& f : _owner.finished) delete f.job;
+        for (delivery_job* j : _on_links) delete j;
+    }
+
+    destination_pool& pool() {
+        if (!_pool)
+            _pool = std::make_unique<destination_pool>(_config, _schedule, _scheduler, _tls, _resolver, _factory,
+                                                       _owner, _clock);
+        return *_pool;
+    }
+
+    static route_key static_route(const char* address = "127.0.0.1:2526") {
+        route_key r;
+        r.key = address;
+        r.name = address;
+        r.by_mx = false;
+        r.hop = ep(address);
+        return r;
+    }
+    static route_key mx_route(const char* domain) {
+        route_key r;
+        r.key = std::string("mx:") + domain;
+        r.name = domain;
+        r.by_mx = true;
+        return r;
+    }
+    // A job as the origin shard makes it (the pool reads only its route).
+    delivery_job* submit(const route_key& r) {
+        auto* job = new delivery_job();
+        job->route = r;
+        pool().submit(job);
+        return job;
+    }
+
+    // The connection's side of outbound_link.h, as queue::outbound does it.
+    void follow(fake_link& c, const next_step& next) {
+        if (next.quit) {
+            c.finish();
+        } else if (next.job != nullptr) {
+            c.assign(next.job);
+        }
+    }
+    void greet(fake_link& c) {
+        c.is_connected = true;
+        follow(c, pool().connection_ready(c));
+    }
+    void complete(fake_link& c, protocol::outcome_kind kind) {
+        delivery_job* job = std::exchange(c.job, nullptr);
+        ASSERT_NE(job, nullptr);
+        ++c.sent;
+        protocol::message_outcome outcome;
+        outcome.kind = kind;
+        follow(c, pool().job_done(c, job, outcome, next_hop_ref{c.target.host, core::to_string(c.target.address), ""}));
+    }
+    void close(fake_link& c, close_report report) {
+        c.is_closing = true;
+        if (c.job != nullptr) _on_links.push_back(std::exchange(c.job, nullptr));
+        report.hop = next_hop_ref{c.target.host, core::to_string(c.target.address), ""};
+        pool().connection_closed(c, report);
+    }
+    void fail_before_greeting(fake_link& c, std::string why = "cannot reach it: Connection refused") {
+        close_report r;
+        r.before_greeting = true;
+        r.reason = protocol::close_reason::connection_lost;
+        r.why = std::move(why);
+        close(c, r);
+    }
+    void answer_mx(core::mx_result result) {
+        ASSERT_FALSE(_resolver.lookups.empty());
+        core::mx_waiter* w = _resolver.lookups.back().second;
+        w->resolved(std::move(result));
+    }
+
+    core::config _config;
+    retry_schedule _schedule{{10min, 30min}, std::chrono::hours(24), 0};
+    scheduler _scheduler{_schedule, 1};
+    fake_clock _clock;
+    std::atomic<std::uint64_t> _generation{0};
+    tls_client_policy _tls{_config, _generation, _clock};
+    fake_resolver _resolver;
+    fake_factory _factory;
+    recording_owner _owner;
+    std::vector<delivery_job*> _on_links;  // jobs a closed fake connection still held
+    std::unique_ptr<destination_pool> _pool;
+};
+
+}  // namespace
+
+TEST_F(DestinationPoolTest, OneConnectionRunsTheDestinationsJobsInOrder) {
+    delivery_job* a = submit(static_route());
+    delivery_job* b = submit(static_route());
+    ASSERT_EQ(_factory.made.size(), 1u) << "--max-connections-per-destination 1";
+    fake_link& c = *_factory.made[0];
+    EXPECT_TRUE(c.started);
+    EXPECT_EQ(core::to_string(c.target.address), "127.0.0.1:2526");
+    EXPECT_EQ(c.target.host, "127.0.0.1:2526");
+    EXPECT_FALSE(c.target.by_mx);
+    EXPECT_EQ(c.config.helo_name, "relay.test");
+
+    greet(c);
+    ASSERT_EQ(c.assigned, (std::vector<delivery_job*>{a}));
+    complete(c, protocol::outcome_kind::accepted);
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    EXPECT_EQ(_owner.finished[0].job, a);
+    EXPECT_EQ(_owner.finished[0].outcome.kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(_owner.finished[0].hop.address, "127.0.0.1:2526");
+    EXPECT_EQ(_owner.finished[0].why, "");
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{a, b})) << "the next job follows on the same connection";
+    complete(c, protocol::outcome_kind::transient_failure);
+    ASSERT_EQ(_owner.finished.size(), 2u);
+    EXPECT_EQ(_owner.finished[1].job, b);
+    EXPECT_EQ(_owner.finished[1].outcome.kind, protocol::outcome_kind::transient_failure);
+    EXPECT_FALSE(c.finished) << "an idle connection stays open until --idle-connection-timeout";
+    EXPECT_EQ(_factory.made.size(), 1u);
+}
+
+TEST_F(DestinationPoolTest, OpensConnectionsOnlyForJobsNoOpeningConnectionWillTakeUpToTheLimit) {
+    _config.max_connections_per_destination = 3;
+    submit(static_route());
+    EXPECT_EQ(_factory.made.size(), 1u);
+    submit(static_route());
+    EXPECT_EQ(_factory.made.size(), 2u);
+    for (int i = 0; i < 5; ++i) submit(static_route());
+    EXPECT_EQ(_factory.made.size(), 3u);
+    EXPECT_EQ(pool().connections(), 3u);
+    // Another destination has limits of its own.
+    submit(static_route("127.0.0.1:2527"));
+    EXPECT_EQ(_factory.made.size(), 4u);
+    // A connection that is up takes the next waiting job at once.
+    greet(*_factory.made[0]);
+    EXPECT_EQ(_factory.made[0]->assigned.size(), 1u);
+    EXPECT_EQ(pool().find("127.0.0.1:2526")->ready->size(), 6u);
+}
+
+TEST_F(DestinationPoolTest, LastAddressFailingBacksOffAndDefersTheWaitingJobs) {
+    delivery_job* a = submit(static_route());
+    delivery_job* b = submit(static_route());
+    fail_before_greeting(*_factory.made[0]);
+    ASSERT_EQ(_owner.finished.size(), 2u);
+    EXPECT_EQ(_owner.finished[0].job, a);
+    EXPECT_EQ(_owner.finished[1].job, b);
+    for (const finished_job& f : _owner.finished) {
+        EXPECT_EQ(f.outcome.kind, protocol::outcome_kind::transient_failure);
+        EXPECT_EQ(f.why, "cannot reach it: Connection refused");
+        EXPECT_EQ(f.hop.address, "127.0.0.1:2526");
+    }
+    const destination* d = pool().find("127.0.0.1:2526");
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(d->connect_failures, 1u);
+    EXPECT_EQ(d->backoff_until_ms, _clock.now_ms + 1000);
+
+    // While it backs off, no connection is opened; the job waits.
+    submit(static_route());
+    EXPECT_EQ(_factory.made.size(), 1u);
+    _clock.now_ms += 999;
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(_factory.made.size(), 1u);
+    _clock.now_ms += 1;
+    pool().tick(_clock.now_ms);
+    ASSERT_EQ(_factory.made.size(), 2u) << "the back-off is over";
+
+    // A second failure doubles it.
+    fail_before_greeting(*_factory.made[1]);
+    EXPECT_EQ(pool().find("127.0.0.1:2526")->backoff_until_ms, _clock.now_ms + 2000);
+}
+
+TEST_F(DestinationPoolTest, BackoffDoublesAndIsCappedAtAMinuteAndTheFirstRetryInterval) {
+    EXPECT_EQ(pool().backoff_ms(1), 1000);
+    EXPECT_EQ(pool().backoff_ms(2), 2000);
+    EXPECT_EQ(pool().backoff_ms(3), 4000);
+    EXPECT_EQ(pool().backoff_ms(6), 32000);
+    EXPECT_EQ(pool().backoff_ms(7), 60000);
+    EXPECT_EQ(pool().backoff_ms(1000), 60000);
+    const retry_schedule quick({5s}, std::chrono::hours(1), 0);
+    destination_pool p(_config, quick, _scheduler, _tls, _resolver, _factory, _owner, _clock);
+    EXPECT_EQ(p.backoff_ms(2), 2000);
+    EXPECT_EQ(p.backoff_ms(4), 5000);
+}
+
+TEST_F(DestinationPoolTest, A421BacksOffWithoutDeferringAndAnAcceptedMessageEndsTheBackoff) {
+    submit(static_route());
+    fake_link& first = *_factory.made[0];
+    greet(first);
+    submit(static_route());  // waits: the one connection is busy
+    close_report r;
+    r.reason = protocol::close_reason::peer_shutdown;  // 421 after the greeting
+    close(first, r);
+    const destination* d = pool().find("127.0.0.1:2526");
+    EXPECT_EQ(d->connect_failures, 1u);
+    EXPECT_EQ(d->backoff_until_ms, _clock.now_ms + 1000);
+    EXPECT_TRUE(_owner.finished.empty()) << "a 421 defers nothing by itself";
+    EXPECT_EQ(d->ready->size(), 1u);
+
+    _clock.now_ms += 1000;
+    pool().tick(_clock.now_ms);
+    ASSERT_EQ(_factory.made.size(), 2u);
+    fake_link& second = *_factory.made[1];
+    greet(second);
+    ASSERT_EQ(second.assigned.size(), 1u);
+    complete(second, protocol::outcome_kind::accepted);
+    EXPECT_EQ(d->connect_failures, 0u);
+    EXPECT_EQ(d->backoff_until_ms, 0);
+}
+
+TEST_F(DestinationPoolTest, MxPlanIsLookedUpOnceAndTheNextExchangerIsTriedBeforeDeferring) {
+    delivery_job* job = submit(mx_route("example.net"));
+    submit(mx_route("example.net"));
+    ASSERT_EQ(_resolver.lookups.size(), 1u) << "one lookup for the jobs waiting";
+    EXPECT_EQ(_resolver.lookups[0].first, "example.net");
+    EXPECT_TRUE(_factory.made.empty());
+
+    core::mx_result result;
+    result.status = core::dns_status::ok;
+    result.targets = {mx("mx1.example.net", 10, "192.0.2.1:25"), mx("mx2.example.net", 20, "192.0.2.2:25")};
+    answer_mx(std::move(result));
+    ASSERT_EQ(_factory.made.size(), 1u);
+    EXPECT_EQ(_factory.made[0]->target.host, "mx1.example.net");
+    EXPECT_EQ(core::to_string(_factory.made[0]->target.address), "192.0.2.1:25");
+    EXPECT_TRUE(_factory.made[0]->target.by_mx);
+    EXPECT_EQ(_factory.made[0]->target.destination, "example.net");
+
+    fail_before_greeting(*_factory.made[0]);
+    EXPECT_TRUE(_owner.finished.empty()) << "the second exchanger gets its chance first";
+    ASSERT_EQ(_factory.made.size(), 2u);
+    EXPECT_EQ(_factory.made[1]->target.host, "mx2.example.net");
+    EXPECT_EQ(core::to_string(_factory.made[1]->target.address), "192.0.2.2:25");
+
+    fail_before_greeting(*_factory.made[1]);
+    ASSERT_EQ(_owner.finished.size(), 2u);
+    EXPECT_EQ(_owner.finished[0].job, job);
+    EXPECT_EQ(_owner.finished[0].outcome.kind, protocol::outcome_kind::transient_failure);
+    EXPECT_EQ(_owner.finished[0].hop.name, "mx2.example.net");
+    EXPECT_EQ(_resolver.lookups.size(), 1u) << "the plan is reused for 60 s";
+
+    // After 60 s the plan is looked up again.
+    _clock.now_ms += 60001;
+    submit(mx_route("example.net"));
+    EXPECT_EQ(_resolver.lookups.size(), 2u);
+}
+
+TEST_F(DestinationPoolTest, OnlyExchangersMorePreferredThanOurselvesAreUsed) {
+    submit(mx_route("example.net"));
+    core::mx_result result;
+    result.status = core::dns_status::ok;
+    result.targets = {mx("mx1.example.net", 5, "192.0.2.1:25"), mx("relay.test", 10, "192.0.2.9:25"),
+                      mx("mx3.example.net", 20, "192.0.2.3:25")};
+    answer_mx(std::move(result));
+    ASSERT_EQ(_factory.made.size(), 1u);
+    fail_before_greeting(*_factory.made[0]);
+    EXPECT_EQ(_factory.made.size(), 1u) << "neither we nor the less preferred exchanger is tried";
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    EXPECT_EQ(_owner.finished[0].outcome.kind, protocol::outcome_kind::transient_failure);
+}
+
+TEST_F(DestinationPoolTest, MailThatWouldLoopBackBounces) {
+    submit(mx_route("example.net"));
+    core::mx_result result;
+    result.status = core::dns_status::ok;
+    result.targets = {mx("RELAY.test", 10, "192.0.2.9:25"), mx("mx2.example.net", 20, "192.0.2.2:25")};
+    answer_mx(std::move(result));
+    EXPECT_TRUE(_factory.made.empty());
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    const finished_job& f = _owner.finished[0];
+    EXPECT_EQ(f.outcome.kind, protocol::outcome_kind::permanent_failure);
+    EXPECT_EQ(f.outcome.reply.code, 550);
+    EXPECT_EQ(f.outcome.reply.origin, protocol::reply_origin::local);
+    EXPECT_EQ(f.outcome.reply.text, "5.4.6 mail for example.net loops back to myself");
+    EXPECT_EQ(f.outcome.reply.enhanced.status_class, 5);
+    EXPECT_EQ(f.outcome.reply.enhanced.subject, 4);
+    EXPECT_EQ(f.outcome.reply.enhanced.detail, 6);
+    EXPECT_EQ(f.hop.name, "example.net");
+    EXPECT_EQ(f.why, "mail for example.net loops back to myself");
+}
+
+struct dns_case {
+    core::dns_status status;
+    protocol::outcome_kind kind;
+    int code;
+    const char* text;
+};
+
+class DestinationPoolDnsTest : public DestinationPoolTest, public ::testing::WithParamInterface<dns_case> {};
+
+TEST_P(DestinationPoolDnsTest, EveryWaitingJobEndsWithTheLookupsAnswer) {
+    const dns_case& c = GetParam();
+    submit(mx_route("example.net"));
+    submit(mx_route("example.net"));
+    core::mx_result result;
+    result.status = c.status;
+    result.detail = "ns1: timeout";
+    answer_mx(std::move(result));
+    EXPECT_TRUE(_factory.made.empty());
+    ASSERT_EQ(_owner.finished.size(), 2u);
+    for (const finished_job& f : _owner.finished) {
+        EXPECT_EQ(f.outcome.kind, c.kind);
+        EXPECT_EQ(f.outcome.reply.code, c.code);
+        EXPECT_EQ(f.outcome.reply.text, c.text);
+    }
+    EXPECT_TRUE(pool().find("mx:example.net")->ready->empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Answers, DestinationPoolDnsTest,
+    ::testing::Values(
+        dns_case{core::dns_status::null_mx, protocol::outcome_kind::permanent_failure, 550,
+                 "5.1.10 the domain accepts no mail (null MX, RFC 7505)"},
+        dns_case{core::dns_status::no_such_domain, protocol::outcome_kind::permanent_failure, 550,
+                 "5.1.2 the recipient's domain does not exist (NXDOMAIN)"},
+        dns_case{core::dns_status::no_address, protocol::outcome_kind::permanent_failure, 550,
+                 "5.4.4 the recipient's domain has no mail exchanger or address"},
+        dns_case{core::dns_status::temporary, protocol::outcome_kind::transient_failure, 451,
+                 "4.4.3 DNS lookup failed temporarily: ns1: timeout"}));
+
+TEST_F(DestinationPoolTest, FailedOpportunisticHandshakeRetriesThisAddressInPlaintextAtOnce) {
+    submit(static_route());
+    fake_link& first = *_factory.made[0];
+    EXPECT_EQ(first.config.starttls, protocol::tls_use::when_offered);
+    close_report r;
+    r.before_greeting = true;
+    r.reason = protocol::close_reason::tls_failed;
+    r.tls_protocol_failure = true;
+    r.tls_use = protocol::tls_use::when_offered;
+    close(first, r);
+    EXPECT_TRUE(_owner.finished.empty()) << "nothing deferred";
+    ASSERT_EQ(_factory.made.size(), 2u) << "a new connection at once";
+    EXPECT_EQ(_factory.made[1]->config.starttls, protocol::tls_use::never);
+    EXPECT_EQ(pool().find("127.0.0.1:2526")->connect_failures, 0u);
+
+    // A handshake merely cut off (not a TLS failure) is a lost connection: no plaintext.
+    submit(static_route("127.0.0.1:2527"));
+    fake_link& other = *_factory.made[2];
+    r.tls_protocol_failure = false;
+    close(other, r);
+    EXPECT_EQ(_factory.made.size(), 3u);
+    EXPECT_EQ(_owner.finished.size(), 1u);
+    EXPECT_EQ(_tls.for_connection(core::config::tls_policy::opportunistic, "127.0.0.1:2527").starttls,
+              protocol::tls_use::when_offered);
+}
+
+TEST_F(DestinationPoolTest, IdleConnectionsQuitAndConnectionsWithoutProgressAreAborted) {
+    _config.max_connections_per_destination = 2;
+    submit(static_route());
+    submit(static_route());
+    fake_link& idle = *_factory.made[0];
+    fake_link& busy = *_factory.made[1];
+    greet(idle);
+    greet(busy);
+    complete(idle, protocol::outcome_kind::accepted);
+    const std::int64_t t0 = _clock.now_ms;
+    idle.activity_ms = t0;
+    busy.activity_ms = t0;
+    pool().tick(t0 + 5000);
+    EXPECT_FALSE(idle.finished);
+    pool().tick(t0 + 5001);
+    EXPECT_TRUE(idle.finished) << "idle for more than --idle-connection-timeout";
+    EXPECT_EQ(busy.aborted, nullptr);
+    pool().tick(t0 + 300001);
+    ASSERT_NE(busy.aborted, nullptr);
+    EXPECT_STREQ(busy.aborted, "timeout waiting for the next hop");
+}
+
+TEST_F(DestinationPoolTest, AConnectionQuitsAfterMaxMessagesAndTheNextJobGetsANewOne) {
+    _config.max_connections_per_destination = 2;
+    _config.max_messages_per_connection = 1;
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    submit(static_route());
+    EXPECT_EQ(_factory.made.size(), 2u) << "the first connection is busy";
+    complete(c, protocol::outcome_kind::accepted);
+    EXPECT_TRUE(c.finished);
+    EXPECT_EQ(c.assigned.size(), 1u);
+}
+
+TEST_F(DestinationPoolTest, StopQuitsIdleConnectionsAndForceAbortsThem) {
+    _config.max_connections_per_destination = 2;
+    submit(static_route());
+    submit(static_route());
+    fake_link& a = *_factory.made[0];
+    fake_link& b = *_factory.made[1];
+    greet(a);  // busy
+    greet(b);
+    complete(b, protocol::outcome_kind::accepted);  // idle
+    pool().stop(false);
+    EXPECT_FALSE(a.finished) << "a busy connection finishes its job first";
+    EXPECT_TRUE(b.finished);
+    complete(a, protocol::outcome_kind::accepted);
+    EXPECT_TRUE(a.finished) << "stopping: QUIT after the job";
+    submit(static_route());
+    EXPECT_EQ(_factory.made.size(), 2u) << "no new connections once stopping";
+    pool().stop(true);
+    EXPECT_STREQ(a.aborted, "relay shutting down");
+    EXPECT_STREQ(b.aborted, "relay shutting down");
+}
+
+TEST_F(DestinationPoolTest, ClosedConnectionsAreFreedAtTheTurnsEndOnceNothingIsInFlight) {
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    bool freed = false;
+    c.freed = &freed;
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    c.can_retire = false;  // an operation still in flight
+    close_report r;
+    r.reason = protocol::close_reason::quit;
+    close(c, r);
+    pool().on_turn_end();
+    EXPECT_FALSE(freed);
+    EXPECT_FALSE(pool().idle());
+    c.can_retire = true;
+    pool().on_turn_end();
+    EXPECT_TRUE(freed);
+    EXPECT_TRUE(pool().idle());
+}
+
+TEST_F(DestinationPoolTest, ALookupInProgressIsCancelledWhenThePoolGoes) {
+    submit(mx_route("example.net"));
+    ASSERT_EQ(_resolver.lookups.size(), 1u);
+    core::mx_waiter* w = _resolver.lookups[0].second;
+    _pool.reset();
+    EXPECT_EQ(_resolver.cancelled, (std::vector<core::mx_waiter*>{w}));
+}

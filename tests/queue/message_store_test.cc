@@ -1,0 +1,339 @@
+// Unit tests of queue/message_store.h: recipient states, the outcome journal (what a restart
+// finds), the log records, the failure report, and disk faults injected where the store
+// writes (the spool's storage seam, queue/storage.h fault_storage). Hermetic: a temporary
+// spool directory and the shard's io_uring; no network.
+#include "queue/message_store.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+#include "core/reactor.h"
+#include "queue/storage.h"
+
+using namespace ringrelay;
+using namespace ringrelay::queue;
+using protocol::commit_result;
+
+namespace {
+
+struct recording_reporter final : failure_reporter {
+    bool take_over = true;
+    std::vector<std::uint64_t> reported;          // queue ids
+    std::vector<failed_recipient> failures;       // of the last report
+    bool report_failures(const stored_message& m) noexcept override {
+        reported.push_back(m.queue_id);
+        failures = m.failures;
+        return take_over;
+    }
+};
+
+struct waiter final : commit_waiter {
+    spool* owner = nullptr;
+    std::vector<commit_result> results;
+    std::uint64_t segment = 0;
+    void committed(commit_result r) noexcept override {
+        results.push_back(r);
+        if (r == commit_result::ok) segment = owner->committed_segment();
+    }
+};
+
+const std::string body = "Subject: t\r\n\r\nhello\r\n";
+constexpr std::uint64_t t0 = 1'700'000'000'000'000;
+
+class MessageStoreTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/ringrelay-store-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        _dir = tmpl;
+        ASSERT_FALSE(_reactor.init(256, core::probe_kernel_features()));
+        _storage = std::make_unique<fault_storage>(_reactor);
+        _spool = std::make_unique<spool>(_reactor, *_storage, _dir + "/shard-0");
+        auto report = _spool->open();
+        ASSERT_TRUE(report.has_value()) << (report ? "" : report.error());
+        _reactor.add_turn_hook(_spool.get());
+        _log_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+        ASSERT_GE(_log_fd, 0);
+        // Not a turn hook: its lines stay in line_buffer() for the test to read.
+        _log_writer = std::make_unique<core::log_writer>(_reactor, _log_fd);
+        _log = std::make_unique<delivery_log>(*_log_writer, 0);
+        _store = std::make_unique<message_store>(*_spool, *_log, _reporter, queue_mode::deliver);
+    }
+    void TearDown() override {
+        _store.reset();
+        if (_spool) _reactor.remove_turn_hook(_spool.get());
+        _spool.reset();
+        if (_log_fd >= 0) ::close(_log_fd);
+        std::filesystem::remove_all(_dir);
+    }
+
+    protocol::envelope envelope(std::uint64_t id, std::size_t recipients) {
+        protocol::envelope env;
+        env.queue_id = id;
+        env.helo = "client.example";
+        env.mail_from = "sender@example.org";
+        for (std::size_t i = 0; i < recipients; ++i) {
+            std::string rcpt = "r";
+            rcpt += std::to_string(i);
+            rcpt += "@example.net";
+            env.rcpt_to.push_back(std::move(rcpt));
+        }
+        return env;
+    }
+
+    // Commits a message to the spool, as the shard does before "250 queued", and gives it to
+    // the store.
+    stored_message* commit(std::uint64_t id, std::size_t recipients) {
+        const protocol::envelope env = envelope(id, recipients);
+        waiter w;
+        w.owner = _spool.get();
+        _spool->append(env, "127.0.0.1", body, t0, &w);
+        for (int i = 0; i < 1000 && w.results.empty(); ++i) EXPECT_TRUE(_reactor.run_once(100));
+        EXPECT_EQ(w.results, (std::vector<commit_result>{commit_result::ok}));
+        return _store->add(env, "127.0.0.1", body, w.segment, t0);
+    }
+
+    // Runs the loop until the spool has synced what was appended (bounded).
+    void sync() {
+        const unsigned before = _storage->syncs();
+        for (int i = 0; i < 1000 && (_storage->syncs() == before || !_spool->idle()); ++i)
+            ASSERT_TRUE(_reactor.run_once(100));
+        ASSERT_GT(_storage->syncs(), before);
+    }
+
+    // What a restart finds: the spool directory read into a fresh store.
+    struct restarted {
+        std::unique_ptr<spool> sp;
+        std::unique_ptr<message_store> store;
+        message_store::recovered recovered;
+    };
+    restarted restart(queue_mode mode = queue_mode::deliver) {
+        restarted r;
+        r.sp = std::make_unique<spool>(_reactor, *_storage, _dir + "/other");  // never opened
+        r.store = std::make_unique<message_store>(*r.sp, *_log, _reporter, mode);
+        auto report = recover_directory(_dir + "/shard-0", r.store.get());
+        EXPECT_TRUE(report.has_value());
+        r.recovered = r.store->finish_recovery();
+        return r;
+    }
+
+    std::string log_lines() { return _log_writer->line_buffer(); }
+
+    std::string _dir;
+    core::reactor _reactor;
+    std::unique_ptr<fault_storage> _storage;
+    std::unique_ptr<spool> _spool;
+    int _log_fd = -1;
+    std::unique_ptr<core::log_writer> _log_writer;
+    std::unique_ptr<delivery_log> _log;
+    recording_reporter _reporter;
+    std::unique_ptr<message_store> _store;
+};
+
+protocol::outcome_reply peer_reply(std::uint16_t code, std::uint8_t cls, std::uint16_t subject, std::uint16_t detail,
+                                   const char* text) {
+    protocol::outcome_reply r;
+    r.origin = protocol::reply_origin::peer;
+    r.code = code;
+    r.enhanced.status_class = cls;
+    r.enhanced.subject = subject;
+    r.enhanced.detail = detail;
+    r.text = text;
+    return r;
+}
+
+}  // namespace
+
+TEST_F(MessageStoreTest, ANewMessageHasEveryRecipientPending) {
+    stored_message* m = commit(1, 3);
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(_store->size(), 1u);
+    EXPECT_EQ(_store->find(1), m);
+    EXPECT_EQ(_store->find(2), nullptr);
+    EXPECT_EQ(m->unfinished, 3u);
+    EXPECT_EQ(m->status, std::vector<recipient_status>(3, recipient_status::pending));
+    EXPECT_EQ(m->body, body);
+    EXPECT_EQ(m->arrival_us, t0);
+}
+
+TEST_F(MessageStoreTest, JournaledOutcomesAreWhatARestartResumes) {
+    stored_message* m = commit(7, 3);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
+    m->attempts[0] = 1;
+    _store->finish(*m, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0 + 1000, 5});
+    m->attempts[1] = 2;
+    _store->defer(*m, 1, t0 + 60'000'000, outcome_note{hop, nullptr, "connection lost", t0 + 1000, 5});
+    EXPECT_EQ(m->unfinished, 2u);
+    sync();
+
+    restarted r = restart();
+    EXPECT_EQ(r.recovered.unfinished, 1u);
+    stored_message* back = r.store->find(7);
+    ASSERT_NE(back, nullptr);
+    EXPECT_EQ(back->status[0], recipient_status::delivered);
+    EXPECT_EQ(back->status[1], recipient_status::deferred);
+    EXPECT_EQ(back->status[2], recipient_status::pending);
+    EXPECT_EQ(back->attempts[1], 2u);
+    EXPECT_EQ(back->unfinished, 2u);
+    ASSERT_EQ(r.recovered.due.size(), 1u);
+    EXPECT_EQ(r.recovered.due[0].first, t0 + 60'000'000) << "the deferred recipient's next attempt";
+    EXPECT_EQ(r.recovered.due[0].second, 7u);
+}
+
+TEST_F(MessageStoreTest, AFinishedMessageIsNotResumedAndIsForgotten) {
+    stored_message* m = commit(8, 2);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
+    for (std::uint32_t i = 0; i < 2; ++i)
+        _store->finish(*m, i, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0, 1});
+    m->jobs = 1;
+    _store->release_if_done(*m);
+    EXPECT_EQ(_store->find(8), m) << "kept while a job is out";
+    m->jobs = 0;
+    _store->release_if_done(*m);
+    EXPECT_EQ(_store->find(8), nullptr);
+    EXPECT_TRUE(_reporter.reported.empty()) << "nothing failed: no report";
+    sync();
+    restarted r = restart();
+    EXPECT_EQ(r.recovered.unfinished, 0u);
+    EXPECT_EQ(r.store->find(8), nullptr);
+}
+
+TEST_F(MessageStoreTest, AnUnroutedRecipientIsNotJournaled) {
+    stored_message* m = commit(9, 1);
+    const next_hop_ref none;
+    _store->defer(*m, 0, t0 + 1'000'000, outcome_note{none, nullptr, "no route to the recipient's domain", t0});
+    EXPECT_EQ(m->status[0], recipient_status::deferred);
+    EXPECT_EQ(_store->counters().deferred, 1u);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(_reactor.run_once(10));
+    restarted r = restart();
+    ASSERT_NE(r.store->find(9), nullptr);
+    EXPECT_EQ(r.store->find(9)->status[0], recipient_status::pending) << "looked at again after a restart";
+    EXPECT_NE(log_lines().find("\"type\":\"TransientFailure\""), std::string::npos);
+    EXPECT_NE(log_lines().find("\"next_hop\":null,\"reply\":\"no route to the recipient's domain\""),
+              std::string::npos)
+        << log_lines();
+}
+
+TEST_F(MessageStoreTest, AnOutcomeWhoseJournalSyncFailedIsTriedAgainAfterARestart) {
+    stored_message* m = commit(10, 2);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
+    _storage->fail_next_sync(EIO);
+    _store->finish(*m, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0, 1});
+    sync();
+    restarted r = restart();
+    ASSERT_NE(r.store->find(10), nullptr);
+    EXPECT_EQ(r.store->find(10)->status[0], recipient_status::pending)
+        << "the outcome never became durable: at-least-once, the recipient is tried again";
+    EXPECT_EQ(r.recovered.unfinished, 1u);
+}
+
+TEST_F(MessageStoreTest, AnOutcomeWhoseJournalWriteFailedIsTriedAgainAfterARestart) {
+    stored_message* m = commit(11, 1);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "no such user");
+    _storage->fail_next_write(ENOSPC);
+    _store->finish(*m, 0, recipient_status::bounced, outcome_note{hop, &no, nullptr, t0, 1});
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(_reactor.run_once(10));
+    restarted r = restart();
+    ASSERT_NE(r.store->find(11), nullptr);
+    EXPECT_EQ(r.store->find(11)->status[0], recipient_status::pending);
+    // The store's own view is unchanged by the disk: the bounce is counted and logged once.
+    EXPECT_EQ(_store->counters().bounced, 1u);
+}
+
+TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
+    stored_message* m = commit(12, 3);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "TLSv1.3 TLS_AES_256_GCM_SHA384"};
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "2.0.0 ok");
+    const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "5.1.1 no such user");
+    m->attempts = {1, 1, 3};
+    _store->finish(*m, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0 + 2'000'000, 1500});
+    _store->finish(*m, 1, recipient_status::bounced, outcome_note{hop, &no, nullptr, t0 + 2'000'000, 1500});
+    _store->finish(*m, 2, recipient_status::expired,
+                   outcome_note{next_hop_ref{}, nullptr, "message expired (--max-age)", t0 + 2'000'000});
+    const delivery_counters c = _store->counters();
+    EXPECT_EQ(c.delivered, 1u);
+    EXPECT_EQ(c.bounced, 1u);
+    EXPECT_EQ(c.expired, 1u);
+    EXPECT_EQ(m->unfinished, 0u);
+    const std::string log = log_lines();
+    EXPECT_NE(log.find("{\"type\":\"Delivery\""), std::string::npos) << log;
+    EXPECT_NE(log.find("\"recipient\":\"r0@example.net\",\"next_hop\":{\"name\":\"mx.example.net\","
+                       "\"address\":\"192.0.2.1:25\"},\"reply\":\"250 2.0.0 ok\",\"tls\":"
+                       "\"TLSv1.3 TLS_AES_256_GCM_SHA384\",\"attempt\":1,\"queued_seconds\":2.000,"
+                       "\"attempt_seconds\":1.500}"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("{\"type\":\"Bounce\""), std::string::npos);
+    EXPECT_NE(log.find("\"reply\":\"550 5.1.1 no such user\""), std::string::npos) << log;
+    EXPECT_NE(log.find("{\"type\":\"Expiration\""), std::string::npos);
+    EXPECT_NE(log.find("\"recipient\":\"r2@example.net\",\"next_hop\":null,\"reply\":\"message expired (--max-age)\""
+                       ",\"attempt\":3"),
+              std::string::npos)
+        << log;
+}
+
+TEST_F(MessageStoreTest, FailedRecipientsGoToTheReporterOnceTheMessageIsDone) {
+    stored_message* m = commit(13, 3);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
+    const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "5.1.1 no such user");
+    _store->finish(*m, 1, recipient_status::bounced, outcome_note{hop, &no, nullptr, t0 + 5, 1});
+    _store->release_if_done(*m);
+    EXPECT_TRUE(_reporter.reported.empty()) << "two recipients are not final yet";
+    _store->finish(*m, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0 + 6, 1});
+    _store->finish(*m, 2, recipient_status::expired, outcome_note{hop, nullptr, "message expired (--max-age)", t0 + 7});
+    _store->release_if_done(*m);
+    EXPECT_EQ(_reporter.reported, (std::vector<std::uint64_t>{13}));
+    ASSERT_EQ(_reporter.failures.size(), 2u);
+    const failed_recipient& bounced = _reporter.failures[0];
+    EXPECT_EQ(bounced.rcpt_index, 1u);
+    EXPECT_EQ(bounced.status, recipient_status::bounced);
+    EXPECT_EQ(bounced.remote, "mx.example.net");
+    EXPECT_EQ(bounced.diagnostic, "550 5.1.1 no such user");
+    EXPECT_EQ(bounced.enhanced, "5.1.1");
+    EXPECT_TRUE(bounced.from_peer);
+    EXPECT_EQ(bounced.time_us, t0 + 5);
+    const failed_recipient& expired = _reporter.failures[1];
+    EXPECT_EQ(expired.rcpt_index, 2u);
+    EXPECT_EQ(expired.status, recipient_status::expired);
+    EXPECT_EQ(expired.diagnostic, "message expired (--max-age)");
+    EXPECT_EQ(expired.enhanced, "4.4.7") << "RFC 3463: delivery time expired";
+    EXPECT_FALSE(expired.from_peer);
+    EXPECT_EQ(_store->find(13), nullptr);
+}
+
+TEST_F(MessageStoreTest, ALocalBounceWithoutEnhancedStatusGets500) {
+    stored_message* m = commit(14, 1);
+    const next_hop_ref none;
+    _store->finish(*m, 0, recipient_status::bounced, outcome_note{none, nullptr, "the sender gave up", t0});
+    _store->release_if_done(*m);
+    ASSERT_EQ(_reporter.failures.size(), 1u);
+    EXPECT_EQ(_reporter.failures[0].diagnostic, "the sender gave up");
+    EXPECT_EQ(_reporter.failures[0].enhanced, "5.0.0");
+    EXPECT_EQ(_reporter.failures[0].remote, "");
+}
+
+TEST_F(MessageStoreTest, HoldModeKeepsNothingInMemoryAndRecoversNothingToDeliver) {
+    message_store held(*_spool, *_log, _reporter, queue_mode::hold);
+    const protocol::envelope env = envelope(20, 1);
+    EXPECT_EQ(held.add(env, "127.0.0.1", body, 1, t0), nullptr);
+    EXPECT_EQ(held.size(), 0u);
+    commit(21, 2);  // committed (synced): what a restart reads
+    restarted r = restart(queue_mode::hold);
+    EXPECT_EQ(r.recovered.unfinished, 1u) << "counted as queued";
+    EXPECT_TRUE(r.recovered.due.empty()) << "but nothing is scheduled";
+    EXPECT_EQ(r.store->size(), 0u);
+}
