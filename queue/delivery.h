@@ -17,7 +17,8 @@
 // apply_outcome), where the store journals and logs it and the scheduler sets the next retry.
 // Every part is given what it uses in its constructor; edges point one way (the pool reports
 // to the delivery through pool_owner, a connection to the pool through outbound_owner, the
-// DSN writer through dsn_sink).
+// DSN writer through dsn_sink, the store to the DSN writer through failure_reporter, the
+// mailboxes to the consuming shard's delivery through cross_consumer).
 //
 // Threading: shard-local. The delivery is also the consumer of this shard's incoming mailboxes
 // (handle(), called on this shard by its reactor).
@@ -48,7 +49,7 @@
 
 namespace ringrelay::queue {
 
-class delivery final : public record_visitor, public dsn_sink, public pool_owner {
+class delivery final : public record_visitor, public dsn_sink, public pool_owner, public cross_consumer {
 public:
     // Everything given outlives the delivery. host: queue ids and dates for the DSNs;
     // buffers: the shard's receive buffer ring (outbound connections receive from it);
@@ -84,7 +85,7 @@ public:
 
     // A mailbox message from another shard (called on this shard by its reactor): a job for a
     // destination this shard owns, or the outcome of one of this shard's jobs.
-    void handle(cross_message&& msg) noexcept;
+    void handle(cross_message&& msg) noexcept override;
     // dsn_sink: a DSN is durable; it is delivered like any other message.
     void dsn_committed(const protocol::envelope& env, std::string_view client, std::string_view body,
                        std::uint64_t segment, std::uint64_t received_us) noexcept override;

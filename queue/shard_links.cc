@@ -5,7 +5,6 @@
 #include <string>
 
 #include "core/invariant.h"
-#include "queue/delivery.h"
 
 namespace ringrelay::queue {
 
@@ -14,7 +13,7 @@ shard_links::shard_links(unsigned shards)
 
 shard_links::~shard_links() = default;
 
-void shard_links::connect(unsigned from, unsigned to, int consumer_ring_fd, delivery& consumer) {
+void shard_links::connect(unsigned from, unsigned to, int consumer_ring_fd, cross_consumer& consumer) {
     RR_ASSERT(from != to && from < _shards && to < _shards);
     auto box = std::make_unique<core::mailbox<cross_message>>(4096, consumer_ring_fd, &consumer);
     _incoming[to].push_back(box.get());

@@ -26,7 +26,14 @@
 
 namespace ringrelay::queue {
 
-class delivery;
+// Takes what arrives in a shard's incoming mailboxes (the shard's delivery), on that shard.
+class cross_consumer {
+public:
+    virtual void handle(cross_message&& msg) noexcept = 0;
+
+protected:
+    ~cross_consumer() = default;
+};
 
 class shard_links {
 public:
@@ -37,7 +44,7 @@ public:
 
     // The mailbox from shard `from` to shard `to` (from != to), consumed by `consumer` on the
     // shard whose io_uring is consumer_ring_fd. Relay only, before the shards run.
-    void connect(unsigned from, unsigned to, int consumer_ring_fd, delivery& consumer);
+    void connect(unsigned from, unsigned to, int consumer_ring_fd, cross_consumer& consumer);
 
     [[nodiscard]] unsigned shards() const noexcept { return _shards; }
     // Null for from == to, and before connect().
