@@ -115,8 +115,10 @@ std::size_t server_session::feed(std::string_view in, std::string& out) {
             pos += feed_command(rest, out);
             break;
         case input_mode::data: {
+            const std::size_t before = _body.size();
             const data_progress p = _reader.feed(rest, _body);
             pos += p.consumed;
+            if (_observer != nullptr && _body.size() > before) _observer->body_appended(std::string_view(_body).substr(before));
             if (p.complete) {
                 _mode = input_mode::command;
                 finish_message(out);
@@ -175,7 +177,9 @@ std::size_t server_session::feed_command(std::string_view in, std::string& out) 
 std::size_t server_session::feed_chunk(std::string_view in, std::string& out) {
     const std::size_t n = _chunk_remaining < in.size() ? static_cast<std::size_t>(_chunk_remaining) : in.size();
     if (_chunk_error == reply_id::none && _bdat_failure == reply_id::none) {
+        const std::size_t before = _body.size();
         (void)_reader.feed(in.substr(0, n), _body);  // raw framing: consumes all of it
+        if (_observer != nullptr && _body.size() > before) _observer->body_appended(std::string_view(_body).substr(before));
     }
     _chunk_remaining -= n;
     if (_chunk_remaining == 0) finish_chunk(out);
@@ -583,6 +587,10 @@ void server_session::begin_body(body_mode mode) {
     });
     _reader.reset(mode == body_mode::data ? data_framing::dot_stuffed : data_framing::raw,
                   _config.max_message_size);
+    if (_observer != nullptr) {
+        _observer->body_begun();
+        _observer->body_appended(_body);
+    }
 }
 
 void server_session::finish_chunk(std::string& out) {
@@ -607,7 +615,9 @@ void server_session::finish_chunk(std::string& out) {
         return;
     }
     if (last) {
+        const std::size_t before = _body.size();
         _reader.finish(_body);
+        if (_observer != nullptr && _body.size() > before) _observer->body_appended(std::string_view(_body).substr(before));
         return finish_message(out);
     }
     out.append("250 2.0.0 Ok: ");

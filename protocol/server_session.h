@@ -166,6 +166,19 @@ inline constexpr std::size_t max_received_headers = 50;
 // Queue ids are printed as 16 upper-case hex digits.
 std::string format_queue_id(std::uint64_t id);
 
+// Sees what message() will hold as it grows: begun() when a message's storage starts (the
+// Received: header we prepend is then its first octets), appended() with each piece of data
+// stored after it (dot-stuffing removed). The views are valid only during the call. Called on
+// the session's thread from feed(); an observer must not call back into the session.
+class body_observer {
+public:
+    virtual void body_begun() noexcept = 0;
+    virtual void body_appended(std::string_view octets) noexcept = 0;
+
+protected:
+    ~body_observer() = default;
+};
+
 class server_session {
 public:
     server_session(const server_config& config, client_info client, session_host& host);
@@ -190,6 +203,10 @@ public:
     // The message as it must be stored and relayed: the Received: header we prepend, then
     // the data with dot-stuffing removed, lines ending in CRLF, without the final ".".
     [[nodiscard]] std::string_view message() const noexcept;
+
+    // Optional: sees the message's octets as they are stored, for work that must follow the
+    // bytes as they arrive (the relay's DKIM body hash). Null: none. Not owned.
+    void set_body_observer(body_observer* observer) noexcept { _observer = observer; }
 
     // The host reports whether message() reached stable storage; appends the reply.
     void commit_done(commit_result result, std::string& out);
@@ -287,6 +304,7 @@ private:
     std::string _body;                      // Received: header + data of the current message
     std::string _tls_description;           // "TLSv1.3 with cipher ... (256/256 bits)"; empty: no TLS
     data_reader _reader;
+    body_observer* _observer = nullptr;     // not owned
     std::uint64_t _chunk_size = 0;          // of the BDAT chunk being read
     std::uint64_t _chunk_remaining = 0;
     std::uint32_t _errors = 0;

@@ -312,5 +312,48 @@ TEST(ServerSessionData, AcceptsMessageAtTheHopLimit) {
     ASSERT_EQ(t.messages.size(), 1U);
 }
 
+
+// The body observer sees exactly what message() holds, piece by piece, for DATA (stuffed dots
+// removed) and BDAT, whatever the input's split; a refused message's storage starts afresh.
+struct recording_observer final : body_observer {
+    std::string seen;
+    int begun = 0;
+    void body_begun() noexcept override {
+        seen.clear();
+        ++begun;
+    }
+    void body_appended(std::string_view octets) noexcept override { seen.append(octets); }
+};
+
+TEST(ServerSessionData, BodyObserverSeesWhatMessageHolds) {
+    const std::string input = prologue + "DATA\r\nSubject: a\r\n\r\n..dot\r\nline\r\n.\r\n" + prologue.substr(prologue.find("MAIL")) +
+                              "BDAT 6\r\nX: 1\r\nBDAT 8 LAST\r\n\r\nbody\r\n" + prologue.substr(prologue.find("MAIL")) +
+                              "DATA\r\nbare\nlf\r\n.\r\nQUIT\r\n";
+    const server_config config = test_config();  // the session keeps references to both
+    const client_info client = untrusted_client();
+    for (std::size_t cut = 0; cut <= input.size(); ++cut) {
+        testing::fake_host host;
+        server_session session(config, client, host);
+        recording_observer observer;
+        session.set_body_observer(&observer);
+        std::string out;
+        session.start(out);
+        std::vector<std::string> ready;
+        std::vector<std::size_t> cuts;
+        if (cut > 0 && cut < input.size()) cuts.push_back(cut);
+        testing::feed_in_pieces(session, input, cuts, out, [&](server_session& s) {
+            if (!s.message_ready()) return false;
+            EXPECT_EQ(observer.seen, s.message()) << "cut at " << cut;
+            ready.emplace_back(s.message());
+            s.commit_done(commit_result::ok, out);
+            return true;
+        });
+        ASSERT_EQ(ready.size(), 2U) << "cut at " << cut;
+        EXPECT_EQ(ready[0], received_one + "Subject: a\r\n\r\n.dot\r\nline\r\n");
+        EXPECT_NE(ready[1].find("X: 1\r\n\r\nbody\r\n"), std::string::npos);
+        EXPECT_EQ(observer.begun, 3) << "one start per message, the refused one included";
+    }
+}
+
 }  // namespace
 }  // namespace ringrelay::protocol
