@@ -183,6 +183,21 @@ constexpr flag_descriptor flag_table[] = {
      .help = "DOMAIN=POLICY: the --outbound-tls policy for one recipient domain; repeatable; '*' matches all"},
     {.name = "--outbound-ca-file", .member = &config::outbound_ca_file, .unset_means = "OpenSSL's system store",
      .help = "PEM CA certificates that 'verify' trusts"},
+    {.name = "--dkim-key", .member = &config::dkim_keys,
+     .help = "DOMAIN:SELECTOR:KEYFILE: sign mail whose From: domain is DOMAIN (or a subdomain without keys "
+             "of its own) with this PEM key (RSA of 1024 bits or more: rsa-sha256; Ed25519: ed25519-sha256); "
+             "repeatable: several keys for one domain make several signatures"},
+    {.name = "--dkim-sign-all", .member = &config::dkim_sign_all,
+     .help = "DOMAIN: its --dkim-key keys also sign every message (the ESP's own signature, for feedback loops)"},
+    {.name = "--dkim-headers", .member = &config::dkim_headers,
+     .unset_means = "From, To, Cc, Subject, Date, Message-ID, Reply-To, In-Reply-To, References, MIME-Version, "
+                    "Content-Type and the rest of RFC 6376 5.4.1's set, the ones present",
+     .help = "header fields to sign (comma-separated names); From is always signed; From, Subject, To, Date, "
+             "Message-ID, MIME-Version and Content-Type are signed once more than they occur"},
+    {.name = "--dkim-canonicalization", .member = &config::dkim_canonicalization,
+     .help = "c= of the signatures: header/body, each simple or relaxed"},
+    {.name = "--dkim-expiration", .member = &config::dkim_expiration, .form = flag_form::duration,
+     .unset_means = "no x= tag", .help = "signatures expire this long after they are made (x=)"},
 };
 
 static_assert(std::is_same_v<unsigned, std::uint32_t>, "flag_member has no alternative for config::shards");
@@ -287,7 +302,8 @@ std::expected<void, std::string> check_row(const flag_descriptor& f, const confi
         auto d = parse_duration_list(c.*std::get<std::string config::*>(f.member));
         if (!d || d->empty())
             return std::unexpected(name + ": " + (d ? std::string("at least one interval is needed") : d.error().message));
-    } else if (f.form == flag_form::duration) {
+    } else if (f.form == flag_form::duration &&
+               !(c.*std::get<std::string config::*>(f.member)).empty()) {  // empty: unset_means
         auto d = parse_duration(c.*std::get<std::string config::*>(f.member));
         if (!d || d->count() <= 0)
             return std::unexpected(name + ": " + (d ? std::string("must be positive") : d.error().message));
@@ -451,6 +467,35 @@ config::tls_policy config::tls_policy_for(std::string_view domain) const noexcep
     return any != nullptr ? any->policy : outbound_tls_policy;
 }
 
+// The DKIM flags' forms; the keys themselves are loaded (and their domains and selectors
+// checked) by queue/dkim_signer at start-up.
+static std::expected<void, std::string> check_dkim(config& c) {
+    std::vector<std::string> domains;
+    for (const std::string& k : c.dkim_keys) {
+        const auto first = k.find(':');
+        const auto second = first == std::string::npos ? first : k.find(':', first + 1);
+        if (first == 0 || second == std::string::npos || second == first + 1 || second + 1 == k.size())
+            return std::unexpected("--dkim-key: expected DOMAIN:SELECTOR:KEYFILE, got '" + k + "'");
+        domains.push_back(lower(k.substr(0, first)));
+    }
+    if (!c.dkim_sign_all.empty() &&
+        std::find(domains.begin(), domains.end(), lower(c.dkim_sign_all)) == domains.end())
+        return std::unexpected("--dkim-sign-all: no --dkim-key for " + c.dkim_sign_all);
+    for (const std::string& h : c.dkim_headers) {
+        const bool name_ok = !h.empty() && std::all_of(h.begin(), h.end(), [](char ch) {
+            return ch > ' ' && ch < 127 && ch != ':';  // RFC 5322 ftext
+        });
+        if (!name_ok) return std::unexpected("--dkim-headers: '" + h + "' is not a header field name");
+    }
+    static constexpr std::string_view canonicalizations[] = {"relaxed/relaxed", "relaxed/simple", "simple/simple",
+                                                             "simple/relaxed", "relaxed", "simple"};
+    if (std::find(std::begin(canonicalizations), std::end(canonicalizations), c.dkim_canonicalization) ==
+        std::end(canonicalizations))
+        return std::unexpected("--dkim-canonicalization: expected relaxed/relaxed, relaxed/simple, simple/simple or "
+                               "simple/relaxed, got '" + c.dkim_canonicalization + "'");
+    return {};
+}
+
 std::expected<void, std::string> finish_config(config& c) {
     if (c.shards == 0) {
         const unsigned n = std::thread::hardware_concurrency();
@@ -517,6 +562,7 @@ std::expected<void, std::string> finish_config(config& c) {
         if (auto ok = add_route("*=" + c.smarthost, "--smarthost"); !ok) return ok;
     if (!c.dns_server.empty())
         if (auto e = parse_endpoint(c.dns_server); !e) return std::unexpected("--dns-server: " + e.error());
+    if (auto ok = check_dkim(c); !ok) return ok;
     if (c.spool.empty()) return std::unexpected("--spool: must not be empty");
     if (c.hostname.empty()) {
         char name[256] = {};

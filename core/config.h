@@ -85,6 +85,14 @@ struct config {
     std::vector<std::string> route_tls;    // "DOMAIN=POLICY"; DOMAIN '*' matches every domain
     std::string outbound_ca_file;          // PEM CA bundle for "verify"; empty = OpenSSL's default paths
 
+    // DKIM signing (RFC 6376, RFC 8463). The From: domain, or its nearest parent with keys,
+    // picks the keys that sign a message; queue/dkim_signer loads them.
+    std::vector<std::string> dkim_keys;    // "DOMAIN:SELECTOR:KEYFILE" (PEM RSA >= 1024 bits or Ed25519)
+    std::string dkim_sign_all;             // a domain with --dkim-key whose keys also sign every message
+    std::vector<std::string> dkim_headers; // header names to sign; empty = the default set
+    std::string dkim_canonicalization = "relaxed/relaxed";  // header/body: simple or relaxed each
+    std::string dkim_expiration;           // x= is t= plus this duration; empty = no x=
+
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
     std::vector<endpoint> listen_tls_endpoints;

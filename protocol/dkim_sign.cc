@@ -304,6 +304,73 @@ std::expected<std::string, sign_error> sign(const signing_key& key, const signat
     return field;
 }
 
+// Hand-written: no Debian library parses RFC 5322 address lists without a whole MIME stack,
+// and only the first mailbox's domain is needed. One pass drops comments (nested, with
+// quoted-pairs) and folding, and stands one '"' in for each quoted string, so that the
+// structure characters left ('<', '>', ',', ';', ':', '@') are the real ones.
+std::optional<std::string> author_domain(std::span<const header_field> fields) {
+    const header_field* from = nullptr;
+    for (const header_field& f : fields)
+        if (core::iequals(f.name, "from")) {
+            from = &f;
+            break;
+        }
+    if (from == nullptr) return std::nullopt;
+    std::string_view value = from->raw.substr(std::min(from->raw.size(), from->raw.find(':') + 1));
+    std::string clean;
+    clean.reserve(value.size());
+    int depth = 0;        // comment nesting
+    bool quoted = false;  // inside "..."
+    for (std::size_t i = 0; i < value.size(); ++i) {
+        const char c = value[i];
+        if ((quoted || depth > 0) && c == '\\') {
+            ++i;  // a quoted-pair: the next octet is literal
+            continue;
+        }
+        if (quoted) {
+            if (c == '"') quoted = false;
+            continue;
+        }
+        if (depth > 0) {
+            if (c == '(') ++depth;
+            if (c == ')') --depth;
+            continue;
+        }
+        if (c == '(') {
+            depth = 1;
+            clean += ' ';  // a comment separates what surrounds it: "exa(x)mple" is no domain
+        } else if (c == '"') {
+            quoted = true;
+            clean += '"';  // one octet for the whole string: no label, so no domain, may hold it
+        } else if (c != '\r' && c != '\n') {
+            clean += c;
+        }
+    }
+    std::string_view rest(clean);
+    // A group: its display name ends at the first ':' that comes before any '<' or '@'.
+    if (const std::size_t colon = rest.find(':'); colon != std::string_view::npos && colon < rest.find_first_of("<@"))
+        rest.remove_prefix(colon + 1);
+    std::string_view address;
+    const std::size_t end_of_first = rest.find_first_of(",;");
+    const std::size_t angle = rest.find('<');
+    if (angle != std::string_view::npos && angle < end_of_first) {
+        address = rest.substr(angle + 1);
+        address = address.substr(0, address.find('>'));
+    } else {
+        address = rest.substr(0, end_of_first);
+    }
+    const std::size_t at = address.rfind('@');
+    if (at == std::string_view::npos) return std::nullopt;
+    std::string_view domain = address.substr(at + 1);
+    while (!domain.empty() && (domain.front() == ' ' || domain.front() == '\t')) domain.remove_prefix(1);
+    while (!domain.empty() && (domain.back() == ' ' || domain.back() == '\t')) domain.remove_suffix(1);
+    if (!domain.empty() && domain.back() == '.') domain.remove_suffix(1);
+    if (!valid_tag_text(domain)) return std::nullopt;
+    std::string out(domain);
+    for (char& c : out) c = core::ascii_lower(c);
+    return out;
+}
+
 std::string summary(algorithm alg, std::string_view domain, std::string_view selector) {
     std::string out = "d=";
     out += domain;

@@ -110,6 +110,14 @@ enum class sign_error : std::uint8_t {
 // The field up to and including "b=", folded; exposed for tests.
 [[nodiscard]] std::string unsigned_signature_field(algorithm alg, const signature_request& request);
 
+// The signing domain a message asks for: the domain of the first mailbox of its first From:
+// field (RFC 5322 §3.6.2), lower-cased, without a final dot. Comments and quoted strings are
+// skipped ('@' or '<' inside them do not count); a group ("list: a@b, c@d;") gives its first
+// member. Nothing when there is no From field, no address, or the domain is not plain
+// dot-separated labels (a domain literal, 8-bit text): such a message is not signed for its
+// author (a --dkim-sign-all signature still applies).
+[[nodiscard]] std::optional<std::string> author_domain(std::span<const header_field> fields);
+
 // A one-line summary for the log: "d=example.org s=sel a=rsa-sha256".
 [[nodiscard]] std::string summary(algorithm alg, std::string_view domain, std::string_view selector);
 

@@ -13,23 +13,108 @@ namespace ringrelay::queue {
 connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust, listener_kind kind)
     : server_connection(owner, fd, core::address_text(peer), trust, kind, owner),
       _shard(owner),
-      _auth_slot(owner.auth() != nullptr ? owner.auth()->failures().slot_of(this->peer()) : 0) {}
+      _auth_slot(owner.auth() != nullptr ? owner.auth()->failures().slot_of(this->peer()) : 0) {
+    if (owner.dkim() != nullptr) session().set_body_observer(this);
+}
 
 connection::~connection() = default;
 
+// A message's storage starts (its Received: field comes first): take the keys in force, and
+// hash the body as it arrives if there are any.
+void connection::body_begun() noexcept {
+    _body_hash.reset();
+    _dkim_table = _shard.dkim()->keys();
+    if (!_dkim_table->empty()) _body_hash.emplace(_dkim_table->canon().body);
+}
+
+void connection::body_appended(std::string_view octets) noexcept {
+    if (_body_hash) _body_hash->update(octets);
+}
+
 void connection::begin_commit() noexcept {
     _received_us = static_cast<std::uint64_t>(core::unix_us());
-    _shard.message_spool().append(session().message_envelope(), peer(), session().message(), _received_us, this);
+    _signed_used = false;
+    _dkim_made.clear();
+    _dkim_errors.clear();
+    if (!_body_hash) return append_to_spool();
+    // Which keys sign: the header section is split here (a few hundred octets to scan); the
+    // signatures themselves are made on the signer's pool.
+    dkim_plan plan;
+    try {
+        plan = plan_signatures(*_dkim_table, session().message());
+    } catch (const std::bad_alloc&) {
+        _dkim_errors.emplace_back("out of memory");
+    }
+    if (plan.keys.empty()) {
+        _body_hash.reset();
+        return append_to_spool();
+    }
+    const std::optional<protocol::dkim::sha256_digest> body_hash = _body_hash->finish();
+    _body_hash.reset();
+    if (!body_hash) {
+        _dkim_errors.emplace_back("the body hash failed (OpenSSL)");
+        return append_to_spool();
+    }
+    if (!_dkim_job) _dkim_job = std::make_unique<dkim_job>(this, &connection::dkim_signed);
+    _dkim_job->prepare(_dkim_table, std::move(plan.keys), std::move(plan.fields), *body_hash,
+                       static_cast<std::int64_t>(_received_us / 1000000));
+    if (!_shard.dkim()->pool().submit(*_dkim_job, _shard.work_return())) {
+        // Every signing thread is busy and as many messages wait as there may be connections:
+        // the client tries again later; nothing is stored unsigned for want of a thread.
+        _dkim_job->clear();
+        if (_shard.may_report(shard::report::dkim_error))
+            core::diag("DKIM: the signing queue is full; message from " + peer() +
+                       " answered 451 4.3.0 (one report per second)");
+        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
+        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+    }
+}
+
+// Shard thread: the signatures are made (or not: the reasons are in errors()).
+void connection::dkim_signed(void* self, dkim_job& job) noexcept {
+    auto* c = static_cast<connection*>(self);
+    c->_dkim_made = job.summaries();
+    c->_dkim_errors.insert(c->_dkim_errors.end(), job.errors().begin(), job.errors().end());
+    if (!job.fields().empty()) {
+        try {
+            c->_signed.clear();
+            c->_signed.reserve(job.fields().size() + c->session().message().size());
+            c->_signed += job.fields();
+            c->_signed += c->session().message();
+            c->_signed_used = true;
+        } catch (const std::bad_alloc&) {
+            c->_dkim_made.clear();
+            c->_dkim_errors.emplace_back("out of memory for the signed copy");
+        }
+    }
+    job.clear();
+    c->append_to_spool();
+}
+
+std::string_view connection::stored_message() const noexcept {
+    return _signed_used ? std::string_view(_signed) : session().message();
+}
+
+void connection::append_to_spool() noexcept {
+    if (!_dkim_errors.empty() && _shard.may_report(shard::report::dkim_error))
+        core::diag("DKIM: message from " + peer() + " not signed by every key: " + _dkim_errors.front() +
+                   " (delivered as it is; the Reception record lists the reasons; one report per second)");
+    _shard.message_spool().append(session().message_envelope(), peer(), stored_message(), _received_us, this);
 }
 
 void connection::committed(protocol::commit_result result) noexcept {
     if (result == protocol::commit_result::ok) {
         _shard.mutable_counters().messages_queued.fetch_add(1, std::memory_order_relaxed);
         log_reception();
-        _shard.outbound_delivery().accept(session().message_envelope(), peer(), session().message(),
+        _shard.outbound_delivery().accept(session().message_envelope(), peer(), stored_message(),
                                           _shard.message_spool().committed_segment(), _received_us);
     } else {
         _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (_signed_used) {
+        _signed_used = false;
+        // A big signed copy is not kept for the next message (the session keeps its own buffer).
+        if (_signed.capacity() > 1024 * 1024) std::string().swap(_signed);
     }
     commit_done(result);
 }
@@ -198,7 +283,7 @@ void connection::log_reception() noexcept {
         line += '"';
     }
     line += "],\"size\":";
-    line += std::to_string(session().message().size());
+    line += std::to_string(stored_message().size());
     line += ",\"auth\":";
     if (session().authenticated_user().empty()) {
         line += "null";
@@ -214,6 +299,26 @@ void connection::log_reception() noexcept {
         line += '"';
         core::append_json_escaped(line, tls_text());
         line += '"';
+    }
+    {
+        line += ",\"dkim\":[";
+        for (std::size_t i = 0; i < _dkim_made.size(); ++i) {
+            if (i != 0) line += ',';
+            line += '"';
+            core::append_json_escaped(line, _dkim_made[i]);
+            line += '"';
+        }
+        line += ']';
+        if (!_dkim_errors.empty()) {
+            line += ",\"dkim_errors\":[";
+            for (std::size_t i = 0; i < _dkim_errors.size(); ++i) {
+                if (i != 0) line += ',';
+                line += '"';
+                core::append_json_escaped(line, _dkim_errors[i]);
+                line += '"';
+            }
+            line += ']';
+        }
     }
     line += "}\n";
 }

@@ -11,6 +11,9 @@
 // the queue is full or the wait too long; closing leaves the queue. A failure is answered
 // after a delay growing with the connection's failures (an io_uring timeout, nothing blocks),
 // and counts against the client's address (auth_failures) and user name (user_failures).
+// DKIM (queue/dkim_signer.h): with --dkim-key the connection watches the message arrive
+// (protocol::body_observer) and hashes its body meanwhile; at the end of data the signatures
+// are made on the signer's pool, and the signed message is what goes to the spool.
 //
 // Lifecycle: created by the shard on accept -> start() -> ... -> retired by the shard at the
 // end of the turn once nothing is pending (server_connection). Owned by its shard;
@@ -20,10 +23,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "protocol/server_session.h"
+#include "protocol/dkim_canon.h"
 #include "queue/auth.h"
+#include "queue/dkim_signer.h"
 #include "queue/server_connection.h"
 #include "queue/spool.h"
 
@@ -31,7 +38,10 @@ namespace ringrelay::queue {
 
 class shard;
 
-class connection final : public server_connection, public commit_waiter, public auth_waiter {
+class connection final : public server_connection,
+                         public commit_waiter,
+                         public auth_waiter,
+                         public protocol::body_observer {
 public:
     connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust, listener_kind kind);
     ~connection() override;
@@ -42,6 +52,9 @@ public:
     outcome retry_auth(std::int64_t now_ms) noexcept override;
     void auth_wait_over(std::int64_t waited_ms) noexcept override;
     void auth_wait_cancelled() noexcept override;
+    // body_observer (the session): the message as it is stored, for the DKIM body hash.
+    void body_begun() noexcept override;
+    void body_appended(std::string_view octets) noexcept override;
 
 private:
     // server_connection
@@ -50,6 +63,11 @@ private:
     void on_closing() noexcept override;
 
     void log_reception() noexcept;
+    // The message (signed or not) goes to the spool.
+    void append_to_spool() noexcept;
+    static void dkim_signed(void* self, dkim_job& job) noexcept;
+    // The stored message: the signed copy, or the session's.
+    [[nodiscard]] std::string_view stored_message() const noexcept;
     // Why a prepared check did or did not start.
     enum class auth_start : std::uint8_t { started, answered, address_busy, user_paced, pool_full, behind_others };
     // Admission (address, then user), then the work pool; answers a blocked address itself.
@@ -64,6 +82,16 @@ private:
     std::size_t _auth_slot = 0;        // the client's slot in auth_failures
     std::size_t _auth_user_slot = 0;   // the attempt's user name's slot in user_failures
     bool _auth_malformed = false;      // the attempt fails without a check (no user counted)
+    // DKIM: the table taken when the message began (a reload mid-message does not change it),
+    // the body hash over the bytes as they arrived, the job, and the signed copy of the message
+    // (the signature fields, then the message) while it is committed.
+    std::shared_ptr<const dkim_keys> _dkim_table;
+    std::optional<protocol::dkim::body_hash_stream> _body_hash;
+    std::unique_ptr<dkim_job> _dkim_job;
+    std::string _signed;
+    bool _signed_used = false;         // _signed holds the stored message
+    std::vector<std::string> _dkim_made;    // for the Reception record: "d=... s=... a=..."
+    std::vector<std::string> _dkim_errors;  // why a key did not sign
 };
 
 }  // namespace ringrelay::queue

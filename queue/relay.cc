@@ -83,6 +83,12 @@ std::expected<void, std::string> relay::start() {
                              " different costs, and a check's duration shows which group a user is in "
                              "(rehash them with one cost)";
     }
+    if (!_config.dkim_keys.empty()) {
+        auto signer = dkim_signer::create(_config);
+        if (!signer) return std::unexpected(signer.error());
+        _dkim = std::move(*signer);
+        _dkim_summary = _dkim->keys()->describe();
+    }
     _log_fd = core::open_log(_config.log);
     if (_log_fd < -1) return std::unexpected("--log " + _config.log + ": " + std::strerror(-_log_fd));
     auto intervals = core::parse_duration_list(_config.retry_intervals);
@@ -100,7 +106,7 @@ std::expected<void, std::string> relay::start() {
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
-                                    _limits, *_links, _make_storage, _tls.get(), _auth.get()));
+                                    _limits, *_links, _make_storage, _tls.get(), _auth.get(), _dkim.get()));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -166,6 +172,11 @@ std::string relay::reload() {
         report += "reload: TLS is off";
     }
     report += "\n";
+    if (_dkim) {
+        auto keys = _dkim->reload();
+        report += keys ? "reload: " + *keys : "reload: DKIM keys kept as they were: " + keys.error();
+        report += "\n";
+    }
     if (!_auth) return report + "reload: no --auth-users";
     auto n = _auth->reload();
     if (!n) return report + "reload: --auth-users kept as it was: " + n.error();

@@ -42,8 +42,10 @@ public:
     [[nodiscard]] const std::string& tls_summary() const noexcept { return _tls_summary; }
     // One line on SMTP AUTH: off, or the users file, how many users, and where it is offered.
     [[nodiscard]] const std::string& auth_summary() const noexcept { return _auth_summary; }
-    // SIGHUP: re-reads --auth-users and the TLS certificate and key (--tls-cert/--tls-key, or
-    // the self-signed pair in SPOOL/tls). The text says what happened, one line per part; a
+    // One line on DKIM signing: off, or the keys (d= s= a=, file), c=, sign-all, x=.
+    [[nodiscard]] const std::string& dkim_summary() const noexcept { return _dkim_summary; }
+    // SIGHUP: re-reads --auth-users, the --dkim-key files and the TLS certificate and key
+    // (--tls-cert/--tls-key, or the self-signed pair in SPOOL/tls). The text says what happened, one line per part; a
     // part that fails to load leaves what is in use.
     [[nodiscard]] std::string reload();
 
@@ -71,6 +73,8 @@ private:
     std::unique_ptr<inbound_tls> _tls;  // before _shards: they build their contexts from it
     std::unique_ptr<inbound_auth> _auth;  // before _shards: their connections' checks run on its pool
     std::string _auth_summary = "AUTH: off (no --auth-users)";
+    std::unique_ptr<dkim_signer> _dkim;  // before _shards: their connections sign on its pool; null: no --dkim-key
+    std::string _dkim_summary = "DKIM: off (no --dkim-key)";
     core::ktls_probe _ktls;
     std::string _tls_summary;
     std::string _tls_cert_file;  // what setup_tls() loaded, for reload()

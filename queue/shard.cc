@@ -26,7 +26,8 @@ constexpr std::string_view too_many_from_address =
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
              std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-             const shard_links& links, storage_factory make_storage, const inbound_tls* tls, inbound_auth* auth)
+             const shard_links& links, storage_factory make_storage, const inbound_tls* tls, inbound_auth* auth,
+             dkim_signer* dkim)
     : _index(index),
       _config(config),
       _server(server),
@@ -38,6 +39,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _make_storage(std::move(make_storage)),
       _tls(tls),
       _auth(auth),
+      _dkim(dkim),
       _go(std::move(go)),
       _limits(limits),
       _links(links),
@@ -75,8 +77,8 @@ std::string shard::init() {
     _reactor.add_turn_hook(_log.get());
     if (_tls != nullptr)
         if (std::string e = build_tls_context(); !e.empty()) return "TLS: " + e;
-    if (_auth != nullptr)
-        if (auto ec = _work_return.start(_reactor); ec) return "AUTH check wake-up (eventfd): " + ec.message();
+    if (_auth != nullptr || _dkim != nullptr)
+        if (auto ec = _work_return.start(_reactor); ec) return "work pool wake-up (eventfd): " + ec.message();
     _front = std::make_unique<server_front>(
         _reactor, *this,
         core::connection_limits(&_limits.total, _config.max_connections, _limits.per_ip, _config.max_connections_per_ip,

@@ -109,7 +109,8 @@ public:
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-          const shard_links& links, storage_factory make_storage = {}, const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr);
+          const shard_links& links, storage_factory make_storage = {}, const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
+          dkim_signer* dkim = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -144,6 +145,8 @@ public:
     [[nodiscard]] shard_counters& mutable_counters() noexcept { return _counters; }
     // SMTP AUTH (shared by every shard); null when --auth-users is not set.
     [[nodiscard]] inbound_auth* auth() noexcept { return _auth; }
+    // The relay's DKIM signer; null without --dkim-key.
+    [[nodiscard]] dkim_signer* dkim() noexcept { return _dkim; }
     // Where this shard's work-pool items (password checks) come back.
     [[nodiscard]] core::work_return& work_return() noexcept { return _work_return; }
     // Password checks waiting for room (queue/auth.h). Pumped every auth_retry_ms while not
@@ -152,11 +155,11 @@ public:
     // A check of this shard ended (its address or user may have room now): pump at turn end.
     void auth_room_freed() noexcept { _auth_pump_wanted = true; }
     // Abuse, TLS and AUTH load reports (stderr) are limited to one per kind per shard per second.
-    enum class report : std::uint8_t {
+    enum class report : std::uint16_t {
         refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8, auth_busy = 16,
-        auth_queued = 32, auth_queue_full = 64, auth_wait_over = 128 };
+        auth_queued = 32, auth_queue_full = 64, auth_wait_over = 128, dkim_error = 256 };
     [[nodiscard]] bool may_report(report kind) noexcept {
-        const auto bit = static_cast<std::uint8_t>(kind);
+        const auto bit = static_cast<std::uint16_t>(kind);
         if ((_reported & bit) != 0) return false;
         _reported |= bit;
         return true;
@@ -204,6 +207,7 @@ private:
     storage_factory _make_storage;
     const inbound_tls* _tls;       // null: no TLS
     inbound_auth* _auth;           // null: no AUTH
+    dkim_signer* _dkim;            // null: no DKIM signing
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
     const shard_links& _links;     // the deliveries' cross-shard mailboxes (relay-owned)
@@ -233,7 +237,7 @@ private:
     std::int64_t _stop_deadline_ms = 0;
     bool _stopping = false;
     bool _grace_over = false;
-    std::uint8_t _reported = 0;  // report kinds logged since the last tick
+    std::uint16_t _reported = 0;  // report kinds logged since the last tick
     core::operation<&shard::on_stop_request> _stop{*this};
 
     // Written by this shard, read by other threads.

@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
     core::diag(node.ktls().detail);
     core::diag(node.tls_summary());
     core::diag(node.auth_summary());
+    core::diag(node.dkim_summary());
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +

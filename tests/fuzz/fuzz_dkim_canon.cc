@@ -11,6 +11,8 @@
 //   relaxed canonical fields contain no CR, LF, tab, or double space and no space around the
 //   first colon; simple canonical fields have only CRLF line ends.
 // - select_headers() selects only fields whose name equals the listed one.
+// - author_domain() (protocol/dkim_sign.h) gives nothing or lower-case valid_tag_text found in
+//   a From field.
 // Input layout: [cut seed byte] [name count byte] message...
 // SECURITY: every octet stands for client input.
 #include <cstddef>
@@ -22,6 +24,7 @@
 
 #include "core/ascii.h"
 #include "protocol/dkim_canon.h"
+#include "protocol/dkim_sign.h"
 
 using namespace ringrelay::protocol::dkim;
 
@@ -107,6 +110,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         check(only_crlf_line_ends(simple));
         if (!f.name.empty() && f.name.find_first_of(" \t") == std::string_view::npos)
             check(ringrelay::core::iequals(std::string_view(relaxed).substr(0, f.name.size()), f.name));
+    }
+
+    // The author's domain, when there is one, is plain lower-case labels written in a From field.
+    if (const auto author = author_domain(fields)) {
+        check(valid_tag_text(*author));
+        bool in_from = false;
+        for (const header_field& f : fields) {
+            if (!ringrelay::core::iequals(f.name, "from")) continue;
+            std::string lowered(f.raw);
+            for (char& c : lowered) c = ringrelay::core::ascii_lower(c);
+            in_from = in_from || lowered.find(*author) != std::string::npos;
+        }
+        check(in_from);
+        for (const char c : *author) check(c == ringrelay::core::ascii_lower(c));
     }
 
     // The streamed body hash is the hash of the body split_header_fields found.

@@ -542,3 +542,31 @@ TEST(DkimSign, HeaderList) {
 TEST(DkimSign, Summary) {
     EXPECT_EQ(summary(algorithm::ed25519_sha256, "example.org", "sel"), "d=example.org s=sel a=ed25519-sha256");
 }
+
+// The author's domain: the first mailbox of the first From field, whatever surrounds it.
+std::optional<std::string> author_of(const std::string& header_section) {
+    const std::string message = header_section + "\r\nbody\r\n";
+    return author_domain(split_header_fields(message));
+}
+
+TEST(DkimSign, AuthorDomain) {
+    EXPECT_EQ(author_of("From: joe@Example.ORG\r\n"), "example.org");
+    EXPECT_EQ(author_of("Subject: x\r\nfrom: \"Joe\" <joe@mail.example.org>\r\n"), "mail.example.org");
+    EXPECT_EQ(author_of("From: \"a@evil.example <x@evil.example>\" <joe@example.org>\r\n"), "example.org");
+    EXPECT_EQ(author_of("From: Joe (at work@evil.example <x@evil.example>) <joe@example.org>\r\n"), "example.org");
+    EXPECT_EQ(author_of("From: joe@example.org (Joe (the boss))\r\n"), "example.org");
+    EXPECT_EQ(author_of("From: Joe\r\n <joe@\r\n\texample.org.>\r\n"), "example.org");
+    EXPECT_EQ(author_of("From: a@first.example, b@second.example\r\n"), "first.example");
+    EXPECT_EQ(author_of("From: Team: a@team.example, b@other.example;\r\n"), "team.example");
+    EXPECT_EQ(author_of("From: \"q\\\"@x\" <joe@example.org>\r\n"), "example.org");
+    EXPECT_EQ(author_of("From: <@route.example:joe@example.org>\r\n"), "example.org");
+    EXPECT_EQ(author_of("From: a@one.example\r\nFrom: b@two.example\r\n"), "one.example");
+    // No author domain to sign for.
+    EXPECT_EQ(author_of("Subject: no from\r\n"), std::nullopt);
+    EXPECT_EQ(author_of("From: undisclosed\r\n"), std::nullopt);
+    EXPECT_EQ(author_of("From: joe@[192.0.2.1]\r\n"), std::nullopt);
+    EXPECT_EQ(author_of("From: joe@b\xC3\xBC" "cher.example\r\n"), std::nullopt);
+    EXPECT_EQ(author_of("From: <joe@>\r\n"), std::nullopt);
+    EXPECT_EQ(author_of("From: joe@exa(comment)mple.org\r\n"), std::nullopt);
+    EXPECT_EQ(author_of("From: (unterminated <joe@example.org>\r\n"), std::nullopt);
+}

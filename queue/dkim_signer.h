@@ -1,0 +1,135 @@
+// queue/dkim_signer.h: the relay's DKIM signing (RFC 6376, RFC 8463): the keys from
+// --dkim-key, which of them sign a message, and the signing job that runs on the signer's work
+// pool, never on a shard thread (an RSA-2048 signature costs hundreds of microseconds).
+//
+// Path of a signed message (queue/connection): the body hash is computed while the message
+// arrives (protocol::body_observer feeds a dkim::body_hash_stream: no second pass over the
+// body); at the end of data the shard splits the header section, finds the author's domain and
+// the keys (dkim_keys::select); if any apply, a dkim_job carries the header fields and the
+// body hash to the pool, which makes the DKIM-Signature fields; back on the shard the signed
+// message (the fields, then the message) goes to the spool, and only then is 250 said. So the
+// stored message carries its signatures and a restart never signs twice. A key that fails to
+// sign leaves the message unsigned by that key; the reason goes to the log.
+//
+// Threading: dkim_keys is immutable and shared (std::shared_ptr<const>); dkim_signer::keys()
+// and reload() are atomic swaps of the whole table (SIGHUP), so a job keeps the table it
+// started with. A dkim_job belongs to its connection; see core/work_pool.h for the hand-over.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+#include "core/work_pool.h"
+#include "protocol/dkim_sign.h"
+
+namespace ringrelay::queue {
+
+struct dkim_key {
+    std::string domain;    // d=, lower-case
+    std::string selector;  // s=
+    std::string file;      // where it was loaded from (for messages)
+    protocol::dkim::signing_key key;
+};
+
+// The keys and settings in force. Built whole from the config; never changed afterwards.
+class dkim_keys {
+public:
+    // Reads every --dkim-key file; the first that does not load (missing, not a PEM private
+    // key, RSA under 1024 bits, a bad domain or selector) is the error, naming the file.
+    [[nodiscard]] static std::expected<std::shared_ptr<const dkim_keys>, std::string> load(const core::config& config);
+
+    // The keys that sign a message whose author domain is `author` (empty: none found): those
+    // of the author domain, else of its nearest parent domain that has keys, then those of
+    // --dkim-sign-all unless they are the same. Appends to `out` (pointers into this table).
+    void select(std::string_view author, std::vector<const dkim_key*>& out) const;
+
+    [[nodiscard]] bool empty() const noexcept { return _keys.empty(); }
+    [[nodiscard]] const std::vector<dkim_key>& keys() const noexcept { return _keys; }
+    [[nodiscard]] protocol::dkim::canonicalization canon() const noexcept { return _canon; }
+    [[nodiscard]] std::span<const std::string_view> header_names() const noexcept { return _header_views; }
+    [[nodiscard]] std::span<const std::string_view> oversigned() const noexcept { return _oversigned; }
+    [[nodiscard]] std::optional<std::int64_t> expiration_s() const noexcept { return _expiration_s; }
+    // One line for start-up and reload: the keys (d= s= a= bits, file), sign-all, c=, x=.
+    [[nodiscard]] std::string describe() const;
+
+private:
+    std::vector<dkim_key> _keys;  // in --dkim-key order
+    std::string _sign_all;        // lower-case; empty: none
+    protocol::dkim::canonicalization _canon;
+    std::vector<std::string> _header_names;        // --dkim-headers, lower-case (owning)
+    std::vector<std::string_view> _header_views;   // the names to sign: those or the default set
+    std::span<const std::string_view> _oversigned;
+    std::optional<std::int64_t> _expiration_s;
+};
+
+// Owned by the relay, shared by its shards (outlives them): the table in force and the pool
+// the signatures are made on (one thread per core: signing is the only work it does).
+class dkim_signer {
+public:
+    [[nodiscard]] static std::expected<std::unique_ptr<dkim_signer>, std::string> create(const core::config& config);
+    dkim_signer(const core::config& config, std::shared_ptr<const dkim_keys> keys);
+
+    // Any thread.
+    [[nodiscard]] std::shared_ptr<const dkim_keys> keys() const noexcept { return _keys.load(); }
+    // SIGHUP: re-reads every key file; all of them load, or the table in use stays. The text
+    // says which happened.
+    [[nodiscard]] std::expected<std::string, std::string> reload();
+    [[nodiscard]] core::work_pool& pool() noexcept { return _pool; }
+
+private:
+    const core::config _config;
+    std::atomic<std::shared_ptr<const dkim_keys>> _keys;
+    core::work_pool _pool;  // last: its threads stop first
+};
+
+// One message's signatures, owned by the connection that asked for them (one at a time).
+class dkim_job final : public core::work_item {
+public:
+    using done_fn = void (*)(void* owner, dkim_job& job) noexcept;
+    dkim_job(void* owner, done_fn done) noexcept : _owner(owner), _done(done) {}
+
+    // Shard thread. `message` (the whole message as stored: the relay's Received: field, the
+    // client's header section and body) must stay unchanged until finish(); `fields` are its
+    // header fields; `keys` the ones that sign (from `table`, which the job keeps alive).
+    void prepare(std::shared_ptr<const dkim_keys> table, std::vector<const dkim_key*> keys,
+                 std::vector<protocol::dkim::header_field> fields, const protocol::dkim::sha256_digest& body_hash,
+                 std::int64_t now_s);
+    void run() noexcept override;     // pool thread: makes the signatures
+    void finish() noexcept override;  // shard thread: tells the owner
+
+    // After finish(): the DKIM-Signature fields to put in front of the message (may be empty),
+    // a summary per signature made ("d=... s=... a=..."), and why a key did not sign.
+    [[nodiscard]] const std::string& fields() const noexcept { return _signature_fields; }
+    [[nodiscard]] const std::vector<std::string>& summaries() const noexcept { return _summaries; }
+    [[nodiscard]] const std::vector<std::string>& errors() const noexcept { return _errors; }
+    // Drops what the last message left (keeps capacity).
+    void clear() noexcept;
+
+private:
+    void* _owner;
+    done_fn _done;
+    std::shared_ptr<const dkim_keys> _table;
+    std::vector<const dkim_key*> _keys;
+    std::vector<protocol::dkim::header_field> _fields;
+    protocol::dkim::sha256_digest _body_hash{};
+    std::int64_t _now_s = 0;
+    std::string _signature_fields;
+    std::vector<std::string> _summaries;
+    std::vector<std::string> _errors;
+};
+
+// Shard thread, at the end of data: the keys that sign `message` (none: empty), with its header
+// fields. A helper so that connection and tests decide alike.
+struct dkim_plan {
+    std::vector<protocol::dkim::header_field> fields;
+    std::vector<const dkim_key*> keys;
+};
+[[nodiscard]] dkim_plan plan_signatures(const dkim_keys& table, std::string_view message);
+
+}  // namespace ringrelay::queue
