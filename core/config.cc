@@ -190,8 +190,9 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--dkim-sign-all", .member = &config::dkim_sign_all,
      .help = "DOMAIN: its --dkim-key keys also sign every message (the ESP's own signature, for feedback loops)"},
     {.name = "--dkim-headers", .member = &config::dkim_headers,
-     .unset_means = "From, To, Cc, Subject, Date, Message-ID, Reply-To, In-Reply-To, References, MIME-Version, "
-                    "Content-Type and the rest of RFC 6376 5.4.1's set, the ones present",
+     .unset_means = "those present of RFC 6376 5.4.1's set (From, Reply-To, Subject, Date, To, Cc, Resent-*, "
+                    "In-Reply-To, References, List-*) and List-Unsubscribe-Post, Message-ID, MIME-Version, "
+                    "Content-Type, Content-Transfer-Encoding",
      .help = "header fields to sign (comma-separated names); From is always signed; From, Subject, To, Date, "
              "Message-ID, MIME-Version and Content-Type are signed once more than they occur"},
     {.name = "--dkim-canonicalization", .member = &config::dkim_canonicalization,
