@@ -18,8 +18,16 @@
 #       TLS_ROUNDS rounds, each running the four in turn; each figure is the median of its
 #       rounds. Ratios: ringrelay TLS / ringrelay plaintext, ringrelay TLS / Postfix TLS.
 #
-#   bench/e2e.py [--only all|main|tls]   (or ONLY=...): main is (a)-(c) and the latency row,
-#   tls is (d) alone. A partial run writes RESULTS_DIR/e2e-<only>.{md,json}, leaving a full
+#   (e) DKIM (issue 16), 2 KiB, 50 connections, end to end (ringrelay-bench -> ringrelay ->
+#       ringrelay-sink): unsigned, Ed25519-signed and RSA-2048-signed (keys from
+#       ringrelay-dkim-keygen for the bench's From: domain; every Reception record must name
+#       the signature), DKIM_ROUNDS rounds each running the three in turn, medians; beside them
+#       `openssl speed -multi CPUS ed25519 rsa2048`'s sign rate (the machine's physical limit)
+#       and Postfix end to end (unsigned: no signing milter here) as the peer. Ratios:
+#       Ed25519 / unsigned, RSA / (openssl's RSA-2048 signs per second on every core).
+#
+#   bench/e2e.py [--only all|main|tls|dkim]   (or ONLY=...): main is (a)-(c) and the latency
+#   row, tls is (d) alone, dkim is (e) alone. A partial run writes RESULTS_DIR/e2e-<only>.{md,json}, leaving a full
 #   run's e2e.{md,json,png} as they are.
 #
 # Both servers are durable as shipped: ringrelay fdatasyncs every group commit before its
@@ -70,6 +78,13 @@ TLS_CONNECTIONS = int(os.environ.get("TLS_CONNECTIONS", "50"))
 TLS_RR_MSGS = int(os.environ.get("TLS_RR_MSGS", "30000"))
 TLS_PF_MSGS = int(os.environ.get("TLS_PF_MSGS", "3000"))
 TLS_ROUNDS = int(os.environ.get("TLS_ROUNDS", "3"))
+DKIM_SIZE = int(os.environ.get("DKIM_SIZE", "2048"))
+DKIM_CONNECTIONS = int(os.environ.get("DKIM_CONNECTIONS", "50"))
+DKIM_RR_MSGS = int(os.environ.get("DKIM_RR_MSGS", "20000"))
+DKIM_PF_MSGS = int(os.environ.get("DKIM_PF_MSGS", "3000"))
+DKIM_ROUNDS = int(os.environ.get("DKIM_ROUNDS", "3"))
+KEYGEN = os.path.join(BUILD, "tools", "ringrelay-dkim-keygen")
+BENCH_FROM_DOMAIN = "ringrelay-bench.test"  # ringrelay-bench's default From: bench@ringrelay-bench.test
 
 CGROOT = "/sys/fs/cgroup/cpuacct"
 _started = []   # (kind, handle) to stop at exit
@@ -448,10 +463,10 @@ def tls_comparison(work, log_row):
     return list(rows.values()), ratios, [r for rs in runs.values() for r in rs]
 
 
-def e2e_ringrelay(work, size, conns):
-    n = RR_MSGS[size]
+def e2e_ringrelay(work, size, conns, n=None, extra=(), scenario="end to end", label="", signatures=0):
+    n = n or RR_MSGS[size]
     sink, sport, _ = start_rsink(expect=n)
-    relay, port, group, spool = start_ringrelay(work, ["--smarthost", f"127.0.0.1:{sport}"])
+    relay, port, group, spool = start_ringrelay(work, ["--smarthost", f"127.0.0.1:{sport}"] + list(extra))
     c0 = group.usage()
     summary, t0, _ = run_bench(port, conns, n, size)
     done = wait_exit(sink, RUN_TIMEOUT, "end to end through ringrelay: the sink")
@@ -468,12 +483,27 @@ def e2e_ringrelay(work, size, conns):
     if stop(relay) != 0:
         die("ringrelay did not stop cleanly")
     shutil.rmtree(spool, ignore_errors=True)
-    return row("end to end", "ringrelay-bench -> ringrelay -> ringrelay-sink", size, conns, n, done - t0, cpu,
-               summary["ack_latency_us"]["p99"] / 1000)
+    note = ""
+    if scenario == "dkim":
+        # Every message got the signatures asked for: from the Reception records.
+        log_path = os.path.join(work, f"log-{port}.jsonl")
+        total = signed = 0
+        with open(log_path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec.get("type") == "Reception":
+                    total += 1
+                    signed += len(rec.get("dkim", [])) == signatures
+        if total != n or signed != n:
+            die(f"ringrelay logged {total} receptions, {signed} with {signatures} signature(s); expected {n}")
+        note = f"{signatures} signature(s) per message" if signatures else "unsigned"
+        os.unlink(log_path)
+    return row(scenario, f"ringrelay-bench -> ringrelay{label} -> ringrelay-sink", size, conns, n, done - t0, cpu,
+               summary["ack_latency_us"]["p99"] / 1000, note)
 
 
-def e2e_postfix(work, size, conns):
-    n = PF_MSGS[size]
+def e2e_postfix(work, size, conns, n=None, scenario="end to end"):
+    n = n or PF_MSGS[size]
     sink, sport, _ = start_rsink(expect=n)
     d, port, group, version = start_postfix(work, [
         f"relayhost = [127.0.0.1]:{sport}",
@@ -491,8 +521,105 @@ def e2e_postfix(work, size, conns):
     cpu = None if c0 is None else group.usage() - c0
     stop_postfix(d)
     shutil.rmtree(d, ignore_errors=True)
-    return row("end to end", f"ringrelay-bench -> Postfix {version} -> ringrelay-sink", size, conns, n, done - t0, cpu,
-               summary["ack_latency_us"]["p99"] / 1000)
+    return row(scenario, f"ringrelay-bench -> Postfix {version} -> ringrelay-sink", size, conns, n, done - t0, cpu,
+               summary["ack_latency_us"]["p99"] / 1000, "unsigned" if scenario == "dkim" else "")
+
+
+def openssl_sign_rates():
+    """Signatures per second on every core together: {"ed25519": x, "rsa2048": y}, from
+    `openssl speed -mr -multi CPUS` (its machine-readable lines with -multi hold the summed
+    rates: "+F2:n:2048:SIGN/S:VERIFY/S" for RSA, "+F6:n:253:Ed25519:SIGN/S:VERIFY/S")."""
+    cpus = os.cpu_count() or 1
+    r = subprocess.run(["openssl", "speed", "-mr", "-multi", str(cpus), "-seconds", "3", "rsa2048", "ed25519"],
+                       capture_output=True, text=True, timeout=120)
+    rates = {}
+    for line in r.stdout.splitlines():
+        f = line.split(":")
+        if f[0] == "+F2" and len(f) >= 4 and f[2] == "2048":
+            rates["rsa2048"] = float(f[3])
+        if f[0] == "+F6" and len(f) >= 5 and f[3] == "Ed25519":
+            rates["ed25519"] = float(f[4])
+    if "rsa2048" not in rates or "ed25519" not in rates:
+        die(f"openssl speed printed no sign rates: {r.stdout[-800:]} {r.stderr[-400:]}")
+    return {k: round(v, 1) for k, v in rates.items()}
+
+
+def dkim_comparison(work, log_row):
+    """(e): unsigned, Ed25519 and RSA-2048 end to end, DKIM_ROUNDS rounds of the three in turn,
+    medians; Postfix end to end once; openssl's sign rates."""
+    size, conns = DKIM_SIZE, DKIM_CONNECTIONS
+    keys = {}
+    for kind in ("ed25519", "rsa"):
+        out = os.path.join(work, f"bench-{kind}.pem")
+        if os.path.exists(out):
+            os.unlink(out)
+        r = subprocess.run([KEYGEN, BENCH_FROM_DOMAIN, f"bench-{kind}", "--type", kind, "--out", out],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            die(f"ringrelay-dkim-keygen: {r.stderr}")
+        keys[kind] = ["--dkim-key", f"{BENCH_FROM_DOMAIN}:bench-{kind}:{out}"]
+    cases = (("unsigned", [], "", 0), ("Ed25519", keys["ed25519"], " (DKIM Ed25519)", 1),
+             ("RSA-2048", keys["rsa"], " (DKIM RSA-2048)", 1))
+    runs = {}
+    for rnd in range(DKIM_ROUNDS):
+        for key, extra, label, sigs in cases:
+            r = e2e_ringrelay(work, size, conns, n=DKIM_RR_MSGS, extra=extra, scenario="dkim", label=label,
+                              signatures=sigs)
+            r["round"] = rnd + 1
+            log_row(r)
+            runs.setdefault(key, []).append(r)
+    peer = e2e_postfix(work, size, conns, n=DKIM_PF_MSGS, scenario="dkim")
+    log_row(peer)
+    limit = openssl_sign_rates()
+    log(f"      dkim openssl speed -multi {os.cpu_count()}: {limit['ed25519']:,.0f} Ed25519 and "
+        f"{limit['rsa2048']:,.0f} RSA-2048 signatures/s")
+    rows = {}
+    for key, rs in runs.items():
+        med = dict(rs[0])
+        del med["round"]
+        for field in ("seconds", "messages_per_second", "p99_ack_ms", "cpu_s_per_1000"):
+            vals = [r[field] for r in rs if r[field] is not None]
+            med[field] = round(statistics.median(vals), 3) if vals else None
+        med["messages_per_hour"] = int(med["messages_per_second"] * 3600)
+        med["runs_messages_per_second"] = [r["messages_per_second"] for r in rs]
+        med["dkim_case"] = key
+        rows[key] = med
+    peer["runs_messages_per_second"] = [peer["messages_per_second"]]
+    peer["dkim_case"] = "Postfix"
+    rows["Postfix"] = peer
+    mps = {k: v["messages_per_second"] for k, v in rows.items()}
+    ratios = {
+        "Ed25519-signed / unsigned": round(mps["Ed25519"] / mps["unsigned"], 3),
+        "RSA-2048-signed / openssl RSA-2048 signs per second (all cores)": round(mps["RSA-2048"] / limit["rsa2048"], 3),
+        "Ed25519-signed / openssl Ed25519 signs per second (all cores)": round(mps["Ed25519"] / limit["ed25519"], 3),
+        "ringrelay unsigned / Postfix unsigned": round(mps["unsigned"] / mps["Postfix"], 3),
+        "ringrelay RSA-2048-signed / Postfix unsigned": round(mps["RSA-2048"] / mps["Postfix"], 3),
+    }
+    return list(rows.values()), ratios, limit, [r for rs in runs.values() for r in rs]
+
+
+def dkim_table(dkim):
+    rows, ratios = dkim["rows"], dkim["ratios"]
+    if not rows:
+        return ""
+    lim = dkim["openssl"]
+    lines = [f"DKIM: end to end (ringrelay-bench -> relay -> ringrelay-sink), {dkim['size'] // 1024} KiB, "
+             f"{dkim['connections']} connections; median of {dkim['rounds']} round(s), each running the three "
+             f"ringrelay cases in turn (msg/s of each run in brackets). Physical limit, `openssl speed -multi "
+             f"{dkim['cpus']} rsa2048 ed25519`: {fmt_rate(lim['rsa2048'])} RSA-2048 and "
+             f"{fmt_rate(lim['ed25519'])} Ed25519 signatures/s on all cores.",
+             "",
+             "| system | msgs/run | msg/s | msg/hour | p99 ack ms | CPU s / 1000 msgs | signing |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        each = ", ".join(fmt_rate(v) for v in r["runs_messages_per_second"])
+        lines.append(f"| {r['system']} | {r['messages']} | {fmt_rate(r['messages_per_second'])} ({each}) | "
+                     f"{fmt_hour(r['messages_per_hour'])} | {'' if r['p99_ack_ms'] is None else r['p99_ack_ms']} | "
+                     f"{'' if r['cpu_s_per_1000'] is None else r['cpu_s_per_1000']} | {r['note'] or '-'} |")
+    lines += ["", "| ratio | value |", "|---|---|"]
+    for name, v in ratios.items():
+        lines.append(f"| {name} | **{v:.3g}** |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------
@@ -511,8 +638,8 @@ def table(rows):
              "|---|---|---|---|---|---|---|---|---|---|"]
     by_key = {}
     for r in rows:
-        if r["scenario"] == "tls":
-            continue  # tls_table
+        if r["scenario"] in ("tls", "dkim"):
+            continue  # tls_table, dkim_table
         by_key.setdefault((r["scenario"], r["size"], r["connections"]), []).append(r)
     for (scenario, size, conns), group in by_key.items():
         ours = [r for r in group if r["system"].startswith("ringrelay-bench -> ring")]
@@ -559,7 +686,7 @@ def chart(rows, png):
         return
     series = {}
     for r in rows:
-        if r["scenario"] in ("latency", "tls"):
+        if r["scenario"] in ("latency", "tls", "dkim"):
             continue
         key = (r["size"], r["scenario"], r["system"].split(" -> ")[-1] if r["scenario"] == "ceiling"
                else ("ringrelay" if "-> ringrelay" in r["system"] and "Postfix" not in r["system"] else "Postfix"))
@@ -598,11 +725,12 @@ def git_state():
 
 def main():
     ap = argparse.ArgumentParser(description="bench/e2e: ringrelay and Postfix side by side (see the header)")
-    ap.add_argument("--only", choices=("all", "main", "tls"), default=os.environ.get("ONLY", "all"),
-                    help="main: ceiling, acceptance, end to end and latency; tls: the TLS comparison alone")
+    ap.add_argument("--only", choices=("all", "main", "tls", "dkim"), default=os.environ.get("ONLY", "all"),
+                    help="main: ceiling, acceptance, end to end and latency; tls: the TLS comparison alone; "
+                         "dkim: unsigned, Ed25519 and RSA end to end alone")
     only = ap.parse_args().only
     for path, what in ((RINGRELAY, "ringrelay"), (BENCH, "ringrelay-bench"), (RSINK, "ringrelay-sink"),
-                       (SOURCE, "smtp-source"), (SINK, "smtp-sink")):
+                       (SOURCE, "smtp-source"), (SINK, "smtp-sink"), (KEYGEN, "ringrelay-dkim-keygen")):
         if not os.access(path, os.X_OK):
             die(f"{what} not found at {path} (bench/e2e builds and installs everything first)")
     os.makedirs(RESULTS_DIR, exist_ok=True)
@@ -614,6 +742,8 @@ def main():
     rows = []
     tls = {"size": TLS_SIZE, "connections": TLS_CONNECTIONS, "rounds": TLS_ROUNDS, "rows": [], "ratios": {},
            "runs": []}
+    dkim = {"size": DKIM_SIZE, "connections": DKIM_CONNECTIONS, "rounds": DKIM_ROUNDS, "cpus": os.cpu_count(),
+            "rows": [], "ratios": {}, "openssl": {}, "runs": []}
 
     def log_row(r):
         log(f"{r['scenario']:>10} {r['size'] // 1024:>3} KiB x{r['connections']:<3} {r['system']}: "
@@ -647,22 +777,30 @@ def main():
             tls["seconds"] = round(time.monotonic() - t0, 1)
             for name, v in tls["ratios"].items():
                 log(f"       tls {name}: {v['messages_per_second']}x msg/s, {v['cpu_s_per_1000']}x CPU per message")
+        if only in ("all", "dkim") and DKIM_ROUNDS > 0:
+            t0 = time.monotonic()
+            dkim["rows"], dkim["ratios"], dkim["openssl"], dkim["runs"] = dkim_comparison(work, log_row)
+            rows += dkim["rows"]
+            dkim["seconds"] = round(time.monotonic() - t0, 1)
+            for name, v in dkim["ratios"].items():
+                log(f"      dkim {name}: {v}")
     finally:
         cleanup()
         shutil.rmtree(work, ignore_errors=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
               "command": "bench/e2e" + ("" if only == "all" else f" --only {only}"), **git,
               "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release, "load_before": load_before},
-              "seconds": round(time.time() - started, 1), "rows": rows, "tls": tls}
+              "seconds": round(time.time() - started, 1), "rows": rows, "tls": tls, "dkim": dkim}
     # A partial run never overwrites a full run's files.
     base = "e2e" if only == "all" else f"e2e-{only}"
     with open(os.path.join(RESULTS_DIR, f"{base}.json"), "w") as f:
         json.dump(result, f, indent=1)
-    md = "\n\n".join(part for part in (table(rows) if only != "tls" else "", tls_table(tls)) if part)
+    md = "\n\n".join(part for part in (table(rows) if only in ("all", "main") else "", tls_table(tls),
+                                        dkim_table(dkim)) if part)
     with open(os.path.join(RESULTS_DIR, f"{base}.md"), "w") as f:
         f.write(md + "\n")
     outputs = f"{base}.json, {base}.md"
-    if only != "tls":
+    if only in ("all", "main"):
         chart(rows, os.path.join(RESULTS_DIR, f"{base}.png"))
         outputs += f", {base}.png"
     print(md)
