@@ -422,6 +422,23 @@ def acceptance_postfix(work, size, conns, starttls=False, n=None, scenario=None)
                cpu, summary["ack_latency_us"]["p99"] / 1000, note)
 
 
+def median_rows(runs, case_field):
+    """{case: [row per round]} -> {case: one row with each figure's median over the rounds,
+    the rounds' msg/s in "runs_messages_per_second", and the case's name in case_field}."""
+    rows = {}
+    for key, rs in runs.items():
+        med = dict(rs[0])
+        del med["round"]
+        for field in ("seconds", "messages_per_second", "p99_ack_ms", "cpu_s_per_1000"):
+            vals = [r[field] for r in rs if r[field] is not None]
+            med[field] = round(statistics.median(vals), 3) if vals else None
+        med["messages_per_hour"] = int(med["messages_per_second"] * 3600)
+        med["runs_messages_per_second"] = [r["messages_per_second"] for r in rs]
+        med[case_field] = key
+        rows[key] = med
+    return rows
+
+
 def tls_comparison(work, log_row):
     """(d): the four TLS-scenario systems, TLS_ROUNDS rounds of all four in turn. Returns the
     median rows (one per system, each with its runs' msg/s) and the ratios."""
@@ -440,17 +457,7 @@ def tls_comparison(work, log_row):
             r["round"] = rnd + 1
             log_row(r)
             runs.setdefault(key, []).append(r)
-    rows = {}
-    for key, rs in runs.items():
-        med = dict(rs[0])
-        del med["round"]
-        for field in ("seconds", "messages_per_second", "p99_ack_ms", "cpu_s_per_1000"):
-            vals = [r[field] for r in rs if r[field] is not None]
-            med[field] = round(statistics.median(vals), 3) if vals else None
-        med["messages_per_hour"] = int(med["messages_per_second"] * 3600)
-        med["runs_messages_per_second"] = [r["messages_per_second"] for r in rs]
-        med["tls_case"] = key
-        rows[key] = med
+    rows = median_rows(runs, "tls_case")
 
     def ratio(a, b, field="messages_per_second"):
         x, y = rows[a][field], rows[b][field]
@@ -573,17 +580,7 @@ def dkim_comparison(work, log_row):
     limit = openssl_sign_rates()
     log(f"      dkim openssl speed -multi {os.cpu_count()}: {limit['ed25519']:,.0f} Ed25519 and "
         f"{limit['rsa2048']:,.0f} RSA-2048 signatures/s")
-    rows = {}
-    for key, rs in runs.items():
-        med = dict(rs[0])
-        del med["round"]
-        for field in ("seconds", "messages_per_second", "p99_ack_ms", "cpu_s_per_1000"):
-            vals = [r[field] for r in rs if r[field] is not None]
-            med[field] = round(statistics.median(vals), 3) if vals else None
-        med["messages_per_hour"] = int(med["messages_per_second"] * 3600)
-        med["runs_messages_per_second"] = [r["messages_per_second"] for r in rs]
-        med["dkim_case"] = key
-        rows[key] = med
+    rows = median_rows(runs, "dkim_case")
     peer["runs_messages_per_second"] = [peer["messages_per_second"]]
     peer["dkim_case"] = "Postfix"
     rows["Postfix"] = peer

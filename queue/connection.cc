@@ -258,6 +258,20 @@ void connection::auth_checked(void* self, auth_check& check) noexcept {
     c->answer_auth_later(result, static_cast<std::uint32_t>(std::min<std::uint64_t>(500 * failures, 4000)));
 }
 
+namespace {
+// ["a","b"] (escaped).
+void append_json_strings(std::string& line, const std::vector<std::string>& items) {
+    line += '[';
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (i != 0) line += ',';
+        line += '"';
+        core::append_json_escaped(line, items[i]);
+        line += '"';
+    }
+    line += ']';
+}
+}  // namespace
+
 void connection::log_reception() noexcept {
     core::log_writer& log = _shard.log();
     if (!log.enabled()) return;
@@ -275,14 +289,9 @@ void connection::log_reception() noexcept {
     core::append_json_escaped(line, env.helo);
     line += "\",\"sender\":\"";
     core::append_json_escaped(line, env.mail_from);
-    line += "\",\"recipients\":[";
-    for (std::size_t i = 0; i < env.rcpt_to.size(); ++i) {
-        if (i != 0) line += ',';
-        line += '"';
-        core::append_json_escaped(line, env.rcpt_to[i]);
-        line += '"';
-    }
-    line += "],\"size\":";
+    line += "\",\"recipients\":";
+    append_json_strings(line, env.rcpt_to);
+    line += ",\"size\":";
     line += std::to_string(stored_message().size());
     line += ",\"auth\":";
     if (session().authenticated_user().empty()) {
@@ -300,25 +309,11 @@ void connection::log_reception() noexcept {
         core::append_json_escaped(line, tls_text());
         line += '"';
     }
-    {
-        line += ",\"dkim\":[";
-        for (std::size_t i = 0; i < _dkim_made.size(); ++i) {
-            if (i != 0) line += ',';
-            line += '"';
-            core::append_json_escaped(line, _dkim_made[i]);
-            line += '"';
-        }
-        line += ']';
-        if (!_dkim_errors.empty()) {
-            line += ",\"dkim_errors\":[";
-            for (std::size_t i = 0; i < _dkim_errors.size(); ++i) {
-                if (i != 0) line += ',';
-                line += '"';
-                core::append_json_escaped(line, _dkim_errors[i]);
-                line += '"';
-            }
-            line += ']';
-        }
+    line += ",\"dkim\":";
+    append_json_strings(line, _dkim_made);
+    if (!_dkim_errors.empty()) {
+        line += ",\"dkim_errors\":";
+        append_json_strings(line, _dkim_errors);
     }
     line += "}\n";
 }
