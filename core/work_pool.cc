@@ -30,8 +30,12 @@ void work_return::arm() noexcept {
 
 void work_return::push(work_item* item) noexcept {
     std::lock_guard lock(_mutex);
+    const bool wake = _done.empty();
     _done.push_back(item);
     ++_returned;
+    // One wake-up per batch: items already waiting mean a write is pending whose complete()
+    // has not taken the list yet (it takes it under this mutex), and will take this one too.
+    if (!wake) return;
     const std::uint64_t one = 1;
     // Cannot fail short of a counter overflow (2^64 - 2 wake-ups without a read).
     (void)!::write(_fd, &one, sizeof one);
