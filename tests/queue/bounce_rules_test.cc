@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -111,7 +112,9 @@ TEST(BounceRulesFile, TheEmbeddedFileLoadsAndEveryRuleCitesItsSource) {
     EXPECT_EQ(load->replaced, 0u);
     for (const protocol::bounce_rule& r : load->table.rules()) {
         EXPECT_FALSE(r.source.empty()) << r.name;
-        if (r.cls != bounce_class::reputation) EXPECT_TRUE(r.blocklist.empty()) << r.name;
+        if (r.cls != bounce_class::reputation) {
+            EXPECT_TRUE(r.blocklist.empty()) << r.name;
+        }
     }
     // It is the file in the tree (the build embeds etc/bounce-classes.json).
     std::ifstream in(std::string(RINGRELAY_SOURCE_ROOT) + "/etc/bounce-classes.json", std::ios::binary);
@@ -373,7 +376,7 @@ TEST(BounceRulesFile, ARefusedGreetingPassedOnAsAReasonIsClassifiedAsTheReply) {
 }
 
 TEST(BounceRulesOverride, NewRulesGoFirstAndSameNamesReplaceInPlace) {
-    const std::string file = R"({
+    const std::string file = R"json({
   "rules": [
     {"name": "tenant-mailbox-retired", "class": "inactive-mailbox", "text": "mailbox retired",
      "source": "our next hop's own text"},
@@ -381,7 +384,7 @@ TEST(BounceRulesOverride, NewRulesGoFirstAndSameNamesReplaceInPlace) {
      "source": "test"},
     {"name": "status-other", "class": "protocol", "status": ["*.0.*", "*.1.*", "*.2.*", "*.3.*"], "source": "test"}
   ]
-})";
+})json";
     temp_file f(file);
     auto load = load_bounce_rules(f.path);
     ASSERT_TRUE(load.has_value()) << load.error();
@@ -390,10 +393,10 @@ TEST(BounceRulesOverride, NewRulesGoFirstAndSameNamesReplaceInPlace) {
     EXPECT_EQ(load->table.rules().size(), load->embedded + 1);
     EXPECT_EQ(load->table.rules().front().name, "tenant-mailbox-retired") << "new rules are tried first";
     // Replaced in place: the same position as in the embedded table.
-    auto embedded = load_bounce_rules("");
-    ASSERT_TRUE(embedded.has_value());
-    for (std::size_t i = 0; i < embedded->table.rules().size(); ++i)
-        EXPECT_EQ(load->table.rules()[i + 1].name, embedded->table.rules()[i].name);
+    const auto base = load_bounce_rules("");
+    ASSERT_TRUE(base.has_value());
+    const std::span<const protocol::bounce_rule> base_rules = base->table.rules();
+    for (std::size_t i = 0; i < base_rules.size(); ++i) EXPECT_EQ(load->table.rules()[i + 1].name, base_rules[i].name);
     EXPECT_EQ(describe(*load, f.path), "bounce classes: " + std::to_string(load->embedded + 1) + " rules (" +
                                            std::to_string(load->embedded) + " embedded from etc/bounce-classes.json; " +
                                            f.path + ": 1 added, 2 replaced)");
