@@ -143,9 +143,9 @@ std::string_view normalize_bounce_text(std::string_view text, std::span<char> ou
             continue;
         }
         if (pending_space) {
+            if (n + 1 >= out.size()) break;  // no room for what follows: no trailing space
             out[n++] = ' ';
             pending_space = false;
-            if (n == out.size()) break;
         }
         out[n++] = lower(c);
     }

@@ -136,6 +136,12 @@ TEST(BounceText, OnlyTheFirstMaxClassifiedTextOctetsAreLookedAt) {
     EXPECT_EQ(table.classify(peer(550, st(5, 7, 1), "blocked using zen.spamhaus.org")).cls, bounce_class::reputation);
     std::array<char, 4> tiny{};
     EXPECT_EQ(normalize_bounce_text("abcdefgh", tiny), "abcd");
+    // Cut where a space would go: the text ends before it, never with it (found by
+    // fuzz_bounce_classes; a crash input is in tests/fuzz/corpus/bounce_classes/).
+    EXPECT_EQ(normalize_bounce_text("abcd efgh", tiny), "abcd");
+    std::array<char, 5> five{};
+    EXPECT_EQ(normalize_bounce_text("abcd  efgh", five), "abcd");
+    EXPECT_EQ(normalize_bounce_text("ab c", five), "ab c");
 }
 
 TEST(BounceRules, ConditionsAllHoldPatternsAnyAndTheFirstRuleWins) {
