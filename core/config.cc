@@ -166,6 +166,11 @@ constexpr flag_descriptor flag_table[] = {
      .help = "waits between delivery attempts of a deferred recipient; the last repeats, each jittered"},
     {.name = "--max-age", .member = &config::max_age, .form = flag_form::duration,
      .help = "after this long undelivered mail expires and bounces"},
+    {.name = "--bounce-classes", .member = &config::bounce_classes,
+     .unset_means = "the embedded etc/bounce-classes.json only",
+     .help = "FILE of bounce classification rules (JSON, as etc/bounce-classes.json) over the embedded ones: "
+             "a rule named like an embedded one replaces it, the others are tried first; a file that does "
+             "not load stops the start"},
     {.name = "--max-connections-per-destination", .member = &config::max_connections_per_destination, .min = 1,
      .help = "outbound connections per next hop"},
     {.name = "--max-messages-per-connection", .member = &config::max_messages_per_connection, .min = 1,

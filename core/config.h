@@ -71,6 +71,9 @@ struct config {
     std::string smarthost;                 // "HOST:PORT": same as --route '*=HOST:PORT'
     std::string retry_intervals = "5m,10m,20m,40m,1h20m,2h40m,4h";  // the last repeats
     std::string max_age = "5d";
+    // Bounce classification rules (etc/bounce-classes.json format) over the embedded ones: a rule
+    // named like an embedded one replaces it, others are tried first. Empty: the embedded only.
+    std::string bounce_classes;
     std::uint32_t max_connections_per_destination = 16;
     std::uint32_t max_messages_per_connection = 1000;
     std::uint32_t idle_connection_timeout = 5;  // seconds an unused outbound connection stays

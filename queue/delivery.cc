@@ -6,10 +6,25 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/invariant.h"
+#include "queue/bounce_rules.h"
 
 namespace ringrelay::queue {
 
 namespace {
+
+// The bounce classification rules of this shard's log: the embedded ones with --bounce-classes
+// over them. tools/ringrelay.cc loaded the same file before any shard started and refused to
+// start if it did not load; should it no longer load now (changed in between), this shard
+// classifies with the embedded rules and says so.
+protocol::bounce_rules bounce_rules_for(const core::config& config) {
+    auto load = load_bounce_rules(config.bounce_classes);
+    if (load) return std::move(load->table);
+    core::diag(load.error() + "; classifying bounces with the embedded rules only");
+    auto embedded = load_bounce_rules("");
+    RR_ASSERT(embedded.has_value());
+    return std::move(embedded->table);
+}
 
 // What the connection sends for the job: views into the message and the job's addresses.
 protocol::outbound_message outbound_message_of(const stored_message& m, std::span<const std::string> rcpt_to) {
@@ -33,7 +48,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
     : _shard(shard_index),
       _router(config),
       _tls(config, tls_generation, core::system_time()),
-      _log(log, shard_index),
+      _log(log, shard_index, bounce_rules_for(config)),
       _dsns(s, config, host, shard_index, *this),
       _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),

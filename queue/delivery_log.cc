@@ -4,6 +4,8 @@
 #include <cstdio>
 
 #include "core/clock.h"
+#include "core/invariant.h"
+#include "queue/bounce_rules.h"
 #include "queue/message_store.h"
 
 namespace ringrelay::queue {
@@ -14,6 +16,27 @@ std::string reply_line(const protocol::outcome_reply& r) {
     for (const char ch : r.text) out += ch == '\n' ? ' ' : ch;
     return out;
 }
+
+protocol::bounce_input bounce_input_of(const outcome_note& note) noexcept {
+    const protocol::outcome_reply* reply = note.reply;
+    if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
+        protocol::bounce_input in;
+        in.origin = reply->origin == protocol::reply_origin::peer ? protocol::rule_origin::peer
+                                                                  : protocol::rule_origin::local;
+        in.code = reply->code;
+        in.enhanced = reply->enhanced;
+        in.text = reply->text;
+        return in;
+    }
+    if (note.why != nullptr) return protocol::bounce_input_from_reason(note.why);
+    return {};  // local, no code, no text: rules treat it as a broken dialogue
+}
+
+delivery_log::delivery_log(core::log_writer& log, unsigned shard) : _log(log), _shard(shard), _rules([] {
+    auto load = load_bounce_rules("");
+    RR_ASSERT(load.has_value());  // the embedded file; tests/queue/bounce_rules_test.cc loads it
+    return std::move(load->table);
+}()) {}
 
 void delivery_log::record(const char* type, const stored_message& m, std::uint32_t i, const outcome_note& note,
                           std::uint64_t next_attempt_us) {
@@ -84,6 +107,23 @@ void delivery_log::record(const char* type, const stored_message& m, std::uint32
         line += ",\"next_attempt\":\"";
         line += core::iso8601_us(static_cast<std::int64_t>(next_attempt_us));
         line += '"';
+    }
+    // Last, so that the fields every record has keep their place.
+    if (std::string_view(type) != "Delivery") {
+        const protocol::bounce_verdict v = classify(note);
+        line += ",\"bounce_class\":\"";
+        line += protocol::to_string(v.cls);
+        line += '"';
+        if (!v.blocklist.empty()) {
+            line += ",\"blocklist\":\"";
+            core::append_json_escaped(line, v.blocklist);
+            line += '"';
+        }
+        if (!v.rule.empty()) {
+            line += ",\"bounce_rule\":\"";
+            core::append_json_escaped(line, v.rule);
+            line += '"';
+        }
     }
     line += "}\n";
 }

@@ -1,14 +1,19 @@
 // queue/delivery_log.h: the delivery log records of recipient outcomes (docs/ARCHITECTURE.md
 // "Delivery"): one JSON object per line, `Delivery`, `TransientFailure`, `Bounce` or
 // `Expiration`, with the queue id, shard, sender, recipient, next hop, reply, TLS, attempt
-// count, time in the queue, the attempt's duration and the next attempt.
+// count, time in the queue, the attempt's duration and the next attempt. The three failure
+// records also carry the failure's bounce class (issue 16; protocol/bounce_class.h, the rules in
+// queue/bounce_rules.h): "bounce_class", with "blocklist" when the reply names a blocklist and
+// "bounce_rule", the name of the rule that decided (absent when none did: class other).
 //
-// Threading: shard-local, like the core::log_writer it appends to.
+// Threading: shard-local, like the core::log_writer it appends to. The rule table is this
+// log's own copy (each shard loads its own at start-up), never written after construction.
 #pragma once
 #include <cstdint>
 #include <string>
 
 #include "core/log.h"
+#include "protocol/bounce_class.h"
 #include "protocol/client_types.h"
 #include "queue/delivery_job.h"
 
@@ -26,17 +31,33 @@ struct outcome_note {
 // "550 5.1.1 text" with the lines of a multi-line reply joined by spaces.
 [[nodiscard]] std::string reply_line(const protocol::outcome_reply& r);
 
+// What a failure is, for classification: the reply if there was one, else our reason (which may
+// carry a refused greeting's reply, protocol::bounce_input_from_reason). Views into `note`.
+[[nodiscard]] protocol::bounce_input bounce_input_of(const outcome_note& note) noexcept;
+
 class delivery_log {
 public:
-    delivery_log(core::log_writer& log, unsigned shard) noexcept : _log(log), _shard(shard) {}
+    // Classifies with `rules` (load_bounce_rules: the embedded rules and --bounce-classes).
+    delivery_log(core::log_writer& log, unsigned shard, protocol::bounce_rules rules) noexcept
+        : _log(log), _shard(shard), _rules(std::move(rules)) {}
+    // Classifies with the embedded rules only (tests).
+    delivery_log(core::log_writer& log, unsigned shard);
 
-    // One record for recipient `i` of `m`; next_attempt_us 0: none (final outcomes).
+    // One record for recipient `i` of `m`; next_attempt_us 0: none (final outcomes). Every type
+    // but "Delivery" is a failure and gets its bounce class.
     void record(const char* type, const stored_message& m, std::uint32_t i, const outcome_note& note,
                 std::uint64_t next_attempt_us);
+
+    // The class of the failure `note` describes; views into the rule table, which lives as long
+    // as this log.
+    [[nodiscard]] protocol::bounce_verdict classify(const outcome_note& note) const noexcept {
+        return _rules.classify(bounce_input_of(note));
+    }
 
 private:
     core::log_writer& _log;
     const unsigned _shard;
+    const protocol::bounce_rules _rules;
 };
 
 }  // namespace ringrelay::queue

@@ -16,12 +16,14 @@
 #include <cstdlib>
 #include <ctime>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "core/config.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "protocol/server_session.h"
+#include "queue/bounce_rules.h"
 #include "queue/relay.h"
 
 using namespace ringrelay;
@@ -71,6 +73,15 @@ int main(int argc, char** argv) {
         return loaded.error().code;
     }
     core::config config = std::move(*loaded);
+    // The bounce classification rules (the embedded etc/bounce-classes.json and --bounce-classes
+    // over it) are checked here, like the other flags: a file that does not load stops the start
+    // with the file, the rule and the reason. Each shard's delivery loads its own copy.
+    const auto bounce_rules = queue::load_bounce_rules(config.bounce_classes);
+    if (!bounce_rules) {
+        std::fprintf(stderr, "ringrelay: %s\n", bounce_rules.error().c_str());
+        return 2;
+    }
+    const std::string bounce_summary = queue::describe(*bounce_rules, config.bounce_classes);
     if (config.list_spool) return list_spool(config);
     raise_fd_limit(config);
 
@@ -108,6 +119,7 @@ int main(int argc, char** argv) {
     core::diag(node.tls_summary());
     core::diag(node.auth_summary());
     core::diag(node.dkim_summary());
+    core::diag(bounce_summary);
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +

@@ -16,14 +16,25 @@
 # 5. expiry (--max-age 3s) against a soft-rejecting next hop (-r RCPT): an Expiration
 #    record, and a DSN (Action: failed, Status: 4.4.7) to the sender via another route;
 # 6. after each part, once everything is final: --list-spool 0 and at most one segment file
-#    per shard (the open one).
+#    per shard (the open one);
+# 7. bounce classes (issue 16): every TransientFailure, Bounce and Expiration record of parts
+#    1-5 carries "bounce_class" (routing for a next hop that is down or hangs up, other for
+#    smtp-sink's "5.3.0 Error: command failed"); a scripted next hop answering RCPT with real
+#    provider replies (Gmail, Microsoft, Spamhaus, Yahoo; each cited in
+#    etc/bounce-classes.json) gets each recipient's class and blocklist, with a
+#    --bounce-classes file that adds a rule and replaces one; a file that does not load stops
+#    the start with exit status 2, naming the file, the rule and the reason.
 # The queue ids are those of the 250 replies: the delivery log is written asynchronously, and a
 # Reception line can reach the file after the client has its 250 (part 2 holds the log back
 # while its batch is sent, so the test shows it does not depend on the order).
 # No timing assertions; every wait is bounded; sinks and relays are stopped at exit.
+import json
 import os
 import smtplib
 import socket
+import socketserver
+import subprocess
+import threading
 import time
 
 import harness
@@ -152,6 +163,9 @@ def next_hop_down(c, binary):
     c.check(tf and all(r.get("next_attempt") and r["next_hop"] and r["next_hop"]["address"] == f"127.0.0.1:{port}"
                        for r in tf), f"{label}: TransientFailure records name the next hop and the next attempt",
             tf[:1])
+    c.check(all(r.get("bounce_class") == "routing" for r in tf),
+            f"{label}: a next hop that refuses connections is bounce_class routing",
+            sorted({r.get("bounce_class") for r in tf}))
     count, _, _ = harness.list_spool(binary, relay.spool)
     c.check(count == len(sent), f"{label}: all {len(sent)} messages still in the spool", f"{count}")
     c.check(not records_for(relay, "Delivery") and not records_for(relay, "Bounce"),
@@ -180,6 +194,10 @@ def disconnects(c, binary, fault):
     wait_for(lambda: {r["queue_id"] for r in records_for(relay, "TransientFailure", qids)} == qids,
              f"{label}: every recipient deferred after the disconnect", c)
     c.check(not records_for(relay, "Delivery", qids), f"{label}: no Delivery record while the next hop hangs up")
+    lost = records_for(relay, "TransientFailure", qids)
+    c.check(all(r.get("bounce_class") == "routing" for r in lost),
+            f"{label}: a next hop that hangs up mid-transaction is bounce_class routing",
+            [(r.get("reply"), r.get("bounce_class")) for r in lost][:3])
     bad.stop()
     faulty_copies, foreign = copies_at(bad, sent)
     c.check(not foreign, f"{label}: the faulty sink holds only our messages", foreign[:3])
@@ -222,6 +240,12 @@ def mixed_and_null_sender(c, binary):
     bounced = sorted(r["recipient"] for r in records_for(relay, "Bounce", {qid}))
     c.check(delivered == ["a1@ok.test", "a2@ok.test"], f"{label}: the ok.test recipients are delivered", delivered)
     c.check(bounced == ["b@bad.test"], f"{label}: b@bad.test is bounced", bounced)
+    hard = records_for(relay, "Bounce", {qid})
+    c.check(hard and all(r.get("bounce_class") == "other" and r.get("bounce_rule") == "status-other" for r in hard),
+            f"{label}: smtp-sink's 5.3.0 refusal is bounce_class other (RFC 3463 X.3.0)",
+            [(r.get("reply"), r.get("bounce_class"), r.get("bounce_rule")) for r in hard])
+    c.check(all("bounce_class" not in r for r in records_for(relay, "Delivery", {qid})),
+            f"{label}: Delivery records have no bounce_class")
     at_ok = [(m, b) for m, b in ok.messages() if b"<mixed1@faults.test>" in b]
     rcpts_at_ok = sorted(r for m, _ in at_ok for r in m.get("X-Rcpt-Args", []))
     c.check(rcpts_at_ok == ["<a1@ok.test>", "<a2@ok.test>"], f"{label}: ok.test's next hop got both, once",
@@ -276,6 +300,9 @@ def expiry(c, binary):
     ex = records_for(relay, "Expiration", {qid})
     c.check(len(tf) >= 1, f"{label}: deferred at least once before expiring", f"{len(tf)}")
     c.check(len(ex) == 1 and ex[0]["recipient"] == "x@exp.test", f"{label}: one Expiration record", ex)
+    c.check(all(r.get("bounce_class") == "other" for r in tf + ex),
+            f"{label}: smtp-sink's 4.3.0 deferrals and the Expiration after them are bounce_class other",
+            [(r["type"], r.get("reply"), r.get("bounce_class")) for r in tf + ex][:4])
     c.check(not records_for(relay, "Delivery", {qid}) and not records_for(relay, "Bounce", {qid}),
             f"{label}: neither delivered nor bounced")
     baseline(c, binary, relay, label)
@@ -291,6 +318,185 @@ def expiry(c, binary):
     c.info(f"{label}: {len(tf)} TransientFailure record(s) before the Expiration")
 
 
+class ScriptedPeer:
+    """A next hop on loopback that answers each RCPT from a script: {local part: reply lines}
+    (anything else gets 250). `mail_reply`, if set, answers MAIL instead (a 421 closes the
+    connection, as Yahoo's [TSS04] does). Python's standard library only; stopped at exit."""
+
+    def __init__(self, script=None, mail_reply=None):
+        peer = self
+        self.script = script or {}
+        self.mail_reply = mail_reply
+        self.rcpts = []
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, lines):
+                lines = [lines] if isinstance(lines, str) else lines
+                out = "".join(l[:3] + ("-" if i + 1 < len(lines) else " ") + l[4:] + "\r\n"
+                              for i, l in enumerate(lines))
+                self.wfile.write(out.encode())
+                self.wfile.flush()
+
+            def handle(self):
+                self.reply("220 scripted.test ESMTP")
+                accepted = 0
+                while True:
+                    line = self.rfile.readline(4096)
+                    if not line:
+                        return
+                    cmd = line.decode("utf-8", "replace").rstrip("\r\n")
+                    verb = cmd.split(" ", 1)[0].upper()
+                    if verb in ("EHLO", "HELO"):
+                        self.reply(["250-scripted.test", "250 8BITMIME"])
+                    elif verb == "MAIL":
+                        if peer.mail_reply:
+                            self.reply(peer.mail_reply)
+                            if peer.mail_reply[0].startswith("421"):
+                                return
+                        else:
+                            accepted = 0
+                            self.reply("250 2.1.0 Ok")
+                    elif verb == "RCPT":
+                        rcpt = cmd[cmd.find("<") + 1:cmd.rfind(">")]
+                        peer.rcpts.append(rcpt)
+                        scripted = peer.script.get(rcpt.split("@")[0])
+                        if scripted:
+                            self.reply(scripted)
+                        else:
+                            accepted += 1
+                            self.reply("250 2.1.5 Ok")
+                    elif verb == "DATA":
+                        if not accepted:
+                            self.reply("554 5.5.1 Error: no valid recipients")
+                            continue
+                        self.reply("354 End data with <CR><LF>.<CR><LF>")
+                        while True:
+                            data = self.rfile.readline(65536)
+                            if not data or data == b".\r\n":
+                                break
+                        self.reply("250 2.0.0 Ok: queued")
+                    elif verb == "QUIT":
+                        self.reply("221 2.0.0 Bye")
+                        return
+                    else:  # RSET, NOOP
+                        self.reply("250 2.0.0 Ok")
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        harness.register_cleanup(self.stop)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# Real replies (sources in etc/bounce-classes.json), as a next hop sends them: local part ->
+# reply lines, and the class and blocklist the log must give.
+PROVIDER_REPLIES = {
+    "gmail-unknown": (["550-5.1.1 The email account that you tried to reach does not exist. Please try",
+                       "550-5.1.1 double-checking the recipient's email address for typos or",
+                       "550 5.1.1 unnecessary spaces. a1si123 - gsmtp"], "Bounce", "invalid-recipient", None),
+    "gmail-dmarc": (["550-5.7.26 Unauthenticated email from sender.test is not accepted due to",
+                     "550-5.7.26 domain's DMARC policy. Please visit",
+                     "550-5.7.26 https://support.google.com/mail/answer/81126#authentication for",
+                     "550 5.7.26 more information."], "Bounce", "authentication", None),
+    "ms-banned": (["550 5.7.606 Access denied, banned sending IP [127.0.0.1]. To request removal from this list "
+                   "please visit https://sender.office.com/ and follow the directions. For more information please "
+                   "go to http://go.microsoft.com/fwlink/?LinkID=526655 (AS16012609)"], "Bounce", "reputation",
+                  "Microsoft"),
+    "spamhaus": (["554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"],
+                 "Bounce", "reputation", "Spamhaus"),
+    "gmail-full": (["452 4.2.2 The email account that you tried to reach is over quota. Please direct the "
+                    "recipient to this article."], "TransientFailure", "mailbox-full", None),
+    # With the --bounce-classes file below: a rule of its own, and the SpamCop rule replaced.
+    "retired": (["550 5.7.1 Recipient mailbox retired by the scripted peer"], "Bounce", "inactive-mailbox", None),
+    "spamcop": (["554 IP found in Spamcop Black List. Visit spamcop.net for more information"], "Bounce",
+                "reputation", "SpamCop (override)"),
+}
+
+OVERRIDE_RULES = {
+    "rules": [
+        {"name": "scripted-mailbox-retired", "class": "inactive-mailbox", "text": ["mailbox retired"],
+         "source": "tests/integration/delivery_faults_test.py (the scripted next hop's own text)"},
+        {"name": "blocklist-spamcop", "class": "reputation", "blocklist": "SpamCop (override)", "text": ["spamcop"],
+         "source": "tests/integration/delivery_faults_test.py (replaces the embedded rule of this name)"},
+    ]
+}
+
+YAHOO_TSS04 = ["421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or user "
+               "complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"]
+
+
+def bounce_classes(c, binary):
+    label = "bounce classes"
+    work = harness.temp_dir()
+    rules = os.path.join(work, "bounce-classes.json")
+    with open(rules, "w") as f:
+        json.dump(OVERRIDE_RULES, f)
+    broken = os.path.join(work, "broken-classes.json")
+    with open(broken, "w") as f:
+        json.dump({"rules": [{"name": "typo", "class": "hard-bounce", "text": ["x"], "source": "test"}]}, f)
+
+    # A file that does not load stops the start (exit status 2, like any bad flag).
+    spool = os.path.join(work, "broken-spool")
+    try:
+        run = subprocess.run([binary, "--spool", spool, "--listen", "127.0.0.1:0", "--hold", "--bounce-classes", broken],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             timeout=30)
+        c.check(run.returncode == 2, f"{label}: a rules file that does not load: exit status 2", f"{run.returncode}")
+        c.check(f"ringrelay: --bounce-classes {broken}: rule 1 \"typo\": unknown class 'hard-bounce' (one of "
+                "invalid-recipient, " in run.stderr,
+                f"{label}: the error names the file, the rule and the reason", run.stderr[-400:])
+        c.check(not os.path.exists(spool), f"{label}: nothing was started (no spool made)")
+    except subprocess.TimeoutExpired:
+        c.check(False, f"{label}: a rules file that does not load stops the start at once", "still running after 30s")
+
+    peer = ScriptedPeer({k: v[0] for k, v in PROVIDER_REPLIES.items()})
+    yahoo = ScriptedPeer(mail_reply=YAHOO_TSS04)
+    relay = harness.Relay(binary, ["--route", f"providers.test=127.0.0.1:{peer.port}",
+                                   "--route", f"yahoo.test=127.0.0.1:{yahoo.port}",
+                                   "--bounce-classes", rules, "--retry-intervals", "1h",
+                                   "--idle-connection-timeout", "2"]).start()
+    c.check(f"{rules}: 1 added, 1 replaced)" in relay.stderr(),
+            f"{label}: the start-up line counts the file's rules", relay.stderr()[-600:])
+    body = b"Subject: provider replies\r\nMessage-ID: <providers1@faults.test>\r\n\r\nclassified\r\n"
+    rcpts = [f"{local}@providers.test" for local in PROVIDER_REPLIES] + ["ok@providers.test"]
+    qid = send(relay, "s@sender.test", rcpts, body)
+    c.require(qid is not None, f"{label}: message accepted")
+    yqid = send(relay, "s@sender.test", ["user@yahoo.test"], b"Subject: yahoo\r\n\r\ndeferred\r\n")
+    c.require(yqid is not None, f"{label}: the message to the throttling next hop is accepted")
+
+    def outcomes():
+        return {r["recipient"]: r for kind in ("Bounce", "TransientFailure", "Delivery")
+                for r in records_for(relay, kind, {qid, yqid})}
+    wait_for(lambda: len(outcomes()) >= len(rcpts) + 1, f"{label}: an outcome for every recipient", c)
+    got = outcomes()
+    for local, (_, kind, cls, blocklist) in PROVIDER_REPLIES.items():
+        r = got.get(f"{local}@providers.test", {})
+        c.check(r.get("type") == kind and r.get("bounce_class") == cls and r.get("blocklist") == blocklist,
+                f"{label}: {local}: {kind} with bounce_class {cls}" + (f", blocklist {blocklist}" if blocklist else ""),
+                {k: r.get(k) for k in ("type", "reply", "bounce_class", "blocklist", "bounce_rule")})
+    ok = got.get("ok@providers.test", {})
+    c.check(ok.get("type") == "Delivery" and "bounce_class" not in ok, f"{label}: the accepted recipient is delivered, "
+            "without a bounce_class", ok)
+    c.check(got.get("spamcop@providers.test", {}).get("bounce_rule") == "blocklist-spamcop" and
+            got.get("retired@providers.test", {}).get("bounce_rule") == "scripted-mailbox-retired",
+            f"{label}: the override file's rules decided (bounce_rule)",
+            [got.get(f"{x}@providers.test", {}).get("bounce_rule") for x in ("spamcop", "retired")])
+    y = got.get("user@yahoo.test", {})
+    c.check(y.get("type") == "TransientFailure" and y.get("bounce_class") == "rate-limited"
+            and y.get("bounce_rule") == "yahoo-tss",
+            f"{label}: Yahoo's 421 [TSS04] at MAIL is a TransientFailure, bounce_class rate-limited",
+            {k: y.get(k) for k in ("type", "reply", "bounce_class", "bounce_rule")})
+    c.info(f"{label}: " + ", ".join(f"{r['recipient'].split('@')[0]}={r.get('bounce_class')}"
+                                     for r in sorted(got.values(), key=lambda r: r["recipient"])))
+
+
 def scenario(c):
     binary = harness.ringrelay_path()
     harness.find_tool("smtp-sink", ["/usr/sbin/smtp-sink"])  # Skip when missing
@@ -298,7 +504,8 @@ def scenario(c):
                  lambda: disconnects(c, binary, "DATA"),
                  lambda: disconnects(c, binary, "."),
                  lambda: mixed_and_null_sender(c, binary),
-                 lambda: expiry(c, binary)):
+                 lambda: expiry(c, binary),
+                 lambda: bounce_classes(c, binary)):
         try:
             part()
         except harness.Failed:

@@ -285,6 +285,62 @@ TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
         << log;
 }
 
+// Issue 16: every failure record carries its bounce class (etc/bounce-classes.json), last; a
+// Delivery record none. Replies from the next hop, our own reasons and refused greetings.
+TEST_F(MessageStoreTest, FailureRecordsCarryTheirBounceClass) {
+    stored_message* m = commit(15, 5);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref none;
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "2.0.0 ok");
+    // https://support.google.com/a/answer/3726730, https://smtpfieldmanual.com/spamfilter/exchangeonline
+    const protocol::outcome_reply unknown =
+        peer_reply(550, 5, 1, 1, "5.1.1 The email account that you tried to reach does not exist. Please try\n"
+                                 "5.1.1 double-checking the recipient's email address for typos or\n"
+                                 "5.1.1 unnecessary spaces. - gsmtp");
+    const protocol::outcome_reply banned = peer_reply(
+        550, 5, 7, 606,
+        "5.7.606 Access denied, banned sending IP [192.0.2.1]. To request removal from this list please visit "
+        "https://sender.office.com/ and follow the directions. (AS16012609)");
+    _store->finish(*m, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0 + 1, 1});
+    _store->finish(*m, 1, recipient_status::bounced, outcome_note{hop, &unknown, nullptr, t0 + 1, 1});
+    _store->finish(*m, 2, recipient_status::bounced, outcome_note{hop, &banned, nullptr, t0 + 1, 1});
+    _store->defer(*m, 3, t0 + 60'000'000,
+                  outcome_note{hop, nullptr, "cannot reach 192.0.2.1:25: Connection refused", t0 + 1, 1});
+    _store->defer(*m, 4, t0 + 60'000'000,
+                  outcome_note{hop, nullptr, "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using "
+                                             "zen.spamhaus.org", t0 + 1, 1});
+    _store->finish(*m, 3, recipient_status::expired, outcome_note{none, nullptr, "message expired (--max-age)", t0 + 2});
+    const std::string log = log_lines();
+    const auto record = [&](const char* type, const char* rcpt) {
+        const std::string key = std::string("\"type\":\"") + type + "\"";
+        for (std::size_t at = log.find(key); at != std::string::npos; at = log.find(key, at + 1)) {
+            const std::size_t end = log.find('\n', at);
+            const std::string line = log.substr(at, end - at);
+            if (line.find(std::string("\"recipient\":\"") + rcpt + "\"") != std::string::npos) return line;
+        }
+        return std::string();
+    };
+    EXPECT_EQ(record("Delivery", "r0@example.net").find("bounce_class"), std::string::npos) << log;
+    EXPECT_NE(record("Bounce", "r1@example.net").find(",\"bounce_class\":\"invalid-recipient\",\"bounce_rule\":\"status-x.1.1\"}"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(record("Bounce", "r2@example.net")
+                  .find(",\"bounce_class\":\"reputation\",\"blocklist\":\"Microsoft\","
+                        "\"bounce_rule\":\"blocklist-microsoft-banned-ip\"}"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(record("TransientFailure", "r3@example.net").find("\"bounce_class\":\"routing\""), std::string::npos) << log;
+    EXPECT_NE(record("TransientFailure", "r4@example.net").find("\"bounce_class\":\"reputation\",\"blocklist\":\"Spamhaus\""),
+              std::string::npos)
+        << log;
+    EXPECT_NE(record("Expiration", "r3@example.net").find(",\"bounce_class\":\"routing\",\"bounce_rule\":\"local-expired\"}"),
+              std::string::npos)
+        << log;
+    // What the suppression list will read: the same verdict as the log's.
+    const protocol::bounce_verdict v = _log->classify(outcome_note{hop, &unknown, nullptr, t0});
+    EXPECT_EQ(v.cls, protocol::bounce_class::invalid_recipient);
+}
+
 TEST_F(MessageStoreTest, FailedRecipientsGoToTheReporterOnceTheMessageIsDone) {
     stored_message* m = commit(13, 3);
     const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
