@@ -155,6 +155,13 @@ protected:
         return all;
     }
     std::string port_text() const { return std::to_string(address.port()); }
+    // A job the owner hands out next; it lives as long as the fixture (the connection may still
+    // hold it when a failed assertion ends the test early).
+    test_job& job(std::uint64_t tag, std::vector<std::string> rcpts, std::string body) {
+        test_job& j = _jobs.emplace_back(tag, std::move(rcpts), std::move(body));
+        owner.jobs.push_back(&j.job);
+        return j;
+    }
 
     stream_harness h;
     core::config config;
@@ -168,6 +175,7 @@ protected:
 
 private:
     std::string _got;
+    std::deque<test_job> _jobs;
 };
 
 constexpr std::string_view body_with_dot = "Subject: t\r\n\r\nline one\r\n.starts with a dot\r\n";
@@ -175,8 +183,7 @@ constexpr std::string_view body_with_dot = "Subject: t\r\n\r\nline one\r\n.start
 // PIPELINING: MAIL, both RCPTs and DATA in one go; every reply split across reads; a 5xx to
 // one recipient; the body dot-stuffed; QUIT once the owner has no more jobs.
 TEST_F(OutboundTest, PipelinedDialogueWithSplitRepliesReportsEachRecipient) {
-    test_job j1(1, {"b@example.net", "c@example.net"}, std::string(body_with_dot));
-    owner.jobs.push_back(&j1.job);
+    test_job& j1 = job(1, {"b@example.net", "c@example.net"}, std::string(body_with_dot));
     open();
     accept_peer();
     say("220 mx.test.invalid ES");
@@ -232,9 +239,8 @@ TEST_F(OutboundTest, PipelinedDialogueWithSplitRepliesReportsEachRecipient) {
 // Without PIPELINING one command at a time; the connection carries a second message after the
 // first (reuse), whose MAIL gets a 4xx; the owner keeps the connection idle afterwards.
 TEST_F(OutboundTest, OneCommandAtATimeReusedForASecondMessageWhoseMailGets4xx) {
-    test_job j1(1, {"b@example.net"}, "Subject: one\r\n\r\nfirst\r\n");
-    test_job j2(2, {"d@example.net"}, "Subject: two\r\n\r\nsecond\r\n");
-    owner.jobs = {&j1.job, &j2.job};
+    job(1, {"b@example.net"}, "Subject: one\r\n\r\nfirst\r\n");
+    job(2, {"d@example.net"}, "Subject: two\r\n\r\nsecond\r\n");
     owner.quit_when_idle = false;
     open();
     accept_peer();
@@ -273,8 +279,7 @@ TEST_F(OutboundTest, OneCommandAtATimeReusedForASecondMessageWhoseMailGets4xx) {
 // CHUNKING: the body goes in one BDAT LAST after the envelope's replies; a 5xx to it fails the
 // message permanently.
 TEST_F(OutboundTest, ChunkingSendsBdatAndA5xxToItFailsTheMessage) {
-    test_job j1(7, {"b@example.net"}, std::string(body_with_dot));
-    owner.jobs.push_back(&j1.job);
+    job(7, {"b@example.net"}, std::string(body_with_dot));
     open();
     accept_peer();
     say("220 mx.test.invalid ESMTP\r\n");
@@ -285,6 +290,11 @@ TEST_F(OutboundTest, ChunkingSendsBdatAndA5xxToItFailsTheMessage) {
     const std::string bdat = "BDAT " + std::to_string(body_with_dot.size()) + " LAST\r\n" + std::string(body_with_dot);
     EXPECT_EQ(expect("dot\r\n"), bdat) << "BDAT carries the body as it is: no dot-stuffing, no final dot";
     say("554 5.7.1 Rejected as spam\r\n");
+    // RFC 3030: after a refused BDAT the peer's transaction state is unknown: RSET, and the
+    // outcome on its reply.
+    EXPECT_EQ(expect("\r\n"), "RSET\r\n");
+    EXPECT_TRUE(owner.dones.empty());
+    say("250 2.0.0 Reset\r\n");
     ASSERT_EQ(owner.dones.size(), 1U);
     EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::permanent_failure);
     EXPECT_EQ(owner.dones[0].outcome.reply.code, 554);
@@ -297,11 +307,12 @@ TEST_F(OutboundTest, ChunkingSendsBdatAndA5xxToItFailsTheMessage) {
 // The next hop hangs up after DATA: the job's outcome says so (never accepted), then the
 // connection is reported closed with the reason, and finishes.
 TEST_F(OutboundTest, PeerHangingUpMidTransactionFailsTheJobAndReportsTheLoss) {
-    test_job j1(3, {"b@example.net"}, "Subject: x\r\n\r\nx\r\n");
-    owner.jobs.push_back(&j1.job);
+    job(3, {"b@example.net"}, "Subject: x\r\n\r\nx\r\n");
     open();
     accept_peer();
-    say("220 mx.test.invalid ESMTP\r\n250 mx.test.invalid\r\n");  // greeting and EHLO reply in one read
+    say("220 mx.test.invalid ESMTP\r\n");
+    expect("EHLO relay.test.invalid\r\n");
+    say("250-mx.test.invalid\r\n250 PIPELINING\r\n");
     expect("DATA\r\n");
     say("250 Ok\r\n250 Ok\r\n354 go\r\n");
     expect("\r\n.\r\n");
@@ -322,8 +333,7 @@ TEST_F(OutboundTest, PeerHangingUpMidTransactionFailsTheJobAndReportsTheLoss) {
 TEST_F(OutboundTest, RefusedConnectIsReportedBeforeGreeting) {
     ::close(listener);
     listener = -1;
-    test_job j1(4, {"b@example.net"}, "x\r\n");
-    owner.jobs.push_back(&j1.job);
+    job(4, {"b@example.net"}, "x\r\n");
     open();
     ASSERT_TRUE(h.run_until([&] { return !owner.closes.empty(); }));
     ASSERT_EQ(owner.events, (std::vector<std::string>{"closed"}));
@@ -338,8 +348,7 @@ TEST_F(OutboundTest, RefusedConnectIsReportedBeforeGreeting) {
 // The pool's command timeout: abort() with a job on the wire gives the job back with a
 // failure and reports the connection closed; the peer sees the end.
 TEST_F(OutboundTest, AbortWithAJobOnTheWireFailsItAndCloses) {
-    test_job j1(5, {"b@example.net"}, "x\r\n");
-    owner.jobs.push_back(&j1.job);
+    job(5, {"b@example.net"}, "x\r\n");
     open();
     accept_peer();
     say("220 mx.test.invalid ESMTP\r\n");
@@ -360,8 +369,7 @@ TEST_F(OutboundTest, AbortWithAJobOnTheWireFailsItAndCloses) {
 // The same timeout before the greeting: reported before_greeting with the reason (the pool
 // defers the destination's waiting jobs with it); no job taken.
 TEST_F(OutboundTest, AbortBeforeTheGreetingIsReportedWithTheReason) {
-    test_job j1(5, {"b@example.net"}, "x\r\n");
-    owner.jobs.push_back(&j1.job);
+    job(5, {"b@example.net"}, "x\r\n");
     open();
     accept_peer();
     h.settle(3);
@@ -385,8 +393,7 @@ protected:
 };
 
 TEST_F(OutboundTinyRingTest, RepliesSplitAcrossManyReadsAndADryRing) {
-    test_job j1(6, {"b@example.net"}, "Subject: x\r\n\r\nx\r\n");
-    owner.jobs.push_back(&j1.job);
+    job(6, {"b@example.net"}, "Subject: x\r\n\r\nx\r\n");
     open();
     accept_peer();
     std::string ehlo = "250-mx.test.invalid greets relay.test.invalid\r\n";
@@ -444,8 +451,7 @@ protected:
 // STARTTLS: the 220 with a forged reply behind it in the same read (discarded, never read as
 // SMTP: RFC 3207 §5), the handshake, EHLO again under TLS, the mail, QUIT, close_notify.
 TEST_F(OutboundTlsTest, StartTlsUpgradesDiscardsWhatCameBehindThe220AndDeliversUnderTls) {
-    test_job j1(8, {"b@example.net"}, "Subject: tls\r\n\r\nsecret\r\n");
-    owner.jobs.push_back(&j1.job);
+    job(8, {"b@example.net"}, "Subject: tls\r\n\r\nsecret\r\n");
     open(protocol::tls_use::when_offered);
     up_to_starttls();
     EXPECT_TRUE(owner.events.empty()) << "no session before TLS";
@@ -491,8 +497,7 @@ TEST_F(OutboundTlsTest, StartTlsUpgradesDiscardsWhatCameBehindThe220AndDeliversU
 // The next hop answers the ClientHello with plaintext: the handshake failed on TLS itself,
 // which the pool answers with a plaintext retry (tls_protocol_failure); no job was taken.
 TEST_F(OutboundTlsTest, HandshakeFailingOnTlsItselfIsReportedAsAProtocolFailure) {
-    test_job j1(9, {"b@example.net"}, "x\r\n");
-    owner.jobs.push_back(&j1.job);
+    job(9, {"b@example.net"}, "x\r\n");
     open(protocol::tls_use::when_offered);
     up_to_starttls();
     say("220 2.0.0 Ready to start TLS\r\n");
