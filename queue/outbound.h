@@ -14,11 +14,14 @@
 //
 // Interface (queue/outbound_link.h): made by the destination pool through outbound_factory
 // with its target, client settings and TLS policy; it is given one job at a time (assign())
-// and reports to its outbound_owner: ready, each job's outcome (one per recipient), closed,
-// output waiting. What to do next comes back from the report and is done here, after the
-// report returned. An outcome the session made without the peer (a message refused locally)
-// is handed over at the end of the turn (on_stream_flush, or the pool's flush()), never from
-// inside the report whose answer gave the job.
+// and reports to its outbound_owner: ready, each job's outcome (one per recipient), closed.
+// What to do next comes back from the report and is done here, after the report returned.
+// Output waiting is the stream's to send (the shard's stream_batch, at the turn's end), so
+// this connection never asks the pool for want_flush; an outcome the session made without the
+// peer (a message refused locally) is handed over from the stream's turn-end call
+// (on_stream_flush, before its send, so the next job's commands leave in the same write), never
+// from inside the report whose answer gave the job. flush() does the same for a pool that
+// calls it.
 //
 // Lifecycle: made by the pool -> start() (connect) -> jobs -> quit or failure -> closed (the
 // stream sends the last words, close_notify under TLS, and finishes) -> freed by the pool at
