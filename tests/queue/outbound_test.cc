@@ -6,7 +6,8 @@
 // with dot-stuffing or BDAT, QUIT) with replies split across reads and a receive buffer ring
 // so small that it runs dry; the reports in order (ready, one job_done per job with one
 // outcome per recipient and the hop, closed) and never one inside another; 4xx and 5xx replies
-// at MAIL, RCPT and the end of data; a connection reused for two messages; a next hop that
+// at MAIL, RCPT and the end of data; a connection reused for two messages; a message refused
+// locally (handed over at the turn's end, the next job right behind it); a next hop that
 // hangs up mid-transaction, one that refuses the connection, an abort (the pool's timeout);
 // STARTTLS with the bytes behind the 220 discarded and the mail sent under TLS; a handshake
 // that fails on TLS itself (the pool retries in plaintext) and one lost during the handshake
@@ -274,6 +275,34 @@ TEST_F(OutboundTest, OneCommandAtATimeReusedForASecondMessageWhoseMailGets4xx) {
     ASSERT_EQ(owner.closes.size(), 1U);
     EXPECT_EQ(owner.closes[0].reason, protocol::close_reason::quit);
     ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
+}
+
+// A message the session refuses without asking the peer (SMTPUTF8 to a next hop that does not
+// offer it): its outcome is handed over at the end of the turn, not from inside the report
+// that gave the job, and the next job's commands leave right behind it.
+TEST_F(OutboundTest, ALocalRefusalIsHandedOverAtTheTurnsEndAndTheNextJobFollows) {
+    test_job& utf8 = job(10, {"b@example.net"}, "Subject: u\r\n\r\nu\r\n");
+    utf8.job.outbound.utf8 = protocol::utf8_envelope::smtputf8;
+    job(11, {"d@example.net"}, "Subject: plain\r\n\r\nplain\r\n");
+    open();
+    accept_peer();
+    say("220 mx.test.invalid ESMTP\r\n");
+    expect("EHLO relay.test.invalid\r\n");
+    say("250-mx.test.invalid\r\n250 PIPELINING\r\n");
+    EXPECT_EQ(expect("DATA\r\n"), "MAIL FROM:<a@example.org>\r\nRCPT TO:<d@example.net>\r\nDATA\r\n")
+        << "nothing of the refused message reaches the wire";
+    ASSERT_EQ(owner.events, (std::vector<std::string>{"ready", "done 10"}));
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::permanent_failure);
+    EXPECT_EQ(owner.dones[0].outcome.reply.origin, protocol::reply_origin::local);
+    EXPECT_EQ(owner.flush_requests, 0) << "the stream's turn end does the handover";
+    say("250 Ok\r\n250 Ok\r\n354 go\r\n");
+    expect("\r\n.\r\n");
+    say("250 2.0.0 queued\r\n");
+    EXPECT_EQ(expect("\r\n"), "QUIT\r\n");
+    say("221 Bye\r\n");
+    ASSERT_EQ(owner.events, (std::vector<std::string>{"ready", "done 10", "done 11", "closed"}));
+    EXPECT_EQ(owner.dones[1].outcome.kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(c->messages_sent(), 2U);
 }
 
 // CHUNKING: the body goes in one BDAT LAST after the envelope's replies; a 5xx to it fails the
