@@ -148,13 +148,7 @@ protected:
         h.settle(3);
     }
     // Reads until `needle` arrives; returns everything read since the last call.
-    std::string expect(std::string_view needle) {
-        const bool found = h.read_until(peer, _got, needle);
-        EXPECT_TRUE(found) << "waiting for " << needle << ", got: " << _got;
-        std::string all;
-        all.swap(_got);
-        return all;
-    }
+    std::string expect(std::string_view needle) { return h.take_until(peer, _got, needle); }
     std::string port_text() const { return std::to_string(address.port()); }
     // A job the owner hands out next; it lives as long as the fixture (the connection may still
     // hold it when a failed assertion ends the test early).
