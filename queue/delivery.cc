@@ -43,7 +43,7 @@ protocol::outbound_message outbound_message_of(const stored_message& m, std::spa
 
 delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
                    const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
-                   core::buffer_ring& buffers, core::mx_resolver& resolver,
+                   const core::stream_services& streams, core::mx_resolver& resolver,
                    const std::atomic<std::uint64_t>& tls_generation, const shard_links& links)
     : _shard(shard_index),
       _router(config),
@@ -52,7 +52,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _dsns(s, config, host, shard_index, *this),
       _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
-      _connections(r, buffers, _tls),
+      _connections(streams, _tls),
       _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time()),
       _hop(r, links, shard_index) {}
 

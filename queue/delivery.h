@@ -28,11 +28,11 @@
 #include <string>
 #include <string_view>
 
-#include "core/buffer_ring.h"
 #include "core/config.h"
 #include "core/dns.h"
 #include "core/log.h"
 #include "core/reactor.h"
+#include "core/stream.h"
 #include "protocol/server_session.h"
 #include "queue/delivery_job.h"
 #include "queue/delivery_log.h"
@@ -52,12 +52,13 @@ namespace ringrelay::queue {
 class delivery final : public record_visitor, public dsn_sink, public pool_owner, public cross_consumer {
 public:
     // Everything given outlives the delivery. host: queue ids and dates for the DSNs;
-    // buffers: the shard's receive buffer ring (outbound connections receive from it);
+    // streams: the shard's reactor, buffer ring and stream batch (outbound connections are
+    // core::streams on them);
     // tls_generation: relay-owned, bumped by a SIGHUP whose --outbound-ca-file loaded;
     // links: the cross-shard mailboxes, complete before the shard's loop starts.
     delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
              const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
-             core::buffer_ring& buffers, core::mx_resolver& resolver,
+             const core::stream_services& streams, core::mx_resolver& resolver,
              const std::atomic<std::uint64_t>& tls_generation, const shard_links& links);
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;

@@ -126,6 +126,15 @@ public:
             timeout_ms) &&
                into.find(needle) != std::string::npos;
     }
+    // Reads until `needle` arrives (a test failure if it does not) and returns everything in
+    // `got`, which is left empty: what was read since the last call (a dialogue test's expect()).
+    std::string take_until(int fd, std::string& got, std::string_view needle) {
+        const bool found = read_until(fd, got, needle);
+        EXPECT_TRUE(found) << "waiting for " << needle << ", got: " << got;
+        std::string all;
+        all.swap(got);
+        return all;
+    }
     // Reads until the stream ends (true) or the time is up.
     bool read_to_end(int fd, std::string& into, int timeout_ms = 5000) {
         return run_until([&] { return !read_available(fd, into); }, timeout_ms);

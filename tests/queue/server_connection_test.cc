@@ -102,13 +102,7 @@ protected:
         return c;
     }
     // Reads until `needle` arrives; returns everything read since the last call.
-    std::string expect(std::string_view needle) {
-        const bool found = h.read_until(peer, _got, needle);
-        EXPECT_TRUE(found) << "waiting for " << needle << ", got: " << _got;
-        std::string all;
-        all.swap(_got);
-        return all;
-    }
+    std::string expect(std::string_view needle) { return h.take_until(peer, _got, needle); }
     stream_harness h;
     std::unique_ptr<fake_host> host;
     int peer = -1;
