@@ -608,11 +608,7 @@ def dkim_table(dkim):
              "",
              "| system | msgs/run | msg/s | msg/hour | p99 ack ms | CPU s / 1000 msgs | signing |",
              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        each = ", ".join(fmt_rate(v) for v in r["runs_messages_per_second"])
-        lines.append(f"| {r['system']} | {r['messages']} | {fmt_rate(r['messages_per_second'])} ({each}) | "
-                     f"{fmt_hour(r['messages_per_hour'])} | {'' if r['p99_ack_ms'] is None else r['p99_ack_ms']} | "
-                     f"{'' if r['cpu_s_per_1000'] is None else r['cpu_s_per_1000']} | {r['note'] or '-'} |")
+    lines += [median_row_line(r) for r in rows]
     lines += ["", "| ratio | value |", "|---|---|"]
     for name, v in ratios.items():
         lines.append(f"| {name} | **{v:.3g}** |")
@@ -654,6 +650,14 @@ def table(rows):
     return "\n".join(lines)
 
 
+def median_row_line(r):
+    """One table line of a median row (median_rows): its runs' msg/s in brackets, its note last."""
+    each = ", ".join(fmt_rate(v) for v in r["runs_messages_per_second"])
+    return (f"| {r['system']} | {r['messages']} | {fmt_rate(r['messages_per_second'])} ({each}) | "
+            f"{fmt_hour(r['messages_per_hour'])} | {'' if r['p99_ack_ms'] is None else r['p99_ack_ms']} | "
+            f"{'' if r['cpu_s_per_1000'] is None else r['cpu_s_per_1000']} | {r['note'] or '-'} |")
+
+
 def tls_table(tls):
     rows, ratios = tls["rows"], tls["ratios"]
     if not rows:
@@ -664,11 +668,7 @@ def tls_table(tls):
              "",
              "| system | msgs/run | msg/s | msg/hour | p99 ack ms | CPU s / 1000 msgs | TLS negotiated |",
              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        each = ", ".join(fmt_rate(v) for v in r["runs_messages_per_second"])
-        lines.append(f"| {r['system']} | {r['messages']} | {fmt_rate(r['messages_per_second'])} ({each}) | "
-                     f"{fmt_hour(r['messages_per_hour'])} | {'' if r['p99_ack_ms'] is None else r['p99_ack_ms']} | "
-                     f"{'' if r['cpu_s_per_1000'] is None else r['cpu_s_per_1000']} | {r['note'] or '-'} |")
+    lines += [median_row_line(r) for r in rows]
     lines += ["", "| ratio | msg/s | CPU s per message |", "|---|---|---|"]
     for name, v in ratios.items():
         mps = "" if v["messages_per_second"] is None else f"**{v['messages_per_second']:.3g}x**"
