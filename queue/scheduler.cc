@@ -34,13 +34,10 @@ retry_plan scheduler::plan_retry(std::uint32_t attempts, std::uint64_t arrival_u
     return retry_plan{false, static_cast<std::uint64_t>(decision.at.time_since_epoch().count()) * 1000};
 }
 
-void scheduler::retry_at(std::uint64_t at_us, std::uint64_t queue_id) { _retries.emplace(at_us, queue_id); }
+void scheduler::retry_at(std::uint64_t at_us, std::uint64_t queue_id) { _retries.add(at_us, queue_id); }
 
 bool scheduler::pop_due(std::uint64_t now_us, std::uint64_t& queue_id) noexcept {
-    if (_retries.empty() || _retries.top().first > now_us) return false;
-    queue_id = _retries.top().second;
-    _retries.pop();
-    return true;
+    return _retries.pop(now_us, queue_id);
 }
 
 }  // namespace ringrelay::queue

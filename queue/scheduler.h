@@ -6,8 +6,14 @@
 //  - retry timers for this shard's messages: after a failed attempt a recipient waits for the
 //    time queue/retry_schedule.h gives (the n-th interval of --retry-intervals ±10 % jitter,
 //    never past arrival + --max-age) or expires; a message's timer makes the delivery look at
-//    its unfinished recipients again. Timers pop earliest first; two timers of one message
-//    each pop (the message is looked at twice; the second finds nothing to do).
+//    its unfinished recipients again. Timers pop earliest first, at their exact microsecond;
+//    two timers of one message each pop (the message is looked at twice; the second finds
+//    nothing to do).
+//
+// The timers are a core::timer_wheel in ticks of Unix microseconds, the unit retry times have
+// in the journal: adding one, and popping one that is due, are O(1) (amortised) with millions
+// queued, and next_retry_us() tells the delivery when to wake up (its io_uring timeout,
+// queue/delivery.h); nothing polls.
 //
 // Pure as far as time goes: every call takes the clock reading. The jitter source is seeded
 // by the caller, so tests get repeatable schedules.
@@ -19,12 +25,10 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <queue>
 #include <string>
 #include <unordered_map>
-#include <utility>
-#include <vector>
 
+#include "core/timer_wheel.h"
 #include "queue/delivery_job.h"
 #include "queue/retry_schedule.h"
 
@@ -66,11 +70,16 @@ public:
     // arrival_us, made at now_us (wall clock).
     [[nodiscard]] retry_plan plan_retry(std::uint32_t attempts, std::uint64_t arrival_us,
                                         std::uint64_t now_us) noexcept;
-    // Look at message `queue_id` again at at_us.
+    // Look at message `queue_id` again at at_us. O(1).
     void retry_at(std::uint64_t at_us, std::uint64_t queue_id);
     // The earliest timer due at now_us, removed: true and its message in `queue_id`; false if
-    // none is due.
+    // none is due. O(1) amortised (core/timer_wheel.h).
     [[nodiscard]] bool pop_due(std::uint64_t now_us, std::uint64_t& queue_id) noexcept;
+    // No timer is due before this time (Unix microseconds); no_retry if there is none. A lower
+    // bound, exact within 64 us of the earliest timer: popping at it may only move timers
+    // closer, and then this moves on towards the earliest.
+    [[nodiscard]] std::uint64_t next_retry_us() const noexcept { return _retries.next_expiry(); }
+    static constexpr std::uint64_t no_retry = core::timer_wheel<std::uint64_t>::never;
     [[nodiscard]] std::size_t timers() const noexcept { return _retries.size(); }
 
 private:
@@ -79,8 +88,7 @@ private:
     // Shard-local.
     jitter_source _jitter;
     std::unordered_map<std::string, std::unique_ptr<ready_queue>> _queues;
-    using retry_entry = std::pair<std::uint64_t, std::uint64_t>;  // (time us, queue id)
-    std::priority_queue<retry_entry, std::vector<retry_entry>, std::greater<>> _retries;
+    core::timer_wheel<std::uint64_t> _retries;  // Unix microseconds -> queue id
 };
 
 }  // namespace ringrelay::queue

@@ -136,3 +136,74 @@ TEST(Scheduler, TwoTimersOfOneMessageEachPop) {
     EXPECT_EQ(id, 42u);
     EXPECT_FALSE(s.pop_due(t0 + 30, id));
 }
+
+// Issue 15: retries on a timer wheel, woken by an io_uring timeout at next_retry_us().
+TEST(Scheduler, NextRetryNeverPassesTheEarliestTimerAndReachesItExactly) {
+    const retry_schedule schedule({1min}, 1h, 0);
+    scheduler s(schedule, 1);
+    EXPECT_EQ(s.next_retry_us(), scheduler::no_retry);
+    const std::uint64_t at = t0 + us(4h) + 250'123;
+    s.retry_at(at, 7);
+    s.retry_at(at + us(1h), 8);
+    // Sleep until next_retry_us(), pop, repeat: as the delivery's alarm does.
+    std::uint64_t now = t0;
+    std::uint64_t id = 0;
+    int wakeups = 0;
+    while (!s.pop_due(now, id)) {
+        const std::uint64_t next = s.next_retry_us();
+        ASSERT_LE(next, at);
+        ASSERT_GT(next, now);
+        now = next;
+        ASSERT_LT(++wakeups, 10) << "a few wake-ups on the way (one per level at most)";
+    }
+    EXPECT_EQ(id, 7u);
+    EXPECT_EQ(now, at) << "popped at its exact microsecond";
+    EXPECT_LE(s.next_retry_us(), at + us(1h));
+    EXPECT_EQ(s.timers(), 1u);
+}
+
+TEST(Scheduler, MillisecondIntervalsGiveRetriesThatPopOnTheirMicrosecond) {
+    const retry_schedule schedule({250ms, 1s}, 1h, 10);
+    scheduler s(schedule, 3);
+    const std::uint64_t now = t0 + 1234;
+    const retry_plan first = s.plan_retry(1, t0, now);
+    ASSERT_FALSE(first.expired);
+    EXPECT_GE(first.at_us, now + us(225ms));
+    EXPECT_LE(first.at_us, now + us(275ms));
+    const retry_plan second = s.plan_retry(2, t0, now);
+    EXPECT_GE(second.at_us, now + us(900ms));
+    EXPECT_LE(second.at_us, now + us(1100ms));
+    s.retry_at(first.at_us, 1);
+    s.retry_at(second.at_us, 2);
+    std::uint64_t id = 0;
+    EXPECT_FALSE(s.pop_due(first.at_us - 1, id));
+    ASSERT_TRUE(s.pop_due(first.at_us, id));
+    EXPECT_EQ(id, 1u);
+    EXPECT_FALSE(s.pop_due(second.at_us - 1, id));
+    ASSERT_TRUE(s.pop_due(second.at_us, id));
+    EXPECT_EQ(id, 2u);
+}
+
+TEST(Scheduler, ManyMessagesRetriesPopEarliestFirstAsTheClockPasses) {
+    const retry_schedule schedule({1min, 10min, 1h, 4h}, 5 * 24h, 10);
+    scheduler s(schedule, 5);
+    std::vector<std::uint64_t> at_of;  // by queue id
+    for (std::uint64_t id = 0; id < 200'000; ++id) {
+        const retry_plan p = s.plan_retry(static_cast<std::uint32_t>(1 + id % 4), t0, t0 + id);
+        ASSERT_FALSE(p.expired);
+        s.retry_at(p.at_us, id);
+        at_of.push_back(p.at_us);
+    }
+    std::uint64_t now = t0, last = 0, id = 0, popped = 0;
+    while (s.timers() != 0) {
+        now += us(1s);
+        while (s.pop_due(now, id)) {
+            ASSERT_LE(at_of[id], now) << "never early";
+            ASSERT_GT(at_of[id] + us(1s), now) << "due within the last step";
+            ASSERT_GE(at_of[id], last) << "earliest first";
+            last = at_of[id];
+            ++popped;
+        }
+    }
+    EXPECT_EQ(popped, 200'000u);
+}
