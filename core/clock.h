@@ -11,6 +11,9 @@ namespace ringrelay::core {
 [[nodiscard]] std::int64_t monotonic_ms() noexcept;
 // Microseconds since the Unix epoch (CLOCK_REALTIME).
 [[nodiscard]] std::int64_t unix_us() noexcept;
+// Nanoseconds from CLOCK_MONOTONIC, not coarse: the clock of io_uring's absolute timeouts
+// (core/alarm.h); monotonic_ms() may trail it by a scheduler tick (1-4 ms).
+[[nodiscard]] std::int64_t monotonic_ns() noexcept;
 // "Sat, 28 Nov 2026 03:35:26 +0000" for `unix_seconds`.
 [[nodiscard]] std::string rfc5322_date(std::int64_t unix_seconds);
 // "2026-11-28T03:35:26.123456Z".
