@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
 #include "core/ascii.h"
 
@@ -20,7 +21,8 @@ destination_pool::destination_pool(const core::config& config, const retry_sched
       _resolver(resolver),
       _links(links),
       _owner(owner),
-      _clock(clock) {
+      _clock(clock),
+      _backoff_ends(static_cast<std::uint64_t>(clock.monotonic_ms())) {
     _client_config.helo_name = config.hostname;
 }
 
@@ -211,6 +213,7 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
     if (any_accepted) {
         d.connect_failures = 0;  // the next hop works: forget its back-off
         d.backoff_until_ms = 0;
+        _backoff_ends.cancel(std::exchange(d.backoff_end, {}));
     }
     _owner.job_finished(job, protocol::message_outcome(outcome), hop, "");
     if (c.messages_sent() >= _config.max_messages_per_connection || _stopping) return next_step{nullptr, true};
@@ -246,8 +249,7 @@ void destination_pool::connection_closed(outbound_link& c, const close_report& r
     if (!report.before_greeting && report.reason == protocol::close_reason::peer_shutdown) {
         // 421 (RFC 5321 §3.8): the next hop is shedding load. Back off before reconnecting
         // instead of opening a fresh connection for every queued job.
-        ++d.connect_failures;
-        d.backoff_until_ms = _clock.monotonic_ms() + backoff_ms(d.connect_failures);
+        back_off(d);
     }
     if (report.before_greeting && !d.targets.empty()) {
         d.next_target = (d.next_target + 1) % d.targets.size();
@@ -259,10 +261,9 @@ void destination_pool::connection_closed(outbound_link& c, const close_report& r
         }
     }
     if (report.before_greeting) {
-        ++d.connect_failures;
-        // Back off the destination: 1 s, 2 s, 4 s ... 60 s. Jobs waiting for it stay queued
-        // and are picked up by tick() once the back-off ends.
-        d.backoff_until_ms = _clock.monotonic_ms() + backoff_ms(d.connect_failures);
+        // Back off the destination: 1 s, 2 s, 4 s ... 60 s. Jobs submitted meanwhile wait
+        // and are dispatched when the back-off's timer ends it (run_timers).
+        back_off(d);
         // Jobs queued for a destination we cannot reach are deferred now, not held in memory.
         while (!d.ready->empty()) {
             protocol::message_outcome outcome;
@@ -274,6 +275,29 @@ void destination_pool::connection_closed(outbound_link& c, const close_report& r
 }
 
 // ---- timers, shutdown, the turn's end ------------------------------------------------------
+
+void destination_pool::back_off(destination& d) noexcept {
+    ++d.connect_failures;
+    d.backoff_until_ms = _clock.monotonic_ms() + backoff_ms(d.connect_failures);
+    _backoff_ends.cancel(d.backoff_end);
+    d.backoff_end = _backoff_ends.add(static_cast<std::uint64_t>(d.backoff_until_ms), &d);
+}
+
+void destination_pool::run_timers(std::int64_t now_ms) noexcept {
+    destination* d = nullptr;
+    while (_backoff_ends.pop(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)), d)) {
+        d->backoff_end = {};
+        // Over, by the clock the caller read, even if the pool's coarser clock has not quite
+        // reached backoff_until_ms yet: dispatch() must not find it still running.
+        d->backoff_until_ms = 0;
+        if (!d->ready->empty()) dispatch(*d);
+    }
+}
+
+std::int64_t destination_pool::next_backoff_end_ms() const noexcept {
+    const std::uint64_t next = _backoff_ends.next_expiry();
+    return next == core::timer_wheel<destination*>::never ? no_backoff : static_cast<std::int64_t>(next);
+}
 
 void destination_pool::tick(std::int64_t now_ms) noexcept {
     for (auto& [name, d] : _destinations)

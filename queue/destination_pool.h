@@ -20,7 +20,9 @@
 // Failures: a connection that fails before the greeting moves to the next address; when the
 // last one failed, the destination backs off (1 s, 2 s, 4 s ... capped at 60 s and at the
 // first retry interval) and its waiting jobs are deferred. A 421 also starts a back-off; an
-// accepted message ends it. An opportunistic TLS handshake that failed on TLS itself marks the
+// accepted message ends it. Each back-off's end is a timer on the pool's core::timer_wheel
+// (monotonic milliseconds): the delivery sleeps until next_backoff_end_ms() and calls
+// run_timers(), which dispatches the destination's waiting jobs then. An opportunistic TLS handshake that failed on TLS itself marks the
 // address TLS-broken (queue/tls_client_policy.h) and a plaintext connection starts at once.
 //
 // Edges: the pool makes connections through a link_factory and drives them; they report to
@@ -38,6 +40,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/dns.h"
+#include "core/timer_wheel.h"
 #include "queue/delivery_job.h"
 #include "queue/outbound_link.h"
 #include "queue/record.h"
@@ -65,6 +68,7 @@ struct destination final : core::mx_waiter {
     ready_queue* ready = nullptr;        // the scheduler's, for this destination
     std::vector<outbound_link*> connections;
     std::int64_t backoff_until_ms = 0;
+    core::timer_handle backoff_end;  // the pool's timer for backoff_until_ms, while it runs
     std::uint32_t connect_failures = 0;
     void resolved(core::mx_result result) noexcept override;
 };
@@ -93,9 +97,15 @@ public:
 
     // A job for a destination this shard owns: it joins the ready queue and is dispatched.
     void submit(delivery_job* job) noexcept;
-    // Once a second: destinations with waiting jobs (a back-off may be over), idle connections
-    // (QUIT), connections without progress (abort).
+    // Once a second: destinations with waiting jobs (a connection may have room), idle
+    // connections (QUIT), connections without progress (abort).
     void tick(std::int64_t now_ms) noexcept;
+    // Back-offs over by now_ms (monotonic) end: their destinations' waiting jobs are dispatched.
+    void run_timers(std::int64_t now_ms) noexcept;
+    // When the next back-off ends (monotonic ms; a lower bound, see core/timer_wheel.h), or
+    // no_backoff.
+    [[nodiscard]] std::int64_t next_backoff_end_ms() const noexcept;
+    static constexpr std::int64_t no_backoff = INT64_MAX;
     // No new connections or jobs; open connections QUIT after their current job. force: abort
     // them now (their jobs are deferred).
     void stop(bool force) noexcept;
@@ -125,6 +135,8 @@ private:
     // Every job waiting for `d` ends without an attempt on the wire (DNS): bounced or deferred.
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
     void retire(destination& d, outbound_link& c);
+    // One more consecutive failure: the destination backs off until its timer ends it.
+    void back_off(destination& d) noexcept;
 
     // Fixed after construction.
     const core::config& _config;
@@ -141,6 +153,7 @@ private:
     std::vector<std::unique_ptr<outbound_link>> _connections;
     std::vector<outbound_link*> _flush;      // output waiting, this turn
     std::vector<outbound_link*> _graveyard;  // closed, freed once retirable()
+    core::timer_wheel<destination*> _backoff_ends;  // monotonic ms
     bool _stopping = false;
 };
 

@@ -339,6 +339,57 @@ TEST_F(DestinationPoolTest, A421BacksOffWithoutDeferringAndAnAcceptedMessageEnds
     EXPECT_EQ(d->backoff_until_ms, 0);
 }
 
+// Issue 15: a back-off ends by its own timer (the delivery sleeps until next_backoff_end_ms()
+// and calls run_timers()), not by the once-a-second tick.
+TEST_F(DestinationPoolTest, ABackoffEndsByItsTimerAndTheWaitingJobIsDispatchedThen) {
+    EXPECT_EQ(pool().next_backoff_end_ms(), destination_pool::no_backoff);
+    submit(static_route());
+    fail_before_greeting(*_factory.made[0]);
+    const std::int64_t end = _clock.now_ms + 1000;
+    EXPECT_LE(pool().next_backoff_end_ms(), end) << "a lower bound";
+    EXPECT_GT(pool().next_backoff_end_ms(), _clock.now_ms);
+    submit(static_route());  // waits for the back-off
+    EXPECT_EQ(_factory.made.size(), 1u);
+    pool().run_timers(end - 1);
+    EXPECT_EQ(_factory.made.size(), 1u) << "not a millisecond early";
+    EXPECT_EQ(pool().next_backoff_end_ms(), end) << "exact once the wheel has come close";
+    // The pool's own (coarse) clock may trail the caller's: the timer ends the back-off anyway.
+    _clock.now_ms = end - 3;
+    pool().run_timers(end);
+    ASSERT_EQ(_factory.made.size(), 2u) << "dispatched when the back-off ended";
+    EXPECT_EQ(pool().next_backoff_end_ms(), destination_pool::no_backoff);
+    EXPECT_EQ(pool().find("127.0.0.1:2526")->backoff_until_ms, 0);
+}
+
+TEST_F(DestinationPoolTest, ANewBackoffReplacesTheTimerOfTheLastAndSuccessCancelsIt) {
+    submit(static_route());
+    fail_before_greeting(*_factory.made[0]);
+    _clock.now_ms += 1000;
+    submit(static_route());
+    pool().tick(_clock.now_ms);  // the tick ends it here (its timer is still set)
+    ASSERT_EQ(_factory.made.size(), 2u);
+    fail_before_greeting(*_factory.made[1]);  // 2 s now
+    submit(static_route());
+    pool().run_timers(_clock.now_ms + 1999);
+    EXPECT_EQ(_factory.made.size(), 2u) << "the first back-off's timer no longer ends anything";
+    pool().run_timers(_clock.now_ms + 2000);
+    ASSERT_EQ(_factory.made.size(), 3u);
+    _clock.now_ms += 2000;
+    // A 421 after the greeting backs off again; a success on the next connection ends it.
+    greet(*_factory.made[2]);
+    submit(static_route());  // waits behind the first on the one connection
+    close_report r;
+    r.reason = protocol::close_reason::peer_shutdown;
+    close(*_factory.made[2], r);
+    EXPECT_NE(pool().next_backoff_end_ms(), destination_pool::no_backoff);
+    _clock.now_ms += 10'000;
+    pool().tick(_clock.now_ms);  // the tick still dispatches a destination whose back-off is over
+    ASSERT_EQ(_factory.made.size(), 4u);
+    greet(*_factory.made[3]);
+    complete(*_factory.made[3], protocol::outcome_kind::accepted);
+    EXPECT_EQ(pool().next_backoff_end_ms(), destination_pool::no_backoff) << "cancelled by the success";
+}
+
 TEST_F(DestinationPoolTest, MxPlanIsLookedUpOnceAndTheNextExchangerIsTriedBeforeDeferring) {
     delivery_job* job = submit(mx_route("example.net"));
     submit(mx_route("example.net"));
