@@ -54,7 +54,9 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
       _connections(streams, _tls),
       _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time()),
-      _hop(r, links, shard_index) {}
+      _hop(r, links, shard_index),
+      _retry_alarm(*this, r, core::alarm_clock::realtime),
+      _backoff_alarm(*this, r, core::alarm_clock::monotonic) {}
 
 // ---- messages in ------------------------------------------------------------------------
 
@@ -63,6 +65,7 @@ void delivery::on_record(std::uint64_t segment, const decoded_message& rec) { _s
 std::size_t delivery::finish_recovery() {
     const message_store::recovered r = _store.finish_recovery();
     for (const auto& [at_us, id] : r.due) _scheduler.retry_at(at_us, id);
+    arm_alarms();  // submitted with the loop's first turn, once the mailboxes are connected
     return r.unfinished;
 }
 
@@ -223,14 +226,33 @@ void delivery::defer(stored_message& m, std::uint32_t i, const outcome_note& not
 // ---- timers and shutdown ------------------------------------------------------------------
 
 void delivery::tick(std::int64_t now_ms) noexcept {
-    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     _tls.tick();
     _hop.drain();
     _dsns.retry();
+    _pool.tick(now_ms);
+}
+
+void delivery::on_retry_alarm() noexcept {
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const std::int64_t now_ms = core::monotonic_ms();
     for (std::uint64_t id = 0; _scheduler.pop_due(now_us, id);) {
         if (stored_message* m = _store.find(id)) schedule(*m, now_ms);
     }
-    _pool.tick(now_ms);
+}
+
+// The pool's clock is the coarse monotonic one; the alarm fired by the precise one, which may
+// be ahead of it by a scheduler tick: the back-offs are popped by the precise reading.
+void delivery::on_backoff_alarm() noexcept { _pool.run_timers(core::monotonic_ns() / 1'000'000); }
+
+// Each wheel's next expiry is a lower bound (core/timer_wheel.h): a wake-up there may only
+// cascade timers closer, and this arms the next one. An alarm already armed for the same time
+// or earlier costs nothing here.
+void delivery::arm_alarms() noexcept {
+    if (_stopping) return;
+    if (const std::uint64_t at_us = _scheduler.next_retry_us(); at_us != scheduler::no_retry)
+        _retry_alarm.arm_at(at_us >= static_cast<std::uint64_t>(INT64_MAX / 1000) ? INT64_MAX : static_cast<std::int64_t>(at_us) * 1000);
+    if (const std::int64_t at_ms = _pool.next_backoff_end_ms(); at_ms != destination_pool::no_backoff)
+        _backoff_alarm.arm_at(at_ms >= INT64_MAX / 1'000'000 ? INT64_MAX : at_ms * 1'000'000);
 }
 
 void delivery::stop(bool force) noexcept {
@@ -241,6 +263,7 @@ void delivery::stop(bool force) noexcept {
 void delivery::on_turn_end() noexcept {
     _hop.flush();
     _pool.on_turn_end();
+    arm_alarms();
 }
 
 }  // namespace ringrelay::queue

@@ -20,6 +20,11 @@
 // DSN writer through dsn_sink, the store to the DSN writer through failure_reporter, the
 // mailboxes to the consuming shard's delivery through cross_consumer).
 //
+// Timers: retries (the scheduler's wheel, Unix time) and back-off ends (the pool's wheel,
+// monotonic) each wake the delivery through one io_uring timeout at the wheel's next expiry
+// (core/timer_alarm.h), armed at the end of every turn that moved it earlier; nothing polls
+// them.
+//
 // Threading: shard-local. The delivery is also the consumer of this shard's incoming mailboxes
 // (handle(), called on this shard by its reactor).
 #pragma once
@@ -33,6 +38,7 @@
 #include "core/log.h"
 #include "core/reactor.h"
 #include "core/stream.h"
+#include "core/timer_alarm.h"
 #include "protocol/server_session.h"
 #include "queue/delivery_job.h"
 #include "queue/delivery_log.h"
@@ -73,7 +79,7 @@ public:
     void accept(const protocol::envelope& env, std::string_view client, std::string_view message,
                 std::uint64_t segment, std::uint64_t received_us);
 
-    // Once a second or so: retries that are due, idle connections, deadlines.
+    // Once a second or so: mailboxes, DSN commits, idle connections, deadlines.
     void tick(std::int64_t now_ms) noexcept;
     // Stop: no new connections or jobs; open connections QUIT after their current job.
     // force: drop them now (their jobs are deferred).
@@ -103,6 +109,10 @@ private:
                        const std::string& why) noexcept;
     // A failed attempt (or none possible): the next retry, or expiry.
     void defer(stored_message& m, std::uint32_t i, const outcome_note& note);
+    // The alarms: retries due, back-offs over; then arm each for its wheel's next expiry.
+    void on_retry_alarm() noexcept;
+    void on_backoff_alarm() noexcept;
+    void arm_alarms() noexcept;
 
     // Fixed after construction.
     const unsigned _shard;
@@ -116,6 +126,8 @@ private:
     outbound_factory _connections;
     destination_pool _pool;
     shard_hop _hop;
+    core::timer_alarm<&delivery::on_retry_alarm> _retry_alarm;
+    core::timer_alarm<&delivery::on_backoff_alarm> _backoff_alarm;
     // Shard-local.
     bool _stopping = false;
 };
