@@ -163,7 +163,8 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--smarthost", .member = &config::smarthost,
      .help = "HOST:PORT: deliver everything there (same as --route '*=HOST:PORT')"},
     {.name = "--retry-intervals", .member = &config::retry_intervals, .form = flag_form::duration_list,
-     .help = "waits between delivery attempts of a deferred recipient; the last repeats, each jittered"},
+     .help = "waits between delivery attempts of a deferred recipient, down to the millisecond (250ms,1s,5m); "
+             "the last repeats, each jittered"},
     {.name = "--max-age", .member = &config::max_age, .form = flag_form::duration,
      .help = "after this long undelivered mail expires and bounces"},
     {.name = "--bounce-classes", .member = &config::bounce_classes,

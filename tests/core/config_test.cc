@@ -1,12 +1,14 @@
 // Unit tests of core/config.h: defaults, JSON config, flag precedence, and errors that name
 // the key or flag; the flag table (ConfigTable): every row round-trips, one row per field.
 #include "core/config.h"
+#include "core/duration.h"
 
 #include <gtest/gtest.h>
 #include <simdjson.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -87,6 +89,27 @@ TEST(Config, RepeatedListenAccumulates) {
     auto c = load({"--listen", "127.0.0.1:2525", "--listen", "127.0.0.2:2525"});
     ASSERT_TRUE(c.has_value()) << c.error().message;
     EXPECT_EQ(c->listen_endpoints.size(), 2u);
+}
+
+// Issue 15: retries in milliseconds ("250ms,1s"), from the flag and from the file.
+TEST(Config, RetryIntervalsTakeMilliseconds) {
+    auto c = load({"--retry-intervals", "250ms,1s, 1m30s"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    EXPECT_EQ(c->retry_intervals, "250ms,1s, 1m30s");
+    const auto parsed = parse_duration_list(c->retry_intervals);
+    ASSERT_TRUE(parsed.has_value());
+    EXPECT_EQ(*parsed, (std::vector<std::chrono::milliseconds>{std::chrono::milliseconds(250),
+                                                                std::chrono::milliseconds(1000),
+                                                                std::chrono::milliseconds(90000)}));
+    const std::string path = write_temp(R"({"retry-intervals": "250ms,500ms"})");
+    auto f = load({"--config", path});
+    std::remove(path.c_str());
+    ASSERT_TRUE(f.has_value()) << f.error().message;
+    EXPECT_EQ(f->retry_intervals, "250ms,500ms");
+    auto bad = load({"--retry-intervals", "250us"});
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error().message,
+              "ringrelay: --retry-intervals: item 1 \"250us\": unknown unit \"us\" (use d, h, m, s or ms)");
 }
 
 TEST(Config, UnknownJsonKeyIsAnErrorNamingIt) {
