@@ -2,7 +2,7 @@
 // Timing Wheels", SOSP 1987) holding many timers for one shard: the delivery's retry times
 // (queue/scheduler.h, ticks of Unix microseconds) and the destination pool's back-off ends
 // (queue/destination_pool.h, ticks of monotonic milliseconds). The owner sleeps until
-// next_expiry() on one io_uring timeout (core/alarm.h) instead of polling.
+// next_expiry() on one io_uring timeout (core/timer_alarm.h) instead of polling.
 //
 // Pure: no clock. Every call that needs the time is given it, in ticks of whatever unit the
 // owner counts in; a timer pops at exactly its tick or later, never earlier and never rounded
@@ -17,42 +17,47 @@
 // finds the next occupied slot with one count-trailing-zeros, so time passing over empty slots
 // costs nothing.
 //
-// Costs: add() O(1) (a count-leading-zeros and a list append); cancel() O(1) (an unlink);
-// popping an expired timer O(1) amortised: a timer is moved at most once per level between the
+// A slot is an array of entries (expiry, value, handle), appended to in order: cascading a slot
+// reads it front to back and appends to others, without chasing pointers through memory (with
+// intrusive lists, a million timers made every move a cache miss: bench/timer_wheel_bench.cc).
+// Cancellation is therefore lazy: cancel() ends the handle's generation at once, and the
+// entry, now dead, is dropped when its slot comes due or at a compaction, which runs once the
+// dead outnumber the live (and 1024): memory stays within twice the live timers' and the
+// compaction's cost is paid for by the cancels that made it due.
+//
+// Costs: add() O(1) amortised (a count-leading-zeros and an append); cancel() O(1) amortised;
+// popping an expired timer O(1) amortised: an entry is moved at most once per level between the
 // one it was added on and level 0 (a retry 4 h ahead in microseconds: at most 5 moves), but a
 // slot is cascaded all at once when the wheel's time reaches it, so one pop() may move every
-// timer of that slot (bench/timer_wheel_bench.cc measures it beside std::priority_queue).
+// entry of that slot (the benchmark reports the largest such burst).
 // Others: the Linux kernel's wheel (kernel/time/timer.c since 4.8) no longer cascades and lets a
 // timer on level L fire up to an eighth of its timeout late; a retry must fire within 10 ms of
 // its time, so this one cascades, like the pre-4.8 kernel's, Kafka's and tokio's. seastar's
 // timer_set buckets by the highest differing bit only and re-sorts a bucket on every expire();
-// 64-way slots bound how often a timer is touched.
+// 64-way slots bound how often a timer is touched. Netty's HashedWheelTimer also cancels
+// lazily.
 //
 // next_expiry() is a lower bound: exact when the earliest timer is on level 0 (the same 64-tick
 // block as the wheel's time), otherwise the start of the earliest occupied slot, where pop()
-// must run to cascade it. An owner that sleeps until next_expiry() wakes at most once per level
-// on the way to a far timer, and those wake-ups are shared by every timer of the slot.
+// must run to cascade it (or a slot whose timers were all cancelled). An owner that sleeps
+// until next_expiry() wakes at most once per level on the way to a far timer, and those
+// wake-ups are shared by every timer of the slot.
 //
 // Timers of the same tick pop in the order they were added. A timer added for a tick the wheel
 // has already passed (its time is that of the last pop() that found nothing left) pops at the
 // next pop(), before the others, whatever the time given; several such pop in the order they
 // were added.
 //
-// Cancellation by handle: add() returns a timer_handle (node index and generation); cancel()
-// of a handle whose timer popped or was cancelled does nothing and says so, even after the
-// node has been reused by another timer.
-//
-// Memory: 32 bytes per timer (T of 8 bytes), in chunks of 4096 nodes: no reallocation and copy
-// of the whole storage while a million timers are live. Freed nodes are reused; chunks stay
-// until the wheel goes.
+// Memory: 24 bytes per entry (T of 8 bytes) in its slot's array, and 4 bytes per handle; an
+// array that held more than 1024 entries is freed once emptied, smaller ones are kept for reuse.
 //
 // Threading: one owner thread (a shard); no locks.
 #pragma once
 #include <array>
 #include <bit>
 #include <cstdint>
-#include <memory>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/invariant.h"
@@ -78,11 +83,12 @@ public:
     static constexpr unsigned slots = 1U << slot_bits;
     static constexpr unsigned levels = (64 + slot_bits - 1) / slot_bits;  // 11
 
-    // Work done since construction, for tests and benchmarks: how many timers were moved down
-    // a level, and how many slots were emptied by the wheel's time reaching them.
+    // Work done since construction, for tests and benchmarks: entries moved down a level,
+    // slots emptied by the wheel's time reaching them, compactions.
     struct work_counters {
         std::uint64_t cascaded = 0;
         std::uint64_t slots_processed = 0;
+        std::uint64_t compactions = 0;
     };
 
     // The wheel's time starts at `now` (0: any first expiry is placed exactly).
@@ -90,11 +96,12 @@ public:
     timer_wheel(const timer_wheel&) = delete;
     timer_wheel& operator=(const timer_wheel&) = delete;
 
-    // A timer that pops at `expiry` (or at once, if the wheel has already passed it). O(1);
-    // allocates a chunk of nodes once every 4096 timers beyond the most ever live.
+    // A timer that pops at `expiry` (or at once, if the wheel has already passed it). O(1)
+    // amortised; allocates when its slot's array grows.
     timer_handle add(tick expiry, T value);
 
-    // Removes the timer if it has neither popped nor been cancelled: true; else false. O(1).
+    // Ends the timer if it has neither popped nor been cancelled: true; else false. O(1)
+    // amortised (see the file comment: the entry is dropped later).
     bool cancel(timer_handle h) noexcept;
 
     // The earliest timer due at `now`, removed: true, with its value (and expiry); false if
@@ -105,6 +112,7 @@ public:
     // No timer pops before this tick (never: no timer). See the file comment: a lower bound.
     [[nodiscard]] tick next_expiry() const noexcept;
 
+    // Timers that have neither popped nor been cancelled.
     [[nodiscard]] std::size_t size() const noexcept { return _size; }
     [[nodiscard]] bool empty() const noexcept { return _size == 0; }
     // The wheel's time: every timer at or before it has been found due.
@@ -112,53 +120,47 @@ public:
     [[nodiscard]] const work_counters& work() const noexcept { return _work; }
 
 private:
-    static constexpr std::uint32_t nil = UINT32_MAX;
-    static constexpr std::uint32_t chunk_bits = 12;
-    static constexpr std::uint32_t chunk_size = 1U << chunk_bits;
-    // Lists: levels * slots wheel slots, then the two lists of due timers, then "free".
-    static constexpr std::uint16_t late_list = levels * slots;  // added for a tick already passed
-    static constexpr std::uint16_t due_list = late_list + 1;    // found due by pop(), not yet popped
-    static constexpr std::uint16_t free_list = due_list + 1;    // not a list: the node is unused
-
-    struct node {
+    struct entry {
         tick expiry;
         T value;
-        std::uint32_t prev;
-        std::uint32_t next;
-        std::uint32_t generation;
-        std::uint16_t list;
+        std::uint32_t index;       // into _generations
+        std::uint32_t generation;  // live while _generations[index] is still this
     };
-    struct list_head {
-        std::uint32_t head = nil;
-        std::uint32_t tail = nil;
-    };
+    using entries = std::vector<entry>;
+    static constexpr std::size_t kept_capacity = 1024;  // larger arrays are freed once empty
+    static constexpr std::size_t compaction_floor = 1024;
 
-    [[nodiscard]] node& at(std::uint32_t i) noexcept { return _chunks[i >> chunk_bits][i & (chunk_size - 1)]; }
-    [[nodiscard]] const node& at(std::uint32_t i) const noexcept {
-        return _chunks[i >> chunk_bits][i & (chunk_size - 1)];
+    [[nodiscard]] bool live(const entry& e) const noexcept { return _generations[e.index] == e.generation; }
+    // Ends the entry's handle and frees its index for reuse.
+    void release(const entry& e) noexcept;
+    // Puts an entry with expiry > _time in its slot relative to _time.
+    void place(const entry& e);
+    void mark_empty(unsigned level, unsigned slot) noexcept {
+        _occupied[level] &= ~(std::uint64_t{1} << slot);
     }
-    void append(std::uint16_t list, std::uint32_t i) noexcept;
-    void unlink(std::uint32_t i) noexcept;
-    // Puts node i (expiry > _time) in its slot relative to _time.
-    void place(std::uint32_t i) noexcept;
     // The lowest occupied level, or `levels` if none.
     [[nodiscard]] unsigned lowest_level() const noexcept;
     // The first tick of the first occupied slot of `level` (occupied).
     [[nodiscard]] tick slot_start(unsigned level) const noexcept;
-    // Moves the wheel's time to slot_start(level) and empties that slot: its timers become due
+    // Moves the wheel's time to slot_start(level) and empties that slot: its entries become due
     // or go down to lower levels.
-    void process_slot(unsigned level) noexcept;
-    // Pops the first timer of a due list.
-    [[nodiscard]] bool take(std::uint16_t list, T& value, tick* expiry) noexcept;
-    // Node i (unlinked) becomes unused.
-    void release(std::uint32_t i) noexcept;
+    void process_slot(unsigned level);
+    // Pops the first live entry of a due array (late or due), dropping dead ones on the way.
+    [[nodiscard]] bool take(entries& list, std::size_t& next, T& value, tick* expiry) noexcept;
+    // Drops every dead entry (see the file comment).
+    void compact() noexcept;
+    static void recycle(entries& list) noexcept;
 
-    std::array<list_head, free_list> _lists{};
-    std::array<std::uint64_t, levels> _occupied{};
-    std::vector<std::unique_ptr<node[]>> _chunks;
-    std::uint32_t _free = nil;   // unused nodes, linked through `next`
-    std::uint32_t _nodes = 0;    // nodes ever made
-    std::size_t _size = 0;
+    std::array<entries, levels * slots> _slots;
+    std::array<std::uint64_t, levels> _occupied{};  // a bit per slot holding entries
+    entries _late;  // added for a tick already passed, from _late_next on
+    std::size_t _late_next = 0;
+    entries _due;   // found due by pop(), from _due_next on
+    std::size_t _due_next = 0;
+    std::vector<std::uint32_t> _generations;  // per handle index
+    std::vector<std::uint32_t> _free;         // handle indexes to reuse
+    std::size_t _size = 0;  // live timers
+    std::size_t _dead = 0;  // cancelled entries still stored
     tick _time;
     work_counters _work;
 };
@@ -167,45 +169,44 @@ private:
 
 template <typename T>
 timer_handle timer_wheel<T>::add(tick expiry, T value) {
-    std::uint32_t i = _free;
-    if (i != nil) {
-        _free = at(i).next;
+    std::uint32_t index;
+    if (!_free.empty()) {
+        index = _free.back();
+        _free.pop_back();
     } else {
-        RR_ASSERT(_nodes != nil);
-        if ((_nodes & (chunk_size - 1)) == 0) _chunks.push_back(std::make_unique<node[]>(chunk_size));
-        i = _nodes++;
-        at(i).generation = 0;
+        RR_ASSERT(_generations.size() < UINT32_MAX);
+        index = static_cast<std::uint32_t>(_generations.size());
+        _generations.push_back(0);
     }
-    node& n = at(i);
-    n.expiry = expiry;
-    n.value = value;
+    const entry e{expiry, value, index, _generations[index]};
     ++_size;
     if (expiry <= _time) {
-        append(late_list, i);
+        _late.push_back(e);
     } else {
-        place(i);
+        place(e);
     }
-    return {i, n.generation};
+    return {index, e.generation};
 }
 
 template <typename T>
 bool timer_wheel<T>::cancel(timer_handle h) noexcept {
-    if (h.index >= _nodes) return false;
-    node& n = at(h.index);
-    if (n.list == free_list || n.generation != h.generation) return false;
-    unlink(h.index);
-    release(h.index);
+    if (h.index >= _generations.size() || _generations[h.index] != h.generation) return false;
+    ++_generations[h.index];
+    _free.push_back(h.index);
+    --_size;
+    ++_dead;
+    if (_dead > compaction_floor && _dead > _size) compact();
     return true;
 }
 
 template <typename T>
 bool timer_wheel<T>::pop(tick now, T& value, tick* expiry) noexcept {
-    if (take(late_list, value, expiry)) return true;
-    while (_lists[due_list].head == nil) {
+    if (take(_late, _late_next, value, expiry)) return true;
+    while (!take(_due, _due_next, value, expiry)) {
         if (now <= _time) return false;
         const unsigned level = lowest_level();
         if (level == levels || slot_start(level) > now) {
-            // Nothing on the wheel is due by `now`, so every timer still lies in a slot after
+            // Nothing on the wheel is due by `now`, so every entry still lies in a slot after
             // `now` that shares the digits above its level with `now`: placed as if relative
             // to `now`. Later adds are placed relative to it.
             _time = now;
@@ -213,57 +214,32 @@ bool timer_wheel<T>::pop(tick now, T& value, tick* expiry) noexcept {
         }
         process_slot(level);
     }
-    return take(due_list, value, expiry);
+    return true;
 }
 
 template <typename T>
 typename timer_wheel<T>::tick timer_wheel<T>::next_expiry() const noexcept {
-    if (_lists[late_list].head != nil) return at(_lists[late_list].head).expiry;
-    if (_lists[due_list].head != nil) return _time;
+    if (_size == 0) return never;
+    if (_late_next < _late.size()) return _late[_late_next].expiry;
+    if (_due_next < _due.size()) return _time;
     const unsigned level = lowest_level();
     return level == levels ? never : slot_start(level);
 }
 
 template <typename T>
-void timer_wheel<T>::append(std::uint16_t list, std::uint32_t i) noexcept {
-    list_head& l = _lists[list];
-    node& n = at(i);
-    n.list = list;
-    n.next = nil;
-    n.prev = l.tail;
-    if (l.tail != nil) {
-        at(l.tail).next = i;
-    } else {
-        l.head = i;
-    }
-    l.tail = i;
+void timer_wheel<T>::release(const entry& e) noexcept {
+    ++_generations[e.index];  // its handle goes stale
+    _free.push_back(e.index);
+    --_size;
 }
 
 template <typename T>
-void timer_wheel<T>::unlink(std::uint32_t i) noexcept {
-    node& n = at(i);
-    list_head& l = _lists[n.list];
-    if (n.prev != nil) {
-        at(n.prev).next = n.next;
-    } else {
-        l.head = n.next;
-    }
-    if (n.next != nil) {
-        at(n.next).prev = n.prev;
-    } else {
-        l.tail = n.prev;
-    }
-    if (l.head == nil && n.list < late_list) _occupied[n.list / slots] &= ~(std::uint64_t{1} << (n.list % slots));
-}
-
-template <typename T>
-void timer_wheel<T>::place(std::uint32_t i) noexcept {
-    const tick expiry = at(i).expiry;
-    RR_DEBUG_ASSERT(expiry > _time);
-    const auto high_bit = static_cast<unsigned>(63 - std::countl_zero(expiry ^ _time));
+void timer_wheel<T>::place(const entry& e) {
+    RR_DEBUG_ASSERT(e.expiry > _time);
+    const auto high_bit = static_cast<unsigned>(63 - std::countl_zero(e.expiry ^ _time));
     const unsigned level = high_bit / slot_bits;
-    const auto slot = static_cast<unsigned>((expiry >> (level * slot_bits)) & (slots - 1));
-    append(static_cast<std::uint16_t>(level * slots + slot), i);
+    const auto slot = static_cast<unsigned>((e.expiry >> (level * slot_bits)) & (slots - 1));
+    _slots[level * slots + slot].push_back(e);
     _occupied[level] |= std::uint64_t{1} << slot;
 }
 
@@ -286,48 +262,83 @@ typename timer_wheel<T>::tick timer_wheel<T>::slot_start(unsigned level) const n
 }
 
 template <typename T>
-void timer_wheel<T>::process_slot(unsigned level) noexcept {
+void timer_wheel<T>::process_slot(unsigned level) {
     _time = slot_start(level);
     const auto slot = static_cast<unsigned>(std::countr_zero(_occupied[level]));
-    list_head& l = _lists[level * slots + slot];
-    std::uint32_t i = l.head;
-    l = list_head{};
-    _occupied[level] &= ~(std::uint64_t{1} << slot);
+    entries& from = _slots[level * slots + slot];
+    mark_empty(level, slot);
     ++_work.slots_processed;
-    while (i != nil) {
-        const std::uint32_t next = at(i).next;
-        if (at(i).expiry == _time) {
-            RR_DEBUG_ASSERT(level == 0 || (_time & (slots - 1)) == 0);
-            append(due_list, i);  // every timer of a level-0 slot, and those at a slot's first tick
+    RR_DEBUG_ASSERT(_due_next == _due.size());  // only called once the due ones are popped
+    _due.clear();
+    _due_next = 0;
+    if (level == 0) {
+        // One exact tick: the slot's array becomes the due array as it is.
+        std::swap(_due, from);
+        recycle(from);
+        return;
+    }
+    for (const entry& e : from) {
+        if (e.expiry == _time) {
+            _due.push_back(e);  // at the slot's first tick
         } else {
-            RR_DEBUG_ASSERT(level > 0);
-            place(i);  // shares every digit from `level` up with the time now: a lower level
+            place(e);  // shares every digit from `level` up with the time now: a lower level
             ++_work.cascaded;
         }
-        i = next;
     }
+    from.clear();
+    recycle(from);
 }
 
 template <typename T>
-bool timer_wheel<T>::take(std::uint16_t list, T& value, tick* expiry) noexcept {
-    const std::uint32_t i = _lists[list].head;
-    if (i == nil) return false;
-    node& n = at(i);
-    value = n.value;
-    if (expiry != nullptr) *expiry = n.expiry;
-    unlink(i);
-    release(i);
-    return true;
+bool timer_wheel<T>::take(entries& list, std::size_t& next, T& value, tick* expiry) noexcept {
+    while (next < list.size()) {
+        const entry e = list[next++];
+        if (next == list.size()) {
+            list.clear();
+            next = 0;
+        }
+        if (!live(e)) {
+            --_dead;
+            continue;
+        }
+        value = e.value;
+        if (expiry != nullptr) *expiry = e.expiry;
+        release(e);
+        return true;
+    }
+    return false;
 }
 
 template <typename T>
-void timer_wheel<T>::release(std::uint32_t i) noexcept {
-    node& n = at(i);
-    ++n.generation;  // handles to it go stale
-    n.list = free_list;
-    n.next = _free;
-    _free = i;
-    --_size;
+void timer_wheel<T>::compact() noexcept {
+    ++_work.compactions;
+    const auto drop_dead = [this](entries& list, std::size_t from) {
+        std::size_t out = 0;
+        for (std::size_t i = from; i < list.size(); ++i)
+            if (live(list[i])) list[out++] = list[i];
+        list.resize(out);
+    };
+    drop_dead(_late, _late_next);
+    _late_next = 0;
+    drop_dead(_due, _due_next);
+    _due_next = 0;
+    for (unsigned level = 0; level < levels; ++level) {
+        for (std::uint64_t bits = _occupied[level]; bits != 0; bits &= bits - 1) {
+            const auto slot = static_cast<unsigned>(std::countr_zero(bits));
+            entries& list = _slots[level * slots + slot];
+            drop_dead(list, 0);
+            if (list.empty()) {
+                mark_empty(level, slot);
+                recycle(list);
+            }
+        }
+    }
+    _dead = 0;
+}
+
+template <typename T>
+void timer_wheel<T>::recycle(entries& list) noexcept {
+    if (list.capacity() > kept_capacity) entries().swap(list);
 }
 
 }  // namespace ringrelay::core

@@ -123,6 +123,9 @@ TEST(TimerWheel, CancellingAPoppedOrCancelledTimerDoesNothingEvenAfterItsNodeIsR
     EXPECT_EQ(w.size(), 1u);
     EXPECT_TRUE(w.cancel(b));
     EXPECT_FALSE(w.cancel(b)) << "twice";
+    const timer_handle c = w.add(t0 + 20, 3);  // the node again, the same tick as b's dead entry
+    EXPECT_EQ(c.index, a.index);
+    EXPECT_EQ(pop_all(w, t0 + 20), (std::vector<std::uint64_t>{3})) << "b stays cancelled";
     EXPECT_FALSE(w.cancel(timer_handle{})) << "no timer";
     EXPECT_FALSE(w.cancel(timer_handle{12345, 0})) << "a node never made";
     EXPECT_TRUE(w.empty());
@@ -164,6 +167,9 @@ TEST(TimerWheel, NextExpiryIsExactOnTheLowestLevelAndNeverWhenEmpty) {
     const timer_handle h = w.add(t0 + 35, 3);
     EXPECT_EQ(w.next_expiry(), t0 + 35) << "an earlier timer added";
     EXPECT_TRUE(w.cancel(h));
+    // Cancelled lazily: its tick may still be named, and popping there finds nothing.
+    EXPECT_LE(w.next_expiry(), t0 + 40);
+    EXPECT_TRUE(pop_all(w, t0 + 35).empty());
     EXPECT_EQ(w.next_expiry(), t0 + 40) << "and cancelled";
 }
 
@@ -247,4 +253,29 @@ TEST(TimerWheel, AMillionTimersCostABoundedAmountOfWorkEach) {
     EXPECT_LE(w.work().cascaded, max_levels_moved) << "at most one move per level below the first";
     EXPECT_LE(w.work().cascaded, std::uint64_t{6} * n) << "5 days = 2^38.6 us: at most 6 levels";
     EXPECT_LE(w.work().slots_processed, w.work().cascaded + popped);
+}
+
+TEST(TimerWheel, CancellingMostTimersCompactsAndTheRestStillPopInOrder) {
+    // The pool cancels a back-off's timer on every success: cancelled entries must not pile
+    // up. Once the dead outnumber the live, they are dropped.
+    wheel w(t0);
+    std::vector<timer_handle> h;
+    for (std::uint64_t i = 0; i < 100'000; ++i) h.push_back(w.add(t0 + 1'000'000 + (i * 7919) % 3'600'000'000ULL, i));
+    for (std::uint64_t i = 0; i < 100'000; ++i) {
+        if (i % 100 != 0) {
+            EXPECT_TRUE(w.cancel(h[i]));
+        }
+    }
+    EXPECT_GE(w.work().compactions, 1u);
+    EXPECT_EQ(w.size(), 1000u);
+    std::uint64_t v = 0, expiry = 0, last = 0, n = 0;
+    while (w.pop(t0 + 4'000'000'000ULL, v, &expiry)) {
+        EXPECT_EQ(v % 100, 0u);
+        EXPECT_GE(expiry, last);
+        last = expiry;
+        ++n;
+    }
+    EXPECT_EQ(n, 1000u);
+    EXPECT_TRUE(w.empty());
+    EXPECT_EQ(w.next_expiry(), wheel::never);
 }
