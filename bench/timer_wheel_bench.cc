@@ -9,6 +9,7 @@
 //   Expire  pop all 1,000,000 as the clock passes in one-second steps (a shard's wake-ups).
 //   Steady  1,000,000 live: each popped timer is added again one retry interval later; a
 //           million pop+add pairs per iteration.
+//   LongestPop  the slowest single pop while expiring all (the wheel's cascading burst).
 // Every pop is checked: never early, never before the previous one (a wrong order aborts),
 // and the count. The wheel's counters (timers moved down a level, the most moved by one pop:
 // the cascading burst) are reported beside its times. Run e.g.
@@ -16,6 +17,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -223,6 +225,69 @@ void BM_TimerHeap_Expire(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
 }
 BENCHMARK(BM_TimerHeap_Expire)->Unit(benchmark::kMillisecond);
+
+// The longest single pop() (a cascade of a whole slot happens inside one), beside the heap's
+// longest pop: every call timed with steady_clock, so the totals are not comparable to Expire.
+void BM_TimerWheel_LongestPop(benchmark::State& state) {
+    const auto& at = expiries();
+    std::int64_t longest = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        auto w = std::make_unique<wheel>(t0);
+        for (std::uint64_t id = 0; id < timers; ++id) w->add(at[id], id);
+        state.ResumeTiming();
+        std::uint64_t now = t0, id = 0, popped = 0;
+        while (!w->empty()) {
+            now += step;
+            while (true) {
+                const auto start = std::chrono::steady_clock::now();
+                const bool got = w->pop(now, id);
+                const auto took = std::chrono::steady_clock::now() - start;
+                longest = std::max<std::int64_t>(longest, std::chrono::duration_cast<std::chrono::nanoseconds>(took).count());
+                if (!got) break;
+                ++popped;
+            }
+        }
+        if (popped != timers) fail("popped", popped, timers);
+        state.PauseTiming();
+        w.reset();
+        state.ResumeTiming();
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
+    state.counters["longest_pop_us"] = static_cast<double>(longest) / 1000;
+}
+BENCHMARK(BM_TimerWheel_LongestPop)->Unit(benchmark::kMillisecond);
+
+void BM_TimerHeap_LongestPop(benchmark::State& state) {
+    const auto& at = expiries();
+    std::int64_t longest = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        auto h = std::make_unique<heap>();
+        for (std::uint64_t id = 0; id < timers; ++id) h->emplace(at[id], id);
+        state.ResumeTiming();
+        std::uint64_t now = t0, popped = 0;
+        while (!h->empty()) {
+            now += step;
+            while (true) {
+                const auto start = std::chrono::steady_clock::now();
+                const bool got = !h->empty() && h->top().first <= now;
+                if (got) h->pop();
+                const auto took = std::chrono::steady_clock::now() - start;
+                longest = std::max<std::int64_t>(longest, std::chrono::duration_cast<std::chrono::nanoseconds>(took).count());
+                if (!got) break;
+                ++popped;
+            }
+        }
+        if (popped != timers) fail("popped", popped, timers);
+        state.PauseTiming();
+        h.reset();
+        state.ResumeTiming();
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
+    state.counters["longest_pop_us"] = static_cast<double>(longest) / 1000;
+}
+BENCHMARK(BM_TimerHeap_LongestPop)->Unit(benchmark::kMillisecond);
 
 // The retry interval a popped timer is added again with: 1 min to 4 h, like the defaults.
 std::uint64_t next_interval(std::mt19937_64& random) { return minute + random() % (240 * minute); }
