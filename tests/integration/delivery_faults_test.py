@@ -319,15 +319,19 @@ def expiry(c, binary):
 
 
 class ScriptedPeer:
-    """A next hop on loopback that answers each RCPT from a script: {local part: reply lines}
-    (anything else gets 250). `mail_reply`, if set, answers MAIL instead (a 421 closes the
-    connection, as Yahoo's [TSS04] does). Python's standard library only; stopped at exit."""
+    """A next hop on loopback that answers each RCPT from a script: {local part: reply lines,
+    or a function of the recipient's attempt number (1 for its first RCPT) returning reply
+    lines or None} (anything else gets 250). `mail_reply`, if set, answers MAIL instead (a 421
+    closes the connection, as Yahoo's [TSS04] does). `attempts` lists (recipient, time.time()
+    at its transaction's MAIL) for each RCPT (retry_timing_test.py). Python's standard library
+    only; stopped at exit."""
 
     def __init__(self, script=None, mail_reply=None):
         peer = self
         self.script = script or {}
         self.mail_reply = mail_reply
         self.rcpts = []
+        self.attempts = []
 
         class Handler(socketserver.StreamRequestHandler):
             def reply(self, lines):
@@ -340,6 +344,7 @@ class ScriptedPeer:
             def handle(self):
                 self.reply("220 scripted.test ESMTP")
                 accepted = 0
+                mail_at = None
                 while True:
                     line = self.rfile.readline(4096)
                     if not line:
@@ -349,6 +354,7 @@ class ScriptedPeer:
                     if verb in ("EHLO", "HELO"):
                         self.reply(["250-scripted.test", "250 8BITMIME"])
                     elif verb == "MAIL":
+                        mail_at = time.time()
                         if peer.mail_reply:
                             self.reply(peer.mail_reply)
                             if peer.mail_reply[0].startswith("421"):
@@ -359,7 +365,10 @@ class ScriptedPeer:
                     elif verb == "RCPT":
                         rcpt = cmd[cmd.find("<") + 1:cmd.rfind(">")]
                         peer.rcpts.append(rcpt)
+                        peer.attempts.append((rcpt, mail_at))
                         scripted = peer.script.get(rcpt.split("@")[0])
+                        if callable(scripted):
+                            scripted = scripted(peer.rcpts.count(rcpt))
                         if scripted:
                             self.reply(scripted)
                         else:

@@ -2,8 +2,8 @@
 # tests/integration/retry_timing_test.py: retries in milliseconds, woken by the delivery's
 # io_uring timeout at the timer wheel's next expiry (issue 15), not by a once-a-second tick.
 # client (smtplib) -> ringrelay --retry-intervals 250ms,500ms,1s -> a scripted next hop on
-# loopback that answers RCPT with 451 4.7.1 to each recipient's first three attempts and 250 to
-# the fourth:
+# loopback (delivery_faults_test.ScriptedPeer) that answers RCPT with 451 4.7.1 to each
+# recipient's first three attempts and 250 to the fourth:
 # - the millisecond intervals are accepted and every message is delivered, once, after exactly
 #   three TransientFailure records per recipient, each with its next_attempt;
 # - no retry starts before its next_attempt (the MAIL of attempt k+1 reaches the next hop at
@@ -18,93 +18,17 @@ import datetime
 import json
 import os
 import smtplib
-import socketserver
 import statistics
-import threading
 import time
 
 import harness
+from delivery_faults_test import ScriptedPeer
 from delivery_test import log_records, wait_for
 
 MESSAGES = 20
 REFUSALS = 3  # 451 to the first three attempts of each recipient
 INTERVALS = "250ms,500ms,1s"
 WAIT = 60.0
-
-
-class NextHop:
-    """Answers 451 to a recipient's first REFUSALS RCPTs, then 250; notes when each MAIL came."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.mail_times = {}  # recipient -> [time.time() of the MAIL of each attempt]
-        self.delivered = {}   # recipient -> DATA count
-        peer = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def reply(self, line):
-                self.wfile.write((line + "\r\n").encode())
-                self.wfile.flush()
-
-            def handle(self):
-                self.reply("220 next-hop.test ESMTP")
-                mail_at = None
-                accepted = []
-                while True:
-                    line = self.rfile.readline(4096)
-                    if not line:
-                        return
-                    now = time.time()
-                    cmd = line.decode("utf-8", "replace").rstrip("\r\n")
-                    verb = cmd.split(" ", 1)[0].upper()
-                    if verb in ("EHLO", "HELO"):
-                        self.reply("250 next-hop.test")
-                    elif verb == "MAIL":
-                        mail_at = now
-                        accepted = []
-                        self.reply("250 2.1.0 Ok")
-                    elif verb == "RCPT":
-                        rcpt = cmd[cmd.find("<") + 1:cmd.rfind(">")]
-                        with peer.lock:
-                            times = peer.mail_times.setdefault(rcpt, [])
-                            times.append(mail_at)
-                            attempt = len(times)
-                        if attempt <= REFUSALS:
-                            self.reply("451 4.7.1 Try again later")
-                        else:
-                            accepted.append(rcpt)
-                            self.reply("250 2.1.5 Ok")
-                    elif verb == "DATA":
-                        if not accepted:
-                            self.reply("554 5.5.1 Error: no valid recipients")
-                            continue
-                        self.reply("354 End data with <CR><LF>.<CR><LF>")
-                        while True:
-                            body_line = self.rfile.readline(65536)
-                            if not body_line or body_line == b".\r\n":
-                                break
-                        with peer.lock:
-                            for r in accepted:
-                                peer.delivered[r] = peer.delivered.get(r, 0) + 1
-                        self.reply("250 2.0.0 Ok: queued")
-                    elif verb == "QUIT":
-                        self.reply("221 2.0.0 Bye")
-                        return
-                    else:  # RSET, NOOP
-                        self.reply("250 2.0.0 Ok")
-
-        class Server(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-        harness.register_cleanup(self.stop)
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def unix_time(iso):
@@ -118,10 +42,12 @@ def percentile(sorted_values, p):
 
 
 def scenario(c):
-    hop = NextHop()
+    def defer_first_attempts(attempt):
+        return "451 4.7.1 Try again later" if attempt <= REFUSALS else None
+    rcpts = [f"r{i}@example.net" for i in range(MESSAGES)]
+    hop = ScriptedPeer(script={r.split("@")[0]: defer_first_attempts for r in rcpts})
     relay = harness.Relay(harness.ringrelay_path(), ["--smarthost", f"127.0.0.1:{hop.port}",
                                                       "--retry-intervals", INTERVALS]).start()
-    rcpts = [f"r{i}@example.net" for i in range(MESSAGES)]
     s = smtplib.SMTP(relay.host, relay.port, timeout=30)
     s.ehlo("client.test")
     for i, r in enumerate(rcpts):
@@ -133,13 +59,14 @@ def scenario(c):
         return len(log_records(relay, "Delivery")) >= MESSAGES and \
             len(log_records(relay, "TransientFailure")) >= MESSAGES * REFUSALS
     wait_for(all_logged, f"every message delivered after {REFUSALS} deferrals ({INTERVALS})", c, WAIT)
-    with hop.lock:
-        delivered = dict(hop.delivered)
-        mail_times = {r: list(t) for r, t in hop.mail_times.items()}
-    c.check(all(delivered.get(r) == 1 for r in rcpts), "each message reached the next hop exactly once",
-            f"{delivered}")
+    delivered = [rec["recipient"] for rec in log_records(relay, "Delivery")]
+    c.check(sorted(delivered) == sorted(rcpts), "one Delivery record for each recipient", f"{delivered}")
+    mail_times = {}
+    for rcpt, at in list(hop.attempts):
+        mail_times.setdefault(rcpt, []).append(at)
     c.check(all(len(mail_times.get(r, [])) == REFUSALS + 1 for r in rcpts),
-            f"each recipient was tried {REFUSALS + 1} times", f"{ {r: len(t) for r, t in mail_times.items()} }")
+            f"each recipient was tried {REFUSALS + 1} times, the last accepted",
+            f"{ {r: len(t) for r, t in mail_times.items()} }")
 
     failures = {}
     for rec in log_records(relay, "TransientFailure"):
@@ -178,4 +105,5 @@ def scenario(c):
             f.write("\n")
 
 
-harness.run("retry_timing", scenario)
+if __name__ == "__main__":
+    harness.run("retry_timing", scenario)
