@@ -25,6 +25,7 @@
 #include <memory>
 #include <queue>
 #include <random>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -59,56 +60,69 @@ const std::vector<std::uint64_t>& expiries() {
     std::abort();
 }
 
+// The old scheduler's heap behind the wheel's calls, so that one template times both.
+class heap_timers {
+public:
+    explicit heap_timers(std::uint64_t) {}
+    void add(std::uint64_t at, std::uint64_t id) { _heap.emplace(at, id); }
+    bool pop(std::uint64_t now, std::uint64_t& id, std::uint64_t* expiry = nullptr) {
+        if (_heap.empty() || _heap.top().first > now) return false;
+        id = _heap.top().second;
+        if (expiry != nullptr) *expiry = _heap.top().first;
+        _heap.pop();
+        return true;
+    }
+    [[nodiscard]] bool empty() const { return _heap.empty(); }
+    [[nodiscard]] std::size_t size() const { return _heap.size(); }
+    heap& queue() { return _heap; }
+
+private:
+    heap _heap;
+};
+
+template <typename Timers>
+std::unique_ptr<Timers> filled() {
+    const auto& at = expiries();
+    auto t = std::make_unique<Timers>(t0);
+    for (std::uint64_t id = 0; id < timers; ++id) t->add(at[id], id);
+    return t;
+}
+
 // The reference check before anything is timed: the wheel pops 100,000 timers in the heap's
 // order (ties: the heap by id, the wheel by insertion, which is id order here).
 void check_against_heap() {
     const auto& at = expiries();
     wheel w(t0);
-    heap h;
+    heap_timers h(t0);
     for (std::uint64_t id = 0; id < 100'000; ++id) {
         w.add(at[id], id);
-        h.emplace(at[id], id);
+        h.add(at[id], id);
     }
-    std::uint64_t now = t0, id = 0;
+    std::uint64_t now = t0, id = 0, want = 0;
     while (!h.empty()) {
         now += step;
-        while (!h.empty() && h.top().first <= now) {
-            if (!w.pop(now, id) || id != h.top().second) fail("wheel and heap disagree", id, h.top().second);
-            h.pop();
-        }
+        while (h.pop(now, want))
+            if (!w.pop(now, id) || id != want) fail("wheel and heap disagree", id, want);
         if (w.pop(now, id)) fail("the wheel popped a timer the heap has not", id, now);
     }
     if (!w.empty()) fail("timers left in the wheel", w.size(), 0);
 }
 
-void BM_TimerWheel_Insert(benchmark::State& state) {
-    const auto& at = expiries();
+template <typename Timers>
+void insert(benchmark::State& state) {
     for (auto _ : state) {
-        auto w = std::make_unique<wheel>(t0);
-        for (std::uint64_t id = 0; id < timers; ++id) w->add(at[id], id);
-        if (w->size() != timers) fail("size", w->size(), timers);
-        benchmark::DoNotOptimize(w.get());
+        auto t = filled<Timers>();
+        if (t->size() != timers) fail("size", t->size(), timers);
+        benchmark::DoNotOptimize(t.get());
         state.PauseTiming();  // freeing it is not inserting
-        w.reset();
+        t.reset();
         state.ResumeTiming();
     }
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
 }
+void BM_TimerWheel_Insert(benchmark::State& state) { insert<wheel>(state); }
+void BM_TimerHeap_Insert(benchmark::State& state) { insert<heap_timers>(state); }
 BENCHMARK(BM_TimerWheel_Insert)->Unit(benchmark::kMillisecond);
-
-void BM_TimerHeap_Insert(benchmark::State& state) {
-    const auto& at = expiries();
-    for (auto _ : state) {
-        auto h = std::make_unique<heap>();
-        for (std::uint64_t id = 0; id < timers; ++id) h->emplace(at[id], id);
-        if (h->size() != timers) fail("size", h->size(), timers);
-        benchmark::DoNotOptimize(h.get());
-        state.PauseTiming();
-        h.reset();
-        state.ResumeTiming();
-    }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
-}
 BENCHMARK(BM_TimerHeap_Insert)->Unit(benchmark::kMillisecond);
 
 std::vector<std::uint64_t> shuffled_ids() {
@@ -139,21 +153,17 @@ void BM_TimerWheel_Cancel(benchmark::State& state) {
 BENCHMARK(BM_TimerWheel_Cancel)->Unit(benchmark::kMillisecond);
 
 void BM_TimerHeap_CancelLazy(benchmark::State& state) {
-    const auto& at = expiries();
     const std::vector<std::uint64_t> order = shuffled_ids();
     std::vector<bool> cancelled(timers);
     for (auto _ : state) {
         state.PauseTiming();
-        auto h = std::make_unique<heap>();
-        for (std::uint64_t id = 0; id < timers; ++id) h->emplace(at[id], id);
+        auto h = filled<heap_timers>();
         cancelled.assign(timers, false);
         state.ResumeTiming();
         for (const std::uint64_t id : order) cancelled[id] = true;
         // The marked entries stay in the heap until they come to the top.
-        while (!h->empty()) {
-            if (!cancelled[h->top().second]) fail("a live timer", h->top().second, 0);
-            h->pop();
-        }
+        for (heap& q = h->queue(); !q.empty(); q.pop())
+            if (!cancelled[q.top().second]) fail("a live timer", q.top().second, 0);
         state.PauseTiming();
         h.reset();
         state.ResumeTiming();
@@ -162,140 +172,71 @@ void BM_TimerHeap_CancelLazy(benchmark::State& state) {
 }
 BENCHMARK(BM_TimerHeap_CancelLazy)->Unit(benchmark::kMillisecond);
 
-void BM_TimerWheel_Expire(benchmark::State& state) {
-    check_against_heap();
-    const auto& at = expiries();
+// Pops every timer as the clock passes in one-second steps, each pop checked. With
+// `time_each_pop`, every pop() call is timed and the longest reported (so the total is not
+// comparable to the untimed run). The wheel also reports its moves.
+template <typename Timers>
+void expire(benchmark::State& state, bool time_each_pop) {
+    constexpr bool is_wheel = std::is_same_v<Timers, wheel>;
     std::uint64_t cascaded = 0, most_per_pop = 0;
+    std::int64_t longest_ns = 0;
     for (auto _ : state) {
         state.PauseTiming();
-        auto w = std::make_unique<wheel>(t0);
-        for (std::uint64_t id = 0; id < timers; ++id) w->add(at[id], id);
-        const std::uint64_t moved_before = w->work().cascaded;
+        auto t = filled<Timers>();
+        std::uint64_t moved = 0, moved_before = 0;
+        if constexpr (is_wheel) moved = moved_before = t->work().cascaded;
         state.ResumeTiming();
         std::uint64_t now = t0, last = 0, popped = 0, id = 0, expiry = 0;
-        std::uint64_t moved = w->work().cascaded;
-        while (!w->empty()) {
+        while (!t->empty()) {
             now += step;
-            while (w->pop(now, id, &expiry)) {
+            while (true) {
+                const auto start = time_each_pop ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+                const bool got = t->pop(now, id, &expiry);
+                if (time_each_pop) {
+                    const auto took = std::chrono::steady_clock::now() - start;
+                    longest_ns = std::max<std::int64_t>(longest_ns, std::chrono::duration_cast<std::chrono::nanoseconds>(took).count());
+                }
+                if constexpr (is_wheel) {
+                    most_per_pop = std::max(most_per_pop, t->work().cascaded - moved);
+                    moved = t->work().cascaded;
+                }
+                if (!got) break;
                 if (expiry > now || expiry < last) fail("order", expiry, last);
                 last = expiry;
                 ++popped;
-                most_per_pop = std::max(most_per_pop, w->work().cascaded - moved);
-                moved = w->work().cascaded;
             }
-            most_per_pop = std::max(most_per_pop, w->work().cascaded - moved);  // a pop that found none due
-            moved = w->work().cascaded;
         }
         if (popped != timers) fail("popped", popped, timers);
-        cascaded = w->work().cascaded - moved_before;
+        if constexpr (is_wheel) cascaded = t->work().cascaded - moved_before;
         state.PauseTiming();
-        w.reset();
+        t.reset();
         state.ResumeTiming();
     }
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
-    state.counters["moves_per_timer"] = static_cast<double>(cascaded) / timers;
-    state.counters["most_moved_by_one_pop"] = static_cast<double>(most_per_pop);
+    if (time_each_pop) state.counters["longest_pop_us"] = static_cast<double>(longest_ns) / 1000;
+    if (is_wheel && !time_each_pop) {
+        state.counters["moves_per_timer"] = static_cast<double>(cascaded) / timers;
+        state.counters["most_moved_by_one_pop"] = static_cast<double>(most_per_pop);
+    }
 }
+void BM_TimerWheel_Expire(benchmark::State& state) {
+    check_against_heap();
+    expire<wheel>(state, false);
+}
+void BM_TimerHeap_Expire(benchmark::State& state) { expire<heap_timers>(state, false); }
+// The longest single pop(): a cascade of a whole slot happens inside one.
+void BM_TimerWheel_LongestPop(benchmark::State& state) { expire<wheel>(state, true); }
+void BM_TimerHeap_LongestPop(benchmark::State& state) { expire<heap_timers>(state, true); }
 BENCHMARK(BM_TimerWheel_Expire)->Unit(benchmark::kMillisecond);
-
-void BM_TimerHeap_Expire(benchmark::State& state) {
-    const auto& at = expiries();
-    for (auto _ : state) {
-        state.PauseTiming();
-        auto h = std::make_unique<heap>();
-        for (std::uint64_t id = 0; id < timers; ++id) h->emplace(at[id], id);
-        state.ResumeTiming();
-        std::uint64_t now = t0, last = 0, popped = 0;
-        while (!h->empty()) {
-            now += step;
-            while (!h->empty() && h->top().first <= now) {
-                const std::uint64_t expiry = h->top().first;
-                if (expiry < last) fail("order", expiry, last);
-                last = expiry;
-                benchmark::DoNotOptimize(h->top().second);
-                h->pop();
-                ++popped;
-            }
-        }
-        if (popped != timers) fail("popped", popped, timers);
-        state.PauseTiming();
-        h.reset();
-        state.ResumeTiming();
-    }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
-}
 BENCHMARK(BM_TimerHeap_Expire)->Unit(benchmark::kMillisecond);
-
-// The longest single pop() (a cascade of a whole slot happens inside one), beside the heap's
-// longest pop: every call timed with steady_clock, so the totals are not comparable to Expire.
-void BM_TimerWheel_LongestPop(benchmark::State& state) {
-    const auto& at = expiries();
-    std::int64_t longest = 0;
-    for (auto _ : state) {
-        state.PauseTiming();
-        auto w = std::make_unique<wheel>(t0);
-        for (std::uint64_t id = 0; id < timers; ++id) w->add(at[id], id);
-        state.ResumeTiming();
-        std::uint64_t now = t0, id = 0, popped = 0;
-        while (!w->empty()) {
-            now += step;
-            while (true) {
-                const auto start = std::chrono::steady_clock::now();
-                const bool got = w->pop(now, id);
-                const auto took = std::chrono::steady_clock::now() - start;
-                longest = std::max<std::int64_t>(longest, std::chrono::duration_cast<std::chrono::nanoseconds>(took).count());
-                if (!got) break;
-                ++popped;
-            }
-        }
-        if (popped != timers) fail("popped", popped, timers);
-        state.PauseTiming();
-        w.reset();
-        state.ResumeTiming();
-    }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
-    state.counters["longest_pop_us"] = static_cast<double>(longest) / 1000;
-}
 BENCHMARK(BM_TimerWheel_LongestPop)->Unit(benchmark::kMillisecond);
-
-void BM_TimerHeap_LongestPop(benchmark::State& state) {
-    const auto& at = expiries();
-    std::int64_t longest = 0;
-    for (auto _ : state) {
-        state.PauseTiming();
-        auto h = std::make_unique<heap>();
-        for (std::uint64_t id = 0; id < timers; ++id) h->emplace(at[id], id);
-        state.ResumeTiming();
-        std::uint64_t now = t0, popped = 0;
-        while (!h->empty()) {
-            now += step;
-            while (true) {
-                const auto start = std::chrono::steady_clock::now();
-                const bool got = !h->empty() && h->top().first <= now;
-                if (got) h->pop();
-                const auto took = std::chrono::steady_clock::now() - start;
-                longest = std::max<std::int64_t>(longest, std::chrono::duration_cast<std::chrono::nanoseconds>(took).count());
-                if (!got) break;
-                ++popped;
-            }
-        }
-        if (popped != timers) fail("popped", popped, timers);
-        state.PauseTiming();
-        h.reset();
-        state.ResumeTiming();
-    }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
-    state.counters["longest_pop_us"] = static_cast<double>(longest) / 1000;
-}
 BENCHMARK(BM_TimerHeap_LongestPop)->Unit(benchmark::kMillisecond);
 
-// The retry interval a popped timer is added again with: 1 min to 4 h, like the defaults.
-std::uint64_t next_interval(std::mt19937_64& random) { return minute + random() % (240 * minute); }
-
-void BM_TimerWheel_Steady(benchmark::State& state) {
-    const auto& at = expiries();
-    wheel w(t0);
-    for (std::uint64_t id = 0; id < timers; ++id) w.add(at[id], id);
+// A million live timers; each popped one is added again one retry interval (1 min to 4 h)
+// later: a million pop+add pairs per iteration.
+template <typename Timers>
+void steady(benchmark::State& state) {
+    auto t = filled<Timers>();
     std::mt19937_64 random(5);
     std::uint64_t now = t0;
     for (auto _ : state) {
@@ -303,39 +244,19 @@ void BM_TimerWheel_Steady(benchmark::State& state) {
         std::uint64_t id = 0, expiry = 0;
         while (events < timers) {
             now += step;
-            while (events < timers && w.pop(now, id, &expiry)) {
+            while (events < timers && t->pop(now, id, &expiry)) {
                 if (expiry > now) fail("early", expiry, now);
-                w.add(now + next_interval(random), id);
+                t->add(now + minute + random() % (240 * minute), id);
                 ++events;
             }
         }
-        if (w.size() != timers) fail("size", w.size(), timers);
+        if (t->size() != timers) fail("size", t->size(), timers);
     }
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
 }
+void BM_TimerWheel_Steady(benchmark::State& state) { steady<wheel>(state); }
+void BM_TimerHeap_Steady(benchmark::State& state) { steady<heap_timers>(state); }
 BENCHMARK(BM_TimerWheel_Steady)->Unit(benchmark::kMillisecond);
-
-void BM_TimerHeap_Steady(benchmark::State& state) {
-    const auto& at = expiries();
-    heap h;
-    for (std::uint64_t id = 0; id < timers; ++id) h.emplace(at[id], id);
-    std::mt19937_64 random(5);
-    std::uint64_t now = t0;
-    for (auto _ : state) {
-        std::size_t events = 0;
-        while (events < timers) {
-            now += step;
-            while (events < timers && !h.empty() && h.top().first <= now) {
-                const std::uint64_t id = h.top().second;
-                h.pop();
-                h.emplace(now + next_interval(random), id);
-                ++events;
-            }
-        }
-        if (h.size() != timers) fail("size", h.size(), timers);
-    }
-    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * timers));
-}
 BENCHMARK(BM_TimerHeap_Steady)->Unit(benchmark::kMillisecond);
 
 }  // namespace
