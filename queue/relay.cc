@@ -172,7 +172,7 @@ std::expected<void, std::string> relay::setup_suppression() {
     const auto now_s = static_cast<std::uint32_t>(now_us / 1000000);
     _suppressions->reserve(state->entries.size(), now_s);
     for (const suppression_entry& e : state->entries)
-        _suppressions->add(e.tenant, e.address, static_cast<std::uint32_t>(e.time_us / 1000000), now_s);
+        _suppressions->add(e.tenant, e.address, suppression_seconds(e.time_us), now_s);
     _suppression_summary = "suppression: " + std::to_string(state->entries.size()) + " entr" +
                            (state->entries.size() == 1 ? "y" : "ies") + " in " + dir;
     if (found != state->entries.size())

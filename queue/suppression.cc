@@ -25,6 +25,11 @@ std::expected<std::uint32_t, std::string> parse_suppression_ttl(std::string_view
     return static_cast<std::uint32_t>(std::min<std::uint64_t>(s, 0xFFFFFFFFu));
 }
 
+std::uint32_t suppression_seconds(std::uint64_t time_us) noexcept {
+    const std::uint64_t s = (time_us + 999999) / 1000000;
+    return static_cast<std::uint32_t>(std::min<std::uint64_t>(std::max<std::uint64_t>(s, 1), 0xFFFFFFFFu));
+}
+
 std::string_view tenant_of(const protocol::envelope& env) noexcept {
     if (!env.auth_user.empty()) return env.auth_user;
     const std::string_view from = env.mail_from;
@@ -69,7 +74,9 @@ void log_suppressed(core::log_writer& log, const suppressed_rcpt& r) {
     line += "\",\"recipient\":\"";
     core::append_json_escaped(line, r.recipient);
     line += "\",\"tenant\":\"";
-    core::append_json_escaped(line, r.tenant);
+    std::string tenant(r.tenant);
+    suppression_normalise(tenant);  // as the list and --list-suppressed spell it
+    core::append_json_escaped(line, tenant);
     line += "\",\"auth\":";
     if (r.transaction->auth_user.empty()) {
         line += "null";
@@ -130,8 +137,7 @@ bool suppression_list::on_permanent_failure(const protocol::envelope& env, std::
 
 void suppression_list::add(std::string_view tenant, std::string_view address, suppression_source source,
                            std::uint64_t queue_id, std::uint64_t time_us) {
-    const auto time_s = static_cast<std::uint32_t>(time_us / 1000000);
-    _table.add(tenant, address, time_s, static_cast<std::uint32_t>(core::unix_us() / 1000000));
+    _table.add(tenant, address, suppression_seconds(time_us), static_cast<std::uint32_t>(core::unix_us() / 1000000));
     std::string t(tenant), a(address);
     suppression_normalise(t);
     suppression_normalise(a);

@@ -50,6 +50,10 @@ namespace ringrelay::queue {
 // durations are rounded up to whole seconds and capped at 2^32 - 1. The error says why.
 [[nodiscard]] std::expected<std::uint32_t, std::string> parse_suppression_ttl(std::string_view text);
 
+// An entry's time in the table: Unix seconds, rounded up, so that an entry is never dropped
+// before its TTL has passed (it may live up to a second longer).
+[[nodiscard]] std::uint32_t suppression_seconds(std::uint64_t time_us) noexcept;
+
 // The tenant whose list a message belongs to: its AUTH user, else its sender's domain (the
 // text after the last '@'); empty if it has neither. Views into `env`.
 [[nodiscard]] std::string_view tenant_of(const protocol::envelope& env) noexcept;

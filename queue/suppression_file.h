@@ -21,6 +21,8 @@
 // SECURITY: reads files in the spool that may be torn or corrupt (and hold addresses that came
 // from the network): every length is checked against the bytes read (queue/record.cc), and a
 // damaged record costs only itself.
+// Parsing is in suppression_file.cc (no I/O: the fuzz target links it alone), the directory
+// functions in suppression_directory.cc.
 // Threading: none; synchronous file I/O, used at start-up (queue/relay.cc) and by the offline
 // commands (tools/ringrelay.cc), never on a shard's loop.
 #pragma once
