@@ -44,9 +44,11 @@ protocol::outbound_message outbound_message_of(const stored_message& m, std::spa
 delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
                    const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
                    const core::stream_services& streams, core::mx_resolver& resolver,
-                   const std::atomic<std::uint64_t>& tls_generation, const shard_links& links)
+                   const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
+                   suppression_list* suppressions)
     : _shard(shard_index),
       _router(config),
+      _suppressions(suppressions),
       _tls(config, tls_generation, core::system_time()),
       _log(log, shard_index, bounce_rules_for(config)),
       _dsns(s, config, host, shard_index, *this),
@@ -181,6 +183,7 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
             case protocol::outcome_kind::permanent_failure:
                 ++m.attempts[i];
                 _store.finish(m, i, recipient_status::bounced, outcome_note{remote, reply_ptr, reason, now_us, attempt_ms});
+                bounced(m, i, reply_ptr, now_us);
                 break;
             case protocol::outcome_kind::transient_failure:
             case protocol::outcome_kind::protocol_error:
@@ -218,6 +221,11 @@ void delivery::defer(stored_message& m, std::uint32_t i, const outcome_note& not
     }
     _store.defer(m, i, plan.at_us, note);
     _scheduler.retry_at(plan.at_us, m.queue_id);
+}
+
+void delivery::bounced(const stored_message& m, std::uint32_t i, const protocol::outcome_reply* reply,
+                       std::uint64_t now_us) noexcept {
+    if (_suppressions != nullptr) (void)_suppressions->on_permanent_failure(m.envelope, m.envelope.rcpt_to[i], reply, now_us);
 }
 
 // ---- timers and shutdown ------------------------------------------------------------------
