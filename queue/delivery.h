@@ -33,6 +33,7 @@
 #include "core/log.h"
 #include "core/reactor.h"
 #include "core/stream.h"
+#include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/delivery_job.h"
 #include "queue/delivery_log.h"
@@ -57,12 +58,13 @@ public:
     // core::streams on them);
     // tls_generation: relay-owned, bumped by a SIGHUP whose --outbound-ca-file loaded;
     // links: the cross-shard mailboxes, complete before the shard's loop starts;
+    // bounce_rules: the relay's one bounce classification table, shared read-only by every shard;
     // suppressions: the shard's side of the suppression list, null with --no-suppression.
     delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
              const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
              const core::stream_services& streams, core::mx_resolver& resolver,
              const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
-             suppression_list* suppressions = nullptr);
+             const protocol::bounce_rules& bounce_rules, suppression_list* suppressions = nullptr);
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;
 
@@ -106,11 +108,11 @@ private:
                        const std::string& why) noexcept;
     // A failed attempt (or none possible): the next retry, or expiry.
     void defer(stored_message& m, std::uint32_t i, const outcome_note& note);
-    // Recipient `i` of m has just been finished as bounced (a 5xx, or refused locally), with
-    // `reply` if there was one: the seam where a hard bounce puts the recipient on the
-    // sender's suppression list (queue/suppression.h, is_hard_bounce; the bounce classifier's
-    // verdict once it is merged).
-    void bounced(const stored_message& m, std::uint32_t i, const protocol::outcome_reply* reply,
+    // Recipient `i` of m has just been finished as bounced (a 5xx, or refused locally) and
+    // classified as `verdict` (the verdict its Bounce record carries): the seam where a bounce
+    // of class invalid-recipient or inactive-mailbox puts the recipient on the sender's
+    // suppression list (queue/suppression.h, suppresses()).
+    void bounced(const stored_message& m, std::uint32_t i, const protocol::bounce_verdict& verdict,
                  std::uint64_t now_us) noexcept;
 
     // Fixed after construction.

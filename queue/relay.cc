@@ -32,8 +32,8 @@ std::expected<std::string, std::string> postmaster_address(const core::config& c
     return std::unexpected("--postmaster: '" + address + "' is not a valid mail address (local@domain, RFC 5321)");
 }
 
-relay::relay(core::config config, storage_factory make_storage)
-    : _config(std::move(config)), _make_storage(std::move(make_storage)) {
+relay::relay(core::config config, protocol::bounce_rules bounce_rules, storage_factory make_storage)
+    : _config(std::move(config)), _bounce_rules(std::move(bounce_rules)), _make_storage(std::move(make_storage)) {
     _server.hostname = _config.hostname;
     _server.max_message_size = _config.max_message_size;
     _server.max_recipients = _config.max_recipients;
@@ -118,7 +118,7 @@ std::expected<void, std::string> relay::start() {
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
-                                    _limits, *_links, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
+                                    _limits, *_links, _bounce_rules, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
                                     _suppressions.get(), _suppression_generation));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.

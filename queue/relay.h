@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/reactor.h"
 #include "core/tls.h"
+#include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/shard_links.h"
 #include "queue/shard.h"
@@ -28,7 +29,11 @@ namespace ringrelay::queue {
 
 class relay {
 public:
-    explicit relay(core::config config, storage_factory make_storage = {});
+    // bounce_rules: the table every shard classifies failures with (load_bounce_rules() of
+    // config.bounce_classes; tools/ringrelay.cc loads it before anything starts, so that a file
+    // that does not load stops the start). The relay keeps it, immutable, for its lifetime; the
+    // shards share it read-only, without locks.
+    relay(core::config config, protocol::bounce_rules bounce_rules, storage_factory make_storage = {});
     relay(const relay&) = delete;
     relay& operator=(const relay&) = delete;
     ~relay();  // stops and joins if still running
@@ -74,6 +79,7 @@ private:
     [[nodiscard]] std::expected<void, std::string> setup_suppression();
 
     core::config _config;
+    const protocol::bounce_rules _bounce_rules;  // before _shards: they read it
     protocol::server_config _server;
     // SPOOL/lock, held from start() until the relay is destroyed: one relay per spool, and no
     // offline command on a running relay's spool.

@@ -27,7 +27,8 @@ constexpr std::string_view too_many_from_address =
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
              std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-             const shard_links& links, storage_factory make_storage, const inbound_tls* tls, inbound_auth* auth,
+             const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
+             const inbound_tls* tls, inbound_auth* auth,
              dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation)
     : _index(index),
       _config(config),
@@ -46,6 +47,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _go(std::move(go)),
       _limits(limits),
       _links(links),
+      _bounce_rules(bounce_rules),
       _auth_queue(config.auth_queue_size, static_cast<std::int64_t>(config.auth_queue_timeout) * 1000),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
 }
@@ -78,7 +80,8 @@ std::string shard::init() {
     _dns = std::make_unique<core::dns_resolver>(_reactor, dns);
     if (auto ec = _dns->init(); ec) return "DNS resolver: " + ec.message();
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index, stream_services(),
-                                           *_dns, _limits.outbound_tls_generation, _links, _suppressions.get());
+                                           *_dns, _limits.outbound_tls_generation, _links, _bounce_rules,
+                                           _suppressions.get());
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
     // flushed by the shard are those of the turn; the suppression journal after the shard's
     // (whose delivery may add entries at its turn end), then the log.

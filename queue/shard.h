@@ -28,6 +28,7 @@
 #include "core/stream.h"
 #include "core/tls.h"
 #include "core/work_pool.h"
+#include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/auth.h"
 #include "queue/connection.h"
@@ -105,13 +106,16 @@ class shard final : public core::turn_hook,
                     public server_host,
                     public front_owner {
 public:
-    // config, server_config, features and tls must outlive the shard. listen: the endpoints to
-    // bind (port 0 picks one; main passes shard 0's result to the others). tls: null for no
-    // TLS (then no implicit-TLS listener may be given and server.tls must be none).
+    // config, server_config, features, bounce_rules and tls must outlive the shard. listen: the
+    // endpoints to bind (port 0 picks one; main passes shard 0's result to the others).
+    // bounce_rules: the relay's classification table, read by every shard (never written after
+    // the relay starts). tls: null for no TLS (then no implicit-TLS listener may be given and
+    // server.tls must be none).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-          const shard_links& links, storage_factory make_storage = {}, const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
+          const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage = {},
+          const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
           dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
           std::uint64_t suppression_generation = 0);
     shard(const shard&) = delete;
@@ -220,6 +224,7 @@ private:
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
     const shard_links& _links;     // the deliveries' cross-shard mailboxes (relay-owned)
+    const protocol::bounce_rules& _bounce_rules;  // relay-owned, shared read-only by every shard
 
     // Shard-local.
     core::reactor _reactor;

@@ -38,15 +38,6 @@ std::string_view tenant_of(const protocol::envelope& env) noexcept {
     return from.substr(at + 1);
 }
 
-bool is_hard_bounce(const protocol::outcome_reply& reply) noexcept {
-    if (reply.origin == protocol::reply_origin::none || reply.code < 500 || reply.code > 599) return false;
-    const protocol::enhanced_status& e = reply.enhanced;
-    if (e.status_class != 5) return false;
-    // RFC 3463 §3.2 X.1.1 bad destination mailbox address, X.1.6 destination mailbox has
-    // moved; RFC 7505 §4.2 X.1.10 null MX; RFC 3463 §3.3 X.2.1 mailbox disabled.
-    return (e.subject == 1 && (e.detail == 1 || e.detail == 6 || e.detail == 10)) || (e.subject == 2 && e.detail == 1);
-}
-
 void format_suppressed_reply(std::string& out, std::string_view recipient, std::uint32_t since_s) {
     out.clear();
     out += '<';
@@ -126,8 +117,8 @@ std::optional<std::uint32_t> suppression_list::check(const protocol::envelope& t
 }
 
 bool suppression_list::on_permanent_failure(const protocol::envelope& env, std::string_view recipient,
-                                            const protocol::outcome_reply* reply, std::uint64_t now_us) {
-    if (reply == nullptr || !is_hard_bounce(*reply)) return false;
+                                            const protocol::bounce_verdict& verdict, std::uint64_t now_us) {
+    if (!suppresses(verdict.cls)) return false;
     const std::string_view tenant = tenant_of(env);
     if (tenant.empty() || recipient.empty()) return false;
     add(tenant, recipient, suppression_source::hard_bounce, env.queue_id, now_us);

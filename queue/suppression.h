@@ -10,10 +10,15 @@
 // a message with neither (the null sender without AUTH, DSNs) has no tenant: it is never
 // checked and never adds. Tenants and addresses compare without ASCII case.
 //
+// Which bounces suppress: those the bounce classifier (protocol/bounce_class.h with the relay's
+// rules, etc/bounce-classes.json and --bounce-classes) puts in class invalid-recipient or
+// inactive-mailbox; suppresses() below. Deferrals and expiry never suppress, whatever their class.
+//
 // Where things happen: the check runs on the shard that receives the RCPT
 // (shard::check_rcpt -> check()), against the relay's one suppression_table, lock-free. An
 // addition happens on the message's origin shard, where delivery finishes a permanent failure
-// (delivery::apply_outcome -> on_permanent_failure(), the seam below): the table is updated at
+// and classifies it once, logged or not (delivery::apply_outcome -> delivery::bounced ->
+// on_permanent_failure(), with the verdict the Bounce record carries): the table is updated at
 // once (every shard sees it from its next RCPT), and the entry is journaled to this shard's
 // file SPOOL/suppression/N.shard-K (queue/suppression_file.h) with group commit: every entry
 // added during a loop turn goes out in one write and one fdatasync at the turn's end, through
@@ -38,7 +43,7 @@
 
 #include "core/log.h"
 #include "core/reactor.h"
-#include "protocol/client_types.h"
+#include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/record.h"
 #include "queue/storage.h"
@@ -58,14 +63,13 @@ namespace ringrelay::queue {
 // text after the last '@'); empty if it has neither. Views into `env`.
 [[nodiscard]] std::string_view tenant_of(const protocol::envelope& env) noexcept;
 
-// THE SEAM, TEMPORARY: whether a permanent failure's reply is a hard bounce that suppresses
-// the recipient (the bounce classes invalid-recipient and inactive-mailbox). Until the bounce
-// classifier (branch bounce-classes) is merged this reads only the enhanced status code:
-// 5.1.1 (bad destination mailbox: no such user), 5.1.6 (mailbox has moved), 5.1.10 (null MX,
-// RFC 7505), 5.2.1 (mailbox disabled), under a 5xx reply. At the merge the lead replaces its
-// body by the classifier's verdict (class invalid-recipient or inactive-mailbox) and keeps
-// the call site (delivery::apply_outcome) as it is.
-[[nodiscard]] bool is_hard_bounce(const protocol::outcome_reply& reply) noexcept;
+// The seam: whether a bounce of class `c` puts its recipient on the tenant's list. True for
+// invalid-recipient (no such mailbox) and inactive-mailbox (disabled or gone) only: mail to
+// that address cannot succeed later. A full mailbox, the receiver's policy, a rate limit, the
+// sender's reputation and every other class may clear up, so they never suppress.
+[[nodiscard]] constexpr bool suppresses(protocol::bounce_class c) noexcept {
+    return c == protocol::bounce_class::invalid_recipient || c == protocol::bounce_class::inactive_mailbox;
+}
 
 // The argument of the 550 reply: "<addr>: recipient suppressed after a hard bounce on
 // 2026-03-14" (the UTC date of `since_s`), replacing `out`.
@@ -110,11 +114,11 @@ public:
                                                      std::string_view recipient, std::uint32_t now_s) const noexcept;
 
     // Delivery finished `recipient` of the message `env` (its queue id) as a permanent failure
-    // with `reply` (null if there was none): the recipient is added to the tenant's list if
-    // the reply is a hard bounce (is_hard_bounce) and the message has a tenant. Returns
-    // whether it was added.
+    // (a bounce; never a deferral or an expiry) that the bounce classifier judged `verdict`:
+    // the recipient is added to the tenant's list if suppresses(verdict.cls) and the message
+    // has a tenant. Returns whether it was added.
     bool on_permanent_failure(const protocol::envelope& env, std::string_view recipient,
-                              const protocol::outcome_reply* reply, std::uint64_t now_us);
+                              const protocol::bounce_verdict& verdict, std::uint64_t now_us);
 
     // Adds the pair now (the table) and journals it with the turn's commit.
     void add(std::string_view tenant, std::string_view address, suppression_source source, std::uint64_t queue_id,

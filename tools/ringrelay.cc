@@ -173,9 +173,9 @@ int main(int argc, char** argv) {
     }
     core::config config = std::move(*loaded);
     // The bounce classification rules (the embedded etc/bounce-classes.json and --bounce-classes
-    // over it) are checked here, like the other flags: a file that does not load stops the start
-    // with the file, the rule and the reason. Each shard's delivery loads its own copy.
-    const auto bounce_rules = queue::load_bounce_rules(config.bounce_classes);
+    // over it), loaded once, here, like the other flags: a file that does not load stops the start
+    // with the file, the rule and the reason. The relay keeps the table; every shard reads it.
+    auto bounce_rules = queue::load_bounce_rules(config.bounce_classes);
     if (!bounce_rules) {
         std::fprintf(stderr, "ringrelay: %s\n", bounce_rules.error().c_str());
         return 2;
@@ -204,11 +204,12 @@ int main(int argc, char** argv) {
                                  : queue::power_loss_storage::sync_mode::durable;
     core::diag(std::string("TEST BUILD: power-loss storage (unsynced writes die with the process)") +
                (nondurable ? "; fdatasync SKIPPED: acknowledged mail is NOT durable" : ""));
-    queue::relay node(std::move(config), [mode](core::reactor& r) -> std::unique_ptr<queue::storage> {
-        return std::make_unique<queue::power_loss_storage>(r, mode);
-    });
+    queue::relay node(std::move(config), std::move(bounce_rules->table),
+                      [mode](core::reactor& r) -> std::unique_ptr<queue::storage> {
+                          return std::make_unique<queue::power_loss_storage>(r, mode);
+                      });
 #else
-    queue::relay node(std::move(config));
+    queue::relay node(std::move(config), std::move(bounce_rules->table));
 #endif
     if (auto started = node.start(); !started) {
         core::diag(started.error());

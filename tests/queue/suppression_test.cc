@@ -2,8 +2,8 @@
 // growth, removal, concurrent readers while a writer grows the array, reclamation only after
 // every reader's quiescent state), queue/suppression_file.h (the journal format read back,
 // torn and corrupt records, generations and compaction), queue/suppression.h (tenants, the
-// hard-bounce seam, the reply, a shard's group-committed journal through the fault storage)
-// and queue/spool_lock.h.
+// seam: which bounce classes suppress, with real replies classified by the shipped rules; the
+// reply, a shard's group-committed journal through the fault storage) and queue/spool_lock.h.
 #include "queue/suppression.h"
 
 #include <gtest/gtest.h>
@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "core/reactor.h"
+#include "protocol/bounce_class.h"
+#include "queue/bounce_rules.h"
 #include "queue/spool_lock.h"
 #include "queue/suppression_file.h"
 #include "queue/suppression_table.h"
@@ -340,32 +342,60 @@ TEST(Suppression, TenantIsTheAuthUserElseTheSendersDomain) {
     EXPECT_EQ(tenant_of(env), "");
 }
 
-TEST(Suppression, HardBouncesAreInvalidOrInactiveMailboxesOnly) {
+// The seam (issue 16): a bounce suppresses when the bounce classifier, with the rules the relay
+// ships (etc/bounce-classes.json), puts it in class invalid-recipient or inactive-mailbox. Real
+// replies (the rules file's examples and Postfix's texts from tests/integration/suppression_test),
+// read as delivery reads a next hop's reply.
+TEST(Suppression, OnlyInvalidRecipientAndInactiveMailboxBouncesSuppress) {
+    auto load = load_bounce_rules("");
+    ASSERT_TRUE(load.has_value()) << load.error();
+    const protocol::bounce_rules& rules = load->table;
+    using protocol::bounce_class;
     struct row {
-        std::uint16_t code;
-        protocol::enhanced_status e;
-        protocol::reply_origin origin;
-        bool hard;
+        const char* reply;
+        bounce_class cls;
+        bool suppresses;
     };
     const row rows[] = {
-        {550, {5, 1, 1}, protocol::reply_origin::peer, true},    // no such user
-        {550, {5, 1, 6}, protocol::reply_origin::peer, true},    // mailbox has moved
-        {550, {5, 1, 10}, protocol::reply_origin::local, true},  // null MX
-        {550, {5, 2, 1}, protocol::reply_origin::peer, true},    // mailbox disabled
-        {552, {5, 2, 2}, protocol::reply_origin::peer, false},   // mailbox full
-        {550, {5, 7, 1}, protocol::reply_origin::peer, false},   // policy
-        {554, {5, 7, 26}, protocol::reply_origin::peer, false},  // authentication
-        {550, {}, protocol::reply_origin::peer, false},          // no enhanced code
-        {450, {4, 1, 1}, protocol::reply_origin::peer, false},   // temporary
-        {550, {5, 1, 1}, protocol::reply_origin::none, false},   // no reply at all
+        {"550 5.1.1 <gone@bad.test>: Recipient address rejected: User unknown", bounce_class::invalid_recipient, true},
+        {"550 5.1.1 <user@icloud.com>: user does not exist", bounce_class::invalid_recipient, true},
+        {"554 delivery error: dd This user doesn't have a yahoo.com account (user@yahoo.com) [-5] - "
+         "mta123.mail.mud.yahoo.com",
+         bounce_class::invalid_recipient, true},
+        {"550 5.2.1 <dead@bad.test>: Recipient address rejected: Mailbox disabled", bounce_class::inactive_mailbox, true},
+        {"550 5.2.1 The email account that you tried to reach is inactive.", bounce_class::inactive_mailbox, true},
+        {"552 5.2.2 <full@bad.test>: Recipient address rejected: Mailbox full", bounce_class::mailbox_full, false},
+        {"552 5.2.2 The recipient's inbox is out of storage space and inactive.", bounce_class::mailbox_full, false},
+        {"550 5.7.1 The user or domain that you are sending to (or from) has a policy that prohibits the email that "
+         "you sent.",
+         bounce_class::policy, false},
+        // 5.2.1, which the enhanced code alone would take for a disabled mailbox.
+        {"550 5.2.1 The user you are trying to contact is receiving email at a rate that prevents additional "
+         "messages from being delivered.",
+         bounce_class::rate_limited, false},
+        {"550 5.7.1 This email has been rate limited.", bounce_class::rate_limited, false},
+        {"554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+         bounce_class::reputation, false},
     };
     for (const row& r : rows) {
-        protocol::outcome_reply reply;
-        reply.origin = r.origin;
-        reply.code = r.code;
-        reply.enhanced = r.e;
-        EXPECT_EQ(is_hard_bounce(reply), r.hard) << r.code << " " << int(r.e.status_class) << "." << r.e.subject << "."
-                                                 << r.e.detail;
+        const protocol::bounce_verdict v = rules.classify(protocol::bounce_input_from_reason(r.reply));
+        EXPECT_EQ(v.cls, r.cls) << r.reply << ": " << protocol::to_string(v.cls) << " by " << v.rule;
+        EXPECT_EQ(suppresses(v.cls), r.suppresses) << r.reply;
+    }
+    // Our own bounce for a domain that takes no mail (queue/destination_pool.cc) is a DNS
+    // failure: the domain, not the mailbox, is what is wrong.
+    protocol::bounce_input null_mx;
+    null_mx.origin = protocol::rule_origin::local;
+    null_mx.code = 550;
+    null_mx.enhanced = protocol::enhanced_status{5, 1, 10};
+    null_mx.text = "5.1.10 the domain accepts no mail (null MX, RFC 7505)";
+    EXPECT_EQ(rules.classify(null_mx).cls, bounce_class::dns);
+    EXPECT_FALSE(suppresses(rules.classify(null_mx).cls));
+    // Every class: exactly the two suppress.
+    for (std::size_t c = 0; c < protocol::bounce_class_count; ++c) {
+        const auto cls = static_cast<bounce_class>(c);
+        EXPECT_EQ(suppresses(cls), cls == bounce_class::invalid_recipient || cls == bounce_class::inactive_mailbox)
+            << protocol::to_string(cls);
     }
 }
 
@@ -394,6 +424,9 @@ protected:
         _list = std::make_unique<suppression_list>(_table, *_storage, _dir, 4, 0);
         ASSERT_TRUE(_list->open().has_value());
         _reactor.add_turn_hook(_list.get());
+        auto rules = load_bounce_rules("");
+        ASSERT_TRUE(rules.has_value()) << rules.error();
+        _rules = std::move(rules->table);
     }
     void TearDown() override {
         _reactor.remove_turn_hook(_list.get());
@@ -414,13 +447,10 @@ protected:
         EXPECT_TRUE(s.has_value());
         return s ? s->entries : std::vector<suppression_entry>{};
     }
-    protocol::outcome_reply reply(std::uint16_t code, protocol::enhanced_status e) {
-        protocol::outcome_reply r;
-        r.origin = protocol::reply_origin::peer;
-        r.code = code;
-        r.enhanced = e;
-        r.text = "5.1.1 <x>: Recipient address rejected: User unknown";
-        return r;
+    // A next hop's reply as the shipped rules classify it (what delivery hands the list); views
+    // into _rules.
+    protocol::bounce_verdict verdict(const char* reply) const {
+        return _rules.classify(protocol::bounce_input_from_reason(reply));
     }
 
     std::string _dir;
@@ -428,6 +458,7 @@ protected:
     suppression_table _table{1, 0};
     std::unique_ptr<fault_storage> _storage;
     std::unique_ptr<suppression_list> _list;
+    protocol::bounce_rules _rules;
 };
 
 TEST_F(SuppressionListTest, AHardBounceSuppressesTheRecipientForTheSendersTenantOnly) {
@@ -436,11 +467,14 @@ TEST_F(SuppressionListTest, AHardBounceSuppressesTheRecipientForTheSendersTenant
     env.queue_id = 0xABCD;
     env.mail_from = "news@Shop.Example";
     const auto now_us = std::uint64_t{t0} * 1000000;
-    EXPECT_FALSE(_list->on_permanent_failure(env, "full@x.test", nullptr, now_us)) << "no reply: no verdict";
-    const auto full = reply(552, {5, 2, 2});
-    EXPECT_FALSE(_list->on_permanent_failure(env, "full@x.test", &full, now_us));
-    const auto unknown = reply(550, {5, 1, 1});
-    EXPECT_TRUE(_list->on_permanent_failure(env, "Gone@X.test", &unknown, now_us));
+    EXPECT_FALSE(_list->on_permanent_failure(env, "full@x.test", protocol::bounce_verdict{}, now_us))
+        << "no rule matched: class other";
+    const auto full = verdict("552 5.2.2 <full@x.test>: Recipient address rejected: Mailbox full");
+    ASSERT_EQ(full.cls, protocol::bounce_class::mailbox_full);
+    EXPECT_FALSE(_list->on_permanent_failure(env, "full@x.test", full, now_us));
+    const auto unknown = verdict("550 5.1.1 <Gone@X.test>: Recipient address rejected: User unknown");
+    ASSERT_EQ(unknown.cls, protocol::bounce_class::invalid_recipient);
+    EXPECT_TRUE(_list->on_permanent_failure(env, "Gone@X.test", unknown, now_us));
     protocol::envelope same = env;
     same.mail_from = "billing@shop.example";
     EXPECT_EQ(_list->check(same, "gone@x.test", t0 + 1), t0);
@@ -449,7 +483,7 @@ TEST_F(SuppressionListTest, AHardBounceSuppressesTheRecipientForTheSendersTenant
     EXPECT_FALSE(_list->check(other, "gone@x.test", t0 + 1));
     protocol::envelope null_sender;
     EXPECT_FALSE(_list->check(null_sender, "gone@x.test", t0 + 1));
-    EXPECT_FALSE(_list->on_permanent_failure(null_sender, "gone2@x.test", &unknown, now_us)) << "no tenant";
+    EXPECT_FALSE(_list->on_permanent_failure(null_sender, "gone2@x.test", unknown, now_us)) << "no tenant";
     run_until_idle();
     const auto disk = on_disk();
     ASSERT_EQ(disk.size(), 1u);
