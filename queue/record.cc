@@ -53,6 +53,28 @@ private:
     std::size_t _off = 0;
 };
 
+// Appends a version 1 record of `type` to `out`: the header, then `payload`. The CRC-32C,
+// seeded with `seed` (the segment's salt; 0 for the segment record itself), covers the header
+// after the magic (the CRC field excepted) and the payload.
+void append_record(std::string& out, record_type type, std::uint64_t queue_id, std::uint64_t time_us,
+                   std::string_view payload, std::uint32_t seed) {
+    std::string header;
+    put<std::uint32_t>(header, record_magic);
+    put<std::uint8_t>(header, static_cast<std::uint8_t>(type));
+    put<std::uint8_t>(header, 1);
+    put<std::uint16_t>(header, 0);
+    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
+    put<std::uint32_t>(header, 0);
+    put<std::uint64_t>(header, queue_id);
+    put<std::uint64_t>(header, time_us);
+    std::uint32_t crc = crc32c(seed, std::string_view(header).substr(4, 8));
+    crc = crc32c(crc, std::string_view(header).substr(16));
+    crc = crc32c(crc, payload);
+    std::memcpy(header.data() + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
+    out += header;
+    out += payload;
+}
+
 }  // namespace
 
 void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
@@ -99,21 +121,7 @@ void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64
     put<std::uint16_t>(payload, 0);
     put<std::uint32_t>(payload, attempts);
     put<std::uint64_t>(payload, next_attempt_us);
-    std::string header;
-    put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::outcome));
-    put<std::uint8_t>(header, 1);
-    put<std::uint16_t>(header, 0);
-    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
-    put<std::uint32_t>(header, 0);
-    put<std::uint64_t>(header, queue_id);
-    put<std::uint64_t>(header, time_us);
-    std::uint32_t crc = crc32c(salt, std::string_view(header).substr(4, 8));
-    crc = crc32c(crc, std::string_view(header).substr(16));
-    crc = crc32c(crc, payload);
-    std::memcpy(header.data() + 12, &crc, 4);
-    out += header;
-    out += payload;
+    append_record(out, record_type::outcome, queue_id, time_us, payload, salt);
 }
 
 void encode_suppression_record(std::string& out, std::string_view tenant, std::string_view address,
@@ -125,42 +133,14 @@ void encode_suppression_record(std::string& out, std::string_view tenant, std::s
     put<std::uint16_t>(payload, 0);
     put_str16(payload, tenant);
     put_str16(payload, address);
-    std::string header;
-    put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::suppression));
-    put<std::uint8_t>(header, 1);
-    put<std::uint16_t>(header, 0);
-    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
-    put<std::uint32_t>(header, 0);
-    put<std::uint64_t>(header, queue_id);
-    put<std::uint64_t>(header, time_us);
-    std::uint32_t crc = crc32c(salt, std::string_view(header).substr(4, 8));
-    crc = crc32c(crc, std::string_view(header).substr(16));
-    crc = crc32c(crc, payload);
-    std::memcpy(header.data() + 12, &crc, 4);
-    out += header;
-    out += payload;
+    append_record(out, record_type::suppression, queue_id, time_us, payload, salt);
 }
 
 void encode_segment_record(std::string& out, std::uint32_t salt) {
     std::string payload;
     put<std::uint32_t>(payload, salt);
     put<std::uint32_t>(payload, 0);
-    std::string header;
-    put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::segment));
-    put<std::uint8_t>(header, 1);
-    put<std::uint16_t>(header, 0);
-    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
-    put<std::uint32_t>(header, 0);
-    put<std::uint64_t>(header, 0);
-    put<std::uint64_t>(header, 0);
-    std::uint32_t crc = crc32c(0, std::string_view(header).substr(4, 8));
-    crc = crc32c(crc, std::string_view(header).substr(16));
-    crc = crc32c(crc, payload);
-    std::memcpy(header.data() + 12, &crc, 4);
-    out += header;
-    out += payload;
+    append_record(out, record_type::segment, 0, 0, payload, 0);
 }
 
 std::string_view describe(decode_error e) noexcept {

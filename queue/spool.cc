@@ -336,19 +336,9 @@ void spool::on_write(int res) noexcept {
         finish_batch(result_for(err));
         return;
     }
-    auto n = static_cast<std::size_t>(res);
+    const auto n = static_cast<std::size_t>(res);
     _write_offset += n;
-    while (n > 0 && _iov_next < _iov.size()) {
-        iovec& v = _iov[_iov_next];
-        if (n >= v.iov_len) {
-            n -= v.iov_len;
-            ++_iov_next;
-        } else {
-            v.iov_base = static_cast<char*>(v.iov_base) + n;
-            v.iov_len -= n;
-            n = 0;
-        }
-    }
+    _iov_next = skip_written(_iov, _iov_next, n);
     if (_iov_next < _iov.size()) {
         submit_write();
         return;

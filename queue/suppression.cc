@@ -169,19 +169,9 @@ void suppression_list::submit_write() noexcept {
 
 void suppression_list::on_write(int res, std::uint32_t) noexcept {
     if (res <= 0) return failed(res < 0 ? -res : EIO);
-    auto n = static_cast<std::size_t>(res);
+    const auto n = static_cast<std::size_t>(res);
     _write_offset += n;
-    while (n > 0 && _iov_next < _iov_count) {
-        iovec& v = _iov[_iov_next];
-        if (n >= v.iov_len) {
-            n -= v.iov_len;
-            ++_iov_next;
-        } else {
-            v.iov_base = static_cast<char*>(v.iov_base) + n;
-            v.iov_len -= n;
-            n = 0;
-        }
-    }
+    _iov_next = static_cast<unsigned>(skip_written(std::span<iovec>(_iov, _iov_count), _iov_next, n));
     if (_iov_next < _iov_count) return submit_write();  // a short write: the rest
     RR_ASSERT(_write_offset == _batch_end);
     _storage.fdatasync(_fd, &_sync_done);
