@@ -156,6 +156,15 @@ def private_postfix(work, name, main_cf, tls=False):
     return d, port
 
 
+def maillog(d):
+    """What a private_postfix() in directory `d` has logged so far ("" before its first line)."""
+    try:
+        with open(os.path.join(d, "maillog"), errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 class Peer:
     """A peer server the test starts (smtp-sink, dnsmasq): output discarded, stopped by PID
     (SIGTERM, then SIGKILL) by stop() or at exit."""

@@ -51,17 +51,9 @@ def phc(password, ln=10):
     return f"$scrypt$ln={ln},r=8,p=1${nopad(salt)}${nopad(key)}"
 
 
-def maillog(d):
-    try:
-        with open(os.path.join(d, "maillog"), errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def postfix_rejects(d, sender_domain, rcpt):
     """Postfix's 'reject: RCPT' lines for mail from `sender_domain` to `rcpt`."""
-    return [l for l in maillog(d).splitlines()
+    return [l for l in harness.maillog(d).splitlines()
             if "reject: RCPT" in l and f"to=<{rcpt}>" in l and re.search(rf"from=<[^>]*@{re.escape(sender_domain)}>", l)]
 
 
