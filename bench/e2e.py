@@ -23,8 +23,11 @@
 #       ringrelay-dkim-keygen for the bench's From: domain; every Reception record must name
 #       the signature), DKIM_ROUNDS rounds each running the three in turn, medians; beside them
 #       `openssl speed -multi CPUS ed25519 rsa2048`'s sign rate (the machine's physical limit)
-#       and Postfix end to end (unsigned: no signing milter here) as the peer. Ratios:
-#       Ed25519 / unsigned, RSA / (openssl's RSA-2048 signs per second on every core).
+#       and the peer: Postfix end to end unsigned, then signing with OpenDKIM as its milter
+#       (the same RSA-2048 and Ed25519 keys, relaxed/relaxed, milter_default_action = tempfail;
+#       one more message through a saving sink must carry the signature), OpenDKIM's CPU
+#       counted with Postfix's. Ratios: Ed25519 / unsigned, RSA / (openssl's RSA-2048 signs per
+#       second on every core), ringrelay signed / Postfix + OpenDKIM signed.
 #
 #   bench/e2e.py [--only all|main|tls|dkim]   (or ONLY=...): main is (a)-(c) and the latency
 #   row, tls is (d) alone, dkim is (e) alone. A partial run writes RESULTS_DIR/e2e-<only>.{md,json}, leaving a full
@@ -217,6 +220,8 @@ def start_rsink(expect=None, save=None):
     args = [RSINK, "--listen", f"127.0.0.1:{port}", "--quiet", "--json"]
     if expect:
         args += ["--expect", str(expect)]
+    if save:
+        args += ["--save", save]
     p = spawn(args, group, stdout=subprocess.PIPE)
     wait_listening(port, p, "ringrelay-sink")
     return p, port, group
@@ -509,15 +514,42 @@ def e2e_ringrelay(work, size, conns, n=None, extra=(), scenario="end to end", la
                summary["ack_latency_us"]["p99"] / 1000, note)
 
 
-def e2e_postfix(work, size, conns, n=None, scenario="end to end"):
+def start_opendkim(work, key_file, selector, algorithm):
+    """OpenDKIM as a signing milter for Postfix (the DKIM peer): `algorithm` rsa-sha256 or
+    ed25519-sha256 (OpenDKIM 2.11 needs it named for an Ed25519 key), relaxed/relaxed like
+    ringrelay's default; returns (process, port, cpu group)."""
+    port = pick_port()
+    group = cpu_group(f"opendkim-{port}")
+    conf = os.path.join(work, f"opendkim-{port}.conf")
+    with open(conf, "w") as f:
+        f.write("\n".join([
+            "Mode s", f"Domain {BENCH_FROM_DOMAIN}", f"Selector {selector}", f"KeyFile {key_file}",
+            f"Socket inet:{port}@127.0.0.1", "Canonicalization relaxed/relaxed", f"SignatureAlgorithm {algorithm}",
+            "Syslog no",
+            "RequireSafeKeys no",  # the bench's throwaway keys live under /tmp (world-writable)
+            "Background no", f"PidFile {os.path.join(work, f'opendkim-{port}.pid')}", ""]))
+    with open(os.path.join(work, f"opendkim-{port}.log"), "w") as err:  # its complaints, if it stops
+        p = spawn(["opendkim", "-f", "-x", conf], group, stderr=err)
+    wait_listening(port, p, "opendkim")
+    return p, port, group
+
+
+def e2e_postfix(work, size, conns, n=None, scenario="end to end", milter=None, label=""):
+    """Postfix end to end; with milter=(process, port, group) its smtpd calls that milter (OpenDKIM)
+    for every message, whose CPU then counts with Postfix's."""
     n = n or PF_MSGS[size]
     sink, sport, _ = start_rsink(expect=n)
-    d, port, group, version = start_postfix(work, [
-        f"relayhost = [127.0.0.1]:{sport}",
-        "default_process_limit = 300",
-        "smtp_destination_concurrency_limit = 32",
-        "smtp_connection_cache_on_demand = yes"])
-    c0 = group.usage()
+    main_cf = [f"relayhost = [127.0.0.1]:{sport}",
+               "default_process_limit = 300",
+               "smtp_destination_concurrency_limit = 32",
+               "smtp_connection_cache_on_demand = yes"]
+    if milter:
+        # tempfail, not accept: a message the milter did not see must not pass unsigned.
+        main_cf += [f"smtpd_milters = inet:127.0.0.1:{milter[1]}", "milter_default_action = tempfail"]
+    d, port, group, version = start_postfix(work, main_cf)
+    groups = [group] + ([milter[2]] if milter else [])
+    usage = lambda: None if any(g.usage() is None for g in groups) else sum(g.usage() for g in groups)
+    c0 = usage()
     summary, t0, _ = run_bench(port, conns, n, size)
     done = wait_exit(sink, RUN_TIMEOUT, "end to end through Postfix: the sink")
     deadline = time.monotonic() + 60
@@ -525,11 +557,28 @@ def e2e_postfix(work, size, conns, n=None, scenario="end to end"):
         if time.monotonic() > deadline:
             die("Postfix did not empty its queue after the sink got everything")
         time.sleep(0.1)
-    cpu = None if c0 is None else group.usage() - c0
+    cpu = None if c0 is None else usage() - c0
+    note = "unsigned" if scenario == "dkim" else ""
+    if milter:
+        # Every message the sink got was signed: one more through a saving sink, and look.
+        save = os.path.join(work, f"pf-signed-{port}")
+        os.makedirs(save)
+        check, cport, _ = start_rsink(expect=1, save=save)
+        subprocess.run(["postconf", "-c", os.path.join(d, "etc"), f"relayhost = [127.0.0.1]:{cport}"], check=True,
+                       capture_output=True)
+        subprocess.run(["postfix", "-c", os.path.join(d, "etc"), "reload"], check=True, capture_output=True)
+        run_bench(port, 1, 1, size)
+        wait_exit(check, RUN_TIMEOUT, "Postfix + OpenDKIM: the saving sink")
+        saved = [os.path.join(save, f) for f in os.listdir(save) if f.endswith(".eml")]
+        text = open(saved[0], errors="replace").read() if saved else ""
+        if f"d={BENCH_FROM_DOMAIN}" not in text or "DKIM-Signature:" not in text:
+            die(f"Postfix + OpenDKIM delivered a message without its DKIM-Signature: {saved}")
+        shutil.rmtree(save, ignore_errors=True)
+        note = "1 signature(s) per message"
     stop_postfix(d)
     shutil.rmtree(d, ignore_errors=True)
-    return row(scenario, f"ringrelay-bench -> Postfix {version} -> ringrelay-sink", size, conns, n, done - t0, cpu,
-               summary["ack_latency_us"]["p99"] / 1000, "unsigned" if scenario == "dkim" else "")
+    return row(scenario, f"ringrelay-bench -> Postfix {version}{label} -> ringrelay-sink", size, conns, n, done - t0,
+               cpu, summary["ack_latency_us"]["p99"] / 1000, note)
 
 
 def openssl_sign_rates():
@@ -577,6 +626,18 @@ def dkim_comparison(work, log_row):
             runs.setdefault(key, []).append(r)
     peer = e2e_postfix(work, size, conns, n=DKIM_PF_MSGS, scenario="dkim")
     log_row(peer)
+    # The same peer signing: Postfix with OpenDKIM as its milter, RSA-2048 and Ed25519 keys.
+    peers_signed = {}
+    for kind, alg, case, label in (
+            ("rsa", "rsa-sha256", "Postfix + OpenDKIM RSA-2048", " + OpenDKIM (RSA-2048)"),
+            ("ed25519", "ed25519-sha256", "Postfix + OpenDKIM Ed25519", " + OpenDKIM (Ed25519)")):
+        milter = start_opendkim(work, keys[kind][1].split(":", 2)[2], f"bench-{kind}", alg)
+        r = e2e_postfix(work, size, conns, n=DKIM_PF_MSGS, scenario="dkim", milter=milter, label=label)
+        stop(milter[0])
+        r["runs_messages_per_second"] = [r["messages_per_second"]]
+        r["dkim_case"] = case
+        log_row(r)
+        peers_signed[case] = r
     limit = openssl_sign_rates()
     log(f"      dkim openssl speed -multi {os.cpu_count()}: {limit['ed25519']:,.0f} Ed25519 and "
         f"{limit['rsa2048']:,.0f} RSA-2048 signatures/s")
@@ -584,6 +645,7 @@ def dkim_comparison(work, log_row):
     peer["runs_messages_per_second"] = [peer["messages_per_second"]]
     peer["dkim_case"] = "Postfix"
     rows["Postfix"] = peer
+    rows.update(peers_signed)
     mps = {k: v["messages_per_second"] for k, v in rows.items()}
     ratios = {
         "Ed25519-signed / unsigned": round(mps["Ed25519"] / mps["unsigned"], 3),
@@ -591,6 +653,10 @@ def dkim_comparison(work, log_row):
         "Ed25519-signed / openssl Ed25519 signs per second (all cores)": round(mps["Ed25519"] / limit["ed25519"], 3),
         "ringrelay unsigned / Postfix unsigned": round(mps["unsigned"] / mps["Postfix"], 3),
         "ringrelay RSA-2048-signed / Postfix unsigned": round(mps["RSA-2048"] / mps["Postfix"], 3),
+        "ringrelay RSA-2048-signed / Postfix + OpenDKIM RSA-2048": round(
+            mps["RSA-2048"] / mps["Postfix + OpenDKIM RSA-2048"], 3),
+        "ringrelay Ed25519-signed / Postfix + OpenDKIM Ed25519": round(
+            mps["Ed25519"] / mps["Postfix + OpenDKIM Ed25519"], 3),
     }
     return list(rows.values()), ratios, limit, [r for rs in runs.values() for r in rs]
 

@@ -205,6 +205,19 @@ constexpr flag_descriptor flag_table[] = {
      .help = "c= of the signatures: header/body, each simple or relaxed"},
     {.name = "--dkim-expiration", .member = &config::dkim_expiration, .form = flag_form::duration,
      .unset_means = "no x= tag", .help = "signatures expire this long after they are made (x=)"},
+    {.name = "--no-suppression", .member = &config::suppression, .form = flag_form::negated,
+     .help = "keep no suppression list: recipients that hard-bounced are neither added to their sender's list "
+             "nor refused at RCPT"},
+    {.name = "--suppression-ttl", .member = &config::suppression_ttl, .form = flag_form::duration_or_zero,
+     .help = "how long a recipient stays on a suppression list after its hard bounce; 0 = for ever"},
+    {.name = "--list-suppressed", .member = &config::list_suppressed, .form = flag_form::optional_value,
+     .command_line_only = true,
+     .help = "[TENANT]: print the suppression list of TENANT (without it: of every tenant) from the spool of a "
+             "stopped relay, then exit"},
+    {.name = "--suppress", .member = &config::suppress, .command_line_only = true,
+     .help = "TENANT:ADDRESS: put ADDRESS on TENANT's suppression list in the spool of a stopped relay, then exit"},
+    {.name = "--unsuppress", .member = &config::unsuppress, .command_line_only = true,
+     .help = "TENANT:ADDRESS: take ADDRESS off TENANT's suppression list in the spool of a stopped relay, then exit"},
 };
 
 static_assert(std::is_same_v<unsigned, std::uint32_t>, "flag_member has no alternative for config::shards");
@@ -240,8 +253,11 @@ consteval bool table_is_sound() {
         const bool is_text = std::holds_alternative<std::string config::*>(f.member);
         if (f.form == flag_form::negated && (!is_bool || !f.name.starts_with("--no-")))
             bad_flag_row("a negated switch is a bool named --no-X");
-        if ((f.form == flag_form::duration || f.form == flag_form::duration_list) && !is_text)
+        if ((f.form == flag_form::duration || f.form == flag_form::duration_list ||
+             f.form == flag_form::duration_or_zero) && !is_text)
             bad_flag_row("a duration is held as text");
+        if (f.form == flag_form::optional_value && (!is_text || !f.command_line_only))
+            bad_flag_row("an optional value is text, on the command line only");
         if (!is_integer(f.member) && (f.min != 0 || f.max != flag_no_max || !f.unit.empty()))
             bad_flag_row("only integers have a range or a unit");
         if (is_integer(f.member) && f.max != flag_no_max && (f.max > integer_max(f.member) || f.min > f.max))
@@ -314,6 +330,10 @@ std::expected<void, std::string> check_row(const flag_descriptor& f, const confi
         auto d = parse_duration(c.*std::get<std::string config::*>(f.member));
         if (!d || d->count() <= 0)
             return std::unexpected(name + ": " + (d ? std::string("must be positive") : d.error().message));
+    } else if (f.form == flag_form::duration_or_zero) {
+        const std::string& text = c.*std::get<std::string config::*>(f.member);
+        if (text != "0")
+            if (auto d = parse_duration(text); !d) return std::unexpected(name + ": " + d.error().message);
     }
     if (!is_integer(f.member) || (f.min == 0 && f.max == flag_no_max)) return {};
     const std::uint64_t value = std::visit(
@@ -352,7 +372,9 @@ std::string_view type_name(const flag_descriptor& f) noexcept {
     switch (f.form) {
     case flag_form::negated: return "negated-switch";
     case flag_form::duration: return "duration";
+    case flag_form::duration_or_zero: return "duration-or-zero";
     case flag_form::duration_list: return "duration-list";
+    case flag_form::optional_value: return "optional-text";
     case flag_form::plain: break;
     }
     if (std::holds_alternative<bool config::*>(f.member)) return "switch";
@@ -604,6 +626,10 @@ std::expected<config, config_exit> read_config(int argc, const char* const* argv
                            (flags.*m).clear();  // only what is given, not the default
                            app.add_option(name, flags.*m, help_text(f));
                        },
+                       [&](std::string config::*m) {
+                           CLI::Option* o = app.add_option(name, flags.*m, help_text(f));
+                           if (f.form == flag_form::optional_value) o->expected(0, 1);
+                       },
                        [&](auto m) { app.add_option(name, flags.*m, help_text(f)); },
                    },
                    f.member);
@@ -633,6 +659,10 @@ std::expected<config, config_exit> read_config(int argc, const char* const* argv
         std::visit(overloaded{
                        [&](bool config::*m) { c.*m = f.form != flag_form::negated; },
                        [&](std::vector<std::string> config::*m) { c.*m = split_list(flags.*m); },
+                       // Given without its value: "*" (for --list-suppressed, every tenant).
+                       [&](std::string config::*m) {
+                           c.*m = f.form == flag_form::optional_value && (flags.*m).empty() ? "*" : flags.*m;
+                       },
                        [&](auto m) { c.*m = flags.*m; },
                    },
                    f.member);

@@ -96,6 +96,15 @@ struct config {
     std::string dkim_canonicalization = "relaxed/relaxed";  // header/body: simple or relaxed each
     std::string dkim_expiration;           // x= is t= plus this duration; empty = no x=
 
+    // Suppression list (issue 16): recipients that hard-bounced, per tenant (AUTH user, else
+    // sender domain), refused at RCPT; kept in SPOOL/suppression (queue/suppression.h).
+    bool suppression = true;               // --no-suppression: no list is kept or checked
+    std::string suppression_ttl = "90d";   // an entry expires this long after it was added; "0" = never
+    // Offline commands on a stopped relay's spool (they refuse while one runs on it), then exit.
+    std::string list_suppressed;           // --list-suppressed [TENANT]: "*" = every tenant; empty = not asked
+    std::string suppress;                  // --suppress TENANT:ADDRESS
+    std::string unsuppress;                // --unsuppress TENANT:ADDRESS
+
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
     std::vector<endpoint> listen_tls_endpoints;
@@ -128,6 +137,8 @@ enum class flag_form : std::uint8_t {
     negated,        // a bool switch "--no-X" that sets the field false; JSON key "X": true or false
     duration,       // text holding one duration ("5d", core/duration.h), which must be positive
     duration_list,  // text holding a comma-separated list of durations, at least one
+    duration_or_zero,  // text holding one duration, or 0 ("0", "0s"): the row's help says what 0 means
+    optional_value,    // text that may be given without its value ("--list-suppressed" alone): then "*"
 };
 
 inline constexpr std::uint64_t flag_no_max = std::numeric_limits<std::uint64_t>::max();

@@ -22,7 +22,9 @@
 // rules x patterns x max_classified_text.
 //
 // Ownership: a bounce_rules table is immutable once built; verdicts view its strings and live as
-// long as the table. Threading: a table is read by the shard that owns it.
+// long as the table. Threading: any number of threads may classify with one table at once
+// (classify() is const and writes only its own stack); the relay's one table is read by every
+// shard.
 #pragma once
 #include <array>
 #include <cstddef>

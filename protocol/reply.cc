@@ -84,6 +84,9 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {auth_failed,         "535 5.7.8 Error: authentication failed", "", quiet, "RFC 4954 §6"},
     {auth_encryption_required, "538 5.7.11 Encryption required for requested authentication mechanism", "", counted, "RFC 4954 §6, RFC 5248"},
     {no_local_delivery,   "550 5.1.1 ", ": no local delivery on this relay", counted, "RFC 5321 §4.1.1.3, §4.5.1"},
+    // The argument is the host's: "<addr>: recipient suppressed after a hard bounce on DATE"
+    // (queue/suppression.h), since the address and the date both vary.
+    {recipient_suppressed,"550 5.1.1 ", "", quiet, "RFC 5321 §4.2.3, RFC 3463 X.1.1"},
     {message_rejected,    "550 5.7.1 [", "] Our system has detected that this message is likely unsolicited mail. To reduce the amount of spam, this message has been blocked.", quiet, "RFC 5321 §4.2.3, RFC 3463 X.7.1"},
     {size_exceeded,       "552 5.3.4 Message size exceeds fixed limit", "", counted, "RFC 1870 §6, RFC 3463 X.3.4"},
     {utf8_not_declared,   "553 5.6.7 Must declare SMTPUTF8 to send unicode address", "", counted, "RFC 6531 §3.4, RFC 6533"},

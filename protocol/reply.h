@@ -77,6 +77,7 @@ enum class reply_id : std::uint8_t {
     auth_failed,           // 535 5.7.8
     auth_encryption_required, // 538 5.7.11
     no_local_delivery,     // 550 5.1.1 <addr>: ...
+    recipient_suppressed,  // 550 5.1.1 <addr>: recipient suppressed after a hard bounce on DATE (host's verdict)
     message_rejected,      // 550 5.7.1 [<ip>] ... (host's refusal of a message)
     size_exceeded,         // 552 5.3.4
     utf8_not_declared,     // 553 5.6.7

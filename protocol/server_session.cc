@@ -482,6 +482,7 @@ void server_session::on_mail(const command& cmd, std::string& out) {
     _envelope.mail_from.assign(path->mailbox);
     _envelope.body = params->body == body_parameter::eight_bit_mime ? body_type::eight_bit_mime : body_type::seven_bit;
     _envelope.smtputf8 = params->smtputf8;
+    _envelope.auth_user.assign(authenticated_user());
     _transaction = transaction::mail;
     say(out, reply_id::mail_ok);
 }
@@ -521,6 +522,11 @@ void server_session::on_rcpt(const command& cmd, std::string& out) {
         // on offer the client is told what would let it relay (530 5.7.0).
         return say(out, _config.auth == auth_offer::none ? reply_id::relay_denied : reply_id::auth_required,
                     cmd.argument);
+    }
+    if (!to_postmaster) {
+        if (const host_reply refusal = _host.check_rcpt(_client, _envelope, path->mailbox);
+            refusal.reply != reply_id::none)
+            return say_uncounted(out, refusal.reply, refusal.argument);
     }
     const std::string_view recipient = to_postmaster ? std::string_view{_config.postmaster} : path->mailbox;
     if (_spare_rcpts.empty()) {
@@ -689,6 +695,7 @@ void server_session::end_transaction() {
     _envelope.queue_id = 0;
     _envelope.body = body_type::seven_bit;
     _envelope.smtputf8 = false;
+    _envelope.auth_user.clear();
     _transaction = transaction::none;
     _body_mode = body_mode::none;
     _bdat_failure = reply_id::none;

@@ -97,6 +97,8 @@ struct host_reply {
     std::string_view argument;
 };
 
+struct envelope;
+
 // Services the session needs from its host; injected so the session stays pure.
 class session_host {
 public:
@@ -122,6 +124,20 @@ public:
         (void)client;
         return {};
     }
+    // Asked for each RCPT that is otherwise acceptable (syntax, limits and relay control
+    // passed; never for the postmaster, RFC 5321 §4.5.1). `transaction` holds the MAIL so far
+    // (mail_from, auth_user) and the recipients accepted before this one; `recipient` is the
+    // mailbox (no angle brackets). A reply other than none is sent instead of 250 (not
+    // counted towards max_errors) and the recipient is not added. The relay refuses a
+    // recipient on the sender's suppression list (550 5.1.1 recipient_suppressed, the
+    // argument made by the host). The views are read only during the call.
+    virtual host_reply check_rcpt(const client_info& client, const envelope& transaction,
+                                  std::string_view recipient) noexcept {
+        (void)client;
+        (void)transaction;
+        (void)recipient;
+        return {};
+    }
 };
 
 enum class body_type : std::uint8_t { seven_bit, eight_bit_mime };
@@ -134,6 +150,9 @@ struct envelope {
     std::vector<std::string> rcpt_to; // without angle brackets, source routes removed
     body_type body = body_type::seven_bit;
     bool smtputf8 = false;
+    // The AUTH identity (RFC 4954) of the session when MAIL was given; empty if the client
+    // had not authenticated. Stored with the message (queue/record.h): the sender's tenant.
+    std::string auth_user;
 };
 
 // Complete AUTH credentials, for the host to check (auth_pending()). Views into the session,

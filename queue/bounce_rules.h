@@ -14,8 +14,9 @@
 // protocol::max_pattern_length octets per text pattern; every key is checked, unknown keys are
 // errors.
 //
-// Threading: load_bounce_rules() reads a file (blocking); it runs at start-up, on the main
-// thread and in each shard's delivery constructor. The table it returns is immutable.
+// Threading: load_bounce_rules() reads a file (blocking); it runs once, at start-up, on the main
+// thread (tools/ringrelay.cc), which hands the table to the relay (queue/relay.h); every shard
+// then reads that one immutable table.
 #pragma once
 #include <expected>
 #include <string>

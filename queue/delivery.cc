@@ -6,25 +6,10 @@
 #include <vector>
 
 #include "core/clock.h"
-#include "core/invariant.h"
-#include "queue/bounce_rules.h"
 
 namespace ringrelay::queue {
 
 namespace {
-
-// The bounce classification rules of this shard's log: the embedded ones with --bounce-classes
-// over them. tools/ringrelay.cc loaded the same file before any shard started and refused to
-// start if it did not load; should it no longer load now (changed in between), this shard
-// classifies with the embedded rules and says so.
-protocol::bounce_rules bounce_rules_for(const core::config& config) {
-    auto load = load_bounce_rules(config.bounce_classes);
-    if (load) return std::move(load->table);
-    core::diag(load.error() + "; classifying bounces with the embedded rules only");
-    auto embedded = load_bounce_rules("");
-    RR_ASSERT(embedded.has_value());
-    return std::move(embedded->table);
-}
 
 // What the connection sends for the job: views into the message and the job's addresses.
 protocol::outbound_message outbound_message_of(const stored_message& m, std::span<const std::string> rcpt_to) {
@@ -44,11 +29,13 @@ protocol::outbound_message outbound_message_of(const stored_message& m, std::spa
 delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
                    const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
                    const core::stream_services& streams, core::mx_resolver& resolver,
-                   const std::atomic<std::uint64_t>& tls_generation, const shard_links& links)
+                   const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
+                   const protocol::bounce_rules& bounce_rules, suppression_list* suppressions)
     : _shard(shard_index),
       _router(config),
+      _suppressions(suppressions),
       _tls(config, tls_generation, core::system_time()),
-      _log(log, shard_index, bounce_rules_for(config)),
+      _log(log, shard_index, bounce_rules),
       _dsns(s, config, host, shard_index, *this),
       _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
@@ -181,10 +168,17 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
                 ++m.attempts[i];
                 _store.finish(m, i, recipient_status::delivered, outcome_note{remote, &reply, nullptr, now_us, attempt_ms});
                 break;
-            case protocol::outcome_kind::permanent_failure:
+            case protocol::outcome_kind::permanent_failure: {
                 ++m.attempts[i];
-                _store.finish(m, i, recipient_status::bounced, outcome_note{remote, reply_ptr, reason, now_us, attempt_ms});
+                // Classified here, once, whether the log is on or not: the Bounce record's
+                // bounce_class and the suppression list read this one verdict.
+                outcome_note note{remote, reply_ptr, reason, now_us, attempt_ms};
+                const protocol::bounce_verdict verdict = _log.classify(note);
+                note.verdict = &verdict;
+                _store.finish(m, i, recipient_status::bounced, note);
+                bounced(m, i, verdict, now_us);
                 break;
+            }
             case protocol::outcome_kind::transient_failure:
             case protocol::outcome_kind::protocol_error:
                 ++m.attempts[i];
@@ -221,6 +215,12 @@ void delivery::defer(stored_message& m, std::uint32_t i, const outcome_note& not
     }
     _store.defer(m, i, plan.at_us, note);
     _scheduler.retry_at(plan.at_us, m.queue_id);
+}
+
+void delivery::bounced(const stored_message& m, std::uint32_t i, const protocol::bounce_verdict& verdict,
+                       std::uint64_t now_us) noexcept {
+    if (_suppressions != nullptr)
+        (void)_suppressions->on_permanent_failure(m.envelope, m.envelope.rcpt_to[i], verdict, now_us);
 }
 
 // ---- timers and shutdown ------------------------------------------------------------------

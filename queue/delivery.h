@@ -39,6 +39,7 @@
 #include "core/reactor.h"
 #include "core/stream.h"
 #include "core/timer_alarm.h"
+#include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/delivery_job.h"
 #include "queue/delivery_log.h"
@@ -51,6 +52,7 @@
 #include "queue/scheduler.h"
 #include "queue/shard_links.h"
 #include "queue/spool.h"
+#include "queue/suppression.h"
 #include "queue/tls_client_policy.h"
 
 namespace ringrelay::queue {
@@ -61,11 +63,14 @@ public:
     // streams: the shard's reactor, buffer ring and stream batch (outbound connections are
     // core::streams on them);
     // tls_generation: relay-owned, bumped by a SIGHUP whose --outbound-ca-file loaded;
-    // links: the cross-shard mailboxes, complete before the shard's loop starts.
+    // links: the cross-shard mailboxes, complete before the shard's loop starts;
+    // bounce_rules: the relay's one bounce classification table, shared read-only by every shard;
+    // suppressions: the shard's side of the suppression list, null with --no-suppression.
     delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
              const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
              const core::stream_services& streams, core::mx_resolver& resolver,
-             const std::atomic<std::uint64_t>& tls_generation, const shard_links& links);
+             const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
+             const protocol::bounce_rules& bounce_rules, suppression_list* suppressions = nullptr);
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;
 
@@ -113,10 +118,17 @@ private:
     void on_retry_alarm() noexcept;
     void on_backoff_alarm() noexcept;
     void arm_alarms() noexcept;
+    // Recipient `i` of m has just been finished as bounced (a 5xx, or refused locally) and
+    // classified as `verdict` (the verdict its Bounce record carries): the seam where a bounce
+    // of class invalid-recipient or inactive-mailbox puts the recipient on the sender's
+    // suppression list (queue/suppression.h, suppresses()).
+    void bounced(const stored_message& m, std::uint32_t i, const protocol::bounce_verdict& verdict,
+                 std::uint64_t now_us) noexcept;
 
     // Fixed after construction.
     const unsigned _shard;
     const router _router;
+    suppression_list* const _suppressions;  // null: --no-suppression
     // The parts, in construction order.
     tls_client_policy _tls;
     delivery_log _log;

@@ -4,8 +4,6 @@
 #include <cstdio>
 
 #include "core/clock.h"
-#include "core/invariant.h"
-#include "queue/bounce_rules.h"
 #include "queue/message_store.h"
 
 namespace ringrelay::queue {
@@ -31,12 +29,6 @@ protocol::bounce_input bounce_input_of(const outcome_note& note) noexcept {
     if (note.why != nullptr) return protocol::bounce_input_from_reason(note.why);
     return {};  // local, no code, no text: rules treat it as a broken dialogue
 }
-
-delivery_log::delivery_log(core::log_writer& log, unsigned shard) : _log(log), _shard(shard), _rules([] {
-    auto load = load_bounce_rules("");
-    RR_ASSERT(load.has_value());  // the embedded file; tests/queue/bounce_rules_test.cc loads it
-    return std::move(load->table);
-}()) {}
 
 void delivery_log::record(const char* type, const stored_message& m, std::uint32_t i, const outcome_note& note,
                           std::uint64_t next_attempt_us) {
@@ -110,7 +102,7 @@ void delivery_log::record(const char* type, const stored_message& m, std::uint32
     }
     // Last, so that the fields every record has keep their place.
     if (std::string_view(type) != "Delivery") {
-        const protocol::bounce_verdict v = classify(note);
+        const protocol::bounce_verdict v = note.verdict != nullptr ? *note.verdict : classify(note);
         line += ",\"bounce_class\":\"";
         line += protocol::to_string(v.cls);
         line += '"';

@@ -53,6 +53,28 @@ private:
     std::size_t _off = 0;
 };
 
+// Appends a version 1 record of `type` to `out`: the header, then `payload`. The CRC-32C,
+// seeded with `seed` (the segment's salt; 0 for the segment record itself), covers the header
+// after the magic (the CRC field excepted) and the payload.
+void append_record(std::string& out, record_type type, std::uint64_t queue_id, std::uint64_t time_us,
+                   std::string_view payload, std::uint32_t seed) {
+    std::string header;
+    put<std::uint32_t>(header, record_magic);
+    put<std::uint8_t>(header, static_cast<std::uint8_t>(type));
+    put<std::uint8_t>(header, 1);
+    put<std::uint16_t>(header, 0);
+    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
+    put<std::uint32_t>(header, 0);
+    put<std::uint64_t>(header, queue_id);
+    put<std::uint64_t>(header, time_us);
+    std::uint32_t crc = crc32c(seed, std::string_view(header).substr(4, 8));
+    crc = crc32c(crc, std::string_view(header).substr(16));
+    crc = crc32c(crc, payload);
+    std::memcpy(header.data() + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
+    out += header;
+    out += payload;
+}
+
 }  // namespace
 
 void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
@@ -65,6 +87,9 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
     put_str16(out, env.helo);
     put_str16(out, client);
     put_str16(out, env.mail_from);
+    // Version 2 only when there is an AUTH user: other records stay as older relays wrote them.
+    const std::uint8_t version = env.auth_user.empty() ? 1 : 2;
+    if (version == 2) put_str16(out, env.auth_user);
     put<std::uint32_t>(out, static_cast<std::uint32_t>(env.rcpt_to.size()));
     for (const std::string& r : env.rcpt_to) put_str16(out, r);
     const std::size_t payload_len = out.size() - payload_start + message.size();
@@ -72,7 +97,7 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
     std::string header;
     put<std::uint32_t>(header, record_magic);
     put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::message));
-    put<std::uint8_t>(header, 1);
+    put<std::uint8_t>(header, version);
     put<std::uint16_t>(header, 0);
     put<std::uint32_t>(header, static_cast<std::uint32_t>(payload_len));
     put<std::uint32_t>(header, 0);  // crc placeholder
@@ -96,42 +121,26 @@ void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64
     put<std::uint16_t>(payload, 0);
     put<std::uint32_t>(payload, attempts);
     put<std::uint64_t>(payload, next_attempt_us);
-    std::string header;
-    put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::outcome));
-    put<std::uint8_t>(header, 1);
-    put<std::uint16_t>(header, 0);
-    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
-    put<std::uint32_t>(header, 0);
-    put<std::uint64_t>(header, queue_id);
-    put<std::uint64_t>(header, time_us);
-    std::uint32_t crc = crc32c(salt, std::string_view(header).substr(4, 8));
-    crc = crc32c(crc, std::string_view(header).substr(16));
-    crc = crc32c(crc, payload);
-    std::memcpy(header.data() + 12, &crc, 4);
-    out += header;
-    out += payload;
+    append_record(out, record_type::outcome, queue_id, time_us, payload, salt);
+}
+
+void encode_suppression_record(std::string& out, std::string_view tenant, std::string_view address,
+                               suppression_source source, std::uint64_t queue_id, std::uint64_t time_us,
+                               std::uint32_t salt) {
+    std::string payload;
+    put<std::uint8_t>(payload, static_cast<std::uint8_t>(source));
+    put<std::uint8_t>(payload, 0);
+    put<std::uint16_t>(payload, 0);
+    put_str16(payload, tenant);
+    put_str16(payload, address);
+    append_record(out, record_type::suppression, queue_id, time_us, payload, salt);
 }
 
 void encode_segment_record(std::string& out, std::uint32_t salt) {
     std::string payload;
     put<std::uint32_t>(payload, salt);
     put<std::uint32_t>(payload, 0);
-    std::string header;
-    put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::segment));
-    put<std::uint8_t>(header, 1);
-    put<std::uint16_t>(header, 0);
-    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
-    put<std::uint32_t>(header, 0);
-    put<std::uint64_t>(header, 0);
-    put<std::uint64_t>(header, 0);
-    std::uint32_t crc = crc32c(0, std::string_view(header).substr(4, 8));
-    crc = crc32c(crc, std::string_view(header).substr(16));
-    crc = crc32c(crc, payload);
-    std::memcpy(header.data() + 12, &crc, 4);
-    out += header;
-    out += payload;
+    append_record(out, record_type::segment, 0, 0, payload, 0);
 }
 
 std::string_view describe(decode_error e) noexcept {
@@ -157,8 +166,11 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
     d.header.queue_id = get<std::uint64_t>(bytes, 16);
     d.header.received_us = get<std::uint64_t>(bytes, 24);
     const bool known_type = d.header.type == record_type::message || d.header.type == record_type::outcome ||
-                            d.header.type == record_type::segment;
-    if (d.header.payload_length > max_payload_length || !known_type || d.header.version != 1 ||
+                            d.header.type == record_type::segment || d.header.type == record_type::suppression;
+    // Version 2 exists for message records only (with the AUTH user).
+    const bool known_version =
+        d.header.version == 1 || (d.header.version == 2 && d.header.type == record_type::message);
+    if (d.header.payload_length > max_payload_length || !known_type || !known_version ||
         (d.header.type == record_type::outcome && d.header.payload_length != outcome_payload_size) ||
         (d.header.type == record_type::segment && d.header.payload_length != segment_payload_size))
         return std::unexpected(decode_error::bad_length);
@@ -187,10 +199,23 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
         d.record_size = record_header_size + d.header.payload_length;
         return d;
     }
+    if (d.header.type == record_type::suppression) {
+        std::uint8_t source = 0, pad8 = 0;
+        std::uint16_t pad16 = 0;
+        if (!r.read(source) || !r.read(pad8) || !r.read(pad16) || !r.read_str16(d.tenant) ||
+            !r.read_str16(d.address) || !r.rest().empty() || source < 1 || source > 2 || pad8 != 0 ||
+            pad16 != 0 || d.tenant.empty() || d.address.empty())
+            return std::unexpected(decode_error::bad_payload);
+        d.source = static_cast<suppression_source>(source);
+        d.record_size = record_header_size + d.header.payload_length;
+        return d;
+    }
     std::uint8_t body = 0, utf8 = 0;
     std::uint32_t count = 0;
     if (!r.read(body) || !r.read(utf8) || !r.read_str16(d.envelope.helo) || !r.read_str16(d.client) ||
-        !r.read_str16(d.envelope.mail_from) || !r.read(count) || body > 1 || utf8 > 1 || count > 1000000)
+        !r.read_str16(d.envelope.mail_from) ||
+        (d.header.version == 2 && (!r.read_str16(d.envelope.auth_user) || d.envelope.auth_user.empty())) ||
+        !r.read(count) || body > 1 || utf8 > 1 || count > 1000000)
         return std::unexpected(decode_error::bad_payload);
     d.envelope.body = static_cast<protocol::body_type>(body);
     d.envelope.smtputf8 = utf8 != 0;

@@ -12,12 +12,22 @@
 // The salt is random per spool instance and secret. SECURITY: recovery resynchronises on the
 // next magic after a damaged record, and a message body (BDAT carries any bytes) could hold
 // a forged record; without the salt its CRC matches with probability 2^-32 at best.
-//   payload (type 1, message):
+//   payload (type 1, message; version 1, or 2 when the client had authenticated):
 //     u8 body_type  u8 smtputf8  u16 helo_len helo  u16 client_len client
-//     u16 from_len from  u32 rcpt_count { u16 len rcpt }*  then the message bytes to the end
+//     u16 from_len from  [version 2: u16 auth_len auth_user]
+//     u32 rcpt_count { u16 len rcpt }*  then the message bytes to the end
+//   Version 2 adds only the AUTH user (the sender's tenant for the suppression list). A
+//   message without one is still written as version 1, byte for byte as before, so that a
+//   spool stays readable by an older relay except for its authenticated messages; records of
+//   either version are read.
 //   payload (type 2, outcome of one recipient of an earlier message; header.queue_id names
 //   the message, header.received_us is the time of the outcome):
 //     u32 rcpt_index  u8 status  u8 reserved(0)  u16 reserved(0)  u32 attempts  u64 next_attempt_us
+//   payload (type 4, suppression: one entry of a suppression journal, never in a segment;
+//   queue/suppression_file.h. header.queue_id is the message whose bounce added it, 0 if
+//   none; header.received_us is when it was added):
+//     u8 source (1 hard bounce, 2 operator)  u8 reserved(0)  u16 reserved(0)
+//     u16 tenant_len tenant  u16 address_len address   (both non-empty, lower-case)
 // Anything else found at recovery is corrupt: reported with its offset and skipped.
 // SECURITY: decode_* read disk input that may be torn or corrupt; nothing reads past the
 // buffer given.
@@ -36,7 +46,7 @@ inline constexpr std::uint32_t record_magic = 0x31535252;  // "RRS1" little-endi
 inline constexpr std::size_t record_header_size = 32;
 inline constexpr std::uint32_t max_payload_length = 1u << 30;
 
-enum class record_type : std::uint8_t { message = 1, outcome = 2, segment = 3 };
+enum class record_type : std::uint8_t { message = 1, outcome = 2, segment = 3, suppression = 4 };
 inline constexpr std::size_t segment_payload_size = 8;
 
 // What became of one recipient (journaled as an outcome record; the last one wins).
@@ -49,10 +59,16 @@ enum class recipient_status : std::uint8_t {
 };
 inline constexpr std::size_t outcome_payload_size = 20;
 
+// Why an address is on a suppression list (a suppression record's source).
+enum class suppression_source : std::uint8_t {
+    hard_bounce = 1,  // a recipient bounced as invalid or inactive (queue/suppression.h)
+    operator_added = 2,  // ringrelay --suppress
+};
+
 struct record_header {
     std::uint32_t magic = record_magic;
     record_type type = record_type::message;
-    std::uint8_t version = 1;
+    std::uint8_t version = 1;  // 1; a message record with an AUTH user: 2
     std::uint32_t payload_length = 0;
     std::uint32_t crc = 0;
     std::uint64_t queue_id = 0;
@@ -85,7 +101,11 @@ struct decoded_message {
     recipient_status status = recipient_status::pending;
     std::uint32_t attempts = 0;
     std::uint64_t next_attempt_us = 0;
-    // type message only:
+    // type suppression only:
+    suppression_source source = suppression_source::hard_bounce;
+    std::string tenant;
+    std::string address;
+    // type message only (envelope.auth_user from a version 2 record):
     protocol::envelope envelope;
     std::string client;
     std::string_view message;  // points into the buffer given to decode_record
@@ -96,6 +116,12 @@ struct decoded_message {
 void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,
                            recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us,
                            std::uint32_t salt);
+
+// Appends a complete suppression record to `out` (tenant and address as given: the caller
+// normalises them; each is cut at 65535 bytes).
+void encode_suppression_record(std::string& out, std::string_view tenant, std::string_view address,
+                               suppression_source source, std::uint64_t queue_id, std::uint64_t time_us,
+                               std::uint32_t salt);
 
 // Decodes the record at the start of `bytes` (any type; see decoded_message::header.type),
 // checking its CRC with `salt` (a segment record's with 0).

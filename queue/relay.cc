@@ -14,6 +14,8 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "protocol/address.h"
+#include "queue/suppression.h"
+#include "queue/suppression_file.h"
 
 namespace ringrelay::queue {
 
@@ -30,8 +32,8 @@ std::expected<std::string, std::string> postmaster_address(const core::config& c
     return std::unexpected("--postmaster: '" + address + "' is not a valid mail address (local@domain, RFC 5321)");
 }
 
-relay::relay(core::config config, storage_factory make_storage)
-    : _config(std::move(config)), _make_storage(std::move(make_storage)) {
+relay::relay(core::config config, protocol::bounce_rules bounce_rules, storage_factory make_storage)
+    : _config(std::move(config)), _bounce_rules(std::move(bounce_rules)), _make_storage(std::move(make_storage)) {
     _server.hostname = _config.hostname;
     _server.max_message_size = _config.max_message_size;
     _server.max_recipients = _config.max_recipients;
@@ -51,6 +53,14 @@ std::expected<void, std::string> relay::start() {
         return std::unexpected(postmaster.error());
     } else {
         _server.postmaster = std::move(*postmaster);
+    }
+    // Before anything touches the spool (the self-signed pair, the suppression list, the
+    // shards' segments).
+    if (auto lock = spool_lock::acquire(_config.spool); !lock) {
+        const spool_lock_error& e = lock.error();
+        return std::unexpected("--spool: " + e.text + (e.busy ? "; two relays cannot share a spool" : ""));
+    } else {
+        _lock.emplace(std::move(*lock));
     }
     _features = core::probe_kernel_features();
     core::diag(core::describe(_features));
@@ -98,6 +108,8 @@ std::expected<void, std::string> relay::start() {
     if (!validate_retry_policy(*intervals, *max_age))
         return std::unexpected("--retry-intervals/--max-age: every interval and the maximum age must be positive");
     _schedule = std::make_unique<retry_schedule>(std::move(*intervals), *max_age);
+    if (_config.suppression)
+        if (auto ok = setup_suppression(); !ok) return std::unexpected(ok.error());
     // Plain listeners first, then implicit TLS: the order of endpoints() and the start-up line.
     std::vector<listener_spec> listen;
     for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
@@ -106,7 +118,8 @@ std::expected<void, std::string> relay::start() {
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
-                                    _limits, *_links, _make_storage, _tls.get(), _auth.get(), _dkim.get()));
+                                    _limits, *_links, _bounce_rules, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
+                                    _suppressions.get(), _suppression_generation));
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -137,6 +150,35 @@ std::expected<void, std::string> relay::start() {
             if (from != to) _links->connect(from, to, _shards[to]->ring_fd(), _shards[to]->outbound_delivery());
     _go.set_value();
     _go_set = true;
+    return {};
+}
+
+std::expected<void, std::string> relay::setup_suppression() {
+    auto ttl = parse_suppression_ttl(_config.suppression_ttl);
+    if (!ttl) return std::unexpected("--suppression-ttl: " + ttl.error());
+    const std::string dir = suppression_directory(_config.spool);
+    auto state = load_suppressions(dir);
+    if (!state) return std::unexpected("suppression list: " + state.error());
+    for (const std::string& p : state->problems) core::diag("suppression list: " + p);
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const std::size_t found = state->entries.size();
+    drop_expired(state->entries, now_us, *ttl);
+    // A new generation every start: the list compacted (expired entries gone, each pair once),
+    // and fresh journal files for the shards (queue/suppression_file.h).
+    _suppression_generation = state->generation + 1;
+    if (auto ok = write_suppressions(dir, _suppression_generation, state->entries); !ok)
+        return std::unexpected("suppression list: " + ok.error());
+    _suppressions = std::make_unique<suppression_table>(_config.shards, *ttl);
+    const auto now_s = static_cast<std::uint32_t>(now_us / 1000000);
+    _suppressions->reserve(state->entries.size(), now_s);
+    for (const suppression_entry& e : state->entries)
+        _suppressions->add(e.tenant, e.address, suppression_seconds(e.time_us), now_s);
+    _suppression_summary = "suppression: " + std::to_string(state->entries.size()) + " entr" +
+                           (state->entries.size() == 1 ? "y" : "ies") + " in " + dir;
+    if (found != state->entries.size())
+        _suppression_summary += " (" + std::to_string(found - state->entries.size()) + " expired, dropped)";
+    _suppression_summary += *ttl == 0 ? "; entries never expire (--suppression-ttl 0)"
+                                      : "; entries expire after " + _config.suppression_ttl;
     return {};
 }
 

@@ -5,6 +5,7 @@
 #include <expected>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -12,9 +13,12 @@
 #include "core/config.h"
 #include "core/reactor.h"
 #include "core/tls.h"
+#include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/shard_links.h"
 #include "queue/shard.h"
+#include "queue/spool_lock.h"
+#include "queue/suppression_table.h"
 
 namespace ringrelay::queue {
 
@@ -25,7 +29,11 @@ namespace ringrelay::queue {
 
 class relay {
 public:
-    explicit relay(core::config config, storage_factory make_storage = {});
+    // bounce_rules: the table every shard classifies failures with (load_bounce_rules() of
+    // config.bounce_classes; tools/ringrelay.cc loads it before anything starts, so that a file
+    // that does not load stops the start). The relay keeps it, immutable, for its lifetime; the
+    // shards share it read-only, without locks.
+    relay(core::config config, protocol::bounce_rules bounce_rules, storage_factory make_storage = {});
     relay(const relay&) = delete;
     relay& operator=(const relay&) = delete;
     ~relay();  // stops and joins if still running
@@ -44,6 +52,10 @@ public:
     [[nodiscard]] const std::string& auth_summary() const noexcept { return _auth_summary; }
     // One line on DKIM signing: off, or the keys (d= s= a=, file), c=, sign-all, x=.
     [[nodiscard]] const std::string& dkim_summary() const noexcept { return _dkim_summary; }
+    // One line on the suppression list: off, or how many entries, where, and the TTL.
+    [[nodiscard]] const std::string& suppression_summary() const noexcept { return _suppression_summary; }
+    // The relay's suppression list; null with --no-suppression (or before start()).
+    [[nodiscard]] suppression_table* suppressions() noexcept { return _suppressions.get(); }
     // SIGHUP: re-reads --auth-users, the --dkim-key files and the TLS certificate and key
     // (--tls-cert/--tls-key, or the self-signed pair in SPOOL/tls). The text says what happened, one line per part; a
     // part that fails to load leaves what is in use.
@@ -62,9 +74,16 @@ public:
 private:
     // Loads --tls-cert/--tls-key, or makes/reuses the self-signed pair in SPOOL/tls.
     [[nodiscard]] std::expected<void, std::string> setup_tls();
+    // Loads SPOOL/suppression, drops what expired, compacts it into a new generation and
+    // fills the table the shards share.
+    [[nodiscard]] std::expected<void, std::string> setup_suppression();
 
     core::config _config;
+    const protocol::bounce_rules _bounce_rules;  // before _shards: they read it
     protocol::server_config _server;
+    // SPOOL/lock, held from start() until the relay is destroyed: one relay per spool, and no
+    // offline command on a running relay's spool.
+    std::optional<spool_lock> _lock;
     core::kernel_features _features;
     storage_factory _make_storage;
     int _log_fd = -1;
@@ -75,6 +94,9 @@ private:
     std::string _auth_summary = "AUTH: off (no --auth-users)";
     std::unique_ptr<dkim_signer> _dkim;  // before _shards: their connections sign on its pool; null: no --dkim-key
     std::string _dkim_summary = "DKIM: off (no --dkim-key)";
+    std::unique_ptr<suppression_table> _suppressions;  // before _shards: they read it; null: --no-suppression
+    std::uint64_t _suppression_generation = 0;
+    std::string _suppression_summary = "suppression: off (--no-suppression)";
     core::ktls_probe _ktls;
     std::string _tls_summary;
     std::string _tls_cert_file;  // what setup_tls() loaded, for reload()

@@ -9,6 +9,7 @@
 
 #include "core/invariant.h"
 #include "queue/connection.h"
+#include "queue/suppression_file.h"
 
 namespace ringrelay::queue {
 
@@ -26,8 +27,9 @@ constexpr std::string_view too_many_from_address =
 shard::shard(unsigned index, const core::config& config, const protocol::server_config& server,
              const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
              std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-             const shard_links& links, storage_factory make_storage, const inbound_tls* tls, inbound_auth* auth,
-             dkim_signer* dkim)
+             const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
+             const inbound_tls* tls, inbound_auth* auth,
+             dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation)
     : _index(index),
       _config(config),
       _server(server),
@@ -40,9 +42,12 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _tls(tls),
       _auth(auth),
       _dkim(dkim),
+      _suppression_table(suppressions),
+      _suppression_generation(suppression_generation),
       _go(std::move(go)),
       _limits(limits),
       _links(links),
+      _bounce_rules(bounce_rules),
       _auth_queue(config.auth_queue_size, static_cast<std::int64_t>(config.auth_queue_timeout) * 1000),
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
 }
@@ -61,6 +66,12 @@ std::string shard::init() {
         return "receive buffer ring: " + ec.message();
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index));
+    if (_suppression_table != nullptr) {
+        _suppressions = std::make_unique<suppression_list>(*_suppression_table, *_storage,
+                                                           suppression_directory(_config.spool),
+                                                           _suppression_generation, _index);
+        if (auto ok = _suppressions->open(); !ok) return "suppression journal: " + ok.error();
+    }
     _log = std::make_unique<core::log_writer>(_reactor, _log_fd);
     core::dns_config dns;
     if (!_config.dns_server.empty())
@@ -69,11 +80,14 @@ std::string shard::init() {
     _dns = std::make_unique<core::dns_resolver>(_reactor, dns);
     if (auto ec = _dns->init(); ec) return "DNS resolver: " + ec.message();
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index, stream_services(),
-                                           *_dns, _limits.outbound_tls_generation, _links);
+                                           *_dns, _limits.outbound_tls_generation, _links, _bounce_rules,
+                                           _suppressions.get());
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
-    // flushed by the shard are those of the turn, then the log.
+    // flushed by the shard are those of the turn; the suppression journal after the shard's
+    // (whose delivery may add entries at its turn end), then the log.
     _reactor.add_turn_hook(_spool.get());
     _reactor.add_turn_hook(this);
+    if (_suppressions) _reactor.add_turn_hook(_suppressions.get());
     _reactor.add_turn_hook(_log.get());
     if (_tls != nullptr)
         if (std::string e = build_tls_context(); !e.empty()) return "TLS: " + e;
@@ -114,6 +128,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     const bool ok = result.error.empty();
     ready.set_value(std::move(result));
     if (!ok) {
+        if (_suppressions) _suppressions->leave();
         _finished.store(true, std::memory_order_release);
         return;
     }
@@ -139,6 +154,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     // A loop that ended on an io_uring failure may leave password checks in the pool; their
     // connections must outlive them.
     _work_return.wait_idle();
+    if (_suppressions) _suppressions->leave();  // reads the suppression table no more
     _finished.store(true, std::memory_order_release);
 }
 
@@ -223,6 +239,7 @@ void shard::tick() noexcept {
     // Postfix's rule: room for one and a half of the largest message.
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
     _delivery->tick(now);
+    if (_suppressions) _suppressions->tick();
     _counters.delivered.store(_delivery->counters().delivered, std::memory_order_relaxed);
     _counters.queued_for_delivery.store(_delivery->queued_messages(), std::memory_order_relaxed);
     if (_stopping && now >= _stop_deadline_ms) {
@@ -240,13 +257,33 @@ void shard::tick() noexcept {
 }
 
 bool shard::drained() const noexcept {
-    return _front->drained() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle();
+    return _front->drained() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
+           (!_suppressions || _suppressions->idle());
 }
 
 protocol::host_reply shard::check_auth(const protocol::client_info& client) noexcept {
     if (_auth != nullptr && _auth->failures().blocked(_auth->failures().slot_of(client.address), core::monotonic_ms()))
         return {protocol::reply_id::auth_throttled, _server.hostname};
     return {};
+}
+
+protocol::host_reply shard::check_rcpt(const protocol::client_info& client, const protocol::envelope& transaction,
+                                       std::string_view recipient) noexcept {
+    if (!_suppressions) return {};
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const std::optional<std::uint32_t> since =
+        _suppressions->check(transaction, recipient, static_cast<std::uint32_t>(now_us / 1000000));
+    if (!since) return {};
+    format_suppressed_reply(_suppressed_reply, recipient, *since);
+    log_suppressed(*_log, suppressed_rcpt{.shard = _index,
+                                          .client = client.address,
+                                          .transaction = &transaction,
+                                          .recipient = recipient,
+                                          .tenant = tenant_of(transaction),
+                                          .since_s = *since,
+                                          .reply = _suppressed_reply,
+                                          .now_us = now_us});
+    return {protocol::reply_id::recipient_suppressed, _suppressed_reply};
 }
 
 std::uint64_t shard::next_queue_id() noexcept {

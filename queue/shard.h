@@ -28,6 +28,7 @@
 #include "core/stream.h"
 #include "core/tls.h"
 #include "core/work_pool.h"
+#include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/auth.h"
 #include "queue/connection.h"
@@ -36,6 +37,8 @@
 #include "queue/server_front.h"
 #include "queue/spool.h"
 #include "queue/storage.h"
+#include "queue/suppression.h"
+#include "queue/suppression_table.h"
 
 namespace ringrelay::queue {
 
@@ -103,14 +106,18 @@ class shard final : public core::turn_hook,
                     public server_host,
                     public front_owner {
 public:
-    // config, server_config, features and tls must outlive the shard. listen: the endpoints to
-    // bind (port 0 picks one; main passes shard 0's result to the others). tls: null for no
-    // TLS (then no implicit-TLS listener may be given and server.tls must be none).
+    // config, server_config, features, bounce_rules and tls must outlive the shard. listen: the
+    // endpoints to bind (port 0 picks one; main passes shard 0's result to the others).
+    // bounce_rules: the relay's classification table, read by every shard (never written after
+    // the relay starts). tls: null for no TLS (then no implicit-TLS listener may be given and
+    // server.tls must be none).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
-          const shard_links& links, storage_factory make_storage = {}, const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
-          dkim_signer* dkim = nullptr);
+          const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage = {},
+          const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
+          dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
+          std::uint64_t suppression_generation = 0);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -132,6 +139,10 @@ public:
     }
     // An address that failed AUTH too often is refused until its window has passed.
     protocol::host_reply check_auth(const protocol::client_info& client) noexcept override;
+    // A recipient on the suppression list of the transaction's tenant: 550 5.1.1 and a
+    // `Suppressed` log record (queue/suppression.h).
+    protocol::host_reply check_rcpt(const protocol::client_info& client, const protocol::envelope& transaction,
+                                    std::string_view recipient) noexcept override;
 
     // Shard-thread API used by connections.
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
@@ -208,9 +219,12 @@ private:
     const inbound_tls* _tls;       // null: no TLS
     inbound_auth* _auth;           // null: no AUTH
     dkim_signer* _dkim;            // null: no DKIM signing
+    suppression_table* _suppression_table;  // the relay's; null: --no-suppression
+    const std::uint64_t _suppression_generation;
     std::shared_future<void> _go;  // set by the relay once every shard's mailboxes are connected
     inbound_limits& _limits;       // shared with every shard (atomics)
     const shard_links& _links;     // the deliveries' cross-shard mailboxes (relay-owned)
+    const protocol::bounce_rules& _bounce_rules;  // relay-owned, shared read-only by every shard
 
     // Shard-local.
     core::reactor _reactor;
@@ -224,6 +238,8 @@ private:
     bool _auth_pump_wanted = false;
     std::unique_ptr<storage> _storage;
     std::unique_ptr<spool> _spool;
+    std::unique_ptr<suppression_list> _suppressions;  // null: --no-suppression
+    std::string _suppressed_reply;  // the 550's argument, made per refused RCPT
     std::unique_ptr<core::log_writer> _log;
     std::unique_ptr<core::dns_resolver> _dns;
     std::unique_ptr<delivery> _delivery;

@@ -41,6 +41,12 @@ std::uint64_t parse_segment_name(const char* name) {
     return n;
 }
 
+protocol::commit_result result_for(int err) noexcept {
+    return (err == ENOSPC || err == EDQUOT) ? protocol::commit_result::no_space : protocol::commit_result::io_error;
+}
+
+}  // namespace
+
 bool read_whole_file(const std::string& path, std::string& out, std::string& error) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -66,10 +72,6 @@ bool read_whole_file(const std::string& path, std::string& out, std::string& err
     return true;
 }
 
-protocol::commit_result result_for(int err) noexcept {
-    return (err == ENOSPC || err == EDQUOT) ? protocol::commit_result::no_space : protocol::commit_result::io_error;
-}
-
 // mkdir -p, making each new directory's name durable (fsync of its parent), so a spool
 // created just before a crash is still found after it.
 bool make_directories(const std::string& dir) {
@@ -93,8 +95,6 @@ bool make_directories(const std::string& dir) {
     }
     return true;
 }
-
-}  // namespace
 
 std::expected<recovery_report, std::string> recover_directory(const std::string& dir, record_visitor* visitor) {
     recovery_report report;
@@ -154,6 +154,12 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
             auto rec = decode_record(all.substr(pos), salt);
             if (rec && rec->header.type == record_type::segment) {
                 report.problems.push_back(name + " offset " + std::to_string(pos) + ": a second segment record; skipped");
+                pos += rec->record_size;
+                continue;
+            }
+            if (rec && rec->header.type == record_type::suppression) {
+                // Suppression records live in their own journal (queue/suppression_file.h).
+                report.problems.push_back(name + " offset " + std::to_string(pos) + ": a suppression record; skipped");
                 pos += rec->record_size;
                 continue;
             }
@@ -330,19 +336,9 @@ void spool::on_write(int res) noexcept {
         finish_batch(result_for(err));
         return;
     }
-    auto n = static_cast<std::size_t>(res);
+    const auto n = static_cast<std::size_t>(res);
     _write_offset += n;
-    while (n > 0 && _iov_next < _iov.size()) {
-        iovec& v = _iov[_iov_next];
-        if (n >= v.iov_len) {
-            n -= v.iov_len;
-            ++_iov_next;
-        } else {
-            v.iov_base = static_cast<char*>(v.iov_base) + n;
-            v.iov_len -= n;
-            n = 0;
-        }
-    }
+    _iov_next = skip_written(_iov, _iov_next, n);
     if (_iov_next < _iov.size()) {
         submit_write();
         return;

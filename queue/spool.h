@@ -62,6 +62,12 @@ struct recovery_report {
     std::vector<std::uint64_t> segments;  // every segment number found, ascending
 };
 
+// File helpers shared with the suppression journal (queue/suppression_file.h); synchronous.
+// The whole file into `out` (an error names the path).
+[[nodiscard]] bool read_whole_file(const std::string& path, std::string& out, std::string& error);
+// mkdir -p, making each new directory's name durable (fsync of its parent); errno on failure.
+[[nodiscard]] bool make_directories(const std::string& dir);
+
 // Reads every segment in `dir` (a shard's spool directory). Corrupt or torn records are
 // reported and skipped; a missing directory is an empty spool.
 [[nodiscard]] std::expected<recovery_report, std::string> recover_directory(const std::string& dir,

@@ -150,4 +150,19 @@ void power_loss_storage::close_file(int fd) noexcept {
     _disk.close_file(fd);
 }
 
+std::size_t skip_written(std::span<iovec> iov, std::size_t next, std::size_t written) noexcept {
+    while (written > 0 && next < iov.size()) {
+        iovec& v = iov[next];
+        if (written >= v.iov_len) {
+            written -= v.iov_len;
+            ++next;
+        } else {
+            v.iov_base = static_cast<char*>(v.iov_base) + written;
+            v.iov_len -= written;
+            written = 0;
+        }
+    }
+    return next;
+}
+
 }  // namespace ringrelay::queue

@@ -12,6 +12,7 @@
 #include <expected>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -38,6 +39,11 @@ public:
     // fdatasync(fd); `done` receives 0 or -errno.
     virtual void fdatasync(int fd, core::completion* done) noexcept = 0;
 };
+
+// A write from iov[next..] reported `written` bytes: returns the first iovec not fully written
+// (iov.size() when all were), with that one's base and length moved past its written bytes,
+// for the writer to submit the rest of a short write from.
+[[nodiscard]] std::size_t skip_written(std::span<iovec> iov, std::size_t next, std::size_t written) noexcept;
 
 class disk_storage final : public storage {
 public:

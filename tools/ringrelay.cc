@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -19,12 +20,17 @@
 #include <string>
 #include <string_view>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "protocol/address.h"
 #include "protocol/server_session.h"
 #include "queue/bounce_rules.h"
 #include "queue/relay.h"
+#include "queue/spool_lock.h"
+#include "queue/suppression.h"
+#include "queue/suppression_file.h"
 
 using namespace ringrelay;
 
@@ -42,6 +48,99 @@ int list_spool(const core::config& c) {
         std::printf("%s %zu bytes, %zu recipient(s), from <%s>\n", protocol::format_queue_id(m.queue_id).c_str(),
                     m.size, m.recipients, m.mail_from.c_str());
     }
+    return 0;
+}
+
+// --list-suppressed [TENANT], --suppress TENANT:ADDRESS, --unsuppress TENANT:ADDRESS: on the
+// spool of a stopped relay (SPOOL/lock: a running relay holds it, and then they refuse).
+// --suppress and --unsuppress write a new generation of the list (queue/suppression_file.h).
+int suppression_command(const core::config& c) {
+    const int commands = !c.list_suppressed.empty() + !c.suppress.empty() + !c.unsuppress.empty();
+    if (commands > 1) {
+        std::fprintf(stderr, "ringrelay: give one of --list-suppressed, --suppress and --unsuppress at a time\n");
+        return 2;
+    }
+    auto ttl = queue::parse_suppression_ttl(c.suppression_ttl);
+    if (!ttl) {
+        std::fprintf(stderr, "ringrelay: --suppression-ttl: %s\n", ttl.error().c_str());
+        return 2;
+    }
+    const bool listing = !c.list_suppressed.empty();
+    const std::string& pair = listing ? c.list_suppressed : !c.suppress.empty() ? c.suppress : c.unsuppress;
+    const char* flag = listing ? "--list-suppressed" : !c.suppress.empty() ? "--suppress" : "--unsuppress";
+    std::string tenant = listing ? (pair == "*" ? std::string() : pair) : pair.substr(0, pair.find(':'));
+    std::string address;
+    if (!listing) {
+        const auto colon = pair.find(':');
+        // The address as RCPT takes it (RFC 5321 forward-path), compared without ASCII case.
+        const std::string bracketed = colon == std::string::npos ? std::string() : "<" + pair.substr(colon + 1) + ">";
+        const auto path = protocol::parse_path(bracketed, protocol::path_kind::forward_path);
+        if (tenant.empty() || !path || path->postmaster_only || path->mailbox.empty()) {
+            std::fprintf(stderr, "ringrelay: %s: expected TENANT:ADDRESS (an AUTH user or a sender domain, then a mail "
+                         "address), got '%s'\n", flag, pair.c_str());
+            return 2;
+        }
+        address.assign(path->mailbox);
+    }
+    queue::suppression_normalise(tenant);
+    queue::suppression_normalise(address);
+    const std::string dir = queue::suppression_directory(c.spool);
+    if (listing && ::access(c.spool.c_str(), F_OK) != 0) {
+        std::printf("0 suppressed address(es) in %s\n", c.spool.c_str());  // no spool, no list
+        return 0;
+    }
+    auto lock = queue::spool_lock::acquire(c.spool);
+    if (!lock) {
+        std::fprintf(stderr, "ringrelay: %s%s\n", lock.error().text.c_str(), lock.error().busy ? "; stop it first" : "");
+        return 1;
+    }
+    auto state = queue::load_suppressions(dir);
+    if (!state) {
+        std::fprintf(stderr, "ringrelay: %s\n", state.error().c_str());
+        return 1;
+    }
+    for (const std::string& p : state->problems) std::fprintf(stderr, "ringrelay: suppression list: %s\n", p.c_str());
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    queue::drop_expired(state->entries, now_us, *ttl);
+    if (listing) {
+        std::size_t n = 0;
+        for (const auto& e : state->entries) n += tenant.empty() || e.tenant == tenant ? 1 : 0;
+        std::printf("%zu suppressed address(es) in %s%s%s\n", n, c.spool.c_str(), tenant.empty() ? "" : " for ",
+                    tenant.c_str());
+        // TENANT ADDRESS SINCE SOURCE [QUEUE_ID]: one line per entry, sorted by tenant and address.
+        for (const auto& e : state->entries) {
+            if (!tenant.empty() && e.tenant != tenant) continue;
+            const bool bounce = e.source == queue::suppression_source::hard_bounce;
+            std::printf("%s %s %s %s%s%s\n", e.tenant.c_str(), e.address.c_str(),
+                        core::iso8601_us(static_cast<std::int64_t>(e.time_us)).c_str(),
+                        bounce ? "hard-bounce" : "operator", bounce && e.queue_id != 0 ? " " : "",
+                        bounce && e.queue_id != 0 ? protocol::format_queue_id(e.queue_id).c_str() : "");
+        }
+        return 0;
+    }
+    auto it = std::find_if(state->entries.begin(), state->entries.end(), [&](const queue::suppression_entry& e) {
+        return e.tenant == tenant && e.address == address;
+    });
+    if (!c.suppress.empty()) {
+        queue::suppression_entry e{tenant, address, now_us, 0, queue::suppression_source::operator_added};
+        if (it != state->entries.end()) {
+            *it = std::move(e);
+        } else {
+            state->entries.push_back(std::move(e));
+        }
+    } else if (it == state->entries.end()) {
+        std::fprintf(stderr, "ringrelay: --unsuppress: %s is not on %s's suppression list\n", address.c_str(),
+                     tenant.c_str());
+        return 1;
+    } else {
+        state->entries.erase(it);
+    }
+    if (auto ok = queue::write_suppressions(dir, state->generation + 1, state->entries); !ok) {
+        std::fprintf(stderr, "ringrelay: %s\n", ok.error().c_str());
+        return 1;
+    }
+    std::printf("%s %s %s's suppression list\n", address.c_str(), c.suppress.empty() ? "taken off" : "put on",
+                tenant.c_str());
     return 0;
 }
 
@@ -74,15 +173,17 @@ int main(int argc, char** argv) {
     }
     core::config config = std::move(*loaded);
     // The bounce classification rules (the embedded etc/bounce-classes.json and --bounce-classes
-    // over it) are checked here, like the other flags: a file that does not load stops the start
-    // with the file, the rule and the reason. Each shard's delivery loads its own copy.
-    const auto bounce_rules = queue::load_bounce_rules(config.bounce_classes);
+    // over it), loaded once, here, like the other flags: a file that does not load stops the start
+    // with the file, the rule and the reason. The relay keeps the table; every shard reads it.
+    auto bounce_rules = queue::load_bounce_rules(config.bounce_classes);
     if (!bounce_rules) {
         std::fprintf(stderr, "ringrelay: %s\n", bounce_rules.error().c_str());
         return 2;
     }
     const std::string bounce_summary = queue::describe(*bounce_rules, config.bounce_classes);
     if (config.list_spool) return list_spool(config);
+    if (!config.list_suppressed.empty() || !config.suppress.empty() || !config.unsuppress.empty())
+        return suppression_command(config);
     raise_fd_limit(config);
 
     // Signals are taken by this thread alone (sigtimedwait); shard threads inherit the mask.
@@ -103,11 +204,12 @@ int main(int argc, char** argv) {
                                  : queue::power_loss_storage::sync_mode::durable;
     core::diag(std::string("TEST BUILD: power-loss storage (unsynced writes die with the process)") +
                (nondurable ? "; fdatasync SKIPPED: acknowledged mail is NOT durable" : ""));
-    queue::relay node(std::move(config), [mode](core::reactor& r) -> std::unique_ptr<queue::storage> {
-        return std::make_unique<queue::power_loss_storage>(r, mode);
-    });
+    queue::relay node(std::move(config), std::move(bounce_rules->table),
+                      [mode](core::reactor& r) -> std::unique_ptr<queue::storage> {
+                          return std::make_unique<queue::power_loss_storage>(r, mode);
+                      });
 #else
-    queue::relay node(std::move(config));
+    queue::relay node(std::move(config), std::move(bounce_rules->table));
 #endif
     if (auto started = node.start(); !started) {
         core::diag(started.error());
@@ -120,6 +222,7 @@ int main(int argc, char** argv) {
     core::diag(node.auth_summary());
     core::diag(node.dkim_summary());
     core::diag(bounce_summary);
+    core::diag(node.suppression_summary());
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +

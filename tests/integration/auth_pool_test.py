@@ -222,14 +222,6 @@ default_destination_concurrency_limit = 10
 """)
 
 
-def maillog(d):
-    try:
-        with open(os.path.join(d, "maillog"), errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def part_c(c, binary, users_path, work):
     if shutil.which("postfix") is None or shutil.which("postconf") is None:
         harness.missing("Postfix is not installed")
@@ -252,11 +244,11 @@ def part_c(c, binary, users_path, work):
     c.check(r.returncode == 0, f"smtp-source injected {total} messages into Postfix", r.stderr[-400:])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        log = maillog(d)
+        log = harness.maillog(d)
         if log.count("status=sent") >= total or "status=deferred" in log:
             break
         time.sleep(0.5)
-    log = maillog(d)
+    log = harness.maillog(d)
     deferred = [l for l in log.splitlines() if "status=deferred" in l]
     c.check(not deferred, "Postfix deferred nothing (no status=deferred in its maillog)", "\n".join(deferred[:5]))
     c.check(log.count("status=sent") == total and f"relay=127.0.0.1[127.0.0.1]:{relay.port}" in log,

@@ -156,6 +156,15 @@ def private_postfix(work, name, main_cf, tls=False):
     return d, port
 
 
+def maillog(d):
+    """What a private_postfix() in directory `d` has logged so far ("" before its first line)."""
+    try:
+        with open(os.path.join(d, "maillog"), errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 class Peer:
     """A peer server the test starts (smtp-sink, dnsmasq): output discarded, stopped by PID
     (SIGTERM, then SIGKILL) by stop() or at exit."""
@@ -658,7 +667,7 @@ def crc32c(data, crc=0):
 
 class SpoolRecord:
     __slots__ = ("queue_id", "received_us", "body_8bit", "smtputf8", "helo", "client",
-                 "mail_from", "rcpts", "message", "segment", "offset", "size")
+                 "mail_from", "auth_user", "rcpts", "message", "segment", "offset", "size")
 
 
 def parse_segment(path, check_crc=True, problems=None):
@@ -715,8 +724,9 @@ def parse_segment(path, check_crc=True, problems=None):
             if pos < 0:
                 return
             continue
-        if rtype in (2, 3):
-            # An outcome record (a recipient's delivery result) or a stray segment record: skip it.
+        if rtype in (2, 3, 4):
+            # An outcome record (a recipient's delivery result), a stray segment record or a
+            # suppression record (they have their own journal): skip it.
             pos += RECORD_HEADER + plen
             continue
         r = SpoolRecord()
@@ -732,6 +742,8 @@ def parse_segment(path, check_crc=True, problems=None):
             p += 2 + n
             return v
         r.helo, r.client, r.mail_from = field16(), field16(), field16()
+        # Version 2 message records carry the AUTH user after the sender (queue/record.h).
+        r.auth_user = field16() if version == 2 else b""
         (count,) = struct.unpack_from("<I", payload, p)
         p += 4
         r.rcpts = [field16() for _ in range(count)]

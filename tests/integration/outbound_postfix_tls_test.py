@@ -37,14 +37,6 @@ def stop_postfix(d):
     subprocess.run(["postfix", "-c", os.path.join(d, "etc"), "stop"], capture_output=True, timeout=60)
 
 
-def maillog(d):
-    try:
-        with open(os.path.join(d, "maillog"), errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def send(relay, rcpt):
     s = smtplib.SMTP(relay.host, relay.port, timeout=30)
     s.sendmail("sender@example.org", [rcpt], BODY)
@@ -71,7 +63,7 @@ def scenario(c):
         tls = log_records(relay, "Delivery")[0].get("tls") or ""
         c.check(tls.startswith("TLSv1."), "the Delivery record names the TLS protocol and cipher", tls)
     wait_for(lambda: len(sink.saved()) == 1, "the message reached the sink through Postfix", c)
-    log = maillog(d)
+    log = harness.maillog(d)
     m = re.search(r"TLS connection established from localhost\[127\.0\.0\.1\]: (TLSv1\.\d)", log)
     c.check(m is not None, "Postfix's maillog: a TLS connection from us", log[-1500:])
     saved = sink.saved()
@@ -95,8 +87,8 @@ def scenario(c):
         c.check("4.7.4" in str(tf.get("reply")), "the deferral says TLS was required but not offered (4.7.4)", tf)
     # Postfix logs each session's commands when it ends ("disconnect from ... ehlo=1 quit=1
     # commands=2"); a MAIL would show as mail=1.
-    wait_for(lambda: "disconnect from localhost[127.0.0.1]" in maillog(d), "Postfix logged our session's end", c)
-    log = maillog(d)
+    wait_for(lambda: "disconnect from localhost[127.0.0.1]" in harness.maillog(d), "Postfix logged our session's end", c)
+    log = harness.maillog(d)
     ends = [l for l in log.splitlines() if "disconnect from localhost[127.0.0.1]" in l]
     c.check(ends and not any("mail=" in l for l in ends) and not sink.saved(),
             "Postfix got no MAIL from us (its disconnect lines count no mail=) and the sink nothing", ends)

@@ -314,6 +314,27 @@ TEST(ServerSessionAuth, AuthenticatedUserIsReported) {
     EXPECT_EQ(host.checks, 1);
 }
 
+// The AUTH user goes into the envelope at MAIL (the relay stores it: the sender's tenant for
+// the suppression list, issue 16), and only for transactions begun after AUTH.
+TEST(ServerSessionAuth, TheEnvelopeCarriesTheAuthUserOfMail) {
+    auth_host host;
+    server_config c = auth_config(auth_offer::always);
+    server_session session(c, untrusted_client(), host);
+    std::string out;
+    session.start(out);
+    (void)session.feed("EHLO c\r\nMAIL FROM:<a@c.example>\r\n", out);
+    EXPECT_EQ(session.message_envelope().auth_user, "");
+    (void)session.feed("RSET\r\nAUTH PLAIN " + s(plain_ok) + "\r\n", out);
+    ASSERT_TRUE(session.auth_pending());
+    session.auth_done(auth_result::ok, out);
+    (void)session.feed("MAIL FROM:<a@c.example>\r\nRCPT TO:<b@foreign.example>\r\nDATA\r\nx\r\n.\r\n", out);
+    ASSERT_TRUE(session.message_ready()) << out;
+    EXPECT_EQ(session.message_envelope().auth_user, "alice");
+    session.commit_done(commit_result::ok, out);
+    (void)session.feed("RSET\r\n", out);
+    EXPECT_EQ(session.message_envelope().auth_user, "") << "cleared with the transaction";
+}
+
 TEST(ServerSessionAuth, TemporaryFailureLetsTheClientRetry) {
     auth_host host;
     server_config c = auth_config(auth_offer::always);

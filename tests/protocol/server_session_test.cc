@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "tests/protocol/session_harness.h"
 
@@ -275,6 +276,71 @@ TEST(ServerSession, HostMailRefusalsDoNotCountAsErrors) {
     for (int i = 0; i < 5; ++i) (void)t.feed("MAIL FROM:<a@example.net>\r\n", out);
     EXPECT_FALSE(t.closed()) << out;
     EXPECT_EQ(host.checks, 5);
+}
+
+// A host that refuses chosen recipients at RCPT (session_host::check_rcpt), as the relay
+// refuses its tenants' suppressed addresses (issue 16); it records what it was asked.
+class rcpt_refusing_host final : public session_host {
+public:
+    std::uint64_t next_queue_id() noexcept override { return 0x1A2B3C4D5E6F0001ULL; }
+    std::string_view rfc5322_date() noexcept override { return testing::test_date; }
+    host_reply check_rcpt(const client_info& client, const envelope& transaction,
+                          std::string_view recipient) noexcept override {
+        asked.push_back(std::string(client.address) + " " + transaction.mail_from + " " +
+                        std::to_string(transaction.rcpt_to.size()) + " " + std::string(recipient));
+        if (recipient != "gone@example.org") return {};
+        _text = "<" + std::string(recipient) + ">: recipient suppressed after a hard bounce on 2026-03-14";
+        return {reply_id::recipient_suppressed, _text};
+    }
+    std::vector<std::string> asked;
+
+private:
+    std::string _text;
+};
+
+TEST(ServerSession, HostRefusesARecipientAndTheOthersAreKept) {
+    rcpt_refusing_host host;
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    const std::string input = "EHLO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<u@example.org>\r\n"
+                              "RCPT TO:<gone@example.org>\r\nRCPT TO:<v@example.org>\r\nDATA\r\nhi\r\n.\r\n";
+    EXPECT_EQ(s.feed(input, out), input.size());
+    EXPECT_EQ(out, ehlo_reply + "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+                                "550 5.1.1 <gone@example.org>: recipient suppressed after a hard bounce on 2026-03-14\r\n"
+                                "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+    ASSERT_TRUE(s.message_ready());
+    EXPECT_EQ(s.message_envelope().rcpt_to, (std::vector<std::string>{"u@example.org", "v@example.org"}));
+    EXPECT_EQ(host.asked, (std::vector<std::string>{"192.0.2.1 a@example.net 0 u@example.org",
+                                                     "192.0.2.1 a@example.net 1 gone@example.org",
+                                                     "192.0.2.1 a@example.net 1 v@example.org"}));
+}
+
+TEST(ServerSession, RcptRefusalsDoNotCountAsErrors) {
+    rcpt_refusing_host host;
+    server_config config = test_config();
+    config.max_errors = 2;
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    (void)s.feed("EHLO c\r\nMAIL FROM:<a@example.net>\r\n", out);
+    for (int i = 0; i < 5; ++i) (void)s.feed("RCPT TO:<gone@example.org>\r\n", out);
+    EXPECT_FALSE(s.closed()) << out;
+    out.clear();
+    (void)s.feed("DATA\r\n", out);
+    EXPECT_EQ(out, "503 5.5.1 Error: need RCPT command\r\n") << "no recipient was added";
+}
+
+TEST(ServerSession, HostIsNotAskedAboutRefusedRelayingOrThePostmaster) {
+    rcpt_refusing_host host;
+    server_config config = test_config();
+    config.postmaster = "gone@example.org";  // even where the postmaster's mailbox is "suppressed"
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    (void)s.feed("EHLO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<x@foreign.example>\r\n"
+                 "RCPT TO:<Postmaster>\r\nRCPT TO:<bad@@example.org>\r\n", out);
+    EXPECT_EQ(out, ehlo_reply + "250 2.1.0 Ok\r\n554 5.7.1 <x@foreign.example>: Relay access denied\r\n"
+                                "250 2.1.5 Ok\r\n501 5.1.3 Bad recipient address syntax\r\n");
+    EXPECT_TRUE(host.asked.empty());
 }
 
 struct refusal_case {

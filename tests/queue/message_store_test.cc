@@ -17,6 +17,7 @@
 
 #include "core/log.h"
 #include "core/reactor.h"
+#include "queue/bounce_rules.h"
 #include "queue/storage.h"
 
 using namespace ringrelay;
@@ -65,7 +66,10 @@ protected:
         ASSERT_GE(_log_fd, 0);
         // Not a turn hook: its lines stay in line_buffer() for the test to read.
         _log_writer = std::make_unique<core::log_writer>(_reactor, _log_fd);
-        _log = std::make_unique<delivery_log>(*_log_writer, 0);
+        auto rules = load_bounce_rules("");  // the shipped rules, as the relay loads them
+        ASSERT_TRUE(rules.has_value()) << rules.error();
+        _rules = std::move(rules->table);
+        _log = std::make_unique<delivery_log>(*_log_writer, 0, _rules);
         _store = std::make_unique<message_store>(*_spool, *_log, _reporter, queue_mode::deliver);
     }
     void TearDown() override {
@@ -134,6 +138,7 @@ protected:
     std::unique_ptr<spool> _spool;
     int _log_fd = -1;
     std::unique_ptr<core::log_writer> _log_writer;
+    protocol::bounce_rules _rules;
     std::unique_ptr<delivery_log> _log;
     recording_reporter _reporter;
     std::unique_ptr<message_store> _store;
@@ -339,6 +344,35 @@ TEST_F(MessageStoreTest, FailureRecordsCarryTheirBounceClass) {
     // What the suppression list will read: the same verdict as the log's.
     const protocol::bounce_verdict v = _log->classify(outcome_note{hop, &unknown, nullptr, t0});
     EXPECT_EQ(v.cls, protocol::bounce_class::invalid_recipient);
+}
+
+// Issue 16: a bounce is classified once, by the delivery (for the suppression list, with the log
+// on or off); the record carries the verdict the note brings instead of classifying again.
+TEST_F(MessageStoreTest, ABounceIsLoggedWithTheVerdictItsNoteCarries) {
+    stored_message* m = commit(16, 2);
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply unknown = peer_reply(550, 5, 1, 1, "5.1.1 User unknown");
+    // Not what the rules say of this reply: only a verdict taken from the note can be logged so.
+    const protocol::bounce_verdict given{protocol::bounce_class::reputation, "Given", "given-rule"};
+    outcome_note note{hop, &unknown, nullptr, t0 + 1, 1};
+    note.verdict = &given;
+    _store->finish(*m, 0, recipient_status::bounced, note);
+    _store->finish(*m, 1, recipient_status::bounced, outcome_note{hop, &unknown, nullptr, t0 + 1, 1});
+    const std::string log = log_lines();
+    const auto bounce_of = [&](const char* rcpt) {
+        const std::size_t at = log.find(std::string("\"recipient\":\"") + rcpt + "\"");
+        if (at == std::string::npos) return std::string();
+        const std::size_t begin = log.rfind('\n', at);
+        const std::size_t start = begin == std::string::npos ? 0 : begin + 1;
+        return log.substr(start, log.find('\n', at) - start);
+    };
+    EXPECT_NE(bounce_of("r0@example.net")
+                  .find(",\"bounce_class\":\"reputation\",\"blocklist\":\"Given\",\"bounce_rule\":\"given-rule\"}"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(bounce_of("r1@example.net").find(",\"bounce_class\":\"invalid-recipient\",\"bounce_rule\":\"status-x.1.1\"}"),
+              std::string::npos)
+        << "without a verdict the log classifies: " << log;
 }
 
 TEST_F(MessageStoreTest, FailedRecipientsGoToTheReporterOnceTheMessageIsDone) {

@@ -353,3 +353,54 @@ TEST_F(SpoolTest, OneDamagedSegmentRecordCopyIsSurvivedBothAreNot) {
     ASSERT_EQ(r->problems.size(), 1u);
     EXPECT_NE(r->problems[0].find("no valid segment record"), std::string::npos) << r->problems[0];
 }
+
+// The AUTH user is stored with the message (version 2 records, issue 16) and comes back at
+// recovery, beside messages without one (version 1, as every older spool holds them).
+TEST_F(SpoolTest, AuthUserSurvivesRecoveryBesideMessagesWithout) {
+    {
+        auto s = open_spool();
+        waiter w;
+        w.owner = s.get();
+        protocol::envelope with = envelope(1);
+        with.auth_user = "alice";
+        s->append(with, "127.0.0.1", message, 1, &w);
+        s->append(envelope(2), "127.0.0.1", message, 1, &w);
+        run_until(w, 2);
+    }
+    struct collect final : record_visitor {
+        std::vector<std::pair<std::uint64_t, std::string>> seen;
+        void on_record(std::uint64_t, const decoded_message& r) override {
+            if (r.header.type == record_type::message) seen.emplace_back(r.header.queue_id, r.envelope.auth_user);
+        }
+    } visitor;
+    auto r = recover_directory(_dir + "/shard-0", &visitor);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_TRUE(r->problems.empty());
+    EXPECT_EQ(visitor.seen, (std::vector<std::pair<std::uint64_t, std::string>>{{1, "alice"}, {2, ""}}));
+}
+
+// A suppression record has its own journal; one found in a segment is reported and skipped.
+TEST_F(SpoolTest, ASuppressionRecordInASegmentIsSkipped) {
+    {
+        auto s = open_spool();
+        waiter w;
+        w.owner = s.get();
+        s->append(envelope(1), "127.0.0.1", message, 1, &w);
+        run_until(w, 1);
+    }
+    // Append one to the segment with its salt (read from its segment record).
+    std::string seg;
+    for (const auto& e : std::filesystem::directory_iterator(_dir + "/shard-0")) seg = e.path();
+    std::ifstream in(seg, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    auto head = decode_record(bytes, 0);
+    ASSERT_TRUE(head.has_value());
+    std::string extra;
+    encode_suppression_record(extra, "t", "a@x", suppression_source::hard_bounce, 0, 1, head->salt);
+    std::ofstream(seg, std::ios::binary | std::ios::app) << extra;
+    auto r = recover_directory(_dir + "/shard-0");
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->messages.size(), 1u);
+    ASSERT_EQ(r->problems.size(), 1u);
+    EXPECT_NE(r->problems[0].find("a suppression record; skipped"), std::string::npos) << r->problems[0];
+}
