@@ -54,6 +54,9 @@ def configured(c, binary, sink_bin):
     c.check(got == [f"<{PM}>", f"<{PM}>"], f"the next hop gets both for <{PM}>", got)
     bodies = b"".join(sink.saved())
     c.check(b"hello postmaster" in bodies and b"hello again" in bodies, "both bodies arrive", len(bodies))
+    # The sink saves a message before its 250 reaches the relay, which journals and logs the
+    # outcome after that: wait for both Delivery records, not just the saved files.
+    wait_for(lambda: len(log_records(relay, "Delivery")) >= 2, "both deliveries are logged", c)
     rcpts = [r.get("recipient") for r in log_records(relay, "Delivery")]
     c.check(rcpts == [PM, PM], "the delivery log records the postmaster's mailbox", rcpts)
     c.check(relay.stop() == 0, "the relay stops cleanly")
