@@ -4,6 +4,7 @@
 // each into a config_exit value.
 #include "core/config.h"
 
+#include "core/byte_size.h"
 #include "core/duration.h"
 
 #include <unistd.h>
@@ -167,6 +168,9 @@ constexpr flag_descriptor flag_table[] = {
              "the last repeats, each jittered"},
     {.name = "--max-age", .member = &config::max_age, .form = flag_form::duration,
      .help = "after this long undelivered mail expires and bounces"},
+    {.name = "--body-cache-size", .member = &config::body_cache_size, .form = flag_form::byte_size,
+     .help = "memory (all shards together) for the bodies of recently received messages, so a first "
+             "delivery attempt need not read them back from the spool; bytes, or with KiB, MiB or GiB; 0 = none"},
     {.name = "--bounce-classes", .member = &config::bounce_classes,
      .unset_means = "the embedded etc/bounce-classes.json only",
      .help = "FILE of bounce classification rules (JSON, as etc/bounce-classes.json) over the embedded ones: "
@@ -256,6 +260,7 @@ consteval bool table_is_sound() {
         if ((f.form == flag_form::duration || f.form == flag_form::duration_list ||
              f.form == flag_form::duration_or_zero) && !is_text)
             bad_flag_row("a duration is held as text");
+        if (f.form == flag_form::byte_size && !is_text) bad_flag_row("a byte size is held as text");
         if (f.form == flag_form::optional_value && (!is_text || !f.command_line_only))
             bad_flag_row("an optional value is text, on the command line only");
         if (!is_integer(f.member) && (f.min != 0 || f.max != flag_no_max || !f.unit.empty()))
@@ -296,7 +301,15 @@ std::expected<void, std::string> set_from_json(const flag_descriptor& f, simdjso
                 c.*m = v.get_bool().value_unsafe();
                 return {};
             },
-            [&](std::string config::*m) -> result { return assign(json_string(v, key), c.*m); },
+            [&](std::string config::*m) -> result {
+                if (f.form == flag_form::byte_size && (v.is_uint64() || v.is_int64())) {
+                    auto n = json_uint<std::uint64_t>(v, key);
+                    if (!n) return std::unexpected(n.error());
+                    c.*m = std::to_string(*n);
+                    return {};
+                }
+                return assign(json_string(v, key), c.*m);
+            },
             [&](std::vector<std::string> config::*m) -> result { return assign(json_strings(v, key), c.*m); },
             [&]<typename Int>(Int config::*m) -> result { return assign(json_uint<Int>(v, key), c.*m); },
         },
@@ -330,6 +343,9 @@ std::expected<void, std::string> check_row(const flag_descriptor& f, const confi
         auto d = parse_duration(c.*std::get<std::string config::*>(f.member));
         if (!d || d->count() <= 0)
             return std::unexpected(name + ": " + (d ? std::string("must be positive") : d.error().message));
+    } else if (f.form == flag_form::byte_size) {
+        if (auto n = parse_byte_size(c.*std::get<std::string config::*>(f.member)); !n)
+            return std::unexpected(name + ": " + n.error());
     } else if (f.form == flag_form::duration_or_zero) {
         const std::string& text = c.*std::get<std::string config::*>(f.member);
         if (text != "0")
@@ -375,6 +391,7 @@ std::string_view type_name(const flag_descriptor& f) noexcept {
     case flag_form::duration_or_zero: return "duration-or-zero";
     case flag_form::duration_list: return "duration-list";
     case flag_form::optional_value: return "optional-text";
+    case flag_form::byte_size: return "byte-size";
     case flag_form::plain: break;
     }
     if (std::holds_alternative<bool config::*>(f.member)) return "switch";
@@ -534,6 +551,7 @@ std::expected<void, std::string> finish_config(config& c) {
         if (auto ok = check_row(f, c); !ok) return ok;
     // What a row cannot say: values that need parsing into the derived fields, and flags
     // checked against each other.
+    c.body_cache_bytes = *parse_byte_size(c.body_cache_size);  // checked by its row
     if (c.listen.empty()) return std::unexpected("--listen: at least one ADDR:PORT is needed");
     c.listen_endpoints.clear();
     for (const std::string& l : c.listen) {

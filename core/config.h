@@ -71,6 +71,9 @@ struct config {
     std::string smarthost;                 // "HOST:PORT": same as --route '*=HOST:PORT'
     std::string retry_intervals = "5m,10m,20m,40m,1h20m,2h40m,4h";  // the last repeats
     std::string max_age = "5d";
+    // Bodies of queued messages live in the spool; this much memory (all shards together)
+    // keeps recently received ones so a first attempt need not read them back.
+    std::string body_cache_size = "256MiB";
     // Bounce classification rules (etc/bounce-classes.json format) over the embedded ones: a rule
     // named like an embedded one replaces it, others are tried first. Empty: the embedded only.
     std::string bounce_classes;
@@ -107,6 +110,7 @@ struct config {
 
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
+    std::uint64_t body_cache_bytes = 256ull << 20;  // --body-cache-size
     std::vector<endpoint> listen_tls_endpoints;
     std::vector<cidr> relay_cidrs;
     struct route {
@@ -139,6 +143,8 @@ enum class flag_form : std::uint8_t {
     duration_list,  // text holding a comma-separated list of durations, at least one
     duration_or_zero,  // text holding one duration, or 0 ("0", "0s"): the row's help says what 0 means
     optional_value,    // text that may be given without its value ("--list-suppressed" alone): then "*"
+    byte_size,         // text holding a size in bytes ("268435456", "256MiB"; core/byte_size.h); JSON
+                       // also takes a number
 };
 
 inline constexpr std::uint64_t flag_no_max = std::numeric_limits<std::uint64_t>::max();

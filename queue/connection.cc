@@ -107,7 +107,7 @@ void connection::committed(protocol::commit_result result) noexcept {
         _shard.mutable_counters().messages_queued.fetch_add(1, std::memory_order_relaxed);
         log_reception();
         _shard.outbound_delivery().accept(session().message_envelope(), peer(), stored_message(),
-                                          _shard.message_spool().committed_segment(), _received_us);
+                                          _shard.message_spool().committed_location(), _received_us);
     } else {
         _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
     }

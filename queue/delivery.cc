@@ -6,18 +6,21 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/log.h"
+#include "protocol/dsn.h"
 
 namespace ringrelay::queue {
 
 namespace {
 
 // What the connection sends for the job: views into the message and the job's addresses.
-protocol::outbound_message outbound_message_of(const stored_message& m, std::span<const std::string> rcpt_to) {
+protocol::outbound_message outbound_message_of(const stored_message& m, const message_body& body,
+                                               std::span<const std::string> rcpt_to) {
     protocol::outbound_message msg;
     msg.tag = m.queue_id;
     msg.mail_from = m.envelope.mail_from;
     msg.rcpt_to = rcpt_to;
-    msg.body = m.body;
+    msg.body = body.text;
     msg.body_type = m.envelope.body == protocol::body_type::eight_bit_mime ? protocol::body_kind::eight_bit_mime
                                                                           : protocol::body_kind::seven_bit;
     msg.utf8 = m.envelope.smtputf8 ? protocol::utf8_envelope::smtputf8 : protocol::utf8_envelope::ascii;
@@ -37,7 +40,8 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _tls(config, tls_generation, core::system_time()),
       _log(log, shard_index, bounce_rules),
       _dsns(s, config, host, shard_index, *this),
-      _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver),
+      _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver,
+             config.body_cache_bytes / (config.shards == 0 ? 1 : config.shards), this),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
       _connections(streams, _tls),
       _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time()),
@@ -57,14 +61,32 @@ std::size_t delivery::finish_recovery() {
 }
 
 void delivery::accept(const protocol::envelope& env, std::string_view client, std::string_view message,
-                      std::uint64_t segment, std::uint64_t received_us) {
-    stored_message* m = _store.add(env, client, message, segment, received_us);
+                      const record_location& where, std::uint64_t received_us) {
+    stored_message* m = _store.add(env, client, message, where, received_us);
     if (m != nullptr) schedule(*m, core::monotonic_ms());
 }
 
 void delivery::dsn_committed(const protocol::envelope& env, std::string_view client, std::string_view body,
-                             std::uint64_t segment, std::uint64_t received_us) noexcept {
-    accept(env, client, body, segment, received_us);
+                             const record_location& where, std::uint64_t received_us) noexcept {
+    accept(env, client, body, where, received_us);
+}
+
+// The body read back for an attempt (schedule) or a DSN (release_if_done) is there, or is not:
+// then the recipients that were to be attempted wait for their next retry, with the reason
+// logged; nothing is bounced for it.
+void delivery::body_ready(stored_message& m, const std::string& error) noexcept {
+    if (error.empty()) {
+        schedule(m, core::monotonic_ms());
+        return;
+    }
+    core::diag("shard " + std::to_string(_shard) + ": " + protocol::format_queue_id(m.queue_id) + ": " + error);
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const next_hop_ref none;
+    for (std::uint32_t i = 0; i < m.status.size(); ++i) {
+        if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
+        defer(m, i, outcome_note{none, nullptr, error.c_str(), now_us});
+    }
+    _store.release_if_done(m);
 }
 
 delivery_counters delivery::counters() const noexcept {
@@ -77,6 +99,12 @@ delivery_counters delivery::counters() const noexcept {
 
 void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     if (_stopping) return;
+    // The body first: from the cache, or read back from the spool (then body_ready() calls
+    // this again).
+    bool attempt = false;
+    for (std::uint32_t i = 0; i < m.status.size() && !attempt; ++i)
+        attempt = !final_status(m.status[i]) && m.in_flight[i] == 0;
+    if (attempt && !_store.need_body(m)) return;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     std::vector<delivery_job*> jobs;
     route_key r;
@@ -107,7 +135,8 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     ++m.jobs;
     m.jobs += static_cast<std::uint32_t>(jobs.size());
     for (delivery_job* job : jobs) {
-        job->outbound = outbound_message_of(m, job->rcpt_to);
+        job->body = m.body;
+        job->outbound = outbound_message_of(m, *job->body, job->rcpt_to);
         // The destination's owner shard runs its connections: one pool, one set of limits and
         // one DNS cache per destination for the whole node.
         const unsigned owner = _hop.owner_of(job->route.key);
@@ -120,6 +149,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             _hop.send(owner, std::move(msg));
         }
     }
+    if (!jobs.empty()) _store.body_taken(m);
     --m.jobs;
     _store.release_if_done(m);  // the last use of m
 }

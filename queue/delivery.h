@@ -57,7 +57,11 @@
 
 namespace ringrelay::queue {
 
-class delivery final : public record_visitor, public dsn_sink, public pool_owner, public cross_consumer {
+class delivery final : public record_visitor,
+                       public dsn_sink,
+                       public pool_owner,
+                       public cross_consumer,
+                       public body_listener {
 public:
     // Everything given outlives the delivery. host: queue ids and dates for the DSNs;
     // streams: the shard's reactor, buffer ring and stream batch (outbound connections are
@@ -80,16 +84,16 @@ public:
     // the mailboxes are connected). Returns how many.
     std::size_t finish_recovery();
 
-    // A message just committed to `segment`: take it over and start delivering.
+    // A message just committed at `where`: take it over and start delivering.
     void accept(const protocol::envelope& env, std::string_view client, std::string_view message,
-                std::uint64_t segment, std::uint64_t received_us);
+                const record_location& where, std::uint64_t received_us);
 
     // Once a second or so: mailboxes, DSN commits, idle connections, deadlines.
     void tick(std::int64_t now_ms) noexcept;
     // Stop: no new connections or jobs; open connections QUIT after their current job.
     // force: drop them now (their jobs are deferred).
     void stop(bool force) noexcept;
-    [[nodiscard]] bool idle() const noexcept { return _pool.idle(); }
+    [[nodiscard]] bool idle() const noexcept { return _pool.idle() && _store.reads_in_flight() == 0; }
     void on_turn_end() noexcept;
 
     [[nodiscard]] delivery_counters counters() const noexcept;
@@ -100,7 +104,10 @@ public:
     void handle(cross_message&& msg) noexcept override;
     // dsn_sink: a DSN is durable; it is delivered like any other message.
     void dsn_committed(const protocol::envelope& env, std::string_view client, std::string_view body,
-                       std::uint64_t segment, std::uint64_t received_us) noexcept override;
+                       const record_location& where, std::uint64_t received_us) noexcept override;
+    // body_listener: a body read back from the spool is there, or could not be read.
+    void body_ready(stored_message& m, const std::string& error) noexcept override;
+    [[nodiscard]] body_cache_counters cache_counters() const noexcept { return _store.cache_counters(); }
     // pool_owner (owner side): the job is over; its outcome goes back to the origin shard.
     void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                       const std::string& why) noexcept override;

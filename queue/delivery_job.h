@@ -7,7 +7,9 @@
 // through `message` and `outbound`, which do not change while the message has jobs out.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/config.h"
@@ -17,6 +19,15 @@
 namespace ringrelay::queue {
 
 struct stored_message;
+
+// A message's bytes in memory: kept by the body cache after reception, or read back from the
+// spool for an attempt (queue/message_store.h). Shared: a job keeps the body it sends alive
+// even if the cache lets it go meanwhile.
+struct message_body {
+    std::string bytes;      // what was read (the whole record) or copied
+    std::string_view text;  // the message itself, inside bytes
+};
+using body_ptr = std::shared_ptr<const message_body>;
 
 // The next hop as the log and DSNs name it.
 struct next_hop_ref {
@@ -42,9 +53,10 @@ struct delivery_job {
     route_key route;
     std::vector<std::uint32_t> rcpt_index;
     std::vector<std::string> rcpt_to;  // the addresses, for the client session's span
-    // What the connection sends: views into *message and rcpt_to, set by the origin once
-    // every recipient is in (valid while the job lives).
+    // What the connection sends: views into *message, body and rcpt_to, set by the origin
+    // once every recipient is in (valid while the job lives).
     protocol::outbound_message outbound;
+    body_ptr body;
     std::int64_t started_ms = 0;  // when the attempt was scheduled (monotonic)
 };
 

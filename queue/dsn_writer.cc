@@ -44,7 +44,9 @@ bool dsn_writer::report_failures(const stored_message& m) noexcept {
     in.arrival_date = arrival;
     in.date = _host.rfc5322_date();
     in.recipients = rcpts;
-    in.original_message = m.body;
+    // Read back by the store before it reported (message_store::release_if_done); a body that
+    // could not be read is left out of the report rather than holding it back.
+    if (m.body) in.original_message = m.body->text;
     auto built = protocol::build_dsn(in);
     if (!built) {
         core::diag("shard " + std::to_string(_shard) + ": no DSN for " + protocol::format_queue_id(m.queue_id) +
@@ -71,7 +73,7 @@ void dsn_writer::committed(protocol::commit_result result) noexcept {
         _failed.push_back(std::move(dsn));
         return;
     }
-    _sink.dsn_committed(dsn->envelope, "127.0.0.1", dsn->body, _spool.committed_segment(), dsn->received_us);
+    _sink.dsn_committed(dsn->envelope, "127.0.0.1", dsn->body, _spool.committed_location(), dsn->received_us);
     _spool.release_segment(dsn->original_segment);
 }
 

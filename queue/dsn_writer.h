@@ -25,9 +25,9 @@ namespace ringrelay::queue {
 // Takes a DSN once it is durable.
 class dsn_sink {
 public:
-    // A DSN committed to `segment`; the views are valid during the call.
+    // A DSN committed at `where`; the views are valid during the call.
     virtual void dsn_committed(const protocol::envelope& env, std::string_view client, std::string_view body,
-                               std::uint64_t segment, std::uint64_t received_us) noexcept = 0;
+                               const record_location& where, std::uint64_t received_us) noexcept = 0;
 
 protected:
     ~dsn_sink() = default;

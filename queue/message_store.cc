@@ -2,11 +2,21 @@
 #include "queue/message_store.h"
 
 #include <algorithm>
+#include <cstring>
+
+#include "core/invariant.h"
+#include "protocol/dsn.h"
 
 namespace ringrelay::queue {
 
-message_store::message_store(spool& s, delivery_log& log, failure_reporter& reporter, queue_mode mode) noexcept
-    : _spool(s), _log(log), _reporter(reporter), _mode(mode) {}
+message_store::message_store(spool& s, delivery_log& log, failure_reporter& reporter, queue_mode mode,
+                             std::uint64_t cache_bytes, body_listener* listener) noexcept
+    : _spool(s), _log(log), _reporter(reporter), _mode(mode), _cache_budget(cache_bytes), _listener(listener) {}
+
+message_store::~message_store() {
+    // The cache's list points into the messages: empty it before they go.
+    while (_cache_head != nullptr) cache_remove(*_cache_head);
+}
 
 // ---- recovery -------------------------------------------------------------------------
 
@@ -18,7 +28,8 @@ void message_store::on_record(std::uint64_t segment, const decoded_message& rec)
         m->arrival_us = rec.header.received_us;
         m->envelope = rec.envelope;
         m->client = rec.client;
-        m->body.assign(rec.message);
+        m->where = record_location{segment, rec.offset, rec.record_size, rec.segment_salt};
+        m->size = rec.message_size;
         const std::size_t n = m->envelope.rcpt_to.size();
         m->status.assign(n, recipient_status::pending);
         m->attempts.assign(n, 0);
@@ -47,7 +58,7 @@ message_store::recovered message_store::finish_recovery() {
         }
         _spool.hold_segment(m->segment);
     }
-    for (const std::uint64_t id : finished) _messages.erase(id);
+    for (const std::uint64_t id : finished) _messages.erase(id);  // none is in the cache yet
     recovered out;
     out.unfinished = _messages.size();
     if (_mode == queue_mode::hold) {
@@ -62,7 +73,8 @@ message_store::recovered message_store::finish_recovery() {
 // ---- messages -------------------------------------------------------------------------
 
 stored_message* message_store::add(const protocol::envelope& env, std::string_view client, std::string_view body,
-                                   std::uint64_t segment, std::uint64_t received_us) {
+                                   const record_location& where, std::uint64_t received_us) {
+    const std::uint64_t segment = where.segment;
     _spool.hold_segment(segment);
     // --hold: the message stays in the spool (its segment is kept); nothing in memory.
     if (_mode == queue_mode::hold) return nullptr;
@@ -72,7 +84,14 @@ stored_message* message_store::add(const protocol::envelope& env, std::string_vi
     m->arrival_us = received_us;
     m->envelope = env;
     m->client.assign(client);
-    m->body.assign(body);
+    m->where = where;
+    m->size = body.size();
+    if (body.size() <= _cache_budget) {
+        auto copy = std::make_shared<message_body>();
+        copy->bytes.assign(body);
+        copy->text = copy->bytes;
+        m->body = std::move(copy);
+    }
     const std::size_t n = env.rcpt_to.size();
     m->status.assign(n, recipient_status::pending);
     m->attempts.assign(n, 0);
@@ -80,6 +99,7 @@ stored_message* message_store::add(const protocol::envelope& env, std::string_vi
     m->unfinished = static_cast<std::uint32_t>(n);
     stored_message& ref = *m;
     _messages[env.queue_id] = std::move(m);
+    if (ref.body) cache_insert(ref);
     return &ref;
 }
 
@@ -148,9 +168,135 @@ void message_store::finish(stored_message& m, std::uint32_t i, recipient_status 
 
 void message_store::release_if_done(stored_message& m) noexcept {
     if (m.unfinished != 0 || m.jobs != 0) return;
+    // The DSN quotes the original: read it back first (a body that cannot be read is left out).
+    if (!m.failures.empty() && protocol::should_bounce(m.envelope.mail_from) && !m.body_unreadable &&
+        !need_body(m))
+        return;
     const bool reported = !m.failures.empty() && _reporter.report_failures(m);
     if (!reported) _spool.release_segment(m.segment);
+    forget(m);
+}
+
+void message_store::forget(stored_message& m) noexcept {
+    cache_remove(m);
     _messages.erase(m.queue_id);  // destroys m
+}
+
+// ---- bodies -----------------------------------------------------------------------------
+
+bool message_store::need_body(stored_message& m) noexcept {
+    if (m.body) {
+        ++_cache_stats.hits;
+        return true;
+    }
+    if (m.body_loading) return false;
+    auto op = std::make_unique<body_read>();
+    op->store = this;
+    op->queue_id = m.queue_id;
+    op->where = m.where;
+    body_read* raw = op.get();
+    _reads.emplace(raw, std::move(op));
+    m.body_loading = true;
+    ++m.jobs;  // keeps m until the read is over
+    _spool.read_record(raw->where, raw->bytes, raw);
+    return false;
+}
+
+void message_store::body_taken(stored_message& m) noexcept {
+    if (!m.cached) m.body.reset();
+}
+
+void message_store::on_body_read(body_read* op, int res) noexcept {
+    auto it = _reads.find(op);
+    RR_ASSERT(it != _reads.end());
+    std::unique_ptr<body_read> owned = std::move(it->second);
+    _reads.erase(it);
+    stored_message* m = find(owned->queue_id);
+    RR_ASSERT(m != nullptr);  // held by its jobs count while the read was out
+    m->body_loading = false;
+    --m->jobs;
+    const record_location& w = owned->where;
+    std::string error;
+    const std::string where = "segment " + std::to_string(w.segment) + " offset " + std::to_string(w.offset);
+    if (res < 0) {
+        error = where + ": " + std::strerror(-res);
+    } else if (static_cast<std::uint64_t>(res) < w.size) {
+        error = where + ": the segment ends " + std::to_string(w.size - static_cast<std::uint64_t>(res)) +
+                " bytes short of the record";
+    } else {
+        auto rec = decode_record(owned->bytes, w.salt);
+        if (!rec) {
+            error = where + ": " + std::string(describe(rec.error()));
+        } else if (rec->header.type != record_type::message || rec->header.queue_id != m->queue_id) {
+            error = where + ": another record is there";
+        } else {
+            const auto at = static_cast<std::size_t>(rec->message.data() - owned->bytes.data());
+            const std::size_t length = rec->message.size();
+            auto body = std::make_shared<message_body>();
+            body->bytes = std::move(owned->bytes);
+            body->text = std::string_view(body->bytes).substr(at, length);
+            m->body = std::move(body);
+        }
+    }
+    ++_cache_stats.reads;
+    if (error.empty()) {
+        m->body_unreadable = false;
+        if (m->size <= _cache_budget) cache_insert(*m);
+    } else {
+        ++_cache_stats.read_errors;
+        m->body_unreadable = true;
+        error = "cannot read the message back from the spool: " + error;
+    }
+    if (_listener != nullptr) {
+        _listener->body_ready(*m, error);
+    } else {
+        release_if_done(*m);
+    }
+}
+
+void message_store::cache_insert(stored_message& m) noexcept {
+    if (m.cached) return;
+    m.cached = true;
+    m.cache_prev = _cache_tail;
+    m.cache_next = nullptr;
+    if (_cache_tail != nullptr) {
+        _cache_tail->cache_next = &m;
+    } else {
+        _cache_head = &m;
+    }
+    _cache_tail = &m;
+    _cache_used += m.size;
+    ++_cache_entries;
+    while (_cache_used > _cache_budget && _cache_head != nullptr && _cache_head != &m) {
+        stored_message& old = *_cache_head;
+        cache_remove(old);
+    }
+}
+
+void message_store::cache_remove(stored_message& m) noexcept {
+    if (!m.cached) return;
+    if (m.cache_prev != nullptr) {
+        m.cache_prev->cache_next = m.cache_next;
+    } else {
+        _cache_head = m.cache_next;
+    }
+    if (m.cache_next != nullptr) {
+        m.cache_next->cache_prev = m.cache_prev;
+    } else {
+        _cache_tail = m.cache_prev;
+    }
+    m.cache_prev = m.cache_next = nullptr;
+    m.cached = false;
+    _cache_used -= m.size;
+    --_cache_entries;
+    m.body.reset();  // a job that sends it keeps its own reference
+}
+
+body_cache_counters message_store::cache_counters() const noexcept {
+    body_cache_counters c = _cache_stats;
+    c.bytes = _cache_used;
+    c.entries = _cache_entries;
+    return c;
 }
 
 }  // namespace ringrelay::queue

@@ -1,6 +1,14 @@
 // queue/message_store.h: a shard's queued messages (docs/ARCHITECTURE.md "Delivery"): what is
-// queued, where each body is (its spool segment; today the body is also kept in memory), and
-// the state of every recipient, as Postfix's qmgr_message keeps them. It owns the outcome
+// queued, where each body is (its record in the spool), and the state of every recipient, as
+// Postfix's qmgr_message keeps them. Memory holds a descriptor per message (envelope,
+// recipient states, record location), not its body: a body is read back from the spool when
+// an attempt (or a DSN) needs it, except while the body cache still has it.
+//
+// The body cache: the bodies of recently received (or read back) messages, first in first
+// out, within a byte budget (--body-cache-size divided among the shards); a message's body
+// leaves it when the message is done. A read that fails (an I/O error, a checksum mismatch, a
+// missing segment) is reported to the body_listener with the reason: the delivery then defers
+// the recipients, never bounces them. It owns the outcome
 // journal: every change of a recipient's state that must survive a restart is appended to the
 // spool (an outcome record, queue/record.h) in the next group commit, and logged
 // (queue/delivery_log.h).
@@ -27,7 +35,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/reactor.h"
 #include "protocol/server_session.h"
+#include "queue/delivery_job.h"
 #include "queue/delivery_log.h"
 #include "queue/record.h"
 #include "queue/spool.h"
@@ -46,11 +56,18 @@ struct failed_recipient {
 
 struct stored_message {
     std::uint64_t queue_id = 0;
-    std::uint64_t segment = 0;
+    std::uint64_t segment = 0;  // == where.segment
     std::uint64_t arrival_us = 0;
     protocol::envelope envelope;
     std::string client;
-    std::string body;
+    record_location where;      // the message record in the spool
+    std::uint64_t size = 0;     // of the message (its body as spooled)
+    body_ptr body;              // null unless cached, or read back for an attempt
+    bool body_loading = false;  // a read is in flight (it holds one of `jobs`)
+    bool body_unreadable = false;  // the last read failed: a DSN goes without the original
+    bool cached = false;        // body is in the cache's list
+    stored_message* cache_prev = nullptr;
+    stored_message* cache_next = nullptr;
     std::vector<recipient_status> status;
     std::vector<std::uint32_t> attempts;
     std::vector<std::uint8_t> in_flight;  // per recipient: part of a job now
@@ -83,14 +100,37 @@ struct delivery_counters {
     std::uint64_t dsns = 0;
 };
 
+// Told when a body read back from the spool (message_store::need_body) is there, or is not.
+class body_listener {
+public:
+    // m.body is set if `error` is empty; otherwise error says why it could not be read
+    // ("segment 3 offset 4096: checksum mismatch").
+    virtual void body_ready(stored_message& m, const std::string& error) noexcept = 0;
+
+protected:
+    ~body_listener() = default;
+};
+
+struct body_cache_counters {
+    std::uint64_t hits = 0;      // need_body found the body in memory
+    std::uint64_t reads = 0;     // bodies read back from the spool
+    std::uint64_t read_errors = 0;
+    std::uint64_t bytes = 0;     // held by the cache now
+    std::uint64_t entries = 0;
+};
+
 // --hold: messages are spooled and never delivered.
 enum class queue_mode : std::uint8_t { deliver, hold };
 
 class message_store final : public record_visitor {
 public:
-    message_store(spool& s, delivery_log& log, failure_reporter& reporter, queue_mode mode) noexcept;
+    // cache_bytes: this shard's share of --body-cache-size; listener: told of finished body
+    // reads (null: the store releases the message itself, for tests).
+    message_store(spool& s, delivery_log& log, failure_reporter& reporter, queue_mode mode,
+                  std::uint64_t cache_bytes = 256ull << 20, body_listener* listener = nullptr) noexcept;
     message_store(const message_store&) = delete;
     message_store& operator=(const message_store&) = delete;
+    ~message_store();
 
     // Recovery: every intact record of the shard's spool, in order, then finish_recovery().
     void on_record(std::uint64_t segment, const decoded_message& record) override;
@@ -103,10 +143,10 @@ public:
     // Drops finished messages and holds the segments of the rest.
     [[nodiscard]] recovered finish_recovery();
 
-    // A message just committed to `segment`: holds the segment; null under queue_mode::hold
-    // (then nothing is kept in memory).
+    // A message just committed at `where`: holds its segment and puts a copy of the body in
+    // the cache (if it fits); null under queue_mode::hold (then nothing is kept in memory).
     stored_message* add(const protocol::envelope& env, std::string_view client, std::string_view body,
-                        std::uint64_t segment, std::uint64_t received_us);
+                        const record_location& where, std::uint64_t received_us);
     [[nodiscard]] stored_message* find(std::uint64_t queue_id) noexcept;
     [[nodiscard]] std::size_t size() const noexcept { return _messages.size(); }
 
@@ -118,16 +158,46 @@ public:
     void defer(stored_message& m, std::uint32_t i, std::uint64_t next_attempt_us, const outcome_note& note);
     // Forgets m (destroys it) if every recipient is final and no job is out; its failures go
     // to the reporter first.
+    // A message whose failures need a DSN waits for its body first (need_body).
     void release_if_done(stored_message& m) noexcept;
 
+    // True if m.body is there; otherwise starts reading it back from the spool (unless a read
+    // is in flight already), which holds one of m.jobs until the listener hears of it.
+    [[nodiscard]] bool need_body(stored_message& m) noexcept;
+    // The jobs of an attempt have taken their references: a body the cache does not keep is let go.
+    void body_taken(stored_message& m) noexcept;
+    [[nodiscard]] std::size_t reads_in_flight() const noexcept { return _reads.size(); }
+
     [[nodiscard]] const delivery_counters& counters() const noexcept { return _counters; }
+    [[nodiscard]] body_cache_counters cache_counters() const noexcept;
 
 private:
+    struct body_read final : core::completion {
+        message_store* store = nullptr;
+        std::uint64_t queue_id = 0;
+        record_location where;
+        std::string bytes;
+        void complete(int res, std::uint32_t) noexcept override { store->on_body_read(this, res); }
+    };
+    void on_body_read(body_read* op, int res) noexcept;
+    // The cache's list, oldest first; insert evicts the oldest until the budget holds.
+    void cache_insert(stored_message& m) noexcept;
+    void cache_remove(stored_message& m) noexcept;
+    void forget(stored_message& m) noexcept;  // out of the cache and the map; destroys m
+
     spool& _spool;
     delivery_log& _log;
     failure_reporter& _reporter;
     const queue_mode _mode;
+    const std::uint64_t _cache_budget;
+    body_listener* const _listener;
     std::unordered_map<std::uint64_t, std::unique_ptr<stored_message>> _messages;
+    std::unordered_map<const body_read*, std::unique_ptr<body_read>> _reads;
+    stored_message* _cache_head = nullptr;  // oldest
+    stored_message* _cache_tail = nullptr;
+    std::uint64_t _cache_used = 0;
+    std::uint64_t _cache_entries = 0;
+    body_cache_counters _cache_stats;
     delivery_counters _counters;
 };
 

@@ -2,6 +2,7 @@
 #include "queue/record.h"
 
 #include <cstring>
+#include <span>
 
 #include "queue/crc32c.h"
 
@@ -77,11 +78,26 @@ void append_record(std::string& out, record_type type, std::uint64_t queue_id, s
 
 }  // namespace
 
-void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
-                           std::uint64_t received_us, std::string_view message, std::uint32_t salt) {
+namespace {
+
+// A message record (type message) or a copy made by compaction (type message_copy: the
+// recipients' states first), message bytes excepted.
+void encode_message_like(std::string& out, record_type type, const protocol::envelope& env, std::string_view client,
+                         std::uint64_t received_us, std::string_view message, std::uint32_t salt,
+                         std::span<const recipient_state> states) {
     const std::size_t start = out.size();
     out.resize(start + record_header_size);
     const std::size_t payload_start = out.size();
+    if (type == record_type::message_copy) {
+        put<std::uint32_t>(out, static_cast<std::uint32_t>(states.size()));
+        for (const recipient_state& st : states) {
+            put<std::uint8_t>(out, static_cast<std::uint8_t>(st.status));
+            put<std::uint8_t>(out, 0);
+            put<std::uint16_t>(out, 0);
+            put<std::uint32_t>(out, st.attempts);
+            put<std::uint64_t>(out, st.next_attempt_us);
+        }
+    }
     put<std::uint8_t>(out, static_cast<std::uint8_t>(env.body));
     put<std::uint8_t>(out, env.smtputf8 ? 1 : 0);
     put_str16(out, env.helo);
@@ -96,7 +112,7 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
 
     std::string header;
     put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(record_type::message));
+    put<std::uint8_t>(header, static_cast<std::uint8_t>(type));
     put<std::uint8_t>(header, version);
     put<std::uint16_t>(header, 0);
     put<std::uint32_t>(header, static_cast<std::uint32_t>(payload_len));
@@ -109,6 +125,20 @@ void encode_message_record(std::string& out, const protocol::envelope& env, std:
     crc = crc32c(crc, message);
     std::memcpy(header.data() + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
     std::memcpy(out.data() + start, header.data(), record_header_size);
+}
+
+}  // namespace
+
+void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
+                           std::uint64_t received_us, std::string_view message, std::uint32_t salt) {
+    encode_message_like(out, record_type::message, env, client, received_us, message, salt, {});
+}
+
+void encode_message_copy_record(std::string& out, const protocol::envelope& env, std::string_view client,
+                                std::uint64_t received_us, std::string_view message,
+                                std::span<const recipient_state> states, std::uint32_t salt) {
+    encode_message_like(out, record_type::message_copy, env, client, received_us, message, salt, states);
+    out.append(message);
 }
 
 void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,
@@ -165,11 +195,11 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
     d.header.crc = get<std::uint32_t>(bytes, 12);
     d.header.queue_id = get<std::uint64_t>(bytes, 16);
     d.header.received_us = get<std::uint64_t>(bytes, 24);
-    const bool known_type = d.header.type == record_type::message || d.header.type == record_type::outcome ||
+    const bool message_like = d.header.type == record_type::message || d.header.type == record_type::message_copy;
+    const bool known_type = message_like || d.header.type == record_type::outcome ||
                             d.header.type == record_type::segment || d.header.type == record_type::suppression;
-    // Version 2 exists for message records only (with the AUTH user).
-    const bool known_version =
-        d.header.version == 1 || (d.header.version == 2 && d.header.type == record_type::message);
+    // Version 2 exists for message records (and their copies) only (with the AUTH user).
+    const bool known_version = d.header.version == 1 || (d.header.version == 2 && message_like);
     if (d.header.payload_length > max_payload_length || !known_type || !known_version ||
         (d.header.type == record_type::outcome && d.header.payload_length != outcome_payload_size) ||
         (d.header.type == record_type::segment && d.header.payload_length != segment_payload_size))
@@ -210,6 +240,20 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
         d.record_size = record_header_size + d.header.payload_length;
         return d;
     }
+    if (d.header.type == record_type::message_copy) {
+        std::uint32_t states = 0;
+        if (!r.read(states) || states > 1000000) return std::unexpected(decode_error::bad_payload);
+        for (std::uint32_t i = 0; i < states; ++i) {
+            std::uint8_t status = 0, pad8 = 0;
+            std::uint16_t pad16 = 0;
+            recipient_state st;
+            if (!r.read(status) || !r.read(pad8) || !r.read(pad16) || !r.read(st.attempts) ||
+                !r.read(st.next_attempt_us) || status > 4 || pad8 != 0 || pad16 != 0)
+                return std::unexpected(decode_error::bad_payload);
+            st.status = static_cast<recipient_status>(status);
+            d.states.push_back(st);
+        }
+    }
     std::uint8_t body = 0, utf8 = 0;
     std::uint32_t count = 0;
     if (!r.read(body) || !r.read(utf8) || !r.read_str16(d.envelope.helo) || !r.read_str16(d.client) ||
@@ -225,7 +269,10 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
         if (!r.read_str16(rcpt)) return std::unexpected(decode_error::bad_payload);
         d.envelope.rcpt_to.push_back(std::move(rcpt));
     }
+    if (d.header.type == record_type::message_copy && d.states.size() != d.envelope.rcpt_to.size())
+        return std::unexpected(decode_error::bad_payload);
     d.message = r.rest();
+    d.message_size = d.message.size();
     d.record_size = record_header_size + d.header.payload_length;
     return d;
 }

@@ -23,6 +23,13 @@
 //   payload (type 2, outcome of one recipient of an earlier message; header.queue_id names
 //   the message, header.received_us is the time of the outcome):
 //     u32 rcpt_index  u8 status  u8 reserved(0)  u16 reserved(0)  u32 attempts  u64 next_attempt_us
+//   payload (type 5, message copy: a message record rewritten by compaction into a newer
+//   segment, with the state of each recipient when it was copied; header.queue_id and
+//   received_us are the original's; version 2 when it has an AUTH user, as type 1):
+//     u32 state_count (= rcpt_count) { u8 status u8 reserved(0) u16 reserved(0) u32 attempts
+//     u64 next_attempt_us }*  then exactly a type 1 payload
+//   At recovery a copy replaces whatever was read for its queue id before it (the older
+//   copy may still be there after a crash) and outcome records after it apply as usual.
 //   payload (type 4, suppression: one entry of a suppression journal, never in a segment;
 //   queue/suppression_file.h. header.queue_id is the message whose bounce added it, 0 if
 //   none; header.received_us is when it was added):
@@ -34,6 +41,7 @@
 #pragma once
 #include <cstdint>
 #include <expected>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,7 +54,7 @@ inline constexpr std::uint32_t record_magic = 0x31535252;  // "RRS1" little-endi
 inline constexpr std::size_t record_header_size = 32;
 inline constexpr std::uint32_t max_payload_length = 1u << 30;
 
-enum class record_type : std::uint8_t { message = 1, outcome = 2, segment = 3, suppression = 4 };
+enum class record_type : std::uint8_t { message = 1, outcome = 2, segment = 3, suppression = 4, message_copy = 5 };
 inline constexpr std::size_t segment_payload_size = 8;
 
 // What became of one recipient (journaled as an outcome record; the last one wins).
@@ -58,6 +66,13 @@ enum class recipient_status : std::uint8_t {
     expired = 4,    // undelivered after --max-age (a DSN went to the sender)
 };
 inline constexpr std::size_t outcome_payload_size = 20;
+
+// A recipient's state as a message copy (type 5) carries it.
+struct recipient_state {
+    recipient_status status = recipient_status::pending;
+    std::uint32_t attempts = 0;
+    std::uint64_t next_attempt_us = 0;
+};
 
 // Why an address is on a suppression list (a suppression record's source).
 enum class suppression_source : std::uint8_t {
@@ -105,12 +120,35 @@ struct decoded_message {
     suppression_source source = suppression_source::hard_bounce;
     std::string tenant;
     std::string address;
-    // type message only (envelope.auth_user from a version 2 record):
+    // type message_copy only: one per recipient
+    std::vector<recipient_state> states;
+    // type message and message_copy (envelope.auth_user from a version 2 record):
     protocol::envelope envelope;
     std::string client;
     std::string_view message;  // points into the buffer given to decode_record
+    std::uint64_t message_size = 0;  // message.size(); also set where only a descriptor was read
     std::size_t record_size = 0;
+    // Set by recovery (queue/spool.h), not by decode_record: where the record lies, so that a
+    // message's body can be read back later (record_location).
+    std::uint64_t offset = 0;         // of the record's header in its segment
+    std::uint32_t segment_salt = 0;   // the salt of the segment it is in
 };
+
+// Where a message record lies in a shard's spool: enough to read it back and check it
+// (decode_record with `salt`). Memory keeps this instead of the body (docs/ARCHITECTURE.md
+// "The spool").
+struct record_location {
+    std::uint64_t segment = 0;
+    std::uint64_t offset = 0;  // of the record's header
+    std::uint64_t size = 0;    // header and payload
+    std::uint32_t salt = 0;
+};
+
+// A compaction's copy of a message record (type 5), with one state per recipient; the message
+// bytes are part of `out` here (a copy is written from the bytes read back).
+void encode_message_copy_record(std::string& out, const protocol::envelope& env, std::string_view client,
+                                std::uint64_t received_us, std::string_view message,
+                                std::span<const recipient_state> states, std::uint32_t salt);
 
 // Appends a complete outcome record (header and payload) to `out`.
 void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,

@@ -169,6 +169,8 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
                 continue;
             }
             if (rec) {
+                rec->offset = pos;
+                rec->segment_salt = salt;
                 if (visitor != nullptr) visitor->on_record(n, *rec);
                 recovered_message m;
                 m.queue_id = rec->header.queue_id;
@@ -209,6 +211,21 @@ spool::spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segmen
 
 spool::~spool() {
     if (_fd >= 0) _storage.close_file(_fd);
+    for (const auto& [segment, fd] : _read_fds) _storage.close_file(fd);
+}
+
+void spool::read_record(const record_location& where, std::string& into, core::completion* done) noexcept {
+    auto it = _read_fds.find(where.segment);
+    if (it == _read_fds.end()) {
+        auto fd = _storage.open_read(_dir, segment_name(where.segment));
+        if (!fd) {
+            _reactor.post(done, -fd.error().value());
+            return;
+        }
+        it = _read_fds.emplace(where.segment, *fd).first;
+    }
+    into.resize(where.size);
+    _storage.read(it->second, into.data(), into.size(), where.offset, done);
 }
 
 std::expected<recovery_report, std::string> spool::open(record_visitor* visitor) {
@@ -266,6 +283,10 @@ void spool::collect_segments() noexcept {
         if (it->second != 0 || it->first == _segment_number) break;
         const std::string path = _dir + "/" + segment_name(it->first);
         ::unlink(path.c_str());
+        if (auto fd = _read_fds.find(it->first); fd != _read_fds.end()) {
+            _storage.close_file(fd->second);  // a read still in flight keeps its own reference
+            _read_fds.erase(fd);
+        }
         _live.erase(it);
     }
 }
@@ -308,7 +329,8 @@ void spool::start_commit() noexcept {
         _iov.push_back(iovec{_segment_record.data(), _segment_record.size()});
         bytes += _segment_record.size();
     }
-    for (const entry& e : _batch) {
+    for (entry& e : _batch) {
+        e.file_offset = _committed_end + bytes;
         _iov.push_back(iovec{_batch_arena.data() + e.header_offset, e.header_length});
         if (!e.message.empty())
             _iov.push_back(iovec{const_cast<char*>(e.message.data()), e.message.size()});
@@ -372,8 +394,11 @@ void spool::finish_batch(protocol::commit_result result) noexcept {
     // committed() may append new messages: they go to _pending, never into this batch.
     std::vector<entry> done;
     done.swap(_batch);
-    for (const entry& e : done)
-        if (e.waiter != nullptr) e.waiter->committed(result);
+    for (const entry& e : done) {
+        if (e.waiter == nullptr) continue;
+        _committed_location = record_location{_segment_number, e.file_offset, e.header_length + e.message.size(), _salt};
+        e.waiter->committed(result);
+    }
     done.clear();
     if (_batch.empty()) _batch.swap(done);  // keep the capacity
 }

@@ -100,8 +100,16 @@ public:
     void append_outcome(std::uint64_t queue_id, std::uint32_t rcpt_index, recipient_status status,
                         std::uint32_t attempts, std::uint64_t next_attempt_us);
 
-    // During commit_waiter::committed(ok): the segment the record went to.
+    // During commit_waiter::committed(ok): the segment the record went to, and where in it.
     [[nodiscard]] std::uint64_t committed_segment() const noexcept { return _segment_number; }
+    [[nodiscard]] record_location committed_location() const noexcept { return _committed_location; }
+
+    // Reads the record at `where` into `into` (resized to where.size) and reports to `done`:
+    // the byte count read (less than where.size if the segment is shorter) or -errno
+    // (-ENOENT: the segment is gone). The caller checks the bytes (decode_record with
+    // where.salt). `into` and `done` must stay until then. A segment is opened for reading
+    // once and closed when it is deleted.
+    void read_record(const record_location& where, std::string& into, core::completion* done) noexcept;
     // Segment lifetime: a segment is deleted once no live message is in it and every older
     // segment is gone (outcome records of a segment's messages may sit in later segments).
     void hold_segment(std::uint64_t segment) { ++_live[segment]; }
@@ -128,6 +136,7 @@ private:
         std::size_t header_offset;  // into the batch arena
         std::size_t header_length;
         std::string_view message;
+        std::uint64_t file_offset = 0;  // set when the batch is written
     };
     struct write_done final : core::completion {
         spool* owner;
@@ -172,6 +181,8 @@ private:
     sync_done _sync_done;
     spool_stats _stats;
     std::map<std::uint64_t, std::uint64_t> _live;  // segment -> live messages in it
+    std::map<std::uint64_t, int> _read_fds;        // segment -> fd open for read_record
+    record_location _committed_location;           // of the entry whose waiter is being told
     void collect_segments() noexcept;
 };
 

@@ -40,6 +40,37 @@ void disk_storage::fdatasync(int fd, core::completion* done) noexcept {
     io_uring_prep_fsync(_reactor.sqe(done), fd, IORING_FSYNC_DATASYNC);
 }
 
+std::expected<int, std::error_code> disk_storage::open_read(const std::string& dir, const std::string& name) {
+    const std::string path = dir + "/" + name;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::unexpected(std::error_code(errno, std::system_category()));
+    return fd;
+}
+
+void disk_storage::read(int fd, char* into, std::size_t length, std::uint64_t offset,
+                        core::completion* done) noexcept {
+    io_uring_prep_read(_reactor.sqe(done), fd, into, static_cast<unsigned>(length), offset);
+}
+
+void fault_storage::read(int fd, char* into, std::size_t length, std::uint64_t offset,
+                         core::completion* done) noexcept {
+    ++_reads;
+    if (const int err = _read_error.exchange(0); err != 0) {
+        _reactor.post(done, -err);
+        return;
+    }
+    unsigned corrupt = _corrupt_reads.load();
+    if (corrupt > 0 && _corrupt_reads.compare_exchange_strong(corrupt, corrupt - 1)) {
+        auto op = std::make_unique<corrupting_read>();
+        op->done = done;
+        op->into = into;
+        _disk.read(fd, into, length, offset, op.get());
+        _corrupting.push_back(std::move(op));
+        return;
+    }
+    _disk.read(fd, into, length, offset, done);
+}
+
 std::expected<int, std::error_code> fault_storage::create_file(const std::string& dir, const std::string& name) {
     if (const int err = _create_error.exchange(0); err != 0) {
         return std::unexpected(std::error_code(err, std::system_category()));

@@ -38,6 +38,14 @@ public:
                        core::completion* done) noexcept = 0;
     // fdatasync(fd); `done` receives 0 or -errno.
     virtual void fdatasync(int fd, core::completion* done) noexcept = 0;
+    // Opens `dir/name` for reading (a segment whose records are read back). Synchronous: once
+    // per segment.
+    [[nodiscard]] virtual std::expected<int, std::error_code> open_read(const std::string& dir,
+                                                                        const std::string& name) = 0;
+    // Reads `length` bytes at `offset` into `into`, which stays untouched by anyone else until
+    // `done` receives the byte count (short at the end of the file) or -errno.
+    virtual void read(int fd, char* into, std::size_t length, std::uint64_t offset,
+                      core::completion* done) noexcept = 0;
 };
 
 // A write from iov[next..] reported `written` bytes: returns the first iovec not fully written
@@ -55,6 +63,9 @@ public:
     void write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
                core::completion* done) noexcept override;
     void fdatasync(int fd, core::completion* done) noexcept override;
+    [[nodiscard]] std::expected<int, std::error_code> open_read(const std::string& dir,
+                                                                const std::string& name) override;
+    void read(int fd, char* into, std::size_t length, std::uint64_t offset, core::completion* done) noexcept override;
 
 private:
     core::reactor& _reactor;
@@ -70,6 +81,11 @@ public:
     void fail_next_write(int err) noexcept { _write_error = err; }
     void fail_next_sync(int err) noexcept { _sync_error = err; }
     void fail_next_create(int err) noexcept { _create_error = err; }
+    // The next read fails with `err` (e.g. EIO); the next `count` reads each flip a byte of
+    // what they read (a checksum mismatch).
+    void fail_next_read(int err) noexcept { _read_error = err; }
+    void corrupt_next_reads(unsigned count) noexcept { _corrupt_reads = count; }
+    [[nodiscard]] unsigned reads() const noexcept { return _reads; }
     // The next write writes only its first `bytes` bytes (a short write).
     void short_next_write(std::size_t bytes) noexcept { _short_write = bytes; }
     [[nodiscard]] unsigned writes() const noexcept { return _writes; }
@@ -82,10 +98,28 @@ public:
     void write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
                core::completion* done) noexcept override;
     void fdatasync(int fd, core::completion* done) noexcept override;
+    [[nodiscard]] std::expected<int, std::error_code> open_read(const std::string& dir,
+                                                                const std::string& name) override {
+        return _disk.open_read(dir, name);
+    }
+    void read(int fd, char* into, std::size_t length, std::uint64_t offset, core::completion* done) noexcept override;
 
 private:
+    // Flips a byte of a finished read before passing its result on.
+    struct corrupting_read final : core::completion {
+        core::completion* done = nullptr;
+        char* into = nullptr;
+        void complete(int res, std::uint32_t flags) noexcept override {
+            if (res > 0) into[res / 2] = static_cast<char>(into[res / 2] ^ 0x20);
+            done->complete(res, flags);
+        }
+    };
     core::reactor& _reactor;
     disk_storage _disk;
+    std::atomic<int> _read_error{0};
+    std::atomic<unsigned> _corrupt_reads{0};
+    std::atomic<unsigned> _reads{0};
+    std::vector<std::unique_ptr<corrupting_read>> _corrupting;  // shard-local; kept until destruction
     // Armed by a test thread, consumed by the shard thread: atomics (test-only backend).
     std::atomic<int> _write_error{0};
     std::atomic<int> _sync_error{0};
@@ -118,6 +152,15 @@ public:
     void write(int fd, const iovec* iov, unsigned count, std::uint64_t offset,
                core::completion* done) noexcept override;
     void fdatasync(int fd, core::completion* done) noexcept override;
+    [[nodiscard]] std::expected<int, std::error_code> open_read(const std::string& dir,
+                                                                const std::string& name) override {
+        return _disk.open_read(dir, name);
+    }
+    // Reads what is in the file: only synced writes are there (a record is read back only
+    // after its commit).
+    void read(int fd, char* into, std::size_t length, std::uint64_t offset, core::completion* done) noexcept override {
+        _disk.read(fd, into, length, offset, done);
+    }
 
 private:
     struct pending_write {

@@ -112,6 +112,35 @@ TEST(Config, RetryIntervalsTakeMilliseconds) {
               "ringrelay: --retry-intervals: item 1 \"250us\": unknown unit \"us\" (use d, h, m, s or ms)");
 }
 
+TEST(Config, BodyCacheSizeTakesBinaryUnitsOrBytes) {
+    auto d = load({});
+    ASSERT_TRUE(d.has_value()) << d.error().message;
+    EXPECT_EQ(d->body_cache_bytes, 256ull << 20) << "the default, 256MiB";
+    for (const auto& [text, bytes] : std::vector<std::pair<std::string, std::uint64_t>>{
+             {"32MiB", 32ull << 20}, {"100", 100}, {"0", 0}, {"4KiB", 4096}, {"2GiB", 2ull << 30}}) {
+        auto c = load({"--body-cache-size", text});
+        ASSERT_TRUE(c.has_value()) << text << ": " << c.error().message;
+        EXPECT_EQ(c->body_cache_bytes, bytes) << text;
+    }
+    for (const std::string bad : {"256MB", "", "MiB", "-1", "1.5GiB", "32 MiB", "99999999999999999999",
+                                  "20000000TiB"}) {
+        auto c = load({"--body-cache-size", bad});
+        ASSERT_FALSE(c.has_value()) << bad;
+        EXPECT_EQ(c.error().code, 2);
+        EXPECT_NE(c.error().message.find("--body-cache-size"), std::string::npos) << c.error().message;
+    }
+    const std::string file = write_temp(R"({"body-cache-size": 1048576})");
+    auto j = load({"--config", file});
+    ::unlink(file.c_str());
+    ASSERT_TRUE(j.has_value()) << j.error().message;
+    EXPECT_EQ(j->body_cache_bytes, 1u << 20) << "JSON takes a number of bytes";
+    const std::string file2 = write_temp(R"({"body-cache-size": "64KiB"})");
+    auto k = load({"--config", file2});
+    ::unlink(file2.c_str());
+    ASSERT_TRUE(k.has_value()) << k.error().message;
+    EXPECT_EQ(k->body_cache_bytes, 64u << 10) << "or the same text as the flag";
+}
+
 TEST(Config, UnknownJsonKeyIsAnErrorNamingIt) {
     const std::string path = write_temp(R"({"max-recipents": 5})");
     auto c = load({"--config", path});
@@ -451,7 +480,7 @@ TEST(ConfigTable, TheCommandLineWinsOverTheFileForEveryRow) {
 // fields load_config derives (not flags) are the ones after "Derived by load_config" in
 // core/config.h.
 TEST(ConfigTable, EveryConfigFieldThatIsAFlagHasExactlyOneRow) {
-    constexpr std::size_t derived_fields = 6;  // listen_endpoints, listen_tls_endpoints, relay_cidrs,
+    constexpr std::size_t derived_fields = 7;  // listen_endpoints, body_cache_bytes, listen_tls_endpoints, relay_cidrs,
                                                // route_table, outbound_tls_policy, route_tls_table
     EXPECT_EQ(field_count<config>() - derived_fields, config_flags().size())
         << "a core::config field has no row in the flag table (core/config.cc), or a derived field "

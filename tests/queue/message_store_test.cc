@@ -30,20 +30,31 @@ struct recording_reporter final : failure_reporter {
     bool take_over = true;
     std::vector<std::uint64_t> reported;          // queue ids
     std::vector<failed_recipient> failures;       // of the last report
+    std::string body_seen;                        // the original's body the last report could quote
     bool report_failures(const stored_message& m) noexcept override {
         reported.push_back(m.queue_id);
         failures = m.failures;
+        body_seen = m.body ? std::string(m.body->text) : "<none>";
         return take_over;
+    }
+};
+
+struct recording_listener final : body_listener {
+    std::vector<std::string> errors;  // one per body_ready: "" when the body was read
+    std::vector<std::string> texts;   // the body read ("" on an error)
+    void body_ready(stored_message& m, const std::string& error) noexcept override {
+        errors.push_back(error);
+        texts.emplace_back(m.body ? std::string(m.body->text) : std::string());
     }
 };
 
 struct waiter final : commit_waiter {
     spool* owner = nullptr;
     std::vector<commit_result> results;
-    std::uint64_t segment = 0;
+    record_location location;
     void committed(commit_result r) noexcept override {
         results.push_back(r);
-        if (r == commit_result::ok) segment = owner->committed_segment();
+        if (r == commit_result::ok) location = owner->committed_location();
     }
 };
 
@@ -96,14 +107,15 @@ protected:
 
     // Commits a message to the spool, as the shard does before "250 queued", and gives it to
     // the store.
-    stored_message* commit(std::uint64_t id, std::size_t recipients) {
+    stored_message* commit(std::uint64_t id, std::size_t recipients, message_store* store = nullptr,
+                           const std::string& text = body) {
         const protocol::envelope env = envelope(id, recipients);
         waiter w;
         w.owner = _spool.get();
-        _spool->append(env, "127.0.0.1", body, t0, &w);
+        _spool->append(env, "127.0.0.1", text, t0, &w);
         for (int i = 0; i < 1000 && w.results.empty(); ++i) EXPECT_TRUE(_reactor.run_once(100));
         EXPECT_EQ(w.results, (std::vector<commit_result>{commit_result::ok}));
-        return _store->add(env, "127.0.0.1", body, w.segment, t0);
+        return (store != nullptr ? store : _store.get())->add(env, "127.0.0.1", text, w.location, t0);
     }
 
     // Runs the loop until the spool has synced what was appended (bounded).
@@ -166,7 +178,9 @@ TEST_F(MessageStoreTest, ANewMessageHasEveryRecipientPending) {
     EXPECT_EQ(_store->find(2), nullptr);
     EXPECT_EQ(m->unfinished, 3u);
     EXPECT_EQ(m->status, std::vector<recipient_status>(3, recipient_status::pending));
-    EXPECT_EQ(m->body, body);
+    ASSERT_NE(m->body, nullptr) << "a new message's body is in the cache";
+    EXPECT_EQ(m->body->text, body);
+    EXPECT_EQ(m->size, body.size());
     EXPECT_EQ(m->arrival_us, t0);
 }
 
@@ -419,11 +433,144 @@ TEST_F(MessageStoreTest, ALocalBounceWithoutEnhancedStatusGets500) {
 TEST_F(MessageStoreTest, HoldModeKeepsNothingInMemoryAndRecoversNothingToDeliver) {
     message_store held(*_spool, *_log, _reporter, queue_mode::hold);
     const protocol::envelope env = envelope(20, 1);
-    EXPECT_EQ(held.add(env, "127.0.0.1", body, 1, t0), nullptr);
+    EXPECT_EQ(held.add(env, "127.0.0.1", body, record_location{1, 0, 0, 0}, t0), nullptr);
     EXPECT_EQ(held.size(), 0u);
     commit(21, 2);  // committed (synced): what a restart reads
     restarted r = restart(queue_mode::hold);
     EXPECT_EQ(r.recovered.unfinished, 1u) << "counted as queued";
     EXPECT_TRUE(r.recovered.due.empty()) << "but nothing is scheduled";
     EXPECT_EQ(r.store->size(), 0u);
+}
+
+// ---- bodies: the cache and the reads back from the spool ------------------------------------
+
+class MessageBodyTest : public MessageStoreTest {
+protected:
+    // A store with its own cache budget whose reads are reported to _listener.
+    std::unique_ptr<message_store> store_with_cache(std::uint64_t budget) {
+        return std::make_unique<message_store>(*_spool, *_log, _reporter, queue_mode::deliver, budget, &_listener);
+    }
+    // Runs the loop until the listener heard `count` reads (bounded).
+    void wait_reads(std::size_t count) {
+        for (int i = 0; i < 1000 && _listener.errors.size() < count; ++i) ASSERT_TRUE(_reactor.run_once(100));
+        ASSERT_EQ(_listener.errors.size(), count);
+    }
+    recording_listener _listener;
+};
+
+TEST_F(MessageBodyTest, WithoutRoomInTheCacheTheBodyIsReadBackByteExact) {
+    auto store = store_with_cache(0);
+    const std::string text = "Subject: big\r\n\r\n" + std::string(100'000, 'x') + "\r\n";
+    stored_message* m = commit(30, 1, store.get(), text);
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(m->body, nullptr) << "nothing kept in memory";
+    EXPECT_FALSE(store->need_body(*m)) << "not there: a read starts";
+    EXPECT_EQ(m->jobs, 1u) << "the read holds the message";
+    EXPECT_FALSE(store->need_body(*m)) << "a second call starts no second read";
+    EXPECT_EQ(store->reads_in_flight(), 1u);
+    wait_reads(1);
+    EXPECT_EQ(_listener.errors[0], "");
+    EXPECT_EQ(_listener.texts[0], text);
+    EXPECT_EQ(m->jobs, 0u);
+    EXPECT_EQ(store->cache_counters().reads, 1u);
+    store->body_taken(*m);
+    EXPECT_EQ(m->body, nullptr) << "a body the cache cannot keep is let go once the jobs have it";
+}
+
+TEST_F(MessageBodyTest, TheCacheKeepsTheNewestBodiesWithinItsBudget) {
+    auto store = store_with_cache(2 * body.size());
+    stored_message* a = commit(31, 1, store.get());
+    stored_message* b = commit(32, 1, store.get());
+    EXPECT_NE(a->body, nullptr);
+    EXPECT_NE(b->body, nullptr);
+    stored_message* c = commit(33, 1, store.get());
+    EXPECT_EQ(a->body, nullptr) << "the oldest went";
+    EXPECT_NE(b->body, nullptr);
+    EXPECT_NE(c->body, nullptr);
+    EXPECT_EQ(store->cache_counters().entries, 2u);
+    EXPECT_EQ(store->cache_counters().bytes, 2 * body.size());
+    EXPECT_TRUE(store->need_body(*c));
+    EXPECT_EQ(store->cache_counters().hits, 1u);
+    // A finished message leaves the cache at once.
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
+    store->finish(*c, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0, 1});
+    store->release_if_done(*c);
+    EXPECT_EQ(store->cache_counters().entries, 1u);
+    EXPECT_EQ(store->cache_counters().bytes, body.size());
+}
+
+TEST_F(MessageBodyTest, ARecoveredMessageHasNoBodyInMemoryUntilAnAttemptReadsIt) {
+    commit(34, 2);
+    auto store = store_with_cache(1 << 20);
+    auto report = recover_directory(_dir + "/shard-0", store.get());
+    ASSERT_TRUE(report.has_value());
+    (void)store->finish_recovery();
+    stored_message* m = store->find(34);
+    ASSERT_NE(m, nullptr);
+    EXPECT_EQ(m->body, nullptr) << "recovery does not keep bodies";
+    EXPECT_EQ(m->size, body.size());
+    EXPECT_FALSE(store->need_body(*m));
+    wait_reads(1);
+    EXPECT_EQ(_listener.errors[0], "");
+    EXPECT_EQ(_listener.texts[0], body);
+    EXPECT_TRUE(store->need_body(*m)) << "then cached";
+}
+
+TEST_F(MessageBodyTest, AReadErrorIsReportedWithItsReason) {
+    auto store = store_with_cache(0);
+    stored_message* m = commit(35, 1, store.get());
+    _storage->fail_next_read(EIO);
+    EXPECT_FALSE(store->need_body(*m));
+    wait_reads(1);
+    EXPECT_NE(_listener.errors[0].find("cannot read the message back from the spool"), std::string::npos);
+    EXPECT_NE(_listener.errors[0].find("Input/output error"), std::string::npos) << _listener.errors[0];
+    EXPECT_TRUE(m->body_unreadable);
+    EXPECT_EQ(store->cache_counters().read_errors, 1u);
+    // The next try reads it.
+    EXPECT_FALSE(store->need_body(*m));
+    wait_reads(2);
+    EXPECT_EQ(_listener.errors[1], "");
+    EXPECT_FALSE(m->body_unreadable);
+}
+
+TEST_F(MessageBodyTest, ACorruptRecordIsCaughtByItsChecksum) {
+    auto store = store_with_cache(0);
+    stored_message* m = commit(36, 1, store.get());
+    _storage->corrupt_next_reads(1);
+    EXPECT_FALSE(store->need_body(*m));
+    wait_reads(1);
+    EXPECT_NE(_listener.errors[0].find("checksum mismatch"), std::string::npos) << _listener.errors[0];
+    EXPECT_EQ(_listener.texts[0], "");
+}
+
+TEST_F(MessageBodyTest, AMissingSegmentIsReportedNotBounced) {
+    auto store = store_with_cache(0);
+    stored_message* m = commit(37, 1, store.get());
+    // The segment is gone before the spool ever opened it for reading.
+    const std::string seg = _dir + "/shard-0/" + [&] {
+        char name[32];
+        std::snprintf(name, sizeof name, "%010llu.seg", static_cast<unsigned long long>(m->where.segment));
+        return std::string(name);
+    }();
+    ASSERT_EQ(::unlink(seg.c_str()), 0);
+    EXPECT_FALSE(store->need_body(*m));
+    wait_reads(1);
+    EXPECT_NE(_listener.errors[0].find("No such file or directory"), std::string::npos) << _listener.errors[0];
+    EXPECT_TRUE(_reporter.reported.empty()) << "nothing bounced";
+}
+
+TEST_F(MessageBodyTest, ADsnWaitsForTheOriginalToBeReadBack) {
+    auto store = std::make_unique<message_store>(*_spool, *_log, _reporter, queue_mode::deliver, 0, nullptr);
+    stored_message* m = commit(38, 1, store.get());
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "no such user");
+    store->finish(*m, 0, recipient_status::bounced, outcome_note{hop, &no, nullptr, t0, 1});
+    store->release_if_done(*m);
+    EXPECT_TRUE(_reporter.reported.empty()) << "not before the body is back";
+    EXPECT_EQ(store->reads_in_flight(), 1u);
+    for (int i = 0; i < 1000 && _reporter.reported.empty(); ++i) ASSERT_TRUE(_reactor.run_once(100));
+    ASSERT_EQ(_reporter.reported, (std::vector<std::uint64_t>{38}));
+    EXPECT_EQ(_reporter.body_seen, body) << "the report quotes the original";
+    EXPECT_EQ(store->find(38), nullptr);
 }
