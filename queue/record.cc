@@ -1,6 +1,7 @@
 // queue/record.cc: see record.h.
 #include "queue/record.h"
 
+#include <algorithm>
 #include <cstring>
 #include <span>
 
@@ -184,10 +185,11 @@ std::string_view describe(decode_error e) noexcept {
     return "unknown";
 }
 
-std::expected<decoded_message, decode_error> decode_record(std::string_view bytes, std::uint32_t salt) {
-    if (bytes.size() < 4) return std::unexpected(decode_error::truncated);
-    if (get<std::uint32_t>(bytes, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
-    if (bytes.size() < record_header_size) return std::unexpected(decode_error::truncated);
+namespace {
+
+// The header of the record at the start of `bytes` (at least record_header_size of them), with
+// the checks that need no payload: known type and version, a possible length.
+std::expected<decoded_message, decode_error> decode_header(std::string_view bytes) {
     decoded_message d;
     d.header.type = static_cast<record_type>(get<std::uint8_t>(bytes, 4));
     d.header.version = get<std::uint8_t>(bytes, 5);
@@ -204,19 +206,20 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
         (d.header.type == record_type::outcome && d.header.payload_length != outcome_payload_size) ||
         (d.header.type == record_type::segment && d.header.payload_length != segment_payload_size))
         return std::unexpected(decode_error::bad_length);
-    if (bytes.size() - record_header_size < d.header.payload_length) return std::unexpected(decode_error::truncated);
-    const std::string_view payload = bytes.substr(record_header_size, d.header.payload_length);
-    std::uint32_t crc = crc32c(d.header.type == record_type::segment ? 0 : salt, bytes.substr(4, 8));
-    crc = crc32c(crc, bytes.substr(16, 16));
-    crc = crc32c(crc, payload);
-    if (crc != d.header.crc) return std::unexpected(decode_error::bad_checksum);
+    d.record_size = record_header_size + d.header.payload_length;
+    return d;
+}
+
+// The payload's fields into `d` (whose header is decoded). For a message (or a copy) the
+// message bytes are whatever follows the envelope in `payload`: all of them, or none when
+// only the descriptor was given.
+std::expected<void, decode_error> decode_payload(decoded_message& d, std::string_view payload) {
     reader r(payload);
     if (d.header.type == record_type::segment) {
         std::uint32_t pad = 0;
         if (!r.read(d.salt) || !r.read(pad) || pad != 0 || d.header.queue_id != 0)
             return std::unexpected(decode_error::bad_payload);
-        d.record_size = record_header_size + d.header.payload_length;
-        return d;
+        return {};
     }
     if (d.header.type == record_type::outcome) {
         std::uint8_t status = 0, pad8 = 0;
@@ -226,8 +229,7 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
             return std::unexpected(decode_error::bad_payload);
         d.status = static_cast<recipient_status>(status);
         d.envelope.queue_id = d.header.queue_id;
-        d.record_size = record_header_size + d.header.payload_length;
-        return d;
+        return {};
     }
     if (d.header.type == record_type::suppression) {
         std::uint8_t source = 0, pad8 = 0;
@@ -237,8 +239,7 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
             pad16 != 0 || d.tenant.empty() || d.address.empty())
             return std::unexpected(decode_error::bad_payload);
         d.source = static_cast<suppression_source>(source);
-        d.record_size = record_header_size + d.header.payload_length;
-        return d;
+        return {};
     }
     if (d.header.type == record_type::message_copy) {
         std::uint32_t states = 0;
@@ -273,8 +274,60 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
         return std::unexpected(decode_error::bad_payload);
     d.message = r.rest();
     d.message_size = d.message.size();
-    d.record_size = record_header_size + d.header.payload_length;
+    return {};
+}
+
+bool has_message_bytes(record_type t) noexcept { return t == record_type::message || t == record_type::message_copy; }
+
+}  // namespace
+
+std::expected<decoded_message, decode_error> decode_record(std::string_view bytes, std::uint32_t salt) {
+    if (bytes.size() < 4) return std::unexpected(decode_error::truncated);
+    if (get<std::uint32_t>(bytes, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
+    if (bytes.size() < record_header_size) return std::unexpected(decode_error::truncated);
+    auto d = decode_header(bytes);
+    if (!d) return d;
+    if (bytes.size() - record_header_size < d->header.payload_length) return std::unexpected(decode_error::truncated);
+    const std::string_view payload = bytes.substr(record_header_size, d->header.payload_length);
+    std::uint32_t crc = crc32c(d->header.type == record_type::segment ? 0 : salt, bytes.substr(4, 8));
+    crc = crc32c(crc, bytes.substr(16, 16));
+    crc = crc32c(crc, payload);
+    if (crc != d->header.crc) return std::unexpected(decode_error::bad_checksum);
+    if (auto ok = decode_payload(*d, payload); !ok) return std::unexpected(ok.error());
     return d;
+}
+
+std::expected<decoded_message, decode_error> decode_record_descriptor(std::string_view head, std::uint64_t message_size,
+                                                                      std::uint32_t salt) {
+    if (head.size() < 4) return std::unexpected(decode_error::truncated);
+    if (get<std::uint32_t>(head, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
+    if (head.size() < record_header_size) return std::unexpected(decode_error::truncated);
+    auto d = decode_header(head);
+    if (!d) return d;
+    const std::uint64_t given = head.size() - record_header_size;
+    if (given + message_size != d->header.payload_length) return std::unexpected(decode_error::bad_length);
+    if (!has_message_bytes(d->header.type)) {
+        // Nothing left out: the whole record, its own CRC checked.
+        if (message_size != 0) return std::unexpected(decode_error::bad_length);
+        return decode_record(head, salt);
+    }
+    if (auto ok = decode_payload(*d, head.substr(record_header_size)); !ok) return std::unexpected(ok.error());
+    // The descriptor ends where the message bytes begin: none of them may be in `head`.
+    if (!d->message.empty()) return std::unexpected(decode_error::bad_payload);
+    d->message = {};
+    d->message_size = message_size;
+    return d;
+}
+
+std::size_t record_descriptor_size(std::string_view bytes) noexcept {
+    if (bytes.size() < record_header_size || get<std::uint32_t>(bytes, 0) != record_magic) return 0;
+    auto d = decode_header(bytes);
+    if (!d) return 0;
+    const std::size_t available = std::min<std::size_t>(bytes.size(), d->record_size);
+    if (!has_message_bytes(d->header.type)) return available == d->record_size ? available : 0;
+    const std::string_view payload = bytes.substr(record_header_size, available - record_header_size);
+    if (!decode_payload(*d, payload)) return 0;
+    return available - d->message.size();
 }
 
 }  // namespace ringrelay::queue

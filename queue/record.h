@@ -165,4 +165,21 @@ void encode_suppression_record(std::string& out, std::string_view tenant, std::s
 // checking its CRC with `salt` (a segment record's with 0).
 [[nodiscard]] std::expected<decoded_message, decode_error> decode_record(std::string_view bytes, std::uint32_t salt);
 
+// A record's descriptor: its header and its payload without the message bytes (a segment
+// index keeps these, queue/segment_index.h). For a message or a copy `head` ends where the
+// message bytes begin and `message_size` says how many were left out; their CRC (in the
+// header) covers those bytes, so it is not checked here (the index entry has its own);
+// everything else is checked as decode_record does, and the result is decode_record's with
+// `message` empty (message_size and record_size as decode_record sets them). Any other type
+// has no message bytes: `head` is the whole record, message_size 0, and its CRC is checked
+// with `salt`.
+[[nodiscard]] std::expected<decoded_message, decode_error> decode_record_descriptor(std::string_view head,
+                                                                                    std::uint64_t message_size,
+                                                                                    std::uint32_t salt);
+// The size of the descriptor of the record that starts `bytes`: its header and the payload
+// before the message bytes (a record without message bytes: all of it). `bytes` holds at least
+// that much (the spool's arena holds a message record's envelope without its message, a
+// copy's whole record). 0 when the bytes are not such a record. CRC not checked.
+[[nodiscard]] std::size_t record_descriptor_size(std::string_view bytes) noexcept;
+
 }  // namespace ringrelay::queue

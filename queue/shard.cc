@@ -117,6 +117,8 @@ void shard::run(std::promise<shard_init_result>& ready) {
             // What is still to deliver (or held): the figure the operator cares about.
             result.unfinished_messages = _delivery->finish_recovery();
             result.recovery_problems = report->problems;
+            // An unusable index cost a scan, not mail; said once at start-up all the same.
+            for (std::string& p : report->index_problems) result.recovery_problems.push_back(std::move(p));
             const auto now_based = (static_cast<std::uint64_t>(core::unix_us()) << 8) | _index;
             const std::uint64_t after_recovered = report->max_queue_id == 0 ? 0 : report->max_queue_id + 256;
             _next_id = std::max(now_based, after_recovered);

@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "core/invariant.h"
 #include "queue/record.h"
+#include "queue/segment_index.h"
 
 namespace ringrelay::queue {
 
@@ -96,7 +97,75 @@ bool make_directories(const std::string& dir) {
     return true;
 }
 
-std::expected<recovery_report, std::string> recover_directory(const std::string& dir, record_visitor* visitor) {
+namespace {
+
+void add_message(recovery_report& report, recovery_listing listing, const std::string& segment, const decoded_message& rec) {
+    report.max_queue_id = std::max(report.max_queue_id, rec.header.queue_id);
+    if (listing != recovery_listing::messages) return;
+    recovered_message m;
+    m.queue_id = rec.header.queue_id;
+    m.segment = segment;
+    m.offset = rec.offset;
+    m.received_us = rec.header.received_us;
+    m.mail_from = rec.envelope.mail_from;
+    m.recipients = rec.envelope.rcpt_to.size();
+    m.size = rec.message_size;
+    report.messages.push_back(std::move(m));
+}
+
+// Recovers segment `n` from its index, if it has a usable one (segment_index.h): true when
+// every record went to the visitor from there; false, with no visitor call made, when the
+// segment must be scanned. `scratch` is reused for the index's bytes.
+bool recover_from_index(const std::string& dir, std::uint64_t n, record_visitor* visitor, recovery_listing listing,
+                        recovery_report& report, std::string& scratch) {
+    const std::string index_path = dir + "/" + index_file_name(n);
+    if (::access(index_path.c_str(), F_OK) != 0) return false;  // the usual case after a crash: no index
+    // What the segment says of itself: its length now and its salt. Only a segment whose two
+    // segment records are intact and agree is taken from its index; anything else is scanned,
+    // so that its problems are reported as they always were.
+    const std::string name = segment_name(n);
+    const int fd = ::open((dir + "/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st {};
+    char head[segment_records_size];
+    ssize_t got = -1;
+    if (::fstat(fd, &st) == 0) {
+        do {
+            got = ::pread(fd, head, sizeof head, 0);
+        } while (got < 0 && errno == EINTR);
+    }
+    ::close(fd);
+    if (got != static_cast<ssize_t>(sizeof head)) return false;
+    const std::string_view h(head, sizeof head);
+    constexpr std::size_t copy = record_header_size + segment_payload_size;
+    auto first = decode_record(h, 0);
+    auto second = decode_record(h.substr(copy), 0);
+    if (!first || !second || first->header.type != record_type::segment || second->header.type != record_type::segment ||
+        first->salt != second->salt)
+        return false;
+    const index_expectation want{n, first->salt, static_cast<std::uint64_t>(st.st_size)};
+    std::string error;
+    if (!read_whole_file(index_path, scratch, error)) return false;
+    auto entries = parse_segment_index(scratch, want);
+    if (!entries) {
+        report.index_problems.push_back(index_file_name(n) + ": " + std::string(describe(entries.error())) +
+                                        "; segment scanned");
+        return false;
+    }
+    for (const index_entry& e : *entries) {
+        auto rec = decode_index_entry(e, want.salt);
+        RR_ASSERT(rec.has_value());  // parse_segment_index decoded every entry already
+        if (visitor != nullptr) visitor->on_record(n, *rec);
+        if (rec->header.type != record_type::outcome) add_message(report, listing, name, *rec);
+    }
+    ++report.indexed_segments;
+    return true;
+}
+
+}  // namespace
+
+std::expected<recovery_report, std::string> recover_directory(const std::string& dir, record_visitor* visitor,
+                                                              recovery_listing listing) {
     recovery_report report;
     DIR* d = ::opendir(dir.c_str());
     if (d == nullptr) {
@@ -104,16 +173,21 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
         return std::unexpected(dir + ": " + std::strerror(errno));
     }
     std::vector<std::uint64_t> segments;
+    std::vector<std::uint64_t> indexes;
     while (dirent* e = ::readdir(d)) {
         const std::uint64_t n = parse_segment_name(e->d_name);
         if (n != 0) segments.push_back(n);
+        if (const std::uint64_t i = parse_index_file_name(e->d_name); i != 0) indexes.push_back(i);
     }
     ::closedir(d);
     std::sort(segments.begin(), segments.end());
     report.segments = segments;
+    for (const std::uint64_t i : indexes)
+        if (!std::binary_search(segments.begin(), segments.end(), i)) report.stray_indexes.push_back(i);
     std::string bytes;
     for (const std::uint64_t n : segments) {
         report.max_segment = std::max(report.max_segment, n);
+        if (recover_from_index(dir, n, visitor, listing, report, bytes)) continue;
         const std::string name = segment_name(n);
         std::string error;
         if (!read_whole_file(dir + "/" + name, bytes, error)) {
@@ -172,16 +246,7 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
                 rec->offset = pos;
                 rec->segment_salt = salt;
                 if (visitor != nullptr) visitor->on_record(n, *rec);
-                recovered_message m;
-                m.queue_id = rec->header.queue_id;
-                m.segment = name;
-                m.offset = pos;
-                m.received_us = rec->header.received_us;
-                m.mail_from = rec->envelope.mail_from;
-                m.recipients = rec->envelope.rcpt_to.size();
-                m.size = rec->message.size();
-                report.max_queue_id = std::max(report.max_queue_id, m.queue_id);
-                report.messages.push_back(std::move(m));
+                add_message(report, listing, name, *rec);
                 pos += rec->record_size;
                 continue;
             }
@@ -198,7 +263,7 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
 }
 
 spool::spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segment_limit)
-    : _reactor(r), _storage(s), _dir(std::move(dir)), _segment_limit(segment_limit) {
+    : _reactor(r), _storage(s), _dir(std::move(dir)), _segment_limit(segment_limit), _index_writer(r, _dir) {
     // The salt must be unpredictable to a client (record.h); getrandom(2) only fails before
     // the kernel's pool is initialised, and then the clock is still unknown to the client.
     if (::getrandom(&_salt, sizeof _salt, 0) != static_cast<ssize_t>(sizeof _salt))
@@ -210,6 +275,11 @@ spool::spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segmen
 }
 
 spool::~spool() {
+    // Closing cleanly: the current segment gets its index now, synchronously (no reactor turn
+    // follows), so that the next start need not scan it. Not with a commit in flight: then the
+    // file may hold more than what was committed, and the index would be rejected anyway.
+    if (_fd >= 0 && _batch.empty() && _index.active() && _index.segment() == _segment_number)
+        (void)_index_writer.write_now(_segment_number, _index.finish(_committed_end));
     if (_fd >= 0) _storage.close_file(_fd);
     for (const auto& [segment, fd] : _read_fds) _storage.close_file(fd);
 }
@@ -230,8 +300,13 @@ void spool::read_record(const record_location& where, std::string& into, core::c
 
 std::expected<recovery_report, std::string> spool::open(record_visitor* visitor) {
     if (!make_directories(_dir)) return std::unexpected(_dir + ": cannot create: " + std::strerror(errno));
-    auto report = recover_directory(_dir, visitor);
+    // The shard needs the records (through the visitor) and the highest queue id, not a list
+    // of every message (a million of them would be a large transient vector).
+    auto report = recover_directory(_dir, visitor, recovery_listing::none);
     if (!report) return report;
+    // An index whose segment is gone (a crash between the two unlinks): never used for another
+    // segment (its end entry names the segment and the salt), but not worth keeping.
+    for (const std::uint64_t n : report->stray_indexes) remove_segment_index(_dir, n);
     // Every existing segment starts with no live message; the owner of the messages (the
     // delivery scheduler) holds the segments of those still unfinished, and
     // collect_segments() then deletes the rest in order.
@@ -242,6 +317,8 @@ std::expected<recovery_report, std::string> spool::open(record_visitor* visitor)
 }
 
 bool spool::roll_segment() noexcept {
+    // The segment being left is complete: its index (built as its batches committed) goes out.
+    if (_index.active()) _index_writer.write(_index.segment(), _index.finish(_committed_end));
     if (_fd >= 0) {
         _storage.close_file(_fd);
         _fd = -1;
@@ -255,6 +332,7 @@ bool spool::roll_segment() noexcept {
     ++_segment_number;
     _fd = *fd;
     _committed_end = 0;
+    _index.start(_segment_number, _salt);
     _live.emplace(_segment_number, 0);
     return true;
 }
@@ -282,6 +360,7 @@ void spool::collect_segments() noexcept {
         auto it = _live.begin();
         if (it->second != 0 || it->first == _segment_number) break;
         const std::string path = _dir + "/" + segment_name(it->first);
+        _index_writer.forget(it->first);  // the index first: a crash between leaves a segment to scan
         ::unlink(path.c_str());
         if (auto fd = _read_fds.find(it->first); fd != _read_fds.end()) {
             _storage.close_file(fd->second);  // a read still in flight keeps its own reference
@@ -388,6 +467,9 @@ void spool::on_sync(int res) noexcept {
 void spool::finish_batch(protocol::commit_result result) noexcept {
     if (result == protocol::commit_result::ok) {
         _stats.committed_messages += _batch.size();
+        for (const entry& e : _batch)
+            _index.add(e.file_offset, std::string_view(_batch_arena).substr(e.header_offset, e.header_length),
+                       e.message.size());
     } else {
         _stats.failed_messages += _batch.size();
     }

@@ -23,6 +23,8 @@
 #include "core/reactor.h"
 #include "protocol/server_session.h"
 #include "queue/record.h"
+#include "queue/segment_index.h"
+#include "queue/segment_index_writer.h"
 #include "queue/storage.h"
 
 namespace ringrelay::queue {
@@ -60,7 +62,17 @@ struct recovery_report {
     std::uint64_t max_queue_id = 0;
     std::uint64_t max_segment = 0;
     std::vector<std::uint64_t> segments;  // every segment number found, ascending
+    // Segments recovered from their index (queue/segment_index.h) rather than scanned.
+    std::uint64_t indexed_segments = 0;
+    // Indexes found unusable ("0000000003.idx: index checksum mismatch; segment scanned"): no
+    // mail is affected, the segment was scanned instead.
+    std::vector<std::string> index_problems;
+    std::vector<std::uint64_t> stray_indexes;  // index files without their segment
 };
+
+// Whether recover_directory lists every message in recovery_report::messages (--list-spool)
+// or only finds the highest queue id (a shard's start: the records go to its visitor).
+enum class recovery_listing : std::uint8_t { none, messages };
 
 // File helpers shared with the suppression journal (queue/suppression_file.h); synchronous.
 // The whole file into `out` (an error names the path).
@@ -69,9 +81,13 @@ struct recovery_report {
 [[nodiscard]] bool make_directories(const std::string& dir);
 
 // Reads every segment in `dir` (a shard's spool directory). Corrupt or torn records are
-// reported and skipped; a missing directory is an empty spool.
-[[nodiscard]] std::expected<recovery_report, std::string> recover_directory(const std::string& dir,
-                                                                          record_visitor* visitor = nullptr);
+// reported and skipped; a missing directory is an empty spool. A segment with a usable index
+// (queue/segment_index.h) is read from it instead, without its message bodies: the visitor
+// then sees the same records, in the same order, with the same fields, except that
+// decoded_message::message is empty (message_size, offset, segment_salt and record_size are
+// set as a scan sets them).
+[[nodiscard]] std::expected<recovery_report, std::string> recover_directory(
+    const std::string& dir, record_visitor* visitor = nullptr, recovery_listing listing = recovery_listing::messages);
 
 struct spool_stats {
     std::uint64_t committed_messages = 0;
@@ -117,8 +133,8 @@ public:
 
     void on_turn_end() noexcept override;
 
-    // Nothing waiting and nothing in flight.
-    [[nodiscard]] bool idle() const noexcept { return _pending.empty() && _batch.empty(); }
+    // Nothing waiting and nothing in flight, an index write included.
+    [[nodiscard]] bool idle() const noexcept { return _pending.empty() && _batch.empty() && _index_writer.idle(); }
     // Set after a failed commit when no new segment could be made; cleared by a commit that works.
     [[nodiscard]] bool healthy() const noexcept { return _healthy; }
     // Once a second: is there room for another message? `reserve` bytes must stay free on the
@@ -128,6 +144,7 @@ public:
     // New mail may be accepted: the disk has room and the spool has a segment to write to.
     [[nodiscard]] bool accepting() const noexcept { return !_low_space && (_healthy || _fd >= 0); }
     [[nodiscard]] const spool_stats& stats() const noexcept { return _stats; }
+    [[nodiscard]] const index_writer_stats& index_stats() const noexcept { return _index_writer.stats(); }
     [[nodiscard]] const std::string& directory() const noexcept { return _dir; }
 
 private:
@@ -183,6 +200,9 @@ private:
     std::map<std::uint64_t, std::uint64_t> _live;  // segment -> live messages in it
     std::map<std::uint64_t, int> _read_fds;        // segment -> fd open for read_record
     record_location _committed_location;           // of the entry whose waiter is being told
+    // The current segment's index, built as its batches commit; written when it is closed.
+    segment_index_builder _index;
+    segment_index_writer _index_writer;
     void collect_segments() noexcept;
 };
 
