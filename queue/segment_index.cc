@@ -194,7 +194,9 @@ std::expected<std::vector<index_entry>, index_error> parse_segment_index(std::st
             if (get<std::uint64_t>(body, 0) != want.segment) return std::unexpected(index_error::wrong_segment);
             if (get<std::uint32_t>(body, 24) != want.salt) return std::unexpected(index_error::wrong_salt);
             if (get<std::uint64_t>(body, 16) != want.segment_length) return std::unexpected(index_error::wrong_length);
-            if (get<std::uint64_t>(body, 8) != entries.size()) return std::unexpected(index_error::wrong_count);
+            // The builder writes no index without a record: an empty one is not ours.
+            if (get<std::uint64_t>(body, 8) != entries.size() || entries.empty())
+                return std::unexpected(index_error::wrong_count);
             if (next_offset != want.segment_length) return std::unexpected(index_error::not_contiguous);
             return entries;
         }
