@@ -7,8 +7,9 @@
 // power-loss backends model the spool's durable writes: an index write failing only costs a
 // scan, and is counted.
 //
-// Lifecycle: constructed with the spool; idle() before the reactor stops (the shard's
-// drained() waits for it through spool::idle()). Threading: the spool's shard. The bytes of
+// Lifecycle: constructed with the spool; like the spool's own commit, a write in flight must
+// complete (idle()) before the writer is destroyed, since its completion is a member: the
+// shard's drained() waits for it through spool::idle(). Threading: the spool's shard. The bytes of
 // the index being written are owned here until their completion.
 #pragma once
 #include <cstdint>

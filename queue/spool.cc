@@ -119,7 +119,7 @@ void add_message(recovery_report& report, recovery_listing listing, const std::s
 bool recover_from_index(const std::string& dir, std::uint64_t n, record_visitor* visitor, recovery_listing listing,
                         recovery_report& report, std::string& scratch) {
     const std::string index_path = dir + "/" + index_file_name(n);
-    if (::access(index_path.c_str(), F_OK) != 0) return false;  // the usual case after a crash: no index
+    if (::access(index_path.c_str(), F_OK) != 0) return false;  // no index: the segment being written at a crash
     // What the segment says of itself: its length now and its salt. Only a segment whose two
     // segment records are intact and agree is taken from its index; anything else is scanned,
     // so that its problems are reported as they always were.
@@ -144,6 +144,14 @@ bool recover_from_index(const std::string& dir, std::uint64_t n, record_visitor*
         first->salt != second->salt)
         return false;
     const index_expectation want{n, first->salt, static_cast<std::uint64_t>(st.st_size)};
+    // An index is at most about its segment's size (an entry is a record's descriptor plus 32
+    // bytes, a record at least 52): a larger file is not one, and is not read into memory.
+    struct stat ist {};
+    if (::stat(index_path.c_str(), &ist) != 0) return false;
+    if (static_cast<std::uint64_t>(ist.st_size) > 2 * want.segment_length + 4096) {
+        report.index_problems.push_back(index_file_name(n) + ": larger than its segment could need; segment scanned");
+        return false;
+    }
     std::string error;
     if (!read_whole_file(index_path, scratch, error)) return false;
     auto entries = parse_segment_index(scratch, want);
