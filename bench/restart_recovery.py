@@ -4,8 +4,8 @@
 # (ringrelay --hold, ringrelay-bench), stops the relay cleanly (which indexes the segment it
 # was writing), then starts it again several times and measures from the start of the process
 # to its "listening on ... holds N message(s)" line (printed after every shard has recovered):
-# with the indexes, and with them moved aside (every segment scanned). With DROP_CACHES=1 (root)
-# the page cache is dropped before each start: the cold start after a reboot.
+# with the indexes, and with them moved aside (every segment scanned); with a warm page cache,
+# and with DROP_CACHES=1 (root) also after dropping it: the cold start after a reboot.
 #
 # Usage: bench/restart_recovery.py BUILD_DIR [--messages N] [--size 20k] [--shards 2] [--runs 3]
 # Loopback only; the spool goes to a temporary directory under /var/tmp, removed at the end.
@@ -95,26 +95,30 @@ def main():
         du = subprocess.run(["du", "-sb", spool], capture_output=True, text=True).stdout.split()[0]
         idx_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(spool) for f in fs if f.endswith(".idx"))
         print(f"filled {a.messages} x {a.size} in {fill_s:.1f} s; spool {int(du) / 2**20:.0f} MiB, "
-              f"indexes {idx_bytes / 2**20:.1f} MiB; {'cold' if cold else 'warm'} page cache")
-        results = {"indexed": [], "scanned": []}
+              f"indexes {idx_bytes / 2**20:.1f} MiB", flush=True)
+        caches = ["warm", "cold"] if cold else ["warm"]
+        results = {(c, m): [] for c in caches for m in ("indexed", "scanned")}
         for run in range(a.runs):
-            for mode in ("indexed", "scanned"):
-                if mode == "scanned":
-                    move_indexes(spool, aside)
-                if cold:
-                    drop_caches()
-                port = free_port()
-                p, seconds, held = start(relay, spool, port, a.shards)
-                stop(p)
-                if mode == "scanned":
-                    move_indexes(spool, aside, back=True)
-                if held != a.messages:
-                    raise SystemExit(f"{mode}: the relay holds {held} messages, not {a.messages}")
-                results[mode].append(seconds)
-                print(f"run {run + 1} {mode}: {seconds * 1000:.0f} ms to 'listening' ({held} messages)")
-        for mode, xs in results.items():
+            for cache in caches:
+                for mode in ("indexed", "scanned"):
+                    if mode == "scanned":
+                        move_indexes(spool, aside)
+                    if cache == "cold":
+                        drop_caches()
+                    port = free_port()
+                    p, seconds, held = start(relay, spool, port, a.shards)
+                    stop(p)
+                    if mode == "scanned":
+                        move_indexes(spool, aside, back=True)
+                    if held != a.messages:
+                        raise SystemExit(f"{mode}: the relay holds {held} messages, not {a.messages}")
+                    results[(cache, mode)].append(seconds)
+                    print(f"run {run + 1} {cache} {mode}: {seconds * 1000:.0f} ms to 'listening' ({held} messages)",
+                          flush=True)
+        for (cache, mode), xs in results.items():
             xs = sorted(xs)
-            print(f"{mode}: median {xs[len(xs) // 2] * 1000:.0f} ms (min {xs[0] * 1000:.0f}, max {xs[-1] * 1000:.0f})")
+            print(f"{cache} page cache, {mode}: median {xs[len(xs) // 2] * 1000:.0f} ms "
+                  f"(min {xs[0] * 1000:.0f}, max {xs[-1] * 1000:.0f})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

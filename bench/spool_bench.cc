@@ -124,7 +124,22 @@ private:
             env.helo = "bench.example";
             env.mail_from = "sender@example.org";
             env.rcpt_to = {"rcpt@example.net"};
-            counter w;
+            // Holds the segment of every committed message, as the delivery does for queued
+            // ones: otherwise the spool deletes full segments with nothing live in them.
+            struct holder final : queue::commit_waiter {
+                queue::spool* owner = nullptr;
+                std::size_t ok = 0;
+                std::size_t failed = 0;
+                void committed(protocol::commit_result r) noexcept override {
+                    if (r != protocol::commit_result::ok) {
+                        ++failed;
+                        return;
+                    }
+                    ++ok;
+                    owner->hold_segment(owner->committed_segment());
+                }
+            } w;
+            w.owner = &s;
             for (std::size_t done = 0; done < messages;) {
                 const std::size_t batch = std::min<std::size_t>(256, messages - done);
                 for (std::size_t i = 0; i < batch; ++i) {
@@ -184,10 +199,18 @@ void BM_Spool_Recover(benchmark::State& state, recovery_spools* spools) {
         state.ResumeTiming();
         counting_visitor v;
         auto r = queue::recover_directory(shard, &v, queue::recovery_listing::none);
-        if (!r || v.messages != messages || v.bytes != messages * (kib * 1024) || !r->problems.empty()) std::abort();
+        if (!r || v.messages != messages || v.bytes != messages * (kib * 1024) || !r->problems.empty()) {
+            std::fprintf(stderr, "recovery saw %zu messages (%llu bytes) of %zu; %zu problem(s)\n", v.messages,
+                         static_cast<unsigned long long>(v.bytes), messages, r ? r->problems.size() : 0);
+            std::abort();
+        }
         indexed_segments = r->indexed_segments;
     }
-    if ((indexed_segments == fs.segments) != indexed) std::abort();  // the case measured what it says
+    if ((indexed_segments == fs.segments) != indexed) {  // the case measured what it says
+        std::fprintf(stderr, "%llu of %zu segments indexed\n", static_cast<unsigned long long>(indexed_segments),
+                     fs.segments);
+        std::abort();
+    }
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * messages));
     state.counters["segments"] = benchmark::Counter(static_cast<double>(fs.segments));
     state.counters["indexed"] = benchmark::Counter(static_cast<double>(indexed_segments));

@@ -79,6 +79,7 @@ void remove_segment_index(const std::string& dir, std::uint64_t segment) noexcep
 
 void segment_index_builder::start(std::uint64_t segment, std::uint32_t salt) {
     _bytes.clear();
+    _bytes.reserve(_last_size);  // the last segment's index: one allocation, not a doubling series
     _crc = salt;
     _count = 0;
     _segment = segment;
@@ -90,18 +91,29 @@ void segment_index_builder::start(std::uint64_t segment, std::uint32_t salt) {
 
 void segment_index_builder::add(std::uint64_t offset, std::string_view bytes, std::uint64_t separate_message_bytes) {
     if (!_active || _broken) return;
-    const std::size_t descriptor = record_descriptor_size(bytes);
-    if (descriptor == 0 || offset != _next_offset || bytes.size() < record_header_size) {
+    if (bytes.size() < record_header_size || get<std::uint32_t>(bytes, 0) != record_magic || offset != _next_offset) {
         _broken = true;
         return;
     }
     const std::uint64_t record_size = record_header_size + get<std::uint32_t>(bytes, 8);
-    const std::uint64_t message_size = record_size - descriptor;
-    // What the spool holds of the record and what it writes separately make the whole record.
-    if (bytes.size() + separate_message_bytes < record_size) {
+    const auto type = static_cast<record_type>(get<std::uint8_t>(bytes, 4));
+    // The usual cases need no parsing (this runs for every committed record on the shard):
+    // a message record whose message bytes are written separately, an outcome record. A
+    // copy (whole in `bytes`) or a message without message bytes is walked to its message.
+    std::size_t descriptor = 0;
+    if (separate_message_bytes > 0 && bytes.size() + separate_message_bytes == record_size &&
+        (type == record_type::message || type == record_type::message_copy)) {
+        descriptor = bytes.size();
+    } else if (separate_message_bytes == 0 && type == record_type::outcome && bytes.size() == record_size) {
+        descriptor = bytes.size();
+    } else if (separate_message_bytes == 0 && bytes.size() >= record_size) {
+        descriptor = record_descriptor_size(bytes.substr(0, record_size));
+    }
+    if (descriptor == 0) {
         _broken = true;
         return;
     }
+    const std::uint64_t message_size = record_size - descriptor;
     char size[8];
     for (std::size_t i = 0; i < 8; ++i) size[i] = static_cast<char>((message_size >> (8 * i)) & 0xFF);
     const std::size_t start = _bytes.size();
@@ -121,6 +133,7 @@ std::string segment_index_builder::finish(std::uint64_t segment_length) {
         put<std::uint32_t>(end, _salt);
         put<std::uint32_t>(end, _crc);
         append_entry(_bytes, index_entry_kind::end, 0, end, {}, _salt);
+        _last_size = _bytes.size();
         out.swap(_bytes);
     }
     _bytes.clear();

@@ -76,11 +76,12 @@ void remove_segment_index(const std::string& dir, std::uint64_t segment) noexcep
 class segment_index_builder {
 public:
     void start(std::uint64_t segment, std::uint32_t salt);
-    // The record at `offset` of the segment, as the spool has it: `bytes` from its first byte
-    // hold at least its descriptor (for a message record the spool holds the envelope part
-    // only), and `separate_message_bytes` more of its message follow them elsewhere. Records
-    // must come in file order without gaps; anything else makes the index unusable, and
-    // finish() then gives nothing.
+    // The record at `offset` of the segment, as the spool has it: either `bytes` is its
+    // descriptor and `separate_message_bytes` (> 0) message bytes follow it elsewhere (a
+    // message record: the spool's arena holds the header and envelope, the message is written
+    // from the session's buffer), or `bytes` holds the whole record (an outcome, a copy).
+    // Records must come in file order without gaps; anything else makes the index unusable,
+    // and finish() then gives nothing.
     void add(std::uint64_t offset, std::string_view bytes, std::uint64_t separate_message_bytes);
     // The finished index of a segment `segment_length` bytes long; empty if there is nothing
     // to write (no segment started, no record, or the records do not tile the segment). Resets
@@ -97,6 +98,7 @@ private:
     std::uint64_t _segment = 0;
     std::uint32_t _salt = 0;
     std::uint64_t _next_offset = 0;
+    std::size_t _last_size = 0;
     bool _active = false;
     bool _broken = false;
 };
