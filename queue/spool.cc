@@ -339,8 +339,8 @@ bool spool::roll_segment() noexcept {
     }
     ++_segment_number;
     _fd = *fd;
-    _committed_end = 0;
     _index.start(_segment_number, _salt);
+    _committed_end = 0;
     _live.emplace(_segment_number, 0);
     return true;
 }
