@@ -42,6 +42,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _dsns(s, config, host, shard_index, *this),
       _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver,
              config.body_cache_bytes / (config.shards == 0 ? 1 : config.shards), this),
+      _compactor(s, _store),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
       _connections(streams, _tls),
       _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time()),
@@ -260,6 +261,7 @@ void delivery::tick(std::int64_t now_ms) noexcept {
     _hop.drain();
     _dsns.retry();
     _pool.tick(now_ms);
+    _compactor.tick(now_ms);
 }
 
 void delivery::on_retry_alarm() noexcept {
@@ -287,6 +289,7 @@ void delivery::arm_alarms() noexcept {
 
 void delivery::stop(bool force) noexcept {
     _stopping = true;
+    _compactor.stop();
     _pool.stop(force);
 }
 

@@ -57,6 +57,7 @@ bool dsn_writer::report_failures(const stored_message& m) noexcept {
     dsn->envelope.body = built->body;
     dsn->envelope.smtputf8 = built->smtputf8;
     dsn->original_segment = m.segment;
+    dsn->original_bytes = m.where.size;
     _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
     ++_queued;
     _commits.push_back(std::move(dsn));
@@ -74,7 +75,7 @@ void dsn_writer::committed(protocol::commit_result result) noexcept {
         return;
     }
     _sink.dsn_committed(dsn->envelope, "127.0.0.1", dsn->body, _spool.committed_location(), dsn->received_us);
-    _spool.release_segment(dsn->original_segment);
+    _spool.release_segment(dsn->original_segment, dsn->original_bytes);
 }
 
 void dsn_writer::retry() noexcept {

@@ -58,6 +58,7 @@ private:
         std::string body;
         std::uint64_t received_us = 0;
         std::uint64_t original_segment = 0;  // held until this DSN is committed
+        std::uint64_t original_bytes = 0;    // the original record's size (the hold's bytes)
     };
 
     spool& _spool;

@@ -74,7 +74,7 @@ struct stored_message {
     std::vector<failed_recipient> failures;
     std::uint32_t unfinished = 0;  // recipients not delivered/bounced/expired
     std::uint32_t jobs = 0;        // jobs in flight
-    std::uint64_t next_attempt_us = 0;  // recovery only: when its deferred recipients are due
+    std::uint64_t next_attempt_us = 0;  // when its deferred recipients are due (the latest deferral's)
 };
 
 [[nodiscard]] constexpr bool final_status(recipient_status s) noexcept {
@@ -167,6 +167,14 @@ public:
     // The jobs of an attempt have taken their references: a body the cache does not keep is let go.
     void body_taken(stored_message& m) noexcept;
     [[nodiscard]] std::size_t reads_in_flight() const noexcept { return _reads.size(); }
+
+    // Compaction (queue/compactor.h). The unfinished messages whose record is in `segment`,
+    // up to about max_bytes of records (a scan of the queue: once per compaction round).
+    [[nodiscard]] std::vector<std::uint64_t> live_in(std::uint64_t segment, std::uint64_t max_bytes) const;
+    // Each recipient's state as a copy records it.
+    [[nodiscard]] static std::vector<recipient_state> states_of(const stored_message& m);
+    // m's copy is durable at `copy`: m now lives there (the hold moves with it).
+    void relocate(stored_message& m, const record_location& copy) noexcept;
 
     [[nodiscard]] const delivery_counters& counters() const noexcept { return _counters; }
     [[nodiscard]] body_cache_counters cache_counters() const noexcept;
