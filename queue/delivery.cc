@@ -14,13 +14,11 @@ namespace ringrelay::queue {
 namespace {
 
 // What the connection sends for the job: views into the message and the job's addresses.
-protocol::outbound_message outbound_message_of(const stored_message& m, const message_body& body,
-                                               std::span<const std::string> rcpt_to) {
+protocol::outbound_message outbound_message_of(const stored_message& m, std::span<const std::string> rcpt_to) {
     protocol::outbound_message msg;
     msg.tag = m.queue_id;
     msg.mail_from = m.envelope.mail_from;
     msg.rcpt_to = rcpt_to;
-    msg.body = body.text;
     msg.body_type = m.envelope.body == protocol::body_type::eight_bit_mime ? protocol::body_kind::eight_bit_mime
                                                                           : protocol::body_kind::seven_bit;
     msg.utf8 = m.envelope.smtputf8 ? protocol::utf8_envelope::smtputf8 : protocol::utf8_envelope::ascii;
@@ -35,6 +33,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
                    const protocol::bounce_rules& bounce_rules, suppression_list* suppressions)
     : _shard(shard_index),
+      _spool_dir(s.directory()),
       _router(config),
       _suppressions(suppressions),
       _tls(config, tls_generation, core::system_time()),
@@ -72,21 +71,13 @@ void delivery::dsn_committed(const protocol::envelope& env, std::string_view cli
     accept(env, client, body, where, received_us);
 }
 
-// The body read back for an attempt (schedule) or a DSN (release_if_done) is there, or is not:
-// then the recipients that were to be attempted wait for their next retry, with the reason
-// logged; nothing is bounced for it.
+// The body read back for a DSN (message_store::release_if_done) is there, or is not (the DSN
+// then goes without the original); either way the message is released now. (An attempt's body
+// is read by the connection that sends it: queue/outbound.h.)
 void delivery::body_ready(stored_message& m, const std::string& error) noexcept {
-    if (error.empty()) {
-        schedule(m, core::monotonic_ms());
-        return;
-    }
-    core::diag("shard " + std::to_string(_shard) + ": " + protocol::format_queue_id(m.queue_id) + ": " + error);
-    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
-    const next_hop_ref none;
-    for (std::uint32_t i = 0; i < m.status.size(); ++i) {
-        if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
-        defer(m, i, outcome_note{none, nullptr, error.c_str(), now_us});
-    }
+    if (!error.empty())
+        core::diag("shard " + std::to_string(_shard) + ": " + protocol::format_queue_id(m.queue_id) + ": " + error +
+                   "; its DSN goes without the original message");
     _store.release_if_done(m);
 }
 
@@ -100,12 +91,6 @@ delivery_counters delivery::counters() const noexcept {
 
 void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     if (_stopping) return;
-    // The body first: from the cache, or read back from the spool (then body_ready() calls
-    // this again).
-    bool attempt = false;
-    for (std::uint32_t i = 0; i < m.status.size() && !attempt; ++i)
-        attempt = !final_status(m.status[i]) && m.in_flight[i] == 0;
-    if (attempt && !_store.need_body(m)) return;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     std::vector<delivery_job*> jobs;
     route_key r;
@@ -136,8 +121,12 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     ++m.jobs;
     m.jobs += static_cast<std::uint32_t>(jobs.size());
     for (delivery_job* job : jobs) {
-        job->body = m.body;
-        job->outbound = outbound_message_of(m, *job->body, job->rcpt_to);
+        // No body yet: the connection that takes the job gets it (from the cache if it is
+        // still there, else from the spool), so jobs waiting for a connection cost no body memory.
+        job->cached = m.body;
+        job->where = m.where;
+        job->spool_dir = &_spool_dir;
+        job->outbound = outbound_message_of(m, job->rcpt_to);
         // The destination's owner shard runs its connections: one pool, one set of limits and
         // one DNS cache per destination for the whole node.
         const unsigned owner = _hop.owner_of(job->route.key);
@@ -150,7 +139,6 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             _hop.send(owner, std::move(msg));
         }
     }
-    if (!jobs.empty()) _store.body_taken(m);
     --m.jobs;
     _store.release_if_done(m);  // the last use of m
 }

@@ -139,6 +139,7 @@ private:
 
     // Fixed after construction.
     const unsigned _shard;
+    const std::string _spool_dir;  // jobs point at it (their connections read bodies from there)
     const router _router;
     suppression_list* const _suppressions;  // null: --no-suppression
     // The parts, in construction order.

@@ -244,10 +244,6 @@ bool message_store::need_body(stored_message& m) noexcept {
     return false;
 }
 
-void message_store::body_taken(stored_message& m) noexcept {
-    if (!m.cached) m.body.reset();
-}
-
 void message_store::on_body_read(body_read* op, int res) noexcept {
     auto it = _reads.find(op);
     RR_ASSERT(it != _reads.end());

@@ -164,8 +164,6 @@ public:
     // True if m.body is there; otherwise starts reading it back from the spool (unless a read
     // is in flight already), which holds one of m.jobs until the listener hears of it.
     [[nodiscard]] bool need_body(stored_message& m) noexcept;
-    // The jobs of an attempt have taken their references: a body the cache does not keep is let go.
-    void body_taken(stored_message& m) noexcept;
     [[nodiscard]] std::size_t reads_in_flight() const noexcept { return _reads.size(); }
 
     // Compaction (queue/compactor.h). The unfinished messages whose record is in `segment`,

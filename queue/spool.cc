@@ -47,6 +47,8 @@ protocol::commit_result result_for(int err) noexcept {
 
 }  // namespace
 
+std::string segment_file_name(std::uint64_t segment) { return segment_name(segment); }
+
 bool read_whole_file(const std::string& path, std::string& out, std::string& error) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

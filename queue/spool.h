@@ -64,6 +64,9 @@ struct recovery_report {
     std::vector<std::uint64_t> segments;  // every segment number found, ascending
 };
 
+// "0000000003.seg": the file name of segment 3.
+[[nodiscard]] std::string segment_file_name(std::uint64_t segment);
+
 // File helpers shared with the suppression journal (queue/suppression_file.h); synchronous.
 // The whole file into `out` (an error names the path).
 [[nodiscard]] bool read_whole_file(const std::string& path, std::string& out, std::string& error);
