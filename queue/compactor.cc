@@ -71,6 +71,9 @@ void compactor::append_copies() noexcept {
         const std::vector<recipient_state> states = message_store::states_of(*m);
         _spool.append_copy(m->envelope, m->client, message, m->arrival_us, states, this);
         _commits.push_back(m->queue_id);
+        // The copy has no room for it: the journal entry follows the copy in the same commit.
+        if (m->delay_warned)
+            _spool.append_outcome(m->queue_id, delay_warning_index, recipient_status::deferred, 0, 0);
     }
     if (_commits.empty()) {
         _reads.clear();

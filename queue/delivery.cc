@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/duration.h"
 #include "core/log.h"
 #include "protocol/dsn.h"
 
@@ -47,7 +48,13 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time()),
       _hop(r, links, shard_index),
       _retry_alarm(*this, r, core::alarm_clock::realtime),
-      _backoff_alarm(*this, r, core::alarm_clock::monotonic) {}
+      _backoff_alarm(*this, r, core::alarm_clock::monotonic) {
+    // Both were checked by load_config and the relay (an unparsable one never gets here).
+    if (config.delay_warning != "0")
+        if (auto d = core::parse_duration(config.delay_warning); d && d->count() > 0)
+            _delay_warning_us = static_cast<std::uint64_t>(d->count()) * 1000;
+    if (auto d = core::parse_duration(config.max_age); d) _max_age_us = static_cast<std::uint64_t>(d->count()) * 1000;
+}
 
 // ---- messages in ------------------------------------------------------------------------
 
@@ -175,6 +182,7 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
     // From scheduling the attempt (routing, connecting, the transaction) to its outcome.
     const std::int64_t attempt_ms = core::monotonic_ms() - job->started_ms;
     const char* reason = why.empty() ? nullptr : why.c_str();
+    std::vector<failed_recipient> delayed;  // for a --delay-warning notice
     for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
         const std::uint32_t i = job->rcpt_index[k];
         m.in_flight[i] = 0;
@@ -199,19 +207,43 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
                 break;
             }
             case protocol::outcome_kind::transient_failure:
-            case protocol::outcome_kind::protocol_error:
+            case protocol::outcome_kind::protocol_error: {
                 ++m.attempts[i];
-                defer(m, i,
-                      outcome_note{remote, reply_ptr,
-                                   reason != nullptr ? reason
-                                   : kind == protocol::outcome_kind::protocol_error ? "connection lost or protocol error"
-                                                                                     : nullptr,
-                                   now_us, attempt_ms});
+                const char* why_deferred = reason != nullptr ? reason
+                                           : kind == protocol::outcome_kind::protocol_error
+                                               ? "connection lost or protocol error"
+                                               : nullptr;
+                defer(m, i, outcome_note{remote, reply_ptr, why_deferred, now_us, attempt_ms});
+                if (m.status[i] == recipient_status::deferred && _delay_warning_us != 0 && !m.delay_warned) {
+                    failed_recipient f;
+                    f.rcpt_index = i;
+                    f.status = recipient_status::deferred;
+                    f.remote = remote.name;
+                    f.time_us = now_us;
+                    if (reply_ptr != nullptr) {
+                        f.diagnostic = reply_line(*reply_ptr);
+                        f.from_peer = reply_ptr->origin == protocol::reply_origin::peer;
+                        if (reply_ptr->enhanced.present() && reply_ptr->enhanced.status_class == 4)
+                            f.enhanced = std::to_string(reply_ptr->enhanced.status_class) + "." +
+                                         std::to_string(reply_ptr->enhanced.subject) + "." +
+                                         std::to_string(reply_ptr->enhanced.detail);
+                    } else {
+                        f.diagnostic = why_deferred != nullptr ? why_deferred : "delivery deferred";
+                    }
+                    if (f.enhanced.empty()) f.enhanced = "4.0.0";
+                    delayed.push_back(std::move(f));
+                }
                 break;
+            }
             case protocol::outcome_kind::not_attempted:
                 break;  // rescheduled below without counting an attempt
         }
     }
+    // --delay-warning: the first deferral after the message has waited that long sends its
+    // sender one notice (never for null-sender mail), journaled so a restart sends no other.
+    if (!delayed.empty() && now_us >= m.arrival_us + _delay_warning_us &&
+        _dsns.report_delay(m, delayed, job->body ? job->body->text : std::string_view(), m.arrival_us + _max_age_us))
+        _store.delay_warned(m);
     --m.jobs;
     const bool requeue = outcome.kind == protocol::outcome_kind::not_attempted;
     delete job;

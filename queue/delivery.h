@@ -154,6 +154,8 @@ private:
     shard_hop _hop;
     core::timer_alarm<&delivery::on_retry_alarm> _retry_alarm;
     core::timer_alarm<&delivery::on_backoff_alarm> _backoff_alarm;
+    std::uint64_t _delay_warning_us = 0;  // --delay-warning; 0 = off
+    std::uint64_t _max_age_us = 0;        // --max-age: a delay notice's Will-Retry-Until
     // Shard-local.
     bool _stopping = false;
 };

@@ -50,6 +50,10 @@ void message_store::on_record(std::uint64_t segment, const decoded_message& rec)
     auto it = _messages.find(rec.header.queue_id);
     if (it == _messages.end()) return;  // its message was finished and its segment deleted
     stored_message& m = *it->second;
+    if (rec.rcpt_index == delay_warning_index) {
+        m.delay_warned = true;
+        return;
+    }
     if (rec.rcpt_index >= m.status.size()) return;
     m.status[rec.rcpt_index] = rec.status;
     m.attempts[rec.rcpt_index] = rec.attempts;
@@ -130,6 +134,11 @@ void message_store::defer(stored_message& m, std::uint32_t i, std::uint64_t next
     if (!note.hop.name.empty())
         _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], next_attempt_us);
     _log.record("TransientFailure", m, i, note, next_attempt_us);
+}
+
+void message_store::delay_warned(stored_message& m) {
+    m.delay_warned = true;
+    _spool.append_outcome(m.queue_id, delay_warning_index, recipient_status::deferred, 0, 0);
 }
 
 void message_store::finish(stored_message& m, std::uint32_t i, recipient_status status, const outcome_note& note) {

@@ -66,6 +66,7 @@ struct stored_message {
     bool body_loading = false;  // a read is in flight (it holds one of `jobs`)
     bool body_unreadable = false;  // the last read failed: a DSN goes without the original
     bool cached = false;        // body is in the cache's list
+    bool delay_warned = false;  // its --delay-warning notice was sent (journaled)
     stored_message* cache_prev = nullptr;
     stored_message* cache_next = nullptr;
     std::vector<recipient_status> status;
@@ -156,6 +157,8 @@ public:
     // Recipient `i` waits until next_attempt_us: journaled if it was attempted (note.hop named),
     // logged, counted.
     void defer(stored_message& m, std::uint32_t i, std::uint64_t next_attempt_us, const outcome_note& note);
+    // m's delay notice is spooled: journaled so that a restart does not send another.
+    void delay_warned(stored_message& m);
     // Forgets m (destroys it) if every recipient is final and no job is out; its failures go
     // to the reporter first.
     // A message whose failures need a DSN waits for its body first (need_body).
