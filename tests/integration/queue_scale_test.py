@@ -28,7 +28,9 @@
 #
 # N is RR_SCALE_COUNT (default 200,000, the count; 20,000 under a sanitizer build,
 # RR_SANITIZED set by meson.build: ASan makes every allocation slower and larger, and the
-# sanitized suite is there for memory errors at scale, not for the RSS figure). RETRY is
+# sanitized suite is there for memory errors at scale). Under a sanitizer the RSS figures are
+# printed, not asserted: ASan keeps up to 256 MiB of freed memory in quarantine and pads every
+# allocation, so RSS measures the sanitizer more than the queue. RETRY is
 # RR_SCALE_RETRY (default 60s). Disk: about N x 42 KiB free is needed (the 20 KiB spool and
 # the sink's saved copies); less is a skip (a failure under CI).
 #
@@ -343,9 +345,13 @@ def scenario(c):
             c.info(f"{what}: {mib(rss)} (not asserted under a sanitizer)")
         else:
             c.check(rss <= bound, what, f"RSS {mib(rss)}, {(rss - start) / COUNT:,.0f} B per message")
-    c.check(large_rss <= small_rss * SAME_RSS_FACTOR + SAME_RSS_SLACK,
-            f"RSS does not scale with the body size: 20 KiB queue <= 2 KiB queue x {SAME_RSS_FACTOR} "
-            f"+ {mib(SAME_RSS_SLACK)}", f"{mib(large_rss)} against {mib(small_rss)}")
+    what = (f"RSS does not scale with the body size: 20 KiB queue <= 2 KiB queue x {SAME_RSS_FACTOR} "
+            f"+ {mib(SAME_RSS_SLACK)}")
+    if SANITIZED:
+        c.info(f"{what}: {mib(large_rss)} against {mib(small_rss)} (not asserted under a sanitizer)")
+    else:
+        c.check(large_rss <= small_rss * SAME_RSS_FACTOR + SAME_RSS_SLACK, what,
+                f"{mib(large_rss)} against {mib(small_rss)}")
 
     # 2. Stop, read the spool, bring the next hop up, restart on the same spool.
     c.check(relay.stop() == 0, "20 KiB: the relay stops cleanly (SIGTERM, exit 0)")
