@@ -29,8 +29,16 @@
 #       counted with Postfix's. Ratios: Ed25519 / unsigned, RSA / (openssl's RSA-2048 signs per
 #       second on every core), ringrelay signed / Postfix + OpenDKIM signed.
 #
-#   bench/e2e.py [--only all|main|tls|dkim]   (or ONLY=...): main is (a)-(c) and the latency
-#   row, tls is (d) alone, dkim is (e) alone. A partial run writes RESULTS_DIR/e2e-<only>.{md,json}, leaving a full
+#   (f) queue at rest and its restart (issue 15), bench/queue_scale.py's two cases at a smaller
+#       count: QUEUE_RR_MSGS (default 100,000) messages of QUEUE_SIZE (2 KiB) accepted by
+#       ringrelay --hold, the relay restarted without it delivering to ringrelay-sink; a
+#       private Postfix holding QUEUE_PF_MSGS (default 10,000: Postfix accepts about 600/s
+#       here) deferred by defer_transports, restarted and flushed. RSS at rest and after the
+#       restart, restart to first and last delivery, spool before and after (bench/queue_scale
+#       measures 1,000,000 and 20 KiB).
+#
+#   bench/e2e.py [--only all|main|tls|dkim|queue]   (or ONLY=...): main is (a)-(c) and the latency
+#   row, tls is (d) alone, dkim is (e) alone, queue is (f) alone. A partial run writes RESULTS_DIR/e2e-<only>.{md,json}, leaving a full
 #   run's e2e.{md,json,png} as they are.
 #
 # Both servers are durable as shipped: ringrelay fdatasyncs every group commit before its
@@ -86,6 +94,10 @@ DKIM_CONNECTIONS = int(os.environ.get("DKIM_CONNECTIONS", "50"))
 DKIM_RR_MSGS = int(os.environ.get("DKIM_RR_MSGS", "20000"))
 DKIM_PF_MSGS = int(os.environ.get("DKIM_PF_MSGS", "3000"))
 DKIM_ROUNDS = int(os.environ.get("DKIM_ROUNDS", "3"))
+# (f) queue: one size, messages for ringrelay and for Postfix (0: that system is left out).
+QUEUE_SIZE = int(os.environ.get("QUEUE_SIZE", "2048"))
+QUEUE_RR_MSGS = int(os.environ.get("QUEUE_RR_MSGS", "100000"))
+QUEUE_PF_MSGS = int(os.environ.get("QUEUE_PF_MSGS", "10000"))
 KEYGEN = os.path.join(BUILD, "tools", "ringrelay-dkim-keygen")
 BENCH_FROM_DOMAIN = "ringrelay-bench.test"  # ringrelay-bench's default From: bench@ringrelay-bench.test
 
@@ -685,6 +697,34 @@ def dkim_table(dkim):
     return "\n".join(lines)
 
 
+def queue_comparison(work):
+    """(f): bench/queue_scale.py's ringrelay and Postfix cases at QUEUE_RR_MSGS / QUEUE_PF_MSGS."""
+    # queue_scale imports this module as e2e: when this file runs as __main__, let that import
+    # find this very module (one list of started processes, one cleanup).
+    sys.modules.setdefault("e2e", sys.modules[__name__])
+    import queue_scale
+    rows = []
+    for n, case in ((QUEUE_RR_MSGS, lambda: queue_scale.ringrelay_case(work, QUEUE_SIZE, QUEUE_RR_MSGS, 50,
+                                                                        os.cpu_count() or 1)),
+                    (QUEUE_PF_MSGS, lambda: queue_scale.postfix_case(work, QUEUE_SIZE, QUEUE_PF_MSGS, 50))):
+        if n > 0:
+            r = case()
+            log(f"     queue {r['system']}: {r['messages']} messages, RSS {r['rss_after_accept_mib']} MiB at rest, "
+                f"{r['rss_after_restart_mib']} MiB after the restart; restart to first delivery "
+                f"{r['restart_to_first_delivery_s']} s, to last {r['restart_to_last_delivery_s']} s")
+            rows.append(r)
+    return rows
+
+
+def queue_table(queue):
+    if not queue["rows"]:
+        return ""
+    import queue_scale
+    return (f"Queue at rest and its restart (issue 15; bench/queue_scale at a smaller count), "
+            f"{queue['size'] // 1024} KiB, ringrelay-bench with {queue['connections']} connections.\n\n"
+            f"{queue_scale.table(queue['rows'])}\n\n{queue_scale.notes(queue['rows'])}")
+
+
 # ---------------------------------------------------------------------------------------
 # Report.
 
@@ -792,9 +832,9 @@ def git_state():
 
 def main():
     ap = argparse.ArgumentParser(description="bench/e2e: ringrelay and Postfix side by side (see the header)")
-    ap.add_argument("--only", choices=("all", "main", "tls", "dkim"), default=os.environ.get("ONLY", "all"),
+    ap.add_argument("--only", choices=("all", "main", "tls", "dkim", "queue"), default=os.environ.get("ONLY", "all"),
                     help="main: ceiling, acceptance, end to end and latency; tls: the TLS comparison alone; "
-                         "dkim: unsigned, Ed25519 and RSA end to end alone")
+                         "dkim: unsigned, Ed25519 and RSA end to end alone; queue: a queue at rest and its restart alone")
     only = ap.parse_args().only
     for path, what in ((RINGRELAY, "ringrelay"), (BENCH, "ringrelay-bench"), (RSINK, "ringrelay-sink"),
                        (SOURCE, "smtp-source"), (SINK, "smtp-sink"), (KEYGEN, "ringrelay-dkim-keygen")):
@@ -811,6 +851,7 @@ def main():
            "runs": []}
     dkim = {"size": DKIM_SIZE, "connections": DKIM_CONNECTIONS, "rounds": DKIM_ROUNDS, "cpus": os.cpu_count(),
             "rows": [], "ratios": {}, "openssl": {}, "runs": []}
+    queue = {"size": QUEUE_SIZE, "connections": 50, "rows": []}
 
     def log_row(r):
         log(f"{r['scenario']:>10} {r['size'] // 1024:>3} KiB x{r['connections']:<3} {r['system']}: "
@@ -851,19 +892,23 @@ def main():
             dkim["seconds"] = round(time.monotonic() - t0, 1)
             for name, v in dkim["ratios"].items():
                 log(f"      dkim {name}: {v}")
+        if only in ("all", "queue"):
+            t0 = time.monotonic()
+            queue["rows"] = queue_comparison(work)
+            queue["seconds"] = round(time.monotonic() - t0, 1)
     finally:
         cleanup()
         shutil.rmtree(work, ignore_errors=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
               "command": "bench/e2e" + ("" if only == "all" else f" --only {only}"), **git,
               "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release, "load_before": load_before},
-              "seconds": round(time.time() - started, 1), "rows": rows, "tls": tls, "dkim": dkim}
+              "seconds": round(time.time() - started, 1), "rows": rows, "tls": tls, "dkim": dkim, "queue": queue}
     # A partial run never overwrites a full run's files.
     base = "e2e" if only == "all" else f"e2e-{only}"
     with open(os.path.join(RESULTS_DIR, f"{base}.json"), "w") as f:
         json.dump(result, f, indent=1)
     md = "\n\n".join(part for part in (table(rows) if only in ("all", "main") else "", tls_table(tls),
-                                        dkim_table(dkim)) if part)
+                                        dkim_table(dkim), queue_table(queue)) if part)
     with open(os.path.join(RESULTS_DIR, f"{base}.md"), "w") as f:
         f.write(md + "\n")
     outputs = f"{base}.json, {base}.md"

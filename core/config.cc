@@ -168,6 +168,9 @@ constexpr flag_descriptor flag_table[] = {
              "the last repeats, each jittered"},
     {.name = "--max-age", .member = &config::max_age, .form = flag_form::duration,
      .help = "after this long undelivered mail expires and bounces"},
+    {.name = "--delay-warning", .member = &config::delay_warning, .form = flag_form::duration_or_zero,
+     .help = "send the sender one delay notice (a DSN with Action: delayed) for a message still queued this long "
+             "after arrival, at its first deferral after that; never for null-sender mail; 0 = never"},
     {.name = "--body-cache-size", .member = &config::body_cache_size, .form = flag_form::byte_size,
      .help = "memory (all shards together) for the bodies of recently received messages, so a first "
              "delivery attempt need not read them back from the spool; bytes, or with KiB, MiB or GiB; 0 = none"},

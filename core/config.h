@@ -71,6 +71,9 @@ struct config {
     std::string smarthost;                 // "HOST:PORT": same as --route '*=HOST:PORT'
     std::string retry_intervals = "5m,10m,20m,40m,1h20m,2h40m,4h";  // the last repeats
     std::string max_age = "5d";
+    // One "Action: delayed" DSN (RFC 3464) per message still queued this long after arrival;
+    // "0" = never, as Postfix's delay_warning_time = 0.
+    std::string delay_warning = "0";
     // Bodies of queued messages live in the spool; this much memory (all shards together)
     // keeps recently received ones so a first attempt need not read them back.
     std::string body_cache_size = "256MiB";

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/duration.h"
 #include "core/log.h"
 #include "protocol/dsn.h"
 
@@ -14,13 +15,11 @@ namespace ringrelay::queue {
 namespace {
 
 // What the connection sends for the job: views into the message and the job's addresses.
-protocol::outbound_message outbound_message_of(const stored_message& m, const message_body& body,
-                                               std::span<const std::string> rcpt_to) {
+protocol::outbound_message outbound_message_of(const stored_message& m, std::span<const std::string> rcpt_to) {
     protocol::outbound_message msg;
     msg.tag = m.queue_id;
     msg.mail_from = m.envelope.mail_from;
     msg.rcpt_to = rcpt_to;
-    msg.body = body.text;
     msg.body_type = m.envelope.body == protocol::body_type::eight_bit_mime ? protocol::body_kind::eight_bit_mime
                                                                           : protocol::body_kind::seven_bit;
     msg.utf8 = m.envelope.smtputf8 ? protocol::utf8_envelope::smtputf8 : protocol::utf8_envelope::ascii;
@@ -35,6 +34,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
                    const protocol::bounce_rules& bounce_rules, suppression_list* suppressions)
     : _shard(shard_index),
+      _spool_dir(s.directory()),
       _router(config),
       _suppressions(suppressions),
       _tls(config, tls_generation, core::system_time()),
@@ -42,12 +42,19 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _dsns(s, config, host, shard_index, *this),
       _store(s, _log, _dsns, config.hold ? queue_mode::hold : queue_mode::deliver,
              config.body_cache_bytes / (config.shards == 0 ? 1 : config.shards), this),
+      _compactor(s, _store),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
       _connections(streams, _tls),
       _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time()),
       _hop(r, links, shard_index),
       _retry_alarm(*this, r, core::alarm_clock::realtime),
-      _backoff_alarm(*this, r, core::alarm_clock::monotonic) {}
+      _backoff_alarm(*this, r, core::alarm_clock::monotonic) {
+    // Both were checked by load_config and the relay (an unparsable one never gets here).
+    if (config.delay_warning != "0")
+        if (auto d = core::parse_duration(config.delay_warning); d && d->count() > 0)
+            _delay_warning_us = static_cast<std::uint64_t>(d->count()) * 1000;
+    if (auto d = core::parse_duration(config.max_age); d) _max_age_us = static_cast<std::uint64_t>(d->count()) * 1000;
+}
 
 // ---- messages in ------------------------------------------------------------------------
 
@@ -71,21 +78,13 @@ void delivery::dsn_committed(const protocol::envelope& env, std::string_view cli
     accept(env, client, body, where, received_us);
 }
 
-// The body read back for an attempt (schedule) or a DSN (release_if_done) is there, or is not:
-// then the recipients that were to be attempted wait for their next retry, with the reason
-// logged; nothing is bounced for it.
+// The body read back for a DSN (message_store::release_if_done) is there, or is not (the DSN
+// then goes without the original); either way the message is released now. (An attempt's body
+// is read by the connection that sends it: queue/outbound.h.)
 void delivery::body_ready(stored_message& m, const std::string& error) noexcept {
-    if (error.empty()) {
-        schedule(m, core::monotonic_ms());
-        return;
-    }
-    core::diag("shard " + std::to_string(_shard) + ": " + protocol::format_queue_id(m.queue_id) + ": " + error);
-    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
-    const next_hop_ref none;
-    for (std::uint32_t i = 0; i < m.status.size(); ++i) {
-        if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
-        defer(m, i, outcome_note{none, nullptr, error.c_str(), now_us});
-    }
+    if (!error.empty())
+        core::diag("shard " + std::to_string(_shard) + ": " + protocol::format_queue_id(m.queue_id) + ": " + error +
+                   "; its DSN goes without the original message");
     _store.release_if_done(m);
 }
 
@@ -99,12 +98,6 @@ delivery_counters delivery::counters() const noexcept {
 
 void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     if (_stopping) return;
-    // The body first: from the cache, or read back from the spool (then body_ready() calls
-    // this again).
-    bool attempt = false;
-    for (std::uint32_t i = 0; i < m.status.size() && !attempt; ++i)
-        attempt = !final_status(m.status[i]) && m.in_flight[i] == 0;
-    if (attempt && !_store.need_body(m)) return;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     std::vector<delivery_job*> jobs;
     route_key r;
@@ -135,8 +128,12 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     ++m.jobs;
     m.jobs += static_cast<std::uint32_t>(jobs.size());
     for (delivery_job* job : jobs) {
-        job->body = m.body;
-        job->outbound = outbound_message_of(m, *job->body, job->rcpt_to);
+        // No body yet: the connection that takes the job gets it (from the cache if it is
+        // still there, else from the spool), so jobs waiting for a connection cost no body memory.
+        job->cached = m.body;
+        job->where = m.where;
+        job->spool_dir = &_spool_dir;
+        job->outbound = outbound_message_of(m, job->rcpt_to);
         // The destination's owner shard runs its connections: one pool, one set of limits and
         // one DNS cache per destination for the whole node.
         const unsigned owner = _hop.owner_of(job->route.key);
@@ -149,7 +146,6 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             _hop.send(owner, std::move(msg));
         }
     }
-    if (!jobs.empty()) _store.body_taken(m);
     --m.jobs;
     _store.release_if_done(m);  // the last use of m
 }
@@ -186,6 +182,7 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
     // From scheduling the attempt (routing, connecting, the transaction) to its outcome.
     const std::int64_t attempt_ms = core::monotonic_ms() - job->started_ms;
     const char* reason = why.empty() ? nullptr : why.c_str();
+    std::vector<failed_recipient> delayed;  // for a --delay-warning notice
     for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
         const std::uint32_t i = job->rcpt_index[k];
         m.in_flight[i] = 0;
@@ -210,19 +207,43 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
                 break;
             }
             case protocol::outcome_kind::transient_failure:
-            case protocol::outcome_kind::protocol_error:
+            case protocol::outcome_kind::protocol_error: {
                 ++m.attempts[i];
-                defer(m, i,
-                      outcome_note{remote, reply_ptr,
-                                   reason != nullptr ? reason
-                                   : kind == protocol::outcome_kind::protocol_error ? "connection lost or protocol error"
-                                                                                     : nullptr,
-                                   now_us, attempt_ms});
+                const char* why_deferred = reason != nullptr ? reason
+                                           : kind == protocol::outcome_kind::protocol_error
+                                               ? "connection lost or protocol error"
+                                               : nullptr;
+                defer(m, i, outcome_note{remote, reply_ptr, why_deferred, now_us, attempt_ms});
+                if (m.status[i] == recipient_status::deferred && _delay_warning_us != 0 && !m.delay_warned) {
+                    failed_recipient f;
+                    f.rcpt_index = i;
+                    f.status = recipient_status::deferred;
+                    f.remote = remote.name;
+                    f.time_us = now_us;
+                    if (reply_ptr != nullptr) {
+                        f.diagnostic = reply_line(*reply_ptr);
+                        f.from_peer = reply_ptr->origin == protocol::reply_origin::peer;
+                        if (reply_ptr->enhanced.present() && reply_ptr->enhanced.status_class == 4)
+                            f.enhanced = std::to_string(reply_ptr->enhanced.status_class) + "." +
+                                         std::to_string(reply_ptr->enhanced.subject) + "." +
+                                         std::to_string(reply_ptr->enhanced.detail);
+                    } else {
+                        f.diagnostic = why_deferred != nullptr ? why_deferred : "delivery deferred";
+                    }
+                    if (f.enhanced.empty()) f.enhanced = "4.0.0";
+                    delayed.push_back(std::move(f));
+                }
                 break;
+            }
             case protocol::outcome_kind::not_attempted:
                 break;  // rescheduled below without counting an attempt
         }
     }
+    // --delay-warning: the first deferral after the message has waited that long sends its
+    // sender one notice (never for null-sender mail), journaled so a restart sends no other.
+    if (!delayed.empty() && now_us >= m.arrival_us + _delay_warning_us &&
+        _dsns.report_delay(m, delayed, job->body ? job->body->text : std::string_view(), m.arrival_us + _max_age_us))
+        _store.delay_warned(m);
     --m.jobs;
     const bool requeue = outcome.kind == protocol::outcome_kind::not_attempted;
     delete job;
@@ -260,6 +281,7 @@ void delivery::tick(std::int64_t now_ms) noexcept {
     _hop.drain();
     _dsns.retry();
     _pool.tick(now_ms);
+    _compactor.tick(now_ms);
 }
 
 void delivery::on_retry_alarm() noexcept {
@@ -287,6 +309,7 @@ void delivery::arm_alarms() noexcept {
 
 void delivery::stop(bool force) noexcept {
     _stopping = true;
+    _compactor.stop();
     _pool.stop(force);
 }
 

@@ -3,6 +3,7 @@
 // (qmgr_message / qmgr_queue / qmgr_feedback / qmgr_deliver):
 //
 //   message_store      what is queued, where each body is, recipient states, the journal
+//   compactor          rewrites the oldest segment's live messages so old segments can go
 //   scheduler          per-destination ready queues, retry timers
 //   destination_pool   connections, limits and back-off per next hop (owner shard)
 //   tls_client_policy  STARTTLS per destination, client contexts, session cache, TLS-broken memory
@@ -41,6 +42,7 @@
 #include "core/timer_alarm.h"
 #include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
+#include "queue/compactor.h"
 #include "queue/delivery_job.h"
 #include "queue/delivery_log.h"
 #include "queue/destination_pool.h"
@@ -93,7 +95,10 @@ public:
     // Stop: no new connections or jobs; open connections QUIT after their current job.
     // force: drop them now (their jobs are deferred).
     void stop(bool force) noexcept;
-    [[nodiscard]] bool idle() const noexcept { return _pool.idle() && _store.reads_in_flight() == 0; }
+    [[nodiscard]] bool idle() const noexcept {
+        return _pool.idle() && _store.reads_in_flight() == 0 && _compactor.idle();
+    }
+    [[nodiscard]] const compaction_counters& compaction() const noexcept { return _compactor.counters(); }
     void on_turn_end() noexcept;
 
     [[nodiscard]] delivery_counters counters() const noexcept;
@@ -134,6 +139,7 @@ private:
 
     // Fixed after construction.
     const unsigned _shard;
+    const std::string _spool_dir;  // jobs point at it (their connections read bodies from there)
     const router _router;
     suppression_list* const _suppressions;  // null: --no-suppression
     // The parts, in construction order.
@@ -141,12 +147,15 @@ private:
     delivery_log _log;
     dsn_writer _dsns;
     message_store _store;
+    compactor _compactor;
     scheduler _scheduler;
     outbound_factory _connections;
     destination_pool _pool;
     shard_hop _hop;
     core::timer_alarm<&delivery::on_retry_alarm> _retry_alarm;
     core::timer_alarm<&delivery::on_backoff_alarm> _backoff_alarm;
+    std::uint64_t _delay_warning_us = 0;  // --delay-warning; 0 = off
+    std::uint64_t _max_age_us = 0;        // --max-age: a delay notice's Will-Retry-Until
     // Shard-local.
     bool _stopping = false;
 };

@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/net.h"
 #include "protocol/client_types.h"
+#include "queue/record.h"
 
 namespace ringrelay::queue {
 
@@ -54,9 +55,16 @@ struct delivery_job {
     std::vector<std::uint32_t> rcpt_index;
     std::vector<std::string> rcpt_to;  // the addresses, for the client session's span
     // What the connection sends: views into *message, body and rcpt_to, set by the origin
-    // once every recipient is in (valid while the job lives).
+    // once every recipient is in (valid while the job lives); outbound.body is set by the
+    // connection that sends it, once it has the body.
     protocol::outbound_message outbound;
-    body_ptr body;
+    // The body: the origin's cached copy if it is still cached when a connection takes the job
+    // (a job waiting in a ready queue holds no body, so a long queue costs no body memory),
+    // else read back from the origin's spool by that connection (queue/outbound.h).
+    std::weak_ptr<const message_body> cached;
+    record_location where;
+    const std::string* spool_dir = nullptr;  // the origin shard's (outlives every job)
+    body_ptr body;                           // held while the job is on a connection
     std::int64_t started_ms = 0;  // when the attempt was scheduled (monotonic)
 };
 

@@ -57,6 +57,54 @@ bool dsn_writer::report_failures(const stored_message& m) noexcept {
     dsn->envelope.body = built->body;
     dsn->envelope.smtputf8 = built->smtputf8;
     dsn->original_segment = m.segment;
+    dsn->original_bytes = m.where.size;
+    _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
+    ++_queued;
+    _commits.push_back(std::move(dsn));
+    return true;
+}
+
+bool dsn_writer::report_delay(const stored_message& m, std::span<const failed_recipient> delayed,
+                              std::string_view original, std::uint64_t retry_until_us) noexcept {
+    if (!protocol::should_bounce(m.envelope.mail_from) || delayed.empty()) return false;
+    auto dsn = std::make_unique<pending_dsn>();
+    dsn->holds_original = false;
+    dsn->received_us = static_cast<std::uint64_t>(core::unix_us());
+    dsn->envelope.queue_id = _host.next_queue_id();
+    dsn->envelope.helo = _config.hostname;
+    dsn->envelope.rcpt_to = {m.envelope.mail_from};
+    std::vector<protocol::dsn_recipient> rcpts;
+    std::vector<std::string> dates;
+    dates.reserve(delayed.size());
+    const std::string until = core::rfc5322_date(static_cast<std::int64_t>(retry_until_us / 1000000));
+    for (const failed_recipient& f : delayed) {
+        protocol::dsn_recipient r;
+        r.address = m.envelope.rcpt_to[f.rcpt_index];
+        r.action = protocol::dsn_action::delayed;
+        r.status = f.enhanced;
+        r.remote_mta = f.remote;
+        r.diagnostic_kind = f.from_peer ? protocol::diagnostic_type::smtp : protocol::diagnostic_type::local;
+        r.diagnostic = f.diagnostic;
+        dates.push_back(core::rfc5322_date(static_cast<std::int64_t>(f.time_us / 1000000)));
+        r.last_attempt_date = dates.back();
+        r.will_retry_until = until;
+        rcpts.push_back(r);
+    }
+    const std::string arrival = core::rfc5322_date(static_cast<std::int64_t>(m.arrival_us / 1000000));
+    protocol::dsn_input in;
+    in.original_queue_id = m.queue_id;
+    in.dsn_queue_id = dsn->envelope.queue_id;
+    in.reporting_mta = _config.hostname;
+    in.sender = m.envelope.mail_from;
+    in.arrival_date = arrival;
+    in.date = _host.rfc5322_date();
+    in.recipients = rcpts;
+    in.original_message = original;
+    auto built = protocol::build_dsn(in);
+    if (!built) return false;
+    dsn->body = std::move(built->text);
+    dsn->envelope.body = built->body;
+    dsn->envelope.smtputf8 = built->smtputf8;
     _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
     ++_queued;
     _commits.push_back(std::move(dsn));
@@ -74,7 +122,7 @@ void dsn_writer::committed(protocol::commit_result result) noexcept {
         return;
     }
     _sink.dsn_committed(dsn->envelope, "127.0.0.1", dsn->body, _spool.committed_location(), dsn->received_us);
-    _spool.release_segment(dsn->original_segment);
+    if (dsn->holds_original) _spool.release_segment(dsn->original_segment, dsn->original_bytes);
 }
 
 void dsn_writer::retry() noexcept {

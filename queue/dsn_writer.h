@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +45,11 @@ public:
     // failure_reporter: builds and spools the DSN; true if it was queued (m's segment then
     // stays held until the DSN is committed).
     bool report_failures(const stored_message& m) noexcept override;
+    // --delay-warning: one "Action: delayed" DSN for m's `delayed` recipients (their last
+    // replies), quoting `original` (the header section is read; empty: none), retried until
+    // retry_until_us. It holds no segment (m stays queued). False if none could be made.
+    bool report_delay(const stored_message& m, std::span<const failed_recipient> delayed, std::string_view original,
+                      std::uint64_t retry_until_us) noexcept;
     // commit_waiter: a DSN we queued has been committed (or not).
     void committed(protocol::commit_result result) noexcept override;
     // DSNs whose commit failed are appended again.
@@ -58,6 +64,8 @@ private:
         std::string body;
         std::uint64_t received_us = 0;
         std::uint64_t original_segment = 0;  // held until this DSN is committed
+        std::uint64_t original_bytes = 0;    // the original record's size (the hold's bytes)
+        bool holds_original = true;          // false for a delay notice
     };
 
     spool& _spool;

@@ -21,7 +21,9 @@ message_store::~message_store() {
 // ---- recovery -------------------------------------------------------------------------
 
 void message_store::on_record(std::uint64_t segment, const decoded_message& rec) {
-    if (rec.header.type == record_type::message) {
+    if (rec.header.type == record_type::message || rec.header.type == record_type::message_copy) {
+        // A copy (compaction) replaces what was read for its message before it: the original,
+        // or an older copy, still there after a crash.
         auto m = std::make_unique<stored_message>();
         m->queue_id = rec.header.queue_id;
         m->segment = segment;
@@ -34,12 +36,24 @@ void message_store::on_record(std::uint64_t segment, const decoded_message& rec)
         m->status.assign(n, recipient_status::pending);
         m->attempts.assign(n, 0);
         m->in_flight.assign(n, 0);
+        if (rec.header.type == record_type::message_copy) {
+            for (std::size_t i = 0; i < n && i < rec.states.size(); ++i) {
+                m->status[i] = rec.states[i].status;
+                m->attempts[i] = rec.states[i].attempts;
+                if (rec.states[i].status == recipient_status::deferred)
+                    m->next_attempt_us = std::max(m->next_attempt_us, rec.states[i].next_attempt_us);
+            }
+        }
         _messages[m->queue_id] = std::move(m);
         return;
     }
     auto it = _messages.find(rec.header.queue_id);
     if (it == _messages.end()) return;  // its message was finished and its segment deleted
     stored_message& m = *it->second;
+    if (rec.rcpt_index == delay_warning_index) {
+        m.delay_warned = true;
+        return;
+    }
     if (rec.rcpt_index >= m.status.size()) return;
     m.status[rec.rcpt_index] = rec.status;
     m.attempts[rec.rcpt_index] = rec.attempts;
@@ -56,7 +70,7 @@ message_store::recovered message_store::finish_recovery() {
             finished.push_back(id);
             continue;
         }
-        _spool.hold_segment(m->segment);
+        _spool.hold_segment(m->segment, m->where.size);
     }
     for (const std::uint64_t id : finished) _messages.erase(id);  // none is in the cache yet
     recovered out;
@@ -75,7 +89,7 @@ message_store::recovered message_store::finish_recovery() {
 stored_message* message_store::add(const protocol::envelope& env, std::string_view client, std::string_view body,
                                    const record_location& where, std::uint64_t received_us) {
     const std::uint64_t segment = where.segment;
-    _spool.hold_segment(segment);
+    _spool.hold_segment(segment, where.size);
     // --hold: the message stays in the spool (its segment is kept); nothing in memory.
     if (_mode == queue_mode::hold) return nullptr;
     auto m = std::make_unique<stored_message>();
@@ -113,12 +127,18 @@ stored_message* message_store::find(std::uint64_t queue_id) noexcept {
 void message_store::defer(stored_message& m, std::uint32_t i, std::uint64_t next_attempt_us,
                           const outcome_note& note) {
     m.status[i] = recipient_status::deferred;
+    m.next_attempt_us = next_attempt_us;  // what a compaction's copy records for its deferred recipients
     ++_counters.deferred;
     // A recipient without a route has not been attempted: nothing to journal (after a
     // restart it is simply looked at again).
     if (!note.hop.name.empty())
         _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], next_attempt_us);
     _log.record("TransientFailure", m, i, note, next_attempt_us);
+}
+
+void message_store::delay_warned(stored_message& m) {
+    m.delay_warned = true;
+    _spool.append_outcome(m.queue_id, delay_warning_index, recipient_status::deferred, 0, 0);
 }
 
 void message_store::finish(stored_message& m, std::uint32_t i, recipient_status status, const outcome_note& note) {
@@ -173,13 +193,44 @@ void message_store::release_if_done(stored_message& m) noexcept {
         !need_body(m))
         return;
     const bool reported = !m.failures.empty() && _reporter.report_failures(m);
-    if (!reported) _spool.release_segment(m.segment);
+    if (!reported) _spool.release_segment(m.segment, m.where.size);
     forget(m);
 }
 
 void message_store::forget(stored_message& m) noexcept {
     cache_remove(m);
     _messages.erase(m.queue_id);  // destroys m
+}
+
+// ---- compaction ---------------------------------------------------------------------------
+
+std::vector<std::uint64_t> message_store::live_in(std::uint64_t segment, std::uint64_t max_bytes) const {
+    std::vector<std::uint64_t> out;
+    std::uint64_t bytes = 0;
+    for (const auto& [id, m] : _messages) {
+        if (m->segment != segment || m->unfinished == 0) continue;
+        out.push_back(id);
+        bytes += m->where.size;
+        if (bytes >= max_bytes) break;
+    }
+    return out;
+}
+
+std::vector<recipient_state> message_store::states_of(const stored_message& m) {
+    std::vector<recipient_state> out(m.status.size());
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        out[i].status = m.status[i];
+        out[i].attempts = m.attempts[i];
+        if (m.status[i] == recipient_status::deferred) out[i].next_attempt_us = m.next_attempt_us;
+    }
+    return out;
+}
+
+void message_store::relocate(stored_message& m, const record_location& copy) noexcept {
+    _spool.hold_segment(copy.segment, copy.size);
+    _spool.release_segment(m.segment, m.where.size);
+    m.segment = copy.segment;
+    m.where = copy;
 }
 
 // ---- bodies -----------------------------------------------------------------------------
@@ -200,10 +251,6 @@ bool message_store::need_body(stored_message& m) noexcept {
     ++m.jobs;  // keeps m until the read is over
     _spool.read_record(raw->where, raw->bytes, raw);
     return false;
-}
-
-void message_store::body_taken(stored_message& m) noexcept {
-    if (!m.cached) m.body.reset();
 }
 
 void message_store::on_body_read(body_read* op, int res) noexcept {
@@ -227,7 +274,8 @@ void message_store::on_body_read(body_read* op, int res) noexcept {
         auto rec = decode_record(owned->bytes, w.salt);
         if (!rec) {
             error = where + ": " + std::string(describe(rec.error()));
-        } else if (rec->header.type != record_type::message || rec->header.queue_id != m->queue_id) {
+        } else if ((rec->header.type != record_type::message && rec->header.type != record_type::message_copy) ||
+                   rec->header.queue_id != m->queue_id) {
             error = where + ": another record is there";
         } else {
             const auto at = static_cast<std::size_t>(rec->message.data() - owned->bytes.data());

@@ -66,6 +66,7 @@ struct stored_message {
     bool body_loading = false;  // a read is in flight (it holds one of `jobs`)
     bool body_unreadable = false;  // the last read failed: a DSN goes without the original
     bool cached = false;        // body is in the cache's list
+    bool delay_warned = false;  // its --delay-warning notice was sent (journaled)
     stored_message* cache_prev = nullptr;
     stored_message* cache_next = nullptr;
     std::vector<recipient_status> status;
@@ -74,7 +75,7 @@ struct stored_message {
     std::vector<failed_recipient> failures;
     std::uint32_t unfinished = 0;  // recipients not delivered/bounced/expired
     std::uint32_t jobs = 0;        // jobs in flight
-    std::uint64_t next_attempt_us = 0;  // recovery only: when its deferred recipients are due
+    std::uint64_t next_attempt_us = 0;  // when its deferred recipients are due (the latest deferral's)
 };
 
 [[nodiscard]] constexpr bool final_status(recipient_status s) noexcept {
@@ -156,6 +157,8 @@ public:
     // Recipient `i` waits until next_attempt_us: journaled if it was attempted (note.hop named),
     // logged, counted.
     void defer(stored_message& m, std::uint32_t i, std::uint64_t next_attempt_us, const outcome_note& note);
+    // m's delay notice is spooled: journaled so that a restart does not send another.
+    void delay_warned(stored_message& m);
     // Forgets m (destroys it) if every recipient is final and no job is out; its failures go
     // to the reporter first.
     // A message whose failures need a DSN waits for its body first (need_body).
@@ -164,9 +167,15 @@ public:
     // True if m.body is there; otherwise starts reading it back from the spool (unless a read
     // is in flight already), which holds one of m.jobs until the listener hears of it.
     [[nodiscard]] bool need_body(stored_message& m) noexcept;
-    // The jobs of an attempt have taken their references: a body the cache does not keep is let go.
-    void body_taken(stored_message& m) noexcept;
     [[nodiscard]] std::size_t reads_in_flight() const noexcept { return _reads.size(); }
+
+    // Compaction (queue/compactor.h). The unfinished messages whose record is in `segment`,
+    // up to about max_bytes of records (a scan of the queue: once per compaction round).
+    [[nodiscard]] std::vector<std::uint64_t> live_in(std::uint64_t segment, std::uint64_t max_bytes) const;
+    // Each recipient's state as a copy records it.
+    [[nodiscard]] static std::vector<recipient_state> states_of(const stored_message& m);
+    // m's copy is durable at `copy`: m now lives there (the hold moves with it).
+    void relocate(stored_message& m, const record_location& copy) noexcept;
 
     [[nodiscard]] const delivery_counters& counters() const noexcept { return _counters; }
     [[nodiscard]] body_cache_counters cache_counters() const noexcept;

@@ -1,12 +1,19 @@
 // queue/outbound.cc: see outbound.h.
 #include "queue/outbound.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <limits>
 #include <utility>
 
 #include "core/clock.h"
 #include "core/invariant.h"
 #include "core/log.h"
+#include "queue/record.h"
+#include "queue/spool.h"
 
 namespace ringrelay::queue {
 
@@ -18,12 +25,16 @@ outbound::outbound(const core::stream_services& streams, tls_client_policy& tls,
       _target_address(core::to_string(_target.address)),
       _session(config),
       _stream(streams, *this, std::numeric_limits<std::size_t>::max()),
+      _reactor(streams.ring),
       _tls_use(config.starttls),
       _verify(verify) {
     _last_activity_ms = core::monotonic_ms();
+    _load_done.owner = this;
 }
 
-outbound::~outbound() = default;
+outbound::~outbound() {
+    if (_load_fd >= 0) ::close(_load_fd);
+}
 
 std::unique_ptr<outbound_link> outbound_factory::make(const connection_target& target,
                                                       const protocol::client_config& config, core::tls_verify verify,
@@ -250,6 +261,84 @@ void outbound::assign(delivery_job* job) noexcept {
     _job = job;
     ++_messages;
     _last_activity_ms = core::monotonic_ms();
+    if (!job->body) job->body = job->cached.lock();
+    if (!job->body) {
+        load_body();
+        return;
+    }
+    submit_job();
+}
+
+void outbound::load_body() noexcept {
+    _loading = true;
+    _load_job = _job;
+    _load_error.clear();
+    const record_location& w = _job->where;
+    if (_job->spool_dir == nullptr) {
+        _load_error = "no spool to read it from";
+        _reactor.post(&_load_done, -EINVAL);
+        return;
+    }
+    const std::string path = *_job->spool_dir + "/" + segment_file_name(w.segment);
+    _load_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (_load_fd < 0) {
+        // Reported from the completion, never from inside the report that gave this job.
+        _reactor.post(&_load_done, -errno);
+        return;
+    }
+    _load_buffer.resize(w.size);
+    io_uring_prep_read(_reactor.sqe(&_load_done), _load_fd, _load_buffer.data(), static_cast<unsigned>(w.size), w.offset);
+}
+
+void outbound::body_loaded(int res) noexcept {
+    _loading = false;
+    if (_load_fd >= 0) {
+        ::close(_load_fd);
+        _load_fd = -1;
+    }
+    delivery_job* job = std::exchange(_load_job, nullptr);
+    if (job == nullptr || job != _job || _closing) return;  // given back meanwhile (the connection was lost)
+    const record_location& w = job->where;
+    std::string error = _load_error;
+    if (error.empty()) {
+        if (res < 0) {
+            error = std::strerror(-res);
+        } else if (static_cast<std::uint64_t>(res) < w.size) {
+            error = "the segment ends short of the record";
+        } else if (auto rec = decode_record(_load_buffer, w.salt); !rec) {
+            error = std::string(describe(rec.error()));
+        } else if (rec->header.queue_id != job->outbound.tag ||
+                   (rec->header.type != record_type::message && rec->header.type != record_type::message_copy)) {
+            error = "another record is there";
+        } else {
+            const auto at = static_cast<std::size_t>(rec->message.data() - _load_buffer.data());
+            const std::size_t length = rec->message.size();
+            auto body = std::make_shared<message_body>();
+            body->bytes = std::move(_load_buffer);
+            body->text = std::string_view(body->bytes).substr(at, length);
+            job->body = std::move(body);
+            submit_job();
+            return;
+        }
+    }
+    // Deferred with the reason, like any transient failure; the next attempt reads it again.
+    protocol::message_outcome failed;
+    failed.kind = protocol::outcome_kind::transient_failure;
+    failed.reply.origin = protocol::reply_origin::local;
+    failed.reply.code = 451;
+    failed.reply.enhanced.status_class = 4;
+    failed.reply.enhanced.subject = 3;
+    failed.reply.enhanced.detail = 0;
+    failed.reply.text = "cannot read the message back from the spool (" + *job->spool_dir + "/" +
+                        segment_file_name(w.segment) + " offset " + std::to_string(w.offset) + "): " + error;
+    core::diag("outbound: " + protocol::format_queue_id(job->outbound.tag) + ": " + failed.reply.text);
+    _job = nullptr;
+    follow(_owner.job_done(*this, job, failed, hop()));
+}
+
+void outbound::submit_job() noexcept {
+    delivery_job* job = _job;
+    job->outbound.body = job->body->text;
     _session.submit(job->outbound, _stream.out());
     // The commands leave at the end of the turn. A message refused locally has its outcome
     // already: it is handed over then too (on_stream_flush), never from inside the report

@@ -64,7 +64,7 @@ public:
     void finish() noexcept override;
     void abort(const char* why) noexcept override;
     void flush() noexcept override;
-    [[nodiscard]] bool retirable() const noexcept override { return _closing && _stream.finished(); }
+    [[nodiscard]] bool retirable() const noexcept override { return _closing && _stream.finished() && !_loading; }
     [[nodiscard]] std::int64_t last_activity_ms() const noexcept override { return _last_activity_ms; }
     [[nodiscard]] bool busy() const noexcept override { return _job != nullptr; }
     [[nodiscard]] std::uint32_t messages_sent() const noexcept override { return _messages; }
@@ -82,6 +82,18 @@ private:
     void on_stream_sent(std::uint8_t marks) noexcept override;
     void on_stream_progress() noexcept override;
     void on_stream_flush() noexcept override { hand_over_refusals(); }
+
+    // The job's body: its origin's cached copy if it is still cached, else read back from the
+    // origin's spool segment (a synchronous open, an io_uring read, checked by the record's
+    // CRC); then the job is submitted. A body that cannot be read fails the attempt as a
+    // transient failure with the reason (the recipients are deferred, never bounced).
+    void load_body() noexcept;
+    void body_loaded(int res) noexcept;
+    void submit_job() noexcept;
+    struct load_done final : core::completion {
+        outbound* owner = nullptr;
+        void complete(int res, std::uint32_t) noexcept override { owner->body_loaded(res); }
+    };
 
     void after_step() noexcept;
     void lost(std::string_view why) noexcept;
@@ -110,6 +122,14 @@ private:
     protocol::client_session _session;
     core::stream _stream;  // keeps its send buffer: messages are sent over and over
     delivery_job* _job = nullptr;
+    // A body being read back (for _load_job; the job may have been given back meanwhile).
+    core::reactor& _reactor;
+    load_done _load_done;
+    bool _loading = false;
+    int _load_fd = -1;
+    std::string _load_error;          // a failure found before the read was submitted
+    delivery_job* _load_job = nullptr;
+    std::string _load_buffer;
     std::vector<protocol::message_outcome> _done;  // outcomes being handed over (reused)
     std::string _tls_text;    // "TLSv1.3 TLS_AES_256_GCM_SHA384" once established
     std::string _tls_failure; // why the handshake failed

@@ -66,6 +66,9 @@ enum class recipient_status : std::uint8_t {
     expired = 4,    // undelivered after --max-age (a DSN went to the sender)
 };
 inline constexpr std::size_t outcome_payload_size = 20;
+// An outcome record with this rcpt_index (and status deferred) journals that the message's
+// delay notice was sent (--delay-warning): none is sent again after a restart.
+inline constexpr std::uint32_t delay_warning_index = 0xFFFFFFFFu;
 
 // A recipient's state as a message copy (type 5) carries it.
 struct recipient_state {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <future>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/duration.h"
 #include "core/log.h"
@@ -331,16 +332,14 @@ std::expected<spool_listing, std::string> list_spool(const std::string& spool_di
                 final_rcpts[rec.header.queue_id].assign(rec.envelope.rcpt_to.size(), false);
                 return;
             }
-            if (rec.header.type == record_type::message_copy) {
-                // A compaction's copy replaces what was read before it (record.h).
+            if (rec.header.type == record_type::message_copy) {  // compaction's: it carries the states
                 std::vector<bool>& f = final_rcpts[rec.header.queue_id];
-                f.assign(rec.states.size(), false);
-                for (std::size_t i = 0; i < rec.states.size(); ++i)
-                    f[i] = rec.states[i].status == recipient_status::delivered ||
-                           rec.states[i].status == recipient_status::bounced ||
-                           rec.states[i].status == recipient_status::expired;
+                f.assign(rec.envelope.rcpt_to.size(), false);
+                for (std::size_t i = 0; i < f.size() && i < rec.states.size(); ++i)
+                    f[i] = final_status(rec.states[i].status);
                 return;
             }
+            if (rec.rcpt_index == delay_warning_index) return;
             auto it = final_rcpts.find(rec.header.queue_id);
             if (it == final_rcpts.end() || rec.rcpt_index >= it->second.size()) return;
             it->second[rec.rcpt_index] = rec.status == recipient_status::delivered ||
@@ -357,14 +356,10 @@ std::expected<spool_listing, std::string> list_spool(const std::string& spool_di
         finished_tracker tracker;
         auto r = recover_directory(spool_dir + "/" + s, &tracker);
         if (!r) return std::unexpected(r.error());
-        // A message compacted into a later segment may be there twice (the copy, and the
-        // original until its segment is deleted): listed once, where its last copy is.
-        std::unordered_map<std::uint64_t, std::size_t> last;
-        for (std::size_t i = 0; i < r->messages.size(); ++i) last[r->messages[i].queue_id] = i;
-        for (std::size_t i = 0; i < r->messages.size(); ++i) {
-            recovered_message& m = r->messages[i];
-            if (last[m.queue_id] == i && !tracker.finished(m.queue_id)) out.messages.push_back(std::move(m));
-        }
+        // A message compacted before a crash may be there twice (original and copy): once.
+        std::unordered_set<std::uint64_t> listed;
+        for (auto& m : r->messages)
+            if (!tracker.finished(m.queue_id) && listed.insert(m.queue_id).second) out.messages.push_back(std::move(m));
         for (auto& p : r->problems) out.problems.push_back(s + "/" + p);
     }
     std::sort(out.messages.begin(), out.messages.end(),

@@ -48,6 +48,7 @@ protocol::commit_result result_for(int err) noexcept {
 
 }  // namespace
 
+
 bool read_whole_file(const std::string& path, std::string& out, std::string& error) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -318,7 +319,11 @@ std::expected<recovery_report, std::string> spool::open(record_visitor* visitor)
     // Every existing segment starts with no live message; the owner of the messages (the
     // delivery scheduler) holds the segments of those still unfinished, and
     // collect_segments() then deletes the rest in order.
-    for (const std::uint64_t n : report->segments) _live.emplace(n, 0);
+    for (const std::uint64_t n : report->segments) {
+        struct stat st {};
+        const std::string path = _dir + "/" + segment_name(n);
+        _live[n].size = ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+    }
     _segment_number = report->max_segment;
     if (!roll_segment()) return std::unexpected(_dir + ": cannot create a segment: " + std::strerror(errno));
     return report;
@@ -331,6 +336,10 @@ bool spool::roll_segment() noexcept {
         _storage.close_file(_fd);
         _fd = -1;
     }
+    // The segment being left: its size is what was committed to it (a recovered one's is its
+    // file size, found by open()).
+    if (auto it = _live.find(_segment_number); it != _live.end())
+        it->second.size = std::max(it->second.size, _committed_end);
     auto fd = _storage.create_file(_dir, segment_name(_segment_number + 1));
     if (!fd) {
         errno = fd.error().value();
@@ -341,7 +350,7 @@ bool spool::roll_segment() noexcept {
     _fd = *fd;
     _index.start(_segment_number, _salt);
     _committed_end = 0;
-    _live.emplace(_segment_number, 0);
+    _live.emplace(_segment_number, segment_use{});
     return true;
 }
 
@@ -353,10 +362,34 @@ void spool::check_space(std::uint64_t reserve) noexcept {
     _low_space = available < reserve;
 }
 
-void spool::release_segment(std::uint64_t segment) noexcept {
+void spool::release_segment(std::uint64_t segment, std::uint64_t bytes) noexcept {
     auto it = _live.find(segment);
-    if (it == _live.end() || it->second == 0) return;
-    --it->second;
+    if (it == _live.end() || it->second.messages == 0) return;
+    --it->second.messages;
+    it->second.bytes -= std::min(bytes, it->second.bytes);
+}
+
+std::optional<std::uint64_t> spool::compaction_candidate(std::uint64_t slack_segments) const noexcept {
+    if (_live.empty()) return std::nullopt;
+    const auto& [oldest, use] = *_live.begin();
+    if (oldest == _segment_number || use.messages == 0) return std::nullopt;
+    if (use.size > 0 && use.bytes * 4 < use.size) return oldest;  // mostly dead
+    std::uint64_t total = 0, live = 0;
+    for (const auto& [n, u] : _live) {
+        if (n == _segment_number) continue;
+        total += u.size;
+        live += u.bytes;
+    }
+    if (total > 2 * live + slack_segments * _segment_limit) return oldest;
+    return std::nullopt;
+}
+
+std::vector<spool::segment_info> spool::segments() const {
+    std::vector<segment_info> out;
+    out.reserve(_live.size());
+    for (const auto& [n, u] : _live)
+        out.push_back(segment_info{n, n == _segment_number ? _committed_end : u.size, u.messages, u.bytes});
+    return out;
 }
 
 void spool::collect_segments() noexcept {
@@ -364,9 +397,11 @@ void spool::collect_segments() noexcept {
     // written.
     // Rare (a whole segment finished): a synchronous unlink is cheap next to the segment's
     // worth of fdatasyncs.
+    bool unlinked = false;
     while (!_live.empty()) {
         auto it = _live.begin();
-        if (it->second != 0 || it->first == _segment_number) break;
+        if (it->second.messages != 0 || it->first == _segment_number) break;
+        unlinked = true;
         const std::string path = _dir + "/" + segment_name(it->first);
         _index_writer.forget(it->first);  // the index first: a crash between leaves a segment to scan
         ::unlink(path.c_str());
@@ -375,6 +410,15 @@ void spool::collect_segments() noexcept {
             _read_fds.erase(fd);
         }
         _live.erase(it);
+    }
+    if (unlinked) {
+        // Make the deletions durable: a segment that came back after a power cut would bring
+        // back messages that were finished (delivered again) or compacted away (harmless).
+        const int dfd = ::open(_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)::fsync(dfd);
+            ::close(dfd);
+        }
     }
 }
 
@@ -391,6 +435,14 @@ void spool::append(const protocol::envelope& env, std::string_view client, std::
     const std::size_t offset = _pending_arena.size();
     encode_message_record(_pending_arena, env, client, received_us, message, _salt);
     _pending.push_back(entry{waiter, offset, _pending_arena.size() - offset, message});
+}
+
+void spool::append_copy(const protocol::envelope& env, std::string_view client, std::string_view message,
+                        std::uint64_t received_us, std::span<const recipient_state> states, commit_waiter* waiter) {
+    // The copy's bytes go into the arena whole: a compaction copies a bounded amount per round.
+    const std::size_t offset = _pending_arena.size();
+    encode_message_copy_record(_pending_arena, env, client, received_us, message, states, _salt);
+    _pending.push_back(entry{waiter, offset, _pending_arena.size() - offset, {}});
 }
 
 void spool::on_turn_end() noexcept {

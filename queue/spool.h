@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <expected>
 #include <map>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,6 +75,7 @@ struct recovery_report {
 // Whether recover_directory lists every message in recovery_report::messages (--list-spool)
 // or only finds the highest queue id (a shard's start: the records go to its visitor).
 enum class recovery_listing : std::uint8_t { none, messages };
+// segment_file_name(): "0000000003.seg", the file name of segment 3 (queue/segment_index.h).
 
 // File helpers shared with the suppression journal (queue/suppression_file.h); synchronous.
 // The whole file into `out` (an error names the path).
@@ -127,9 +130,37 @@ public:
     // once and closed when it is deleted.
     void read_record(const record_location& where, std::string& into, core::completion* done) noexcept;
     // Segment lifetime: a segment is deleted once no live message is in it and every older
-    // segment is gone (outcome records of a segment's messages may sit in later segments).
-    void hold_segment(std::uint64_t segment) { ++_live[segment]; }
-    void release_segment(std::uint64_t segment) noexcept;
+    // segment is gone (outcome records of a segment's messages may sit in later segments, so
+    // deleting a newer segment first could bring a finished recipient back at a restart).
+    // `bytes`: the size of the live record, for compaction's accounting.
+    void hold_segment(std::uint64_t segment, std::uint64_t bytes = 0) {
+        segment_use& u = _live[segment];
+        ++u.messages;
+        u.bytes += bytes;
+    }
+    void release_segment(std::uint64_t segment, std::uint64_t bytes = 0) noexcept;
+
+    // Compaction (queue/compactor.h): the oldest segment, if it should be rewritten now. Only
+    // the oldest can be: a segment is deleted only after every older one (above). It is due
+    // when the segments before the current one take more than twice their live bytes plus
+    // `slack_segments` segments' worth, or when its own live records are less than a quarter
+    // of it; never the current segment, nor one without live messages (that one is simply
+    // deleted).
+    [[nodiscard]] std::optional<std::uint64_t> compaction_candidate(std::uint64_t slack_segments = 2) const noexcept;
+    // Appends a compaction's copy of a message (record type 5, with its recipients' states) to
+    // the next group commit; `waiter` hears of it like an append's, committed_location() then
+    // naming the copy. The bytes stay the caller's until then.
+    void append_copy(const protocol::envelope& env, std::string_view client, std::string_view message,
+                     std::uint64_t received_us, std::span<const recipient_state> states, commit_waiter* waiter);
+    [[nodiscard]] std::uint64_t current_segment() const noexcept { return _segment_number; }
+    struct segment_info {
+        std::uint64_t segment = 0;
+        std::uint64_t size = 0;          // bytes on disk (known to be durable for the current one)
+        std::uint64_t live_messages = 0;
+        std::uint64_t live_bytes = 0;
+    };
+    // Every segment the spool has, oldest first.
+    [[nodiscard]] std::vector<segment_info> segments() const;
 
     void on_turn_end() noexcept override;
 
@@ -197,7 +228,12 @@ private:
     write_done _write_done;
     sync_done _sync_done;
     spool_stats _stats;
-    std::map<std::uint64_t, std::uint64_t> _live;  // segment -> live messages in it
+    struct segment_use {
+        std::uint64_t messages = 0;
+        std::uint64_t bytes = 0;
+        std::uint64_t size = 0;  // of the file, once it is no longer the current segment
+    };
+    std::map<std::uint64_t, segment_use> _live;  // every segment, oldest first
     std::map<std::uint64_t, int> _read_fds;        // segment -> fd open for read_record
     record_location _committed_location;           // of the entry whose waiter is being told
     // The current segment's index, built as its batches commit; written when it is closed.

@@ -667,7 +667,7 @@ def crc32c(data, crc=0):
 
 class SpoolRecord:
     __slots__ = ("queue_id", "received_us", "body_8bit", "smtputf8", "helo", "client",
-                 "mail_from", "auth_user", "rcpts", "message", "segment", "offset", "size")
+                 "mail_from", "auth_user", "rcpts", "message", "segment", "offset", "size", "copy")
 
 
 def parse_segment(path, check_crc=True, problems=None):
@@ -732,8 +732,14 @@ def parse_segment(path, check_crc=True, problems=None):
         r = SpoolRecord()
         r.queue_id, r.received_us, r.segment, r.offset = f"{qid:016X}", rus, path, pos
         r.size = RECORD_HEADER + plen
-        r.body_8bit, r.smtputf8 = payload[0], payload[1]
-        p = 2
+        # A message copy (type 5, compaction) starts with one 16-byte state per recipient.
+        r.copy = rtype == 5
+        p = 0
+        if r.copy:
+            (states,) = struct.unpack_from("<I", payload, 0)
+            p = 4 + 16 * states
+        r.body_8bit, r.smtputf8 = payload[p], payload[p + 1]
+        p += 2
 
         def field16():
             nonlocal p

@@ -20,12 +20,16 @@
 
 #include <atomic>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/config.h"
 #include "core/net.h"
+#include "queue/record.h"
+#include "queue/spool.h"
 #include "tests/core/stream_harness.h"
 
 namespace ringrelay::queue {
@@ -34,17 +38,22 @@ namespace {
 using core::testing::stream_harness;
 using core::testing::test_tls;
 
-// One job: the delivery_job and the bytes its outbound_message views.
+// One job: the delivery_job and the bytes its outbound_message views. Its body is the
+// origin's cached copy (kept alive here), as for a first attempt right after reception.
 struct test_job {
-    test_job(std::uint64_t tag, std::vector<std::string> rcpts, std::string text) : body(std::move(text)) {
+    test_job(std::uint64_t tag, std::vector<std::string> rcpts, std::string text) {
         job.rcpt_to = std::move(rcpts);
         job.outbound.tag = tag;
         job.outbound.mail_from = "a@example.org";
         job.outbound.rcpt_to = job.rcpt_to;
-        job.outbound.body = body;
+        auto b = std::make_shared<message_body>();
+        b->bytes = std::move(text);
+        b->text = b->bytes;
+        cache = b;
+        job.cached = cache;
     }
     delivery_job job;
-    std::string body;
+    body_ptr cache;  // the origin's cache (reset to make the connection read the spool)
 };
 
 // The pool's side: records every report, hands out the queued jobs (on ready and after each
@@ -563,6 +572,95 @@ TEST_F(OutboundTlsTest, ConnectionLostDuringTheHandshakeIsNoProtocolFailure) {
     EXPECT_EQ(r.reason, protocol::close_reason::tls_failed);
     EXPECT_FALSE(r.tls_protocol_failure);
     ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
+}
+
+
+// A job whose body is no longer cached: the connection reads the message record back from the
+// origin's spool segment and sends it byte-exact; a record that fails its checksum (or a
+// segment that is gone) fails the attempt as a transient failure with the reason, before any
+// command is sent.
+class OutboundSpoolTest : public OutboundTest {
+protected:
+    void SetUp() override {
+        OutboundTest::SetUp();
+        char tmpl[] = "/tmp/ringrelay-outbound-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir = tmpl;
+    }
+    void TearDown() override {
+        OutboundTest::TearDown();
+        std::filesystem::remove_all(dir);
+    }
+    // Writes segment 7 holding `text` as message `tag`'s record after some filler; points the
+    // job at it and drops the cached copy.
+    void spool_job(test_job& j, const std::string& text, bool corrupt = false) {
+        protocol::envelope env;
+        env.queue_id = j.job.outbound.tag;
+        env.mail_from = "a@example.org";
+        env.rcpt_to = j.job.rcpt_to;
+        std::string file(100, 'f');
+        const std::uint64_t offset = file.size();
+        encode_message_record(file, env, "127.0.0.1", 1, text, salt);
+        file += text;
+        if (corrupt) file[file.size() - 3] ^= 0x20;
+        std::ofstream(dir + "/" + segment_file_name(7), std::ios::binary) << file;
+        j.job.where = record_location{7, offset, file.size() - offset, salt};
+        j.job.spool_dir = &dir;
+        j.cache.reset();
+    }
+    static constexpr std::uint32_t salt = 0x1234abcd;
+    std::string dir;
+};
+
+TEST_F(OutboundSpoolTest, ABodyNoLongerCachedIsReadBackFromTheSpoolByteExact) {
+    const std::string text = "Subject: from disk\r\n\r\n" + std::string(50'000, 'z') + "\r\n";
+    test_job& j = job(5, {"b@example.net"}, "not this");
+    spool_job(j, text);
+    open();
+    accept_peer();
+    say("220 mx ESMTP\r\n");
+    EXPECT_EQ(expect("\r\n"), "EHLO relay.test.invalid\r\n");
+    say("250-mx\r\n250 PIPELINING\r\n");
+    EXPECT_EQ(expect("DATA\r\n"), "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+    say("250 ok\r\n250 ok\r\n354 go\r\n");
+    EXPECT_EQ(expect("\r\n.\r\n"), text + ".\r\n");
+    say("250 2.0.0 queued\r\n");
+    ASSERT_EQ(owner.dones.size(), 1U);
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::accepted);
+}
+
+TEST_F(OutboundSpoolTest, ACorruptRecordFailsTheAttemptTransientlyWithTheReason) {
+    test_job& j = job(6, {"b@example.net"}, "x");
+    spool_job(j, "Subject: s\r\n\r\nbody\r\n", true);
+    owner.quit_when_idle = true;
+    open();
+    accept_peer();
+    say("220 mx ESMTP\r\n");
+    EXPECT_EQ(expect("\r\n"), "EHLO relay.test.invalid\r\n");
+    say("250-mx\r\n250 PIPELINING\r\n");
+    ASSERT_TRUE(h.run_until([&] { return owner.dones.size() == 1; }));
+    const auto& d = owner.dones[0];
+    EXPECT_EQ(d.outcome.kind, protocol::outcome_kind::transient_failure) << "deferred, never bounced";
+    EXPECT_EQ(d.outcome.reply.origin, protocol::reply_origin::local);
+    EXPECT_EQ(d.outcome.reply.code, 451);
+    EXPECT_NE(d.outcome.reply.text.find("cannot read the message back from the spool"), std::string::npos);
+    EXPECT_NE(d.outcome.reply.text.find("checksum mismatch"), std::string::npos) << d.outcome.reply.text;
+    EXPECT_EQ(expect("\r\n"), "QUIT\r\n") << "no MAIL was sent for it";
+}
+
+TEST_F(OutboundSpoolTest, AMissingSegmentFailsTheAttemptTransiently) {
+    test_job& j = job(8, {"b@example.net"}, "x");
+    spool_job(j, "Subject: s\r\n\r\nbody\r\n");
+    std::filesystem::remove(dir + "/" + segment_file_name(7));
+    open();
+    accept_peer();
+    say("220 mx ESMTP\r\n");
+    EXPECT_EQ(expect("\r\n"), "EHLO relay.test.invalid\r\n");
+    say("250-mx\r\n250 PIPELINING\r\n");
+    ASSERT_TRUE(h.run_until([&] { return owner.dones.size() == 1; }));
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::transient_failure);
+    EXPECT_NE(owner.dones[0].outcome.reply.text.find("No such file or directory"), std::string::npos)
+        << owner.dones[0].outcome.reply.text;
 }
 
 }  // namespace

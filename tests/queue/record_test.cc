@@ -242,3 +242,43 @@ TEST(Record, SuppressionRecordWithoutTenantOrAddressIsMalformed) {
         EXPECT_EQ(d.error(), decode_error::bad_payload);
     }
 }
+
+TEST(Record, MessageCopyCarriesEveryRecipientsStateAndTheMessage) {
+    protocol::envelope env = sample_envelope();
+    env.auth_user = "tenant-a";
+    std::vector<recipient_state> states(env.rcpt_to.size());
+    states[0] = {recipient_status::delivered, 1, 0};
+    if (states.size() > 1) states[1] = {recipient_status::deferred, 3, 1'700'000'000'000'000};
+    std::string out;
+    const std::string message = "Subject: c\r\n\r\ncopy\r\n";
+    encode_message_copy_record(out, env, "192.0.2.7", 42, message, states, salt);
+    auto rec = decode_record(out, salt);
+    ASSERT_TRUE(rec.has_value()) << describe(rec.error());
+    EXPECT_EQ(rec->header.type, record_type::message_copy);
+    EXPECT_EQ(rec->header.version, 2) << "an AUTH user makes version 2, as for a message record";
+    EXPECT_EQ(rec->header.received_us, 42u);
+    EXPECT_EQ(rec->envelope.rcpt_to, env.rcpt_to);
+    EXPECT_EQ(rec->envelope.auth_user, "tenant-a");
+    EXPECT_EQ(rec->client, "192.0.2.7");
+    EXPECT_EQ(rec->message, message);
+    EXPECT_EQ(rec->message_size, message.size());
+    EXPECT_EQ(rec->record_size, out.size());
+    ASSERT_EQ(rec->states.size(), states.size());
+    for (std::size_t i = 0; i < states.size(); ++i) {
+        EXPECT_EQ(rec->states[i].status, states[i].status);
+        EXPECT_EQ(rec->states[i].attempts, states[i].attempts);
+        EXPECT_EQ(rec->states[i].next_attempt_us, states[i].next_attempt_us);
+    }
+    for (std::size_t i = 4; i < out.size(); ++i) {
+        std::string bad = out;
+        bad[i] = static_cast<char>(bad[i] ^ 0x01);
+        EXPECT_FALSE(decode_record(bad, salt).has_value()) << "byte " << i;
+    }
+    // A copy whose state count is not its recipient count is malformed, even with a good CRC.
+    std::string wrong;
+    std::vector<recipient_state> fewer(states.begin(), states.end() - 1);
+    encode_message_copy_record(wrong, env, "192.0.2.7", 42, message, fewer, salt);
+    auto bad = decode_record(wrong, salt);
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error(), decode_error::bad_payload);
+}
