@@ -121,7 +121,8 @@ protected:
 
     // A spool of several segments (a small limit) holding messages of every shape the relay
     // writes (an AUTH user, many recipients, 8BITMIME and SMTPUTF8, an empty body, a body of
-    // 100 KiB) and outcome records, then closed cleanly (which indexes the last segment too).
+    // 100 KiB), outcome records and compaction copies, then closed cleanly (which indexes the
+    // last segment too).
     void fill(std::uint64_t segment_limit = 8192) {
         auto s = open_spool(segment_limit);
         waiter w;
@@ -149,6 +150,17 @@ protected:
             if (id % 4 == 0) {
                 s->append_outcome((id - 2) << 8, 0, recipient_status::deferred, 2, 5000 + id);
                 s->append_outcome((id - 3) << 8, 0, recipient_status::delivered, 1, 0);
+            }
+            if (id % 10 == 0) {
+                // A compaction's copy of an earlier message (record type 5, whole in the
+                // spool's arena), with its recipients' states.
+                protocol::envelope copy = env;
+                copy.queue_id = (id - 5) << 8;
+                std::vector<recipient_state> states(copy.rcpt_to.size(),
+                                                    recipient_state{recipient_status::deferred, 3, 7000 + id});
+                states[0].status = recipient_status::delivered;
+                s->append_copy(copy, "192.0.2.200", _bodies.back(), 900 + id, states, &w);
+                ++n;
             }
             ++n;
             if (id % 3 == 0) run_until(w, n);  // batches of one to three messages
@@ -230,7 +242,7 @@ TEST_F(SegmentIndexTest, EveryClosedSegmentHasAnIndexAndRecoveryFromThemEqualsAS
     const recovery scanned = scan();
     EXPECT_GT(scanned.calls.with_body, 0u);
     ASSERT_EQ(indexed.calls.calls.size(), scanned.calls.calls.size());
-    EXPECT_EQ(indexed.calls.calls.size(), 40u + 20u);  // 40 messages, 20 outcomes
+    EXPECT_EQ(indexed.calls.calls.size(), 40u + 20u + 4u);  // 40 messages, 20 outcomes, 4 copies
     for (std::size_t i = 0; i < scanned.calls.calls.size(); ++i)
         EXPECT_EQ(indexed.calls.calls[i], scanned.calls.calls[i]) << "call " << i;
     expect_same_listing(indexed.report, scanned.report);
@@ -301,7 +313,7 @@ TEST_F(SegmentIndexTest, ShardRecoveryDoesNotListMessages) {
     auto listed = recover_directory(_shard, nullptr, recovery_listing::messages);
     ASSERT_TRUE(quiet && listed);
     EXPECT_TRUE(quiet->messages.empty());
-    EXPECT_EQ(listed->messages.size(), 40u);
+    EXPECT_EQ(listed->messages.size(), 44u);  // the 4 copies too
     EXPECT_EQ(quiet->max_queue_id, 40u << 8);
     EXPECT_EQ(listed->max_queue_id, 40u << 8);
 }
