@@ -106,8 +106,10 @@ def scenario(c):
     c.check(ok_summary.get("received") == len(tail.delivered),
             "the first sink received exactly the delivered messages", ok_summary)
     status, defer_summary = defer_sink.finish(timeout=0)
-    c.check(defer_summary.get("received") == 0 and defer_summary.get("deferred", 0) >= len(live),
-            "the deferring sink accepted nothing and answered 451 to each deferred message", defer_summary)
+    # Not every deferred message need have reached the deferring sink by now (some wait out a
+    # back-off after a refused connection): that it took none is what counts.
+    c.check(defer_summary.get("received") == 0 and defer_summary.get("deferred", 0) > 0,
+            "the deferring sink accepted nothing and answered 451 to what it was offered", defer_summary)
     count, ids, stderr = harness.list_spool(binary, relay.spool)
     c.check(count == len(live) and set(ids) == live, f"--list-spool lists exactly the {len(live)} deferred messages",
             f"{count} listed")
