@@ -15,6 +15,11 @@
 // - normalized_body_size() is exactly the octets append_normalized_body() appends with
 //   dot_stuffing::off: the RFC 1870 SIZE value and the BDAT chunk length. Stuffing dots are not
 //   counted (RFC 1870 §4: SIZE is the message size before any transport encoding).
+// - body_encoder gives the same octets for a body that arrives in pieces (a large body streamed
+//   from the spool, queue/outbound.h): the state that crosses a piece boundary (the last octet
+//   was a CR, so a LF opening the next piece belongs to that line end; a line has begun, so a
+//   '.' is not at a line start) is carried, and the concatenated output is exactly
+//   append_normalized_body()'s for the whole body, however it is split.
 // Linear in the body's size, whatever its line ends (a body of bare CRs included).
 // SECURITY: bodies come from spooled mail, i.e. from clients; no input can make the output
 // contain a bare CR or LF, or a line "." before the terminator when stuffing is on.
@@ -32,6 +37,9 @@ enum class dot_stuffing : std::uint8_t {
     on,   // DATA: also double a '.' at the start of every line (RFC 5321 §4.5.2)
 };
 
+// Whether a piece of a body given in pieces is its last.
+enum class body_piece : std::uint8_t { more, last };
+
 // Octets the body occupies once normalized (bare CR / LF -> CRLF, final CRLF added); this is
 // the RFC 1870 SIZE value and the BDAT length. Stuffing dots are not counted (RFC 1870 §4).
 [[nodiscard]] std::uint64_t normalized_body_size(std::string_view body) noexcept;
@@ -39,6 +47,34 @@ enum class dot_stuffing : std::uint8_t {
 // Appends the normalized body to `out`; with dot_stuffing::on also doubles a '.' at the start
 // of every line (RFC 5321 §4.5.2). The DATA terminator is not appended.
 void append_normalized_body(std::string& out, std::string_view body, dot_stuffing stuffing);
+
+// The same encoding over a body given in pieces, in order. Nothing is held back: a CR at the
+// end of a piece is sent as CRLF at once (a CR ends a line with or without a LF behind it), and
+// a LF opening the next piece is then the same line end and adds nothing. Lifecycle: reset()
+// (or construct) per body -> append()* (the last with body_piece::last). No allocation except
+// growth of `out`.
+// Shard-local, like the session that owns it.
+class body_encoder {
+public:
+    explicit body_encoder(dot_stuffing stuffing = dot_stuffing::off) noexcept : _stuffing(stuffing) {}
+    void reset(dot_stuffing stuffing) noexcept {
+        _stuffing = stuffing;
+        _line_start = true;
+        _after_cr = false;
+    }
+    // Appends what the next piece of the body adds (`piece` is read during the call only);
+    // with body_piece::last also the final CRLF of a last line without a line end, and the
+    // encoder is ready for another body.
+    void append(std::string& out, std::string_view piece, body_piece which);
+    // The octets append(piece, which) would add now with dot_stuffing::off (a BDAT chunk's
+    // length), without appending or changing the state.
+    [[nodiscard]] std::uint64_t size_of(std::string_view piece, body_piece which) const noexcept;
+
+private:
+    dot_stuffing _stuffing;
+    bool _line_start = true;  // the next octet starts a line
+    bool _after_cr = false;   // the last octet was a CR (sent as CRLF): a LF now adds nothing
+};
 
 // The same contract, one octet at a time with no shortcuts. Used only as the oracle of the
 // differential fuzz target and the tests; never on the sending path.

@@ -283,6 +283,7 @@ void client_session::fail_connection(close_reason why, outcome_kind queued) {
     _expected.clear();
     _expected_head = 0;
     _expected_sent = 0;
+    _body_wanted = false;
     _state = client_state::closed;
     if (_close_reason == close_reason::none) _close_reason = why;
 }
@@ -330,7 +331,7 @@ bool client_session::refused_locally(const outbound_message& m, transaction& t) 
     std::string_view text;
     bool rcpts_ok = !m.rcpt_to.empty();
     for (const std::string& rcpt : m.rcpt_to) rcpts_ok = rcpts_ok && !rcpt.empty() && sendable_path(rcpt);
-    t.body_size = normalized_body_size(m.body);
+    t.body_size = m.source == body_source::pieces ? m.pieces_size : normalized_body_size(m.body);
     if (!sendable_path(m.mail_from)) {
         code = 501, enhanced = {5, 1, 7}, text = "5.1.7 sender address cannot be sent";
     } else if (!rcpts_ok) {
@@ -464,6 +465,7 @@ void client_session::after_rcpts(std::uint8_t slot, std::string& out) {
 }
 
 void client_session::send_body_data(std::uint8_t slot, std::string& out) {
+    if (message_of(slot).source == body_source::pieces) return begin_body_pieces(dot_stuffing::on);
     const std::string_view body = message_of(slot).body;
     out.reserve(out.size() + body.size() + body.size() / 64 + 8);
     append_normalized_body(out, body, dot_stuffing::on);
@@ -474,6 +476,7 @@ void client_session::send_body_data(std::uint8_t slot, std::string& out) {
 }
 
 void client_session::send_bdat(std::uint8_t slot, std::string& out) {
+    if (message_of(slot).source == body_source::pieces) return begin_body_pieces(dot_stuffing::off);
     transaction& t = _tx[slot];
     out.append("BDAT ");
     core::append_decimal(out, t.body_size);
@@ -483,6 +486,78 @@ void client_session::send_bdat(std::uint8_t slot, std::string& out) {
     expect(awaiting::bdat, slot);
     t.body_sent = true;
     pipeline_ahead(out);
+}
+
+void client_session::begin_body_pieces(dot_stuffing stuffing) {
+    _encoder.reset(stuffing);
+    _body_wanted = true;
+    _body_chunks = stuffing == dot_stuffing::off;
+    _chunks_unanswered = 0;
+}
+
+bool client_session::body_piece_welcome() const noexcept {
+    return _body_wanted && (!_body_chunks || _chunks_unanswered == 0 || use_pipelining());
+}
+
+void client_session::feed_body(std::string_view piece, body_piece which, std::string& out) {
+    RR_ASSERT(body_piece_welcome());
+    mark_sent();
+    const std::uint8_t slot = _tx_first;
+    if (!_body_chunks) {
+        _encoder.append(out, piece, which);
+        if (which == body_piece::last) {
+            out.append(".\r\n");
+            expect(awaiting::data_end, slot);
+            body_complete(slot, out);
+        }
+        return;
+    }
+    const std::uint64_t octets = _encoder.size_of(piece, which);
+    if (octets == 0 && which == body_piece::more) {
+        _encoder.append(out, piece, which);  // e.g. the LF of a CRLF split across pieces
+        return;
+    }
+    out.append("BDAT ");
+    core::append_decimal(out, octets);
+    out.append(which == body_piece::last ? " LAST\r\n" : "\r\n");
+    _encoder.append(out, piece, which);
+    if (which == body_piece::more) {
+        expect(awaiting::bdat_chunk, slot);
+        ++_chunks_unanswered;
+        return;
+    }
+    expect(awaiting::bdat, slot);
+    body_complete(slot, out);
+}
+
+void client_session::body_complete(std::uint8_t slot, std::string& out) {
+    _body_wanted = false;
+    _tx[slot].body_sent = true;
+    pipeline_ahead(out);
+}
+
+void client_session::abandon_body(const outcome_reply& reply) {
+    if (!_body_wanted) return;
+    _body_wanted = false;
+    _session_reply = reply;
+    fail_open(outcome_kind::transient_failure, reply);
+    _close_reason = close_reason::body_abandoned;
+    fail_connection(close_reason::body_abandoned);
+}
+
+// RFC 3030 §2: a 4xx or 5xx to a chunk fails the transaction; no more chunks are sent, and
+// the peer discards the ones already pipelined (their replies, and the LAST chunk's if it was
+// sent, are ignored). RSET follows, as after a refused BDAT LAST, and an envelope pipelined
+// behind the LAST chunk is void.
+void client_session::chunk_refused(std::uint8_t slot, const parsed_reply& r, std::string& out) {
+    _body_wanted = false;
+    transaction& t = _tx[slot];
+    t.work.reply.assign_peer(r);
+    for (std::size_t i = _expected_head; i < _expected.size(); ++i) {
+        if (_expected[i].tx == slot) _expected[i].what = awaiting::discarded;
+    }
+    if (_open == 2) void_next_envelope();
+    finish_transaction(slot, kind_of(r.code), out);
 }
 
 // The BDAT LAST of the oldest transaction was refused and the next envelope is already on
@@ -623,6 +698,10 @@ void client_session::on_transaction_reply(const expected_reply& e, const parsed_
             void_next_envelope();  // a refused BDAT LAST is followed by RSET (below)
         }
         finish_transaction(slot, kind_of(r.code), out);
+        return;
+    case awaiting::bdat_chunk:
+        if (_chunks_unanswered > 0) --_chunks_unanswered;
+        if (!is_positive(r.code)) chunk_refused(slot, r, out);
         return;
     case awaiting::discarded:
         return;

@@ -73,7 +73,23 @@
 // copied with dot-stuffing (RFC 5321 §4.5.2) and line ends normalized (below); a BDAT body is
 // copied normalized. Normalization (body_encoding.h): a bare LF or a bare CR becomes CRLF (what
 // most MTAs do; RFC 5321 §2.3.8 forbids sending them), and a body not ending in CRLF gets one;
-// SIZE and BDAT lengths count the normalized octets. The per-message path allocates nothing
+// SIZE and BDAT lengths count the normalized octets.
+//
+// Bodies in pieces (outbound_message::source == body_source::pieces; a large body streamed from
+// the spool, never whole in memory): the envelope goes as for any message; when the body is due
+// (DATA got 354; with CHUNKING, the RCPT replies are in) wants_body() becomes true and the
+// caller feeds the body with feed_body(), piece by piece, as its pieces become available, the
+// last one marked body_piece::last. The encoding state crosses the pieces (body_encoder), so a
+// DATA body's octets on the wire are exactly those of the same body given whole. BDAT sends
+// one chunk per piece (RFC 3030 §2: "BDAT n" CRLF, n the piece's normalized octets; the last
+// "BDAT n LAST"); with PIPELINING the chunks go without waiting for their replies, else each
+// waits for the previous one's (body_piece_welcome()). A refused chunk fails the message with
+// that reply: no more chunks, the replies to the ones already sent are ignored, RSET follows
+// (and a next envelope pipelined behind a LAST chunk is void, as behind a refused BDAT LAST).
+// Nothing is pipelined behind a body until its last piece. A caller that cannot supply the
+// rest calls abandon_body() and drops the connection: the end of data is never sent, so the
+// peer discards the partial message (RFC 5321 §4.1.1.4: only the end of data completes it).
+// The per-message path allocates nothing
 // once its buffers have grown to the largest message/reply seen (outcome strings keep their
 // capacity).
 #pragma once
@@ -129,6 +145,23 @@ public:
         return _state == client_state::idle || _state == client_state::transaction;
     }
 
+    // A body given in pieces (above). wants_body(): the oldest open message wants its body now,
+    // until its last piece is fed or the transaction no longer wants it (a chunk refused, 421,
+    // the session closed). body_piece_welcome(): a piece may be fed now (wants_body(), and a
+    // BDAT chunk without PIPELINING has its reply).
+    [[nodiscard]] bool wants_body() const noexcept { return _body_wanted; }
+    [[nodiscard]] bool body_piece_welcome() const noexcept;
+    // Appends the next piece of the body (`piece` is the caller's, read during the call only),
+    // encoded (DATA: normalized and dot-stuffed, the last followed by "." CRLF; BDAT: one
+    // chunk, none for a non-last piece that adds no octet). Only while body_piece_welcome().
+    void feed_body(std::string_view piece, body_piece which, std::string& out);
+    // The caller cannot supply the rest of the body (a read failed or a record did not check
+    // mid-body): the message fails with `reply` (transient_failure), the session closes
+    // (close_reason::body_abandoned, session_reply() = reply) without ending the data, queued
+    // messages are not attempted, and nothing more is written: the caller must drop the
+    // connection (no QUIT). Only while wants_body().
+    void abandon_body(const outcome_reply& reply);
+
     // No more messages: once every submitted message has its outcome, send QUIT.
     void quit(std::string& out);
 
@@ -153,6 +186,7 @@ private:
     enum class awaiting : std::uint8_t {
         setup,      // the greeting, or a command of the negotiation (_setup): its reply goes there
         mail, rcpt, data, data_end, dot, bdat, rset, quit,
+        bdat_chunk,  // a BDAT chunk before the LAST one of a body given in pieces
         discarded,  // a command of an envelope made void by a refused BDAT LAST: reply ignored
     };
     struct expected_reply {
@@ -190,6 +224,12 @@ private:
     void after_rcpts(std::uint8_t slot, std::string& out);
     void send_body_data(std::uint8_t slot, std::string& out);
     void send_bdat(std::uint8_t slot, std::string& out);
+    // The body is due and comes in pieces: wants_body() from now on.
+    void begin_body_pieces(dot_stuffing stuffing);
+    // The body of `slot` is all on its way: the end-of-data reply is all it awaits.
+    void body_complete(std::uint8_t slot, std::string& out);
+    // A BDAT chunk before the last was refused (RFC 3030 §2).
+    void chunk_refused(std::uint8_t slot, const parsed_reply& r, std::string& out);
     void void_next_envelope();
     void finish_transaction(std::uint8_t slot, outcome_kind kind, std::string& out);
     void publish_transaction();
@@ -234,6 +274,11 @@ private:
     client_state _state = client_state::greeting;
     close_reason _close_reason = close_reason::none;
     bool _quit_requested = false;
+    // The body being given in pieces: always the oldest open transaction's.
+    body_encoder _encoder;
+    bool _body_wanted = false;
+    bool _body_chunks = false;             // BDAT chunks, else DATA
+    std::uint32_t _chunks_unanswered = 0;  // bdat_chunk replies outstanding
     outcome_kind _late_kind = outcome_kind::not_attempted;  // for messages submitted after close
 };
 

@@ -56,6 +56,13 @@ enum class utf8_envelope : std::uint8_t {
     smtputf8,  // SMTPUTF8 (RFC 6531 §3.4); refused locally if the peer lacks SMTPUTF8
 };
 
+// How a message's body reaches the session.
+enum class body_source : std::uint8_t {
+    whole,   // outbound_message::body holds all of it from submit() on
+    pieces,  // given later, in order, through client_session::feed_body() (a large body
+             // streamed from the spool: never whole in memory)
+};
+
 // One message to send. The caller owns every byte it points to (addresses, the recipient
 // array and the body) and keeps them valid and unchanged until this message's outcome has
 // been reported (appears in outcomes()).
@@ -63,9 +70,15 @@ struct outbound_message {
     std::uint64_t tag = 0;                 // the caller's id, echoed in the outcome
     std::string_view mail_from;            // without angle brackets; empty = null sender
     std::span<const std::string> rcpt_to;  // without angle brackets; at least one
-    std::string_view body;                 // header + body, CRLF lines, no final "."
+    std::string_view body;                 // header + body, CRLF lines, no final "."; unused
+                                           // with body_source::pieces
     body_kind body_type = body_kind::seven_bit;
     utf8_envelope utf8 = utf8_envelope::ascii;
+    body_source source = body_source::whole;
+    // body_source::pieces only: the body's normalized size (body_encoding.h), for SIZE and the
+    // local size check. An estimate is allowed (RFC 1870 §2: the client's estimate); a
+    // caller that has the whole body gives the exact figure.
+    std::uint64_t pieces_size = 0;
 };
 
 enum class outcome_kind : std::uint8_t {
@@ -154,6 +167,7 @@ enum class close_reason : std::uint8_t {
     tls_required,      // tls_use::required and the peer did not offer STARTTLS or refused it
     tls_failed,        // on_tls_failed(): the handshake failed; the connection is unusable
     auth_failed,       // AUTH was refused, or could not be attempted (see client_config)
+    body_abandoned,    // abandon_body(): the caller could not supply the rest of a body
 };
 
 }  // namespace ringrelay::protocol

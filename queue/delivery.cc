@@ -132,6 +132,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         // still there, else from the spool), so jobs waiting for a connection cost no body memory.
         job->cached = m.body;
         job->where = m.where;
+        job->message_size = m.size;
         job->spool_dir = &_spool_dir;
         job->outbound = outbound_message_of(m, job->rcpt_to);
         // The destination's owner shard runs its connections: one pool, one set of limits and

@@ -63,6 +63,7 @@ struct delivery_job {
     // else read back from the origin's spool by that connection (queue/outbound.h).
     std::weak_ptr<const message_body> cached;
     record_location where;
+    std::uint64_t message_size = 0;          // of the message as spooled: the last bytes of its record
     const std::string* spool_dir = nullptr;  // the origin shard's (outlives every job)
     body_ptr body;                           // held while the job is on a connection
     std::int64_t started_ms = 0;  // when the attempt was scheduled (monotonic)

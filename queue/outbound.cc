@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -34,6 +35,7 @@ outbound::outbound(const core::stream_services& streams, tls_client_policy& tls,
 
 outbound::~outbound() {
     if (_load_fd >= 0) ::close(_load_fd);
+    if (_piece_fd >= 0) ::close(_piece_fd);
 }
 
 std::unique_ptr<outbound_link> outbound_factory::make(const connection_target& target,
@@ -113,9 +115,15 @@ void outbound::on_stream_tls_ready() noexcept {
     after_step();
 }
 
-// A long upload is progress, not a stall.
-void outbound::on_stream_sent(std::uint8_t) noexcept { _last_activity_ms = core::monotonic_ms(); }
-void outbound::on_stream_progress() noexcept { _last_activity_ms = core::monotonic_ms(); }
+// A long upload is progress, not a stall; output that left makes room for a body's next piece.
+void outbound::on_stream_sent(std::uint8_t) noexcept {
+    _last_activity_ms = core::monotonic_ms();
+    pump_body();
+}
+void outbound::on_stream_progress() noexcept {
+    _last_activity_ms = core::monotonic_ms();
+    pump_body();
+}
 
 // The session's STARTTLS got 220: the ClientHello goes out at the end of the turn.
 void outbound::start_tls() noexcept {
@@ -206,6 +214,7 @@ void outbound::after_step() noexcept {
         _connected = true;
         follow(_owner.connection_ready(*this));
     }
+    pump_body();
     if (!_stream.out().empty()) _stream.want_flush();
     if (_session.closed() && !_closing) {
         const bool before_greeting = !_connected;
@@ -251,6 +260,7 @@ void outbound::deliver_outcomes() noexcept {
     for (const protocol::message_outcome& o : _done) {
         delivery_job* job = std::exchange(_job, nullptr);
         if (job == nullptr) continue;
+        end_body_feed();
         RR_ASSERT(o.tag == job->outbound.tag);
         follow(_owner.job_done(*this, job, o, hop()));
     }
@@ -261,12 +271,23 @@ void outbound::assign(delivery_job* job) noexcept {
     _job = job;
     ++_messages;
     _last_activity_ms = core::monotonic_ms();
+    end_body_feed();
+    _body_submitted = false;
     if (!job->body) job->body = job->cached.lock();
-    if (!job->body) {
-        load_body();
+    if (job->body) {
+        if (job->body->text.size() > body_stream_threshold) {
+            _feed = body_feed::memory;  // sliced from the cache's copy, never copied whole
+            _feed_text = job->body->text;
+            _feed_at = 0;
+        }
+        submit_job();
         return;
     }
-    submit_job();
+    if (streams_from_spool(*job)) {
+        start_spool_body();
+        return;
+    }
+    load_body();
 }
 
 void outbound::load_body() noexcept {
@@ -324,21 +345,204 @@ void outbound::body_loaded(int res) noexcept {
     // Deferred with the reason, like any transient failure; the next attempt reads it again.
     protocol::message_outcome failed;
     failed.kind = protocol::outcome_kind::transient_failure;
-    failed.reply.origin = protocol::reply_origin::local;
-    failed.reply.code = 451;
-    failed.reply.enhanced.status_class = 4;
-    failed.reply.enhanced.subject = 3;
-    failed.reply.enhanced.detail = 0;
-    failed.reply.text = "cannot read the message back from the spool (" + *job->spool_dir + "/" +
-                        segment_file_name(w.segment) + " offset " + std::to_string(w.offset) + "): " + error;
+    failed.reply = unreadable_reply(*job, error);
     core::diag("outbound: " + protocol::format_queue_id(job->outbound.tag) + ": " + failed.reply.text);
     _job = nullptr;
     follow(_owner.job_done(*this, job, failed, hop()));
 }
 
+protocol::outcome_reply outbound::unreadable_reply(const delivery_job& job, const std::string& error) const {
+    const record_location& w = job.where;
+    const std::string where = job.spool_dir != nullptr ? *job.spool_dir + "/" + segment_file_name(w.segment) : "?";
+    protocol::outcome_reply reply;
+    reply.assign_local(451, protocol::enhanced_status{4, 3, 0},
+                       "cannot read the message back from the spool (" + where + " offset " +
+                           std::to_string(w.offset) + "): " + error);
+    return reply;
+}
+
+// ---- a large body in pieces ----------------------------------------------------------------
+
+// The record holds the message at its end (queue/record.h); a size that does not fit it is
+// left to the whole read, which checks everything.
+bool outbound::streams_from_spool(const delivery_job& job) const noexcept {
+    return job.spool_dir != nullptr && job.message_size > body_stream_threshold &&
+           job.message_size + record_header_size <= job.where.size;
+}
+
+void outbound::start_spool_body() noexcept {
+    _feed = body_feed::spool;
+    _feed_at = 0;
+    _body_start = _job->where.size - _job->message_size;
+    _check = record_stream_check(_job->where.size, _job->where.salt);
+    _piece_full = false;
+    // A read for an earlier job still in flight: this one's starts from its completion.
+    if (!_piece_reading) open_and_read();
+}
+
+// Opens the job's segment (synchronously, as the whole read does) and reads the record's first
+// piece. A failure is posted: reported from the completion, never from inside the report that
+// gave this job.
+void outbound::open_and_read() noexcept {
+    const std::string path = *_job->spool_dir + "/" + segment_file_name(_job->where.segment);
+    _piece_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (_piece_fd < 0) {
+        _piece_reading = true;
+        _piece_job = _job;
+        _reactor.post(&_piece_op, -errno);
+        return;
+    }
+    read_piece();
+}
+
+void outbound::read_piece() noexcept {
+    const record_location& w = _job->where;
+    const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(body_piece_size, w.size - _feed_at));
+    if (_piece.capacity() < body_piece_size) _piece.reserve(body_piece_size);
+    _piece.resize(length);
+    _piece_reading = true;
+    _piece_job = _job;
+    io_uring_prep_read(_reactor.sqe(&_piece_op), _piece_fd, _piece.data(), static_cast<unsigned>(length),
+                       w.offset + _feed_at);
+}
+
+void outbound::piece_read(int res, std::uint32_t) noexcept {
+    _piece_reading = false;
+    delivery_job* job = std::exchange(_piece_job, nullptr);
+    if (job == nullptr || job != _job || _closing || _feed != body_feed::spool || _piece_full) {
+        // For a job given back meanwhile: its file goes; the current job's read starts now.
+        if (_piece_fd >= 0) {
+            ::close(_piece_fd);
+            _piece_fd = -1;
+        }
+        if (!_closing && _job != nullptr && _feed == body_feed::spool && !_piece_full && _feed_at == 0) {
+            open_and_read();
+        } else if (_feed != body_feed::spool) {
+            std::string().swap(_piece);
+        }
+        return;
+    }
+    const record_location& w = job->where;
+    const std::uint64_t from = _feed_at;
+    std::string error;
+    if (res < 0) {
+        error = std::strerror(-res);
+    } else if (static_cast<std::size_t>(res) < _piece.size()) {
+        error = "the segment ends short of the record";
+    } else if (auto added = _check.add(_piece); !added) {
+        error = std::string(describe(added.error()));
+    } else if (from == 0) {
+        // The first piece: the record must be this message's, its envelope where the size says.
+        const std::size_t descriptor = record_descriptor_size(_piece);
+        if (_check.header().queue_id != job->outbound.tag ||
+            (descriptor != 0 && descriptor != _body_start))  // 0: an envelope longer than a piece
+            error = "another record is there";
+    }
+    if (error.empty()) {
+        _feed_at += _piece.size();
+        _piece_skip = static_cast<std::size_t>(std::min<std::uint64_t>(
+            _body_start > from ? _body_start - from : 0, _piece.size()));
+        // The end of the data is given only for a record whose every byte checked.
+        if (_feed_at == w.size) {
+            if (auto whole = _check.finish(); !whole) error = std::string(describe(whole.error()));
+        }
+    }
+    if (!error.empty()) {
+        fail_body(job, error);
+        return;
+    }
+    _piece_full = true;
+    if (!_body_submitted) {
+        submit_job();  // its body is wanted once the envelope's replies are in
+        return;
+    }
+    pump_body();
+}
+
+// Gives the session what it wants of the body while the output has room; the next read is
+// issued once a piece was given, so reads follow the output as it drains.
+void outbound::pump_body() noexcept {
+    if (_feed == body_feed::none || _closing || _job == nullptr || !_body_submitted) return;
+    while (_session.body_piece_welcome() && _stream.unsent() < body_piece_size) {
+        if (_feed == body_feed::memory) {
+            const std::string_view piece = _feed_text.substr(_feed_at, body_piece_size);
+            _feed_at += piece.size();
+            const bool last = _feed_at == _feed_text.size();
+            _session.feed_body(piece, last ? protocol::body_piece::last : protocol::body_piece::more, _stream.out());
+            if (last) end_body_feed();
+            continue;
+        }
+        if (!_piece_full) break;  // its read is in flight
+        const bool last = _feed_at == _job->where.size;
+        _session.feed_body(std::string_view(_piece).substr(_piece_skip),
+                           last ? protocol::body_piece::last : protocol::body_piece::more, _stream.out());
+        _piece_full = false;
+        if (last) {
+            end_body_feed();
+            break;
+        }
+        read_piece();
+    }
+    if (!_stream.out().empty()) _stream.want_flush();
+}
+
+// The body is all given, or the job ended: nothing more is read for it. The file stays open
+// while a read is in flight (piece_read closes it).
+void outbound::end_body_feed() noexcept {
+    _feed = body_feed::none;
+    _feed_text = {};
+    _piece_full = false;
+    if (!_piece_reading && _piece_fd >= 0) {
+        ::close(_piece_fd);
+        _piece_fd = -1;
+    }
+    if (!_piece_reading) std::string().swap(_piece);  // an idle connection holds no piece
+}
+
+// A read failed or the record did not check: deferred with the reason, like a failed whole
+// read. Mid-body the data is never ended: the session abandons the body and the connection is
+// aborted, so the peer discards what it got.
+void outbound::fail_body(delivery_job* job, const std::string& error) noexcept {
+    end_body_feed();
+    const protocol::outcome_reply reply = unreadable_reply(*job, error);
+    core::diag("outbound: " + protocol::format_queue_id(job->outbound.tag) + ": " + reply.text +
+               (_body_submitted ? " (connection dropped mid-body)" : ""));
+    if (!_body_submitted) {
+        protocol::message_outcome failed;
+        failed.kind = protocol::outcome_kind::transient_failure;
+        failed.reply = reply;
+        _job = nullptr;
+        follow(_owner.job_done(*this, job, failed, hop()));
+        return;
+    }
+    if (!_session.wants_body()) return;  // the session gave the message up already: its outcome stands
+    _session.abandon_body(reply);
+    _stream.abort();
+    lost("the message could not be read back from the spool mid-body");
+}
+
 void outbound::submit_job() noexcept {
     delivery_job* job = _job;
-    job->outbound.body = job->body->text;
+    _body_submitted = true;
+    switch (_feed) {
+    case body_feed::none:
+        job->outbound.source = protocol::body_source::whole;
+        job->outbound.body = job->body->text;
+        break;
+    case body_feed::memory:
+        job->outbound.source = protocol::body_source::pieces;
+        job->outbound.body = {};
+        job->outbound.pieces_size = protocol::normalized_body_size(_feed_text);  // exact: one pass, no copy
+        break;
+    case body_feed::spool:
+        // The size as spooled: exact for a message received over SMTP that ends in CRLF (the
+        // inbound side refuses bare CR and LF, so nothing grows when normalized); an
+        // estimate otherwise (RFC 1870 allows one).
+        job->outbound.source = protocol::body_source::pieces;
+        job->outbound.body = {};
+        job->outbound.pieces_size = job->message_size;
+        break;
+    }
     _session.submit(job->outbound, _stream.out());
     // The commands leave at the end of the turn. A message refused locally has its outcome
     // already: it is handed over then too (on_stream_flush), never from inside the report
@@ -388,6 +592,7 @@ void outbound::lost(std::string_view why) noexcept {
         // No outcome for it (it was never submitted): give it back as not attempted.
         protocol::message_outcome none;
         none.kind = protocol::outcome_kind::not_attempted;
+        end_body_feed();
         delivery_job* job = _job;
         _job = nullptr;
         follow(_owner.job_done(*this, job, none, hop()));

@@ -27,8 +27,26 @@
 // stream sends the last words, close_notify under TLS, and finishes) -> freed by the pool at
 // the end of the turn once retirable() (the stream finished: nothing in flight). Shard-local
 // (the destination's owner shard).
+// Bodies: a job's body comes from its origin's cache (shared, never copied) or is read back
+// from the origin's spool segment. Up to body_stream_threshold the whole record is read at once
+// (one io_uring read, checked by decode_record) and the session copies the body into the
+// stream's output. A larger body is never held whole by the connection nor copied whole into
+// the output: the session takes it in pieces (protocol::body_source::pieces), each given when
+// the stream's queued output has fallen below body_piece_size, from the cached copy or from
+// reads of body_piece_size into one plain buffer per connection (the reactor registers no
+// buffers, so IORING_OP_READ rather than READ_FIXED), the next read issued once the previous
+// piece was given. The record's CRC-32C is checked as the pieces come (record_stream_check)
+// and the body's last piece, which ends the data, is given only once the whole record
+// matched. A read error or a mismatch mid-body abandons the body (the session never ends the
+// data) and aborts the connection, so the peer discards the partial message; the job gets the
+// same local 451 4.3.0 as a failed whole read. Per connection this holds at most one piece
+// read (256 KiB), the output queued below 256 KiB when a piece is given plus that piece
+// encoded (at most twice its size: a bare LF or a leading '.' doubles), and one send of at
+// most as much in the kernel: 1.75 MiB at worst, 1.25 MiB for a body of CRLF lines. The piece
+// buffer is freed when the body is done.
 // SECURITY: every byte received is the next hop's; the stream moves it and the session parses
-// it (bounded reply lines). Output waits only behind our own commands.
+// it (bounded reply lines). Output waits only behind our own commands. Spooled bytes are given
+// to the peer only from a record whose header checked; the end of data only once its CRC did.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -41,9 +59,17 @@
 #include "core/tls.h"
 #include "protocol/client_session.h"
 #include "queue/outbound_link.h"
+#include "queue/record.h"
 #include "queue/tls_client_policy.h"
 
 namespace ringrelay::queue {
+
+// The piece of a large body read and given to the session at a time, and the mark: a piece is
+// given only while less than this is queued in the stream's output.
+inline constexpr std::size_t body_piece_size = 256 * 1024;
+// A body larger than this (four pieces, 1 MiB) is sent in pieces; a smaller one whole (one
+// read of its record: fewer round trips through the loop, and it is small anyway).
+inline constexpr std::uint64_t body_stream_threshold = 4 * body_piece_size;
 
 class outbound final : public outbound_link, private core::stream_owner {
 public:
@@ -64,7 +90,9 @@ public:
     void finish() noexcept override;
     void abort(const char* why) noexcept override;
     void flush() noexcept override;
-    [[nodiscard]] bool retirable() const noexcept override { return _closing && _stream.finished() && !_loading; }
+    [[nodiscard]] bool retirable() const noexcept override {
+        return _closing && _stream.finished() && !_loading && !_piece_reading;
+    }
     [[nodiscard]] std::int64_t last_activity_ms() const noexcept override { return _last_activity_ms; }
     [[nodiscard]] bool busy() const noexcept override { return _job != nullptr; }
     [[nodiscard]] std::uint32_t messages_sent() const noexcept override { return _messages; }
@@ -94,6 +122,20 @@ private:
         outbound* owner = nullptr;
         void complete(int res, std::uint32_t) noexcept override { owner->body_loaded(res); }
     };
+
+    // A large body in pieces (see above). start_spool_body: the record's first piece is read
+    // before the job is submitted (a record that fails at once costs no transaction);
+    // pump_body gives pieces while the session wants them and the output has room, and reads
+    // the next; a failure mid-body abandons it (fail_body).
+    [[nodiscard]] bool streams_from_spool(const delivery_job& job) const noexcept;
+    void start_spool_body() noexcept;
+    void open_and_read() noexcept;
+    void read_piece() noexcept;
+    void piece_read(int res, std::uint32_t flags) noexcept;
+    void pump_body() noexcept;
+    void end_body_feed() noexcept;
+    void fail_body(delivery_job* job, const std::string& error) noexcept;
+    [[nodiscard]] protocol::outcome_reply unreadable_reply(const delivery_job& job, const std::string& error) const;
 
     void after_step() noexcept;
     void lost(std::string_view why) noexcept;
@@ -130,6 +172,21 @@ private:
     std::string _load_error;          // a failure found before the read was submitted
     delivery_job* _load_job = nullptr;
     std::string _load_buffer;
+    // A large body given in pieces (body_source::pieces), for _job.
+    enum class body_feed : std::uint8_t { none, memory, spool };
+    body_feed _feed = body_feed::none;
+    bool _body_submitted = false;    // _job was given to the session
+    std::string_view _feed_text;     // memory: the cached body (_job->body keeps it)
+    std::uint64_t _feed_at = 0;      // memory: next octet of _feed_text; spool: of the record to read
+    std::uint64_t _body_start = 0;   // spool: where the message starts in its record
+    record_stream_check _check{0, 0};
+    std::string _piece;              // spool: the piece read (plain memory, body_piece_size)
+    std::size_t _piece_skip = 0;     // of _piece, the octets before the message (the envelope)
+    bool _piece_full = false;        // _piece holds a piece not yet given
+    bool _piece_reading = false;     // a read into _piece is in flight (or its failure posted)
+    delivery_job* _piece_job = nullptr;  // the job that read is for
+    int _piece_fd = -1;              // closed only when no read is in flight
+    core::operation<&outbound::piece_read> _piece_op{*this};
     std::vector<protocol::message_outcome> _done;  // outcomes being handed over (reused)
     std::string _tls_text;    // "TLSv1.3 TLS_AES_256_GCM_SHA384" once established
     std::string _tls_failure; // why the handshake failed

@@ -297,6 +297,49 @@ std::expected<decoded_message, decode_error> decode_record(std::string_view byte
     return d;
 }
 
+std::expected<void, decode_error> record_stream_check::add(std::string_view bytes) noexcept {
+    if (_failed) return std::unexpected(decode_error::bad_length);
+    if (bytes.size() > _size - _seen) {
+        _failed = true;
+        return std::unexpected(decode_error::bad_length);
+    }
+    if (_seen == 0) {
+        if (bytes.size() < 4) {
+            _failed = true;
+            return std::unexpected(decode_error::truncated);
+        }
+        if (get<std::uint32_t>(bytes, 0) != record_magic) {
+            _failed = true;
+            return std::unexpected(decode_error::bad_magic);
+        }
+        if (bytes.size() < record_header_size) {
+            _failed = true;
+            return std::unexpected(decode_error::truncated);
+        }
+        auto d = decode_header(bytes);
+        if (!d || !has_message_bytes(d->header.type) || d->record_size != _size) {
+            _failed = true;
+            return std::unexpected(d ? decode_error::bad_length : d.error());
+        }
+        _header = d->header;
+        // As decode_record: the header after the magic, the CRC field excepted.
+        _crc = crc32c(_crc, bytes.substr(4, 8));
+        _crc = crc32c(_crc, bytes.substr(16, 16));
+        _crc = crc32c(_crc, bytes.substr(record_header_size));
+    } else {
+        _crc = crc32c(_crc, bytes);
+    }
+    _seen += bytes.size();
+    return {};
+}
+
+std::expected<void, decode_error> record_stream_check::finish() const noexcept {
+    if (_failed || _seen == 0) return std::unexpected(decode_error::bad_length);
+    if (_seen < _size) return std::unexpected(decode_error::truncated);
+    if (_crc != _header.crc) return std::unexpected(decode_error::bad_checksum);
+    return {};
+}
+
 std::expected<decoded_message, decode_error> decode_record_descriptor(std::string_view head, std::uint64_t message_size,
                                                                       std::uint32_t salt) {
     if (head.size() < 4) return std::unexpected(decode_error::truncated);

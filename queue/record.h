@@ -168,6 +168,35 @@ void encode_suppression_record(std::string& out, std::string_view tenant, std::s
 // checking its CRC with `salt` (a segment record's with 0).
 [[nodiscard]] std::expected<decoded_message, decode_error> decode_record(std::string_view bytes, std::uint32_t salt);
 
+// Checks a message record (or a copy) read back in pieces, in order, without holding it whole
+// (a large body streamed from the spool, queue/outbound.h): from the first piece the header, as
+// decode_record checks it (magic, type, version, a length that makes the record
+// `record_size` bytes), then the CRC-32C over every piece. The record is intact only once
+// every byte is in and finish() succeeded: what the pieces carry is provisional until then,
+// and the caller must not act on it irrevocably (a delivery sends the body but not its end).
+// The envelope is not decoded (the job has it). Shard-local; no allocation.
+class record_stream_check {
+public:
+    // `record_size`: header and payload (record_location::size); `salt`: its segment's.
+    record_stream_check(std::uint64_t record_size, std::uint32_t salt) noexcept : _size(record_size), _crc(salt) {}
+    // The next bytes of the record, in order; the first call gives at least the header (32
+    // bytes). Fails if the header is no message record of record_size bytes, or if more bytes
+    // than that are given; a failure is final.
+    [[nodiscard]] std::expected<void, decode_error> add(std::string_view bytes) noexcept;
+    // Every byte was given and the CRC matched.
+    [[nodiscard]] std::expected<void, decode_error> finish() const noexcept;
+    // Valid once the first piece was added.
+    [[nodiscard]] const record_header& header() const noexcept { return _header; }
+    [[nodiscard]] std::uint64_t checked() const noexcept { return _seen; }
+
+private:
+    std::uint64_t _size;
+    std::uint32_t _crc;
+    std::uint64_t _seen = 0;
+    record_header _header;
+    bool _failed = false;
+};
+
 // A record's descriptor: its header and its payload without the message bytes (a segment
 // index keeps these, queue/segment_index.h). For a message or a copy `head` ends where the
 // message bytes begin and `message_size` says how many were left out; their CRC (in the

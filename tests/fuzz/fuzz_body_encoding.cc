@@ -6,9 +6,14 @@
 // already held; stuffed, no line is a lone "." and removing one leading '.' from every line
 // gives the unstuffed output back. Round trip: the server's DATA reader (data_reader), fed the
 // stuffed output and "." CRLF split where the cut byte says, completes exactly at the end and
-// stores the unstuffed output, with no bare CR or LF seen.
+// stores the unstuffed output, with no bare CR or LF seen. Pieces (body_encoder, a large body
+// streamed from the spool): the body cut into pieces of 0..64 octets (lengths drawn from a
+// generator seeded by the cut byte and the size) and encoded piece by piece gives exactly the
+// whole body's output, stuffed and not, and the pieces' size_of() add up to
+// normalized_body_size().
 // Input layout: [cut byte] body...
 // SECURITY: bodies come from clients through the spool; this is every body the relay may send.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -49,6 +54,30 @@ std::string unstuff(std::string_view stuffed) {
     return plain;
 }
 
+// The body in pieces through one body_encoder; `sizes` gets the sum of size_of().
+std::string encode_pieces(std::string_view body, dot_stuffing stuffing, std::uint32_t seed, std::uint64_t& sizes) {
+    body_encoder encoder(stuffing);
+    std::string out;
+    sizes = 0;
+    std::uint32_t x = seed | 1;
+    do {
+        x ^= x << 13;  // xorshift32
+        x ^= x >> 17;
+        x ^= x << 5;
+        const std::size_t n = std::min<std::size_t>(x % 65, body.size());
+        const body_piece which = n == body.size() ? body_piece::last : body_piece::more;
+        const std::string_view piece = body.substr(0, n);
+        const std::uint64_t predicted = encoder.size_of(piece, which);
+        const std::size_t before = out.size();
+        encoder.append(out, piece, which);
+        if (stuffing == dot_stuffing::off && out.size() - before != predicted) std::abort();
+        sizes += predicted;
+        body.remove_prefix(n);
+        if (which == body_piece::last) break;
+    } while (true);
+    return out;
+}
+
 std::string encode(std::string_view prefix, std::string_view body, dot_stuffing stuffing) {
     std::string out(prefix);
     append_normalized_body(out, body, stuffing);
@@ -73,6 +102,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_lines(bdat);
     check_lines(stuffed);
     if (unstuff(stuffed) != bdat) std::abort();
+
+    // In pieces: the same octets, however the body is cut.
+    const std::uint32_t seed = static_cast<std::uint32_t>(data[0]) * 2654435761u ^ static_cast<std::uint32_t>(size);
+    std::uint64_t sizes = 0;
+    if (encode_pieces(body, dot_stuffing::off, seed, sizes) != bdat || sizes != bdat.size()) std::abort();
+    if (encode_pieces(body, dot_stuffing::on, seed, sizes) != stuffed) std::abort();
 
     // What a server's DATA reader makes of it: exactly the unstuffed octets, ending at the end.
     const std::string wire = stuffed + ".\r\n";

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -592,8 +593,9 @@ protected:
         std::filesystem::remove_all(dir);
     }
     // Writes segment 7 holding `text` as message `tag`'s record after some filler; points the
-    // job at it and drops the cached copy.
-    void spool_job(test_job& j, const std::string& text, bool corrupt = false) {
+    // job at it and drops the cached copy. `damage` (if set) is applied to the file's bytes.
+    void spool_job(test_job& j, const std::string& text, bool corrupt = false,
+                   const std::function<void(std::string& file, std::size_t record_at)>& damage = {}) {
         protocol::envelope env;
         env.queue_id = j.job.outbound.tag;
         env.mail_from = "a@example.org";
@@ -603,8 +605,11 @@ protected:
         encode_message_record(file, env, "127.0.0.1", 1, text, salt);
         file += text;
         if (corrupt) file[file.size() - 3] ^= 0x20;
+        const std::uint64_t record_size = file.size() - offset;
+        if (damage) damage(file, offset);
         std::ofstream(dir + "/" + segment_file_name(7), std::ios::binary) << file;
-        j.job.where = record_location{7, offset, file.size() - offset, salt};
+        j.job.where = record_location{7, offset, record_size, salt};
+        j.job.message_size = text.size();
         j.job.spool_dir = &dir;
         j.cache.reset();
     }
@@ -661,6 +666,202 @@ TEST_F(OutboundSpoolTest, AMissingSegmentFailsTheAttemptTransiently) {
     EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::transient_failure);
     EXPECT_NE(owner.dones[0].outcome.reply.text.find("No such file or directory"), std::string::npos)
         << owner.dones[0].outcome.reply.text;
+}
+
+// ---- large bodies, in pieces (issue 15) --------------------------------------------------
+
+// About 3 MiB (twelve pieces): numbered lines, every seventh starting with '.', so that dots
+// are stuffed on both sides of many piece boundaries.
+std::string large_text() {
+    std::string text = "Subject: large\r\n\r\n";
+    for (int i = 0; text.size() < 3 * 1024 * 1024; ++i) {
+        if (i % 7 == 0) text += '.';
+        text += "line " + std::to_string(i) + " of a large message, long enough to matter\r\n";
+    }
+    return text;
+}
+
+std::string stuffed(std::string_view text) {
+    std::string out;
+    protocol::append_normalized_body(out, text, protocol::dot_stuffing::on);
+    return out;
+}
+
+// Up to the 354 with PIPELINING (and CHUNKING when asked: up to the RCPT replies).
+class OutboundLargeTest : public OutboundSpoolTest {
+protected:
+    void up_to_body(bool chunking = false) {
+        accept_peer();
+        say("220 mx ESMTP\r\n");
+        EXPECT_EQ(expect("\r\n"), "EHLO relay.test.invalid\r\n");
+        if (chunking) {
+            say("250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+            EXPECT_EQ(expect("RCPT TO:<b@example.net>\r\n"), "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n");
+            say("250 ok\r\n250 ok\r\n");
+        } else {
+            say("250-mx\r\n250 PIPELINING\r\n");
+            EXPECT_EQ(expect("DATA\r\n"), "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+            say("250 ok\r\n250 ok\r\n354 go\r\n");
+        }
+    }
+    // The BDAT chunks read from the peer until the LAST one is complete, joined; their count.
+    std::string read_chunks(std::size_t& chunks) {
+        std::string wire;
+        std::string joined;
+        chunks = 0;
+        bool last = false;
+        EXPECT_TRUE(h.run_until([&] {
+            core::testing::stream_harness::read_available(peer, wire);
+            for (;;) {  // whole chunks off the front of `wire`
+                const std::size_t eol = wire.find("\r\n");
+                if (eol == std::string::npos) break;
+                std::string command = wire.substr(0, eol);
+                EXPECT_EQ(command.rfind("BDAT ", 0), 0U) << command;
+                const bool is_last = command.ends_with(" LAST");
+                const std::size_t length = std::stoul(command.substr(5));
+                if (wire.size() < eol + 2 + length) break;
+                joined.append(wire, eol + 2, length);
+                wire.erase(0, eol + 2 + length);
+                ++chunks;
+                if (is_last) last = true;
+            }
+            return last;
+        }, 20'000));
+        EXPECT_EQ(wire, "") << "nothing behind the LAST chunk";
+        return joined;
+    }
+};
+
+// From the spool: twelve reads of 256 KiB, given as the output drains; the wire carries exactly
+// what the whole-body path sends.
+TEST_F(OutboundLargeTest, ALargeBodyIsReadFromTheSpoolInPiecesAndSentByteExact) {
+    const std::string text = large_text();
+    test_job& j = job(21, {"b@example.net"}, "not this");
+    spool_job(j, text);
+    open();
+    up_to_body();
+    std::string got;
+    ASSERT_TRUE(h.read_until(peer, got, "\r\n.\r\n", 20'000));
+    EXPECT_TRUE(got == stuffed(text) + ".\r\n") << "differs: " << got.size() << " octets, expected "
+                                                 << stuffed(text).size() + 3;
+    say("250 2.0.0 queued\r\n");
+    ASSERT_EQ(owner.dones.size(), 1U);
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(expect("\r\n"), "QUIT\r\n");
+}
+
+// CHUNKING: one BDAT per piece read, the last LAST; together the message byte-exact.
+TEST_F(OutboundLargeTest, ALargeBodyFromTheSpoolGoesAsOneBdatChunkPerPiece) {
+    const std::string text = large_text();
+    test_job& j = job(22, {"b@example.net"}, "not this");
+    spool_job(j, text);
+    open();
+    up_to_body(true);
+    std::size_t chunks = 0;
+    const std::string joined = read_chunks(chunks);
+    EXPECT_TRUE(joined == text) << joined.size() << " octets, expected " << text.size();
+    // The first read holds the record's header and envelope too: one piece more than the body.
+    EXPECT_GE(chunks, text.size() / body_piece_size);
+    EXPECT_LE(chunks, text.size() / body_piece_size + 2);
+    std::string replies;
+    for (std::size_t i = 0; i < chunks; ++i) replies += "250 2.0.0 ok\r\n";
+    say(replies);
+    ASSERT_EQ(owner.dones.size(), 1U);
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::accepted);
+}
+
+// A cached large body is given in slices of the cache's copy: several chunks, never one.
+TEST_F(OutboundLargeTest, ALargeCachedBodyIsGivenInPiecesToo) {
+    const std::string text = large_text();
+    job(23, {"b@example.net"}, text);
+    open();
+    up_to_body(true);
+    std::size_t chunks = 0;
+    const std::string joined = read_chunks(chunks);
+    EXPECT_TRUE(joined == text);
+    EXPECT_EQ(chunks, (text.size() + body_piece_size - 1) / body_piece_size);
+    std::string replies;
+    for (std::size_t i = 0; i < chunks; ++i) replies += "250 2.0.0 ok\r\n";
+    say(replies);
+    ASSERT_EQ(owner.dones.size(), 1U);
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::accepted);
+}
+
+// A byte flipped in the middle of the record: the pieces before the last go out (the CRC can
+// only be known at the end), the end of data never does; the connection is aborted, so the
+// next hop discards the partial message, and the job is deferred with the spool's reason.
+TEST_F(OutboundLargeTest, ACorruptionMidRecordAbortsWithoutEndingTheDataAndDefers) {
+    const std::string text = large_text();
+    test_job& j = job(24, {"b@example.net", "c@example.net"}, "not this");
+    spool_job(j, text, false, [](std::string& file, std::size_t at) { file[at + (file.size() - at) / 2] ^= 0x20; });
+    open();
+    accept_peer();
+    say("220 mx ESMTP\r\n");
+    expect("EHLO relay.test.invalid\r\n");
+    say("250-mx\r\n250 PIPELINING\r\n");
+    expect("DATA\r\n");
+    say("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    std::string rest;
+    ASSERT_TRUE(h.read_to_end(peer, rest, 20'000)) << "the connection was not dropped";
+    EXPECT_GT(rest.size(), text.size() / 2) << "the body was being sent";
+    const std::string wire = stuffed(text);
+    EXPECT_LT(rest.size(), wire.size()) << "the last piece waits for the CRC";
+    // What left is the body's beginning, the flipped octet with it: only the missing end of
+    // data keeps the next hop from taking it.
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < rest.size() && i < wire.size(); ++i) differing += rest[i] != wire[i] ? 1 : 0;
+    EXPECT_EQ(differing, 1U);
+    EXPECT_EQ(rest.find("\r\n.\r\n"), std::string::npos) << "the data was ended";
+    EXPECT_EQ(rest.find("QUIT"), std::string::npos);
+    ASSERT_TRUE(h.run_until([&] { return !owner.closes.empty(); }));
+    ASSERT_EQ(owner.events, (std::vector<std::string>{"ready", "done 24", "closed"}));
+    const auto& d = owner.dones[0];
+    EXPECT_EQ(d.outcome.kind, protocol::outcome_kind::transient_failure) << "deferred, never bounced";
+    EXPECT_EQ(d.outcome.reply.origin, protocol::reply_origin::local);
+    EXPECT_EQ(d.outcome.reply.code, 451);
+    EXPECT_EQ(d.outcome.reply.text, "cannot read the message back from the spool (" + dir + "/" +
+                                        segment_file_name(7) + " offset 100): checksum mismatch");
+    ASSERT_EQ(d.outcome.recipients.size(), 2U);
+    for (const auto& r : d.outcome.recipients) EXPECT_EQ(r.kind, protocol::outcome_kind::transient_failure);
+    EXPECT_EQ(owner.closes[0].reason, protocol::close_reason::body_abandoned);
+    ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
+}
+
+// The segment ends in the middle of the record (a read comes back short mid-body): the same.
+TEST_F(OutboundLargeTest, AShortReadMidBodyAbortsWithoutEndingTheData) {
+    const std::string text = large_text();
+    test_job& j = job(25, {"b@example.net"}, "not this");
+    spool_job(j, text, false, [](std::string& file, std::size_t at) { file.resize(at + (file.size() - at) / 2); });
+    open();
+    up_to_body();
+    std::string rest;
+    ASSERT_TRUE(h.read_to_end(peer, rest, 20'000)) << "the connection was not dropped";
+    EXPECT_EQ(rest.find("\r\n.\r\n"), std::string::npos) << "the data was ended";
+    EXPECT_LT(rest.size(), text.size() / 2 + body_piece_size);
+    EXPECT_TRUE(stuffed(text).starts_with(rest));
+    ASSERT_TRUE(h.run_until([&] { return !owner.closes.empty(); }));
+    ASSERT_EQ(owner.dones.size(), 1U);
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::transient_failure);
+    EXPECT_NE(owner.dones[0].outcome.reply.text.find("the segment ends short of the record"), std::string::npos)
+        << owner.dones[0].outcome.reply.text;
+    ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
+}
+
+// A damaged header is found on the first read, before any command: no transaction at all.
+TEST_F(OutboundLargeTest, ALargeRecordWithABadHeaderFailsBeforeMail) {
+    const std::string text = large_text();
+    test_job& j = job(26, {"b@example.net"}, "not this");
+    spool_job(j, text, false, [](std::string& file, std::size_t at) { file[at] ^= 0x01; });
+    open();
+    accept_peer();
+    say("220 mx ESMTP\r\n");
+    expect("EHLO relay.test.invalid\r\n");
+    say("250-mx\r\n250 PIPELINING\r\n");
+    ASSERT_TRUE(h.run_until([&] { return owner.dones.size() == 1; }));
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::transient_failure);
+    EXPECT_NE(owner.dones[0].outcome.reply.text.find("no record magic"), std::string::npos)
+        << owner.dones[0].outcome.reply.text;
+    EXPECT_EQ(expect("\r\n"), "QUIT\r\n") << "no MAIL was sent for it";
 }
 
 }  // namespace
