@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # tests/integration/large_body_test.py: large bodies are streamed from the spool in pieces,
 # never held whole (issue 15): client -> ringrelay -> Postfix's smtp-sink (DATA: it offers no
-# CHUNKING) and ringrelay-sink --save (CHUNKING: BDAT), with the body cache off
+# CHUNKING) and ringrelay-sink --save --tls (CHUNKING: BDAT, under STARTTLS: the relay's
+# opportunistic default), with the body cache off
 # (--body-cache-size 0), so every body is read back from the spool.
 # - Messages of 8 MiB and 30 MiB (--max-message-size raised to 64 MiB; the default is 25 MiB)
 #   to each sink, lines starting with '.' among them, are accepted by a relay with --hold;
@@ -93,13 +94,14 @@ class PostfixSink:
 
 
 class RingrelaySink:
-    """ringrelay-sink --save: offers CHUNKING, saves each message exactly as received."""
+    """ringrelay-sink --save --tls: offers CHUNKING and STARTTLS, saves each message exactly as
+    received (its own Received: header first, "with ESMTPS" under TLS)."""
 
     def __init__(self, binary):
         self.dir = harness.temp_dir("rr-large-rs-")
         self.port = harness.free_port()
         self.peer = harness.Peer([binary, "--listen", f"127.0.0.1:{self.port}", "--shards", "1", "--quiet",
-                                  "--save", self.dir, "--max-message-size", str(MAX_SIZE)])
+                                  "--save", self.dir, "--max-message-size", str(MAX_SIZE), "--tls"])
         harness.connectable(self.port)
 
     def bodies(self):
@@ -167,11 +169,12 @@ def scenario(c):
             if rcpt.endswith("@bdat.test") and len(got) >= len(body):
                 tail = got[len(got) - len(body):]
                 if hashlib.sha256(tail).hexdigest() == hashlib.sha256(body).hexdigest():
-                    by_digest[rcpt] = b"Received: from client.test" in got[:len(got) - len(body)]
+                    headers = got[:len(got) - len(body)]
+                    by_digest[rcpt] = b"Received: from client.test" in headers and b"with ESMTPS" in headers
     for rcpt, body in messages.items():
         c.check(by_digest.get(rcpt, False),
-                f"{rcpt} ({len(body) >> 20} MiB, {'DATA' if 'data' in rcpt else 'BDAT'}): delivered byte-exact "
-                "(sha256), behind our Received: header")
+                f"{rcpt} ({len(body) >> 20} MiB, {'DATA' if 'data' in rcpt else 'BDAT under STARTTLS'}): "
+                "delivered byte-exact (sha256), behind our Received: header")
     c.check(len(pf.bodies()) == 2 and len(rs.bodies()) == 2, "one copy of each message, no more",
             f"smtp-sink {len(pf.bodies())}, ringrelay-sink {len(rs.bodies())}")
     growth = peak - baseline
