@@ -16,6 +16,12 @@
 // and stops only then; STARTTLS is the last command of its write; with TLS required, no MAIL
 // and no AUTH before the handshake; credentials never leave in clear unless allowed; after a
 // failed handshake nothing more is written.
+// The third message's body is given in pieces (body_source::pieces, issue 15): whenever the
+// session welcomes a piece the host feeds the next one (1..8 octets from the cut byte, every
+// third piece empty), starting over when the session wants the body again (a void envelope
+// sent again). Invariants: the octets of a complete body are exactly the whole body's encoding
+// (DATA: dot-stuffed and "." CRLF; BDAT: every chunk's length is its octets, LAST only on the
+// last, and the chunks joined are the normalized body).
 // Input layout: [config bits][cut byte] server bytes...
 // SECURITY: this is everything a next hop can make the client do.
 #include <cstddef>
@@ -102,7 +108,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                               (data[0] & 4) ? body_kind::eight_bit_mime : body_kind::seven_bit, utf8_envelope::ascii};
     const outbound_message m2{2, "", rcpts2, body2, body_kind::seven_bit,
                               (data[0] & 8) ? utf8_envelope::smtputf8 : utf8_envelope::ascii};
-    const outbound_message m3{3, "t@example.com", rcpts3, body3, body_kind::seven_bit, utf8_envelope::ascii};
+    outbound_message m3{3, "t@example.com", rcpts3, {}, body_kind::seven_bit, utf8_envelope::ascii};
+    m3.source = body_source::pieces;
+    m3.pieces_size = normalized_body_size(body3);
+    std::string whole_data;
+    append_normalized_body(whole_data, body3, dot_stuffing::on);
+    whole_data += ".\r\n";
+    std::string whole_bdat;
+    append_normalized_body(whole_bdat, body3, dot_stuffing::off);
+    const std::size_t piece_step = 1 + data[1] % 8;  // 1..8 octets a piece, every third one empty
+    std::size_t pieces = 0;
+    bool feeding = false;
+    std::size_t fed = 0;
+    std::string body_wire;
 
     client_session s(config);
     std::string out;
@@ -152,6 +170,50 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             }
             all_out += out;
             out.clear();
+        }
+        // The third message's body, piece by piece, while the session takes pieces.
+        if (!s.wants_body()) feeding = false;
+        while (s.body_piece_welcome()) {
+            if (!feeding) {
+                feeding = true;
+                fed = 0;
+                body_wire.clear();
+            }
+            const std::size_t n = std::min(pieces++ % 3 == 2 ? 0 : piece_step, body3.size() - fed);
+            const body_piece which = fed + n == body3.size() ? body_piece::last : body_piece::more;
+            s.feed_body(std::string_view(body3).substr(fed, n), which, out);
+            fed += n;
+            body_wire += out;
+            all_out += out;
+            out.clear();
+            if (which == body_piece::last) {
+                feeding = false;
+                if (body_wire.starts_with("BDAT ")) {
+                    std::string joined;
+                    std::string_view w = body_wire;
+                    while (!w.empty()) {
+                        const std::size_t eol = w.find("\r\n");
+                        if (!w.starts_with("BDAT ") || eol == std::string_view::npos) std::abort();
+                        std::string_view command = w.substr(5, eol - 5);
+                        const bool last = command.ends_with(" LAST");
+                        if (last) command.remove_suffix(5);
+                        std::size_t length = 0;
+                        for (const char ch : command) {
+                            if (ch < '0' || ch > '9') std::abort();
+                            length = length * 10 + static_cast<std::size_t>(ch - '0');
+                        }
+                        w.remove_prefix(eol + 2);
+                        if (w.size() < length) std::abort();
+                        joined.append(w.substr(0, length));
+                        w.remove_prefix(length);
+                        if (last != w.empty()) std::abort();  // LAST on the last chunk only
+                    }
+                    if (joined != whole_bdat) std::abort();
+                } else if (body_wire != whole_data) {
+                    std::abort();
+                }
+            }
+            if (!s.wants_body()) break;
         }
         check_order(s.outcomes());
     }
