@@ -338,8 +338,10 @@ bool spool::roll_segment() noexcept {
     }
     // The segment being left: its size is what was committed to it (a recovered one's is its
     // file size, found by open()).
-    if (auto it = _live.find(_segment_number); it != _live.end())
+    if (auto it = _live.find(_segment_number); it != _live.end()) {
         it->second.size = std::max(it->second.size, _committed_end);
+        it->second.closed_ms = core::monotonic_ms();
+    }
     auto fd = _storage.create_file(_dir, segment_name(_segment_number + 1));
     if (!fd) {
         errno = fd.error().value();
@@ -369,11 +371,11 @@ void spool::release_segment(std::uint64_t segment, std::uint64_t bytes) noexcept
     it->second.bytes -= std::min(bytes, it->second.bytes);
 }
 
-std::optional<std::uint64_t> spool::compaction_candidate(std::uint64_t slack_segments) const noexcept {
+std::optional<std::uint64_t> spool::compaction_candidate(std::uint64_t slack_segments, std::int64_t now_ms) const noexcept {
     if (_live.empty()) return std::nullopt;
     const auto& [oldest, use] = *_live.begin();
     if (oldest == _segment_number || use.messages == 0) return std::nullopt;
-    if (use.size > 0 && use.bytes * 4 < use.size) return oldest;  // mostly dead
+    if (use.size > 0 && use.bytes * 4 < use.size && now_ms - use.closed_ms >= quiet_ms) return oldest;  // mostly dead
     std::uint64_t total = 0, live = 0;
     for (const auto& [n, u] : _live) {
         if (n == _segment_number) continue;

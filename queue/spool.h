@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/reactor.h"
 #include "protocol/server_session.h"
 #include "queue/record.h"
@@ -144,9 +145,12 @@ public:
     // the oldest can be: a segment is deleted only after every older one (above). It is due
     // when the segments before the current one take more than twice their live bytes plus
     // `slack_segments` segments' worth, or when its own live records are less than a quarter
-    // of it; never the current segment, nor one without live messages (that one is simply
-    // deleted).
-    [[nodiscard]] std::optional<std::uint64_t> compaction_candidate(std::uint64_t slack_segments = 2) const noexcept;
+    // of it and it was closed at least quiet_ms ago (its live messages are then waiting for
+    // retries, not still on their first attempt: a draining queue is not copied); never the
+    // current segment, nor one without live messages (that one is simply deleted).
+    static constexpr std::int64_t quiet_ms = 30'000;
+    [[nodiscard]] std::optional<std::uint64_t> compaction_candidate(std::uint64_t slack_segments = 2,
+                                                                    std::int64_t now_ms = core::monotonic_ms()) const noexcept;
     // Appends a compaction's copy of a message (record type 5, with its recipients' states) to
     // the next group commit; `waiter` hears of it like an append's, committed_location() then
     // naming the copy. The bytes stay the caller's until then.
@@ -232,6 +236,7 @@ private:
         std::uint64_t messages = 0;
         std::uint64_t bytes = 0;
         std::uint64_t size = 0;  // of the file, once it is no longer the current segment
+        std::int64_t closed_ms = 0;  // monotonic, when it stopped being the current one (0: before this start)
     };
     std::map<std::uint64_t, segment_use> _live;  // every segment, oldest first
     std::map<std::uint64_t, int> _read_fds;        // segment -> fd open for read_record
