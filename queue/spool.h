@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/clock.h"
@@ -71,6 +72,11 @@ struct recovery_report {
     // mail is affected, the segment was scanned instead.
     std::vector<std::string> index_problems;
     std::vector<std::uint64_t> stray_indexes;  // index files without their segment
+    // recover_directory(build_indexes): the indexes of segments that were scanned whole and
+    // clean (segment number, the index file's bytes); spool::open writes them
+    // (written_indexes counts those written).
+    std::vector<std::pair<std::uint64_t, std::string>> built_indexes;
+    std::uint64_t written_indexes = 0;
 };
 
 // Whether recover_directory lists every message in recovery_report::messages (--list-spool)
@@ -90,8 +96,11 @@ enum class recovery_listing : std::uint8_t { none, messages };
 // then sees the same records, in the same order, with the same fields, except that
 // decoded_message::message is empty (message_size, offset, segment_salt and record_size are
 // set as a scan sets them).
+// With `build_indexes`, a segment scanned clean also gets its index built (report.built_indexes;
+// nothing is written here: --list-spool reads a spool without changing it).
 [[nodiscard]] std::expected<recovery_report, std::string> recover_directory(
-    const std::string& dir, record_visitor* visitor = nullptr, recovery_listing listing = recovery_listing::messages);
+    const std::string& dir, record_visitor* visitor = nullptr, recovery_listing listing = recovery_listing::messages,
+    bool build_indexes = false);
 
 struct spool_stats {
     std::uint64_t committed_messages = 0;
