@@ -7,6 +7,8 @@
 #   (b) acceptance  ringrelay-bench -> ringrelay --hold      ringrelay-bench -> Postfix (hold)
 #   (c) end to end  ringrelay-bench -> ringrelay -> ringrelay-sink
 #                   ringrelay-bench -> Postfix (relayhost) -> ringrelay-sink
+#   (c') at 50 connections, ringrelay end to end again with --body-cache-size 0: every first
+#       attempt reads the body back from the spool (what a cache miss costs, issue 15);
 #   and the p99 acknowledgement latency of ringrelay (acceptance, 2 KiB, 50 connections) at
 #   half of the peak those 50 connections reached closed-loop, open loop (ringrelay-bench --rate);
 #   (d) TLS (issue 5), at one size and concurrency (2 KiB, 50 connections): durable acceptance,
@@ -793,7 +795,7 @@ def chart(rows, png):
         return
     series = {}
     for r in rows:
-        if r["scenario"] in ("latency", "tls", "dkim"):
+        if r["scenario"] in ("latency", "tls", "dkim", "end to end, cache miss"):
             continue
         key = (r["size"], r["scenario"], r["system"].split(" -> ")[-1] if r["scenario"] == "ceiling"
                else ("ringrelay" if "-> ringrelay" in r["system"] and "Postfix" not in r["system"] else "Postfix"))
@@ -866,6 +868,14 @@ def main():
                     r = fn(work, size, conns)
                     log_row(r)
                     rows.append(r)
+            if 50 in CONCURRENCY:
+                # What a first attempt costs when the body cache misses: every body read back
+                # from the spool (issue 15). Beside the "end to end" row of the same size.
+                r = e2e_ringrelay(work, size, 50, extra=("--body-cache-size", "0"), scenario="end to end, cache miss",
+                                  label=" (--body-cache-size 0)")
+                r["note"] = "every first attempt reads the body back from the spool"
+                log_row(r)
+                rows.append(r)
         # p99 acknowledgement latency at half of the peak acceptance rate that the same
         # concurrency (2 KiB, 50 connections) reached closed-loop.
         peak = max((r["messages_per_second"] for r in rows

@@ -46,20 +46,10 @@ void compactor::append_copies() noexcept {
         if (m == nullptr || m->segment != _segment) continue;  // finished or moved meanwhile
         std::string error;
         std::string_view message;
-        if (op->result < 0) {
-            error = std::strerror(-op->result);
-        } else if (static_cast<std::uint64_t>(op->result) < op->where.size) {
-            error = "the segment ends short of the record";
+        if (auto text = message_read_back(op->bytes, op->result, op->where, m->queue_id); !text) {
+            error = std::move(text.error());
         } else {
-            auto rec = decode_record(op->bytes, op->where.salt);
-            if (!rec) {
-                error = std::string(describe(rec.error()));
-            } else if (rec->header.queue_id != m->queue_id) {
-                error = "another record is there";
-            } else {
-                // A view into op->bytes, which stays until the round's commits are heard of.
-                message = rec->message;
-            }
+            message = *text;  // a view into op->bytes, which stays until the round's commits are heard of
         }
         if (!error.empty()) {
             ++_counters.read_errors;

@@ -13,81 +13,44 @@ dsn_writer::dsn_writer(spool& s, const core::config& config, protocol::session_h
     : _spool(s), _config(config), _host(host), _shard(shard), _sink(sink) {}
 
 bool dsn_writer::report_failures(const stored_message& m) noexcept {
+    // Read back by the store before it reported (message_store::release_if_done); a body that
+    // could not be read is left out of the report rather than holding it back.
+    return queue_report(m, m.failures, protocol::dsn_action::failed, {}, m.body ? m.body->text : std::string_view(),
+                        true);
+}
+
+bool dsn_writer::report_delay(const stored_message& m, std::span<const failed_recipient> delayed,
+                              std::string_view original, std::uint64_t retry_until_us) noexcept {
+    if (delayed.empty()) return false;
+    const std::string until = core::rfc5322_date(static_cast<std::int64_t>(retry_until_us / 1000000));
+    return queue_report(m, delayed, protocol::dsn_action::delayed, until, original, false);
+}
+
+bool dsn_writer::queue_report(const stored_message& m, std::span<const failed_recipient> reported,
+                              protocol::dsn_action action, std::string_view retry_until, std::string_view original,
+                              bool holds_original) noexcept {
     if (!protocol::should_bounce(m.envelope.mail_from)) return false;  // never a DSN for a DSN
     auto dsn = std::make_unique<pending_dsn>();
+    dsn->holds_original = holds_original;
     dsn->received_us = static_cast<std::uint64_t>(core::unix_us());
     dsn->envelope.queue_id = _host.next_queue_id();
     dsn->envelope.helo = _config.hostname;
     dsn->envelope.mail_from.clear();
     dsn->envelope.rcpt_to = {m.envelope.mail_from};
     std::vector<protocol::dsn_recipient> rcpts;
-    std::vector<std::string> dates;
-    dates.reserve(m.failures.size());
-    for (const failed_recipient& f : m.failures) {
+    std::vector<std::string> dates;  // the recipients' views point into it: no reallocation
+    dates.reserve(reported.size());
+    for (const failed_recipient& f : reported) {
         protocol::dsn_recipient r;
         r.address = m.envelope.rcpt_to[f.rcpt_index];
-        r.action = protocol::dsn_action::failed;
+        r.action = action;
         r.status = f.enhanced;
         r.remote_mta = f.remote;
         r.diagnostic_kind = f.from_peer ? protocol::diagnostic_type::smtp : protocol::diagnostic_type::local;
         r.diagnostic = f.diagnostic;
         dates.push_back(core::rfc5322_date(static_cast<std::int64_t>(f.time_us / 1000000)));
         r.last_attempt_date = dates.back();
-        rcpts.push_back(r);
-    }
-    const std::string arrival = core::rfc5322_date(static_cast<std::int64_t>(m.arrival_us / 1000000));
-    protocol::dsn_input in;
-    in.original_queue_id = m.queue_id;
-    in.dsn_queue_id = dsn->envelope.queue_id;
-    in.reporting_mta = _config.hostname;
-    in.sender = m.envelope.mail_from;
-    in.arrival_date = arrival;
-    in.date = _host.rfc5322_date();
-    in.recipients = rcpts;
-    // Read back by the store before it reported (message_store::release_if_done); a body that
-    // could not be read is left out of the report rather than holding it back.
-    if (m.body) in.original_message = m.body->text;
-    auto built = protocol::build_dsn(in);
-    if (!built) {
-        core::diag("shard " + std::to_string(_shard) + ": no DSN for " + protocol::format_queue_id(m.queue_id) +
-                   ": the sender or a recipient cannot be reported on");
-        return false;
-    }
-    dsn->body = std::move(built->text);
-    dsn->envelope.body = built->body;
-    dsn->envelope.smtputf8 = built->smtputf8;
-    dsn->original_segment = m.segment;
-    dsn->original_bytes = m.where.size;
-    _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
-    ++_queued;
-    _commits.push_back(std::move(dsn));
-    return true;
-}
-
-bool dsn_writer::report_delay(const stored_message& m, std::span<const failed_recipient> delayed,
-                              std::string_view original, std::uint64_t retry_until_us) noexcept {
-    if (!protocol::should_bounce(m.envelope.mail_from) || delayed.empty()) return false;
-    auto dsn = std::make_unique<pending_dsn>();
-    dsn->holds_original = false;
-    dsn->received_us = static_cast<std::uint64_t>(core::unix_us());
-    dsn->envelope.queue_id = _host.next_queue_id();
-    dsn->envelope.helo = _config.hostname;
-    dsn->envelope.rcpt_to = {m.envelope.mail_from};
-    std::vector<protocol::dsn_recipient> rcpts;
-    std::vector<std::string> dates;
-    dates.reserve(delayed.size());
-    const std::string until = core::rfc5322_date(static_cast<std::int64_t>(retry_until_us / 1000000));
-    for (const failed_recipient& f : delayed) {
-        protocol::dsn_recipient r;
-        r.address = m.envelope.rcpt_to[f.rcpt_index];
-        r.action = protocol::dsn_action::delayed;
-        r.status = f.enhanced;
-        r.remote_mta = f.remote;
-        r.diagnostic_kind = f.from_peer ? protocol::diagnostic_type::smtp : protocol::diagnostic_type::local;
-        r.diagnostic = f.diagnostic;
-        dates.push_back(core::rfc5322_date(static_cast<std::int64_t>(f.time_us / 1000000)));
-        r.last_attempt_date = dates.back();
-        r.will_retry_until = until;
+        r.will_retry_until = retry_until;
         rcpts.push_back(r);
     }
     const std::string arrival = core::rfc5322_date(static_cast<std::int64_t>(m.arrival_us / 1000000));
@@ -101,10 +64,18 @@ bool dsn_writer::report_delay(const stored_message& m, std::span<const failed_re
     in.recipients = rcpts;
     in.original_message = original;
     auto built = protocol::build_dsn(in);
-    if (!built) return false;
+    if (!built) {
+        core::diag("shard " + std::to_string(_shard) + ": no DSN for " + protocol::format_queue_id(m.queue_id) +
+                   ": the sender or a recipient cannot be reported on");
+        return false;
+    }
     dsn->body = std::move(built->text);
     dsn->envelope.body = built->body;
     dsn->envelope.smtputf8 = built->smtputf8;
+    if (holds_original) {
+        dsn->original_segment = m.segment;
+        dsn->original_bytes = m.where.size;
+    }
     _spool.append(dsn->envelope, "127.0.0.1", dsn->body, dsn->received_us, this);
     ++_queued;
     _commits.push_back(std::move(dsn));

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "protocol/dsn.h"
 #include "protocol/server_session.h"
 #include "queue/message_store.h"
 #include "queue/spool.h"
@@ -59,6 +60,12 @@ public:
 
 private:
     // A DSN being committed: the envelope and body must live until committed().
+    // Builds one DSN to m's sender about `reported` (each with `action`; retry_until only for
+    // delayed) and appends it; the original's segment is held until its commit when
+    // `holds_original`. False (and no DSN) for a null sender or what cannot be reported on.
+    bool queue_report(const stored_message& m, std::span<const failed_recipient> reported, protocol::dsn_action action,
+                      std::string_view retry_until, std::string_view original, bool holds_original) noexcept;
+
     struct pending_dsn {
         protocol::envelope envelope;
         std::string body;

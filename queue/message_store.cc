@@ -265,26 +265,15 @@ void message_store::on_body_read(body_read* op, int res) noexcept {
     const record_location& w = owned->where;
     std::string error;
     const std::string where = "segment " + std::to_string(w.segment) + " offset " + std::to_string(w.offset);
-    if (res < 0) {
-        error = where + ": " + std::strerror(-res);
-    } else if (static_cast<std::uint64_t>(res) < w.size) {
-        error = where + ": the segment ends " + std::to_string(w.size - static_cast<std::uint64_t>(res)) +
-                " bytes short of the record";
+    if (auto text = message_read_back(owned->bytes, res, w, m->queue_id); !text) {
+        error = where + ": " + text.error();
     } else {
-        auto rec = decode_record(owned->bytes, w.salt);
-        if (!rec) {
-            error = where + ": " + std::string(describe(rec.error()));
-        } else if ((rec->header.type != record_type::message && rec->header.type != record_type::message_copy) ||
-                   rec->header.queue_id != m->queue_id) {
-            error = where + ": another record is there";
-        } else {
-            const auto at = static_cast<std::size_t>(rec->message.data() - owned->bytes.data());
-            const std::size_t length = rec->message.size();
-            auto body = std::make_shared<message_body>();
-            body->bytes = std::move(owned->bytes);
-            body->text = std::string_view(body->bytes).substr(at, length);
-            m->body = std::move(body);
-        }
+        const auto at = static_cast<std::size_t>(text->data() - owned->bytes.data());
+        const std::size_t length = text->size();
+        auto body = std::make_shared<message_body>();
+        body->bytes = std::move(owned->bytes);
+        body->text = std::string_view(body->bytes).substr(at, length);
+        m->body = std::move(body);
     }
     ++_cache_stats.reads;
     if (error.empty()) {

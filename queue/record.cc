@@ -373,4 +373,18 @@ std::size_t record_descriptor_size(std::string_view bytes) noexcept {
     return available - d->message.size();
 }
 
+std::expected<std::string_view, std::string> message_read_back(std::string_view bytes, int read_result,
+                                                                const record_location& where, std::uint64_t queue_id) {
+    if (read_result < 0) return std::unexpected(std::string(std::strerror(-read_result)));
+    if (static_cast<std::uint64_t>(read_result) < where.size)
+        return std::unexpected("the segment ends " + std::to_string(where.size - static_cast<std::uint64_t>(read_result)) +
+                               " bytes short of the record");
+    auto rec = decode_record(bytes.substr(0, static_cast<std::size_t>(read_result)), where.salt);
+    if (!rec) return std::unexpected(std::string(describe(rec.error())));
+    if ((rec->header.type != record_type::message && rec->header.type != record_type::message_copy) ||
+        rec->header.queue_id != queue_id)
+        return std::unexpected(std::string("another record is there"));
+    return rec->message;
+}
+
 }  // namespace ringrelay::queue

@@ -147,6 +147,15 @@ struct record_location {
     std::uint32_t salt = 0;
 };
 
+// The message text of the record read back from `where` into `bytes` (`read_result`: the
+// read's result, bytes or -errno): a view into `bytes` once the record is whole, passes its
+// CRC and is the message (or its copy) with `queue_id`; otherwise why not ("the segment ends
+// 12 bytes short of the record", a decode_error's description, "another record is there",
+// strerror). Every reader of a body (cache fill, compaction, delivery) checks it this way.
+[[nodiscard]] std::expected<std::string_view, std::string> message_read_back(std::string_view bytes, int read_result,
+                                                                            const record_location& where,
+                                                                            std::uint64_t queue_id);
+
 // A compaction's copy of a message record (type 5), with one state per recipient; the message
 // bytes are part of `out` here (a copy is written from the bytes read back).
 void encode_message_copy_record(std::string& out, const protocol::envelope& env, std::string_view client,

@@ -174,7 +174,7 @@ bool recover_from_index(const std::string& dir, std::uint64_t n, record_visitor*
 }  // namespace
 
 std::expected<recovery_report, std::string> recover_directory(const std::string& dir, record_visitor* visitor,
-                                                              recovery_listing listing) {
+                                                              recovery_listing listing, bool build_indexes) {
     recovery_report report;
     DIR* d = ::opendir(dir.c_str());
     if (d == nullptr) {
@@ -194,6 +194,7 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
     for (const std::uint64_t i : indexes)
         if (!std::binary_search(segments.begin(), segments.end(), i)) report.stray_indexes.push_back(i);
     std::string bytes;
+    segment_index_builder builder;  // of a scanned segment, when build_indexes
     for (const std::uint64_t n : segments) {
         report.max_segment = std::max(report.max_segment, n);
         if (recover_from_index(dir, n, visitor, listing, report, bytes)) continue;
@@ -233,21 +234,28 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
             salt = first_ok ? first->salt : second->salt;
             pos = 2 * copy;
         }
+        // Indexed only if every record after the segment records decodes (a torn tail, a
+        // skipped or damaged record: no index, the segment is scanned again next time).
+        bool indexable = build_indexes && !all.empty();
+        if (indexable) builder.start(n, salt);
         while (pos < all.size()) {
             auto rec = decode_record(all.substr(pos), salt);
             if (rec && rec->header.type == record_type::segment) {
                 report.problems.push_back(name + " offset " + std::to_string(pos) + ": a second segment record; skipped");
+                indexable = false;
                 pos += rec->record_size;
                 continue;
             }
             if (rec && rec->header.type == record_type::suppression) {
                 // Suppression records live in their own journal (queue/suppression_file.h).
                 report.problems.push_back(name + " offset " + std::to_string(pos) + ": a suppression record; skipped");
+                indexable = false;
                 pos += rec->record_size;
                 continue;
             }
             if (rec && rec->header.type == record_type::outcome) {
                 if (visitor != nullptr) visitor->on_record(n, *rec);
+                if (indexable) builder.add(pos, all.substr(pos, rec->record_size), 0);
                 pos += rec->record_size;
                 continue;
             }
@@ -256,16 +264,22 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
                 rec->segment_salt = salt;
                 if (visitor != nullptr) visitor->on_record(n, *rec);
                 add_message(report, listing, name, *rec);
+                if (indexable) builder.add(pos, all.substr(pos, rec->record_size), 0);
                 pos += rec->record_size;
                 continue;
             }
             report.problems.push_back(name + " offset " + std::to_string(pos) + ": " +
                                       std::string(describe(rec.error())) + "; skipped");
+            indexable = false;
             // Resynchronise on the next record magic.
             const char magic[4] = {'R', 'R', 'S', '1'};
             const auto next = all.find(std::string_view(magic, 4), pos + 1);
             if (next == std::string_view::npos) break;
             pos = next;
+        }
+        if (builder.active()) {
+            std::string index = builder.finish(all.size());  // resets the builder
+            if (indexable && !index.empty()) report.built_indexes.emplace_back(n, std::move(index));
         }
     }
     return report;
@@ -311,8 +325,16 @@ std::expected<recovery_report, std::string> spool::open(record_visitor* visitor)
     if (!make_directories(_dir)) return std::unexpected(_dir + ": cannot create: " + std::strerror(errno));
     // The shard needs the records (through the visitor) and the highest queue id, not a list
     // of every message (a million of them would be a large transient vector).
-    auto report = recover_directory(_dir, visitor, recovery_listing::none);
+    auto report = recover_directory(_dir, visitor, recovery_listing::none, true);
     if (!report) return report;
+    // Segments scanned for want of an index (the one being written at a crash, one whose index
+    // was torn or stale) get one now, so that the next start need not scan them again. Not
+    // fsynced, like every index; a failure only means another scan.
+    for (const auto& [n, index] : report->built_indexes) {
+        if (_index_writer.write_now(n, index)) ++report->written_indexes;
+    }
+    report->built_indexes.clear();
+    report->built_indexes.shrink_to_fit();
     // An index whose segment is gone (a crash between the two unlinks): never used for another
     // segment (its end entry names the segment and the salt), but not worth keeping.
     for (const std::uint64_t n : report->stray_indexes) remove_segment_index(_dir, n);
@@ -338,8 +360,10 @@ bool spool::roll_segment() noexcept {
     }
     // The segment being left: its size is what was committed to it (a recovered one's is its
     // file size, found by open()).
-    if (auto it = _live.find(_segment_number); it != _live.end())
+    if (auto it = _live.find(_segment_number); it != _live.end()) {
         it->second.size = std::max(it->second.size, _committed_end);
+        it->second.closed_ms = core::monotonic_ms();
+    }
     auto fd = _storage.create_file(_dir, segment_name(_segment_number + 1));
     if (!fd) {
         errno = fd.error().value();
@@ -369,11 +393,11 @@ void spool::release_segment(std::uint64_t segment, std::uint64_t bytes) noexcept
     it->second.bytes -= std::min(bytes, it->second.bytes);
 }
 
-std::optional<std::uint64_t> spool::compaction_candidate(std::uint64_t slack_segments) const noexcept {
+std::optional<std::uint64_t> spool::compaction_candidate(std::uint64_t slack_segments, std::int64_t now_ms) const noexcept {
     if (_live.empty()) return std::nullopt;
     const auto& [oldest, use] = *_live.begin();
     if (oldest == _segment_number || use.messages == 0) return std::nullopt;
-    if (use.size > 0 && use.bytes * 4 < use.size) return oldest;  // mostly dead
+    if (use.size > 0 && use.bytes * 4 < use.size && now_ms - use.closed_ms >= quiet_ms) return oldest;  // mostly dead
     std::uint64_t total = 0, live = 0;
     for (const auto& [n, u] : _live) {
         if (n == _segment_number) continue;

@@ -20,8 +20,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/reactor.h"
 #include "protocol/server_session.h"
 #include "queue/record.h"
@@ -70,6 +72,11 @@ struct recovery_report {
     // mail is affected, the segment was scanned instead.
     std::vector<std::string> index_problems;
     std::vector<std::uint64_t> stray_indexes;  // index files without their segment
+    // recover_directory(build_indexes): the indexes of segments that were scanned whole and
+    // clean (segment number, the index file's bytes); spool::open writes them
+    // (written_indexes counts those written).
+    std::vector<std::pair<std::uint64_t, std::string>> built_indexes;
+    std::uint64_t written_indexes = 0;
 };
 
 // Whether recover_directory lists every message in recovery_report::messages (--list-spool)
@@ -89,8 +96,11 @@ enum class recovery_listing : std::uint8_t { none, messages };
 // then sees the same records, in the same order, with the same fields, except that
 // decoded_message::message is empty (message_size, offset, segment_salt and record_size are
 // set as a scan sets them).
+// With `build_indexes`, a segment scanned clean also gets its index built (report.built_indexes;
+// nothing is written here: --list-spool reads a spool without changing it).
 [[nodiscard]] std::expected<recovery_report, std::string> recover_directory(
-    const std::string& dir, record_visitor* visitor = nullptr, recovery_listing listing = recovery_listing::messages);
+    const std::string& dir, record_visitor* visitor = nullptr, recovery_listing listing = recovery_listing::messages,
+    bool build_indexes = false);
 
 struct spool_stats {
     std::uint64_t committed_messages = 0;
@@ -144,9 +154,12 @@ public:
     // the oldest can be: a segment is deleted only after every older one (above). It is due
     // when the segments before the current one take more than twice their live bytes plus
     // `slack_segments` segments' worth, or when its own live records are less than a quarter
-    // of it; never the current segment, nor one without live messages (that one is simply
-    // deleted).
-    [[nodiscard]] std::optional<std::uint64_t> compaction_candidate(std::uint64_t slack_segments = 2) const noexcept;
+    // of it and it was closed at least quiet_ms ago (its live messages are then waiting for
+    // retries, not still on their first attempt: a draining queue is not copied); never the
+    // current segment, nor one without live messages (that one is simply deleted).
+    static constexpr std::int64_t quiet_ms = 30'000;
+    [[nodiscard]] std::optional<std::uint64_t> compaction_candidate(std::uint64_t slack_segments = 2,
+                                                                    std::int64_t now_ms = core::monotonic_ms()) const noexcept;
     // Appends a compaction's copy of a message (record type 5, with its recipients' states) to
     // the next group commit; `waiter` hears of it like an append's, committed_location() then
     // naming the copy. The bytes stay the caller's until then.
@@ -232,6 +245,7 @@ private:
         std::uint64_t messages = 0;
         std::uint64_t bytes = 0;
         std::uint64_t size = 0;  // of the file, once it is no longer the current segment
+        std::int64_t closed_ms = 0;  // monotonic, when it stopped being the current one (0: before this start)
     };
     std::map<std::uint64_t, segment_use> _live;  // every segment, oldest first
     std::map<std::uint64_t, int> _read_fds;        // segment -> fd open for read_record

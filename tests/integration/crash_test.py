@@ -11,6 +11,7 @@
 # (a torn last record; a flipped byte inside a record) in copies: the daemon must still
 # start, report the damage with its offset on stderr, and list every intact message.
 # Note: SIGKILL tests process death, not power loss; the page cache survives it.
+import json
 import os
 import random
 import shutil
@@ -21,6 +22,7 @@ import time
 
 import harness
 from harness import queued_id
+from delivery_test import log_records
 
 ROUNDS = 3
 THREADS = 16
@@ -258,10 +260,78 @@ def corruption(c, binary, spool, records):
             f.seek(at)
             f.write(bytes([b[0] ^ 0x20]))
         c.info(f"flip: {rel} byte {at} (record {rec.queue_id} at {rec.offset} of {len(recs)} records)")
+        # Its index goes too, so the start scans the segment and meets the damage (with the
+        # index intact, a damaged body is found when it is read back for delivery: below, and
+        # tests/queue/outbound_test.cc).
+        index = path[:-len(".seg")] + ".idx"
+        if os.path.exists(index):
+            os.unlink(index)
         return rec.queue_id, os.path.basename(seg), rec.offset
 
     corrupted_copy(c, binary, spool, "torn last record", truncate_last)
     corrupted_copy(c, binary, spool, "flipped byte mid-segment", flip_middle)
+    indexed_body_flip(c, binary, spool, segs[0], by_seg[segs[0]])
+
+
+def indexed_body_flip(c, binary, spool, seg, recs):
+    """A flipped byte in a message body of a segment whose index is intact: the start recovers
+    from the index without reading bodies, so the message is still queued (its descriptor is
+    intact); delivering it reads the body back, the CRC fails, and its recipient is deferred
+    with the reason, never bounced, never delivered damaged."""
+    label = "flipped body byte, index intact"
+    copy = os.path.join(harness.temp_dir(), "spool-indexed")
+    shutil.copytree(spool, copy)
+    rel = os.path.relpath(seg, spool)
+    path = os.path.join(copy, rel)
+    if not os.path.exists(path[:-len(".seg")] + ".idx"):
+        # Every segment of the spool has been through a clean stop or a start since it was
+        # last written, so each one has an index.
+        c.check(False, f"{label}: the damaged segment has an index", path)
+        return
+    before_count, before_ids, _ = harness.list_spool(binary, copy)
+    rec = recs[len(recs) // 3]
+    at = rec.offset + rec.size - 20
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x20]))
+    c.info(f"flip (index intact): {rel} byte {at} (record {rec.queue_id})")
+    count, ids, _ = harness.list_spool(binary, copy)
+    c.check(count == before_count and set(ids) == set(before_ids),
+            f"{label}: --list-spool still lists every message ({before_count})", f"count {count}")
+    # Deliver everything to a sink (Postfix's smtp-sink, accepting all): every message but the
+    # damaged one is delivered; that one is deferred with "cannot read the message back from
+    # the spool", never bounced.
+    port = harness.free_port()
+    sink = harness.Peer([harness.find_tool("smtp-sink", ["/usr/sbin/smtp-sink"]), "-u", "nobody",
+                         f"127.0.0.1:{port}", "100"])
+    c.require(harness.connectable(port), "smtp-sink listens")
+    relay = harness.Relay(binary, spool=copy, shards=2, log=True,
+                          flags=["--smarthost", f"127.0.0.1:{port}", "--retry-intervals", "1h"])
+    try:
+        relay.start()
+        deadline = time.monotonic() + 120
+        delivered, deferred = [], []
+        while time.monotonic() < deadline:
+            delivered = log_records(relay, "Delivery")
+            deferred = log_records(relay, "TransientFailure")
+            if len(delivered) >= before_count - 1 and deferred:
+                break
+            time.sleep(0.5)
+        c.check(len(delivered) == before_count - 1 and rec.queue_id not in {r.get("queue_id") for r in delivered},
+                f"{label}: every other message is delivered", f"{len(delivered)} of {before_count - 1}")
+        c.check(len(deferred) == 1 and deferred[0].get("queue_id") == rec.queue_id and
+                "cannot read the message back from the spool" in json.dumps(deferred[0]),
+                f"{label}: the damaged one is deferred with the reason", json.dumps(deferred)[:400])
+        c.check(not log_records(relay, "Bounce"), f"{label}: nothing bounced")
+        c.check(relay.stop() == 0, f"{label}: graceful stop exits 0")
+    finally:
+        relay.kill()
+        sink.stop()
+    count2, ids2, _ = harness.list_spool(binary, copy)
+    c.check(count2 == 1 and ids2 == [rec.queue_id], f"{label}: only the damaged message stays queued",
+            f"count {count2}")
 
 
 def scenario(c):

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/reactor.h"
 #include "queue/bounce_rules.h"
@@ -283,4 +284,28 @@ TEST_F(CompactorTest, ADrainedQueueLeavesOnlyTheCurrentSegment) {
     }
     for (int i = 0; i < 20; ++i) ASSERT_TRUE(_reactor.run_once(1));
     EXPECT_EQ(segment_files().size(), 1u);
+}
+
+// A segment mostly dead but only just closed is left alone (its live messages are probably on
+// their first attempt: a draining queue is not copied); the same segment quiet_ms later is
+// due. The rest of the spool is live, so only the quarter rule can pick it.
+TEST_F(CompactorTest, AMostlyDeadSegmentIsCopiedOnlyOnceItHasBeenQuiet) {
+    std::vector<stored_message*> all;
+    for (std::uint64_t id = 1; id <= 16; ++id) all.push_back(commit(id));
+    const std::uint64_t first = all.front()->segment;
+    ASSERT_GT(_spool->current_segment(), first + 1) << "16 messages of 3 KiB fill more than two 16 KiB segments";
+    bool kept_one = false;
+    for (stored_message* m : all) {
+        if (m->segment == first && kept_one) {
+            deliver(*m, 0);
+            _store->release_if_done(*m);
+            continue;
+        }
+        if (m->segment == first) kept_one = true;
+        defer(*m, 0, t0 + 3'600'000'000);
+    }
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(_reactor.run_once(1));
+    const std::int64_t now = core::monotonic_ms();
+    EXPECT_FALSE(_spool->compaction_candidate(2, now).has_value()) << "closed just now";
+    EXPECT_EQ(_spool->compaction_candidate(2, now + spool::quiet_ms), std::optional<std::uint64_t>(first));
 }

@@ -318,6 +318,51 @@ TEST_F(SegmentIndexTest, ShardRecoveryDoesNotListMessages) {
     EXPECT_EQ(listed->max_queue_id, 40u << 8);
 }
 
+// A segment without a usable index (the one being written at a crash, one whose index was torn)
+// is scanned once: the start that scanned it writes its index, the same bytes rotation writes,
+// so the next start reads it from there. A segment whose scan met a damaged record gets none.
+TEST_F(SegmentIndexTest, AScannedSegmentGetsItsIndexAtOpen) {
+    fill();
+    const auto segments = files(".seg");
+    ASSERT_GE(segments.size(), 4u);
+    const std::string first = _shard + "/" + index_file_name(segments.front());
+    const std::string last = _shard + "/" + index_file_name(segments.back());
+    const std::string first_bytes = read_file(first);
+    const std::string last_bytes = read_file(last);
+    std::filesystem::remove(last);                              // as after a crash
+    write_file(first, first_bytes.substr(0, first_bytes.size() / 2));  // torn
+    const recovery reference = scan();
+    ASSERT_EQ(recover().report.indexed_segments, segments.size() - 2);
+    {
+        spool_ptr s(new spool(_reactor, *_storage, _shard, 8192), unhook{&_reactor});
+        auto report = s->open();
+        ASSERT_TRUE(report.has_value());
+        EXPECT_EQ(report->written_indexes, 2u);
+        EXPECT_TRUE(report->built_indexes.empty()) << "handed over, not kept";
+    }
+    EXPECT_EQ(read_file(last), last_bytes);
+    EXPECT_EQ(read_file(first), first_bytes);
+    const recovery again = recover();
+    // All but the segment that start made (segment records only: nothing to index).
+    EXPECT_EQ(files(".seg").size(), segments.size() + 1);
+    EXPECT_EQ(again.report.indexed_segments, segments.size());
+    EXPECT_EQ(again.calls.calls, reference.calls.calls);
+
+    // A damaged record in a segment: scanned (the damage reported), never indexed.
+    std::filesystem::remove(last);
+    std::string seg = read_file(_shard + "/" + segment_file_name(segments.back()));
+    seg[seg.size() - 3] ^= 0x20;
+    write_file(_shard + "/" + segment_file_name(segments.back()), seg);
+    {
+        spool_ptr s(new spool(_reactor, *_storage, _shard, 8192), unhook{&_reactor});
+        auto report = s->open();
+        ASSERT_TRUE(report.has_value());
+        EXPECT_EQ(report->written_indexes, 0u);
+        EXPECT_FALSE(report->problems.empty());
+    }
+    EXPECT_FALSE(std::filesystem::exists(last));
+}
+
 // Every way an index can be wrong: the segment is scanned instead, and the visitor sees what
 // a scan of everything sees.
 TEST_F(SegmentIndexTest, ATornIndexIsRefusedAtEveryLength) {
