@@ -322,18 +322,11 @@ void outbound::body_loaded(int res) noexcept {
     const record_location& w = job->where;
     std::string error = _load_error;
     if (error.empty()) {
-        if (res < 0) {
-            error = std::strerror(-res);
-        } else if (static_cast<std::uint64_t>(res) < w.size) {
-            error = "the segment ends short of the record";
-        } else if (auto rec = decode_record(_load_buffer, w.salt); !rec) {
-            error = std::string(describe(rec.error()));
-        } else if (rec->header.queue_id != job->outbound.tag ||
-                   (rec->header.type != record_type::message && rec->header.type != record_type::message_copy)) {
-            error = "another record is there";
+        if (auto text = message_read_back(_load_buffer, res, w, job->outbound.tag); !text) {
+            error = std::move(text.error());
         } else {
-            const auto at = static_cast<std::size_t>(rec->message.data() - _load_buffer.data());
-            const std::size_t length = rec->message.size();
+            const auto at = static_cast<std::size_t>(text->data() - _load_buffer.data());
+            const std::size_t length = text->size();
             auto body = std::make_shared<message_body>();
             body->bytes = std::move(_load_buffer);
             body->text = std::string_view(body->bytes).substr(at, length);
