@@ -75,6 +75,10 @@ struct stored_message {
     std::vector<failed_recipient> failures;
     std::uint32_t unfinished = 0;  // recipients not delivered/bounced/expired
     std::uint32_t jobs = 0;        // jobs in flight
+    // A compaction moved it while jobs were out: they still read the old record, so the old
+    // segment stays held (these bytes) until no job is left (release_if_done).
+    std::uint64_t pinned_segment = 0;
+    std::uint64_t pinned_bytes = 0;
     std::uint64_t next_attempt_us = 0;  // when its deferred recipients are due (the latest deferral's)
 };
 
@@ -169,12 +173,15 @@ public:
     [[nodiscard]] bool need_body(stored_message& m) noexcept;
     [[nodiscard]] std::size_t reads_in_flight() const noexcept { return _reads.size(); }
 
-    // Compaction (queue/compactor.h). The unfinished messages whose record is in `segment`,
-    // up to about max_bytes of records (a scan of the queue: once per compaction round).
+    // Compaction (queue/compactor.h). The unfinished messages whose record is in `segment`
+    // and that have no job out (a job carries the record's location: it would still read the
+    // old one), up to about max_bytes of records (a scan of the queue: once per compaction
+    // round).
     [[nodiscard]] std::vector<std::uint64_t> live_in(std::uint64_t segment, std::uint64_t max_bytes) const;
     // Each recipient's state as a copy records it.
     [[nodiscard]] static std::vector<recipient_state> states_of(const stored_message& m);
-    // m's copy is durable at `copy`: m now lives there (the hold moves with it).
+    // m's copy is durable at `copy`: m now lives there (the hold moves with it; with jobs still
+    // out, the old segment stays held until they are done: stored_message::pinned_segment).
     void relocate(stored_message& m, const record_location& copy) noexcept;
 
     [[nodiscard]] const delivery_counters& counters() const noexcept { return _counters; }

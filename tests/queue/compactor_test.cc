@@ -309,3 +309,36 @@ TEST_F(CompactorTest, AMostlyDeadSegmentIsCopiedOnlyOnceItHasBeenQuiet) {
     EXPECT_FALSE(_spool->compaction_candidate(2, now).has_value()) << "closed just now";
     EXPECT_EQ(_spool->compaction_candidate(2, now + spool::quiet_ms), std::optional<std::uint64_t>(first));
 }
+
+// A message with a job out is not copied (the job carries the record's location); one that
+// gets a job while its copy is being made keeps its old segment until that job is done, so
+// the job can still read the record where it was.
+TEST_F(CompactorTest, AJobOutKeepsTheRecordItWillReadWhereItIs) {
+    stored_message* kept = fill_with_one_deferred(2);
+    const std::uint64_t first = kept->segment;
+    const std::string first_file = segment_file_name(first);
+    ASSERT_TRUE(_spool->compaction_candidate().has_value());
+    kept->jobs = 1;  // as delivery::schedule leaves it while the job waits for a connection
+    compact();
+    EXPECT_EQ(_compactor->counters().copied_messages, 0u) << "not copied while a job is out";
+    EXPECT_EQ(kept->segment, first);
+    kept->jobs = 0;
+
+    // The job appears after the round chose the message: it is copied and moved, and its old
+    // segment stays on disk until the job is done.
+    _compactor->tick(100'000'000);  // past the back-off the empty rounds above set
+    ASSERT_FALSE(_compactor->idle()) << "a round started";
+    kept->jobs = 1;
+    compact();
+    EXPECT_EQ(_compactor->counters().copied_messages, 1u);
+    EXPECT_EQ(kept->segment, _spool->current_segment());
+    EXPECT_EQ(kept->pinned_segment, first);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(_reactor.run_once(1));
+    const auto files = segment_files();
+    EXPECT_TRUE(std::find(files.begin(), files.end(), first_file) != files.end()) << "the job still reads it";
+    kept->jobs = 0;
+    _store->release_if_done(*kept);  // what the job's outcome does
+    EXPECT_EQ(kept->pinned_segment, 0u);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(_reactor.run_once(1));
+    EXPECT_EQ(segment_files().size(), 1u) << "only the current segment is left";
+}
