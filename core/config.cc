@@ -127,6 +127,9 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--shards", .member = &config::shards, .max = 256, .unset_means = "online CPUs",
      .help = "shard threads, each with its own io_uring"},
     {.name = "--spool", .member = &config::spool, .help = "spool directory"},
+    {.name = "--spool-segment-size", .member = &config::spool_segment_size, .form = flag_form::byte_size,
+     .help = "a spool segment file is closed and the next one begun once it holds this much; bytes, or with "
+             "KiB, MiB or GiB; from 1MiB to 1GiB (smaller segments are compacted and deleted sooner)"},
     {.name = "--hostname", .member = &config::hostname, .unset_means = "gethostname",
      .help = "name in the banner, EHLO reply and Received:"},
     {.name = "--postmaster", .member = &config::postmaster, .unset_means = "postmaster@ the --hostname",
@@ -555,6 +558,9 @@ std::expected<void, std::string> finish_config(config& c) {
     // What a row cannot say: values that need parsing into the derived fields, and flags
     // checked against each other.
     c.body_cache_bytes = *parse_byte_size(c.body_cache_size);  // checked by its row
+    c.spool_segment_bytes = *parse_byte_size(c.spool_segment_size);
+    if (c.spool_segment_bytes < min_spool_segment_bytes || c.spool_segment_bytes > max_spool_segment_bytes)
+        return std::unexpected("--spool-segment-size: must be between 1MiB and 1GiB, got '" + c.spool_segment_size + "'");
     if (c.listen.empty()) return std::unexpected("--listen: at least one ADDR:PORT is needed");
     c.listen_endpoints.clear();
     for (const std::string& l : c.listen) {

@@ -23,10 +23,18 @@
 
 namespace ringrelay::core {
 
+// --spool-segment-size's accepted range.
+inline constexpr std::uint64_t min_spool_segment_bytes = 1ull << 20;
+inline constexpr std::uint64_t max_spool_segment_bytes = 1ull << 30;
+
 struct config {
     std::vector<std::string> listen{"127.0.0.1:2525"};
     unsigned shards = 0;  // 0 = number of online CPUs
     std::string spool = "./var/spool";
+    // A shard's spool segment is closed, and the next one opened, once it holds this much
+    // (queue/spool.h); 1MiB to 1GiB. Smaller segments are compacted and deleted sooner, in
+    // more files.
+    std::string spool_segment_size = "64MiB";
     std::string hostname;  // default: gethostname()
     std::string postmaster;  // where <postmaster> goes; empty = postmaster@ the hostname (queue::relay checks it)
     std::vector<std::string> relay_networks{"127.0.0.0/8", "::1/128"};
@@ -114,6 +122,7 @@ struct config {
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
     std::uint64_t body_cache_bytes = 256ull << 20;  // --body-cache-size
+    std::uint64_t spool_segment_bytes = 64ull << 20;  // --spool-segment-size
     std::vector<endpoint> listen_tls_endpoints;
     std::vector<cidr> relay_cidrs;
     struct route {

@@ -33,6 +33,13 @@ void compactor::tick(std::int64_t now_ms) noexcept {
         _reads.push_back(std::move(op));
     }
     _reads_out = _reads.size();
+    _round_bytes = 0;
+    for (const auto& op : _reads) _round_bytes += op->where.size;
+    // One line per round (at most one a second per shard, and only while old segments are
+    // mostly dead): what an operator, and the crash test (tests/integration/
+    // compaction_crash_test.py), sees of compaction at work.
+    core::diag("compaction of segment " + std::to_string(_segment) + " in " + _spool.directory() + ": copying " +
+               std::to_string(_reads.size()) + " live message(s), " + std::to_string(_round_bytes) + " bytes");
     for (auto& op : _reads) _spool.read_record(op->where, op->bytes, op.get());
 }
 
@@ -82,9 +89,14 @@ void compactor::committed(protocol::commit_result result) noexcept {
         ++_counters.copied_messages;
         _counters.copied_bytes += copy.size;
         _store.relocate(*m, copy);
+        _copy_segment = copy.segment;
     }
     if (!_commits.empty()) return;
     _reads.clear();
+    if (!_round_failed)
+        core::diag("compaction of segment " + std::to_string(_segment) + " in " + _spool.directory() +
+                   ": copies durable in segment " + std::to_string(_copy_segment) +
+                   "; the segment goes once nothing older holds it");
     if (_round_failed) {
         ++_counters.failed_rounds;
         _not_before_ms = _now_ms + retry_after_ms;

@@ -13,7 +13,9 @@
 // of. A crash at any point loses nothing: before a copy is durable the original is still held;
 // after, recovery finds both and the copy wins (it comes later). A failed read leaves that
 // message where it is; a failed commit (ENOSPC, EIO) abandons the round and keeps the old
-// segment; either way the next round waits retry_after_ms.
+// segment; either way the next round waits retry_after_ms. A round says on stderr when it starts
+// ("compaction of segment N in DIR: copying K live message(s), B bytes") and when its copies are
+// durable ("...: copies durable in segment M; ...").
 //
 // Threading: shard-local (the delivery owns it and ticks it).
 #pragma once
@@ -81,6 +83,8 @@ private:
     std::int64_t _not_before_ms = 0;     // after a failed round
     std::int64_t _now_ms = 0;            // of the last tick
     bool _round_failed = false;
+    std::uint64_t _round_bytes = 0;      // of the records the round reads
+    std::uint64_t _copy_segment = 0;     // where the round's last copy went
     std::vector<std::unique_ptr<read_op>> _reads;
     std::size_t _reads_out = 0;
     std::deque<std::uint64_t> _commits;  // queue ids of copies appended, in order

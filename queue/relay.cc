@@ -116,6 +116,9 @@ std::expected<void, std::string> relay::start() {
     for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
     for (const core::endpoint& e : _config.listen_tls_endpoints) listen.push_back({e, listener_kind::implicit_tls});
     _links = std::make_unique<shard_links>(_config.shards);
+    // The shards start one at a time, each recovering its spool directory first; on a large
+    // spool this takes a while, and the line says what the relay is doing meanwhile.
+    core::diag("starting " + std::to_string(_config.shards) + " shard(s): recovering the spool in " + _config.spool);
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,

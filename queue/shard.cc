@@ -65,7 +65,8 @@ std::string shard::init() {
     if (auto ec = _buffers.init(_reactor, server_receive_group, server_receive_buffers, server_receive_buffer_size); ec)
         return "receive buffer ring: " + ec.message();
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
-    _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index));
+    _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index),
+                                     _config.spool_segment_bytes);
     if (_suppression_table != nullptr) {
         _suppressions = std::make_unique<suppression_list>(*_suppression_table, *_storage,
                                                            suppression_directory(_config.spool),

@@ -110,7 +110,8 @@ struct spool_stats {
 
 class spool final : public core::turn_hook {
 public:
-    // dir: this shard's spool directory (created if missing).
+    // dir: this shard's spool directory (created if missing). segment_limit: a segment is
+    // closed once it holds this much (--spool-segment-size, core/config.h).
     spool(core::reactor& r, storage& s, std::string dir, std::uint64_t segment_limit = 64u << 20);
     spool(const spool&) = delete;
     spool& operator=(const spool&) = delete;

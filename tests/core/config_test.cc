@@ -141,6 +141,39 @@ TEST(Config, BodyCacheSizeTakesBinaryUnitsOrBytes) {
     EXPECT_EQ(k->body_cache_bytes, 64u << 10) << "or the same text as the flag";
 }
 
+// Compaction tests need segments far smaller than the 64 MiB default (issue 15's crash tests).
+TEST(Config, SpoolSegmentSizeTakesBinaryUnitsWithinOneMiBToOneGiB) {
+    auto d = load({});
+    ASSERT_TRUE(d.has_value()) << d.error().message;
+    EXPECT_EQ(d->spool_segment_bytes, 64ull << 20) << "the default, 64MiB";
+    for (const auto& [text, bytes] : std::vector<std::pair<std::string, std::uint64_t>>{
+             {"1MiB", 1ull << 20}, {"1048576", 1ull << 20}, {"3MiB", 3ull << 20}, {"1GiB", 1ull << 30}}) {
+        auto c = load({"--spool-segment-size", text});
+        ASSERT_TRUE(c.has_value()) << text << ": " << c.error().message;
+        EXPECT_EQ(c->spool_segment_bytes, bytes) << text;
+    }
+    for (const std::string bad : {"1048575", "1023KiB", "0", "1025MiB", "2GiB", "64MB", ""}) {
+        auto c = load({"--spool-segment-size", bad});
+        ASSERT_FALSE(c.has_value()) << bad;
+        EXPECT_EQ(c.error().code, 2);
+        EXPECT_NE(c.error().message.find("--spool-segment-size"), std::string::npos) << c.error().message;
+    }
+    auto small = load({"--spool-segment-size", "512KiB"});
+    ASSERT_FALSE(small.has_value());
+    EXPECT_EQ(small.error().message,
+              "ringrelay: --spool-segment-size: must be between 1MiB and 1GiB, got '512KiB'");
+    const std::string file = write_temp(R"({"spool-segment-size": 2097152})");
+    auto j = load({"--config", file});
+    ::unlink(file.c_str());
+    ASSERT_TRUE(j.has_value()) << j.error().message;
+    EXPECT_EQ(j->spool_segment_bytes, 2u << 20) << "JSON takes a number of bytes";
+    const std::string file2 = write_temp(R"({"spool-segment-size": "4MiB"})");
+    auto k = load({"--config", file2});
+    ::unlink(file2.c_str());
+    ASSERT_TRUE(k.has_value()) << k.error().message;
+    EXPECT_EQ(k->spool_segment_bytes, 4u << 20) << "or the same text as the flag";
+}
+
 TEST(Config, UnknownJsonKeyIsAnErrorNamingIt) {
     const std::string path = write_temp(R"({"max-recipents": 5})");
     auto c = load({"--config", path});
@@ -480,8 +513,9 @@ TEST(ConfigTable, TheCommandLineWinsOverTheFileForEveryRow) {
 // fields load_config derives (not flags) are the ones after "Derived by load_config" in
 // core/config.h.
 TEST(ConfigTable, EveryConfigFieldThatIsAFlagHasExactlyOneRow) {
-    constexpr std::size_t derived_fields = 7;  // listen_endpoints, body_cache_bytes, listen_tls_endpoints, relay_cidrs,
-                                               // route_table, outbound_tls_policy, route_tls_table
+    constexpr std::size_t derived_fields = 8;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
+                                               // listen_tls_endpoints, relay_cidrs, route_table,
+                                               // outbound_tls_policy, route_tls_table
     EXPECT_EQ(field_count<config>() - derived_fields, config_flags().size())
         << "a core::config field has no row in the flag table (core/config.cc), or a derived field "
            "was added to core/config.h without counting it here";
