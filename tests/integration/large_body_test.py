@@ -155,6 +155,11 @@ def scenario(c):
         time.sleep(0.2)
     time.sleep(0.5)  # the last Delivery record, and any late memory, before the reading
     peak = proc_status_kib(relay.proc.pid, "VmHWM") * 1024
+    # Which memory the pieces were read into: the shards' registered buffers, or plain memory
+    # when the kernel refused them (RLIMIT_MEMLOCK); both deliver the same bytes.
+    registered = next((l for l in relay.stderr().splitlines() if "registered buffers:" in l), "")
+    print(f"large_body: {registered[registered.find('registered buffers:'):] or 'no registered-buffer line'}",
+          flush=True)
     c.check(relay.stop() == 0, "the delivering relay stops cleanly")
 
     by_digest = {}
