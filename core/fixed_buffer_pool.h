@@ -8,7 +8,8 @@
 // Registered memory is pinned for the life of the ring, resident whether used or not, and
 // counts against RLIMIT_MEMLOCK of a user without CAP_IPC_LOCK (io_uring/rsrc.c,
 // io_account_mem; the default limit is 8 MiB per user since Linux 5.16, 64 KiB before, shared
-// by every process of the user). So a pool is small and bounded, and the kernel may refuse
+// by every process of the user; recent kernels charge the rings' own memory to it too, as
+// seen on 6.18). So a pool is small and bounded, and the kernel may refuse
 // it: init() then tries with half as many buffers, down to one, and an empty pool is a
 // working pool whose acquire() always fails, the caller using plain memory and plain reads.
 //

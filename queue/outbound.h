@@ -80,10 +80,12 @@ inline constexpr std::uint64_t body_stream_threshold = 4 * body_piece_size;
 // The registered buffers a shard asks for (core::fixed_buffer_pool), each body_piece_size:
 // one per connection streaming a large body at the same time, the rest read into plain
 // memory. 16 (4 MiB per shard, pinned and resident for the shard's life): the default
-// --max-connections-per-destination, so one destination's connections all get one, and two
-// shards' pools fit in the default RLIMIT_MEMLOCK of an unprivileged user (8 MiB, Linux 5.16+);
-// a tighter limit gets fewer (the pool halves its request), none at worst. Bodies over 1 MiB
-// are rare next to the connections a shard runs, so more would mostly sit idle.
+// --max-connections-per-destination, so one destination's connections all get one. Bodies
+// over 1 MiB are rare next to the connections a shard runs, so more would mostly sit idle.
+// Root (CAP_IPC_LOCK) has no limit; an unprivileged user's RLIMIT_MEMLOCK (8 MiB by default
+// since Linux 5.16, shared by all its processes, and on recent kernels charged for the rings
+// too) fits one shard's pool, and later shards get fewer (the pool halves its request) or
+// none: their streamed reads use plain memory, and the start-up line says so.
 inline constexpr unsigned body_read_buffers = 16;
 
 class outbound final : public outbound_link, private core::stream_owner {

@@ -125,7 +125,7 @@ TEST_F(FixedBufferPool, ARefusedRegistrationLeavesAnEmptyPoolWhoseAcquireFails) 
 }
 
 // Without CAP_IPC_LOCK, registered memory counts against RLIMIT_MEMLOCK (io_uring/rsrc.c,
-// io_account_mem; on Linux 6.13+ the ring's own memory too). In a child process: CAP_IPC_LOCK
+// io_account_mem; on recent kernels the ring's own memory too: seen on 6.18). In a child: CAP_IPC_LOCK
 // dropped, the ring made under a 256 KiB limit, then the limit set to `limit` and 4 buffers
 // of 1 MiB asked for. Exit status: the buffers registered (0 to 4), or 10+ for a step that
 // failed (13: the ring does not fit even 256 KiB, 14: the request was not refused).
