@@ -13,13 +13,15 @@
 #   baseline is an idle relay with the same flags and an empty spool. Whole-body delivery holds
 #   each record read and a copy in the output: at least 60 MiB for the 30 MiB message. In
 #   pieces a connection holds under 2 MiB (queue/README.md), so the test asserts that the peak
-#   exceeds the baseline by less than 16 MiB.
+#   exceeds the baseline by less than 16 MiB (not checked against an ASan build, whose
+#   quarantine and redzones make RSS measure the sanitizer).
 # Bounded: every wait has a deadline; the daemons and sinks stop by PID at exit.
 import glob
 import hashlib
 import os
 import random
 import smtplib
+import subprocess
 import sys
 import time
 
@@ -186,9 +188,21 @@ def scenario(c):
     print(f"large_body: idle relay VmHWM {baseline / (1 << 20):.1f} MiB; delivering relay VmHWM "
           f"{peak / (1 << 20):.1f} MiB (+{growth / (1 << 20):.1f} MiB) for messages of "
           f"{', '.join(f'{z >> 20}' for z in SIZES)} MiB", flush=True)
-    c.check(growth < GROWTH_BOUND,
-            f"delivery grows the relay's peak RSS by less than {GROWTH_BOUND >> 20} MiB (bodies streamed)",
-            f"+{growth / (1 << 20):.1f} MiB")
+    if sanitized(binary):
+        # AddressSanitizer keeps freed memory in its quarantine (256 MiB by default) and pads
+        # every allocation: RSS measures the sanitizer, not the relay. The release run checks
+        # it; this run checks the bytes, and ASan the memory safety of the pieces.
+        c.info("peak RSS not checked: the relay is built with AddressSanitizer")
+    else:
+        c.check(growth < GROWTH_BOUND,
+                f"delivery grows the relay's peak RSS by less than {GROWTH_BOUND >> 20} MiB (bodies streamed)",
+                f"+{growth / (1 << 20):.1f} MiB")
+
+
+def sanitized(binary):
+    """Whether `binary` is linked with AddressSanitizer's runtime (the build-asan suites)."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    return "libasan" in out
 
 
 if __name__ == "__main__":
