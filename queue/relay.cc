@@ -342,6 +342,15 @@ std::uint64_t relay::recipients_delivered() const noexcept {
     return n;
 }
 
+relay::body_reads relay::streamed_body_reads() const noexcept {
+    body_reads n;
+    for (const auto& s : _shards) {
+        n.fixed += s->counters().fixed_buffer_reads.load(std::memory_order_relaxed);
+        n.plain += s->counters().plain_buffer_reads.load(std::memory_order_relaxed);
+    }
+    return n;
+}
+
 std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir) {
     spool_listing out;
     DIR* d = ::opendir(spool_dir.c_str());

@@ -73,6 +73,13 @@ public:
     [[nodiscard]] std::uint64_t messages_queued() const noexcept;
     [[nodiscard]] std::uint64_t messages_failed() const noexcept;
     [[nodiscard]] std::uint64_t recipients_delivered() const noexcept;
+    // Streamed body pieces (queue/outbound.h) read so far, over every shard: into registered
+    // buffers (READ_FIXED) and into plain memory (no buffer free, or none registered).
+    struct body_reads {
+        std::uint64_t fixed = 0;
+        std::uint64_t plain = 0;
+    };
+    [[nodiscard]] body_reads streamed_body_reads() const noexcept;
 
 private:
     // Loads --tls-cert/--tls-key, or makes/reuses the self-signed pair in SPOOL/tls.

@@ -269,6 +269,9 @@ int main(int argc, char** argv) {
         }
     }
     node.join();
-    core::diag("stopped: " + std::to_string(node.messages_queued()) + " message(s) queued in this run");
+    const queue::relay::body_reads reads = node.streamed_body_reads();
+    core::diag("stopped: " + std::to_string(node.messages_queued()) + " message(s) queued in this run; " +
+               "streamed body pieces read into registered buffers: " + std::to_string(reads.fixed) +
+               ", into plain memory: " + std::to_string(reads.plain));
     return 0;
 }
