@@ -35,8 +35,8 @@
 // the stream's queued output has fallen below body_piece_size, from the cached copy or from
 // reads of body_piece_size into one buffer per connection, the next read issued once the
 // previous piece was given. That buffer is one of the shard's registered buffers
-// (core::fixed_buffer_pool, the reactor's; IORING_OP_READ_FIXED: the pages were pinned once at
-// start-up, not at every read), acquired when the body's first read is issued and kept until
+// (core::fixed_buffer_pool, the reactor's; IORING_OP_READ_FIXED: the pages were mapped once at
+// start-up, not imported at every read), acquired when the body's first read is issued and kept until
 // the body is done and no read into it is in flight; when none is free (or the kernel refused
 // the registration) it is plain memory read with IORING_OP_READ, the same in every other
 // respect. Each read is counted in the pool (fixed or plain). The whole read of a record up
