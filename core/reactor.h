@@ -14,6 +14,8 @@
 
 #include <liburing.h>
 
+#include "core/fixed_buffer_pool.h"
+
 namespace ringrelay::core {
 
 // Receives the CQEs of the operations whose user_data is its address. Owned by whatever
@@ -113,6 +115,10 @@ public:
     [[nodiscard]] int ring_fd() const noexcept { return _ring.ring_fd; }
     [[nodiscard]] io_uring& ring() noexcept { return _ring; }
     [[nodiscard]] const kernel_features& features() const noexcept { return _features; }
+    // The buffers registered with this ring for READ_FIXED (core/fixed_buffer_pool.h): empty
+    // until its owner calls fixed_buffers().init(ring(), ...) after init(); the shard does,
+    // for streamed body reads (queue/outbound.h). Outlives the ring's registration.
+    [[nodiscard]] fixed_buffer_pool& fixed_buffers() noexcept { return _fixed; }
 
 private:
     struct posted {
@@ -125,6 +131,8 @@ private:
     std::vector<turn_hook*> _hooks;
     std::vector<posted> _posted;
     std::vector<posted> _posted_swap;
+    // Destroyed after the destructor's io_uring_queue_exit has ended its registration.
+    fixed_buffer_pool _fixed;
 };
 
 }  // namespace ringrelay::core

@@ -27,6 +27,7 @@ outbound::outbound(const core::stream_services& streams, tls_client_policy& tls,
       _session(config),
       _stream(streams, *this, std::numeric_limits<std::size_t>::max()),
       _reactor(streams.ring),
+      _fixed_buffers(streams.ring.fixed_buffers()),
       _tls_use(config.starttls),
       _verify(verify) {
     _last_activity_ms = core::monotonic_ms();
@@ -36,6 +37,9 @@ outbound::outbound(const core::stream_services& streams, tls_client_policy& tls,
 outbound::~outbound() {
     if (_load_fd >= 0) ::close(_load_fd);
     if (_piece_fd >= 0) ::close(_piece_fd);
+    // The pool frees retirable() connections, so no read is in flight; one that still is (a
+    // shard torn down mid-read, its ring about to go) keeps its buffer out of the pool.
+    if (!_piece_reading) release_piece_buffer();
 }
 
 std::unique_ptr<outbound_link> outbound_factory::make(const connection_target& target,
@@ -391,12 +395,39 @@ void outbound::open_and_read() noexcept {
 void outbound::read_piece() noexcept {
     const record_location& w = _job->where;
     const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(body_piece_size, w.size - _feed_at));
-    if (_piece.capacity() < body_piece_size) _piece.reserve(body_piece_size);
-    _piece.resize(length);
+    if (_piece_data == nullptr) take_piece_buffer();
+    _piece_length = length;
     _piece_reading = true;
     _piece_job = _job;
-    io_uring_prep_read(_reactor.sqe(&_piece_op), _piece_fd, _piece.data(), static_cast<unsigned>(length),
-                       w.offset + _feed_at);
+    if (_piece_fixed) {
+        io_uring_prep_read_fixed(_reactor.sqe(&_piece_op), _piece_fd, _piece_data, static_cast<unsigned>(length),
+                                 w.offset + _feed_at, _piece_fixed.index);
+        _fixed_buffers.note_read(core::read_memory::fixed);
+    } else {
+        io_uring_prep_read(_reactor.sqe(&_piece_op), _piece_fd, _piece_data, static_cast<unsigned>(length),
+                           w.offset + _feed_at);
+        _fixed_buffers.note_read(core::read_memory::plain);
+    }
+}
+
+// Held from the body's first read until the body is done with no read in flight (a new job's
+// body may take it over from a read for the last one: see piece_read).
+void outbound::take_piece_buffer() noexcept {
+    if (_fixed_buffers.buffer_size() >= body_piece_size) _piece_fixed = _fixed_buffers.acquire();
+    if (_piece_fixed) {
+        _piece_data = _piece_fixed.data;
+        return;
+    }
+    _piece_plain.resize(body_piece_size);  // the pool is empty, or has nothing registered
+    _piece_data = _piece_plain.data();
+}
+
+void outbound::release_piece_buffer() noexcept {
+    RR_ASSERT(!_piece_reading);  // the kernel may still write into it
+    if (_piece_fixed) _fixed_buffers.release(std::exchange(_piece_fixed, core::fixed_buffer{}));
+    std::string().swap(_piece_plain);  // an idle connection holds no piece
+    _piece_data = nullptr;
+    _piece_length = 0;
 }
 
 void outbound::piece_read(int res, std::uint32_t) noexcept {
@@ -411,7 +442,7 @@ void outbound::piece_read(int res, std::uint32_t) noexcept {
         if (!_closing && _job != nullptr && _feed == body_feed::spool && !_piece_full && _feed_at == 0) {
             open_and_read();
         } else if (_feed != body_feed::spool) {
-            std::string().swap(_piece);
+            release_piece_buffer();
         }
         return;
     }
@@ -420,21 +451,21 @@ void outbound::piece_read(int res, std::uint32_t) noexcept {
     std::string error;
     if (res < 0) {
         error = std::strerror(-res);
-    } else if (static_cast<std::size_t>(res) < _piece.size()) {
+    } else if (static_cast<std::size_t>(res) < _piece_length) {
         error = "the segment ends short of the record";
-    } else if (auto added = _check.add(_piece); !added) {
+    } else if (auto added = _check.add(piece()); !added) {
         error = std::string(describe(added.error()));
     } else if (from == 0) {
         // The first piece: the record must be this message's, its envelope where the size says.
-        const std::size_t descriptor = record_descriptor_size(_piece);
+        const std::size_t descriptor = record_descriptor_size(piece());
         if (_check.header().queue_id != job->outbound.tag ||
             (descriptor != 0 && descriptor != _body_start))  // 0: an envelope longer than a piece
             error = "another record is there";
     }
     if (error.empty()) {
-        _feed_at += _piece.size();
+        _feed_at += _piece_length;
         _piece_skip = static_cast<std::size_t>(std::min<std::uint64_t>(
-            _body_start > from ? _body_start - from : 0, _piece.size()));
+            _body_start > from ? _body_start - from : 0, _piece_length));
         // The end of the data is given only for a record whose every byte checked.
         if (_feed_at == w.size) {
             if (auto whole = _check.finish(); !whole) error = std::string(describe(whole.error()));
@@ -467,7 +498,7 @@ void outbound::pump_body() noexcept {
         }
         if (!_piece_full) break;  // its read is in flight
         const bool last = _feed_at == _job->where.size;
-        _session.feed_body(std::string_view(_piece).substr(_piece_skip),
+        _session.feed_body(piece().substr(_piece_skip),
                            last ? protocol::body_piece::last : protocol::body_piece::more, _stream.out());
         _piece_full = false;
         if (last) {
@@ -489,7 +520,7 @@ void outbound::end_body_feed() noexcept {
         ::close(_piece_fd);
         _piece_fd = -1;
     }
-    if (!_piece_reading) std::string().swap(_piece);  // an idle connection holds no piece
+    if (!_piece_reading) release_piece_buffer();  // an idle connection holds no piece
 }
 
 // A read failed or the record did not check: deferred with the reason, like a failed whole

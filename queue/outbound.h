@@ -33,9 +33,15 @@
 // stream's output. A larger body is never held whole by the connection nor copied whole into
 // the output: the session takes it in pieces (protocol::body_source::pieces), each given when
 // the stream's queued output has fallen below body_piece_size, from the cached copy or from
-// reads of body_piece_size into one plain buffer per connection (the reactor registers no
-// buffers, so IORING_OP_READ rather than READ_FIXED), the next read issued once the previous
-// piece was given. The record's CRC-32C is checked as the pieces come (record_stream_check)
+// reads of body_piece_size into one buffer per connection, the next read issued once the
+// previous piece was given. That buffer is one of the shard's registered buffers
+// (core::fixed_buffer_pool, the reactor's; IORING_OP_READ_FIXED: the pages were mapped once at
+// start-up, not imported at every read), acquired when the body's first read is issued and kept until
+// the body is done and no read into it is in flight; when none is free (or the kernel refused
+// the registration) it is plain memory read with IORING_OP_READ, the same in every other
+// respect. Each read is counted in the pool (fixed or plain). The whole read of a record up
+// to body_stream_threshold stays a plain read into memory of its own: that memory becomes the
+// job's shared message_body, which a registered buffer could only become by a copy. The record's CRC-32C is checked as the pieces come (record_stream_check)
 // and the body's last piece, which ends the data, is given only once the whole record
 // matched. A read error or a mismatch mid-body abandons the body (the session never ends the
 // data) and aborts the connection, so the peer discards the partial message; the job gets the
@@ -43,7 +49,7 @@
 // read (256 KiB), the output queued below 256 KiB when a piece is given plus that piece
 // encoded (at most twice its size: a bare LF or a leading '.' doubles), and one send of at
 // most as much in the kernel: 1.75 MiB at worst, 1.25 MiB for a body of CRLF lines. The piece
-// buffer is freed when the body is done.
+// buffer goes back to the pool, or is freed, when the body is done.
 // SECURITY: every byte received is the next hop's; the stream moves it and the session parses
 // it (bounded reply lines). Output waits only behind our own commands. Spooled bytes are given
 // to the peer only from a record whose header checked; the end of data only once its CRC did.
@@ -54,6 +60,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/fixed_buffer_pool.h"
 #include "core/net.h"
 #include "core/stream.h"
 #include "core/tls.h"
@@ -70,6 +77,16 @@ inline constexpr std::size_t body_piece_size = 256 * 1024;
 // A body larger than this (four pieces, 1 MiB) is sent in pieces; a smaller one whole (one
 // read of its record: fewer round trips through the loop, and it is small anyway).
 inline constexpr std::uint64_t body_stream_threshold = 4 * body_piece_size;
+// The registered buffers a shard asks for (core::fixed_buffer_pool), each body_piece_size:
+// one per connection streaming a large body at the same time, the rest read into plain
+// memory. 16 (4 MiB per shard, pinned and resident for the shard's life): the default
+// --max-connections-per-destination, so one destination's connections all get one. Bodies
+// over 1 MiB are rare next to the connections a shard runs, so more would mostly sit idle.
+// Root (CAP_IPC_LOCK) has no limit; an unprivileged user's RLIMIT_MEMLOCK (8 MiB by default
+// since Linux 5.16, shared by all its processes, and on recent kernels charged for the rings
+// too) fits one shard's pool, and later shards get fewer (the pool halves its request) or
+// none: their streamed reads use plain memory, and the start-up line says so.
+inline constexpr unsigned body_read_buffers = 16;
 
 class outbound final : public outbound_link, private core::stream_owner {
 public:
@@ -134,6 +151,11 @@ private:
     void piece_read(int res, std::uint32_t flags) noexcept;
     void pump_body() noexcept;
     void end_body_feed() noexcept;
+    // The piece buffer: a registered one if the pool has one free, else plain memory; given
+    // back (release_piece_buffer) only when no read into it is in flight.
+    void take_piece_buffer() noexcept;
+    void release_piece_buffer() noexcept;
+    [[nodiscard]] std::string_view piece() const noexcept { return {_piece_data, _piece_length}; }
     void fail_body(delivery_job* job, const std::string& error) noexcept;
     [[nodiscard]] protocol::outcome_reply unreadable_reply(const delivery_job& job, const std::string& error) const;
 
@@ -180,10 +202,14 @@ private:
     std::uint64_t _feed_at = 0;      // memory: next octet of _feed_text; spool: of the record to read
     std::uint64_t _body_start = 0;   // spool: where the message starts in its record
     record_stream_check _check{0, 0};
-    std::string _piece;              // spool: the piece read (plain memory, body_piece_size)
-    std::size_t _piece_skip = 0;     // of _piece, the octets before the message (the envelope)
-    bool _piece_full = false;        // _piece holds a piece not yet given
-    bool _piece_reading = false;     // a read into _piece is in flight (or its failure posted)
+    core::fixed_buffer_pool& _fixed_buffers;  // the reactor's: outlives the connection
+    core::fixed_buffer _piece_fixed;  // spool: the registered buffer held, if any
+    std::string _piece_plain;         // spool: else plain memory (body_piece_size)
+    char* _piece_data = nullptr;      // the piece buffer (one of the two); null: none held
+    std::size_t _piece_length = 0;    // of the piece read (or being read) into it
+    std::size_t _piece_skip = 0;      // of the piece, the octets before the message (the envelope)
+    bool _piece_full = false;         // the buffer holds a piece not yet given
+    bool _piece_reading = false;      // a read into the buffer is in flight (or its failure posted)
     delivery_job* _piece_job = nullptr;  // the job that read is for
     int _piece_fd = -1;              // closed only when no read is in flight
     core::operation<&outbound::piece_read> _piece_op{*this};

@@ -2,6 +2,7 @@
 #include "queue/relay.h"
 
 #include <dirent.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,10 +16,32 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "protocol/address.h"
+#include "queue/outbound.h"
 #include "queue/suppression.h"
 #include "queue/suppression_file.h"
 
 namespace ringrelay::queue {
+
+namespace {
+
+// The start-up line about the shards' registered buffers (queue/outbound.h): said once for
+// the relay, not per shard. `counts`: each shard's; `refusal`: the first shard's refusal.
+std::string describe_fixed_buffers(const std::vector<unsigned>& counts, const std::string& refusal) {
+    const std::string each = std::to_string(body_piece_size >> 10) + " KiB";
+    if (refusal.empty())
+        return "registered buffers: " + std::to_string(body_read_buffers) + " x " + each + " per shard (" +
+               std::to_string(counts.size()) + " shard(s)) for streamed body reads (READ_FIXED)";
+    std::string per_shard;
+    for (unsigned n : counts) per_shard += (per_shard.empty() ? "" : ", ") + std::to_string(n);
+    std::string limit = "unlimited";
+    if (rlimit l{}; ::getrlimit(RLIMIT_MEMLOCK, &l) == 0 && l.rlim_cur != RLIM_INFINITY)
+        limit = std::to_string(l.rlim_cur >> 10) + " KiB";
+    return "registered buffers: the kernel refused " + std::to_string(body_read_buffers) + " x " + each +
+           " per shard (" + refusal + "; RLIMIT_MEMLOCK " + limit + "); registered per shard: " + per_shard +
+           "; a streamed body without one is read into plain memory";
+}
+
+}  // namespace
 
 std::expected<std::string, std::string> postmaster_address(const core::config& config) {
     const bool defaulted = config.postmaster.empty();
@@ -119,6 +142,8 @@ std::expected<void, std::string> relay::start() {
     // The shards start one at a time, each recovering its spool directory first; on a large
     // spool this takes a while, and the line says what the relay is doing meanwhile.
     core::diag("starting " + std::to_string(_config.shards) + " shard(s): recovering the spool in " + _config.spool);
+    std::vector<unsigned> fixed_buffers;
+    std::string fixed_buffers_refusal;
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
@@ -141,12 +166,15 @@ std::expected<void, std::string> relay::start() {
         }
         for (const std::string& p : r.recovery_problems) core::diag("shard " + std::to_string(i) + ": spool: " + p);
         _recovered += r.unfinished_messages;
+        fixed_buffers.push_back(r.fixed_buffers);
+        if (fixed_buffers_refusal.empty()) fixed_buffers_refusal = r.fixed_buffers_refusal;
         if (i == 0) {
             // Every shard binds the same endpoints (SO_REUSEPORT): a port 0 becomes shard 0's.
             for (std::size_t k = 0; k < listen.size() && k < r.bound.size(); ++k) listen[k].endpoint = r.bound[k];
             _bound = r.bound;
         }
     }
+    _fixed_buffers_summary = describe_fixed_buffers(fixed_buffers, fixed_buffers_refusal);
     // The cross-shard mailboxes (one per ordered pair of shards), then let the shards run.
     const unsigned n = _config.shards;
     for (unsigned from = 0; from < n; ++from)
@@ -311,6 +339,15 @@ std::uint64_t relay::messages_failed() const noexcept {
 std::uint64_t relay::recipients_delivered() const noexcept {
     std::uint64_t n = 0;
     for (const auto& s : _shards) n += s->counters().delivered.load(std::memory_order_relaxed);
+    return n;
+}
+
+relay::body_reads relay::streamed_body_reads() const noexcept {
+    body_reads n;
+    for (const auto& s : _shards) {
+        n.fixed += s->counters().fixed_buffer_reads.load(std::memory_order_relaxed);
+        n.plain += s->counters().plain_buffer_reads.load(std::memory_order_relaxed);
+    }
     return n;
 }
 

@@ -54,6 +54,9 @@ public:
     [[nodiscard]] const std::string& dkim_summary() const noexcept { return _dkim_summary; }
     // One line on the suppression list: off, or how many entries, where, and the TTL.
     [[nodiscard]] const std::string& suppression_summary() const noexcept { return _suppression_summary; }
+    // One line on the shards' registered buffers for streamed body reads: how many, or what the
+    // kernel refused and that the reads use plain memory instead (queue/outbound.h).
+    [[nodiscard]] const std::string& fixed_buffers_summary() const noexcept { return _fixed_buffers_summary; }
     // The relay's suppression list; null with --no-suppression (or before start()).
     [[nodiscard]] suppression_table* suppressions() noexcept { return _suppressions.get(); }
     // SIGHUP: re-reads --auth-users, the --dkim-key files and the TLS certificate and key
@@ -70,6 +73,13 @@ public:
     [[nodiscard]] std::uint64_t messages_queued() const noexcept;
     [[nodiscard]] std::uint64_t messages_failed() const noexcept;
     [[nodiscard]] std::uint64_t recipients_delivered() const noexcept;
+    // Streamed body pieces (queue/outbound.h) read so far, over every shard: into registered
+    // buffers (READ_FIXED) and into plain memory (no buffer free, or none registered).
+    struct body_reads {
+        std::uint64_t fixed = 0;
+        std::uint64_t plain = 0;
+    };
+    [[nodiscard]] body_reads streamed_body_reads() const noexcept;
 
 private:
     // Loads --tls-cert/--tls-key, or makes/reuses the self-signed pair in SPOOL/tls.
@@ -97,6 +107,7 @@ private:
     std::unique_ptr<suppression_table> _suppressions;  // before _shards: they read it; null: --no-suppression
     std::uint64_t _suppression_generation = 0;
     std::string _suppression_summary = "suppression: off (--no-suppression)";
+    std::string _fixed_buffers_summary;
     core::ktls_probe _ktls;
     std::string _tls_summary;
     std::string _tls_cert_file;  // what setup_tls() loaded, for reload()

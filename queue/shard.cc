@@ -9,6 +9,7 @@
 
 #include "core/invariant.h"
 #include "queue/connection.h"
+#include "queue/outbound.h"
 #include "queue/suppression_file.h"
 
 namespace ringrelay::queue {
@@ -64,6 +65,10 @@ std::string shard::init() {
     _ring_fd.store(_reactor.ring_fd(), std::memory_order_release);
     if (auto ec = _buffers.init(_reactor, server_receive_group, server_receive_buffers, server_receive_buffer_size); ec)
         return "receive buffer ring: " + ec.message();
+    // Registered buffers for streamed body reads (queue/outbound.h). A refusal is no error:
+    // the reads use plain memory; the relay says so once at start-up.
+    if (auto ec = _reactor.fixed_buffers().init(_reactor.ring(), body_read_buffers, body_piece_size); ec)
+        _fixed_buffers_refusal = ec.message();
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index),
                                      _config.spool_segment_bytes);
@@ -127,6 +132,8 @@ void shard::run(std::promise<shard_init_result>& ready) {
     }
     if (result.error.empty()) {
         result.bound = _front->bound();
+        result.fixed_buffers = _reactor.fixed_buffers().capacity();
+        result.fixed_buffers_refusal = _fixed_buffers_refusal;
     }
     const bool ok = result.error.empty();
     ready.set_value(std::move(result));
@@ -244,6 +251,9 @@ void shard::tick() noexcept {
     _delivery->tick(now);
     if (_suppressions) _suppressions->tick();
     _counters.delivered.store(_delivery->counters().delivered, std::memory_order_relaxed);
+    const core::fixed_buffer_counters& reads = _reactor.fixed_buffers().counters();
+    _counters.fixed_buffer_reads.store(reads.fixed_reads, std::memory_order_relaxed);
+    _counters.plain_buffer_reads.store(reads.plain_reads, std::memory_order_relaxed);
     _counters.queued_for_delivery.store(_delivery->queued_messages(), std::memory_order_relaxed);
     if (_stopping && now >= _stop_deadline_ms) {
         if (!_grace_over) {

@@ -80,6 +80,8 @@ struct shard_init_result {
     std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved), in listen order
     std::size_t unfinished_messages = 0;  // of which still to deliver
     std::vector<std::string> recovery_problems;
+    unsigned fixed_buffers = 0;          // registered for streamed body reads (queue/outbound.h)
+    std::string fixed_buffers_refusal;   // why the kernel refused (some of) them; empty: it did not
 };
 
 struct shard_counters {
@@ -99,6 +101,10 @@ struct shard_counters {
     std::atomic<std::uint64_t> auth_refused_for_load{0};// 454 4.7.0: wait queue full or wait too long
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> queued_for_delivery{0};
+    // Pieces of streamed bodies read into a registered buffer, and into plain memory (none
+    // free, or none registered); core::fixed_buffer_counters, copied every tick.
+    std::atomic<std::uint64_t> fixed_buffer_reads{0};
+    std::atomic<std::uint64_t> plain_buffer_reads{0};
 };
 
 class shard final : public core::turn_hook,
@@ -254,6 +260,7 @@ private:
     bool _stopping = false;
     bool _grace_over = false;
     std::uint16_t _reported = 0;  // report kinds logged since the last tick
+    std::string _fixed_buffers_refusal;  // the kernel's answer to the registration, if a refusal
     core::operation<&shard::on_stop_request> _stop{*this};
 
     // Written by this shard, read by other threads.

@@ -232,6 +232,7 @@ int main(int argc, char** argv) {
     core::diag(node.dkim_summary());
     core::diag(bounce_summary);
     core::diag(node.suppression_summary());
+    core::diag(node.fixed_buffers_summary());
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +
@@ -268,6 +269,9 @@ int main(int argc, char** argv) {
         }
     }
     node.join();
-    core::diag("stopped: " + std::to_string(node.messages_queued()) + " message(s) queued in this run");
+    const queue::relay::body_reads reads = node.streamed_body_reads();
+    core::diag("stopped: " + std::to_string(node.messages_queued()) + " message(s) queued in this run; " +
+               "streamed body pieces read into registered buffers: " + std::to_string(reads.fixed) +
+               ", into plain memory: " + std::to_string(reads.plain));
     return 0;
 }

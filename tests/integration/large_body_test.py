@@ -20,6 +20,7 @@ import glob
 import hashlib
 import os
 import random
+import re
 import smtplib
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import harness
 WAIT = 120.0
 MAX_SIZE = 64 << 20
 SIZES = (8 << 20, 30 << 20)
+PIECE = 256 << 10  # queue/outbound.h body_piece_size: one read per piece
 GROWTH_BOUND = 16 << 20
 
 
@@ -157,7 +159,26 @@ def scenario(c):
         time.sleep(0.2)
     time.sleep(0.5)  # the last Delivery record, and any late memory, before the reading
     peak = proc_status_kib(relay.proc.pid, "VmHWM") * 1024
+    # Which memory the pieces were read into: the shards' registered buffers, or plain memory
+    # when the kernel refused them (RLIMIT_MEMLOCK); both deliver the same bytes.
+    registered = next((l for l in relay.stderr().splitlines() if "registered buffers:" in l), "")
+    print(f"large_body: {registered[registered.find('registered buffers:'):] or 'no registered-buffer line'}",
+          flush=True)
     c.check(relay.stop() == 0, "the delivering relay stops cleanly")
+    # Its last line counts the pieces read each way. With the buffers registered, and one body
+    # streamed at a time per connection (two connections), every piece went into one of them.
+    stopped = next((l for l in relay.stderr().splitlines() if "streamed body pieces read" in l), "")
+    reads = re.search(r"registered buffers: (\d+), into plain memory: (\d+)", stopped)
+    pieces = sum(-(-len(b) // PIECE) for b in messages.values())  # at least one read per piece
+    if not reads:
+        c.check(False, "the relay's last line counts the streamed body reads", stopped or "no such line")
+    elif "refused" in registered:
+        c.check(int(reads.group(1)) == 0 and int(reads.group(2)) >= pieces,
+                "registered buffers refused: every piece was read into plain memory", stopped)
+    else:
+        c.check(int(reads.group(1)) >= pieces and int(reads.group(2)) == 0,
+                f"every streamed piece (at least {pieces}) was read into a registered buffer (READ_FIXED)",
+                stopped)
 
     by_digest = {}
     for got in pf.bodies():

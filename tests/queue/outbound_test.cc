@@ -687,9 +687,21 @@ std::string stuffed(std::string_view text) {
     return out;
 }
 
-// Up to the 354 with PIPELINING (and CHUNKING when asked: up to the RCPT replies).
+// The reactor's registered buffers, as a shard has them (fewer: a test streams one body at a
+// time). Up to the 354 with PIPELINING (and CHUNKING when asked: up to the RCPT replies).
 class OutboundLargeTest : public OutboundSpoolTest {
 protected:
+    void SetUp() override {
+        OutboundSpoolTest::SetUp();
+        if (IsSkipped() || HasFatalFailure()) return;
+        ASSERT_FALSE(pool().init(h.ring.ring(), 2, body_piece_size)) << "registering 2 x 256 KiB";
+        ASSERT_EQ(pool().capacity(), 2U);
+    }
+    core::fixed_buffer_pool& pool() { return h.ring.fixed_buffers(); }
+    // The reads of `j`'s record in pieces: one per body_piece_size, the last shorter.
+    static std::uint64_t piece_reads(const test_job& j) {
+        return (j.job.where.size + body_piece_size - 1) / body_piece_size;
+    }
     void up_to_body(bool chunking = false) {
         accept_peer();
         say("220 mx ESMTP\r\n");
@@ -748,6 +760,34 @@ TEST_F(OutboundLargeTest, ALargeBodyIsReadFromTheSpoolInPiecesAndSentByteExact) 
     ASSERT_EQ(owner.dones.size(), 1U);
     EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::accepted);
     EXPECT_EQ(expect("\r\n"), "QUIT\r\n");
+    // Every piece was read into a registered buffer (READ_FIXED), which is back in the pool.
+    EXPECT_EQ(pool().counters().fixed_reads, piece_reads(j));
+    EXPECT_EQ(pool().counters().plain_reads, 0U);
+    EXPECT_EQ(pool().counters().acquired, 1U) << "one buffer held for the whole body";
+    EXPECT_EQ(pool().available(), pool().capacity());
+}
+
+// Every registered buffer is taken (other connections streaming): the body is read into plain
+// memory with plain reads, and goes out the same, byte-exact.
+TEST_F(OutboundLargeTest, WithNoRegisteredBufferFreeTheBodyIsReadIntoPlainMemoryByteExact) {
+    const core::fixed_buffer taken[2] = {pool().acquire(), pool().acquire()};
+    ASSERT_TRUE(taken[0] && taken[1]);
+    const std::string text = large_text();
+    test_job& j = job(27, {"b@example.net"}, "not this");
+    spool_job(j, text);
+    open();
+    up_to_body();
+    std::string got;
+    ASSERT_TRUE(h.read_until(peer, got, "\r\n.\r\n", 20'000));
+    EXPECT_TRUE(got == stuffed(text) + ".\r\n") << "differs: " << got.size() << " octets, expected "
+                                                 << stuffed(text).size() + 3;
+    say("250 2.0.0 queued\r\n");
+    ASSERT_EQ(owner.dones.size(), 1U);
+    EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(pool().counters().fixed_reads, 0U);
+    EXPECT_EQ(pool().counters().plain_reads, piece_reads(j));
+    EXPECT_EQ(pool().counters().exhausted, 1U) << "asked once, for the body";
+    for (const core::fixed_buffer& b : taken) pool().release(b);
 }
 
 // CHUNKING: one BDAT per piece read, the last LAST; together the message byte-exact.
@@ -763,11 +803,13 @@ TEST_F(OutboundLargeTest, ALargeBodyFromTheSpoolGoesAsOneBdatChunkPerPiece) {
     // The first read holds the record's header and envelope too: one piece more than the body.
     EXPECT_GE(chunks, text.size() / body_piece_size);
     EXPECT_LE(chunks, text.size() / body_piece_size + 2);
+    EXPECT_EQ(pool().counters().fixed_reads, piece_reads(j));
     std::string replies;
     for (std::size_t i = 0; i < chunks; ++i) replies += "250 2.0.0 ok\r\n";
     say(replies);
     ASSERT_EQ(owner.dones.size(), 1U);
     EXPECT_EQ(owner.dones[0].outcome.kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(pool().available(), pool().capacity());
 }
 
 // A cached large body is given in slices of the cache's copy: several chunks, never one.
@@ -780,6 +822,7 @@ TEST_F(OutboundLargeTest, ALargeCachedBodyIsGivenInPiecesToo) {
     const std::string joined = read_chunks(chunks);
     EXPECT_TRUE(joined == text);
     EXPECT_EQ(chunks, (text.size() + body_piece_size - 1) / body_piece_size);
+    EXPECT_EQ(pool().counters().fixed_reads + pool().counters().plain_reads, 0U) << "nothing read";
     std::string replies;
     for (std::size_t i = 0; i < chunks; ++i) replies += "250 2.0.0 ok\r\n";
     say(replies);
@@ -825,6 +868,8 @@ TEST_F(OutboundLargeTest, ACorruptionMidRecordAbortsWithoutEndingTheDataAndDefer
     for (const auto& r : d.outcome.recipients) EXPECT_EQ(r.kind, protocol::outcome_kind::transient_failure);
     EXPECT_EQ(owner.closes[0].reason, protocol::close_reason::body_abandoned);
     ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
+    EXPECT_GT(pool().counters().fixed_reads, 1U);
+    EXPECT_EQ(pool().available(), pool().capacity()) << "the aborted body's buffer is back";
 }
 
 // The segment ends in the middle of the record (a read comes back short mid-body): the same.
@@ -845,6 +890,7 @@ TEST_F(OutboundLargeTest, AShortReadMidBodyAbortsWithoutEndingTheData) {
     EXPECT_NE(owner.dones[0].outcome.reply.text.find("the segment ends short of the record"), std::string::npos)
         << owner.dones[0].outcome.reply.text;
     ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
+    EXPECT_EQ(pool().available(), pool().capacity()) << "the aborted body's buffer is back";
 }
 
 // A damaged header is found on the first read, before any command: no transaction at all.
@@ -862,6 +908,8 @@ TEST_F(OutboundLargeTest, ALargeRecordWithABadHeaderFailsBeforeMail) {
     EXPECT_NE(owner.dones[0].outcome.reply.text.find("no record magic"), std::string::npos)
         << owner.dones[0].outcome.reply.text;
     EXPECT_EQ(expect("\r\n"), "QUIT\r\n") << "no MAIL was sent for it";
+    EXPECT_EQ(pool().counters().fixed_reads, 1U);
+    EXPECT_EQ(pool().available(), pool().capacity());
 }
 
 }  // namespace
