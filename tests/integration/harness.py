@@ -548,6 +548,19 @@ def queued_id(text):
     return m.group(1) if m else None
 
 
+def proc_status_kib(pid, field):
+    """A size field of /proc/PID/status (VmRSS, VmHWM, ...) in KiB; None once `pid` has
+    exited or when the field is not there."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # A raw SMTP client: exact bytes out, parsed replies in.
 
