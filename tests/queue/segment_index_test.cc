@@ -19,6 +19,7 @@
 
 #include "core/reactor.h"
 #include "queue/spool.h"
+#include "tests/queue/spool_fixture.h"
 
 using namespace ringrelay;
 using namespace ringrelay::queue;
@@ -26,14 +27,7 @@ using protocol::commit_result;
 
 namespace {
 
-struct waiter final : commit_waiter {
-    std::vector<commit_result> results;
-    spool* owner = nullptr;
-    void committed(commit_result r) noexcept override {
-        results.push_back(r);
-        if (r == commit_result::ok && owner != nullptr) owner->hold_segment(owner->committed_segment());
-    }
-};
+using waiter = queue::testing::holding_waiter;
 
 // One visitor call, every field a recovery visitor may read, as text; the message bytes only
 // by their size (a scan has them, an index does not).
@@ -81,39 +75,10 @@ void write_file(const std::string& path, const std::string& bytes) {
     out << bytes;
 }
 
-class SegmentIndexTest : public ::testing::Test {
+class SegmentIndexTest : public queue::testing::spool_fixture<disk_storage> {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/ringrelay-index-XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        _dir = tmpl;
-        _shard = _dir + "/shard-0";
-        ASSERT_FALSE(_reactor.init(256, core::probe_kernel_features()));
-        _storage = std::make_unique<disk_storage>(_reactor);
-    }
-    void TearDown() override { std::filesystem::remove_all(_dir); }
+    SegmentIndexTest() : spool_fixture("index") {}
 
-    struct unhook {
-        core::reactor* r;
-        void operator()(spool* s) const {
-            r->remove_turn_hook(s);
-            delete s;
-        }
-    };
-    using spool_ptr = std::unique_ptr<spool, unhook>;
-
-    spool_ptr open_spool(std::uint64_t segment_limit) {
-        spool_ptr s(new spool(_reactor, *_storage, _shard, segment_limit), unhook{&_reactor});
-        auto report = s->open();
-        EXPECT_TRUE(report.has_value()) << (report ? "" : report.error());
-        _reactor.add_turn_hook(s.get());
-        return s;
-    }
-
-    void run_until(const waiter& w, std::size_t n) {
-        for (int i = 0; i < 1000 && w.results.size() < n; ++i) ASSERT_TRUE(_reactor.run_once(100));
-        ASSERT_EQ(w.results.size(), n);
-    }
     void run_until_idle(const spool& s) {
         for (int i = 0; i < 1000 && !s.idle(); ++i) ASSERT_TRUE(_reactor.run_once(100));
         ASSERT_TRUE(s.idle());
@@ -203,12 +168,6 @@ protected:
             std::filesystem::rename(e.path(), _shard + "/" + e.path().filename().string());
         return r;
     }
-
-    std::string _dir;
-    std::string _shard;
-    core::reactor _reactor;
-    std::unique_ptr<disk_storage> _storage;
-    std::vector<std::string> _bodies;
 };
 
 void expect_same_listing(const recovery_report& a, const recovery_report& b) {
