@@ -84,6 +84,24 @@ protected:
         ASSERT_TRUE(s.idle());
     }
 
+    // Messages 1, 2 and 3, each committed before the next is appended (in a spool opened with
+    // segment limit 1, each in a segment of its own); then runs until the spool is idle.
+    void append_one_per_commit(spool& s) {
+        waiter w;
+        w.owner = &s;
+        _bodies.emplace_back("Subject: x\r\n\r\nhello\r\n");
+        protocol::envelope env;
+        env.helo = "h";
+        env.mail_from = "a@example.org";
+        env.rcpt_to = {"b@example.net"};
+        for (std::uint64_t id = 1; id <= 3; ++id) {
+            env.queue_id = id;
+            s.append(env, "127.0.0.1", _bodies.back(), 1, &w);
+            run_until(w, id);
+        }
+        run_until_idle(s);
+    }
+
     // A spool of several segments (a small limit) holding messages of every shape the relay
     // writes (an AUTH user, many recipients, 8BITMIME and SMTPUTF8, an empty body, a body of
     // 100 KiB), outcome records and compaction copies, then closed cleanly (which indexes the
@@ -211,19 +229,7 @@ TEST_F(SegmentIndexTest, EveryClosedSegmentHasAnIndexAndRecoveryFromThemEqualsAS
 // only when the spool closes.
 TEST_F(SegmentIndexTest, RotationWritesTheClosedSegmentsIndexWhileRunning) {
     auto s = open_spool(1);  // every commit starts a new segment
-    waiter w;
-    w.owner = s.get();
-    const std::string body = "Subject: x\r\n\r\nhello\r\n";
-    protocol::envelope env;
-    env.helo = "h";
-    env.mail_from = "a@example.org";
-    env.rcpt_to = {"b@example.net"};
-    for (std::uint64_t id = 1; id <= 3; ++id) {
-        env.queue_id = id;
-        s->append(env, "127.0.0.1", body, 1, &w);
-        run_until(w, id);
-    }
-    run_until_idle(*s);
+    append_one_per_commit(*s);
     EXPECT_EQ(files(".idx"), (std::vector<std::uint64_t>{1, 2}));  // the current one (3) has none yet
     EXPECT_EQ(s->index_stats().written, 2u);
     EXPECT_EQ(s->index_stats().failed, 0u);
@@ -235,19 +241,7 @@ TEST_F(SegmentIndexTest, RotationWritesTheClosedSegmentsIndexWhileRunning) {
 
 TEST_F(SegmentIndexTest, DeletingASegmentDeletesItsIndex) {
     auto s = open_spool(1);
-    waiter w;
-    w.owner = s.get();
-    const std::string body = "Subject: x\r\n\r\nhello\r\n";
-    protocol::envelope env;
-    env.helo = "h";
-    env.mail_from = "a@example.org";
-    env.rcpt_to = {"b@example.net"};
-    for (std::uint64_t id = 1; id <= 3; ++id) {
-        env.queue_id = id;
-        s->append(env, "127.0.0.1", body, 1, &w);
-        run_until(w, id);
-    }
-    run_until_idle(*s);
+    append_one_per_commit(*s);
     ASSERT_EQ(files(".idx"), (std::vector<std::uint64_t>{1, 2}));
     s->release_segment(1);
     ASSERT_TRUE(_reactor.run_once(0));
