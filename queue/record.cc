@@ -6,29 +6,16 @@
 #include <span>
 
 #include "queue/crc32c.h"
+#include "queue/little_endian.h"
 
 namespace ringrelay::queue {
 
 namespace {
 
-template <typename Int>
-void put(std::string& out, Int v) {
-    char b[sizeof(Int)];
-    for (std::size_t i = 0; i < sizeof(Int); ++i) b[i] = static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xFF);
-    out.append(b, sizeof(Int));
-}
-
 void put_str16(std::string& out, std::string_view s) {
     const std::size_t n = s.size() > 0xFFFF ? 0xFFFF : s.size();
-    put<std::uint16_t>(out, static_cast<std::uint16_t>(n));
+    put_le<std::uint16_t>(out, static_cast<std::uint16_t>(n));
     out.append(s.substr(0, n));
-}
-
-template <typename Int>
-Int get(std::string_view b, std::size_t off) {
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < sizeof(Int); ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(b[off + i])) << (8 * i);
-    return static_cast<Int>(v);
 }
 
 class reader {
@@ -37,7 +24,7 @@ public:
     template <typename Int>
     bool read(Int& v) {
         if (_b.size() - _off < sizeof(Int)) return false;
-        v = get<Int>(_b, _off);
+        v = get_le<Int>(_b, _off);
         _off += sizeof(Int);
         return true;
     }
@@ -61,18 +48,18 @@ private:
 void append_record(std::string& out, record_type type, std::uint64_t queue_id, std::uint64_t time_us,
                    std::string_view payload, std::uint32_t seed) {
     std::string header;
-    put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(type));
-    put<std::uint8_t>(header, 1);
-    put<std::uint16_t>(header, 0);
-    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
-    put<std::uint32_t>(header, 0);
-    put<std::uint64_t>(header, queue_id);
-    put<std::uint64_t>(header, time_us);
+    put_le<std::uint32_t>(header, record_magic);
+    put_le<std::uint8_t>(header, static_cast<std::uint8_t>(type));
+    put_le<std::uint8_t>(header, 1);
+    put_le<std::uint16_t>(header, 0);
+    put_le<std::uint32_t>(header, static_cast<std::uint32_t>(payload.size()));
+    put_le<std::uint32_t>(header, 0);
+    put_le<std::uint64_t>(header, queue_id);
+    put_le<std::uint64_t>(header, time_us);
     std::uint32_t crc = crc32c(seed, std::string_view(header).substr(4, 8));
     crc = crc32c(crc, std::string_view(header).substr(16));
     crc = crc32c(crc, payload);
-    std::memcpy(header.data() + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
+    store_le(header.data() + 12, crc);
     out += header;
     out += payload;
 }
@@ -90,41 +77,41 @@ void encode_message_like(std::string& out, record_type type, const protocol::env
     out.resize(start + record_header_size);
     const std::size_t payload_start = out.size();
     if (type == record_type::message_copy) {
-        put<std::uint32_t>(out, static_cast<std::uint32_t>(states.size()));
+        put_le<std::uint32_t>(out, static_cast<std::uint32_t>(states.size()));
         for (const recipient_state& st : states) {
-            put<std::uint8_t>(out, static_cast<std::uint8_t>(st.status));
-            put<std::uint8_t>(out, 0);
-            put<std::uint16_t>(out, 0);
-            put<std::uint32_t>(out, st.attempts);
-            put<std::uint64_t>(out, st.next_attempt_us);
+            put_le<std::uint8_t>(out, static_cast<std::uint8_t>(st.status));
+            put_le<std::uint8_t>(out, 0);
+            put_le<std::uint16_t>(out, 0);
+            put_le<std::uint32_t>(out, st.attempts);
+            put_le<std::uint64_t>(out, st.next_attempt_us);
         }
     }
-    put<std::uint8_t>(out, static_cast<std::uint8_t>(env.body));
-    put<std::uint8_t>(out, env.smtputf8 ? 1 : 0);
+    put_le<std::uint8_t>(out, static_cast<std::uint8_t>(env.body));
+    put_le<std::uint8_t>(out, env.smtputf8 ? 1 : 0);
     put_str16(out, env.helo);
     put_str16(out, client);
     put_str16(out, env.mail_from);
     // Version 2 only when there is an AUTH user: other records stay as older relays wrote them.
     const std::uint8_t version = env.auth_user.empty() ? 1 : 2;
     if (version == 2) put_str16(out, env.auth_user);
-    put<std::uint32_t>(out, static_cast<std::uint32_t>(env.rcpt_to.size()));
+    put_le<std::uint32_t>(out, static_cast<std::uint32_t>(env.rcpt_to.size()));
     for (const std::string& r : env.rcpt_to) put_str16(out, r);
     const std::size_t payload_len = out.size() - payload_start + message.size();
 
     std::string header;
-    put<std::uint32_t>(header, record_magic);
-    put<std::uint8_t>(header, static_cast<std::uint8_t>(type));
-    put<std::uint8_t>(header, version);
-    put<std::uint16_t>(header, 0);
-    put<std::uint32_t>(header, static_cast<std::uint32_t>(payload_len));
-    put<std::uint32_t>(header, 0);  // crc placeholder
-    put<std::uint64_t>(header, env.queue_id);
-    put<std::uint64_t>(header, received_us);
+    put_le<std::uint32_t>(header, record_magic);
+    put_le<std::uint8_t>(header, static_cast<std::uint8_t>(type));
+    put_le<std::uint8_t>(header, version);
+    put_le<std::uint16_t>(header, 0);
+    put_le<std::uint32_t>(header, static_cast<std::uint32_t>(payload_len));
+    put_le<std::uint32_t>(header, 0);  // crc placeholder
+    put_le<std::uint64_t>(header, env.queue_id);
+    put_le<std::uint64_t>(header, received_us);
     std::uint32_t crc = crc32c(salt, std::string_view(header).substr(4, 8));
     crc = crc32c(crc, std::string_view(header).substr(16));
     crc = crc32c(crc, std::string_view(out).substr(payload_start));
     crc = crc32c(crc, message);
-    std::memcpy(header.data() + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
+    store_le(header.data() + 12, crc);
     std::memcpy(out.data() + start, header.data(), record_header_size);
 }
 
@@ -146,12 +133,12 @@ void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64
                            recipient_status status, std::uint32_t attempts, std::uint64_t next_attempt_us,
                            std::uint32_t salt) {
     std::string payload;
-    put<std::uint32_t>(payload, rcpt_index);
-    put<std::uint8_t>(payload, static_cast<std::uint8_t>(status));
-    put<std::uint8_t>(payload, 0);
-    put<std::uint16_t>(payload, 0);
-    put<std::uint32_t>(payload, attempts);
-    put<std::uint64_t>(payload, next_attempt_us);
+    put_le<std::uint32_t>(payload, rcpt_index);
+    put_le<std::uint8_t>(payload, static_cast<std::uint8_t>(status));
+    put_le<std::uint8_t>(payload, 0);
+    put_le<std::uint16_t>(payload, 0);
+    put_le<std::uint32_t>(payload, attempts);
+    put_le<std::uint64_t>(payload, next_attempt_us);
     append_record(out, record_type::outcome, queue_id, time_us, payload, salt);
 }
 
@@ -159,9 +146,9 @@ void encode_suppression_record(std::string& out, std::string_view tenant, std::s
                                suppression_source source, std::uint64_t queue_id, std::uint64_t time_us,
                                std::uint32_t salt) {
     std::string payload;
-    put<std::uint8_t>(payload, static_cast<std::uint8_t>(source));
-    put<std::uint8_t>(payload, 0);
-    put<std::uint16_t>(payload, 0);
+    put_le<std::uint8_t>(payload, static_cast<std::uint8_t>(source));
+    put_le<std::uint8_t>(payload, 0);
+    put_le<std::uint16_t>(payload, 0);
     put_str16(payload, tenant);
     put_str16(payload, address);
     append_record(out, record_type::suppression, queue_id, time_us, payload, salt);
@@ -169,8 +156,8 @@ void encode_suppression_record(std::string& out, std::string_view tenant, std::s
 
 void encode_segment_record(std::string& out, std::uint32_t salt) {
     std::string payload;
-    put<std::uint32_t>(payload, salt);
-    put<std::uint32_t>(payload, 0);
+    put_le<std::uint32_t>(payload, salt);
+    put_le<std::uint32_t>(payload, 0);
     append_record(out, record_type::segment, 0, 0, payload, 0);
 }
 
@@ -191,12 +178,12 @@ namespace {
 // the checks that need no payload: known type and version, a possible length.
 std::expected<decoded_message, decode_error> decode_header(std::string_view bytes) {
     decoded_message d;
-    d.header.type = static_cast<record_type>(get<std::uint8_t>(bytes, 4));
-    d.header.version = get<std::uint8_t>(bytes, 5);
-    d.header.payload_length = get<std::uint32_t>(bytes, 8);
-    d.header.crc = get<std::uint32_t>(bytes, 12);
-    d.header.queue_id = get<std::uint64_t>(bytes, 16);
-    d.header.received_us = get<std::uint64_t>(bytes, 24);
+    d.header.type = static_cast<record_type>(get_le<std::uint8_t>(bytes, 4));
+    d.header.version = get_le<std::uint8_t>(bytes, 5);
+    d.header.payload_length = get_le<std::uint32_t>(bytes, 8);
+    d.header.crc = get_le<std::uint32_t>(bytes, 12);
+    d.header.queue_id = get_le<std::uint64_t>(bytes, 16);
+    d.header.received_us = get_le<std::uint64_t>(bytes, 24);
     const bool message_like = d.header.type == record_type::message || d.header.type == record_type::message_copy;
     const bool known_type = message_like || d.header.type == record_type::outcome ||
                             d.header.type == record_type::segment || d.header.type == record_type::suppression;
@@ -283,7 +270,7 @@ bool has_message_bytes(record_type t) noexcept { return t == record_type::messag
 
 std::expected<decoded_message, decode_error> decode_record(std::string_view bytes, std::uint32_t salt) {
     if (bytes.size() < 4) return std::unexpected(decode_error::truncated);
-    if (get<std::uint32_t>(bytes, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
+    if (get_le<std::uint32_t>(bytes, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
     if (bytes.size() < record_header_size) return std::unexpected(decode_error::truncated);
     auto d = decode_header(bytes);
     if (!d) return d;
@@ -308,7 +295,7 @@ std::expected<void, decode_error> record_stream_check::add(std::string_view byte
             _failed = true;
             return std::unexpected(decode_error::truncated);
         }
-        if (get<std::uint32_t>(bytes, 0) != record_magic) {
+        if (get_le<std::uint32_t>(bytes, 0) != record_magic) {
             _failed = true;
             return std::unexpected(decode_error::bad_magic);
         }
@@ -343,7 +330,7 @@ std::expected<void, decode_error> record_stream_check::finish() const noexcept {
 std::expected<decoded_message, decode_error> decode_record_descriptor(std::string_view head, std::uint64_t message_size,
                                                                       std::uint32_t salt) {
     if (head.size() < 4) return std::unexpected(decode_error::truncated);
-    if (get<std::uint32_t>(head, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
+    if (get_le<std::uint32_t>(head, 0) != record_magic) return std::unexpected(decode_error::bad_magic);
     if (head.size() < record_header_size) return std::unexpected(decode_error::truncated);
     auto d = decode_header(head);
     if (!d) return d;
@@ -363,7 +350,7 @@ std::expected<decoded_message, decode_error> decode_record_descriptor(std::strin
 }
 
 std::size_t record_descriptor_size(std::string_view bytes) noexcept {
-    if (bytes.size() < record_header_size || get<std::uint32_t>(bytes, 0) != record_magic) return 0;
+    if (bytes.size() < record_header_size || get_le<std::uint32_t>(bytes, 0) != record_magic) return 0;
     auto d = decode_header(bytes);
     if (!d) return 0;
     const std::size_t available = std::min<std::size_t>(bytes.size(), d->record_size);

@@ -4,45 +4,31 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstring>
 
 #include "queue/crc32c.h"
+#include "queue/little_endian.h"
 
 namespace ringrelay::queue {
 
 namespace {
 
-template <typename Int>
-void put(std::string& out, Int v) {
-    char b[sizeof(Int)];
-    for (std::size_t i = 0; i < sizeof(Int); ++i) b[i] = static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xFF);
-    out.append(b, sizeof(Int));
-}
-
-template <typename Int>
-Int get(std::string_view b, std::size_t off) {
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < sizeof(Int); ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(b[off + i])) << (8 * i);
-    return static_cast<Int>(v);
-}
-
 // Appends one entry (header and body) to `out`.
 void append_entry(std::string& out, index_entry_kind kind, std::uint64_t offset, std::string_view body_prefix,
                   std::string_view body_rest, std::uint32_t salt) {
     const std::size_t start = out.size();
-    put<std::uint32_t>(out, index_magic);
-    put<std::uint8_t>(out, static_cast<std::uint8_t>(kind));
-    put<std::uint8_t>(out, 1);
-    put<std::uint16_t>(out, 0);
-    put<std::uint32_t>(out, static_cast<std::uint32_t>(body_prefix.size() + body_rest.size()));
-    put<std::uint32_t>(out, 0);  // crc placeholder
-    put<std::uint64_t>(out, offset);
+    put_le<std::uint32_t>(out, index_magic);
+    put_le<std::uint8_t>(out, static_cast<std::uint8_t>(kind));
+    put_le<std::uint8_t>(out, 1);
+    put_le<std::uint16_t>(out, 0);
+    put_le<std::uint32_t>(out, static_cast<std::uint32_t>(body_prefix.size() + body_rest.size()));
+    put_le<std::uint32_t>(out, 0);  // crc placeholder
+    put_le<std::uint64_t>(out, offset);
     out.append(body_prefix);
     out.append(body_rest);
     const std::string_view e = std::string_view(out).substr(start);
     std::uint32_t crc = crc32c(salt, e.substr(4, 8));
     crc = crc32c(crc, e.substr(16));
-    std::memcpy(out.data() + start + 12, &crc, 4);  // little-endian host (x86_64, aarch64)
+    store_le(out.data() + start + 12, crc);
 }
 
 std::uint64_t parse_name(std::string_view name, std::string_view suffix) noexcept {
@@ -91,12 +77,12 @@ void segment_index_builder::start(std::uint64_t segment, std::uint32_t salt) {
 
 void segment_index_builder::add(std::uint64_t offset, std::string_view bytes, std::uint64_t separate_message_bytes) {
     if (!_active || _broken) return;
-    if (bytes.size() < record_header_size || get<std::uint32_t>(bytes, 0) != record_magic || offset != _next_offset) {
+    if (bytes.size() < record_header_size || get_le<std::uint32_t>(bytes, 0) != record_magic || offset != _next_offset) {
         _broken = true;
         return;
     }
-    const std::uint64_t record_size = record_header_size + get<std::uint32_t>(bytes, 8);
-    const auto type = static_cast<record_type>(get<std::uint8_t>(bytes, 4));
+    const std::uint64_t record_size = record_header_size + get_le<std::uint32_t>(bytes, 8);
+    const auto type = static_cast<record_type>(get_le<std::uint8_t>(bytes, 4));
     // The usual cases need no parsing (this runs for every committed record on the shard):
     // a message record whose message bytes are written separately, an outcome record. A
     // copy (whole in `bytes`) or a message without message bytes is walked to its message.
@@ -115,7 +101,7 @@ void segment_index_builder::add(std::uint64_t offset, std::string_view bytes, st
     }
     const std::uint64_t message_size = record_size - descriptor;
     char size[8];
-    for (std::size_t i = 0; i < 8; ++i) size[i] = static_cast<char>((message_size >> (8 * i)) & 0xFF);
+    store_le(size, message_size);
     const std::size_t start = _bytes.size();
     append_entry(_bytes, index_entry_kind::record, offset, std::string_view(size, 8), bytes.substr(0, descriptor), _salt);
     _crc = crc32c(_crc, std::string_view(_bytes).substr(start));
@@ -127,11 +113,11 @@ std::string segment_index_builder::finish(std::uint64_t segment_length) {
     std::string out;
     if (_active && !_broken && _count > 0 && _next_offset == segment_length) {
         std::string end;
-        put<std::uint64_t>(end, _segment);
-        put<std::uint64_t>(end, _count);
-        put<std::uint64_t>(end, segment_length);
-        put<std::uint32_t>(end, _salt);
-        put<std::uint32_t>(end, _crc);
+        put_le<std::uint64_t>(end, _segment);
+        put_le<std::uint64_t>(end, _count);
+        put_le<std::uint64_t>(end, segment_length);
+        put_le<std::uint32_t>(end, _salt);
+        put_le<std::uint32_t>(end, _crc);
         append_entry(_bytes, index_entry_kind::end, 0, end, {}, _salt);
         _last_size = _bytes.size();
         out.swap(_bytes);
@@ -181,14 +167,14 @@ std::expected<std::vector<index_entry>, index_error> parse_segment_index(std::st
     for (;;) {
         const std::string_view rest = bytes.substr(pos);
         if (rest.size() < 4) return std::unexpected(index_error::truncated);
-        if (get<std::uint32_t>(rest, 0) != index_magic) return std::unexpected(index_error::bad_magic);
+        if (get_le<std::uint32_t>(rest, 0) != index_magic) return std::unexpected(index_error::bad_magic);
         if (rest.size() < index_entry_header_size) return std::unexpected(index_error::truncated);
-        const auto kind = static_cast<index_entry_kind>(get<std::uint8_t>(rest, 4));
-        const std::uint8_t version = get<std::uint8_t>(rest, 5);
-        const std::uint16_t reserved = get<std::uint16_t>(rest, 6);
-        const std::uint32_t body_length = get<std::uint32_t>(rest, 8);
-        const std::uint32_t crc = get<std::uint32_t>(rest, 12);
-        const std::uint64_t offset = get<std::uint64_t>(rest, 16);
+        const auto kind = static_cast<index_entry_kind>(get_le<std::uint8_t>(rest, 4));
+        const std::uint8_t version = get_le<std::uint8_t>(rest, 5);
+        const std::uint16_t reserved = get_le<std::uint16_t>(rest, 6);
+        const std::uint32_t body_length = get_le<std::uint32_t>(rest, 8);
+        const std::uint32_t crc = get_le<std::uint32_t>(rest, 12);
+        const std::uint64_t offset = get_le<std::uint64_t>(rest, 16);
         if (version != 1 || reserved != 0 || (kind != index_entry_kind::record && kind != index_entry_kind::end))
             return std::unexpected(index_error::bad_entry);
         if ((kind == index_entry_kind::end && body_length != index_end_body_size) ||
@@ -203,17 +189,17 @@ std::expected<std::vector<index_entry>, index_error> parse_segment_index(std::st
         if (kind == index_entry_kind::end) {
             if (offset != 0) return std::unexpected(index_error::bad_entry);
             if (entry.size() != rest.size()) return std::unexpected(index_error::bad_length);
-            if (get<std::uint32_t>(body, 28) != whole) return std::unexpected(index_error::bad_checksum);
-            if (get<std::uint64_t>(body, 0) != want.segment) return std::unexpected(index_error::wrong_segment);
-            if (get<std::uint32_t>(body, 24) != want.salt) return std::unexpected(index_error::wrong_salt);
-            if (get<std::uint64_t>(body, 16) != want.segment_length) return std::unexpected(index_error::wrong_length);
+            if (get_le<std::uint32_t>(body, 28) != whole) return std::unexpected(index_error::bad_checksum);
+            if (get_le<std::uint64_t>(body, 0) != want.segment) return std::unexpected(index_error::wrong_segment);
+            if (get_le<std::uint32_t>(body, 24) != want.salt) return std::unexpected(index_error::wrong_salt);
+            if (get_le<std::uint64_t>(body, 16) != want.segment_length) return std::unexpected(index_error::wrong_length);
             // The builder writes no index without a record: an empty one is not ours.
-            if (get<std::uint64_t>(body, 8) != entries.size() || entries.empty())
+            if (get_le<std::uint64_t>(body, 8) != entries.size() || entries.empty())
                 return std::unexpected(index_error::wrong_count);
             if (next_offset != want.segment_length) return std::unexpected(index_error::not_contiguous);
             return entries;
         }
-        index_entry e{offset, get<std::uint64_t>(body, 0), body.substr(8)};
+        index_entry e{offset, get_le<std::uint64_t>(body, 0), body.substr(8)};
         if (e.offset != next_offset) return std::unexpected(index_error::not_contiguous);
         auto d = decode_index_entry(e, want.salt);
         if (!d) return std::unexpected(index_error::bad_entry);

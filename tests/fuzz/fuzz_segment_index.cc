@@ -17,25 +17,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "queue/crc32c.h"
+#include "queue/little_endian.h"
 #include "queue/segment_index.h"
 
 using namespace ringrelay::queue;
 
 namespace {
-
-std::uint64_t get64(std::string_view b, std::size_t off) {
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(b[off + i])) << (8 * i);
-    return v;
-}
-std::uint32_t get32(std::string_view b, std::size_t off) { return static_cast<std::uint32_t>(get64(b, off) & 0xFFFFFFFFu); }
-void put32(std::string& b, std::size_t off, std::uint32_t v) { std::memcpy(b.data() + off, &v, 4); }
 
 // Recomputes each entry's CRC and the end entry's whole-index CRC (as the writer would) and
 // returns the expectation the end entry states (if there is one).
@@ -44,19 +36,19 @@ index_expectation fix_checksums(std::string& b, std::uint32_t salt) {
     std::size_t pos = 0;
     std::uint32_t whole = salt;
     while (b.size() - pos >= index_entry_header_size) {
-        const std::uint32_t len = get32(b, pos + 8);
+        const std::uint32_t len = get_le<std::uint32_t>(b, pos + 8);
         if (b.size() - pos - index_entry_header_size < len) break;
         const bool end = static_cast<std::uint8_t>(b[pos + 4]) == 2 && len == index_end_body_size;
         if (end) {
-            put32(b, pos + index_entry_header_size + 28, whole);
-            want.segment = get64(b, pos + index_entry_header_size);
-            want.segment_length = get64(b, pos + index_entry_header_size + 16);
-            put32(b, pos + index_entry_header_size + 24, salt);
+            store_le(b.data() + pos + index_entry_header_size + 28, whole);
+            want.segment = get_le<std::uint64_t>(b, pos + index_entry_header_size);
+            want.segment_length = get_le<std::uint64_t>(b, pos + index_entry_header_size + 16);
+            store_le(b.data() + pos + index_entry_header_size + 24, salt);
         }
         const std::string_view e = std::string_view(b).substr(pos, index_entry_header_size + len);
         std::uint32_t crc = crc32c(salt, e.substr(4, 8));
         crc = crc32c(crc, e.substr(16));
-        put32(b, pos + 12, crc);
+        store_le(b.data() + pos + 12, crc);
         whole = crc32c(whole, std::string_view(b).substr(pos, e.size()));
         pos += e.size();
     }
@@ -91,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::uint32_t salt = 0x9e3779b9u * (mode | 1u);
     if ((mode & 1) == 0) {
         std::string index(rest);
-        index_expectation want{7, salt, rest.size() >= 8 ? get64(rest, 0) : 0};
+        index_expectation want{7, salt, rest.size() >= 8 ? get_le<std::uint64_t>(rest, 0) : 0};
         if ((mode & 2) != 0) want = fix_checksums(index, salt);
         (void)check(index, want, nullptr);
         return 0;

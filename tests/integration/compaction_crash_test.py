@@ -62,7 +62,6 @@ import os
 import random
 import re
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
@@ -70,7 +69,7 @@ import threading
 import time
 
 import harness
-from harness import message_id, queued_id
+from harness import message_id
 from delivery_test import Sink, as_dumped, segments
 
 ROUNDS = int(os.environ.get("RR_COMPACTION_CRASH_ROUNDS", "6"))
@@ -93,85 +92,32 @@ _DURABLE_RE = re.compile(r"compaction of segment (\d+) in (\S+): copies durable"
 _RECOVERING = "shard(s): recovering the spool in "
 
 
-class Load(harness.ClientThreads):
+class Load(harness.KillLoad):
     """Client threads: messages to ok.test, one in DEFER_EVERY also to defer.test."""
 
     def __init__(self, relay, round_no):
-        super().__init__(THREADS)
-        self.relay = relay
-        self.round_no = round_no
-        self.killing = threading.Event()
+        super().__init__(relay, round_no, THREADS, 25, seed="cc-", helo="ccrash.test")
         self.acked = {}         # Message-ID -> monotonic time of the 250
         self.sent = {}          # Message-ID -> (bytes, [recipients]) once the body was sent in full
-        self.in_flight = set()  # body sent in full, no reply
-        self.refused = []
-        self.errors = []
 
-    def client(self, tid):
-        host, port = self.relay.address()
-        rng = random.Random(f"cc-{self.round_no}-{tid}")
-        n = 0
-        while not self.stop.is_set():
-            try:
-                s = smtplib.SMTP(host, port, timeout=15)
-                s.ehlo(f"client{tid}.ccrash.test")
-            except (OSError, smtplib.SMTPException):
-                return
-            try:
-                for _ in range(25):
-                    if self.stop.is_set():
-                        break
-                    n += 1
-                    mid = f"<cc-r{self.round_no}-t{tid}-n{n}@client.test>"
-                    rcpts = [f"t{tid}n{n}@{OK_DOMAIN}"]
-                    if rng.randrange(DEFER_EVERY) == 0:
-                        rcpts.append(f"t{tid}n{n}@{DEFER_DOMAIN}")
-                    # 2-6 KiB, lines not starting with '.', sent unstuffed below.
-                    lines = [f"x{n} " + "".join(rng.choice("abcdefghij .,-") for _ in range(70))
-                             for _ in range(rng.randrange(28, 84))]
-                    msg = (f"From: {SENDER}\r\nTo: {', '.join(rcpts)}\r\n"
-                           f"Subject: compaction crash round {self.round_no} thread {tid} message {n}\r\n"
-                           f"Message-ID: {mid}\r\n\r\n" + "\r\n".join(lines) + "\r\n").encode()
-                    code, _ = s.mail(SENDER)
-                    if code != 250:
-                        self.refused.append(("MAIL", code))
-                        continue
-                    if any(s.rcpt(r)[0] != 250 for r in rcpts):
-                        self.refused.append(("RCPT", mid))
-                        s.rset()
-                        continue
-                    sent_body = False
-                    try:
-                        code, _ = s.docmd("DATA")
-                        if code != 354:
-                            self.refused.append(("DATA", code))
-                            s.rset()
-                            continue
-                        s.send(msg + b".\r\n")
-                        sent_body = True
-                        with self.lock:
-                            self.sent[mid] = (msg, rcpts)
-                        code, text = s.getreply()
-                    except (OSError, smtplib.SMTPException):
-                        if sent_body:
-                            with self.lock:
-                                self.in_flight.add(mid)
-                        raise
-                    if code == 250 and queued_id(text):
-                        with self.lock:
-                            self.acked[mid] = time.monotonic()
-                    else:
-                        self.refused.append(("end of data", code))
-                s.quit()
-            except (OSError, smtplib.SMTPException) as e:
-                if not self.killing.is_set() and not self.stop.is_set() and self.relay.running():
-                    self.errors.append(repr(e))
-                return
-            finally:
-                try:
-                    s.close()
-                except Exception:  # noqa: BLE001
-                    pass
+    def message(self, tid, n, rng):
+        mid = f"<cc-r{self.round_no}-t{tid}-n{n}@client.test>"
+        rcpts = [f"t{tid}n{n}@{OK_DOMAIN}"]
+        if rng.randrange(DEFER_EVERY) == 0:
+            rcpts.append(f"t{tid}n{n}@{DEFER_DOMAIN}")
+        # 2-6 KiB, lines not starting with '.', sent unstuffed.
+        lines = [f"x{n} " + "".join(rng.choice("abcdefghij .,-") for _ in range(70))
+                 for _ in range(rng.randrange(28, 84))]
+        msg = (f"From: {SENDER}\r\nTo: {', '.join(rcpts)}\r\n"
+               f"Subject: compaction crash round {self.round_no} thread {tid} message {n}\r\n"
+               f"Message-ID: {mid}\r\n\r\n" + "\r\n".join(lines) + "\r\n").encode()
+        return mid, SENDER, rcpts, msg
+
+    def on_sent(self, mid, msg, rcpts):
+        self.sent[mid] = (msg, rcpts)
+
+    def on_acked(self, mid, qid):
+        self.acked[mid] = time.monotonic()
 
 
 class WatchedRelay(harness.Relay):

@@ -15,9 +15,7 @@ import json
 import os
 import random
 import shutil
-import smtplib
 import socket
-import threading
 import time
 
 import harness
@@ -30,79 +28,22 @@ LOAD_SECONDS = (2.0, 3.0)  # the kill comes at a random point in this window
 PER_CONNECTION = 25        # messages before a client reconnects
 
 
-class Load(harness.ClientThreads):
+class Load(harness.KillLoad):
     """The client threads of one round."""
 
     def __init__(self, relay, round_no):
-        super().__init__(THREADS)
-        self.relay = relay
-        self.round_no = round_no
+        super().__init__(relay, round_no, THREADS, PER_CONNECTION, seed="", helo="crash.test")
         self.acked = {}        # queue id -> Message-ID
-        self.in_flight = set()  # Message-IDs whose body was sent in full but got no reply
-        self.refused = []      # unexpected non-250 replies while the relay was alive
-        self.errors = []
-        self.killing = threading.Event()
 
-    def client(self, tid):
-        host, port = self.relay.address()
-        n = 0
-        rng = random.Random(f"{self.round_no}-{tid}")
-        while not self.stop.is_set():
-            try:
-                s = smtplib.SMTP(host, port, timeout=15)
-                s.ehlo(f"client{tid}.crash.test")
-            except (OSError, smtplib.SMTPException):
-                return  # relay gone
-            try:
-                for _ in range(PER_CONNECTION):
-                    if self.stop.is_set():
-                        break
-                    n += 1
-                    mid = f"<crash-r{self.round_no}-t{tid}-n{n}@client.test>"
-                    msg = (f"From: t{tid}@example.org\r\nTo: sink@example.net\r\n"
-                           f"Subject: round {self.round_no} thread {tid} message {n}\r\n"
-                           f"Message-ID: {mid}\r\n\r\n" + "x" * rng.randrange(10, 400) + "\r\n").encode()
-                    code, _ = s.mail(f"t{tid}@example.org")
-                    if code != 250:
-                        self.refused.append(("MAIL", code))
-                        continue
-                    code, _ = s.rcpt("sink@example.net")
-                    if code != 250:
-                        self.refused.append(("RCPT", code))
-                        s.rset()
-                        continue
-                    sent_body = False
-                    try:
-                        code, _ = s.docmd("DATA")
-                        if code != 354:
-                            self.refused.append(("DATA", code))
-                            s.rset()
-                            continue
-                        s.send(msg + b".\r\n")  # CRLF lines, none starting with '.'
-                        sent_body = True
-                        code, text = s.getreply()
-                    except (OSError, smtplib.SMTPException):
-                        if sent_body:
-                            with self.lock:
-                                self.in_flight.add(mid)
-                        raise
-                    qid = queued_id(text)
-                    if code == 250 and qid:
-                        with self.lock:
-                            self.acked[qid] = mid
-                    else:
-                        self.refused.append(("end of data", code))
-                s.quit()
-            except (OSError, smtplib.SMTPException) as e:
-                # An error after the kill was ordered is the kill's doing, not the relay's.
-                if not self.killing.is_set() and not self.stop.is_set() and self.relay.running():
-                    self.errors.append(repr(e))
-                return
-            finally:
-                try:
-                    s.close()
-                except Exception:  # noqa: BLE001
-                    pass
+    def message(self, tid, n, rng):
+        mid = f"<crash-r{self.round_no}-t{tid}-n{n}@client.test>"
+        msg = (f"From: t{tid}@example.org\r\nTo: sink@example.net\r\n"
+               f"Subject: round {self.round_no} thread {tid} message {n}\r\n"
+               f"Message-ID: {mid}\r\n\r\n" + "x" * rng.randrange(10, 400) + "\r\n").encode()
+        return mid, f"t{tid}@example.org", ["sink@example.net"], msg
+
+    def on_acked(self, mid, qid):
+        self.acked[qid] = mid
 
 
 def message_id(message):

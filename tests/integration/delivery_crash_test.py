@@ -23,13 +23,11 @@
 # No timing assertions; every wait is bounded; the sink and relays are stopped at exit.
 import os
 import random
-import smtplib
 import socket
-import threading
 import time
 
 import harness
-from harness import message_id, queued_id
+from harness import message_id
 from delivery_test import Sink, as_dumped, log_records, segments
 
 ROUNDS = 3
@@ -44,84 +42,28 @@ SENDER_DOMAIN = "example.org"
 RCPT = "sink@example.net"
 
 
-class Load(harness.ClientThreads):
+class Load(harness.KillLoad):
     """The client threads of one round; records what was acknowledged, and when."""
 
     def __init__(self, relay, round_no):
-        super().__init__(THREADS)
-        self.relay = relay
-        self.round_no = round_no
-        self.killing = threading.Event()
+        super().__init__(relay, round_no, THREADS, PER_CONNECTION, seed="dc-", helo="dcrash.test")
         self.acked = {}        # Message-ID -> (queue id, monotonic time of the 250)
         self.sent = {}         # Message-ID -> message bytes, once the body was sent in full
-        self.in_flight = set()  # Message-IDs whose body was sent in full but got no reply
-        self.refused = []
-        self.errors = []
 
-    def client(self, tid):
-        host, port = self.relay.address()
-        n = 0
-        rng = random.Random(f"dc-{self.round_no}-{tid}")
-        while not self.stop.is_set():
-            try:
-                s = smtplib.SMTP(host, port, timeout=15)
-                s.ehlo(f"client{tid}.dcrash.test")
-            except (OSError, smtplib.SMTPException):
-                return  # relay gone
-            try:
-                for _ in range(PER_CONNECTION):
-                    if self.stop.is_set():
-                        break
-                    n += 1
-                    mid = f"<dcrash-r{self.round_no}-t{tid}-n{n}@client.test>"
-                    # The body goes out unstuffed (s.send below): its lines must not start with '.'.
-                    fill = "x" + "".join(rng.choice("abcdefghij .,-") for _ in range(rng.randrange(10, 300)))
-                    msg = (f"From: t{tid}@{SENDER_DOMAIN}\r\nTo: {RCPT}\r\n"
-                           f"Subject: delivery crash round {self.round_no} thread {tid} message {n}\r\n"
-                           f"Message-ID: {mid}\r\n\r\n{fill}\r\nline two {n}\r\n").encode()
-                    code, _ = s.mail(f"t{tid}@{SENDER_DOMAIN}")
-                    if code != 250:
-                        self.refused.append(("MAIL", code))
-                        continue
-                    code, _ = s.rcpt(RCPT)
-                    if code != 250:
-                        self.refused.append(("RCPT", code))
-                        s.rset()
-                        continue
-                    sent_body = False
-                    try:
-                        code, _ = s.docmd("DATA")
-                        if code != 354:
-                            self.refused.append(("DATA", code))
-                            s.rset()
-                            continue
-                        s.send(msg + b".\r\n")  # CRLF lines, none starting with '.'
-                        sent_body = True
-                        with self.lock:
-                            self.sent[mid] = msg
-                        code, text = s.getreply()
-                    except (OSError, smtplib.SMTPException):
-                        if sent_body:
-                            with self.lock:
-                                self.in_flight.add(mid)
-                        raise
-                    qid = queued_id(text)
-                    if code == 250 and qid:
-                        with self.lock:
-                            self.acked[mid] = (qid, time.monotonic())
-                    else:
-                        self.refused.append(("end of data", code))
-                s.quit()
-            except (OSError, smtplib.SMTPException) as e:
-                if not self.killing.is_set() and not self.stop.is_set() and self.relay.running():
-                    self.errors.append(repr(e))
-                return
-            finally:
-                try:
-                    s.close()
-                except Exception:  # noqa: BLE001
-                    pass
+    def message(self, tid, n, rng):
+        mid = f"<dcrash-r{self.round_no}-t{tid}-n{n}@client.test>"
+        # The body goes out unstuffed: its lines must not start with '.'.
+        fill = "x" + "".join(rng.choice("abcdefghij .,-") for _ in range(rng.randrange(10, 300)))
+        msg = (f"From: t{tid}@{SENDER_DOMAIN}\r\nTo: {RCPT}\r\n"
+               f"Subject: delivery crash round {self.round_no} thread {tid} message {n}\r\n"
+               f"Message-ID: {mid}\r\n\r\n{fill}\r\nline two {n}\r\n").encode()
+        return mid, f"t{tid}@{SENDER_DOMAIN}", [RCPT], msg
 
+    def on_sent(self, mid, msg, rcpts):
+        self.sent[mid] = msg
+
+    def on_acked(self, mid, qid):
+        self.acked[mid] = (qid, time.monotonic())
 
 
 def relay_flags(sink):

@@ -14,11 +14,13 @@ import atexit
 import contextlib
 import json
 import os
+import random
 import re
 import select
 import shlex
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -208,6 +210,101 @@ class ClientThreads:
         for t in self.threads:
             t.join(max(0.1, end - time.monotonic()))
         return not any(t.is_alive() for t in self.threads)
+
+
+class KillLoad(ClientThreads):
+    """The load of a test that SIGKILLs the relay under it: `threads` smtplib clients, each
+    sending `per_connection` messages a connection and reconnecting until stop is set or the
+    relay is gone. The body goes out unstuffed after DATA (its CRLF lines must not start with
+    '.'), so a test knows which bodies were sent in full. Subclasses define message() and what
+    they record in on_sent() and on_acked() (both called under self.lock). Recorded here: in_flight
+    (Message-IDs whose body was sent in full but got no reply), refused (a non-250 reply while
+    the relay was alive) and errors (a connection lost before the test set killing)."""
+
+    def __init__(self, relay, round_no, threads, per_connection, seed, helo):
+        super().__init__(threads)
+        self.relay = relay
+        self.round_no = round_no
+        self.per_connection = per_connection
+        self.seed = seed        # the random.Random seed of thread tid: f"{seed}{round_no}-{tid}"
+        self.helo = helo        # the EHLO name of thread tid: f"client{tid}.{helo}"
+        self.killing = threading.Event()
+        self.in_flight = set()
+        self.refused = []
+        self.errors = []
+
+    def message(self, tid, n, rng):
+        """Message n of thread tid: (Message-ID, sender, [recipients], CRLF message bytes)."""
+        raise NotImplementedError
+
+    def on_sent(self, mid, msg, rcpts):
+        """The body of `mid` was sent in full."""
+
+    def on_acked(self, mid, qid):
+        """`mid` got "250 ... queued as `qid`"."""
+
+    def client(self, tid):
+        host, port = self.relay.address()
+        n = 0
+        rng = random.Random(f"{self.seed}{self.round_no}-{tid}")
+        while not self.stop.is_set():
+            try:
+                s = smtplib.SMTP(host, port, timeout=15)
+                s.ehlo(f"client{tid}.{self.helo}")
+            except (OSError, smtplib.SMTPException):
+                return  # relay gone
+            try:
+                for _ in range(self.per_connection):
+                    if self.stop.is_set():
+                        break
+                    n += 1
+                    mid, sender, rcpts, msg = self.message(tid, n, rng)
+                    code, _ = s.mail(sender)
+                    if code != 250:
+                        self.refused.append(("MAIL", code))
+                        continue
+                    for r in rcpts:
+                        code, _ = s.rcpt(r)
+                        if code != 250:
+                            break
+                    if code != 250:
+                        self.refused.append(("RCPT", code, mid))
+                        s.rset()
+                        continue
+                    sent_body = False
+                    try:
+                        code, _ = s.docmd("DATA")
+                        if code != 354:
+                            self.refused.append(("DATA", code))
+                            s.rset()
+                            continue
+                        s.send(msg + b".\r\n")  # CRLF lines, none starting with '.'
+                        sent_body = True
+                        with self.lock:
+                            self.on_sent(mid, msg, rcpts)
+                        code, text = s.getreply()
+                    except (OSError, smtplib.SMTPException):
+                        if sent_body:
+                            with self.lock:
+                                self.in_flight.add(mid)
+                        raise
+                    qid = queued_id(text)
+                    if code == 250 and qid:
+                        with self.lock:
+                            self.on_acked(mid, qid)
+                    else:
+                        self.refused.append(("end of data", code))
+                s.quit()
+            except (OSError, smtplib.SMTPException) as e:
+                # An error after the kill was ordered is the kill's doing, not the relay's.
+                if not self.killing.is_set() and not self.stop.is_set() and self.relay.running():
+                    self.errors.append(repr(e))
+                return
+            finally:
+                try:
+                    s.close()
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 def message_id(body):
@@ -546,6 +643,19 @@ def queued_id(text):
         text = text.decode("utf-8", "replace")
     m = _QUEUED_RE.search(text)
     return m.group(1) if m else None
+
+
+def proc_status_kib(pid, field):
+    """A size field of /proc/PID/status (VmRSS, VmHWM, ...) in KiB; None once `pid` has
+    exited or when the field is not there."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

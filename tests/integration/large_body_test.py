@@ -55,17 +55,6 @@ def body_of(size, seed):
     return b"".join(parts)
 
 
-def proc_status_kib(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 class PostfixSink:
     """Postfix smtp-sink dumping each transaction to a file: DATA only (no CHUNKING)."""
 
@@ -133,7 +122,7 @@ def scenario(c):
     # The baseline: the same relay with nothing to do.
     idle = harness.Relay(binary, flags).start()
     time.sleep(1.0)
-    baseline = proc_status_kib(idle.proc.pid, "VmHWM") * 1024
+    baseline = harness.proc_status_kib(idle.proc.pid, "VmHWM") * 1024
     c.check(idle.stop() == 0, "the idle relay stops cleanly")
 
     # Accepted and held: the messages wait in the spool.
@@ -158,7 +147,7 @@ def scenario(c):
             break
         time.sleep(0.2)
     time.sleep(0.5)  # the last Delivery record, and any late memory, before the reading
-    peak = proc_status_kib(relay.proc.pid, "VmHWM") * 1024
+    peak = harness.proc_status_kib(relay.proc.pid, "VmHWM") * 1024
     # Which memory the pieces were read into: the shards' registered buffers, or plain memory
     # when the kernel refused them (RLIMIT_MEMLOCK); both deliver the same bytes.
     registered = next((l for l in relay.stderr().splitlines() if "registered buffers:" in l), "")

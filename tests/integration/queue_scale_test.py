@@ -93,18 +93,6 @@ def tools():
     return paths
 
 
-def proc_status_kib(pid, field):
-    """VmRSS, VmHWM, ... of `pid` in KiB (None once it has exited)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def mib(n_bytes):
     return f"{n_bytes / (1 << 20):.1f} MiB"
 
@@ -308,15 +296,15 @@ def deferred_queue(c, binary, bench, size, next_hop, cache_flag):
     label = f"{size // 1024} KiB"
     relay = harness.Relay(binary, relay_flags(next_hop, cache_flag), shards=SHARDS).start()
     time.sleep(1)
-    start_rss = proc_status_kib(relay.proc.pid, "VmRSS") * 1024
+    start_rss = harness.proc_status_kib(relay.proc.pid, "VmRSS") * 1024
     run_bench(c, bench, relay, COUNT, size, label)
     tail = LogTail(relay.log_path)
     n = wait_until(lambda: len(tail.poll().deferred) >= COUNT, 120 + COUNT / 1000)
     c.require(n, f"{label}: all {COUNT} messages deferred once (next hop down)",
               f"{len(tail.deferred)} TransientFailure queue ids, others {tail.others}")
     time.sleep(2)  # the last deferrals' journal writes and log lines
-    rss = proc_status_kib(relay.proc.pid, "VmRSS") * 1024
-    hwm = proc_status_kib(relay.proc.pid, "VmHWM") * 1024
+    rss = harness.proc_status_kib(relay.proc.pid, "VmRSS") * 1024
+    hwm = harness.proc_status_kib(relay.proc.pid, "VmHWM") * 1024
     c.info(f"{label}: relay RSS {mib(start_rss)} at start, {mib(rss)} holding {COUNT} deferred messages "
            f"(peak {mib(hwm)}); spool {mib(spool_bytes(relay.spool))}")
     return relay, tail, start_rss, rss
@@ -382,7 +370,7 @@ def scenario(c):
     relay.start(timeout=60 + COUNT / 1000)
     c.info(f"restart: listening after {time.monotonic() - t0:.1f} s")
     c.check(relay.holds == COUNT, f"after the restart the relay holds {COUNT} messages", relay.holds)
-    rss = proc_status_kib(relay.proc.pid, "VmRSS") * 1024
+    rss = harness.proc_status_kib(relay.proc.pid, "VmRSS") * 1024
     bound = large_start + COUNT * PER_MESSAGE_BYTES + BODY_CACHE_BYTES
     what = f"20 KiB: RSS right after recovery under {mib(bound)}"
     if SANITIZED:
@@ -393,7 +381,7 @@ def scenario(c):
     # 3. Everything delivered (each at its journaled retry time), byte for byte.
     status, summary = sink.finish(timeout=180 + COUNT / 100)
     c.info(f"sink: exit {status}, {time.monotonic() - t0:.1f} s after the restart; "
-           f"relay RSS peak since the restart {mib(proc_status_kib(relay.proc.pid, 'VmHWM') * 1024)}")
+           f"relay RSS peak since the restart {mib(harness.proc_status_kib(relay.proc.pid, 'VmHWM') * 1024)}")
     c.check(status == 0, f"ringrelay-sink --expect {COUNT} exits 0 by itself (everything arrived)",
             {k: summary.get(k) for k in ("received", "deferred", "save_errors")} if summary else status)
     tail = LogTail(relay.log_path)

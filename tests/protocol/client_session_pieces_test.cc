@@ -46,6 +46,22 @@ std::vector<std::string_view> cut(std::string_view body, const std::vector<std::
     return pieces;
 }
 
+// Submits message `tag` from a@example.com to `rcpts` (which must outlive the session), its body
+// to come in pieces, `pieces_size` normalized octets in all; then feeds the greeting and
+// `ehlo_reply`, so that the session has sent MAIL and RCPT and waits for their replies.
+void submit_in_pieces(client_session& s, std::uint64_t tag, const std::vector<std::string>& rcpts,
+                      std::uint64_t pieces_size, const std::string& ehlo_reply, std::string& out) {
+    outbound_message m;
+    m.tag = tag;
+    m.mail_from = "a@example.com";
+    m.rcpt_to = rcpts;
+    m.source = body_source::pieces;
+    m.pieces_size = pieces_size;
+    s.submit(m, out);
+    s.feed(greeting, out);
+    s.feed(ehlo_reply, out);
+}
+
 // One message through a pipelined DATA dialogue up to QUIT; its body whole (cuts == nullptr)
 // or in the pieces cuts make. Returns everything the client wrote.
 std::string run_data(const std::string& body, const std::vector<std::size_t>* cuts) {
@@ -171,16 +187,8 @@ TEST(ClientSessionPieces, BdatSendsOneChunkPerPieceWithItsNormalizedLength) {
         const auto pieces = cut(body, r.cuts(body.size()));
         client_session s(test_config());
         const std::vector<std::string> rcpts = {"b@example.org"};
-        outbound_message m;
-        m.tag = 1;
-        m.mail_from = "a@example.com";
-        m.rcpt_to = rcpts;
-        m.source = body_source::pieces;
-        m.pieces_size = normalized_body_size(body);
         std::string out;
-        s.submit(m, out);
-        s.feed(greeting, out);
-        s.feed(ehlo_chunking, out);
+        submit_in_pieces(s, 1, rcpts, normalized_body_size(body), ehlo_chunking, out);
         out.clear();
         s.feed("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", out);
         ASSERT_TRUE(out.empty()) << "nothing before the first piece";
@@ -218,15 +226,7 @@ TEST(ClientSessionPieces, BdatSendsOneChunkPerPieceWithItsNormalizedLength) {
 // RCPT; `out` is cleared.
 void open_chunked(client_session& s, const std::string& ehlo_reply, std::string& out,
                   const std::vector<std::string>& rcpts) {
-    outbound_message m;
-    m.tag = 7;
-    m.mail_from = "a@example.com";
-    m.rcpt_to = rcpts;
-    m.source = body_source::pieces;
-    m.pieces_size = 100;
-    s.submit(m, out);
-    s.feed(greeting, out);
-    s.feed(ehlo_reply, out);
+    submit_in_pieces(s, 7, rcpts, 100, ehlo_reply, out);
     if (ehlo_reply == ehlo_chunking_lockstep) {
         s.feed("250 2.1.0 Ok\r\n", out);
         s.feed("250 2.1.5 Ok\r\n", out);
@@ -294,16 +294,8 @@ TEST(ClientSessionPieces, RefusedChunkStopsTheBodyIgnoresLaterChunksAndResets) {
 TEST(ClientSessionPieces, AbandonedBodyFailsTransientlyAndClosesWithoutEndingTheData) {
     client_session s(test_config());
     const std::vector<std::string> rcpts = {"b@example.org", "c@example.org"};
-    outbound_message m;
-    m.tag = 9;
-    m.mail_from = "a@example.com";
-    m.rcpt_to = rcpts;
-    m.source = body_source::pieces;
-    m.pieces_size = 10;
     std::string out;
-    s.submit(m, out);
-    s.feed(greeting, out);
-    s.feed(ehlo_data, out);
+    submit_in_pieces(s, 9, rcpts, 10, ehlo_data, out);
     s.feed("250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", out);
     out.clear();
     s.feed_body("half a\r\n", body_piece::more, out);
@@ -330,15 +322,8 @@ TEST(ClientSessionPieces, AbandonedBodyFailsTransientlyAndClosesWithoutEndingThe
 TEST(ClientSessionPieces, ShutdownMidBodyStopsTheBody) {
     client_session s(test_config());
     const std::vector<std::string> rcpts = {"b@example.org"};
-    outbound_message m;
-    m.tag = 3;
-    m.mail_from = "a@example.com";
-    m.rcpt_to = rcpts;
-    m.source = body_source::pieces;
     std::string out;
-    s.submit(m, out);
-    s.feed(greeting, out);
-    s.feed(ehlo_data, out);
+    submit_in_pieces(s, 3, rcpts, 0, ehlo_data, out);
     s.feed("250 Ok\r\n250 Ok\r\n354 go\r\n", out);
     s.feed_body("some\r\n", body_piece::more, out);
     s.feed("421 4.3.2 shutting down\r\n", out);

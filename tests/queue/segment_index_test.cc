@@ -19,6 +19,7 @@
 
 #include "core/reactor.h"
 #include "queue/spool.h"
+#include "tests/queue/spool_fixture.h"
 
 using namespace ringrelay;
 using namespace ringrelay::queue;
@@ -26,14 +27,7 @@ using protocol::commit_result;
 
 namespace {
 
-struct waiter final : commit_waiter {
-    std::vector<commit_result> results;
-    spool* owner = nullptr;
-    void committed(commit_result r) noexcept override {
-        results.push_back(r);
-        if (r == commit_result::ok && owner != nullptr) owner->hold_segment(owner->committed_segment());
-    }
-};
+using waiter = queue::testing::holding_waiter;
 
 // One visitor call, every field a recovery visitor may read, as text; the message bytes only
 // by their size (a scan has them, an index does not).
@@ -81,42 +75,31 @@ void write_file(const std::string& path, const std::string& bytes) {
     out << bytes;
 }
 
-class SegmentIndexTest : public ::testing::Test {
+class SegmentIndexTest : public queue::testing::spool_fixture<disk_storage> {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/ringrelay-index-XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        _dir = tmpl;
-        _shard = _dir + "/shard-0";
-        ASSERT_FALSE(_reactor.init(256, core::probe_kernel_features()));
-        _storage = std::make_unique<disk_storage>(_reactor);
-    }
-    void TearDown() override { std::filesystem::remove_all(_dir); }
+    SegmentIndexTest() : spool_fixture("index") {}
 
-    struct unhook {
-        core::reactor* r;
-        void operator()(spool* s) const {
-            r->remove_turn_hook(s);
-            delete s;
-        }
-    };
-    using spool_ptr = std::unique_ptr<spool, unhook>;
-
-    spool_ptr open_spool(std::uint64_t segment_limit) {
-        spool_ptr s(new spool(_reactor, *_storage, _shard, segment_limit), unhook{&_reactor});
-        auto report = s->open();
-        EXPECT_TRUE(report.has_value()) << (report ? "" : report.error());
-        _reactor.add_turn_hook(s.get());
-        return s;
-    }
-
-    void run_until(const waiter& w, std::size_t n) {
-        for (int i = 0; i < 1000 && w.results.size() < n; ++i) ASSERT_TRUE(_reactor.run_once(100));
-        ASSERT_EQ(w.results.size(), n);
-    }
     void run_until_idle(const spool& s) {
         for (int i = 0; i < 1000 && !s.idle(); ++i) ASSERT_TRUE(_reactor.run_once(100));
         ASSERT_TRUE(s.idle());
+    }
+
+    // Messages 1, 2 and 3, each committed before the next is appended (in a spool opened with
+    // segment limit 1, each in a segment of its own); then runs until the spool is idle.
+    void append_one_per_commit(spool& s) {
+        waiter w;
+        w.owner = &s;
+        _bodies.emplace_back("Subject: x\r\n\r\nhello\r\n");
+        protocol::envelope env;
+        env.helo = "h";
+        env.mail_from = "a@example.org";
+        env.rcpt_to = {"b@example.net"};
+        for (std::uint64_t id = 1; id <= 3; ++id) {
+            env.queue_id = id;
+            s.append(env, "127.0.0.1", _bodies.back(), 1, &w);
+            run_until(w, id);
+        }
+        run_until_idle(s);
     }
 
     // A spool of several segments (a small limit) holding messages of every shape the relay
@@ -203,12 +186,6 @@ protected:
             std::filesystem::rename(e.path(), _shard + "/" + e.path().filename().string());
         return r;
     }
-
-    std::string _dir;
-    std::string _shard;
-    core::reactor _reactor;
-    std::unique_ptr<disk_storage> _storage;
-    std::vector<std::string> _bodies;
 };
 
 void expect_same_listing(const recovery_report& a, const recovery_report& b) {
@@ -252,19 +229,7 @@ TEST_F(SegmentIndexTest, EveryClosedSegmentHasAnIndexAndRecoveryFromThemEqualsAS
 // only when the spool closes.
 TEST_F(SegmentIndexTest, RotationWritesTheClosedSegmentsIndexWhileRunning) {
     auto s = open_spool(1);  // every commit starts a new segment
-    waiter w;
-    w.owner = s.get();
-    const std::string body = "Subject: x\r\n\r\nhello\r\n";
-    protocol::envelope env;
-    env.helo = "h";
-    env.mail_from = "a@example.org";
-    env.rcpt_to = {"b@example.net"};
-    for (std::uint64_t id = 1; id <= 3; ++id) {
-        env.queue_id = id;
-        s->append(env, "127.0.0.1", body, 1, &w);
-        run_until(w, id);
-    }
-    run_until_idle(*s);
+    append_one_per_commit(*s);
     EXPECT_EQ(files(".idx"), (std::vector<std::uint64_t>{1, 2}));  // the current one (3) has none yet
     EXPECT_EQ(s->index_stats().written, 2u);
     EXPECT_EQ(s->index_stats().failed, 0u);
@@ -276,19 +241,7 @@ TEST_F(SegmentIndexTest, RotationWritesTheClosedSegmentsIndexWhileRunning) {
 
 TEST_F(SegmentIndexTest, DeletingASegmentDeletesItsIndex) {
     auto s = open_spool(1);
-    waiter w;
-    w.owner = s.get();
-    const std::string body = "Subject: x\r\n\r\nhello\r\n";
-    protocol::envelope env;
-    env.helo = "h";
-    env.mail_from = "a@example.org";
-    env.rcpt_to = {"b@example.net"};
-    for (std::uint64_t id = 1; id <= 3; ++id) {
-        env.queue_id = id;
-        s->append(env, "127.0.0.1", body, 1, &w);
-        run_until(w, id);
-    }
-    run_until_idle(*s);
+    append_one_per_commit(*s);
     ASSERT_EQ(files(".idx"), (std::vector<std::uint64_t>{1, 2}));
     s->release_segment(1);
     ASSERT_TRUE(_reactor.run_once(0));

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/reactor.h"
+#include "tests/queue/spool_fixture.h"
 
 using namespace ringrelay;
 using namespace ringrelay::queue;
@@ -23,45 +24,11 @@ using protocol::commit_result;
 
 namespace {
 
-// Records results; like the delivery scheduler, it holds the segment of every committed
-// message (nothing here is ever delivered, so every segment stays).
-struct waiter final : commit_waiter {
-    std::vector<commit_result> results;
-    spool* owner = nullptr;
-    void committed(commit_result r) noexcept override {
-        results.push_back(r);
-        if (r == commit_result::ok && owner != nullptr) owner->hold_segment(owner->committed_segment());
-    }
-};
+using waiter = queue::testing::holding_waiter;
 
-class SpoolTest : public ::testing::Test {
+class SpoolTest : public queue::testing::spool_fixture<fault_storage> {
 protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/ringrelay-spool-XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        _dir = tmpl;
-        ASSERT_FALSE(_reactor.init(256, core::probe_kernel_features()));
-        _storage = std::make_unique<fault_storage>(_reactor);
-    }
-    void TearDown() override { std::filesystem::remove_all(_dir); }
-
-    // The spool unregisters from the reactor when the test drops it.
-    struct unhook {
-        core::reactor* r;
-        void operator()(spool* s) const {
-            r->remove_turn_hook(s);
-            delete s;
-        }
-    };
-    using spool_ptr = std::unique_ptr<spool, unhook>;
-
-    spool_ptr open_spool(std::uint64_t segment_limit = 64u << 20) {
-        spool_ptr s(new spool(_reactor, *_storage, _dir + "/shard-0", segment_limit), unhook{&_reactor});
-        auto report = s->open();
-        EXPECT_TRUE(report.has_value()) << (report ? "" : report.error());
-        _reactor.add_turn_hook(s.get());
-        return s;
-    }
+    SpoolTest() : spool_fixture("spool") {}
 
     protocol::envelope envelope(std::uint64_t id) {
         protocol::envelope env;
@@ -72,12 +39,6 @@ protected:
         return env;
     }
 
-    // Runs the loop until `w` has `n` results (bounded).
-    void run_until(const waiter& w, std::size_t n) {
-        for (int i = 0; i < 1000 && w.results.size() < n; ++i) ASSERT_TRUE(_reactor.run_once(100));
-        ASSERT_EQ(w.results.size(), n);
-    }
-
     std::vector<std::uint64_t> recovered_ids() {
         auto r = recover_directory(_dir + "/shard-0");
         EXPECT_TRUE(r.has_value());
@@ -85,11 +46,6 @@ protected:
         for (const auto& m : r->messages) ids.push_back(m.queue_id);
         return ids;
     }
-
-    std::string _dir;
-    core::reactor _reactor;
-    std::unique_ptr<fault_storage> _storage;
-    std::vector<std::string> _bodies;  // kept alive while committing
 };
 
 const std::string message = "Received: from x\r\n\tby y; date\r\nSubject: t\r\n\r\nhello\r\n";
