@@ -693,6 +693,7 @@ std::expected<shaping_load, std::string> load_shaping_rules(shaping_rules flags,
     if (shipped == shipped_shaping::load) {
         auto s = parse_shaping_rules(embedded_shaping(), embedded_shaping_label);
         if (!s) return std::unexpected(s.error());  // the unit tests make sure it loads
+        load.shipped = true;
         load.shipped_providers = s->providers.size();
         load.shipped_automation = s->automation.size();
         load.rules = merge_shaping_rules(std::move(load.rules), *s);
@@ -714,8 +715,8 @@ std::string describe(const shaping_load& load) {
     std::string out = cat({"shaping: ", std::to_string(load.rules.providers.size()), " providers, ",
                            std::to_string(load.rules.domains.size()), " domains, ",
                            std::to_string(load.rules.automation.size()), " automation rules ("});
-    if (load.shipped_providers == 0 && load.shipped_automation == 0) {
-        out += "no provider rules shipped: --no-default-shaping";
+    if (!load.shipped) {
+        out += "no shipped provider rules: --no-default-shaping";
     } else {
         out += "etc/shaping.json, embedded";
     }

@@ -224,6 +224,7 @@ enum class shipped_shaping : std::uint8_t { load, skip };  // skip: --no-default
 // What a load did, for the start-up line.
 struct shaping_load {
     shaping_rules rules;
+    bool shipped = false;               // etc/shaping.json was loaded
     std::size_t shipped_providers = 0;  // 0 when skipped
     std::size_t shipped_automation = 0;
     std::vector<std::string> files;     // the operator's files, in order
@@ -236,8 +237,8 @@ struct shaping_load {
                                                                           std::span<const std::string> files,
                                                                           shipped_shaping shipped);
 
-// "shaping: 14 providers, 12 automation rules (etc/shaping.json, embedded); FILE, FILE" or
-// "shaping: no provider rules (--no-default-shaping)".
+// The start-up line: "shaping: 14 providers, 2 domains, 8 automation rules (etc/shaping.json,
+// embedded; FILE; FILE)", or "(no shipped provider rules: --no-default-shaping; FILE)".
 [[nodiscard]] std::string describe(const shaping_load& load);
 
 }  // namespace ringrelay::queue
