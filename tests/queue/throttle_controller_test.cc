@@ -13,6 +13,7 @@
 #include <simdjson.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <queue>
 #include <string>
 #include <vector>
@@ -490,6 +491,7 @@ void expect_near_the_limit(const sim_config& cfg, const sim_result& r) {
                 static_cast<unsigned long long>(r.attempts), static_cast<unsigned long long>(r.refused),
                 100 * r.refused_fraction(), static_cast<unsigned long long>(r.delivered), after,
                 static_cast<unsigned long long>(r.changes));
+    if (std::getenv("RR_SHAPING_SIM_LOG") != nullptr) std::fputs(r.log.c_str(), stdout);  // the first changes
     EXPECT_LT(r.refused_fraction(), 0.05) << r.log;
     EXPECT_GE(after, 0.8 * double(cfg.receiver_rate)) << r.log;
 }
