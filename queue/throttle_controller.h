@@ -14,10 +14,11 @@
 //     since the last cut, at most the last two seconds), to `decrease` times the smaller of the
 //     allowed rate and the delivered rate in that window (while over its limit, a receiver
 //     lets through just what it allows, so the delivered rate is its limit, measured); with
-//     fewer deliveries but min_samples attempts, to half the allowed rate (or the delivered
-//     rate, if higher: most attempts were refused); with fewer attempts, to `decrease` times the
-//     allowed rate. Without a limit so far, the "allowed rate" is the attempted rate in the
-//     window. Never below min_rate_milli.
+//     fewer deliveries but min_samples attempts (most were refused), to the higher of half the
+//     allowed rate and the delivered rate, at most `decrease` times the allowed rate; with fewer
+//     attempts, to `decrease` times the allowed rate. Without a limit so far, the "allowed rate"
+//     is the attempted rate in the window. Never below min_rate_milli, never above the
+//     configured max_message_rate.
 //   - A connections signal from a connection started after the last connections cut sets the
 //     allowed count to max(1, min(floor(decrease * allowed), open)), `open` being the connections
 //     the receiver took (established ones at the time of the refusal).
