@@ -1,0 +1,194 @@
+// queue/throttle_controller.h: the closed loop of traffic shaping (issue 17) for one (egress
+// source, site): how many connections it may hold and how fast it may send messages, given the
+// configured limits (queue/shaping_rules.h: resolved_shaping) and what the receiver said. Pure:
+// no I/O, no clock of its own (every call takes the time, monotonic microseconds), no
+// randomness; the engine owns one per (source, site) and logs each reported change as a
+// {"type":"Shaping",...} line (append_shaping_record()).
+//
+// The loop (AIMD, as TCP's congestion control; constants in controller_params):
+//   - Start: the configured limits (connection_limit; max_message_rate, or no rate limit).
+//   - A rate signal (queue/throttle_signal.h) from an attempt started after the last rate cut
+//     (signals from attempts already under way when the rate was cut say nothing about the new
+//     rate, as TCP ignores losses of segments sent before its window was cut) cuts the allowed
+//     message rate: with at least min_samples deliveries in the estimation window (the time
+//     since the last cut, at most the last two seconds), to `decrease` times the smaller of the
+//     allowed rate and the delivered rate in that window (while over its limit, a receiver
+//     lets through just what it allows, so the delivered rate is its limit, measured); with
+//     fewer deliveries but min_samples attempts (most were refused), to the higher of half the
+//     allowed rate and the delivered rate, at most `decrease` times the allowed rate; with fewer
+//     attempts, to `decrease` times the allowed rate. Without a limit so far, the "allowed rate"
+//     is the attempted rate in the window. Never below min_rate_milli, never above the
+//     configured max_message_rate.
+//   - A connections signal from a connection started after the last connections cut sets the
+//     allowed count to max(1, min(floor(decrease * allowed), open)), `open` being the connections
+//     the receiver took (established ones at the time of the refusal).
+//   - Growth: every increase_interval without a rate signal, during which some message was
+//     delivered and some message had to wait for the rate (the limit was what held the site
+//     back), the rate grows by increase_percent of the rate set at the last cut (additive);
+//     every connection_increase_interval without a connections signal, during which some
+//     connection could not be opened for the count, the count grows by one. Both stop at the
+//     configured limits. A rate found without a configured one is kept until forget_after has
+//     passed without a rate signal; then the site has no rate limit again.
+//   - "adaptive": false (resolved_shaping::adaptive) turns the loop off: limits stay as
+//     configured; automation still applies.
+//   - Automation (queue/shaping_rules.h: automation_rule, matched by the engine on the reply):
+//     suspend stops connections and messages until its end, after which the site resumes on one
+//     connection (Gmail's advice for 4.7.28, the usual advice of the others), growing as above;
+//     throttle multiplies the allowed rate by its factor until its end (from the attempted rate
+//     when there was no limit).
+//
+// Every change of the allowed rate, the allowed connections or the suspension is returned as a
+// shaping_change from the call that made it (nullopt: nothing changed).
+//
+// Lifecycle: made when a (source, site) gets its first job; reconfigure() on a rules reload.
+// Threading: the site's owner shard only.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "queue/shaping_rate.h"
+#include "queue/shaping_rules.h"
+#include "queue/throttle_signal.h"
+#include "queue/token_bucket.h"
+
+namespace ringrelay::queue {
+
+struct controller_params {
+    std::uint32_t decrease_percent = 85;  // multiplicative decrease (beta), percent
+    std::uint32_t min_samples = 10;       // deliveries (or attempts) an estimate needs
+    std::uint64_t increase_interval_us = 2 * us_per_second;
+    std::uint32_t increase_percent = 5;   // of the rate set at the last cut, per interval
+    std::uint64_t connection_increase_interval_us = 30 * us_per_second;
+    std::uint64_t forget_after_us = 600 * us_per_second;
+    std::uint64_t min_rate_milli = 16;    // one message a minute
+};
+
+enum class shaping_event : std::uint8_t {
+    decrease,  // a throttle signal cut the rate or the connections
+    increase,  // a quiet period let one of them grow
+    reset,     // a found rate was forgotten (forget_after), or a reload changed the limits
+    suspend,   // an automation rule suspended the site
+    throttle,  // an automation rule set a factor
+    resume,    // a suspension or a throttle ended
+};
+
+[[nodiscard]] std::string_view to_string(shaping_event e) noexcept;
+
+struct shaping_change {
+    shaping_event event = shaping_event::decrease;
+    std::uint64_t old_rate_milli = 0;  // allowed messages a second * 1000 (with any factor); 0: no limit
+    std::uint64_t new_rate_milli = 0;
+    std::uint32_t old_connections = 0;
+    std::uint32_t new_connections = 0;
+    std::uint64_t until_us = 0;  // suspend, throttle: when it ends
+    std::string cause;           // the reply, the rule ("automation yahoo-tss04: 421 ..."), or why
+};
+
+class throttle_controller {
+public:
+    throttle_controller(const resolved_shaping& limits, std::uint64_t now_us, controller_params params = {});
+
+    // New limits (a rules reload): the allowed rate and connections are clamped to them; with
+    // a configured rate and no cut yet, the rate is the configured one.
+    [[nodiscard]] std::optional<shaping_change> reconfigure(const resolved_shaping& limits, std::uint64_t now_us);
+
+    // --- Asked by the engine before it acts --------------------------------------------------
+    // May a connection be opened now, `open` being those open or opening? False while suspended,
+    // at the allowed count, or without a max_connection_rate token (taken when true).
+    [[nodiscard]] bool may_open_connection(std::uint32_t open, std::uint64_t now_us);
+    // Microseconds until the connection rate allows another connection (0: now).
+    [[nodiscard]] std::uint64_t connection_wait_us(std::uint64_t now_us);
+    // May a message be sent now? Takes a token of the allowed message rate when true. False: it
+    // stays in the ready queue for message_wait_us() (no retry is consumed).
+    [[nodiscard]] bool take_message(std::uint64_t now_us);
+    [[nodiscard]] std::uint64_t message_wait_us(std::uint64_t now_us);
+
+    // --- Told by the engine after an attempt ---------------------------------------------------
+    // A message delivered (a 2xx to its end of data); `started_us` when its transaction began.
+    [[nodiscard]] std::optional<shaping_change> delivered(std::uint64_t started_us, std::uint64_t now_us);
+    // A failed attempt: a connection that failed (stage connect/greeting, code 0) or a negative
+    // reply (`code`, `text` as protocol::parsed_reply::text). `started_us`: when the connection
+    // (stages connect, greeting) or the transaction (command) began; `open`: connections to the
+    // site established at the time, not counting a failed one. Not every failure is a signal.
+    [[nodiscard]] std::optional<shaping_change> failed(attempt_stage stage, std::uint16_t code, std::string_view text,
+                                                       std::uint64_t started_us, std::uint64_t now_us,
+                                                       std::uint32_t open);
+    // Time passing: growth, the end of a suspension or throttle, forgetting. The calls above do
+    // it too; an engine with nothing to report calls it from a timer (next_event_us()).
+    [[nodiscard]] std::optional<shaping_change> advance(std::uint64_t now_us);
+    // When advance() may next have something to do (a suspension or throttle ending).
+    [[nodiscard]] std::uint64_t next_event_us() const noexcept;
+    // An automation rule matched a reply of this site (the engine matched it: shaping_rules::
+    // match_automation); `reply` is logged as the cause.
+    [[nodiscard]] std::optional<shaping_change> automate(const automation_rule& rule, std::string_view reply,
+                                                         std::uint64_t now_us);
+
+    // --- State -----------------------------------------------------------------------------------
+    [[nodiscard]] std::uint64_t rate_milli() const noexcept;  // allowed, factor included; 0: no limit
+    [[nodiscard]] std::uint32_t connections() const noexcept { return _connections; }
+    [[nodiscard]] bool suspended(std::uint64_t now_us) const noexcept { return now_us < _suspended_until; }
+    [[nodiscard]] const resolved_shaping& limits() const noexcept { return _limits; }
+
+private:
+    struct counts {
+        std::uint64_t delivered = 0;
+        std::uint64_t attempts = 0;
+    };
+    void count(bool delivered, std::uint64_t now_us);
+    void restart_window(std::uint64_t now_us);
+    [[nodiscard]] counts window(std::uint64_t now_us, std::uint64_t& length_us);
+    void set_rate(std::uint64_t milli, std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> cut_rate(std::string_view cause, std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> cut_connections(std::uint32_t open, std::string_view cause,
+                                                                std::uint64_t now_us);
+    [[nodiscard]] shaping_change change(shaping_event e, std::uint64_t old_rate, std::uint32_t old_conns,
+                                        std::string_view cause) const;
+    [[nodiscard]] std::uint64_t configured_rate_milli() const noexcept;
+
+    // Fixed after construction (limits: until reconfigure()).
+    controller_params _params;
+    resolved_shaping _limits;
+
+    // The loop's state.
+    std::uint64_t _rate_milli = 0;  // allowed by the loop, no factor; 0: no limit
+    std::uint32_t _connections = 0;
+    std::uint64_t _last_rate_cut_us = 0;
+    std::uint64_t _last_conn_cut_us = 0;
+    bool _rate_cut_ever = false;
+    bool _conn_cut_ever = false;
+    std::uint64_t _cut_base_milli = 0;  // the rate the last cut set: growth steps are a share of it
+    std::uint64_t _rate_interval_start = 0;
+    bool _rate_limited = false;   // a message waited for the rate this interval
+    bool _delivered_in_interval = false;
+    std::uint64_t _conn_interval_start = 0;
+    bool _conn_limited = false;   // a connection could not be opened for the count this interval
+    bool _delivered_in_conn_interval = false;
+    std::uint64_t _last_rate_signal_us = 0;
+
+    // Estimation window: up to two one-second bins since the last cut.
+    std::uint64_t _bin_start = 0;
+    bool _has_prev_bin = false;
+    counts _bin;
+    counts _prev_bin;
+
+    // Automation.
+    std::uint64_t _suspended_until = 0;
+    std::uint64_t _factor_until = 0;
+    double _factor = 1.0;
+
+    // Token buckets: messages (at rate_milli(), when limited), connections (the configured rate).
+    std::optional<token_bucket> _messages;
+    std::optional<token_bucket> _connection_rate;
+};
+
+// Appends one delivery log line for `c` (ending in '\n'):
+// {"type":"Shaping","time":"ISO 8601","site":SITE,"source":SOURCE,"event":"decrease",
+//  "rate":{"old":null,"new":170.0},"connections":{"old":16,"new":5},"cause":"451 4.7.1 ..."}
+// (rates in messages a second, null for no limit; "until" for suspend and throttle, as ISO 8601,
+// given `until_unix_us`; `unix_us` is the time of the change).
+void append_shaping_record(std::string& line, std::string_view site, std::string_view source, const shaping_change& c,
+                           std::int64_t unix_us, std::int64_t until_unix_us = 0);
+
+}  // namespace ringrelay::queue
