@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "queue/crc32c.h"
@@ -63,9 +64,10 @@ void remove_segment_index(const std::string& dir, std::uint64_t segment) noexcep
     (void)::unlink(path.c_str());
 }
 
-void segment_index_builder::start(std::uint64_t segment, std::uint32_t salt) {
+void segment_index_builder::start(std::uint64_t segment, std::uint32_t salt, std::uint64_t expected_length) {
     _bytes.clear();
     _bytes.reserve(_last_size);  // the last segment's index: one allocation, not a doubling series
+    _expected_length = expected_length;
     _crc = salt;
     _count = 0;
     _segment = segment;
@@ -98,6 +100,14 @@ void segment_index_builder::add(std::uint64_t offset, std::string_view bytes, st
     if (descriptor == 0) {
         _broken = true;
         return;
+    }
+    if (_count == 0 && _expected_length > offset) {
+        // As many entries as records of this one's size would fill the segment, within the
+        // bound recovery puts on an index's size (spool.cc).
+        const std::uint64_t records = (_expected_length - offset) / record_size + 1;
+        const std::uint64_t bytes = records * (index_entry_header_size + 8 + descriptor) + index_entry_header_size +
+                                    index_end_body_size;
+        _bytes.reserve(static_cast<std::size_t>(std::min(bytes, 2 * _expected_length + 4096)));
     }
     const std::uint64_t message_size = record_size - descriptor;
     char size[8];

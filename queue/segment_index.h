@@ -75,7 +75,11 @@ void remove_segment_index(const std::string& dir, std::uint64_t segment) noexcep
 // order; finish() when the segment is closed. Threading: the spool's shard.
 class segment_index_builder {
 public:
-    void start(std::uint64_t segment, std::uint32_t salt);
+    // `expected_length`: about how long the segment will grow (the spool's segment size; 0 if
+    // unknown). The first record then sizes the index's buffer for the whole segment: address
+    // space only, its pages are touched as entries are written; without it the buffer grows by
+    // doubling, copying itself and touching about three times the index's size in fresh pages.
+    void start(std::uint64_t segment, std::uint32_t salt, std::uint64_t expected_length = 0);
     // The record at `offset` of the segment, as the spool has it: either `bytes` is its
     // descriptor and `separate_message_bytes` (> 0) message bytes follow it elsewhere (a
     // message record: the spool's arena holds the header and envelope, the message is written
@@ -98,6 +102,7 @@ private:
     std::uint64_t _segment = 0;
     std::uint32_t _salt = 0;
     std::uint64_t _next_offset = 0;
+    std::uint64_t _expected_length = 0;
     std::size_t _last_size = 0;
     bool _active = false;
     bool _broken = false;

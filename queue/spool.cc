@@ -237,7 +237,7 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
         // Indexed only if every record after the segment records decodes (a torn tail, a
         // skipped or damaged record: no index, the segment is scanned again next time).
         bool indexable = build_indexes && !all.empty();
-        if (indexable) builder.start(n, salt);
+        if (indexable) builder.start(n, salt, all.size());
         while (pos < all.size()) {
             auto rec = decode_record(all.substr(pos), salt);
             if (rec && rec->header.type == record_type::segment) {
@@ -372,7 +372,7 @@ bool spool::roll_segment() noexcept {
     }
     ++_segment_number;
     _fd = *fd;
-    _index.start(_segment_number, _salt);
+    _index.start(_segment_number, _salt, _segment_limit);
     _committed_end = 0;
     _live.emplace(_segment_number, segment_use{});
     return true;
