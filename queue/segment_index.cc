@@ -55,15 +55,18 @@ constexpr std::uint64_t max_record_body = 8 + record_header_size + max_payload_l
 
 std::string segment_file_name(std::uint64_t segment) { return make_name(segment, ".seg"); }
 std::string index_file_name(std::uint64_t segment) { return make_name(segment, ".idx"); }
+std::string index_part_file_name(std::uint64_t segment) { return make_name(segment, ".idx.part"); }
 std::uint64_t parse_segment_file_name(std::string_view name) noexcept { return parse_name(name, ".seg"); }
 std::uint64_t parse_index_file_name(std::string_view name) noexcept { return parse_name(name, ".idx"); }
+std::uint64_t parse_index_part_file_name(std::string_view name) noexcept { return parse_name(name, ".idx.part"); }
 
 void remove_segment_index(const std::string& dir, std::uint64_t segment) noexcept {
     const std::string path = dir + "/" + index_file_name(segment);
     (void)::unlink(path.c_str());
 }
 
-void segment_index_builder::start(std::uint64_t segment, std::uint32_t salt) {
+void segment_index_builder::start(std::uint64_t segment, std::uint32_t salt, std::string buffer) {
+    if (buffer.capacity() > _bytes.capacity()) _bytes.swap(buffer);
     _bytes.clear();
     _bytes.reserve(_last_size);  // the last segment's index: one allocation, not a doubling series
     _crc = salt;
@@ -107,6 +110,12 @@ void segment_index_builder::add(std::uint64_t offset, std::string_view bytes, st
     _crc = crc32c(_crc, std::string_view(_bytes).substr(start));
     ++_count;
     _next_offset = offset + record_size;
+}
+
+std::string segment_index_builder::take_piece(std::string buffer) {
+    buffer.clear();
+    buffer.swap(_bytes);
+    return buffer;
 }
 
 std::string segment_index_builder::finish(std::uint64_t segment_length) {

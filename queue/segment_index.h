@@ -2,11 +2,12 @@
 // spool"), so that a restart rebuilds the queue from descriptors without reading message
 // bodies (issue 15, "Recovery by descriptor").
 //
-// Segment "0000000003.seg" has its index in "0000000003.idx" beside it, written once the
-// segment is closed (rotation, or the spool closing cleanly); the segment being written at a
-// crash has none. The index is derived data: it is never fsynced, and a missing, torn, stale
-// or corrupt one only means that recovery scans the segment as it would without an index.
-// Nothing durable depends on it.
+// Segment "0000000003.seg" has its index in "0000000003.idx" beside it, complete once the
+// segment is closed (rotation, or the spool closing cleanly). Until then it grows as
+// "0000000003.idx.part" (queue/segment_index_writer.h), so the segment being written at a
+// crash has no index, only a part file that the next start removes. The index is derived
+// data: it is never fsynced, and a missing, torn, stale or corrupt one only means that
+// recovery scans the segment as it would without an index. Nothing durable depends on it.
 //
 // An index file is a sequence of entries, each (little-endian):
 //   header (24 bytes)
@@ -57,11 +58,14 @@ inline constexpr std::uint64_t segment_records_size = 2 * (record_header_size + 
 
 enum class index_entry_kind : std::uint8_t { record = 1, end = 2 };
 
-// "0000000003.seg", "0000000003.idx"; the number of such a name, 0 if it is not one.
+// "0000000003.seg", "0000000003.idx", "0000000003.idx.part" (an index being written); the
+// number of such a name, 0 if it is not one.
 [[nodiscard]] std::string segment_file_name(std::uint64_t segment);
 [[nodiscard]] std::string index_file_name(std::uint64_t segment);
+[[nodiscard]] std::string index_part_file_name(std::uint64_t segment);
 [[nodiscard]] std::uint64_t parse_segment_file_name(std::string_view name) noexcept;
 [[nodiscard]] std::uint64_t parse_index_file_name(std::string_view name) noexcept;
+[[nodiscard]] std::uint64_t parse_index_part_file_name(std::string_view name) noexcept;
 
 // Unlinks `dir`/<segment>.idx if it is there (a segment being deleted takes its index with
 // it; compaction calls this as collect_segments does). Synchronous; errors other than a missing
@@ -70,12 +74,16 @@ enum class index_entry_kind : std::uint8_t { record = 1, end = 2 };
 void remove_segment_index(const std::string& dir, std::uint64_t segment) noexcept;
 
 // Builds the index of the segment being written, as its batches commit, so that closing the
-// segment only has to write the bytes out.
+// segment only has to write the last bytes out.
 // Lifecycle: start() when a segment is created; add() for each committed record in file
-// order; finish() when the segment is closed. Threading: the spool's shard.
+// order; take_piece() whenever the caller wants the bytes built so far written out (the
+// spool: every index_piece_size); finish() when the segment is closed. The pieces and
+// finish()'s bytes, concatenated, are the index. Threading: the spool's shard.
 class segment_index_builder {
 public:
-    void start(std::uint64_t segment, std::uint32_t salt);
+    // `buffer`: memory to build in (a written piece's, segment_index_writer::spare()), emptied
+    // with its capacity kept.
+    void start(std::uint64_t segment, std::uint32_t salt, std::string buffer = {});
     // The record at `offset` of the segment, as the spool has it: either `bytes` is its
     // descriptor and `separate_message_bytes` (> 0) message bytes follow it elsewhere (a
     // message record: the spool's arena holds the header and envelope, the message is written
@@ -87,13 +95,18 @@ public:
     // to write (no segment started, no record, or the records do not tile the segment). Resets
     // the builder.
     [[nodiscard]] std::string finish(std::uint64_t segment_length);
+    // The bytes built since start() or the last take_piece(), leaving `buffer` (emptied, its
+    // capacity kept) to build the next ones in: once the buffers of a few pieces exist, building
+    // an index touches no new memory.
+    [[nodiscard]] std::string take_piece(std::string buffer = {});
     [[nodiscard]] bool active() const noexcept { return _active; }
     [[nodiscard]] std::uint64_t segment() const noexcept { return _segment; }
+    // Bytes built and not yet taken.
     [[nodiscard]] std::size_t size() const noexcept { return _bytes.size(); }
 
 private:
-    std::string _bytes;
-    std::uint32_t _crc = 0;  // of _bytes, seeded with the salt
+    std::string _bytes;      // built since start() or the last take_piece()
+    std::uint32_t _crc = 0;  // of every byte built since start(), seeded with the salt
     std::uint64_t _count = 0;
     std::uint64_t _segment = 0;
     std::uint32_t _salt = 0;

@@ -187,6 +187,7 @@ std::expected<recovery_report, std::string> recover_directory(const std::string&
         const std::uint64_t n = parse_segment_name(e->d_name);
         if (n != 0) segments.push_back(n);
         if (const std::uint64_t i = parse_index_file_name(e->d_name); i != 0) indexes.push_back(i);
+        if (const std::uint64_t i = parse_index_part_file_name(e->d_name); i != 0) report.index_parts.push_back(i);
     }
     ::closedir(d);
     std::sort(segments.begin(), segments.end());
@@ -302,7 +303,7 @@ spool::~spool() {
     // follows), so that the next start need not scan it. Not with a commit in flight: then the
     // file may hold more than what was committed, and the index would be rejected anyway.
     if (_fd >= 0 && _batch.empty() && _index.active() && _index.segment() == _segment_number)
-        (void)_index_writer.write_now(_segment_number, _index.finish(_committed_end));
+        (void)_index_writer.finish_now(_segment_number, _index.finish(_committed_end));
     if (_fd >= 0) _storage.close_file(_fd);
     for (const auto& [segment, fd] : _read_fds) _storage.close_file(fd);
 }
@@ -338,6 +339,9 @@ std::expected<recovery_report, std::string> spool::open(record_visitor* visitor)
     // An index whose segment is gone (a crash between the two unlinks): never used for another
     // segment (its end entry names the segment and the salt), but not worth keeping.
     for (const std::uint64_t n : report->stray_indexes) remove_segment_index(_dir, n);
+    // The index that was being written when the last run stopped without closing the spool:
+    // its segment has been scanned (and indexed whole, above).
+    for (const std::uint64_t n : report->index_parts) (void)::unlink((_dir + "/" + index_part_file_name(n)).c_str());
     // Every existing segment starts with no live message; the owner of the messages (the
     // delivery scheduler) holds the segments of those still unfinished, and
     // collect_segments() then deletes the rest in order.
@@ -353,7 +357,7 @@ std::expected<recovery_report, std::string> spool::open(record_visitor* visitor)
 
 bool spool::roll_segment() noexcept {
     // The segment being left is complete: its index (built as its batches committed) goes out.
-    if (_index.active()) _index_writer.write(_index.segment(), _index.finish(_committed_end));
+    if (_index.active()) _index_writer.append(_index.segment(), _index.finish(_committed_end), index_piece::last);
     if (_fd >= 0) {
         _storage.close_file(_fd);
         _fd = -1;
@@ -372,7 +376,7 @@ bool spool::roll_segment() noexcept {
     }
     ++_segment_number;
     _fd = *fd;
-    _index.start(_segment_number, _salt);
+    _index.start(_segment_number, _salt, _index_writer.spare());
     _committed_end = 0;
     _live.emplace(_segment_number, segment_use{});
     return true;
@@ -554,6 +558,9 @@ void spool::finish_batch(protocol::commit_result result) noexcept {
         for (const entry& e : _batch)
             _index.add(e.file_offset, std::string_view(_batch_arena).substr(e.header_offset, e.header_length),
                        e.message.size());
+        // Out to the index's part file, in buffers that pieces written before have used.
+        if (_index.size() >= index_piece_size)
+            _index_writer.append(_index.segment(), _index.take_piece(_index_writer.spare()), index_piece::more);
     } else {
         _stats.failed_messages += _batch.size();
     }

@@ -72,6 +72,7 @@ struct recovery_report {
     // mail is affected, the segment was scanned instead.
     std::vector<std::string> index_problems;
     std::vector<std::uint64_t> stray_indexes;  // index files without their segment
+    std::vector<std::uint64_t> index_parts;    // unfinished index files (".idx.part": the spool was not closed)
     // recover_directory(build_indexes): the indexes of segments that were scanned whole and
     // clean (segment number, the index file's bytes); spool::open writes them
     // (written_indexes counts those written).
@@ -251,7 +252,8 @@ private:
     std::map<std::uint64_t, segment_use> _live;  // every segment, oldest first
     std::map<std::uint64_t, int> _read_fds;        // segment -> fd open for read_record
     record_location _committed_location;           // of the entry whose waiter is being told
-    // The current segment's index, built as its batches commit; written when it is closed.
+    // The current segment's index, built as its batches commit and written out in pieces
+    // (index_piece_size) to its part file; complete when the segment is closed.
     segment_index_builder _index;
     segment_index_writer _index_writer;
     void collect_segments() noexcept;

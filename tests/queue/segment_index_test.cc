@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/reactor.h"
+#include "queue/segment_index_writer.h"
 #include "queue/spool.h"
 #include "tests/queue/spool_fixture.h"
 
@@ -255,6 +256,120 @@ TEST_F(SegmentIndexTest, AStrayIndexIsRemovedAtOpen) {
     ASSERT_EQ(recover().report.stray_indexes, (std::vector<std::uint64_t>{999}));
     auto s = open_spool(8192);
     EXPECT_FALSE(std::filesystem::exists(_shard + "/" + index_file_name(999)));
+}
+
+// An index larger than a piece is written out as the segment fills (its part file grows),
+// not held whole in memory until rotation; rotation and the clean close complete it, and the
+// part file left by a stop without a clean close is removed by the next start, which indexes
+// that segment from a scan. Recovery from the completed indexes equals a scan.
+TEST_F(SegmentIndexTest, AnIndexIsWrittenInPiecesAsItsSegmentFills) {
+    auto s = open_spool(512 * 1024);
+    waiter w;
+    w.owner = s.get();
+    _bodies.emplace_back("Subject: p\r\n\r\n" + std::string(100, 'p') + "\r\n");
+    protocol::envelope env;
+    env.helo = "pieces.example";
+    env.mail_from = "sender@example.org";
+    env.rcpt_to = {"first-recipient@example.net", "second-recipient@example.net"};
+    std::size_t n = 0;
+    const std::string part = _shard + "/" + index_part_file_name(1);
+    bool part_seen = false;
+    while (files(".seg").size() < 3) {
+        for (int i = 0; i < 250; ++i) {
+            env.queue_id = ++n;
+            s->append(env, "127.0.0.1", _bodies.back(), n, &w);
+        }
+        run_until(w, n);
+        ASSERT_LT(n, 20000u) << "the segments never rotated";
+        if (files(".seg").size() == 1) {
+            run_until_idle(*s);
+            // Segment 1's index grows in its part file, a piece at a time.
+            ASSERT_TRUE(files(".idx").empty());
+            if (std::filesystem::exists(part)) {
+                part_seen = true;
+                EXPECT_GE(std::filesystem::file_size(part), index_piece_size);
+            }
+        }
+    }
+    run_until_idle(*s);
+    EXPECT_TRUE(part_seen) << "segment 1's index was written out only at rotation";
+    // Segment 1's index was more than one piece, and rotation completed it.
+    EXPECT_GT(std::filesystem::file_size(_shard + "/" + index_file_name(1)), 2 * index_piece_size);
+    EXPECT_FALSE(std::filesystem::exists(part));
+    EXPECT_EQ(files(".idx"), (std::vector<std::uint64_t>{1, 2}));
+    const std::string current_part = _shard + "/" + index_part_file_name(3);
+
+    // A stop without a clean close, as a copy of the directory now: segment 3 has a part file,
+    // no index; the next start removes the part, scans segment 3 and indexes it.
+    for (int i = 0; i < 1000 / 250; ++i) {
+        for (int j = 0; j < 250; ++j) {
+            env.queue_id = ++n;
+            s->append(env, "127.0.0.1", _bodies.back(), n, &w);
+        }
+        run_until(w, n);
+    }
+    run_until_idle(*s);
+    ASSERT_EQ(files(".seg").size(), 3u) << "segment 3 must still be the current one";
+    ASSERT_TRUE(std::filesystem::exists(current_part));
+    EXPECT_GE(std::filesystem::file_size(current_part), index_piece_size);
+    const std::string crashed = _dir + "/crashed";
+    std::filesystem::copy(_shard, crashed);
+    {
+        const auto report = recover_directory(crashed, nullptr);
+        ASSERT_TRUE(report.has_value());
+        EXPECT_EQ(report->indexed_segments, 2u);
+        EXPECT_TRUE(report->index_problems.empty()) << "a part file is no index: no problem to report";
+        EXPECT_EQ(report->index_parts, (std::vector<std::uint64_t>{3}));
+        spool_ptr reopened(new spool(_reactor, *_storage, crashed, 512 * 1024), unhook{&_reactor});
+        auto opened = reopened->open();
+        ASSERT_TRUE(opened.has_value());
+        EXPECT_EQ(opened->written_indexes, 1u);
+    }
+    EXPECT_FALSE(std::filesystem::exists(crashed + "/" + index_part_file_name(3)));
+    EXPECT_TRUE(std::filesystem::exists(crashed + "/" + index_file_name(3)));
+
+    // The clean close completes segment 3's index from its part file and the last bytes.
+    s.reset();
+    EXPECT_FALSE(std::filesystem::exists(current_part));
+    EXPECT_TRUE(read_file(_shard + "/" + index_file_name(3)) == read_file(crashed + "/" + index_file_name(3)))
+        << "the pieces and the last bytes are the index a scan builds";
+    const recovery indexed = recover();
+    EXPECT_EQ(indexed.report.indexed_segments, 3u);
+    EXPECT_TRUE(indexed.report.index_problems.empty());
+    EXPECT_EQ(indexed.calls.with_body, 0u);
+    const recovery scanned = scan();
+    EXPECT_EQ(indexed.calls.calls, scanned.calls.calls);
+    EXPECT_EQ(indexed.calls.calls.size(), n);
+}
+
+// A segment deleted while a piece of its index is in flight (or waiting) leaves no index file
+// and no part file behind; the next index is written whole.
+TEST_F(SegmentIndexTest, AForgottenIndexLeavesNoFile) {
+    std::filesystem::create_directories(_shard);
+    segment_index_writer writer(_reactor, _shard);
+    writer.append(5, std::string(1000, 'a'), index_piece::more);
+    writer.append(5, std::string(1000, 'b'), index_piece::more);
+    EXPECT_TRUE(std::filesystem::exists(_shard + "/" + index_part_file_name(5))) << "the first piece is in flight";
+    writer.forget(5);
+    writer.append(6, std::string(3000, 'c'), index_piece::more);
+    writer.append(6, "end", index_piece::last);
+    for (int i = 0; i < 100 && !writer.idle(); ++i) ASSERT_TRUE(_reactor.run_once(100));
+    ASSERT_TRUE(writer.idle());
+    EXPECT_FALSE(std::filesystem::exists(_shard + "/" + index_part_file_name(5)));
+    EXPECT_FALSE(std::filesystem::exists(_shard + "/" + index_file_name(5)));
+    EXPECT_FALSE(std::filesystem::exists(_shard + "/" + index_part_file_name(6)));
+    EXPECT_EQ(read_file(_shard + "/" + index_file_name(6)), std::string(3000, 'c') + "end");
+    EXPECT_EQ(writer.stats().written, 1u);
+    EXPECT_EQ(writer.stats().failed, 0u);
+    EXPECT_EQ(writer.spare().capacity() >= 3000, true) << "a written piece's buffer is kept for the next one";
+    // An index the builder found unusable (an empty last piece): its part file goes, uncounted.
+    writer.append(7, std::string(500, 'd'), index_piece::more);
+    writer.append(7, std::string(), index_piece::last);
+    for (int i = 0; i < 100 && !writer.idle(); ++i) ASSERT_TRUE(_reactor.run_once(100));
+    EXPECT_FALSE(std::filesystem::exists(_shard + "/" + index_part_file_name(7)));
+    EXPECT_FALSE(std::filesystem::exists(_shard + "/" + index_file_name(7)));
+    EXPECT_EQ(writer.stats().written, 1u);
+    EXPECT_EQ(writer.stats().failed, 0u);
 }
 
 // The shard's recovery keeps no list of every message (a million would be a large vector);
@@ -504,4 +619,52 @@ TEST(SegmentIndexFormat, RecordsThatDoNotTileTheSegmentGiveNoIndex) {
     EXPECT_TRUE(b.finish(segment_records_size + outcome.size() + 1).empty()) << "the segment is longer";
     b.start(1, salt);
     EXPECT_TRUE(b.finish(segment_records_size).empty()) << "no record: nothing worth writing";
+}
+
+// Pieces taken anywhere (between any two records, several times, in reused buffers) joined
+// with finish()'s bytes are the index built without pieces.
+TEST(SegmentIndexFormat, PiecesTakenAnywhereJoinIntoTheWholeIndex) {
+    const std::uint32_t salt = 77;
+    std::vector<std::string> records;
+    for (std::uint64_t i = 0; i < 12; ++i) {
+        std::string r;
+        if (i % 3 == 1) {
+            encode_outcome_record(r, i, 10 + i, 0, recipient_status::delivered, 1, 0, salt);
+        } else {
+            protocol::envelope env;
+            env.queue_id = i;
+            env.helo = "h.example";
+            env.mail_from = "a@example.org";
+            env.rcpt_to = {"b@example.net"};
+            const std::string message(10 + i, 'm');
+            encode_message_record(r, env, "192.0.2.1", i, message, salt);  // the record's head
+            r += message;
+        }
+        records.push_back(std::move(r));
+    }
+    const std::string seg = segment_with(records, salt);
+    const auto build = [&](std::uint32_t split_mask) {
+        segment_index_builder b;
+        b.start(4, salt);
+        std::string joined;
+        std::string spare;
+        std::uint64_t off = segment_records_size;
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            b.add(off, records[i], 0);
+            off += records[i].size();
+            if (split_mask & (1u << i)) {
+                std::string piece = b.take_piece(std::move(spare));
+                joined += piece;
+                spare = std::move(piece);
+            }
+        }
+        joined += b.finish(seg.size());
+        return joined;
+    };
+    const std::string whole = build(0);
+    const auto parsed = parse_segment_index(whole, index_expectation{4, salt, seg.size()});
+    ASSERT_TRUE(parsed.has_value()) << (whole.empty() ? std::string("no index") : std::string(describe(parsed.error())));
+    for (std::uint32_t mask = 1; mask < (1u << records.size()); mask += 7)
+        ASSERT_TRUE(build(mask) == whole) << "split mask " << mask;
+    EXPECT_TRUE(build((1u << records.size()) - 1) == whole) << "a piece after every record";
 }
