@@ -27,7 +27,7 @@ void segment_index_writer::start_next() noexcept {
         _fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (_fd < 0) {
             ++_stats.failed;
-            _current.bytes.clear();
+            std::string().swap(_current.bytes);
             continue;
         }
         _written = 0;
@@ -65,7 +65,10 @@ void segment_index_writer::finish_current(bool ok) noexcept {
         remove_segment_index(_dir, _current.segment);
         ++_stats.failed;
     }
-    _current.bytes = std::string();
+    // Freed, not only emptied: assigning an empty string to a std::string keeps its buffer
+    // (libstdc++ copies a short string into the existing allocation), and this one is a whole
+    // segment's index (megabytes) that would stay allocated until the next segment closes.
+    std::string().swap(_current.bytes);
     start_next();
 }
 
