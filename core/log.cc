@@ -113,6 +113,10 @@ void log_writer::complete(int res, std::uint32_t) noexcept {
         return;
     }
     _in_flight = false;
+    // A buffer that grew in a burst (the lines of every turn while one write was slow: 60 MiB
+    // seen with 200,000 deferrals, tests/integration/queue_scale_test.py) is freed rather than
+    // kept for the next swap, so a quiet relay's RSS is not its worst burst's.
+    if (_writing.capacity() > retained_buffer_bytes) std::string().swap(_writing);
     if (!_pending.empty()) start_write();
 }
 

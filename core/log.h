@@ -41,6 +41,8 @@ public:
     void complete(int res, std::uint32_t flags) noexcept override;
 
 private:
+    // A written buffer larger than this is freed, not reused (log.cc, complete()).
+    static constexpr std::size_t retained_buffer_bytes = 1u << 20;
     void start_write() noexcept;
     reactor& _reactor;
     const int _fd;

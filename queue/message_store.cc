@@ -187,10 +187,12 @@ void message_store::finish(stored_message& m, std::uint32_t i, recipient_status 
 }
 
 void message_store::release_if_done(stored_message& m) noexcept {
-    if (m.jobs == 0 && m.pinned_segment != 0) {
-        _spool.release_segment(m.pinned_segment, m.pinned_bytes);  // no job reads the old record now
-        m.pinned_segment = 0;
-        m.pinned_bytes = 0;
+    if (m.jobs == 0 && m.pinned) {
+        if (auto it = _pins.find(m.queue_id); it != _pins.end()) {
+            _spool.release_segment(it->second.segment, it->second.bytes);  // no job reads the old record now
+            _pins.erase(it);
+        }
+        m.pinned = false;
     }
     if (m.unfinished != 0 || m.jobs != 0) return;
     // The DSN quotes the original: read it back first (a body that cannot be read is left out).
@@ -213,7 +215,7 @@ std::vector<std::uint64_t> message_store::live_in(std::uint64_t segment, std::ui
     std::vector<std::uint64_t> out;
     std::uint64_t bytes = 0;
     for (const auto& [id, m] : _messages) {
-        if (m->segment != segment || m->unfinished == 0 || m->jobs != 0 || m->pinned_segment != 0) continue;
+        if (m->segment != segment || m->unfinished == 0 || m->jobs != 0 || m->pinned) continue;
         out.push_back(id);
         bytes += m->where.size;
         if (bytes >= max_bytes) break;
@@ -233,16 +235,22 @@ std::vector<recipient_state> message_store::states_of(const stored_message& m) {
 
 void message_store::relocate(stored_message& m, const record_location& copy) noexcept {
     _spool.hold_segment(copy.segment, copy.size);
-    if (m.jobs != 0 && m.pinned_segment == 0) {
+    if (m.jobs != 0 && !m.pinned) {
         // A job made meanwhile reads the record where it was (its location is a copy): the
         // old segment must outlive it.
-        m.pinned_segment = m.segment;
-        m.pinned_bytes = m.where.size;
+        _pins[m.queue_id] = pin{m.segment, m.where.size};
+        m.pinned = true;
     } else {
         _spool.release_segment(m.segment, m.where.size);
     }
     m.segment = copy.segment;
     m.where = copy;
+}
+
+std::uint64_t message_store::pinned_segment(const stored_message& m) const noexcept {
+    if (!m.pinned) return 0;
+    const auto it = _pins.find(m.queue_id);
+    return it != _pins.end() ? it->second.segment : 0;
 }
 
 // ---- bodies -----------------------------------------------------------------------------

@@ -112,7 +112,9 @@ void segment_index_writer::piece_done(bool ok) noexcept {
     }
     _current.bytes.clear();
     if (_current.bytes.capacity() > _spare.capacity()) _spare.swap(_current.bytes);
-    _current.bytes = std::string();
+    // Freed, not only emptied: assigning an empty std::string keeps the allocation (libstdc++
+    // copies a short string into the existing buffer), and only one spare is kept.
+    std::string().swap(_current.bytes);
 }
 
 bool segment_index_writer::close_file(bool complete) noexcept {

@@ -332,13 +332,13 @@ TEST_F(CompactorTest, AJobOutKeepsTheRecordItWillReadWhereItIs) {
     compact();
     EXPECT_EQ(_compactor->counters().copied_messages, 1u);
     EXPECT_EQ(kept->segment, _spool->current_segment());
-    EXPECT_EQ(kept->pinned_segment, first);
+    EXPECT_EQ(_store->pinned_segment(*kept), first);
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(_reactor.run_once(1));
     const auto files = segment_files();
     EXPECT_TRUE(std::find(files.begin(), files.end(), first_file) != files.end()) << "the job still reads it";
     kept->jobs = 0;
     _store->release_if_done(*kept);  // what the job's outcome does
-    EXPECT_EQ(kept->pinned_segment, 0u);
+    EXPECT_EQ(_store->pinned_segment(*kept), 0u);
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(_reactor.run_once(1));
     EXPECT_EQ(segment_files().size(), 1u) << "only the current segment is left";
 }
