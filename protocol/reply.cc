@@ -96,6 +96,8 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {pipelining_violation,"554 5.5.0 Error: SMTP protocol synchronization", "", counted, "RFC 2920 §3.1, RFC 3463 X.5.0"},
     {relay_denied,        "554 5.7.1 ", ": Relay access denied", counted, "RFC 5321 §3.9, RFC 3463 X.7.1"},
     {unsupported_parameter,"555 5.5.4 Unsupported option: ", "", counted, "RFC 5321 §4.1.1.11"},
+    // The whole line is the host's (checked by it: printable, a 4xx or 5xx code and a space).
+    {host_text,           "", "", quiet, "RFC 5321 §4.2"},
 }};
 // clang-format on
 

@@ -87,6 +87,8 @@ enum class reply_id : std::uint8_t {
     pipelining_violation,  // 554 5.5.0 (a command pipelined past a synchronisation point)
     relay_denied,          // 554 5.7.1 <addr>: ...
     unsupported_parameter, // 555 5.5.4
+    host_text,             // the argument verbatim: a 4xx/5xx line the host was configured to
+                           // answer (ringrelay-sink --defer-reply/--reject-reply); 421 closes
     count_                 // number of rows; not a reply
 };
 

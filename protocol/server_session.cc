@@ -668,11 +668,14 @@ void server_session::commit_done(commit_result result, std::string& out) {
 
 void server_session::commit_done(host_reply refusal, std::string& out) {
     RR_ASSERT(_message_ready);
-    const std::string_view prefix = reply_for(refusal.reply).prefix;
-    RR_ASSERT(!prefix.empty() && (prefix.front() == '4' || prefix.front() == '5'));
+    const std::string_view text =
+        refusal.reply == reply_id::host_text ? refusal.argument : reply_for(refusal.reply).prefix;
+    RR_ASSERT(!text.empty() && (text.front() == '4' || text.front() == '5'));
     _message_ready = false;
     say_uncounted(out, refusal.reply, refusal.argument);
     end_transaction();
+    // 421: the service closes the transmission channel (RFC 5321 §3.8, §4.2.3).
+    if (text.starts_with("421")) _closed = true;
 }
 
 void server_session::on_timeout(std::string& out) {

@@ -230,8 +230,9 @@ public:
     // The host reports whether message() reached stable storage; appends the reply.
     void commit_done(commit_result result, std::string& out);
     // The host refuses the message with a reply of its own choosing (`refusal.reply` must be
-    // a 4xx or 5xx row; ringrelay-sink's injected deferrals and rejections); appends it and
-    // ends the transaction. Not counted towards max_errors.
+    // a 4xx or 5xx row, or reply_id::host_text with the whole line as argument; ringrelay-sink's
+    // injected deferrals and rejections); appends it and ends the transaction; a 421 also
+    // closes the session. Not counted towards max_errors.
     void commit_done(host_reply refusal, std::string& out);
 
     // STARTTLS was accepted (the 220 is in `out`): the host must start TLS now and give the

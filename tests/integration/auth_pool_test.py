@@ -9,7 +9,7 @@
 #     barrier): every one gets 235 and its message 250; stderr says attempts were queued and
 #     nothing was refused; then 100 clients from 50 loopback addresses at once (more than the
 #     work pool's queue of 64 can hold): all 235;
-#  b. Nodemailer (npm, installed into BUILD/npm-auth-pool) with pool: true, maxConnections 10,
+#  b. Nodemailer (its npm registry tarball, unpacked into BUILD/nodemailer-VERSION) with pool: true, maxConnections 10,
 #     STARTTLS required, sends 100 messages: zero errors, 100 Reception records naming the user;
 #  c. a private Postfix instance (bench/lib/common.sh) relaying through ringrelay as its
 #     smarthost with SASL over STARTTLS, 10 connections at once (smtp_destination_concurrency_
@@ -23,19 +23,22 @@
 #     next attempt waits for her turn a second later and gets 235 too;
 #  e. teardown: clients that close while their attempt waits leave the queue (AUTH works on);
 #     SIGTERM while an attempt waits: it gets 454, the relay exits 0 without hanging.
-# A missing tool (node, npm, Postfix, smtp-source, libsasl2-modules) skips (77) on a developer
+# A missing tool (node, Postfix, smtp-source, libsasl2-modules) skips (77) on a developer
 # machine but fails under CI (CI set): scripts/install-deps --test installs them all.
 # RR_AUTH_POOL_PARTS=a (or any of abcde) runs only those parts (to try part a on an old build).
 import base64
 import hashlib
+import io
 import json
 import os
 import shutil
 import smtplib
 import subprocess
 import sys
+import tarfile
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -153,20 +156,37 @@ Promise.all(sends).then(() => {
 """
 
 
+# Nodemailer has no dependencies, so its one tarball from the npm registry is all it needs: no
+# npm client (Debian's npm package pulls in about 400 node-* packages). Pinned by version and by
+# the registry's sha512 integrity value, checked before anything is unpacked.
+NODEMAILER_VERSION = "6.10.1"
+NODEMAILER_URL = f"https://registry.npmjs.org/nodemailer/-/nodemailer-{NODEMAILER_VERSION}.tgz"
+NODEMAILER_SHA512 = "Z+iLaBGVaSjbIzQ4pX6XV41HrooLsQ10ZWPUehGmuantvzWoDVBnmsdUcOIDM1t+yPor5pDhVlDESgOMEGxhHA=="
+
+
 def nodemailer_module(binary):
-    """BUILD/npm-auth-pool/node_modules/nodemailer, installed with npm on first use."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        harness.missing("node or npm is not installed")
+    """BUILD/nodemailer-NODEMAILER_VERSION/package, fetched from the npm registry on first use."""
+    node = shutil.which("node")
+    if node is None:
+        harness.missing("node is not installed")
     build = os.path.dirname(os.path.dirname(binary))
-    prefix = os.path.join(build, "npm-auth-pool")
-    module = os.path.join(prefix, "node_modules", "nodemailer")
+    module = os.path.join(build, f"nodemailer-{NODEMAILER_VERSION}", "package")
     if not os.path.exists(os.path.join(module, "package.json")):
-        os.makedirs(prefix, exist_ok=True)
-        r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", prefix, "nodemailer@6"],
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0 or not os.path.exists(os.path.join(module, "package.json")):
-            harness.missing(f"npm install nodemailer@6 failed: {r.stderr[-600:]}")
+        try:
+            with urllib.request.urlopen(NODEMAILER_URL, timeout=120) as r:
+                data = r.read()
+        except OSError as e:
+            harness.missing(f"fetching {NODEMAILER_URL} failed: {e}")
+        got = base64.b64encode(hashlib.sha512(data).digest()).decode()
+        if got != NODEMAILER_SHA512:
+            harness.missing(f"{NODEMAILER_URL}: sha512 {got}, expected {NODEMAILER_SHA512}")
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
+            # Only plain files and directories under package/ (Python before 3.11.4 has no
+            # extraction filters; Debian 12's is one).
+            for m in t.getmembers():
+                if not (m.isfile() or m.isdir()) or not m.name.startswith("package/") or ".." in m.name.split("/"):
+                    harness.missing(f"{NODEMAILER_URL}: unexpected member {m.name!r}")
+            t.extractall(os.path.dirname(module))
     return node, module
 
 

@@ -268,6 +268,51 @@ def check_defer(c, binary):
             f"status {status}: {out[-400:]}")
 
 
+def check_defer_reply(c, binary):
+    # A provider's own throttle text (Yahoo's [TSS04]) as the deferral: sent verbatim; a 421
+    # closes the connection after it, a 451 text keeps it open.
+    tss04 = "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume"
+    sink = Sink(binary, ["--defer-rate", "1", "--defer-reply", tss04, "--quiet"]).start()
+    with sink.raw() as r:
+        r.reply()
+        r.cmd("EHLO raw.test")
+        r.cmd(f"MAIL FROM:<{SENDER}>")
+        r.cmd(f"RCPT TO:<{RCPT}>")
+        c.reply(r.cmd("DATA"), 354, "DATA")
+        r.send(b"Subject: tss04\r\n\r\nx\r\n.\r\n")
+        code, lines = r.reply()
+        c.check(code == 421 and lines == [tss04], "--defer-reply 421 ...: the end of data gets the text verbatim",
+                f"{code} {lines!r}")
+        c.check(r.closed_by_peer(harness.IO_TIMEOUT), "... and the connection is closed after the 421")
+    status, out = sink.stop()
+    c.check(status == 0 and re.search(r"deferred \(451 4\.3\.0\)\s+1\b", out), "summary: 1 deferred",
+            f"status {status}: {out[-400:]}")
+    text451 = "451 4.7.1 Rate limited [GL01], try again later"
+    sink = Sink(binary, ["--defer-rate", "1", "--defer-reply", text451, "--reject-rate", "0", "--quiet"]).start()
+    s = sink.smtp()
+    for i in range(2):
+        code, text = data_reply(s, SENDER, [RCPT], b"Subject: d\r\n\r\nx\r\n")
+        c.check(code == 451 and text == text451[4:], f"--defer-reply 451 ...: message {i + 1} gets the text",
+                f"{code} {text!r}")
+    c.check(s.noop()[0] == 250, "the connection stays open after a 451 text")
+    s.quit()
+    sink.stop()
+    sink = Sink(binary, ["--reject-rate", "1", "--reject-reply", "554 5.7.1 [BL21] Connections not accepted",
+                         "--quiet"]).start()
+    s = sink.smtp()
+    code, text = data_reply(s, SENDER, [RCPT], b"Subject: r\r\n\r\nx\r\n")
+    c.check(code == 554 and text == "5.7.1 [BL21] Connections not accepted", "--reject-reply: the text verbatim",
+            f"{code} {text!r}")
+    s.quit()
+    sink.stop()
+    for flag, bad in (("--defer-reply", "550 5.7.1 wrong class"), ("--defer-reply", "421"),
+                      ("--reject-reply", "451 4.3.0 wrong class"), ("--defer-reply", "421 4.7.0 a\x01b")):
+        r = subprocess.run([binary, "--listen", "127.0.0.1:0", flag, bad], capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+        c.check(r.returncode == 2 and flag in r.stderr, f"{flag} {bad!r}: refused at start, naming the flag",
+                f"exit {r.returncode}: {r.stderr[-300:]}")
+
+
 def check_disconnect(c, binary):
     sink = Sink(binary, ["--disconnect-rate", "1", "--quiet"]).start()
     with sink.raw() as r:
@@ -405,7 +450,7 @@ def check_duration_and_progress(c, binary):
 
 def scenario(c):
     binary = sink_path()
-    for check in (check_save_and_expect, check_save_concurrent, check_reject, check_defer, check_disconnect, check_connection_limit,
+    for check in (check_save_and_expect, check_save_concurrent, check_reject, check_defer, check_defer_reply, check_disconnect, check_connection_limit,
                   check_rate_limit, check_delay, check_expect_not_met, check_duration_and_progress):
         c.info(check.__name__)
         check(c, binary)

@@ -383,8 +383,34 @@ INSTANTIATE_TEST_SUITE_P(
                      "451 4.3.0 Mail server temporarily rejected message. Try again later.\r\n"},
         refusal_case{"Rejected", {reply_id::message_rejected, "192.0.2.1"},
                      "550 5.7.1 [192.0.2.1] Our system has detected that this message is likely unsolicited mail. "
-                     "To reduce the amount of spam, this message has been blocked.\r\n"}),
+                     "To reduce the amount of spam, this message has been blocked.\r\n"},
+        refusal_case{"HostText451", {reply_id::host_text, "451 4.7.1 Rate limited [GL01], try again later"},
+                     "451 4.7.1 Rate limited [GL01], try again later\r\n"},
+        refusal_case{"HostText554", {reply_id::host_text, "554 5.7.1 [BL21] Connections not accepted"},
+                     "554 5.7.1 [BL21] Connections not accepted\r\n"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// A host's own 421 line (a provider's throttle text, e.g. Yahoo's [TSS04]) is sent verbatim
+// and closes the session: 421 means the service is closing the channel (RFC 5321 §3.8).
+TEST(SessionHostText, A421LineClosesTheSession) {
+    testing::fake_host host;
+    const server_config config = test_config();
+    server_session s(config, untrusted_client(), host);
+    std::string out;
+    const std::string message = host_mail_dialogue + "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n";
+    const std::string next = "MAIL FROM:<a@example.net>\r\n";
+    ASSERT_EQ(s.feed(message + next, out), message.size());
+    ASSERT_TRUE(s.message_ready());
+    out.clear();
+    s.commit_done(host_reply{reply_id::host_text, "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred"},
+                  out);
+    EXPECT_EQ(out, "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred\r\n");
+    EXPECT_TRUE(s.closed());
+    EXPECT_FALSE(s.message_ready());
+    out.clear();
+    EXPECT_EQ(s.feed(next, out), 0U);  // nothing more is read after the 421
+    EXPECT_EQ(out, "");
+}
 
 TEST(Reply, ConnectionLimitIsProviderShaped421) {
     std::string out;

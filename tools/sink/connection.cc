@@ -148,11 +148,19 @@ void connection::answer() noexcept {
         return;
     case verdict::defer:
         bump(stats.deferred);
-        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+        if (const std::string& text = _shard.shared().options.defer_reply; !text.empty()) {
+            commit_done(protocol::host_reply{protocol::reply_id::host_text, text});
+        } else {
+            commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+        }
         return;
     case verdict::reject:
         bump(stats.rejected);
-        commit_done(protocol::host_reply{protocol::reply_id::message_rejected, peer()});
+        if (const std::string& text = _shard.shared().options.reject_reply; !text.empty()) {
+            commit_done(protocol::host_reply{protocol::reply_id::host_text, text});
+        } else {
+            commit_done(protocol::host_reply{protocol::reply_id::message_rejected, peer()});
+        }
         return;
     case verdict::disconnect:
         // Replies already given go out; the end of data gets none, the connection closes.

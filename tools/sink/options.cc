@@ -20,6 +20,8 @@ constexpr const char* description =
     "  --defer-rate P       451 4.3.0 Mail server temporarily rejected message. Try again later.\n"
     "  --reject-rate P      550 5.7.1 [IP] Our system has detected that this message is likely unsolicited mail. ...\n"
     "  --disconnect-rate P  the connection is closed without a reply\n"
+    "  --defer-reply TEXT, --reject-reply TEXT   the deferral's or rejection's whole reply line instead\n"
+    "                       (a provider's own text, e.g. \"421 4.7.0 [TSS04] ...\"; a 421 closes the connection)\n"
     "  --delay-ms N         whatever the verdict, it comes N ms after the end of data\n"
     "Limits per client IP address, counted across all shards:\n"
     "  --max-connections-per-ip N   connection N+1 gets the banner\n"
@@ -52,6 +54,20 @@ constexpr const char* description =
 
 bool is_probability(double p) noexcept { return std::isfinite(p) && p >= 0.0 && p <= 1.0; }
 
+// A configured reply line: empty (the default text), or a code of `first` then two digits, a
+// space and printable ASCII (no CR, LF or controls: it is sent verbatim). "" when it is fine.
+std::string check_reply_line(std::string_view line, char first) {
+    if (line.empty()) return {};
+    if (line.size() < 5 || line[0] != first || line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' ||
+        line[3] != ' ')
+        return std::string("must start with a ") + first + "xx code and a space, e.g. \"" + first +
+               (first == '4' ? "21 4.7.0 ...\"" : "50 5.7.1 ...\"");
+    if (line.size() > 510) return "longer than an SMTP reply line may be (510 octets)";
+    for (const char c : line)
+        if (c < 0x20 || c > 0x7e) return "only printable ASCII (no line breaks or controls)";
+    return {};
+}
+
 // CLI11 reads "-1" into an unsigned 64-bit option as 2^64-1; counts refuse a sign instead.
 CLI::Validator unsigned_number() {
     return CLI::Validator(
@@ -81,6 +97,13 @@ std::expected<sink_options, options_exit> parse_options(int argc, const char* co
     app.add_option("--save", o.save_dir, "directory to write each accepted message to (format above)");
     app.add_option("--defer-rate", o.defer_rate, "probability 0..1 that a message gets 451 4.3.0 (default 0)");
     app.add_option("--reject-rate", o.reject_rate, "probability 0..1 that a message gets 550 5.7.1 (default 0)");
+    app.add_option("--defer-reply", o.defer_reply,
+                   "the whole reply line a deferred message gets, a 4xx code first (default \"451 4.3.0 Mail "
+                   "server temporarily rejected message. Try again later.\"); a 421 also closes the connection, "
+                   "e.g. \"421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred\"");
+    app.add_option("--reject-reply", o.reject_reply,
+                   "the whole reply line a rejected message gets, a 5xx code first (default \"550 5.7.1 [IP] "
+                   "Our system has detected ...\")");
     app.add_option("--disconnect-rate", o.disconnect_rate,
                    "probability 0..1 that the connection is closed at the end of a message's data (default 0)");
     app.add_option("--delay-ms", o.delay_ms, "milliseconds to wait before answering the end of data (default 0)")
@@ -147,6 +170,8 @@ std::expected<sink_options, options_exit> parse_options(int argc, const char* co
     // A small tolerance: 0.7 + 0.2 + 0.1 is not exactly 1 in binary floating point.
     if (o.defer_rate + o.reject_rate + o.disconnect_rate > 1.0 + 1e-9)
         return fail("--defer-rate + --reject-rate + --disconnect-rate: must not add up to more than 1");
+    if (auto bad = check_reply_line(o.defer_reply, '4'); !bad.empty()) return fail("--defer-reply: " + bad);
+    if (auto bad = check_reply_line(o.reject_reply, '5'); !bad.empty()) return fail("--reject-reply: " + bad);
     if (!std::isfinite(o.max_rate_per_ip) || o.max_rate_per_ip < 0 || o.max_rate_per_ip > max_rate_per_ip_limit)
         return fail("--max-rate-per-ip: must be between 0 (no limit) and 1e9 messages per second");
     if (o.max_message_size == 0 || o.max_message_size > max_message_size_limit)

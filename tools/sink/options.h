@@ -32,6 +32,8 @@ struct sink_options {
     double defer_rate = 0;                  // probability per message of 451 4.3.0
     double reject_rate = 0;                 // ... of 550 5.7.1
     double disconnect_rate = 0;             // ... of closing without a reply
+    std::string defer_reply;                // the deferral's whole reply line; empty = 451 4.3.0 ...
+    std::string reject_reply;               // the rejection's; empty = 550 5.7.1 ...
     std::uint32_t delay_ms = 0;             // before the reply to the end of data
     std::uint32_t max_connections_per_ip = 0;  // 0 = no limit
     double max_rate_per_ip = 0;             // MAIL commands per second per IP; 0 = no limit
