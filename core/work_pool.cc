@@ -28,13 +28,13 @@ void work_return::arm() noexcept {
     io_uring_prep_read(_reactor->sqe(this), _fd, &_value, sizeof _value, 0);
 }
 
-void work_return::push(work_item* item) noexcept {
+void work_return::push(std::span<work_item* const> items) noexcept {
     std::lock_guard lock(_mutex);
     const bool wake = _done.empty();
-    _done.push_back(item);
-    ++_returned;
+    _done.insert(_done.end(), items.begin(), items.end());
+    _returned += items.size();
     // One wake-up per batch: items already waiting mean a write is pending whose complete()
-    // has not taken the list yet (it takes it under this mutex), and will take this one too.
+    // has not taken the list yet (it takes it under this mutex), and will take these too.
     if (!wake) return;
     const std::uint64_t one = 1;
     // Cannot fail short of a counter overflow (2^64 - 2 wake-ups without a read).
@@ -62,9 +62,10 @@ void work_return::wait_idle() noexcept {
     }
 }
 
-work_pool::work_pool(unsigned threads, std::size_t max_queued) : _max_queued(max_queued) {
+work_pool::work_pool(unsigned threads, std::size_t max_queued, std::size_t gather)
+    : _max_queued(max_queued), _gather(gather == 0 ? 1 : gather) {
     if (threads == 0) threads = 1;
-    for (unsigned i = 0; i < threads; ++i) _threads.emplace_back([this] { worker(); });
+    for (unsigned i = 0; i < threads; ++i) _threads.emplace_back([this, i] { worker(i); });
 }
 
 work_pool::~work_pool() {
@@ -88,18 +89,40 @@ bool work_pool::submit(work_item& item, work_return& back) noexcept {
     return true;
 }
 
-void work_pool::worker() noexcept {
+// An item is not touched once pushed (its shard may finish and reuse it at once).
+void work_pool::hand_back(std::vector<work_item*>& held) noexcept {
+    std::size_t i = 0;
+    while (i < held.size()) {
+        work_return* back = held[i]->_return;
+        std::size_t j = i + 1;
+        while (j < held.size() && held[j]->_return == back) ++j;
+        back->push(std::span<work_item* const>(held).subspan(i, j - i));
+        i = j;
+    }
+    held.clear();
+}
+
+void work_pool::worker(unsigned index) noexcept {
+    std::vector<work_item*> held;  // run, not yet handed back (at most _gather)
+    held.reserve(_gather);
     for (;;) {
         work_item* item = nullptr;
         {
             std::unique_lock lock(_mutex);
+            if (!held.empty() && _queue.empty()) {
+                // Nothing more to gather with: hand back before waiting.
+                lock.unlock();
+                hand_back(held);
+                lock.lock();
+            }
             _wake.wait(lock, [this] { return _stopping || !_queue.empty(); });
-            if (_queue.empty()) return;  // stopping, and nothing left
+            if (_queue.empty()) return;  // stopping, and nothing left (nothing held either)
             item = _queue.front();
             _queue.pop_front();
         }
-        item->run();
-        item->_return->push(item);
+        item->run(index);
+        held.push_back(item);
+        if (held.size() >= _gather) hand_back(held);
     }
 }
 

@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
@@ -277,14 +278,103 @@ std::expected<std::string, sign_error> sign_input(const signing_key& key, std::s
     return signature;
 }
 
+void signer_cache::entry::free() noexcept {
+    EVP_PKEY_CTX_free(rsa);
+    EVP_MD_CTX_free(ed25519);
+    EVP_MD_CTX_free(ed25519_work);
+    EVP_PKEY_free(own);
+    rsa = nullptr;
+    ed25519 = nullptr;
+    ed25519_work = nullptr;
+    own = nullptr;
+    key.reset();
+}
+
+signer_cache::~signer_cache() {
+    for (entry& e : _entries) e.free();
+    EVP_MD_free(_sha256);
+}
+
+signer_cache::entry* signer_cache::find_or_make(const signing_key& key) noexcept {
+    for (entry& e : _entries)
+        if (e.key == key.pkey && e.alg == key.alg) return &e;
+    if (_sha256 == nullptr) _sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    if (_sha256 == nullptr || !key.pkey) return nullptr;
+    entry e;
+    e.own = EVP_PKEY_dup(key.pkey.get());
+    bool ok = e.own != nullptr;
+    if (ok && key.alg == algorithm::rsa_sha256) {
+        e.rsa = EVP_PKEY_CTX_new_from_pkey(nullptr, e.own, nullptr);
+        ok = e.rsa != nullptr && EVP_PKEY_sign_init(e.rsa) == 1 &&
+             EVP_PKEY_CTX_set_rsa_padding(e.rsa, RSA_PKCS1_PADDING) == 1 &&
+             EVP_PKEY_CTX_set_signature_md(e.rsa, _sha256) == 1;
+    } else if (ok) {
+        e.ed25519 = EVP_MD_CTX_new();
+        e.ed25519_work = EVP_MD_CTX_new();
+        ok = e.ed25519 != nullptr && e.ed25519_work != nullptr && EVP_DigestSignInit_ex(e.ed25519, nullptr, nullptr, nullptr, nullptr, e.own,
+                                                           nullptr) == 1;
+    }
+    if (!ok) {
+        e.free();
+        return nullptr;
+    }
+    e.key = key.pkey;
+    e.alg = key.alg;
+    // Entries whose key only this cache still holds (a reload dropped its table) go first: no
+    // private key is kept alive for longer than the next new key's first signature.
+    std::erase_if(_entries, [](entry& old) {
+        if (old.key.use_count() != 1) return false;
+        old.free();
+        return true;
+    });
+    if (_entries.size() >= max_keys) {
+        _entries.front().free();
+        _entries.erase(_entries.begin());
+    }
+    _entries.push_back(e);  // capacity reserved by sign_input(): no allocation here
+    return &_entries.back();
+}
+
+std::expected<std::string, sign_error> signer_cache::sign_input(const signing_key& key, std::string_view input) {
+    if (_entries.capacity() < max_keys) _entries.reserve(max_keys);
+    entry* e = find_or_make(key);
+    if (e == nullptr) return fail(std::unexpected(sign_error::openssl));
+    // Both algorithms sign the SHA-256 of the input: RSA as PKCS#1 v1.5's DigestInfo (the
+    // context knows the digest is SHA-256), Ed25519 as PureEdDSA over those 32 octets (RFC 8463 §3).
+    std::array<unsigned char, 32> digest{};
+    unsigned int digest_size = 0;
+    if (EVP_Digest(input.data(), input.size(), digest.data(), &digest_size, _sha256, nullptr) != 1)
+        return fail(std::unexpected(sign_error::openssl));
+    std::string signature;
+    std::size_t size = 0;
+    if (e->rsa != nullptr) {
+        signature.resize(static_cast<std::size_t>(EVP_PKEY_get_size(e->own)));
+        size = signature.size();
+        if (EVP_PKEY_sign(e->rsa, reinterpret_cast<unsigned char*>(signature.data()), &size, digest.data(),
+                          digest.size()) != 1)
+            return fail(std::unexpected(sign_error::openssl));
+    } else {
+        // A one-shot EVP_DigestSign may finalise its context (OpenSSL 3.2 and later refuse a
+        // second one): each signature works on a copy of the context set up once.
+        signature.resize(64);
+        size = signature.size();
+        if (EVP_MD_CTX_copy_ex(e->ed25519_work, e->ed25519) != 1 ||
+            EVP_DigestSign(e->ed25519_work, reinterpret_cast<unsigned char*>(signature.data()), &size, digest.data(),
+                           digest.size()) != 1)
+            return fail(std::unexpected(sign_error::openssl));
+    }
+    signature.resize(size);
+    return signature;
+}
+
 std::expected<std::string, sign_error> sign(const signing_key& key, const signature_request& request,
-                                            std::span<const header_field> fields) {
+                                            std::span<const header_field> fields, signer_cache* cache) {
     if (!valid_tag_text(request.domain) || !valid_tag_text(request.selector))
         return std::unexpected(sign_error::bad_tag_text);
     std::string field = unsigned_signature_field(key.alg, request);
     const std::string input = signing_input(request, fields, field);
 
-    const auto signature = sign_input(key, input);
+    const auto signature = cache != nullptr ? cache->sign_input(key, input) : sign_input(key, input);
     if (!signature) return std::unexpected(signature.error());
     const std::string b64 = core::base64_encode(*signature);
     // b= folded: FWS may appear anywhere in its value (RFC 6376 §3.5).

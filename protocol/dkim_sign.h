@@ -12,6 +12,7 @@
 //
 // Threading: a signing_key is immutable once parsed and may be used by several threads at
 // once (OpenSSL 3 allows concurrent signing with one EVP_PKEY; each call has its own context).
+// A signer_cache belongs to one thread at a time (the relay's pool threads keep one each).
 #pragma once
 #include <cstdint>
 #include <expected>
@@ -25,6 +26,9 @@
 #include "protocol/dkim_canon.h"
 
 struct evp_pkey_st;
+struct evp_pkey_ctx_st;
+struct evp_md_ctx_st;
+struct evp_md_st;
 
 namespace ringrelay::protocol::dkim {
 
@@ -91,11 +95,53 @@ enum class sign_error : std::uint8_t {
 };
 [[nodiscard]] std::string_view describe(sign_error e) noexcept;
 
+// OpenSSL state kept between signatures by one thread: for each key it has signed with, a
+// private copy of the key and a context set up once, so that a signature costs the private-key
+// operation and little else. The copy matters for RSA: its blinding state belongs to the key
+// object, and threads signing with one shared RSA key take turns on a lock and pay for a
+// second blinding each (OpenSSL 3.0, crypto/rsa/rsa_ossl.c); a per-call context costs an
+// algorithm fetch and a context copy besides.
+// An entry holds a reference to its signing_key's EVP_PKEY, so the key it was made for stays
+// alive (and its address is never another key's) while it is cached. When an entry is made,
+// those whose key nobody else holds any more (a reload's old keys) are dropped; beyond
+// max_keys entries the least recently added goes.
+// Lifecycle: default-constructed empty; entries made at a key's first signature; freed with
+// the cache. Not for two threads at once.
+class signer_cache {
+public:
+    static constexpr std::size_t max_keys = 32;
+    signer_cache() = default;
+    signer_cache(const signer_cache&) = delete;
+    signer_cache& operator=(const signer_cache&) = delete;
+    ~signer_cache();
+
+    // As sign_input() below, with the cached state for `key` (made now if it is new).
+    [[nodiscard]] std::expected<std::string, sign_error> sign_input(const signing_key& key, std::string_view input);
+    [[nodiscard]] std::size_t size() const noexcept { return _entries.size(); }
+
+private:
+    struct entry {
+        std::shared_ptr<evp_pkey_st> key;  // the signing_key's (kept alive; with alg, identifies the entry)
+        algorithm alg = algorithm::rsa_sha256;
+        evp_pkey_st* own = nullptr;        // this cache's copy
+        evp_pkey_ctx_st* rsa = nullptr;    // RSA: sign_init'ed, PKCS#1 v1.5, SHA-256
+        evp_md_ctx_st* ed25519 = nullptr;  // Ed25519: DigestSignInit'ed once (a template)
+        evp_md_ctx_st* ed25519_work = nullptr;  // each signature's copy of it
+        void free() noexcept;
+    };
+    [[nodiscard]] entry* find_or_make(const signing_key& key) noexcept;
+    std::vector<entry> _entries;
+    evp_md_st* _sha256 = nullptr;  // fetched once
+};
+
 // The complete DKIM-Signature field, folded under 80 octets per line, ending in CRLF, to be
-// put in front of the message whose header section `fields` came from.
+// put in front of the message whose header section `fields` came from. With `cache`, the
+// signature is made with its state for the key (the pool threads' way); without, with state
+// made for this call alone.
 [[nodiscard]] std::expected<std::string, sign_error> sign(const signing_key& key,
                                                           const signature_request& request,
-                                                          std::span<const header_field> fields);
+                                                          std::span<const header_field> fields,
+                                                          signer_cache* cache = nullptr);
 
 // The raw signature of `input` (b='s value before base64): RSASSA-PKCS1-v1_5 with SHA-256, or
 // Ed25519 over the SHA-256 of `input` (RFC 8463 §3). Exposed for tests and the benchmark.

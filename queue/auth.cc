@@ -294,7 +294,7 @@ void auth_check::prepare(const inbound_auth& auth, const protocol::auth_attempt&
     _error.clear();
 }
 
-void auth_check::run() noexcept {
+void auth_check::run(unsigned) noexcept {
     const std::string* hash = _users->users.hash_of(_user);
     const bool known = hash != nullptr;
     auto match = core::verify_password(_password, known ? *hash : _users->dummy_hash);

@@ -250,7 +250,7 @@ public:
 
     // Shard thread: copies the attempt (the session's views die with auth_done()).
     void prepare(const inbound_auth& auth, const protocol::auth_attempt& attempt);
-    void run() noexcept override;     // pool thread
+    void run(unsigned worker) noexcept override;  // pool thread
     void finish() noexcept override;  // shard thread: tells the owner
 
     [[nodiscard]] verdict result() const noexcept { return _verdict; }

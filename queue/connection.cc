@@ -55,7 +55,7 @@ void connection::begin_commit() noexcept {
         _dkim_errors.emplace_back("the body hash failed (OpenSSL)");
         return append_to_spool();
     }
-    if (!_dkim_job) _dkim_job = std::make_unique<dkim_job>(this, &connection::dkim_signed);
+    if (!_dkim_job) _dkim_job = std::make_unique<dkim_job>(this, &connection::dkim_signed, _shard.dkim());
     _dkim_job->prepare(_dkim_table, std::move(plan.keys), std::move(plan.fields), *body_hash,
                        static_cast<std::int64_t>(_received_us / 1000000));
     if (!_shard.dkim()->pool().submit(*_dkim_job, _shard.work_return())) {

@@ -14,6 +14,10 @@
 // Threading: dkim_keys is immutable and shared (std::shared_ptr<const>); dkim_signer::keys()
 // and reload() are atomic swaps of the whole table (SIGHUP), so a job keeps the table it
 // started with. A dkim_job belongs to its connection; see core/work_pool.h for the hand-over.
+// Each pool thread signs with its own protocol::dkim::signer_cache (dkim_signer::cache(worker)):
+// its own copy of every key it signs with and OpenSSL contexts made once, so the threads share
+// no OpenSSL state and a signature costs little beyond the private-key operation. Signatures
+// finished while more wait go back to the shard together (core/work_pool.h, gathering).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -81,10 +85,15 @@ public:
     // says which happened.
     [[nodiscard]] std::expected<std::string, std::string> reload();
     [[nodiscard]] core::work_pool& pool() noexcept { return _pool; }
+    // Pool thread `worker` only (work_item::run's argument): that thread's OpenSSL state.
+    [[nodiscard]] protocol::dkim::signer_cache& cache(unsigned worker) noexcept { return *_caches[worker]; }
 
 private:
     const core::config _config;
     std::atomic<std::shared_ptr<const dkim_keys>> _keys;
+    // One per pool thread, each touched by its thread alone (a separate allocation each, so
+    // two threads never write one cache line). Before _pool: they outlive its threads.
+    std::vector<std::unique_ptr<protocol::dkim::signer_cache>> _caches;
     core::work_pool _pool;  // last: its threads stop first
 };
 
@@ -92,7 +101,10 @@ private:
 class dkim_job final : public core::work_item {
 public:
     using done_fn = void (*)(void* owner, dkim_job& job) noexcept;
-    dkim_job(void* owner, done_fn done) noexcept : _owner(owner), _done(done) {}
+    // `signer`: whose pool runs the job (its per-thread OpenSSL state signs); none (tests):
+    // each signature makes its own.
+    dkim_job(void* owner, done_fn done, dkim_signer* signer = nullptr) noexcept
+        : _owner(owner), _done(done), _signer(signer) {}
 
     // Shard thread. `message` (the whole message as stored: the relay's Received: field, the
     // client's header section and body) must stay unchanged until finish(); `fields` are its
@@ -100,7 +112,7 @@ public:
     void prepare(std::shared_ptr<const dkim_keys> table, std::vector<const dkim_key*> keys,
                  std::vector<protocol::dkim::header_field> fields, const protocol::dkim::sha256_digest& body_hash,
                  std::int64_t now_s);
-    void run() noexcept override;     // pool thread: makes the signatures
+    void run(unsigned worker) noexcept override;  // pool thread: makes the signatures
     void finish() noexcept override;  // shard thread: tells the owner
 
     // After finish(): the DKIM-Signature fields to put in front of the message (may be empty),
@@ -114,6 +126,7 @@ public:
 private:
     void* _owner;
     done_fn _done;
+    dkim_signer* _signer;
     std::shared_ptr<const dkim_keys> _table;
     std::vector<const dkim_key*> _keys;
     std::vector<protocol::dkim::header_field> _fields;

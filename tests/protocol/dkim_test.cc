@@ -419,14 +419,21 @@ TEST(DkimKeys, TagText) {
 
 // RFC 8463 A.3, byte for byte: the header data of each published field, signed with the RFC's
 // key, gives the published b=.
-TEST(DkimSign, ReproducesRfc8463RsaSignature) {
-    const auto key = parse_private_key(rfc8463_rsa_pem);
-    ASSERT_TRUE(key);
+namespace {
+// RFC 8463 A.3's header data for one of its two signature fields (relaxed/relaxed).
+std::string rfc8463_input(std::string_view signature_field) {
     const auto fields = split_header_fields(rfc8463_message);
     signature_request request;
     request.canon = {canon::relaxed, canon::relaxed};
     request.headers = rfc8463_h;
-    const std::string input = signing_input(request, fields, rfc8463_rsa_field);
+    return signing_input(request, fields, signature_field);
+}
+}  // namespace
+
+TEST(DkimSign, ReproducesRfc8463RsaSignature) {
+    const auto key = parse_private_key(rfc8463_rsa_pem);
+    ASSERT_TRUE(key);
+    const std::string input = rfc8463_input(rfc8463_rsa_field);
     const auto signature = sign_input(*key, input);
     ASSERT_TRUE(signature);
     EXPECT_EQ(base64_encode(*signature), rfc8463_rsa_b);
@@ -438,11 +445,7 @@ TEST(DkimSign, ReproducesRfc8463RsaSignature) {
 TEST(DkimSign, ReproducesRfc8463Ed25519Signature) {
     const auto key = parse_private_key(ed25519_pem_from_seed(rfc8463_ed25519_seed));
     ASSERT_TRUE(key);
-    const auto fields = split_header_fields(rfc8463_message);
-    signature_request request;
-    request.canon = {canon::relaxed, canon::relaxed};
-    request.headers = rfc8463_h;
-    const std::string input = signing_input(request, fields, rfc8463_ed25519_field);
+    const std::string input = rfc8463_input(rfc8463_ed25519_field);
     const auto ours = sign_input(*key, input);
     ASSERT_TRUE(ours);
     EXPECT_EQ(base64_encode(*ours), rfc8463_ed25519_b);
@@ -451,6 +454,72 @@ TEST(DkimSign, ReproducesRfc8463Ed25519Signature) {
     std::string changed = input;
     changed[changed.find("dinner")] = 'D';
     EXPECT_FALSE(verifies(*key, changed, *ours));
+}
+
+// The signer cache (what the relay's pool threads sign with) gives the RFC's signatures too,
+// again and again from the same cached state, both keys in turn, and a key said to have the
+// other algorithm fails rather than signing with the cached state of the real one.
+TEST(DkimSign, SignerCacheReproducesRfc8463SignaturesEveryTime) {
+    const auto rsa = parse_private_key(rfc8463_rsa_pem);
+    const auto ed = parse_private_key(ed25519_pem_from_seed(rfc8463_ed25519_seed));
+    ASSERT_TRUE(rsa);
+    ASSERT_TRUE(ed);
+    const std::string rsa_input = rfc8463_input(rfc8463_rsa_field);
+    const std::string ed_input = rfc8463_input(rfc8463_ed25519_field);
+    signer_cache cache;
+    for (int i = 0; i < 3; ++i) {
+        const auto r = cache.sign_input(*rsa, rsa_input);
+        ASSERT_TRUE(r) << "round " << i;
+        EXPECT_EQ(base64_encode(*r), rfc8463_rsa_b) << "round " << i;
+        const auto e = cache.sign_input(*ed, ed_input);
+        ASSERT_TRUE(e) << "round " << i;
+        EXPECT_EQ(base64_encode(*e), rfc8463_ed25519_b) << "round " << i;
+    }
+    EXPECT_EQ(cache.size(), 2U);
+    // Another input through the same state: what a fresh context gives.
+    const std::string other = ed_input + "x";
+    EXPECT_EQ(cache.sign_input(*ed, other), sign_input(*ed, other));
+    EXPECT_EQ(cache.sign_input(*rsa, other), sign_input(*rsa, other));
+    signing_key mislabelled = *ed;
+    mislabelled.alg = algorithm::rsa_sha256;
+    EXPECT_FALSE(cache.sign_input(mislabelled, rsa_input));
+}
+
+// Past max_keys keys the oldest entry goes; signing goes on (a reload's keys replace old ones).
+TEST(DkimSign, SignerCacheIsBounded) {
+    signer_cache cache;
+    std::vector<signing_key> keys;
+    for (std::size_t i = 0; i <= signer_cache::max_keys; ++i) {
+        std::string seed(32, '\0');
+        seed[0] = static_cast<char>(i + 1);
+        auto k = parse_private_key(ed25519_pem_from_seed(base64_encode(seed)));
+        ASSERT_TRUE(k);
+        keys.push_back(*k);
+        const auto sig = cache.sign_input(keys.back(), "input");
+        ASSERT_TRUE(sig);
+        EXPECT_EQ(*sig, sign_input(keys.back(), "input").value_or(""));
+    }
+    EXPECT_EQ(cache.size(), signer_cache::max_keys);
+    EXPECT_EQ(cache.sign_input(keys.front(), "input"), sign_input(keys.front(), "input"));
+}
+
+// A key nobody holds any more (its table was reloaded away) leaves the cache at the next new
+// key: the private key is not kept alive by the cache.
+TEST(DkimSign, SignerCacheDropsKeysNobodyElseHolds) {
+    signer_cache cache;
+    std::weak_ptr<evp_pkey_st> gone;
+    {
+        auto old = parse_private_key(ed25519_pem_from_seed(rfc8463_ed25519_seed));
+        ASSERT_TRUE(old);
+        gone = old->pkey;
+        ASSERT_TRUE(cache.sign_input(*old, "input"));
+    }
+    EXPECT_FALSE(gone.expired()) << "cached";
+    const auto rsa = parse_private_key(rfc8463_rsa_pem);
+    ASSERT_TRUE(rsa);
+    ASSERT_TRUE(cache.sign_input(*rsa, "input"));
+    EXPECT_TRUE(gone.expired());
+    EXPECT_EQ(cache.size(), 1U);
 }
 
 // A signature made here, read back as a verifier would (b= value removed, the field

@@ -141,7 +141,7 @@ TEST_F(DkimSigner, JobMakesOneFieldPerKey) {
     int done = 0;
     dkim_job job(&done, [](void* owner, dkim_job&) noexcept { ++*static_cast<int*>(owner); });
     job.prepare(*table, std::move(plan.keys), std::move(plan.fields), body_hash_of(message), 1796500000);
-    job.run();
+    job.run(0);
     job.finish();
     EXPECT_EQ(done, 1);
     EXPECT_TRUE(job.errors().empty());
@@ -172,7 +172,7 @@ TEST_F(DkimSigner, AKeyThatFailsIsAnErrorAndTheOthersStillSign) {
     std::vector<const dkim_key*> keys{&broken, plan.keys[1]};
     dkim_job job(nullptr, [](void*, dkim_job&) noexcept {});
     job.prepare(*loaded, std::move(keys), std::move(plan.fields), body_hash_of(message), 1796500000);
-    job.run();
+    job.run(0);
     ASSERT_EQ(job.errors().size(), 1U);
     EXPECT_EQ(job.errors()[0], "d=example.org s=ed a=rsa-sha256: OpenSSL failed to sign") << job.errors()[0];
     EXPECT_EQ(job.summaries(), std::vector<std::string>{"d=example.org s=ed2 a=ed25519-sha256"});
