@@ -27,11 +27,12 @@ bool says_rate(std::string_view t) noexcept {
 }
 
 // "Try again later" alone is what every temporary failure says ("451 4.3.0 Mail server
-// temporarily rejected message. Try again later."): a signal only in a 4.7.x (policy) reply.
+// temporarily rejected message. Try again later.", greylisting's "451 4.7.1 Please try again
+// later"): a signal only at the greeting, where it refuses the connection.
 enum class try_later : std::uint8_t { counts, ignored };
 
 bool says_throttle(std::string_view t, try_later later) noexcept {
-    for (const std::string_view w : {"too many", "too much", "throttl", "slow down"})
+    for (const std::string_view w : {"too many", "too much", "throttl", "slow down", "server busy"})
         if (t.find(w) != std::string_view::npos) return true;
     if (later == try_later::counts)
         for (const std::string_view w : {"try again later", "try later"})
@@ -73,8 +74,8 @@ throttle_kind classify_throttle(attempt_stage stage, std::uint16_t code, std::st
         return throttle_kind::none;
     }
     bool signal = code == 421;  // the server closes the connection after it
-    if (!signal && es.present() && es.subject == 7) signal = says_throttle(t, try_later::counts);
-    if (!signal && (code == 451 || code == 452)) signal = says_throttle(t, try_later::ignored);
+    if (!signal && ((es.present() && es.subject == 7) || code == 451 || code == 452))
+        signal = says_throttle(t, try_later::ignored);
     if (!signal) return throttle_kind::none;
     return says_connections(t) ? throttle_kind::connections : throttle_kind::rate;
 }

@@ -12,7 +12,8 @@
 # refused_connections); the relay's delivery log must hold a Delivery record with the site for
 # every message and, in run 1, the Shaping records of the loop; a refusal defers at most the
 # message it refused. Then SIGHUP re-reads the --shaping file: a bad one is refused, a good one
-# taken. Rates are printed, never checked. Bounded: the sink stops itself after --duration; every process is ours, by PID.
+# taken. Rates are printed, never checked. RR_SHAPING_BASELINE=1 runs only run 1, without
+# --no-default-shaping, for a binary from before issue 17. Bounded: the sink stops itself after --duration; every process is ours, by PID.
 import json
 import os
 import signal
@@ -127,7 +128,12 @@ def scenario(c):
     for p in (relay, bench, sink):
         if not os.access(p, os.X_OK):
             raise harness.Skip(f"{p} is not built")
-    shaping = run(c, "no rule", relay, bench, sink, ["--no-default-shaping"], 0.05)
+    # RR_SHAPING_BASELINE=1: only run 1, without the flags a relay from before issue 17 lacks
+    # (to show this test failing on such a binary).
+    baseline = os.environ.get("RR_SHAPING_BASELINE") == "1"
+    shaping = run(c, "no rule", relay, bench, sink, [] if baseline else ["--no-default-shaping"], 0.05)
+    if baseline:
+        return
     c.check(all(x.get("site") and x.get("source") and "rate" in x and "connections" in x and "cause" in x
                 for x in shaping), "no rule: every Shaping record has site, source, rate, connections, cause",
             shaping[:2])
