@@ -183,11 +183,19 @@ constexpr flag_descriptor flag_table[] = {
              "a rule named like an embedded one replaces it, the others are tried first; a file that does "
              "not load stops the start"},
     {.name = "--max-connections-per-destination", .member = &config::max_connections_per_destination, .min = 1,
-     .help = "outbound connections per next hop"},
+     .help = "outbound connections per site (the default shaping rule's connection_limit)"},
     {.name = "--max-messages-per-connection", .member = &config::max_messages_per_connection, .min = 1,
-     .help = "messages sent over one outbound connection before it is closed"},
+     .help = "messages sent over one outbound connection before it is closed (the default shaping rule's "
+             "max_deliveries_per_connection)"},
     {.name = "--idle-connection-timeout", .member = &config::idle_connection_timeout,
-     .help = "seconds an idle outbound connection is kept for reuse"},
+     .help = "seconds an idle outbound connection is kept for reuse (the default shaping rule's idle_timeout)"},
+    {.name = "--shaping", .member = &config::shaping,
+     .help = "FILE of traffic shaping rules (JSON, as etc/shaping.json) over the shipped ones and the earlier "
+             "--shaping files; repeatable, later files override earlier ones field by field; a file that does not "
+             "load stops the start (and is refused by SIGHUP, keeping the rules in use)"},
+    {.name = "--no-default-shaping", .member = &config::default_shaping, .form = flag_form::negated,
+     .help = "do not load the shipped etc/shaping.json provider rules: only the default rule (the three flags "
+             "above) and the --shaping files shape delivery"},
     {.name = "--dns-server", .member = &config::dns_server, .unset_means = "/etc/resolv.conf",
      .help = "ADDR:PORT of the DNS server for MX lookups"},
     {.name = "--smtp-port", .member = &config::smtp_port, .min = 1, .max = 65535,

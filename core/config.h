@@ -91,6 +91,10 @@ struct config {
     std::uint32_t max_connections_per_destination = 16;
     std::uint32_t max_messages_per_connection = 1000;
     std::uint32_t idle_connection_timeout = 5;  // seconds an unused outbound connection stays
+    // Traffic shaping (issue 17): rules files over the shipped etc/shaping.json (compiled in),
+    // each over the ones before; the three flags above are the default rule's values.
+    std::vector<std::string> shaping;
+    bool default_shaping = true;           // --no-default-shaping: without the shipped provider rules
     std::string dns_server;                // "ADDR:PORT"; empty = /etc/resolv.conf
     std::uint16_t smtp_port = 25;          // port of MX targets (tests use another)
     // Outbound TLS: the policy for a domain is its own --route-tls entry, else a '*' entry,

@@ -32,11 +32,13 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
                    const core::stream_services& streams, core::mx_resolver& resolver,
                    const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
-                   const protocol::bounce_rules& bounce_rules, suppression_list* suppressions)
+                   const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
+                   suppression_list* suppressions)
     : _shard(shard_index),
       _spool_dir(s.directory()),
       _router(config),
       _suppressions(suppressions),
+      _shaping_log(log),
       _tls(config, tls_generation, core::system_time()),
       _log(log, shard_index, bounce_rules),
       _dsns(s, config, host, shard_index, *this),
@@ -45,7 +47,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _compactor(s, _store),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
       _connections(streams, _tls),
-      _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time()),
+      _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time(), shaping),
       _hop(r, links, shard_index),
       _retry_alarm(*this, r, core::alarm_clock::realtime),
       _backoff_alarm(*this, r, core::alarm_clock::monotonic) {
@@ -135,9 +137,11 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         job->message_size = m.size;
         job->spool_dir = &_spool_dir;
         job->outbound = outbound_message_of(m, job->rcpt_to);
-        // The destination's owner shard runs its connections: one pool, one set of limits and
-        // one DNS cache per destination for the whole node.
-        const unsigned owner = _hop.owner_of(job->route.key);
+        // A static route's site is known now: its owner shard runs its connections, one set of
+        // limits for the whole node. A domain's owner looks up its MX plan (one DNS cache per
+        // domain for the node) and sends the job on to its site's owner (to_site()).
+        if (!job->route.by_mx) destination_pool::set_route_site(*job);
+        const unsigned owner = _hop.owner_of(job->route.by_mx ? job->route.key : job->site_key);
         if (_hop.local(owner)) {
             _pool.submit(job);
         } else {
@@ -154,6 +158,8 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
 void delivery::handle(cross_message&& msg) noexcept {
     if (msg.type == cross_message::kind::job) {
         _pool.submit(msg.job);
+    } else if (msg.type == cross_message::kind::site_job) {
+        _pool.submit_site(msg.job);
     } else {
         apply_outcome(msg.job, msg.outcome, msg.hop, msg.why);
     }
@@ -172,6 +178,28 @@ void delivery::job_finished(delivery_job* job, protocol::message_outcome&& outco
     msg.hop = hop;
     msg.why = why;
     _hop.send(job->origin_shard, std::move(msg));
+}
+
+void delivery::to_site(delivery_job* job) noexcept {
+    const unsigned owner = _hop.owner_of(job->site_key);
+    if (_hop.local(owner)) {
+        _pool.submit_site(job);
+        return;
+    }
+    cross_message msg;
+    msg.type = cross_message::kind::site_job;
+    msg.job = job;
+    _hop.send(owner, std::move(msg));
+}
+
+void delivery::shaping_changed(const site& s, const shaping_change& change) noexcept {
+    if (!_shaping_log.enabled()) return;
+    // The controller's times are the pool's monotonic clock; the record says wall-clock time.
+    const std::int64_t unix_now = core::unix_us();
+    const std::int64_t mono_now_us = core::monotonic_ms() * 1000;
+    const std::int64_t until = change.until_us == 0 ? 0 : unix_now + (static_cast<std::int64_t>(change.until_us) - mono_now_us);
+    // No egress sources yet: every connection uses the system-chosen address, source "default".
+    append_shaping_record(_shaping_log.line_buffer(), s.name, "default", change, unix_now, until);
 }
 
 // ---- outcomes back ----------------------------------------------------------------------

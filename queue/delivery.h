@@ -71,12 +71,14 @@ public:
     // tls_generation: relay-owned, bumped by a SIGHUP whose --outbound-ca-file loaded;
     // links: the cross-shard mailboxes, complete before the shard's loop starts;
     // bounce_rules: the relay's one bounce classification table, shared read-only by every shard;
+    // shaping: the relay's shaping rules (queue/shaping_table.h);
     // suppressions: the shard's side of the suppression list, null with --no-suppression.
     delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
              const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
              const core::stream_services& streams, core::mx_resolver& resolver,
              const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
-             const protocol::bounce_rules& bounce_rules, suppression_list* suppressions = nullptr);
+             const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
+             suppression_list* suppressions = nullptr);
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;
 
@@ -116,6 +118,10 @@ public:
     // pool_owner (owner side): the job is over; its outcome goes back to the origin shard.
     void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                       const std::string& why) noexcept override;
+    // pool_owner: a job to its site's owner shard (this one's pool, or across the ring).
+    void to_site(delivery_job* job) noexcept override;
+    // pool_owner: a {"type":"Shaping",...} line in the delivery log.
+    void shaping_changed(const site& s, const shaping_change& change) noexcept override;
 
 private:
     // Groups the message's pending recipients that are not in flight by destination, one job
@@ -142,6 +148,7 @@ private:
     const std::string _spool_dir;  // jobs point at it (their connections read bodies from there)
     const router _router;
     suppression_list* const _suppressions;  // null: --no-suppression
+    core::log_writer& _shaping_log;         // the delivery log, for Shaping records
     // The parts, in construction order.
     tls_client_policy _tls;
     delivery_log _log;

@@ -35,6 +35,7 @@ struct next_hop_ref {
     std::string name;     // MX host name, or the static route's ADDR:PORT; "" if none was reached
     std::string address;  // "ADDR:PORT" connected to
     std::string tls;      // "TLSv1.3 TLS_AES_256_GCM_SHA384" if the attempt ran under TLS, else ""
+    std::string site;     // the site (queue/site_name.h) the attempt was for; "" if none was known
 };
 
 // Where a job goes: a destination key and what is needed to build the destination on the
@@ -67,11 +68,21 @@ struct delivery_job {
     const std::string* spool_dir = nullptr;  // the origin shard's (outlives every job)
     body_ptr body;                           // held while the job is on a connection
     std::int64_t started_ms = 0;  // when the attempt was scheduled (monotonic)
+    // The site the job goes to (queue/destination_pool.h), set before it is sent to the site's
+    // owner shard: by the origin for a static route, by the domain's owner once the MX plan is
+    // known. site_key is what the owner shard is chosen by (hash % shards).
+    std::string site;              // "mx1.example.net,mx2.example.net" or "192.0.2.1:25"
+    std::string site_key;          // site, "|domain=D" when D has a domain rule, "|tls=P" as the route key
+    std::string site_rule_domain;  // D above, or ""
+    std::vector<core::endpoint> site_targets;  // the addresses to try, in order
+    std::vector<std::string> site_hosts;       // the host name of each
+    std::int64_t attempt_ms = 0;   // when a connection took it (the owner's monotonic clock)
 };
 
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
 struct cross_message {
-    enum class kind : std::uint8_t { job, outcome } type = kind::job;
+    // job: for a destination (route key) the receiver owns; site_job: for a site it owns.
+    enum class kind : std::uint8_t { job, site_job, outcome } type = kind::job;
     delivery_job* job = nullptr;
     protocol::message_outcome outcome;  // kind outcome
     next_hop_ref hop;

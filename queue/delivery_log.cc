@@ -58,6 +58,11 @@ void delivery_log::record(const char* type, const stored_message& m, std::uint32
         core::append_json_escaped(line, remote.address);
         line += "\"}";
     }
+    if (!remote.site.empty()) {
+        line += ",\"site\":\"";
+        core::append_json_escaped(line, remote.site);
+        line += '"';
+    }
     line += ",\"reply\":";
     if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
         line += '"';

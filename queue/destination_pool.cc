@@ -6,14 +6,34 @@
 #include <utility>
 
 #include "core/ascii.h"
+#include "core/log.h"
+#include "queue/router.h"
+#include "queue/site_name.h"
 
 namespace ringrelay::queue {
+
+namespace {
+
+// "|tls=P" of a route key, or "".
+std::string tls_suffix_of(const std::string& key) {
+    const std::size_t at = key.find("|tls=");
+    return at == std::string::npos ? std::string() : key.substr(at);
+}
+
+bool same_targets(const std::vector<core::endpoint>& a, const std::vector<core::endpoint>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (core::to_string(a[i]) != core::to_string(b[i])) return false;
+    return true;
+}
+
+}  // namespace
 
 void destination::resolved(core::mx_result result) noexcept { pool->mx_resolved(*this, std::move(result)); }
 
 destination_pool::destination_pool(const core::config& config, const retry_schedule& schedule, scheduler& queues,
                                    tls_client_policy& tls, core::mx_resolver& resolver, link_factory& links,
-                                   pool_owner& owner, const core::time_source& clock)
+                                   pool_owner& owner, const core::time_source& clock, const shaping_table& shaping)
     : _config(config),
       _schedule(schedule),
       _queues(queues),
@@ -22,7 +42,10 @@ destination_pool::destination_pool(const core::config& config, const retry_sched
       _links(links),
       _owner(owner),
       _clock(clock),
-      _backoff_ends(static_cast<std::uint64_t>(clock.monotonic_ms())) {
+      _shaping(shaping),
+      _rules(shaping.current()),
+      _rules_generation(shaping.generation()),
+      _wakes(static_cast<std::uint64_t>(clock.monotonic_ms())) {
     _client_config.helo_name = config.hostname;
 }
 
@@ -36,82 +59,66 @@ const destination* destination_pool::find(const std::string& key) const noexcept
     return it == _destinations.end() ? nullptr : it->second.get();
 }
 
+const site* destination_pool::find_site(const std::string& key) const noexcept {
+    const auto it = _sites.find(key);
+    return it == _sites.end() ? nullptr : it->second.get();
+}
+
+// ---- destinations: MX plans -------------------------------------------------------------
+
+void destination_pool::set_route_site(delivery_job& job) {
+    // A route or smarthost is a site of its own, named HOST:PORT (route.name, numeric); it has
+    // the default rule (several domains may share the route, so no domain rule applies).
+    job.site = normalize_host(job.route.name);
+    job.site_key = job.site + tls_suffix_of(job.route.key);
+    job.site_rule_domain.clear();
+    job.site_targets = {job.route.hop};
+    job.site_hosts = {job.route.name};
+}
+
 destination& destination_pool::destination_for(const route_key& r) {
     auto& slot = _destinations[r.key];
     if (!slot) {
         slot = std::make_unique<destination>();
         slot->pool = this;
         slot->name = r.name;
-        slot->by_mx = r.by_mx;
         slot->tls = r.tls;
+        slot->tls_suffix = tls_suffix_of(r.key);
         slot->ready = &_queues.queue_for(r.key);
-        if (!r.by_mx) {
-            slot->targets = {r.hop};
-            slot->target_hosts = {r.name};
-        }
     }
     return *slot;
 }
 
 void destination_pool::submit(delivery_job* job) noexcept {
+    if (!job->route.by_mx) {
+        set_route_site(*job);
+        submit_site(job);
+        return;
+    }
     destination& d = destination_for(job->route);
     d.ready->push(job);
     dispatch(d);
 }
 
 void destination_pool::dispatch(destination& d) noexcept {
-    if (_stopping) return;
+    if (_stopping || d.ready->empty()) return;
     const std::int64_t now = _clock.monotonic_ms();
-    if (d.by_mx && !d.ready->empty() && (d.targets.empty() || now >= d.resolved_until_ms)) {
+    if (d.targets.empty() || now >= d.resolved_until_ms || d.rules_generation != _rules_generation) {
         if (!d.resolving) {
             d.resolving = true;
             _resolver.resolve_mx(d.name, &d);  // answers later, on this shard (mx_resolved)
         }
-        if (d.targets.empty()) return;
+        if (d.targets.empty() || d.rules_generation != _rules_generation) return;
     }
     while (!d.ready->empty()) {
-        outbound_link* idle = nullptr;
-        std::size_t opening = 0;
-        for (outbound_link* c : d.connections) {
-            if (c->closing()) continue;
-            if (!c->connected()) {
-                ++opening;
-                continue;
-            }
-            if (c->ready_for_job()) {
-                idle = c;
-                break;
-            }
-        }
-        if (idle != nullptr) {
-            idle->assign(d.ready->pop());
-            continue;
-        }
-        // A connection being opened will take the next job; open more only for more jobs.
-        if (opening >= d.ready->size()) return;
-        if (d.connections.size() >= _config.max_connections_per_destination) return;
-        if (now < d.backoff_until_ms) return;
-        const std::size_t i = d.next_target % d.targets.size();
-        connection_target target{d.targets[i], d.target_hosts[i], d.name, d.by_mx};
-        const tls_client_policy::connection_tls tls = _tls.for_connection(d.tls, core::to_string(target.address));
-        protocol::client_config config = _client_config;
-        config.starttls = tls.starttls;
-        std::unique_ptr<outbound_link> made = _links.make(target, config, tls.verify, *this);
-        outbound_link* c = made.get();
-        c->pool_destination = &d;
-        _connections.push_back(std::move(made));
-        d.connections.push_back(c);
-        c->start();
-        if (c->closing()) return;  // could not even create the socket
+        delivery_job* job = d.ready->pop();
+        job->site = d.site;
+        job->site_key = d.site_key;
+        job->site_rule_domain = d.rule_domain;
+        job->site_targets = d.targets;
+        job->site_hosts = d.target_hosts;
+        _owner.to_site(job);  // may come back here (submit_site) when this shard owns the site
     }
-}
-
-// 1 s, 2 s, 4 s ... after consecutive failures, capped at 60 s and at the first retry
-// interval (a destination is never held back longer than its mail would wait anyway).
-std::int64_t destination_pool::backoff_ms(std::uint32_t failures) const noexcept {
-    const std::int64_t first = _schedule.intervals().front().count();
-    const std::int64_t cap = std::max<std::int64_t>(100, std::min<std::int64_t>(60000, first));
-    return std::min<std::int64_t>(cap, 1000LL << std::min<std::uint32_t>(failures == 0 ? 0 : failures - 1, 6));
 }
 
 void destination_pool::mx_resolved(destination& d, core::mx_result result) noexcept {
@@ -137,7 +144,6 @@ void destination_pool::mx_resolved(destination& d, core::mx_result result) noexc
                     d.target_hosts.push_back(t.host);
                 }
             }
-            d.next_target = 0;
             // The resolver caches by TTL; this only bounds how long a connection plan is reused.
             d.resolved_until_ms = _clock.monotonic_ms() + 60000;
             if (d.targets.empty() && self_preference != UINT32_MAX) {
@@ -148,6 +154,13 @@ void destination_pool::mx_resolved(destination& d, core::mx_result result) noexc
                 fail_ready_jobs(d, recipient_status::deferred, "no usable mail exchanger address", "4.4.3");
                 return;
             }
+            // The site: the exchangers' names (MX rollup); a domain with a rule of its own keeps
+            // its own site (its limits are not those of the others sharing the exchangers).
+            d.site = site_name_of_mx(d.target_hosts);
+            d.rules_generation = _rules_generation;
+            const std::string domain = normalize_host(d.name);
+            d.rule_domain = _rules->find_domain(domain) != nullptr ? domain : std::string();
+            d.site_key = d.site + (d.rule_domain.empty() ? std::string() : "|domain=" + d.rule_domain) + d.tls_suffix;
             dispatch(d);
             return;
         }
@@ -182,7 +195,7 @@ void destination_pool::fail_ready_jobs(destination& d, recipient_status status, 
         reply.enhanced.subject = static_cast<std::uint16_t>(subject);
         reply.enhanced.detail = static_cast<std::uint16_t>(detail);
     }
-    const next_hop_ref hop{d.name, "", ""};
+    const next_hop_ref hop{d.name, "", "", ""};
     while (!d.ready->empty()) {
         delivery_job* job = d.ready->pop();
         protocol::message_outcome outcome;
@@ -193,46 +206,245 @@ void destination_pool::fail_ready_jobs(destination& d, recipient_status status, 
     }
 }
 
+// ---- sites: limits and connections ------------------------------------------------------
+
+resolved_shaping destination_pool::limits_of(const site& s) const {
+    if (!s.by_mx) return _rules->resolve("", std::span<const std::string>());
+    return _rules->resolve(s.rule_domain, s.target_hosts);
+}
+
+site& destination_pool::site_for(const delivery_job& job) {
+    auto& slot = _sites[job.site_key];
+    if (!slot) {
+        slot = std::make_unique<site>();
+        slot->name = job.site;
+        slot->key = job.site_key;
+        slot->rule_domain = job.site_rule_domain;
+        slot->tls = job.route.tls;
+        slot->by_mx = job.route.by_mx;
+        slot->targets = job.site_targets;
+        slot->target_hosts = job.site_hosts;
+        slot->ready = &_queues.queue_for("site:" + job.site_key);
+        slot->limits = limits_of(*slot);
+        slot->controller.emplace(slot->limits, now_us());
+    } else if (!job.site_targets.empty() && !same_targets(job.site_targets, slot->targets)) {
+        // A newer plan for the same exchangers (their addresses changed).
+        slot->targets = job.site_targets;
+        slot->target_hosts = job.site_hosts;
+        slot->next_target = 0;
+    }
+    return *slot;
+}
+
+void destination_pool::submit_site(delivery_job* job) noexcept {
+    site& s = site_for(*job);
+    // The site's owner drops the plan's copy (the site has its own).
+    job->site_targets.clear();
+    job->site_hosts.clear();
+    s.ready->push(job);
+    dispatch(s);
+}
+
+std::uint32_t destination_pool::established(const site& s) noexcept {
+    std::uint32_t n = 0;
+    for (const outbound_link* c : s.connections) n += c->connected() && !c->closing() ? 1 : 0;
+    return n;
+}
+
+void destination_pool::automate(site& s, std::uint16_t code, std::string_view text) noexcept {
+    if (_rules->automation.empty()) return;
+    automation_subject(code, text, _subject);
+    if (const automation_rule* rule = _rules->match_automation(s.limits.provider, _subject))
+        log_change(s, s.controller->automate(*rule, _subject, now_us()));
+}
+
+std::uint32_t destination_pool::alive(const site& s) noexcept {
+    std::uint32_t n = 0;
+    for (const outbound_link* c : s.connections) n += c->closing() ? 0 : 1;
+    return n;
+}
+
+void destination_pool::log_change(const site& s, const std::optional<shaping_change>& change) noexcept {
+    if (change) _owner.shaping_changed(s, *change);
+}
+
+std::int64_t destination_pool::wait_until_ms(std::uint64_t wait_us) const noexcept {
+    return _clock.monotonic_ms() + static_cast<std::int64_t>((wait_us + 999) / 1000) + coarse_slack_ms;
+}
+
+void destination_pool::wake_at(site& s, std::int64_t at_ms) noexcept {
+    if (s.wake_ms != 0 && s.wake_ms <= at_ms) return;  // armed earlier already: it re-arms then
+    _wakes.cancel(s.wake);
+    s.wake = _wakes.add(static_cast<std::uint64_t>(std::max<std::int64_t>(at_ms, 0)), &s);
+    s.wake_ms = at_ms;
+}
+
+void destination_pool::dispatch(site& s) noexcept {
+    if (_stopping) return;
+    const std::int64_t now = _clock.monotonic_ms();
+    const std::uint64_t now_us = static_cast<std::uint64_t>(now) * 1000;
+    throttle_controller& ctl = *s.controller;
+    log_change(s, ctl.advance(now_us));
+    if (const std::uint64_t next = ctl.next_event_us(); next != UINT64_MAX && next > now_us)
+        wake_at(s, wait_until_ms(next - now_us));
+    if (s.ready->empty()) return;
+    if (ctl.suspended(now_us)) {
+        wake_at(s, wait_until_ms(ctl.message_wait_us(now_us)));
+        return;
+    }
+    while (!s.ready->empty()) {
+        outbound_link* idle = nullptr;
+        std::size_t opening = 0;
+        std::uint32_t open = 0;
+        for (outbound_link* c : s.connections) {
+            if (c->closing()) continue;
+            ++open;
+            if (!c->connected()) {
+                ++opening;
+                continue;
+            }
+            if (idle == nullptr && c->ready_for_job()) idle = c;
+        }
+        if (idle != nullptr) {
+            const next_step next = next_job(s, *idle);
+            if (next.job == nullptr) return;  // the rate holds it back: the site wakes for its token
+            idle->assign(next.job);
+            continue;
+        }
+        // A connection being opened will take the next job; open more only for more jobs.
+        if (opening >= s.ready->size()) return;
+        if (now < s.backoff_until_ms) {
+            wake_at(s, s.backoff_until_ms);
+            return;
+        }
+        // Only the message rate holds the jobs back (each connection being opened will take a
+        // token when it is up): a new connection would wait as well.
+        if (ctl.message_tokens(now_us) <= opening) {
+            if (opening == 0) {
+                (void)ctl.take_message(now_us);  // fails: marks the interval rate-limited (growth)
+                wake_at(s, wait_until_ms(ctl.message_wait_us(now_us)));
+            }
+            return;
+        }
+        if (!ctl.may_open_connection(open, now_us)) {
+            // At the allowed count, a connection's end or a job's end dispatches again; else the
+            // connection rate: the site wakes when it allows one.
+            if (open < ctl.connections()) wake_at(s, wait_until_ms(ctl.connection_wait_us(now_us)));
+            return;
+        }
+        if (s.targets.empty()) return;
+        if (open_connection(s).closing()) return;  // could not even create the socket
+    }
+}
+
+outbound_link& destination_pool::open_connection(site& s) noexcept {
+    const std::size_t i = s.next_target % s.targets.size();
+    connection_target target{s.targets[i], s.target_hosts[i], s.name, s.by_mx, s.name};
+    const tls_client_policy::connection_tls tls = _tls.for_connection(s.tls, core::to_string(target.address));
+    protocol::client_config config = _client_config;
+    config.starttls = tls.starttls;
+    std::unique_ptr<outbound_link> made = _links.make(target, config, tls.verify, *this);
+    outbound_link* c = made.get();
+    c->pool_site = &s;
+    c->pool_opened_ms = _clock.monotonic_ms();
+    _connections.push_back(std::move(made));
+    s.connections.push_back(c);
+    c->start();
+    return *c;  // freed at a turn's end at the earliest
+}
+
+next_step destination_pool::next_job(site& s, outbound_link& c) noexcept {
+    if (s.ready->empty()) return {};
+    const std::int64_t now = _clock.monotonic_ms();
+    const std::uint64_t now_us = static_cast<std::uint64_t>(now) * 1000;
+    if (!s.controller->take_message(now_us)) {
+        wake_at(s, wait_until_ms(s.controller->message_wait_us(now_us)));
+        return {};
+    }
+    delivery_job* job = s.ready->pop();
+    job->attempt_ms = now;
+    (void)c;
+    return next_step{job, false};
+}
+
+// 1 s, 2 s, 4 s ... after consecutive failures, capped at 60 s and at the first retry
+// interval (a site is never held back longer than its mail would wait anyway).
+std::int64_t destination_pool::backoff_ms(std::uint32_t failures) const noexcept {
+    const std::int64_t first = _schedule.intervals().front().count();
+    const std::int64_t cap = std::max<std::int64_t>(100, std::min<std::int64_t>(60000, first));
+    return std::min<std::int64_t>(cap, 1000LL << std::min<std::uint32_t>(failures == 0 ? 0 : failures - 1, 6));
+}
+
 // ---- what connections report ------------------------------------------------------------
 
 next_step destination_pool::connection_ready(outbound_link& c) noexcept {
-    destination& d = *c.pool_destination;
-    if (_stopping || c.messages_sent() >= _config.max_messages_per_connection) return next_step{nullptr, true};
-    // The first job goes to the new session whatever state it is in: a greeting refused with
-    // QUIT still answers it, with the refusal as the job's outcome.
-    if (!d.ready->empty()) return next_step{d.ready->pop(), false};
-    return {};
+    site& s = *c.pool_site;
+    if (_stopping || c.messages_sent() >= s.limits.max_deliveries_per_connection) return next_step{nullptr, true};
+    if (s.ready->empty()) return {};
+    // A greeting refused with QUIT still answers the first job, with the refusal as its
+    // outcome, whatever the rate: no message goes out on it.
+    if (!c.ready_for_job()) {
+        delivery_job* job = s.ready->pop();
+        job->attempt_ms = _clock.monotonic_ms();
+        return next_step{job, false};
+    }
+    return next_job(s, c);
 }
 
 next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const protocol::message_outcome& outcome,
                                      const next_hop_ref& hop) noexcept {
-    destination& d = *c.pool_destination;
+    site& s = *c.pool_site;
+    const std::uint64_t now_us = this->now_us();
+    const std::uint64_t started_us = static_cast<std::uint64_t>(std::max<std::int64_t>(job->attempt_ms, 0)) * 1000;
     bool any_accepted = outcome.kind == protocol::outcome_kind::accepted;
-    for (const protocol::recipient_outcome& r : outcome.recipients)
+    // The peer's first negative reply (4xx or 5xx): the controller tells throttles from the rest.
+    const auto failed = [](protocol::outcome_kind k) {
+        return k == protocol::outcome_kind::transient_failure || k == protocol::outcome_kind::permanent_failure;
+    };
+    const protocol::outcome_reply* failure = nullptr;
+    if (failed(outcome.kind) && outcome.reply.origin == protocol::reply_origin::peer) failure = &outcome.reply;
+    for (const protocol::recipient_outcome& r : outcome.recipients) {
         any_accepted = any_accepted || r.kind == protocol::outcome_kind::accepted;
-    if (any_accepted) {
-        d.connect_failures = 0;  // the next hop works: forget its back-off
-        d.backoff_until_ms = 0;
-        _backoff_ends.cancel(std::exchange(d.backoff_end, {}));
+        if (failure == nullptr && failed(r.kind) && r.reply.origin == protocol::reply_origin::peer) failure = &r.reply;
     }
-    _owner.job_finished(job, protocol::message_outcome(outcome), hop, "");
-    if (c.messages_sent() >= _config.max_messages_per_connection || _stopping) return next_step{nullptr, true};
-    if (!c.closing() && !d.ready->empty() && c.ready_for_job()) return next_step{d.ready->pop(), false};
+    if (any_accepted) {
+        // The next hop works: the next failure starts the back-off from 1 s again. A back-off,
+        // suspension or wait already running is not cut short (its timer runs out).
+        s.connect_failures = 0;
+        s.throttled_refusals = 0;
+        log_change(s, s.controller->delivered(started_us, now_us));
+    } else if (failure != nullptr) {
+        const std::uint32_t open = established(s) - (c.connected() && !c.closing() ? 1 : 0);
+        log_change(s, s.controller->failed(attempt_stage::command, failure->code, failure->text, started_us, now_us, open));
+        automate(s, failure->code, failure->text);
+    }
+    next_hop_ref with_site = hop;
+    with_site.site = s.name;
+    _owner.job_finished(job, protocol::message_outcome(outcome), with_site, "");
+    if (c.messages_sent() >= s.limits.max_deliveries_per_connection || _stopping) return next_step{nullptr, true};
+    if (!c.closing() && c.ready_for_job()) return next_job(s, c);
     return {};
 }
 
-void destination_pool::retire(destination& d, outbound_link& c) {
-    std::erase(d.connections, &c);
+void destination_pool::retire(site& s, outbound_link& c) {
+    std::erase(s.connections, &c);
     _graveyard.push_back(&c);
 }
 
-void destination_pool::connection_closed(outbound_link& c, const close_report& report) noexcept {
-    destination& d = *c.pool_destination;
-    if (_stopping) {
-        // Jobs still queued stay as they are: the spool has them for the next start.
-        retire(d, c);
-        return;
+void destination_pool::defer_ready_jobs(site& s, const next_hop_ref& hop, const std::string& why) {
+    next_hop_ref with_site = hop;
+    with_site.site = s.name;
+    while (!s.ready->empty()) {
+        protocol::message_outcome outcome;
+        outcome.kind = protocol::outcome_kind::transient_failure;
+        _owner.job_finished(s.ready->pop(), std::move(outcome), with_site, why);
     }
+}
+
+void destination_pool::connection_closed(outbound_link& c, const close_report& report) noexcept {
+    site& s = *c.pool_site;
+    retire(s, c);
+    if (_stopping) return;  // jobs still queued stay as they are: the spool has them for the next start
     if (report.reason == protocol::close_reason::tls_failed && report.tls_protocol_failure &&
         report.tls_use == protocol::tls_use::when_offered) {
         // Opportunistic TLS whose handshake failed on TLS itself (logged by the connection):
@@ -242,67 +454,107 @@ void destination_pool::connection_closed(outbound_link& c, const close_report& r
         // something an attacker on the path can cause) is handled like any lost connection
         // below: no plaintext.
         _tls.mark_broken(report.hop.address);
-        retire(d, c);
-        dispatch(d);
+        dispatch(s);
         return;
     }
-    if (!report.before_greeting && report.reason == protocol::close_reason::peer_shutdown) {
-        // 421 (RFC 5321 §3.8): the next hop is shedding load. Back off before reconnecting
-        // instead of opening a fresh connection for every queued job.
-        back_off(d);
+    const std::uint32_t open = established(s);
+    if (!report.before_greeting) {
+        // 421 (RFC 5321 §3.8): the next hop is shedding load (the controller heard the reply
+        // with its job). Back off before reconnecting instead of opening a fresh connection
+        // for every queued job.
+        if (report.reason == protocol::close_reason::peer_shutdown) back_off(s);
+        dispatch(s);
+        return;
     }
-    if (report.before_greeting && !d.targets.empty()) {
-        d.next_target = (d.next_target + 1) % d.targets.size();
+    if (report.local_failure) {
+        // Our side failed (no local port or address, no descriptor): nothing about the
+        // receiver, so no signal. Jobs wait for a connection that works, unless none does.
+        core::diag("site " + s.name + ": connection to " + report.hop.address + " failed on our side: " + report.why);
+        back_off(s);
+        if (open == 0) defer_ready_jobs(s, report.hop, report.why);
+        return;
+    }
+    if (report.code != 0) automate(s, report.code, report.text);
+    const throttle_kind kind = classify_throttle(report.stage, report.code, report.text);
+    const bool refused_by_reply = report.stage == attempt_stage::greeting && report.code != 0;
+    if (kind != throttle_kind::none && (open > 0 || refused_by_reply)) {
+        // The receiver is there and limits us: a signal about the site's connections. No job
+        // was on the connection; the waiting ones keep waiting.
+        const std::uint64_t now_us = this->now_us();
+        // A connection opened before the last cut says nothing about the cut count.
+        const std::uint64_t started_us = static_cast<std::uint64_t>(std::max<std::int64_t>(c.pool_opened_ms, 0)) * 1000;
+        log_change(s, s.controller->failed(report.stage, report.code, report.text, started_us, now_us, open));
+        // Others still being opened may yet be taken: only with none left at all does the
+        // site back off (and, refused again and again, defer its waiting mail).
+        if (alive(s) == 0) {
+            back_off(s);
+            if (++s.throttled_refusals >= throttled_refusals_before_deferring) {
+                s.throttled_refusals = 0;
+                defer_ready_jobs(s, report.hop, report.why);
+                return;
+            }
+        }
+        dispatch(s);
+        return;
+    }
+    if (!s.targets.empty()) {
+        s.next_target = (s.next_target + 1) % s.targets.size();
         // The next exchanger (RFC 5321 §5.1) gets its chance before anything is deferred.
-        if (d.next_target != 0) {
-            retire(d, c);
-            dispatch(d);
+        if (s.next_target != 0) {
+            dispatch(s);
             return;
         }
     }
-    if (report.before_greeting) {
-        // Back off the destination: 1 s, 2 s, 4 s ... 60 s. Jobs submitted meanwhile wait
-        // and are dispatched when the back-off's timer ends it (run_timers).
-        back_off(d);
-        // Jobs queued for a destination we cannot reach are deferred now, not held in memory.
-        while (!d.ready->empty()) {
-            protocol::message_outcome outcome;
-            outcome.kind = protocol::outcome_kind::transient_failure;
-            _owner.job_finished(d.ready->pop(), std::move(outcome), report.hop, report.why);
-        }
-    }
-    retire(d, c);
+    // Back off the site: 1 s, 2 s, 4 s ... 60 s. Jobs submitted meanwhile wait and are
+    // dispatched when the site's timer ends the back-off. Jobs queued for a site we cannot
+    // reach are deferred now, not held in memory.
+    back_off(s);
+    if (open == 0) defer_ready_jobs(s, report.hop, report.why);
 }
 
 // ---- timers, shutdown, the turn's end ------------------------------------------------------
 
-void destination_pool::back_off(destination& d) noexcept {
-    ++d.connect_failures;
-    d.backoff_until_ms = _clock.monotonic_ms() + backoff_ms(d.connect_failures);
-    _backoff_ends.cancel(d.backoff_end);
-    d.backoff_end = _backoff_ends.add(static_cast<std::uint64_t>(d.backoff_until_ms), &d);
+void destination_pool::back_off(site& s) noexcept {
+    ++s.connect_failures;
+    s.backoff_until_ms = _clock.monotonic_ms() + backoff_ms(s.connect_failures);
+    wake_at(s, s.backoff_until_ms);
 }
 
 void destination_pool::run_timers(std::int64_t now_ms) noexcept {
-    destination* d = nullptr;
-    while (_backoff_ends.pop(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)), d)) {
-        d->backoff_end = {};
+    site* s = nullptr;
+    while (_wakes.pop(static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)), s)) {
+        s->wake = {};
+        s->wake_ms = 0;
         // Over, by the clock the caller read, even if the pool's coarser clock has not quite
         // reached backoff_until_ms yet: dispatch() must not find it still running.
-        d->backoff_until_ms = 0;
-        if (!d->ready->empty()) dispatch(*d);
+        if (s->backoff_until_ms <= now_ms) s->backoff_until_ms = 0;
+        dispatch(*s);
     }
 }
 
 std::int64_t destination_pool::next_backoff_end_ms() const noexcept {
-    const std::uint64_t next = _backoff_ends.next_expiry();
-    return next == core::timer_wheel<destination*>::never ? no_backoff : static_cast<std::int64_t>(next);
+    const std::uint64_t next = _wakes.next_expiry();
+    return next == core::timer_wheel<site*>::never ? no_backoff : static_cast<std::int64_t>(next);
+}
+
+void destination_pool::take_new_rules() noexcept {
+    if (_shaping.generation() == _rules_generation) return;
+    _rules_generation = _shaping.generation();
+    _rules = _shaping.current();
+    const std::uint64_t now_us = this->now_us();
+    for (auto& [key, s] : _sites) {
+        resolved_shaping limits = limits_of(*s);
+        if (limits == s->limits) continue;
+        s->limits = limits;
+        log_change(*s, s->controller->reconfigure(s->limits, now_us));
+    }
 }
 
 void destination_pool::tick(std::int64_t now_ms) noexcept {
+    take_new_rules();
     for (auto& [name, d] : _destinations)
         if (!d->ready->empty()) dispatch(*d);
-    const std::int64_t idle_ms = static_cast<std::int64_t>(_config.idle_connection_timeout) * 1000;
+    for (auto& [name, s] : _sites) dispatch(*s);  // growth, ends; waiting jobs
     const std::int64_t command_ms = static_cast<std::int64_t>(_config.command_timeout) * 1000;
     // A copy: aborting one connection may open another (the next exchanger). Connections are
     // freed only at the turn's end, so every pointer stays valid.
@@ -314,7 +566,7 @@ void destination_pool::tick(std::int64_t now_ms) noexcept {
         const std::int64_t quiet = now_ms - c->last_activity_ms();
         if (c->busy() || !c->connected() || c->quitting()) {
             if (quiet > command_ms) c->abort("timeout waiting for the next hop");
-        } else if (quiet > idle_ms) {
+        } else if (quiet > c->pool_site->limits.idle_timeout.count()) {
             c->finish();
         }
     }

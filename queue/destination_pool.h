@@ -1,38 +1,72 @@
 // queue/destination_pool.h: the next hops a shard owns and their connections
 // (docs/ARCHITECTURE.md "Delivery"), as Postfix's qmgr_queue and qmgr_feedback keep a
-// destination's concurrency and back-off: per destination, the addresses to try (a static
-// route's one, or the MX plan), the open connections (at most
-// --max-connections-per-destination, each used for up to --max-messages-per-connection
-// messages, QUIT after --idle-connection-timeout unused, aborted after --command-timeout
-// without progress), and the back-off after failures. This is where traffic shaping will live.
+// destination's concurrency and back-off, shaped per site (issue 17) as KumoMTA shapes its
+// queues.
 //
-// A destination is a next hop for one route key (queue/router.h): "mx:<domain>" or a static
-// route's ADDR:PORT, with "|tls=<policy>" when the domain's TLS policy is not the default.
-// Jobs wait in the destination's ready queue (queue/scheduler.h) and are given to an idle
-// connection in order; a new connection is opened only for jobs that no connection being
-// opened will take, and not while the destination backs off.
+// Two kinds of object, each on the shard that owns it (queue/shard_links.h):
+//   - a destination: a recipient domain delivered by MX, on the owner of its route key
+//     ("mx:<domain>"). It only resolves: the MX plan (RFC 5321 §5.1; core/dns.h) is the
+//     exchangers' addresses by preference, less any at or below our own preference (if we are
+//     an exchanger), reused for 60 s. Null MX, NXDOMAIN and no address bounce every waiting
+//     job; a temporary DNS failure, or no usable address, defers them; none left because we
+//     are the best exchanger bounces (5.4.6). Otherwise each job is given its site (the plan's
+//     host names: queue/site_name.h) and goes to the site's owner (pool_owner::to_site), on
+//     this shard or another.
+//   - a site: the set of MX hosts (domains sharing them share it: "MX rollup"), or a static
+//     route's HOST:PORT, on the owner of its key (site name, plus "|domain=D" for a domain with
+//     a rule of its own, plus the route's "|tls=P"). A static route's jobs go there directly.
+//     The site holds one ready queue (queue/scheduler.h), the connections, and the limits the
+//     shaping rules resolve for it (queue/shaping_rules.h): connection_limit,
+//     max_deliveries_per_connection, idle_timeout, max_connection_rate and max_message_rate,
+//     kept by its throttle_controller (queue/throttle_controller.h) with the closed loop on the
+//     receiver's throttle signals. The limits are the site's whole allowance: every connection
+//     to the site is made by its one owner shard.
 //
-// MX (RFC 5321 §5.1; core/dns.h): the plan is the exchangers' addresses by preference, less
-// any at or below our own preference (if we are an exchanger), reused for 60 s. Null MX,
-// NXDOMAIN and no address bounce every waiting job; a temporary DNS failure, or no usable
-// address, defers them; none left because we are the best exchanger bounces (5.4.6).
+// Dispatch: jobs are given to idle connections in order, each taking a token of the message
+// rate; a job the rate holds back stays in the ready queue (never a retry) and the site wakes
+// when the next token is due. A new connection is opened only for jobs that no connection
+// being opened will take, within the allowed count and connection rate, not while the site
+// backs off, and not when only the message rate holds the jobs back.
 //
-// Failures: a connection that fails before the greeting moves to the next address; when the
-// last one failed, the destination backs off (1 s, 2 s, 4 s ... capped at 60 s and at the
-// first retry interval) and its waiting jobs are deferred. A 421 also starts a back-off; an
-// accepted message ends it. Each back-off's end is a timer on the pool's core::timer_wheel
-// (monotonic milliseconds): the delivery sleeps until next_backoff_end_ms() and calls
-// run_timers(), which dispatches the destination's waiting jobs then. An opportunistic TLS handshake that failed on TLS itself marks the
-// address TLS-broken (queue/tls_client_policy.h) and a plaintext connection starts at once.
+// Failures:
+//   - a connection that fails before the greeting with no other connection to the site
+//     established (the receiver looks down): the next address; when the last one failed, the
+//     site backs off (1 s, 2 s, 4 s ... capped at 60 s and at the first retry interval) and its
+//     waiting jobs are deferred;
+//   - a connection refused at the greeting with a throttle reply (421, "too many connections"),
+//     or refused or reset while others to the site are established: a signal about the
+//     site's connections (queue/throttle_signal.h) for the controller; no job was on it, so
+//     nothing is deferred; with no other connection open or being opened the site backs off as
+//     above, its jobs waiting (deferred only after throttled_refusals_before_deferring such
+//     refusals in a row);
+//   - a failure on our side (close_report::local_failure): no signal; the site backs off, and
+//     its jobs are deferred when no connection to it is established;
+//   - a reply to a command: the controller hears it (a rate signal cuts the message rate); the
+//     job is deferred (only that job); a 421 also backs the site off.
+// Automation rules are matched on every negative reply of the peer (a refused greeting's too):
+// suspend stops the site's connections and messages until its end (its mail waits in the ready
+// queue), throttle multiplies its message rate.
+// A back-off, a suspension and the rates' waits end by one timer per site on the pool's
+// core::timer_wheel (monotonic ms): the delivery sleeps until next_wake_ms() and calls
+// run_timers(). A job's end never cancels a site's timer (a back-off runs out). An
+// opportunistic TLS handshake that failed on TLS itself marks the address TLS-broken
+// (queue/tls_client_policy.h) and a plaintext connection starts at once.
+//
+// Clock: every time the controller and the timers see is the pool's time_source's monotonic
+// milliseconds (microseconds = ms * 1000); the precise clock that fires the alarm only says
+// which timers are due. A wait is armed one coarse tick late (coarse_slack_ms), so that the
+// coarse clock has reached the token's time when the site wakes.
 //
 // Edges: the pool makes connections through a link_factory and drives them; they report to
-// it (queue/outbound_link.h). Every job it ends goes to its pool_owner (the delivery), once.
+// it (queue/outbound_link.h). Every job it ends goes to its pool_owner (the delivery), once;
+// every shaping change is reported to it for the log.
 //
-// Threading: shard-local (the owner shard of its destinations). Connections are owned here
-// and freed at the end of a turn once nothing is in flight (retirable()).
+// Threading: shard-local (the owner shard of its destinations and sites). Connections are
+// owned here and freed at the end of a turn once nothing is in flight (retirable()).
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -46,31 +80,52 @@
 #include "queue/record.h"
 #include "queue/retry_schedule.h"
 #include "queue/scheduler.h"
+#include "queue/shaping_table.h"
+#include "queue/throttle_controller.h"
 #include "queue/tls_client_policy.h"
 
 namespace ringrelay::queue {
 
 class destination_pool;
 
-// A next hop: a static route (one fixed endpoint) or a domain delivered by MX lookup
-// (its exchangers' addresses in preference order, tried in turn).
+// A domain delivered by MX, while its plan is looked up (see above).
 struct destination final : core::mx_waiter {
     destination_pool* pool = nullptr;
-    std::string name;  // "127.0.0.1:2526" for a static route, the domain for MX delivery
-    bool by_mx = false;
+    std::string name;  // the domain
     core::config::tls_policy tls = core::config::tls_policy::opportunistic;
-    // The addresses to try, in order, with the host name each belongs to.
+    std::string tls_suffix;  // of the route key: "|tls=P" or ""
+    // The plan: addresses in order, with the host name each belongs to; the site they make.
+    std::vector<core::endpoint> targets;
+    std::vector<std::string> target_hosts;
+    std::string site;      // site name of target_hosts
+    std::string site_key;  // see above
+    std::string rule_domain;
+    bool resolving = false;
+    std::int64_t resolved_until_ms = 0;  // re-resolve after this (the resolver caches by TTL)
+    std::uint64_t rules_generation = 0;  // of the rules site_key was made with
+    ready_queue* ready = nullptr;        // the scheduler's, for jobs waiting for the plan
+    void resolved(core::mx_result result) noexcept override;
+};
+
+// A site this shard owns (see above).
+struct site {
+    std::string name;  // queue/site_name.h
+    std::string key;
+    std::string rule_domain;  // the domain whose rule it has of its own, or ""
+    core::config::tls_policy tls = core::config::tls_policy::opportunistic;
+    bool by_mx = false;
     std::vector<core::endpoint> targets;
     std::vector<std::string> target_hosts;
     std::size_t next_target = 0;
-    bool resolving = false;
-    std::int64_t resolved_until_ms = 0;  // re-resolve after this (the resolver caches by TTL)
-    ready_queue* ready = nullptr;        // the scheduler's, for this destination
+    ready_queue* ready = nullptr;  // the scheduler's, for this site
     std::vector<outbound_link*> connections;
+    resolved_shaping limits;
+    std::optional<throttle_controller> controller;  // made with the site
     std::int64_t backoff_until_ms = 0;
-    core::timer_handle backoff_end;  // the pool's timer for backoff_until_ms, while it runs
-    std::uint32_t connect_failures = 0;
-    void resolved(core::mx_result result) noexcept override;
+    std::uint32_t connect_failures = 0;    // consecutive; the back-off's exponent
+    std::uint32_t throttled_refusals = 0;  // consecutive, with none established
+    core::timer_handle wake;  // the pool's timer at wake_ms, while armed
+    std::int64_t wake_ms = 0;
 };
 
 // Hears about every job the pool ends.
@@ -80,29 +135,49 @@ public:
     // message's shard. `why`: a local reason (connection or DNS failure), else "".
     virtual void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                               const std::string& why) noexcept = 0;
+    // The job knows its site (delivery_job::site_key): to the site's owner shard, whose pool's
+    // submit_site() takes it (this pool's when it is the owner).
+    virtual void to_site(delivery_job* job) noexcept = 0;
+    // The site's limits changed (a throttle signal, growth, automation, a reload): the log.
+    virtual void shaping_changed(const site& s, const shaping_change& change) noexcept = 0;
 
 protected:
     ~pool_owner() = default;
 };
 
+// With no other connection to it open or being opened, this many throttle refusals in a row defer
+// the site's waiting jobs (its back-off has reached 16 s by then).
+inline constexpr std::uint32_t throttled_refusals_before_deferring = 6;
+// A wait for a token or a suspension's end is armed this much late: the coarse clock trails
+// the precise one that fires the alarm by a scheduler tick (core/clock.h).
+inline constexpr std::int64_t coarse_slack_ms = 4;
+
 class destination_pool final : public outbound_owner {
 public:
     // Everything given outlives the pool. schedule: its first interval caps the back-off.
+    // shaping: the relay's rules (taken again when its generation changes, at a tick).
     destination_pool(const core::config& config, const retry_schedule& schedule, scheduler& queues,
                      tls_client_policy& tls, core::mx_resolver& resolver, link_factory& links, pool_owner& owner,
-                     const core::time_source& clock);
+                     const core::time_source& clock, const shaping_table& shaping);
     destination_pool(const destination_pool&) = delete;
     destination_pool& operator=(const destination_pool&) = delete;
     ~destination_pool();
 
-    // A job for a destination this shard owns: it joins the ready queue and is dispatched.
+    // A static route's site and key for `job` (from its route): set in the job. The origin
+    // calls it to pick the site's owner shard; submit() calls it again (the same answer).
+    static void set_route_site(delivery_job& job);
+    // A job for a destination this shard owns: by MX, it waits for the plan (then to_site());
+    // a static route's, for its site, which this shard owns.
     void submit(delivery_job* job) noexcept;
-    // Once a second: destinations with waiting jobs (a connection may have room), idle
-    // connections (QUIT), connections without progress (abort).
+    // A job whose site this shard owns: it joins the site's ready queue and is dispatched.
+    void submit_site(delivery_job* job) noexcept;
+    // Once a second: a new rules table, sites with waiting jobs (a connection may have room),
+    // idle connections (QUIT after the site's idle_timeout), connections without progress (abort).
     void tick(std::int64_t now_ms) noexcept;
-    // Back-offs over by now_ms (monotonic) end: their destinations' waiting jobs are dispatched.
+    // Sites whose timer is due by now_ms (monotonic, the alarm's precise reading): back-offs
+    // over by then end; each is dispatched (by the pool's own clock).
     void run_timers(std::int64_t now_ms) noexcept;
-    // When the next back-off ends (monotonic ms; a lower bound, see core/timer_wheel.h), or
+    // When the next site timer is due (monotonic ms; a lower bound, see core/timer_wheel.h), or
     // no_backoff.
     [[nodiscard]] std::int64_t next_backoff_end_ms() const noexcept;
     static constexpr std::int64_t no_backoff = INT64_MAX;
@@ -113,8 +188,9 @@ public:
     void on_turn_end() noexcept;
     [[nodiscard]] bool idle() const noexcept { return _connections.empty(); }
     [[nodiscard]] std::size_t connections() const noexcept { return _connections.size(); }
-    // The destination for `key`, if it exists (tests, inspection).
+    // The destination for `key` ("mx:<domain>"), the site for `key`, if they exist (tests, inspection).
     [[nodiscard]] const destination* find(const std::string& key) const noexcept;
+    [[nodiscard]] const site* find_site(const std::string& key) const noexcept;
 
     // The back-off after `failures` consecutive failures.
     [[nodiscard]] std::int64_t backoff_ms(std::uint32_t failures) const noexcept;
@@ -131,12 +207,38 @@ public:
 
 private:
     destination& destination_for(const route_key& r);
+    site& site_for(const delivery_job& job);
     void dispatch(destination& d) noexcept;
+    void dispatch(site& s) noexcept;
+    // The next job of `s` for connection `c` if the message rate has a token (else the site
+    // wakes when it has one).
+    [[nodiscard]] next_step next_job(site& s, outbound_link& c) noexcept;
+    outbound_link& open_connection(site& s) noexcept;
     // Every job waiting for `d` ends without an attempt on the wire (DNS): bounced or deferred.
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
-    void retire(destination& d, outbound_link& c);
-    // One more consecutive failure: the destination backs off until its timer ends it.
-    void back_off(destination& d) noexcept;
+    // Every job waiting for `s` is deferred (the site cannot be reached).
+    void defer_ready_jobs(site& s, const next_hop_ref& hop, const std::string& why);
+    void retire(site& s, outbound_link& c);
+    // One more consecutive failure: the site backs off until its timer ends it.
+    void back_off(site& s) noexcept;
+    // The site's timer fires at `at_ms` (or earlier, if it is armed earlier already).
+    void wake_at(site& s, std::int64_t at_ms) noexcept;
+    [[nodiscard]] std::int64_t wait_until_ms(std::uint64_t wait_us) const noexcept;
+    // Connections to `s` established (greeted, not closing).
+    [[nodiscard]] static std::uint32_t established(const site& s) noexcept;
+    // Connections to `s` open or being opened (not closing).
+    [[nodiscard]] static std::uint32_t alive(const site& s) noexcept;
+    // Automation (queue/shaping_rules.h): the first rule of the site's provider (or of every
+    // site) matching the peer's reply suspends or throttles the site.
+    void automate(site& s, std::uint16_t code, std::string_view text) noexcept;
+    // A change the controller returned: to the log.
+    void log_change(const site& s, const std::optional<shaping_change>& change) noexcept;
+    // The limits of a site under the current rules.
+    [[nodiscard]] resolved_shaping limits_of(const site& s) const;
+    void take_new_rules() noexcept;
+    [[nodiscard]] std::uint64_t now_us() const noexcept {
+        return static_cast<std::uint64_t>(_clock.monotonic_ms()) * 1000;
+    }
 
     // Fixed after construction.
     const core::config& _config;
@@ -147,13 +249,18 @@ private:
     link_factory& _links;
     pool_owner& _owner;
     const core::time_source& _clock;
+    const shaping_table& _shaping;
     protocol::client_config _client_config;  // EHLO name; STARTTLS per connection
     // Shard-local.
+    std::shared_ptr<const shaping_rules> _rules;  // the table the sites were resolved with
+    std::uint64_t _rules_generation = 0;
+    std::string _subject;  // automation_subject(), reused
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;
+    std::unordered_map<std::string, std::unique_ptr<site>> _sites;
     std::vector<std::unique_ptr<outbound_link>> _connections;
     std::vector<outbound_link*> _flush;      // output waiting, this turn
     std::vector<outbound_link*> _graveyard;  // closed, freed once retirable()
-    core::timer_wheel<destination*> _backoff_ends;  // monotonic ms
+    core::timer_wheel<site*> _wakes;         // monotonic ms
     bool _stopping = false;
 };
 

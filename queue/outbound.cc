@@ -18,6 +18,18 @@
 
 namespace ringrelay::queue {
 
+namespace {
+
+// A connect() that failed on our side (issue 17): no local address or port, no descriptor, no
+// memory, a local policy. The stream reports the failure as strerror's text.
+bool local_connect_error(std::string_view detail) noexcept {
+    for (const int e : {EADDRNOTAVAIL, EADDRINUSE, EMFILE, ENFILE, ENOBUFS, ENOMEM, EAGAIN, EPERM, EACCES, EINVAL})
+        if (detail == std::strerror(e)) return true;
+    return false;
+}
+
+}  // namespace
+
 outbound::outbound(const core::stream_services& streams, tls_client_policy& tls, outbound_owner& owner,
                    connection_target target, const protocol::client_config& config, core::tls_verify verify)
     : _tls_policy(tls),
@@ -50,11 +62,15 @@ std::unique_ptr<outbound_link> outbound_factory::make(const connection_target& t
 
 void outbound::start() noexcept {
     // No socket: nothing is in flight; lost() closes the stream, which finishes at the turn's end.
-    if (auto started = _stream.connect(_target.address); !started) lost(started.error().message());
+    if (auto started = _stream.connect(_target.address); !started) {
+        _local_failure = true;  // no socket: our side
+        lost(started.error().message());
+    }
 }
 
 void outbound::on_stream_connected() noexcept {
     _last_activity_ms = core::monotonic_ms();
+    _tcp_connected = true;
     _stream.start_receiving();
 }
 
@@ -79,6 +95,9 @@ void outbound::on_stream_end(core::stream_end why, std::string_view detail) noex
     _last_activity_ms = core::monotonic_ms();
     switch (why) {
     case core::stream_end::connect_failed:
+        _local_failure = local_connect_error(detail);
+        lost(detail);
+        return;
     case core::stream_end::socket_error:
         lost(detail);
         return;
@@ -239,12 +258,21 @@ void outbound::report_closed(bool before_greeting, std::string why) noexcept {
     report.reason = _session.why_closed();
     report.tls_protocol_failure = _tls_protocol_failure;
     report.tls_use = _tls_use;
-    report.hop = next_hop_ref{_target.host, _target_address, ""};
+    report.hop = next_hop_ref{_target.host, _target_address, "", _target.site};
     report.why = std::move(why);
+    if (before_greeting) {
+        report.stage = _tcp_connected ? attempt_stage::greeting : attempt_stage::connect;
+        const protocol::outcome_reply& r = _session.session_reply();
+        if (r.origin == protocol::reply_origin::peer) {
+            report.code = r.code;
+            report.text = r.text;
+        }
+        report.local_failure = _local_failure;
+    }
     _owner.connection_closed(*this, report);
 }
 
-next_hop_ref outbound::hop() const { return next_hop_ref{_target.host, _target_address, _tls_text}; }
+next_hop_ref outbound::hop() const { return next_hop_ref{_target.host, _target_address, _tls_text, _target.site}; }
 
 void outbound::follow(const next_step& next) noexcept {
     if (next.quit) {

@@ -224,6 +224,8 @@ private:
     std::uint32_t _messages = 0;
     std::int64_t _last_activity_ms = 0;
     bool _connected = false;  // has reported connection_ready
+    bool _tcp_connected = false;  // the TCP connection was made
+    bool _local_failure = false;  // it failed on our side (close_report::local_failure)
     bool _closing = false;
     bool _quit_requested = false;
 };

@@ -22,10 +22,11 @@
 #include "core/tls.h"
 #include "protocol/client_types.h"
 #include "queue/delivery_job.h"
+#include "queue/throttle_signal.h"
 
 namespace ringrelay::queue {
 
-struct destination;
+struct site;
 
 // Where a connection goes and how it names it.
 struct connection_target {
@@ -33,6 +34,7 @@ struct connection_target {
     std::string host;         // the MX host name, or the static route's ADDR:PORT
     std::string destination;  // the destination's name: the domain (MX) or ADDR:PORT (route)
     bool by_mx = false;       // SNI and the verified name: the host (MX) or the address (route)
+    std::string site;         // the site's name (queue/site_name.h), for the log
 };
 
 // How a connection ended, as reported to its owner.
@@ -45,6 +47,14 @@ struct close_report {
     protocol::tls_use tls_use = protocol::tls_use::when_offered;  // what the connection was told
     next_hop_ref hop;  // host and address (tls empty)
     std::string why;   // before_greeting: why, for the jobs deferred because of it; else ""
+    // before_greeting: where it failed (connect: no TCP connection; greeting: connected, no
+    // usable session), and the peer's reply that ended it (code 0: none).
+    attempt_stage stage = attempt_stage::command;
+    std::uint16_t code = 0;
+    std::string text;  // as protocol::parsed_reply::text
+    // The connection failed on our side (no local address or port, no file descriptor, no
+    // memory): says nothing about the receiver.
+    bool local_failure = false;
 };
 
 // What a connection does after a report.
@@ -74,7 +84,8 @@ public:
     [[nodiscard]] virtual std::int64_t last_activity_ms() const noexcept = 0;
     [[nodiscard]] virtual std::uint32_t messages_sent() const noexcept = 0;
 
-    destination* pool_destination = nullptr;  // set and read by the pool only
+    site* pool_site = nullptr;        // set and read by the pool only
+    std::int64_t pool_opened_ms = 0;  // when the pool opened it (its clock); the pool's only
 };
 
 // What a connection reports to (the destination pool).

@@ -17,6 +17,7 @@
 #include "core/net.h"
 #include "protocol/address.h"
 #include "queue/outbound.h"
+#include "queue/shaping_rules.h"
 #include "queue/suppression.h"
 #include "queue/suppression_file.h"
 
@@ -72,7 +73,21 @@ relay::~relay() {
     if (_log_fd > 2) ::close(_log_fd);
 }
 
+std::expected<shaping_load, std::string> relay::load_shaping() const {
+    return load_shaping_rules(flag_default_rule(_config.max_connections_per_destination,
+                                                _config.max_messages_per_connection, _config.idle_connection_timeout),
+                              _config.shaping, _config.default_shaping ? shipped_shaping::load : shipped_shaping::skip);
+}
+
 std::expected<void, std::string> relay::start() {
+    // The shaping rules first: a file that does not load stops the start with the file, the key
+    // and the reason, before anything else is touched.
+    if (auto shaping = load_shaping(); !shaping) {
+        return std::unexpected(shaping.error());
+    } else {
+        _shaping_summary = describe(*shaping);
+        _limits.shaping.replace(std::move(shaping->rules));
+    }
     if (auto postmaster = postmaster_address(_config); !postmaster) {
         return std::unexpected(postmaster.error());
     } else {
@@ -215,7 +230,16 @@ std::expected<void, std::string> relay::setup_suppression() {
 }
 
 std::string relay::reload() {
-    std::string report;
+    std::string shaping_report;
+    // The shaping files again: all load, or the rules in use stay (queue/shaping_table.h; the
+    // shards take the new table at their next tick).
+    if (auto shaping = load_shaping(); !shaping) {
+        shaping_report = "reload: shaping rules kept as they were: " + shaping.error() + "\n";
+    } else {
+        shaping_report = "reload: " + describe(*shaping) + "\n";
+        _limits.shaping.replace(std::move(shaping->rules));
+    }
+    std::string report = std::move(shaping_report);
     // Outbound: the CA file is loaded here first; only if it loads do the shards switch (at
     // their next tick). A missing or half-written file keeps the contexts in use.
     if (_config.outbound_ca_file.empty()) {

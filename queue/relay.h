@@ -15,6 +15,7 @@
 #include "core/tls.h"
 #include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
+#include "queue/shaping_rules.h"
 #include "queue/shard_links.h"
 #include "queue/shard.h"
 #include "queue/spool_lock.h"
@@ -52,6 +53,8 @@ public:
     [[nodiscard]] const std::string& auth_summary() const noexcept { return _auth_summary; }
     // One line on DKIM signing: off, or the keys (d= s= a=, file), c=, sign-all, x=.
     [[nodiscard]] const std::string& dkim_summary() const noexcept { return _dkim_summary; }
+    // One line on traffic shaping: the rules loaded (queue/shaping_rules.h describe()).
+    [[nodiscard]] const std::string& shaping_summary() const noexcept { return _shaping_summary; }
     // One line on the suppression list: off, or how many entries, where, and the TTL.
     [[nodiscard]] const std::string& suppression_summary() const noexcept { return _suppression_summary; }
     // One line on the shards' registered buffers for streamed body reads: how many, or what the
@@ -82,6 +85,9 @@ public:
     [[nodiscard]] body_reads streamed_body_reads() const noexcept;
 
 private:
+    // The shaping rules of the config: the flags' default rule, the shipped file (unless
+    // --no-default-shaping), each --shaping FILE.
+    [[nodiscard]] std::expected<shaping_load, std::string> load_shaping() const;
     // Loads --tls-cert/--tls-key, or makes/reuses the self-signed pair in SPOOL/tls.
     [[nodiscard]] std::expected<void, std::string> setup_tls();
     // Loads SPOOL/suppression, drops what expired, compacts it into a new generation and
@@ -107,6 +113,7 @@ private:
     std::unique_ptr<suppression_table> _suppressions;  // before _shards: they read it; null: --no-suppression
     std::uint64_t _suppression_generation = 0;
     std::string _suppression_summary = "suppression: off (--no-suppression)";
+    std::string _shaping_summary;
     std::string _fixed_buffers_summary;
     core::ktls_probe _ktls;
     std::string _tls_summary;

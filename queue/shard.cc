@@ -86,7 +86,7 @@ std::string shard::init() {
     _dns = std::make_unique<core::dns_resolver>(_reactor, dns);
     if (auto ec = _dns->init(); ec) return "DNS resolver: " + ec.message();
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index, stream_services(),
-                                           *_dns, _limits.outbound_tls_generation, _links, _bounce_rules,
+                                           *_dns, _limits.outbound_tls_generation, _links, _bounce_rules, _limits.shaping,
                                            _suppressions.get());
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
     // flushed by the shard are those of the turn; the suppression journal after the shard's

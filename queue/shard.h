@@ -35,6 +35,7 @@
 #include "queue/delivery.h"
 #include "queue/retry_schedule.h"
 #include "queue/server_front.h"
+#include "queue/shaping_table.h"
 #include "queue/spool.h"
 #include "queue/storage.h"
 #include "queue/suppression.h"
@@ -69,6 +70,8 @@ struct inbound_limits {
     // Not a limit, but the same kind of relay-owned state every shard shares: bumped by a
     // SIGHUP whose --outbound-ca-file loaded (queue/tls_client_policy.h).
     alignas(64) std::atomic<std::uint64_t> outbound_tls_generation{0};
+    // The shaping rules (issue 17): set by the relay before the shards run, replaced by SIGHUP.
+    shaping_table shaping;
 };
 
 // Makes the shard's storage backend on the shard thread (the disk by default; tests pass a

@@ -166,6 +166,11 @@ std::uint64_t throttle_controller::message_wait_us(std::uint64_t now_us) {
     return _messages ? _messages->wait_us(now_us) : 0;
 }
 
+std::uint64_t throttle_controller::message_tokens(std::uint64_t now_us) {
+    if (suspended(now_us)) return 0;
+    return _messages ? _messages->tokens(now_us) : UINT64_MAX;
+}
+
 std::optional<shaping_change> throttle_controller::delivered(std::uint64_t /*started_us*/, std::uint64_t now_us) {
     count(true, now_us);
     _delivered_in_interval = true;

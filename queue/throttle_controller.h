@@ -104,6 +104,9 @@ public:
     // stays in the ready queue for message_wait_us() (no retry is consumed).
     [[nodiscard]] bool take_message(std::uint64_t now_us);
     [[nodiscard]] std::uint64_t message_wait_us(std::uint64_t now_us);
+    // Whole message tokens there at `now_us`, none taken (UINT64_MAX without a rate limit; 0
+    // while suspended): how many connections being opened could get a message at once.
+    [[nodiscard]] std::uint64_t message_tokens(std::uint64_t now_us);
 
     // --- Told by the engine after an attempt ---------------------------------------------------
     // A message delivered (a 2xx to its end of data); `started_us` when its transaction began.

@@ -26,9 +26,17 @@ bool says_rate(std::string_view t) noexcept {
     return false;
 }
 
-bool says_throttle(std::string_view t) noexcept {
-    for (const std::string_view w : {"too many", "too much", "try again later", "try later", "throttl", "slow down"})
+// "Try again later" alone is what every temporary failure says ("451 4.3.0 Mail server
+// temporarily rejected message. Try again later.", greylisting's "451 4.7.1 Please try again
+// later"): a signal only at the greeting, where it refuses the connection.
+enum class try_later : std::uint8_t { counts, ignored };
+
+bool says_throttle(std::string_view t, try_later later) noexcept {
+    for (const std::string_view w : {"too many", "too much", "throttl", "slow down", "server busy"})
         if (t.find(w) != std::string_view::npos) return true;
+    if (later == try_later::counts)
+        for (const std::string_view w : {"try again later", "try later"})
+            if (t.find(w) != std::string_view::npos) return true;
     return says_rate(t);
 }
 
@@ -62,11 +70,12 @@ throttle_kind classify_throttle(attempt_stage stage, std::uint16_t code, std::st
     const protocol::enhanced_status es = protocol::parse_enhanced_status(code, text.substr(0, n));
     if (es.present() && (es.subject == 2 || (es.subject == 5 && es.detail == 3))) return throttle_kind::none;
     if (stage == attempt_stage::greeting) {
-        if (code == 421 || says_throttle(t) || says_connections(t)) return throttle_kind::connections;
+        if (code == 421 || says_throttle(t, try_later::counts) || says_connections(t)) return throttle_kind::connections;
         return throttle_kind::none;
     }
     bool signal = code == 421;  // the server closes the connection after it
-    if (!signal && ((es.present() && es.subject == 7) || code == 451 || code == 452)) signal = says_throttle(t);
+    if (!signal && ((es.present() && es.subject == 7) || code == 451 || code == 452))
+        signal = says_throttle(t, try_later::ignored);
     if (!signal) return throttle_kind::none;
     return says_connections(t) ? throttle_kind::connections : throttle_kind::rate;
 }

@@ -11,8 +11,10 @@
 //     connections from your IP)"): connections;
 //   - 421 after a command (the server closes the connection, RFC 5321 section 3.8): the rate,
 //     or connections when its text says too many connections;
-//   - a 4.7.x reply, or a 451/452 reply, whose text says rate, too many, too much, try (again)
-//     later, throttled or slow down ("451 4.7.1 Message rate limit exceeded for IP, try again
+//   - a 4.7.x reply, or a 451/452 reply, whose text says rate, too many, too much, throttled,
+//     slow down or server busy; "try (again) later" alone is no signal after the greeting (a
+//     bare "451 4.3.0 ... Try again later." is any temporary failure, greylisting's "451 4.7.1
+//     Please try again later" a delay for the message, not a throttle) ("451 4.7.1 Message rate limit exceeded for IP, try again
 //     later", Postfix anvil's "450 4.7.1 Error: too much mail from ADDR", Gmail's "421 4.7.28
 //     ... has been temporarily rate limited", Microsoft's "451 4.7.500 Server busy. Please try
 //     again later"): the rate, or connections when the text is about connections.

@@ -103,7 +103,7 @@ protected:
         return _store->add(env, "127.0.0.1", text, w.location, t0);
     }
     void deliver(stored_message& m, std::uint32_t i) {
-        const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+        const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
         protocol::outcome_reply ok;
         ok.origin = protocol::reply_origin::peer;
         ok.code = 250;
@@ -111,7 +111,7 @@ protected:
         _store->finish(m, i, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0, 1});
     }
     void defer(stored_message& m, std::uint32_t i, std::uint64_t at_us) {
-        const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+        const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
         ++m.attempts[i];
         _store->defer(m, i, at_us, outcome_note{hop, nullptr, "451 try later", t0, 1});
     }

@@ -103,9 +103,15 @@ struct finished_job {
 
 struct recording_owner final : pool_owner {
     std::vector<finished_job> finished;
+    std::vector<std::pair<std::string, shaping_change>> changes;  // site, change
+    destination_pool* pool = nullptr;  // one shard: every site is this pool's
     void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                       const std::string& why) noexcept override {
         finished.push_back({job, std::move(outcome), hop, why});
+    }
+    void to_site(delivery_job* job) noexcept override { pool->submit_site(job); }
+    void shaping_changed(const site& s, const shaping_change& change) noexcept override {
+        changes.emplace_back(s.name, change);
     }
 };
 
@@ -139,10 +145,21 @@ protected:
         for (delivery_job* j : _on_links) delete j;
     }
 
+    // The pool, made on first use with the rules: the flags' default rule, then _rules_json.
     destination_pool& pool() {
-        if (!_pool)
+        if (!_pool) {
+            shaping_rules rules = flag_default_rule(_config.max_connections_per_destination,
+                                                    _config.max_messages_per_connection, _config.idle_connection_timeout);
+            if (!_rules_json.empty()) {
+                auto over = parse_shaping_rules(_rules_json, "test.json");
+                EXPECT_TRUE(over.has_value()) << over.error();
+                if (over) rules = merge_shaping_rules(std::move(rules), *over);
+            }
+            _shaping.replace(std::move(rules));
             _pool = std::make_unique<destination_pool>(_config, _schedule, _scheduler, _tls, _resolver, _factory,
-                                                       _owner, _clock);
+                                                       _owner, _clock, _shaping);
+            _owner.pool = _pool.get();
+        }
         return *_pool;
     }
 
@@ -187,18 +204,31 @@ protected:
         ++c.sent;
         protocol::message_outcome outcome;
         outcome.kind = kind;
-        follow(c, pool().job_done(c, job, outcome, next_hop_ref{c.target.host, core::to_string(c.target.address), ""}));
+        follow(c, pool().job_done(c, job, outcome, next_hop_ref{c.target.host, core::to_string(c.target.address), "", ""}));
+    }
+    // The job on `c` fails with the peer's reply `code` `text`.
+    void fail_job(fake_link& c, std::uint16_t code, const char* text) {
+        delivery_job* job = std::exchange(c.job, nullptr);
+        ASSERT_NE(job, nullptr);
+        ++c.sent;
+        protocol::message_outcome outcome;
+        outcome.kind = protocol::outcome_kind::transient_failure;
+        outcome.reply.origin = protocol::reply_origin::peer;
+        outcome.reply.code = code;
+        outcome.reply.text = text;
+        follow(c, pool().job_done(c, job, outcome, next_hop_ref{c.target.host, "127.0.0.1:2526", "", ""}));
     }
     void close(fake_link& c, close_report report) {
         c.is_closing = true;
         if (c.job != nullptr) _on_links.push_back(std::exchange(c.job, nullptr));
-        report.hop = next_hop_ref{c.target.host, core::to_string(c.target.address), ""};
+        report.hop = next_hop_ref{c.target.host, core::to_string(c.target.address), "", ""};
         pool().connection_closed(c, report);
     }
     void fail_before_greeting(fake_link& c, std::string why = "cannot reach it: Connection refused") {
         close_report r;
         r.before_greeting = true;
         r.reason = protocol::close_reason::connection_lost;
+        r.stage = attempt_stage::connect;
         r.why = std::move(why);
         close(c, r);
     }
@@ -218,6 +248,8 @@ protected:
     fake_factory _factory;
     recording_owner _owner;
     std::vector<delivery_job*> _on_links;  // jobs a closed fake connection still held
+    std::string _rules_json;  // a --shaping file over the flags' default rule
+    shaping_table _shaping;
     std::unique_ptr<destination_pool> _pool;
 };
 
@@ -266,7 +298,7 @@ TEST_F(DestinationPoolTest, OpensConnectionsOnlyForJobsNoOpeningConnectionWillTa
     // A connection that is up takes the next waiting job at once.
     greet(*_factory.made[0]);
     EXPECT_EQ(_factory.made[0]->assigned.size(), 1u);
-    EXPECT_EQ(pool().find("127.0.0.1:2526")->ready->size(), 6u);
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->ready->size(), 6u);
 }
 
 TEST_F(DestinationPoolTest, LastAddressFailingBacksOffAndDefersTheWaitingJobs) {
@@ -281,7 +313,7 @@ TEST_F(DestinationPoolTest, LastAddressFailingBacksOffAndDefersTheWaitingJobs) {
         EXPECT_EQ(f.why, "cannot reach it: Connection refused");
         EXPECT_EQ(f.hop.address, "127.0.0.1:2526");
     }
-    const destination* d = pool().find("127.0.0.1:2526");
+    const site* d = pool().find_site("127.0.0.1:2526");
     ASSERT_NE(d, nullptr);
     EXPECT_EQ(d->connect_failures, 1u);
     EXPECT_EQ(d->backoff_until_ms, _clock.now_ms + 1000);
@@ -298,7 +330,7 @@ TEST_F(DestinationPoolTest, LastAddressFailingBacksOffAndDefersTheWaitingJobs) {
 
     // A second failure doubles it.
     fail_before_greeting(*_factory.made[1]);
-    EXPECT_EQ(pool().find("127.0.0.1:2526")->backoff_until_ms, _clock.now_ms + 2000);
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->backoff_until_ms, _clock.now_ms + 2000);
 }
 
 TEST_F(DestinationPoolTest, BackoffDoublesAndIsCappedAtAMinuteAndTheFirstRetryInterval) {
@@ -309,12 +341,12 @@ TEST_F(DestinationPoolTest, BackoffDoublesAndIsCappedAtAMinuteAndTheFirstRetryIn
     EXPECT_EQ(pool().backoff_ms(7), 60000);
     EXPECT_EQ(pool().backoff_ms(1000), 60000);
     const retry_schedule quick({5s}, std::chrono::hours(1), 0);
-    destination_pool p(_config, quick, _scheduler, _tls, _resolver, _factory, _owner, _clock);
+    destination_pool p(_config, quick, _scheduler, _tls, _resolver, _factory, _owner, _clock, _shaping);
     EXPECT_EQ(p.backoff_ms(2), 2000);
     EXPECT_EQ(p.backoff_ms(4), 5000);
 }
 
-TEST_F(DestinationPoolTest, A421BacksOffWithoutDeferringAndAnAcceptedMessageEndsTheBackoff) {
+TEST_F(DestinationPoolTest, A421BacksOffWithoutDeferringAndAnAcceptedMessageResetsTheBackoffsGrowth) {
     submit(static_route());
     fake_link& first = *_factory.made[0];
     greet(first);
@@ -322,7 +354,7 @@ TEST_F(DestinationPoolTest, A421BacksOffWithoutDeferringAndAnAcceptedMessageEnds
     close_report r;
     r.reason = protocol::close_reason::peer_shutdown;  // 421 after the greeting
     close(first, r);
-    const destination* d = pool().find("127.0.0.1:2526");
+    const site* d = pool().find_site("127.0.0.1:2526");
     EXPECT_EQ(d->connect_failures, 1u);
     EXPECT_EQ(d->backoff_until_ms, _clock.now_ms + 1000);
     EXPECT_TRUE(_owner.finished.empty()) << "a 421 defers nothing by itself";
@@ -335,8 +367,7 @@ TEST_F(DestinationPoolTest, A421BacksOffWithoutDeferringAndAnAcceptedMessageEnds
     greet(second);
     ASSERT_EQ(second.assigned.size(), 1u);
     complete(second, protocol::outcome_kind::accepted);
-    EXPECT_EQ(d->connect_failures, 0u);
-    EXPECT_EQ(d->backoff_until_ms, 0);
+    EXPECT_EQ(d->connect_failures, 0u) << "the next back-off starts from 1 s again";
 }
 
 // Issue 15: a back-off ends by its own timer (the delivery sleeps until next_backoff_end_ms()
@@ -358,10 +389,12 @@ TEST_F(DestinationPoolTest, ABackoffEndsByItsTimerAndTheWaitingJobIsDispatchedTh
     pool().run_timers(end);
     ASSERT_EQ(_factory.made.size(), 2u) << "dispatched when the back-off ended";
     EXPECT_EQ(pool().next_backoff_end_ms(), destination_pool::no_backoff);
-    EXPECT_EQ(pool().find("127.0.0.1:2526")->backoff_until_ms, 0);
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->backoff_until_ms, 0);
 }
 
-TEST_F(DestinationPoolTest, ANewBackoffReplacesTheTimerOfTheLastAndSuccessCancelsIt) {
+// Issue 17: a job's end never cancels a site's timer (a back-off, a suspension, a wait for a
+// token runs out by itself).
+TEST_F(DestinationPoolTest, ALongerBackoffWaitsForItsOwnEndAndASuccessLeavesTheTimerToRunOut) {
     submit(static_route());
     fail_before_greeting(*_factory.made[0]);
     _clock.now_ms += 1000;
@@ -387,7 +420,7 @@ TEST_F(DestinationPoolTest, ANewBackoffReplacesTheTimerOfTheLastAndSuccessCancel
     ASSERT_EQ(_factory.made.size(), 4u);
     greet(*_factory.made[3]);
     complete(*_factory.made[3], protocol::outcome_kind::accepted);
-    EXPECT_EQ(pool().next_backoff_end_ms(), destination_pool::no_backoff) << "cancelled by the success";
+    EXPECT_NE(pool().next_backoff_end_ms(), destination_pool::no_backoff) << "not cancelled by the success";
 }
 
 TEST_F(DestinationPoolTest, MxPlanIsLookedUpOnceAndTheNextExchangerIsTriedBeforeDeferring) {
@@ -405,7 +438,8 @@ TEST_F(DestinationPoolTest, MxPlanIsLookedUpOnceAndTheNextExchangerIsTriedBefore
     EXPECT_EQ(_factory.made[0]->target.host, "mx1.example.net");
     EXPECT_EQ(core::to_string(_factory.made[0]->target.address), "192.0.2.1:25");
     EXPECT_TRUE(_factory.made[0]->target.by_mx);
-    EXPECT_EQ(_factory.made[0]->target.destination, "example.net");
+    EXPECT_EQ(_factory.made[0]->target.destination, "mx1.example.net,mx2.example.net") << "the site";
+    EXPECT_EQ(_factory.made[0]->target.site, "mx1.example.net,mx2.example.net");
 
     fail_before_greeting(*_factory.made[0]);
     EXPECT_TRUE(_owner.finished.empty()) << "the second exchanger gets its chance first";
@@ -512,7 +546,7 @@ TEST_F(DestinationPoolTest, FailedOpportunisticHandshakeRetriesThisAddressInPlai
     EXPECT_TRUE(_owner.finished.empty()) << "nothing deferred";
     ASSERT_EQ(_factory.made.size(), 2u) << "a new connection at once";
     EXPECT_EQ(_factory.made[1]->config.starttls, protocol::tls_use::never);
-    EXPECT_EQ(pool().find("127.0.0.1:2526")->connect_failures, 0u);
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->connect_failures, 0u);
 
     // A handshake merely cut off (not a TLS failure) is a lost connection: no plaintext.
     submit(static_route("127.0.0.1:2527"));
@@ -607,4 +641,215 @@ TEST_F(DestinationPoolTest, ALookupInProgressIsCancelledWhenThePoolGoes) {
     core::mx_waiter* w = _resolver.lookups[0].second;
     _pool.reset();
     EXPECT_EQ(_resolver.cancelled, (std::vector<core::mx_waiter*>{w}));
+}
+
+// ---- sites and shaping (issue 17) ------------------------------------------------------------
+
+namespace {
+
+core::mx_result google_like_plan() {
+    core::mx_result result;
+    result.status = core::dns_status::ok;
+    result.targets = {mx("ASPMX.L.example.com.", 1, "192.0.2.1:25"), mx("alt1.aspmx.l.example.com", 5, "192.0.2.2:25")};
+    return result;
+}
+
+}  // namespace
+
+TEST_F(DestinationPoolTest, DomainsSharingTheirExchangersShareOneSiteAndItsLimits) {
+    submit(mx_route("one.example"));
+    answer_mx(google_like_plan());
+    submit(mx_route("two.example"));
+    answer_mx(google_like_plan());
+    ASSERT_EQ(_factory.made.size(), 1u) << "one site, --max-connections-per-destination 1 for both domains";
+    const site* s = pool().find_site("alt1.aspmx.l.example.com,aspmx.l.example.com");
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->ready->size(), 2u) << "both domains' jobs wait in the site's one ready queue";
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    EXPECT_EQ(_owner.finished[0].hop.site, "alt1.aspmx.l.example.com,aspmx.l.example.com");
+    EXPECT_EQ(c.assigned.size(), 2u) << "the other domain's job follows on the same connection";
+}
+
+TEST_F(DestinationPoolTest, ADomainWithARuleOfItsOwnGetsItsOwnSiteWithThatRulesLimits) {
+    _rules_json = R"({"domains": {"two.example": {"connection_limit": 3}}})";
+    submit(mx_route("one.example"));
+    answer_mx(google_like_plan());
+    for (int i = 0; i < 3; ++i) submit(mx_route("two.example"));
+    answer_mx(google_like_plan());
+    EXPECT_NE(pool().find_site("alt1.aspmx.l.example.com,aspmx.l.example.com"), nullptr);
+    const site* own = pool().find_site("alt1.aspmx.l.example.com,aspmx.l.example.com|domain=two.example");
+    ASSERT_NE(own, nullptr);
+    EXPECT_EQ(own->limits.connection_limit, 3u);
+    EXPECT_EQ(own->connections.size(), 3u);
+    EXPECT_EQ(_factory.made.size(), 4u);
+}
+
+TEST_F(DestinationPoolTest, ARuleFileOverridesTheFlagsDefaultRule) {
+    _config.max_connections_per_destination = 5;
+    _rules_json = R"({"default": {"connection_limit": 2, "max_deliveries_per_connection": 7, "idle_timeout": "9s"}})";
+    for (int i = 0; i < 4; ++i) submit(static_route());
+    EXPECT_EQ(_factory.made.size(), 2u);
+    const site* s = pool().find_site("127.0.0.1:2526");
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->limits.max_deliveries_per_connection, 7u);
+    EXPECT_EQ(s->limits.idle_timeout, 9s);
+}
+
+// A job the message rate holds back waits in the site's ready queue: no retry is consumed and
+// no connection is opened for it.
+TEST_F(DestinationPoolTest, AJobTheMessageRateHoldsBackWaitsInTheReadyQueueWithoutANewConnection) {
+    _config.max_connections_per_destination = 5;
+    _rules_json = R"({"default": {"max_message_rate": "1/s,max_burst=1"}})";
+    for (int i = 0; i < 3; ++i) submit(static_route());
+    ASSERT_EQ(_factory.made.size(), 1u) << "one token: one connection, though the limit is 5";
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    ASSERT_EQ(c.assigned.size(), 1u);
+    complete(c, protocol::outcome_kind::accepted);
+    EXPECT_EQ(c.assigned.size(), 1u) << "no token for the second job yet";
+    EXPECT_EQ(_owner.finished.size(), 1u) << "the others are not deferred";
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->ready->size(), 2u);
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(_factory.made.size(), 1u) << "still no new connection for a rate-held job";
+    const std::int64_t wake = pool().next_backoff_end_ms();
+    ASSERT_NE(wake, destination_pool::no_backoff) << "the site wakes for its next token";
+    EXPECT_LE(wake, _clock.now_ms + 1000 + coarse_slack_ms);
+    _clock.now_ms += 1000;
+    pool().run_timers(_clock.now_ms + coarse_slack_ms);
+    EXPECT_EQ(c.assigned.size(), 2u) << "the token came: the idle connection takes the next job";
+    EXPECT_EQ(_factory.made.size(), 1u);
+}
+
+constexpr const char* too_many_connections = "4.7.0 Try again later, closing connection. (too many connections from your IP)";
+
+// ringrelay-sink --max-connections-per-ip's refusal, as queue::outbound reports it.
+close_report greeting_refusal() {
+    close_report r;
+    r.before_greeting = true;
+    r.reason = protocol::close_reason::peer_shutdown;
+    r.stage = attempt_stage::greeting;
+    r.code = 421;
+    r.text = too_many_connections;
+    r.why = std::string("421 ") + too_many_connections;
+    return r;
+}
+
+// Issue 17: a connection refused at the greeting is a signal about the connection count, not a
+// verdict on the mail: nothing is deferred and the allowed count is cut.
+TEST_F(DestinationPoolTest, AGreetingRefusalDefersNothingAndCutsTheConnections) {
+    _config.max_connections_per_destination = 4;
+    for (int i = 0; i < 8; ++i) submit(static_route());
+    ASSERT_EQ(_factory.made.size(), 4u);
+    greet(*_factory.made[0]);
+    greet(*_factory.made[1]);
+    const close_report r = greeting_refusal();
+    close(*_factory.made[2], r);
+    EXPECT_TRUE(_owner.finished.empty()) << "no job was on it, and none waiting is deferred";
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->ready->size(), 6u);
+    ASSERT_EQ(_owner.changes.size(), 1u);
+    EXPECT_EQ(_owner.changes[0].first, "127.0.0.1:2526");
+    EXPECT_EQ(_owner.changes[0].second.event, shaping_event::decrease);
+    EXPECT_EQ(_owner.changes[0].second.old_connections, 4u);
+    EXPECT_EQ(_owner.changes[0].second.new_connections, 2u) << "the two the receiver took";
+    EXPECT_EQ(_factory.made.size(), 4u) << "no new connection above the cut";
+    // With nothing established, a refusal backs the site off; the jobs still wait.
+    close(*_factory.made[3], r);
+    EXPECT_TRUE(_owner.finished.empty());
+}
+
+TEST_F(DestinationPoolTest, AGreetingRefusalWithNoneEstablishedBacksOffAndKeepsTheJobsWaiting) {
+    _config.max_connections_per_destination = 2;
+    for (int i = 0; i < 3; ++i) submit(static_route());
+    const close_report r = greeting_refusal();
+    close(*_factory.made[0], r);
+    const site* s = pool().find_site("127.0.0.1:2526");
+    EXPECT_EQ(s->backoff_until_ms, 0) << "another connection is still being opened";
+    close(*_factory.made[1], r);
+    EXPECT_TRUE(_owner.finished.empty());
+    EXPECT_EQ(s->backoff_until_ms, _clock.now_ms + 1000);
+    EXPECT_EQ(s->ready->size(), 3u);
+    // Refused again and again with nothing open: the waiting mail is deferred in the end.
+    for (std::uint32_t i = 2; i <= throttled_refusals_before_deferring; ++i) {
+        _clock.now_ms = s->backoff_until_ms;
+        pool().run_timers(_clock.now_ms);
+        ASSERT_EQ(_factory.made.size(), i + 1) << "one connection after each back-off (the cut count)";
+        close(*_factory.made[i], r);
+    }
+    EXPECT_EQ(_owner.finished.size(), 3u);
+}
+
+// Issue 17: our own connect failing (no local port) says nothing about the receiver.
+TEST_F(DestinationPoolTest, ALocalConnectFailureCutsNothing) {
+    _config.max_connections_per_destination = 3;
+    for (int i = 0; i < 6; ++i) submit(static_route());
+    greet(*_factory.made[0]);
+    close_report r;
+    r.before_greeting = true;
+    r.reason = protocol::close_reason::connection_lost;
+    r.stage = attempt_stage::connect;
+    r.local_failure = true;
+    r.why = "cannot reach 127.0.0.1:2526: Cannot assign requested address";
+    close(*_factory.made[1], r);
+    EXPECT_TRUE(_owner.changes.empty()) << "the allowance stays";
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->controller->connections(), 3u);
+    EXPECT_TRUE(_owner.finished.empty()) << "a connection to the site is established: the jobs wait";
+}
+
+TEST_F(DestinationPoolTest, ARefusedConnectWhileOthersAreEstablishedIsAConnectionsSignal) {
+    _config.max_connections_per_destination = 3;
+    for (int i = 0; i < 6; ++i) submit(static_route());
+    greet(*_factory.made[0]);
+    fail_before_greeting(*_factory.made[1]);  // refused, not on our side
+    EXPECT_TRUE(_owner.finished.empty()) << "the receiver is up: nothing deferred";
+    ASSERT_EQ(_owner.changes.size(), 1u);
+    EXPECT_EQ(_owner.changes[0].second.new_connections, 1u) << "the one it took";
+}
+
+TEST_F(DestinationPoolTest, ARateReplyCutsTheMessageRateAndAGenericTryAgainLaterDoesNot) {
+    _config.max_connections_per_destination = 1;
+    for (int i = 0; i < 3; ++i) submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    fail_job(c, 451, "4.3.0 Mail server temporarily rejected message. Try again later.");
+    EXPECT_TRUE(_owner.changes.empty()) << "not a rate signal";
+    _clock.now_ms += 10;
+    fail_job(c, 451, "4.7.1 Message rate limit exceeded for IP, try again later");
+    ASSERT_EQ(_owner.changes.size(), 1u);
+    EXPECT_EQ(_owner.changes[0].second.event, shaping_event::decrease);
+    EXPECT_NE(_owner.changes[0].second.new_rate_milli, 0u) << "a rate limit found";
+    EXPECT_EQ(_owner.finished.size(), 2u) << "only the jobs that got the replies are deferred";
+}
+
+// Issue 17: automation on reply text; a job finishing elsewhere does not end the suspension.
+TEST_F(DestinationPoolTest, ASuspendRuleHoldsTheSitesMailUntilItsEndAndAJobsEndDoesNotCancelIt) {
+    _config.max_connections_per_destination = 2;
+    _rules_json = R"({"automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "1h"}]})";
+    for (int i = 0; i < 4; ++i) submit(static_route());
+    fake_link& a = *_factory.made[0];
+    fake_link& b = *_factory.made[1];
+    greet(a);
+    greet(b);
+    fail_job(a, 421, "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume");
+    bool suspended = false;
+    for (const auto& [site_name, change] : _owner.changes) suspended = suspended || change.event == shaping_event::suspend;
+    EXPECT_TRUE(suspended);
+    EXPECT_TRUE(a.assigned.size() == 1u) << "no message while suspended";
+    complete(b, protocol::outcome_kind::accepted);  // a job in flight finishes
+    EXPECT_EQ(b.assigned.size(), 1u);
+    const site* s = pool().find_site("127.0.0.1:2526");
+    EXPECT_TRUE(s->controller->suspended(static_cast<std::uint64_t>(_clock.now_ms) * 1000))
+        << "a job's end does not cancel the suspension";
+    EXPECT_EQ(s->ready->size(), 2u) << "the mail waits, no retry consumed";
+    EXPECT_EQ(_owner.finished.size(), 2u);
+    ASSERT_NE(pool().next_backoff_end_ms(), destination_pool::no_backoff) << "the site wakes at the suspension's end";
+    _clock.now_ms += 1'800'000;
+    pool().run_timers(_clock.now_ms);
+    EXPECT_EQ(s->ready->size(), 2u) << "half an hour on, still suspended";
+    _clock.now_ms += 1'800'000 + coarse_slack_ms;
+    pool().run_timers(_clock.now_ms);
+    EXPECT_TRUE(s->ready->empty()) << "after the suspension the waiting mail goes again";
+    EXPECT_EQ(a.assigned.size() + b.assigned.size(), 4u);
 }

@@ -186,7 +186,7 @@ TEST_F(MessageStoreTest, ANewMessageHasEveryRecipientPending) {
 
 TEST_F(MessageStoreTest, JournaledOutcomesAreWhatARestartResumes) {
     stored_message* m = commit(7, 3);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
     m->attempts[0] = 1;
     _store->finish(*m, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0 + 1000, 5});
@@ -211,7 +211,7 @@ TEST_F(MessageStoreTest, JournaledOutcomesAreWhatARestartResumes) {
 
 TEST_F(MessageStoreTest, AFinishedMessageIsNotResumedAndIsForgotten) {
     stored_message* m = commit(8, 2);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
     for (std::uint32_t i = 0; i < 2; ++i)
         _store->finish(*m, i, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0, 1});
@@ -246,7 +246,7 @@ TEST_F(MessageStoreTest, AnUnroutedRecipientIsNotJournaled) {
 
 TEST_F(MessageStoreTest, AnOutcomeWhoseJournalSyncFailedIsTriedAgainAfterARestart) {
     stored_message* m = commit(10, 2);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
     _storage->fail_next_sync(EIO);
     _store->finish(*m, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0, 1});
@@ -260,7 +260,7 @@ TEST_F(MessageStoreTest, AnOutcomeWhoseJournalSyncFailedIsTriedAgainAfterARestar
 
 TEST_F(MessageStoreTest, AnOutcomeWhoseJournalWriteFailedIsTriedAgainAfterARestart) {
     stored_message* m = commit(11, 1);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "no such user");
     _storage->fail_next_write(ENOSPC);
     _store->finish(*m, 0, recipient_status::bounced, outcome_note{hop, &no, nullptr, t0, 1});
@@ -274,7 +274,7 @@ TEST_F(MessageStoreTest, AnOutcomeWhoseJournalWriteFailedIsTriedAgainAfterAResta
 
 TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
     stored_message* m = commit(12, 3);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "TLSv1.3 TLS_AES_256_GCM_SHA384"};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "TLSv1.3 TLS_AES_256_GCM_SHA384", ""};
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "2.0.0 ok");
     const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "5.1.1 no such user");
     m->attempts = {1, 1, 3};
@@ -308,7 +308,7 @@ TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
 // Delivery record none. Replies from the next hop, our own reasons and refused greetings.
 TEST_F(MessageStoreTest, FailureRecordsCarryTheirBounceClass) {
     stored_message* m = commit(15, 5);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const next_hop_ref none;
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "2.0.0 ok");
     // https://support.google.com/a/answer/3726730, https://smtpfieldmanual.com/spamfilter/exchangeonline
@@ -364,7 +364,7 @@ TEST_F(MessageStoreTest, FailureRecordsCarryTheirBounceClass) {
 // on or off); the record carries the verdict the note brings instead of classifying again.
 TEST_F(MessageStoreTest, ABounceIsLoggedWithTheVerdictItsNoteCarries) {
     stored_message* m = commit(16, 2);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply unknown = peer_reply(550, 5, 1, 1, "5.1.1 User unknown");
     // Not what the rules say of this reply: only a verdict taken from the note can be logged so.
     const protocol::bounce_verdict given{protocol::bounce_class::reputation, "Given", "given-rule"};
@@ -391,7 +391,7 @@ TEST_F(MessageStoreTest, ABounceIsLoggedWithTheVerdictItsNoteCarries) {
 
 TEST_F(MessageStoreTest, FailedRecipientsGoToTheReporterOnceTheMessageIsDone) {
     stored_message* m = commit(13, 3);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
     const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "5.1.1 no such user");
     _store->finish(*m, 1, recipient_status::bounced, outcome_note{hop, &no, nullptr, t0 + 5, 1});
@@ -491,7 +491,7 @@ TEST_F(MessageBodyTest, TheCacheKeepsTheNewestBodiesWithinItsBudget) {
     EXPECT_TRUE(store->need_body(*c));
     EXPECT_EQ(store->cache_counters().hits, 1u);
     // A finished message leaves the cache at once.
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "ok");
     store->finish(*c, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0, 1});
     store->release_if_done(*c);
@@ -562,7 +562,7 @@ TEST_F(MessageBodyTest, AMissingSegmentIsReportedNotBounced) {
 TEST_F(MessageBodyTest, ADsnWaitsForTheOriginalToBeReadBack) {
     auto store = std::make_unique<message_store>(*_spool, *_log, _reporter, queue_mode::deliver, 0, nullptr);
     stored_message* m = commit(38, 1, store.get());
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", ""};
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
     const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "no such user");
     store->finish(*m, 0, recipient_status::bounced, outcome_note{hop, &no, nullptr, t0, 1});
     store->release_if_done(*m);

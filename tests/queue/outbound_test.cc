@@ -140,7 +140,7 @@ protected:
         protocol::client_config config;
         config.helo_name = "relay.test.invalid";
         config.starttls = starttls;
-        connection_target target{address, "mx.test.invalid", "example.net", true};
+        connection_target target{address, "mx.test.invalid", "example.net", true, "mx.test.invalid"};
         c = std::make_unique<outbound>(h.services(), policy, owner, target, config, core::tls_verify::none);
         c->start();
     }
@@ -373,9 +373,30 @@ TEST_F(OutboundTest, RefusedConnectIsReportedBeforeGreeting) {
     const close_report& r = owner.closes[0];
     EXPECT_TRUE(r.before_greeting);
     EXPECT_EQ(r.why, "cannot reach example.net: Connection refused");
+    EXPECT_EQ(r.stage, attempt_stage::connect) << "issue 17: the receiver's refusal";
+    EXPECT_FALSE(r.local_failure);
+    EXPECT_EQ(r.code, 0U);
     EXPECT_EQ(owner.jobs.size(), 1U) << "the job stays with the pool";
     EXPECT_TRUE(c->closing());
     ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
+}
+
+// Issue 17: a 421 greeting (the receiver's connection limit) is reported before the greeting,
+// at the greeting stage, with the reply the pool reads the throttle signal from.
+TEST_F(OutboundTest, A421GreetingIsReportedWithItsReplyAtTheGreetingStage) {
+    job(4, {"b@example.net"}, "x\r\n");
+    open();
+    accept_peer();
+    say("421 4.7.0 Try again later, closing connection. (too many connections from your IP)\r\n");
+    ASSERT_TRUE(h.run_until([&] { return !owner.closes.empty(); }));
+    ASSERT_EQ(owner.events, (std::vector<std::string>{"closed"})) << "no job taken";
+    const close_report& r = owner.closes[0];
+    EXPECT_TRUE(r.before_greeting);
+    EXPECT_EQ(r.stage, attempt_stage::greeting);
+    EXPECT_EQ(r.code, 421U);
+    EXPECT_EQ(r.text, "4.7.0 Try again later, closing connection. (too many connections from your IP)");
+    EXPECT_FALSE(r.local_failure);
+    EXPECT_EQ(owner.jobs.size(), 1U);
 }
 
 // The pool's command timeout: abort() with a job on the wire gives the job back with a

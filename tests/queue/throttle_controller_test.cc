@@ -79,6 +79,14 @@ INSTANTIATE_TEST_SUITE_P(
                     throttle_kind::connections},
         signal_case{"Generic451IsNoSignal", attempt_stage::command, 451, "4.3.0 Mail server temporarily rejected message.",
                     throttle_kind::none},
+        // ringrelay-sink --defer-rate's reply: "try again later" alone is any temporary failure.
+        signal_case{"Generic451TryAgainLaterIsNoSignal", attempt_stage::command, 451,
+                    "4.3.0 Mail server temporarily rejected message. Try again later.", throttle_kind::none},
+        // Greylisting (and retry_timing_test's scripted peer): a delay for the message.
+        signal_case{"GreylistingTryAgainLaterIsNoSignal", attempt_stage::command, 451, "4.7.1 Please try again later",
+                    throttle_kind::none},
+        signal_case{"Plain451SayingTooManyIsARateSignal", attempt_stage::command, 451,
+                    "Too many messages from your address, try again later", throttle_kind::rate},
         signal_case{"GreylistIsNoSignal", attempt_stage::command, 450, "4.2.0 Greylisted, see http://postgrey.example",
                     throttle_kind::none},
         signal_case{"MailboxFullIsNoSignal", attempt_stage::command, 452, "4.2.2 Mailbox full, try again later",
