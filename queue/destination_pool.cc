@@ -412,6 +412,7 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
         // suspension or wait already running is not cut short (its timer runs out).
         s.connect_failures = 0;
         s.throttled_refusals = 0;
+        s.local_failures = 0;
         log_change(s, s.controller->delivered(started_us, now_us));
     } else if (failure != nullptr) {
         const std::uint32_t open = established(s) - (c.connected() && !c.closing() ? 1 : 0);
@@ -471,7 +472,10 @@ void destination_pool::connection_closed(outbound_link& c, const close_report& r
         // receiver, so no signal. Jobs wait for a connection that works, unless none does.
         core::diag("site " + s.name + ": connection to " + report.hop.address + " failed on our side: " + report.why);
         back_off(s);
-        if (open == 0) defer_ready_jobs(s, report.hop, report.why);
+        if (open == 0 && ++s.local_failures >= local_failures_before_deferring) {
+            s.local_failures = 0;
+            defer_ready_jobs(s, report.hop, report.why);
+        }
         return;
     }
     if (report.code != 0) automate(s, report.code, report.text);

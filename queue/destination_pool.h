@@ -40,7 +40,9 @@
 //     above, its jobs waiting (deferred only after throttled_refusals_before_deferring such
 //     refusals in a row);
 //   - a failure on our side (close_report::local_failure): no signal; the site backs off, and
-//     its jobs are deferred when no connection to it is established;
+//     its jobs are deferred only after local_failures_before_deferring such failures in a row
+//     with no connection to it established (one exhausted port range is not a reason to use a
+//     retry of every message of the site);
 //   - a reply to a command: the controller hears it (a rate signal cuts the message rate); the
 //     job is deferred (only that job); a 421 also backs the site off.
 // Automation rules are matched on every negative reply of the peer (a refused greeting's too):
@@ -124,6 +126,7 @@ struct site {
     std::int64_t backoff_until_ms = 0;
     std::uint32_t connect_failures = 0;    // consecutive; the back-off's exponent
     std::uint32_t throttled_refusals = 0;  // consecutive, with none established
+    std::uint32_t local_failures = 0;      // our own connect failures, consecutive, with none established
     core::timer_handle wake;  // the pool's timer at wake_ms, while armed
     std::int64_t wake_ms = 0;
 };
@@ -148,6 +151,8 @@ protected:
 // With no other connection to it open or being opened, this many throttle refusals in a row defer
 // the site's waiting jobs (its back-off has reached 16 s by then).
 inline constexpr std::uint32_t throttled_refusals_before_deferring = 6;
+// As many failures on our side in a row (no local port or address) before the same.
+inline constexpr std::uint32_t local_failures_before_deferring = 6;
 // A wait for a token or a suspension's end is armed this much late: the coarse clock trails
 // the precise one that fires the alarm by a scheduler tick (core/clock.h).
 inline constexpr std::int64_t coarse_slack_ms = 4;

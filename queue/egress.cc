@@ -32,6 +32,13 @@ bool valid_name(std::string_view n) noexcept {
     return true;
 }
 
+// The checks a source's and a pool's name share; "" when `name` may be used.
+std::string name_error(std::string_view name, std::string_view what, bool taken) {
+    if (!valid_name(name)) return "the name must be 1 to 64 letters, digits, '-', '_' or '.'";
+    if (taken) return "a " + std::string(what) + " named " + std::string(name) + " is given twice";
+    return {};
+}
+
 // An EHLO name: a domain (letters, digits, hyphens, dots) or an address literal "[...]"
 // (RFC 5321 §4.1.1.1); printable, no spaces.
 bool valid_ehlo(std::string_view h) noexcept {
@@ -111,9 +118,8 @@ std::expected<std::shared_ptr<const egress_table>, std::string> egress_table::lo
         if (eq == std::string::npos) return std::unexpected(flag + "expected NAME=ADDRESS[,ehlo=HOSTNAME]");
         egress_source s;
         s.name = spec.substr(0, eq);
-        if (!valid_name(s.name))
-            return std::unexpected(flag + "the name must be 1 to 64 letters, digits, '-', '_' or '.'");
-        if (find_source(s.name) >= 0) return std::unexpected(flag + "a source named " + s.name + " is given twice");
+        if (std::string bad = name_error(s.name, "source", find_source(s.name) >= 0); !bad.empty())
+            return std::unexpected(flag + bad);
         std::string_view rest = std::string_view(spec).substr(eq + 1);
         const auto comma = rest.find(',');
         s.address_text = std::string(rest.substr(0, comma));
@@ -141,9 +147,8 @@ std::expected<std::shared_ptr<const egress_table>, std::string> egress_table::lo
             return std::unexpected(flag + "expected NAME=SOURCE[:WEIGHT],...");
         egress_pool p;
         p.name = spec.substr(0, eq);
-        if (!valid_name(p.name))
-            return std::unexpected(flag + "the name must be 1 to 64 letters, digits, '-', '_' or '.'");
-        if (find_pool(p.name) >= 0) return std::unexpected(flag + "a pool named " + p.name + " is given twice");
+        if (std::string bad = name_error(p.name, "pool", find_pool(p.name) >= 0); !bad.empty())
+            return std::unexpected(flag + bad);
         std::string_view rest = std::string_view(spec).substr(eq + 1);
         while (true) {
             const auto comma = rest.find(',');

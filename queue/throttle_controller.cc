@@ -253,7 +253,11 @@ std::optional<shaping_change> throttle_controller::advance(std::uint64_t now_us)
         const std::uint64_t old = rate_milli();
         _factor_until = 0;
         _factor = 1.0;
-        set_rate(_rate_milli, now_us);
+        // A rate the throttle made up (the site had none) ends with it, unless the loop has
+        // since found one of its own.
+        const bool made_up = _rate_from_throttle && !_rate_cut_ever;
+        _rate_from_throttle = false;
+        set_rate(made_up ? 0 : _rate_milli, now_us);
         return change(shaping_event::resume, old, _connections, "throttle ended");
     }
     if (!_limits.adaptive) return std::nullopt;
@@ -272,7 +276,8 @@ std::optional<shaping_change> throttle_controller::advance(std::uint64_t now_us)
             if (rate_milli() != old) return change(shaping_event::increase, old, _connections, "quiet period");
         }
     }
-    if (cfg == 0 && _rate_milli != 0 && now_us - _last_rate_signal_us >= _params.forget_after_us) {
+    // A found rate is forgotten after a quiet period, but never while a throttle holds it.
+    if (cfg == 0 && _rate_milli != 0 && _factor_until == 0 && now_us - _last_rate_signal_us >= _params.forget_after_us) {
         const std::uint64_t old = rate_milli();
         _rate_cut_ever = false;
         set_rate(0, now_us);
@@ -319,6 +324,7 @@ std::optional<shaping_change> throttle_controller::automate(const automation_rul
         const counts w = window(now_us, length);
         _rate_milli = std::max(_params.min_rate_milli, milli_rate(w.attempts, length));
         _cut_base_milli = _rate_milli;
+        _rate_from_throttle = true;
     }
     _factor = rule.factor;
     _factor_until = until;
@@ -332,6 +338,12 @@ std::optional<shaping_change> throttle_controller::reconfigure(const resolved_sh
     const std::uint64_t old_rate = rate_milli();
     const std::uint32_t old_conns = _connections;
     _limits = limits;
+    if (!limits.adaptive) {  // the loop is off: the configured limits, whatever it had cut
+        _conn_cut_ever = false;
+        _rate_cut_ever = false;
+        _rate_from_throttle = false;
+        _rate_milli = 0;
+    }
     const std::uint32_t conn_cap = std::max<std::uint32_t>(1, limits.connection_limit);
     _connections = _conn_cut_ever ? std::min(_connections, conn_cap) : conn_cap;
     if (limits.max_connection_rate) {

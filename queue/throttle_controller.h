@@ -180,6 +180,7 @@ private:
     std::uint64_t _suspended_until = 0;
     std::uint64_t _factor_until = 0;
     double _factor = 1.0;
+    bool _rate_from_throttle = false;  // the site had no rate: a throttle made one from the attempts
 
     // Token buckets: messages (at rate_milli(), when limited), connections (the configured rate).
     std::optional<token_bucket> _messages;

@@ -798,6 +798,33 @@ TEST_F(DestinationPoolTest, ALocalConnectFailureCutsNothing) {
     EXPECT_TRUE(_owner.finished.empty()) << "a connection to the site is established: the jobs wait";
 }
 
+// ... and with nothing established, one such failure (a port range exhausted for a moment)
+// does not use a retry of every waiting message: the site backs off, and only failures in a
+// row defer its mail.
+TEST_F(DestinationPoolTest, LocalConnectFailuresWithNoneUpDeferOnlyWhenTheyRepeat) {
+    _config.max_connections_per_destination = 1;
+    for (int i = 0; i < 3; ++i) submit(static_route());
+    close_report r;
+    r.before_greeting = true;
+    r.reason = protocol::close_reason::connection_lost;
+    r.stage = attempt_stage::connect;
+    r.local_failure = true;
+    r.why = "cannot reach 127.0.0.1:2526: Cannot assign requested address";
+    const site* s = pool().find_site("127.0.0.1:2526");
+    ASSERT_NE(s, nullptr);
+    close(*_factory.made[0], r);
+    EXPECT_TRUE(_owner.finished.empty()) << "one failure on our side defers nothing";
+    EXPECT_TRUE(_owner.changes.empty());
+    EXPECT_EQ(s->ready->size(), 3u);
+    for (std::uint32_t i = 1; i < local_failures_before_deferring; ++i) {
+        _clock.now_ms = s->backoff_until_ms;
+        pool().run_timers(_clock.now_ms);
+        ASSERT_EQ(_factory.made.size(), i + 1) << "one connection after each back-off";
+        close(*_factory.made[i], r);
+    }
+    EXPECT_EQ(_owner.finished.size(), 3u) << "failing again and again, the waiting mail is deferred";
+}
+
 TEST_F(DestinationPoolTest, ARefusedConnectWhileOthersAreEstablishedIsAConnectionsSignal) {
     _config.max_connections_per_destination = 3;
     for (int i = 0; i < 6; ++i) submit(static_route());

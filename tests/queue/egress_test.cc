@@ -95,6 +95,9 @@ TEST(EgressTable, StartUpErrorsNameTheFlagAndTheValue) {
     EXPECT_EQ(error_of(with({"a=127.0.0.2"}, {"p=a:-2"}, {})),
               "--egress-pool 'p=a:-2': weight '-2' is not a positive integer (1 to 1000000)");
     EXPECT_EQ(error_of(with({"a=127.0.0.2"}, {"p=a,a"}, {})), "--egress-pool 'p=a,a': source a is named twice");
+    EXPECT_EQ(error_of(with({"a=127.0.0.2"}, {"p=a", "p=a"}, {})), "--egress-pool 'p=a': a pool named p is given twice");
+    EXPECT_EQ(error_of(with({"a=127.0.0.2"}, {"p/q=a"}, {})),
+              "--egress-pool 'p/q=a': the name must be 1 to 64 letters, digits, '-', '_' or '.'");
     EXPECT_EQ(error_of(with({"a=127.0.0.2"}, {"p="}, {})), "--egress-pool 'p=': expected NAME=SOURCE[:WEIGHT],...");
     EXPECT_EQ(error_of(with({"a=127.0.0.2"}, {"p=a"}, {"*=q"})), "--pool-for '*=q': no --egress-pool named 'q'");
     EXPECT_EQ(error_of(with({"a=127.0.0.2"}, {"p=a"}, {"domain:x=p"})),

@@ -285,6 +285,51 @@ TEST(ThrottleController, ThrottleMultipliesTheRateUntilItEnds) {
     EXPECT_EQ(end->new_rate_milli, 100'000u);
 }
 
+// A throttle on a site without a configured rate (the issue's own example: a rule on "^421
+// 4.7.0", which is a connection signal, not a rate one) holds for its whole duration, even on a
+// site whose last rate signal is older than the forget period, and the made-up rate ends with it.
+TEST(ThrottleController, ThrottleWithoutAConfiguredRateHoldsForItsDuration) {
+    throttle_controller c(limits(16), 0);
+    for (std::uint64_t i = 0; i < 100; ++i) (void)c.delivered(700 * sec + i * 10 * ms, 700 * sec + i * 10 * ms);
+    const automation_rule r = rule(R"({"match": "^421 4\\.7\\.0", "action": "throttle", "factor": 0.5, "duration": "10m"})");
+    const auto t = c.automate(r, "421 4.7.0 too many connections", 701 * sec);
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(t->event, shaping_event::throttle);
+    EXPECT_EQ(t->old_rate_milli, 0u);
+    const std::uint64_t throttled = c.rate_milli();
+    ASSERT_NE(throttled, 0u);
+    for (std::uint64_t now = 702 * sec; now < 1301 * sec; now += 1 * sec) {
+        const auto ch = c.advance(now);
+        ASSERT_FALSE(ch.has_value()) << "at " << now / sec << " s: " << to_string(ch->event);
+        ASSERT_EQ(c.rate_milli(), throttled) << now / sec;
+    }
+    const auto end = c.advance(1301 * sec);
+    ASSERT_TRUE(end.has_value());
+    EXPECT_EQ(end->event, shaping_event::resume);
+    EXPECT_EQ(end->new_rate_milli, 0u);  // no limit again, as before the throttle
+    EXPECT_TRUE(c.take_message(1301 * sec));
+}
+
+// A reload that turns the loop off ("adaptive": false) gives the configured limits back at
+// once, whatever the loop had cut them to.
+TEST(ThrottleController, ReloadWithoutTheLoopRestoresTheConfiguredLimits) {
+    throttle_controller c(limits(16, "100/s"), 0);
+    ASSERT_TRUE(c.failed(attempt_stage::greeting, 421, conn_reply, 0, 1 * ms, 2).has_value());
+    ASSERT_TRUE(c.failed(attempt_stage::command, 451, rate_reply, 0, 2 * ms, 2).has_value());
+    ASSERT_LT(c.connections(), 16u);
+    ASSERT_LT(c.rate_milli(), 100'000u);
+    resolved_shaping fixed = limits(16, "100/s");
+    fixed.adaptive = false;
+    const auto change = c.reconfigure(fixed, 1 * sec);
+    ASSERT_TRUE(change.has_value());
+    EXPECT_EQ(c.connections(), 16u);
+    EXPECT_EQ(c.rate_milli(), 100'000u);
+    resolved_shaping open = limits(16);
+    open.adaptive = false;
+    (void)c.reconfigure(open, 2 * sec);
+    EXPECT_EQ(c.rate_milli(), 0u);  // no configured rate: no limit
+}
+
 TEST(ThrottleController, ReconfigureClampsToNewLimits) {
     throttle_controller c(limits(16, "100/s"), 0);
     const auto change = c.reconfigure(limits(4, "50/s"), 1 * sec);

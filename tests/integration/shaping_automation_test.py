@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+# tests/integration/shaping_automation_test.py: an automation rule fires on the receiver's own
+# reply text and mail resumes afterwards (issue 17). The next hop is ringrelay-sink answering
+# every message with Yahoo's throttle text,
+#   421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume ...
+# (--defer-rate 1 --defer-reply ...; a 421 closes the connection), and the relay has the rule
+#   {"automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "4s"}]}
+# with connection_limit 2, so at most a couple of messages meet the 421 before the site is
+# suspended. Then the sink is replaced by one that accepts everything, on the same port.
+# Checks: a Shaping record "suspend" naming the site with the reply as its cause; every one of
+# the N messages arrives at the second sink; the deferrals are exactly the messages the first
+# sink refused (the others waited in the site's queue without using a retry); a "resume"
+# record comes before the first Delivery (nothing was sent while suspended). Bounded: each sink
+# stops itself (--duration); every process is ours, by PID.
+import json
+import os
+import smtplib
+import subprocess
+import sys
+import time
+
+import harness
+
+N = 20
+TSS04 = ("421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or "
+         "user complaints - 4.16.55.1")
+
+
+def records(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def wait_for(pred, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def sink(binary, port, extra):
+    p = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--quiet", "--json"] + extra,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    harness.register_cleanup(lambda: p.poll() is None and p.kill())  # by PID, ours
+    if not harness.connectable(port):
+        raise harness.Failed("ringrelay-sink does not listen")
+    return p
+
+
+def finish(p, timeout):
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    try:
+        return json.loads(out), err
+    except ValueError:
+        return {}, err
+
+
+def scenario(c):
+    relay_bin, sink_bin = sys.argv[1], sys.argv[2]
+    port = harness.free_port()
+    site = f"127.0.0.1:{port}"
+    rules = os.path.join(harness.temp_dir("rr-automation-"), "rules.json")
+    with open(rules, "w") as f:
+        json.dump({"default": {"connection_limit": 2},
+                   "automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "4s"}]}, f)
+    throttling = sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", TSS04, "--duration", "60"])
+    relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1s", "--no-default-shaping",
+                                      "--shaping", rules], shards=2).start()
+    host, rport = relay.address()
+    s = smtplib.SMTP(host, rport, timeout=30)
+    for i in range(N):
+        s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
+                   f"Subject: automation {i}\r\nMessage-ID: <a{i}@example.org>\r\n\r\nbody {i}\r\n")
+    s.quit()
+    suspended = lambda: [x for x in records(relay.log_path) if x.get("type") == "Shaping"  # noqa: E731
+                         and x.get("event") == "suspend"]
+    c.check(wait_for(lambda: suspended(), 30), "the [TSS04] reply suspends the site (a Shaping record)",
+            relay.stderr()[-500:])
+    # The replacement sink must listen before the 4 s suspension ends.
+    throttling.terminate()
+    first, _ = finish(throttling, 30)
+    accepting = sink(sink_bin, port, ["--expect", str(N), "--duration", "60"])
+    second, err = finish(accepting, 90)
+    relay.stop()
+    log = records(relay.log_path)
+    sus = suspended()
+    c.check(sus and sus[0].get("site") == site and "[TSS04]" in str(sus[0].get("cause")),
+            "the suspend record names the site and has the reply as its cause", sus[:1])
+    refused = first.get("deferred", -1)
+    c.info(f"the throttling sink refused {refused} message(s) with the [TSS04] 421")
+    c.check(1 <= refused < N, "the throttling sink refused some messages, not all", refused)
+    c.check(second.get("received") == N, f"all {N} messages arrive once the suspension is over",
+            (second.get("received"), err[-300:]))
+    transient = [x for x in log if x.get("type") == "TransientFailure"]
+    c.check(len(transient) == refused, "the deferrals are exactly the messages the 421 refused (the others "
+            "waited without a retry)", (len(transient), refused))
+    kinds = [(x.get("type"), x.get("event")) for x in log]
+    first_delivery = next((i for i, k in enumerate(kinds) if k[0] == "Delivery"), None)
+    resume = next((i for i, k in enumerate(kinds) if k == ("Shaping", "resume")), None)
+    c.check(resume is not None and first_delivery is not None and resume < first_delivery,
+            "the site resumes before its first delivery (nothing was sent while it was suspended)",
+            (resume, first_delivery))
+    delivered = {x.get("recipient") for x in log if x.get("type") == "Delivery"}
+    c.check(len(delivered) == N, f"{N} Delivery records, one per recipient", len(delivered))
+
+
+if __name__ == "__main__":
+    harness.run("shaping_automation", scenario)
