@@ -44,7 +44,8 @@ class Sink:
                                      stderr=subprocess.PIPE, text=True, errors="replace")
         with harness._cleanup_lock:
             harness._cleanups.append(self.kill)
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + harness.START_TIMEOUT
         while time.monotonic() < deadline:
             if self._ready.wait(0.1):
@@ -71,6 +72,9 @@ class Sink:
         except subprocess.TimeoutExpired:
             return None
         self.stdout += out or ""
+        # The process has exited: its stderr ends, so the reader finishes; wait for it, or the
+        # last lines may not have been collected yet when stderr() is read.
+        self._reader.join(harness.STOP_TIMEOUT)
         return self.proc.returncode
 
     def stop(self):
