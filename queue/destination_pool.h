@@ -78,6 +78,7 @@
 #include "core/dns.h"
 #include "core/timer_wheel.h"
 #include "queue/delivery_job.h"
+#include "queue/egress.h"
 #include "queue/outbound_link.h"
 #include "queue/record.h"
 #include "queue/retry_schedule.h"
@@ -116,6 +117,10 @@ struct site {
     std::string rule_domain;  // the domain whose rule it has of its own, or ""
     core::config::tls_policy tls = core::config::tls_policy::opportunistic;
     bool by_mx = false;
+    const egress_source* egress = nullptr;  // its connections bind this source (queue/egress.h); null: none
+    // The addresses in the order they are tried, and the next one to try. A plan with the same
+    // addresses in another order (each domain sharing the site shuffles its equal-preference
+    // exchangers on its own) keeps both: only a changed address set starts the plan anew.
     std::vector<core::endpoint> targets;
     std::vector<std::string> target_hosts;
     std::size_t next_target = 0;
@@ -168,8 +173,9 @@ public:
     destination_pool& operator=(const destination_pool&) = delete;
     ~destination_pool();
 
-    // A static route's site and key for `job` (from its route): set in the job. The origin
-    // calls it to pick the site's owner shard; submit() calls it again (the same answer).
+    // A static route's site and key for `job` (from its route and egress source): set in the
+    // job. The origin calls it to pick the site's owner shard; submit() calls it again (the
+    // same answer).
     static void set_route_site(delivery_job& job);
     // A job for a destination this shard owns: by MX, it waits for the plan (then to_site());
     // a static route's, for its site, which this shard owns.
