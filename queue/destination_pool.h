@@ -14,7 +14,10 @@
 //     this shard or another.
 //   - a site: the set of MX hosts (domains sharing them share it: "MX rollup"), or a static
 //     route's HOST:PORT, on the owner of its key (site name, plus "|domain=D" for a domain with
-//     a rule of its own, plus the route's "|tls=P"). A static route's jobs go there directly.
+//     a rule of its own, plus the route's "|tls=P", plus "|src=NAME" for a job with an egress
+//     source: each (source, site) is a site of its own, whose connections bind the source's
+//     address, to the plan's addresses of its family, and greet with its EHLO name;
+//     queue/egress.h). A static route's jobs go there directly.
 //     The site holds one ready queue (queue/scheduler.h), the connections, and the limits the
 //     shaping rules resolve for it (queue/shaping_rules.h): connection_limit,
 //     max_deliveries_per_connection, idle_timeout, max_connection_rate and max_message_rate,
