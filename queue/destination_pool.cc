@@ -497,7 +497,8 @@ void destination_pool::connection_closed(outbound_link& c, const close_report& r
     if (report.local_failure) {
         // Our side failed (no local port or address, no descriptor): nothing about the
         // receiver, so no signal. Jobs wait for a connection that works, unless none does.
-        core::diag("site " + s.name + ": connection to " + report.hop.address + " failed on our side: " + report.why);
+        core::diag("site " + s.name + (s.egress != nullptr ? " (egress source " + s.egress->name + ")" : std::string()) +
+                   ": connection to " + report.hop.address + " failed on our side: " + report.why);
         back_off(s);
         if (open == 0 && ++s.local_failures >= local_failures_before_deferring) {
             s.local_failures = 0;

@@ -15,7 +15,6 @@
 # delivered rate with two sources (1:1) against one. Bounded: each sink stops itself
 # (--expect, --duration); every process is ours, by PID; loopback only.
 import datetime
-import json
 import os
 import smtplib
 import socket
@@ -31,17 +30,6 @@ N_RATE = 600  # each rate run
 SOURCES = ["--egress-source", "a=127.0.0.2,ehlo=a.egress.test", "--egress-source", "b=127.0.0.3,ehlo=b.egress.test"]
 ADDRESS = {"a": "127.0.0.2", "b": "127.0.0.3"}
 EHLO = {"127.0.0.2": "a.egress.test", "127.0.0.3": "b.egress.test"}
-
-
-def records(path):
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
 def saved(directory):
@@ -65,28 +53,6 @@ def saved(directory):
     return out
 
 
-def start_sink(binary, port, save, expect):
-    p = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--quiet", "--json",
-                          "--max-rate-per-ip", str(RATE), "--save", save, "--expect", str(expect), "--duration", "90"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    harness.register_cleanup(lambda: p.poll() is None and p.kill())  # by PID, ours
-    if not harness.connectable(port):
-        raise harness.Failed("ringrelay-sink does not listen")
-    return p
-
-
-def finish(p, timeout):
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-    try:
-        return json.loads(out), err
-    except ValueError:
-        return {}, err
-
-
 def send(relay, sender, first, count):
     host, port = relay.address()
     s = smtplib.SMTP(host, port, timeout=30)
@@ -101,16 +67,17 @@ def run_relay(relay_bin, sink_bin, pool_flags, mail):
     port = harness.free_port()
     save = harness.temp_dir("rr-egress-save-")
     total = sum(n for _, n in mail)
-    sink = start_sink(sink_bin, port, save, total)
+    sink = harness.start_sink(sink_bin, port, ["--max-rate-per-ip", str(RATE), "--save", save, "--expect", str(total),
+                                               "--duration", "90"])
     relay = harness.Relay(relay_bin, ["--smarthost", f"127.0.0.1:{port}", "--retry-intervals", "1s",
                                       "--no-default-shaping"] + SOURCES + pool_flags, shards=2).start()
     first = 0
     for sender, count in mail:
         send(relay, sender, first, count)
         first += count
-    stats, err = finish(sink, 90)
+    stats, err = harness.sink_result(sink, 90)
     relay.stop()
-    return relay, stats, saved(save), records(relay.log_path), err
+    return relay, stats, saved(save), harness.log_records(relay.log_path), err
 
 
 def delivered_rate(log):
