@@ -12,6 +12,7 @@
 # SECURITY: nothing here leaves loopback; every wait is bounded.
 import atexit
 import contextlib
+import datetime
 import json
 import os
 import random
@@ -590,6 +591,36 @@ def read_reception_log(path):
             if rec.get("type") == "Reception":
                 out.append(rec)
     return out
+
+
+def log_records(path):
+    """Every JSON record in a delivery log so far (a line still being written is skipped)."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return out
+
+
+def record_time(record):
+    """A log record's "time" (ISO 8601, UTC) as seconds since the epoch."""
+    return datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+
+
+def wait_until(pred, timeout):
+    """Polls pred() every 50 ms for up to `timeout` seconds; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
 
 
 def reception_record(relay, qid, timeout=10):

@@ -23,7 +23,6 @@
 # delivered no more than the halved rate allows (an upper bound: a slow machine only delivers
 # fewer), and some messages go after the resume. Bounded: each sink stops itself (--duration);
 # every process is ours, by PID.
-import datetime
 import json
 import os
 import smtplib
@@ -43,24 +42,8 @@ RATE = 40          # the configured max_message_rate
 THROTTLE_SECONDS = 4
 
 
-def records(path):
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
-def wait_for(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
+records = harness.log_records
+wait_for = harness.wait_until
 
 
 def sink(binary, port, extra):
@@ -91,10 +74,6 @@ def send(relay, n, tag):
         s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
                    f"Subject: {tag} {i}\r\nMessage-ID: <{tag}{i}@example.org>\r\n\r\nbody {i}\r\n")
     s.quit()
-
-
-def unix_time(record):
-    return datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
 
 
 def suspend_case(c, relay_bin, sink_bin):
@@ -186,10 +165,10 @@ def throttle_case(c, relay_bin, sink_bin):
     transient = [x for x in log if x.get("type") == "TransientFailure"]
     c.check(len(transient) == refused, "throttle: the deferrals are exactly the messages the sink refused",
             (len(transient), refused))
-    deliveries = sorted(unix_time(x) for x in log if x.get("type") == "Delivery")
+    deliveries = sorted(harness.record_time(x) for x in log if x.get("type") == "Delivery")
     c.check(len(deliveries) == THROTTLE_N, f"throttle: {THROTTLE_N} Delivery records", len(deliveries))
     if thr and res:
-        start, end = unix_time(thr[-1]), unix_time(res[0])
+        start, end = harness.record_time(thr[-1]), harness.record_time(res[0])
         during = sum(1 for t in deliveries if start <= t < end)
         after = sum(1 for t in deliveries if t >= end)
         # Upper bound only: the halved rate's token bucket (a second's worth of burst) plus one.
