@@ -159,6 +159,18 @@ def private_postfix(work, name, main_cf, tls=False):
     return d, port
 
 
+def postfix_work_dir(prefix):
+    """A new directory for private_postfix() instances, after checking that one can run here:
+    Postfix installed (else harness.missing()) and root (else a skip)."""
+    if shutil.which("postfix") is None or shutil.which("postconf") is None:
+        missing("Postfix is not installed (scripts/install-deps --test installs it)")
+    if os.geteuid() != 0:
+        raise Skip("a private Postfix instance needs root")
+    work = temp_dir(prefix)
+    os.chmod(work, 0o755)  # Postfix's own users must reach the queue under it (mkdtemp makes 0700)
+    return work
+
+
 def maillog(d):
     """What a private_postfix() in directory `d` has logged so far ("" before its first line)."""
     try:

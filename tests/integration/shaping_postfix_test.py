@@ -21,7 +21,6 @@
 import collections
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -60,12 +59,7 @@ def scenario(c):
     for p in (relay, bench):
         if not os.access(p, os.X_OK):
             raise harness.Skip(f"{p} is not built")
-    if shutil.which("postfix") is None or shutil.which("postconf") is None:
-        harness.missing("Postfix is not installed (scripts/install-deps --test installs it)")
-    if os.geteuid() != 0:
-        raise harness.Skip("a private Postfix instance needs root")
-    work = harness.temp_dir("rr-shaping-postfix-")
-    os.chmod(work, 0o755)  # Postfix's own users must reach the queue under it (mkdtemp makes 0700)
+    work = harness.postfix_work_dir("rr-shaping-postfix-")
     d, pf_port = postfix_receiver(work)
     site = f"127.0.0.1:{pf_port}"
     spool = os.path.join(work, "spool")
