@@ -112,7 +112,7 @@ def svg_chart(series, path):
     peak = max([LIMIT_RATE * 1.25] + [max(d, r) for s in series.values() for d, r in s])
     ymax = min((int(peak / 100) + 1) * 100, 4 * LIMIT_RATE)  # higher values are clipped (and labelled)
     plot_w = width - left - 20
-    height = top + len(series) * (panel_h + gap)
+    height = top + len(series) * (panel_h + gap) + 20  # the legend below the last panel's axis
     x = lambda t: left + plot_w * t / max(seconds - 1, 1)  # noqa: E731
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
