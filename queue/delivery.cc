@@ -119,6 +119,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             job->origin_shard = _shard;
             job->route = r;
             job->started_ms = now_ms;
+            job->expires_us = _max_age_us == 0 ? 0 : m.arrival_us + _max_age_us;
             jobs.push_back(job);
         }
         job->rcpt_index.push_back(i);
