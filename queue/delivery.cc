@@ -129,6 +129,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             job->origin_shard = _shard;
             job->route = r;
             job->started_ms = now_ms;
+            job->expires_us = _max_age_us == 0 ? 0 : m.arrival_us + _max_age_us;
             // This shard's chooser: the source must be known before the site's owner is (the
             // source is part of the site's key), and per-shard state needs no lock. Over a
             // pool's total weight of jobs made here, each source gets exactly its weight.

@@ -73,6 +73,9 @@ struct delivery_job {
     const std::string* spool_dir = nullptr;  // the origin shard's (outlives every job)
     body_ptr body;                           // held while the job is on a connection
     std::int64_t started_ms = 0;  // when the attempt was scheduled (monotonic)
+    // The message's arrival + --max-age (Unix microseconds; 0: none): a job still waiting at
+    // its site then (held by the message rate or a suspension) ends there as expired.
+    std::uint64_t expires_us = 0;
     // The site the job goes to (queue/destination_pool.h), set before it is sent to the site's
     // owner shard: by the origin for a static route, by the domain's owner once the MX plan is
     // known. site_key is what the owner shard is chosen by (hash % shards).

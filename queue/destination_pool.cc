@@ -217,6 +217,29 @@ void destination_pool::fail_ready_jobs(destination& d, recipient_status status, 
     }
 }
 
+void destination_pool::expire_waiting(site& s, std::uint64_t now_unix_us) {
+    _expired.clear();
+    s.ready->take_if([now_unix_us](const delivery_job& j) { return j.expires_us != 0 && j.expires_us <= now_unix_us; },
+                     _expired);
+    if (_expired.empty()) return;
+    const std::string why = "held at the site past --max-age (shaping: its message rate or a suspension)";
+    protocol::outcome_reply reply;
+    reply.origin = protocol::reply_origin::local;
+    reply.code = 451;
+    reply.enhanced.status_class = 4;
+    reply.enhanced.subject = 4;
+    reply.enhanced.detail = 7;
+    reply.text = "4.4.7 " + why;
+    const next_hop_ref hop{"", "", "", s.name};
+    for (delivery_job* job : _expired) {
+        protocol::message_outcome outcome;
+        outcome.kind = protocol::outcome_kind::transient_failure;
+        outcome.reply = reply;
+        _owner.job_finished(job, std::move(outcome), hop, why);
+    }
+    _expired.clear();
+}
+
 // ---- sites: limits and connections ------------------------------------------------------
 
 resolved_shaping destination_pool::limits_of(const site& s) const {
@@ -584,6 +607,12 @@ void destination_pool::take_new_rules() noexcept {
 
 void destination_pool::tick(std::int64_t now_ms) noexcept {
     take_new_rules();
+    if (now_ms >= _next_expiry_sweep_ms && !_stopping) {
+        _next_expiry_sweep_ms = now_ms + expiry_sweep_ms;
+        const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
+        for (auto& [name, s] : _sites)
+            if (!s->ready->empty()) expire_waiting(*s, unix_now);
+    }
     for (auto& [name, d] : _destinations)
         if (!d->ready->empty()) dispatch(*d);
     for (auto& [name, s] : _sites) dispatch(*s);  // growth, ends; waiting jobs

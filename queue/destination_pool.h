@@ -161,6 +161,8 @@ protected:
 inline constexpr std::uint32_t throttled_refusals_before_deferring = 6;
 // As many failures on our side in a row (no local port or address) before the same.
 inline constexpr std::uint32_t local_failures_before_deferring = 6;
+// How often the jobs waiting at the sites are looked at for --max-age (destination_pool::tick).
+inline constexpr std::int64_t expiry_sweep_ms = 10'000;
 // A wait for a token or a suspension's end is armed this much late: the coarse clock trails
 // the precise one that fires the alarm by a scheduler tick (core/clock.h).
 inline constexpr std::int64_t coarse_slack_ms = 4;
@@ -232,6 +234,10 @@ private:
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
     // Every job waiting for `s` is deferred (the site cannot be reached).
     void defer_ready_jobs(site& s, const next_hop_ref& hop, const std::string& why);
+    // Jobs waiting at `s` whose message is past --max-age (delivery_job::expires_us <= now_unix_us)
+    // end with a local 451 4.4.7: the origin finds them expired and writes the Expiration and
+    // its DSN. Mail held by the message rate or a suspension expires like mail in a retry.
+    void expire_waiting(site& s, std::uint64_t now_unix_us);
     void retire(site& s, outbound_link& c);
     // One more consecutive failure: the site backs off until its timer ends it.
     void back_off(site& s) noexcept;
@@ -275,6 +281,8 @@ private:
     std::vector<outbound_link*> _flush;      // output waiting, this turn
     std::vector<outbound_link*> _graveyard;  // closed, freed once retirable()
     core::timer_wheel<site*> _wakes;         // monotonic ms
+    std::int64_t _next_expiry_sweep_ms = 0;  // monotonic
+    std::vector<delivery_job*> _expired;     // expire_waiting()'s, reused
     bool _stopping = false;
 };
 

@@ -178,8 +178,15 @@ void dkim_job::clear() noexcept {
     _errors.clear();
 }
 
-void dkim_job::run(unsigned worker) noexcept {
-    dkim::signer_cache* cache = _signer != nullptr ? &_signer->cache(worker) : nullptr;
+void dkim_job::run(unsigned worker) noexcept { sign_with(_signer != nullptr ? &_signer->cache(worker) : nullptr); }
+
+bool dkim_job::ed25519_only() const noexcept {
+    for (const dkim_key* k : _keys)
+        if (k->key.alg != dkim::algorithm::ed25519_sha256) return false;
+    return !_keys.empty();
+}
+
+void dkim_job::sign_with(dkim::signer_cache* cache) noexcept {
     try {
         const std::vector<std::string_view> h =
             dkim::header_list(_fields, _table->header_names(), _table->oversigned());

@@ -24,6 +24,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <vector>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -42,6 +43,20 @@ public:
     [[nodiscard]] delivery_job* pop() noexcept;
     [[nodiscard]] bool empty() const noexcept { return _jobs.empty(); }
     [[nodiscard]] std::size_t size() const noexcept { return _jobs.size(); }
+    // Moves every job for which pred(job) holds to `out` (in queue order); the others keep
+    // their order. O(size).
+    template <typename Pred>
+    void take_if(Pred pred, std::vector<delivery_job*>& out) {
+        std::size_t kept = 0;
+        for (delivery_job* job : _jobs) {
+            if (pred(*job)) {
+                out.push_back(job);
+            } else {
+                _jobs[kept++] = job;
+            }
+        }
+        _jobs.resize(kept);
+    }
 
 private:
     friend class scheduler;

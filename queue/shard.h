@@ -29,6 +29,7 @@
 #include "core/tls.h"
 #include "core/work_pool.h"
 #include "protocol/bounce_class.h"
+#include "protocol/dkim_sign.h"
 #include "protocol/server_session.h"
 #include "queue/auth.h"
 #include "queue/connection.h"
@@ -171,6 +172,9 @@ public:
     [[nodiscard]] inbound_auth* auth() noexcept { return _auth; }
     // The relay's DKIM signer; null without --dkim-key.
     [[nodiscard]] dkim_signer* dkim() noexcept { return _dkim; }
+    // This shard's OpenSSL signing state, for the messages it signs itself (Ed25519 only:
+    // queue/dkim_signer.h). Shard thread only.
+    [[nodiscard]] protocol::dkim::signer_cache& dkim_cache() noexcept { return _dkim_cache; }
     // Where this shard's work-pool items (password checks) come back.
     [[nodiscard]] core::work_return& work_return() noexcept { return _work_return; }
     // Password checks waiting for room (queue/auth.h). Pumped every auth_retry_ms while not
@@ -246,6 +250,7 @@ private:
     std::optional<core::tls_context> _tls_context;
     std::uint64_t _tls_generation = 0;  // of the credentials _tls_context was built from
     core::work_return _work_return;
+    protocol::dkim::signer_cache _dkim_cache;  // Ed25519 signed on the shard
     auth_wait_queue _auth_queue;
     std::int64_t _next_auth_pump_ms = 0;
     bool _auth_pump_wanted = false;

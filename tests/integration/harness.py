@@ -12,6 +12,7 @@
 # SECURITY: nothing here leaves loopback; every wait is bounded.
 import atexit
 import contextlib
+import datetime
 import json
 import os
 import random
@@ -156,6 +157,18 @@ def private_postfix(work, name, main_cf, tls=False):
     if r.returncode != 0:
         raise RuntimeError(f"private Postfix did not start: {r.stderr[-800:]}")
     return d, port
+
+
+def postfix_work_dir(prefix):
+    """A new directory for private_postfix() instances, after checking that one can run here:
+    Postfix installed (else harness.missing()) and root (else a skip)."""
+    if shutil.which("postfix") is None or shutil.which("postconf") is None:
+        missing("Postfix is not installed (scripts/install-deps --test installs it)")
+    if os.geteuid() != 0:
+        raise Skip("a private Postfix instance needs root")
+    work = temp_dir(prefix)
+    os.chmod(work, 0o755)  # Postfix's own users must reach the queue under it (mkdtemp makes 0700)
+    return work
 
 
 def maillog(d):
@@ -593,18 +606,33 @@ def read_reception_log(path):
 
 
 def log_records(path):
-    """Every JSON record of a delivery log, in order; a line that is not JSON (a partly written
-    last line) is passed over."""
+    """Every JSON record in a delivery log so far (a line still being written is skipped)."""
     out = []
-    if not path or not os.path.exists(path):
-        return out
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
     return out
+
+
+def record_time(record):
+    """A log record's "time" (ISO 8601, UTC) as seconds since the epoch."""
+    return datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+
+
+def wait_until(pred, timeout):
+    """Polls pred() every 50 ms for up to `timeout` seconds; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
 
 
 def start_sink(binary, port, args):

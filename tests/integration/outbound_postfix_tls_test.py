@@ -13,7 +13,6 @@
 # Skips (77) without Postfix. Bounded: every wait has a deadline, Postfix is stopped at exit.
 import os
 import re
-import shutil
 import smtplib
 import subprocess
 import sys
@@ -46,12 +45,7 @@ def send(relay, rcpt):
 def scenario(c):
     binary = sys.argv[1] if len(sys.argv) > 1 else harness.ringrelay_path()
     sink_bin = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(binary), "sink", "ringrelay-sink")
-    if shutil.which("postfix") is None or shutil.which("postconf") is None:
-        harness.missing("Postfix is not installed (scripts/install-deps --test installs it)")
-    if os.geteuid() != 0:
-        raise harness.Skip("a private Postfix instance needs root")
-    work = harness.temp_dir("rr-opfx-")
-    os.chmod(work, 0o755)  # Postfix's own users must reach the queue under it (mkdtemp makes 0700)
+    work = harness.postfix_work_dir("rr-opfx-")
 
     # 1. required, to Postfix with STARTTLS: delivered over TLS, seen by both sides.
     sink = Sink(sink_bin)

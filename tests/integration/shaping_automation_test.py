@@ -10,8 +10,19 @@
 # Checks: a Shaping record "suspend" naming the site with the reply as its cause; every one of
 # the N messages arrives at the second sink; the deferrals are exactly the messages the first
 # sink refused (the others waited in the site's queue without using a retry); a "resume"
-# record comes before the first Delivery (nothing was sent while suspended). Bounded: each sink
-# stops itself (--duration); every process is ours, by PID.
+# record comes before the first Delivery (nothing was sent while suspended).
+# Then a throttle rule, the same way: the next hop answers every message with
+#   451 4.7.0 [TS03] Messages from 127.0.0.1 temporarily deferred due to unexpected volume ...
+# (--defer-rate 1 --defer-reply ...: a reply that is no signal for the closed loop, so only the
+# rule acts), the relay has max_message_rate "40/s" and
+#   {"match": "\\[TS03\\]", "action": "throttle", "factor": 0.5, "duration": "4s"}
+# and the sink is replaced by an accepting one once the rule has fired. Checks: a Shaping
+# "throttle" record naming the site with the reply as its cause and the rate halved (40 -> 20);
+# a "resume" record ("throttle ended") that restores 40; every message arrives, and the
+# deferrals are exactly the messages the first sink refused; between the two records the relay
+# delivered no more than the halved rate allows (an upper bound: a slow machine only delivers
+# fewer), and some messages go after the resume. Bounded: each sink stops itself (--duration);
+# every process is ours, by PID.
 import json
 import os
 import smtplib
@@ -24,26 +35,15 @@ import harness
 N = 20
 TSS04 = ("421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or "
          "user complaints - 4.16.55.1")
+TS03 = ("451 4.7.0 [TS03] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or "
+        "user complaints - 4.16.56.1")
+THROTTLE_N = 200
+RATE = 40          # the configured max_message_rate
+THROTTLE_SECONDS = 4
 
 
-def records(path):
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
-
-
-def wait_for(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
+records = harness.log_records
+wait_for = harness.wait_until
 
 
 def sink(binary, port, extra):
@@ -67,8 +67,16 @@ def finish(p, timeout):
         return {}, err
 
 
-def scenario(c):
-    relay_bin, sink_bin = sys.argv[1], sys.argv[2]
+def send(relay, n, tag):
+    host, rport = relay.address()
+    s = smtplib.SMTP(host, rport, timeout=30)
+    for i in range(n):
+        s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
+                   f"Subject: {tag} {i}\r\nMessage-ID: <{tag}{i}@example.org>\r\n\r\nbody {i}\r\n")
+    s.quit()
+
+
+def suspend_case(c, relay_bin, sink_bin):
     port = harness.free_port()
     site = f"127.0.0.1:{port}"
     rules = os.path.join(harness.temp_dir("rr-automation-"), "rules.json")
@@ -78,12 +86,7 @@ def scenario(c):
     throttling = sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", TSS04, "--duration", "60"])
     relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1s", "--no-default-shaping",
                                       "--shaping", rules], shards=2).start()
-    host, rport = relay.address()
-    s = smtplib.SMTP(host, rport, timeout=30)
-    for i in range(N):
-        s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
-                   f"Subject: automation {i}\r\nMessage-ID: <a{i}@example.org>\r\n\r\nbody {i}\r\n")
-    s.quit()
+    send(relay, N, "a")
     suspended = lambda: [x for x in records(relay.log_path) if x.get("type") == "Shaping"  # noqa: E731
                          and x.get("event") == "suspend"]
     c.check(wait_for(lambda: suspended(), 30), "the [TSS04] reply suspends the site (a Shaping record)",
@@ -114,6 +117,73 @@ def scenario(c):
             (resume, first_delivery))
     delivered = {x.get("recipient") for x in log if x.get("type") == "Delivery"}
     c.check(len(delivered) == N, f"{N} Delivery records, one per recipient", len(delivered))
+
+
+def throttle_case(c, relay_bin, sink_bin):
+    port = harness.free_port()
+    site = f"127.0.0.1:{port}"
+    rules = os.path.join(harness.temp_dir("rr-throttle-"), "rules.json")
+    with open(rules, "w") as f:
+        json.dump({"default": {"connection_limit": 2, "max_message_rate": f"{RATE}/s"},
+                   "automation": [{"match": "\\[TS03\\]", "action": "throttle", "factor": 0.5,
+                                   "duration": f"{THROTTLE_SECONDS}s"}]}, f)
+    throttling = sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", TS03, "--duration", "60"])
+    relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1s", "--no-default-shaping",
+                                      "--shaping", rules], shards=2).start()
+    send(relay, THROTTLE_N, "t")
+    shaping = lambda event: [x for x in records(relay.log_path) if x.get("type") == "Shaping"  # noqa: E731
+                             and x.get("event") == event]
+    c.check(wait_for(lambda: shaping("throttle"), 30), "throttle: the [TS03] reply throttles the site (a Shaping "
+            "record)", relay.stderr()[-500:])
+    # The replacement sink must listen before the throttle ends (it is renewed by each refusal).
+    throttling.terminate()
+    first, _ = finish(throttling, 30)
+    accepting = sink(sink_bin, port, ["--expect", str(THROTTLE_N), "--duration", "90"])
+    second, err = finish(accepting, 120)
+    c.check(wait_for(lambda: shaping("resume"), 2 * THROTTLE_SECONDS + 5), "throttle: a resume record follows",
+            [x.get("event") for x in records(relay.log_path) if x.get("type") == "Shaping"])
+    relay.stop()
+    log = records(relay.log_path)
+    thr, res = shaping("throttle"), shaping("resume")
+    t0 = thr[0] if thr else {}
+    c.check(t0.get("site") == site and "[TS03]" in str(t0.get("cause")) and str(t0.get("cause")).startswith(
+            "automation: 451 4.7.0 [TS03]"), "throttle: the record names the site and has the reply as its cause", t0)
+    c.check(t0.get("rate") == {"old": float(RATE), "new": RATE / 2},
+            f"throttle: the record halves the rate ({RATE} -> {RATE // 2} a second)", t0.get("rate"))
+    c.check(all(x.get("rate", {}).get("new") == RATE / 2 for x in thr),
+            "throttle: a renewed throttle keeps the halved rate (the factor is not applied twice)",
+            [x.get("rate") for x in thr])
+    r0 = res[0] if res else {}
+    c.check(len(res) == 1 and r0.get("cause") == "throttle ended" and r0.get("rate") == {"old": RATE / 2,
+                                                                                          "new": float(RATE)},
+            f"throttle: one resume record, 'throttle ended', restoring {RATE} a second", res)
+    refused = first.get("deferred", -1)
+    c.info(f"throttle: the first sink refused {refused} message(s) with [TS03]; {len(thr)} throttle record(s)")
+    c.check(refused >= 1, "throttle: the first sink refused some messages", refused)
+    c.check(second.get("received") == THROTTLE_N, f"throttle: all {THROTTLE_N} messages arrive",
+            (second.get("received"), err[-300:]))
+    transient = [x for x in log if x.get("type") == "TransientFailure"]
+    c.check(len(transient) == refused, "throttle: the deferrals are exactly the messages the sink refused",
+            (len(transient), refused))
+    deliveries = sorted(harness.record_time(x) for x in log if x.get("type") == "Delivery")
+    c.check(len(deliveries) == THROTTLE_N, f"throttle: {THROTTLE_N} Delivery records", len(deliveries))
+    if thr and res:
+        start, end = harness.record_time(thr[-1]), harness.record_time(res[0])
+        during = sum(1 for t in deliveries if start <= t < end)
+        after = sum(1 for t in deliveries if t >= end)
+        # Upper bound only: the halved rate's token bucket (a second's worth of burst) plus one.
+        bound = (RATE / 2) * (end - start) + RATE / 2 + 1
+        c.info(f"throttle: {during} deliveries in the {end - start:.2f} s between the last throttle record and the "
+               f"resume (at most {bound:.0f} at {RATE // 2}/s), {after} after it")
+        c.check(during <= bound, f"throttle: no more deliveries while throttled than {RATE // 2}/s allows",
+                (during, round(bound)))
+        c.check(after >= 1, "throttle: mail still flows after the throttle ends", after)
+
+
+def scenario(c):
+    relay_bin, sink_bin = sys.argv[1], sys.argv[2]
+    suspend_case(c, relay_bin, sink_bin)
+    throttle_case(c, relay_bin, sink_bin)
 
 
 if __name__ == "__main__":

@@ -723,6 +723,56 @@ TEST_F(DestinationPoolTest, AJobTheMessageRateHoldsBackWaitsInTheReadyQueueWitho
     EXPECT_EQ(_factory.made.size(), 1u);
 }
 
+// Review finding (issue 17): mail held at its site by the message rate (or a suspension) is not
+// in a retry, so only the site can end it when its message passes --max-age: the waiting jobs
+// past their expiry end with a local 451 4.4.7 (the origin then writes the Expiration), the
+// others keep waiting in their order.
+TEST_F(DestinationPoolTest, JobsHeldAtTheSitePastMaxAgeEndAsExpiredAndTheOthersKeepWaiting) {
+    _rules_json = R"({"default": {"max_message_rate": "1/h,max_burst=1"}})";
+    const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
+    // Expiries: an hour away, 30 s away, none (0), 30 s away, an hour away.
+    const std::uint64_t expiry[] = {unix_now + 3'600'000'000ULL, unix_now + 30'000'000, 0, unix_now + 30'000'000,
+                                    unix_now + 3'600'000'000ULL};
+    std::vector<delivery_job*> jobs;
+    for (std::uint64_t e : expiry) {
+        auto* job = new delivery_job();
+        job->route = static_route();
+        job->expires_us = e;
+        jobs.push_back(job);
+        pool().submit(job);
+    }
+    ASSERT_EQ(_factory.made.size(), 1u);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    ASSERT_EQ(c.assigned.size(), 1u) << "one token: the first job goes, the rest wait for the rate";
+    const site& s = *pool().find_site("127.0.0.1:2526");
+    ASSERT_EQ(s.ready->size(), 4u);
+    pool().tick(_clock.now_ms);
+    EXPECT_TRUE(_owner.finished.empty()) << "nothing is past its expiry yet";
+    _clock.now_ms += 31'000;  // past the 30 s expiries, and past the next sweep
+    pool().tick(_clock.now_ms);
+    ASSERT_EQ(_owner.finished.size(), 2u) << "the two jobs 30 s from expiry";
+    EXPECT_EQ(_owner.finished[0].job, jobs[1]);
+    EXPECT_EQ(_owner.finished[1].job, jobs[3]);
+    for (const finished_job& f : _owner.finished) {
+        EXPECT_EQ(f.outcome.kind, protocol::outcome_kind::transient_failure);
+        EXPECT_EQ(f.outcome.reply.origin, protocol::reply_origin::local);
+        EXPECT_EQ(f.outcome.reply.code, 451);
+        EXPECT_EQ(f.outcome.reply.enhanced.subject, 4);
+        EXPECT_EQ(f.outcome.reply.enhanced.detail, 7);
+        EXPECT_NE(f.why.find("--max-age"), std::string::npos) << f.why;
+        EXPECT_EQ(f.hop.site, "127.0.0.1:2526");
+    }
+    ASSERT_EQ(s.ready->size(), 2u) << "the others keep waiting";
+    // In their order (popped and put back: the scheduler frees what its queues hold).
+    delivery_job* first = s.ready->pop();
+    delivery_job* second = s.ready->pop();
+    EXPECT_EQ(first, jobs[2]);
+    EXPECT_EQ(second, jobs[4]);
+    s.ready->push(first);
+    s.ready->push(second);
+}
+
 constexpr const char* too_many_connections = "4.7.0 Try again later, closing connection. (too many connections from your IP)";
 
 // ringrelay-sink --max-connections-per-ip's refusal, as queue::outbound reports it.

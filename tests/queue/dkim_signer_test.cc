@@ -158,6 +158,44 @@ TEST_F(DkimSigner, JobMakesOneFieldPerKey) {
     EXPECT_TRUE(job.fields().empty());
 }
 
+// The shard signs an Ed25519-only message itself (connection::begin_commit): ed25519_only()
+// picks the path, and sign_with() on a caller's cache makes what the pool would make; any RSA
+// key sends the job to the pool.
+TEST_F(DkimSigner, Ed25519OnlyJobsSignWithTheCallersCache) {
+    core::config c;
+    c.dkim_keys = {"example.org:ed:" + ed, "example.org:ed2:" + ed2, "other.example:rsa:" + rsa};
+    auto table = dkim_keys::load(c);
+    ASSERT_TRUE(table.has_value()) << table.error();
+    dkim_plan plan = plan_signatures(**table, message);
+    ASSERT_EQ(plan.keys.size(), 2U);
+    dkim_job job(nullptr, [](void*, dkim_job&) noexcept {});
+    job.prepare(*table, plan.keys, plan.fields, body_hash_of(message), 1796500000);
+    EXPECT_TRUE(job.ed25519_only());
+    dkim::signer_cache cache;
+    job.sign_with(&cache);
+    EXPECT_TRUE(job.errors().empty());
+    EXPECT_EQ(cache.size(), 2U);  // the caller's state signed, one entry per key
+    const std::string inline_fields = job.fields();
+    dkim_job pooled(nullptr, [](void*, dkim_job&) noexcept {});
+    pooled.prepare(*table, plan.keys, plan.fields, body_hash_of(message), 1796500000);
+    pooled.run(0);
+    // Ed25519 is deterministic (RFC 8032): the same input gives the same signature.
+    EXPECT_EQ(inline_fields, pooled.fields());
+    EXPECT_EQ(job.summaries(), (std::vector<std::string>{"d=example.org s=ed a=ed25519-sha256",
+                                                         "d=example.org s=ed2 a=ed25519-sha256"}));
+    // An RSA key among them: the pool's job.
+    const dkim_key* rsa_key = nullptr;
+    for (const dkim_key& k : (*table)->keys())
+        if (k.selector == "rsa") rsa_key = &k;
+    ASSERT_NE(rsa_key, nullptr);
+    std::vector<const dkim_key*> mixed = plan.keys;
+    mixed.push_back(rsa_key);
+    job.prepare(*table, mixed, plan.fields, body_hash_of(message), 1796500000);
+    EXPECT_FALSE(job.ed25519_only());
+    job.prepare(*table, {}, plan.fields, body_hash_of(message), 1796500000);
+    EXPECT_FALSE(job.ed25519_only());  // nothing to sign is not the shard's signing either
+}
+
 // A key that cannot sign (here an Ed25519 key said to be RSA, which OpenSSL refuses to sign
 // with SHA-256) leaves an error and no field; the other key still signs.
 TEST_F(DkimSigner, AKeyThatFailsIsAnErrorAndTheOthersStillSign) {
