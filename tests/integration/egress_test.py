@@ -77,6 +77,8 @@ def run_relay(relay_bin, sink_bin, pool_flags, mail):
         first += count
     stats, err = harness.sink_result(sink, 90)
     relay.stop()
+    if relay.returncode != 0:  # e.g. a sanitizer's report at exit
+        raise harness.Failed(f"ringrelay exited with {relay.returncode}: {relay.stderr()[-1500:]}")
     return relay, stats, saved(save), harness.log_records(relay.log_path), err
 
 
