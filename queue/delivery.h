@@ -102,6 +102,10 @@ public:
     [[nodiscard]] bool idle() const noexcept {
         return _pool.idle() && _store.reads_in_flight() == 0 && _compactor.idle();
     }
+    // Shutdown: what has arrived from other shards, handled now; then whether anything of this
+    // shard's still waits to cross (queue/shard_links.h, shard_links::settle).
+    void drain_incoming() noexcept { _hop.drain(); }
+    [[nodiscard]] bool outgoing_idle() const noexcept { return _hop.idle(); }
     [[nodiscard]] const compaction_counters& compaction() const noexcept { return _compactor.counters(); }
     void on_turn_end() noexcept;
 

@@ -157,7 +157,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
             break;
         }
         tick();
-        if (_stopping && drained()) break;
+        if (_stopping && may_exit()) break;
     }
     // Let the last log records reach the file.
     while (!_log->idle() && _reactor.run_once(100)) {}
@@ -267,6 +267,35 @@ void shard::tick() noexcept {
         _front->stop_connections(true);
     }
     _front->tick();
+}
+
+bool shard::may_exit() noexcept {
+    if (!drained()) {
+        if (_settled) {
+            _settled = false;
+            _links.settle(false);
+        }
+        return false;
+    }
+    // After the grace period a shard no longer waits for the others (an outcome still to come
+    // from one means that message goes again after a restart: at least once, never lost).
+    if (_grace_over) return true;
+    // The count is read before this shard looks at its mailboxes: a shard counted in it had
+    // pushed whatever it sent before it settled, so the drain below sees it. Two passes: one
+    // that settles this shard, one that sees itself counted.
+    for (int pass = 0; pass < 2; ++pass) {
+        const unsigned all = _links.settled();
+        _delivery->drain_incoming();
+        const bool settled = drained() && _delivery->outgoing_idle();
+        if (settled != _settled) {
+            _settled = settled;
+            _links.settle(settled);
+            if (settled) continue;
+            return false;
+        }
+        return settled && all == _links.shards();
+    }
+    return false;
 }
 
 bool shard::drained() const noexcept {

@@ -222,6 +222,9 @@ private:
     // Builds this shard's server context from the relay's current credentials.
     [[nodiscard]] std::string build_tls_context();
     [[nodiscard]] bool drained() const noexcept;
+    // Stopping: true once this shard and every other one are settled (shard_links::settle), or
+    // once this shard is drained after its grace period.
+    [[nodiscard]] bool may_exit() noexcept;
 
     // Fixed after construction.
     const unsigned _index;
@@ -271,6 +274,7 @@ private:
     std::int64_t _stop_deadline_ms = 0;
     bool _stopping = false;
     bool _grace_over = false;
+    bool _settled = false;  // counted in _links' settled()
     std::uint16_t _reported = 0;  // report kinds logged since the last tick
     std::string _fixed_buffers_refusal;  // the kernel's answer to the registration, if a refusal
     core::operation<&shard::on_stop_request> _stop{*this};

@@ -16,6 +16,7 @@
 // Threading: shard_links: written by the relay's thread before the shards run, read-only
 // after. shard_hop: shard-local.
 #pragma once
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <vector>
@@ -56,8 +57,24 @@ public:
         return _incoming[to];
     }
 
+    // Shutdown (queue/shard.cc, shard::may_exit): how many shards are settled: stopping, with
+    // nothing of their own in flight, nothing waiting to cross and nothing unread in their
+    // incoming mailboxes. A shard leaves its loop only once all of them are, so that no job's
+    // outcome is sent to a shard that has already gone (a message delivered by another shard's
+    // connection would then never be journaled as delivered, and go again after a restart).
+    // Any shard thread.
+    void settle(bool settled) const noexcept {
+        if (settled) {
+            _settled.fetch_add(1, std::memory_order_seq_cst);
+        } else {
+            _settled.fetch_sub(1, std::memory_order_seq_cst);
+        }
+    }
+    [[nodiscard]] unsigned settled() const noexcept { return _settled.load(std::memory_order_seq_cst); }
+
 private:
     const unsigned _shards;
+    mutable std::atomic<unsigned> _settled{0};  // see settle()
     std::vector<std::unique_ptr<core::mailbox<cross_message>>> _boxes;  // [from * shards + to]
     std::vector<std::vector<core::mailbox<cross_message>*>> _incoming;  // [to]
 };
@@ -79,6 +96,12 @@ public:
     void flush() noexcept;
     // The tick: everything in the incoming mailboxes, to their consumer.
     void drain() noexcept;
+    // Nothing waits here for room in a ring.
+    [[nodiscard]] bool idle() const noexcept {
+        for (const auto& p : _pending)
+            if (!p.empty()) return false;
+        return true;
+    }
 
 private:
     core::reactor& _reactor;
