@@ -43,6 +43,7 @@
 // Lifecycle: made when a (source, site) gets its first job; reconfigure() on a rules reload.
 // Threading: the site's owner shard only.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -58,8 +59,15 @@ namespace ringrelay::queue {
 struct controller_params {
     std::uint32_t decrease_percent = 85;  // multiplicative decrease (beta), percent
     std::uint32_t min_samples = 10;       // deliveries (or attempts) an estimate needs
+    std::uint64_t lookback_us = 2 * us_per_second;       // the estimation window of a cut
+    std::uint64_t min_measure_us = 250'000;              // a cut's measurement at the new rate is at least this long
+    std::uint32_t mostly_refused = 4;                    // refusals per delivery that cut without waiting
+    std::uint64_t episode_gap_us = 120 * us_per_second;  // a rate signal this long after the last one starts an episode
+    std::uint64_t horizon_us = 60 * us_per_second;       // how far back a block's end measures (at most 63 s)
+    std::uint64_t block_probe_milli = 1000;              // the rate while the receiver refuses everything
     std::uint64_t increase_interval_us = 2 * us_per_second;
-    std::uint32_t increase_percent = 5;   // of the rate set at the last cut, per interval
+    std::uint32_t increase_percent = 10;  // of the current rate per interval, below the good rate
+    std::uint32_t probe_percent = 2;      // of the good rate, times the intervals spent above it, per interval
     std::uint64_t connection_increase_interval_us = 30 * us_per_second;
     std::uint64_t forget_after_us = 600 * us_per_second;
     std::uint64_t min_rate_milli = 16;    // one message a minute
@@ -140,12 +148,18 @@ private:
         std::uint64_t attempts = 0;
     };
     void count(bool delivered, std::uint64_t now_us);
-    void restart_window(std::uint64_t now_us);
-    [[nodiscard]] counts window(std::uint64_t now_us, std::uint64_t& length_us);
+    void roll(std::uint64_t now_us);
+    // Deliveries and attempts from the second `from_us` falls in to `now_us` (at most the
+    // ring's length back); `length_us`: the time they cover (>= 1).
+    [[nodiscard]] counts window(std::uint64_t from_us, std::uint64_t now_us, std::uint64_t& length_us);
     void set_rate(std::uint64_t milli, std::uint64_t now_us);
     [[nodiscard]] std::optional<shaping_change> cut_rate(std::string_view cause, std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> block(std::string_view cause, std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> unblock(std::uint64_t now_us);
+    void mark_cut(std::uint64_t now_us);
     [[nodiscard]] std::optional<shaping_change> cut_connections(std::uint32_t open, std::string_view cause,
                                                                 std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> forget(std::uint64_t now_us);
     [[nodiscard]] shaping_change change(shaping_event e, std::uint64_t old_rate, std::uint32_t old_conns,
                                         std::string_view cause) const;
     [[nodiscard]] std::uint64_t configured_rate_milli() const noexcept;
@@ -161,7 +175,13 @@ private:
     std::uint64_t _last_conn_cut_us = 0;
     bool _rate_cut_ever = false;
     bool _conn_cut_ever = false;
-    std::uint64_t _cut_base_milli = 0;  // the rate the last cut set: growth steps are a share of it
+    std::uint64_t _good_milli = 0;        // the rate the receiver let through at the last cut: growth target
+    std::uint64_t _cut_delivered = 0;     // since the last cut: deliveries,
+    std::uint64_t _cut_refused = 0;       // and rate refusals of attempts started after it
+    std::uint64_t _probe_steps = 0;       // growth intervals above the good rate since the last cut
+    bool _blocked = false;                // every attempt since the last cut was refused: probing
+    std::uint64_t _rate_before_block = 0;
+    std::uint64_t _episode_from_us = 0;   // the current episode's measurement starts here
     std::uint64_t _rate_interval_start = 0;
     bool _rate_limited = false;   // a message waited for the rate this interval
     bool _delivered_in_interval = false;
@@ -169,12 +189,13 @@ private:
     bool _conn_limited = false;   // a connection could not be opened for the count this interval
     bool _delivered_in_conn_interval = false;
     std::uint64_t _last_rate_signal_us = 0;
+    std::uint64_t _forget_from_us = 0;    // the last rate signal or forget step
+    bool _held_since_forget = false;      // a message waited for the rate since then
 
-    // Estimation window: up to two one-second bins since the last cut.
-    std::uint64_t _bin_start = 0;
-    bool _has_prev_bin = false;
-    counts _bin;
-    counts _prev_bin;
+    // Deliveries and attempts per second, the last ring_seconds seconds (ending at _ring_second).
+    static constexpr std::size_t ring_seconds = 64;
+    std::array<counts, ring_seconds> _ring{};
+    std::uint64_t _ring_second = 0;
 
     // Automation.
     std::uint64_t _suspended_until = 0;
