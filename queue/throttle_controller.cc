@@ -396,7 +396,7 @@ std::optional<shaping_change> throttle_controller::forget(std::uint64_t now_us) 
     if (cfg == 0 && !held) {
         _rate_cut_ever = false;
         set_rate(0, now_us);
-        return change(shaping_event::reset, old, _connections, "no rate signal and no message held back by the rate for the forget period");
+        return change(shaping_event::reset, old, _connections, "no rate signal and no message held back for the forget period");
     }
     std::uint64_t next = std::min(_rate_milli * 2, max_rate_count);
     if (cfg != 0) next = std::min(next, cfg);

@@ -5,30 +5,49 @@
 // randomness; the engine owns one per (source, site) and logs each reported change as a
 // {"type":"Shaping",...} line (append_shaping_record()).
 //
-// The loop (AIMD, as TCP's congestion control; constants in controller_params):
+// The loop (AIMD, as TCP's congestion control, one cut per measurement; constants in
+// controller_params):
 //   - Start: the configured limits (connection_limit; max_message_rate, or no rate limit).
-//   - A rate signal (queue/throttle_signal.h) from an attempt started after the last rate cut
-//     (signals from attempts already under way when the rate was cut say nothing about the new
-//     rate, as TCP ignores losses of segments sent before its window was cut) cuts the allowed
-//     message rate: with at least min_samples deliveries in the estimation window (the time
-//     since the last cut, at most the last two seconds), to `decrease` times the smaller of the
-//     allowed rate and the delivered rate in that window (while over its limit, a receiver
-//     lets through just what it allows, so the delivered rate is its limit, measured); with
-//     fewer deliveries but min_samples attempts (most were refused), to the higher of half the
-//     allowed rate and the delivered rate, at most `decrease` times the allowed rate; with fewer
-//     attempts, to `decrease` times the allowed rate. Without a limit so far, the "allowed rate"
-//     is the attempted rate in the window. Never below min_rate_milli, never above the
-//     configured max_message_rate.
+//   - Rate signals (queue/throttle_signal.h) from attempts started before the last rate cut are
+//     ignored (they say nothing about the new rate, as TCP ignores losses of segments sent
+//     before its window was cut). The first rate signal cuts at once; after a cut, a signal cuts
+//     again only when the new rate has been measured (min_samples deliveries of attempts started
+//     after the cut, over at least min_measure_us), or when refusals since the cut are at least
+//     min_samples and mostly_refused times the deliveries: one cut per measurement, never a
+//     cascade of cuts milliseconds apart.
+//   - A cut sets the rate to `decrease` times the receiver's measured allowance: the delivered
+//     rate since the last cut (if that was at most lookback_us ago, else over the last
+//     lookback_us, in whole seconds), at most the allowed rate (while over its limit, a receiver
+//     lets through just what it allows); with fewer deliveries but min_samples attempts (most
+//     were refused), to the higher of half the allowed rate and the delivered rate, at most
+//     `decrease` times the allowed rate; with fewer attempts, to `decrease` times the allowed
+//     rate. Without a limit so far, the "allowed rate" is the attempted rate. Never below
+//     min_rate_milli, never above the configured max_message_rate. The allowance before
+//     `decrease` is the "good rate".
+//   - A block: min_samples refusals of attempts started after a cut and no delivery (a fixed
+//     window, as Postfix's anvil, used up: everything is refused until it ends, whatever the
+//     rate). The rate drops to block_probe_milli and further signals are ignored; the first
+//     delivery of an attempt started after that ends the block, and the rate becomes `decrease`
+//     times what the receiver let through over the episode (from the first rate signal after
+//     episode_gap_us without one, lookback_us before it, or the controller's start; at most
+//     horizon_us back: a fixed window's burst and its refusals alike), at most the rate before
+//     the block.
+//   - Growth: every increase_interval without a rate signal, during which some message was
+//     delivered and some message had to wait for the rate (the limit was what held the site
+//     back), the rate grows by increase_percent of itself up to the good rate, then above it by
+//     probe_percent of the good rate times the number of such intervals since the last cut
+//     (slowly near the rate that was refused, faster the longer it holds). The configured limit
+//     caps it.
 //   - A connections signal from a connection started after the last connections cut sets the
 //     allowed count to max(1, min(floor(decrease * allowed), open)), `open` being the connections
 //     the receiver took (established ones at the time of the refusal).
-//   - Growth: every increase_interval without a rate signal, during which some message was
-//     delivered and some message had to wait for the rate (the limit was what held the site
-//     back), the rate grows by increase_percent of the rate set at the last cut (additive);
-//     every connection_increase_interval without a connections signal, during which some
-//     connection could not be opened for the count, the count grows by one. Both stop at the
-//     configured limits. A rate found without a configured one is kept until forget_after has
-//     passed without a rate signal; then the site has no rate limit again.
+//     Every connection_increase_interval without a connections signal, during which some
+//     connection could not be opened for the count, the count grows by one, up to the
+//     configured connection_limit.
+//   - Forgetting: each forget_after without a rate signal doubles a found rate (up to the
+//     configured one); without a configured rate, a forget period in which the rate held no
+//     message back drops it (the site has no rate limit again). A found rate never jumps back to
+//     no limit while it is still what holds the site back.
 //   - "adaptive": false (resolved_shaping::adaptive) turns the loop off: limits stay as
 //     configured; automation still applies.
 //   - Automation (queue/shaping_rules.h: automation_rule, matched by the engine on the reply):

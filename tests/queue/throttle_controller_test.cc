@@ -1,12 +1,14 @@
 // Unit tests of queue/throttle_signal.h and queue/throttle_controller.h (issue 17): which replies
 // are throttle signals and of what (real texts from Postfix's anvil, ringrelay-sink, Gmail,
 // Yahoo, Microsoft); the controller's steps on a fake clock (cut to the measured delivered rate,
-// stale signals ignored, connections cut to what the receiver took, additive growth only while
-// the rate holds the site back, forgetting, "adaptive": false, suspend and throttle automation);
-// the Shaping log line; and the closed loop against a simulated receiver that enforces R
-// messages a second and C connections (deterministic discrete-event simulation, fake clock): few
-// refusals, throughput near R after warm-up; the same run with the loop off refuses most
-// attempts (SimulatedReceiverWithoutTheLoopRefusesMost shows the test can fail).
+// one cut per measurement, stale signals ignored, a block probed and then measured over the
+// episode, connections cut to what the receiver took, growth back to the rate before the cut and
+// probing above it only while the rate holds the site back, forgetting, "adaptive": false,
+// suspend and throttle automation); the Shaping log line; and the closed loop against a
+// simulated receiver that enforces R messages a second (a token bucket, as ringrelay-sink, or a
+// fixed window, as Postfix's anvil) and C connections (deterministic discrete-event simulation,
+// fake clock): few refusals, throughput near R after warm-up; the same run with the loop off
+// refuses most attempts (SimulatedReceiverWithoutTheLoopRefusesMost shows the test can fail).
 #include "queue/throttle_controller.h"
 
 #include <gtest/gtest.h>
