@@ -284,14 +284,17 @@ std::optional<shaping_change> throttle_controller::block(std::string_view cause,
 }
 
 // The first delivery of a probe: the receiver's allowance is what it let through over the
-// episode (a fixed window's burst and its refusals alike; at most horizon_us back).
+// episode (a fixed window's burst and its refusals alike; at most horizon_us back), and the
+// rate becomes that.
 std::optional<shaping_change> throttle_controller::unblock(std::uint64_t now_us) {
     const std::uint64_t old = rate_milli();
     _blocked = false;
     std::uint64_t length = 1;
     const counts w = window(std::max(_episode_from_us, minus(now_us, _params.horizon_us)), now_us, length);
+    // No `decrease`: the measurement spans refusals and the probe's lag already, and a window
+    // used up early costs a few refusals where one never filled costs throughput.
     std::uint64_t good = std::min(std::max(milli_rate(w.delivered, length), _params.min_rate_milli), _rate_before_block);
-    std::uint64_t next = std::max(_params.min_rate_milli, percent_of(good, _params.decrease_percent));
+    std::uint64_t next = good;
     if (const std::uint64_t cfg = configured_rate_milli(); cfg != 0) {
         next = std::min(next, cfg);
         good = std::min(good, cfg);

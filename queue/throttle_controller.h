@@ -27,11 +27,11 @@
 //   - A block: min_samples refusals of attempts started after a cut and no delivery (a fixed
 //     window, as Postfix's anvil, used up: everything is refused until it ends, whatever the
 //     rate). The rate drops to block_probe_milli and further signals are ignored; the first
-//     delivery of an attempt started after that ends the block, and the rate becomes `decrease`
-//     times what the receiver let through over the episode (from the first rate signal after
-//     episode_gap_us without one, lookback_us before it, or the controller's start; at most
-//     horizon_us back: a fixed window's burst and its refusals alike), at most the rate before
-//     the block.
+//     delivery of an attempt started after that ends the block, and the rate becomes what the
+//     receiver let through over the episode (from the controller's start, or from lookback_us
+//     before the first rate signal after episode_gap_us without one; at most horizon_us back: a
+//     fixed window's burst and its refusals alike, and the probe's lag), at most the rate
+//     before the block.
 //   - Growth: every increase_interval without a rate signal, during which some message was
 //     delivered and some message had to wait for the rate (the limit was what held the site
 //     back), the rate grows by increase_percent of itself up to the good rate, then above it by
@@ -83,7 +83,7 @@ struct controller_params {
     std::uint32_t mostly_refused = 4;                    // refusals per delivery that cut without waiting
     std::uint64_t episode_gap_us = 120 * us_per_second;  // a rate signal this long after the last one starts an episode
     std::uint64_t horizon_us = 60 * us_per_second;       // how far back a block's end measures (at most 63 s)
-    std::uint64_t block_probe_milli = 1000;              // the rate while the receiver refuses everything
+    std::uint64_t block_probe_milli = 2000;              // the rate while the receiver refuses everything
     std::uint64_t increase_interval_us = 2 * us_per_second;
     std::uint32_t increase_percent = 10;  // of the current rate per interval, below the good rate
     std::uint32_t probe_percent = 2;      // of the good rate, times the intervals spent above it, per interval
