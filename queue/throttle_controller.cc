@@ -73,6 +73,7 @@ throttle_controller::throttle_controller(const resolved_shaping& limits, std::ui
     if (limits.max_message_rate) _messages.emplace(*limits.max_message_rate, now_us, bucket_start::full);
     if (limits.max_connection_rate) _connection_rate.emplace(*limits.max_connection_rate, now_us, bucket_start::full);
     _ring_second = now_us / bin_us;
+    _start_us = now_us;
     _rate_interval_start = now_us;
     _conn_interval_start = now_us;
     _last_rate_signal_us = now_us;
@@ -137,7 +138,7 @@ throttle_controller::counts throttle_controller::window(std::uint64_t from_us, s
         sum.delivered += _ring[s % ring_seconds].delivered;
         sum.attempts += _ring[s % ring_seconds].attempts;
     }
-    length_us = std::max<std::uint64_t>(1, minus(now_us, first * bin_us));
+    length_us = std::max<std::uint64_t>(1, minus(now_us, std::max(first * bin_us, _start_us)));
     return sum;
 }
 

@@ -215,6 +215,7 @@ private:
     static constexpr std::size_t ring_seconds = 64;
     std::array<counts, ring_seconds> _ring{};
     std::uint64_t _ring_second = 0;
+    std::uint64_t _start_us = 0;          // the controller's start: nothing was counted before it
 
     // Automation.
     std::uint64_t _suspended_until = 0;
