@@ -11,6 +11,11 @@ namespace ringrelay::queue {
 namespace {
 
 constexpr std::uint64_t bin_us = us_per_second;
+
+std::uint64_t minus(std::uint64_t a, std::uint64_t b) noexcept { return a > b ? a - b : 0; }
+
+// `v` * `percent` / 100 without overflow for any v <= max_rate_count.
+std::uint64_t percent_of(std::uint64_t v, std::uint64_t percent) noexcept { return v / 100 * percent + v % 100 * percent / 100; }
 constexpr std::size_t max_cause = 512;
 
 // Events per second * 1000 for `n` events in `length_us` (>= 1), capped at max_rate_count.
@@ -67,10 +72,13 @@ throttle_controller::throttle_controller(const resolved_shaping& limits, std::ui
     _rate_milli = configured_rate_milli();
     if (limits.max_message_rate) _messages.emplace(*limits.max_message_rate, now_us, bucket_start::full);
     if (limits.max_connection_rate) _connection_rate.emplace(*limits.max_connection_rate, now_us, bucket_start::full);
-    _bin_start = now_us;
+    _ring_second = now_us / bin_us;
+    _start_us = now_us;
     _rate_interval_start = now_us;
     _conn_interval_start = now_us;
     _last_rate_signal_us = now_us;
+    _forget_from_us = now_us;
+    _episode_from_us = now_us;
 }
 
 std::uint64_t throttle_controller::configured_rate_milli() const noexcept {
@@ -113,31 +121,32 @@ shaping_change throttle_controller::change(shaping_event e, std::uint64_t old_ra
     return c;
 }
 
-void throttle_controller::restart_window(std::uint64_t now_us) {
-    _bin_start = now_us;
-    _has_prev_bin = false;
-    _bin = {};
-    _prev_bin = {};
+void throttle_controller::roll(std::uint64_t now_us) {
+    const std::uint64_t second = now_us / bin_us;
+    if (second <= _ring_second) return;
+    const std::uint64_t clear = std::min<std::uint64_t>(second - _ring_second, ring_seconds);
+    for (std::uint64_t s = second - clear + 1; s <= second; ++s) _ring[s % ring_seconds] = {};
+    _ring_second = second;
 }
 
-throttle_controller::counts throttle_controller::window(std::uint64_t now_us, std::uint64_t& length_us) {
-    if (now_us >= _bin_start + bin_us) {
-        const std::uint64_t bins = (now_us - _bin_start) / bin_us;
-        _prev_bin = bins == 1 ? _bin : counts{};
-        _has_prev_bin = true;
-        _bin = {};
-        _bin_start += bins * bin_us;
+throttle_controller::counts throttle_controller::window(std::uint64_t from_us, std::uint64_t now_us,
+                                                        std::uint64_t& length_us) {
+    roll(now_us);
+    const std::uint64_t first = std::max(from_us / bin_us, minus(_ring_second + 1, ring_seconds));
+    counts sum;
+    for (std::uint64_t s = first; s <= _ring_second; ++s) {
+        sum.delivered += _ring[s % ring_seconds].delivered;
+        sum.attempts += _ring[s % ring_seconds].attempts;
     }
-    const std::uint64_t start = _has_prev_bin ? _bin_start - bin_us : _bin_start;
-    length_us = now_us > start ? now_us - start : 1;
-    return counts{_prev_bin.delivered + _bin.delivered, _prev_bin.attempts + _bin.attempts};
+    length_us = std::max<std::uint64_t>(1, minus(now_us, std::max(first * bin_us, _start_us)));
+    return sum;
 }
 
 void throttle_controller::count(bool delivered, std::uint64_t now_us) {
-    std::uint64_t length = 0;
-    (void)window(now_us, length);  // rolls the bins
-    ++_bin.attempts;
-    if (delivered) ++_bin.delivered;
+    roll(now_us);
+    counts& bin = _ring[(now_us / bin_us) % ring_seconds];
+    ++bin.attempts;
+    if (delivered) ++bin.delivered;
 }
 
 bool throttle_controller::may_open_connection(std::uint32_t open, std::uint64_t now_us) {
@@ -158,6 +167,7 @@ bool throttle_controller::take_message(std::uint64_t now_us) {
     if (suspended(now_us)) return false;
     if (!_messages || _messages->try_take(now_us)) return true;
     _rate_limited = true;
+    _held_since_forget = true;
     return false;
 }
 
@@ -171,8 +181,12 @@ std::uint64_t throttle_controller::message_tokens(std::uint64_t now_us) {
     return _messages ? _messages->tokens(now_us) : UINT64_MAX;
 }
 
-std::optional<shaping_change> throttle_controller::delivered(std::uint64_t /*started_us*/, std::uint64_t now_us) {
+std::optional<shaping_change> throttle_controller::delivered(std::uint64_t started_us, std::uint64_t now_us) {
     count(true, now_us);
+    if (_rate_cut_ever && started_us >= _last_rate_cut_us) {
+        ++_cut_delivered;
+        if (_blocked) return unblock(now_us);
+    }
     _delivered_in_interval = true;
     _delivered_in_conn_interval = true;
     return advance(now_us);
@@ -185,11 +199,28 @@ std::optional<shaping_change> throttle_controller::failed(attempt_stage stage, s
     const throttle_kind kind = classify_throttle(stage, code, text);
     if (kind == throttle_kind::none || !_limits.adaptive) return advance(now_us);
     if (kind == throttle_kind::rate) {
+        // The first signal after a quiet episode_gap starts an episode: its measurement begins
+        // lookback before it (the sending that led to it), not in the quiet time.
+        if (now_us - _last_rate_signal_us >= _params.episode_gap_us) _episode_from_us = minus(now_us, _params.lookback_us);
         _last_rate_signal_us = now_us;
+        _forget_from_us = now_us;
+        _held_since_forget = false;
         _rate_interval_start = now_us;  // growth needs a whole quiet interval
         _rate_limited = false;
         _delivered_in_interval = false;
-        if (_rate_cut_ever && started_us < _last_rate_cut_us) return std::nullopt;  // sent before the cut
+        if (!_rate_cut_ever) return cut_rate(cause_of(stage, code, text), now_us);
+        // Refusals of attempts sent before the last cut say nothing about the new rate (as TCP
+        // ignores losses of segments sent before its window was cut).
+        if (started_us < _last_rate_cut_us || _blocked) return std::nullopt;
+        ++_cut_refused;
+        // Every attempt since the cut refused: the receiver takes nothing now, whatever the rate
+        // (a fixed window, as Postfix's anvil, used up): probe until it accepts again.
+        if (_cut_delivered == 0 && _cut_refused >= _params.min_samples) return block(cause_of(stage, code, text), now_us);
+        // One cut per measurement: the next needs min_samples deliveries at the new rate over
+        // min_measure_us, or min_samples refusals, mostly_refused times the deliveries.
+        const bool measured = _cut_delivered >= _params.min_samples && now_us - _last_rate_cut_us >= _params.min_measure_us;
+        const bool mostly = _cut_refused >= _params.min_samples && _cut_refused >= _params.mostly_refused * _cut_delivered;
+        if (!measured && !mostly) return std::nullopt;
         return cut_rate(cause_of(stage, code, text), now_us);
     }
     _conn_interval_start = now_us;
@@ -199,30 +230,84 @@ std::optional<shaping_change> throttle_controller::failed(attempt_stage stage, s
     return cut_connections(open, cause_of(stage, code, text), now_us);
 }
 
+void throttle_controller::mark_cut(std::uint64_t now_us) {
+    _rate_cut_ever = true;
+    _last_rate_cut_us = now_us;
+    _cut_delivered = 0;
+    _cut_refused = 0;
+    _probe_steps = 0;
+}
+
 std::optional<shaping_change> throttle_controller::cut_rate(std::string_view cause, std::uint64_t now_us) {
-    std::uint64_t length = 1;
-    const counts w = window(now_us, length);
+    // The estimate: the delivered rate since the last cut (within the last lookback_us; the
+    // caller saw min_samples deliveries), else over the last lookback_us.
     const std::uint64_t old = rate_milli();
+    std::uint64_t length = 1;
+    counts w;
+    if (_rate_cut_ever && now_us - _last_rate_cut_us <= _params.lookback_us) {
+        w = counts{_cut_delivered, _cut_delivered + _cut_refused};
+        length = std::max<std::uint64_t>(1, now_us - _last_rate_cut_us);
+    } else {
+        w = window(minus(now_us, _params.lookback_us), now_us, length);
+    }
     const std::uint64_t delivered_rate = milli_rate(w.delivered, length);
     const std::uint64_t current = _rate_milli != 0 ? _rate_milli : std::max(milli_rate(w.attempts, length), delivered_rate);
     const std::uint64_t beta = _params.decrease_percent;
-    std::uint64_t next = 0;
+    std::uint64_t good = current;  // what the receiver allows, as far as this window tells
+    std::uint64_t next = percent_of(current, beta);
     if (w.delivered >= _params.min_samples) {
-        next = std::min(current, delivered_rate) / 100 * beta + std::min(current, delivered_rate) % 100 * beta / 100;
-    } else if (w.attempts >= _params.min_samples) {
-        next = std::min(current / 100 * beta, std::max(current / 2, delivered_rate));
-    } else {
-        next = current / 100 * beta + current % 100 * beta / 100;
+        good = std::min(current, delivered_rate);
+        next = percent_of(good, beta);
+    } else if (w.attempts >= _params.min_samples) {  // most were refused
+        next = std::min(next, std::max(current / 2, delivered_rate));
+        good = next;
     }
     next = std::clamp(next, _params.min_rate_milli, max_rate_count);
-    if (const std::uint64_t cfg = configured_rate_milli(); cfg != 0) next = std::min(next, cfg);
-    _rate_cut_ever = true;
-    _last_rate_cut_us = now_us;
-    _cut_base_milli = next;
-    restart_window(now_us);
+    if (const std::uint64_t cfg = configured_rate_milli(); cfg != 0) {
+        next = std::min(next, cfg);
+        good = std::min(good, cfg);
+    }
+    mark_cut(now_us);
+    _good_milli = std::max(good, next);
     set_rate(next, now_us);
     if (rate_milli() == old) return std::nullopt;
     return change(shaping_event::decrease, old, _connections, cause);
+}
+
+std::optional<shaping_change> throttle_controller::block(std::string_view cause, std::uint64_t now_us) {
+    const std::uint64_t old = rate_milli();
+    _blocked = true;
+    _rate_before_block = _rate_milli;
+    mark_cut(now_us);
+    set_rate(std::max(_params.min_rate_milli, std::min(_rate_milli, _params.block_probe_milli)), now_us);
+    if (rate_milli() == old) return std::nullopt;
+    return change(shaping_event::decrease, old, _connections, cause);
+}
+
+// The first delivery of a probe: the receiver's allowance is what it let through over the
+// episode (a fixed window's burst and its refusals alike; at most horizon_us back), and the
+// rate becomes that.
+std::optional<shaping_change> throttle_controller::unblock(std::uint64_t now_us) {
+    const std::uint64_t old = rate_milli();
+    _blocked = false;
+    std::uint64_t length = 1;
+    const counts w = window(std::max(_episode_from_us, minus(now_us, _params.horizon_us)), now_us, length);
+    // No `decrease`: the measurement spans refusals and the probe's lag already, and a window
+    // used up early costs a few refusals where one never filled costs throughput.
+    std::uint64_t good = std::min(std::max(milli_rate(w.delivered, length), _params.min_rate_milli), _rate_before_block);
+    std::uint64_t next = good;
+    if (const std::uint64_t cfg = configured_rate_milli(); cfg != 0) {
+        next = std::min(next, cfg);
+        good = std::min(good, cfg);
+    }
+    mark_cut(now_us);
+    _good_milli = std::max(good, next);
+    _rate_interval_start = now_us;
+    _rate_limited = false;
+    _delivered_in_interval = false;
+    set_rate(next, now_us);
+    if (rate_milli() == old) return std::nullopt;
+    return change(shaping_event::increase, old, _connections, "accepted again after refusing every attempt");
 }
 
 std::optional<shaping_change> throttle_controller::cut_connections(std::uint32_t open, std::string_view cause,
@@ -268,21 +353,24 @@ std::optional<shaping_change> throttle_controller::advance(std::uint64_t now_us)
         _rate_limited = false;
         _delivered_in_interval = false;
         if (grow) {
+            // Back to the good rate multiplicatively, then a slow probe above it.
             const std::uint64_t old = rate_milli();
-            const std::uint64_t step = std::max(_params.min_rate_milli, _cut_base_milli / 100 * _params.increase_percent);
-            std::uint64_t next = std::min(_rate_milli + step, max_rate_count);
+            std::uint64_t next = 0;
+            if (_rate_milli < _good_milli) {
+                next = std::min(_good_milli, _rate_milli + std::max(_params.min_rate_milli,
+                                                                     percent_of(_rate_milli, _params.increase_percent)));
+            } else {
+                ++_probe_steps;  // slowly near the good rate, faster the longer it holds
+                next = _rate_milli + std::max(_params.min_rate_milli,
+                                              percent_of(_good_milli, _params.probe_percent) * _probe_steps);
+            }
+            next = std::min(next, max_rate_count);
             if (cfg != 0) next = std::min(next, cfg);
             set_rate(next, now_us);
             if (rate_milli() != old) return change(shaping_event::increase, old, _connections, "quiet period");
         }
     }
-    // A found rate is forgotten after a quiet period, but never while a throttle holds it.
-    if (cfg == 0 && _rate_milli != 0 && _factor_until == 0 && now_us - _last_rate_signal_us >= _params.forget_after_us) {
-        const std::uint64_t old = rate_milli();
-        _rate_cut_ever = false;
-        set_rate(0, now_us);
-        return change(shaping_event::reset, old, _connections, "no rate signal for the forget period");
-    }
+    if (auto f = forget(now_us); f) return f;
     if (now_us - _conn_interval_start >= _params.connection_increase_interval_us) {
         const bool grow = _conn_limited && _delivered_in_conn_interval && _connections < _limits.connection_limit;
         _conn_interval_start = now_us;
@@ -295,6 +383,30 @@ std::optional<shaping_change> throttle_controller::advance(std::uint64_t now_us)
         }
     }
     return std::nullopt;
+}
+
+// A found rate grows back gradually after quiet periods, never while a throttle holds it: each
+// forget_after without a rate signal doubles it (up to the configured rate); without a
+// configured rate, a period in which it held no message back drops it (the site has no rate
+// limit again).
+std::optional<shaping_change> throttle_controller::forget(std::uint64_t now_us) {
+    const std::uint64_t cfg = configured_rate_milli();
+    if (_rate_milli == 0 || _factor_until != 0 || (cfg != 0 && _rate_milli >= cfg)) return std::nullopt;
+    if (now_us - _forget_from_us < _params.forget_after_us) return std::nullopt;
+    const std::uint64_t old = rate_milli();
+    const bool held = _held_since_forget;
+    _forget_from_us = now_us;
+    _held_since_forget = false;
+    if (cfg == 0 && !held) {
+        _rate_cut_ever = false;
+        set_rate(0, now_us);
+        return change(shaping_event::reset, old, _connections, "no rate signal and no message held back for the forget period");
+    }
+    std::uint64_t next = std::min(_rate_milli * 2, max_rate_count);
+    if (cfg != 0) next = std::min(next, cfg);
+    _good_milli = std::max(_good_milli, next);
+    set_rate(next, now_us);
+    return change(shaping_event::increase, old, _connections, "no rate signal for the forget period: doubled");
 }
 
 std::uint64_t throttle_controller::next_event_us() const noexcept {
@@ -321,9 +433,9 @@ std::optional<shaping_change> throttle_controller::automate(const automation_rul
     }
     if (_rate_milli == 0) {  // no limit yet: the factor applies to what is being attempted
         std::uint64_t length = 1;
-        const counts w = window(now_us, length);
+        const counts w = window(minus(now_us, _params.lookback_us), now_us, length);
         _rate_milli = std::max(_params.min_rate_milli, milli_rate(w.attempts, length));
-        _cut_base_milli = _rate_milli;
+        _good_milli = _rate_milli;
         _rate_from_throttle = true;
     }
     _factor = rule.factor;

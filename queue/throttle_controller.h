@@ -5,30 +5,49 @@
 // randomness; the engine owns one per (source, site) and logs each reported change as a
 // {"type":"Shaping",...} line (append_shaping_record()).
 //
-// The loop (AIMD, as TCP's congestion control; constants in controller_params):
+// The loop (AIMD, as TCP's congestion control, one cut per measurement; constants in
+// controller_params):
 //   - Start: the configured limits (connection_limit; max_message_rate, or no rate limit).
-//   - A rate signal (queue/throttle_signal.h) from an attempt started after the last rate cut
-//     (signals from attempts already under way when the rate was cut say nothing about the new
-//     rate, as TCP ignores losses of segments sent before its window was cut) cuts the allowed
-//     message rate: with at least min_samples deliveries in the estimation window (the time
-//     since the last cut, at most the last two seconds), to `decrease` times the smaller of the
-//     allowed rate and the delivered rate in that window (while over its limit, a receiver
-//     lets through just what it allows, so the delivered rate is its limit, measured); with
-//     fewer deliveries but min_samples attempts (most were refused), to the higher of half the
-//     allowed rate and the delivered rate, at most `decrease` times the allowed rate; with fewer
-//     attempts, to `decrease` times the allowed rate. Without a limit so far, the "allowed rate"
-//     is the attempted rate in the window. Never below min_rate_milli, never above the
-//     configured max_message_rate.
+//   - Rate signals (queue/throttle_signal.h) from attempts started before the last rate cut are
+//     ignored (they say nothing about the new rate, as TCP ignores losses of segments sent
+//     before its window was cut). The first rate signal cuts at once; after a cut, a signal cuts
+//     again only when the new rate has been measured (min_samples deliveries of attempts started
+//     after the cut, over at least min_measure_us), or when refusals since the cut are at least
+//     min_samples and mostly_refused times the deliveries: one cut per measurement, never a
+//     cascade of cuts milliseconds apart.
+//   - A cut sets the rate to `decrease` times the receiver's measured allowance: the delivered
+//     rate since the last cut (if that was at most lookback_us ago, else over the last
+//     lookback_us, in whole seconds), at most the allowed rate (while over its limit, a receiver
+//     lets through just what it allows); with fewer deliveries but min_samples attempts (most
+//     were refused), to the higher of half the allowed rate and the delivered rate, at most
+//     `decrease` times the allowed rate; with fewer attempts, to `decrease` times the allowed
+//     rate. Without a limit so far, the "allowed rate" is the attempted rate. Never below
+//     min_rate_milli, never above the configured max_message_rate. The allowance before
+//     `decrease` is the "good rate".
+//   - A block: min_samples refusals of attempts started after a cut and no delivery (a fixed
+//     window, as Postfix's anvil, used up: everything is refused until it ends, whatever the
+//     rate). The rate drops to block_probe_milli and further signals are ignored; the first
+//     delivery of an attempt started after that ends the block, and the rate becomes what the
+//     receiver let through over the episode (from the controller's start, or from lookback_us
+//     before the first rate signal after episode_gap_us without one; at most horizon_us back: a
+//     fixed window's burst and its refusals alike, and the probe's lag), at most the rate
+//     before the block.
+//   - Growth: every increase_interval without a rate signal, during which some message was
+//     delivered and some message had to wait for the rate (the limit was what held the site
+//     back), the rate grows by increase_percent of itself up to the good rate, then above it by
+//     probe_percent of the good rate times the number of such intervals since the last cut
+//     (slowly near the rate that was refused, faster the longer it holds). The configured limit
+//     caps it.
 //   - A connections signal from a connection started after the last connections cut sets the
 //     allowed count to max(1, min(floor(decrease * allowed), open)), `open` being the connections
 //     the receiver took (established ones at the time of the refusal).
-//   - Growth: every increase_interval without a rate signal, during which some message was
-//     delivered and some message had to wait for the rate (the limit was what held the site
-//     back), the rate grows by increase_percent of the rate set at the last cut (additive);
-//     every connection_increase_interval without a connections signal, during which some
-//     connection could not be opened for the count, the count grows by one. Both stop at the
-//     configured limits. A rate found without a configured one is kept until forget_after has
-//     passed without a rate signal; then the site has no rate limit again.
+//     Every connection_increase_interval without a connections signal, during which some
+//     connection could not be opened for the count, the count grows by one, up to the
+//     configured connection_limit.
+//   - Forgetting: each forget_after without a rate signal doubles a found rate (up to the
+//     configured one); without a configured rate, a forget period in which the rate held no
+//     message back drops it (the site has no rate limit again). A found rate never jumps back to
+//     no limit while it is still what holds the site back.
 //   - "adaptive": false (resolved_shaping::adaptive) turns the loop off: limits stay as
 //     configured; automation still applies.
 //   - Automation (queue/shaping_rules.h: automation_rule, matched by the engine on the reply):
@@ -43,6 +62,7 @@
 // Lifecycle: made when a (source, site) gets its first job; reconfigure() on a rules reload.
 // Threading: the site's owner shard only.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -58,8 +78,15 @@ namespace ringrelay::queue {
 struct controller_params {
     std::uint32_t decrease_percent = 85;  // multiplicative decrease (beta), percent
     std::uint32_t min_samples = 10;       // deliveries (or attempts) an estimate needs
+    std::uint64_t lookback_us = 2 * us_per_second;       // the estimation window of a cut
+    std::uint64_t min_measure_us = 250'000;              // a cut's measurement at the new rate is at least this long
+    std::uint32_t mostly_refused = 4;                    // refusals per delivery that cut without waiting
+    std::uint64_t episode_gap_us = 120 * us_per_second;  // a rate signal this long after the last one starts an episode
+    std::uint64_t horizon_us = 60 * us_per_second;       // how far back a block's end measures (at most 63 s)
+    std::uint64_t block_probe_milli = 2000;              // the rate while the receiver refuses everything
     std::uint64_t increase_interval_us = 2 * us_per_second;
-    std::uint32_t increase_percent = 5;   // of the rate set at the last cut, per interval
+    std::uint32_t increase_percent = 10;  // of the current rate per interval, below the good rate
+    std::uint32_t probe_percent = 2;      // of the good rate, times the intervals spent above it, per interval
     std::uint64_t connection_increase_interval_us = 30 * us_per_second;
     std::uint64_t forget_after_us = 600 * us_per_second;
     std::uint64_t min_rate_milli = 16;    // one message a minute
@@ -140,12 +167,18 @@ private:
         std::uint64_t attempts = 0;
     };
     void count(bool delivered, std::uint64_t now_us);
-    void restart_window(std::uint64_t now_us);
-    [[nodiscard]] counts window(std::uint64_t now_us, std::uint64_t& length_us);
+    void roll(std::uint64_t now_us);
+    // Deliveries and attempts from the second `from_us` falls in to `now_us` (at most the
+    // ring's length back); `length_us`: the time they cover (>= 1).
+    [[nodiscard]] counts window(std::uint64_t from_us, std::uint64_t now_us, std::uint64_t& length_us);
     void set_rate(std::uint64_t milli, std::uint64_t now_us);
     [[nodiscard]] std::optional<shaping_change> cut_rate(std::string_view cause, std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> block(std::string_view cause, std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> unblock(std::uint64_t now_us);
+    void mark_cut(std::uint64_t now_us);
     [[nodiscard]] std::optional<shaping_change> cut_connections(std::uint32_t open, std::string_view cause,
                                                                 std::uint64_t now_us);
+    [[nodiscard]] std::optional<shaping_change> forget(std::uint64_t now_us);
     [[nodiscard]] shaping_change change(shaping_event e, std::uint64_t old_rate, std::uint32_t old_conns,
                                         std::string_view cause) const;
     [[nodiscard]] std::uint64_t configured_rate_milli() const noexcept;
@@ -161,7 +194,13 @@ private:
     std::uint64_t _last_conn_cut_us = 0;
     bool _rate_cut_ever = false;
     bool _conn_cut_ever = false;
-    std::uint64_t _cut_base_milli = 0;  // the rate the last cut set: growth steps are a share of it
+    std::uint64_t _good_milli = 0;        // the rate the receiver let through at the last cut: growth target
+    std::uint64_t _cut_delivered = 0;     // since the last cut: deliveries,
+    std::uint64_t _cut_refused = 0;       // and rate refusals of attempts started after it
+    std::uint64_t _probe_steps = 0;       // growth intervals above the good rate since the last cut
+    bool _blocked = false;                // every attempt since the last cut was refused: probing
+    std::uint64_t _rate_before_block = 0;
+    std::uint64_t _episode_from_us = 0;   // the current episode's measurement starts here
     std::uint64_t _rate_interval_start = 0;
     bool _rate_limited = false;   // a message waited for the rate this interval
     bool _delivered_in_interval = false;
@@ -169,12 +208,14 @@ private:
     bool _conn_limited = false;   // a connection could not be opened for the count this interval
     bool _delivered_in_conn_interval = false;
     std::uint64_t _last_rate_signal_us = 0;
+    std::uint64_t _forget_from_us = 0;    // the last rate signal or forget step
+    bool _held_since_forget = false;      // a message waited for the rate since then
 
-    // Estimation window: up to two one-second bins since the last cut.
-    std::uint64_t _bin_start = 0;
-    bool _has_prev_bin = false;
-    counts _bin;
-    counts _prev_bin;
+    // Deliveries and attempts per second, the last ring_seconds seconds (ending at _ring_second).
+    static constexpr std::size_t ring_seconds = 64;
+    std::array<counts, ring_seconds> _ring{};
+    std::uint64_t _ring_second = 0;
+    std::uint64_t _start_us = 0;          // the controller's start: nothing was counted before it
 
     // Automation.
     std::uint64_t _suspended_until = 0;
