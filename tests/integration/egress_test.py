@@ -145,9 +145,17 @@ def scenario(c):
     c.info(f"3:1 pool, {N_MAIN} messages: {from_a} from a (127.0.0.2), {from_b} from b (127.0.0.3); "
            f"the sink refused {stats.get('rate_limited')} MAIL command(s) for its rate limit")
     c.check(from_a + from_b == N_MAIN, "the pool's mail left from the two source addresses only", (from_a, from_b))
-    # Exactly 3:1 for the first attempts; a deferred message is given a source again on retry.
-    c.check(0.65 * N_MAIN <= from_a <= 0.85 * N_MAIN, "the sink saw the two addresses in the weights' proportion "
-            "(a's share 0.75 +- 0.10)", (from_a, from_b))
+    # A deferred message (the sink's rate limit) is given a source again on its retry, and a's
+    # mail meets more of them: the sink's counts are near 3:1, the first attempts exactly so
+    # (one SMTP session: one shard's chooser), give or take a job put back unattempted.
+    c.check(0.60 * N_MAIN <= from_a <= 0.85 * N_MAIN, "the sink saw the two addresses in about the weights' "
+            "proportion (a's share 0.75, at least 0.60 with retries, at most 0.85)", (from_a, from_b))
+    main_rcpts = {f"rcpt{i}@example.net" for i in range(N_MAIN)}
+    first = [x.get("egress_source") for x in log if x.get("attempt") == 1 and x.get("recipient") in main_rcpts
+             and x.get("type") in ("Delivery", "TransientFailure")]
+    c.info(f"first attempts: {first.count('a')} via a, {first.count('b')} via b")
+    c.check(len(first) == N_MAIN and abs(first.count("a") - 3 * N_MAIN // 4) <= 4,
+            "the first attempts went 3:1 (the records' egress_source)", (len(first), first.count("a"), first.count("b")))
     c.check(all(m and m.get("Client") == ADDRESS["b"] for m in only_b),
             "mail from sender-domain only-b.example left from b's address only",
             sorted({m.get("Client") if m else None for m in only_b}, key=str))
