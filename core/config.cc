@@ -40,12 +40,13 @@ std::vector<std::string> split_list(const std::vector<std::string>& items) {
     return out;
 }
 
+// split: comma-split each item (every list but a whole_items row's).
 std::expected<std::vector<std::string>, std::string> json_strings(simdjson::dom::element v,
-                                                                  const std::string& key) {
+                                                                  const std::string& key, bool split) {
     std::vector<std::string> out;
     if (v.is_string()) {
         out.emplace_back(std::string_view(v.get_string().value_unsafe()));
-        return split_list(out);
+        return split ? split_list(out) : out;
     }
     if (!v.is_array()) return std::unexpected("config key '" + key + "': expected a string or an array of strings");
     simdjson::dom::array items;
@@ -55,7 +56,7 @@ std::expected<std::vector<std::string>, std::string> json_strings(simdjson::dom:
         if (!item.is_string()) return std::unexpected("config key '" + key + "': every item must be a string");
         out.emplace_back(std::string_view(item.get_string().value_unsafe()));
     }
-    return split_list(out);
+    return split ? split_list(out) : out;
 }
 
 template <typename Int>
@@ -207,6 +208,16 @@ constexpr flag_descriptor flag_table[] = {
      .help = "DOMAIN=POLICY: the --outbound-tls policy for one recipient domain; repeatable; '*' matches all"},
     {.name = "--outbound-ca-file", .member = &config::outbound_ca_file, .unset_means = "OpenSSL's system store",
      .help = "PEM CA certificates that 'verify' trusts"},
+    {.name = "--egress-source", .member = &config::egress_sources, .form = flag_form::whole_items,
+     .help = "NAME=ADDRESS[,ehlo=HOSTNAME]: an egress source: outbound connections of its pools bind ADDRESS "
+             "(IPv4 or IPv6, which this host must have) and greet with HOSTNAME (default --hostname); repeatable"},
+    {.name = "--egress-pool", .member = &config::egress_pools, .form = flag_form::whole_items,
+     .help = "NAME=SOURCE[:WEIGHT],...: a pool of egress sources, each message's source chosen by weighted round "
+             "robin (weight a positive integer, default 1); repeatable"},
+    {.name = "--pool-for", .member = &config::pool_for,
+     .help = "SELECTOR=POOL: mail whose selector matches goes out through POOL; SELECTOR is "
+             "sender-domain:DOMAIN, auth-user:USER or *; repeatable, the first match wins; mail no selector "
+             "matches uses the system-chosen address (egress source \"default\")"},
     {.name = "--dkim-key", .member = &config::dkim_keys,
      .help = "DOMAIN:SELECTOR:KEYFILE: sign mail whose From: domain is DOMAIN (or a subdomain without keys "
              "of its own) with this PEM key (RSA of 1024 bits or more: rsa-sha256; Ed25519: ed25519-sha256); "
@@ -275,6 +286,8 @@ consteval bool table_is_sound() {
              f.form == flag_form::duration_or_zero) && !is_text)
             bad_flag_row("a duration is held as text");
         if (f.form == flag_form::byte_size && !is_text) bad_flag_row("a byte size is held as text");
+        if (f.form == flag_form::whole_items && !std::holds_alternative<std::vector<std::string> config::*>(f.member))
+            bad_flag_row("whole items are a list's");
         if (f.form == flag_form::optional_value && (!is_text || !f.command_line_only))
             bad_flag_row("an optional value is text, on the command line only");
         if (!is_integer(f.member) && (f.min != 0 || f.max != flag_no_max || !f.unit.empty()))
@@ -324,7 +337,9 @@ std::expected<void, std::string> set_from_json(const flag_descriptor& f, simdjso
                 }
                 return assign(json_string(v, key), c.*m);
             },
-            [&](std::vector<std::string> config::*m) -> result { return assign(json_strings(v, key), c.*m); },
+            [&](std::vector<std::string> config::*m) -> result {
+                return assign(json_strings(v, key, f.form != flag_form::whole_items), c.*m);
+            },
             [&]<typename Int>(Int config::*m) -> result { return assign(json_uint<Int>(v, key), c.*m); },
         },
         f.member);
@@ -406,6 +421,7 @@ std::string_view type_name(const flag_descriptor& f) noexcept {
     case flag_form::duration_list: return "duration-list";
     case flag_form::optional_value: return "optional-text";
     case flag_form::byte_size: return "byte-size";
+    case flag_form::whole_items:
     case flag_form::plain: break;
     }
     if (std::holds_alternative<bool config::*>(f.member)) return "switch";
@@ -693,7 +709,9 @@ std::expected<config, config_exit> read_config(int argc, const char* const* argv
         if (app.count(std::string(f.name)) == 0) continue;
         std::visit(overloaded{
                        [&](bool config::*m) { c.*m = f.form != flag_form::negated; },
-                       [&](std::vector<std::string> config::*m) { c.*m = split_list(flags.*m); },
+                       [&](std::vector<std::string> config::*m) {
+                           c.*m = f.form == flag_form::whole_items ? flags.*m : split_list(flags.*m);
+                       },
                        // Given without its value: "*" (for --list-suppressed, every tenant).
                        [&](std::string config::*m) {
                            c.*m = f.form == flag_form::optional_value && (flags.*m).empty() ? "*" : flags.*m;

@@ -105,6 +105,10 @@ struct config {
     std::string outbound_tls = "opportunistic";
     std::vector<std::string> route_tls;    // "DOMAIN=POLICY"; DOMAIN '*' matches every domain
     std::string outbound_ca_file;          // PEM CA bundle for "verify"; empty = OpenSSL's default paths
+    // Egress sources and pools (issue 17; queue/egress.h): checked and loaded by the relay.
+    std::vector<std::string> egress_sources;  // "NAME=ADDRESS[,ehlo=HOSTNAME]"
+    std::vector<std::string> egress_pools;    // "NAME=SOURCE[:WEIGHT],..."
+    std::vector<std::string> pool_for;        // "SELECTOR=POOL": sender-domain:D, auth-user:U or *
 
     // DKIM signing (RFC 6376, RFC 8463). The From: domain, or its nearest parent with keys,
     // picks the keys that sign a message; queue/dkim_signer loads them.
@@ -147,7 +151,8 @@ struct config {
 
 // The field a flag sets; its type is the flag's type: a switch (bool), an unsigned integer
 // (`unsigned` is std::uint32_t here), text, or a list of text (repeatable on the command line,
-// each value comma-split; in JSON a string or an array of strings).
+// each value comma-split unless the row's form is whole_items; in JSON a string or an array of
+// strings).
 using flag_member = std::variant<bool config::*, std::uint16_t config::*, std::uint32_t config::*,
                                  std::uint64_t config::*, std::string config::*, std::vector<std::string> config::*>;
 
@@ -161,6 +166,8 @@ enum class flag_form : std::uint8_t {
     optional_value,    // text that may be given without its value ("--list-suppressed" alone): then "*"
     byte_size,         // text holding a size in bytes ("268435456", "256MiB"; core/byte_size.h); JSON
                        // also takes a number
+    whole_items,       // a list whose items hold commas of their own: never comma-split (repeat the
+                       // flag; in JSON an array, one item a string)
 };
 
 inline constexpr std::uint64_t flag_no_max = std::numeric_limits<std::uint64_t>::max();

@@ -81,11 +81,26 @@ void stream::adopt(int fd) noexcept {
     set_nodelay(fd);
 }
 
-std::expected<void, std::error_code> stream::connect(const endpoint& to) noexcept {
+std::expected<void, std::error_code> stream::connect(const endpoint& to, const endpoint* from) noexcept {
     reset();
     _peer = to;
+    _bind_failed = false;
     _fd = ::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (_fd < 0) return std::unexpected(std::error_code(errno, std::system_category()));
+    // Synchronous and quick: bind to port 0 takes a local port but sends nothing. (Linux 4.2+
+    // IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(), so that one source address
+    // can serve as many peers as the 4-tuple allows rather than one port each.)
+    if (from != nullptr) {
+        const int one = 1;
+        (void)::setsockopt(_fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (::bind(_fd, from->addr(), from->length) != 0) {
+            const int e = errno;
+            _bind_failed = true;
+            ::close(_fd);
+            _fd = -1;
+            return std::unexpected(std::error_code(e, std::system_category()));
+        }
+    }
     set_nodelay(_fd);
     _connect_in_flight = true;
     io_uring_prep_connect(_services.ring.sqe(&_connect), _fd, _peer.addr(), _peer.length);

@@ -154,9 +154,15 @@ public:
     // TCP_NODELAY (replies are small and must not wait for Nagle).
     void adopt(int fd) noexcept;
     // Client side: a new non-blocking socket, io_uring connect; on_stream_connected() or
-    // on_stream_end(connect_failed) follows. An error (no socket) means nothing is in flight;
-    // close() then finishes the stream. A finished stream may connect again.
-    [[nodiscard]] std::expected<void, std::error_code> connect(const endpoint& to) noexcept;
+    // on_stream_end(connect_failed) follows. `from` (null: the system chooses): the local
+    // address (its port 0: the kernel picks one) bound before the connect, as an egress source
+    // (issue 17); the caller's, read during the call only. An error (no socket, or `from` could
+    // not be bound: bind_failed()) means nothing is in flight; close() then finishes the
+    // stream. A finished stream may connect again.
+    [[nodiscard]] std::expected<void, std::error_code> connect(const endpoint& to,
+                                                               const endpoint* from = nullptr) noexcept;
+    // The last connect() failed binding `from` (the socket was made).
+    [[nodiscard]] bool bind_failed() const noexcept { return _bind_failed; }
     // Keeps a multishot receive armed from now on (unless paused, closing, or the socket is
     // lent to a kTLS handshake).
     void start_receiving() noexcept;
@@ -285,6 +291,7 @@ private:
     bool _recv_armed = false;
     bool _send_in_flight = false;
     bool _connect_in_flight = false;
+    bool _bind_failed = false;  // the last connect()'s bind of its source address failed
     bool _poll_armed = false;
     bool _paused = false;
     bool _closing = false;

@@ -14,6 +14,12 @@ namespace ringrelay::queue {
 
 namespace {
 
+// The domain of a sender address ("" for the null sender or an address without one).
+std::string_view sender_domain(std::string_view mail_from) noexcept {
+    const std::size_t at = mail_from.rfind('@');
+    return at == std::string_view::npos ? std::string_view() : mail_from.substr(at + 1);
+}
+
 // What the connection sends for the job: views into the message and the job's addresses.
 protocol::outbound_message outbound_message_of(const stored_message& m, std::span<const std::string> rcpt_to) {
     protocol::outbound_message msg;
@@ -33,12 +39,13 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const core::stream_services& streams, core::mx_resolver& resolver,
                    const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
                    const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
-                   suppression_list* suppressions)
+                   const egress_table& egress, suppression_list* suppressions)
     : _shard(shard_index),
       _spool_dir(s.directory()),
       _router(config),
       _suppressions(suppressions),
       _shaping_log(log),
+      _egress(egress),
       _tls(config, tls_generation, core::system_time()),
       _log(log, shard_index, bounce_rules),
       _dsns(s, config, host, shard_index, *this),
@@ -50,7 +57,8 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time(), shaping),
       _hop(r, links, shard_index),
       _retry_alarm(*this, r, core::alarm_clock::realtime),
-      _backoff_alarm(*this, r, core::alarm_clock::monotonic) {
+      _backoff_alarm(*this, r, core::alarm_clock::monotonic),
+      _egress_chooser(egress) {
     // Both were checked by load_config and the relay (an unparsable one never gets here).
     if (config.delay_warning != "0")
         if (auto d = core::parse_duration(config.delay_warning); d && d->count() > 0)
@@ -101,6 +109,8 @@ delivery_counters delivery::counters() const noexcept {
 void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     if (_stopping) return;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    // The message's pool (null: the system-chosen address); each job's source is chosen below.
+    const egress_pool* pool = _egress.pool_for(sender_domain(m.envelope.mail_from), m.envelope.auth_user);
     std::vector<delivery_job*> jobs;
     route_key r;
     for (std::uint32_t i = 0; i < m.status.size(); ++i) {
@@ -120,6 +130,10 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             job->route = r;
             job->started_ms = now_ms;
             job->expires_us = _max_age_us == 0 ? 0 : m.arrival_us + _max_age_us;
+            // This shard's chooser: the source must be known before the site's owner is (the
+            // source is part of the site's key), and per-shard state needs no lock. Over a
+            // pool's total weight of jobs made here, each source gets exactly its weight.
+            if (pool != nullptr) job->egress = &_egress.sources()[_egress_chooser.next(*pool)];
             jobs.push_back(job);
         }
         job->rcpt_index.push_back(i);
@@ -199,15 +213,18 @@ void delivery::shaping_changed(const site& s, const shaping_change& change) noex
     const std::int64_t unix_now = core::unix_us();
     const std::int64_t mono_now_us = core::monotonic_ms() * 1000;
     const std::int64_t until = change.until_us == 0 ? 0 : unix_now + (static_cast<std::int64_t>(change.until_us) - mono_now_us);
-    // No egress sources yet: every connection uses the system-chosen address, source "default".
-    append_shaping_record(_shaping_log.line_buffer(), s.name, "default", change, unix_now, until);
+    append_shaping_record(_shaping_log.line_buffer(), s.name, s.egress != nullptr ? s.egress->name : "default", change,
+                          unix_now, until);
 }
 
 // ---- outcomes back ----------------------------------------------------------------------
 
-void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& remote,
+void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& hop,
                              const std::string& why) noexcept {
     stored_message& m = *job->message;
+    // The records say which egress source the job had, whether or not it got as far as a site.
+    next_hop_ref remote = hop;
+    if (job->egress != nullptr) remote.egress_source = job->egress->name;
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     // From scheduling the attempt (routing, connecting, the transaction) to its outcome.
     const std::int64_t attempt_ms = core::monotonic_ms() - job->started_ms;

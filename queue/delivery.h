@@ -47,6 +47,7 @@
 #include "queue/delivery_log.h"
 #include "queue/destination_pool.h"
 #include "queue/dsn_writer.h"
+#include "queue/egress.h"
 #include "queue/message_store.h"
 #include "queue/outbound.h"
 #include "queue/retry_schedule.h"
@@ -72,12 +73,13 @@ public:
     // links: the cross-shard mailboxes, complete before the shard's loop starts;
     // bounce_rules: the relay's one bounce classification table, shared read-only by every shard;
     // shaping: the relay's shaping rules (queue/shaping_table.h);
+    // egress: the relay's egress sources, pools and selectors (queue/egress.h; empty: none);
     // suppressions: the shard's side of the suppression list, null with --no-suppression.
     delivery(core::reactor& r, spool& s, core::log_writer& log, const core::config& config,
              const retry_schedule& schedule, protocol::session_host& host, unsigned shard_index,
              const core::stream_services& streams, core::mx_resolver& resolver,
              const std::atomic<std::uint64_t>& tls_generation, const shard_links& links,
-             const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
+             const protocol::bounce_rules& bounce_rules, const shaping_table& shaping, const egress_table& egress,
              suppression_list* suppressions = nullptr);
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;
@@ -129,7 +131,8 @@ public:
 
 private:
     // Groups the message's pending recipients that are not in flight by destination, one job
-    // per destination, and sends each to its owner shard.
+    // per destination, gives each job its egress source (the message's pool by --pool-for,
+    // the source by this shard's chooser), and sends each to its owner shard.
     void schedule(stored_message& m, std::int64_t now_ms);
     // Origin side: apply a job's outcome to its message.
     void apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& hop,
@@ -153,6 +156,7 @@ private:
     const router _router;
     suppression_list* const _suppressions;  // null: --no-suppression
     core::log_writer& _shaping_log;         // the delivery log, for Shaping records
+    const egress_table& _egress;            // the relay's
     // The parts, in construction order.
     tls_client_policy _tls;
     delivery_log _log;
@@ -168,6 +172,7 @@ private:
     std::uint64_t _delay_warning_us = 0;  // --delay-warning; 0 = off
     std::uint64_t _max_age_us = 0;        // --max-age: a delay notice's Will-Retry-Until
     // Shard-local.
+    egress_chooser _egress_chooser;  // this shard's weighted round robin over each pool's sources
     bool _stopping = false;
 };
 

@@ -20,6 +20,7 @@
 namespace ringrelay::queue {
 
 struct stored_message;
+struct egress_source;
 
 // A message's bytes in memory: kept by the body cache after reception, or read back from the
 // spool for an attempt (queue/message_store.h). Shared: a job keeps the body it sends alive
@@ -36,6 +37,10 @@ struct next_hop_ref {
     std::string address;  // "ADDR:PORT" connected to
     std::string tls;      // "TLSv1.3 TLS_AES_256_GCM_SHA384" if the attempt ran under TLS, else ""
     std::string site;     // the site (queue/site_name.h) the attempt was for; "" if none was known
+    // The egress source's name (queue/egress.h), set by the origin from its job; "" = the
+    // system-chosen address ("default" in the log). Views the relay's egress table, which
+    // outlives every shard.
+    std::string_view egress_source = {};
 };
 
 // Where a job goes: a destination key and what is needed to build the destination on the
@@ -75,11 +80,17 @@ struct delivery_job {
     // owner shard: by the origin for a static route, by the domain's owner once the MX plan is
     // known. site_key is what the owner shard is chosen by (hash % shards).
     std::string site;              // "mx1.example.net,mx2.example.net" or "192.0.2.1:25"
-    std::string site_key;          // site, "|domain=D" when D has a domain rule, "|tls=P" as the route key
+    // site, "|domain=D" when D has a domain rule, "|tls=P" as the route key, "|src=NAME" with an
+    // egress source: each (source, site) is a site of its own (limits, controller, back-off).
+    std::string site_key;
     std::string site_rule_domain;  // D above, or ""
     std::vector<core::endpoint> site_targets;  // the addresses to try, in order
     std::vector<std::string> site_hosts;       // the host name of each
     std::int64_t attempt_ms = 0;   // when a connection took it (the owner's monotonic clock)
+    // The egress source its connections bind, chosen by the origin when it made the job (its
+    // pool by the message's sender domain or AUTH user, the source by the origin shard's
+    // egress_chooser: queue/egress.h); null: the system-chosen address. The relay's table.
+    const egress_source* egress = nullptr;
 };
 
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).

@@ -63,6 +63,9 @@ void delivery_log::record(const char* type, const stored_message& m, std::uint32
         core::append_json_escaped(line, remote.site);
         line += '"';
     }
+    line += ",\"egress_source\":\"";  // a source name (queue/egress.h: no quotes or escapes needed)
+    line += remote.egress_source.empty() ? std::string_view("default") : remote.egress_source;
+    line += '"';
     line += ",\"reply\":";
     if (reply != nullptr && reply->origin != protocol::reply_origin::none) {
         line += '"';

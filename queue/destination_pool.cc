@@ -20,11 +20,22 @@ std::string tls_suffix_of(const std::string& key) {
     return at == std::string::npos ? std::string() : key.substr(at);
 }
 
-bool same_targets(const std::vector<core::endpoint>& a, const std::vector<core::endpoint>& b) {
+// The same addresses, in any order.
+bool same_address_set(const std::vector<core::endpoint>& a, const std::vector<core::endpoint>& b) {
     if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (core::to_string(a[i]) != core::to_string(b[i])) return false;
-    return true;
+    std::vector<std::string> x, y;
+    x.reserve(a.size());
+    y.reserve(b.size());
+    for (const core::endpoint& e : a) x.push_back(core::to_string(e));
+    for (const core::endpoint& e : b) y.push_back(core::to_string(e));
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    return x == y;
+}
+
+// "|src=NAME" of a job's egress source, or "" (the system-chosen address).
+std::string source_suffix(const delivery_job& job) {
+    return job.egress == nullptr ? std::string() : "|src=" + job.egress->name;
 }
 
 }  // namespace
@@ -70,7 +81,7 @@ void destination_pool::set_route_site(delivery_job& job) {
     // A route or smarthost is a site of its own, named HOST:PORT (route.name, numeric); it has
     // the default rule (several domains may share the route, so no domain rule applies).
     job.site = normalize_host(job.route.name);
-    job.site_key = job.site + tls_suffix_of(job.route.key);
+    job.site_key = job.site + tls_suffix_of(job.route.key) + source_suffix(job);
     job.site_rule_domain.clear();
     job.site_targets = {job.route.hop};
     job.site_hosts = {job.route.name};
@@ -113,7 +124,7 @@ void destination_pool::dispatch(destination& d) noexcept {
     while (!d.ready->empty()) {
         delivery_job* job = d.ready->pop();
         job->site = d.site;
-        job->site_key = d.site_key;
+        job->site_key = d.site_key + source_suffix(*job);  // each (source, site) its own
         job->site_rule_domain = d.rule_domain;
         job->site_targets = d.targets;
         job->site_hosts = d.target_hosts;
@@ -245,13 +256,16 @@ site& destination_pool::site_for(const delivery_job& job) {
         slot->rule_domain = job.site_rule_domain;
         slot->tls = job.route.tls;
         slot->by_mx = job.route.by_mx;
+        slot->egress = job.egress;
         slot->targets = job.site_targets;
         slot->target_hosts = job.site_hosts;
         slot->ready = &_queues.queue_for("site:" + job.site_key);
         slot->limits = limits_of(*slot);
         slot->controller.emplace(slot->limits, now_us());
-    } else if (!job.site_targets.empty() && !same_targets(job.site_targets, slot->targets)) {
-        // A newer plan for the same exchangers (their addresses changed).
+    } else if (!job.site_targets.empty() && !same_address_set(job.site_targets, slot->targets)) {
+        // A newer plan for the same exchangers (their addresses changed). Another order of the
+        // same addresses (another domain's shuffle) keeps the plan and its place: starting
+        // again at the first would try an address that just failed again and again.
         slot->targets = job.site_targets;
         slot->target_hosts = job.site_hosts;
         slot->next_target = 0;
@@ -361,11 +375,24 @@ void destination_pool::dispatch(site& s) noexcept {
 }
 
 outbound_link& destination_pool::open_connection(site& s) noexcept {
-    const std::size_t i = s.next_target % s.targets.size();
-    connection_target target{s.targets[i], s.target_hosts[i], s.name, s.by_mx, s.name};
+    std::size_t i = s.next_target % s.targets.size();
+    if (s.egress != nullptr) {
+        // A source binds one address: the next target of its family (IPv4 or IPv6). With none,
+        // the bind fails and the connection reports a failure on our side.
+        for (std::size_t k = 0; k < s.targets.size(); ++k) {
+            const std::size_t j = (s.next_target + k) % s.targets.size();
+            if (s.targets[j].family() == s.egress->address.family()) {
+                i = j;
+                s.next_target = j;
+                break;
+            }
+        }
+    }
+    connection_target target{s.targets[i], s.target_hosts[i], s.name, s.by_mx, s.name, s.egress};
     const tls_client_policy::connection_tls tls = _tls.for_connection(s.tls, core::to_string(target.address));
     protocol::client_config config = _client_config;
     config.starttls = tls.starttls;
+    if (s.egress != nullptr) config.helo_name = s.egress->ehlo;  // --hostname unless the source names another
     std::unique_ptr<outbound_link> made = _links.make(target, config, tls.verify, *this);
     outbound_link* c = made.get();
     c->pool_site = &s;
@@ -493,7 +520,8 @@ void destination_pool::connection_closed(outbound_link& c, const close_report& r
     if (report.local_failure) {
         // Our side failed (no local port or address, no descriptor): nothing about the
         // receiver, so no signal. Jobs wait for a connection that works, unless none does.
-        core::diag("site " + s.name + ": connection to " + report.hop.address + " failed on our side: " + report.why);
+        core::diag("site " + s.name + (s.egress != nullptr ? " (egress source " + s.egress->name + ")" : std::string()) +
+                   ": connection to " + report.hop.address + " failed on our side: " + report.why);
         back_off(s);
         if (open == 0 && ++s.local_failures >= local_failures_before_deferring) {
             s.local_failures = 0;

@@ -14,7 +14,10 @@
 //     this shard or another.
 //   - a site: the set of MX hosts (domains sharing them share it: "MX rollup"), or a static
 //     route's HOST:PORT, on the owner of its key (site name, plus "|domain=D" for a domain with
-//     a rule of its own, plus the route's "|tls=P"). A static route's jobs go there directly.
+//     a rule of its own, plus the route's "|tls=P", plus "|src=NAME" for a job with an egress
+//     source: each (source, site) is a site of its own, whose connections bind the source's
+//     address, to the plan's addresses of its family, and greet with its EHLO name;
+//     queue/egress.h). A static route's jobs go there directly.
 //     The site holds one ready queue (queue/scheduler.h), the connections, and the limits the
 //     shaping rules resolve for it (queue/shaping_rules.h): connection_limit,
 //     max_deliveries_per_connection, idle_timeout, max_connection_rate and max_message_rate,
@@ -78,6 +81,7 @@
 #include "core/dns.h"
 #include "core/timer_wheel.h"
 #include "queue/delivery_job.h"
+#include "queue/egress.h"
 #include "queue/outbound_link.h"
 #include "queue/record.h"
 #include "queue/retry_schedule.h"
@@ -116,6 +120,10 @@ struct site {
     std::string rule_domain;  // the domain whose rule it has of its own, or ""
     core::config::tls_policy tls = core::config::tls_policy::opportunistic;
     bool by_mx = false;
+    const egress_source* egress = nullptr;  // its connections bind this source (queue/egress.h); null: none
+    // The addresses in the order they are tried, and the next one to try. A plan with the same
+    // addresses in another order (each domain sharing the site shuffles its equal-preference
+    // exchangers on its own) keeps both: only a changed address set starts the plan anew.
     std::vector<core::endpoint> targets;
     std::vector<std::string> target_hosts;
     std::size_t next_target = 0;
@@ -170,8 +178,9 @@ public:
     destination_pool& operator=(const destination_pool&) = delete;
     ~destination_pool();
 
-    // A static route's site and key for `job` (from its route): set in the job. The origin
-    // calls it to pick the site's owner shard; submit() calls it again (the same answer).
+    // A static route's site and key for `job` (from its route and egress source): set in the
+    // job. The origin calls it to pick the site's owner shard; submit() calls it again (the
+    // same answer).
     static void set_route_site(delivery_job& job);
     // A job for a destination this shard owns: by MX, it waits for the plan (then to_site());
     // a static route's, for its site, which this shard owns.

@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/invariant.h"
 #include "core/log.h"
+#include "queue/egress.h"
 #include "queue/record.h"
 #include "queue/spool.h"
 
@@ -62,9 +63,15 @@ std::unique_ptr<outbound_link> outbound_factory::make(const connection_target& t
 
 void outbound::start() noexcept {
     // No socket: nothing is in flight; lost() closes the stream, which finishes at the turn's end.
-    if (auto started = _stream.connect(_target.address); !started) {
-        _local_failure = true;  // no socket: our side
-        lost(started.error().message());
+    const core::endpoint* from = _target.source != nullptr ? &_target.source->address : nullptr;
+    if (auto started = _stream.connect(_target.address, from); !started) {
+        _local_failure = true;  // no socket, or the source address could not be bound: our side
+        if (_stream.bind_failed()) {
+            lost("egress source " + _target.source->name + " cannot bind " + _target.source->address_text + ": " +
+                 started.error().message());
+        } else {
+            lost(started.error().message());
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 namespace ringrelay::queue {
 
 struct site;
+struct egress_source;
 
 // Where a connection goes and how it names it.
 struct connection_target {
@@ -35,6 +36,9 @@ struct connection_target {
     std::string destination;  // the destination's name: the domain (MX) or ADDR:PORT (route)
     bool by_mx = false;       // SNI and the verified name: the host (MX) or the address (route)
     std::string site;         // the site's name (queue/site_name.h), for the log
+    // The egress source whose address the connection binds (queue/egress.h; the relay's table,
+    // which outlives every connection); null: the system chooses the address.
+    const egress_source* source = nullptr;
 };
 
 // How a connection ended, as reported to its owner.

@@ -88,6 +88,15 @@ std::expected<void, std::string> relay::start() {
         _shaping_summary = describe(*shaping);
         _limits.shaping.replace(std::move(shaping->rules));
     }
+    // The egress sources (each address test-bound), pools and selectors: an error names the flag.
+    if (auto egress = egress_table::load(_config.egress_sources, _config.egress_pools, _config.pool_for,
+                                         _config.hostname);
+        !egress) {
+        return std::unexpected(egress.error());
+    } else {
+        _limits.egress = std::move(*egress);
+        _egress_summary = _limits.egress->describe();
+    }
     if (auto postmaster = postmaster_address(_config); !postmaster) {
         return std::unexpected(postmaster.error());
     } else {

@@ -55,6 +55,8 @@ public:
     [[nodiscard]] const std::string& dkim_summary() const noexcept { return _dkim_summary; }
     // One line on traffic shaping: the rules loaded (queue/shaping_rules.h describe()).
     [[nodiscard]] const std::string& shaping_summary() const noexcept { return _shaping_summary; }
+    // One line on egress sources, pools and selectors (queue/egress.h describe()).
+    [[nodiscard]] const std::string& egress_summary() const noexcept { return _egress_summary; }
     // One line on the suppression list: off, or how many entries, where, and the TTL.
     [[nodiscard]] const std::string& suppression_summary() const noexcept { return _suppression_summary; }
     // One line on the shards' registered buffers for streamed body reads: how many, or what the
@@ -114,6 +116,7 @@ private:
     std::uint64_t _suppression_generation = 0;
     std::string _suppression_summary = "suppression: off (--no-suppression)";
     std::string _shaping_summary;
+    std::string _egress_summary;
     std::string _fixed_buffers_summary;
     core::ktls_probe _ktls;
     std::string _tls_summary;

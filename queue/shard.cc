@@ -87,7 +87,7 @@ std::string shard::init() {
     if (auto ec = _dns->init(); ec) return "DNS resolver: " + ec.message();
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index, stream_services(),
                                            *_dns, _limits.outbound_tls_generation, _links, _bounce_rules, _limits.shaping,
-                                           _suppressions.get());
+                                           *_limits.egress, _suppressions.get());
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
     // flushed by the shard are those of the turn; the suppression journal after the shard's
     // (whose delivery may add entries at its turn end), then the log.

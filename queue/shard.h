@@ -36,6 +36,7 @@
 #include "queue/delivery.h"
 #include "queue/retry_schedule.h"
 #include "queue/server_front.h"
+#include "queue/egress.h"
 #include "queue/shaping_table.h"
 #include "queue/spool.h"
 #include "queue/storage.h"
@@ -73,6 +74,9 @@ struct inbound_limits {
     alignas(64) std::atomic<std::uint64_t> outbound_tls_generation{0};
     // The shaping rules (issue 17): set by the relay before the shards run, replaced by SIGHUP.
     shaping_table shaping;
+    // The egress sources, pools and selectors (issue 17): set by the relay before the shards
+    // run, never changed after; empty (none) unless it is.
+    std::shared_ptr<const egress_table> egress = std::make_shared<const egress_table>();
 };
 
 // Makes the shard's storage backend on the shard thread (the disk by default; tests pass a

@@ -233,6 +233,7 @@ int main(int argc, char** argv) {
     core::diag(bounce_summary);
     core::diag(node.suppression_summary());
     core::diag(node.shaping_summary());
+    core::diag(node.egress_summary());
     core::diag(node.fixed_buffers_summary());
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);

@@ -414,6 +414,9 @@ sample sample_for(const flag_descriptor& f, int which) {
         return {{name}, value ? "true" : "false", value ? "true" : "false"};
     }
     if (is_text(f)) return {{name, "text" + tag}, "\"text" + tag + "\"", "text" + tag};
+    if (is_list(f) && f.form == flag_form::whole_items)  // items keep their commas
+        return {{name, "a" + tag + ",b" + tag, name, "c" + tag}, "[\"a" + tag + ",b" + tag + "\", \"c" + tag + "\"]",
+                "a" + tag + ",b" + tag + "|c" + tag};
     if (is_list(f))
         return {{name, "a" + tag + ", b" + tag, name, "c" + tag}, "[\"a" + tag + ",b" + tag + "\", \"c" + tag + "\"]",
                 "a" + tag + "|b" + tag + "|c" + tag};

@@ -350,6 +350,48 @@ TEST_F(StreamTest, RefusedConnectEndsAndFinishesThenConnectsAgain) {
     ::close(*again);
 }
 
+// An egress source (issue 17): the connection leaves from the address it is given.
+TEST_F(StreamTest, ConnectBindsTheSourceAddressGiven) {
+    auto listener = core::listen_reuseport(*core::parse_endpoint("127.0.0.1:0"), 4);
+    ASSERT_TRUE(listener);
+    auto bound = core::local_endpoint(*listener);
+    ASSERT_TRUE(bound);
+    const core::endpoint from = *core::parse_endpoint("127.0.0.3:0");
+    recorder owner;
+    stream s(h.services(), owner);
+    ASSERT_TRUE(s.connect(*bound, &from));
+    ASSERT_TRUE(h.run_until([&] { return owner.connected == 1; }));
+    sockaddr_storage peer{};
+    socklen_t length = sizeof peer;
+    const int accepted = ::accept4(*listener, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_CLOEXEC);
+    ASSERT_GE(accepted, 0);
+    EXPECT_EQ(core::address_text(reinterpret_cast<const sockaddr*>(&peer)), "127.0.0.3") << "the peer sees the source address";
+    s.close();
+    ASSERT_TRUE(h.run_until([&] { return owner.finished == 1; }));
+    ::close(accepted);
+    ::close(*listener);
+}
+
+// A source address this host does not have: an error at once (nothing in flight), said to be
+// the bind's, and the stream still finishes.
+TEST_F(StreamTest, ASourceAddressThatCannotBeBoundFailsTheConnectAtOnce) {
+    auto listener = core::listen_reuseport(*core::parse_endpoint("127.0.0.1:0"), 4);
+    ASSERT_TRUE(listener);
+    auto bound = core::local_endpoint(*listener);
+    ASSERT_TRUE(bound);
+    const core::endpoint from = *core::parse_endpoint("192.0.2.1:0");  // TEST-NET-1: not ours
+    recorder owner;
+    stream s(h.services(), owner);
+    auto started = s.connect(*bound, &from);
+    ASSERT_FALSE(started);
+    EXPECT_EQ(started.error().value(), EADDRNOTAVAIL);
+    EXPECT_TRUE(s.bind_failed());
+    s.close();
+    ASSERT_TRUE(h.run_until([&] { return owner.finished == 1; }));
+    EXPECT_EQ(owner.connected, 0);
+    ::close(*listener);
+}
+
 class StreamTlsTest : public StreamTest {
 protected:
     void SetUp() override {

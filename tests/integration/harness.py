@@ -635,6 +635,31 @@ def wait_until(pred, timeout):
     return pred()
 
 
+def start_sink(binary, port, args):
+    """ringrelay-sink on 127.0.0.1:`port` with one shard, --quiet --json and `args`; killed (by
+    PID) at exit if still running. Returns the Popen once the port accepts connections."""
+    p = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--quiet", "--json"] + list(args),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    register_cleanup(lambda: p.poll() is None and p.kill())
+    if not connectable(port):
+        raise Failed("ringrelay-sink does not listen")
+    return p
+
+
+def sink_result(p, timeout):
+    """Waits up to `timeout` for a start_sink() sink to end (then kills it): (its --json
+    statistics, {} if none, and its stderr)."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    try:
+        return json.loads(out), err
+    except ValueError:
+        return {}, err
+
+
 def reception_record(relay, qid, timeout=10):
     """The Reception record of `qid` in the relay's log, waiting up to `timeout` (None if absent)."""
     deadline = time.monotonic() + timeout

@@ -930,3 +930,127 @@ TEST_F(DestinationPoolTest, ASuspendRuleHoldsTheSitesMailUntilItsEndAndAJobsEndD
     EXPECT_TRUE(s->ready->empty()) << "after the suspension the waiting mail goes again";
     EXPECT_EQ(a.assigned.size() + b.assigned.size(), 4u);
 }
+
+namespace {
+
+// Two exchangers of equal preference, in the order `first`, `second` (each domain's lookup
+// shuffles them on its own).
+core::mx_result equal_preference_plan(const char* first_address, const char* second_address) {
+    core::mx_result result;
+    result.status = core::dns_status::ok;
+    const bool a_first = std::string_view(first_address) == "192.0.2.1:25";
+    result.targets = {mx(a_first ? "a.mx.example" : "b.mx.example", 10, first_address),
+                      mx(a_first ? "b.mx.example" : "a.mx.example", 10, second_address)};
+    return result;
+}
+
+}  // namespace
+
+// Review finding (issue 17): domains sharing a site each shuffle its equal-preference
+// exchangers; a plan that only reorders the site's addresses must not send it back to its first
+// address (which may be the one that just failed), or a dead address is tried again and again.
+TEST_F(DestinationPoolTest, AnotherDomainsOrderOfTheSameAddressesKeepsTheSitesPlanAndPlace) {
+    const std::string key = "a.mx.example,b.mx.example";
+    submit(mx_route("one.example"));
+    answer_mx(equal_preference_plan("192.0.2.1:25", "192.0.2.2:25"));
+    ASSERT_EQ(_factory.made.size(), 1u);
+    EXPECT_EQ(core::to_string(_factory.made[0]->target.address), "192.0.2.1:25");
+    fail_before_greeting(*_factory.made[0]);  // 192.0.2.1 is dead: the plan moves on
+    ASSERT_EQ(_factory.made.size(), 2u);
+    EXPECT_EQ(core::to_string(_factory.made[1]->target.address), "192.0.2.2:25");
+    greet(*_factory.made[1]);
+    complete(*_factory.made[1], protocol::outcome_kind::accepted);
+    close(*_factory.made[1], close_report{});  // an idle connection's end: nothing about the plan
+    // Another domain with the same exchangers, shuffled the other way, then the first again.
+    submit(mx_route("two.example"));
+    answer_mx(equal_preference_plan("192.0.2.2:25", "192.0.2.1:25"));
+    ASSERT_EQ(_factory.made.size(), 3u);
+    EXPECT_EQ(core::to_string(_factory.made[2]->target.address), "192.0.2.2:25");
+    greet(*_factory.made[2]);
+    complete(*_factory.made[2], protocol::outcome_kind::accepted);
+    close(*_factory.made[2], close_report{});
+    submit(mx_route("one.example"));  // its plan is reused (60 s): 192.0.2.1 first again
+    ASSERT_EQ(_factory.made.size(), 4u);
+    EXPECT_EQ(core::to_string(_factory.made[3]->target.address), "192.0.2.2:25")
+        << "the site keeps its plan and place; the dead address is not tried first again";
+    const site* s = pool().find_site(key);
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->next_target, 1u);
+}
+
+TEST_F(DestinationPoolTest, ANewAddressSetStartsTheSitesPlanAnew) {
+    submit(mx_route("one.example"));
+    answer_mx(equal_preference_plan("192.0.2.1:25", "192.0.2.2:25"));
+    fail_before_greeting(*_factory.made[0]);
+    greet(*_factory.made[1]);
+    complete(*_factory.made[1], protocol::outcome_kind::accepted);
+    close(*_factory.made[1], close_report{});
+    // The exchangers' addresses changed (192.0.2.2 became 192.0.2.3).
+    submit(mx_route("two.example"));
+    answer_mx(equal_preference_plan("192.0.2.1:25", "192.0.2.3:25"));
+    ASSERT_EQ(_factory.made.size(), 3u);
+    EXPECT_EQ(core::to_string(_factory.made[2]->target.address), "192.0.2.1:25") << "the new plan from its start";
+}
+
+// Egress sources (issue 17): each (source, site) is a site of its own, with its own limits;
+// its connections bind the source and greet with its EHLO name.
+class DestinationPoolEgressTest : public DestinationPoolTest {
+protected:
+    DestinationPoolEgressTest() {
+        auto t = egress_table::load({"a=127.0.0.2,ehlo=a.relay.test", "b=127.0.0.3"}, {"p=a:1,b:1"}, {"*=p"},
+                                    "relay.test");
+        EXPECT_TRUE(t.has_value()) << (t ? "" : t.error());
+        if (t) _egress = std::move(*t);
+    }
+    delivery_job* submit_from(const route_key& r, const char* source) {
+        auto* job = new delivery_job();
+        job->route = r;
+        for (const egress_source& s : _egress->sources())
+            if (s.name == source) job->egress = &s;
+        EXPECT_NE(job->egress, nullptr);
+        pool().submit(job);
+        return job;
+    }
+    std::shared_ptr<const egress_table> _egress;
+};
+
+TEST_F(DestinationPoolEgressTest, EachSourceHasItsOwnSiteConnectionsAndEhloName) {
+    submit_from(static_route(), "a");
+    submit_from(static_route(), "b");
+    submit(static_route());  // no source: the system-chosen address
+    ASSERT_EQ(_factory.made.size(), 3u) << "--max-connections-per-destination 1 for each (source, site)";
+    const site* a = pool().find_site("127.0.0.1:2526|src=a");
+    const site* b = pool().find_site("127.0.0.1:2526|src=b");
+    const site* none = pool().find_site("127.0.0.1:2526");
+    ASSERT_NE(a, nullptr);
+    ASSERT_NE(b, nullptr);
+    ASSERT_NE(none, nullptr);
+    EXPECT_EQ(a->name, "127.0.0.1:2526") << "the log names the site, not the key";
+    ASSERT_NE(_factory.made[0]->target.source, nullptr);
+    EXPECT_EQ(_factory.made[0]->target.source->name, "a");
+    EXPECT_EQ(_factory.made[0]->config.helo_name, "a.relay.test");
+    ASSERT_NE(_factory.made[1]->target.source, nullptr);
+    EXPECT_EQ(_factory.made[1]->target.source->name, "b");
+    EXPECT_EQ(_factory.made[1]->config.helo_name, "relay.test") << "without ehlo=, --hostname";
+    EXPECT_EQ(_factory.made[2]->target.source, nullptr);
+    EXPECT_EQ(_factory.made[2]->config.helo_name, "relay.test");
+    // One source's failures back off that source's site only.
+    fail_before_greeting(*_factory.made[0]);
+    EXPECT_GT(a->backoff_until_ms, _clock.now_ms);
+    EXPECT_EQ(b->backoff_until_ms, 0);
+    EXPECT_EQ(none->backoff_until_ms, 0);
+}
+
+TEST_F(DestinationPoolEgressTest, AnMxSitesKeyCarriesTheSourceAndItsConnectionsTakeAnAddressOfTheSourcesFamily) {
+    auto six = egress_table::load({"six=::1"}, {"v6=six"}, {"*=v6"}, "relay.test");
+    if (!six) GTEST_SKIP() << "no IPv6 loopback here: " << six.error();
+    _egress = std::move(*six);
+    submit_from(mx_route("one.example"), "six");
+    core::mx_result result;
+    result.status = core::dns_status::ok;
+    result.targets = {mx("mx.example.net", 10, "192.0.2.1:25"), mx("mx.example.net", 10, "[2001:db8::1]:25")};
+    answer_mx(std::move(result));
+    EXPECT_NE(pool().find_site("mx.example.net|src=six"), nullptr);
+    ASSERT_EQ(_factory.made.size(), 1u);
+    EXPECT_EQ(core::to_string(_factory.made[0]->target.address), "[2001:db8::1]:25") << "an IPv6 source, an IPv6 peer";
+}

@@ -239,7 +239,7 @@ TEST_F(MessageStoreTest, AnUnroutedRecipientIsNotJournaled) {
     ASSERT_NE(r.store->find(9), nullptr);
     EXPECT_EQ(r.store->find(9)->status[0], recipient_status::pending) << "looked at again after a restart";
     EXPECT_NE(log_lines().find("\"type\":\"TransientFailure\""), std::string::npos);
-    EXPECT_NE(log_lines().find("\"next_hop\":null,\"reply\":\"no route to the recipient's domain\""),
+    EXPECT_NE(log_lines().find("\"next_hop\":null,\"egress_source\":\"default\",\"reply\":\"no route to the recipient's domain\""),
               std::string::npos)
         << log_lines();
 }
@@ -274,7 +274,8 @@ TEST_F(MessageStoreTest, AnOutcomeWhoseJournalWriteFailedIsTriedAgainAfterAResta
 
 TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
     stored_message* m = commit(12, 3);
-    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "TLSv1.3 TLS_AES_256_GCM_SHA384", ""};
+    // The site and the egress source the attempt had (issue 17).
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "TLSv1.3 TLS_AES_256_GCM_SHA384", "mx.example.net", "b"};
     const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "2.0.0 ok");
     const protocol::outcome_reply no = peer_reply(550, 5, 1, 1, "5.1.1 no such user");
     m->attempts = {1, 1, 3};
@@ -290,7 +291,8 @@ TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
     const std::string log = log_lines();
     EXPECT_NE(log.find("{\"type\":\"Delivery\""), std::string::npos) << log;
     EXPECT_NE(log.find("\"recipient\":\"r0@example.net\",\"next_hop\":{\"name\":\"mx.example.net\","
-                       "\"address\":\"192.0.2.1:25\"},\"reply\":\"250 2.0.0 ok\",\"tls\":"
+                       "\"address\":\"192.0.2.1:25\"},\"site\":\"mx.example.net\",\"egress_source\":\"b\","
+                       "\"reply\":\"250 2.0.0 ok\",\"tls\":"
                        "\"TLSv1.3 TLS_AES_256_GCM_SHA384\",\"attempt\":1,\"queued_seconds\":2.000,"
                        "\"attempt_seconds\":1.500}"),
               std::string::npos)
@@ -298,7 +300,8 @@ TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
     EXPECT_NE(log.find("{\"type\":\"Bounce\""), std::string::npos);
     EXPECT_NE(log.find("\"reply\":\"550 5.1.1 no such user\""), std::string::npos) << log;
     EXPECT_NE(log.find("{\"type\":\"Expiration\""), std::string::npos);
-    EXPECT_NE(log.find("\"recipient\":\"r2@example.net\",\"next_hop\":null,\"reply\":\"message expired (--max-age)\""
+    EXPECT_NE(log.find("\"recipient\":\"r2@example.net\",\"next_hop\":null,\"egress_source\":\"default\","
+                       "\"reply\":\"message expired (--max-age)\""
                        ",\"attempt\":3"),
               std::string::npos)
         << log;
