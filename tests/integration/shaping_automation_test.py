@@ -26,9 +26,7 @@
 import json
 import os
 import smtplib
-import subprocess
 import sys
-import time
 
 import harness
 
@@ -44,27 +42,6 @@ THROTTLE_SECONDS = 4
 
 records = harness.log_records
 wait_for = harness.wait_until
-
-
-def sink(binary, port, extra):
-    p = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--quiet", "--json"] + extra,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    harness.register_cleanup(lambda: p.poll() is None and p.kill())  # by PID, ours
-    if not harness.connectable(port):
-        raise harness.Failed("ringrelay-sink does not listen")
-    return p
-
-
-def finish(p, timeout):
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-    try:
-        return json.loads(out), err
-    except ValueError:
-        return {}, err
 
 
 def send(relay, n, tag):
@@ -83,7 +60,7 @@ def suspend_case(c, relay_bin, sink_bin):
     with open(rules, "w") as f:
         json.dump({"default": {"connection_limit": 2},
                    "automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "4s"}]}, f)
-    throttling = sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", TSS04, "--duration", "60"])
+    throttling = harness.start_sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", TSS04, "--duration", "60"])
     relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1s", "--no-default-shaping",
                                       "--shaping", rules], shards=2).start()
     send(relay, N, "a")
@@ -93,9 +70,9 @@ def suspend_case(c, relay_bin, sink_bin):
             relay.stderr()[-500:])
     # The replacement sink must listen before the 4 s suspension ends.
     throttling.terminate()
-    first, _ = finish(throttling, 30)
-    accepting = sink(sink_bin, port, ["--expect", str(N), "--duration", "60"])
-    second, err = finish(accepting, 90)
+    first, _ = harness.sink_result(throttling, 30)
+    accepting = harness.start_sink(sink_bin, port, ["--expect", str(N), "--duration", "60"])
+    second, err = harness.sink_result(accepting, 90)
     relay.stop()
     log = records(relay.log_path)
     sus = suspended()
@@ -127,7 +104,7 @@ def throttle_case(c, relay_bin, sink_bin):
         json.dump({"default": {"connection_limit": 2, "max_message_rate": f"{RATE}/s"},
                    "automation": [{"match": "\\[TS03\\]", "action": "throttle", "factor": 0.5,
                                    "duration": f"{THROTTLE_SECONDS}s"}]}, f)
-    throttling = sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", TS03, "--duration", "60"])
+    throttling = harness.start_sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", TS03, "--duration", "60"])
     relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1s", "--no-default-shaping",
                                       "--shaping", rules], shards=2).start()
     send(relay, THROTTLE_N, "t")
@@ -137,9 +114,9 @@ def throttle_case(c, relay_bin, sink_bin):
             "record)", relay.stderr()[-500:])
     # The replacement sink must listen before the throttle ends (it is renewed by each refusal).
     throttling.terminate()
-    first, _ = finish(throttling, 30)
-    accepting = sink(sink_bin, port, ["--expect", str(THROTTLE_N), "--duration", "90"])
-    second, err = finish(accepting, 120)
+    first, _ = harness.sink_result(throttling, 30)
+    accepting = harness.start_sink(sink_bin, port, ["--expect", str(THROTTLE_N), "--duration", "90"])
+    second, err = harness.sink_result(accepting, 120)
     c.check(wait_for(lambda: shaping("resume"), 2 * THROTTLE_SECONDS + 5), "throttle: a resume record follows",
             [x.get("event") for x in records(relay.log_path) if x.get("type") == "Shaping"])
     relay.stop()

@@ -14,7 +14,6 @@
 import json
 import os
 import smtplib
-import subprocess
 import sys
 import time
 
@@ -25,29 +24,6 @@ MAX_AGE_S = 8
 SWEEP_S = 10  # destination_pool's expiry_sweep_ms
 
 
-def records(path):
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def wait_for(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.2)
-    return pred()
-
-
 def scenario(c):
     relay_bin, sink_bin = sys.argv[1], sys.argv[2]
     port = harness.free_port()
@@ -56,11 +32,7 @@ def scenario(c):
     rules = os.path.join(work, "rules.json")
     with open(rules, "w") as f:
         json.dump({"default": {"max_message_rate": "1/min,max_burst=1", "adaptive": False}}, f)
-    sink = subprocess.Popen([sink_bin, "--listen", site, "--shards", "1", "--quiet", "--json",
-                             "--duration", str(MAX_AGE_S + SWEEP_S + 30)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    harness.register_cleanup(lambda: sink.poll() is None and sink.kill())  # by PID, ours
-    c.require(harness.connectable(port), "ringrelay-sink listens")
+    sink = harness.start_sink(sink_bin, port, ["--duration", str(MAX_AGE_S + SWEEP_S + 30)])
     relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1s", "--max-age", f"{MAX_AGE_S}s",
                                       "--no-default-shaping", "--shaping", rules], shards=1).start()
     host, rport = relay.address()
@@ -70,22 +42,14 @@ def scenario(c):
         s.sendmail("<>", [f"rcpt{i}@example.net"],
                    f"Subject: held {i}\r\nMessage-ID: <h{i}@example.org>\r\n\r\nbody {i}\r\n")
     s.quit()
-    expired = lambda: [x for x in records(relay.log_path) if x.get("type") == "Expiration"]  # noqa: E731
-    done = wait_for(lambda: len(expired()) >= N - 1, MAX_AGE_S + SWEEP_S + 20)
+    expired = lambda: [x for x in harness.log_records(relay.log_path) if x.get("type") == "Expiration"]  # noqa: E731
+    done = harness.wait_until(lambda: len(expired()) >= N - 1, MAX_AGE_S + SWEEP_S + 20)
     took = time.monotonic() - sent_at
     c.info(f"{len(expired())} Expiration record(s) {took:.1f} s after the messages were sent")
     relay.stop()
     sink.terminate()
-    try:
-        out, _ = sink.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        sink.kill()
-        out, _ = sink.communicate()
-    try:
-        summary = json.loads(out)
-    except ValueError:
-        summary = {}
-    log = records(relay.log_path)
+    summary, _ = harness.sink_result(sink, 30)
+    log = harness.log_records(relay.log_path)
     c.check(done, f"the {N - 1} messages held by the rate expire (--max-age {MAX_AGE_S}s)",
             [(x.get("type"), x.get("recipient")) for x in log])
     exp = [x for x in log if x.get("type") == "Expiration"]

@@ -16,7 +16,6 @@
 # Message-ID must be saved by the sink exactly once.
 #
 # Arguments: ringrelay, ringrelay-sink. Loopback only; every wait bounded.
-import json
 import os
 import re
 import smtplib
@@ -41,26 +40,13 @@ def saved_ids(save):
     return ids
 
 
-def wait_for(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.2)
-    return pred()
-
-
 def scenario(c):
     relay_bin, sink_bin = sys.argv[1], sys.argv[2]
     port = harness.free_port()
     work = harness.temp_dir("rr-shutdown-handoff-")
     save = os.path.join(work, "saved")
     os.makedirs(save)
-    sink = subprocess.Popen([sink_bin, "--listen", f"127.0.0.1:{port}", "--shards", "1", "--quiet", "--json",
-                             "--delay-ms", str(DELAY_MS), "--save", save, "--duration", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    harness.register_cleanup(lambda: sink.poll() is None and sink.kill())  # by PID, ours
-    c.require(harness.connectable(port), "ringrelay-sink listens")
+    sink = harness.start_sink(sink_bin, port, ["--delay-ms", str(DELAY_MS), "--save", save, "--duration", "120"])
     flags = ["--smarthost", f"127.0.0.1:{port}", "--retry-intervals", "1s", "--shutdown-timeout", "30"]
     relay = harness.Relay(relay_bin, flags, shards=2).start()
     host, rport = relay.address()
@@ -70,8 +56,8 @@ def scenario(c):
         s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
                    f"Subject: handoff {i}\r\nMessage-ID: <handoff{i}@example.org>\r\n\r\nbody {i}\r\n")
         s.quit()
-    records = lambda: [json.loads(l) for l in open(relay.log_path) if l.strip()]  # noqa: E731
-    c.require(wait_for(lambda: sum(1 for r in records() if r.get("type") == "Reception") >= N, 10),
+    records = lambda: harness.log_records(relay.log_path)  # noqa: E731
+    c.require(harness.wait_until(lambda: sum(1 for r in records() if r.get("type") == "Reception") >= N, 10),
               f"{N} Reception records")
     for r in records():
         if r.get("type") == "Reception":
@@ -89,12 +75,12 @@ def scenario(c):
     c.info(f"{len(first)} message(s) saved by the sink before the restart")
     relay.stop()
     again = harness.Relay(relay_bin, flags, shards=2, spool=relay.spool).start()
-    c.check(wait_for(lambda: len(set(saved_ids(save))) >= N, 60), f"all {N} messages arrive after the restart",
+    c.check(harness.wait_until(lambda: len(set(saved_ids(save))) >= N, 60), f"all {N} messages arrive after the restart",
             sorted(set(saved_ids(save))))
     time.sleep(DELAY_MS / 1000 + 2)  # anything sent twice would be saved by now
     again.stop()
     sink.terminate()
-    sink.communicate(timeout=30)
+    harness.sink_result(sink, 30)
     ids = saved_ids(save)
     twice = sorted({i for i in ids if ids.count(i) > 1})
     c.check(None not in ids, "every saved message has its Message-ID", ids.count(None))
