@@ -33,6 +33,22 @@ bool same_address_set(const std::vector<core::endpoint>& a, const std::vector<co
     return x == y;
 }
 
+// A reply made here (no peer said it): `code`, the enhanced status `enhanced` ("4.4.7"), and
+// the text "<enhanced> <why>".
+protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, const std::string& why) {
+    protocol::outcome_reply reply;
+    reply.origin = protocol::reply_origin::local;
+    reply.code = code;
+    reply.text = std::string(enhanced) + " " + why;
+    unsigned cls = 0, subject = 0, detail = 0;
+    if (std::sscanf(enhanced, "%u.%u.%u", &cls, &subject, &detail) == 3) {
+        reply.enhanced.status_class = static_cast<std::uint8_t>(cls);
+        reply.enhanced.subject = static_cast<std::uint16_t>(subject);
+        reply.enhanced.detail = static_cast<std::uint16_t>(detail);
+    }
+    return reply;
+}
+
 // "|src=NAME" of a job's egress source, or "" (the system-chosen address).
 std::string source_suffix(const delivery_job& job) {
     return job.egress == nullptr ? std::string() : "|src=" + job.egress->name;
@@ -196,16 +212,8 @@ void destination_pool::mx_resolved(destination& d, core::mx_result result) noexc
 void destination_pool::fail_ready_jobs(destination& d, recipient_status status, const std::string& why,
                                        const char* enhanced) {
     if (_stopping) return;  // e.g. "resolver stopped": the jobs stay in the spool for the next start
-    protocol::outcome_reply reply;
-    reply.origin = protocol::reply_origin::local;
-    reply.code = status == recipient_status::bounced ? 550 : 451;
-    reply.text = std::string(enhanced) + " " + why;
-    unsigned cls = 0, subject = 0, detail = 0;
-    if (std::sscanf(enhanced, "%u.%u.%u", &cls, &subject, &detail) == 3) {
-        reply.enhanced.status_class = static_cast<std::uint8_t>(cls);
-        reply.enhanced.subject = static_cast<std::uint16_t>(subject);
-        reply.enhanced.detail = static_cast<std::uint16_t>(detail);
-    }
+    const protocol::outcome_reply reply =
+        local_reply(status == recipient_status::bounced ? 550 : 451, enhanced, why);
     const next_hop_ref hop{d.name, "", "", ""};
     while (!d.ready->empty()) {
         delivery_job* job = d.ready->pop();
@@ -223,13 +231,7 @@ void destination_pool::expire_waiting(site& s, std::uint64_t now_unix_us) {
                      _expired);
     if (_expired.empty()) return;
     const std::string why = "held at the site past --max-age (shaping: its message rate or a suspension)";
-    protocol::outcome_reply reply;
-    reply.origin = protocol::reply_origin::local;
-    reply.code = 451;
-    reply.enhanced.status_class = 4;
-    reply.enhanced.subject = 4;
-    reply.enhanced.detail = 7;
-    reply.text = "4.4.7 " + why;
+    const protocol::outcome_reply reply = local_reply(451, "4.4.7", why);
     const next_hop_ref hop{"", "", "", s.name};
     for (delivery_job* job : _expired) {
         protocol::message_outcome outcome;

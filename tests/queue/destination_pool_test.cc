@@ -831,17 +831,23 @@ TEST_F(DestinationPoolTest, AGreetingRefusalWithNoneEstablishedBacksOffAndKeepsT
     EXPECT_EQ(_owner.finished.size(), 3u);
 }
 
-// Issue 17: our own connect failing (no local port) says nothing about the receiver.
-TEST_F(DestinationPoolTest, ALocalConnectFailureCutsNothing) {
-    _config.max_connections_per_destination = 3;
-    for (int i = 0; i < 6; ++i) submit(static_route());
-    greet(*_factory.made[0]);
+// Our own connect failing, as queue::outbound reports it (no local port).
+close_report local_connect_failure() {
     close_report r;
     r.before_greeting = true;
     r.reason = protocol::close_reason::connection_lost;
     r.stage = attempt_stage::connect;
     r.local_failure = true;
     r.why = "cannot reach 127.0.0.1:2526: Cannot assign requested address";
+    return r;
+}
+
+// Issue 17: our own connect failing (no local port) says nothing about the receiver.
+TEST_F(DestinationPoolTest, ALocalConnectFailureCutsNothing) {
+    _config.max_connections_per_destination = 3;
+    for (int i = 0; i < 6; ++i) submit(static_route());
+    greet(*_factory.made[0]);
+    const close_report r = local_connect_failure();
     close(*_factory.made[1], r);
     EXPECT_TRUE(_owner.changes.empty()) << "the allowance stays";
     EXPECT_EQ(pool().find_site("127.0.0.1:2526")->controller->connections(), 3u);
@@ -854,12 +860,7 @@ TEST_F(DestinationPoolTest, ALocalConnectFailureCutsNothing) {
 TEST_F(DestinationPoolTest, LocalConnectFailuresWithNoneUpDeferOnlyWhenTheyRepeat) {
     _config.max_connections_per_destination = 1;
     for (int i = 0; i < 3; ++i) submit(static_route());
-    close_report r;
-    r.before_greeting = true;
-    r.reason = protocol::close_reason::connection_lost;
-    r.stage = attempt_stage::connect;
-    r.local_failure = true;
-    r.why = "cannot reach 127.0.0.1:2526: Cannot assign requested address";
+    const close_report r = local_connect_failure();
     const site* s = pool().find_site("127.0.0.1:2526");
     ASSERT_NE(s, nullptr);
     close(*_factory.made[0], r);
