@@ -91,6 +91,13 @@ struct delivery_job {
     // pool by the message's sender domain or AUTH user, the source by the origin shard's
     // egress_chooser: queue/egress.h); null: the system-chosen address. The relay's table.
     const egress_source* egress = nullptr;
+    // max_recipients_per_transaction (issue 17), kept by the site's owner: the job's recipients
+    // go in transactions of at most the site's cap, outbound.rcpt_to viewing those of the
+    // transaction being sent, from batch_first on; batched holds the outcomes of the
+    // transactions before it (one per recipient, in rcpt_to's order), which the pool puts in
+    // front of the job's last outcome when the job ends.
+    std::size_t batch_first = 0;
+    std::vector<protocol::recipient_outcome> batched;
 };
 
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).

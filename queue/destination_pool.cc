@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <span>
 #include <utility>
 
 #include "core/ascii.h"
@@ -52,6 +53,34 @@ protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, co
 // "|src=NAME" of a job's egress source, or "" (the system-chosen address).
 std::string source_suffix(const delivery_job& job) {
     return job.egress == nullptr ? std::string() : "|src=" + job.egress->name;
+}
+
+// max_recipients_per_transaction (issue 17): the job's outcome as the origin reads it, one per
+// recipient of the job: those of its earlier transactions (job.batched), then the last
+// transaction's (the outcome's own, in the order of outbound.rcpt_to), then, for recipients of
+// no transaction yet, `rest`'s kind with the outcome's reply.
+protocol::message_outcome whole_outcome(delivery_job& job, protocol::message_outcome&& last,
+                                        protocol::outcome_kind rest) {
+    if (job.batched.empty()) return std::move(last);
+    protocol::message_outcome whole;
+    whole.tag = last.tag;
+    whole.kind = last.kind;
+    whole.reply = last.reply;
+    whole.recipients = std::move(job.batched);
+    job.batched.clear();
+    const std::size_t sent = last.kind == protocol::outcome_kind::not_attempted ? 0 : job.outbound.rcpt_to.size();
+    for (std::size_t k = job.batch_first; k < job.rcpt_to.size(); ++k) {
+        const std::size_t at = k - job.batch_first;
+        if (at < sent && at < last.recipients.size()) {
+            whole.recipients.push_back(std::move(last.recipients[at]));
+            continue;
+        }
+        protocol::recipient_outcome r;
+        r.kind = at < sent ? last.kind : rest;
+        r.reply = last.reply;
+        whole.recipients.push_back(std::move(r));
+    }
+    return whole;
 }
 
 }  // namespace
@@ -237,7 +266,7 @@ void destination_pool::expire_waiting(site& s, std::uint64_t now_unix_us) {
         protocol::message_outcome outcome;
         outcome.kind = protocol::outcome_kind::transient_failure;
         outcome.reply = reply;
-        _owner.job_finished(job, std::move(outcome), hop, why);
+        finish_job(job, std::move(outcome), hop, why);
     }
     _expired.clear();
 }
@@ -415,8 +444,24 @@ next_step destination_pool::next_job(site& s, outbound_link& c) noexcept {
     }
     delivery_job* job = s.ready->pop();
     job->attempt_ms = now;
+    begin_transaction(s, *job);
     (void)c;
     return next_step{job, false};
+}
+
+void destination_pool::begin_transaction(const site& s, delivery_job& job) noexcept {
+    const std::span<const std::string> all(job.rcpt_to);
+    const std::size_t left = all.size() - std::min(job.batch_first, all.size());
+    const std::size_t n = s.limits.max_recipients_per_transaction
+                              ? std::min<std::size_t>(left, *s.limits.max_recipients_per_transaction)
+                              : left;
+    job.outbound.rcpt_to = all.subspan(all.size() - left, n);
+}
+
+void destination_pool::finish_job(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
+                                  const std::string& why) noexcept {
+    const protocol::outcome_kind rest = outcome.kind;
+    _owner.job_finished(job, whole_outcome(*job, std::move(outcome), rest), hop, why);
 }
 
 // 1 s, 2 s, 4 s ... after consecutive failures, capped at 60 s and at the first retry
@@ -438,6 +483,7 @@ next_step destination_pool::connection_ready(outbound_link& c) noexcept {
     if (!c.ready_for_job()) {
         delivery_job* job = s.ready->pop();
         job->attempt_ms = _clock.monotonic_ms();
+        begin_transaction(s, *job);
         return next_step{job, false};
     }
     return next_job(s, c);
@@ -473,10 +519,42 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
     }
     next_hop_ref with_site = hop;
     with_site.site = s.name;
-    _owner.job_finished(job, protocol::message_outcome(outcome), with_site, "");
+    const std::size_t after = job->batch_first + job->outbound.rcpt_to.size();
+    if (outcome.kind != protocol::outcome_kind::not_attempted && after < job->rcpt_to.size()) {
+        // max_recipients_per_transaction: this transaction's outcomes are kept, and the job goes
+        // back in front of the ready queue for its next one (on this connection if it goes on).
+        for (std::size_t k = 0; k < job->outbound.rcpt_to.size(); ++k) {
+            protocol::recipient_outcome r;
+            if (k < outcome.recipients.size()) {
+                r = outcome.recipients[k];
+            } else {
+                r.kind = outcome.kind;
+                r.reply = outcome.reply;
+            }
+            job->batched.push_back(std::move(r));
+        }
+        job->batch_first = after;
+        requeue_transaction(s, job, with_site);
+    } else if (outcome.kind == protocol::outcome_kind::not_attempted && !job->batched.empty()) {
+        requeue_transaction(s, job, with_site);  // lost before its next transaction began
+    } else {
+        finish_job(job, protocol::message_outcome(outcome), with_site, "");
+    }
     if (c.messages_sent() >= s.limits.max_deliveries_per_connection || _stopping) return next_step{nullptr, true};
     if (!c.closing() && c.ready_for_job()) return next_job(s, c);
     return {};
+}
+
+void destination_pool::requeue_transaction(site& s, delivery_job* job, const next_hop_ref& hop) noexcept {
+    if (_stopping) {
+        // The transactions sent are journaled now; the rest wait for the next start.
+        protocol::message_outcome none;
+        none.tag = job->outbound.tag;
+        none.kind = protocol::outcome_kind::not_attempted;
+        finish_job(job, std::move(none), hop, "");
+        return;
+    }
+    s.ready->push_front(job);
 }
 
 void destination_pool::retire(site& s, outbound_link& c) {
@@ -490,7 +568,7 @@ void destination_pool::defer_ready_jobs(site& s, const next_hop_ref& hop, const 
     while (!s.ready->empty()) {
         protocol::message_outcome outcome;
         outcome.kind = protocol::outcome_kind::transient_failure;
-        _owner.job_finished(s.ready->pop(), std::move(outcome), with_site, why);
+        finish_job(s.ready->pop(), std::move(outcome), with_site, why);
     }
 }
 

@@ -230,6 +230,18 @@ private:
     // wakes when it has one).
     [[nodiscard]] next_step next_job(site& s, outbound_link& c) noexcept;
     outbound_link& open_connection(site& s) noexcept;
+    // max_recipients_per_transaction (issue 17): the job's next transaction is its recipients
+    // from batch_first on, at most the site's cap of them (job.outbound.rcpt_to views them).
+    static void begin_transaction(const site& s, delivery_job& job) noexcept;
+    // A job with transactions still to send goes back in front of the site's ready queue (the
+    // connection that sent the last one takes it next if it can); when stopping it ends now, the
+    // rest not attempted.
+    void requeue_transaction(site& s, delivery_job* job, const next_hop_ref& hop) noexcept;
+    // Every job the pool ends at a site ends here: with the outcomes of its earlier transactions
+    // in front (queue/delivery_job.h batched), recipients of no transaction yet taking the
+    // outcome's kind.
+    void finish_job(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
+                    const std::string& why) noexcept;
     // Every job waiting for `d` ends without an attempt on the wire (DNS): bounced or deferred.
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
     // Every job waiting for `s` is deferred (the site cannot be reached).

@@ -39,6 +39,8 @@ namespace ringrelay::queue {
 class ready_queue {
 public:
     void push(delivery_job* job) { _jobs.push_back(job); }
+    // Back in front: a job with transactions still to send (max_recipients_per_transaction).
+    void push_front(delivery_job* job) { _jobs.push_front(job); }
     // The oldest job, removed; the queue must not be empty.
     [[nodiscard]] delivery_job* pop() noexcept;
     [[nodiscard]] bool empty() const noexcept { return _jobs.empty(); }

@@ -723,6 +723,103 @@ TEST_F(DestinationPoolTest, AJobTheMessageRateHoldsBackWaitsInTheReadyQueueWitho
     EXPECT_EQ(_factory.made.size(), 1u);
 }
 
+// max_recipients_per_transaction (issue 17): a job with more recipients than the site allows in
+// one transaction is sent in several, one after the other on the same connection (each a
+// delivery of the connection, each taking a token), and ends once, with one outcome per
+// recipient in the job's order.
+namespace {
+delivery_job* job_with_recipients(const route_key& r, std::size_t n) {
+    auto* job = new delivery_job();
+    job->route = r;
+    for (std::size_t i = 0; i < n; ++i) {
+        job->rcpt_index.push_back(static_cast<std::uint32_t>(i));
+        job->rcpt_to.push_back("r" + std::to_string(i) + "@example.net");
+    }
+    job->outbound.rcpt_to = job->rcpt_to;  // as the origin sets it: every recipient
+    return job;
+}
+std::vector<std::string> sending(const delivery_job& job) {
+    return {job.outbound.rcpt_to.begin(), job.outbound.rcpt_to.end()};
+}
+}  // namespace
+
+TEST_F(DestinationPoolTest, AJobWithMoreRecipientsThanATransactionAllowsIsSentInSeveralOnOneConnection) {
+    _rules_json = R"({"default": {"max_recipients_per_transaction": 2}})";
+    delivery_job* job = job_with_recipients(static_route(), 5);
+    pool().submit(job);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    ASSERT_EQ(c.assigned.size(), 1u);
+    EXPECT_EQ(sending(*job), (std::vector<std::string>{"r0@example.net", "r1@example.net"}));
+    complete(c, protocol::outcome_kind::accepted);
+    EXPECT_TRUE(_owner.finished.empty()) << "the job has transactions still to send";
+    ASSERT_EQ(c.assigned, (std::vector<delivery_job*>{job, job})) << "the next one on the same connection";
+    EXPECT_EQ(sending(*job), (std::vector<std::string>{"r2@example.net", "r3@example.net"}));
+    // The second transaction: r3 refused at RCPT, r2 accepted.
+    {
+        delivery_job* j = std::exchange(c.job, nullptr);
+        ++c.sent;
+        protocol::message_outcome o;
+        o.kind = protocol::outcome_kind::accepted;
+        o.recipients.resize(2);
+        o.recipients[0].kind = protocol::outcome_kind::accepted;
+        o.recipients[1].kind = protocol::outcome_kind::permanent_failure;
+        o.recipients[1].reply.origin = protocol::reply_origin::peer;
+        o.recipients[1].reply.code = 550;
+        follow(c, pool().job_done(c, j, o, next_hop_ref{c.target.host, "127.0.0.1:2526", "", ""}));
+    }
+    ASSERT_EQ(c.assigned.size(), 3u);
+    EXPECT_EQ(sending(*job), (std::vector<std::string>{"r4@example.net"}));
+    complete(c, protocol::outcome_kind::transient_failure);
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    const protocol::message_outcome& whole = _owner.finished[0].outcome;
+    ASSERT_EQ(whole.recipients.size(), 5u) << "one outcome per recipient of the job";
+    EXPECT_EQ(whole.recipients[0].kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(whole.recipients[1].kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(whole.recipients[2].kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(whole.recipients[3].kind, protocol::outcome_kind::permanent_failure);
+    EXPECT_EQ(whole.recipients[3].reply.code, 550);
+    EXPECT_EQ(whole.recipients[4].kind, protocol::outcome_kind::transient_failure);
+    EXPECT_EQ(c.sent, 3u) << "three transactions";
+}
+
+TEST_F(DestinationPoolTest, WithoutARecipientCapAJobIsOneTransaction) {
+    delivery_job* job = job_with_recipients(static_route(), 5);
+    pool().submit(job);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    EXPECT_EQ(sending(*job).size(), 5u);
+    complete(c, protocol::outcome_kind::accepted);
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    EXPECT_EQ(c.assigned.size(), 1u);
+}
+
+// A connection lost between two transactions: the rest waits in the ready queue (not attempted
+// yet) for the next connection; deferred there (the site cannot be reached), the recipients the
+// first transaction delivered keep their outcome.
+TEST_F(DestinationPoolTest, TransactionsLeftWhenTheConnectionGoesWaitAndKeepTheEarlierOutcomes) {
+    _rules_json = R"({"default": {"max_recipients_per_transaction": 2}})";
+    delivery_job* job = job_with_recipients(static_route(), 3);
+    pool().submit(job);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    c.is_closing = true;  // the peer goes away after the first transaction's reply
+    complete(c, protocol::outcome_kind::accepted);
+    EXPECT_TRUE(_owner.finished.empty());
+    EXPECT_EQ(pool().find_site("127.0.0.1:2526")->ready->size(), 1u) << "the rest waits";
+    close_report r;
+    r.reason = protocol::close_reason::connection_lost;
+    close(c, r);
+    ASSERT_EQ(_factory.made.size(), 2u) << "a new connection for the rest";
+    fail_before_greeting(*_factory.made[1]);
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    const protocol::message_outcome& whole = _owner.finished[0].outcome;
+    ASSERT_EQ(whole.recipients.size(), 3u);
+    EXPECT_EQ(whole.recipients[0].kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(whole.recipients[1].kind, protocol::outcome_kind::accepted);
+    EXPECT_EQ(whole.recipients[2].kind, protocol::outcome_kind::transient_failure);
+}
+
 // Review finding (issue 17): mail held at its site by the message rate (or a suspension) is not
 // in a retry, so only the site can end it when its message passes --max-age: the waiting jobs
 // past their expiry end with a local 451 4.4.7 (the origin then writes the Expiration), the
