@@ -30,6 +30,13 @@ namespace ringrelay::core {
     return true;
 }
 
+// A copy of s with ASCII letters lower-cased ("Alice@Example.ORG" -> "alice@example.org").
+[[nodiscard]] inline std::string ascii_lowered(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = ascii_lower(c);
+    return out;
+}
+
 // s starts with prefix, ignoring ASCII case.
 [[nodiscard]] constexpr bool istarts_with(std::string_view s, std::string_view prefix) noexcept {
     return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);

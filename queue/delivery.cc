@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/ascii.h"
 #include "core/clock.h"
 #include "core/duration.h"
 #include "core/log.h"
@@ -134,6 +135,8 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             // source is part of the site's key), and per-shard state needs no lock. Over a
             // pool's total weight of jobs made here, each source gets exactly its weight.
             if (pool != nullptr) job->egress = &_egress.sources()[_egress_chooser.next(*pool)];
+            // Its tenant limit's key (queue/shaping_rules.h): tenants compare without case.
+            job->tenant = core::ascii_lowered(tenant_of(m.envelope));
             jobs.push_back(job);
         }
         job->rcpt_index.push_back(i);

@@ -98,6 +98,9 @@ struct delivery_job {
     // front of the job's last outcome when the job ends.
     std::size_t batch_first = 0;
     std::vector<protocol::recipient_outcome> batched;
+    // The message's tenant (queue/suppression.h tenant_of(), ASCII letters lower-cased; "" for
+    // none), set by the origin: its tenant limit holds it at the site (queue/destination_pool.h).
+    std::string tenant;
 };
 
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).

@@ -5,6 +5,7 @@
 
 #include "core/clock.h"
 #include "queue/message_store.h"
+#include "queue/suppression.h"
 
 namespace ringrelay::queue {
 
@@ -61,6 +62,11 @@ void delivery_log::record(const char* type, const stored_message& m, std::uint32
     if (!remote.site.empty()) {
         line += ",\"site\":\"";
         core::append_json_escaped(line, remote.site);
+        line += '"';
+    }
+    if (const std::string_view tenant = tenant_of(m.envelope); !tenant.empty()) {
+        line += ",\"tenant\":\"";  // issue 17: the AUTH user, else the sender's domain
+        core::append_json_escaped(line, tenant);
         line += '"';
     }
     line += ",\"egress_source\":\"";  // a source name (queue/egress.h: no quotes or escapes needed)

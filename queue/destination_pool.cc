@@ -108,6 +108,10 @@ destination_pool::destination_pool(const core::config& config, const retry_sched
 destination_pool::~destination_pool() {
     for (auto& [key, d] : _destinations)
         if (d->resolving) _resolver.cancel(d.get());
+    // Held jobs go back to their ready queue, whose scheduler frees what is left there.
+    for (auto& [key, s] : _sites)
+        for (auto& [tenant, h] : s->tenants)
+            for (delivery_job* job : h.held) s->ready->push(job);
 }
 
 const destination* destination_pool::find(const std::string& key) const noexcept {
@@ -254,12 +258,28 @@ void destination_pool::fail_ready_jobs(destination& d, recipient_status status, 
     }
 }
 
+template <typename Pred>
+void destination_pool::take_held_if(site& s, Pred pred, std::vector<delivery_job*>& out) {
+    for (auto& [tenant, h] : s.tenants) {
+        std::deque<delivery_job*> kept;
+        for (delivery_job* job : h.held) {
+            if (pred(*job)) {
+                out.push_back(job);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        h.held.swap(kept);
+    }
+}
+
 void destination_pool::expire_waiting(site& s, std::uint64_t now_unix_us) {
     _expired.clear();
-    s.ready->take_if([now_unix_us](const delivery_job& j) { return j.expires_us != 0 && j.expires_us <= now_unix_us; },
-                     _expired);
+    const auto past = [now_unix_us](const delivery_job& j) { return j.expires_us != 0 && j.expires_us <= now_unix_us; };
+    s.ready->take_if(past, _expired);
+    take_held_if(s, past, _expired);
     if (_expired.empty()) return;
-    const std::string why = "held at the site past --max-age (shaping: its message rate or a suspension)";
+    const std::string why = "held at the site past --max-age (shaping: its message rate, its tenant's or a suspension)";
     const protocol::outcome_reply reply = local_reply(451, "4.4.7", why);
     const next_hop_ref hop{"", "", "", s.name};
     for (delivery_job* job : _expired) {
@@ -355,12 +375,18 @@ void destination_pool::dispatch(site& s) noexcept {
     log_change(s, ctl.advance(now_us));
     if (const std::uint64_t next = ctl.next_event_us(); next != UINT64_MAX && next > now_us)
         wake_at(s, wait_until_ms(next - now_us));
+    if (!s.tenants.empty()) release_held(s, now_us);
     if (s.ready->empty()) return;
     if (ctl.suspended(now_us)) {
         wake_at(s, wait_until_ms(ctl.message_wait_us(now_us)));
         return;
     }
     while (!s.ready->empty()) {
+        // A job whose tenant has no token steps aside (issue 17): no connection is opened for it.
+        if (!tenant_allows(s, *s.ready->front(), now_us)) {
+            hold(s, s.ready->pop(), now_us);
+            continue;
+        }
         outbound_link* idle = nullptr;
         std::size_t opening = 0;
         std::uint32_t open = 0;
@@ -379,8 +405,10 @@ void destination_pool::dispatch(site& s) noexcept {
             idle->assign(next.job);
             continue;
         }
-        // A connection being opened will take the next job; open more only for more jobs.
+        // A connection being opened will take the next job; open more only for more jobs (that
+        // their tenants' tokens let go).
         if (opening >= s.ready->size()) return;
+        if (!s.tenants.empty() && tenants_let_go(s, opening + 1, now_us) <= opening) return;
         if (now < s.backoff_until_ms) {
             wake_at(s, s.backoff_until_ms);
             return;
@@ -435,14 +463,17 @@ outbound_link& destination_pool::open_connection(site& s) noexcept {
 }
 
 next_step destination_pool::next_job(site& s, outbound_link& c) noexcept {
-    if (s.ready->empty()) return {};
     const std::int64_t now = _clock.monotonic_ms();
     const std::uint64_t now_us = static_cast<std::uint64_t>(now) * 1000;
+    // Jobs whose tenant has no token step aside; the next tenant's go on.
+    while (!s.ready->empty() && !tenant_allows(s, *s.ready->front(), now_us)) hold(s, s.ready->pop(), now_us);
+    if (s.ready->empty()) return {};
     if (!s.controller->take_message(now_us)) {
         wake_at(s, wait_until_ms(s.controller->message_wait_us(now_us)));
         return {};
     }
     delivery_job* job = s.ready->pop();
+    if (const auto t = s.tenants.find(job->tenant); t != s.tenants.end()) (void)t->second.bucket.try_take(now_us);
     job->attempt_ms = now;
     begin_transaction(s, *job);
     (void)c;
@@ -545,6 +576,69 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
     return {};
 }
 
+bool destination_pool::tenant_allows(site& s, const delivery_job& job, std::uint64_t now_us) noexcept {
+    if (job.tenant.empty()) return true;
+    const std::optional<shaping_rate> rate = _rules->tenant_rate(job.tenant);
+    auto it = s.tenants.find(job.tenant);
+    if (!rate) {
+        if (it != s.tenants.end() && it->second.held.empty()) s.tenants.erase(it);
+        return true;
+    }
+    if (it == s.tenants.end()) {
+        it = s.tenants.emplace(job.tenant, site::tenant_hold{token_bucket(*rate, now_us), {}}).first;
+    } else if (!(it->second.bucket.rate() == *rate)) {
+        it->second.bucket.set_rate(*rate, now_us);  // a reload changed it
+    }
+    return it->second.bucket.tokens(now_us) > 0;
+}
+
+std::size_t destination_pool::tenants_let_go(site& s, std::size_t want, std::uint64_t now_us) noexcept {
+    std::vector<std::pair<const std::string*, std::uint64_t>> claimed;  // tenant, tokens left
+    std::size_t found = 0;
+    const std::size_t look = std::min(s.ready->size(), tenant_scan_limit);
+    for (std::size_t i = 0; i < look && found < want; ++i) {
+        const delivery_job& job = s.ready->at(i);
+        const auto t = s.tenants.find(job.tenant);
+        if (t == s.tenants.end()) {
+            ++found;  // no tenant limit (or not met yet: it has a full bucket)
+            continue;
+        }
+        auto c = std::find_if(claimed.begin(), claimed.end(), [&](const auto& e) { return *e.first == job.tenant; });
+        if (c == claimed.end()) c = claimed.insert(claimed.end(), {&t->first, t->second.bucket.tokens(now_us)});
+        if (c->second == 0) continue;
+        --c->second;
+        ++found;
+    }
+    return found;
+}
+
+void destination_pool::hold(site& s, delivery_job* job, std::uint64_t now_us) noexcept {
+    site::tenant_hold& h = s.tenants.at(job->tenant);  // tenant_allows() made it
+    h.held.push_back(job);
+    wake_at(s, wait_until_ms(h.bucket.wait_us(now_us)));
+}
+
+void destination_pool::release_held(site& s, std::uint64_t now_us) noexcept {
+    for (auto it = s.tenants.begin(); it != s.tenants.end();) {
+        site::tenant_hold& h = it->second;
+        const std::optional<shaping_rate> rate = _rules->tenant_rate(it->first);
+        std::uint64_t n = h.held.size();
+        if (rate) {
+            if (!(h.bucket.rate() == *rate)) h.bucket.set_rate(*rate, now_us);
+            n = std::min<std::uint64_t>(n, h.bucket.tokens(now_us));
+        }
+        // The oldest first, in their order, in front of the ready queue.
+        for (std::uint64_t k = n; k > 0; --k) s.ready->push_front(h.held[k - 1]);
+        h.held.erase(h.held.begin(), h.held.begin() + static_cast<std::ptrdiff_t>(n));
+        if (!h.held.empty()) wake_at(s, wait_until_ms(h.bucket.wait_us(now_us)));
+        if (!rate) {
+            it = s.tenants.erase(it);  // no limit any more (a reload)
+        } else {
+            ++it;
+        }
+    }
+}
+
 void destination_pool::requeue_transaction(site& s, delivery_job* job, const next_hop_ref& hop) noexcept {
     if (_stopping) {
         // The transactions sent are journaled now; the rest wait for the next start.
@@ -565,6 +659,11 @@ void destination_pool::retire(site& s, outbound_link& c) {
 void destination_pool::defer_ready_jobs(site& s, const next_hop_ref& hop, const std::string& why) {
     next_hop_ref with_site = hop;
     with_site.site = s.name;
+    // The tenants' held jobs too: the site cannot take them either.
+    for (auto& [tenant, h] : s.tenants) {
+        for (delivery_job* job : h.held) s.ready->push(job);
+        h.held.clear();
+    }
     while (!s.ready->empty()) {
         protocol::message_outcome outcome;
         outcome.kind = protocol::outcome_kind::transient_failure;
@@ -691,7 +790,7 @@ void destination_pool::tick(std::int64_t now_ms) noexcept {
         _next_expiry_sweep_ms = now_ms + expiry_sweep_ms;
         const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
         for (auto& [name, s] : _sites)
-            if (!s->ready->empty()) expire_waiting(*s, unix_now);
+            if (!s->ready->empty() || !s->tenants.empty()) expire_waiting(*s, unix_now);
     }
     for (auto& [name, d] : _destinations)
         if (!d->ready->empty()) dispatch(*d);

@@ -27,7 +27,10 @@
 //
 // Dispatch: jobs are given to idle connections in order, each taking a token of the message
 // rate; a job the rate holds back stays in the ready queue (never a retry) and the site wakes
-// when the next token is due. A new connection is opened only for jobs that no connection
+// when the next token is due. A tenant limit (queue/shaping_rules.h tenants) is a bucket per
+// (tenant, site) on top: a job whose tenant's bucket is empty steps aside into the tenant's hold
+// (no retry, no connection opened for it) while the jobs of other tenants behind it go on; it
+// goes back in front of the ready queue when its tenant's token is due. A new connection is opened only for jobs that no connection
 // being opened will take, within the allowed count and connection rate, not while the site
 // backs off, and not when only the message rate holds the jobs back.
 //
@@ -70,6 +73,7 @@
 // owned here and freed at the end of a turn once nothing is in flight (retirable()).
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,6 +92,7 @@
 #include "queue/scheduler.h"
 #include "queue/shaping_table.h"
 #include "queue/throttle_controller.h"
+#include "queue/token_bucket.h"
 #include "queue/tls_client_policy.h"
 
 namespace ringrelay::queue {
@@ -137,6 +142,13 @@ struct site {
     std::uint32_t local_failures = 0;      // our own connect failures, consecutive, with none established
     core::timer_handle wake;  // the pool's timer at wake_ms, while armed
     std::int64_t wake_ms = 0;
+    // Tenant limits (issue 17), per tenant with a message rate at this site: its bucket, and the
+    // jobs its empty bucket holds back, out of the ready queue (in the order they stepped aside).
+    struct tenant_hold {
+        token_bucket bucket;
+        std::deque<delivery_job*> held;
+    };
+    std::unordered_map<std::string, tenant_hold> tenants;  // by delivery_job::tenant
 };
 
 // Hears about every job the pool ends.
@@ -166,6 +178,9 @@ inline constexpr std::int64_t expiry_sweep_ms = 10'000;
 // A wait for a token or a suspension's end is armed this much late: the coarse clock trails
 // the precise one that fires the alarm by a scheduler tick (core/clock.h).
 inline constexpr std::int64_t coarse_slack_ms = 4;
+// How far into a site's ready queue a decision to open a connection looks for jobs their
+// tenants' tokens let go (the rest step aside when a connection is up: next_job).
+inline constexpr std::size_t tenant_scan_limit = 256;
 
 class destination_pool final : public outbound_owner {
 public:
@@ -242,6 +257,20 @@ private:
     // outcome's kind.
     void finish_job(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                     const std::string& why) noexcept;
+    // Tenant limits (issue 17). tenant_allows: the job's tenant has no rate, or a token now (its
+    // hold made or brought to the current rules' rate). hold: the job steps out of the ready
+    // queue into its tenant's hold, and the site wakes for the tenant's next token.
+    // release_held: each tenant's held jobs that its tokens now allow go back in front of the
+    // ready queue (a tenant whose rate is gone releases all); the site wakes for the others.
+    [[nodiscard]] bool tenant_allows(site& s, const delivery_job& job, std::uint64_t now_us) noexcept;
+    void hold(site& s, delivery_job* job, std::uint64_t now_us) noexcept;
+    // Of the first jobs of the ready queue (at most tenant_scan_limit), how many, up to `want`,
+    // their tenants' tokens let go now (each job claiming one): what a new connection is for.
+    [[nodiscard]] static std::size_t tenants_let_go(site& s, std::size_t want, std::uint64_t now_us) noexcept;
+    void release_held(site& s, std::uint64_t now_us) noexcept;
+    // Every held job of `s` for which pred(job) holds, to `out`.
+    template <typename Pred>
+    static void take_held_if(site& s, Pred pred, std::vector<delivery_job*>& out);
     // Every job waiting for `d` ends without an attempt on the wire (DNS): bounced or deferred.
     void fail_ready_jobs(destination& d, recipient_status status, const std::string& why, const char* enhanced);
     // Every job waiting for `s` is deferred (the site cannot be reached).

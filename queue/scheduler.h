@@ -41,6 +41,10 @@ public:
     void push(delivery_job* job) { _jobs.push_back(job); }
     // Back in front: a job with transactions still to send (max_recipients_per_transaction).
     void push_front(delivery_job* job) { _jobs.push_front(job); }
+    // The oldest job, left in place; the queue must not be empty.
+    [[nodiscard]] delivery_job* front() const noexcept { return _jobs.front(); }
+    // The i-th oldest job; i < size().
+    [[nodiscard]] const delivery_job& at(std::size_t i) const noexcept { return *_jobs[i]; }
     // The oldest job, removed; the queue must not be empty.
     [[nodiscard]] delivery_job* pop() noexcept;
     [[nodiscard]] bool empty() const noexcept { return _jobs.empty(); }

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <utility>
 
+#include "core/ascii.h"
 #include "core/duration.h"
 #include "queue/shaping_embedded.h"  // generated from etc/shaping.json
 #include "queue/site_name.h"
@@ -363,6 +364,80 @@ result<automation_rule> automation_object(element v, std::string& where) {
     return r;
 }
 
+// ---- tenants (issue 17) ----------------------------------------------------------------------
+
+bool tenant_less(const tenant_rule& a, const tenant_rule& b) { return a.tenant < b.tenant; }
+
+result<tenant_rule> tenant_object(element v, const std::string& path) {
+    object obj;
+    if (v.get_object().get(obj) != simdjson::SUCCESS) return fail(key_error{path, "expected an object of limits"});
+    if (auto u = unique_keys(obj, path); !u) return fail(u.error());
+    tenant_rule t;
+    for (auto field : obj) {
+        if (is_comment_key(field.key)) continue;
+        const std::string p = child(path, field.key);
+        if (field.key == "max_message_rate") {
+            auto r = rate_value(field.value, p);
+            if (!r) return fail(r.error());
+            t.max_message_rate = *r;
+        } else if (field.key == "source") {
+            auto s = string_list(field.value, p);
+            if (!s) return fail(s.error());
+            t.source = std::move(*s);
+        } else if (field.key == "note") {
+            if (auto s = string_list(field.value, p); !s) return fail(s.error());
+        } else {
+            return fail(key_error{p, "unknown key (a tenant rule has max_message_rate, source, note)"});
+        }
+    }
+    return t;
+}
+
+// "tenants": {"TENANT": {limits}, ...}, sorted into `out`.
+result<void> parse_tenants(element v, const std::string& path, std::vector<tenant_rule>& out) {
+    object obj;
+    if (v.get_object().get(obj) != simdjson::SUCCESS)
+        return fail(key_error{path, "expected an object {\"TENANT\": {\"max_message_rate\": ...}, ...}"});
+    if (obj.size() > max_shaping_tenants)
+        return fail(key_error{path, cat({"more than ", std::to_string(max_shaping_tenants), " tenants"})});
+    for (auto t : obj) {
+        if (is_comment_key(t.key)) continue;
+        const std::string tp = cat({path, ".", quote_text(t.key)});
+        if (t.key.empty() || t.key.size() > max_tenant_name || !printable(t.key))
+            return fail(key_error{tp, cat({"a tenant is an AUTH user or a sender domain: 1 to ",
+                                           std::to_string(max_tenant_name), " printable octets"})});
+        auto rule = tenant_object(t.value, tp);
+        if (!rule) return fail(rule.error());
+        rule->tenant = core::ascii_lowered(t.key);
+        out.push_back(std::move(*rule));
+    }
+    std::sort(out.begin(), out.end(), tenant_less);
+    for (std::size_t i = 1; i < out.size(); ++i)
+        if (out[i].tenant == out[i - 1].tenant)
+            return fail(key_error{cat({path, ".", quote_text(out[i].tenant)}), "given twice (tenants compare without case)"});
+    return {};
+}
+
+// `over`'s tenant rules merged over `base`'s, field by field.
+void merge_tenants(std::vector<tenant_rule>& base, const std::vector<tenant_rule>& over) {
+    for (const tenant_rule& t : over) {
+        const auto it = std::lower_bound(base.begin(), base.end(), t, tenant_less);
+        if (it == base.end() || it->tenant != t.tenant) {
+            base.insert(it, t);
+            continue;
+        }
+        if (t.max_message_rate) it->max_message_rate = t.max_message_rate;
+        if (!t.source.empty()) it->source = t.source;
+    }
+}
+
+const tenant_rule* find_tenant(const std::vector<tenant_rule>& rules, const std::string& key) {
+    tenant_rule probe;
+    probe.tenant = key;
+    const auto it = std::lower_bound(rules.begin(), rules.end(), probe, tenant_less);
+    return it != rules.end() && it->tenant == key ? &*it : nullptr;
+}
+
 result<shaping_rules> parse_document(element root, std::string_view label) {
     object top;
     if (root.get_object().get(top) != simdjson::SUCCESS)
@@ -437,6 +512,8 @@ result<shaping_rules> parse_document(element root, std::string_view label) {
                 }
                 rules.providers.push_back(std::move(rule));
             }
+        } else if (key == "tenants") {
+            if (auto t = parse_tenants(field.value, p, rules.tenants); !t) return fail(t.error());
         } else if (key == "automation") {
             array items;
             if (field.value.get_array().get(items) != simdjson::SUCCESS)
@@ -456,8 +533,8 @@ result<shaping_rules> parse_document(element root, std::string_view label) {
                 rules.automation.push_back(std::move(*r));
             }
         } else {
-            return fail(key_error{p, "unknown key (the top level has default, domains, providers, automation, "
-                                     "version, about)"});
+            return fail(key_error{p, "unknown key (the top level has default, domains, providers, tenants, "
+                                     "automation, version, about)"});
         }
     }
     return rules;
@@ -548,6 +625,14 @@ const domain_rule* shaping_rules::find_domain(std::string_view domain) const {
     const auto it = std::lower_bound(domains.begin(), domains.end(), d,
                                      [](const domain_rule& r, const std::string& k) { return r.domain < k; });
     return it != domains.end() && it->domain == d ? &*it : nullptr;
+}
+
+std::optional<shaping_rate> shaping_rules::tenant_rate(std::string_view tenant) const {
+    if (tenant.empty() || tenants.empty()) return std::nullopt;
+    const tenant_rule* own = find_tenant(tenants, core::ascii_lowered(tenant));
+    if (own != nullptr && own->max_message_rate) return own->max_message_rate;
+    const tenant_rule* every = find_tenant(tenants, "*");
+    return every != nullptr ? every->max_message_rate : std::nullopt;
 }
 
 const provider_rule* shaping_rules::find_provider(std::string_view name) const {
@@ -670,6 +755,7 @@ shaping_rules merge_shaping_rules(shaping_rules base, const shaping_rules& over)
         merged.push_back(replacement != nullptr ? *replacement : std::move(b));
     }
     base.automation = std::move(merged);
+    merge_tenants(base.tenants, over.tenants);
     return base;
 }
 

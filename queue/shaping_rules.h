@@ -11,6 +11,7 @@
 //    "default":   {LIMITS},
 //    "domains":   {"example.net": {LIMITS}, ...},
 //    "providers": {"google": {"match": {"mx_suffix": [".google.com", ...]}, LIMITS}, ...},
+//    "tenants":   {"alice": {"max_message_rate": "10/s"}, "example.org": {...}, "*": {...}},
 //    "automation": [{"name": "yahoo-tss04", "provider": "yahoo", "match": "\\[TSS04\\]",
 //                    "action": "suspend", "duration": "1h"},
 //                   {"match": "^421 4\\.7\\.0 ", "action": "throttle", "factor": 0.5,
@@ -26,11 +27,17 @@
 //   (1s..30d), factor (throttle only: 0 < factor < 1, multiplies the allowed message rate),
 //   provider (optional: a provider name; without it the rule applies to every site), name
 //   (optional), source, note.
+//   A tenant rule (issue 17: one noisy tenant cannot use up a site's allowance for everyone):
+//   keyed by the tenant (queue/suppression.h tenant_of(): the AUTH user, else the envelope
+//   sender's domain; compared without case; 1..255 printable octets) or "*" (every tenant
+//   without a rule of its own); max_message_rate (as above: per (tenant, site), on top of the
+//   site's own limits), source, note.
 //
 // Several files (--shaping FILE, repeatable) load in order, each merged over the ones before:
 //   - default, each domain and each provider: field by field (a later file that sets only
 //     max_message_rate for "google" keeps the earlier match and connection_limit); a later
 //     "match" replaces the earlier one whole; "source" is replaced when given.
+//   - tenants: by tenant, field by field (as default).
 //   - automation: a rule whose name is that of an earlier rule replaces it whole, in place;
 //     every other rule goes before all earlier rules, in its file's order (the operator's own
 //     rules are tried first, as with --bounce-classes).
@@ -81,6 +88,8 @@ inline constexpr std::size_t max_automation_rules = 1'000;
 inline constexpr std::size_t max_automation_pattern = 1'024;  // octets of one regex
 inline constexpr std::size_t max_warmup_days = 366;
 inline constexpr std::size_t max_automation_subject = 2'048;  // octets of reply matched
+inline constexpr std::size_t max_shaping_tenants = 100'000;
+inline constexpr std::size_t max_tenant_name = 255;  // octets
 
 // The built-in defaults: core::config's for the flags that make the default rule.
 inline constexpr std::uint32_t builtin_connection_limit = 16;               // --max-connections-per-destination
@@ -136,6 +145,14 @@ struct provider_rule {
     [[nodiscard]] std::size_t match_length(std::string_view host) const noexcept;
 };
 
+// A tenant's limits, applied per (tenant, site) on top of the site's own (issue 17).
+struct tenant_rule {
+    std::string tenant;  // ASCII letters lower-cased; "*" for every tenant without a rule
+    std::optional<shaping_rate> max_message_rate;  // none: no limit of its own
+    std::vector<std::string> source;
+    friend bool operator==(const tenant_rule&, const tenant_rule&) = default;
+};
+
 enum class automation_action : std::uint8_t { suspend, throttle };
 
 [[nodiscard]] std::string_view to_string(automation_action a) noexcept;
@@ -176,6 +193,11 @@ public:
     std::vector<domain_rule> domains;      // sorted by domain (unique)
     std::vector<provider_rule> providers;  // in order of definition (unique names)
     std::vector<automation_rule> automation;  // in match order
+    std::vector<tenant_rule> tenants;         // sorted by tenant (unique)
+
+    // The message rate of `tenant` (tenant_of(); any case) at each site: its own rule's, else
+    // the "*" rule's; none when neither sets one, and always none for "" (no tenant).
+    [[nodiscard]] std::optional<shaping_rate> tenant_rate(std::string_view tenant) const;
 
     // The limits for recipient domain `domain` (any case) delivered to `mx_hosts` (the site's MX
     // hosts, any case, trailing dots allowed; for a route: empty, so no provider matches).

@@ -820,6 +820,85 @@ TEST_F(DestinationPoolTest, TransactionsLeftWhenTheConnectionGoesWaitAndKeepTheE
     EXPECT_EQ(whole.recipients[2].kind, protocol::outcome_kind::transient_failure);
 }
 
+// Tenant limits (issue 17): a tenant whose bucket at the site is empty has its jobs step aside
+// (held at the site: no retry, no connection opened for them) while the other tenants' jobs to
+// the same site go on; its job goes when its token is due.
+namespace {
+delivery_job* tenant_job(const route_key& r, const char* tenant) {
+    auto* job = new delivery_job();
+    job->route = r;
+    job->tenant = tenant;
+    return job;
+}
+}  // namespace
+
+TEST_F(DestinationPoolTest, AnEmptyTenantBucketHoldsOnlyThatTenantsJobsAtTheSite) {
+    _rules_json = R"({"tenants": {"slow.example": {"max_message_rate": "1/s,max_burst=1"}}})";
+    delivery_job* slow1 = tenant_job(static_route(), "slow.example");
+    delivery_job* slow2 = tenant_job(static_route(), "slow.example");
+    delivery_job* fast1 = tenant_job(static_route(), "fast.example");
+    delivery_job* fast2 = tenant_job(static_route(), "");
+    for (delivery_job* j : {slow1, slow2, fast1, fast2}) pool().submit(j);
+    ASSERT_EQ(_factory.made.size(), 1u);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    complete(c, protocol::outcome_kind::accepted);
+    complete(c, protocol::outcome_kind::accepted);
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{slow1, fast1, fast2}))
+        << "slow.example's second job steps aside; the other tenants' go on";
+    EXPECT_EQ(_owner.finished.size(), 3u) << "the held job is not deferred";
+    const site* st = pool().find_site("127.0.0.1:2526");
+    ASSERT_NE(st, nullptr);
+    EXPECT_TRUE(st->ready->empty());
+    ASSERT_EQ(st->tenants.count("slow.example"), 1u);
+    EXPECT_EQ(st->tenants.at("slow.example").held.size(), 1u);
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(_factory.made.size(), 1u) << "no connection for a held job";
+    const std::int64_t wake = pool().next_backoff_end_ms();
+    ASSERT_NE(wake, destination_pool::no_backoff) << "the site wakes for the tenant's token";
+    EXPECT_LE(wake, _clock.now_ms + 1000 + coarse_slack_ms);
+    _clock.now_ms += 1000;
+    pool().run_timers(_clock.now_ms + coarse_slack_ms);
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{slow1, fast1, fast2, slow2})) << "its token came";
+}
+
+TEST_F(DestinationPoolTest, NoConnectionIsOpenedForJobsOnlyAnEmptyTenantBucketHolds) {
+    _config.max_connections_per_destination = 3;
+    _rules_json = R"({"tenants": {"*": {"max_message_rate": "1/min,max_burst=1"}}})";
+    pool().submit(tenant_job(static_route(), "alice"));
+    pool().submit(tenant_job(static_route(), "alice"));
+    pool().submit(tenant_job(static_route(), "alice"));
+    EXPECT_EQ(_factory.made.size(), 1u) << "one token: one connection, though the limit is 3";
+    greet(*_factory.made[0]);
+    EXPECT_EQ(_factory.made[0]->assigned.size(), 1u);
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(_factory.made.size(), 1u);
+    // Another tenant's job is not held behind alice's.
+    pool().submit(tenant_job(static_route(), "bob"));
+    complete(*_factory.made[0], protocol::outcome_kind::accepted);
+    ASSERT_EQ(_factory.made[0]->assigned.size(), 2u);
+    EXPECT_EQ(_factory.made[0]->assigned[1]->tenant, "bob");
+}
+
+TEST_F(DestinationPoolTest, JobsHeldByTheirTenantExpireByMaxAge) {
+    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
+    const auto now_us = static_cast<std::uint64_t>(_clock.unix_us());
+    delivery_job* first = tenant_job(static_route(), "alice");
+    delivery_job* held = tenant_job(static_route(), "alice");
+    held->expires_us = now_us + 5'000'000;
+    pool().submit(first);
+    pool().submit(held);
+    greet(*_factory.made[0]);
+    complete(*_factory.made[0], protocol::outcome_kind::accepted);
+    ASSERT_EQ(_owner.finished.size(), 1u);
+    _clock.now_ms += expiry_sweep_ms;
+    pool().tick(_clock.now_ms);
+    ASSERT_EQ(_owner.finished.size(), 2u);
+    EXPECT_EQ(_owner.finished[1].job, held);
+    EXPECT_NE(_owner.finished[1].outcome.reply.text.find("4.4.7"), std::string::npos);
+}
+
 // Review finding (issue 17): mail held at its site by the message rate (or a suspension) is not
 // in a retry, so only the site can end it when its message passes --max-age: the waiting jobs
 // past their expiry end with a local 451 4.4.7 (the origin then writes the Expiration), the

@@ -118,6 +118,37 @@ TEST(ShapingRules, ParsesEveryKey) {
     EXPECT_TRUE(check_shaping_rules(r).has_value());
 }
 
+// Tenant limits (issue 17): a tenant's own rule (compared without case), else "*"; no tenant
+// (the null sender without AUTH) has none.
+TEST(ShapingRules, TenantRateIsItsOwnElseTheWildcardsAndNoneWithoutATenant) {
+    const shaping_rules r = parse(R"({"tenants": {"Alice": {"max_message_rate": "10/s", "source": "ops"},
+                                                  "example.org": {"max_message_rate": "600/min,max_burst=5"},
+                                                  "quiet.example": {"note": "no rate of its own"},
+                                                  "*": {"max_message_rate": "100/s"}}})");
+    ASSERT_EQ(r.tenants.size(), 4u);
+    EXPECT_EQ(r.tenants.front().tenant, "*") << "sorted, lower-cased";
+    EXPECT_EQ(r.tenant_rate("alice"), parse_shaping_rate("10/s").value());
+    EXPECT_EQ(r.tenant_rate("ALICE"), parse_shaping_rate("10/s").value());
+    EXPECT_EQ(r.tenant_rate("Example.ORG"), parse_shaping_rate("600/min,max_burst=5").value());
+    EXPECT_EQ(r.tenant_rate("quiet.example"), parse_shaping_rate("100/s").value()) << "a rule without a rate";
+    EXPECT_EQ(r.tenant_rate("bob"), parse_shaping_rate("100/s").value());
+    EXPECT_FALSE(r.tenant_rate("").has_value());
+    EXPECT_FALSE(parse(R"({"tenants": {"alice": {"max_message_rate": "1/s"}}})").tenant_rate("bob").has_value())
+        << "no \"*\": others have no tenant limit";
+}
+
+TEST(ShapingRules, LaterFileMergesTenantsFieldByField) {
+    shaping_rules base = parse(R"({"tenants": {"alice": {"max_message_rate": "10/s", "source": "a"},
+                                               "bob": {"max_message_rate": "1/s"}}})");
+    const shaping_rules over = parse(R"({"tenants": {"ALICE": {"source": "b"}, "carol": {"max_message_rate": "2/s"}}})");
+    const shaping_rules m = merge_shaping_rules(std::move(base), over);
+    ASSERT_EQ(m.tenants.size(), 3u);
+    EXPECT_EQ(m.tenant_rate("alice"), parse_shaping_rate("10/s").value()) << "kept: the later file sets no rate";
+    EXPECT_EQ(m.tenants[0].source, std::vector<std::string>{"b"});
+    EXPECT_EQ(m.tenant_rate("carol"), parse_shaping_rate("2/s").value());
+    EXPECT_EQ(m.tenant_rate("bob"), parse_shaping_rate("1/s").value());
+}
+
 TEST(ShapingRules, IssueExampleLoads) {
     const shaping_rules r = parse(R"(
       {"default":   {"connection_limit": 16, "max_deliveries_per_connection": 1000},
@@ -168,7 +199,8 @@ INSTANTIATE_TEST_SUITE_P(
         bad_file{"NotJson", "{", "test.json: not valid JSON: The JSON document has an improper structure: missing or superfluous commas, braces, missing keys, etc."},
         bad_file{"NotObject", "[]", "test.json: the top level must be a JSON object (default, domains, providers, automation)"},
         bad_file{"UnknownTopKey", R"({"defaults": {}})",
-                 "test.json: defaults: unknown key (the top level has default, domains, providers, automation, version, about)"},
+                 "test.json: defaults: unknown key (the top level has default, domains, providers, tenants, automation, version, "
+                 "about)"},
         bad_file{"UnknownLimitKey", R"({"default": {"connection_limits": 3}})",
                  "test.json: default.connection_limits: unknown key (a rule has connection_limit, max_connection_rate, "
                  "max_message_rate, max_deliveries_per_connection, max_recipients_per_transaction, idle_timeout, "
@@ -195,6 +227,18 @@ INSTANTIATE_TEST_SUITE_P(
                  "test.json: default.warmup.daily[2]: expected an integer from 1 to 1000000000"},
         bad_file{"WarmupUnknownKey", R"({"default": {"warmup": {"start": "2026-02-01", "daily": [1], "end": 3}}})",
                  "test.json: default.warmup.end: unknown key (a warmup has start and daily)"},
+        bad_file{"TenantUnknownKey", R"({"tenants": {"alice": {"connection_limit": 3}}})",
+                 "test.json: tenants.\"alice\".connection_limit: unknown key (a tenant rule has max_message_rate, "
+                 "source, note)"},
+        bad_file{"TenantBadRate", R"({"tenants": {"*": {"max_message_rate": "2/fortnight"}}})",
+                 "test.json: tenants.\"*\".max_message_rate: \"2/fortnight\": unknown period \"fortnight\" (use s, "
+                 "min, h or day)"},
+        bad_file{"TenantTwice", R"({"tenants": {"Example.org": {}, "example.ORG": {}}})",
+                 "test.json: tenants.\"example.org\": given twice (tenants compare without case)"},
+        bad_file{"TenantEmpty", R"({"tenants": {"": {}}})",
+                 "test.json: tenants.\"\": a tenant is an AUTH user or a sender domain: 1 to 255 printable octets"},
+        bad_file{"TenantsNotObject", R"({"tenants": ["alice"]})",
+                 "test.json: tenants: expected an object {\"TENANT\": {\"max_message_rate\": ...}, ...}"},
         bad_file{"BadDomain", R"({"domains": {"exa mple.net": {}}})",
                  "test.json: domains.\"exa mple.net\": not a domain name"},
         bad_file{"DomainTwice", R"({"domains": {"example.net": {}, "EXAMPLE.net.": {}}})",
