@@ -881,6 +881,22 @@ TEST_F(DestinationPoolTest, NoConnectionIsOpenedForJobsOnlyAnEmptyTenantBucketHo
     EXPECT_EQ(_factory.made[0]->assigned[1]->tenant, "bob");
 }
 
+// A reload (SIGHUP) that drops the tenant's rule releases its held jobs at the next tick.
+TEST_F(DestinationPoolTest, AReloadWithoutTheTenantsRuleReleasesItsHeldJobs) {
+    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
+    pool().submit(tenant_job(static_route(), "alice"));
+    pool().submit(tenant_job(static_route(), "alice"));
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    ASSERT_EQ(c.assigned.size(), 1u) << "the second waits an hour for its token";
+    _shaping.replace(flag_default_rule(_config.max_connections_per_destination, _config.max_messages_per_connection,
+                                       _config.idle_connection_timeout));
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(c.assigned.size(), 2u) << "no tenant limit any more: it goes";
+    EXPECT_TRUE(pool().find_site("127.0.0.1:2526")->tenants.empty());
+}
+
 TEST_F(DestinationPoolTest, JobsHeldByTheirTenantExpireByMaxAge) {
     _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
     const auto now_us = static_cast<std::uint64_t>(_clock.unix_us());
