@@ -244,12 +244,19 @@ result<bool> limit_field(shaping_limits& l, std::string_view key, element v, con
     return true;
 }
 
-result<shaping_limits> limits_object(element v, const std::string& path) {
+// An object of limits, each key once.
+result<object> limits_of_object(element v, const std::string& path) {
     object obj;
     if (v.get_object().get(obj) != simdjson::SUCCESS) return fail(key_error{path, "expected an object of limits"});
     if (auto u = unique_keys(obj, path); !u) return fail(u.error());
+    return obj;
+}
+
+result<shaping_limits> limits_object(element v, const std::string& path) {
+    auto obj = limits_of_object(v, path);
+    if (!obj) return fail(obj.error());
     shaping_limits l;
-    for (auto field : obj) {
+    for (auto field : *obj) {
         if (is_comment_key(field.key)) continue;
         auto known = limit_field(l, field.key, field.value, path);
         if (!known) return fail(known.error());
@@ -369,11 +376,10 @@ result<automation_rule> automation_object(element v, std::string& where) {
 bool tenant_less(const tenant_rule& a, const tenant_rule& b) { return a.tenant < b.tenant; }
 
 result<tenant_rule> tenant_object(element v, const std::string& path) {
-    object obj;
-    if (v.get_object().get(obj) != simdjson::SUCCESS) return fail(key_error{path, "expected an object of limits"});
-    if (auto u = unique_keys(obj, path); !u) return fail(u.error());
+    auto obj = limits_of_object(v, path);
+    if (!obj) return fail(obj.error());
     tenant_rule t;
-    for (auto field : obj) {
+    for (auto field : *obj) {
         if (is_comment_key(field.key)) continue;
         const std::string p = child(path, field.key);
         if (field.key == "max_message_rate") {

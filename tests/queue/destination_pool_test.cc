@@ -198,6 +198,13 @@ protected:
         c.is_connected = true;
         follow(c, pool().connection_ready(c));
     }
+    // `job` submitted to a pool with no connection yet: the connection opened for it, greeted.
+    fake_link& first_connection_with(delivery_job* job) {
+        pool().submit(job);
+        EXPECT_EQ(_factory.made.size(), 1u);
+        greet(*_factory.made[0]);
+        return *_factory.made[0];
+    }
     void complete(fake_link& c, protocol::outcome_kind kind) {
         delivery_job* job = std::exchange(c.job, nullptr);
         ASSERT_NE(job, nullptr);
@@ -231,6 +238,14 @@ protected:
         r.stage = attempt_stage::connect;
         r.why = std::move(why);
         close(c, r);
+    }
+    // The site wakes for a token due within `ms`: the clock moves on by `ms` and the timer fires.
+    void wake_for_token(std::int64_t ms) {
+        const std::int64_t wake = pool().next_backoff_end_ms();
+        ASSERT_NE(wake, destination_pool::no_backoff) << "the site wakes for its next token";
+        EXPECT_LE(wake, _clock.now_ms + ms + coarse_slack_ms);
+        _clock.now_ms += ms;
+        pool().run_timers(_clock.now_ms + coarse_slack_ms);
     }
     void answer_mx(core::mx_result result) {
         ASSERT_FALSE(_resolver.lookups.empty());
@@ -714,11 +729,7 @@ TEST_F(DestinationPoolTest, AJobTheMessageRateHoldsBackWaitsInTheReadyQueueWitho
     EXPECT_EQ(pool().find_site("127.0.0.1:2526")->ready->size(), 2u);
     pool().tick(_clock.now_ms);
     EXPECT_EQ(_factory.made.size(), 1u) << "still no new connection for a rate-held job";
-    const std::int64_t wake = pool().next_backoff_end_ms();
-    ASSERT_NE(wake, destination_pool::no_backoff) << "the site wakes for its next token";
-    EXPECT_LE(wake, _clock.now_ms + 1000 + coarse_slack_ms);
-    _clock.now_ms += 1000;
-    pool().run_timers(_clock.now_ms + coarse_slack_ms);
+    wake_for_token(1000);
     EXPECT_EQ(c.assigned.size(), 2u) << "the token came: the idle connection takes the next job";
     EXPECT_EQ(_factory.made.size(), 1u);
 }
@@ -746,9 +757,7 @@ std::vector<std::string> sending(const delivery_job& job) {
 TEST_F(DestinationPoolTest, AJobWithMoreRecipientsThanATransactionAllowsIsSentInSeveralOnOneConnection) {
     _rules_json = R"({"default": {"max_recipients_per_transaction": 2}})";
     delivery_job* job = job_with_recipients(static_route(), 5);
-    pool().submit(job);
-    fake_link& c = *_factory.made[0];
-    greet(c);
+    fake_link& c = first_connection_with(job);
     ASSERT_EQ(c.assigned.size(), 1u);
     EXPECT_EQ(sending(*job), (std::vector<std::string>{"r0@example.net", "r1@example.net"}));
     complete(c, protocol::outcome_kind::accepted);
@@ -785,9 +794,7 @@ TEST_F(DestinationPoolTest, AJobWithMoreRecipientsThanATransactionAllowsIsSentIn
 
 TEST_F(DestinationPoolTest, WithoutARecipientCapAJobIsOneTransaction) {
     delivery_job* job = job_with_recipients(static_route(), 5);
-    pool().submit(job);
-    fake_link& c = *_factory.made[0];
-    greet(c);
+    fake_link& c = first_connection_with(job);
     EXPECT_EQ(sending(*job).size(), 5u);
     complete(c, protocol::outcome_kind::accepted);
     ASSERT_EQ(_owner.finished.size(), 1u);
@@ -799,10 +806,7 @@ TEST_F(DestinationPoolTest, WithoutARecipientCapAJobIsOneTransaction) {
 // first transaction delivered keep their outcome.
 TEST_F(DestinationPoolTest, TransactionsLeftWhenTheConnectionGoesWaitAndKeepTheEarlierOutcomes) {
     _rules_json = R"({"default": {"max_recipients_per_transaction": 2}})";
-    delivery_job* job = job_with_recipients(static_route(), 3);
-    pool().submit(job);
-    fake_link& c = *_factory.made[0];
-    greet(c);
+    fake_link& c = first_connection_with(job_with_recipients(static_route(), 3));
     c.is_closing = true;  // the peer goes away after the first transaction's reply
     complete(c, protocol::outcome_kind::accepted);
     EXPECT_TRUE(_owner.finished.empty());
@@ -855,11 +859,7 @@ TEST_F(DestinationPoolTest, AnEmptyTenantBucketHoldsOnlyThatTenantsJobsAtTheSite
     EXPECT_EQ(st->tenants.at("slow.example").held.size(), 1u);
     pool().tick(_clock.now_ms);
     EXPECT_EQ(_factory.made.size(), 1u) << "no connection for a held job";
-    const std::int64_t wake = pool().next_backoff_end_ms();
-    ASSERT_NE(wake, destination_pool::no_backoff) << "the site wakes for the tenant's token";
-    EXPECT_LE(wake, _clock.now_ms + 1000 + coarse_slack_ms);
-    _clock.now_ms += 1000;
-    pool().run_timers(_clock.now_ms + coarse_slack_ms);
+    wake_for_token(1000);
     EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{slow1, fast1, fast2, slow2})) << "its token came";
 }
 
