@@ -1005,6 +1005,24 @@ TEST_F(DestinationPoolTest, JobsHeldAtTheSitePastTheirDelayWarningAreReportedOnc
     EXPECT_EQ(_owner.held.size(), 1u);
 }
 
+// The same for a job held by its tenant's limit (out of the ready queue, in its tenant's hold).
+TEST_F(DestinationPoolTest, JobsHeldByTheirTenantPastTheirDelayWarningAreReported) {
+    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
+    const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
+    delivery_job* first = tenant_job(static_route(), "alice");
+    delivery_job* held = tenant_job(static_route(), "alice");
+    held->warn_us = unix_now + 30'000'000;
+    fake_link& c = first_connection_with(first);
+    pool().submit(held);
+    complete(c, protocol::outcome_kind::accepted);
+    ASSERT_EQ(pool().find_site("127.0.0.1:2526")->tenants.at("alice").held.size(), 1u);
+    _clock.now_ms += 31'000;
+    pool().tick(_clock.now_ms);
+    ASSERT_EQ(_owner.held.size(), 1u);
+    EXPECT_EQ(_owner.held[0].job, held);
+    EXPECT_EQ(_owner.finished.size(), 1u) << "a delay notice ends no job";
+}
+
 constexpr const char* too_many_connections = "4.7.0 Try again later, closing connection. (too many connections from your IP)";
 
 // ringrelay-sink --max-connections-per-ip's refusal, as queue::outbound reports it.
