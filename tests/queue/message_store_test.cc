@@ -239,7 +239,8 @@ TEST_F(MessageStoreTest, AnUnroutedRecipientIsNotJournaled) {
     ASSERT_NE(r.store->find(9), nullptr);
     EXPECT_EQ(r.store->find(9)->status[0], recipient_status::pending) << "looked at again after a restart";
     EXPECT_NE(log_lines().find("\"type\":\"TransientFailure\""), std::string::npos);
-    EXPECT_NE(log_lines().find("\"next_hop\":null,\"egress_source\":\"default\",\"reply\":\"no route to the recipient's domain\""),
+    EXPECT_NE(log_lines().find("\"next_hop\":null,\"tenant\":\"example.org\",\"egress_source\":\"default\","
+                               "\"reply\":\"no route to the recipient's domain\""),
               std::string::npos)
         << log_lines();
 }
@@ -291,7 +292,8 @@ TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
     const std::string log = log_lines();
     EXPECT_NE(log.find("{\"type\":\"Delivery\""), std::string::npos) << log;
     EXPECT_NE(log.find("\"recipient\":\"r0@example.net\",\"next_hop\":{\"name\":\"mx.example.net\","
-                       "\"address\":\"192.0.2.1:25\"},\"site\":\"mx.example.net\",\"egress_source\":\"b\","
+                       "\"address\":\"192.0.2.1:25\"},\"site\":\"mx.example.net\",\"tenant\":\"example.org\","
+                       "\"egress_source\":\"b\","
                        "\"reply\":\"250 2.0.0 ok\",\"tls\":"
                        "\"TLSv1.3 TLS_AES_256_GCM_SHA384\",\"attempt\":1,\"queued_seconds\":2.000,"
                        "\"attempt_seconds\":1.500}"),
@@ -300,7 +302,8 @@ TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
     EXPECT_NE(log.find("{\"type\":\"Bounce\""), std::string::npos);
     EXPECT_NE(log.find("\"reply\":\"550 5.1.1 no such user\""), std::string::npos) << log;
     EXPECT_NE(log.find("{\"type\":\"Expiration\""), std::string::npos);
-    EXPECT_NE(log.find("\"recipient\":\"r2@example.net\",\"next_hop\":null,\"egress_source\":\"default\","
+    EXPECT_NE(log.find("\"recipient\":\"r2@example.net\",\"next_hop\":null,\"tenant\":\"example.org\","
+                       "\"egress_source\":\"default\","
                        "\"reply\":\"message expired (--max-age)\""
                        ",\"attempt\":3"),
               std::string::npos)
