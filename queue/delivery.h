@@ -57,6 +57,7 @@
 #include "queue/spool.h"
 #include "queue/suppression.h"
 #include "queue/tls_client_policy.h"
+#include "queue/warmup.h"
 
 namespace ringrelay::queue {
 
@@ -132,8 +133,17 @@ public:
 private:
     // Groups the message's pending recipients that are not in flight by destination, one job
     // per destination, gives each job its egress source (the message's pool by --pool-for,
-    // the source by this shard's chooser), and sends each to its owner shard.
+    // the source by this shard's chooser; for a pool with a warm-up, once the site is known:
+    // choose_source()), and sends each to its owner shard.
     void schedule(stored_message& m, std::int64_t now_ms);
+    // Origin side, a job of a pool with a warm-up whose site (and provider) is known: its source
+    // by the round robin among those with allowance left today (queue/warmup.h), then to the
+    // site; with none left it waits here (_warmup_held) for the next day.
+    void choose_source(delivery_job* job) noexcept;
+    // The jobs waiting for a source's allowance: on a new UTC day or new rules, each is made again
+    // (no attempt counted: not_attempted); past --max-age, each expires.
+    void tick_warmup_held(std::int64_t now_ms) noexcept;
+    void release_warmup_held() noexcept;
     // Origin side: apply a job's outcome to its message.
     void apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& hop,
                        const std::string& why) noexcept;
@@ -157,6 +167,7 @@ private:
     suppression_list* const _suppressions;  // null: --no-suppression
     core::log_writer& _shaping_log;         // the delivery log, for Shaping records
     const egress_table& _egress;            // the relay's
+    const shaping_table& _shaping;          // the relay's (warm-up schedules)
     // The parts, in construction order.
     tls_client_policy _tls;
     delivery_log _log;
@@ -173,6 +184,14 @@ private:
     std::uint64_t _max_age_us = 0;        // --max-age: a delay notice's Will-Retry-Until
     // Shard-local.
     egress_chooser _egress_chooser;  // this shard's weighted round robin over each pool's sources
+    warmup_ledger _warmup;           // this shard's share of each source's daily allowance
+    std::shared_ptr<const shaping_rules> _rules;  // _shaping's, taken at a tick when it changed
+    std::uint64_t _rules_generation = 0;
+    ready_queue* _warmup_held = nullptr;  // the scheduler's: jobs no source of their pool may take today
+    std::int64_t _warmup_held_day = 0;    // the UTC day the last of them was held
+    std::int64_t _next_held_sweep_ms = 0;
+    std::vector<warmup_used_up> _used_up;  // choose_source()'s, reused
+    std::vector<delivery_job*> _taken;     // tick_warmup_held()'s, reused
     bool _stopping = false;
 };
 

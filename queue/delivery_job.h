@@ -21,6 +21,7 @@ namespace ringrelay::queue {
 
 struct stored_message;
 struct egress_source;
+struct egress_pool;
 
 // A message's bytes in memory: kept by the body cache after reception, or read back from the
 // spool for an attempt (queue/message_store.h). Shared: a job keeps the body it sends alive
@@ -91,12 +92,18 @@ struct delivery_job {
     // pool by the message's sender domain or AUTH user, the source by the origin shard's
     // egress_chooser: queue/egress.h); null: the system-chosen address. The relay's table.
     const egress_source* egress = nullptr;
+    // A pool with a warm-up (queue/warmup.h): the source is chosen only once the site and its
+    // provider are known, by the origin (its round robin and its share of each day's
+    // allowance); until then egress is null. Null: chosen when the job was made, as above.
+    const egress_pool* choose_from = nullptr;
+    std::string site_provider;  // the site's provider (shaping rules), "" if none: set with the site
 };
 
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
 struct cross_message {
-    // job: for a destination (route key) the receiver owns; site_job: for a site it owns.
-    enum class kind : std::uint8_t { job, site_job, outcome } type = kind::job;
+    // job: for a destination (route key) the receiver owns; site_job: for a site it owns;
+    // choose: back to its origin, which gives it its source (delivery_job::choose_from).
+    enum class kind : std::uint8_t { job, site_job, outcome, choose } type = kind::job;
     delivery_job* job = nullptr;
     protocol::message_outcome outcome;  // kind outcome
     next_hop_ref hop;

@@ -33,8 +33,13 @@ bool same_address_set(const std::vector<core::endpoint>& a, const std::vector<co
     return x == y;
 }
 
-// A reply made here (no peer said it): `code`, the enhanced status `enhanced` ("4.4.7"), and
-// the text "<enhanced> <why>".
+// "|src=NAME" of a job's egress source, or "" (the system-chosen address).
+std::string source_suffix(const delivery_job& job) {
+    return job.egress == nullptr ? std::string() : "|src=" + job.egress->name;
+}
+
+}  // namespace
+
 protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, const std::string& why) {
     protocol::outcome_reply reply;
     reply.origin = protocol::reply_origin::local;
@@ -48,13 +53,6 @@ protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, co
     }
     return reply;
 }
-
-// "|src=NAME" of a job's egress source, or "" (the system-chosen address).
-std::string source_suffix(const delivery_job& job) {
-    return job.egress == nullptr ? std::string() : "|src=" + job.egress->name;
-}
-
-}  // namespace
 
 void destination::resolved(core::mx_result result) noexcept { pool->mx_resolved(*this, std::move(result)); }
 
@@ -103,6 +101,11 @@ void destination_pool::set_route_site(delivery_job& job) {
     job.site_hosts = {job.route.name};
 }
 
+void destination_pool::set_source(delivery_job& job, const egress_source& source) {
+    job.egress = &source;
+    job.site_key += source_suffix(job);
+}
+
 destination& destination_pool::destination_for(const route_key& r) {
     auto& slot = _destinations[r.key];
     if (!slot) {
@@ -142,6 +145,7 @@ void destination_pool::dispatch(destination& d) noexcept {
         job->site = d.site;
         job->site_key = d.site_key + source_suffix(*job);  // each (source, site) its own
         job->site_rule_domain = d.rule_domain;
+        job->site_provider = d.provider;
         job->site_targets = d.targets;
         job->site_hosts = d.target_hosts;
         _owner.to_site(job);  // may come back here (submit_site) when this shard owns the site
@@ -187,6 +191,7 @@ void destination_pool::mx_resolved(destination& d, core::mx_result result) noexc
             d.rules_generation = _rules_generation;
             const std::string domain = normalize_host(d.name);
             d.rule_domain = _rules->find_domain(domain) != nullptr ? domain : std::string();
+            d.provider = _rules->resolve(d.rule_domain, d.target_hosts).provider;
             d.site_key = d.site + (d.rule_domain.empty() ? std::string() : "|domain=" + d.rule_domain) + d.tls_suffix;
             dispatch(d);
             return;

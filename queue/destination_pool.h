@@ -106,6 +106,7 @@ struct destination final : core::mx_waiter {
     std::string site;      // site name of target_hosts
     std::string site_key;  // see above
     std::string rule_domain;
+    std::string provider;  // the site's provider by the rules (queue/shaping_rules.h), or ""
     bool resolving = false;
     std::int64_t resolved_until_ms = 0;  // re-resolve after this (the resolver caches by TTL)
     std::uint64_t rules_generation = 0;  // of the rules site_key was made with
@@ -167,6 +168,10 @@ inline constexpr std::int64_t expiry_sweep_ms = 10'000;
 // the precise one that fires the alarm by a scheduler tick (core/clock.h).
 inline constexpr std::int64_t coarse_slack_ms = 4;
 
+// A reply made here (no peer said it): `code`, the enhanced status `enhanced` ("4.4.7"), and
+// the text "<enhanced> <why>".
+[[nodiscard]] protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, const std::string& why);
+
 class destination_pool final : public outbound_owner {
 public:
     // Everything given outlives the pool. schedule: its first interval caps the back-off.
@@ -182,6 +187,9 @@ public:
     // job. The origin calls it to pick the site's owner shard; submit() calls it again (the
     // same answer).
     static void set_route_site(delivery_job& job);
+    // Gives a job whose site is set (without a source) its egress source: the site key gains
+    // "|src=NAME".
+    static void set_source(delivery_job& job, const egress_source& source);
     // A job for a destination this shard owns: by MX, it waits for the plan (then to_site());
     // a static route's, for its site, which this shard owns.
     void submit(delivery_job* job) noexcept;
