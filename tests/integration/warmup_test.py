@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+# tests/integration/warmup_test.py: IP warm-up (issue 17). ringrelay -> one ringrelay-sink that
+# saves every message (--save: X-Sink-Client is the address the relay connected from), the sink
+# as --smarthost, one shard (so the shard's share of a day's allowance is the whole of it).
+#   --egress-source a=127.0.0.2   --egress-source b=127.0.0.3
+#   shaping rules: {"warmup": {"a": {"start": TODAY (UTC), "daily": [5]}}}
+# 1. Pool a,b (1:1), 20 messages: exactly 5 leave from 127.0.0.2 (a's day allowance) and 15 from
+#    127.0.0.3; one Shaping record says a's allowance is used up; every Delivery record's
+#    egress_source is the source whose address the sink saw.
+# 2. Pool a only, daily [3], 6 messages, --max-age 12s: 3 arrive; the other 3 wait (no
+#    TransientFailure, no Bounce, no retry), and expire by --max-age (Expiration, 4.4.7) within
+#    the sweep (10 s).
+# 3. Start-up error: a warm-up naming a source no --egress-source defines: the relay exits
+#    non-zero naming the file and the key.
+# Without the feature (the source chosen before the site, no allowance) case 1 sends about 10
+# from each address and case 2 delivers all 6. Bounded: the sinks stop themselves (--expect,
+# --duration); every process is ours, by PID; loopback only.
+import datetime
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+
+import harness
+
+ADDRESS = {"a": "127.0.0.2", "b": "127.0.0.3"}
+SOURCES = ["--egress-source", "a=127.0.0.2", "--egress-source", "b=127.0.0.3"]
+MAX_AGE_S = 12
+SWEEP_S = 10  # delivery's held-mail sweep (expiry_sweep_ms)
+
+
+def saved_clients(directory):
+    """{recipient: client address} of every saved message."""
+    out = {}
+    for name in os.listdir(directory):
+        if not name.endswith(".eml"):
+            continue
+        client, rcpt = None, None
+        with open(os.path.join(directory, name), "rb") as f:
+            for raw in f:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                key, _, value = line.partition(": ")
+                if key == "X-Sink-Client":
+                    client = value
+                elif key == "X-Sink-Rcpt-To":
+                    rcpt = value.strip("<>")
+                if key == "X-Sink-Size":
+                    break
+        out[rcpt] = client
+    return out
+
+
+def rules_file(work, daily):
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    path = os.path.join(work, "warmup.json")
+    with open(path, "w") as f:
+        json.dump({"warmup": {"a": {"start": today, "daily": daily}}}, f)
+    return path
+
+
+def send(relay, count):
+    host, port = relay.address()
+    s = smtplib.SMTP(host, port, timeout=30)
+    for i in range(count):
+        s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
+                   f"Subject: warm-up {i}\r\nMessage-ID: <w{i}@example.org>\r\n\r\nbody {i}\r\n")
+    s.quit()
+
+
+def overflow_case(c, relay_bin, sink_bin):
+    n = 20
+    work = harness.temp_dir("rr-warmup-")
+    port = harness.free_port()
+    save = harness.temp_dir("rr-warmup-save-")
+    sink = harness.start_sink(sink_bin, port, ["--save", save, "--expect", str(n), "--duration", "60"])
+    relay = harness.Relay(relay_bin, ["--smarthost", f"127.0.0.1:{port}", "--retry-intervals", "1s",
+                                      "--no-default-shaping", "--shaping", rules_file(work, [5])] + SOURCES +
+                          ["--egress-pool", "main=a,b", "--pool-for", "*=main"], shards=1).start()
+    send(relay, n)
+    stats, err = harness.sink_result(sink, 70)
+    relay.stop()
+    c.check(relay.returncode == 0, "the relay exits 0", relay.stderr()[-800:])
+    clients = saved_clients(save)
+    from_a = sum(1 for v in clients.values() if v == ADDRESS["a"])
+    from_b = sum(1 for v in clients.values() if v == ADDRESS["b"])
+    c.info(f"{n} messages, a's warm-up daily [5]: {from_a} from 127.0.0.2 (a), {from_b} from 127.0.0.3 (b)")
+    c.check(stats.get("received") == n and len(clients) == n, f"all {n} messages arrive",
+            (stats.get("received"), len(clients), err[-300:]))
+    c.check(from_a == 5 and from_b == 15, "exactly 5 leave from a's address (its day allowance), 15 from b's",
+            (from_a, from_b))
+    log = harness.log_records(relay.log_path)
+    deliveries = [x for x in log if x.get("type") == "Delivery"]
+    mismatched = [x.get("recipient") for x in deliveries
+                  if clients.get(x.get("recipient")) != ADDRESS.get(x.get("egress_source"))]
+    c.check(len(deliveries) == n and not mismatched,
+            "every Delivery record's egress_source is the source whose address the sink saw", mismatched[:5])
+    used_up = [x for x in log if x.get("type") == "Shaping" and x.get("event") == "warmup_used_up"]
+    c.check(len(used_up) == 1 and used_up[0].get("source") == "a" and used_up[0].get("allowance") == 5
+            and used_up[0].get("provider") is None,
+            "one Shaping record says a's day allowance (5, all sites) is used up", used_up)
+    bad = [x for x in log if x.get("type") in ("TransientFailure", "Bounce", "Expiration")]
+    c.check(not bad, "no deferral, bounce or expiry", bad[:2])
+
+
+def wait_case(c, relay_bin, sink_bin):
+    n, allowance = 6, 3
+    work = harness.temp_dir("rr-warmup-wait-")
+    port = harness.free_port()
+    sink = harness.start_sink(sink_bin, port, ["--duration", str(MAX_AGE_S + SWEEP_S + 30)])
+    relay = harness.Relay(relay_bin, ["--smarthost", f"127.0.0.1:{port}", "--retry-intervals", "1s",
+                                      "--max-age", f"{MAX_AGE_S}s", "--no-default-shaping",
+                                      "--shaping", rules_file(work, [allowance])] + SOURCES +
+                          ["--egress-pool", "only-a=a", "--pool-for", "*=only-a"], shards=1).start()
+    send(relay, n)
+    records = lambda kind: [x for x in harness.log_records(relay.log_path) if x.get("type") == kind]  # noqa: E731
+    harness.wait_until(lambda: len(records("Delivery")) >= allowance, 20)
+    # The retry interval is 1 s: had the waiting mail been deferred, its retries would show by now.
+    time.sleep(3)
+    delivered_early = len(records("Delivery"))
+    transient_early = len(records("TransientFailure"))
+    c.check(delivered_early == allowance and transient_early == 0 and not records("Bounce"),
+            f"{allowance} delivered (a's allowance); the other {n - allowance} wait: no TransientFailure, no Bounce",
+            (delivered_early, transient_early, len(records("Bounce"))))
+    done = harness.wait_until(lambda: len(records("Expiration")) >= n - allowance, MAX_AGE_S + SWEEP_S + 15)
+    relay.stop()
+    sink.terminate()
+    summary, _ = harness.sink_result(sink, 30)
+    log = harness.log_records(relay.log_path)
+    exp = [x for x in log if x.get("type") == "Expiration"]
+    c.check(done and len(exp) == n - allowance, f"the {n - allowance} waiting messages expire by --max-age",
+            [(x.get("type"), x.get("recipient")) for x in log])
+    c.check(exp and all("4.4.7" in str(x.get("reply")) and "--max-age" in str(x.get("reply")) for x in exp),
+            "each Expiration's reply says why (4.4.7, --max-age)", exp[:1])
+    c.check(all(x.get("egress_source") == "default" for x in exp),
+            "an expired message had no source yet (egress_source default)", exp[:1])
+    c.check(summary.get("received") == allowance, f"the sink received exactly {allowance}", summary)
+    transient = [x for x in log if x.get("type") in ("TransientFailure", "Bounce")]
+    c.check(not transient, "no TransientFailure or Bounce at all: the waiting mail used no retry", transient[:2])
+
+
+def startup_error(c, relay_bin):
+    work = harness.temp_dir("rr-warmup-bad-")
+    rules = os.path.join(work, "bad.json")
+    with open(rules, "w") as f:
+        json.dump({"warmup": {"ip9": {"start": "2026-12-01", "daily": [1]}}}, f)
+    try:
+        p = subprocess.run([relay_bin, "--spool", os.path.join(work, "spool"), "--listen", "127.0.0.1:0",
+                            "--hostname", "mx.test.invalid", "--log", os.path.join(work, "log"),
+                            "--shaping", rules] + SOURCES,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, timeout=30)
+        code, err = p.returncode, p.stderr
+    except subprocess.TimeoutExpired:
+        code, err = None, "still running after 30 s"
+    want = f"--shaping {rules}: warmup.\"ip9\": no --egress-source named \"ip9\""
+    c.check(code is not None and code > 0 and want in err,
+            "a warm-up naming an unknown source stops the start, naming the file and the key", (code, err[-400:]))
+
+
+def scenario(c):
+    relay_bin, sink_bin = sys.argv[1], sys.argv[2]
+    for address in ADDRESS.values():
+        try:
+            with socket.socket() as s:
+                s.bind((address, 0))
+        except OSError as e:
+            raise harness.Skip(f"cannot bind {address} here: {e}")
+    startup_error(c, relay_bin)
+    overflow_case(c, relay_bin, sink_bin)
+    wait_case(c, relay_bin, sink_bin)
+
+
+if __name__ == "__main__":
+    harness.run("warmup", scenario)
