@@ -10,7 +10,12 @@
 # 2. Pool a only, daily [3], 6 messages, --max-age 12s: 3 arrive; the other 3 wait (no
 #    TransientFailure, no Bounce, no retry), and expire by --max-age (Expiration, 4.4.7) within
 #    the sweep (10 s).
-# 3. Start-up error: a warm-up naming a source no --egress-source defines: the relay exits
+# 3. Per provider, by MX (dnsmasq on loopback; --smtp-port points every exchanger at the sink),
+#    two shards: provider "exprov" (mx_suffix .prov.test), a's warm-up daily [20] for all sites
+#    and [4] for exprov (2 for each shard). 6 messages to p1.test (MX mx.prov.test), then 6 to
+#    o.test (MX mx.other.test): to p1.test exactly 2 leave from a (its shard's exprov share) and
+#    4 from b; to o.test a and b alternate (3 and 3: a's all-sites allowance is another count).
+# 4. Start-up error: a warm-up naming a source no --egress-source defines: the relay exits
 #    non-zero naming the file and the key.
 # Without the feature (the source chosen before the site, no allowance) case 1 sends about 10
 # from each address and case 2 delivers all 6. Bounded: the sinks stop themselves (--expect,
@@ -61,11 +66,11 @@ def rules_file(work, daily):
     return path
 
 
-def send(relay, count):
+def send(relay, count, domain="example.net"):
     host, port = relay.address()
     s = smtplib.SMTP(host, port, timeout=30)
     for i in range(count):
-        s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
+        s.sendmail("sender@example.org", [f"rcpt{i}@{domain}"],
                    f"Subject: warm-up {i}\r\nMessage-ID: <w{i}@example.org>\r\n\r\nbody {i}\r\n")
     s.quit()
 
@@ -141,6 +146,54 @@ def wait_case(c, relay_bin, sink_bin):
     c.check(not transient, "no TransientFailure or Bounce at all: the waiting mail used no retry", transient[:2])
 
 
+def provider_case(c, relay_bin, sink_bin):
+    from mx_routing_test import Dnsmasq
+    try:
+        dns = Dnsmasq(["--mx-host=p1.test,mx.prov.test,10", "--host-record=mx.prov.test,127.0.0.1",
+                       "--mx-host=o.test,mx.other.test,10", "--host-record=mx.other.test,127.0.0.1"])
+    except harness.Skip as e:
+        c.info(f"per-provider case skipped: {e}")
+        return
+    n = 6
+    work = harness.temp_dir("rr-warmup-mx-")
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    rules = os.path.join(work, "warmup.json")
+    with open(rules, "w") as f:
+        json.dump({"providers": {"exprov": {"match": {"mx_suffix": [".prov.test"]}}},
+                   "warmup": {"a": {"start": today, "daily": [20], "providers": {"exprov": {"daily": [4]}}}}}, f)
+    port = harness.free_port()
+    save = harness.temp_dir("rr-warmup-mx-save-")
+    sink = harness.start_sink(sink_bin, port, ["--save", save, "--expect", str(2 * n), "--duration", "60"])
+    relay = harness.Relay(relay_bin, ["--dns-server", f"127.0.0.1:{dns.port}", "--smtp-port", str(port),
+                                      "--retry-intervals", "1s", "--no-default-shaping", "--shaping", rules] +
+                          SOURCES + ["--egress-pool", "main=a,b", "--pool-for", "*=main"], shards=2).start()
+    delivered = lambda: [x for x in harness.log_records(relay.log_path) if x.get("type") == "Delivery"]  # noqa: E731
+    send(relay, n, "p1.test")
+    harness.wait_until(lambda: len(delivered()) >= n, 30)  # the second domain's choices after the first's
+    send(relay, n, "o.test")
+    stats, err = harness.sink_result(sink, 70)
+    relay.stop()
+    dns.peer.stop()
+    clients = saved_clients(save)
+    count = lambda domain, source: sum(1 for r, v in clients.items()  # noqa: E731
+                                       if r and r.endswith("@" + domain) and v == ADDRESS[source])
+    got = {d: (count(d, "a"), count(d, "b")) for d in ("p1.test", "o.test")}
+    c.info(f"by MX, two shards, a's warm-up [20] for all sites and [4] for exprov: (from a, from b) {got}")
+    c.check(stats.get("received") == 2 * n, f"all {2 * n} messages arrive", (stats.get("received"), err[-300:]))
+    c.check(got["p1.test"] == (2, 4), "to the exprov site exactly 2 leave from a (its shard's share of 4), 4 from b",
+            got)
+    c.check(got["o.test"] == (3, 3), "to another site a and b alternate (a's all-sites allowance is counted apart)",
+            got)
+    log = harness.log_records(relay.log_path)
+    used_up = [x for x in log if x.get("type") == "Shaping" and x.get("event") == "warmup_used_up"]
+    c.check(len(used_up) == 1 and used_up[0].get("provider") == "exprov" and used_up[0].get("share") == 2,
+            "one Shaping record: a's exprov share (2 of 4) used up", used_up)
+    mismatched = [x.get("recipient") for x in log if x.get("type") == "Delivery"
+                  and clients.get(x.get("recipient")) != ADDRESS.get(x.get("egress_source"))]
+    c.check(not mismatched, "each Delivery record's egress_source is the source whose address the sink saw",
+            mismatched[:5])
+
+
 def startup_error(c, relay_bin):
     work = harness.temp_dir("rr-warmup-bad-")
     rules = os.path.join(work, "bad.json")
@@ -171,6 +224,7 @@ def scenario(c):
     startup_error(c, relay_bin)
     overflow_case(c, relay_bin, sink_bin)
     wait_case(c, relay_bin, sink_bin)
+    provider_case(c, relay_bin, sink_bin)
 
 
 if __name__ == "__main__":
