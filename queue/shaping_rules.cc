@@ -176,85 +176,71 @@ result<std::int64_t> warmup_start(element v, const std::string& p) {
     return *day;
 }
 
-// One provider's schedule inside a source's warm-up: {"daily": [...], "start": optional}.
-result<warmup_schedule> provider_warmup(element v, const std::string& path, std::optional<std::int64_t> start) {
-    object obj;
-    if (v.get_object().get(obj) != simdjson::SUCCESS)
-        return fail(key_error{path, "expected an object {\"daily\": [counts], \"start\": \"YYYY-MM-DD\" (optional)}"});
-    if (auto u = unique_keys(obj, path); !u) return fail(u.error());
-    warmup_schedule w;
-    bool has_daily = false;
-    for (auto field : obj) {
-        const std::string p = child(path, field.key);
-        if (is_comment_key(field.key)) continue;
-        if (field.key == "start") {
-            auto d = warmup_start(field.value, p);
-            if (!d) return fail(d.error());
-            start = *d;
-        } else if (field.key == "daily") {
-            auto d = warmup_daily(field.value, p);
-            if (!d) return fail(d.error());
-            w.daily = std::move(*d);
-            has_daily = true;
-        } else {
-            return fail(key_error{p, "unknown key (a provider's warm-up has start and daily)"});
-        }
-    }
-    if (!has_daily) return fail(key_error{path, "missing \"daily\""});
-    if (!start) return fail(key_error{path, "missing \"start\" (here or in the source's warm-up)"});
-    w.start_day = *start;
-    return w;
-}
-
-// One source's warm-up: {"start": ..., "daily": [...], "providers": {...}, "source", "note"}.
-result<source_warmup> source_warmup_object(element v, const std::string& path) {
-    object obj;
-    if (v.get_object().get(obj) != simdjson::SUCCESS)
-        return fail(key_error{path, "expected an object {\"start\": \"YYYY-MM-DD\", \"daily\": [counts], "
-                                    "\"providers\": {...}}"});
-    if (auto u = unique_keys(obj, path); !u) return fail(u.error());
-    source_warmup w;
+// The keys of a warm-up object: start and daily; a source's (`source_level`) also providers,
+// source and note.
+struct warmup_fields {
     std::optional<std::int64_t> start;
     std::optional<std::vector<std::uint64_t>> daily;
-    element providers;
-    bool has_providers = false;
+    std::optional<element> providers;
+};
+
+result<warmup_fields> warmup_object(element v, const std::string& path, bool source_level) {
+    object obj;
+    if (v.get_object().get(obj) != simdjson::SUCCESS)
+        return fail(key_error{path, source_level ? "expected an object {\"start\": \"YYYY-MM-DD\", \"daily\": [counts], "
+                                                   "\"providers\": {...}}"
+                                                 : "expected an object {\"daily\": [counts], \"start\": \"YYYY-MM-DD\" "
+                                                   "(optional)}"});
+    if (auto u = unique_keys(obj, path); !u) return fail(u.error());
+    warmup_fields f;
     for (auto field : obj) {
         const std::string p = child(path, field.key);
         if (is_comment_key(field.key)) continue;
         if (field.key == "start") {
             auto d = warmup_start(field.value, p);
             if (!d) return fail(d.error());
-            start = *d;
+            f.start = *d;
         } else if (field.key == "daily") {
             auto d = warmup_daily(field.value, p);
             if (!d) return fail(d.error());
-            daily = std::move(*d);
-        } else if (field.key == "providers") {
-            providers = field.value;
-            has_providers = true;
-        } else if (field.key == "source" || field.key == "note") {
+            f.daily = std::move(*d);
+        } else if (source_level && field.key == "providers") {
+            f.providers = field.value;
+        } else if (source_level && (field.key == "source" || field.key == "note")) {
             if (auto s = string_list(field.value, p); !s) return fail(s.error());
         } else {
-            return fail(key_error{p, "unknown key (a warm-up has start, daily, providers, source, note)"});
+            return fail(key_error{p, source_level ? "unknown key (a warm-up has start, daily, providers, source, note)"
+                                                  : "unknown key (a provider's warm-up has start and daily)"});
         }
     }
-    if (daily && !start) return fail(key_error{path, "missing \"start\""});
-    if (!daily && !has_providers) return fail(key_error{path, "missing \"daily\" (or \"providers\")"});
-    if (daily) w.all_sites = warmup_schedule{*start, std::move(*daily)};
-    if (has_providers) {
-        const std::string pp = child(path, "providers");
-        object pobj;
-        if (providers.get_object().get(pobj) != simdjson::SUCCESS || pobj.size() == 0)
-            return fail(key_error{pp, "expected an object {\"PROVIDER\": {\"daily\": [counts]}, ...}"});
-        if (auto u = unique_keys(pobj, pp); !u) return fail(u.error());
-        for (auto pr : pobj) {
-            const std::string ppp = cat({pp, ".", quote_text(pr.key)});
-            if (is_comment_key(pr.key)) continue;
-            if (!valid_name(pr.key)) return fail(key_error{ppp, "expected a provider name"});
-            auto s = provider_warmup(pr.value, ppp, start);
-            if (!s) return fail(s.error());
-            w.providers.push_back(source_warmup::provider_schedule{std::string(pr.key), std::move(*s)});
-        }
+    return f;
+}
+
+// One source's warm-up: {"start": ..., "daily": [...], "providers": {"P": {"daily": [...],
+// "start": optional}}, "source", "note"}.
+result<source_warmup> source_warmup_object(element v, const std::string& path) {
+    auto f = warmup_object(v, path, true);
+    if (!f) return fail(f.error());
+    if (f->daily && !f->start) return fail(key_error{path, "missing \"start\""});
+    if (!f->daily && !f->providers) return fail(key_error{path, "missing \"daily\" (or \"providers\")"});
+    source_warmup w;
+    if (f->daily) w.all_sites = warmup_schedule{*f->start, std::move(*f->daily)};
+    if (!f->providers) return w;
+    const std::string pp = child(path, "providers");
+    object pobj;
+    if (f->providers->get_object().get(pobj) != simdjson::SUCCESS || pobj.size() == 0)
+        return fail(key_error{pp, "expected an object {\"PROVIDER\": {\"daily\": [counts]}, ...}"});
+    if (auto u = unique_keys(pobj, pp); !u) return fail(u.error());
+    for (auto pr : pobj) {
+        const std::string ppp = cat({pp, ".", quote_text(pr.key)});
+        if (is_comment_key(pr.key)) continue;
+        if (!valid_name(pr.key)) return fail(key_error{ppp, "expected a provider name"});
+        auto pf = warmup_object(pr.value, ppp, false);
+        if (!pf) return fail(pf.error());
+        if (!pf->daily) return fail(key_error{ppp, "missing \"daily\""});
+        const std::optional<std::int64_t> start = pf->start ? pf->start : f->start;
+        if (!start) return fail(key_error{ppp, "missing \"start\" (here or in the source's warm-up)"});
+        w.providers.push_back(source_warmup::provider_schedule{std::string(pr.key), warmup_schedule{*start, std::move(*pf->daily)}});
     }
     return w;
 }
