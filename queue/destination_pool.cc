@@ -309,11 +309,13 @@ std::uint32_t destination_pool::established(const site& s) noexcept {
     return n;
 }
 
-void destination_pool::automate(site& s, std::uint16_t code, std::string_view text) noexcept {
-    if (_rules->automation.empty()) return;
+bool destination_pool::automate(site& s, std::uint16_t code, std::string_view text) noexcept {
+    if (_rules->automation.empty()) return false;
     automation_subject(code, text, _subject);
-    if (const automation_rule* rule = _rules->match_automation(s.limits.provider, _subject))
-        log_change(s, s.controller->automate(*rule, _subject, now_us()));
+    const automation_rule* rule = _rules->match_automation(s.limits.provider, _subject);
+    if (rule == nullptr) return false;
+    log_change(s, s.controller->automate(*rule, _subject, now_us()));
+    return true;
 }
 
 std::uint32_t destination_pool::alive(const site& s) noexcept {
@@ -452,8 +454,9 @@ next_step destination_pool::connection_ready(outbound_link& c) noexcept {
     site& s = *c.pool_site;
     if (_stopping || c.messages_sent() >= s.limits.max_deliveries_per_connection) return next_step{nullptr, true};
     if (s.ready->empty()) return {};
-    // A greeting refused with QUIT still answers the first job, with the refusal as its
-    // outcome, whatever the rate: no message goes out on it.
+    // A session ending with QUIT before it could carry mail (never a refused greeting: that
+    // closes before the greeting, queue/outbound.cc) still answers the first job, with the
+    // refusal as its outcome, whatever the rate: no message goes out on it.
     if (!c.ready_for_job()) {
         delivery_job* job = s.ready->pop();
         job->attempt_ms = _clock.monotonic_ms();
@@ -488,8 +491,14 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
     } else if (failure != nullptr) {
         const std::uint32_t open = established(s) - (c.connected() && !c.closing() ? 1 : 0);
         log_change(s, s.controller->failed(attempt_stage::command, failure->code, failure->text, started_us, now_us, open));
-        automate(s, failure->code, failure->text);
     }
+    // Automation hears every negative reply of the peer's, accepted recipients or not (a
+    // provider's [TSS04] may come to the second RCPT after a 550 to the first), until a rule fires.
+    if (failure != nullptr && !automate(s, failure->code, failure->text))
+        for (const protocol::recipient_outcome& r : outcome.recipients)
+            if (failed(r.kind) && r.reply.origin == protocol::reply_origin::peer && &r.reply != failure &&
+                automate(s, r.reply.code, r.reply.text))
+                break;
     next_hop_ref with_site = hop;
     with_site.site = s.name;
     _owner.job_finished(job, protocol::message_outcome(outcome), with_site, "");

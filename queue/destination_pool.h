@@ -51,7 +51,8 @@
 // Held mail: a job waiting at its site past its message's --max-age ends there as expired; one
 // waiting past its --delay-warning time makes the origin send the sender a delay notice (the
 // job keeps waiting). Both are looked at every expiry_sweep_ms.
-// Automation rules are matched on every negative reply of the peer (a refused greeting's too):
+// Automation rules are matched on every negative reply of the peer (a refused greeting's too;
+// each recipient's of a job, accepted recipients or not, until one fires):
 // suspend stops the site's connections and messages until its end (its mail waits in the ready
 // queue), throttle multiplies its message rate.
 // A back-off, a suspension and the rates' waits end by one timer per site on the pool's
@@ -267,8 +268,8 @@ private:
     // Connections to `s` open or being opened (not closing).
     [[nodiscard]] static std::uint32_t alive(const site& s) noexcept;
     // Automation (queue/shaping_rules.h): the first rule of the site's provider (or of every
-    // site) matching the peer's reply suspends or throttles the site.
-    void automate(site& s, std::uint16_t code, std::string_view text) noexcept;
+    // site) matching the peer's reply suspends or throttles the site; true if one did.
+    bool automate(site& s, std::uint16_t code, std::string_view text) noexcept;
     // A change the controller returned: to the log.
     void log_change(const site& s, const std::optional<shaping_change>& change) noexcept;
     // The limits of a site under the current rules.

@@ -941,6 +941,43 @@ TEST_F(DestinationPoolTest, ARateReplyCutsTheMessageRateAndAGenericTryAgainLater
     EXPECT_EQ(_owner.finished.size(), 2u) << "only the jobs that got the replies are deferred";
 }
 
+// Review finding 6b: automation hears every negative reply of a job, not just its first, and
+// also when another recipient was accepted.
+class DestinationPoolAutomationReplies : public DestinationPoolTest,
+                                         public testing::WithParamInterface<protocol::outcome_kind> {};
+
+TEST_P(DestinationPoolAutomationReplies, AReplyAfterTheFirstNegativeOneStillFiresItsRule) {
+    _rules_json = R"({"automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "1h"}]})";
+    submit(static_route());
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    delivery_job* job = std::exchange(c.job, nullptr);
+    ASSERT_NE(job, nullptr);
+    ++c.sent;
+    protocol::message_outcome outcome;
+    outcome.kind = protocol::outcome_kind::transient_failure;
+    protocol::recipient_outcome first, second;
+    first.kind = GetParam();  // a 550 unknown user, or accepted
+    first.reply.origin = protocol::reply_origin::peer;
+    first.reply.code = GetParam() == protocol::outcome_kind::accepted ? 250 : 550;
+    first.reply.text = GetParam() == protocol::outcome_kind::accepted ? "2.1.5 Ok" : "5.1.1 <a@example.net>: unknown user";
+    second.kind = protocol::outcome_kind::transient_failure;
+    second.reply.origin = protocol::reply_origin::peer;
+    second.reply.code = 421;
+    second.reply.text = "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume";
+    outcome.recipients = {first, second};
+    follow(c, pool().job_done(c, job, outcome, next_hop_ref{c.target.host, "127.0.0.1:2526", "", ""}));
+    bool suspended = false;
+    for (const auto& [site_name, change] : _owner.changes) suspended = suspended || change.event == shaping_event::suspend;
+    EXPECT_TRUE(suspended) << "the second recipient's [TSS04] suspends the site";
+    EXPECT_TRUE(pool().find_site("127.0.0.1:2526")->controller->suspended(static_cast<std::uint64_t>(_clock.now_ms) * 1000));
+    EXPECT_EQ(c.assigned.size(), 1u) << "no message while suspended";
+}
+
+INSTANTIATE_TEST_SUITE_P(FirstRecipient, DestinationPoolAutomationReplies,
+                         testing::Values(protocol::outcome_kind::permanent_failure, protocol::outcome_kind::accepted));
+
 // Issue 17: automation on reply text; a job finishing elsewhere does not end the suspension.
 TEST_F(DestinationPoolTest, ASuspendRuleHoldsTheSitesMailUntilItsEndAndAJobsEndDoesNotCancelIt) {
     _config.max_connections_per_destination = 2;
