@@ -41,6 +41,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
                    const egress_table& egress, suppression_list* suppressions)
     : _shard(shard_index),
+      _shards(links.shards()),
       _spool_dir(s.directory()),
       _router(config),
       _suppressions(suppressions),
@@ -60,7 +61,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _retry_alarm(*this, r, core::alarm_clock::realtime),
       _backoff_alarm(*this, r, core::alarm_clock::monotonic),
       _egress_chooser(egress),
-      _warmup(shard_index, links.shards()),
+      _warmup(shard_index, _shards),
       _rules(shaping.current()),
       _rules_generation(shaping.generation()),
       _warmup_held(&_scheduler.queue_for("warmup:held")) {
@@ -194,6 +195,8 @@ void delivery::handle(cross_message&& msg) noexcept {
         _pool.submit_site(msg.job);
     } else if (msg.type == cross_message::kind::choose) {
         choose_source(msg.job);
+    } else if (msg.type == cross_message::kind::automate) {
+        _pool.apply_automation(msg.hop.site, *msg.rule, msg.why, nullptr);
     } else if (msg.type == cross_message::kind::held) {
         held_at_site(*msg.message, msg.rcpt_index, msg.hop, msg.why);
     } else {
@@ -285,6 +288,21 @@ void delivery::shaping_changed(const site& s, const shaping_change& change) noex
     const std::int64_t until = change.until_us == 0 ? 0 : unix_now + (static_cast<std::int64_t>(change.until_us) - mono_now_us);
     append_shaping_record(_shaping_log.line_buffer(), s.name, s.egress != nullptr ? s.egress->name : "default", change,
                           unix_now, until);
+}
+
+void delivery::automation_fired(const site& s, const automation_rule& rule, const std::string& subject) noexcept {
+    if (_shards <= 1) return;
+    // One copy for every shard (the table it came from may be replaced meanwhile).
+    const auto copy = std::make_shared<const automation_rule>(rule);
+    for (unsigned k = 0; k < _shards; ++k) {
+        if (k == _shard) continue;
+        cross_message msg;
+        msg.type = cross_message::kind::automate;
+        msg.hop.site = s.name;
+        msg.rule = copy;
+        msg.why = subject;
+        _hop.send(k, std::move(msg));
+    }
 }
 
 // ---- warm-up ------------------------------------------------------------------------------

@@ -133,6 +133,9 @@ public:
     void to_site(delivery_job* job) noexcept override;
     // pool_owner: a {"type":"Shaping",...} line in the delivery log.
     void shaping_changed(const site& s, const shaping_change& change) noexcept override;
+    // pool_owner: a rule fired here; every other shard's pool applies it to its sites of the
+    // same name or provider (cross_message::kind::automate).
+    void automation_fired(const site& s, const automation_rule& rule, const std::string& subject) noexcept override;
 
 private:
     // Groups the message's pending recipients that are not in flight by destination, one job
@@ -170,6 +173,7 @@ private:
 
     // Fixed after construction.
     const unsigned _shard;
+    const unsigned _shards;
     const std::string _spool_dir;  // jobs point at it (their connections read bodies from there)
     const router _router;
     suppression_list* const _suppressions;  // null: --no-suppression

@@ -22,6 +22,7 @@ namespace ringrelay::queue {
 struct stored_message;
 struct egress_source;
 struct egress_pool;
+struct automation_rule;
 
 // A message's bytes in memory: kept by the body cache after reception, or read back from the
 // spool for an attempt (queue/message_store.h). Shared: a job keeps the body it sends alive
@@ -109,8 +110,11 @@ struct cross_message {
     // outcome: a job of the receiver's is over; held: one of the receiver's messages waits at
     // a site past its --delay-warning (the job stays there: the receiver must not touch it, so
     // the message and recipients come as copies); choose: a job back to its origin, which gives
-    // it its source (delivery_job::choose_from).
-    enum class kind : std::uint8_t { job, site_job, outcome, held, choose } type = kind::job;
+    // it its source (delivery_job::choose_from); automate: an automation rule fired on a site
+    // named hop.site on another shard (the rule's copy in `rule`, the reply in `why`): it reaches
+    // the receiver's sites of that name or provider (destination_pool::apply_automation).
+    enum class kind : std::uint8_t { job, site_job, outcome, held, choose, automate } type = kind::job;
+    std::shared_ptr<const automation_rule> rule;  // kind automate
     delivery_job* job = nullptr;
     protocol::message_outcome outcome;  // kind outcome
     next_hop_ref hop;

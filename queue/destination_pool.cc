@@ -315,7 +315,22 @@ bool destination_pool::automate(site& s, std::uint16_t code, std::string_view te
     const automation_rule* rule = _rules->match_automation(s.limits.provider, _subject);
     if (rule == nullptr) return false;
     log_change(s, s.controller->automate(*rule, _subject, now_us()));
+    // The receiver said it of the site (or provider), not of this one split of it.
+    apply_automation(s.name, *rule, _subject, &s);
+    _owner.automation_fired(s, *rule, _subject);
     return true;
+}
+
+void destination_pool::apply_automation(std::string_view site_name, const automation_rule& rule,
+                                        std::string_view subject, const site* except) noexcept {
+    const std::uint64_t now_us = this->now_us();
+    for (auto& [key, other] : _sites) {
+        if (other.get() == except) continue;
+        const bool reached = other->name == site_name || (!rule.provider.empty() && other->limits.provider == rule.provider);
+        if (!reached) continue;
+        log_change(*other, other->controller->automate(rule, subject, now_us));
+        dispatch(*other);  // a suspension's or throttle's end wakes it
+    }
 }
 
 std::uint32_t destination_pool::alive(const site& s) noexcept {

@@ -159,6 +159,11 @@ public:
     virtual void job_held(delivery_job* job, const next_hop_ref& hop, const std::string& why) noexcept = 0;
     // The site's limits changed (a throttle signal, growth, automation, a reload): the log.
     virtual void shaping_changed(const site& s, const shaping_change& change) noexcept = 0;
+    // An automation rule fired on `s` (and on this pool's other sites it reaches:
+    // destination_pool::apply_automation): the owner takes it to the other shards' pools.
+    virtual void automation_fired(const site& s, const automation_rule& rule, const std::string& subject) noexcept {
+        (void)s, (void)rule, (void)subject;
+    }
 
 protected:
     ~pool_owner() = default;
@@ -233,6 +238,13 @@ public:
                        const next_hop_ref& hop) noexcept override;
     void connection_closed(outbound_link& c, const close_report& report) noexcept override;
     void want_flush(outbound_link& c) noexcept override { _flush.push_back(&c); }
+
+    // An automation rule that fired on a site named `site_name` (on this shard or another): it
+    // acts on every site of this pool with that name (the same MX rollup split by "|domain=",
+    // "|tls=" or "|src=") and, for a rule of a provider, on every site of that provider; not on
+    // `except` (the site it fired on, already acted on).
+    void apply_automation(std::string_view site_name, const automation_rule& rule, std::string_view subject,
+                          const site* except) noexcept;
 
     // The destination's MX lookup answered (destination::resolved).
     void mx_resolved(destination& d, core::mx_result result) noexcept;

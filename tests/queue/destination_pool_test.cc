@@ -117,6 +117,12 @@ struct recording_owner final : pool_owner {
     void shaping_changed(const site& s, const shaping_change& change) noexcept override {
         changes.emplace_back(s.name, change);
     }
+    std::vector<std::string> fired;  // automation_fired(): the site names
+    automation_rule last_rule;
+    void automation_fired(const site& s, const automation_rule& rule, const std::string&) noexcept override {
+        fired.push_back(s.name);
+        last_rule = rule;
+    }
 };
 
 core::endpoint ep(const char* text) {
@@ -939,6 +945,38 @@ TEST_F(DestinationPoolTest, ARateReplyCutsTheMessageRateAndAGenericTryAgainLater
     EXPECT_EQ(_owner.changes[0].second.event, shaping_event::decrease);
     EXPECT_NE(_owner.changes[0].second.new_rate_milli, 0u) << "a rate limit found";
     EXPECT_EQ(_owner.finished.size(), 2u) << "only the jobs that got the replies are deferred";
+}
+
+// Review finding 6a: a suspend reaches every split of the site (here its "|tls=" split: sites
+// split by "|domain=" or "|src=" are reached in the same way), not only the one it fired on.
+TEST_F(DestinationPoolTest, ASuspendReachesEverySplitOfTheSameSite) {
+    _rules_json = R"({"automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "1h"}]})";
+    route_key required = static_route();
+    required.key += "|tls=required";
+    required.tls = core::config::tls_policy::required;
+    submit(static_route());
+    submit(required);
+    const site* plain = pool().find_site("127.0.0.1:2526");
+    const site* split = pool().find_site("127.0.0.1:2526|tls=required");
+    ASSERT_NE(plain, nullptr);
+    ASSERT_NE(split, nullptr);
+    EXPECT_EQ(split->name, plain->name);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    fail_job(c, 421, "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume");
+    const auto now_us = static_cast<std::uint64_t>(_clock.now_ms) * 1000;
+    EXPECT_TRUE(plain->controller->suspended(now_us));
+    EXPECT_TRUE(split->controller->suspended(now_us)) << "the same site, another TLS policy: suspended too";
+    std::size_t suspends = 0;
+    for (const auto& [site_name, change] : _owner.changes) suspends += change.event == shaping_event::suspend ? 1 : 0;
+    EXPECT_EQ(suspends, 2u) << "one Shaping record for each";
+    ASSERT_EQ(_owner.fired.size(), 1u) << "and the delivery hears it once, for the other shards";
+    EXPECT_EQ(_owner.fired[0], "127.0.0.1:2526");
+    // Another shard's report of the rule reaches this pool's sites of that name.
+    submit(static_route("127.0.0.1:2527"));
+    const site* other = pool().find_site("127.0.0.1:2527");
+    pool().apply_automation("127.0.0.1:2527", _owner.last_rule, "421 4.7.0 [TSS04] ...", nullptr);
+    EXPECT_TRUE(other->controller->suspended(now_us));
 }
 
 // Review finding 6b: automation hears every negative reply of a job, not just its first, and
