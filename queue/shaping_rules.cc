@@ -452,24 +452,17 @@ bool tenant_less(const tenant_rule& a, const tenant_rule& b) { return a.tenant <
 result<tenant_rule> tenant_object(element v, const std::string& path) {
     auto obj = limits_of_object(v, path);
     if (!obj) return fail(obj.error());
-    tenant_rule t;
+    // A tenant rule's keys are some of a site rule's: read as those, the others refused.
+    shaping_limits l;
     for (auto field : *obj) {
         if (is_comment_key(field.key)) continue;
-        const std::string p = child(path, field.key);
-        if (field.key == "max_message_rate") {
-            auto r = rate_value(field.value, p);
-            if (!r) return fail(r.error());
-            t.max_message_rate = *r;
-        } else if (field.key == "source") {
-            auto s = string_list(field.value, p);
-            if (!s) return fail(s.error());
-            t.source = std::move(*s);
-        } else if (field.key == "note") {
-            if (auto s = string_list(field.value, p); !s) return fail(s.error());
-        } else {
-            return fail(key_error{p, "unknown key (a tenant rule has max_message_rate, source, note)"});
-        }
+        if (field.key != "max_message_rate" && field.key != "source" && field.key != "note")
+            return fail(key_error{child(path, field.key), "unknown key (a tenant rule has max_message_rate, source, note)"});
+        if (auto known = limit_field(l, field.key, field.value, path); !known) return fail(known.error());
     }
+    tenant_rule t;
+    t.max_message_rate = l.max_message_rate;
+    t.source = std::move(l.source);
     return t;
 }
 

@@ -208,6 +208,22 @@ protected:
         c.is_connected = true;
         follow(c, pool().connection_ready(c));
     }
+    // Tenant alice may send one message an hour: her first job goes on the site's connection,
+    // the second (returned) waits in her hold at the site.
+    delivery_job* held_by_alices_limit() {
+        _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
+        delivery_job* jobs[2];
+        for (delivery_job*& j : jobs) {
+            j = new delivery_job();
+            j->route = static_route();
+            j->tenant = "alice";
+        }
+        fake_link& c = first_connection_with(jobs[0]);
+        pool().submit(jobs[1]);
+        complete(c, protocol::outcome_kind::accepted);
+        EXPECT_EQ(pool().find_site("127.0.0.1:2526")->tenants.at("alice").held.size(), 1u);
+        return jobs[1];
+    }
     // `job` submitted to a pool with no connection yet: the connection opened for it, greeted.
     fake_link& first_connection_with(delivery_job* job) {
         pool().submit(job);
@@ -908,15 +924,8 @@ TEST_F(DestinationPoolTest, AReloadWithoutTheTenantsRuleReleasesItsHeldJobs) {
 }
 
 TEST_F(DestinationPoolTest, JobsHeldByTheirTenantExpireByMaxAge) {
-    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
-    const auto now_us = static_cast<std::uint64_t>(_clock.unix_us());
-    delivery_job* first = tenant_job(static_route(), "alice");
-    delivery_job* held = tenant_job(static_route(), "alice");
-    held->expires_us = now_us + 5'000'000;
-    pool().submit(first);
-    pool().submit(held);
-    greet(*_factory.made[0]);
-    complete(*_factory.made[0], protocol::outcome_kind::accepted);
+    delivery_job* held = held_by_alices_limit();
+    held->expires_us = static_cast<std::uint64_t>(_clock.unix_us()) + 5'000'000;
     ASSERT_EQ(_owner.finished.size(), 1u);
     _clock.now_ms += expiry_sweep_ms;
     pool().tick(_clock.now_ms);
@@ -1013,15 +1022,8 @@ TEST_F(DestinationPoolTest, JobsHeldAtTheSitePastTheirDelayWarningAreReportedOnc
 
 // The same for a job held by its tenant's limit (out of the ready queue, in its tenant's hold).
 TEST_F(DestinationPoolTest, JobsHeldByTheirTenantPastTheirDelayWarningAreReported) {
-    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
-    const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
-    delivery_job* first = tenant_job(static_route(), "alice");
-    delivery_job* held = tenant_job(static_route(), "alice");
-    held->warn_us = unix_now + 30'000'000;
-    fake_link& c = first_connection_with(first);
-    pool().submit(held);
-    complete(c, protocol::outcome_kind::accepted);
-    ASSERT_EQ(pool().find_site("127.0.0.1:2526")->tenants.at("alice").held.size(), 1u);
+    delivery_job* held = held_by_alices_limit();
+    held->warn_us = static_cast<std::uint64_t>(_clock.unix_us()) + 30'000'000;
     _clock.now_ms += 31'000;
     pool().tick(_clock.now_ms);
     ASSERT_EQ(_owner.held.size(), 1u);
