@@ -157,6 +157,12 @@ constexpr flag_descriptor flag_table[] = {
      .help = "inbound connections at once, all shards; above it 421 4.7.0"},
     {.name = "--max-connections-per-ip", .member = &config::max_connections_per_ip, .unset_means = "no limit",
      .help = "inbound connections at once from one IPv4 address or IPv6 /64; above it 421 4.7.0"},
+    {.name = "--http", .member = &config::http, .unset_means = "none",
+     .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format); repeatable"},
+    {.name = "--http-networks", .member = &config::http_networks,
+     .help = "CIDR,... of clients that may call the HTTP endpoint; others get 403"},
+    {.name = "--http-timeout", .member = &config::http_timeout, .min = 1, .max = 3600, .unit = "seconds",
+     .help = "seconds an HTTP request may take to arrive whole before 408 (and an idle connection stays open)"},
     {.name = "--log", .member = &config::log, .help = "delivery log, JSON lines; '-' for stdout, '' for none"},
     {.name = "--list-spool", .member = &config::list_spool, .command_line_only = true,
      .help = "print the number and ids of spooled messages, then exit"},
@@ -620,6 +626,18 @@ std::expected<void, std::string> finish_config(config& c) {
         auto net = parse_cidr(n);
         if (!net) return std::unexpected("--relay-networks: " + net.error());
         c.relay_cidrs.push_back(*net);
+    }
+    c.http_endpoints.clear();
+    for (const std::string& l : c.http) {
+        auto e = parse_endpoint(l);
+        if (!e) return std::unexpected("--http: " + e.error());
+        c.http_endpoints.push_back(*e);
+    }
+    c.http_cidrs.clear();
+    for (const std::string& n : c.http_networks) {
+        auto net = parse_cidr(n);
+        if (!net) return std::unexpected("--http-networks: " + net.error());
+        c.http_cidrs.push_back(*net);
     }
     for (std::string& d : c.relay_domains) {
         d = lower(d);
