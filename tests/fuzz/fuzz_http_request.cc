@@ -1,0 +1,114 @@
+// tests/fuzz/fuzz_http_request.cc: libFuzzer target for the HTTP endpoint's request reading as
+// wired (core/http_request.h: Beast's request_parser fed from our buffers, a parser per
+// request, our limits) and its routing (queue/http_api.h).
+// Input: byte 0 picks the piece size (1..32) the input is fed in, its top bit the peer (in
+// --http-networks or not); the rest is the client's bytes. Small limits (header 512, body 256)
+// so the fuzzer reaches them.
+// Checks: fed whole and fed in pieces, the same requests come out in the same order with the
+// same end (more input needed, or the same error); an error repeats; a target holds no CR, LF
+// or NUL; a body is within the limit; every request is answered 200, 403, 404 or 405, with a
+// JSON error body unless 200, and the response written has the status line and a
+// Content-Length equal to the body's size.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+#include "core/http_request.h"
+#include "queue/http_api.h"
+#include "queue/metrics.h"
+
+using namespace ringrelay;
+
+namespace {
+
+constexpr std::size_t max_header = 512;
+constexpr std::size_t max_body = 256;
+
+struct outcome {
+    std::vector<core::http_request> requests;
+    std::optional<core::http_read_error> error;
+};
+
+outcome read(std::string_view input, std::size_t piece) {
+    core::http_reader reader(max_header, max_body);
+    outcome out;
+    for (std::size_t at = 0; at < input.size() && !out.error; at += piece) {
+        reader.receive(input.substr(at, piece));
+        while (true) {
+            auto next = reader.next();
+            if (!next) {
+                out.error = next.error();
+                auto again = reader.next();
+                if (again || again.error() != *out.error) std::abort();
+                break;
+            }
+            if (!next->has_value()) break;
+            out.requests.push_back(std::move(**next));
+        }
+    }
+    return out;
+}
+
+bool same(const core::http_request& a, const core::http_request& b) {
+    return a.method == b.method && a.target == b.target && a.body == b.body && a.keep_alive == b.keep_alive;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    if (size < 1) return 0;
+    const std::size_t piece = (data[0] & 31) + 1;
+    const bool trusted = (data[0] & 0x80) == 0;
+    const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
+
+    const outcome whole = read(input, input.empty() ? 1 : input.size());
+    const outcome pieces = read(input, piece);
+    if (whole.error != pieces.error || whole.requests.size() != pieces.requests.size()) std::abort();
+    for (std::size_t i = 0; i < whole.requests.size(); ++i)
+        if (!same(whole.requests[i], pieces.requests[i])) std::abort();
+
+    static core::config config = [] {
+        core::config c;
+        c.http_cidrs.push_back(*core::parse_cidr("127.0.0.1/32"));
+        return c;
+    }();
+    static queue::shard_counters counters;
+    static queue::metrics_sources sources = [] {
+        queue::metrics_sources s(1);
+        s.set(0, &counters);
+        return s;
+    }();
+    queue::http_api api(config, sources);
+    sockaddr_in peer{};
+    peer.sin_family = AF_INET;
+    peer.sin_addr.s_addr = htonl(trusted ? INADDR_LOOPBACK : 0x0a000001);
+
+    for (const core::http_request& r : whole.requests) {
+        if (r.target.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) std::abort();
+        if (r.body.size() > max_body) std::abort();
+        core::http_response response;
+        api.handle(r, reinterpret_cast<const sockaddr*>(&peer), response);
+        const unsigned s = response.status;
+        if (s != 200 && s != 403 && s != 404 && s != 405) std::abort();
+        if (s != 200 && response.body.rfind("{\"error\": \"", 0) != 0) std::abort();
+        if (!trusted && s != 403) std::abort();
+        std::string out;
+        core::append_http_response(out, response, r.keep_alive, r.method == core::http_method::head);
+        const std::string length = "\r\nContent-Length: " + std::to_string(response.body.size()) + "\r\n";
+        if (out.rfind("HTTP/1.1 " + std::to_string(s) + " ", 0) != 0 || out.find(length) == std::string::npos)
+            std::abort();
+    }
+    if (whole.error) {
+        const core::http_response e = core::http_error_response(*whole.error);
+        if (e.status != 400 && e.status != 413) std::abort();
+    }
+    return 0;
+}
