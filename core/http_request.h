@@ -70,6 +70,7 @@ private:
     const std::size_t _max_body;
     std::string _input;
     std::size_t _pos = 0;   // first byte of _input not given to the parser
+    std::size_t _scan = 0;  // the end of the header section was looked for up to here
     bool _started = false;  // the parser has taken bytes of the request in progress
     std::optional<http_read_error> _error;
 };

@@ -110,6 +110,25 @@ TEST(HttpReader, RefusesWhatIsNotHttp) {
     EXPECT_EQ(read_all("GET / HTTP/1.1\r\nBad Header\r\n\r\n").error, http_read_error::bad_request);
 }
 
+// Found by fuzz_http_request: a version cut short ("a" for "HTTP/1.1") at the end of the
+// header section was refused whole but waited forever when split there.
+TEST(HttpReader, RefusesAShortVersionHoweverTheInputIsSplit) {
+    constexpr std::string_view input = "GET /x a\r\n\r\nmore bytes";
+    for (std::size_t piece = 1; piece <= input.size(); ++piece)
+        EXPECT_EQ(read_all(input, piece).error, http_read_error::bad_request) << "piece " << piece;
+}
+
+// Found by fuzz_http_request: a bare CR inside a field, split or whole, gets one answer.
+TEST(HttpReader, AnswersABareCrInAFieldAlikeHoweverSplit) {
+    constexpr std::string_view input = "GET /x HTTP/1.1\r\nConnection: cl\ros\r\n\r\n";
+    const auto whole = read_all(input);
+    for (std::size_t piece = 1; piece < input.size(); ++piece) {
+        const auto r = read_all(input, piece);
+        EXPECT_EQ(r.error, whole.error) << "piece " << piece;
+        EXPECT_EQ(r.requests.size(), whole.requests.size()) << "piece " << piece;
+    }
+}
+
 TEST(HttpReader, SaysWhenPartOfARequestIsIn) {
     http_reader reader;
     EXPECT_FALSE(reader.partial());
