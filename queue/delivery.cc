@@ -130,6 +130,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             job->route = r;
             job->started_ms = now_ms;
             job->expires_us = _max_age_us == 0 ? 0 : m.arrival_us + _max_age_us;
+            job->warn_us = _delay_warning_us == 0 || m.delay_warned ? 0 : m.arrival_us + _delay_warning_us;
             // This shard's chooser: the source must be known before the site's owner is (the
             // source is part of the site's key), and per-shard state needs no lock. Over a
             // pool's total weight of jobs made here, each source gets exactly its weight.
@@ -175,9 +176,48 @@ void delivery::handle(cross_message&& msg) noexcept {
         _pool.submit(msg.job);
     } else if (msg.type == cross_message::kind::site_job) {
         _pool.submit_site(msg.job);
+    } else if (msg.type == cross_message::kind::held) {
+        held_at_site(*msg.message, msg.rcpt_index, msg.hop, msg.why);
     } else {
         apply_outcome(msg.job, msg.outcome, msg.hop, msg.why);
     }
+}
+
+void delivery::job_held(delivery_job* job, const next_hop_ref& hop, const std::string& why) noexcept {
+    if (job->origin_shard == _shard) {
+        held_at_site(*job->message, job->rcpt_index, hop, why);
+        return;
+    }
+    // Copies: the job stays at the site, on this shard, and the origin must not read it.
+    cross_message msg;
+    msg.type = cross_message::kind::held;
+    msg.message = job->message;
+    msg.rcpt_index = job->rcpt_index;
+    msg.hop = hop;
+    msg.why = why;
+    _hop.send(job->origin_shard, std::move(msg));
+}
+
+void delivery::held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index,
+                            const next_hop_ref& /*hop*/, const std::string& why) noexcept {
+    // The message has a job out (this notice comes before its outcome, on the same ring), so m
+    // is alive; a notice sent meanwhile (another job's deferral) makes this one moot.
+    if (_delay_warning_us == 0 || m.delay_warned) return;
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    std::vector<failed_recipient> delayed;
+    for (std::uint32_t i : rcpt_index) {
+        if (final_status(m.status[i])) continue;
+        failed_recipient f;
+        f.rcpt_index = i;
+        f.status = recipient_status::deferred;
+        f.time_us = now_us;  // no next hop was reached: no remote
+        f.diagnostic = why;
+        f.enhanced = "4.0.0";
+        delayed.push_back(std::move(f));
+    }
+    const std::string_view original = m.body ? m.body->text : std::string_view();
+    if (!delayed.empty() && _dsns.report_delay(m, delayed, original, m.arrival_us + _max_age_us))
+        _store.delay_warned(m);
 }
 
 void delivery::job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,

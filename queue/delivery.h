@@ -31,6 +31,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -126,6 +127,9 @@ public:
     // pool_owner (owner side): the job is over; its outcome goes back to the origin shard.
     void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                       const std::string& why) noexcept override;
+    // pool_owner (owner side): the job waits at its site past its --delay-warning time: the
+    // origin shard is told (held_at_site()).
+    void job_held(delivery_job* job, const next_hop_ref& hop, const std::string& why) noexcept override;
     // pool_owner: a job to its site's owner shard (this one's pool, or across the ring).
     void to_site(delivery_job* job) noexcept override;
     // pool_owner: a {"type":"Shaping",...} line in the delivery log.
@@ -136,6 +140,10 @@ private:
     // per destination, gives each job its egress source (the message's pool by --pool-for,
     // the source by this shard's chooser), and sends each to its owner shard.
     void schedule(stored_message& m, std::int64_t now_ms);
+    // Origin side: m's recipients `rcpt_index` wait at a site (hop.site) past --delay-warning:
+    // the sender's delay notice, unless one was sent (m.delay_warned).
+    void held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index, const next_hop_ref& hop,
+                      const std::string& why) noexcept;
     // Origin side: apply a job's outcome to its message.
     void apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& hop,
                        const std::string& why) noexcept;

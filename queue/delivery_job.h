@@ -76,6 +76,10 @@ struct delivery_job {
     // The message's arrival + --max-age (Unix microseconds; 0: none): a job still waiting at
     // its site then (held by the message rate or a suspension) ends there as expired.
     std::uint64_t expires_us = 0;
+    // The message's arrival + --delay-warning (Unix microseconds; 0: none, or the notice is
+    // sent or already asked for): a job still waiting at its site then makes its site ask the
+    // origin for the delay notice (destination_pool::tick), once per job.
+    std::uint64_t warn_us = 0;
     // The site the job goes to (queue/destination_pool.h), set before it is sent to the site's
     // owner shard: by the origin for a static route, by the domain's owner once the MX plan is
     // known. site_key is what the owner shard is chosen by (hash % shards).
@@ -95,12 +99,17 @@ struct delivery_job {
 
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
 struct cross_message {
-    // job: for a destination (route key) the receiver owns; site_job: for a site it owns.
-    enum class kind : std::uint8_t { job, site_job, outcome } type = kind::job;
+    // job: for a destination (route key) the receiver owns; site_job: for a site it owns;
+    // outcome: a job of the receiver's is over; held: one of the receiver's messages waits at
+    // a site past its --delay-warning (the job stays there: the receiver must not touch it, so
+    // the message and recipients come as copies).
+    enum class kind : std::uint8_t { job, site_job, outcome, held } type = kind::job;
     delivery_job* job = nullptr;
     protocol::message_outcome outcome;  // kind outcome
     next_hop_ref hop;
     std::string why;
+    stored_message* message = nullptr;      // kind held
+    std::vector<std::uint32_t> rcpt_index;  // kind held
 };
 
 }  // namespace ringrelay::queue

@@ -242,6 +242,20 @@ void destination_pool::expire_waiting(site& s, std::uint64_t now_unix_us) {
     _expired.clear();
 }
 
+void destination_pool::warn_waiting(site& s, std::uint64_t now_unix_us) {
+    _expired.clear();  // reused: here the jobs stay in the queue
+    s.ready->for_each([&](delivery_job& j) {
+        if (j.warn_us == 0 || j.warn_us > now_unix_us) return;
+        j.warn_us = 0;
+        _expired.push_back(&j);
+    });
+    if (_expired.empty()) return;
+    const std::string why = "waiting at " + s.name + " for its shaping limits (message rate or a suspension)";
+    const next_hop_ref hop{"", "", "", s.name};
+    for (delivery_job* job : _expired) _owner.job_held(job, hop, why);
+    _expired.clear();
+}
+
 // ---- sites: limits and connections ------------------------------------------------------
 
 resolved_shaping destination_pool::limits_of(const site& s) const {
@@ -613,7 +627,10 @@ void destination_pool::tick(std::int64_t now_ms) noexcept {
         _next_expiry_sweep_ms = now_ms + expiry_sweep_ms;
         const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
         for (auto& [name, s] : _sites)
-            if (!s->ready->empty()) expire_waiting(*s, unix_now);
+            if (!s->ready->empty()) {
+                expire_waiting(*s, unix_now);
+                warn_waiting(*s, unix_now);
+            }
     }
     for (auto& [name, d] : _destinations)
         if (!d->ready->empty()) dispatch(*d);

@@ -48,6 +48,9 @@
 //     retry of every message of the site);
 //   - a reply to a command: the controller hears it (a rate signal cuts the message rate); the
 //     job is deferred (only that job); a 421 also backs the site off.
+// Held mail: a job waiting at its site past its message's --max-age ends there as expired; one
+// waiting past its --delay-warning time makes the origin send the sender a delay notice (the
+// job keeps waiting). Both are looked at every expiry_sweep_ms.
 // Automation rules are matched on every negative reply of the peer (a refused greeting's too):
 // suspend stops the site's connections and messages until its end (its mail waits in the ready
 // queue), throttle multiplies its message rate.
@@ -149,6 +152,9 @@ public:
     // The job knows its site (delivery_job::site_key): to the site's owner shard, whose pool's
     // submit_site() takes it (this pool's when it is the owner).
     virtual void to_site(delivery_job* job) noexcept = 0;
+    // The job waits at site `hop.site` past its message's --delay-warning time (it keeps
+    // waiting): the message's shard sends the sender its delay notice. At most once per job.
+    virtual void job_held(delivery_job* job, const next_hop_ref& hop, const std::string& why) noexcept = 0;
     // The site's limits changed (a throttle signal, growth, automation, a reload): the log.
     virtual void shaping_changed(const site& s, const shaping_change& change) noexcept = 0;
 
@@ -161,7 +167,8 @@ protected:
 inline constexpr std::uint32_t throttled_refusals_before_deferring = 6;
 // As many failures on our side in a row (no local port or address) before the same.
 inline constexpr std::uint32_t local_failures_before_deferring = 6;
-// How often the jobs waiting at the sites are looked at for --max-age (destination_pool::tick).
+// How often the jobs waiting at the sites are looked at for --max-age and --delay-warning
+// (destination_pool::tick).
 inline constexpr std::int64_t expiry_sweep_ms = 10'000;
 // A wait for a token or a suspension's end is armed this much late: the coarse clock trails
 // the precise one that fires the alarm by a scheduler tick (core/clock.h).
@@ -238,6 +245,9 @@ private:
     // end with a local 451 4.4.7: the origin finds them expired and writes the Expiration and
     // its DSN. Mail held by the message rate or a suspension expires like mail in a retry.
     void expire_waiting(site& s, std::uint64_t now_unix_us);
+    // Jobs waiting at `s` past their --delay-warning time (delivery_job::warn_us <= now_unix_us):
+    // the owner is told (pool_owner::job_held), once per job; the jobs keep waiting.
+    void warn_waiting(site& s, std::uint64_t now_unix_us);
     void retire(site& s, outbound_link& c);
     // One more consecutive failure: the site backs off until its timer ends it.
     void back_off(site& s) noexcept;
@@ -282,7 +292,7 @@ private:
     std::vector<outbound_link*> _graveyard;  // closed, freed once retirable()
     core::timer_wheel<site*> _wakes;         // monotonic ms
     std::int64_t _next_expiry_sweep_ms = 0;  // monotonic
-    std::vector<delivery_job*> _expired;     // expire_waiting()'s, reused
+    std::vector<delivery_job*> _expired;     // expire_waiting()'s and warn_waiting()'s, reused
     bool _stopping = false;
 };
 

@@ -43,6 +43,11 @@ public:
     [[nodiscard]] delivery_job* pop() noexcept;
     [[nodiscard]] bool empty() const noexcept { return _jobs.empty(); }
     [[nodiscard]] std::size_t size() const noexcept { return _jobs.size(); }
+    // Calls f(job) for every waiting job, oldest first; f must not add or remove jobs.
+    template <typename F>
+    void for_each(F f) {
+        for (delivery_job* job : _jobs) f(*job);
+    }
     // Moves every job for which pred(job) holds to `out` (in queue order); the others keep
     // their order. O(size).
     template <typename Pred>

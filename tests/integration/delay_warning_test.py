@@ -6,9 +6,16 @@
 #    "Action: delayed" (and the original's headers, Will-Retry-Until), however many deferrals
 #    follow; a message from the null sender gets none;
 # 2. after a restart on the same spool the notice is not sent again (it is journaled);
-# 3. without --delay-warning (the default, 0) no notice is sent.
+# 3. without --delay-warning (the default, 0) no notice is sent;
+# 4. mail held at its site by shaping (issue 17: the site's message rate allows one message an
+#    hour) is never tried, so no deferral carries a notice: the site's sweep (every 10 s) asks
+#    the message's shard for it. One notice, naming the held recipient only; the held message
+#    stays queued, untried.
 # No timing assertions; every wait is bounded; sinks and relays are stopped at exit.
+import json
+import os
 import socket
+import time
 
 import harness
 from delivery_test import Sink, wait_for
@@ -72,6 +79,37 @@ def scenario(c):
     c.require(q2 is not None, "default: message accepted")
     wait_for(lambda: len(records_for(relay, "TransientFailure", {q2})) >= 8, "default: deferred eight times", c)
     c.check(not notices(home2), "without --delay-warning no notice", f"{len(notices(home2))}")
+    relay.stop()
+
+    # 4. Held at its site by the shaping rules' message rate.
+    home3 = Sink()
+    far = Sink()
+    rules = os.path.join(harness.temp_dir("rr-delay-held-"), "rules.json")
+    with open(rules, "w") as f:
+        json.dump({"default": {"max_message_rate": "1/h,max_burst=1", "adaptive": False}}, f)
+    relay = harness.Relay(binary, ["--route", f"held.test=127.0.0.1:{far.port}", "--route",
+                                   f"sender.test=127.0.0.1:{home3.port}", "--retry-intervals", "500ms",
+                                   "--max-age", "1h", "--delay-warning", "2s", "--no-default-shaping",
+                                   "--shaping", rules]).start()
+    q_first = send(relay, "s@sender.test", ["a@held.test"], b"Subject: goes\r\nMessage-ID: <go1@delay.test>\r\n\r\nx\r\n")
+    q_held = send(relay, "s@sender.test", ["b@held.test"],
+                  b"Subject: held\r\nMessage-ID: <held1@delay.test>\r\n\r\nwaiting for the rate\r\n")
+    c.require(q_first is not None and q_held is not None, "held: both messages accepted")
+    wait_for(lambda: notices(home3), "held at its site: a delay notice reaches the sender", c)
+    time.sleep(11)  # one more sweep: no second notice
+    got = notices(home3)
+    c.check(len(got) == 1, "held: exactly one delay notice", f"{len(got)}")
+    if got:
+        m, b = got[0]
+        c.check(m.get("X-Rcpt-Args") == ["<s@sender.test>"], "held: the notice goes to the sender", m)
+        c.check(b"Action: delayed" in b and b"Final-Recipient: rfc822; b@held.test" in b,
+                "held: it names the held recipient, delayed")
+        c.check(b"a@held.test" not in b, "held: not the delivered one")
+        c.check(b"shaping" in b, "held: it says why (the site's shaping limits)")
+        c.check(b"<held1@delay.test>" in b, "held: it carries the original's headers")
+    c.check(len(far.messages()) == 1, "held: the site got only the first message", f"{len(far.messages())}")
+    c.check(not records_for(relay, "TransientFailure", {q_held}) and not records_for(relay, "Delivery", {q_held}),
+            "held: the held message is still queued, never tried")
 
 
 if __name__ == "__main__":

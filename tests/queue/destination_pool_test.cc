@@ -110,6 +110,10 @@ struct recording_owner final : pool_owner {
         finished.push_back({job, std::move(outcome), hop, why});
     }
     void to_site(delivery_job* job) noexcept override { pool->submit_site(job); }
+    std::vector<finished_job> held;  // job_held(): the jobs stay at their site
+    void job_held(delivery_job* job, const next_hop_ref& hop, const std::string& why) noexcept override {
+        held.push_back({job, {}, hop, why});
+    }
     void shaping_changed(const site& s, const shaping_change& change) noexcept override {
         changes.emplace_back(s.name, change);
     }
@@ -771,6 +775,42 @@ TEST_F(DestinationPoolTest, JobsHeldAtTheSitePastMaxAgeEndAsExpiredAndTheOthersK
     EXPECT_EQ(second, jobs[4]);
     s.ready->push(first);
     s.ready->push(second);
+}
+
+// A job waiting at its site past its --delay-warning time (delivery_job::warn_us) makes the site
+// tell the origin, once per job (the origin sends the sender a delay notice); the job keeps
+// waiting, and jobs without a warning time (none configured, or the notice already sent) are
+// never reported.
+TEST_F(DestinationPoolTest, JobsHeldAtTheSitePastTheirDelayWarningAreReportedOnceAndKeepWaiting) {
+    _rules_json = R"({"default": {"max_message_rate": "1/h,max_burst=1"}})";
+    const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
+    // Warning times: none (the first, which takes the token), 30 s away, none, an hour away.
+    const std::uint64_t warn[] = {0, unix_now + 30'000'000, 0, unix_now + 3'600'000'000ULL};
+    std::vector<delivery_job*> jobs;
+    for (std::uint64_t w : warn) {
+        auto* job = new delivery_job();
+        job->route = static_route();
+        job->warn_us = w;
+        jobs.push_back(job);
+        pool().submit(job);
+    }
+    ASSERT_EQ(_factory.made.size(), 1u);
+    greet(*_factory.made[0]);
+    const site& s = *pool().find_site("127.0.0.1:2526");
+    ASSERT_EQ(s.ready->size(), 3u) << "one token: the rest wait for the rate";
+    pool().tick(_clock.now_ms);
+    EXPECT_TRUE(_owner.held.empty()) << "nobody is past a warning time yet";
+    _clock.now_ms += 31'000;  // past the 30 s warning, and past the next sweep
+    pool().tick(_clock.now_ms);
+    ASSERT_EQ(_owner.held.size(), 1u);
+    EXPECT_EQ(_owner.held[0].job, jobs[1]);
+    EXPECT_EQ(_owner.held[0].hop.site, "127.0.0.1:2526");
+    EXPECT_NE(_owner.held[0].why.find("127.0.0.1:2526"), std::string::npos) << _owner.held[0].why;
+    EXPECT_TRUE(_owner.finished.empty()) << "a delay notice ends no job";
+    EXPECT_EQ(s.ready->size(), 3u) << "the held jobs keep waiting";
+    _clock.now_ms += 11'000;  // the next sweep: the same job is not reported again
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(_owner.held.size(), 1u);
 }
 
 constexpr const char* too_many_connections = "4.7.0 Try again later, closing connection. (too many connections from your IP)";
