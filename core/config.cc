@@ -274,6 +274,19 @@ constexpr std::string_view derived_json_key(const flag_descriptor& f) noexcept {
     return f.name.substr(f.form == flag_form::negated ? 5 : 2);
 }
 
+// Parses every item of a list flag into `out` (cleared first); an error names the flag.
+template <typename Parse, typename T>
+std::expected<void, std::string> parse_each(const std::vector<std::string>& items, Parse parse, std::vector<T>& out,
+                                            std::string_view flag) {
+    out.clear();
+    for (const std::string& item : items) {
+        auto v = parse(item);
+        if (!v) return std::unexpected(std::string(flag) + ": " + v.error());
+        out.push_back(*v);
+    }
+    return {};
+}
+
 // Not constexpr: a row that calls it stops the build, and the compiler's message quotes the text.
 void bad_flag_row(const char*) {}
 
@@ -592,18 +605,8 @@ std::expected<void, std::string> finish_config(config& c) {
     if (c.spool_segment_bytes < min_spool_segment_bytes || c.spool_segment_bytes > max_spool_segment_bytes)
         return std::unexpected("--spool-segment-size: must be between 1MiB and 1GiB, got '" + c.spool_segment_size + "'");
     if (c.listen.empty()) return std::unexpected("--listen: at least one ADDR:PORT is needed");
-    c.listen_endpoints.clear();
-    for (const std::string& l : c.listen) {
-        auto e = parse_endpoint(l);
-        if (!e) return std::unexpected("--listen: " + e.error());
-        c.listen_endpoints.push_back(*e);
-    }
-    c.listen_tls_endpoints.clear();
-    for (const std::string& l : c.listen_tls) {
-        auto e = parse_endpoint(l);
-        if (!e) return std::unexpected("--listen-tls: " + e.error());
-        c.listen_tls_endpoints.push_back(*e);
-    }
+    if (auto ok = parse_each(c.listen, parse_endpoint, c.listen_endpoints, "--listen"); !ok) return ok;
+    if (auto ok = parse_each(c.listen_tls, parse_endpoint, c.listen_tls_endpoints, "--listen-tls"); !ok) return ok;
     if (c.tls_cert.empty() != c.tls_key.empty())
         return std::unexpected(c.tls_cert.empty() ? "--tls-key: needs --tls-cert as well"
                                                   : "--tls-cert: needs --tls-key as well");
@@ -621,24 +624,9 @@ std::expected<void, std::string> finish_config(config& c) {
         if (!p) return std::unexpected("--route-tls: " + p.error());
         c.route_tls_table.push_back(config::route_tls_entry{lower(r.substr(0, eq)), *p});
     }
-    c.relay_cidrs.clear();
-    for (const std::string& n : c.relay_networks) {
-        auto net = parse_cidr(n);
-        if (!net) return std::unexpected("--relay-networks: " + net.error());
-        c.relay_cidrs.push_back(*net);
-    }
-    c.http_endpoints.clear();
-    for (const std::string& l : c.http) {
-        auto e = parse_endpoint(l);
-        if (!e) return std::unexpected("--http: " + e.error());
-        c.http_endpoints.push_back(*e);
-    }
-    c.http_cidrs.clear();
-    for (const std::string& n : c.http_networks) {
-        auto net = parse_cidr(n);
-        if (!net) return std::unexpected("--http-networks: " + net.error());
-        c.http_cidrs.push_back(*net);
-    }
+    if (auto ok = parse_each(c.relay_networks, parse_cidr, c.relay_cidrs, "--relay-networks"); !ok) return ok;
+    if (auto ok = parse_each(c.http, parse_endpoint, c.http_endpoints, "--http"); !ok) return ok;
+    if (auto ok = parse_each(c.http_networks, parse_cidr, c.http_cidrs, "--http-networks"); !ok) return ok;
     for (std::string& d : c.relay_domains) {
         d = lower(d);
         if (d.empty() || d.find_first_of(" \t\r\n@<>") != std::string::npos)

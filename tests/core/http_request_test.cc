@@ -1,40 +1,22 @@
 // tests/core/http_request_test.cc: core::http_reader (Beast's request_parser as wired: our
 // buffers, a parser per request, limits) and the response writer (issue 18).
 #include "core/http_request.h"
+#include "tests/core/http_reader_harness.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
+using namespace ringrelay;
 using namespace ringrelay::core;
 
 namespace {
 
-struct read_result {
-    std::vector<http_request> requests;
-    std::optional<http_read_error> error;
-};
-
 // Feeds `input` in pieces of `piece` bytes (0: whole), taking every request as it completes.
-read_result read_all(std::string_view input, std::size_t piece = 0, std::size_t max_header = http_max_header,
-                     std::size_t max_body = http_max_body) {
-    http_reader reader(max_header, max_body);
-    read_result out;
-    if (piece == 0) piece = input.size() == 0 ? 1 : input.size();
-    for (std::size_t at = 0; at < input.size() && !out.error; at += piece) {
-        reader.receive(input.substr(at, piece));
-        while (true) {
-            auto next = reader.next();
-            if (!next) {
-                out.error = next.error();
-                break;
-            }
-            if (!next->has_value()) break;
-            out.requests.push_back(std::move(**next));
-        }
-    }
-    return out;
+test::http_read_result read_all(std::string_view input, std::size_t piece = 0, std::size_t max_header = http_max_header,
+                                std::size_t max_body = http_max_body) {
+    return test::read_http(input, piece, max_header, max_body);
 }
 
 constexpr std::string_view two_pipelined =

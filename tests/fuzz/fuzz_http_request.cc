@@ -24,6 +24,7 @@
 #include "core/http_request.h"
 #include "queue/http_api.h"
 #include "queue/metrics.h"
+#include "tests/core/http_reader_harness.h"
 
 using namespace ringrelay;
 
@@ -32,29 +33,10 @@ namespace {
 constexpr std::size_t max_header = 512;
 constexpr std::size_t max_body = 256;
 
-struct outcome {
-    std::vector<core::http_request> requests;
-    std::optional<core::http_read_error> error;
-};
-
-outcome read(std::string_view input, std::size_t piece) {
-    core::http_reader reader(max_header, max_body);
-    outcome out;
-    for (std::size_t at = 0; at < input.size() && !out.error; at += piece) {
-        reader.receive(input.substr(at, piece));
-        while (true) {
-            auto next = reader.next();
-            if (!next) {
-                out.error = next.error();
-                auto again = reader.next();
-                if (again || again.error() != *out.error) std::abort();
-                break;
-            }
-            if (!next->has_value()) break;
-            out.requests.push_back(std::move(**next));
-        }
-    }
-    return out;
+test::http_read_result read(std::string_view input, std::size_t piece) {
+    test::http_read_result r = test::read_http(input, piece, max_header, max_body);
+    if (!r.error_repeated) std::abort();
+    return r;
 }
 
 bool same(const core::http_request& a, const core::http_request& b) {
@@ -69,8 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const bool trusted = (data[0] & 0x80) == 0;
     const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
 
-    const outcome whole = read(input, input.empty() ? 1 : input.size());
-    const outcome pieces = read(input, piece);
+    const auto whole = read(input, input.empty() ? 1 : input.size());
+    const auto pieces = read(input, piece);
     if (whole.error != pieces.error || whole.requests.size() != pieces.requests.size()) std::abort();
     for (std::size_t i = 0; i < whole.requests.size(); ++i)
         if (!same(whole.requests[i], pieces.requests[i])) std::abort();
