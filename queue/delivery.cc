@@ -41,11 +41,13 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
                    const egress_table& egress, suppression_list* suppressions)
     : _shard(shard_index),
+      _shards(links.shards()),
       _spool_dir(s.directory()),
       _router(config),
       _suppressions(suppressions),
       _shaping_log(log),
       _egress(egress),
+      _shaping(shaping),
       _tls(config, tls_generation, core::system_time()),
       _log(log, shard_index, bounce_rules),
       _dsns(s, config, host, shard_index, *this),
@@ -58,7 +60,11 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _hop(r, links, shard_index),
       _retry_alarm(*this, r, core::alarm_clock::realtime),
       _backoff_alarm(*this, r, core::alarm_clock::monotonic),
-      _egress_chooser(egress) {
+      _egress_chooser(egress),
+      _warmup(shard_index, _shards),
+      _rules(shaping.current()),
+      _rules_generation(shaping.generation()),
+      _warmup_held(&_scheduler.queue_for("warmup:held")) {
     // Both were checked by load_config and the relay (an unparsable one never gets here).
     if (config.delay_warning != "0")
         if (auto d = core::parse_duration(config.delay_warning); d && d->count() > 0)
@@ -111,6 +117,9 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     const auto now_us = static_cast<std::uint64_t>(core::unix_us());
     // The message's pool (null: the system-chosen address); each job's source is chosen below.
     const egress_pool* pool = _egress.pool_for(sender_domain(m.envelope.mail_from), m.envelope.auth_user);
+    // A source with a warm-up may have a schedule for the site's provider: the choice waits
+    // until the site is known (choose_source()).
+    const bool choose_later = pool != nullptr && pool_has_warmup(_egress, *pool, *_rules);
     std::vector<delivery_job*> jobs;
     route_key r;
     for (std::uint32_t i = 0; i < m.status.size(); ++i) {
@@ -134,7 +143,11 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             // This shard's chooser: the source must be known before the site's owner is (the
             // source is part of the site's key), and per-shard state needs no lock. Over a
             // pool's total weight of jobs made here, each source gets exactly its weight.
-            if (pool != nullptr) job->egress = &_egress.sources()[_egress_chooser.next(*pool)];
+            if (choose_later) {
+                job->choose_from = pool;
+            } else if (pool != nullptr) {
+                job->egress = &_egress.sources()[_egress_chooser.next(*pool)];
+            }
             jobs.push_back(job);
         }
         job->rcpt_index.push_back(i);
@@ -157,6 +170,10 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         // limits for the whole node. A domain's owner looks up its MX plan (one DNS cache per
         // domain for the node) and sends the job on to its site's owner (to_site()).
         if (!job->route.by_mx) destination_pool::set_route_site(*job);
+        if (!job->route.by_mx && job->choose_from != nullptr) {
+            choose_source(job);  // a route has no provider: its site is known now
+            continue;
+        }
         const unsigned owner = _hop.owner_of(job->route.by_mx ? job->route.key : job->site_key);
         if (_hop.local(owner)) {
             _pool.submit(job);
@@ -176,6 +193,10 @@ void delivery::handle(cross_message&& msg) noexcept {
         _pool.submit(msg.job);
     } else if (msg.type == cross_message::kind::site_job) {
         _pool.submit_site(msg.job);
+    } else if (msg.type == cross_message::kind::choose) {
+        choose_source(msg.job);
+    } else if (msg.type == cross_message::kind::automate) {
+        _pool.apply_automation(msg.hop.site, *msg.rule, msg.why, nullptr);
     } else if (msg.type == cross_message::kind::held) {
         held_at_site(*msg.message, msg.rcpt_index, msg.hop, msg.why);
     } else {
@@ -236,6 +257,18 @@ void delivery::job_finished(delivery_job* job, protocol::message_outcome&& outco
 }
 
 void delivery::to_site(delivery_job* job) noexcept {
+    if (job->choose_from != nullptr && job->egress == nullptr) {
+        // Its site is known: back to its origin for its source (the origin's share of the day).
+        if (job->origin_shard == _shard) {
+            choose_source(job);
+            return;
+        }
+        cross_message msg;
+        msg.type = cross_message::kind::choose;
+        msg.job = job;
+        _hop.send(job->origin_shard, std::move(msg));
+        return;
+    }
     const unsigned owner = _hop.owner_of(job->site_key);
     if (_hop.local(owner)) {
         _pool.submit_site(job);
@@ -255,6 +288,92 @@ void delivery::shaping_changed(const site& s, const shaping_change& change) noex
     const std::int64_t until = change.until_us == 0 ? 0 : unix_now + (static_cast<std::int64_t>(change.until_us) - mono_now_us);
     append_shaping_record(_shaping_log.line_buffer(), s.name, s.egress != nullptr ? s.egress->name : "default", change,
                           unix_now, until);
+}
+
+void delivery::automation_fired(const site& s, const automation_rule& rule, const std::string& subject) noexcept {
+    if (_shards <= 1) return;
+    // One copy for every shard (the table it came from may be replaced meanwhile).
+    const auto copy = std::make_shared<const automation_rule>(rule);
+    for (unsigned k = 0; k < _shards; ++k) {
+        if (k == _shard) continue;
+        cross_message msg;
+        msg.type = cross_message::kind::automate;
+        msg.hop.site = s.name;
+        msg.rule = copy;
+        msg.why = subject;
+        _hop.send(k, std::move(msg));
+    }
+}
+
+// ---- warm-up ------------------------------------------------------------------------------
+
+void delivery::choose_source(delivery_job* job) noexcept {
+    const std::int64_t now_us = core::unix_us();
+    const std::int64_t day = unix_day(now_us);
+    _used_up.clear();
+    const std::optional<std::uint32_t> source = choose_warm_source(_egress_chooser, _warmup, _egress, *job->choose_from,
+                                                                   *_rules, job->site_provider, day, _used_up);
+    if (_shaping_log.enabled())
+        for (const warmup_used_up& u : _used_up) append_warmup_record(_shaping_log.line_buffer(), u, _shard, now_us);
+    if (!source) {
+        // Every source of the pool has used up today's allowance (this shard's share): the job
+        // waits for the next day, no retry used; --max-age still ends it (tick_warmup_held()).
+        _warmup_held->push(job);
+        _warmup_held_day = day;
+        return;
+    }
+    destination_pool::set_source(*job, _egress.sources()[*source]);
+    to_site(job);
+}
+
+void delivery::release_warmup_held() noexcept {
+    _taken.clear();
+    _warmup_held->take_if([](const delivery_job&) { return true; }, _taken);
+    std::vector<delivery_job*> jobs;
+    jobs.swap(_taken);  // apply_outcome() may hold a job again (a message made anew)
+    for (delivery_job* job : jobs) {
+        protocol::message_outcome outcome;
+        outcome.kind = protocol::outcome_kind::not_attempted;
+        apply_outcome(job, outcome, next_hop_ref{}, "");
+    }
+}
+
+void delivery::tick_warmup_held(std::int64_t now_ms) noexcept {
+    if (_shaping.generation() != _rules_generation) {
+        _rules_generation = _shaping.generation();
+        _rules = _shaping.current();
+        if (!_stopping) release_warmup_held();  // the schedules may allow them now
+    }
+    if (_warmup_held->empty() || _stopping) return;
+    const std::int64_t now_us = core::unix_us();
+    if (unix_day(now_us) != _warmup_held_day) {
+        release_warmup_held();  // a new day, a new allowance
+        return;
+    }
+    if (now_ms < _next_held_sweep_ms) return;
+    _next_held_sweep_ms = now_ms + expiry_sweep_ms;
+    _taken.clear();
+    const auto unix_now = static_cast<std::uint64_t>(now_us);
+    // Past --delay-warning, as mail waiting at its site: the sender's delay notice, once.
+    _warmup_held->for_each([&](delivery_job& j) {
+        if (j.warn_us == 0 || j.warn_us > unix_now) return;
+        j.warn_us = 0;
+        held_at_site(*j.message, j.rcpt_index, next_hop_ref{"", "", "", j.site},
+                     "waiting for an egress source's warm-up allowance (every source of its pool used today's)");
+    });
+    _warmup_held->take_if([unix_now](const delivery_job& j) { return j.expires_us != 0 && j.expires_us <= unix_now; },
+                          _taken);
+    if (_taken.empty()) return;
+    std::vector<delivery_job*> jobs;
+    jobs.swap(_taken);
+    const std::string why = "held past --max-age: every egress source of its pool had used up its warm-up allowance";
+    const protocol::outcome_reply reply = local_reply(451, "4.4.7", why);
+    for (delivery_job* job : jobs) {
+        protocol::message_outcome outcome;
+        outcome.kind = protocol::outcome_kind::transient_failure;
+        outcome.reply = reply;
+        apply_outcome(job, outcome, next_hop_ref{"", "", "", job->site}, why);
+    }
 }
 
 // ---- outcomes back ----------------------------------------------------------------------
@@ -368,6 +487,7 @@ void delivery::tick(std::int64_t now_ms) noexcept {
     _hop.drain();
     _dsns.retry();
     _pool.tick(now_ms);
+    tick_warmup_held(now_ms);
     _compactor.tick(now_ms);
 }
 

@@ -58,6 +58,7 @@
 #include "queue/spool.h"
 #include "queue/suppression.h"
 #include "queue/tls_client_policy.h"
+#include "queue/warmup.h"
 
 namespace ringrelay::queue {
 
@@ -134,12 +135,24 @@ public:
     void to_site(delivery_job* job) noexcept override;
     // pool_owner: a {"type":"Shaping",...} line in the delivery log.
     void shaping_changed(const site& s, const shaping_change& change) noexcept override;
+    // pool_owner: a rule fired here; every other shard's pool applies it to its sites of the
+    // same name or provider (cross_message::kind::automate).
+    void automation_fired(const site& s, const automation_rule& rule, const std::string& subject) noexcept override;
 
 private:
     // Groups the message's pending recipients that are not in flight by destination, one job
     // per destination, gives each job its egress source (the message's pool by --pool-for,
-    // the source by this shard's chooser), and sends each to its owner shard.
+    // the source by this shard's chooser; for a pool with a warm-up, once the site is known:
+    // choose_source()), and sends each to its owner shard.
     void schedule(stored_message& m, std::int64_t now_ms);
+    // Origin side, a job of a pool with a warm-up whose site (and provider) is known: its source
+    // by the round robin among those with allowance left today (queue/warmup.h), then to the
+    // site; with none left it waits here (_warmup_held) for the next day.
+    void choose_source(delivery_job* job) noexcept;
+    // The jobs waiting for a source's allowance: on a new UTC day or new rules, each is made again
+    // (no attempt counted: not_attempted); past --max-age, each expires.
+    void tick_warmup_held(std::int64_t now_ms) noexcept;
+    void release_warmup_held() noexcept;
     // Origin side: m's recipients `rcpt_index` wait at a site (hop.site) past --delay-warning:
     // the sender's delay notice, unless one was sent (m.delay_warned).
     void held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index, const next_hop_ref& hop,
@@ -162,11 +175,13 @@ private:
 
     // Fixed after construction.
     const unsigned _shard;
+    const unsigned _shards;
     const std::string _spool_dir;  // jobs point at it (their connections read bodies from there)
     const router _router;
     suppression_list* const _suppressions;  // null: --no-suppression
     core::log_writer& _shaping_log;         // the delivery log, for Shaping records
     const egress_table& _egress;            // the relay's
+    const shaping_table& _shaping;          // the relay's (warm-up schedules)
     // The parts, in construction order.
     tls_client_policy _tls;
     delivery_log _log;
@@ -183,6 +198,14 @@ private:
     std::uint64_t _max_age_us = 0;        // --max-age: a delay notice's Will-Retry-Until
     // Shard-local.
     egress_chooser _egress_chooser;  // this shard's weighted round robin over each pool's sources
+    warmup_ledger _warmup;           // this shard's share of each source's daily allowance
+    std::shared_ptr<const shaping_rules> _rules;  // _shaping's, taken at a tick when it changed
+    std::uint64_t _rules_generation = 0;
+    ready_queue* _warmup_held = nullptr;  // the scheduler's: jobs no source of their pool may take today
+    std::int64_t _warmup_held_day = 0;    // the UTC day the last of them was held
+    std::int64_t _next_held_sweep_ms = 0;
+    std::vector<warmup_used_up> _used_up;  // choose_source()'s, reused
+    std::vector<delivery_job*> _taken;     // tick_warmup_held()'s, reused
     bool _stopping = false;
 };
 

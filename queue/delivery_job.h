@@ -21,6 +21,8 @@ namespace ringrelay::queue {
 
 struct stored_message;
 struct egress_source;
+struct egress_pool;
+struct automation_rule;
 
 // A message's bytes in memory: kept by the body cache after reception, or read back from the
 // spool for an attempt (queue/message_store.h). Shared: a job keeps the body it sends alive
@@ -95,6 +97,11 @@ struct delivery_job {
     // pool by the message's sender domain or AUTH user, the source by the origin shard's
     // egress_chooser: queue/egress.h); null: the system-chosen address. The relay's table.
     const egress_source* egress = nullptr;
+    // A pool with a warm-up (queue/warmup.h): the source is chosen only once the site and its
+    // provider are known, by the origin (its round robin and its share of each day's
+    // allowance); until then egress is null. Null: chosen when the job was made, as above.
+    const egress_pool* choose_from = nullptr;
+    std::string site_provider;  // the site's provider (shaping rules), "" if none: set with the site
 };
 
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
@@ -102,8 +109,12 @@ struct cross_message {
     // job: for a destination (route key) the receiver owns; site_job: for a site it owns;
     // outcome: a job of the receiver's is over; held: one of the receiver's messages waits at
     // a site past its --delay-warning (the job stays there: the receiver must not touch it, so
-    // the message and recipients come as copies).
-    enum class kind : std::uint8_t { job, site_job, outcome, held } type = kind::job;
+    // the message and recipients come as copies); choose: a job back to its origin, which gives
+    // it its source (delivery_job::choose_from); automate: an automation rule fired on a site
+    // named hop.site on another shard (the rule's copy in `rule`, the reply in `why`): it reaches
+    // the receiver's sites of that name or provider (destination_pool::apply_automation).
+    enum class kind : std::uint8_t { job, site_job, outcome, held, choose, automate } type = kind::job;
+    std::shared_ptr<const automation_rule> rule;  // kind automate
     delivery_job* job = nullptr;
     protocol::message_outcome outcome;  // kind outcome
     next_hop_ref hop;

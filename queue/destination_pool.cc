@@ -33,8 +33,13 @@ bool same_address_set(const std::vector<core::endpoint>& a, const std::vector<co
     return x == y;
 }
 
-// A reply made here (no peer said it): `code`, the enhanced status `enhanced` ("4.4.7"), and
-// the text "<enhanced> <why>".
+// "|src=NAME" of a job's egress source, or "" (the system-chosen address).
+std::string source_suffix(const delivery_job& job) {
+    return job.egress == nullptr ? std::string() : "|src=" + job.egress->name;
+}
+
+}  // namespace
+
 protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, const std::string& why) {
     protocol::outcome_reply reply;
     reply.origin = protocol::reply_origin::local;
@@ -48,13 +53,6 @@ protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, co
     }
     return reply;
 }
-
-// "|src=NAME" of a job's egress source, or "" (the system-chosen address).
-std::string source_suffix(const delivery_job& job) {
-    return job.egress == nullptr ? std::string() : "|src=" + job.egress->name;
-}
-
-}  // namespace
 
 void destination::resolved(core::mx_result result) noexcept { pool->mx_resolved(*this, std::move(result)); }
 
@@ -103,6 +101,11 @@ void destination_pool::set_route_site(delivery_job& job) {
     job.site_hosts = {job.route.name};
 }
 
+void destination_pool::set_source(delivery_job& job, const egress_source& source) {
+    job.egress = &source;
+    job.site_key += source_suffix(job);
+}
+
 destination& destination_pool::destination_for(const route_key& r) {
     auto& slot = _destinations[r.key];
     if (!slot) {
@@ -142,6 +145,7 @@ void destination_pool::dispatch(destination& d) noexcept {
         job->site = d.site;
         job->site_key = d.site_key + source_suffix(*job);  // each (source, site) its own
         job->site_rule_domain = d.rule_domain;
+        job->site_provider = d.provider;
         job->site_targets = d.targets;
         job->site_hosts = d.target_hosts;
         _owner.to_site(job);  // may come back here (submit_site) when this shard owns the site
@@ -187,6 +191,7 @@ void destination_pool::mx_resolved(destination& d, core::mx_result result) noexc
             d.rules_generation = _rules_generation;
             const std::string domain = normalize_host(d.name);
             d.rule_domain = _rules->find_domain(domain) != nullptr ? domain : std::string();
+            d.provider = _rules->resolve(d.rule_domain, d.target_hosts).provider;
             d.site_key = d.site + (d.rule_domain.empty() ? std::string() : "|domain=" + d.rule_domain) + d.tls_suffix;
             dispatch(d);
             return;
@@ -304,11 +309,28 @@ std::uint32_t destination_pool::established(const site& s) noexcept {
     return n;
 }
 
-void destination_pool::automate(site& s, std::uint16_t code, std::string_view text) noexcept {
-    if (_rules->automation.empty()) return;
+bool destination_pool::automate(site& s, std::uint16_t code, std::string_view text) noexcept {
+    if (_rules->automation.empty()) return false;
     automation_subject(code, text, _subject);
-    if (const automation_rule* rule = _rules->match_automation(s.limits.provider, _subject))
-        log_change(s, s.controller->automate(*rule, _subject, now_us()));
+    const automation_rule* rule = _rules->match_automation(s.limits.provider, _subject);
+    if (rule == nullptr) return false;
+    log_change(s, s.controller->automate(*rule, _subject, now_us()));
+    // The receiver said it of the site (or provider), not of this one split of it.
+    apply_automation(s.name, *rule, _subject, &s);
+    _owner.automation_fired(s, *rule, _subject);
+    return true;
+}
+
+void destination_pool::apply_automation(std::string_view site_name, const automation_rule& rule,
+                                        std::string_view subject, const site* except) noexcept {
+    const std::uint64_t now_us = this->now_us();
+    for (auto& [key, other] : _sites) {
+        if (other.get() == except) continue;
+        const bool reached = other->name == site_name || (!rule.provider.empty() && other->limits.provider == rule.provider);
+        if (!reached) continue;
+        log_change(*other, other->controller->automate(rule, subject, now_us));
+        dispatch(*other);  // a suspension's or throttle's end wakes it
+    }
 }
 
 std::uint32_t destination_pool::alive(const site& s) noexcept {
@@ -447,8 +469,9 @@ next_step destination_pool::connection_ready(outbound_link& c) noexcept {
     site& s = *c.pool_site;
     if (_stopping || c.messages_sent() >= s.limits.max_deliveries_per_connection) return next_step{nullptr, true};
     if (s.ready->empty()) return {};
-    // A greeting refused with QUIT still answers the first job, with the refusal as its
-    // outcome, whatever the rate: no message goes out on it.
+    // A session ending with QUIT before it could carry mail (never a refused greeting: that
+    // closes before the greeting, queue/outbound.cc) still answers the first job, with the
+    // refusal as its outcome, whatever the rate: no message goes out on it.
     if (!c.ready_for_job()) {
         delivery_job* job = s.ready->pop();
         job->attempt_ms = _clock.monotonic_ms();
@@ -483,8 +506,14 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
     } else if (failure != nullptr) {
         const std::uint32_t open = established(s) - (c.connected() && !c.closing() ? 1 : 0);
         log_change(s, s.controller->failed(attempt_stage::command, failure->code, failure->text, started_us, now_us, open));
-        automate(s, failure->code, failure->text);
     }
+    // Automation hears every negative reply of the peer's, accepted recipients or not (a
+    // provider's [TSS04] may come to the second RCPT after a 550 to the first), until a rule fires.
+    if (failure != nullptr && !automate(s, failure->code, failure->text))
+        for (const protocol::recipient_outcome& r : outcome.recipients)
+            if (failed(r.kind) && r.reply.origin == protocol::reply_origin::peer && &r.reply != failure &&
+                automate(s, r.reply.code, r.reply.text))
+                break;
     next_hop_ref with_site = hop;
     with_site.site = s.name;
     _owner.job_finished(job, protocol::message_outcome(outcome), with_site, "");

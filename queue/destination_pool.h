@@ -51,7 +51,8 @@
 // Held mail: a job waiting at its site past its message's --max-age ends there as expired; one
 // waiting past its --delay-warning time makes the origin send the sender a delay notice (the
 // job keeps waiting). Both are looked at every expiry_sweep_ms.
-// Automation rules are matched on every negative reply of the peer (a refused greeting's too):
+// Automation rules are matched on every negative reply of the peer (a refused greeting's too;
+// each recipient's of a job, accepted recipients or not, until one fires):
 // suspend stops the site's connections and messages until its end (its mail waits in the ready
 // queue), throttle multiplies its message rate.
 // A back-off, a suspension and the rates' waits end by one timer per site on the pool's
@@ -109,6 +110,7 @@ struct destination final : core::mx_waiter {
     std::string site;      // site name of target_hosts
     std::string site_key;  // see above
     std::string rule_domain;
+    std::string provider;  // the site's provider by the rules (queue/shaping_rules.h), or ""
     bool resolving = false;
     std::int64_t resolved_until_ms = 0;  // re-resolve after this (the resolver caches by TTL)
     std::uint64_t rules_generation = 0;  // of the rules site_key was made with
@@ -157,6 +159,11 @@ public:
     virtual void job_held(delivery_job* job, const next_hop_ref& hop, const std::string& why) noexcept = 0;
     // The site's limits changed (a throttle signal, growth, automation, a reload): the log.
     virtual void shaping_changed(const site& s, const shaping_change& change) noexcept = 0;
+    // An automation rule fired on `s` (and on this pool's other sites it reaches:
+    // destination_pool::apply_automation): the owner takes it to the other shards' pools.
+    virtual void automation_fired(const site& s, const automation_rule& rule, const std::string& subject) noexcept {
+        (void)s, (void)rule, (void)subject;
+    }
 
 protected:
     ~pool_owner() = default;
@@ -174,6 +181,10 @@ inline constexpr std::int64_t expiry_sweep_ms = 10'000;
 // the precise one that fires the alarm by a scheduler tick (core/clock.h).
 inline constexpr std::int64_t coarse_slack_ms = 4;
 
+// A reply made here (no peer said it): `code`, the enhanced status `enhanced` ("4.4.7"), and
+// the text "<enhanced> <why>".
+[[nodiscard]] protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, const std::string& why);
+
 class destination_pool final : public outbound_owner {
 public:
     // Everything given outlives the pool. schedule: its first interval caps the back-off.
@@ -189,6 +200,9 @@ public:
     // job. The origin calls it to pick the site's owner shard; submit() calls it again (the
     // same answer).
     static void set_route_site(delivery_job& job);
+    // Gives a job whose site is set (without a source) its egress source: the site key gains
+    // "|src=NAME".
+    static void set_source(delivery_job& job, const egress_source& source);
     // A job for a destination this shard owns: by MX, it waits for the plan (then to_site());
     // a static route's, for its site, which this shard owns.
     void submit(delivery_job* job) noexcept;
@@ -225,6 +239,13 @@ public:
     void connection_closed(outbound_link& c, const close_report& report) noexcept override;
     void want_flush(outbound_link& c) noexcept override { _flush.push_back(&c); }
 
+    // An automation rule that fired on a site named `site_name` (on this shard or another): it
+    // acts on every site of this pool with that name (the same MX rollup split by "|domain=",
+    // "|tls=" or "|src=") and, for a rule of a provider, on every site of that provider; not on
+    // `except` (the site it fired on, already acted on).
+    void apply_automation(std::string_view site_name, const automation_rule& rule, std::string_view subject,
+                          const site* except) noexcept;
+
     // The destination's MX lookup answered (destination::resolved).
     void mx_resolved(destination& d, core::mx_result result) noexcept;
 
@@ -259,8 +280,8 @@ private:
     // Connections to `s` open or being opened (not closing).
     [[nodiscard]] static std::uint32_t alive(const site& s) noexcept;
     // Automation (queue/shaping_rules.h): the first rule of the site's provider (or of every
-    // site) matching the peer's reply suspends or throttles the site.
-    void automate(site& s, std::uint16_t code, std::string_view text) noexcept;
+    // site) matching the peer's reply suspends or throttles the site; true if one did.
+    bool automate(site& s, std::uint16_t code, std::string_view text) noexcept;
     // A change the controller returned: to the log.
     void log_change(const site& s, const std::optional<shaping_change>& change) noexcept;
     // The limits of a site under the current rules.

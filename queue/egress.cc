@@ -232,16 +232,8 @@ egress_chooser::egress_chooser(const egress_table& table) : _table(table) {
 }
 
 std::uint32_t egress_chooser::next(const egress_pool& pool) noexcept {
-    const auto index = static_cast<std::size_t>(&pool - _table.pools().data());
-    std::vector<std::int64_t>& current = _current[index];
     // Each member gains its weight; the largest is chosen and pays the total back.
-    std::size_t best = 0;
-    for (std::size_t i = 0; i < current.size(); ++i) {
-        current[i] += pool.members[i].weight;
-        if (current[i] > current[best]) best = i;
-    }
-    current[best] -= static_cast<std::int64_t>(pool.total_weight);
-    return pool.members[best].source;
+    return *next_eligible(pool, [](std::uint32_t) { return true; });
 }
 
 }  // namespace ringrelay::queue

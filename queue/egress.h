@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -79,8 +80,29 @@ public:
     explicit egress_chooser(const egress_table& table);
     // The source index for the next connection of `pool` (a pool of `table`).
     [[nodiscard]] std::uint32_t next(const egress_pool& pool) noexcept;
+    // The same among the members for which eligible(source index) holds (the others neither
+    // gain weight nor are chosen: with every member eligible this is next()); none: nullopt,
+    // and the state is as it was.
+    template <typename Eligible>
+    [[nodiscard]] std::optional<std::uint32_t> next_eligible(const egress_pool& pool, Eligible&& eligible) {
+        std::vector<std::int64_t>& current = _current[index_of(pool)];
+        std::int64_t total = 0;
+        std::size_t best = current.size();
+        for (std::size_t i = 0; i < current.size(); ++i) {
+            if (!eligible(pool.members[i].source)) continue;
+            current[i] += pool.members[i].weight;
+            total += pool.members[i].weight;
+            if (best == current.size() || current[i] > current[best]) best = i;
+        }
+        if (best == current.size()) return std::nullopt;
+        current[best] -= total;
+        return pool.members[best].source;
+    }
 
 private:
+    [[nodiscard]] std::size_t index_of(const egress_pool& pool) const noexcept {
+        return static_cast<std::size_t>(&pool - _table.pools().data());
+    }
     const egress_table& _table;
     std::vector<std::vector<std::int64_t>> _current;  // per pool, per member
 };

@@ -221,9 +221,13 @@ std::string outbound::peer_text() const {
 
 bool outbound::session_usable() const noexcept {
     if (_session.ready()) return true;
-    // A refused greeting is answered with QUIT and counts as a session (as it always has);
-    // a session refused for want of TLS or AUTH never got that far.
+    // A refused greeting (or EHLO and HELO refused) is answered with QUIT but is no session:
+    // RFC 5321 §3.1, a 554 greeting means no SMTP service here, a 4xx one not now, so no job
+    // takes it as its reply (nothing is bounced for it); the pool hears the connection closed
+    // before the greeting, with the reply. A session refused for want of TLS or AUTH never got
+    // that far either.
     return _session.state() == protocol::client_state::quitting &&
+           _session.why_closed() != protocol::close_reason::greeting_refused &&
            _session.why_closed() != protocol::close_reason::tls_required &&
            _session.why_closed() != protocol::close_reason::auth_failed;
 }

@@ -74,21 +74,21 @@ relay::~relay() {
 }
 
 std::expected<shaping_load, std::string> relay::load_shaping() const {
-    return load_shaping_rules(flag_default_rule(_config.max_connections_per_destination,
-                                                _config.max_messages_per_connection, _config.idle_connection_timeout),
-                              _config.shaping, _config.default_shaping ? shipped_shaping::load : shipped_shaping::skip);
+    auto load = load_shaping_rules(flag_default_rule(_config.max_connections_per_destination,
+                                                     _config.max_messages_per_connection, _config.idle_connection_timeout),
+                                   _config.shaping, _config.default_shaping ? shipped_shaping::load : shipped_shaping::skip);
+    if (!load) return load;
+    // A warm-up is an egress source's: it must name one (the sources are loaded first).
+    std::vector<std::string_view> sources;
+    if (_limits.egress)
+        for (const egress_source& s : _limits.egress->sources()) sources.push_back(s.name);
+    if (auto ok = check_warmup_sources(load->rules, sources); !ok) return std::unexpected(ok.error());
+    return load;
 }
 
 std::expected<void, std::string> relay::start() {
-    // The shaping rules first: a file that does not load stops the start with the file, the key
-    // and the reason, before anything else is touched.
-    if (auto shaping = load_shaping(); !shaping) {
-        return std::unexpected(shaping.error());
-    } else {
-        _shaping_summary = describe(*shaping);
-        _limits.shaping.replace(std::move(shaping->rules));
-    }
-    // The egress sources (each address test-bound), pools and selectors: an error names the flag.
+    // The egress sources first (each address test-bound), pools and selectors: an error names
+    // the flag.
     if (auto egress = egress_table::load(_config.egress_sources, _config.egress_pools, _config.pool_for,
                                          _config.hostname);
         !egress) {
@@ -96,6 +96,14 @@ std::expected<void, std::string> relay::start() {
     } else {
         _limits.egress = std::move(*egress);
         _egress_summary = _limits.egress->describe();
+    }
+    // The shaping rules: a file that does not load stops the start with the file, the key and
+    // the reason, before anything else is touched (a warm-up names an egress source, loaded above).
+    if (auto shaping = load_shaping(); !shaping) {
+        return std::unexpected(shaping.error());
+    } else {
+        _shaping_summary = describe(*shaping);
+        _limits.shaping.replace(std::move(shaping->rules));
     }
     if (auto postmaster = postmaster_address(_config); !postmaster) {
         return std::unexpected(postmaster.error());

@@ -151,49 +151,123 @@ result<std::chrono::milliseconds> duration_value(element v, const std::string& p
     return *d;
 }
 
-result<warmup_schedule> warmup_value(element v, const std::string& path) {
+// "daily": [counts] of a warm-up.
+result<std::vector<std::uint64_t>> warmup_daily(element v, const std::string& p) {
+    array items;
+    if (v.get_array().get(items) != simdjson::SUCCESS || items.size() == 0 || items.size() > max_warmup_days)
+        return fail(key_error{p, cat({"expected an array of 1 to ", std::to_string(max_warmup_days),
+                                      " daily message counts"})});
+    std::vector<std::uint64_t> daily;
+    std::size_t i = 0;
+    for (element item : items) {
+        ++i;
+        auto n = count_value(item, cat({p, "[", std::to_string(i), "]"}), max_rate_count);
+        if (!n) return fail(n.error());
+        daily.push_back(*n);
+    }
+    return daily;
+}
+
+result<std::int64_t> warmup_start(element v, const std::string& p) {
+    std::string_view s;
+    std::optional<std::int64_t> day;
+    if (v.get_string().get(s) == simdjson::SUCCESS) day = parse_civil_date(s);
+    if (!day) return fail(key_error{p, "expected a date \"YYYY-MM-DD\""});
+    return *day;
+}
+
+// The keys of a warm-up object: start and daily; a source's (`source_level`) also providers,
+// source and note.
+struct warmup_fields {
+    std::optional<std::int64_t> start;
+    std::optional<std::vector<std::uint64_t>> daily;
+    std::optional<element> providers;
+};
+
+result<warmup_fields> warmup_object(element v, const std::string& path, bool source_level) {
     object obj;
     if (v.get_object().get(obj) != simdjson::SUCCESS)
-        return fail(key_error{path, "expected an object {\"start\": \"YYYY-MM-DD\", \"daily\": [counts]}"});
+        return fail(key_error{path, source_level ? "expected an object {\"start\": \"YYYY-MM-DD\", \"daily\": [counts], "
+                                                   "\"providers\": {...}}"
+                                                 : "expected an object {\"daily\": [counts], \"start\": \"YYYY-MM-DD\" "
+                                                   "(optional)}"});
     if (auto u = unique_keys(obj, path); !u) return fail(u.error());
-    warmup_schedule w;
-    bool has_start = false, has_daily = false;
+    warmup_fields f;
     for (auto field : obj) {
         const std::string p = child(path, field.key);
         if (is_comment_key(field.key)) continue;
         if (field.key == "start") {
-            std::string_view s;
-            std::optional<std::int64_t> day;
-            if (field.value.get_string().get(s) == simdjson::SUCCESS) day = parse_civil_date(s);
-            if (!day) return fail(key_error{p, "expected a date \"YYYY-MM-DD\""});
-            w.start_day = *day;
-            has_start = true;
+            auto d = warmup_start(field.value, p);
+            if (!d) return fail(d.error());
+            f.start = *d;
         } else if (field.key == "daily") {
-            array items;
-            if (field.value.get_array().get(items) != simdjson::SUCCESS || items.size() == 0 ||
-                items.size() > max_warmup_days)
-                return fail(key_error{p, cat({"expected an array of 1 to ", std::to_string(max_warmup_days),
-                                              " daily message counts"})});
-            std::size_t i = 0;
-            for (element item : items) {
-                ++i;
-                auto n = count_value(item, cat({p, "[", std::to_string(i), "]"}), max_rate_count);
-                if (!n) return fail(n.error());
-                w.daily.push_back(*n);
-            }
-            has_daily = true;
+            auto d = warmup_daily(field.value, p);
+            if (!d) return fail(d.error());
+            f.daily = std::move(*d);
+        } else if (source_level && field.key == "providers") {
+            f.providers = field.value;
+        } else if (source_level && (field.key == "source" || field.key == "note")) {
+            if (auto s = string_list(field.value, p); !s) return fail(s.error());
         } else {
-            return fail(key_error{p, "unknown key (a warmup has start and daily)"});
+            return fail(key_error{p, source_level ? "unknown key (a warm-up has start, daily, providers, source, note)"
+                                                  : "unknown key (a provider's warm-up has start and daily)"});
         }
     }
-    if (!has_start) return fail(key_error{path, "missing \"start\""});
-    if (!has_daily) return fail(key_error{path, "missing \"daily\""});
+    return f;
+}
+
+// One source's warm-up: {"start": ..., "daily": [...], "providers": {"P": {"daily": [...],
+// "start": optional}}, "source", "note"}.
+result<source_warmup> source_warmup_object(element v, const std::string& path) {
+    auto f = warmup_object(v, path, true);
+    if (!f) return fail(f.error());
+    if (f->daily && !f->start) return fail(key_error{path, "missing \"start\""});
+    if (!f->daily && !f->providers) return fail(key_error{path, "missing \"daily\" (or \"providers\")"});
+    source_warmup w;
+    if (f->daily) w.all_sites = warmup_schedule{*f->start, std::move(*f->daily)};
+    if (!f->providers) return w;
+    const std::string pp = child(path, "providers");
+    object pobj;
+    if (f->providers->get_object().get(pobj) != simdjson::SUCCESS || pobj.size() == 0)
+        return fail(key_error{pp, "expected an object {\"PROVIDER\": {\"daily\": [counts]}, ...}"});
+    if (auto u = unique_keys(pobj, pp); !u) return fail(u.error());
+    for (auto pr : pobj) {
+        const std::string ppp = cat({pp, ".", quote_text(pr.key)});
+        if (is_comment_key(pr.key)) continue;
+        if (!valid_name(pr.key)) return fail(key_error{ppp, "expected a provider name"});
+        auto pf = warmup_object(pr.value, ppp, false);
+        if (!pf) return fail(pf.error());
+        if (!pf->daily) return fail(key_error{ppp, "missing \"daily\""});
+        const std::optional<std::int64_t> start = pf->start ? pf->start : f->start;
+        if (!start) return fail(key_error{ppp, "missing \"start\" (here or in the source's warm-up)"});
+        w.providers.push_back(source_warmup::provider_schedule{std::string(pr.key), warmup_schedule{*start, std::move(*pf->daily)}});
+    }
     return w;
+}
+
+// The top-level "warmup": {"SOURCE": {...}, ...}, keyed by egress source name.
+result<std::vector<source_warmup>> warmup_section(element v, const std::string& path, std::string_view label) {
+    object obj;
+    if (v.get_object().get(obj) != simdjson::SUCCESS)
+        return fail(key_error{path, "expected an object {\"EGRESS SOURCE\": {\"start\": ..., \"daily\": [...]}, ...}"});
+    if (auto u = unique_keys(obj, path); !u) return fail(u.error());
+    std::vector<source_warmup> out;
+    for (auto field : obj) {
+        const std::string p = cat({path, ".", quote_text(field.key)});
+        if (is_comment_key(field.key)) continue;
+        if (!valid_name(field.key)) return fail(key_error{p, "an egress source name is 1-64 letters, digits, '-', '_' and '.'"});
+        auto w = source_warmup_object(field.value, p);
+        if (!w) return fail(w.error());
+        w->source = std::string(field.key);
+        w->origin = cat({label, ": ", p});
+        out.push_back(std::move(*w));
+    }
+    return out;
 }
 
 constexpr std::string_view limit_keys =
     "connection_limit, max_connection_rate, max_message_rate, max_deliveries_per_connection, "
-    "max_recipients_per_transaction, idle_timeout, adaptive, warmup, source, note";
+    "max_recipients_per_transaction, idle_timeout, adaptive, source, note";
 
 // One limits key of a rule; false if `key` is not one.
 result<bool> limit_field(shaping_limits& l, std::string_view key, element v, const std::string& path) {
@@ -227,9 +301,9 @@ result<bool> limit_field(shaping_limits& l, std::string_view key, element v, con
         if (v.get_bool().get(b) != simdjson::SUCCESS) return fail(key_error{p, "expected true or false"});
         l.adaptive = b;
     } else if (key == "warmup") {
-        auto w = warmup_value(v, p);
-        if (!w) return fail(w.error());
-        l.warmup = std::move(*w);
+        // A warm-up is an egress source's (its IP address's reputation), not a site's.
+        return fail(key_error{p, "a warm-up belongs to an egress source: the top level's \"warmup\": "
+                                 "{\"SOURCE\": {\"start\": ..., \"daily\": [...], \"providers\": {...}}}"});
     } else if (key == "source") {
         auto s = string_list(v, p);
         if (!s) return fail(s.error());
@@ -455,9 +529,13 @@ result<shaping_rules> parse_document(element root, std::string_view label) {
                 r->origin = cat({label, ": ", where});
                 rules.automation.push_back(std::move(*r));
             }
+        } else if (key == "warmup") {
+            auto w = warmup_section(field.value, p, label);
+            if (!w) return fail(w.error());
+            rules.warmup = std::move(*w);
         } else {
             return fail(key_error{p, "unknown key (the top level has default, domains, providers, automation, "
-                                     "version, about)"});
+                                     "warmup, version, about)"});
         }
     }
     return rules;
@@ -514,7 +592,6 @@ void shaping_limits::merge_from(const shaping_limits& over) {
     if (over.max_recipients_per_transaction) max_recipients_per_transaction = over.max_recipients_per_transaction;
     if (over.idle_timeout) idle_timeout = over.idle_timeout;
     if (over.adaptive) adaptive = over.adaptive;
-    if (over.warmup) warmup = over.warmup;
     if (!over.source.empty()) source = over.source;
 }
 
@@ -581,7 +658,6 @@ resolved_shaping shaping_rules::resolve(std::string_view domain, std::span<const
     r.max_recipients_per_transaction = l.max_recipients_per_transaction;
     r.idle_timeout = l.idle_timeout.value_or(builtin_idle_timeout);
     r.adaptive = l.adaptive.value_or(true);
-    r.warmup = l.warmup;
     if (dom != nullptr) r.domain_rule = dom->domain;
     if (provider != nullptr) r.provider = provider->name;
     return r;
@@ -590,6 +666,24 @@ resolved_shaping shaping_rules::resolve(std::string_view domain, std::span<const
 resolved_shaping shaping_rules::resolve(std::string_view domain, std::span<const std::string> mx_hosts) const {
     std::vector<std::string_view> views(mx_hosts.begin(), mx_hosts.end());
     return resolve(domain, std::span<const std::string_view>(views));
+}
+
+const source_warmup* shaping_rules::find_warmup(std::string_view source) const noexcept {
+    for (const source_warmup& w : warmup)
+        if (w.source == source) return &w;
+    return nullptr;
+}
+
+const warmup_schedule* source_warmup::schedule_for(std::string_view provider,
+                                                   std::string_view& counted_as) const noexcept {
+    if (!provider.empty())
+        for (const provider_schedule& p : providers)
+            if (p.provider == provider) {
+                counted_as = p.provider;
+                return &p.schedule;
+            }
+    counted_as = {};
+    return all_sites ? &*all_sites : nullptr;
 }
 
 const automation_rule* shaping_rules::match_automation(std::string_view provider, std::string_view subject) const {
@@ -670,6 +764,15 @@ shaping_rules merge_shaping_rules(shaping_rules base, const shaping_rules& over)
         merged.push_back(replacement != nullptr ? *replacement : std::move(b));
     }
     base.automation = std::move(merged);
+    for (const source_warmup& w : over.warmup) {
+        auto it = std::find_if(base.warmup.begin(), base.warmup.end(),
+                               [&](const source_warmup& b) { return b.source == w.source; });
+        if (it != base.warmup.end()) {
+            *it = w;
+        } else {
+            base.warmup.push_back(w);
+        }
+    }
     return base;
 }
 
@@ -681,6 +784,18 @@ std::expected<void, std::string> check_shaping_rules(const shaping_rules& rules)
     for (const automation_rule& a : rules.automation)
         if (!a.provider.empty() && rules.find_provider(a.provider) == nullptr)
             return std::unexpected(cat({a.origin, ".provider: unknown provider ", quote_text(a.provider)}));
+    for (const source_warmup& w : rules.warmup)
+        for (const source_warmup::provider_schedule& p : w.providers)
+            if (rules.find_provider(p.provider) == nullptr)
+                return std::unexpected(cat({w.origin, ".providers: unknown provider ", quote_text(p.provider)}));
+    return {};
+}
+
+std::expected<void, std::string> check_warmup_sources(const shaping_rules& rules,
+                                                      std::span<const std::string_view> sources) {
+    for (const source_warmup& w : rules.warmup)
+        if (std::find(sources.begin(), sources.end(), std::string_view(w.source)) == sources.end())
+            return std::unexpected(cat({w.origin, ": no --egress-source named ", quote_text(w.source)}));
     return {};
 }
 

@@ -14,23 +14,30 @@
 //    "automation": [{"name": "yahoo-tss04", "provider": "yahoo", "match": "\\[TSS04\\]",
 //                    "action": "suspend", "duration": "1h"},
 //                   {"match": "^421 4\\.7\\.0 ", "action": "throttle", "factor": 0.5,
-//                    "duration": "10m"}, ...]}
+//                    "duration": "10m"}, ...],
+//    "warmup":    {"ip1": {"start": "2026-12-01", "daily": [200, 500, 1000],
+//                          "providers": {"google": {"daily": [50, 100, 200]}}}, ...}}
 //   LIMITS: connection_limit (integer 1..100000), max_connection_rate and max_message_rate
 //   ("10/s", "600/min", "1000/h", "20000/day", optionally ",max_burst=N"; queue/shaping_rate.h),
 //   max_deliveries_per_connection (1..1000000), max_recipients_per_transaction (1..100000),
 //   idle_timeout (a core/duration.h duration, 1s..1d), adaptive (bool; the closed loop, default
-//   true), warmup ({"start": "YYYY-MM-DD", "daily": [200, 500, ...]}: 1..366 positive counts),
-//   source (a string or a list: the public page the values come from), note (free text).
+//   true), source (a string or a list: the public page the values come from), note (free text).
 //   An automation rule: match (an RE2 regular expression, case-sensitive, searched anywhere in
 //   the reply as automation_subject() writes it), action ("suspend" | "throttle"), duration
 //   (1s..30d), factor (throttle only: 0 < factor < 1, multiplies the allowed message rate),
 //   provider (optional: a provider name; without it the rule applies to every site), name
 //   (optional), source, note.
+//   A warm-up (issue 17: IP warm-up), keyed by egress source name (--egress-source NAME=...):
+//   start ("YYYY-MM-DD", UTC) and daily (1..366 counts from 1): the messages the source may send
+//   a day to every site without a provider schedule of its own; providers: {"P": {"daily": [...],
+//   "start": optional, the source's by default}}: the messages it may send a day to the sites of
+//   provider P. A source has daily, providers, or both; source and note as above.
 //
 // Several files (--shaping FILE, repeatable) load in order, each merged over the ones before:
 //   - default, each domain and each provider: field by field (a later file that sets only
 //     max_message_rate for "google" keeps the earlier match and connection_limit); a later
 //     "match" replaces the earlier one whole; "source" is replaced when given.
+//   - warmup: a later file's entry for a source replaces the earlier one whole.
 //   - automation: a rule whose name is that of an earlier rule replaces it whole, in place;
 //     every other rule goes before all earlier rules, in its file's order (the operator's own
 //     rules are tried first, as with --bounce-classes).
@@ -88,7 +95,7 @@ inline constexpr std::uint32_t builtin_max_deliveries_per_connection = 1000; // 
 inline constexpr std::chrono::milliseconds builtin_idle_timeout{5000};       // --idle-connection-timeout
 
 // An IP warm-up schedule: `daily[i]` messages may be sent on day start_day + i; before the
-// start the first day's allowance holds, after the last day there is no warm-up cap.
+// start the first day's allowance holds, after the last day there is no warm-up cap (warmed).
 struct warmup_schedule {
     std::int64_t start_day = 0;  // days since 1970-01-01 (UTC calendar)
     std::vector<std::uint64_t> daily;
@@ -110,7 +117,6 @@ struct shaping_limits {
     std::optional<std::uint32_t> max_recipients_per_transaction;
     std::optional<std::chrono::milliseconds> idle_timeout;
     std::optional<bool> adaptive;
-    std::optional<warmup_schedule> warmup;
     std::vector<std::string> source;  // where the values come from (URLs); informative
 
     // Every field `over` sets replaces ours.
@@ -164,10 +170,28 @@ struct resolved_shaping {
     std::optional<std::uint32_t> max_recipients_per_transaction;  // none: no cap
     std::chrono::milliseconds idle_timeout = builtin_idle_timeout;
     bool adaptive = true;
-    std::optional<warmup_schedule> warmup;
     std::string domain_rule;  // the domain whose rule applied, or ""
     std::string provider;     // the provider whose rule applied, or ""
     friend bool operator==(const resolved_shaping&, const resolved_shaping&) = default;
+};
+
+// One egress source's warm-up (the top-level "warmup" key).
+struct source_warmup {
+    std::string source;                        // the --egress-source name
+    std::optional<warmup_schedule> all_sites;  // every site without a provider schedule here
+    struct provider_schedule {
+        std::string provider;
+        warmup_schedule schedule;
+        friend bool operator==(const provider_schedule&, const provider_schedule&) = default;
+    };
+    std::vector<provider_schedule> providers;
+    std::string origin;  // "LABEL: warmup.\"NAME\"" of the file that set it, for errors
+
+    // The schedule counting a message to a site of `provider` ("": none matched): the
+    // provider's own, else all_sites; null: not limited. `counted_as` is set to the provider's
+    // name when its own schedule applies, else "" (every other site shares one allowance).
+    [[nodiscard]] const warmup_schedule* schedule_for(std::string_view provider,
+                                                      std::string_view& counted_as) const noexcept;
 };
 
 class shaping_rules {
@@ -176,6 +200,7 @@ public:
     std::vector<domain_rule> domains;      // sorted by domain (unique)
     std::vector<provider_rule> providers;  // in order of definition (unique names)
     std::vector<automation_rule> automation;  // in match order
+    std::vector<source_warmup> warmup;        // in order of definition (unique sources)
 
     // The limits for recipient domain `domain` (any case) delivered to `mx_hosts` (the site's MX
     // hosts, any case, trailing dots allowed; for a route: empty, so no provider matches).
@@ -188,6 +213,8 @@ public:
 
     [[nodiscard]] const domain_rule* find_domain(std::string_view domain) const;
     [[nodiscard]] const provider_rule* find_provider(std::string_view name) const;
+    // The warm-up of egress source `source`, or null.
+    [[nodiscard]] const source_warmup* find_warmup(std::string_view source) const noexcept;
 };
 
 // The text automation rules are matched against, written into `out` (cleared first): the reply
@@ -211,9 +238,14 @@ void automation_subject(std::uint16_t code, std::string_view text, std::string& 
 // `over` merged over `base` (see the file comment).
 [[nodiscard]] shaping_rules merge_shaping_rules(shaping_rules base, const shaping_rules& over);
 
-// Whole-table checks: every provider has a match; every automation rule's provider exists.
-// Errors name the file and the rule that is incomplete.
+// Whole-table checks: every provider has a match; every automation rule's and warm-up's provider
+// exists. Errors name the file and the rule that is incomplete.
 [[nodiscard]] std::expected<void, std::string> check_shaping_rules(const shaping_rules& rules);
+
+// Every warm-up names a source of `sources` (the --egress-source names): else the error names the
+// file and the key ("--shaping F: warmup.\"ip9\": no --egress-source named \"ip9\"").
+[[nodiscard]] std::expected<void, std::string> check_warmup_sources(const shaping_rules& rules,
+                                                                    std::span<const std::string_view> sources);
 
 // The label errors give the embedded document, and the document (etc/shaping.json at build time).
 inline constexpr std::string_view embedded_shaping_label = "etc/shaping.json (embedded)";

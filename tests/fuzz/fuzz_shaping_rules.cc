@@ -47,7 +47,12 @@ void check_limits(const shaping_limits& l) {
     if (l.max_recipients_per_transaction && *l.max_recipients_per_transaction < 1) std::abort();
     if (l.idle_timeout && (*l.idle_timeout < std::chrono::seconds(1) || *l.idle_timeout > std::chrono::hours(24)))
         std::abort();
-    if (l.warmup && (l.warmup->daily.empty() || l.warmup->daily.size() > max_warmup_days)) std::abort();
+}
+
+void check_warmup(const warmup_schedule& w) {
+    if (w.daily.empty() || w.daily.size() > max_warmup_days) std::abort();
+    for (const std::uint64_t n : w.daily)
+        if (n < 1) std::abort();
 }
 
 void check_resolved(const shaping_rules& rules, const resolved_shaping& r) {
@@ -59,6 +64,11 @@ void check_resolved(const shaping_rules& rules, const resolved_shaping& r) {
 
 void check_table(const shaping_rules& rules) {
     check_limits(rules.default_rule);
+    for (const source_warmup& w : rules.warmup) {
+        if (w.source.empty() || (!w.all_sites && w.providers.empty())) std::abort();
+        if (w.all_sites) check_warmup(*w.all_sites);
+        for (const source_warmup::provider_schedule& p : w.providers) check_warmup(p.schedule);
+    }
     for (std::size_t i = 0; i < rules.domains.size(); ++i) {
         const std::string& d = rules.domains[i].domain;
         if (d.empty() || (i > 0 && !(rules.domains[i - 1].domain < d))) std::abort();

@@ -17,7 +17,6 @@
 import datetime
 import os
 import smtplib
-import socket
 import subprocess
 import sys
 
@@ -118,12 +117,7 @@ def startup_errors(c, relay_bin):
 
 def scenario(c):
     relay_bin, sink_bin = sys.argv[1], sys.argv[2]
-    for address in ADDRESS.values():
-        try:
-            with socket.socket() as s:
-                s.bind((address, 0))
-        except OSError as e:
-            raise harness.Skip(f"cannot bind {address} here: {e}")
+    harness.require_bindable(ADDRESS.values())
 
     startup_errors(c, relay_bin)
 

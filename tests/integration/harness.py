@@ -331,6 +331,16 @@ def message_id(body):
     return None
 
 
+def require_bindable(addresses):
+    """Skips the test unless each of `addresses` (e.g. 127.0.0.2) can be bound here."""
+    for address in addresses:
+        try:
+            with socket.socket() as s:
+                s.bind((address, 0))
+        except OSError as e:
+            raise Skip(f"cannot bind {address} here: {e}")
+
+
 def free_port(host="127.0.0.1"):
     """A port that was free a moment ago. Relay() prefers port 0 (no race); this is for
     tests that need a port number before anything listens on it."""

@@ -117,6 +117,12 @@ struct recording_owner final : pool_owner {
     void shaping_changed(const site& s, const shaping_change& change) noexcept override {
         changes.emplace_back(s.name, change);
     }
+    std::vector<std::string> fired;  // automation_fired(): the site names
+    automation_rule last_rule;
+    void automation_fired(const site& s, const automation_rule& rule, const std::string&) noexcept override {
+        fired.push_back(s.name);
+        last_rule = rule;
+    }
 };
 
 core::endpoint ep(const char* text) {
@@ -940,6 +946,75 @@ TEST_F(DestinationPoolTest, ARateReplyCutsTheMessageRateAndAGenericTryAgainLater
     EXPECT_NE(_owner.changes[0].second.new_rate_milli, 0u) << "a rate limit found";
     EXPECT_EQ(_owner.finished.size(), 2u) << "only the jobs that got the replies are deferred";
 }
+
+// Review finding 6a: a suspend reaches every split of the site (here its "|tls=" split: sites
+// split by "|domain=" or "|src=" are reached in the same way), not only the one it fired on.
+TEST_F(DestinationPoolTest, ASuspendReachesEverySplitOfTheSameSite) {
+    _rules_json = R"({"automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "1h"}]})";
+    route_key required = static_route();
+    required.key += "|tls=required";
+    required.tls = core::config::tls_policy::required;
+    submit(static_route());
+    submit(required);
+    const site* plain = pool().find_site("127.0.0.1:2526");
+    const site* split = pool().find_site("127.0.0.1:2526|tls=required");
+    ASSERT_NE(plain, nullptr);
+    ASSERT_NE(split, nullptr);
+    EXPECT_EQ(split->name, plain->name);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    fail_job(c, 421, "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume");
+    const auto now_us = static_cast<std::uint64_t>(_clock.now_ms) * 1000;
+    EXPECT_TRUE(plain->controller->suspended(now_us));
+    EXPECT_TRUE(split->controller->suspended(now_us)) << "the same site, another TLS policy: suspended too";
+    std::size_t suspends = 0;
+    for (const auto& [site_name, change] : _owner.changes) suspends += change.event == shaping_event::suspend ? 1 : 0;
+    EXPECT_EQ(suspends, 2u) << "one Shaping record for each";
+    ASSERT_EQ(_owner.fired.size(), 1u) << "and the delivery hears it once, for the other shards";
+    EXPECT_EQ(_owner.fired[0], "127.0.0.1:2526");
+    // Another shard's report of the rule reaches this pool's sites of that name.
+    submit(static_route("127.0.0.1:2527"));
+    const site* other = pool().find_site("127.0.0.1:2527");
+    pool().apply_automation("127.0.0.1:2527", _owner.last_rule, "421 4.7.0 [TSS04] ...", nullptr);
+    EXPECT_TRUE(other->controller->suspended(now_us));
+}
+
+// Review finding 6b: automation hears every negative reply of a job, not just its first, and
+// also when another recipient was accepted.
+class DestinationPoolAutomationReplies : public DestinationPoolTest,
+                                         public testing::WithParamInterface<protocol::outcome_kind> {};
+
+TEST_P(DestinationPoolAutomationReplies, AReplyAfterTheFirstNegativeOneStillFiresItsRule) {
+    _rules_json = R"({"automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "1h"}]})";
+    submit(static_route());
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    delivery_job* job = std::exchange(c.job, nullptr);
+    ASSERT_NE(job, nullptr);
+    ++c.sent;
+    protocol::message_outcome outcome;
+    outcome.kind = protocol::outcome_kind::transient_failure;
+    protocol::recipient_outcome first, second;
+    first.kind = GetParam();  // a 550 unknown user, or accepted
+    first.reply.origin = protocol::reply_origin::peer;
+    first.reply.code = GetParam() == protocol::outcome_kind::accepted ? 250 : 550;
+    first.reply.text = GetParam() == protocol::outcome_kind::accepted ? "2.1.5 Ok" : "5.1.1 <a@example.net>: unknown user";
+    second.kind = protocol::outcome_kind::transient_failure;
+    second.reply.origin = protocol::reply_origin::peer;
+    second.reply.code = 421;
+    second.reply.text = "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume";
+    outcome.recipients = {first, second};
+    follow(c, pool().job_done(c, job, outcome, next_hop_ref{c.target.host, "127.0.0.1:2526", "", ""}));
+    bool suspended = false;
+    for (const auto& [site_name, change] : _owner.changes) suspended = suspended || change.event == shaping_event::suspend;
+    EXPECT_TRUE(suspended) << "the second recipient's [TSS04] suspends the site";
+    EXPECT_TRUE(pool().find_site("127.0.0.1:2526")->controller->suspended(static_cast<std::uint64_t>(_clock.now_ms) * 1000));
+    EXPECT_EQ(c.assigned.size(), 1u) << "no message while suspended";
+}
+
+INSTANTIATE_TEST_SUITE_P(FirstRecipient, DestinationPoolAutomationReplies,
+                         testing::Values(protocol::outcome_kind::permanent_failure, protocol::outcome_kind::accepted));
 
 // Issue 17: automation on reply text; a job finishing elsewhere does not end the suspension.
 TEST_F(DestinationPoolTest, ASuspendRuleHoldsTheSitesMailUntilItsEndAndAJobsEndDoesNotCancelIt) {

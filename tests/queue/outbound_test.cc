@@ -381,6 +381,32 @@ TEST_F(OutboundTest, RefusedConnectIsReportedBeforeGreeting) {
     ASSERT_TRUE(h.run_until([&] { return c->retirable(); }));
 }
 
+// Review finding 6c: another 4xx or 5xx greeting ends the session too (RFC 5321 §3.1: 554 is
+// "no SMTP service here"): QUIT, reported closed before the greeting with its reply, and no job
+// takes it as its outcome (a 554 used to bounce the job the connection was opened for).
+class OutboundRefusedGreeting : public OutboundTest, public testing::WithParamInterface<const char*> {};
+
+TEST_P(OutboundRefusedGreeting, EndsTheSessionWithoutTakingAJob) {
+    job(4, {"b@example.net"}, "x\r\n");
+    open();
+    accept_peer();
+    say(std::string(GetParam()) + "\r\n");
+    EXPECT_EQ(expect("\r\n"), "QUIT\r\n");
+    say("221 Bye\r\n");
+    ASSERT_TRUE(h.run_until([&] { return !owner.closes.empty(); }));
+    ASSERT_EQ(owner.events, (std::vector<std::string>{"closed"})) << "no job taken, none failed";
+    const close_report& r = owner.closes[0];
+    EXPECT_TRUE(r.before_greeting);
+    EXPECT_EQ(r.stage, attempt_stage::greeting);
+    EXPECT_EQ(std::to_string(r.code) + " " + r.text, GetParam());
+    EXPECT_EQ(r.why, GetParam()) << "the reason the pool defers its waiting mail with";
+    EXPECT_EQ(owner.jobs.size(), 1U) << "the job stays with the pool";
+}
+
+INSTANTIATE_TEST_SUITE_P(Replies, OutboundRefusedGreeting,
+                         testing::Values("554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked",
+                                         "450 4.3.2 Service currently unavailable"));
+
 // Issue 17: a 421 greeting (the receiver's connection limit) is reported before the greeting,
 // at the greeting stage, with the reply the pool reads the throttle signal from.
 TEST_F(OutboundTest, A421GreetingIsReportedWithItsReplyAtTheGreetingStage) {

@@ -86,14 +86,15 @@ TEST(ShapingRules, ParsesEveryKey) {
       "default": {"connection_limit": 16, "max_deliveries_per_connection": 1000, "idle_timeout": "30s",
                   "max_connection_rate": "600/min", "max_message_rate": "100/s,max_burst=5",
                   "max_recipients_per_transaction": 100, "adaptive": false,
-                  "warmup": {"start": "2026-12-01", "daily": [200, 500, 1000]},
                   "source": ["https://example.org/a", "https://example.org/b"], "note": "n", "_x": 1},
       "domains": {"Example.NET": {"max_message_rate": "50/s"}},
       "providers": {"google": {"match": {"mx_suffix": [".Google.com", "googlemail.com."]},
                                "connection_limit": 20, "max_deliveries_per_connection": 50}},
       "automation": [{"name": "y", "provider": "google", "match": "\\[TSS04\\]", "action": "suspend", "duration": "1h"},
                      {"match": "^421 4\\.7\\.0", "action": "throttle", "factor": 0.5, "duration": "10m",
-                      "source": "s", "note": "n", "_c": true}]})");
+                      "source": "s", "note": "n", "_c": true}],
+      "warmup": {"ip1": {"start": "2026-12-01", "daily": [200, 500, 1000], "source": "s", "note": "n",
+                         "providers": {"google": {"daily": [50, 100]}, "_c": 1}}}})");
     EXPECT_EQ(r.default_rule.connection_limit, 16u);
     EXPECT_EQ(r.default_rule.max_deliveries_per_connection, 1000u);
     EXPECT_EQ(r.default_rule.idle_timeout, seconds(30));
@@ -101,9 +102,16 @@ TEST(ShapingRules, ParsesEveryKey) {
     EXPECT_EQ(r.default_rule.max_message_rate->burst, 5u);
     EXPECT_EQ(r.default_rule.max_recipients_per_transaction, 100u);
     EXPECT_EQ(r.default_rule.adaptive, false);
-    ASSERT_TRUE(r.default_rule.warmup.has_value());
-    EXPECT_EQ(r.default_rule.warmup->start_day, *parse_civil_date("2026-12-01"));
-    EXPECT_EQ(r.default_rule.warmup->daily, (std::vector<std::uint64_t>{200, 500, 1000}));
+    ASSERT_EQ(r.warmup.size(), 1u);
+    EXPECT_EQ(r.warmup[0].source, "ip1");
+    ASSERT_TRUE(r.warmup[0].all_sites.has_value());
+    EXPECT_EQ(r.warmup[0].all_sites->start_day, *parse_civil_date("2026-12-01"));
+    EXPECT_EQ(r.warmup[0].all_sites->daily, (std::vector<std::uint64_t>{200, 500, 1000}));
+    ASSERT_EQ(r.warmup[0].providers.size(), 1u);
+    EXPECT_EQ(r.warmup[0].providers[0].provider, "google");
+    // A provider's schedule without a start of its own starts with the source's.
+    EXPECT_EQ(r.warmup[0].providers[0].schedule.start_day, *parse_civil_date("2026-12-01"));
+    EXPECT_EQ(r.warmup[0].providers[0].schedule.daily, (std::vector<std::uint64_t>{50, 100}));
     EXPECT_EQ(r.default_rule.source.size(), 2u);
     ASSERT_EQ(r.domains.size(), 1u);
     EXPECT_EQ(r.domains[0].domain, "example.net");
@@ -168,11 +176,11 @@ INSTANTIATE_TEST_SUITE_P(
         bad_file{"NotJson", "{", "test.json: not valid JSON: The JSON document has an improper structure: missing or superfluous commas, braces, missing keys, etc."},
         bad_file{"NotObject", "[]", "test.json: the top level must be a JSON object (default, domains, providers, automation)"},
         bad_file{"UnknownTopKey", R"({"defaults": {}})",
-                 "test.json: defaults: unknown key (the top level has default, domains, providers, automation, version, about)"},
+                 "test.json: defaults: unknown key (the top level has default, domains, providers, automation, warmup, version, about)"},
         bad_file{"UnknownLimitKey", R"({"default": {"connection_limits": 3}})",
                  "test.json: default.connection_limits: unknown key (a rule has connection_limit, max_connection_rate, "
                  "max_message_rate, max_deliveries_per_connection, max_recipients_per_transaction, idle_timeout, "
-                 "adaptive, warmup, source, note)"},
+                 "adaptive, source, note)"},
         bad_file{"BadRate", R"({"domains": {"example.net": {"max_message_rate": "10/x"}}})",
                  "test.json: domains.\"example.net\".max_message_rate: \"10/x\": unknown period \"x\" (use s, min, h or day)"},
         bad_file{"RateNotText", R"({"default": {"max_connection_rate": 10}})",
@@ -187,14 +195,29 @@ INSTANTIATE_TEST_SUITE_P(
                  "test.json: default.idle_timeout: \"0s\": must be from 1s to 1d"},
         bad_file{"AdaptiveNotBool", R"({"default": {"adaptive": "yes"}})",
                  "test.json: default.adaptive: expected true or false"},
-        bad_file{"BadWarmupDate", R"({"default": {"warmup": {"start": "2026-02-30", "daily": [1]}}})",
-                 "test.json: default.warmup.start: expected a date \"YYYY-MM-DD\""},
-        bad_file{"EmptyWarmup", R"({"default": {"warmup": {"start": "2026-02-01", "daily": []}}})",
-                 "test.json: default.warmup.daily: expected an array of 1 to 366 daily message counts"},
-        bad_file{"ZeroWarmupDay", R"({"default": {"warmup": {"start": "2026-02-01", "daily": [10, 0]}}})",
-                 "test.json: default.warmup.daily[2]: expected an integer from 1 to 1000000000"},
-        bad_file{"WarmupUnknownKey", R"({"default": {"warmup": {"start": "2026-02-01", "daily": [1], "end": 3}}})",
-                 "test.json: default.warmup.end: unknown key (a warmup has start and daily)"},
+        bad_file{"BadWarmupDate", R"({"warmup": {"a": {"start": "2026-02-30", "daily": [1]}}})",
+                 "test.json: warmup.\"a\".start: expected a date \"YYYY-MM-DD\""},
+        bad_file{"EmptyWarmup", R"({"warmup": {"a": {"start": "2026-02-01", "daily": []}}})",
+                 "test.json: warmup.\"a\".daily: expected an array of 1 to 366 daily message counts"},
+        bad_file{"ZeroWarmupDay", R"({"warmup": {"a": {"start": "2026-02-01", "daily": [10, 0]}}})",
+                 "test.json: warmup.\"a\".daily[2]: expected an integer from 1 to 1000000000"},
+        bad_file{"WarmupUnknownKey", R"({"warmup": {"a": {"start": "2026-02-01", "daily": [1], "end": 3}}})",
+                 "test.json: warmup.\"a\".end: unknown key (a warm-up has start, daily, providers, source, note)"},
+        bad_file{"WarmupWithoutStart", R"({"warmup": {"a": {"daily": [1]}}})",
+                 "test.json: warmup.\"a\": missing \"start\""},
+        bad_file{"WarmupWithoutDaily", R"({"warmup": {"a": {"start": "2026-02-01"}}})",
+                 "test.json: warmup.\"a\": missing \"daily\" (or \"providers\")"},
+        bad_file{"ProviderWarmupWithoutStart", R"({"warmup": {"a": {"providers": {"g": {"daily": [5]}}}}})",
+                 "test.json: warmup.\"a\".providers.\"g\": missing \"start\" (here or in the source's warm-up)"},
+        bad_file{"ProviderWarmupUnknownKey",
+                 R"({"warmup": {"a": {"start": "2026-02-01", "providers": {"g": {"daily": [5], "x": 1}}}}})",
+                 "test.json: warmup.\"a\".providers.\"g\".x: unknown key (a provider's warm-up has start and daily)"},
+        bad_file{"BadWarmupSourceName", R"({"warmup": {"a b": {"start": "2026-02-01", "daily": [1]}}})",
+                 "test.json: warmup.\"a b\": an egress source name is 1-64 letters, digits, '-', '_' and '.'"},
+        // A warm-up is an IP address's: inside a site's rule it is refused, saying where it goes.
+        bad_file{"WarmupInARule", R"({"default": {"warmup": {"start": "2026-02-01", "daily": [1]}}})",
+                 "test.json: default.warmup: a warm-up belongs to an egress source: the top level's \"warmup\": "
+                 "{\"SOURCE\": {\"start\": ..., \"daily\": [...], \"providers\": {...}}}"},
         bad_file{"BadDomain", R"({"domains": {"exa mple.net": {}}})",
                  "test.json: domains.\"exa mple.net\": not a domain name"},
         bad_file{"DomainTwice", R"({"domains": {"example.net": {}, "EXAMPLE.net.": {}}})",
@@ -204,7 +227,7 @@ INSTANTIATE_TEST_SUITE_P(
         bad_file{"ProviderUnknownKey", R"({"providers": {"g": {"match": {"mx_suffix": ".g.com"}, "limit": 1}}})",
                  "test.json: providers.\"g\".limit: unknown key (a provider has match, connection_limit, "
                  "max_connection_rate, max_message_rate, max_deliveries_per_connection, "
-                 "max_recipients_per_transaction, idle_timeout, adaptive, warmup, source, note)"},
+                 "max_recipients_per_transaction, idle_timeout, adaptive, source, note)"},
         bad_file{"MatchUnknownKey", R"({"providers": {"g": {"match": {"mx": ".g.com"}}}})",
                  "test.json: providers.\"g\".match.mx: unknown key (a match has mx_suffix)"},
         bad_file{"BadSuffix", R"({"providers": {"g": {"match": {"mx_suffix": ["..g.com"]}}}})",
@@ -261,6 +284,45 @@ const char* const layered = R"({
                              "connection_limit": 20, "max_deliveries_per_connection": 50},
                 "google-l": {"match": {"mx_suffix": [".l.google.com"]}, "connection_limit": 7},
                 "exact":    {"match": {"mx_suffix": ["mx.example.org"]}, "connection_limit": 3}}})";
+
+TEST(ShapingRules, WarmupNamingAnUnknownProviderIsRefused) {
+    const shaping_rules r = parse(R"({"warmup": {"a": {"start": "2026-12-01", "providers": {"nope": {"daily": [5]}}}}})");
+    EXPECT_EQ(check_shaping_rules(r).error(), "test.json: warmup.\"a\".providers: unknown provider \"nope\"");
+}
+
+TEST(ShapingRules, WarmupNamingAnUnknownSourceIsRefused) {
+    const shaping_rules r = parse(R"({"warmup": {"a": {"start": "2026-12-01", "daily": [5]},
+                                                "ip9": {"start": "2026-12-01", "daily": [5]}}})");
+    const std::vector<std::string_view> both = {"a", "ip9"}, one = {"a", "b"};
+    EXPECT_TRUE(check_warmup_sources(r, both).has_value());
+    EXPECT_EQ(check_warmup_sources(r, one).error(), "test.json: warmup.\"ip9\": no --egress-source named \"ip9\"");
+}
+
+TEST(ShapingRules, WarmupProviderScheduleElseAllSites) {
+    const shaping_rules r = parse(R"({"providers": {"google": {"match": {"mx_suffix": ".google.com"}}},
+      "warmup": {"a": {"start": "2026-12-01", "daily": [200], "providers": {"google": {"daily": [50]}}},
+                 "b": {"start": "2026-12-01", "providers": {"google": {"daily": [60]}}}}})");
+    std::string_view as;
+    ASSERT_NE(r.find_warmup("a"), nullptr);
+    EXPECT_EQ(r.find_warmup("a")->schedule_for("google", as)->daily.front(), 50u);
+    EXPECT_EQ(as, "google");
+    EXPECT_EQ(r.find_warmup("a")->schedule_for("yahoo", as)->daily.front(), 200u);
+    EXPECT_EQ(as, "");
+    EXPECT_EQ(r.find_warmup("a")->schedule_for("", as)->daily.front(), 200u);
+    EXPECT_EQ(r.find_warmup("b")->schedule_for("yahoo", as), nullptr);  // b is limited only for google
+    EXPECT_EQ(r.find_warmup("c"), nullptr);
+}
+
+TEST(ShapingRules, LaterFileReplacesASourcesWarmupWhole) {
+    shaping_rules base = parse(R"({"warmup": {"a": {"start": "2026-12-01", "daily": [200], "providers": {"g": {"daily": [5]}}},
+                                              "b": {"start": "2026-12-01", "daily": [7]}}})");
+    const shaping_rules over = parse(R"({"warmup": {"a": {"start": "2026-12-05", "daily": [300]}}})");
+    const shaping_rules m = merge_shaping_rules(std::move(base), over);
+    ASSERT_EQ(m.warmup.size(), 2u);
+    EXPECT_EQ(m.find_warmup("a")->all_sites->daily.front(), 300u);
+    EXPECT_TRUE(m.find_warmup("a")->providers.empty());
+    EXPECT_EQ(m.find_warmup("b")->all_sites->daily.front(), 7u);
+}
 
 TEST(ShapingRules, DomainThenProviderThenDefaultFieldByField) {
     const shaping_rules r = parse(layered);
