@@ -157,6 +157,12 @@ constexpr flag_descriptor flag_table[] = {
      .help = "inbound connections at once, all shards; above it 421 4.7.0"},
     {.name = "--max-connections-per-ip", .member = &config::max_connections_per_ip, .unset_means = "no limit",
      .help = "inbound connections at once from one IPv4 address or IPv6 /64; above it 421 4.7.0"},
+    {.name = "--http", .member = &config::http, .unset_means = "none",
+     .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format); repeatable"},
+    {.name = "--http-networks", .member = &config::http_networks,
+     .help = "CIDR,... of clients that may call the HTTP endpoint; others get 403"},
+    {.name = "--http-timeout", .member = &config::http_timeout, .min = 1, .max = 3600, .unit = "seconds",
+     .help = "seconds an HTTP request may take to arrive whole before 408 (and an idle connection stays open)"},
     {.name = "--log", .member = &config::log, .help = "delivery log, JSON lines; '-' for stdout, '' for none"},
     {.name = "--list-spool", .member = &config::list_spool, .command_line_only = true,
      .help = "print the number and ids of spooled messages, then exit"},
@@ -266,6 +272,19 @@ constexpr std::string_view derived_json_key(const flag_descriptor& f) noexcept {
     if (f.command_line_only) return {};
     if (!f.json_key.empty()) return f.json_key;
     return f.name.substr(f.form == flag_form::negated ? 5 : 2);
+}
+
+// Parses every item of a list flag into `out` (cleared first); an error names the flag.
+template <typename Parse, typename T>
+std::expected<void, std::string> parse_each(const std::vector<std::string>& items, Parse parse, std::vector<T>& out,
+                                            std::string_view flag) {
+    out.clear();
+    for (const std::string& item : items) {
+        auto v = parse(item);
+        if (!v) return std::unexpected(std::string(flag) + ": " + v.error());
+        out.push_back(*v);
+    }
+    return {};
 }
 
 // Not constexpr: a row that calls it stops the build, and the compiler's message quotes the text.
@@ -586,18 +605,8 @@ std::expected<void, std::string> finish_config(config& c) {
     if (c.spool_segment_bytes < min_spool_segment_bytes || c.spool_segment_bytes > max_spool_segment_bytes)
         return std::unexpected("--spool-segment-size: must be between 1MiB and 1GiB, got '" + c.spool_segment_size + "'");
     if (c.listen.empty()) return std::unexpected("--listen: at least one ADDR:PORT is needed");
-    c.listen_endpoints.clear();
-    for (const std::string& l : c.listen) {
-        auto e = parse_endpoint(l);
-        if (!e) return std::unexpected("--listen: " + e.error());
-        c.listen_endpoints.push_back(*e);
-    }
-    c.listen_tls_endpoints.clear();
-    for (const std::string& l : c.listen_tls) {
-        auto e = parse_endpoint(l);
-        if (!e) return std::unexpected("--listen-tls: " + e.error());
-        c.listen_tls_endpoints.push_back(*e);
-    }
+    if (auto ok = parse_each(c.listen, parse_endpoint, c.listen_endpoints, "--listen"); !ok) return ok;
+    if (auto ok = parse_each(c.listen_tls, parse_endpoint, c.listen_tls_endpoints, "--listen-tls"); !ok) return ok;
     if (c.tls_cert.empty() != c.tls_key.empty())
         return std::unexpected(c.tls_cert.empty() ? "--tls-key: needs --tls-cert as well"
                                                   : "--tls-cert: needs --tls-key as well");
@@ -615,12 +624,9 @@ std::expected<void, std::string> finish_config(config& c) {
         if (!p) return std::unexpected("--route-tls: " + p.error());
         c.route_tls_table.push_back(config::route_tls_entry{lower(r.substr(0, eq)), *p});
     }
-    c.relay_cidrs.clear();
-    for (const std::string& n : c.relay_networks) {
-        auto net = parse_cidr(n);
-        if (!net) return std::unexpected("--relay-networks: " + net.error());
-        c.relay_cidrs.push_back(*net);
-    }
+    if (auto ok = parse_each(c.relay_networks, parse_cidr, c.relay_cidrs, "--relay-networks"); !ok) return ok;
+    if (auto ok = parse_each(c.http, parse_endpoint, c.http_endpoints, "--http"); !ok) return ok;
+    if (auto ok = parse_each(c.http_networks, parse_cidr, c.http_cidrs, "--http-networks"); !ok) return ok;
     for (std::string& d : c.relay_domains) {
         d = lower(d);
         if (d.empty() || d.find_first_of(" \t\r\n@<>") != std::string::npos)

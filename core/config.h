@@ -127,12 +127,19 @@ struct config {
     std::string suppress;                  // --suppress TENANT:ADDRESS
     std::string unsuppress;                // --unsuppress TENANT:ADDRESS
 
+    // HTTP endpoint (issue 18; core/http_connection.h, queue/http_api.h): served by the shards.
+    std::vector<std::string> http;         // "ADDR:PORT"; none by default
+    std::vector<std::string> http_networks{"127.0.0.0/8", "::1/128"};  // may call every path; others 403
+    std::uint32_t http_timeout = 30;       // seconds a request may take to arrive whole, then 408
+
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
     std::uint64_t body_cache_bytes = 256ull << 20;  // --body-cache-size
     std::uint64_t spool_segment_bytes = 64ull << 20;  // --spool-segment-size
     std::vector<endpoint> listen_tls_endpoints;
     std::vector<cidr> relay_cidrs;
+    std::vector<endpoint> http_endpoints;  // --http
+    std::vector<cidr> http_cidrs;          // --http-networks
     struct route {
         std::string domain;  // lower-case; "*" = any
         endpoint next_hop;

@@ -80,6 +80,7 @@ void connection::begin_commit() noexcept {
 void connection::dkim_signed(void* self, dkim_job& job) noexcept {
     auto* c = static_cast<connection*>(self);
     c->_dkim_made = job.summaries();
+    c->_shard.mutable_counters().dkim_signatures.fetch_add(c->_dkim_made.size(), std::memory_order_relaxed);
     c->_dkim_errors.insert(c->_dkim_errors.end(), job.errors().begin(), job.errors().end());
     if (!job.fields().empty()) {
         try {

@@ -113,6 +113,8 @@ public:
 
     [[nodiscard]] delivery_counters counters() const noexcept;
     [[nodiscard]] std::size_t queued_messages() const noexcept { return _store.size(); }
+    // Outbound connections made by this shard's destination pools.
+    [[nodiscard]] std::uint64_t connections_opened() const noexcept { return _connections.made(); }
 
     // A mailbox message from another shard (called on this shard by its reactor): a job for a
     // destination this shard owns, or the outcome of one of this shard's jobs.

@@ -58,6 +58,7 @@ outbound::~outbound() {
 std::unique_ptr<outbound_link> outbound_factory::make(const connection_target& target,
                                                       const protocol::client_config& config, core::tls_verify verify,
                                                       outbound_owner& owner) {
+    ++_made;
     return std::make_unique<outbound>(_streams, _tls, owner, target, config, verify);
 }
 

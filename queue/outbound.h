@@ -239,9 +239,12 @@ public:
     [[nodiscard]] std::unique_ptr<outbound_link> make(const connection_target& target,
                                                       const protocol::client_config& config, core::tls_verify verify,
                                                       outbound_owner& owner) override;
+    // Connections made so far (each a connect attempt).
+    [[nodiscard]] std::uint64_t made() const noexcept { return _made; }
 
 private:
     const core::stream_services _streams;
+    std::uint64_t _made = 0;
     tls_client_policy& _tls;
 };
 

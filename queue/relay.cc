@@ -171,6 +171,8 @@ std::expected<void, std::string> relay::start() {
     for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
     for (const core::endpoint& e : _config.listen_tls_endpoints) listen.push_back({e, listener_kind::implicit_tls});
     _links = std::make_unique<shard_links>(_config.shards);
+    _metrics = std::make_unique<metrics_sources>(_config.shards);
+    std::vector<core::endpoint> http_listen = _config.http_endpoints;
     // The shards start one at a time, each recovering its spool directory first; on a large
     // spool this takes a while, and the line says what the relay is doing meanwhile.
     core::diag("starting " + std::to_string(_config.shards) + " shard(s): recovering the spool in " + _config.spool);
@@ -180,7 +182,8 @@ std::expected<void, std::string> relay::start() {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
                                     _limits, *_links, _bounce_rules, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
-                                    _suppressions.get(), _suppression_generation));
+                                    _suppressions.get(), _suppression_generation, http_listen, _metrics.get()));
+        _metrics->set(i, &_shards.back()->counters());
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -204,6 +207,8 @@ std::expected<void, std::string> relay::start() {
             // Every shard binds the same endpoints (SO_REUSEPORT): a port 0 becomes shard 0's.
             for (std::size_t k = 0; k < listen.size() && k < r.bound.size(); ++k) listen[k].endpoint = r.bound[k];
             _bound = r.bound;
+            http_listen = r.http_bound;
+            _http_bound = r.http_bound;
         }
     }
     _fixed_buffers_summary = describe_fixed_buffers(fixed_buffers, fixed_buffers_refusal);

@@ -43,6 +43,8 @@ public:
     [[nodiscard]] std::expected<void, std::string> start();
     // The endpoints really bound (port 0 resolved).
     [[nodiscard]] const std::vector<core::endpoint>& endpoints() const noexcept { return _bound; }
+    // The --http endpoints really bound (port 0 resolved).
+    [[nodiscard]] const std::vector<core::endpoint>& http_endpoints() const noexcept { return _http_bound; }
     [[nodiscard]] const core::kernel_features& features() const noexcept { return _features; }
     [[nodiscard]] std::size_t recovered_messages() const noexcept { return _recovered; }
     // After start(): the kTLS probe, and one line on inbound TLS (where the certificate came
@@ -125,6 +127,8 @@ private:
     // Before _shards: their deliveries send through it. mailbox [i * shards + j] goes from
     // shard i to shard j (i != j); filled by start() once every shard's reactor exists.
     std::unique_ptr<shard_links> _links;
+    // Before _shards: their HTTP endpoints read every shard's counters through it (/metrics).
+    std::unique_ptr<metrics_sources> _metrics;
     std::vector<std::unique_ptr<shard>> _shards;
     std::vector<std::unique_ptr<std::promise<shard_init_result>>> _ready;
     std::promise<void> _go;
@@ -132,6 +136,7 @@ private:
     bool _go_set = false;
     std::vector<std::thread> _threads;
     std::vector<core::endpoint> _bound;
+    std::vector<core::endpoint> _http_bound;
     std::size_t _recovered = 0;
     std::unique_ptr<retry_schedule> _schedule;
     bool _control_ready = false;

@@ -30,7 +30,8 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
              std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
              const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
              const inbound_tls* tls, inbound_auth* auth,
-             dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation)
+             dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation,
+             std::vector<core::endpoint> http_listen, const metrics_sources* metrics)
     : _index(index),
       _config(config),
       _server(server),
@@ -50,10 +51,14 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _links(links),
       _bounce_rules(bounce_rules),
       _auth_queue(config.auth_queue_size, static_cast<std::int64_t>(config.auth_queue_timeout) * 1000),
-      _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000) {
+      _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000),
+      _http_deadlines(static_cast<std::int64_t>(config.http_timeout) * 1000),
+      _http_listen(std::move(http_listen)),
+      _metrics(metrics) {
 }
 
 shard::~shard() {
+    _http.reset();
     _front.reset();  // the connections, before the delivery and spool they use
     _delivery.reset();
     _dns.reset();
@@ -109,6 +114,14 @@ std::string shard::init() {
             return "cannot listen with TLS on " + core::to_string(l.endpoint) + ": no certificate";
         if (std::string e = _front->listen(l.endpoint, l.kind); !e.empty()) return e;
     }
+    if (!_http_listen.empty() && _metrics != nullptr) {
+        _http_api = std::make_unique<http_api>(_config, *_metrics);
+        _http = std::make_unique<core::http_server>(
+            core::stream_services{_reactor, _buffers, _streams, &_http_deadlines}, *_http_api,
+            "shard " + std::to_string(_index));
+        for (const core::endpoint& e : _http_listen)
+            if (std::string err = _http->listen(e); !err.empty()) return err;
+    }
     return {};
 }
 
@@ -132,6 +145,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     }
     if (result.error.empty()) {
         result.bound = _front->bound();
+        if (_http) result.http_bound = _http->bound();
         result.fixed_buffers = _reactor.fixed_buffers().capacity();
         result.fixed_buffers_refusal = _fixed_buffers_refusal;
     }
@@ -147,6 +161,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     _go.wait();
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
     _front->start();
+    if (_http) _http->start();
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         const int dns_wait = _dns->next_timeout_ms();
@@ -205,6 +220,7 @@ void shard::begin_stop() noexcept {
     _stopping = true;
     _stop_deadline_ms = core::monotonic_ms() + static_cast<std::int64_t>(_config.shutdown_timeout) * 1000;
     _front->stop();
+    if (_http) _http->stop();
     // Password checks still waiting for room are answered 454 4.7.0 now (the session then
     // says 421 and closes); no new one waits while the shard stops.
     _auth_queue.drain();
@@ -246,6 +262,7 @@ void shard::tick() noexcept {
         }
     }
     _deadlines.expire(now);
+    _http_deadlines.expire(now);
     // Postfix's rule: room for one and a half of the largest message.
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
     _delivery->tick(now);
@@ -255,6 +272,7 @@ void shard::tick() noexcept {
     _counters.fixed_buffer_reads.store(reads.fixed_reads, std::memory_order_relaxed);
     _counters.plain_buffer_reads.store(reads.plain_reads, std::memory_order_relaxed);
     _counters.queued_for_delivery.store(_delivery->queued_messages(), std::memory_order_relaxed);
+    publish_counters();
     if (_stopping && now >= _stop_deadline_ms) {
         if (!_grace_over) {
             _grace_over = true;
@@ -267,6 +285,22 @@ void shard::tick() noexcept {
         _front->stop_connections(true);
     }
     _front->tick();
+    if (_http) _http->tick();
+}
+
+// The counts /metrics reads that live in shard-local structures: copied once a tick.
+void shard::publish_counters() noexcept {
+    const delivery_counters d = _delivery->counters();
+    _counters.deferred.store(d.deferred, std::memory_order_relaxed);
+    _counters.bounced.store(d.bounced, std::memory_order_relaxed);
+    _counters.expired.store(d.expired, std::memory_order_relaxed);
+    _counters.dsns.store(d.dsns, std::memory_order_relaxed);
+    _counters.outbound_connections.store(_delivery->connections_opened(), std::memory_order_relaxed);
+    if (_http) {  // only a scrape reads it; the segment list is walked once a second
+        std::uint64_t bytes = 0;
+        for (const spool::segment_info& s : _spool->segments()) bytes += s.size;
+        _counters.spool_bytes.store(bytes, std::memory_order_relaxed);
+    }
 }
 
 bool shard::may_exit() noexcept {
@@ -299,7 +333,7 @@ bool shard::may_exit() noexcept {
 }
 
 bool shard::drained() const noexcept {
-    return _front->drained() && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
+    return _front->drained() && (!_http || _http->drained()) && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
            (!_suppressions || _suppressions->idle());
 }
 
@@ -342,7 +376,7 @@ void shard::count(server_event event, std::uint64_t n) noexcept {
         _counters.tls_discarded_bytes.fetch_add(n, std::memory_order_relaxed);
         return;
     case server_event::early_talker: _counters.early_talkers.fetch_add(n, std::memory_order_relaxed); return;
-    case server_event::input_bytes: return;  // not counted by the relay
+    case server_event::input_bytes: _counters.received_bytes.fetch_add(n, std::memory_order_relaxed); return;
     }
 }
 
@@ -369,6 +403,7 @@ void shard::on_turn_end() noexcept {
     _streams.run();
     _delivery->on_turn_end();
     _front->end_turn();
+    if (_http) _http->end_turn();
 }
 
 }  // namespace ringrelay::queue

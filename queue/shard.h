@@ -36,7 +36,10 @@
 #include "queue/delivery.h"
 #include "queue/retry_schedule.h"
 #include "queue/server_front.h"
+#include "queue/shard_counters.h"
 #include "queue/egress.h"
+#include "queue/http_api.h"
+#include "queue/metrics.h"
 #include "queue/shaping_table.h"
 #include "queue/spool.h"
 #include "queue/storage.h"
@@ -86,33 +89,11 @@ using storage_factory = std::function<std::unique_ptr<storage>(core::reactor&)>;
 struct shard_init_result {
     std::string error;                        // empty on success
     std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved), in listen order
+    std::vector<core::endpoint> http_bound;   // the same for --http
     std::size_t unfinished_messages = 0;  // of which still to deliver
     std::vector<std::string> recovery_problems;
     unsigned fixed_buffers = 0;          // registered for streamed body reads (queue/outbound.h)
     std::string fixed_buffers_refusal;   // why the kernel refused (some of) them; empty: it did not
-};
-
-struct shard_counters {
-    // Written by the shard thread, read by others (tests, status output): own cache line.
-    alignas(64) std::atomic<std::uint64_t> accepted_connections{0};
-    std::atomic<std::uint64_t> messages_queued{0};
-    std::atomic<std::uint64_t> messages_failed{0};
-    std::atomic<std::uint64_t> open_connections{0};
-    std::atomic<std::uint64_t> refused_connections{0};  // over --max-connections(-per-ip)
-    std::atomic<std::uint64_t> early_talkers{0};        // spoke before the greeting: 521 5.5.1
-    std::atomic<std::uint64_t> tls_handshakes{0};       // completed (STARTTLS and implicit)
-    std::atomic<std::uint64_t> tls_failures{0};         // handshake or record failures, handshake timeouts
-    std::atomic<std::uint64_t> tls_discarded_bytes{0};  // sent after STARTTLS, before the handshake
-    std::atomic<std::uint64_t> auth_successes{0};
-    std::atomic<std::uint64_t> auth_failures{0};        // failed AUTH attempts (535 or 421)
-    std::atomic<std::uint64_t> auth_queued{0};          // AUTH attempts that waited for room (auth_wait_queue)
-    std::atomic<std::uint64_t> auth_refused_for_load{0};// 454 4.7.0: wait queue full or wait too long
-    std::atomic<std::uint64_t> delivered{0};
-    std::atomic<std::uint64_t> queued_for_delivery{0};
-    // Pieces of streamed bodies read into a registered buffer, and into plain memory (none
-    // free, or none registered); core::fixed_buffer_counters, copied every tick.
-    std::atomic<std::uint64_t> fixed_buffer_reads{0};
-    std::atomic<std::uint64_t> plain_buffer_reads{0};
 };
 
 class shard final : public core::turn_hook,
@@ -124,14 +105,16 @@ public:
     // endpoints to bind (port 0 picks one; main passes shard 0's result to the others).
     // bounce_rules: the relay's classification table, read by every shard (never written after
     // the relay starts). tls: null for no TLS (then no implicit-TLS listener may be given and
-    // server.tls must be none).
+    // server.tls must be none). http_listen: the --http endpoints (port 0 as for listen);
+    // metrics: every shard's counters, for /metrics (relay-owned; null: no HTTP endpoint).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
           const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage = {},
           const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
           dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
-          std::uint64_t suppression_generation = 0);
+          std::uint64_t suppression_generation = 0, std::vector<core::endpoint> http_listen = {},
+          const metrics_sources* metrics = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -219,6 +202,7 @@ private:
     std::string init();
     void begin_stop() noexcept;
     void tick() noexcept;
+    void publish_counters() noexcept;
     // Builds this shard's server context from the relay's current credentials.
     [[nodiscard]] std::string build_tls_context();
     [[nodiscard]] bool drained() const noexcept;
@@ -268,6 +252,13 @@ private:
     // delivery, auth queue), so destroyed before it.
     std::unique_ptr<server_front> _front;
     core::deadline_list _deadlines;
+    // The HTTP endpoint (issue 18): its request deadlines (--http-timeout), routes, listeners
+    // and connections; null without --http.
+    core::deadline_list _http_deadlines;
+    std::vector<core::endpoint> _http_listen;
+    const metrics_sources* _metrics;
+    std::unique_ptr<http_api> _http_api;
+    std::unique_ptr<core::http_server> _http;
     core::date_cache _dates;
     std::uint64_t _next_id = 0;
     std::int64_t _next_tick_ms = 0;

@@ -235,6 +235,10 @@ int main(int argc, char** argv) {
     core::diag(node.shaping_summary());
     core::diag(node.egress_summary());
     core::diag(node.fixed_buffers_summary());
+    std::string http_where;
+    for (const core::endpoint& e : node.http_endpoints())
+        http_where += (http_where.empty() ? "" : ", ") + core::to_string(e);
+    core::diag(http_where.empty() ? "HTTP: off (no --http)" : "HTTP on " + http_where + " (GET /metrics)");
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +

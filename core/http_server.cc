@@ -1,0 +1,171 @@
+// core/http_server.cc: see http_server.h.
+#include "core/http_server.h"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "core/clock.h"
+#include "core/invariant.h"
+
+namespace ringrelay::core {
+
+namespace {
+constexpr int listen_backlog = 1024;
+// Answers queued behind a client that does not read them, beyond which it is not read.
+constexpr std::size_t max_pending_output = 1024 * 1024;
+// The listener's refusal (over max_http_connections), sent before anything is read.
+constexpr std::string_view too_many_connections =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 34\r\n"
+    "Connection: close\r\n\r\n{\"error\": \"too many connections\"}\n";
+}  // namespace
+
+http_connection::http_connection(http_server& server, int fd, const sockaddr* peer)
+    : _server(server), _stream(server._services, *this) {
+    const socklen_t length = peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    std::memcpy(&_peer.storage, peer, length);
+    _peer.length = length;
+    _stream.adopt(fd);
+}
+
+http_connection::~http_connection() = default;
+
+void http_connection::start() noexcept {
+    _stream.touch_deadline(monotonic_ms());
+    _stream.start_receiving();
+}
+
+void http_connection::close() noexcept {
+    _closing = true;
+    _stream.stop_deadline();
+    _stream.close();
+}
+
+void http_connection::on_stream_data(std::string_view data) noexcept {
+    if (_closing) return;
+    _reader.receive(data);
+    serve();
+}
+
+void http_connection::serve() noexcept {
+    while (!_closing && _stream.unsent() < max_pending_output) {
+        auto next = _reader.next();
+        if (!next) {
+            answer(http_error_response(next.error()), false, false);
+            return;
+        }
+        if (!next->has_value()) break;
+        const http_request& request = **next;
+        http_response response;
+        _server._service.handle(request, _peer.addr(), response);
+        answer(response, request.keep_alive && !_server._stopping, request.method == http_method::head);
+        if (!_closing) _stream.touch_deadline(monotonic_ms());
+    }
+    if (_closing) return;
+    if (_stream.unsent() >= max_pending_output) {
+        _stream.pause_receive();
+    } else if (_stream.paused()) {
+        _stream.resume_receive();
+    }
+}
+
+void http_connection::answer(const http_response& response, bool keep_alive, bool head) noexcept {
+    append_http_response(_stream.out(), response, keep_alive, head);
+    _stream.want_flush();
+    if (!keep_alive) close();
+}
+
+void http_connection::on_stream_sent(std::uint8_t) noexcept {
+    if (!_closing && _stream.paused()) serve();
+}
+
+void http_connection::on_stream_timeout() noexcept {
+    if (_closing) return;
+    if (_reader.partial()) {
+        answer(http_json_error(408, "request not received in time (--http-timeout)"), false, false);
+    } else {
+        close();
+    }
+}
+
+void http_connection::on_stream_end(stream_end, std::string_view) noexcept {
+    _closing = true;
+    _stream.stop_deadline();
+}
+
+void http_connection::on_stream_finished() noexcept { _server.retire(*this); }
+
+http_server::http_server(const stream_services& services, http_service& service, std::string name)
+    : _services(services),
+      _service(service),
+      _name(std::move(name)),
+      _limits(&_open, max_http_connections, _addresses, 0, too_many_connections, too_many_connections) {}
+
+http_server::~http_server() {
+    for (http_connection* c : _connections) delete c;
+}
+
+std::string http_server::listen(const endpoint& at) {
+    auto l = std::make_unique<listener>(_services.ring, *this, _limits, _name);
+    if (auto ok = l->open(at, listen_backlog); !ok)
+        return "cannot listen for HTTP on " + to_string(at) + ": " + ok.error().message();
+    _listeners.push_back(std::move(l));
+    return {};
+}
+
+std::vector<endpoint> http_server::bound() const {
+    std::vector<endpoint> out;
+    for (const auto& l : _listeners)
+        if (auto e = l->bound()) out.push_back(*e);
+    return out;
+}
+
+void http_server::start() noexcept {
+    for (auto& l : _listeners) l->start();
+}
+
+void http_server::stop() noexcept {
+    _stopping = true;
+    for (auto& l : _listeners) l->stop();
+    for (http_connection* c : _connections) c->close();
+}
+
+void http_server::tick() noexcept {
+    for (auto& l : _listeners) l->tick();
+}
+
+void http_server::on_accepted(listener&, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
+    auto* c = new http_connection(*this, fd, peer);
+    c->address_slot = address_slot;
+    c->server_slot = _connections.size();
+    _connections.push_back(c);
+    c->start();
+    if (_stopping) c->close();
+}
+
+void http_server::on_refused(listener&, const sockaddr*, refusal) noexcept {}
+
+void http_server::end_turn() noexcept {
+    if (_graveyard.empty()) return;
+    std::sort(_graveyard.begin(), _graveyard.end());
+    _graveyard.erase(std::unique(_graveyard.begin(), _graveyard.end()), _graveyard.end());
+    for (http_connection* c : _graveyard) {
+        const std::size_t slot = c->server_slot;
+        RR_ASSERT(slot < _connections.size() && _connections[slot] == c);
+        _connections[slot] = _connections.back();
+        _connections[slot]->server_slot = slot;
+        _connections.pop_back();
+        _limits.release(c->address_slot);
+        delete c;
+    }
+    _graveyard.clear();
+}
+
+bool http_server::drained() const noexcept {
+    return _connections.empty() &&
+           std::all_of(_listeners.begin(), _listeners.end(), [](const auto& l) { return l->closed(); });
+}
+
+}  // namespace ringrelay::core

@@ -1,0 +1,132 @@
+// core/http_server.h: a shard's HTTP endpoint (--http, issue 18): its SO_REUSEPORT listeners
+// (core::listener, multishot accept on the shard's io_uring, like SMTP's) and its connections,
+// each a core::stream read by a core::http_reader. HTTP/1.1 keep-alive and pipelining: the
+// requests of one connection are answered in order, each answer queued behind the one
+// before and sent at the end of the loop turn with them. What a request gets is the
+// http_service's (queue/http_api.h routes and checks access); this knows nothing of SMTP.
+//
+// Request time: a connection's deadline (the services' deadline list: --http-timeout)
+// restarts when it opens and whenever a request has been read whole; when it passes with part
+// of a request in, 408 and close; with none (an idle keep-alive connection), just close.
+// A client that sends requests without reading the answers is paused once 1 MiB of answers
+// waits, and read again as they leave.
+//
+// Lifecycle: constructed by the shard -> listen() per endpoint -> start() -> ... -> stop()
+// (listeners close, connections close once their queued answers left) -> drained().
+// Destroying it deletes the connections still open (the shard's teardown).
+// Threading: the shard's thread only.
+// SECURITY: every byte is the client's (core::http_reader bounds it); at most
+// max_http_connections per shard are open at once, more are refused with 503.
+#pragma once
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/address_counter.h"
+#include "core/http_request.h"
+#include "core/listener.h"
+#include "core/net.h"
+#include "core/stream.h"
+
+namespace ringrelay::core {
+
+inline constexpr std::uint32_t max_http_connections = 256;  // per shard
+
+// What serves the requests (the shard's queue::http_api).
+class http_service {
+public:
+    // Answers `request` from `peer` (valid during the call) on the shard thread, at once:
+    // nothing may block.
+    virtual void handle(const http_request& request, const sockaddr* peer, http_response& response) noexcept = 0;
+
+protected:
+    ~http_service() = default;
+};
+
+class http_server;
+
+// One accepted HTTP connection. Owned by its http_server; shard-local.
+class http_connection final : public stream_owner {
+public:
+    http_connection(http_server& server, int fd, const sockaddr* peer);
+    http_connection(const http_connection&) = delete;
+    http_connection& operator=(const http_connection&) = delete;
+    ~http_connection();
+
+    void start() noexcept;
+    // Closes once the answers queued have left.
+    void close() noexcept;
+    [[nodiscard]] bool finished() const noexcept { return _stream.finished(); }
+
+    std::size_t server_slot = 0;   // index in the server's connection list
+    std::size_t address_slot = 0;  // its count in the server's connection_limits
+
+private:
+    // stream_owner
+    void on_stream_data(std::string_view data) noexcept override;
+    void on_stream_end(stream_end why, std::string_view detail) noexcept override;
+    void on_stream_finished() noexcept override;
+    void on_stream_sent(std::uint8_t marks) noexcept override;
+    void on_stream_timeout() noexcept override;
+
+    // Answers every whole request received, in order, while the queued answers allow.
+    void serve() noexcept;
+    void answer(const http_response& response, bool keep_alive, bool head) noexcept;
+
+    http_server& _server;
+    endpoint _peer;
+    stream _stream;
+    http_reader _reader;
+    bool _closing = false;
+};
+
+class http_server final : public listener_owner {
+public:
+    // services.deadlines: the request deadline (--http-timeout); name: how stderr names the
+    // shard ("shard 2").
+    http_server(const stream_services& services, http_service& service, std::string name);
+    http_server(const http_server&) = delete;
+    http_server& operator=(const http_server&) = delete;
+    ~http_server();
+
+    // Binds one endpoint; an error names it ("cannot listen for HTTP on ADDR: reason").
+    [[nodiscard]] std::string listen(const endpoint& at);
+    // The endpoints really bound (port 0 resolved), in listen order.
+    [[nodiscard]] std::vector<endpoint> bound() const;
+    void start() noexcept;
+    // Listeners close; every connection closes once its queued answers have left.
+    void stop() noexcept;
+    // Once a second: listeners whose accept failed are re-armed.
+    void tick() noexcept;
+    // The end of the loop turn: destroys the connections that finished.
+    void end_turn() noexcept;
+    [[nodiscard]] std::size_t connections() const noexcept { return _connections.size(); }
+    // No connection left and every listener closed.
+    [[nodiscard]] bool drained() const noexcept;
+
+private:
+    friend class http_connection;
+    void retire(http_connection& c) noexcept { _graveyard.push_back(&c); }
+
+    // listener_owner
+    void on_accepted(listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept override;
+    void on_refused(listener& from, const sockaddr* peer, refusal why) noexcept override;
+
+    // Fixed after construction.
+    const stream_services _services;
+    http_service& _service;
+    const std::string _name;
+    // Shard-local: this shard's HTTP connections only (no per-address limit: one slot).
+    shared_limit _open;
+    address_counter _addresses{1};
+    connection_limits _limits;
+    std::vector<std::unique_ptr<listener>> _listeners;
+    std::vector<http_connection*> _connections;  // owned; index kept in each connection
+    std::vector<http_connection*> _graveyard;
+    bool _stopping = false;
+};
+
+}  // namespace ringrelay::core
