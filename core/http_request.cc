@@ -84,7 +84,16 @@ std::expected<std::optional<http_request>, http_read_error> http_reader::next() 
         _pos += used;
         if (used > 0) _started = true;
         if (ec == http::error::need_more) {
-            if (p->is_header_done()) return std::optional<http_request>{};  // the body's rest
+            if (p->is_header_done()) {
+                // The body's rest. Beast takes chunk data as it comes but holds back a chunk
+                // line or the trailer until it is whole, with no limit of its own: a line
+                // that never ends would grow _input for ever.
+                if (_input.size() - _pos > _max_header) {
+                    _error = http_read_error::framing_too_large;
+                    return std::unexpected(*_error);
+                }
+                return std::optional<http_request>{};
+            }
             // The whole header section was there and Beast still wants more: a start line or
             // field too short for its look-ahead ("HTTP/1.1" cut short). Given more bytes it
             // would look for a second end of header (its skip_), so it is refused here.
@@ -183,6 +192,8 @@ http_response http_error_response(http_read_error error) {
         return http_json_error(413, "request header too large");
     case http_read_error::body_too_large:
         return http_json_error(413, "request body too large");
+    case http_read_error::framing_too_large:
+        return http_json_error(413, "chunk framing too large");
     case http_read_error::bad_request: break;
     }
     return http_json_error(400, "malformed HTTP request");

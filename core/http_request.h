@@ -5,9 +5,11 @@
 // Reading: receive() copies what arrives (a request may straddle receives; the endpoint
 // serves operators and Prometheus, not the mail path), next() hands out each whole request
 // in order, so a pipelined run of requests in one receive comes out one by one. A fresh
-// parser per request: keep-alive and pipelining. Limits: the header section (413) and the
-// body (413, told as soon as Content-Length or the chunks pass it). After an error nothing
-// more is read: the connection answers and closes.
+// parser per request: keep-alive and pipelining. Limits: the header section (413), the
+// body (413, told as soon as Content-Length or the chunks pass it), and the chunk framing
+// (413: a chunk-size line, its extensions or the trailer fields Beast is still waiting to see
+// whole may not pass the header limit; Beast 1.74 bounds none of them). After an error
+// nothing more is read: the connection answers and closes.
 //
 // Ownership: one connection's, on its shard thread.
 // SECURITY: every byte is the client's; Beast bounds the header and the body, and rejects
@@ -46,6 +48,7 @@ enum class http_read_error : std::uint8_t {
     bad_request,       // 400: not a request RFC 9112 allows
     header_too_large,  // 413: over the header limit
     body_too_large,    // 413: over the body limit
+    framing_too_large, // 413: a chunk line or the trailer not whole within the header limit
 };
 
 class http_reader {
@@ -62,6 +65,9 @@ public:
     [[nodiscard]] std::expected<std::optional<http_request>, http_read_error> next();
     // Bytes of a request not yet whole have arrived (a 408 is owed if time runs out).
     [[nodiscard]] bool partial() const noexcept { return _pos < _input.size() || _started; }
+    // Input received and not yet taken by the parser (bounded: header limit, or a request
+    // whole in it; tests/fuzz check it).
+    [[nodiscard]] std::size_t unconsumed() const noexcept { return _input.size() - _pos; }
 
 private:
     struct parser;  // Beast's, kept out of this header

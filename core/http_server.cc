@@ -2,6 +2,7 @@
 #include "core/http_server.h"
 
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -20,6 +21,10 @@ constexpr std::size_t max_pending_output = 1024 * 1024;
 constexpr std::string_view too_many_connections =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 34\r\n"
     "Connection: close\r\n\r\n{\"error\": \"too many connections\"}\n";
+// Over max_http_connections_per_address, sent before anything is read.
+constexpr std::string_view too_many_from_address =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 47\r\n"
+    "Connection: close\r\n\r\n{\"error\": \"too many connections from address\"}\n";
 }  // namespace
 
 http_connection::http_connection(http_server& server, int fd, const sockaddr* peer)
@@ -37,10 +42,24 @@ void http_connection::start() noexcept {
     _stream.start_receiving();
 }
 
+void http_connection::refuse(std::string_view line) noexcept {
+    _stream.out().append(line);
+    _stream.want_flush();
+    close();
+}
+
 void http_connection::close() noexcept {
+    if (_closing) return;
     _closing = true;
-    _stream.stop_deadline();
+    // The last answers get one more period to leave; a client that does not read them is
+    // then cut off (on_stream_timeout), or the shard's shutdown does it (abort_connections).
+    _stream.touch_deadline(monotonic_ms());
     _stream.close();
+}
+
+void http_connection::abort() noexcept {
+    _closing = true;
+    if (!_stream.finished()) _stream.abort();
 }
 
 void http_connection::on_stream_data(std::string_view data) noexcept {
@@ -60,11 +79,16 @@ void http_connection::serve() noexcept {
         const http_request& request = **next;
         http_response response;
         _server._service.handle(request, _peer.addr(), response);
-        answer(response, request.keep_alive && !_server._stopping, request.method == http_method::head);
+        // An error closes: a stranger's 403 holds no slot, and nothing after a refused
+        // request is read (RFC 9112 §9.6 lets a server close after any response).
+        const bool keep_alive = request.keep_alive && !_server._stopping && response.status < 400;
+        answer(response, keep_alive, request.method == http_method::head);
         if (!_closing) _stream.touch_deadline(monotonic_ms());
     }
     if (_closing) return;
     if (_stream.unsent() >= max_pending_output) {
+        // From now on the deadline measures the answers' progress (on_stream_sent/progress).
+        if (!_stream.paused()) _stream.touch_deadline(monotonic_ms());
         _stream.pause_receive();
     } else if (_stream.paused()) {
         _stream.resume_receive();
@@ -78,11 +102,21 @@ void http_connection::answer(const http_response& response, bool keep_alive, boo
 }
 
 void http_connection::on_stream_sent(std::uint8_t) noexcept {
-    if (!_closing && _stream.paused()) serve();
+    if (_closing || !_stream.paused()) return;
+    _stream.touch_deadline(monotonic_ms());  // answers are leaving: the client reads
+    serve();
+}
+
+void http_connection::on_stream_progress() noexcept {
+    if (!_closing && _stream.paused()) _stream.touch_deadline(monotonic_ms());
 }
 
 void http_connection::on_stream_timeout() noexcept {
-    if (_closing) return;
+    if (_closing || _stream.paused()) {
+        // Answers have not left for a whole period: the client does not read them.
+        abort();
+        return;
+    }
     if (_reader.partial()) {
         answer(http_json_error(408, "request not received in time (--http-timeout)"), false, false);
     } else {
@@ -91,8 +125,8 @@ void http_connection::on_stream_timeout() noexcept {
 }
 
 void http_connection::on_stream_end(stream_end, std::string_view) noexcept {
-    _closing = true;
-    _stream.stop_deadline();
+    // Output still queued may leave (the peer only shut its side) or not: close() bounds it.
+    close();
 }
 
 void http_connection::on_stream_finished() noexcept { _server.retire(*this); }
@@ -132,15 +166,46 @@ void http_server::stop() noexcept {
     for (http_connection* c : _connections) c->close();
 }
 
+void http_server::abort_connections() noexcept {
+    for (http_connection* c : _connections) c->abort();
+}
+
 void http_server::tick() noexcept {
     for (auto& l : _listeners) l->tick();
 }
 
+bool http_server::adopt(int fd, const sockaddr* peer) noexcept {
+    auto admitted = _limits.admit(peer);
+    if (!admitted) {
+        ::close(fd);
+        return false;
+    }
+    add(fd, peer, *admitted);
+    return true;
+}
+
 void http_server::on_accepted(listener&, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
+    add(fd, peer, address_slot);
+}
+
+void http_server::add(int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
     auto* c = new http_connection(*this, fd, peer);
     c->address_slot = address_slot;
     c->server_slot = _connections.size();
     _connections.push_back(c);
+    bool over = false;
+    if (_service.capped(peer)) {
+        const std::size_t slot = _capped.slot_of(peer);
+        if (_capped.acquire(slot, max_http_connections_per_address)) {
+            c->capped_slot = slot;
+        } else {
+            over = true;
+        }
+    }
+    if (over) {
+        c->refuse(too_many_from_address);
+        return;
+    }
     c->start();
     if (_stopping) c->close();
 }
@@ -158,6 +223,7 @@ void http_server::end_turn() noexcept {
         _connections[slot]->server_slot = slot;
         _connections.pop_back();
         _limits.release(c->address_slot);
+        if (c->capped_slot) _capped.release(*c->capped_slot);
         delete c;
     }
     _graveyard.clear();

@@ -9,10 +9,20 @@
 // restarts when it opens and whenever a request has been read whole; when it passes with part
 // of a request in, 408 and close; with none (an idle keep-alive connection), just close.
 // A client that sends requests without reading the answers is paused once 1 MiB of answers
-// waits, and read again as they leave.
+// waits, and read again as they leave; while paused, the deadline measures the answers'
+// progress instead (each send that completes restarts it), and a client that takes none of
+// them for a whole period is cut off (stream::abort: a send stuck on a zero window ends).
+// Every error answer (4xx, 5xx) says Connection: close and the connection closes after it.
+// A closing connection's last answers get one more period to leave, then it is cut off.
+//
+// Strangers: connections from addresses the service caps (http_service::capped: outside
+// --http-networks) count per address (IPv4 /32, IPv6 /64) on this shard; past
+// max_http_connections_per_address they get a 503 and are closed, so one address cannot take
+// every slot.
 //
 // Lifecycle: constructed by the shard -> listen() per endpoint -> start() -> ... -> stop()
-// (listeners close, connections close once their queued answers left) -> drained().
+// (listeners close, connections close once their queued answers left, or a period later are
+// cut off) -> [abort_connections() when the shutdown grace period ends] -> drained().
 // Destroying it deletes the connections still open (the shard's teardown).
 // Threading: the shard's thread only.
 // SECURITY: every byte is the client's (core::http_reader bounds it); at most
@@ -22,7 +32,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/address_counter.h"
@@ -34,6 +46,8 @@
 namespace ringrelay::core {
 
 inline constexpr std::uint32_t max_http_connections = 256;  // per shard
+// Per shard, from one address the service caps (http_service::capped).
+inline constexpr std::uint32_t max_http_connections_per_address = 16;
 
 // What serves the requests (the shard's queue::http_api).
 class http_service {
@@ -41,6 +55,9 @@ public:
     // Answers `request` from `peer` (valid during the call) on the shard thread, at once:
     // nothing may block.
     virtual void handle(const http_request& request, const sockaddr* peer, http_response& response) noexcept = 0;
+    // Whether connections from `peer` (valid during the call) count against
+    // max_http_connections_per_address (strangers: no route of theirs needs many).
+    [[nodiscard]] virtual bool capped(const sockaddr* peer) const noexcept = 0;
 
 protected:
     ~http_service() = default;
@@ -57,12 +74,19 @@ public:
     ~http_connection();
 
     void start() noexcept;
-    // Closes once the answers queued have left.
+    // Sends `line` (a whole response) before reading anything, then closes.
+    void refuse(std::string_view line) noexcept;
+    // Closes once the answers queued have left; if they have not within one more deadline
+    // period, abort().
     void close() noexcept;
+    // Cut off now: queued answers dropped, a send in flight ended (stream::abort).
+    void abort() noexcept;
     [[nodiscard]] bool finished() const noexcept { return _stream.finished(); }
 
     std::size_t server_slot = 0;   // index in the server's connection list
     std::size_t address_slot = 0;  // its count in the server's connection_limits
+    // Its count in the server's per-address cap of strangers; nullopt: not capped.
+    std::optional<std::size_t> capped_slot;
 
 private:
     // stream_owner
@@ -70,6 +94,7 @@ private:
     void on_stream_end(stream_end why, std::string_view detail) noexcept override;
     void on_stream_finished() noexcept override;
     void on_stream_sent(std::uint8_t marks) noexcept override;
+    void on_stream_progress() noexcept override;
     void on_stream_timeout() noexcept override;
 
     // Answers every whole request received, in order, while the queued answers allow.
@@ -99,8 +124,14 @@ public:
     void start() noexcept;
     // Listeners close; every connection closes once its queued answers have left.
     void stop() noexcept;
+    // The shutdown grace period is over: every connection still open is cut off (abort()).
+    void abort_connections() noexcept;
     // Once a second: listeners whose accept failed are re-armed.
     void tick() noexcept;
+    // A connected socket accepted elsewhere (tests: one end of a socketpair; `peer` is the
+    // address it stands for, valid during the call), admitted like a listener's: false when
+    // refused (fd closed).
+    bool adopt(int fd, const sockaddr* peer) noexcept;
     // The end of the loop turn: destroys the connections that finished.
     void end_turn() noexcept;
     [[nodiscard]] std::size_t connections() const noexcept { return _connections.size(); }
@@ -114,6 +145,7 @@ private:
     // listener_owner
     void on_accepted(listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept override;
     void on_refused(listener& from, const sockaddr* peer, refusal why) noexcept override;
+    void add(int fd, const sockaddr* peer, std::size_t address_slot) noexcept;
 
     // Fixed after construction.
     const stream_services _services;
@@ -123,6 +155,7 @@ private:
     shared_limit _open;
     address_counter _addresses{1};
     connection_limits _limits;
+    address_counter _capped{4096};  // strangers' connections per address on this shard
     std::vector<std::unique_ptr<listener>> _listeners;
     std::vector<http_connection*> _connections;  // owned; index kept in each connection
     std::vector<http_connection*> _graveyard;

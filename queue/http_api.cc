@@ -13,14 +13,19 @@ const http_api::route http_api::routes[] = {
     {"/metrics", get_or_head, "GET, HEAD", http_callers::networks, &http_api::metrics},
 };
 
+bool http_api::in_networks(const sockaddr* peer) const noexcept {
+    return std::any_of(_config.http_cidrs.begin(), _config.http_cidrs.end(),
+                       [peer](const core::cidr& net) { return net.contains(peer); });
+}
+
 bool http_api::may_call(http_callers callers, const core::http_request&, const sockaddr* peer) const noexcept {
     switch (callers) {
-    case http_callers::networks:
-        return std::any_of(_config.http_cidrs.begin(), _config.http_cidrs.end(),
-                           [peer](const core::cidr& net) { return net.contains(peer); });
+    case http_callers::networks: return in_networks(peer);
     }
     return false;
 }
+
+bool http_api::capped(const sockaddr* peer) const noexcept { return !in_networks(peer); }
 
 void http_api::handle(const core::http_request& request, const sockaddr* peer, core::http_response& response) noexcept {
     const std::string_view path = request.path();

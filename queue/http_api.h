@@ -38,11 +38,14 @@ public:
         : _config(config), _metrics(metrics) {}
 
     void handle(const core::http_request& request, const sockaddr* peer, core::http_response& response) noexcept override;
+    // Outside --http-networks: no route is theirs yet, so a few connections per address do.
+    [[nodiscard]] bool capped(const sockaddr* peer) const noexcept override;
 
     // Whether `peer` may call a route open to `callers`.
     [[nodiscard]] bool may_call(http_callers callers, const core::http_request& request, const sockaddr* peer) const noexcept;
 
 private:
+    [[nodiscard]] bool in_networks(const sockaddr* peer) const noexcept;
     void metrics(const core::http_request& request, core::http_response& response) noexcept;
 
     struct route {

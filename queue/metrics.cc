@@ -41,7 +41,7 @@ constexpr metric_row metric_table[] = {
      &shard_counters::spool_bytes},
     {"ringrelay_connections_in_total", metric_type::counter, "Inbound SMTP connections accepted.",
      &shard_counters::accepted_connections},
-    {"ringrelay_connections_in", metric_type::gauge, "Inbound SMTP connections open.",
+    {"ringrelay_connections_in_open", metric_type::gauge, "Inbound SMTP connections open.",
      &shard_counters::open_connections},
     {"ringrelay_connections_in_refused_total", metric_type::counter,
      "Inbound SMTP connections refused over --max-connections or --max-connections-per-ip.",

@@ -283,6 +283,8 @@ void shard::tick() noexcept {
         // Every tick after the grace period: a connection that was awaiting a commit at the
         // last tick is closed now.
         _front->stop_connections(true);
+        // An HTTP client that does not read its last answers would hold the shard too.
+        if (_http) _http->abort_connections();
     }
     _front->tick();
     if (_http) _http->tick();

@@ -13,6 +13,8 @@ struct http_read_result {
     std::vector<core::http_request> requests;
     std::optional<core::http_read_error> error;
     bool error_repeated = true;  // next() after the error gave the same error again
+    // Whenever the reader asked for more input, it held at most max_header bytes unparsed.
+    bool bounded = true;
 };
 
 // `input` in pieces of `piece` bytes (0: whole), every request taken as it completes.
@@ -32,7 +34,10 @@ inline http_read_result read_http(std::string_view input, std::size_t piece = 0,
                 out.error_repeated = !again && again.error() == *out.error;
                 break;
             }
-            if (!next->has_value()) break;
+            if (!next->has_value()) {
+                if (reader.unconsumed() > max_header) out.bounded = false;
+                break;
+            }
             out.requests.push_back(std::move(**next));
         }
     }

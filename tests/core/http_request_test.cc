@@ -87,6 +87,40 @@ TEST(HttpReader, RefusesAChunkedBodyOverTheLimit) {
     EXPECT_EQ(r.error, http_read_error::body_too_large);
 }
 
+// Beast 1.74 holds a chunk line back until its CRLF with no limit of its own: a line that
+// never ends (here, endless chunk extensions) is refused once it passes the header limit,
+// and the input held meanwhile stays within it.
+TEST(HttpReader, RefusesAChunkLineThatNeverEnds) {
+    std::string input = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=";
+    input.append(4 * http_max_header, 'y');
+    for (const std::size_t piece : {std::size_t{0}, std::size_t{1000}, std::size_t{4096}}) {
+        const auto r = read_all(input, piece);
+        EXPECT_EQ(r.error, http_read_error::framing_too_large) << "piece " << piece;
+        EXPECT_TRUE(r.bounded) << "piece " << piece;
+    }
+}
+
+// The same for trailer fields after the last chunk.
+TEST(HttpReader, RefusesATrailerThatNeverEnds) {
+    std::string input = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: ";
+    input.append(4 * http_max_header, 'y');
+    const auto r = read_all(input, 512);
+    EXPECT_EQ(r.error, http_read_error::framing_too_large);
+    EXPECT_TRUE(r.bounded);
+}
+
+TEST(HttpReader, ReadsAChunkedBodyInSmallPiecesWithinTheBound) {
+    constexpr std::string_view input =
+        "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
+    for (std::size_t piece = 1; piece <= input.size(); ++piece) {
+        const auto r = read_all(input, piece);
+        ASSERT_FALSE(r.error) << "piece " << piece;
+        ASSERT_EQ(r.requests.size(), 1u) << "piece " << piece;
+        EXPECT_EQ(r.requests[0].body, "hello");
+        EXPECT_TRUE(r.bounded);
+    }
+}
+
 TEST(HttpReader, RefusesWhatIsNotHttp) {
     EXPECT_EQ(read_all("EHLO example.org\r\n\r\n").error, http_read_error::bad_request);
     EXPECT_EQ(read_all("GET / HTTP/1.1\r\nBad Header\r\n\r\n").error, http_read_error::bad_request);

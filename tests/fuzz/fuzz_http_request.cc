@@ -6,7 +6,8 @@
 // so the fuzzer reaches them.
 // Checks: fed whole and fed in pieces, the same requests come out in the same order with the
 // same end (more input needed, or the same error; not compared in chunked bodies, see below);
-// an error repeats; a target holds no CR, LF
+// an error repeats; input held unparsed while more is wanted stays within the header limit
+// (chunk lines and trailers included); a target holds no CR, LF
 // or NUL; a body is within the limit; every request is answered 200, 403, 404 or 405, with a
 // JSON error body unless 200, and the response written has the status line and a
 // Content-Length equal to the body's size.
@@ -37,6 +38,7 @@ constexpr std::size_t max_body = 256;
 test::http_read_result read(std::string_view input, std::size_t piece) {
     test::http_read_result r = test::read_http(input, piece, max_header, max_body);
     if (!r.error_repeated) std::abort();
+    if (!r.bounded) std::abort();  // unparsed input stays within the header limit
     return r;
 }
 

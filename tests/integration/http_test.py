@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 # tests/integration/http_test.py: the HTTP endpoint (issue 18) with independent peers: curl
 # for every status (200, 403 from outside --http-networks, 404, 405, 408, 413 for a body and
-# for a header), keep-alive (two requests, one connection), pipelining (two requests in one
-# write, raw socket: curl no longer pipelines); Prometheus' promtool checks the scraped text,
+# for a header), keep-alive (two requests, one connection); raw sockets (curl no longer
+# pipelines) for pipelining (HEAD, GET, then an error that closes), HEAD's missing body, a
+# 403 closing, Connection: close and HTTP/1.0 closing, a trickled header getting 408, the cap
+# on one stranger's connections, and a client that never reads its answers at the stop;
+# Prometheus' promtool checks the scraped text,
 # and a real Prometheus scrapes /metrics, after which `promtool query instant` must see
 # ringrelay_messages_received_total equal to the messages smtplib had accepted.
 import json
@@ -47,8 +50,9 @@ def received_total(text):
                                                      text, re.M))
 
 
-def read_responses(sock, want, timeout):
-    """Reads `want` whole responses (Content-Length framed) from sock; [(status, headers, body)]."""
+def read_responses(sock, want, timeout, heads=()):
+    """Reads `want` whole responses (Content-Length framed; the answers numbered in `heads` are
+    to HEAD requests: no body) from sock; [(status, headers, body)]."""
     sock.settimeout(timeout)
     data = b""
     out = []
@@ -57,6 +61,8 @@ def read_responses(sock, want, timeout):
         if head_end >= 0:
             head = data[:head_end].decode("latin-1")
             length = int(re.search(r"(?im)^content-length: *(\d+)", head).group(1))
+            if len(out) in heads:
+                length = 0
             if len(data) >= head_end + 4 + length:
                 status = int(head.split(" ", 2)[1])
                 out.append((status, head, data[head_end + 4:head_end + 4 + length]))
@@ -67,6 +73,22 @@ def read_responses(sock, want, timeout):
             break
         data += chunk
     return out
+
+
+def at_eof(sock, timeout):
+    """True once the peer closed (recv gives b"") within `timeout`; bytes that still arrive are
+    skipped; False on time-out or a reset."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except (socket.timeout, ConnectionResetError):
+        return False
+
+
+def raw(port, source="127.0.0.1"):
+    return socket.create_connection(("127.0.0.1", port), timeout=harness.IO_TIMEOUT, source_address=(source, 0))
 
 
 def scenario(c):
@@ -109,14 +131,50 @@ def scenario(c):
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     c.check(check.returncode == 0 and text, "promtool check metrics passes on the scraped text",
             check.stdout + check.stderr)
-    r = curl(["-I", "-w", "%{http_code}", base + "/metrics"])
-    c.check(r.stdout.endswith("200"), "HEAD /metrics: 200", r.stdout)
+    # HEAD: the answer has the header only, so the answer pipelined behind it parses.
+    with raw(http_port) as s:
+        s.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = read_responses(s, 2, harness.IO_TIMEOUT, heads=(0,))
+    c.check([g[0] for g in got] == [200, 200] and got[0][2] == b"" and
+            got[1][2].startswith(b"# HELP") and int(re.search(r"(?im)^content-length: *(\d+)", got[0][1]).group(1)) > 0,
+            "HEAD /metrics: 200 with a Content-Length and no body; the GET behind it parses",
+            [(g[0], g[2][:40]) for g in got])
 
     # --- errors -------------------------------------------------------------------------------
     r = curl(["-w", "%{http_code}", "--interface", "127.0.0.2", base + "/metrics"])
     status, body = status_of(r.stdout)
     c.check(status == 403 and is_json_error(body), "from 127.0.0.2 (outside --http-networks): 403 JSON error",
             r.stdout + r.stderr)
+    # A stranger's 403 closes: the request pipelined behind it is not answered.
+    with raw(http_port, "127.0.0.2") as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = read_responses(s, 1, harness.IO_TIMEOUT)
+        closed = at_eof(s, harness.IO_TIMEOUT)
+    c.check([g[0] for g in got] == [403] and "connection: close" in got[0][1].lower() and closed,
+            "from 127.0.0.2: 403 with Connection: close, then the connection closes", got)
+    # One stranger's address cannot take every slot: past 16 connections per shard it gets 503.
+    wanted = 40  # two shards: at most 2 x 16 held
+    held = [raw(http_port, "127.0.0.2") for _ in range(wanted)]
+    refused = set()
+
+    def enough_refused():
+        for i, s in enumerate(held):
+            if i in refused:
+                continue
+            s.setblocking(False)
+            try:
+                if s.recv(4096).startswith(b"HTTP/1.1 503 "):
+                    refused.add(i)
+            except (BlockingIOError, ConnectionResetError):
+                pass
+        return len(refused) >= wanted - 32
+    capped = harness.wait_until(enough_refused, 20)
+    r = curl(["-w", "%{http_code}", "-o", "/dev/null", base + "/metrics"])
+    for s in held:
+        s.close()
+    c.check(capped, f"{wanted} connections from 127.0.0.2: at least {wanted - 32} refused with 503",
+            len(refused))
+    c.check(r.stdout == "200", "meanwhile a client in --http-networks is served", r.stdout + r.stderr)
     r = curl(["-w", "%{http_code}", base + "/no/such/path"])
     status, body = status_of(r.stdout)
     c.check(status == 404 and is_json_error(body), "unknown path: 404 JSON error", r.stdout)
@@ -140,6 +198,28 @@ def scenario(c):
     status, body = status_of(r.stdout)
     c.check(status == 408 and is_json_error(body), "a request left unfinished: 408 JSON error", r.stdout + r.stderr)
     c.info(f"408 after {waited:.1f}s (--http-timeout {TIMEOUT_S})")
+    # A header trickled in a byte at a time: the deadline runs from the connection's start,
+    # not from the last byte.
+    with raw(http_port) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        trickled = 0
+        s.settimeout(0.25)
+        answer = b""
+        for _ in range(int(TIMEOUT_S * 4 / 0.25)):  # bounded: 4 deadlines
+            try:
+                s.send(b"X")
+                trickled += 1
+                answer = s.recv(4096)
+                if answer:
+                    break
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        closed = at_eof(s, harness.IO_TIMEOUT)
+    c.check(answer.startswith(b"HTTP/1.1 408 ") and closed,
+            "a header trickled a byte every 0.25 s: 408 after --http-timeout, then close",
+            f"{trickled} bytes, {answer[:60]!r}")
 
     # --- keep-alive: two requests, one connection ---------------------------------------------------
     r = curl(["-o", "/dev/null", "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\\n",
@@ -147,17 +227,32 @@ def scenario(c):
     c.check(r.stdout.split("\n")[:2] == ["200 1", "404 0"],
             "keep-alive: curl's second request reuses the connection (no new connect)", r.stdout + r.stderr)
 
-    # --- pipelining: two requests in one write, answered in order -----------------------------------
-    with socket.create_connection(("127.0.0.1", http_port), timeout=harness.IO_TIMEOUT) as s:
-        s.sendall(b"GET /no/such/path HTTP/1.1\r\nHost: x\r\n\r\n"
+    # --- pipelining: requests in one write, answered in order; an error closes -------------------
+    with raw(http_port) as s:
+        s.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
                   b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
-        got = read_responses(s, 3, harness.IO_TIMEOUT)
+                  b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+                  b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = read_responses(s, 4, harness.IO_TIMEOUT, heads=(0,))
     statuses = [g[0] for g in got]
-    c.check(statuses == [404, 200, 405], "pipelining: three requests in one write answered in order",
+    c.check(statuses == [200, 200, 405], "pipelining: requests in one write answered in order, none after the 405",
             statuses)
     c.check(len(got) == 3 and b"ringrelay_messages_received_total" in got[1][2],
             "pipelining: the second answer is the metrics text")
+    # Connection: close is honoured: the answer, then end of stream.
+    with raw(http_port) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = read_responses(s, 1, harness.IO_TIMEOUT)
+        closed = at_eof(s, harness.IO_TIMEOUT)
+    c.check([g[0] for g in got] == [200] and closed, "Connection: close: 200, then the connection closes",
+            [g[:2] for g in got])
+    # HTTP/1.0 without keep-alive: one answer, then close.
+    with raw(http_port) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        got = read_responses(s, 1, harness.IO_TIMEOUT)
+        closed = at_eof(s, harness.IO_TIMEOUT)
+    c.check([g[0] for g in got] == [200] and "connection: close" in got[0][1].lower() and closed,
+            "HTTP/1.0: 200 with Connection: close, then the connection closes", [g[:2] for g in got])
 
     # --- a real Prometheus scrapes /metrics; promtool queries it -------------------------------------
     work = harness.temp_dir("rr-prom-")
@@ -201,7 +296,21 @@ def scenario(c):
                 "as scraped by Prometheus", seen.get("v"))
     c.check(query('up{job="ringrelay"}') == "1", "Prometheus sees the target up")
     stop_prometheus()
-    c.check(relay.stop() == 0, "the relay stops cleanly (exit 0) with HTTP connections served")
+    # A client that pipelines requests and never reads the answers: it is cut off, and does
+    # not hold the relay's stop.
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(harness.IO_TIMEOUT)
+    slow.connect(("127.0.0.1", http_port))
+    try:
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+    except OSError:
+        pass
+    time.sleep(0.5)  # the relay reads them and stops reading behind its answers
+    started = time.monotonic()
+    c.check(relay.stop() == 0, "the relay stops cleanly (exit 0) with a client that does not read its answers")
+    c.info(f"stopped in {time.monotonic() - started:.1f}s")
+    slow.close()
 
 
 if __name__ == "__main__":
