@@ -2,6 +2,7 @@
 #include "core/http_server.h"
 
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,11 @@ constexpr std::size_t max_pending_output = 1024 * 1024;
 constexpr std::string_view too_many_connections =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 34\r\n"
     "Connection: close\r\n\r\n{\"error\": \"too many connections\"}\n";
+// A connection closing after an answer reads and drops at most this much of what the client
+// still sends (RFC 9112 §9.6), then closes anyway.
+constexpr std::size_t max_linger_bytes = 1024 * 1024;
+// The mark on a closing connection's last answer (stream::mark).
+constexpr std::uint8_t last_answer_mark = 1;
 // Over max_http_connections_per_address, sent before anything is read.
 constexpr std::string_view too_many_from_address =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 47\r\n"
@@ -62,14 +68,26 @@ void http_connection::abort() noexcept {
     if (!_stream.finished()) _stream.abort();
 }
 
+void http_connection::linger() noexcept {
+    _lingering = true;
+    _stream.mark(last_answer_mark);
+    _stream.touch_deadline(monotonic_ms());
+    if (_stream.paused()) _stream.resume_receive();
+}
+
 void http_connection::on_stream_data(std::string_view data) noexcept {
     if (_closing) return;
+    if (_lingering) {
+        _discarded += data.size();
+        if (_discarded > max_linger_bytes) close();
+        return;
+    }
     _reader.receive(data);
     serve();
 }
 
 void http_connection::serve() noexcept {
-    while (!_closing && _stream.unsent() < max_pending_output) {
+    while (!_closing && !_lingering && _stream.unsent() < max_pending_output) {
         auto next = _reader.next();
         if (!next) {
             answer(http_error_response(next.error()), false, false);
@@ -83,9 +101,9 @@ void http_connection::serve() noexcept {
         // request is read (RFC 9112 §9.6 lets a server close after any response).
         const bool keep_alive = request.keep_alive && !_server._stopping && response.status < 400;
         answer(response, keep_alive, request.method == http_method::head);
-        if (!_closing) _stream.touch_deadline(monotonic_ms());
+        if (!_closing && !_lingering) _stream.touch_deadline(monotonic_ms());
     }
-    if (_closing) return;
+    if (_closing || _lingering) return;
     if (_stream.unsent() >= max_pending_output) {
         // From now on the deadline measures the answers' progress (on_stream_sent/progress).
         if (!_stream.paused()) _stream.touch_deadline(monotonic_ms());
@@ -98,20 +116,31 @@ void http_connection::serve() noexcept {
 void http_connection::answer(const http_response& response, bool keep_alive, bool head) noexcept {
     append_http_response(_stream.out(), response, keep_alive, head);
     _stream.want_flush();
-    if (!keep_alive) close();
+    if (!keep_alive) linger();
 }
 
-void http_connection::on_stream_sent(std::uint8_t) noexcept {
-    if (_closing || !_stream.paused()) return;
+void http_connection::on_stream_sent(std::uint8_t marks) noexcept {
+    if ((marks & last_answer_mark) != 0 && _lingering && !_closing) {
+        // The last answer has left: FIN after it, and go on reading until the client closes
+        // (on_stream_end), so that what it sent meanwhile is read, not met by a RST that could
+        // destroy the answer in its receive buffer. The stream sends nothing more.
+        (void)::shutdown(_stream.fd(), SHUT_WR);
+        return;
+    }
+    if (_closing || _lingering || !_stream.paused()) return;
     _stream.touch_deadline(monotonic_ms());  // answers are leaving: the client reads
     serve();
 }
 
 void http_connection::on_stream_progress() noexcept {
-    if (!_closing && _stream.paused()) _stream.touch_deadline(monotonic_ms());
+    if (!_closing && !_lingering && _stream.paused()) _stream.touch_deadline(monotonic_ms());
 }
 
 void http_connection::on_stream_timeout() noexcept {
+    if (_lingering && !_closing) {
+        close();  // the client had a whole period to take its last answer
+        return;
+    }
     if (_closing || _stream.paused()) {
         // Answers have not left for a whole period: the client does not read them.
         abort();

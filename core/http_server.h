@@ -13,6 +13,9 @@
 // progress instead (each send that completes restarts it), and a client that takes none of
 // them for a whole period is cut off (stream::abort: a send stuck on a zero window ends).
 // Every error answer (4xx, 5xx) says Connection: close and the connection closes after it.
+// Closing after an answer lingers (RFC 9112 §9.6): once the answer has left, FIN
+// (shutdown(SHUT_WR)), then what the client still sends is read and dropped until it closes,
+// 1 MiB or one deadline period, so that no RST destroys the answer before the client read it.
 // A closing connection's last answers get one more period to leave, then it is cut off.
 //
 // Strangers: connections from addresses the service caps (http_service::capped: outside
@@ -100,11 +103,15 @@ private:
     // Answers every whole request received, in order, while the queued answers allow.
     void serve() noexcept;
     void answer(const http_response& response, bool keep_alive, bool head) noexcept;
+    // After the last answer: FIN once it left, then read and drop until the client closes.
+    void linger() noexcept;
 
     http_server& _server;
     endpoint _peer;
     stream _stream;
     http_reader _reader;
+    bool _lingering = false;     // the last answer is queued; input is dropped
+    std::size_t _discarded = 0;  // bytes dropped while lingering
     bool _closing = false;
 };
 
