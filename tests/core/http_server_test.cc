@@ -73,8 +73,9 @@ protected:
     // the pair holds in that direction.
     int connect(const char* from = "127.0.0.1", int send_buffer = 0) {
         const auto [ours, theirs] = h->socket_pair();
-        if (send_buffer != 0)
+        if (send_buffer != 0) {
             EXPECT_EQ(::setsockopt(ours, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer), 0);
+        }
         const sockaddr_in peer = address(from);
         EXPECT_TRUE(server->adopt(ours, reinterpret_cast<const sockaddr*>(&peer)));
         return theirs;
