@@ -155,7 +155,7 @@ struct site {
     std::uint32_t local_failures = 0;      // our own connect failures, consecutive, with none established
     core::timer_handle wake;  // the pool's timer at wake_ms, while armed
     std::int64_t wake_ms = 0;
-    std::int64_t last_used_ms = 0;  // monotonic: made, or the last job joined or ended, or connection ended
+    std::int64_t last_used_ms = 0;  // monotonic: made, a job joined or ended, a connection ended (eviction)
     // Tenant limits (issue 17), per tenant with a message rate at this site: its bucket, and the
     // jobs its empty bucket holds back, out of the ready queue (in the order they stepped aside).
     struct tenant_hold {
