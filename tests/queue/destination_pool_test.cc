@@ -1417,6 +1417,23 @@ protected:
         end_connection(c);
     }
     const site* the_site() { return pool().find_site("127.0.0.1:2526"); }
+    // The one job waiting at the site for an hourly token (the message rate's or its tenant's,
+    // taken at t0) goes on a new connection when the token comes; the site, idle after it, is
+    // kept until the bucket is full again (a new site's would be) and then dropped.
+    void sends_at_its_token_and_goes_when_the_bucket_is_full(std::int64_t t0) {
+        _clock.now_ms = t0 + 3'600'000 + coarse_slack_ms;
+        pool().run_timers(_clock.now_ms);
+        ASSERT_EQ(_factory.made.size(), 2u) << "its token came";
+        greet(*_factory.made[1]);
+        complete(*_factory.made[1], protocol::outcome_kind::accepted);
+        end_connection(*_factory.made[1]);
+        const std::int64_t taken = _clock.now_ms;
+        idle_for(idle_evict_ms);
+        EXPECT_NE(the_site(), nullptr) << "its bucket is empty: a new site's would be full";
+        _clock.now_ms = taken + 3'600'000;
+        pool().tick(_clock.now_ms);
+        EXPECT_EQ(the_site(), nullptr) << "the bucket is full again";
+    }
 };
 
 TEST_F(DestinationPoolEvictionTest, AnIdleSiteIsDroppedAndANewJobToItMakesAFreshSiteThatWorks) {
@@ -1478,18 +1495,7 @@ TEST_F(DestinationPoolEvictionTest, ASiteWithAJobWaitingForItsRateIsKeptAndThenU
     idle_for(2 * idle_evict_ms);
     ASSERT_NE(the_site(), nullptr) << "a job waits at it";
     EXPECT_EQ(the_site()->ready->size(), 1u);
-    _clock.now_ms = t0 + 3'600'000 + coarse_slack_ms;
-    pool().run_timers(_clock.now_ms);
-    ASSERT_EQ(_factory.made.size(), 2u) << "its token came";
-    greet(*_factory.made[1]);
-    complete(*_factory.made[1], protocol::outcome_kind::accepted);
-    end_connection(*_factory.made[1]);
-    const std::int64_t taken = _clock.now_ms;
-    idle_for(idle_evict_ms);
-    EXPECT_NE(the_site(), nullptr) << "its bucket is empty: a new site's would be full";
-    _clock.now_ms = taken + 3'600'000;
-    pool().tick(_clock.now_ms);
-    EXPECT_EQ(the_site(), nullptr) << "the bucket is full again";
+    sends_at_its_token_and_goes_when_the_bucket_is_full(t0);
 }
 
 TEST_F(DestinationPoolEvictionTest, ASiteWithJobsHeldByTheirTenantIsKeptUntilTheTenantsBucketIsFull) {
@@ -1498,18 +1504,7 @@ TEST_F(DestinationPoolEvictionTest, ASiteWithJobsHeldByTheirTenantIsKeptUntilThe
     end_connection(*_factory.made[0]);
     idle_for(2 * idle_evict_ms);
     ASSERT_NE(the_site(), nullptr) << "alice's job is held at it";
-    _clock.now_ms = t0 + 3'600'000 + coarse_slack_ms;
-    pool().run_timers(_clock.now_ms);
-    ASSERT_EQ(_factory.made.size(), 2u) << "alice's token came";
-    greet(*_factory.made[1]);
-    complete(*_factory.made[1], protocol::outcome_kind::accepted);
-    end_connection(*_factory.made[1]);
-    const std::int64_t taken = _clock.now_ms;
-    idle_for(idle_evict_ms);
-    EXPECT_NE(the_site(), nullptr) << "alice's bucket is empty: a new site's would be full";
-    _clock.now_ms = taken + 3'600'000;
-    pool().tick(_clock.now_ms);
-    EXPECT_EQ(the_site(), nullptr);
+    sends_at_its_token_and_goes_when_the_bucket_is_full(t0);
 }
 
 TEST_F(DestinationPoolEvictionTest, ASiteIsKeptWhileAConnectionToItIsOpenOrNotYetFreed) {
