@@ -109,6 +109,15 @@ TEST(TokenBucket, BurstPassesThenOneTokenPerInterval) {
     EXPECT_FALSE(b.try_take(101'000));
 }
 
+TEST(TokenBucket, IsFullOnlyWithItsWholeBurst) {
+    token_bucket b(rate("10/s"), 1'000);
+    EXPECT_TRUE(b.full(1'000));
+    ASSERT_TRUE(b.try_take(1'000));
+    EXPECT_FALSE(b.full(1'000));
+    EXPECT_FALSE(b.full(100'999));
+    EXPECT_TRUE(b.full(101'000)) << "the token taken is back";
+}
+
 TEST(TokenBucket, EmptyStartWaitsForTheFirstToken) {
     token_bucket b(rate("600/min"), 0, bucket_start::empty);
     EXPECT_EQ(b.tokens(0), 0u);
