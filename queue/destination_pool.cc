@@ -159,6 +159,7 @@ void destination_pool::submit(delivery_job* job) noexcept {
         return;
     }
     destination& d = destination_for(job->route);
+    d.last_used_ms = _clock.monotonic_ms();
     d.ready->push(job);
     dispatch(d);
 }
@@ -336,6 +337,7 @@ site& destination_pool::site_for(const delivery_job& job) {
         slot->ready = &_queues.queue_for("site:" + job.site_key);
         slot->limits = limits_of(*slot);
         slot->controller.emplace(slot->limits, now_us());
+        slot->last_used_ms = _clock.monotonic_ms();
     } else if (!job.site_targets.empty() && !same_address_set(job.site_targets, slot->targets)) {
         // A newer plan for the same exchangers (their addresses changed). Another order of the
         // same addresses (another domain's shuffle) keeps the plan and its place: starting
@@ -352,6 +354,7 @@ void destination_pool::submit_site(delivery_job* job) noexcept {
     // The site's owner drops the plan's copy (the site has its own).
     job->site_targets.clear();
     job->site_hosts.clear();
+    s.last_used_ms = _clock.monotonic_ms();
     s.ready->push(job);
     dispatch(s);
 }
@@ -565,6 +568,7 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
                                      const next_hop_ref& hop) noexcept {
     site& s = *c.pool_site;
     const std::uint64_t now_us = this->now_us();
+    s.last_used_ms = _clock.monotonic_ms();
     const std::uint64_t started_us = static_cast<std::uint64_t>(std::max<std::int64_t>(job->attempt_ms, 0)) * 1000;
     bool any_accepted = outcome.kind == protocol::outcome_kind::accepted;
     // The peer's first negative reply (4xx or 5xx): the controller tells throttles from the rest.
@@ -699,6 +703,7 @@ void destination_pool::requeue_transaction(site& s, delivery_job* job, const nex
 }
 
 void destination_pool::retire(site& s, outbound_link& c) {
+    s.last_used_ms = _clock.monotonic_ms();
     std::erase(s.connections, &c);
     _graveyard.push_back(&c);
 }
@@ -844,7 +849,11 @@ void destination_pool::tick(std::int64_t now_ms) noexcept {
     }
     for (auto& [name, d] : _destinations)
         if (!d->ready->empty()) dispatch(*d);
-    for (auto& [name, s] : _sites) dispatch(*s);  // growth, ends; waiting jobs
+    // Waiting and held jobs; growth and forgetting (advance()), a suspension's end. A site with
+    // none of these has nothing for dispatch() to do: its timers wake it on their own.
+    for (auto& [name, s] : _sites)
+        if (needs_dispatch(*s)) dispatch(*s);
+    evict_idle(_clock.monotonic_ms());  // the clock last_used_ms and the controllers read
     const std::int64_t command_ms = static_cast<std::int64_t>(_config.command_timeout) * 1000;
     // A copy: aborting one connection may open another (the next exchanger). Connections are
     // freed only at the turn's end, so every pointer stays valid.
@@ -859,6 +868,46 @@ void destination_pool::tick(std::int64_t now_ms) noexcept {
         } else if (quiet > c->pool_site->limits.idle_timeout.count()) {
             c->finish();
         }
+    }
+}
+
+bool destination_pool::needs_dispatch(const site& s) noexcept {
+    if (!s.ready->empty() || !s.connections.empty() || !s.controller->settled()) return true;
+    for (const auto& [tenant, h] : s.tenants)
+        if (!h.held.empty()) return true;
+    return false;
+}
+
+bool destination_pool::evictable(site& s, std::int64_t now_ms) noexcept {
+    if (now_ms - s.last_used_ms < idle_evict_ms) return false;
+    if (!s.ready->empty() || !s.connections.empty() || !s.wake.empty() || now_ms < s.backoff_until_ms) return false;
+    const std::uint64_t now_us = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)) * 1000;
+    for (auto& [tenant, h] : s.tenants)
+        if (!h.held.empty() || !h.bucket.full(now_us)) return false;
+    if (!s.controller->at_rest(now_us)) return false;
+    // A closed connection not yet freed still points at its site (on_turn_end()).
+    return std::none_of(_graveyard.begin(), _graveyard.end(), [&s](const outbound_link* c) { return c->pool_site == &s; });
+}
+
+void destination_pool::evict_idle(std::int64_t now_ms) noexcept {
+    if (_stopping) return;
+    for (auto it = _destinations.begin(); it != _destinations.end();) {
+        const destination& d = *it->second;
+        const std::int64_t used = std::max(d.last_used_ms, d.resolved_until_ms);
+        if (d.resolving || !d.ready->empty() || now_ms - used < idle_evict_ms) {
+            ++it;
+            continue;
+        }
+        _queues.drop(it->first);  // destination_for()'s key
+        it = _destinations.erase(it);
+    }
+    for (auto it = _sites.begin(); it != _sites.end();) {
+        if (!evictable(*it->second, now_ms)) {
+            ++it;
+            continue;
+        }
+        _queues.drop("site:" + it->second->key);  // site_for()'s key
+        it = _sites.erase(it);
     }
 }
 

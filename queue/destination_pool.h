@@ -64,6 +64,13 @@
 // opportunistic TLS handshake that failed on TLS itself marks the address TLS-broken
 // (queue/tls_client_policy.h) and a plaintext connection starts at once.
 //
+// Eviction (issue 17, review finding 7): sites and destinations are made on first use and dropped
+// at a tick once unused for idle_evict_ms with nothing a new one would not have (no job waiting
+// or held, no connection, no timer or back-off, the controller at rest: destination_pool::
+// evict_idle), their ready queues given back to the scheduler. Nothing outside the pool keeps a
+// pointer to either (jobs and other shards name a site by its key; a connection's pool_site
+// keeps its site). The tick dispatches only the sites that need it (needs_dispatch()).
+//
 // Clock: every time the controller and the timers see is the pool's time_source's monotonic
 // milliseconds (microseconds = ms * 1000); the precise clock that fires the alarm only says
 // which timers are due. A wait is armed one coarse tick late (coarse_slack_ms), so that the
@@ -118,6 +125,7 @@ struct destination final : core::mx_waiter {
     std::string provider;  // the site's provider by the rules (queue/shaping_rules.h), or ""
     bool resolving = false;
     std::int64_t resolved_until_ms = 0;  // re-resolve after this (the resolver caches by TTL)
+    std::int64_t last_used_ms = 0;       // monotonic: the last job submitted to it (eviction)
     std::uint64_t rules_generation = 0;  // of the rules site_key was made with
     ready_queue* ready = nullptr;        // the scheduler's, for jobs waiting for the plan
     void resolved(core::mx_result result) noexcept override;
@@ -147,6 +155,7 @@ struct site {
     std::uint32_t local_failures = 0;      // our own connect failures, consecutive, with none established
     core::timer_handle wake;  // the pool's timer at wake_ms, while armed
     std::int64_t wake_ms = 0;
+    std::int64_t last_used_ms = 0;  // monotonic: made, a job joined or ended, a connection ended (eviction)
     // Tenant limits (issue 17), per tenant with a message rate at this site: its bucket, and the
     // jobs its empty bucket holds back, out of the ready queue (in the order they stepped aside).
     struct tenant_hold {
@@ -192,6 +201,12 @@ inline constexpr std::int64_t expiry_sweep_ms = 10'000;
 // A wait for a token or a suspension's end is armed this much late: the coarse clock trails
 // the precise one that fires the alarm by a scheduler tick (core/clock.h).
 inline constexpr std::int64_t coarse_slack_ms = 4;
+// A site or destination unused this long (no job joined or ended, no connection ended) and with
+// nothing else to keep (see destination_pool::tick) is dropped: its state is what a new one would
+// have, and the long tail of domains a relay sees once must not grow memory and the tick's work
+// for ever (issue 17, review finding 7). Five minutes: well past the longest back-off (60 s) and
+// the MX plan's reuse (60 s), so a site in steady use is not dropped between its jobs.
+inline constexpr std::int64_t idle_evict_ms = 5 * 60'000;
 // How far into a site's ready queue a decision to open a connection looks for jobs their
 // tenants' tokens let go (the rest step aside when a connection is up: next_job).
 inline constexpr std::size_t tenant_scan_limit = 256;
@@ -223,8 +238,11 @@ public:
     void submit(delivery_job* job) noexcept;
     // A job whose site this shard owns: it joins the site's ready queue and is dispatched.
     void submit_site(delivery_job* job) noexcept;
-    // Once a second: a new rules table, sites with waiting jobs (a connection may have room),
-    // idle connections (QUIT after the site's idle_timeout), connections without progress (abort).
+    // Once a second: a new rules table; the sites that need it are dispatched (waiting or held
+    // jobs: a connection may have room; connections, or a controller not settled: growth,
+    // forgetting, a suspension's end); idle connections QUIT after the site's idle_timeout,
+    // connections without progress are aborted; idle sites and destinations are dropped
+    // (evict_idle).
     void tick(std::int64_t now_ms) noexcept;
     // Sites whose timer is due by now_ms (monotonic, the alarm's precise reading): back-offs
     // over by then end; each is dispatched (by the pool's own clock).
@@ -243,6 +261,9 @@ public:
     // The destination for `key` ("mx:<domain>"), the site for `key`, if they exist (tests, inspection).
     [[nodiscard]] const destination* find(const std::string& key) const noexcept;
     [[nodiscard]] const site* find_site(const std::string& key) const noexcept;
+    // How many destinations and sites exist (tests, inspection).
+    [[nodiscard]] std::size_t destinations() const noexcept { return _destinations.size(); }
+    [[nodiscard]] std::size_t sites() const noexcept { return _sites.size(); }
 
     // The back-off after `failures` consecutive failures.
     [[nodiscard]] std::int64_t backoff_ms(std::uint32_t failures) const noexcept;
@@ -328,6 +349,19 @@ private:
     // The limits of a site under the current rules.
     [[nodiscard]] resolved_shaping limits_of(const site& s) const;
     void take_new_rules() noexcept;
+    // Does the tick have something to do at `s`: waiting or held jobs, connections, or a
+    // controller that time may change (growth, forgetting, a suspension's or throttle's end)?
+    [[nodiscard]] static bool needs_dispatch(const site& s) noexcept;
+    // Drops (with their ready queues) every destination with no job waiting, no lookup running,
+    // unused for idle_evict_ms and with its plan past resolved_until_ms by as long; and every
+    // site unused for idle_evict_ms with nothing that refers to it or that a new site would not
+    // have: no job waiting or held by its tenants (whose buckets are full again), no connection
+    // (open, being opened, or closed and not yet freed), no timer armed, no back-off running,
+    // and its controller at rest (throttle_controller::at_rest: a cut rate is kept until it has
+    // grown back or forget_after has passed without a signal). The back-off's exponent is not
+    // kept: a new site starts again at 1 s.
+    void evict_idle(std::int64_t now_ms) noexcept;
+    [[nodiscard]] bool evictable(site& s, std::int64_t now_ms) noexcept;
     [[nodiscard]] std::uint64_t now_us() const noexcept {
         return static_cast<std::uint64_t>(_clock.monotonic_ms()) * 1000;
     }

@@ -25,6 +25,13 @@ ready_queue& scheduler::queue_for(const std::string& key) {
     return *slot;
 }
 
+void scheduler::drop(const std::string& key) noexcept {
+    const auto it = _queues.find(key);
+    if (it == _queues.end()) return;
+    RR_ASSERT(it->second->empty());
+    _queues.erase(it);
+}
+
 retry_plan scheduler::plan_retry(std::uint32_t attempts, std::uint64_t arrival_us, std::uint64_t now_us) noexcept {
     auto as_time = [](std::uint64_t us) {
         return retry_clock_time(std::chrono::milliseconds(static_cast<std::int64_t>(us / 1000)));

@@ -91,6 +91,11 @@ public:
     // The ready queue of the destination `key` (queue/delivery_job.h route_key::key), made on
     // first use; the reference stays valid as long as the scheduler.
     [[nodiscard]] ready_queue& queue_for(const std::string& key);
+    // Frees the ready queue of `key` (none: nothing happens); it must be empty. References to it
+    // end here: queue_for(key) makes a new one.
+    void drop(const std::string& key) noexcept;
+    // Ready queues that exist.
+    [[nodiscard]] std::size_t queues() const noexcept { return _queues.size(); }
 
     // After failed attempt number `attempts` of a recipient of a message that arrived at
     // arrival_us, made at now_us (wall clock).

@@ -409,6 +409,20 @@ std::optional<shaping_change> throttle_controller::forget(std::uint64_t now_us) 
     return change(shaping_event::increase, old, _connections, "no rate signal for the forget period: doubled");
 }
 
+bool throttle_controller::settled() const noexcept {
+    return _suspended_until == 0 && _factor_until == 0 && !_blocked && _rate_milli == configured_rate_milli() &&
+           _connections == std::max<std::uint32_t>(1, _limits.connection_limit);
+}
+
+bool throttle_controller::at_rest(std::uint64_t now_us) {
+    if (_suspended_until != 0 || _factor_until != 0) return false;
+    if (_messages && !_messages->full(now_us)) return false;
+    if (_connection_rate && !_connection_rate->full(now_us)) return false;
+    if (settled()) return true;
+    const std::uint64_t last = std::max(_last_rate_signal_us, _conn_cut_ever ? _last_conn_cut_us : 0);
+    return now_us >= last && now_us - last >= _params.forget_after_us;
+}
+
 std::uint64_t throttle_controller::next_event_us() const noexcept {
     std::uint64_t next = UINT64_MAX;
     if (_suspended_until != 0) next = std::min(next, _suspended_until);

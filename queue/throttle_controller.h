@@ -160,6 +160,14 @@ public:
     [[nodiscard]] std::uint32_t connections() const noexcept { return _connections; }
     [[nodiscard]] bool suspended(std::uint64_t now_us) const noexcept { return now_us < _suspended_until; }
     [[nodiscard]] const resolved_shaping& limits() const noexcept { return _limits; }
+    // The limits are the configured ones and nothing is pending (no suspension, throttle or
+    // block): advance() has nothing to change, whatever the time.
+    [[nodiscard]] bool settled() const noexcept;
+    // A controller made now may take this one's place: no suspension or throttle pending, the
+    // token buckets full (a new one's are), and the limits settled() or no signal heard for
+    // forget_after (a cut that old is let go: a new controller starts at the configured limits).
+    // What lets the engine drop an idle site (queue/destination_pool.h).
+    [[nodiscard]] bool at_rest(std::uint64_t now_us);
 
 private:
     struct counts {

@@ -54,6 +54,12 @@ public:
         return _level / _rate.period_us;
     }
 
+    // Whether the bucket holds its whole burst at `now_us` (a bucket made now would be the same).
+    [[nodiscard]] bool full(std::uint64_t now_us) noexcept {
+        refill(now_us);
+        return _level >= capacity();
+    }
+
     // A new rate from `now_us` on (the controller changed it, or a reload did): the whole tokens
     // held are kept, up to the new burst; a partly refilled token is lost.
     // Precondition: r.valid().

@@ -1382,3 +1382,215 @@ TEST_F(DestinationPoolEgressTest, AnMxSitesKeyCarriesTheSourceAndItsConnectionsT
     ASSERT_EQ(_factory.made.size(), 1u);
     EXPECT_EQ(core::to_string(_factory.made[0]->target.address), "[2001:db8::1]:25") << "an IPv6 source, an IPv6 peer";
 }
+
+// ---- idle sites and destinations are dropped (issue 17, review finding 7) --------------------
+
+namespace {
+
+// The forget period of the controller's defaults (queue/throttle_controller.h), in ms.
+constexpr std::int64_t forget_ms = static_cast<std::int64_t>(controller_params{}.forget_after_us / 1000);
+
+}  // namespace
+
+class DestinationPoolEvictionTest : public DestinationPoolTest {
+protected:
+    // The connection ends (QUIT) and is freed at the turn's end.
+    void end_connection(fake_link& c) {
+        close_report r;
+        r.reason = protocol::close_reason::quit;
+        close(c, r);
+        pool().on_turn_end();
+    }
+    // The clock moves on by `ms`; the timers due by then fire and the once-a-second tick runs (as
+    // the delivery does).
+    void idle_for(std::int64_t ms) {
+        _clock.now_ms += ms;
+        pool().run_timers(_clock.now_ms);
+        pool().tick(_clock.now_ms);
+    }
+    // One job to the static route `address`, delivered on a connection of its own that then ends.
+    void deliver_once(const std::string& address) {
+        submit(static_route(address.c_str()));
+        fake_link& c = *_factory.made.back();
+        greet(c);
+        complete(c, protocol::outcome_kind::accepted);
+        end_connection(c);
+    }
+    const site* the_site() { return pool().find_site("127.0.0.1:2526"); }
+    // The one job waiting at the site for an hourly token (the message rate's or its tenant's,
+    // taken at t0) goes on a new connection when the token comes; the site, idle after it, is
+    // kept until the bucket is full again (a new site's would be) and then dropped.
+    void sends_at_its_token_and_goes_when_the_bucket_is_full(std::int64_t t0) {
+        _clock.now_ms = t0 + 3'600'000 + coarse_slack_ms;
+        pool().run_timers(_clock.now_ms);
+        ASSERT_EQ(_factory.made.size(), 2u) << "its token came";
+        greet(*_factory.made[1]);
+        complete(*_factory.made[1], protocol::outcome_kind::accepted);
+        end_connection(*_factory.made[1]);
+        const std::int64_t taken = _clock.now_ms;
+        idle_for(idle_evict_ms);
+        EXPECT_NE(the_site(), nullptr) << "its bucket is empty: a new site's would be full";
+        _clock.now_ms = taken + 3'600'000;
+        pool().tick(_clock.now_ms);
+        EXPECT_EQ(the_site(), nullptr) << "the bucket is full again";
+    }
+};
+
+TEST_F(DestinationPoolEvictionTest, AnIdleSiteIsDroppedAndANewJobToItMakesAFreshSiteThatWorks) {
+    deliver_once("127.0.0.1:2526");
+    const std::size_t queues = _scheduler.queues();
+    idle_for(idle_evict_ms - 1);
+    EXPECT_NE(the_site(), nullptr) << "not idle long enough";
+    idle_for(1);
+    EXPECT_EQ(the_site(), nullptr) << "idle for idle_evict_ms with nothing to keep";
+    EXPECT_EQ(pool().sites(), 0u);
+    EXPECT_EQ(_scheduler.queues(), queues - 1) << "its ready queue is given back";
+    submit(static_route());
+    ASSERT_NE(the_site(), nullptr);
+    ASSERT_EQ(_factory.made.size(), 2u) << "the new site opens a connection for the job";
+    greet(*_factory.made[1]);
+    complete(*_factory.made[1], protocol::outcome_kind::accepted);
+    ASSERT_EQ(_owner.finished.size(), 2u);
+    EXPECT_EQ(_owner.finished[1].outcome.kind, protocol::outcome_kind::accepted);
+}
+
+TEST_F(DestinationPoolEvictionTest, AThousandOneShotSitesAreAllDroppedAfterTheIdleTime) {
+    for (int i = 0; i < 1000; ++i) deliver_once("127.0.0.1:" + std::to_string(3000 + i));
+    EXPECT_EQ(pool().sites(), 1000u);
+    EXPECT_EQ(_scheduler.queues(), 1000u);
+    idle_for(idle_evict_ms);
+    EXPECT_EQ(pool().sites(), 0u);
+    EXPECT_EQ(_scheduler.queues(), 0u);
+}
+
+TEST_F(DestinationPoolEvictionTest, ASiteWhoseRateWasCutIsKeptUntilTheCutIsForgotten) {
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    fail_job(c, 451, "4.7.1 Message rate limit exceeded for IP, try again later");
+    ASSERT_EQ(_owner.changes.size(), 1u);
+    ASSERT_NE(the_site()->controller->rate_milli(), 0u) << "a rate limit found";
+    end_connection(c);
+    const std::int64_t signal = _clock.now_ms;
+    idle_for(idle_evict_ms);
+    EXPECT_NE(the_site(), nullptr) << "a new site would forget the cut";
+    _clock.now_ms = signal + forget_ms - 1000;
+    pool().tick(_clock.now_ms);
+    EXPECT_NE(the_site(), nullptr);
+    _clock.now_ms = signal + forget_ms;
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(the_site(), nullptr) << "no signal for the forget period: at rest";
+}
+
+TEST_F(DestinationPoolEvictionTest, ASiteWithAJobWaitingForItsRateIsKeptAndThenUntilItsBucketIsFull) {
+    _rules_json = R"({"default": {"max_message_rate": "1/h,max_burst=1"}})";
+    const std::int64_t t0 = _clock.now_ms;
+    submit(static_route());
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    end_connection(c);
+    ASSERT_EQ(the_site()->ready->size(), 1u) << "the second waits an hour for its token";
+    idle_for(2 * idle_evict_ms);
+    ASSERT_NE(the_site(), nullptr) << "a job waits at it";
+    EXPECT_EQ(the_site()->ready->size(), 1u);
+    sends_at_its_token_and_goes_when_the_bucket_is_full(t0);
+}
+
+TEST_F(DestinationPoolEvictionTest, ASiteWithJobsHeldByTheirTenantIsKeptUntilTheTenantsBucketIsFull) {
+    const std::int64_t t0 = _clock.now_ms;
+    held_by_alices_limit();
+    end_connection(*_factory.made[0]);
+    idle_for(2 * idle_evict_ms);
+    ASSERT_NE(the_site(), nullptr) << "alice's job is held at it";
+    sends_at_its_token_and_goes_when_the_bucket_is_full(t0);
+}
+
+TEST_F(DestinationPoolEvictionTest, ASiteIsKeptWhileAConnectionToItIsOpenOrNotYetFreed) {
+    _config.idle_connection_timeout = 7200;
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    idle_for(2 * idle_evict_ms);
+    ASSERT_NE(the_site(), nullptr) << "an idle connection is open";
+    EXPECT_FALSE(c.finished);
+    c.can_retire = false;  // closed with an operation still in flight
+    end_connection(c);
+    idle_for(idle_evict_ms);
+    EXPECT_NE(the_site(), nullptr) << "the closed connection, not yet freed, still points at it";
+    c.can_retire = true;
+    pool().on_turn_end();
+    idle_for(0);
+    EXPECT_EQ(the_site(), nullptr);
+}
+
+// The longest back-off (60 s) is shorter than idle_evict_ms: a site is never dropped while it backs
+// off; an unreachable one is dropped like any other once idle.
+TEST_F(DestinationPoolEvictionTest, AnUnreachableSiteIsKeptWhileItBacksOffAndDroppedOnceIdle) {
+    submit(static_route());
+    fail_before_greeting(*_factory.made[0]);
+    pool().on_turn_end();
+    ASSERT_EQ(_owner.finished.size(), 1u) << "deferred";
+    ASSERT_GT(the_site()->backoff_until_ms, _clock.now_ms);
+    idle_for(idle_evict_ms - 1);
+    EXPECT_NE(the_site(), nullptr);
+    idle_for(1);
+    EXPECT_EQ(the_site(), nullptr);
+}
+
+TEST_F(DestinationPoolEvictionTest, ASuspendedSiteIsKeptUntilItHasRestedAfterItsResumption) {
+    _config.max_connections_per_destination = 2;  // resumed on one: a cut
+    _rules_json = R"({"automation": [{"match": "\\[TSS04\\]", "action": "suspend", "duration": "1h"}]})";
+    submit(static_route());
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    fail_job(c, 421, "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume");
+    end_connection(c);
+    const std::int64_t t0 = _clock.now_ms;
+    idle_for(2 * idle_evict_ms);
+    ASSERT_NE(the_site(), nullptr) << "suspended";
+    _clock.now_ms = t0 + 3'600'000 + coarse_slack_ms;
+    pool().run_timers(_clock.now_ms);  // the suspension's end
+    ASSERT_FALSE(the_site()->controller->suspended(static_cast<std::uint64_t>(_clock.now_ms) * 1000));
+    EXPECT_EQ(the_site()->controller->connections(), 1u) << "resumed on one connection";
+    const std::int64_t resumed = _clock.now_ms;
+    idle_for(idle_evict_ms);
+    EXPECT_NE(the_site(), nullptr) << "a new site would not start on one connection";
+    _clock.now_ms = resumed + forget_ms;
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(the_site(), nullptr);
+}
+
+TEST_F(DestinationPoolEvictionTest, ADestinationIsDroppedOnceItsPlanHasExpiredAndItIsIdle) {
+    submit(mx_route("example.net"));
+    answer_mx(google_like_plan());
+    const std::int64_t resolved = _clock.now_ms;
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    end_connection(c);
+    const std::string site_key = _owner.finished[0].job->site_key;
+    ASSERT_NE(pool().find_site(site_key), nullptr);
+    _clock.now_ms = resolved + 60'000 + idle_evict_ms - 1;
+    pool().tick(_clock.now_ms);
+    EXPECT_NE(pool().find("mx:example.net"), nullptr) << "its plan expired less than idle_evict_ms ago";
+    EXPECT_EQ(pool().find_site(site_key), nullptr) << "its site, unused for longer, is gone";
+    idle_for(1);
+    EXPECT_EQ(pool().find("mx:example.net"), nullptr);
+    EXPECT_EQ(pool().destinations(), 0u);
+    EXPECT_EQ(_scheduler.queues(), 0u);
+}
+
+TEST_F(DestinationPoolEvictionTest, ADestinationIsKeptWhileItsLookupRuns) {
+    submit(mx_route("example.org"));
+    idle_for(2 * idle_evict_ms);
+    EXPECT_NE(pool().find("mx:example.org"), nullptr) << "the resolver will answer it";
+    core::mx_result temporary;
+    temporary.status = core::dns_status::temporary;
+    answer_mx(temporary);
+    ASSERT_EQ(_owner.finished.size(), 1u) << "deferred";
+    idle_for(idle_evict_ms);
+    EXPECT_EQ(pool().find("mx:example.org"), nullptr);
+}

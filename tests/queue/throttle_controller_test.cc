@@ -342,6 +342,40 @@ TEST(ThrottleController, SuspendStopsEverythingThenResumesOnOneConnection) {
     EXPECT_FALSE(c.may_open_connection(1, 7201 * sec));
 }
 
+// Review finding 7: the pool drops an idle site only when a new controller may take its place.
+TEST(ThrottleController, IsAtRestAtItsConfiguredLimitsOnceItsBucketIsFull) {
+    throttle_controller c(limits(4, "10/s"), 0);
+    EXPECT_TRUE(c.settled());
+    EXPECT_TRUE(c.at_rest(0));
+    ASSERT_TRUE(c.take_message(0));
+    EXPECT_TRUE(c.settled());
+    EXPECT_FALSE(c.at_rest(0)) << "a token taken: a new controller's bucket would be full";
+    EXPECT_FALSE(c.at_rest(100 * ms - 1));
+    EXPECT_TRUE(c.at_rest(100 * ms)) << "refilled";
+}
+
+TEST(ThrottleController, ACutRateIsAtRestOnceQuietForTheForgetPeriod) {
+    throttle_controller c(limits(16), 0);
+    ASSERT_TRUE(c.failed(attempt_stage::command, 451, rate_reply, 0, 1 * ms, 5).has_value());
+    EXPECT_FALSE(c.settled());
+    EXPECT_FALSE(c.at_rest(1 * ms + 600 * sec - 1));
+    EXPECT_TRUE(c.at_rest(1 * ms + 600 * sec)) << "no signal for the forget period";
+    (void)c.advance(1 * ms + 600 * sec);  // forgets the rate
+    EXPECT_TRUE(c.settled());
+}
+
+TEST(ThrottleController, ASuspensionIsNeverAtRestAndAResumptionOnOneConnectionOnlyAfterTheForgetPeriod) {
+    throttle_controller c(limits(16), 0);
+    (void)c.automate(rule(R"({"match": "TSS04", "action": "suspend", "duration": "1h"})"), "421 [TSS04]", 0);
+    EXPECT_FALSE(c.settled());
+    EXPECT_FALSE(c.at_rest(7200 * sec)) << "its end is not taken yet (advance())";
+    ASSERT_TRUE(c.advance(3600 * sec).has_value());
+    EXPECT_EQ(c.connections(), 1u);
+    EXPECT_FALSE(c.settled());
+    EXPECT_FALSE(c.at_rest(4200 * sec - 1));
+    EXPECT_TRUE(c.at_rest(4200 * sec));
+}
+
 TEST(ThrottleController, ThrottleMultipliesTheRateUntilItEnds) {
     throttle_controller c(limits(16, "100/s"), 0);
     const automation_rule r = rule(R"({"match": "^421", "action": "throttle", "factor": 0.5, "duration": "10m"})");

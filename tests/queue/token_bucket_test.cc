@@ -109,6 +109,14 @@ TEST(TokenBucket, BurstPassesThenOneTokenPerInterval) {
     EXPECT_FALSE(b.try_take(101'000));
 }
 
+TEST(TokenBucket, IsFullOnlyWithItsWholeBurst) {
+    token_bucket b(rate("10/s"), 0);
+    EXPECT_TRUE(b.full(0));
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(b.try_take(0)) << i;
+    EXPECT_FALSE(b.full(999'999)) << "nine of the ten tokens are back";
+    EXPECT_TRUE(b.full(1'000'000)) << "the whole burst is back";
+}
+
 TEST(TokenBucket, EmptyStartWaitsForTheFirstToken) {
     token_bucket b(rate("600/min"), 0, bucket_start::empty);
     EXPECT_EQ(b.tokens(0), 0u);
