@@ -645,6 +645,17 @@ def wait_until(pred, timeout):
     return pred()
 
 
+def send_numbered(relay, n, tag, domain="example.net", sender="sender@example.org"):
+    """n messages over one SMTP session, message i to rcpt{i}@domain with Subject "{tag} {i}" and
+    Message-ID <{tag}{i}@example.org>."""
+    host, port = relay.address()
+    s = smtplib.SMTP(host, port, timeout=30)
+    for i in range(n):
+        s.sendmail(sender, [f"rcpt{i}@{domain}"],
+                   f"Subject: {tag} {i}\r\nMessage-ID: <{tag}{i}@example.org>\r\n\r\nbody {i}\r\n")
+    s.quit()
+
+
 def start_sink(binary, port, args):
     """ringrelay-sink on 127.0.0.1:`port` with one shard, --quiet --json and `args`; killed (by
     PID) at exit if still running. Returns the Popen once the port accepts connections."""

@@ -25,7 +25,6 @@
 # every process is ours, by PID.
 import json
 import os
-import smtplib
 import sys
 
 import harness
@@ -44,13 +43,7 @@ records = harness.log_records
 wait_for = harness.wait_until
 
 
-def send(relay, n, tag):
-    host, rport = relay.address()
-    s = smtplib.SMTP(host, rport, timeout=30)
-    for i in range(n):
-        s.sendmail("sender@example.org", [f"rcpt{i}@example.net"],
-                   f"Subject: {tag} {i}\r\nMessage-ID: <{tag}{i}@example.org>\r\n\r\nbody {i}\r\n")
-    s.quit()
+send = harness.send_numbered
 
 
 def suspend_case(c, relay_bin, sink_bin):

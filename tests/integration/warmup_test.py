@@ -23,7 +23,6 @@
 import datetime
 import json
 import os
-import smtplib
 import subprocess
 import sys
 import time
@@ -66,12 +65,7 @@ def rules_file(work, daily):
 
 
 def send(relay, count, domain="example.net"):
-    host, port = relay.address()
-    s = smtplib.SMTP(host, port, timeout=30)
-    for i in range(count):
-        s.sendmail("sender@example.org", [f"rcpt{i}@{domain}"],
-                   f"Subject: warm-up {i}\r\nMessage-ID: <w{i}@example.org>\r\n\r\nbody {i}\r\n")
-    s.quit()
+    harness.send_numbered(relay, count, "w", domain)
 
 
 def overflow_case(c, relay_bin, sink_bin):
