@@ -169,8 +169,8 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--hold", .member = &config::hold,
      .help = "accept and spool mail but deliver nothing (it stays in the spool until a run without --hold)"},
     {.name = "--drain", .member = &config::drain,
-     .help = "accept nothing (no SMTP listener), deliver what the spool holds, exit 0 once it is empty "
-             "(or at SIGTERM, as usual); to retire a node"},
+     .help = "accept nothing (no SMTP listener), try everything the spool holds now, exit 0 once nothing "
+             "is left (or at SIGTERM, as usual); to retire a node (SIGUSR2 drains a running relay)"},
     {.name = "--route", .member = &config::routes,
      .help = "DOMAIN=HOST:PORT: deliver DOMAIN's mail to that next hop; repeatable; '*' matches every domain "
              "(numeric HOST for now)"},

@@ -1,15 +1,9 @@
 // core/http_request.cc: see http_request.h.
 #include "core/http_request.h"
 
-// GCC 12 with -O2 and the sanitizers warns that Beast's boost::optional<std::uint64_t>
-// content length "may be used uninitialized" (a false positive inside Boost's headers; -Werror
-// would stop the sanitized build). Silenced for these headers only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
-#pragma GCC diagnostic pop
 
 #include <algorithm>
 #include <charconv>

@@ -2,6 +2,7 @@
 #include "queue/relay.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -366,13 +367,14 @@ bool relay::drained() const noexcept {
 }
 
 std::string relay::reopen_log() {
-    if (_log_fd <= 2) return "SIGUSR1: no log file to reopen (--log is " + std::string(_config.log.empty() ? "off" : "stdout") + ")";
+    if (_config.log.empty() || _config.log == "-" || _log_fd < 0)
+        return "SIGUSR1: no log file to reopen (--log is " + std::string(_config.log.empty() ? "off" : "stdout") + ")";
     const int fd = core::open_log(_config.log);
     if (fd < 0) return "SIGUSR1: cannot reopen --log " + _config.log + ": " + std::strerror(-fd) + "; still writing to the file opened before";
-    const int moved = ::dup2(fd, _log_fd);
+    const int moved = ::dup3(fd, _log_fd, O_CLOEXEC);
     const int error = errno;
     ::close(fd);
-    if (moved < 0) return "SIGUSR1: cannot reopen --log " + _config.log + ": dup2: " + std::strerror(error) + "; still writing to the file opened before";
+    if (moved < 0) return "SIGUSR1: cannot reopen --log " + _config.log + ": dup3: " + std::strerror(error) + "; still writing to the file opened before";
     return "SIGUSR1: reopened --log " + _config.log;
 }
 

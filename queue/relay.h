@@ -72,12 +72,14 @@ public:
     // part that fails to load leaves what is in use.
     [[nodiscard]] std::string reload();
     // SIGUSR1 (logrotate): opens --log again by its name and puts the new file behind the
-    // descriptor every shard writes to (dup2, atomic: a write lands whole in the old file or the
-    // new one). If the open fails, the old file stays in use. The text is the one line to log.
+    // descriptor every shard writes to (dup3, atomic: each write goes whole to the old file or
+    // the new one; only the rest of a write that came up short, e.g. on a full disk, can follow
+    // into the new file). If the open fails, the old file stays in use. The text is the one line
+    // to log.
     [[nodiscard]] std::string reopen_log();
 
-    // --drain, or a drain asked for while running (any thread): every shard closes its SMTP
-    // listeners at its next tick and keeps delivering; sessions already open finish.
+    // --drain, or a drain asked for while running (SIGUSR2; any thread): every shard closes its
+    // SMTP listeners at its next tick and keeps delivering; sessions already open finish.
     void request_drain() noexcept { _drain.store(true, std::memory_order_release); }
     [[nodiscard]] bool draining() const noexcept { return _drain.load(std::memory_order_acquire); }
     // Every shard, at its last tick, had stopped listening, had no SMTP connection and nothing

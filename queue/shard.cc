@@ -304,7 +304,8 @@ void shard::tick_drain() noexcept {
                        std::to_string(_front->connections()) + " session(s) finish, " +
                        std::to_string(_delivery->queued_messages()) + " message(s) to deliver");
     }
-    _drained.store(_front->drained() && _delivery->queued_messages() == 0 && _delivery->outgoing_idle(),
+    _drained.store(_front->drained() && _delivery->queued_messages() == 0 && _delivery->outgoing_idle() &&
+                       _delivery->reports_idle() && _spool->idle(),
                    std::memory_order_release);
 }
 

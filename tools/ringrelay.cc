@@ -3,8 +3,9 @@
 // finish their transaction, bounded by --shutdown-timeout; the spool and log flush; exit 0),
 // a second exits at once (exit 1). Acknowledged mail is on disk either way. SIGHUP re-reads
 // the TLS certificate and key, --auth-users, the DKIM keys and the shaping rules (a part that
-// does not load stays as it was); SIGUSR1 reopens --log (logrotate). --drain (or a drain asked
-// for while running) closes the SMTP listeners and exits 0 once nothing is left to deliver.
+// does not load stays as it was); SIGUSR1 reopens --log (logrotate). --drain, or SIGUSR2 while
+// running, closes the SMTP listeners and exits 0 once nothing is left to deliver (--drain also
+// makes the recovered mail due at once). A shard that stops by itself stops the relay: exit 1.
 // Under systemd (Type=notify) it says READY=1 once listening, RELOADING=1/READY=1 around a
 // reload and STOPPING=1 when it stops (core/sd_notify.h).
 //
@@ -220,6 +221,7 @@ int main(int argc, char** argv) {
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
     sigaddset(&signals, SIGUSR1);
+    sigaddset(&signals, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
 
@@ -264,9 +266,11 @@ int main(int argc, char** argv) {
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +
                std::to_string(node.recovered_messages()) + " message(s)");
     // systemd (Type=notify): ready once listening. Without $NOTIFY_SOCKET nothing is sent.
-    notify("READY=1\nSTATUS=listening on " + where + "\nMAINPID=" + std::to_string(::getpid()));
+    std::string status = "listening on " + where;
+    notify("READY=1\nSTATUS=" + status + "\nMAINPID=" + std::to_string(::getpid()));
 
     bool stopping = false;
+    bool shard_lost = false;
     bool drain_seen = false;
     std::int64_t drained_since_ms = -1;  // every shard drained at its tick since then
     for (;;) {
@@ -282,9 +286,13 @@ int main(int argc, char** argv) {
                 core::diag(report.substr(start, end - start));
                 start = end + 1;
             }
-            notify("READY=1\nSTATUS=listening on " + where);
+            notify("READY=1\nSTATUS=" + status);
         }
         if (sig == SIGUSR1) core::diag(node.reopen_log());
+        if (sig == SIGUSR2 && !stopping && !node.draining()) {
+            core::diag("SIGUSR2: draining: no new SMTP connections; delivering what is queued, then exiting");
+            node.request_drain();
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             if (stopping) {
                 core::diag("second signal: exiting at once (acknowledged mail is already on disk)");
@@ -298,7 +306,8 @@ int main(int argc, char** argv) {
         if (!stopping && node.draining()) {
             if (!drain_seen) {
                 drain_seen = true;
-                notify("STATUS=draining: delivering the queue, then exiting");
+                status = "draining: delivering the queue, then exiting";
+                notify("STATUS=" + status);
             }
             // Each shard says whether it is drained at its tick (once a second); a message handed
             // between shards is seen by one of them, so the verdict must hold for a few ticks.
@@ -316,9 +325,11 @@ int main(int argc, char** argv) {
         }
         if (stopping && node.finished()) break;
         if (!stopping && node.finished()) {
-            core::diag("a shard stopped unexpectedly; shutting down");
+            core::diag("a shard stopped unexpectedly; shutting down (exit 1)");
+            notify("STOPPING=1\nSTATUS=a shard stopped unexpectedly");
             node.request_stop();
             stopping = true;
+            shard_lost = true;
         }
     }
     node.join();
@@ -326,5 +337,5 @@ int main(int argc, char** argv) {
     core::diag("stopped: " + std::to_string(node.messages_queued()) + " message(s) queued in this run; " +
                "streamed body pieces read into registered buffers: " + std::to_string(reads.fixed) +
                ", into plain memory: " + std::to_string(reads.plain));
-    return 0;
+    return shard_lost ? 1 : 0;
 }

@@ -10,9 +10,12 @@
 #    file, records after it in the new one, none lost or doubled.
 # 3. SIGUSR1 when the log cannot be opened again (its directory renamed away): the relay says
 #    so, keeps running and keeps writing to the file it had.
-# 4. --drain: messages deferred by a relay whose next hop is down; a relay started with
-#    --drain on that spool listens for nothing, delivers them all once the next hop is up and
-#    exits 0 by itself. --drain with --hold is refused at start.
+# 4. --drain: messages deferred by a relay whose next hops are down (default retry intervals);
+#    a relay started with --drain on that spool listens for nothing, tries them at once,
+#    delivers them, bounces the one the next hop rejects, delivers that bounce report too, and
+#    only then exits 0 by itself. --drain with --hold is refused at start.
+# 5. SIGUSR2 drains a running relay: its SMTP port closes, and it exits 0 by itself once the
+#    queued mail is delivered.
 #
 # Arguments: ringrelay, ringrelay-sink. Loopback only; every wait bounded.
 import os
@@ -27,6 +30,9 @@ import time
 
 import harness
 
+# The shipped postrotate command (systemd), replaced here by a kill of this relay's pid.
+SIGNAL_LINE = ("if systemctl is-active --quiet ringrelay.service; then "
+               "systemctl kill --signal=SIGUSR1 --kill-whom=main ringrelay.service; fi")
 SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -160,11 +166,11 @@ def logrotate(c, relay_bin, work):
     # The shipped file, pointed at this relay: its log, no owner (no ringrelay user here), and
     # the signal sent straight to this pid instead of through systemctl.
     for needle in ("/var/log/ringrelay/delivery.log {", "create 0640 ringrelay ringrelay",
-                   "systemctl kill --signal=SIGUSR1 --kill-whom=main ringrelay.service"):
+                   SIGNAL_LINE):
         c.require(needle in shipped, f"etc/logrotate.d/ringrelay has '{needle}'")
     conf = shipped.replace("/var/log/ringrelay/delivery.log {", log + " {") \
                   .replace("create 0640 ringrelay ringrelay", "create 0640") \
-                  .replace("systemctl kill --signal=SIGUSR1 --kill-whom=main ringrelay.service", f"kill -USR1 {relay.proc.pid}")
+                  .replace(SIGNAL_LINE, f"kill -USR1 {relay.proc.pid}")
     conf_path = os.path.join(work, "logrotate.conf")
     with open(conf_path, "w") as f:
         f.write(conf)
@@ -196,33 +202,60 @@ def logrotate(c, relay_bin, work):
     c.check(relay.stop() == 0, "the relay stops cleanly")
 
 
+def saved(save):
+    """The --save files of a sink: [(mail from, text)]."""
+    out = []
+    for name in sorted(os.listdir(save)):
+        if name.endswith(".eml"):
+            with open(os.path.join(save, name), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            m = re.search(r"^X-Sink-Mail-From: (.*)\r$", text, re.M)
+            out.append((m.group(1) if m else None, text))
+    return out
+
+
 def drain(c, relay_bin, sink_bin, work):
-    port = harness.free_port()  # nothing listens on it until the sink starts
-    flags = ["--route", f"*=127.0.0.1:{port}", "--retry-intervals", "1s"]
+    # Next hops down: bad.example's (it will reject) and everything else's. Default retry
+    # intervals (the first retry 5 minutes away): --drain must not wait for them.
+    good, bad = harness.free_port(), harness.free_port()
+    flags = ["--route", f"bad.example=127.0.0.1:{bad}", "--route", f"*=127.0.0.1:{good}"]
     first = harness.Relay(relay_bin, flags, shards=2).start()
     ids = send(first, 6, "drain")
-    c.require(harness.wait_until(lambda: {r["queue_id"] for r in harness.log_records(first.log_path)
-                                           if r.get("type") == "TransientFailure"} == set(ids), 20),
-              "all 6 messages deferred (next hop down)")
+    host, port = first.address()
+    s = smtplib.SMTP(host, port, timeout=30)
+    s.sendmail("sender@example.org", ["someone@bad.example"], "Subject: will bounce\r\n\r\nbody\r\n")
+    s.quit()
+    deferred = lambda: {r["recipient"] for r in harness.log_records(first.log_path)  # noqa: E731
+                        if r.get("type") == "TransientFailure"}
+    c.require(harness.wait_until(lambda: len(deferred()) == 7, 20), "all 7 recipients deferred (next hops down)",
+              deferred())
     c.require(first.stop() == 0, "the first relay stops cleanly")
 
     save = os.path.join(work, "saved")
     os.makedirs(save)
-    sink = harness.start_sink(sink_bin, port, ["--save", save, "--duration", "90"])
+    sink = harness.start_sink(sink_bin, good, ["--save", save, "--duration", "90"])
+    rejecting = harness.start_sink(sink_bin, bad, ["--reject-rate", "1", "--duration", "90"])
     draining = harness.Relay(relay_bin, flags + ["--drain"], shards=2, spool=first.spool).start()
     c.check(draining.endpoints == [] and "listening on nothing (--drain" in draining.stderr(),
             "a relay with --drain listens for nothing", draining.stderr()[-300:])
-    c.check(draining.holds == 6, "it recovered the 6 messages", draining.holds)
+    c.check(draining.holds == 7, "it recovered the 7 messages", draining.holds)
     status = draining.wait(60)
-    c.check(status == 0, "it exits 0 by itself once everything is delivered", (status, draining.stderr()[-600:]))
+    c.check(status == 0, "it exits 0 by itself once everything is done, without waiting for the journaled "
+            "retry times (5 minutes away)", (status, draining.stderr()[-600:]))
     c.check("drained: nothing left to deliver" in draining.stderr(), "it says why it stopped", draining.stderr()[-400:])
-    delivered = {r["queue_id"] for r in harness.log_records(first.log_path) + harness.log_records(draining.log_path)
-                 if r.get("type") == "Delivery"}
+    records = harness.log_records(draining.log_path)
+    delivered = {r["queue_id"] for r in records if r.get("type") == "Delivery" and r.get("recipient") != "sender@example.org"}
     c.check(delivered == set(ids), "a Delivery record for each of the 6 messages", sorted(delivered))
-    c.check(len([n for n in os.listdir(save) if n.endswith(".eml")]) == 6, "the sink saved 6 messages",
-            os.listdir(save))
-    sink.terminate()
-    harness.sink_result(sink, 30)
+    c.check([r["recipient"] for r in records if r.get("type") == "Bounce"] == ["someone@bad.example"],
+            "a Bounce record for the rejected recipient", [r for r in records if r.get("type") == "Bounce"])
+    got = saved(save)
+    dsns = [text for sender, text in got if sender == "<>"]
+    c.check(len(got) == 7 and len(dsns) == 1, "the sink saved the 6 messages and the bounce report (DSN) the drain "
+            "made: the relay did not exit before delivering it", [sender for sender, _ in got])
+    c.check(bool(dsns) and "someone@bad.example" in dsns[0], "the DSN names the rejected recipient")
+    for p in (sink, rejecting):
+        p.terminate()
+        harness.sink_result(p, 30)
     listing = harness.list_spool(relay_bin, first.spool)
     c.check(listing[0] == 0, "--list-spool: nothing left", listing)
 
@@ -232,12 +265,42 @@ def drain(c, relay_bin, sink_bin, work):
             "--drain with --hold is refused at start, naming both", (r.returncode, r.stderr))
 
 
+def drain_running(c, relay_bin, sink_bin, work):
+    """SIGUSR2: a running relay drains."""
+    port = harness.free_port()
+    relay = harness.Relay(relay_bin, ["--route", f"*=127.0.0.1:{port}", "--retry-intervals", "2s"]).start()
+    ids = send(relay, 3, "usr2")
+    c.require(harness.wait_until(lambda: {r["queue_id"] for r in harness.log_records(relay.log_path)
+                                           if r.get("type") == "TransientFailure"} == set(ids), 20),
+              "3 messages deferred (next hop down)")
+    relay.signal(signal.SIGUSR2)
+
+    def refused():
+        try:
+            socket.create_connection(relay.address(), timeout=2).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+    c.check(harness.wait_until(refused, 10), "after SIGUSR2 the SMTP port refuses connections",
+            relay.stderr()[-300:])
+    c.check(relay.running(), "and the relay keeps running while mail is queued")
+    sink = harness.start_sink(sink_bin, port, ["--duration", "90"])
+    status = relay.wait(60)
+    c.check(status == 0, "once the next hop is up it delivers the 3 messages and exits 0 by itself",
+            (status, relay.stderr()[-500:]))
+    delivered = {r["queue_id"] for r in harness.log_records(relay.log_path) if r.get("type") == "Delivery"}
+    c.check(delivered == set(ids), "a Delivery record for each", sorted(delivered))
+    sink.terminate()
+    harness.sink_result(sink, 30)
+
+
 def scenario(c):
     relay_bin, sink_bin = sys.argv[1], sys.argv[2]
     work = harness.temp_dir("rr-daemon-")
     notify_protocol(c, relay_bin, work)
     logrotate(c, relay_bin, work)
     drain(c, relay_bin, sink_bin, work)
+    drain_running(c, relay_bin, sink_bin, work)
 
 
 if __name__ == "__main__":
