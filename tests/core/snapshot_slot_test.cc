@@ -17,6 +17,10 @@ struct pair_value {
     std::uint64_t a = 0;
     std::uint64_t b = 0;
 };
+// Wide enough that a read under a write would see two values.
+struct wide_value {
+    std::uint64_t v[32] = {};
+};
 }  // namespace
 
 TEST(SnapshotSlot, ReaderSeesTheLastPublication) {
@@ -50,33 +54,46 @@ TEST(SnapshotSlot, SkipsPublishingOverABufferAReaderHolds) {
 }
 
 TEST(SnapshotSlot, ConcurrentReadsSeeWholePublications) {
-    snapshot_slot<pair_value> slot;
-    constexpr std::uint64_t publications = 200'000;
+    snapshot_slot<wide_value> slot;
+    // Bounded by counts, not time: the writer publishes until the readers have read this often.
+    constexpr std::uint64_t wanted_reads = 500'000;
+    constexpr std::uint64_t wanted_publications = 500'000;
+    constexpr std::uint64_t max_publications = 50'000'000;
     std::atomic<bool> done{false};
+    std::atomic<int> started{0};
     std::atomic<std::uint64_t> torn{0};
     std::atomic<std::uint64_t> reads{0};
     std::vector<std::thread> readers;
     for (int t = 0; t < 2; ++t)
         readers.emplace_back([&] {
+            started.fetch_add(1);
             while (!done.load(std::memory_order_acquire)) {
                 const auto r = slot.read();
                 if (r.get() == nullptr) continue;
-                const pair_value v = *r.get();
-                if (v.a != v.b) torn.fetch_add(1);
+                const wide_value v = *r.get();
+                for (const std::uint64_t x : v.v)
+                    if (x != v.v[0]) {
+                        torn.fetch_add(1);
+                        break;
+                    }
                 reads.fetch_add(1, std::memory_order_relaxed);
             }
         });
+    while (started.load() < 2) std::this_thread::yield();
     std::uint64_t published = 0;
-    for (std::uint64_t n = 1; n <= publications; ++n)
-        if (slot.publish([n](pair_value& v) {
-                v.a = n;
-                std::atomic_signal_fence(std::memory_order_seq_cst);
-                v.b = n;
+    for (std::uint64_t n = 1; n <= max_publications &&
+                               (published < wanted_publications || reads.load(std::memory_order_relaxed) < wanted_reads);
+         ++n)
+        if (slot.publish([n](wide_value& v) {
+                for (std::uint64_t& x : v.v) {
+                    x = n;
+                    std::atomic_signal_fence(std::memory_order_seq_cst);
+                }
             }))
             ++published;
     done.store(true, std::memory_order_release);
     for (std::thread& t : readers) t.join();
     EXPECT_EQ(torn.load(), 0u);
-    EXPECT_GT(published, 0u);
-    EXPECT_GT(reads.load(), 0u);
+    EXPECT_GE(published, wanted_publications);
+    EXPECT_GE(reads.load(), wanted_reads);
 }
