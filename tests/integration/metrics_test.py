@@ -7,12 +7,15 @@
 #   fast.test -> mx.fast.test   127.0.0.1  accepts; provider "fastprov" by a shaping rule
 #   slow.test -> mx.slow.test   127.0.0.2  accepts; its domain rule allows one message an hour
 #   bad.test  -> mx.bad.test    127.0.0.3  answers every message 550 5.1.1 (no such user)
+#   later.test -> mx.later.test 127.0.0.4  answers every message 451 (deferred; next retry in 1 h)
 #   dsn.test  -> mx.dsn.test    127.0.0.1  the senders' domain: the bounces' DSNs go there
-# FAST messages to fast.test, SLOW to slow.test, BAD to bad.test, all from s@dsn.test; then one
+# FAST messages to fast.test, SLOW to slow.test, BAD to bad.test, LATER to later.test, all from
+# s@dsn.test; then one
 # more to a bad.test recipient, which the suppression list (tenant dsn.test) refuses at RCPT.
 # Expected, exactly: ringrelay_provider_messages_delivered_total{provider="fastprov"} FAST;
 # {provider="none"} 1 (slow's one token) + BAD (the DSNs); bounced{provider="none"} BAD and
-# ringrelay_messages_bounced_by_class_total{class="invalid-recipient"} BAD; the queue at site
+# ringrelay_messages_bounced_by_class_total{class="invalid-recipient"} BAD; deferred{provider=
+# "none"} LATER (no expiry); the queue at site
 # mx.slow.test SLOW - 1, with an age; ringrelay_messages_suppressed_total 1 and
 # ringrelay_suppressions_added_total BAD; ringrelay_acknowledgement_seconds_count the number of
 # messages accepted; group commits and DNS lookups counted. Loopback only; every wait bounded.
@@ -29,6 +32,7 @@ from mx_routing_test import Dnsmasq
 FAST = 5
 SLOW = 4
 BAD = 2
+LATER = 1
 
 
 def scrape(url):
@@ -57,15 +61,17 @@ def start_sink(binary, address, port, args=()):
 
 def scenario(c):
     relay_bin, sink_bin = sys.argv[1], sys.argv[2]
-    harness.require_bindable(["127.0.0.2", "127.0.0.3"])
+    harness.require_bindable(["127.0.0.2", "127.0.0.3", "127.0.0.4"])
     port = harness.free_port()
     start_sink(sink_bin, "127.0.0.1", port)
     start_sink(sink_bin, "127.0.0.2", port)
     start_sink(sink_bin, "127.0.0.3", port, ["--reject-rate", "1", "--reject-reply",
                                              "550 5.1.1 The email account that you tried to reach does not exist."])
+    start_sink(sink_bin, "127.0.0.4", port, ["--defer-rate", "1"])
     dns = Dnsmasq(["--mx-host=fast.test,mx.fast.test,10", "--host-record=mx.fast.test,127.0.0.1",
                    "--mx-host=slow.test,mx.slow.test,10", "--host-record=mx.slow.test,127.0.0.2",
                    "--mx-host=bad.test,mx.bad.test,10", "--host-record=mx.bad.test,127.0.0.3",
+                   "--mx-host=later.test,mx.later.test,10", "--host-record=mx.later.test,127.0.0.4",
                    "--mx-host=dsn.test,mx.dsn.test,10", "--host-record=mx.dsn.test,127.0.0.1"])
     work = harness.temp_dir("rr-metrics-")
     rules = os.path.join(work, "rules.json")
@@ -80,10 +86,10 @@ def scenario(c):
     url = f"http://127.0.0.1:{http_port}/metrics"
     host, rport = relay.address()
     with smtplib.SMTP(host, rport, timeout=30) as s:
-        for domain, n in (("fast.test", FAST), ("slow.test", SLOW), ("bad.test", BAD)):
+        for domain, n in (("fast.test", FAST), ("slow.test", SLOW), ("bad.test", BAD), ("later.test", LATER)):
             for i in range(n):
                 s.sendmail("s@dsn.test", [f"r{i}@{domain}"], f"Subject: {domain} {i}\r\n\r\nbody {i}\r\n")
-    accepted = FAST + SLOW + BAD
+    accepted = FAST + SLOW + BAD + LATER
 
     text = {}
 
@@ -92,6 +98,7 @@ def scenario(c):
         return (series(t, "ringrelay_provider_messages_delivered_total", {"provider": "fastprov"}) == FAST and
                 series(t, "ringrelay_provider_messages_delivered_total", {"provider": "none"}) == 1 + BAD and
                 series(t, "ringrelay_messages_bounced_by_class_total") == BAD and
+                series(t, "ringrelay_provider_messages_deferred_total", {"provider": "none"}) == LATER and
                 series(t, "ringrelay_queue_messages", {"site": "mx.slow.test"}) == SLOW - 1)
     ok = harness.wait_until(settled, 60)
     t = text["t"]
@@ -104,6 +111,9 @@ def scenario(c):
     c.check(series(t, "ringrelay_provider_messages_bounced_total", {"provider": "none"}) == BAD and
             series(t, "ringrelay_provider_messages_bounced_total", {"provider": "fastprov"}) == 0,
             f"bounced at sites of no provider: {BAD}; at fastprov's: 0")
+    c.check(series(t, "ringrelay_provider_messages_deferred_total", {"provider": "none"}) == LATER and
+            series(t, "ringrelay_provider_messages_expired_total") == 0,
+            f"deferred at sites of no provider: {LATER}; none expired")
     c.check(series(t, "ringrelay_messages_bounced_by_class_total", {"class": "invalid-recipient"}) == BAD,
             f"bounced as class invalid-recipient: {BAD}",
             re.findall(r"^ringrelay_messages_bounced_by_class_total.*[1-9]$", t, re.M))
@@ -120,7 +130,7 @@ def scenario(c):
             f"ringrelay_acknowledgement_seconds: count and +Inf bucket {accepted} (one a message accepted)")
     c.check(series(t, "ringrelay_group_commit_seconds_count") >= 1 and
             series(t, "ringrelay_group_commit_seconds_sum") > 0, "group commits measured")
-    c.check(series(t, "ringrelay_dns_lookups_total") >= 4, "MX lookups counted (four domains)",
+    c.check(series(t, "ringrelay_dns_lookups_total") >= 5, "MX lookups counted (five domains)",
             series(t, "ringrelay_dns_lookups_total"))
     hits = series(t, "ringrelay_body_cache_hits_total")
     misses = series(t, "ringrelay_body_cache_misses_total")
