@@ -207,6 +207,8 @@ TEST(Config, BadFlagValuesNameTheFlag) {
     } cases[] = {
         {{"--listen", "nowhere"}, "--listen"},
         {{"--relay-networks", "10.0.0.0/99"}, "--relay-networks"},
+        {{"--proxy-protocol-from", "10.0.0.0/33"}, "--proxy-protocol-from"},
+        {{"--proxy-protocol-timeout", "0"}, "--proxy-protocol-timeout"},
         {{"--max-recipients", "0"}, "--max-recipients"},
         {{"--command-timeout", "0"}, "--command-timeout"},
         {{"--shards", "1000"}, "--shards"},
@@ -240,12 +242,6 @@ TEST(Config, ProxyProtocolFromTakesNetworksFromFlagsAndJson) {
     EXPECT_EQ(j->proxy_protocol_timeout, 2u);
 
     EXPECT_TRUE(load({})->proxy_cidrs.empty());  // none by default: no connection is read as one
-    auto bad = load({"--proxy-protocol-from", "10.0.0.0/33"});
-    ASSERT_FALSE(bad.has_value());
-    EXPECT_NE(bad.error().message.find("--proxy-protocol-from"), std::string::npos) << bad.error().message;
-    auto zero = load({"--proxy-protocol-timeout", "0"});
-    ASSERT_FALSE(zero.has_value());
-    EXPECT_NE(zero.error().message.find("--proxy-protocol-timeout"), std::string::npos) << zero.error().message;
 }
 
 TEST(Config, MissingConfigFileIsAnError) {
