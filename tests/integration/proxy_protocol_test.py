@@ -93,6 +93,15 @@ def smtp_via(port, source):
     return smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=BOUND)
 
 
+def section(c, name, fn):
+    """Runs one part of the scenario; an exception (smtplib's, a closed socket) fails that part
+    only, so that the parts after it still run and say what they see."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001
+        c.check(False, f"{name}: ran to its end", repr(e))
+
+
 def scenario(c):
     harness.require_bindable(["127.0.0.2", "127.0.0.3"])
     haproxy = harness.find_tool("haproxy", ["/usr/sbin/haproxy"])
@@ -114,7 +123,7 @@ def scenario(c):
             server_states(stats))
 
     # Relay networks judge the real client.
-    for port, version in ((v1_port, "v1"), (v2_port, "v2")):
+    def through_haproxy(port, version):
         s = smtp_via(port, "127.0.0.2")
         c.reply(s.ehlo("two.test"), 250, f"{version}: EHLO from 127.0.0.2")
         c.reply(s.mail("a@example.com"), 250, f"{version}: MAIL from 127.0.0.2")
@@ -143,64 +152,96 @@ def scenario(c):
             received = message.split(b"\r\n", 1)[0]
             c.check(f"({client})".encode() in received, f"{version}: Received: names {client}", received)
 
+    for port, version in ((v1_port, "v1"), (v2_port, "v2")):
+        section(c, f"{version} through haproxy", lambda: through_haproxy(port, version))
+
     # Per-IP limits count the real client: two from 127.0.0.3 fill its share, the third is
     # refused, and 127.0.0.2 (through the same balancer address) still gets in.
-    held = [smtp_via(v2_port, "127.0.0.3"), smtp_via(v1_port, "127.0.0.3")]
-    try:
-        third = harness.RawClient("127.0.0.1", v2_port, source="127.0.0.3")
-        c.reply(third.reply(), 421, "a third connection from 127.0.0.3 is refused", "4.7.0",
-                contains="from your address")
-        third.close()
-        other = smtp_via(v1_port, "127.0.0.2")
-        c.reply(other.noop(), 250, "127.0.0.2 still gets in while 127.0.0.3 is at its limit")
-        other.quit()
-    finally:
-        for s in held:
-            s.quit()
+    def per_ip():
+        held = [smtp_via(v2_port, "127.0.0.3"), smtp_via(v1_port, "127.0.0.3")]
+        try:
+            third = harness.RawClient("127.0.0.1", v2_port, source="127.0.0.3")
+            c.reply(third.reply(), 421, "a third connection from 127.0.0.3 is refused", "4.7.0",
+                    contains="from your address")
+            third.close()
+            other = smtp_via(v1_port, "127.0.0.2")
+            c.reply(other.noop(), 250, "127.0.0.2 still gets in while 127.0.0.3 is at its limit")
+            other.quit()
+        finally:
+            for s in held:
+                s.quit()
+
+    section(c, "per-IP limits", per_ip)
 
     # Straight to the relay from an address it does not trust: a PROXY header gets 421.
-    with harness.RawClient(relay.host, relay.port, source="127.0.0.2") as raw:
-        raw.send(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 25\r\nEHLO forged.test\r\n")
-        c.reply(raw.reply(), 220, "untrusted PROXY before the greeting: the banner")
-        c.reply(raw.reply(), 421, "untrusted PROXY before the greeting: 421", "4.7.0", contains="PROXY")
-        c.check(raw.closed_by_peer(BOUND), "untrusted PROXY before the greeting: closed")
-    with harness.RawClient(relay.host, relay.port, source="127.0.0.3") as raw:
-        c.reply(raw.reply(), 220, "untrusted PROXY after the greeting: the banner")
-        c.reply(raw.cmd("PROXY TCP4 192.0.2.1 127.0.0.1 40000 25"), 421,
-                "untrusted PROXY after the greeting: 421", "4.7.0", contains="PROXY")
-        c.check(raw.closed_by_peer(BOUND), "untrusted PROXY after the greeting: closed")
+    def untrusted_before_greeting():
+        with harness.RawClient(relay.host, relay.port, source="127.0.0.2") as raw:
+            raw.send(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 25\r\nEHLO forged.test\r\n")
+            c.reply(raw.reply(), 220, "untrusted PROXY before the greeting: the banner")
+            c.reply(raw.reply(), 421, "untrusted PROXY before the greeting: 421", "4.7.0", contains="PROXY")
+            c.check(raw.closed_by_peer(BOUND), "untrusted PROXY before the greeting: closed")
+
+    section(c, "untrusted before greeting", untrusted_before_greeting)
+
+    def untrusted_after_greeting():
+        with harness.RawClient(relay.host, relay.port, source="127.0.0.3") as raw:
+            c.reply(raw.reply(), 220, "untrusted PROXY after the greeting: the banner")
+            c.reply(raw.cmd("PROXY TCP4 192.0.2.1 127.0.0.1 40000 25"), 421,
+                    "untrusted PROXY after the greeting: 421", "4.7.0", contains="PROXY")
+            c.check(raw.closed_by_peer(BOUND), "untrusted PROXY after the greeting: closed")
+
+    section(c, "untrusted after greeting", untrusted_after_greeting)
 
     # From the trusted address, by hand.
-    with harness.RawClient(relay.host, relay.port) as raw:
-        for b in b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 25\r\n":
-            raw.send(bytes([b]))
-            time.sleep(0.005)
-        c.reply(raw.reply(), 220, "a v1 header byte by byte: the banner")
-        raw.cmd("EHLO bytes.test")
-        raw.cmd("MAIL FROM:<a@example.com>")
-        c.reply(raw.cmd("RCPT TO:<x@example.net>"), 250, "a v1 header byte by byte: its client 127.0.0.2 may relay")
-        raw.cmd("QUIT")
-    with harness.RawClient(relay.host, relay.port) as raw:
-        raw.send(v2_header("127.0.0.2", "127.0.0.1", 40001, 25, local=True))
-        c.reply(raw.reply(), 220, "a v2 LOCAL header (health check): served as the balancer's own connection")
-        raw.cmd("EHLO local.test")
-        raw.cmd("MAIL FROM:<a@example.com>")
-        c.reply(raw.cmd("RCPT TO:<x@example.net>"), 554,
-                "a v2 LOCAL header: the balancer's own address (not in --relay-networks) may not relay", "5.7.1")
-        c.reply(raw.cmd("QUIT"), 221, "a v2 LOCAL header: QUIT")
-    with harness.RawClient(relay.host, relay.port) as raw:
-        raw.send(v2_header("127.0.0.2", "127.0.0.1", 40002, 25) + b"EHLO early.test\r\n")
-        c.reply(raw.reply(), 220, "bytes right after a v2 header: the banner")
-        c.reply(raw.reply(), 521, "bytes right after a v2 header, before the greeting: an early talker", "5.5.1")
-        c.check(raw.closed_by_peer(BOUND), "early talker behind a header: closed")
-    with harness.RawClient(relay.host, relay.port) as raw:
-        raw.send(b"PROXY TCP4 not-an-address 127.0.0.1 40000 25\r\n")
-        c.check(raw.closed_by_peer(BOUND) and not raw.buf, "a malformed header: closed without a reply", raw.buf)
+    def byte_by_byte():
+        with harness.RawClient(relay.host, relay.port) as raw:
+            for b in b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 25\r\n":
+                raw.send(bytes([b]))
+                time.sleep(0.005)
+            c.reply(raw.reply(), 220, "a v1 header byte by byte: the banner")
+            raw.cmd("EHLO bytes.test")
+            raw.cmd("MAIL FROM:<a@example.com>")
+            c.reply(raw.cmd("RCPT TO:<x@example.net>"), 250, "a v1 header byte by byte: its client 127.0.0.2 may relay")
+            raw.cmd("QUIT")
+
+    section(c, "byte by byte", byte_by_byte)
+
+    def v2_local():
+        with harness.RawClient(relay.host, relay.port) as raw:
+            raw.send(v2_header("127.0.0.2", "127.0.0.1", 40001, 25, local=True))
+            c.reply(raw.reply(), 220, "a v2 LOCAL header (health check): served as the balancer's own connection")
+            raw.cmd("EHLO local.test")
+            raw.cmd("MAIL FROM:<a@example.com>")
+            c.reply(raw.cmd("RCPT TO:<x@example.net>"), 554,
+                    "a v2 LOCAL header: the balancer's own address (not in --relay-networks) may not relay", "5.7.1")
+            c.reply(raw.cmd("QUIT"), 221, "a v2 LOCAL header: QUIT")
+
+    section(c, "v2 local", v2_local)
+
+    def bytes_after_header():
+        with harness.RawClient(relay.host, relay.port) as raw:
+            raw.send(v2_header("127.0.0.2", "127.0.0.1", 40002, 25) + b"EHLO early.test\r\n")
+            c.reply(raw.reply(), 220, "bytes right after a v2 header: the banner")
+            c.reply(raw.reply(), 521, "bytes right after a v2 header, before the greeting: an early talker", "5.5.1")
+            c.check(raw.closed_by_peer(BOUND), "early talker behind a header: closed")
+
+    section(c, "bytes after header", bytes_after_header)
+
+    def malformed():
+        with harness.RawClient(relay.host, relay.port) as raw:
+            raw.send(b"PROXY TCP4 not-an-address 127.0.0.1 40000 25\r\n")
+            c.check(raw.closed_by_peer(BOUND) and not raw.buf, "a malformed header: closed without a reply", raw.buf)
+
+    section(c, "malformed", malformed)
     c.check(harness.wait_until(lambda: "malformed PROXY header: PROXY v1: bad source address" in relay.stderr(),
                                BOUND), "a malformed header: reported on stderr", relay.stderr()[-600:])
-    with harness.RawClient(relay.host, relay.port) as raw:
-        raw.send(b"PROXY TCP4 127.0.0.2")
-        c.check(raw.closed_by_peer(BOUND) and not raw.buf, "an unfinished header: closed without a reply", raw.buf)
+
+    def unfinished():
+        with harness.RawClient(relay.host, relay.port) as raw:
+            raw.send(b"PROXY TCP4 127.0.0.2")
+            c.check(raw.closed_by_peer(BOUND) and not raw.buf, "an unfinished header: closed without a reply", raw.buf)
+
+    section(c, "unfinished", unfinished)
     c.check(harness.wait_until(lambda: "no whole PROXY header within 1 s" in relay.stderr(), BOUND),
             "an unfinished header: the deadline is reported on stderr", relay.stderr()[-600:])
 
