@@ -173,15 +173,17 @@ def scenario(c):
 
     section(c, "per-IP limits", per_ip)
 
-    # Straight to the relay from an address it does not trust: a PROXY header gets 421.
-    def untrusted_before_greeting():
+    # Straight to the relay from an address it does not trust: a PROXY header gets 421. Sent at
+    # once it may arrive before the banner's send completed (the early-talker path) or after
+    # (the session's); both answer 421, and tests/queue/server_connection_test.cc pins each.
+    def untrusted_at_once():
         with harness.RawClient(relay.host, relay.port, source="127.0.0.2") as raw:
             raw.send(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 25\r\nEHLO forged.test\r\n")
-            c.reply(raw.reply(), 220, "untrusted PROXY before the greeting: the banner")
-            c.reply(raw.reply(), 421, "untrusted PROXY before the greeting: 421", "4.7.0", contains="PROXY")
-            c.check(raw.closed_by_peer(BOUND), "untrusted PROXY before the greeting: closed")
+            c.reply(raw.reply(), 220, "untrusted PROXY sent at once: the banner")
+            c.reply(raw.reply(), 421, "untrusted PROXY sent at once: 421", "4.7.0", contains="PROXY")
+            c.check(raw.closed_by_peer(BOUND), "untrusted PROXY sent at once: closed")
 
-    section(c, "untrusted before greeting", untrusted_before_greeting)
+    section(c, "untrusted PROXY sent at once", untrusted_at_once)
 
     def untrusted_after_greeting():
         with harness.RawClient(relay.host, relay.port, source="127.0.0.3") as raw:
