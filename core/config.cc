@@ -157,6 +157,15 @@ constexpr flag_descriptor flag_table[] = {
      .help = "inbound connections at once, all shards; above it 421 4.7.0"},
     {.name = "--max-connections-per-ip", .member = &config::max_connections_per_ip, .unset_means = "no limit",
      .help = "inbound connections at once from one IPv4 address or IPv6 /64; above it 421 4.7.0"},
+    {.name = "--proxy-protocol-from", .member = &config::proxy_protocol_from, .unset_means = "none",
+     .help = "CIDR,... of load balancers whose connections start with a PROXY protocol header (v1 or v2, "
+             "HAProxy's send-proxy / send-proxy-v2): the address it carries is the client's for relay "
+             "networks, per-IP limits, AUTH throttles, Received: and the log; a PROXY line from anywhere "
+             "else gets 421"},
+    {.name = "--proxy-protocol-timeout", .member = &config::proxy_protocol_timeout, .min = 1, .max = 3600,
+     .unit = "seconds",
+     .help = "seconds a --proxy-protocol-from connection may take to send its whole PROXY header before it "
+             "is closed (Postfix's smtpd_upstream_proxy_timeout)"},
     {.name = "--http", .member = &config::http, .unset_means = "none",
      .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format); repeatable"},
     {.name = "--http-networks", .member = &config::http_networks,
@@ -631,6 +640,8 @@ std::expected<void, std::string> finish_config(config& c) {
     if (auto ok = parse_each(c.relay_networks, parse_cidr, c.relay_cidrs, "--relay-networks"); !ok) return ok;
     if (auto ok = parse_each(c.http, parse_endpoint, c.http_endpoints, "--http"); !ok) return ok;
     if (auto ok = parse_each(c.http_networks, parse_cidr, c.http_cidrs, "--http-networks"); !ok) return ok;
+    if (auto ok = parse_each(c.proxy_protocol_from, parse_cidr, c.proxy_cidrs, "--proxy-protocol-from"); !ok)
+        return ok;
     for (std::string& d : c.relay_domains) {
         d = lower(d);
         if (d.empty() || d.find_first_of(" \t\r\n@<>") != std::string::npos)

@@ -133,6 +133,11 @@ struct config {
     std::vector<std::string> http_networks{"127.0.0.0/8", "::1/128"};  // may call every path; others 403
     std::uint32_t http_timeout = 30;       // seconds a request may take to arrive whole, then 408
 
+    // Behind a load balancer (issue 19): connections from these networks start with a PROXY
+    // protocol header (v1 or v2) whose source address is the client's (queue/proxy_stage.h).
+    std::vector<std::string> proxy_protocol_from;  // CIDR,...; none by default
+    std::uint32_t proxy_protocol_timeout = 5;      // seconds the header may take to arrive whole
+
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
     std::uint64_t body_cache_bytes = 256ull << 20;  // --body-cache-size
@@ -141,6 +146,7 @@ struct config {
     std::vector<cidr> relay_cidrs;
     std::vector<endpoint> http_endpoints;  // --http
     std::vector<cidr> http_cidrs;          // --http-networks
+    std::vector<cidr> proxy_cidrs;         // --proxy-protocol-from
     struct route {
         std::string domain;  // lower-case; "*" = any
         endpoint next_hop;

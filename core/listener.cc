@@ -3,10 +3,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
 
+#include "core/invariant.h"
 #include "core/log.h"
 
 namespace ringrelay::core {
@@ -22,6 +24,31 @@ std::expected<std::size_t, refusal> connection_limits::admit(const sockaddr* pee
 void connection_limits::release(std::size_t address_slot) noexcept {
     _per_address.release(address_slot);
     if (_total != nullptr) _total->release();
+}
+
+std::expected<void, refusal> connection_limits::admit_total() noexcept {
+    if (_total != nullptr && !_total->acquire(_max_total)) return std::unexpected(refusal::total);
+    return {};
+}
+
+std::expected<std::size_t, refusal> connection_limits::admit_address(const sockaddr* client) noexcept {
+    const std::size_t slot = _per_address.slot_of(client);
+    if (_per_address.acquire(slot, _max_per_address)) return slot;
+    return std::unexpected(refusal::per_address);
+}
+
+void connection_limits::release_total() noexcept {
+    if (_total != nullptr) _total->release();
+}
+
+void listener_owner::on_balancer_accepted(listener&, int fd, const sockaddr*) noexcept {
+    RR_ASSERT(false && "a listener with balancers needs an owner that reads PROXY headers");
+    ::close(fd);
+}
+
+void send_refusal(int fd, std::string_view line) noexcept {
+    (void)::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ::close(fd);
 }
 
 listener::listener(reactor& ring, listener_owner& owner, connection_limits& limits, std::string name,
@@ -85,19 +112,29 @@ void listener::admit(int fd) noexcept {
         ::close(fd);
         return;
     }
+    const bool from_balancer =
+        std::any_of(_balancers.begin(), _balancers.end(), [sa](const cidr& net) { return net.contains(sa); });
+    if (from_balancer) {
+        if (auto counted = _limits.admit_total()) {
+            _owner.on_balancer_accepted(*this, fd, sa);
+            return;
+        }
+        refuse(fd, sa, refusal::total);
+        return;
+    }
     auto admitted = _limits.admit(sa);
     if (admitted) {
         _owner.on_accepted(*this, fd, sa, *admitted);
         return;
     }
-    // A fresh socket's send buffer is empty, so a non-blocking send of the short reply
-    // completes at once (or fails if the client already reset); then the fd is closed, on
-    // every path. (A linked io_uring send+close would leave the fd open when the send fails:
-    // the kernel cancels the rest of a link.)
-    const std::string_view line = _limits.refusal_text(admitted.error());
-    (void)::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    ::close(fd);
-    _owner.on_refused(*this, sa, admitted.error());
+    refuse(fd, sa, admitted.error());
+}
+
+void listener::refuse(int fd, const sockaddr* sa, refusal why) noexcept {
+    // (A linked io_uring send+close would leave the fd open when the send fails: the kernel
+    // cancels the rest of a link.)
+    send_refusal(fd, _limits.refusal_text(why));
+    _owner.on_refused(*this, sa, why);
 }
 
 void listener::stop() noexcept {

@@ -5,6 +5,13 @@
 // line before any banner (RFC 5321 §3.1 allows a 421 greeting) and is closed; nothing else is
 // read from it. Knows nothing of SMTP beyond the refusal text its owner gives it.
 //
+// A connection from a load balancer given to the listener (set_balancers: --proxy-protocol-from)
+// carries its client's address in its first bytes (a PROXY protocol header), so its client is
+// not known at accept: it is counted against the total only and handed to
+// listener_owner::on_balancer_accepted(); the owner reads the header and counts the real
+// client with connection_limits::admit_address(). The balancer's own address is never counted
+// per address (every client behind it would share its slot).
+//
 // Lifecycle: open() on the shard thread -> start() -> accepts ... -> stop() (the socket leaves
 // LISTEN at once; closed once the accept is gone) -> closed(). An accept that fails (EMFILE,
 // ENFILE) is said once per streak and retried at the next tick() instead of spinning.
@@ -16,6 +23,7 @@
 
 #include <cstdint>
 #include <expected>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -49,8 +57,15 @@ public:
 
     // Counts `peer` in: its per-address slot, or which limit refused it.
     [[nodiscard]] std::expected<std::size_t, refusal> admit(const sockaddr* peer) noexcept;
-    // Gives back one admit() that succeeded.
+    // Gives back one admit() (or admit_total() then admit_address()) that succeeded.
     void release(std::size_t address_slot) noexcept;
+    // Counts a connection against the total only: a balancer's, whose client is not known yet.
+    [[nodiscard]] std::expected<void, refusal> admit_total() noexcept;
+    // Counts the client of a connection taken by admit_total() in its address's slot. On
+    // refusal the total is still held: give it back with release_total().
+    [[nodiscard]] std::expected<std::size_t, refusal> admit_address(const sockaddr* client) noexcept;
+    // Gives back an admit_total() whose client was never admitted.
+    void release_total() noexcept;
     [[nodiscard]] std::string_view refusal_text(refusal why) const noexcept {
         return why == refusal::total ? _refuse_total : _refuse_per_address;
     }
@@ -65,6 +80,11 @@ private:
     const std::string_view _refuse_per_address;
 };
 
+// Sends a refusal line to a connection not yet read from and closes it. A fresh socket's send
+// buffer is empty, so the non-blocking send of the short line completes at once (or fails if
+// the client already reset); the fd is closed on every path.
+void send_refusal(int fd, std::string_view line) noexcept;
+
 // What a listener tells its shard.
 class listener_owner {
 public:
@@ -74,6 +94,11 @@ public:
     virtual void on_accepted(listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept = 0;
     // A connection was refused before its banner (the refusal line sent, the socket closed).
     virtual void on_refused(listener& from, const sockaddr* peer, refusal why) noexcept = 0;
+    // A connection from one of the listener's balancers (set_balancers), counted against the
+    // total only (connection_limits::admit_total): `fd` is the owner's now, and so is the
+    // total's count (admit_address() then release(), or release_total()). `balancer` is valid
+    // during the call. Only listeners given balancers call it.
+    virtual void on_balancer_accepted(listener& from, int fd, const sockaddr* balancer) noexcept;
 
 protected:
     ~listener_owner() = default;
@@ -88,6 +113,9 @@ public:
     listener& operator=(const listener&) = delete;
     ~listener();  // closes the socket; no accept may be in flight (the shard has drained)
 
+    // Connections from these networks start with a PROXY header (the owner reads it). The
+    // networks must outlive the listener.
+    void set_balancers(std::span<const cidr> balancers) noexcept { _balancers = balancers; }
     // Binds `at` (SO_REUSEPORT; port 0 picks one).
     [[nodiscard]] std::expected<void, std::error_code> open(const endpoint& at, int backlog) noexcept;
     // The endpoint really bound.
@@ -107,6 +135,7 @@ public:
 private:
     void on_accept(int res, std::uint32_t flags) noexcept;
     void admit(int fd) noexcept;
+    void refuse(int fd, const sockaddr* peer, refusal why) noexcept;
     void arm() noexcept;
 
     reactor& _ring;
@@ -114,6 +143,7 @@ private:
     connection_limits& _limits;
     const std::string _name;
     const std::uint8_t _tag;
+    std::span<const cidr> _balancers;
     int _fd = -1;
     operation<&listener::on_accept> _accept{*this};
     bool _armed = false;

@@ -12,10 +12,10 @@
 namespace ringrelay::protocol {
 namespace {
 
-constexpr std::string_view v1_prefix = "PROXY ";
+constexpr std::string_view v1_prefix = proxy_v1_signature;
 // §2.2: "\r\n\r\n\0\r\nQUIT\n".
-constexpr std::array<unsigned char, 12> v2_signature = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
-                                                        0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+constexpr std::string_view v2_signature = proxy_v2_signature;
+static_assert(v2_signature.size() == 12);
 
 proxy_header fail(std::string why) {
     proxy_header h;
@@ -193,8 +193,12 @@ proxy_header parse_proxy_header(std::string_view in) {
         return parse_v1(in);
     }
     const std::size_t n = std::min(in.size(), v2_signature.size());
-    if (std::memcmp(in.data(), v2_signature.data(), n) != 0) return fail("not a PROXY header");
+    if (in.substr(0, n) != v2_signature.substr(0, n)) return fail("not a PROXY header");
     return parse_v2(in);
+}
+
+bool starts_with_proxy_signature(std::string_view first_bytes) noexcept {
+    return first_bytes.starts_with(proxy_v1_signature) || first_bytes.starts_with(proxy_v2_signature);
 }
 
 }  // namespace ringrelay::protocol

@@ -56,4 +56,12 @@ inline constexpr std::size_t proxy_v2_max_length = 4096;
 
 [[nodiscard]] proxy_header parse_proxy_header(std::string_view in);
 
+// What each version's header starts with: v1's "PROXY " and v2's 12-byte signature (§2.2).
+inline constexpr std::string_view proxy_v1_signature = "PROXY ";
+inline constexpr std::string_view proxy_v2_signature{"\r\n\r\n\0\r\nQUIT\n", 12};
+
+// Whether `first_bytes` (a connection's first bytes, not read as a PROXY header) begin with
+// either version's signature: a PROXY header sent where none is accepted.
+[[nodiscard]] bool starts_with_proxy_signature(std::string_view first_bytes) noexcept;
+
 }  // namespace ringrelay::protocol

@@ -35,6 +35,7 @@ constexpr std::array<reply_row, static_cast<std::size_t>(count_)> rows{{
     {auth_throttled,      "421 4.7.0 ", " Error: too many failed authentication attempts from your address, try again later", quiet, "RFC 4954 §4, RFC 5321 §3.8"},
     {timeout,             "421 4.4.2 ", " Error: timeout exceeded", quiet, "RFC 5321 §4.5.3.2"},
     {shutdown,            "421 4.3.2 ", " Service shutting down", quiet, "RFC 5321 §3.8"},
+    {proxy_untrusted,     "421 4.7.0 ", " Error: PROXY protocol header not accepted from your address", quiet, "RFC 5321 §3.8; HAProxy's PROXY protocol §2 (only from trusted balancers)"},
     // Host-chosen replies (session_host::check_mail, commit_done(host_reply)); texts shaped
     // like the big mailbox providers' so a sender's shaping and backoff can be tested.
     {connection_limit,    "421 4.7.0 Try again later, closing connection. (too many connections from your IP)", "", quiet, "RFC 5321 §3.1, §4.2.3, RFC 3463 X.7.0"},

@@ -30,6 +30,7 @@ enum class reply_id : std::uint8_t {
     auth_throttled,        // 421 4.7.0 <host> (the client's address failed too often; host's verdict)
     timeout,               // 421 4.4.2 <host>
     shutdown,              // 421 4.3.2 <host>
+    proxy_untrusted,       // 421 4.7.0 <host> (a PROXY header from an address not in --proxy-protocol-from)
     connection_limit,      // 421 4.7.0 too many connections from your IP (host's banner)
     io_error,              // 451 4.3.0
     message_deferred,      // 451 4.3.0 (host's refusal of a message)

@@ -6,6 +6,8 @@
 // max_command_line, message bodies by max_message_size; nothing else grows with input.
 #include "protocol/server_session.h"
 
+#include "protocol/proxy_header.h"
+
 #include <cstring>
 
 #include "core/ascii.h"
@@ -209,6 +211,14 @@ static bool synchronisation_point(command_verb verb) noexcept {
 
 void server_session::handle_line(std::string_view line, pipelined after, std::string& out) {
     if (_auth_step != auth_step::none) return on_auth_response(line, out);
+    if (line.starts_with(proxy_v1_signature)) {
+        // A PROXY header on a connection that was not read as one (its address is not in
+        // --proxy-protocol-from): a client forging its address, or a balancer the relay does
+        // not trust. Issue 19: 421 and close, never "command not recognized" and go on.
+        say_uncounted(out, reply_id::proxy_untrusted, _config.hostname);
+        _closed = true;
+        return;
+    }
     const auto cmd = parse_command(line);
     if (cmd) {
         if (after == pipelined::yes && _config.sync == pipelining_sync::enforce && synchronisation_point(cmd->verb)) {

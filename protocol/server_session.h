@@ -87,6 +87,9 @@ struct tls_info {
 struct client_info {
     std::string address;   // peer IP as text, "127.0.0.1" or "::1"
     relay_trust trust = relay_trust::untrusted;
+    // The load balancer's address when `address` came from its PROXY protocol header (issue
+    // 19; queue/proxy_stage.h); empty for a direct connection.
+    std::string proxy = {};
 };
 
 // A reply the host chooses instead of the session's own: a 4xx or 5xx row of reply.h and

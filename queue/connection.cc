@@ -10,8 +10,8 @@
 
 namespace ringrelay::queue {
 
-connection::connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust, listener_kind kind)
-    : server_connection(owner, fd, core::address_text(peer), trust, kind, owner),
+connection::connection(shard& owner, int fd, protocol::client_info client, listener_kind kind)
+    : server_connection(owner, fd, std::move(client), kind, owner),
       _shard(owner),
       _auth_slot(owner.auth() != nullptr ? owner.auth()->failures().slot_of(this->peer()) : 0) {
     if (owner.dkim() != nullptr) session().set_body_observer(this);
@@ -295,6 +295,10 @@ void connection::log_reception() noexcept {
     line += std::to_string(_shard.index());
     line += ",\"client\":\"";
     core::append_json_escaped(line, peer());
+    if (!proxy().empty()) {
+        line += "\",\"proxy\":\"";
+        core::append_json_escaped(line, proxy());
+    }
     line += "\",\"helo\":\"";
     core::append_json_escaped(line, env.helo);
     line += "\",\"sender\":\"";

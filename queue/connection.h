@@ -43,7 +43,8 @@ class connection final : public server_connection,
                          public auth_waiter,
                          public protocol::body_observer {
 public:
-    connection(shard& owner, int fd, const sockaddr* peer, protocol::relay_trust trust, listener_kind kind);
+    // client: its address (a PROXY header's, with the balancer's), trust.
+    connection(shard& owner, int fd, protocol::client_info client, listener_kind kind);
     ~connection() override;
 
     // commit_waiter (the spool): the message's record is durable, or failed.

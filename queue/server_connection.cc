@@ -5,6 +5,8 @@
 #include <utility>
 
 #include "core/clock.h"
+#include "protocol/proxy_header.h"
+#include "protocol/reply.h"
 
 namespace ringrelay::queue {
 
@@ -19,12 +21,13 @@ constexpr std::size_t max_pending_output = 1024 * 1024;
 constexpr std::string_view early_talker_reply = "521 5.5.1 Protocol error: talking before the greeting\r\n";
 }  // namespace
 
-server_connection::server_connection(server_host& host, int fd, std::string peer, protocol::relay_trust trust,
-                                     listener_kind kind, protocol::session_host& session_host)
+server_connection::server_connection(server_host& host, int fd, protocol::client_info client, listener_kind kind,
+                                     protocol::session_host& session_host)
     : _host(host),
       _reactor(host.stream_services().ring),
-      _peer(std::move(peer)),
-      _session(host.server_config(), protocol::client_info{_peer, trust}, session_host),
+      _peer(client.address),
+      _proxy(client.proxy),
+      _session(host.server_config(), std::move(client), session_host),
       _stream(host.stream_services(), *this),
       _kind(kind) {
     _stream.adopt(fd);
@@ -284,13 +287,21 @@ void server_connection::tls_failed(std::string_view reason) noexcept {
     close();
 }
 
-// Nothing the early talker sent is executed: 521 5.5.1 after the banner, then closed.
+// Nothing the early talker sent is executed: 521 5.5.1 after the banner (421 4.7.0 for a PROXY
+// header), then closed.
 void server_connection::early_talker(std::string_view data) noexcept {
+    const bool proxy_header = protocol::starts_with_proxy_signature(data);
     if (_host.may_report(server_report::early_talker))
-        _host.write_report(server_report::early_talker, "early talker " + _peer + ": " + std::to_string(data.size()) +
-                                                      " byte(s) before the greeting; dropped with 521 5.5.1");
+        _host.write_report(server_report::early_talker,
+                           "early talker " + _peer + ": " + std::to_string(data.size()) + " byte(s) before the greeting" +
+                               (proxy_header ? ", a PROXY header (not in --proxy-protocol-from); dropped with 421 4.7.0"
+                                             : "; dropped with 521 5.5.1"));
     _host.count(server_event::early_talker);
-    _stream.out().append(early_talker_reply);
+    if (proxy_header) {
+        protocol::append_reply(_stream.out(), protocol::reply_id::proxy_untrusted, _host.server_config().hostname);
+    } else {
+        _stream.out().append(early_talker_reply);
+    }
     close();
 }
 

@@ -15,7 +15,10 @@
 // Early talker: bytes that arrive before the send carrying the banner completed mean the
 // client did not wait for the greeting (RFC 5321 §3.1), which a real SMTP client always does
 // (bots that blast a canned dialogue do not). Nothing it sent is executed; it gets
-// 521 5.5.1 after the banner and is closed (Postfix's postscreen PREGREET with "drop").
+// 521 5.5.1 after the banner and is closed (Postfix's postscreen PREGREET with "drop"). When
+// those bytes start with a PROXY protocol signature (a header from an address not in
+// --proxy-protocol-from: a balancer sends it before the greeting), the reply is 421 4.7.0
+// instead (issue 19); the session answers a PROXY line after the greeting the same way.
 //
 // The command deadline runs per request, not per read (Postfix's smtpd_per_request_deadline):
 // it restarts when the session makes progress: a reply (a whole command was read), a message
@@ -105,9 +108,10 @@ protected:
 
 class server_connection : public core::stream_owner {
 public:
-    // fd: the accepted socket (the stream's from now on). session_host: queue ids, dates and
-    // the MAIL/AUTH checks for the session (the relay's shard, or the sink's connection).
-    server_connection(server_host& host, int fd, std::string peer, protocol::relay_trust trust, listener_kind kind,
+    // fd: the accepted socket (the stream's from now on). client: its address (the one a PROXY
+    // header gave, and the balancer's), trust. session_host: queue ids, dates and the MAIL/AUTH
+    // checks for the session (the relay's shard, or the sink's connection).
+    server_connection(server_host& host, int fd, protocol::client_info client, listener_kind kind,
                       protocol::session_host& session_host);
     server_connection(const server_connection&) = delete;
     server_connection& operator=(const server_connection&) = delete;
@@ -121,6 +125,8 @@ public:
     void on_stop(bool force) noexcept;
 
     [[nodiscard]] const std::string& peer() const noexcept { return _peer; }
+    // The load balancer's address when peer() came from its PROXY header; empty otherwise.
+    [[nodiscard]] const std::string& proxy() const noexcept { return _proxy; }
     [[nodiscard]] bool retired() const noexcept { return _retired; }
 
     std::size_t shard_slot = 0;    // index in the shard's connection list
@@ -203,6 +209,7 @@ private:
     server_host& _host;
     core::reactor& _reactor;
     const std::string _peer;
+    const std::string _proxy;
     protocol::server_session _session;
     core::stream _stream;
     std::string _held;      // input received while the session waits

@@ -110,7 +110,8 @@ std::string shard::init() {
         _reactor, *this,
         core::connection_limits(&_limits.total, _config.max_connections, _limits.per_ip, _config.max_connections_per_ip,
                                 too_many_connections, too_many_from_address),
-        "shard " + std::to_string(_index));
+        "shard " + std::to_string(_index),
+        front_proxies{_config.proxy_cidrs, static_cast<std::int64_t>(_config.proxy_protocol_timeout) * 1000});
     for (const listener_spec& l : _listen) {
         if (l.kind == listener_kind::implicit_tls && _tls == nullptr)
             return "cannot listen with TLS on " + core::to_string(l.endpoint) + ": no certificate";
@@ -185,17 +186,29 @@ void shard::run(std::promise<shard_init_result>& ready) {
     _finished.store(true, std::memory_order_release);
 }
 
-server_connection* shard::make_connection(int fd, const sockaddr* peer, listener_kind kind) noexcept {
+server_connection* shard::make_connection(int fd, const inbound_peer& from, listener_kind kind) noexcept {
+    // The client behind a load balancer is the one the relay networks judge (issue 19).
     protocol::relay_trust trust = protocol::relay_trust::untrusted;
     for (const core::cidr& net : _config.relay_cidrs) {
-        if (net.contains(peer)) {
+        if (net.contains(from.client)) {
             trust = protocol::relay_trust::trusted;
             break;
         }
     }
     _counters.accepted_connections.fetch_add(1, std::memory_order_relaxed);
     _counters.open_connections.fetch_add(1, std::memory_order_relaxed);
-    return new connection(*this, fd, peer, trust, kind);
+    return new connection(
+        *this, fd,
+        protocol::client_info{core::address_text(from.client), trust,
+                              from.proxy != nullptr ? core::address_text(from.proxy) : std::string()},
+        kind);
+}
+
+void shard::on_proxy_failed(const sockaddr* balancer, proxy_outcome, std::string_view why) noexcept {
+    _counters.proxy_header_failures.fetch_add(1, std::memory_order_relaxed);
+    if (may_report(report::proxy_failure))
+        core::diag("shard " + std::to_string(_index) + ": connection from load balancer " +
+                   core::address_text(balancer) + " closed: " + std::string(why) + " (one report per second)");
 }
 
 void shard::on_connection_gone() noexcept { _counters.open_connections.fetch_sub(1, std::memory_order_relaxed); }
@@ -388,6 +401,7 @@ protocol::host_reply shard::check_rcpt(const protocol::client_info& client, cons
     format_suppressed_reply(_suppressed_reply, recipient, *since);
     log_suppressed(*_log, suppressed_rcpt{.shard = _index,
                                           .client = client.address,
+                                          .proxy = client.proxy,
                                           .transaction = &transaction,
                                           .recipient = recipient,
                                           .tenant = tenant_of(transaction),

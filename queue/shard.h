@@ -177,7 +177,7 @@ public:
     // Abuse, TLS and AUTH load reports (stderr) are limited to one per kind per shard per second.
     enum class report : std::uint16_t {
         refused_connection = 1, early_talker = 2, tls_failure = 4, tls_discarded = 8, auth_busy = 16,
-        auth_queued = 32, auth_queue_full = 64, auth_wait_over = 128, dkim_error = 256 };
+        auth_queued = 32, auth_queue_full = 64, auth_wait_over = 128, dkim_error = 256, proxy_failure = 512 };
     [[nodiscard]] bool may_report(report kind) noexcept {
         const auto bit = static_cast<std::uint16_t>(kind);
         if ((_reported & bit) != 0) return false;
@@ -198,7 +198,9 @@ public:
     void retire(server_connection& c) noexcept override { _front->retire(c); }
 
     // front_owner
-    server_connection* make_connection(int fd, const sockaddr* peer, listener_kind kind) noexcept override;
+    server_connection* make_connection(int fd, const inbound_peer& from, listener_kind kind) noexcept override;
+    // A malformed, late or cut-off PROXY header from a balancer: counted, said on stderr.
+    void on_proxy_failed(const sockaddr* balancer, proxy_outcome outcome, std::string_view why) noexcept override;
     void on_refused(const sockaddr* peer, core::refusal why, std::string_view refusal_line) noexcept override;
     void on_connection_gone() noexcept override;
 

@@ -41,6 +41,7 @@ struct shard_counters {
     std::atomic<std::uint64_t> open_connections{0};
     std::atomic<std::uint64_t> refused_connections{0};  // over --max-connections(-per-ip)
     std::atomic<std::uint64_t> early_talkers{0};        // spoke before the greeting: 521 5.5.1
+    std::atomic<std::uint64_t> proxy_header_failures{0};// balancers' connections closed without a usable PROXY header
     std::atomic<std::uint64_t> tls_handshakes{0};       // completed (STARTTLS and implicit)
     std::atomic<std::uint64_t> tls_failures{0};         // handshake or record failures, handshake timeouts
     std::atomic<std::uint64_t> tls_discarded_bytes{0};  // sent after STARTTLS, before the handshake

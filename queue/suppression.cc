@@ -60,6 +60,10 @@ void log_suppressed(core::log_writer& log, const suppressed_rcpt& r) {
     line += std::to_string(r.shard);
     line += ",\"client\":\"";
     core::append_json_escaped(line, r.client);
+    if (!r.proxy.empty()) {
+        line += "\",\"proxy\":\"";
+        core::append_json_escaped(line, r.proxy);
+    }
     line += "\",\"sender\":\"";
     core::append_json_escaped(line, r.transaction->mail_from);
     line += "\",\"recipient\":\"";

@@ -79,6 +79,7 @@ void format_suppressed_reply(std::string& out, std::string_view recipient, std::
 struct suppressed_rcpt {
     unsigned shard = 0;
     std::string_view client;     // the client's address
+    std::string_view proxy;      // the load balancer's, when a PROXY header gave `client`; else empty
     const protocol::envelope* transaction = nullptr;  // sender, AUTH user
     std::string_view recipient;
     std::string_view tenant;

@@ -3,6 +3,7 @@
 #include "core/config.h"
 #include "core/duration.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
 #include <unistd.h>
@@ -206,6 +207,8 @@ TEST(Config, BadFlagValuesNameTheFlag) {
     } cases[] = {
         {{"--listen", "nowhere"}, "--listen"},
         {{"--relay-networks", "10.0.0.0/99"}, "--relay-networks"},
+        {{"--proxy-protocol-from", "10.0.0.0/33"}, "--proxy-protocol-from"},
+        {{"--proxy-protocol-timeout", "0"}, "--proxy-protocol-timeout"},
         {{"--max-recipients", "0"}, "--max-recipients"},
         {{"--command-timeout", "0"}, "--command-timeout"},
         {{"--shards", "1000"}, "--shards"},
@@ -217,6 +220,28 @@ TEST(Config, BadFlagValuesNameTheFlag) {
         EXPECT_EQ(c.error().code, 2);
         EXPECT_NE(c.error().message.find(tc.names), std::string::npos) << c.error().message;
     }
+}
+
+// Issue 19: the load balancers whose connections start with a PROXY header.
+TEST(Config, ProxyProtocolFromTakesNetworksFromFlagsAndJson) {
+    auto c = load({"--proxy-protocol-from", "10.0.0.5,192.168.1.0/24", "--proxy-protocol-from", "::1"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    ASSERT_EQ(c->proxy_cidrs.size(), 3u);
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    inet_pton(AF_INET, "192.168.1.77", &in.sin_addr);
+    EXPECT_TRUE(c->proxy_cidrs[1].contains(reinterpret_cast<const sockaddr*>(&in)));
+    EXPECT_FALSE(c->proxy_cidrs[0].contains(reinterpret_cast<const sockaddr*>(&in)));
+    EXPECT_EQ(c->proxy_protocol_timeout, 5u);
+
+    const std::string file = write_temp(R"({"proxy-protocol-from": ["10.1.0.0/16"], "proxy-protocol-timeout": 2})");
+    auto j = load({"--config", file});
+    std::remove(file.c_str());
+    ASSERT_TRUE(j.has_value()) << j.error().message;
+    ASSERT_EQ(j->proxy_cidrs.size(), 1u);
+    EXPECT_EQ(j->proxy_protocol_timeout, 2u);
+
+    EXPECT_TRUE(load({})->proxy_cidrs.empty());  // none by default: no connection is read as one
 }
 
 TEST(Config, MissingConfigFileIsAnError) {
@@ -516,10 +541,10 @@ TEST(ConfigTable, TheCommandLineWinsOverTheFileForEveryRow) {
 // fields load_config derives (not flags) are the ones after "Derived by load_config" in
 // core/config.h.
 TEST(ConfigTable, EveryConfigFieldThatIsAFlagHasExactlyOneRow) {
-    constexpr std::size_t derived_fields = 10;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
+    constexpr std::size_t derived_fields = 11;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
                                                 // listen_tls_endpoints, relay_cidrs, http_endpoints,
-                                                // http_cidrs, route_table, outbound_tls_policy,
-                                                // route_tls_table
+                                                // http_cidrs, proxy_cidrs, route_table,
+                                                // outbound_tls_policy, route_tls_table
     EXPECT_EQ(field_count<config>() - derived_fields, config_flags().size())
         << "a core::config field has no row in the flag table (core/config.cc), or a derived field "
            "was added to core/config.h without counting it here";

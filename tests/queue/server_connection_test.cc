@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "protocol/proxy_header.h"
 #include "tests/core/stream_harness.h"
 
 namespace ringrelay::queue {
@@ -68,7 +69,8 @@ class test_connection final : public server_connection {
 public:
     enum class mode : std::uint8_t { pending, at_once };
     test_connection(fake_host& host, int fd, mode m)
-        : server_connection(host, fd, "192.0.2.7", protocol::relay_trust::trusted, listener_kind::plain, host),
+        : server_connection(host, fd, protocol::client_info{"192.0.2.7", protocol::relay_trust::trusted},
+                            listener_kind::plain, host),
           _mode(m) {}
 
     void answer(protocol::commit_result r) { commit_done(r); }
@@ -101,6 +103,16 @@ protected:
         c->start();
         return c;
     }
+    // A started connection whose client writes `bytes` before the first loop turn (so they
+    // arrive before the banner's send completed): everything it reads until the close.
+    std::string talk_early(std::string_view bytes) {
+        auto c = open();
+        h.write(peer, bytes);
+        std::string all;
+        EXPECT_TRUE(h.read_to_end(peer, all));
+        EXPECT_TRUE(h.run_until([&] { return host->retired == 1; }));
+        return all;
+    }
     // Reads until `needle` arrives; returns everything read since the last call.
     std::string expect(std::string_view needle) { return h.take_until(peer, _got, needle); }
     stream_harness h;
@@ -127,18 +139,41 @@ TEST_F(ServerConnectionTest, BannerFirstThenTheDialogue) {
 }
 
 TEST_F(ServerConnectionTest, EarlyTalkerGets521AndNothingItSentRuns) {
-    auto c = open();
-    // Written before the first loop turn: the bytes arrive before the banner's send completed.
-    h.write(peer, "EHLO bot\r\nMAIL FROM:<spam@example.org>\r\n");
-    std::string all;
-    ASSERT_TRUE(h.read_to_end(peer, all));
+    const std::string all = talk_early("EHLO bot\r\nMAIL FROM:<spam@example.org>\r\n");
     EXPECT_EQ(all.rfind("220 ", 0), 0U) << all;
     EXPECT_NE(all.find("\r\n521 5.5.1 "), std::string::npos) << all;
     EXPECT_EQ(all.find("250"), std::string::npos) << "nothing it sent was executed: " << all;
     EXPECT_EQ(host->counted(server_event::early_talker), 1U);
     ASSERT_EQ(host->reports.size(), 1U);
     EXPECT_NE(host->reports[0].find("early talker 192.0.2.7"), std::string::npos);
-    ASSERT_TRUE(h.run_until([&] { return host->retired == 1; }));
+}
+
+// Issue 19: a PROXY header on a connection not read as one (its address is not in
+// --proxy-protocol-from) is refused with 421, whether it comes before the greeting (as a
+// balancer sends it) or after it (the session's answer).
+TEST_F(ServerConnectionTest, ProxyHeaderBeforeTheGreetingGets421) {
+    const std::string all = talk_early("PROXY TCP4 203.0.113.9 192.0.2.1 40000 25\r\nEHLO forged\r\n");
+    EXPECT_EQ(all.rfind("220 ", 0), 0U) << all;
+    EXPECT_NE(all.find("\r\n421 4.7.0 engine.test.invalid Error: PROXY protocol header not accepted"),
+              std::string::npos)
+        << all;
+    EXPECT_EQ(all.find("250"), std::string::npos) << all;
+}
+
+TEST_F(ServerConnectionTest, ProxyV2SignatureBeforeTheGreetingGets421) {
+    const std::string all = talk_early(std::string(protocol::proxy_v2_signature) +
+                                       std::string("\x21\x11\x00\x0c", 4) + std::string(12, '\x01'));
+    EXPECT_NE(all.find("\r\n421 4.7.0 "), std::string::npos) << all;
+}
+
+TEST_F(ServerConnectionTest, ProxyLineAfterTheGreetingGets421AndCloses) {
+    auto c = open();
+    EXPECT_EQ(expect("\r\n").rfind("220 ", 0), 0U);
+    h.write(peer, "PROXY TCP4 203.0.113.9 192.0.2.1 40000 25\r\n");
+    std::string all;
+    ASSERT_TRUE(h.read_to_end(peer, all));
+    EXPECT_EQ(all.rfind("421 4.7.0 engine.test.invalid Error: PROXY protocol header not accepted", 0), 0U) << all;
+    EXPECT_EQ(host->counted(server_event::early_talker), 0U);
 }
 
 TEST_F(ServerConnectionTest, PipelinedCommandsAreAnsweredInOrder) {

@@ -11,7 +11,7 @@ namespace ringrelay::sink {
 
 connection::connection(shard& owner, int fd, const sockaddr* peer)
     // The sink takes mail for anyone: every client may relay (no 554 5.7.1 at RCPT).
-    : server_connection(owner, fd, core::address_text(peer), protocol::relay_trust::trusted,
+    : server_connection(owner, fd, protocol::client_info{core::address_text(peer), protocol::relay_trust::trusted},
                         queue::listener_kind::plain, *this),
       _shard(owner) {}
 

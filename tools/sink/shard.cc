@@ -107,10 +107,11 @@ void shard::count_connection() noexcept {
     bump(_stats.connections);
 }
 
-queue::server_connection* shard::make_connection(int fd, const sockaddr* peer, queue::listener_kind) noexcept {
+queue::server_connection* shard::make_connection(int fd, const queue::inbound_peer& from,
+                                                 queue::listener_kind) noexcept {
     count_connection();
     bump(_stats.open_connections);
-    return new connection(*this, fd, peer);
+    return new connection(*this, fd, from.client);
 }
 
 // Over --max-connections-per-ip: the banner said why (core::listener), the connection closed.

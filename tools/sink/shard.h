@@ -115,7 +115,8 @@ public:
     void retire(queue::server_connection& c) noexcept override { _front.retire(c); }
 
     // queue::front_owner
-    queue::server_connection* make_connection(int fd, const sockaddr* peer, queue::listener_kind kind) noexcept override;
+    queue::server_connection* make_connection(int fd, const queue::inbound_peer& from,
+                                              queue::listener_kind kind) noexcept override;
     void on_refused(const sockaddr* peer, core::refusal why, std::string_view refusal_line) noexcept override;
     void on_connection_gone() noexcept override;
 
