@@ -85,8 +85,8 @@ std::size_t delivery::finish_recovery() {
 }
 
 void delivery::accept(const protocol::envelope& env, std::string_view client, std::string_view message,
-                      const record_location& where, std::uint64_t received_us) {
-    stored_message* m = _store.add(env, client, message, where, received_us);
+                      const record_location& where, std::uint64_t received_us, std::string_view campaign) {
+    stored_message* m = _store.add(env, client, message, where, received_us, campaign);
     if (m != nullptr) schedule(*m, core::monotonic_ms());
 }
 
@@ -149,8 +149,9 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             } else if (pool != nullptr) {
                 job->egress = &_egress.sources()[_egress_chooser.next(*pool)];
             }
-            // Its tenant limit's key (queue/shaping_rules.h): tenants compare without case.
+            // Its tenant and campaign limits' keys (queue/shaping_rules.h): both compare without case.
             job->tenant = core::ascii_lowered(tenant_of(m.envelope));
+            if (m.has_campaign) job->campaign = core::ascii_lowered(_store.campaign_of(m));
             jobs.push_back(job);
         }
         job->rcpt_index.push_back(i);

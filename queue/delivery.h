@@ -92,9 +92,13 @@ public:
     // the mailboxes are connected). Returns how many.
     std::size_t finish_recovery();
 
-    // A message just committed at `where`: take it over and start delivering.
+    // A message just committed at `where`: take it over and start delivering. `campaign`: its
+    // campaign (queue/campaign_header.h), "" for none.
     void accept(const protocol::envelope& env, std::string_view client, std::string_view message,
-                const record_location& where, std::uint64_t received_us);
+                const record_location& where, std::uint64_t received_us, std::string_view campaign = {});
+    // The header field that names a message's campaign in the rules this shard runs with ("" for
+    // none): read at a commit (queue/connection.h). Valid until the next tick.
+    [[nodiscard]] std::string_view campaign_field() const noexcept { return _rules->campaign_field(); }
 
     // Once a second or so: mailboxes, DSN commits, idle connections, deadlines.
     void tick(std::int64_t now_ms) noexcept;
