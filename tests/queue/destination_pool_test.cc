@@ -923,6 +923,97 @@ TEST_F(DestinationPoolTest, AReloadWithoutTheTenantsRuleReleasesItsHeldJobs) {
     EXPECT_TRUE(pool().find_site("127.0.0.1:2526")->tenants.empty());
 }
 
+// Campaign limits (issue 17): the same holds, keyed by the message's campaign; a job goes only
+// when its tenant and its campaign both have a token, and takes one of each.
+namespace {
+delivery_job* campaign_job(const route_key& r, const char* tenant, const char* campaign) {
+    auto* job = tenant_job(r, tenant);
+    job->campaign = campaign;
+    return job;
+}
+}  // namespace
+
+TEST_F(DestinationPoolTest, AnEmptyCampaignBucketHoldsOnlyThatCampaignsJobsAtTheSite) {
+    _rules_json = R"({"campaigns": {"spring": {"max_message_rate": "1/s,max_burst=1"}}})";
+    delivery_job* spring1 = campaign_job(static_route(), "a.example", "spring");
+    delivery_job* spring2 = campaign_job(static_route(), "a.example", "spring");
+    delivery_job* other = campaign_job(static_route(), "a.example", "autumn");
+    delivery_job* none = campaign_job(static_route(), "a.example", "");
+    for (delivery_job* j : {spring1, spring2, other, none}) pool().submit(j);
+    ASSERT_EQ(_factory.made.size(), 1u);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    complete(c, protocol::outcome_kind::accepted);
+    complete(c, protocol::outcome_kind::accepted);
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{spring1, other, none}))
+        << "spring's second job steps aside; the other campaign's and the one without go on";
+    EXPECT_EQ(_owner.finished.size(), 3u) << "the held job is not deferred";
+    const site* st = pool().find_site("127.0.0.1:2526");
+    ASSERT_NE(st, nullptr);
+    EXPECT_TRUE(st->tenants.empty()) << "no tenant limit";
+    ASSERT_EQ(st->campaigns.count("spring"), 1u);
+    EXPECT_EQ(st->campaigns.at("spring").held.size(), 1u);
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(_factory.made.size(), 1u) << "no connection for a held job";
+    wake_for_token(1000);
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{spring1, other, none, spring2})) << "its token came";
+}
+
+TEST_F(DestinationPoolTest, AJobTakesATokenOfItsTenantAndOfItsCampaign) {
+    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=2"}},
+                      "campaigns": {"spring": {"max_message_rate": "1/h,max_burst=1"}}})";
+    delivery_job* first = campaign_job(static_route(), "alice", "spring");
+    delivery_job* second = campaign_job(static_route(), "alice", "spring");  // spring's token is gone
+    delivery_job* third = campaign_job(static_route(), "alice", "");          // alice's second token
+    delivery_job* fourth = campaign_job(static_route(), "alice", "autumn");   // alice has none left
+    delivery_job* other = campaign_job(static_route(), "bob", "autumn");
+    for (delivery_job* j : {first, second, third, fourth, other}) pool().submit(j);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    for (int i = 0; i < 3; ++i) complete(c, protocol::outcome_kind::accepted);
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{first, third, other}));
+    const site* st = pool().find_site("127.0.0.1:2526");
+    ASSERT_NE(st, nullptr);
+    ASSERT_EQ(st->campaigns.count("spring"), 1u);
+    EXPECT_EQ(st->campaigns.at("spring").held, (std::deque<delivery_job*>{second})) << "held by its campaign";
+    ASSERT_EQ(st->tenants.count("alice"), 1u);
+    EXPECT_EQ(st->tenants.at("alice").held, (std::deque<delivery_job*>{fourth}))
+        << "held by its tenant: the first job took a tenant token too";
+    EXPECT_EQ(_owner.finished.size(), 3u);
+}
+
+TEST_F(DestinationPoolTest, NoConnectionIsOpenedForJobsOnlyAnEmptyCampaignBucketHolds) {
+    _config.max_connections_per_destination = 3;
+    _rules_json = R"({"campaigns": {"*": {"max_message_rate": "1/min,max_burst=1"}}})";
+    for (int i = 0; i < 3; ++i) pool().submit(campaign_job(static_route(), "", "spring"));
+    EXPECT_EQ(_factory.made.size(), 1u) << "one token: one connection, though the limit is 3";
+    greet(*_factory.made[0]);
+    EXPECT_EQ(_factory.made[0]->assigned.size(), 1u);
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(_factory.made.size(), 1u);
+    // Another campaign's job is not held behind spring's.
+    pool().submit(campaign_job(static_route(), "", "autumn"));
+    complete(*_factory.made[0], protocol::outcome_kind::accepted);
+    ASSERT_EQ(_factory.made[0]->assigned.size(), 2u);
+    EXPECT_EQ(_factory.made[0]->assigned[1]->campaign, "autumn");
+}
+
+TEST_F(DestinationPoolTest, AReloadWithoutTheCampaignsRuleReleasesItsHeldJobs) {
+    _rules_json = R"({"campaigns": {"spring": {"max_message_rate": "1/h,max_burst=1"}}})";
+    pool().submit(campaign_job(static_route(), "", "spring"));
+    pool().submit(campaign_job(static_route(), "", "spring"));
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    complete(c, protocol::outcome_kind::accepted);
+    ASSERT_EQ(c.assigned.size(), 1u) << "the second waits an hour for its token";
+    _shaping.replace(flag_default_rule(_config.max_connections_per_destination, _config.max_messages_per_connection,
+                                       _config.idle_connection_timeout));
+    pool().tick(_clock.now_ms);
+    EXPECT_EQ(c.assigned.size(), 2u) << "no campaign limit any more: it goes";
+    EXPECT_TRUE(pool().find_site("127.0.0.1:2526")->campaigns.empty());
+}
+
 TEST_F(DestinationPoolTest, JobsHeldByTheirTenantExpireByMaxAge) {
     delivery_job* held = held_by_alices_limit();
     held->expires_us = static_cast<std::uint64_t>(_clock.unix_us()) + 5'000'000;
