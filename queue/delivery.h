@@ -157,10 +157,10 @@ private:
     // (no attempt counted: not_attempted); past --max-age, each expires.
     void tick_warmup_held(std::int64_t now_ms) noexcept;
     void release_warmup_held() noexcept;
-    // Origin side: m's recipients `rcpt_index` wait at a site (hop.site) past --delay-warning:
-    // the sender's delay notice, unless one was sent (m.delay_warned).
-    void held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index, const next_hop_ref& hop,
-                      const std::string& why) noexcept;
+    // Origin side: m's recipients `rcpt_index` wait at a site past --delay-warning: the sender's
+    // delay notice (its diagnostic `why`, which names the site), unless one was sent
+    // (m.delay_warned).
+    void held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index, const std::string& why) noexcept;
     // Origin side: apply a job's outcome to its message.
     void apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& hop,
                        const std::string& why) noexcept;
