@@ -29,6 +29,7 @@
 // Threading: shard-local. The delivery is also the consumer of this shard's incoming mailboxes
 // (handle(), called on this shard by its reactor).
 #pragma once
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <span>
@@ -129,6 +130,9 @@ public:
     // body_listener: a body read back from the spool is there, or could not be read.
     void body_ready(stored_message& m, const std::string& error) noexcept override;
     [[nodiscard]] body_cache_counters cache_counters() const noexcept { return _store.cache_counters(); }
+    // /metrics (queue/shard_snapshot.h): every part of `out` set: the depth of this shard's sites
+    // (the deepest max_site_series, the rest summed) and its recipients' outcomes.
+    void fill_snapshot(shard_snapshot& out) const;
     // pool_owner (owner side): the job is over; its outcome goes back to the origin shard.
     void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                       const std::string& why) noexcept override;
@@ -210,6 +214,10 @@ private:
     std::int64_t _next_held_sweep_ms = 0;
     std::vector<warmup_used_up> _used_up;  // choose_source()'s, reused
     std::vector<delivery_job*> _taken;     // tick_warmup_held()'s, reused
+    // /metrics: outcomes of this shard's recipients by the site's provider and the job's source,
+    // bounces by class (apply_outcome).
+    std::vector<provider_outcomes> _outcomes;
+    std::array<std::uint64_t, protocol::bounce_class_count> _bounced_by_class{};
     bool _stopping = false;
 };
 

@@ -184,7 +184,7 @@ std::expected<void, std::string> relay::start() {
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
                                     _limits, *_links, _bounce_rules, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
                                     _suppressions.get(), _suppression_generation, http_listen, _metrics.get()));
-        _metrics->set(i, &_shards.back()->counters());
+        _metrics->set(i, &_shards.back()->counters(), &_shards.back()->snapshot());
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());

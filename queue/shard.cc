@@ -77,6 +77,7 @@ std::string shard::init() {
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index),
                                      _config.spool_segment_bytes);
+    _spool->measure_commits(&_counters.commit_latency);
     if (_suppression_table != nullptr) {
         _suppressions = std::make_unique<suppression_list>(*_suppression_table, *_storage,
                                                            suppression_directory(_config.spool),
@@ -298,10 +299,22 @@ void shard::publish_counters() noexcept {
     _counters.expired.store(d.expired, std::memory_order_relaxed);
     _counters.dsns.store(d.dsns, std::memory_order_relaxed);
     _counters.outbound_connections.store(_delivery->connections_opened(), std::memory_order_relaxed);
-    if (_http) {  // only a scrape reads it; the segment list is walked once a second
+    _counters.spool_free_bytes.store(_spool->available_bytes(), std::memory_order_relaxed);
+    if (_suppressions) _counters.suppressions_added.store(_suppressions->stats().added, std::memory_order_relaxed);
+    const body_cache_counters cache = _delivery->cache_counters();
+    _counters.body_cache_hits.store(cache.hits, std::memory_order_relaxed);
+    _counters.body_cache_reads.store(cache.reads, std::memory_order_relaxed);
+    const core::dns_stats& dns = _dns->stats();
+    _counters.dns_lookups.store(dns.lookups, std::memory_order_relaxed);
+    _counters.dns_queries.store(dns.queries, std::memory_order_relaxed);
+    _counters.dns_cache_hits.store(dns.cache_hits, std::memory_order_relaxed);
+    _counters.dns_failures.store(dns.query_failures, std::memory_order_relaxed);
+    if (_http) {  // only a scrape reads them; the segment list and the sites are walked once a second
         std::uint64_t bytes = 0;
         for (const spool::segment_info& s : _spool->segments()) bytes += s.size;
         _counters.spool_bytes.store(bytes, std::memory_order_relaxed);
+        // Skipped while a scrape still reads the buffer to be filled: it goes out next tick.
+        (void)_snapshot.publish([this](shard_snapshot& out) { _delivery->fill_snapshot(out); });
     }
 }
 
@@ -352,6 +365,7 @@ protocol::host_reply shard::check_rcpt(const protocol::client_info& client, cons
     const std::optional<std::uint32_t> since =
         _suppressions->check(transaction, recipient, static_cast<std::uint32_t>(now_us / 1000000));
     if (!since) return {};
+    _counters.suppressed.fetch_add(1, std::memory_order_relaxed);
     format_suppressed_reply(_suppressed_reply, recipient, *since);
     log_suppressed(*_log, suppressed_rcpt{.shard = _index,
                                           .client = client.address,

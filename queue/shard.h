@@ -37,6 +37,7 @@
 #include "queue/retry_schedule.h"
 #include "queue/server_front.h"
 #include "queue/shard_counters.h"
+#include "queue/shard_snapshot.h"
 #include "queue/egress.h"
 #include "queue/http_api.h"
 #include "queue/metrics.h"
@@ -126,6 +127,9 @@ public:
     void request_stop(core::reactor& from) noexcept;
     [[nodiscard]] int ring_fd() const noexcept { return _ring_fd.load(std::memory_order_acquire); }
     [[nodiscard]] const shard_counters& counters() const noexcept { return _counters; }
+    // What /metrics reads of this shard with labels (sites, providers, bounce classes),
+    // published at each tick while HTTP is on (queue/shard_snapshot.h).
+    [[nodiscard]] const shard_snapshot_slot& snapshot() const noexcept { return _snapshot; }
     [[nodiscard]] bool finished() const noexcept { return _finished.load(std::memory_order_acquire); }
 
     // session_host
@@ -275,6 +279,7 @@ private:
     std::atomic<bool> _finished{false};
     std::atomic<bool> _stop_sent{false};
     shard_counters _counters;
+    shard_snapshot_slot _snapshot;
 };
 
 }  // namespace ringrelay::queue
