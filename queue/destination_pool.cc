@@ -135,10 +135,11 @@ void destination_pool::site_depths(std::vector<site_depth>& out) const {
             d.messages += s->ready->size();
             older(*s->ready->front());
         }
-        for (const auto& [tenant, h] : s->tenants) {
+        // Held by a tenant's or a campaign's limit: waiting at the site too.
+        std::as_const(*s).for_each_hold([&](const site::key_hold& h) {
             d.messages += h.held.size();
             if (!h.held.empty()) older(*h.held.front());
-        }
+        });
         out.push_back(std::move(d));
     }
 }

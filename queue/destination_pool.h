@@ -288,7 +288,7 @@ public:
     [[nodiscard]] std::size_t destinations() const noexcept { return _destinations.size(); }
     [[nodiscard]] std::size_t sites() const noexcept { return _sites.size(); }
     // /metrics (queue/shard_snapshot.h): one entry a site this shard owns (the splits of a site
-    // name not merged), appended to `out`: its jobs in the ready queue and held by tenant limits,
+    // name not merged), appended to `out`: its jobs in the ready queue and held by tenant and campaign limits,
     // and the arrival of the message at the head of each (the ones waiting longest there; the
     // queues are not walked). O(sites).
     void site_depths(std::vector<site_depth>& out) const;

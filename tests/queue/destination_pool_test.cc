@@ -900,6 +900,10 @@ TEST_P(KeyedLimitTest, AnEmptyBucketHoldsOnlyThatKeysJobsAtTheSite) {
     EXPECT_EQ(holds().at("slow").held.size(), 1u);
     EXPECT_TRUE(st->holds_of(GetParam() == keyed_limit::tenant ? keyed_limit::campaign : keyed_limit::tenant).empty())
         << "the other limit has no rule";
+    std::vector<site_depth> depths;
+    pool().site_depths(depths);
+    ASSERT_EQ(depths.size(), 1u);
+    EXPECT_EQ(depths[0].messages, 1u) << "the held job waits at the site (/metrics' ringrelay_queue_messages)";
     pool().tick(_clock.now_ms);
     EXPECT_EQ(_factory.made.size(), 1u) << "no connection for a held job";
     wake_for_token(1000);
