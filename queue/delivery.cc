@@ -42,6 +42,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
                    const egress_table& egress, suppression_list* suppressions)
     : _shard(shard_index),
+      _flush_recovered(config.drain),
       _shards(links.shards()),
       _spool_dir(s.directory()),
       _router(config),
@@ -79,7 +80,7 @@ void delivery::on_record(std::uint64_t segment, const decoded_message& rec) { _s
 
 std::size_t delivery::finish_recovery() {
     const message_store::recovered r = _store.finish_recovery();
-    for (const auto& [at_us, id] : r.due) _scheduler.retry_at(at_us, id);
+    for (const auto& [at_us, id] : r.due) _scheduler.retry_at(_flush_recovered ? 0 : at_us, id);
     arm_alarms();  // submitted with the loop's first turn, once the mailboxes are connected
     return r.unfinished;
 }

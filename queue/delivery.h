@@ -113,6 +113,8 @@ public:
     // shard's still waits to cross (queue/shard_links.h, shard_links::settle).
     void drain_incoming() noexcept { _hop.drain(); }
     [[nodiscard]] bool outgoing_idle() const noexcept { return _hop.idle(); }
+    // No DSN waiting to be committed (draining: a report still only in memory is not done).
+    [[nodiscard]] bool reports_idle() const noexcept { return _dsns.idle(); }
     [[nodiscard]] const compaction_counters& compaction() const noexcept { return _compactor.counters(); }
     void on_turn_end() noexcept;
 
@@ -183,6 +185,7 @@ private:
 
     // Fixed after construction.
     const unsigned _shard;
+    const bool _flush_recovered;  // --drain: recovered mail is due now, not at its journaled time
     const unsigned _shards;
     const std::string _spool_dir;  // jobs point at it (their connections read bodies from there)
     const router _router;

@@ -31,7 +31,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
              const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
              const inbound_tls* tls, inbound_auth* auth,
              dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation,
-             std::vector<core::endpoint> http_listen, const metrics_sources* metrics)
+             std::vector<core::endpoint> http_listen, const metrics_sources* metrics, const std::atomic<bool>* drain)
     : _index(index),
       _config(config),
       _server(server),
@@ -54,7 +54,8 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000),
       _http_deadlines(static_cast<std::int64_t>(config.http_timeout) * 1000),
       _http_listen(std::move(http_listen)),
-      _metrics(metrics) {
+      _metrics(metrics),
+      _drain_request(drain) {
 }
 
 shard::~shard() {
@@ -274,6 +275,7 @@ void shard::tick() noexcept {
     _counters.plain_buffer_reads.store(reads.plain_reads, std::memory_order_relaxed);
     _counters.queued_for_delivery.store(_delivery->queued_messages(), std::memory_order_relaxed);
     publish_counters();
+    if (_drain_request != nullptr && !_stopping) tick_drain();
     if (_stopping && now >= _stop_deadline_ms) {
         if (!_grace_over) {
             _grace_over = true;
@@ -289,6 +291,23 @@ void shard::tick() noexcept {
     }
     _front->tick();
     if (_http) _http->tick();
+}
+
+// Draining (--drain, or asked for while running): the SMTP listeners close once; the shard
+// keeps delivering, and says at each tick whether anything is left.
+void shard::tick_drain() noexcept {
+    if (!_draining) {
+        if (!_drain_request->load(std::memory_order_acquire)) return;
+        _draining = true;
+        _front->stop();
+        if (!_listen.empty())
+            core::diag("shard " + std::to_string(_index) + ": draining: SMTP listeners closed; " +
+                       std::to_string(_front->connections()) + " session(s) finish, " +
+                       std::to_string(_delivery->queued_messages()) + " message(s) to deliver");
+    }
+    _drained.store(_front->drained() && _delivery->queued_messages() == 0 && _delivery->outgoing_idle() &&
+                       _delivery->reports_idle() && _spool->idle(),
+                   std::memory_order_release);
 }
 
 // The counts /metrics reads that live in shard-local structures: copied once a tick.
