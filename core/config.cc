@@ -215,6 +215,10 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--no-default-shaping", .member = &config::default_shaping, .form = flag_form::negated,
      .help = "do not load the shipped etc/shaping.json provider rules: only the default rule (the three flags "
              "above) and the --shaping files shape delivery"},
+    {.name = "--campaign-header", .member = &config::campaign_header, .unset_means = "none",
+     .help = "NAME of the header field that names a message's campaign (e.g. X-Campaign-Id): its value keys the "
+             "shaping rules' \"campaigns\" limits, and every field of that name is stripped from the message "
+             "before it is signed and stored; a --shaping file's \"campaign_header\" overrides it"},
     {.name = "--dns-server", .member = &config::dns_server, .unset_means = "/etc/resolv.conf",
      .help = "ADDR:PORT of the DNS server for MX lookups"},
     {.name = "--smtp-port", .member = &config::smtp_port, .min = 1, .max = 65535,

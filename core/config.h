@@ -96,6 +96,9 @@ struct config {
     // each over the ones before; the three flags above are the default rule's values.
     std::vector<std::string> shaping;
     bool default_shaping = true;           // --no-default-shaping: without the shipped provider rules
+    // The header field naming a message's campaign (issue 17; queue/campaign_header.h): read and
+    // stripped at reception; the bottom layer of the rules' "campaign_header". Empty: none.
+    std::string campaign_header;
     std::string dns_server;                // "ADDR:PORT"; empty = /etc/resolv.conf
     std::uint16_t smtp_port = 25;          // port of MX targets (tests use another)
     // Outbound TLS: the policy for a domain is its own --route-tls entry, else a '*' entry,

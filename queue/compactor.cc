@@ -66,7 +66,7 @@ void compactor::append_copies() noexcept {
             continue;
         }
         const std::vector<recipient_state> states = message_store::states_of(*m);
-        _spool.append_copy(m->envelope, m->client, message, m->arrival_us, states, this);
+        _spool.append_copy(m->envelope, m->client, message, m->arrival_us, states, this, _store.campaign_of(*m));
         _commits.push_back(m->queue_id);
         // The copy has no room for it: the journal entry follows the copy in the same commit.
         if (m->delay_warned)

@@ -6,6 +6,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "queue/campaign_header.h"
 #include "queue/shard.h"
 
 namespace ringrelay::queue {
@@ -36,12 +37,13 @@ void connection::begin_commit() noexcept {
     _signed_used = false;
     _dkim_made.clear();
     _dkim_errors.clear();
+    if (!take_campaign()) return;
     if (!_body_hash) return append_to_spool();
     // Which keys sign: the header section is split here (a few hundred octets to scan); the
     // signatures are made on the signer's pool, or here when only Ed25519 keys sign.
     dkim_plan plan;
     try {
-        plan = plan_signatures(*_dkim_table, session().message());
+        plan = plan_signatures(*_dkim_table, unsigned_message());
     } catch (const std::bad_alloc&) {
         _dkim_errors.emplace_back("out of memory");
     }
@@ -76,6 +78,32 @@ void connection::begin_commit() noexcept {
     }
 }
 
+// The campaign header (issue 17): its value kept, every field of its name left out of the
+// message that is signed, stored and delivered. False: the message was answered (451 4.3.0: no
+// memory for the copy without it; the header is never passed on).
+bool connection::take_campaign() noexcept {
+    _campaign.clear();
+    _stripped_used = false;
+    const std::string_view name = _shard.outbound_delivery().campaign_field();
+    if (name.empty()) return true;
+    try {
+        campaign_fields found = find_campaign_fields(session().message(), name);
+        if (found.fields.empty()) return true;
+        _stripped.clear();
+        _stripped.reserve(session().message().size());
+        append_without_fields(_stripped, session().message(), found.fields);
+        _campaign = std::move(found.campaign);
+        _stripped_used = true;
+        return true;
+    } catch (const std::bad_alloc&) {
+        _campaign.clear();
+        _body_hash.reset();
+        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
+        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+        return false;
+    }
+}
+
 // Shard thread: the signatures are made (or not: the reasons are in errors()).
 void connection::dkim_signed(void* self, dkim_job& job) noexcept {
     auto* c = static_cast<connection*>(self);
@@ -85,9 +113,9 @@ void connection::dkim_signed(void* self, dkim_job& job) noexcept {
     if (!job.fields().empty()) {
         try {
             c->_signed.clear();
-            c->_signed.reserve(job.fields().size() + c->session().message().size());
+            c->_signed.reserve(job.fields().size() + c->unsigned_message().size());
             c->_signed += job.fields();
-            c->_signed += c->session().message();
+            c->_signed += c->unsigned_message();
             c->_signed_used = true;
         } catch (const std::bad_alloc&) {
             c->_dkim_made.clear();
@@ -98,15 +126,19 @@ void connection::dkim_signed(void* self, dkim_job& job) noexcept {
     c->append_to_spool();
 }
 
+std::string_view connection::unsigned_message() const noexcept {
+    return _stripped_used ? std::string_view(_stripped) : session().message();
+}
+
 std::string_view connection::stored_message() const noexcept {
-    return _signed_used ? std::string_view(_signed) : session().message();
+    return _signed_used ? std::string_view(_signed) : unsigned_message();
 }
 
 void connection::append_to_spool() noexcept {
     if (!_dkim_errors.empty() && _shard.may_report(shard::report::dkim_error))
         core::diag("DKIM: message from " + peer() + " not signed by every key: " + _dkim_errors.front() +
                    " (delivered as it is; the Reception record lists the reasons; one report per second)");
-    _shard.message_spool().append(session().message_envelope(), peer(), stored_message(), _received_us, this);
+    _shard.message_spool().append(session().message_envelope(), peer(), stored_message(), _received_us, this, _campaign);
 }
 
 void connection::committed(protocol::commit_result result) noexcept {
@@ -117,7 +149,7 @@ void connection::committed(protocol::commit_result result) noexcept {
         _shard.mutable_counters().ack_latency.record(waited > 0 ? static_cast<std::uint64_t>(waited) : 0);
         log_reception();
         _shard.outbound_delivery().accept(session().message_envelope(), peer(), stored_message(),
-                                          _shard.message_spool().committed_location(), _received_us);
+                                          _shard.message_spool().committed_location(), _received_us, _campaign);
     } else {
         _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
     }
@@ -125,6 +157,10 @@ void connection::committed(protocol::commit_result result) noexcept {
         _signed_used = false;
         // A big signed copy is not kept for the next message (the session keeps its own buffer).
         if (_signed.capacity() > 1024 * 1024) std::string().swap(_signed);
+    }
+    if (_stripped_used) {
+        _stripped_used = false;
+        if (_stripped.capacity() > 1024 * 1024) std::string().swap(_stripped);
     }
     commit_done(result);
 }
@@ -321,6 +357,11 @@ void connection::log_reception() noexcept {
     } else {
         line += '"';
         core::append_json_escaped(line, tls_text());
+        line += '"';
+    }
+    if (!_campaign.empty()) {
+        line += ",\"campaign\":\"";  // issue 17: its header was stripped from the message stored
+        core::append_json_escaped(line, _campaign);
         line += '"';
     }
     line += ",\"dkim\":";

@@ -14,6 +14,10 @@
 // DKIM (queue/dkim_signer.h): with --dkim-key the connection watches the message arrive
 // (protocol::body_observer) and hashes its body meanwhile; at the end of data the signatures
 // are made on the signer's pool, and the signed message is what goes to the spool.
+// Campaigns (issue 17; queue/campaign_header.h): when the shaping rules name a campaign header,
+// its value is read at the end of data and every field of that name is left out of the message
+// before it is signed and stored (a copy, only for a message that has one); the campaign is
+// stored with the record (queue/record.h version 3) and given to the delivery.
 //
 // Lifecycle: created by the shard on accept -> start() -> ... -> retired by the shard at the
 // end of the turn once nothing is pending (server_connection). Owned by its shard;
@@ -66,6 +70,11 @@ private:
     void log_reception() noexcept;
     // The message (signed or not) goes to the spool.
     void append_to_spool() noexcept;
+    // The campaign of the message (its header read, the copy without it made); false if the
+    // message was answered instead (no memory).
+    [[nodiscard]] bool take_campaign() noexcept;
+    // The message as it is signed: the copy without the campaign header, or the session's.
+    [[nodiscard]] std::string_view unsigned_message() const noexcept;
     static void dkim_signed(void* self, dkim_job& job) noexcept;
     // The stored message: the signed copy, or the session's.
     [[nodiscard]] std::string_view stored_message() const noexcept;
@@ -93,6 +102,11 @@ private:
     bool _signed_used = false;         // _signed holds the stored message
     std::vector<std::string> _dkim_made;    // for the Reception record: "d=... s=... a=..."
     std::vector<std::string> _dkim_errors;  // why a key did not sign
+    // The message's campaign ("" for none) and the message without its campaign header, while it
+    // is committed.
+    std::string _campaign;
+    std::string _stripped;
+    bool _stripped_used = false;  // _stripped holds the unsigned message
 };
 
 }  // namespace ringrelay::queue

@@ -86,8 +86,8 @@ std::size_t delivery::finish_recovery() {
 }
 
 void delivery::accept(const protocol::envelope& env, std::string_view client, std::string_view message,
-                      const record_location& where, std::uint64_t received_us) {
-    stored_message* m = _store.add(env, client, message, where, received_us);
+                      const record_location& where, std::uint64_t received_us, std::string_view campaign) {
+    stored_message* m = _store.add(env, client, message, where, received_us, campaign);
     if (m != nullptr) schedule(*m, core::monotonic_ms());
 }
 
@@ -160,8 +160,9 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             } else if (pool != nullptr) {
                 job->egress = &_egress.sources()[_egress_chooser.next(*pool)];
             }
-            // Its tenant limit's key (queue/shaping_rules.h): tenants compare without case.
+            // Its tenant and campaign limits' keys (queue/shaping_rules.h): both compare without case.
             job->tenant = core::ascii_lowered(tenant_of(m.envelope));
+            if (m.has_campaign) job->campaign = core::ascii_lowered(_store.campaign_of(m));
             jobs.push_back(job);
         }
         job->rcpt_index.push_back(i);
@@ -212,15 +213,16 @@ void delivery::handle(cross_message&& msg) noexcept {
     } else if (msg.type == cross_message::kind::automate) {
         _pool.apply_automation(msg.hop.site, *msg.rule, msg.why, nullptr);
     } else if (msg.type == cross_message::kind::held) {
-        held_at_site(*msg.message, msg.rcpt_index, msg.hop, msg.why);
+        held_at_site(*msg.message, msg.rcpt_index, msg.why);
     } else {
         apply_outcome(msg.job, msg.outcome, msg.hop, msg.why);
     }
 }
 
-void delivery::job_held(delivery_job* job, const next_hop_ref& hop, const std::string& why) noexcept {
+// The site is named in `why`; the notice needs no more of the hop.
+void delivery::job_held(delivery_job* job, const next_hop_ref& /*hop*/, const std::string& why) noexcept {
     if (job->origin_shard == _shard) {
-        held_at_site(*job->message, job->rcpt_index, hop, why);
+        held_at_site(*job->message, job->rcpt_index, why);
         return;
     }
     // Copies: the job stays at the site, on this shard, and the origin must not read it.
@@ -228,13 +230,12 @@ void delivery::job_held(delivery_job* job, const next_hop_ref& hop, const std::s
     msg.type = cross_message::kind::held;
     msg.message = job->message;
     msg.rcpt_index = job->rcpt_index;
-    msg.hop = hop;
     msg.why = why;
     _hop.send(job->origin_shard, std::move(msg));
 }
 
 void delivery::held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index,
-                            const next_hop_ref& /*hop*/, const std::string& why) noexcept {
+                            const std::string& why) noexcept {
     // The message has a job out (this notice comes before its outcome, on the same ring), so m
     // is alive; a notice sent meanwhile (another job's deferral) makes this one moot.
     if (_delay_warning_us == 0 || m.delay_warned) return;
@@ -372,8 +373,8 @@ void delivery::tick_warmup_held(std::int64_t now_ms) noexcept {
     _warmup_held->for_each([&](delivery_job& j) {
         if (j.warn_us == 0 || j.warn_us > unix_now) return;
         j.warn_us = 0;
-        held_at_site(*j.message, j.rcpt_index, next_hop_ref{"", "", "", j.site},
-                     "waiting for an egress source's warm-up allowance (every source of its pool used today's)");
+        held_at_site(*j.message, j.rcpt_index,
+                     "waiting at " + j.site + " for an egress source's warm-up allowance (every source of its pool used today's)");
     });
     _warmup_held->take_if([unix_now](const delivery_job& j) { return j.expires_us != 0 && j.expires_us <= unix_now; },
                           _taken);

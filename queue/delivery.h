@@ -93,9 +93,13 @@ public:
     // the mailboxes are connected). Returns how many.
     std::size_t finish_recovery();
 
-    // A message just committed at `where`: take it over and start delivering.
+    // A message just committed at `where`: take it over and start delivering. `campaign`: its
+    // campaign (queue/campaign_header.h), "" for none.
     void accept(const protocol::envelope& env, std::string_view client, std::string_view message,
-                const record_location& where, std::uint64_t received_us);
+                const record_location& where, std::uint64_t received_us, std::string_view campaign = {});
+    // The header field that names a message's campaign in the rules this shard runs with ("" for
+    // none): read at a commit (queue/connection.h). Valid until the next tick.
+    [[nodiscard]] std::string_view campaign_field() const noexcept { return _rules->campaign_field(); }
 
     // Once a second or so: mailboxes, DSN commits, idle connections, deadlines.
     void tick(std::int64_t now_ms) noexcept;
@@ -159,10 +163,10 @@ private:
     // (no attempt counted: not_attempted); past --max-age, each expires.
     void tick_warmup_held(std::int64_t now_ms) noexcept;
     void release_warmup_held() noexcept;
-    // Origin side: m's recipients `rcpt_index` wait at a site (hop.site) past --delay-warning:
-    // the sender's delay notice, unless one was sent (m.delay_warned).
-    void held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index, const next_hop_ref& hop,
-                      const std::string& why) noexcept;
+    // Origin side: m's recipients `rcpt_index` wait at a site past --delay-warning: the sender's
+    // delay notice (its diagnostic `why`, which names the site), unless one was sent
+    // (m.delay_warned).
+    void held_at_site(stored_message& m, std::span<const std::uint32_t> rcpt_index, const std::string& why) noexcept;
     // Origin side: apply a job's outcome to its message.
     void apply_outcome(delivery_job* job, const protocol::message_outcome& outcome, const next_hop_ref& hop,
                        const std::string& why) noexcept;

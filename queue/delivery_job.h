@@ -16,6 +16,7 @@
 #include "core/net.h"
 #include "protocol/client_types.h"
 #include "queue/record.h"
+#include "queue/shaping_rules.h"
 
 namespace ringrelay::queue {
 
@@ -106,8 +107,14 @@ struct delivery_job {
     std::size_t batch_first = 0;
     std::vector<protocol::recipient_outcome> batched;
     // The message's tenant (queue/suppression.h tenant_of(), ASCII letters lower-cased; "" for
-    // none), set by the origin: its tenant limit holds it at the site (queue/destination_pool.h).
+    // none) and campaign (message_store::campaign_of(), lower-cased; "" for none), set by the
+    // origin: their limits hold it at the site (queue/destination_pool.h).
     std::string tenant;
+    std::string campaign;
+    // Its key for `which` limit.
+    [[nodiscard]] const std::string& key_of(keyed_limit which) const noexcept {
+        return which == keyed_limit::tenant ? tenant : campaign;
+    }
     // A pool with a warm-up (queue/warmup.h): the source is chosen only once the site and its
     // provider are known, by the origin (its round robin and its share of each day's
     // allowance); until then egress is null. Null: chosen when the job was made, as above.

@@ -31,8 +31,8 @@ protocol::bounce_input bounce_input_of(const outcome_note& note) noexcept {
     return {};  // local, no code, no text: rules treat it as a broken dialogue
 }
 
-void delivery_log::record(const char* type, const stored_message& m, std::uint32_t i, const outcome_note& note,
-                          std::uint64_t next_attempt_us) {
+void delivery_log::record(const char* type, const stored_message& m, std::string_view campaign, std::uint32_t i,
+                          const outcome_note& note, std::uint64_t next_attempt_us) {
     if (!_log.enabled()) return;
     const next_hop_ref& remote = note.hop;
     const protocol::outcome_reply* reply = note.reply;
@@ -67,6 +67,11 @@ void delivery_log::record(const char* type, const stored_message& m, std::uint32
     if (const std::string_view tenant = tenant_of(m.envelope); !tenant.empty()) {
         line += ",\"tenant\":\"";  // issue 17: the AUTH user, else the sender's domain
         core::append_json_escaped(line, tenant);
+        line += '"';
+    }
+    if (!campaign.empty()) {
+        line += ",\"campaign\":\"";  // issue 17: the campaign header's value, as the message gave it
+        core::append_json_escaped(line, campaign);
         line += '"';
     }
     line += ",\"egress_source\":\"";  // a source name (queue/egress.h: no quotes or escapes needed)

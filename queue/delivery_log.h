@@ -51,8 +51,9 @@ public:
 
     // One record for recipient `i` of `m`; next_attempt_us 0: none (final outcomes). Every type
     // but "Delivery" is a failure and gets its bounce class: note.verdict, else classify(note).
-    void record(const char* type, const stored_message& m, std::uint32_t i, const outcome_note& note,
-                std::uint64_t next_attempt_us);
+    // `campaign`: m's (message_store::campaign_of), "" for none: the record's "campaign".
+    void record(const char* type, const stored_message& m, std::string_view campaign, std::uint32_t i,
+                const outcome_note& note, std::uint64_t next_attempt_us);
 
     // The class of the failure `note` describes (note.verdict is not looked at); views into the
     // rule table, which outlives this log.

@@ -108,8 +108,9 @@ destination_pool::~destination_pool() {
         if (d->resolving) _resolver.cancel(d.get());
     // Held jobs go back to their ready queue, whose scheduler frees what is left there.
     for (auto& [key, s] : _sites)
-        for (auto& [tenant, h] : s->tenants)
+        s->for_each_hold([&](site::key_hold& h) {
             for (delivery_job* job : h.held) s->ready->push(job);
+        });
 }
 
 const destination* destination_pool::find(const std::string& key) const noexcept {
@@ -134,10 +135,11 @@ void destination_pool::site_depths(std::vector<site_depth>& out) const {
             d.messages += s->ready->size();
             older(*s->ready->front());
         }
-        for (const auto& [tenant, h] : s->tenants) {
+        // Held by a tenant's or a campaign's limit: waiting at the site too.
+        std::as_const(*s).for_each_hold([&](const site::key_hold& h) {
             d.messages += h.held.size();
             if (!h.held.empty()) older(*h.held.front());
-        }
+        });
         out.push_back(std::move(d));
     }
 }
@@ -286,7 +288,7 @@ void destination_pool::fail_ready_jobs(destination& d, recipient_status status, 
 
 template <typename Pred>
 void destination_pool::take_held_if(site& s, Pred pred, std::vector<delivery_job*>& out) {
-    for (auto& [tenant, h] : s.tenants) {
+    s.for_each_hold([&](site::key_hold& h) {
         std::deque<delivery_job*> kept;
         for (delivery_job* job : h.held) {
             if (pred(*job)) {
@@ -296,7 +298,7 @@ void destination_pool::take_held_if(site& s, Pred pred, std::vector<delivery_job
             }
         }
         h.held.swap(kept);
-    }
+    });
 }
 
 void destination_pool::expire_waiting(site& s, std::uint64_t now_unix_us) {
@@ -305,7 +307,8 @@ void destination_pool::expire_waiting(site& s, std::uint64_t now_unix_us) {
     s.ready->take_if(past, _expired);
     take_held_if(s, past, _expired);
     if (_expired.empty()) return;
-    const std::string why = "held at the site past --max-age (shaping: its message rate, its tenant's or a suspension)";
+    const std::string why =
+        "held at the site past --max-age (shaping: its message rate, its tenant's or campaign's, or a suspension)";
     const protocol::outcome_reply reply = local_reply(451, "4.4.7", why);
     const next_hop_ref hop{"", "", "", s.name};
     for (delivery_job* job : _expired) {
@@ -325,11 +328,12 @@ void destination_pool::warn_waiting(site& s, std::uint64_t now_unix_us) {
         _expired.push_back(&j);
     };
     s.ready->for_each(due);
-    for (auto& [tenant, h] : s.tenants)
-        for (delivery_job* j : h.held) due(*j);  // held by their tenant's limit
+    s.for_each_hold([&](site::key_hold& h) {
+        for (delivery_job* j : h.held) due(*j);  // held by their tenant's or campaign's limit
+    });
     if (_expired.empty()) return;
     const std::string why =
-        "waiting at " + s.name + " for its shaping limits (message rate, the tenant's, or a suspension)";
+        "waiting at " + s.name + " for its shaping limits (message rate, the tenant's or campaign's, or a suspension)";
     const next_hop_ref hop{"", "", "", s.name};
     for (delivery_job* job : _expired) _owner.job_held(job, hop, why);
     _expired.clear();
@@ -438,16 +442,17 @@ void destination_pool::dispatch(site& s) noexcept {
     log_change(s, ctl.advance(now_us));
     if (const std::uint64_t next = ctl.next_event_us(); next != UINT64_MAX && next > now_us)
         wake_at(s, wait_until_ms(next - now_us));
-    if (!s.tenants.empty()) release_held(s, now_us);
+    if (has_holds(s)) release_held(s, now_us);
     if (s.ready->empty()) return;
     if (ctl.suspended(now_us)) {
         wake_at(s, wait_until_ms(ctl.message_wait_us(now_us)));
         return;
     }
     while (!s.ready->empty()) {
-        // A job whose tenant has no token steps aside (issue 17): no connection is opened for it.
-        if (!tenant_allows(s, *s.ready->front(), now_us)) {
-            hold(s, s.ready->pop(), now_us);
+        // A job whose tenant or campaign has no token steps aside (issue 17): no connection is
+        // opened for it.
+        if (const std::optional<keyed_limit> which = holding_limit(s, *s.ready->front(), now_us)) {
+            hold(s, s.ready->pop(), *which, now_us);
             continue;
         }
         outbound_link* idle = nullptr;
@@ -469,9 +474,9 @@ void destination_pool::dispatch(site& s) noexcept {
             continue;
         }
         // A connection being opened will take the next job; open more only for more jobs (that
-        // their tenants' tokens let go).
+        // their tenants' and campaigns' tokens let go).
         if (opening >= s.ready->size()) return;
-        if (!s.tenants.empty() && tenants_let_go(s, opening + 1, now_us) <= opening) return;
+        if (has_holds(s) && keys_let_go(s, opening + 1, now_us) <= opening) return;
         if (now < s.backoff_until_ms) {
             wake_at(s, s.backoff_until_ms);
             return;
@@ -528,15 +533,15 @@ outbound_link& destination_pool::open_connection(site& s) noexcept {
 next_step destination_pool::next_job(site& s, outbound_link& c) noexcept {
     const std::int64_t now = _clock.monotonic_ms();
     const std::uint64_t now_us = static_cast<std::uint64_t>(now) * 1000;
-    // Jobs whose tenant has no token step aside; the next tenant's go on.
-    while (!s.ready->empty() && !tenant_allows(s, *s.ready->front(), now_us)) hold(s, s.ready->pop(), now_us);
+    // Jobs whose tenant or campaign has no token step aside; the next ones go on.
+    step_aside_held(s, now_us);
     if (s.ready->empty()) return {};
     if (!s.controller->take_message(now_us)) {
         wake_at(s, wait_until_ms(s.controller->message_wait_us(now_us)));
         return {};
     }
     delivery_job* job = s.ready->pop();
-    if (const auto t = s.tenants.find(job->tenant); t != s.tenants.end()) (void)t->second.bucket.try_take(now_us);
+    take_tokens(s, *job, now_us);
     job->attempt_ms = now;
     begin_transaction(s, *job);
     (void)c;
@@ -647,65 +652,107 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
     return {};
 }
 
-bool destination_pool::tenant_allows(site& s, const delivery_job& job, std::uint64_t now_us) noexcept {
-    if (job.tenant.empty()) return true;
-    const std::optional<shaping_rate> rate = _rules->tenant_rate(job.tenant);
-    auto it = s.tenants.find(job.tenant);
+bool destination_pool::key_allows(site& s, keyed_limit which, const std::string& key, std::uint64_t now_us) noexcept {
+    if (key.empty()) return true;
+    site::key_holds& holds = s.holds_of(which);
+    const std::optional<shaping_rate> rate = _rules->keyed_rate(which, key);
+    auto it = holds.find(key);
     if (!rate) {
-        if (it != s.tenants.end() && it->second.held.empty()) s.tenants.erase(it);
+        if (it != holds.end() && it->second.held.empty()) holds.erase(it);
         return true;
     }
-    if (it == s.tenants.end()) {
-        it = s.tenants.emplace(job.tenant, site::tenant_hold{token_bucket(*rate, now_us), {}}).first;
+    if (it == holds.end()) {
+        it = holds.emplace(key, site::key_hold{token_bucket(*rate, now_us), {}}).first;
     } else if (!(it->second.bucket.rate() == *rate)) {
         it->second.bucket.set_rate(*rate, now_us);  // a reload changed it
     }
     return it->second.bucket.tokens(now_us) > 0;
 }
 
-std::size_t destination_pool::tenants_let_go(site& s, std::size_t want, std::uint64_t now_us) noexcept {
-    std::vector<std::pair<const std::string*, std::uint64_t>> claimed;  // tenant, tokens left
+std::optional<keyed_limit> destination_pool::holding_limit(site& s, const delivery_job& job,
+                                                           std::uint64_t now_us) noexcept {
+    for (const keyed_limit which : keyed_limits)
+        if (!key_allows(s, which, job.key_of(which), now_us)) return which;
+    return std::nullopt;
+}
+
+void destination_pool::step_aside_held(site& s, std::uint64_t now_us) noexcept {
+    while (!s.ready->empty()) {
+        const std::optional<keyed_limit> which = holding_limit(s, *s.ready->front(), now_us);
+        if (!which) return;
+        hold(s, s.ready->pop(), *which, now_us);
+    }
+}
+
+void destination_pool::take_tokens(site& s, const delivery_job& job, std::uint64_t now_us) noexcept {
+    for (const keyed_limit which : keyed_limits) {
+        site::key_holds& holds = s.holds_of(which);
+        if (holds.empty()) continue;
+        if (const auto t = holds.find(job.key_of(which)); t != holds.end()) (void)t->second.bucket.try_take(now_us);
+    }
+}
+
+std::size_t destination_pool::keys_let_go(site& s, std::size_t want, std::uint64_t now_us) noexcept {
+    // (limit, key) -> tokens left, for the keys met so far; a job goes if each of its keys has one.
+    struct claim {
+        keyed_limit which;
+        const std::string* key;
+        std::uint64_t left;
+    };
+    std::vector<claim> claimed;
     std::size_t found = 0;
     const std::size_t look = std::min(s.ready->size(), tenant_scan_limit);
     for (std::size_t i = 0; i < look && found < want; ++i) {
         const delivery_job& job = s.ready->at(i);
-        const auto t = s.tenants.find(job.tenant);
-        if (t == s.tenants.end()) {
-            ++found;  // no tenant limit (or not met yet: it has a full bucket)
-            continue;
+        constexpr std::size_t none = SIZE_MAX;
+        std::size_t take[std::size(keyed_limits)];  // indices into claimed (insertions move it)
+        bool goes = true;
+        for (std::size_t k = 0; k < std::size(keyed_limits); ++k) {
+            take[k] = none;
+            const keyed_limit which = keyed_limits[k];
+            site::key_holds& holds = s.holds_of(which);
+            const auto t = holds.find(job.key_of(which));
+            if (!goes || t == holds.end()) continue;  // no limit (or not met yet: it has a full bucket)
+            auto c = std::find_if(claimed.begin(), claimed.end(),
+                                  [&](const claim& e) { return e.which == which && *e.key == t->first; });
+            if (c == claimed.end()) c = claimed.insert(claimed.end(), claim{which, &t->first, t->second.bucket.tokens(now_us)});
+            goes = c->left > 0;
+            take[k] = static_cast<std::size_t>(c - claimed.begin());
         }
-        auto c = std::find_if(claimed.begin(), claimed.end(), [&](const auto& e) { return *e.first == job.tenant; });
-        if (c == claimed.end()) c = claimed.insert(claimed.end(), {&t->first, t->second.bucket.tokens(now_us)});
-        if (c->second == 0) continue;
-        --c->second;
+        if (!goes) continue;
+        for (const std::size_t c : take)
+            if (c != none) --claimed[c].left;
         ++found;
     }
     return found;
 }
 
-void destination_pool::hold(site& s, delivery_job* job, std::uint64_t now_us) noexcept {
-    site::tenant_hold& h = s.tenants.at(job->tenant);  // tenant_allows() made it
+void destination_pool::hold(site& s, delivery_job* job, keyed_limit which, std::uint64_t now_us) noexcept {
+    site::key_hold& h = s.holds_of(which).at(job->key_of(which));  // key_allows() made it
     h.held.push_back(job);
     wake_at(s, wait_until_ms(h.bucket.wait_us(now_us)));
 }
 
 void destination_pool::release_held(site& s, std::uint64_t now_us) noexcept {
-    for (auto it = s.tenants.begin(); it != s.tenants.end();) {
-        site::tenant_hold& h = it->second;
-        const std::optional<shaping_rate> rate = _rules->tenant_rate(it->first);
-        std::uint64_t n = h.held.size();
-        if (rate) {
-            if (!(h.bucket.rate() == *rate)) h.bucket.set_rate(*rate, now_us);
-            n = std::min<std::uint64_t>(n, h.bucket.tokens(now_us));
-        }
-        // The oldest first, in their order, in front of the ready queue.
-        for (std::uint64_t k = n; k > 0; --k) s.ready->push_front(h.held[k - 1]);
-        h.held.erase(h.held.begin(), h.held.begin() + static_cast<std::ptrdiff_t>(n));
-        if (!h.held.empty()) wake_at(s, wait_until_ms(h.bucket.wait_us(now_us)));
-        if (!rate) {
-            it = s.tenants.erase(it);  // no limit any more (a reload)
-        } else {
-            ++it;
+    for (const keyed_limit which : keyed_limits) {
+        site::key_holds& holds = s.holds_of(which);
+        for (auto it = holds.begin(); it != holds.end();) {
+            site::key_hold& h = it->second;
+            const std::optional<shaping_rate> rate = _rules->keyed_rate(which, it->first);
+            std::uint64_t n = h.held.size();
+            if (rate) {
+                if (!(h.bucket.rate() == *rate)) h.bucket.set_rate(*rate, now_us);
+                n = std::min<std::uint64_t>(n, h.bucket.tokens(now_us));
+            }
+            // The oldest first, in their order, in front of the ready queue.
+            for (std::uint64_t k = n; k > 0; --k) s.ready->push_front(h.held[k - 1]);
+            h.held.erase(h.held.begin(), h.held.begin() + static_cast<std::ptrdiff_t>(n));
+            if (!h.held.empty()) wake_at(s, wait_until_ms(h.bucket.wait_us(now_us)));
+            if (!rate) {
+                it = holds.erase(it);  // no limit any more (a reload)
+            } else {
+                ++it;
+            }
         }
     }
 }
@@ -731,11 +778,11 @@ void destination_pool::retire(site& s, outbound_link& c) {
 void destination_pool::defer_ready_jobs(site& s, const next_hop_ref& hop, const std::string& why) {
     next_hop_ref with_site = hop;
     with_site.site = s.name;
-    // The tenants' held jobs too: the site cannot take them either.
-    for (auto& [tenant, h] : s.tenants) {
+    // The held jobs too: the site cannot take them either.
+    s.for_each_hold([&](site::key_hold& h) {
         for (delivery_job* job : h.held) s.ready->push(job);
         h.held.clear();
-    }
+    });
     while (!s.ready->empty()) {
         protocol::message_outcome outcome;
         outcome.kind = protocol::outcome_kind::transient_failure;
@@ -862,7 +909,7 @@ void destination_pool::tick(std::int64_t now_ms) noexcept {
         _next_expiry_sweep_ms = now_ms + expiry_sweep_ms;
         const auto unix_now = static_cast<std::uint64_t>(_clock.unix_us());
         for (auto& [name, s] : _sites)
-            if (!s->ready->empty() || !s->tenants.empty()) {
+            if (!s->ready->empty() || has_holds(*s)) {
                 expire_waiting(*s, unix_now);
                 warn_waiting(*s, unix_now);
             }
@@ -893,17 +940,18 @@ void destination_pool::tick(std::int64_t now_ms) noexcept {
 
 bool destination_pool::needs_dispatch(const site& s) noexcept {
     if (!s.ready->empty() || !s.connections.empty() || !s.controller->settled()) return true;
-    for (const auto& [tenant, h] : s.tenants)
-        if (!h.held.empty()) return true;
-    return false;
+    bool held = false;
+    s.for_each_hold([&](const site::key_hold& h) { held = held || !h.held.empty(); });
+    return held;
 }
 
 bool destination_pool::evictable(site& s, std::int64_t now_ms) noexcept {
     if (now_ms - s.last_used_ms < idle_evict_ms) return false;
     if (!s.ready->empty() || !s.connections.empty() || !s.wake.empty() || now_ms < s.backoff_until_ms) return false;
     const std::uint64_t now_us = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)) * 1000;
-    for (auto& [tenant, h] : s.tenants)
-        if (!h.held.empty() || !h.bucket.full(now_us)) return false;
+    bool busy = false;
+    s.for_each_hold([&](site::key_hold& h) { busy = busy || !h.held.empty() || !h.bucket.full(now_us); });
+    if (busy) return false;
     if (!s.controller->at_rest(now_us)) return false;
     // A closed connection not yet freed still points at its site (on_turn_end()).
     return std::none_of(_graveyard.begin(), _graveyard.end(), [&s](const outbound_link* c) { return c->pool_site == &s; });

@@ -28,9 +28,11 @@
 // Dispatch: jobs are given to idle connections in order, each taking a token of the message
 // rate; a job the rate holds back stays in the ready queue (never a retry) and the site wakes
 // when the next token is due. A tenant limit (queue/shaping_rules.h tenants) is a bucket per
-// (tenant, site) on top: a job whose tenant's bucket is empty steps aside into the tenant's hold
-// (no retry, no connection opened for it) while the jobs of other tenants behind it go on; it
-// goes back in front of the ready queue when its tenant's token is due. A new connection is opened only for jobs that no connection
+// (tenant, site) on top, and a campaign limit (campaigns) one per (campaign, site): a job whose
+// tenant's (or campaign's) bucket is empty steps aside into that tenant's (campaign's) hold (no
+// retry, no connection opened for it) while the jobs of others behind it go on; it goes back in
+// front of the ready queue when the token is due (and steps aside again if its other limit has
+// none then); a job that goes takes a token of each. A new connection is opened only for jobs that no connection
 // being opened will take, within the allowed count and connection rate, not while the site
 // backs off, and not when only the message rate holds the jobs back.
 //
@@ -157,13 +159,33 @@ struct site {
     core::timer_handle wake;  // the pool's timer at wake_ms, while armed
     std::int64_t wake_ms = 0;
     std::int64_t last_used_ms = 0;  // monotonic: made, a job joined or ended, a connection ended (eviction)
-    // Tenant limits (issue 17), per tenant with a message rate at this site: its bucket, and the
-    // jobs its empty bucket holds back, out of the ready queue (in the order they stepped aside).
-    struct tenant_hold {
+    // Tenant and campaign limits (issue 17), per tenant (campaign) with a message rate at this
+    // site: its bucket, and the jobs its empty bucket holds back, out of the ready queue (in the
+    // order they stepped aside).
+    struct key_hold {
         token_bucket bucket;
         std::deque<delivery_job*> held;
     };
-    std::unordered_map<std::string, tenant_hold> tenants;  // by delivery_job::tenant
+    using key_holds = std::unordered_map<std::string, key_hold>;
+    key_holds tenants;    // by delivery_job::tenant
+    key_holds campaigns;  // by delivery_job::campaign
+    [[nodiscard]] key_holds& holds_of(keyed_limit which) noexcept {
+        return which == keyed_limit::tenant ? tenants : campaigns;
+    }
+    [[nodiscard]] const key_holds& holds_of(keyed_limit which) const noexcept {
+        return which == keyed_limit::tenant ? tenants : campaigns;
+    }
+    // Each hold of every limit: f(key_hold&).
+    template <typename F>
+    void for_each_hold(F f) {
+        for (auto& [key, h] : tenants) f(h);
+        for (auto& [key, h] : campaigns) f(h);
+    }
+    template <typename F>
+    void for_each_hold(F f) const {
+        for (const auto& [key, h] : tenants) f(h);
+        for (const auto& [key, h] : campaigns) f(h);
+    }
 };
 
 // Hears about every job the pool ends.
@@ -209,7 +231,7 @@ inline constexpr std::int64_t coarse_slack_ms = 4;
 // the MX plan's reuse (60 s), so a site in steady use is not dropped between its jobs.
 inline constexpr std::int64_t idle_evict_ms = 5 * 60'000;
 // How far into a site's ready queue a decision to open a connection looks for jobs their
-// tenants' tokens let go (the rest step aside when a connection is up: next_job).
+// tenants' and campaigns' tokens let go (the rest step aside when a connection is up: next_job).
 inline constexpr std::size_t tenant_scan_limit = 256;
 
 // A reply made here (no peer said it): `code`, the enhanced status `enhanced` ("4.4.7"), and
@@ -266,7 +288,7 @@ public:
     [[nodiscard]] std::size_t destinations() const noexcept { return _destinations.size(); }
     [[nodiscard]] std::size_t sites() const noexcept { return _sites.size(); }
     // /metrics (queue/shard_snapshot.h): one entry a site this shard owns (the splits of a site
-    // name not merged), appended to `out`: its jobs in the ready queue and held by tenant limits,
+    // name not merged), appended to `out`: its jobs in the ready queue and held by tenant and campaign limits,
     // and the arrival of the message at the head of each (the ones waiting longest there; the
     // queues are not walked). O(sites).
     void site_depths(std::vector<site_depth>& out) const;
@@ -312,17 +334,27 @@ private:
     // outcome's kind.
     void finish_job(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                     const std::string& why) noexcept;
-    // Tenant limits (issue 17). tenant_allows: the job's tenant has no rate, or a token now (its
-    // hold made or brought to the current rules' rate). hold: the job steps out of the ready
-    // queue into its tenant's hold, and the site wakes for the tenant's next token.
-    // release_held: each tenant's held jobs that its tokens now allow go back in front of the
-    // ready queue (a tenant whose rate is gone releases all); the site wakes for the others.
-    [[nodiscard]] bool tenant_allows(site& s, const delivery_job& job, std::uint64_t now_us) noexcept;
-    void hold(site& s, delivery_job* job, std::uint64_t now_us) noexcept;
+    // Tenant and campaign limits (issue 17). key_allows: the job's key for `which` has no rate,
+    // or a token now (its hold made or brought to the current rules' rate). holding_limit: the
+    // first of the job's limits that has no token now, or none. hold: the job steps out of the
+    // ready queue into the hold of its key for `which`, and the site wakes for that key's next
+    // token. take_tokens: a token of each of the job's limits that has a hold (it goes).
+    // release_held: each key's held jobs that its tokens now allow go back in front of the ready
+    // queue (a key whose rate is gone releases all); the site wakes for the others.
+    [[nodiscard]] bool key_allows(site& s, keyed_limit which, const std::string& key, std::uint64_t now_us) noexcept;
+    [[nodiscard]] std::optional<keyed_limit> holding_limit(site& s, const delivery_job& job, std::uint64_t now_us) noexcept;
+    void hold(site& s, delivery_job* job, keyed_limit which, std::uint64_t now_us) noexcept;
+    static void take_tokens(site& s, const delivery_job& job, std::uint64_t now_us) noexcept;
+    // The jobs at the front of the ready queue that a limit holds back step aside, until one
+    // may go (or none is left).
+    void step_aside_held(site& s, std::uint64_t now_us) noexcept;
     // Of the first jobs of the ready queue (at most tenant_scan_limit), how many, up to `want`,
-    // their tenants' tokens let go now (each job claiming one): what a new connection is for.
-    [[nodiscard]] static std::size_t tenants_let_go(site& s, std::size_t want, std::uint64_t now_us) noexcept;
+    // their tenants' and campaigns' tokens let go now (each job claiming one of each): what a new
+    // connection is for.
+    [[nodiscard]] static std::size_t keys_let_go(site& s, std::size_t want, std::uint64_t now_us) noexcept;
     void release_held(site& s, std::uint64_t now_us) noexcept;
+    // Any tenant or campaign hold at `s` (held jobs, or a bucket not yet dropped).
+    [[nodiscard]] static bool has_holds(const site& s) noexcept { return !s.tenants.empty() || !s.campaigns.empty(); }
     // Every held job of `s` for which pred(job) holds, to `out`.
     template <typename Pred>
     static void take_held_if(site& s, Pred pred, std::vector<delivery_job*>& out);

@@ -32,6 +32,7 @@ void message_store::on_record(std::uint64_t segment, const decoded_message& rec)
         m->client = rec.client;
         m->where = record_location{segment, rec.offset, rec.record_size, rec.segment_salt};
         m->size = rec.message_size;
+        set_campaign(*m, rec.campaign);
         const std::size_t n = m->envelope.rcpt_to.size();
         m->status.assign(n, recipient_status::pending);
         m->attempts.assign(n, 0);
@@ -68,6 +69,7 @@ message_store::recovered message_store::finish_recovery() {
         for (const recipient_status s : m->status) m->unfinished += final_status(s) ? 0 : 1;
         if (m->unfinished == 0) {
             finished.push_back(id);
+            if (m->has_campaign) _campaigns.erase(id);
             continue;
         }
         _spool.hold_segment(m->segment, m->where.size);
@@ -77,6 +79,7 @@ message_store::recovered message_store::finish_recovery() {
     out.unfinished = _messages.size();
     if (_mode == queue_mode::hold) {
         _messages.clear();  // their segments stay held; the bodies need not stay in memory
+        _campaigns.clear();
         return out;
     }
     out.due.reserve(_messages.size());
@@ -87,7 +90,7 @@ message_store::recovered message_store::finish_recovery() {
 // ---- messages -------------------------------------------------------------------------
 
 stored_message* message_store::add(const protocol::envelope& env, std::string_view client, std::string_view body,
-                                   const record_location& where, std::uint64_t received_us) {
+                                   const record_location& where, std::uint64_t received_us, std::string_view campaign) {
     const std::uint64_t segment = where.segment;
     _spool.hold_segment(segment, where.size);
     // --hold: the message stays in the spool (its segment is kept); nothing in memory.
@@ -100,6 +103,7 @@ stored_message* message_store::add(const protocol::envelope& env, std::string_vi
     m->client.assign(client);
     m->where = where;
     m->size = body.size();
+    if (!campaign.empty()) set_campaign(*m, campaign);
     if (body.size() <= _cache_budget) {
         auto copy = std::make_shared<message_body>();
         copy->bytes.assign(body);
@@ -133,7 +137,7 @@ void message_store::defer(stored_message& m, std::uint32_t i, std::uint64_t next
     // restart it is simply looked at again).
     if (!note.hop.name.empty())
         _spool.append_outcome(m.queue_id, i, recipient_status::deferred, m.attempts[i], next_attempt_us);
-    _log.record("TransientFailure", m, i, note, next_attempt_us);
+    _log.record("TransientFailure", m, campaign_of(m), i, note, next_attempt_us);
 }
 
 void message_store::delay_warned(stored_message& m) {
@@ -148,15 +152,15 @@ void message_store::finish(stored_message& m, std::uint32_t i, recipient_status 
     switch (status) {
         case recipient_status::delivered:
             ++_counters.delivered;
-            _log.record("Delivery", m, i, note, 0);
+            _log.record("Delivery", m, campaign_of(m), i, note, 0);
             break;
         case recipient_status::bounced:
             ++_counters.bounced;
-            _log.record("Bounce", m, i, note, 0);
+            _log.record("Bounce", m, campaign_of(m), i, note, 0);
             break;
         case recipient_status::expired:
             ++_counters.expired;
-            _log.record("Expiration", m, i, note, 0);
+            _log.record("Expiration", m, campaign_of(m), i, note, 0);
             break;
         default:
             break;
@@ -204,8 +208,24 @@ void message_store::release_if_done(stored_message& m) noexcept {
     forget(m);
 }
 
+void message_store::set_campaign(stored_message& m, std::string_view campaign) {
+    m.has_campaign = !campaign.empty();
+    if (m.has_campaign) {
+        _campaigns[m.queue_id].assign(campaign);
+    } else {
+        _campaigns.erase(m.queue_id);  // a copy without one replaces an original (recovery)
+    }
+}
+
+std::string_view message_store::campaign_of(const stored_message& m) const noexcept {
+    if (!m.has_campaign) return {};
+    const auto it = _campaigns.find(m.queue_id);
+    return it != _campaigns.end() ? std::string_view(it->second) : std::string_view();
+}
+
 void message_store::forget(stored_message& m) noexcept {
     cache_remove(m);
+    if (m.has_campaign) _campaigns.erase(m.queue_id);
     _messages.erase(m.queue_id);  // destroys m
 }
 

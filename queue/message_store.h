@@ -67,6 +67,10 @@ struct stored_message {
     bool body_unreadable = false;  // the last read failed: a DSN goes without the original
     bool cached = false;        // body is in the cache's list
     bool delay_warned = false;  // its --delay-warning notice was sent (journaled)
+    // It has a campaign (issue 17: queue/campaign_header.h), in the store's side table
+    // (message_store::campaign_of): most messages have none, and a string here would take the
+    // struct out of its size class (below).
+    bool has_campaign = false;
     // A compaction moved it while jobs were out: they still read the old record, so the old
     // segment stays held until no job is left (release_if_done). Where, and how many bytes,
     // is in the store's side table (message_store::pinned_segment): rare, and kept out of
@@ -160,8 +164,9 @@ public:
 
     // A message just committed at `where`: holds its segment and puts a copy of the body in
     // the cache (if it fits); null under queue_mode::hold (then nothing is kept in memory).
+    // `campaign`: its campaign, "" for none.
     stored_message* add(const protocol::envelope& env, std::string_view client, std::string_view body,
-                        const record_location& where, std::uint64_t received_us);
+                        const record_location& where, std::uint64_t received_us, std::string_view campaign = {});
     [[nodiscard]] stored_message* find(std::uint64_t queue_id) noexcept;
     [[nodiscard]] std::size_t size() const noexcept { return _messages.size(); }
 
@@ -195,6 +200,8 @@ public:
     void relocate(stored_message& m, const record_location& copy) noexcept;
     // The segment m's jobs still hold after a relocation, 0 if none (stored_message::pinned).
     [[nodiscard]] std::uint64_t pinned_segment(const stored_message& m) const noexcept;
+    // m's campaign (as its header gave it; stored with its record), "" if none. Valid while m is.
+    [[nodiscard]] std::string_view campaign_of(const stored_message& m) const noexcept;
 
     [[nodiscard]] const delivery_counters& counters() const noexcept { return _counters; }
     [[nodiscard]] body_cache_counters cache_counters() const noexcept;
@@ -212,6 +219,8 @@ private:
     void cache_insert(stored_message& m) noexcept;
     void cache_remove(stored_message& m) noexcept;
     void forget(stored_message& m) noexcept;  // out of the cache and the map; destroys m
+    // m's campaign (stored_message::has_campaign and the side table); "" for none.
+    void set_campaign(stored_message& m, std::string_view campaign);
 
     spool& _spool;
     delivery_log& _log;
@@ -227,6 +236,8 @@ private:
         std::uint64_t bytes = 0;
     };
     std::unordered_map<std::uint64_t, pin> _pins;
+    // queue id -> campaign of each message with stored_message::has_campaign.
+    std::unordered_map<std::uint64_t, std::string> _campaigns;
     stored_message* _cache_head = nullptr;  // oldest
     stored_message* _cache_tail = nullptr;
     std::uint64_t _cache_used = 0;

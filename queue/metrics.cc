@@ -244,7 +244,7 @@ void render_sites(const merged_snapshots& m, std::string& out, std::uint64_t now
         value(other_sites, m.rest);
     };
     append_header(out, "ringrelay_queue_messages", "gauge",
-                  "Messages waiting at a site on its owner shard (ready queue and tenant holds), by site name; "
+                  "Messages waiting at a site on its owner shard (ready queue, tenant and campaign holds), by site name; "
                   "the sites past the deepest 50 summed in site=\"_other\".");
     each_site([&](std::string_view site, const site_depth& d) {
         out += "ringrelay_queue_messages{site=\"";

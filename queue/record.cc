@@ -72,7 +72,7 @@ namespace {
 // recipients' states first), message bytes excepted.
 void encode_message_like(std::string& out, record_type type, const protocol::envelope& env, std::string_view client,
                          std::uint64_t received_us, std::string_view message, std::uint32_t salt,
-                         std::span<const recipient_state> states) {
+                         std::span<const recipient_state> states, std::string_view campaign) {
     const std::size_t start = out.size();
     out.resize(start + record_header_size);
     const std::size_t payload_start = out.size();
@@ -91,9 +91,11 @@ void encode_message_like(std::string& out, record_type type, const protocol::env
     put_str16(out, env.helo);
     put_str16(out, client);
     put_str16(out, env.mail_from);
-    // Version 2 only when there is an AUTH user: other records stay as older relays wrote them.
-    const std::uint8_t version = env.auth_user.empty() ? 1 : 2;
-    if (version == 2) put_str16(out, env.auth_user);
+    // Version 2 only when there is an AUTH user, 3 only when there is a campaign: other records
+    // stay as older relays wrote them.
+    const std::uint8_t version = !campaign.empty() ? 3 : env.auth_user.empty() ? 1 : 2;
+    if (version >= 2) put_str16(out, env.auth_user);
+    if (version == 3) put_str16(out, campaign);
     put_le<std::uint32_t>(out, static_cast<std::uint32_t>(env.rcpt_to.size()));
     for (const std::string& r : env.rcpt_to) put_str16(out, r);
     const std::size_t payload_len = out.size() - payload_start + message.size();
@@ -118,14 +120,16 @@ void encode_message_like(std::string& out, record_type type, const protocol::env
 }  // namespace
 
 void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
-                           std::uint64_t received_us, std::string_view message, std::uint32_t salt) {
-    encode_message_like(out, record_type::message, env, client, received_us, message, salt, {});
+                           std::uint64_t received_us, std::string_view message, std::uint32_t salt,
+                           std::string_view campaign) {
+    encode_message_like(out, record_type::message, env, client, received_us, message, salt, {}, campaign);
 }
 
 void encode_message_copy_record(std::string& out, const protocol::envelope& env, std::string_view client,
                                 std::uint64_t received_us, std::string_view message,
-                                std::span<const recipient_state> states, std::uint32_t salt) {
-    encode_message_like(out, record_type::message_copy, env, client, received_us, message, salt, states);
+                                std::span<const recipient_state> states, std::uint32_t salt,
+                                std::string_view campaign) {
+    encode_message_like(out, record_type::message_copy, env, client, received_us, message, salt, states, campaign);
     out.append(message);
 }
 
@@ -187,8 +191,9 @@ std::expected<decoded_message, decode_error> decode_header(std::string_view byte
     const bool message_like = d.header.type == record_type::message || d.header.type == record_type::message_copy;
     const bool known_type = message_like || d.header.type == record_type::outcome ||
                             d.header.type == record_type::segment || d.header.type == record_type::suppression;
-    // Version 2 exists for message records (and their copies) only (with the AUTH user).
-    const bool known_version = d.header.version == 1 || (d.header.version == 2 && message_like);
+    // Versions 2 (the AUTH user) and 3 (and the campaign) exist for message records (and their
+    // copies) only.
+    const bool known_version = d.header.version == 1 || ((d.header.version == 2 || d.header.version == 3) && message_like);
     if (d.header.payload_length > max_payload_length || !known_type || !known_version ||
         (d.header.type == record_type::outcome && d.header.payload_length != outcome_payload_size) ||
         (d.header.type == record_type::segment && d.header.payload_length != segment_payload_size))
@@ -247,6 +252,8 @@ std::expected<void, decode_error> decode_payload(decoded_message& d, std::string
     if (!r.read(body) || !r.read(utf8) || !r.read_str16(d.envelope.helo) || !r.read_str16(d.client) ||
         !r.read_str16(d.envelope.mail_from) ||
         (d.header.version == 2 && (!r.read_str16(d.envelope.auth_user) || d.envelope.auth_user.empty())) ||
+        (d.header.version == 3 &&
+         (!r.read_str16(d.envelope.auth_user) || !r.read_str16(d.campaign) || d.campaign.empty())) ||
         !r.read(count) || body > 1 || utf8 > 1 || count > 1000000)
         return std::unexpected(decode_error::bad_payload);
     d.envelope.body = static_cast<protocol::body_type>(body);

@@ -12,20 +12,24 @@
 // The salt is random per spool instance and secret. SECURITY: recovery resynchronises on the
 // next magic after a damaged record, and a message body (BDAT carries any bytes) could hold
 // a forged record; without the salt its CRC matches with probability 2^-32 at best.
-//   payload (type 1, message; version 1, or 2 when the client had authenticated):
+//   payload (type 1, message; version 1, 2 when the client had authenticated, 3 when the message
+//   named a campaign):
 //     u8 body_type  u8 smtputf8  u16 helo_len helo  u16 client_len client
-//     u16 from_len from  [version 2: u16 auth_len auth_user]
+//     u16 from_len from  [version 2: u16 auth_len auth_user (not empty)]
+//     [version 3: u16 auth_len auth_user (may be empty)  u16 campaign_len campaign (not empty)]
 //     u32 rcpt_count { u16 len rcpt }*  then the message bytes to the end
-//   Version 2 adds only the AUTH user (the sender's tenant for the suppression list). A
-//   message without one is still written as version 1, byte for byte as before, so that a
-//   spool stays readable by an older relay except for its authenticated messages; records of
-//   either version are read.
+//   Version 2 adds only the AUTH user (the sender's tenant for the suppression list); version 3
+//   the campaign too (issue 17: the value of the campaign header, which is stripped from the
+//   message before it is stored, so that the record is its only copy). A message without either
+//   is still written as version 1, byte for byte as before, and one without a campaign as
+//   version 2, so that a spool stays readable by an older relay except for those messages;
+//   records of every version are read.
 //   payload (type 2, outcome of one recipient of an earlier message; header.queue_id names
 //   the message, header.received_us is the time of the outcome):
 //     u32 rcpt_index  u8 status  u8 reserved(0)  u16 reserved(0)  u32 attempts  u64 next_attempt_us
 //   payload (type 5, message copy: a message record rewritten by compaction into a newer
 //   segment, with the state of each recipient when it was copied; header.queue_id and
-//   received_us are the original's; version 2 when it has an AUTH user, as type 1):
+//   received_us are the original's; versions 2 and 3 as for type 1):
 //     u32 state_count (= rcpt_count) { u8 status u8 reserved(0) u16 reserved(0) u32 attempts
 //     u64 next_attempt_us }*  then exactly a type 1 payload
 //   At recovery a copy replaces whatever was read for its queue id before it (the older
@@ -86,7 +90,7 @@ enum class suppression_source : std::uint8_t {
 struct record_header {
     std::uint32_t magic = record_magic;
     record_type type = record_type::message;
-    std::uint8_t version = 1;  // 1; a message record with an AUTH user: 2
+    std::uint8_t version = 1;  // 1; a message record with an AUTH user: 2; with a campaign: 3
     std::uint32_t payload_length = 0;
     std::uint32_t crc = 0;
     std::uint64_t queue_id = 0;
@@ -96,8 +100,10 @@ struct record_header {
 // Appends the header (with its crc over `payload_prefix` + `message`) and the envelope part
 // of the payload to `out`; the message bytes follow separately (written from the session's
 // buffer without a copy).
+// `campaign`: the message's campaign (queue/campaign_header.h), "" for none.
 void encode_message_record(std::string& out, const protocol::envelope& env, std::string_view client,
-                           std::uint64_t received_us, std::string_view message, std::uint32_t salt);
+                           std::uint64_t received_us, std::string_view message, std::uint32_t salt,
+                           std::string_view campaign = {});
 // Appends the segment record that starts every segment (its own CRC is unsalted).
 void encode_segment_record(std::string& out, std::uint32_t salt);
 
@@ -125,8 +131,10 @@ struct decoded_message {
     std::string address;
     // type message_copy only: one per recipient
     std::vector<recipient_state> states;
-    // type message and message_copy (envelope.auth_user from a version 2 record):
+    // type message and message_copy (envelope.auth_user from a version 2 or 3 record, campaign
+    // from a version 3 record, "" otherwise):
     protocol::envelope envelope;
+    std::string campaign;
     std::string client;
     std::string_view message;  // points into the buffer given to decode_record
     std::uint64_t message_size = 0;  // message.size(); also set where only a descriptor was read
@@ -160,7 +168,8 @@ struct record_location {
 // bytes are part of `out` here (a copy is written from the bytes read back).
 void encode_message_copy_record(std::string& out, const protocol::envelope& env, std::string_view client,
                                 std::uint64_t received_us, std::string_view message,
-                                std::span<const recipient_state> states, std::uint32_t salt);
+                                std::span<const recipient_state> states, std::uint32_t salt,
+                                std::string_view campaign = {});
 
 // Appends a complete outcome record (header and payload) to `out`.
 void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64_t time_us, std::uint32_t rcpt_index,

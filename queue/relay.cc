@@ -76,7 +76,8 @@ relay::~relay() {
 
 std::expected<shaping_load, std::string> relay::load_shaping() const {
     auto load = load_shaping_rules(flag_default_rule(_config.max_connections_per_destination,
-                                                     _config.max_messages_per_connection, _config.idle_connection_timeout),
+                                                     _config.max_messages_per_connection, _config.idle_connection_timeout,
+                                                     _config.campaign_header),
                                    _config.shaping, _config.default_shaping ? shipped_shaping::load : shipped_shaping::skip);
     if (!load) return load;
     // A warm-up is an egress source's: it must name one (the sources are loaded first).

@@ -445,57 +445,62 @@ result<automation_rule> automation_object(element v, std::string& where) {
     return r;
 }
 
-// ---- tenants (issue 17) ----------------------------------------------------------------------
+// ---- tenants and campaigns (issue 17) --------------------------------------------------------
 
-bool tenant_less(const tenant_rule& a, const tenant_rule& b) { return a.tenant < b.tenant; }
+bool key_less(const keyed_rule& a, const keyed_rule& b) { return a.key < b.key; }
 
-result<tenant_rule> tenant_object(element v, const std::string& path) {
+result<keyed_rule> keyed_object(element v, const std::string& path, keyed_limit which) {
     auto obj = limits_of_object(v, path);
     if (!obj) return fail(obj.error());
-    // A tenant rule's keys are some of a site rule's: read as those, the others refused.
+    // A tenant or campaign rule's keys are some of a site rule's: read as those, the others refused.
     shaping_limits l;
     for (auto field : *obj) {
         if (is_comment_key(field.key)) continue;
         if (field.key != "max_message_rate" && field.key != "source" && field.key != "note")
-            return fail(key_error{child(path, field.key), "unknown key (a tenant rule has max_message_rate, source, note)"});
+            return fail(key_error{child(path, field.key),
+                                  cat({"unknown key (a ", to_string(which), " rule has max_message_rate, source, note)"})});
         if (auto known = limit_field(l, field.key, field.value, path); !known) return fail(known.error());
     }
-    tenant_rule t;
+    keyed_rule t;
     t.max_message_rate = l.max_message_rate;
     t.source = std::move(l.source);
     return t;
 }
 
-// "tenants": {"TENANT": {limits}, ...}, sorted into `out`.
-result<void> parse_tenants(element v, const std::string& path, std::vector<tenant_rule>& out) {
+// "tenants": {"TENANT": {limits}, ...} or "campaigns": {"CAMPAIGN": {limits}, ...}, sorted into `out`.
+result<void> parse_keyed(element v, const std::string& path, keyed_limit which, std::vector<keyed_rule>& out) {
+    const bool tenant = which == keyed_limit::tenant;
     object obj;
     if (v.get_object().get(obj) != simdjson::SUCCESS)
-        return fail(key_error{path, "expected an object {\"TENANT\": {\"max_message_rate\": ...}, ...}"});
-    if (obj.size() > max_shaping_tenants)
-        return fail(key_error{path, cat({"more than ", std::to_string(max_shaping_tenants), " tenants"})});
+        return fail(key_error{path, tenant ? "expected an object {\"TENANT\": {\"max_message_rate\": ...}, ...}"
+                                           : "expected an object {\"CAMPAIGN\": {\"max_message_rate\": ...}, ...}"});
+    const std::size_t most = tenant ? max_shaping_tenants : max_shaping_campaigns;
+    if (obj.size() > most) return fail(key_error{path, cat({"more than ", std::to_string(most), " ", path})});
     for (auto t : obj) {
         if (is_comment_key(t.key)) continue;
         const std::string tp = cat({path, ".", quote_text(t.key)});
-        if (t.key.empty() || t.key.size() > max_tenant_name || !printable(t.key))
-            return fail(key_error{tp, cat({"a tenant is an AUTH user or a sender domain: 1 to ",
-                                           std::to_string(max_tenant_name), " printable octets"})});
-        auto rule = tenant_object(t.value, tp);
+        const std::size_t longest = tenant ? max_tenant_name : max_campaign_name;
+        if (t.key.empty() || t.key.size() > longest || !printable(t.key))
+            return fail(key_error{tp, cat({tenant ? "a tenant is an AUTH user or a sender domain: 1 to "
+                                                  : "a campaign is its header's value: 1 to ",
+                                           std::to_string(longest), " printable octets"})});
+        auto rule = keyed_object(t.value, tp, which);
         if (!rule) return fail(rule.error());
-        rule->tenant = core::ascii_lowered(t.key);
+        rule->key = core::ascii_lowered(t.key);
         out.push_back(std::move(*rule));
     }
-    std::sort(out.begin(), out.end(), tenant_less);
+    std::sort(out.begin(), out.end(), key_less);
     for (std::size_t i = 1; i < out.size(); ++i)
-        if (out[i].tenant == out[i - 1].tenant)
-            return fail(key_error{cat({path, ".", quote_text(out[i].tenant)}), "given twice (tenants compare without case)"});
+        if (out[i].key == out[i - 1].key)
+            return fail(key_error{cat({path, ".", quote_text(out[i].key)}), cat({"given twice (", path, " compare without case)"})});
     return {};
 }
 
-// `over`'s tenant rules merged over `base`'s, field by field.
-void merge_tenants(std::vector<tenant_rule>& base, const std::vector<tenant_rule>& over) {
-    for (const tenant_rule& t : over) {
-        const auto it = std::lower_bound(base.begin(), base.end(), t, tenant_less);
-        if (it == base.end() || it->tenant != t.tenant) {
+// `over`'s tenant (campaign) rules merged over `base`'s, field by field.
+void merge_keyed(std::vector<keyed_rule>& base, const std::vector<keyed_rule>& over) {
+    for (const keyed_rule& t : over) {
+        const auto it = std::lower_bound(base.begin(), base.end(), t, key_less);
+        if (it == base.end() || it->key != t.key) {
             base.insert(it, t);
             continue;
         }
@@ -504,11 +509,11 @@ void merge_tenants(std::vector<tenant_rule>& base, const std::vector<tenant_rule
     }
 }
 
-const tenant_rule* find_tenant(const std::vector<tenant_rule>& rules, const std::string& key) {
-    tenant_rule probe;
-    probe.tenant = key;
-    const auto it = std::lower_bound(rules.begin(), rules.end(), probe, tenant_less);
-    return it != rules.end() && it->tenant == key ? &*it : nullptr;
+const keyed_rule* find_keyed(const std::vector<keyed_rule>& rules, const std::string& key) {
+    keyed_rule probe;
+    probe.key = key;
+    const auto it = std::lower_bound(rules.begin(), rules.end(), probe, key_less);
+    return it != rules.end() && it->key == key ? &*it : nullptr;
 }
 
 result<shaping_rules> parse_document(element root, std::string_view label) {
@@ -586,7 +591,16 @@ result<shaping_rules> parse_document(element root, std::string_view label) {
                 rules.providers.push_back(std::move(rule));
             }
         } else if (key == "tenants") {
-            if (auto t = parse_tenants(field.value, p, rules.tenants); !t) return fail(t.error());
+            if (auto t = parse_keyed(field.value, p, keyed_limit::tenant, rules.tenants); !t) return fail(t.error());
+        } else if (key == "campaigns") {
+            if (auto t = parse_keyed(field.value, p, keyed_limit::campaign, rules.campaigns); !t) return fail(t.error());
+        } else if (key == "campaign_header") {
+            std::string_view name;
+            if (field.value.get_string().get(name) != simdjson::SUCCESS)
+                return fail(key_error{p, "expected a header field name (\"X-Campaign-Id\"), or \"\" for none"});
+            if (const std::string_view why = campaign_header_problem(name); !name.empty() && !why.empty())
+                return fail(key_error{p, cat({quote_text(name), ": ", why})});
+            rules.campaign_header = std::string(name);
         } else if (key == "automation") {
             array items;
             if (field.value.get_array().get(items) != simdjson::SUCCESS)
@@ -611,7 +625,7 @@ result<shaping_rules> parse_document(element root, std::string_view label) {
             rules.warmup = std::move(*w);
         } else {
             return fail(key_error{p, "unknown key (the top level has default, domains, providers, tenants, "
-                                     "automation, warmup, version, about)"});
+                                     "campaigns, campaign_header, automation, warmup, version, about)"});
         }
     }
     return rules;
@@ -703,12 +717,31 @@ const domain_rule* shaping_rules::find_domain(std::string_view domain) const {
     return it != domains.end() && it->domain == d ? &*it : nullptr;
 }
 
-std::optional<shaping_rate> shaping_rules::tenant_rate(std::string_view tenant) const {
-    if (tenant.empty() || tenants.empty()) return std::nullopt;
-    const tenant_rule* own = find_tenant(tenants, core::ascii_lowered(tenant));
+std::string_view to_string(keyed_limit k) noexcept { return k == keyed_limit::tenant ? "tenant" : "campaign"; }
+
+std::optional<shaping_rate> shaping_rules::keyed_rate(keyed_limit which, std::string_view key) const {
+    const std::vector<keyed_rule>& rules = which == keyed_limit::tenant ? tenants : campaigns;
+    if (key.empty() || rules.empty()) return std::nullopt;
+    const keyed_rule* own = find_keyed(rules, core::ascii_lowered(key));
     if (own != nullptr && own->max_message_rate) return own->max_message_rate;
-    const tenant_rule* every = find_tenant(tenants, "*");
+    const keyed_rule* every = find_keyed(rules, "*");
     return every != nullptr ? every->max_message_rate : std::nullopt;
+}
+
+std::string_view campaign_header_problem(std::string_view name) noexcept {
+    if (name.empty() || name.size() > max_campaign_header_name)
+        return "a header field name is 1 to 64 octets";
+    for (const char c : name)  // RFC 5322 §3.6.8 ftext: printable US-ASCII except ':'
+        if (c < 33 || c > 126 || c == ':') return "a header field name has printable US-ASCII octets other than ':'";
+    // Fields the message needs (RFC 5322 §3.6, RFC 2045, RFC 6376, RFC 5321 §4.4): stripping them
+    // would damage every message.
+    static constexpr std::string_view needed[] = {
+        "from", "sender", "reply-to", "to", "cc", "date", "subject", "message-id", "in-reply-to", "references",
+        "received", "return-path", "mime-version", "dkim-signature"};
+    for (const std::string_view n : needed)
+        if (core::iequals(name, n)) return "the message needs this field: it would be stripped from every message";
+    if (core::istarts_with(name, "content-")) return "the message needs its Content-* fields: they would be stripped";
+    return {};
 }
 
 const provider_rule* shaping_rules::find_provider(std::string_view name) const {
@@ -789,8 +822,9 @@ void automation_subject(std::uint16_t code, std::string_view text, std::string& 
 }
 
 shaping_rules flag_default_rule(std::uint32_t max_connections_per_destination, std::uint32_t max_messages_per_connection,
-                                std::uint32_t idle_connection_timeout_s) {
+                                std::uint32_t idle_connection_timeout_s, std::string_view campaign_header) {
     shaping_rules r;
+    if (!campaign_header.empty()) r.campaign_header = std::string(campaign_header);
     r.default_rule.connection_limit = max_connections_per_destination;
     r.default_rule.max_deliveries_per_connection = max_messages_per_connection;
     r.default_rule.idle_timeout = std::chrono::seconds(idle_connection_timeout_s);
@@ -857,7 +891,9 @@ shaping_rules merge_shaping_rules(shaping_rules base, const shaping_rules& over)
             base.warmup.push_back(w);
         }
     }
-    merge_tenants(base.tenants, over.tenants);
+    merge_keyed(base.tenants, over.tenants);
+    merge_keyed(base.campaigns, over.campaigns);
+    if (over.campaign_header) base.campaign_header = over.campaign_header;
     return base;
 }
 
@@ -890,6 +926,9 @@ std::expected<shaping_load, std::string> load_shaping_rules(shaping_rules flags,
                                                             shipped_shaping shipped) {
     shaping_load load;
     load.rules = std::move(flags);
+    if (const std::string_view h = load.rules.campaign_field(); !h.empty())
+        if (const std::string_view why = campaign_header_problem(h); !why.empty())
+            return std::unexpected(cat({"--campaign-header ", quote_text(h), ": ", why}));
     if (shipped == shipped_shaping::load) {
         auto s = parse_shaping_rules(embedded_shaping(), embedded_shaping_label);
         if (!s) return std::unexpected(s.error());  // the unit tests make sure it loads
@@ -921,7 +960,10 @@ std::string describe(const shaping_load& load) {
         out += "etc/shaping.json, embedded";
     }
     for (const std::string& f : load.files) out += cat({"; ", f});
-    return out + ")";
+    out += ")";
+    if (const std::string_view h = load.rules.campaign_field(); !h.empty())
+        out += cat({"; campaigns by header ", h, ": ", std::to_string(load.rules.campaigns.size()), " rules"});
+    return out;
 }
 
 }  // namespace ringrelay::queue

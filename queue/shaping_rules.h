@@ -12,6 +12,8 @@
 //    "domains":   {"example.net": {LIMITS}, ...},
 //    "providers": {"google": {"match": {"mx_suffix": [".google.com", ...]}, LIMITS}, ...},
 //    "tenants":   {"alice": {"max_message_rate": "10/s"}, "example.org": {...}, "*": {...}},
+//    "campaign_header": "X-Campaign-Id",
+//    "campaigns": {"spring-sale": {"max_message_rate": "5/s"}, "*": {...}},
 //    "automation": [{"name": "yahoo-tss04", "provider": "yahoo", "match": "\\[TSS04\\]",
 //                    "action": "suspend", "duration": "1h"},
 //                   {"match": "^421 4\\.7\\.0 ", "action": "throttle", "factor": 0.5,
@@ -33,6 +35,14 @@
 //   sender's domain; compared without case; 1..255 printable octets) or "*" (every tenant
 //   without a rule of its own); max_message_rate (as above: per (tenant, site), on top of the
 //   site's own limits), source, note.
+//   A campaign rule (issue 17): as a tenant rule, keyed by the campaign (the value of the message
+//   header campaign_header names: queue/campaign_header.h; compared without case; 1..255 printable
+//   octets) or "*"; its max_message_rate is per (campaign, site), on top of the site's limits and
+//   the tenant's.
+//   campaign_header: the name of the header field that carries a message's campaign (an RFC 5322
+//   field name: 1..64 octets of ftext, not a field the message needs, e.g. From or Received), or ""
+//   for none; the relay reads it and strips every such field before signing and storing the
+//   message. The --campaign-header flag is the bottom layer; a file that sets it overrides it.
 //   A warm-up (issue 17: IP warm-up), keyed by egress source name (--egress-source NAME=...):
 //   start ("YYYY-MM-DD", UTC) and daily (1..366 counts from 1): the messages the source may send
 //   a day to every site without a provider schedule of its own; providers: {"P": {"daily": [...],
@@ -43,7 +53,8 @@
 //   - default, each domain and each provider: field by field (a later file that sets only
 //     max_message_rate for "google" keeps the earlier match and connection_limit); a later
 //     "match" replaces the earlier one whole; "source" is replaced when given.
-//   - tenants: by tenant, field by field (as default).
+//   - tenants and campaigns: by tenant (campaign), field by field (as default).
+//   - campaign_header: a later file's replaces the earlier one ("" turns it off).
 //   - warmup: a later file's entry for a source replaces the earlier one whole.
 //   - automation: a rule whose name is that of an earlier rule replaces it whole, in place;
 //     every other rule goes before all earlier rules, in its file's order (the operator's own
@@ -97,6 +108,9 @@ inline constexpr std::size_t max_warmup_days = 366;
 inline constexpr std::size_t max_automation_subject = 2'048;  // octets of reply matched
 inline constexpr std::size_t max_shaping_tenants = 100'000;
 inline constexpr std::size_t max_tenant_name = 255;  // octets
+inline constexpr std::size_t max_shaping_campaigns = 100'000;
+inline constexpr std::size_t max_campaign_name = 255;         // octets
+inline constexpr std::size_t max_campaign_header_name = 64;  // octets
 
 // The built-in defaults: core::config's for the flags that make the default rule.
 inline constexpr std::uint32_t builtin_connection_limit = 16;               // --max-connections-per-destination
@@ -151,12 +165,19 @@ struct provider_rule {
     [[nodiscard]] std::size_t match_length(std::string_view host) const noexcept;
 };
 
-// A tenant's limits, applied per (tenant, site) on top of the site's own (issue 17).
-struct tenant_rule {
-    std::string tenant;  // ASCII letters lower-cased; "*" for every tenant without a rule
+// The limits keyed by something a message carries rather than by its site (issue 17): its tenant
+// (queue/suppression.h tenant_of()) or its campaign (queue/campaign_header.h).
+enum class keyed_limit : std::uint8_t { tenant, campaign };
+inline constexpr keyed_limit keyed_limits[] = {keyed_limit::tenant, keyed_limit::campaign};  // every one, in order
+
+[[nodiscard]] std::string_view to_string(keyed_limit k) noexcept;  // "tenant", "campaign"
+
+// A tenant's or a campaign's limits, applied per (key, site) on top of the site's own.
+struct keyed_rule {
+    std::string key;  // the tenant or campaign, ASCII letters lower-cased; "*" for every key without a rule
     std::optional<shaping_rate> max_message_rate;  // none: no limit of its own
     std::vector<std::string> source;
-    friend bool operator==(const tenant_rule&, const tenant_rule&) = default;
+    friend bool operator==(const keyed_rule&, const keyed_rule&) = default;
 };
 
 enum class automation_action : std::uint8_t { suspend, throttle };
@@ -217,11 +238,26 @@ public:
     std::vector<domain_rule> domains;      // sorted by domain (unique)
     std::vector<provider_rule> providers;  // in order of definition (unique names)
     std::vector<automation_rule> automation;  // in match order
-    std::vector<tenant_rule> tenants;         // sorted by tenant (unique)
+    std::vector<keyed_rule> tenants;          // sorted by key (unique)
+    std::vector<keyed_rule> campaigns;        // sorted by key (unique)
+    // The header field naming a message's campaign: unset (nullopt) unless a layer set it; "" for
+    // none.
+    std::optional<std::string> campaign_header;
 
-    // The message rate of `tenant` (tenant_of(); any case) at each site: its own rule's, else
-    // the "*" rule's; none when neither sets one, and always none for "" (no tenant).
-    [[nodiscard]] std::optional<shaping_rate> tenant_rate(std::string_view tenant) const;
+    // The message rate of `key` (a tenant: tenant_of(); a campaign: campaign_of(); any case) at
+    // each site: its own rule's, else the "*" rule's; none when neither sets one, and always none
+    // for "" (no tenant, no campaign).
+    [[nodiscard]] std::optional<shaping_rate> keyed_rate(keyed_limit which, std::string_view key) const;
+    [[nodiscard]] std::optional<shaping_rate> tenant_rate(std::string_view tenant) const {
+        return keyed_rate(keyed_limit::tenant, tenant);
+    }
+    [[nodiscard]] std::optional<shaping_rate> campaign_rate(std::string_view campaign) const {
+        return keyed_rate(keyed_limit::campaign, campaign);
+    }
+    // The campaign header's name, "" for none.
+    [[nodiscard]] std::string_view campaign_field() const noexcept {
+        return campaign_header ? std::string_view(*campaign_header) : std::string_view();
+    }
     std::vector<source_warmup> warmup;        // in order of definition (unique sources)
 
     // The limits for recipient domain `domain` (any case) delivered to `mx_hosts` (the site's MX
@@ -247,10 +283,17 @@ public:
 void automation_subject(std::uint16_t code, std::string_view text, std::string& out);
 
 // The default rule the flags make: --max-connections-per-destination,
-// --max-messages-per-connection and --idle-connection-timeout (seconds).
+// --max-messages-per-connection and --idle-connection-timeout (seconds); and the campaign
+// header, --campaign-header ("" for none).
 [[nodiscard]] shaping_rules flag_default_rule(std::uint32_t max_connections_per_destination,
                                               std::uint32_t max_messages_per_connection,
-                                              std::uint32_t idle_connection_timeout_s);
+                                              std::uint32_t idle_connection_timeout_s,
+                                              std::string_view campaign_header = {});
+
+// Why `name` cannot name the campaign header ("" if it can): not an RFC 5322 field name of 1 to
+// max_campaign_header_name octets, or a field the message needs (From, Received, Content-*, ...),
+// which stripping would damage.
+[[nodiscard]] std::string_view campaign_header_problem(std::string_view name) noexcept;
 
 // One document; errors start with `label`. Providers may lack "match" and automation rules may
 // name providers the document does not define (a later merge may supply them):
@@ -286,13 +329,14 @@ struct shaping_load {
 
 // The rules a relay shapes with: `flags` (flag_default_rule()), then the shipped rules (unless
 // skipped), then each of `files` in order, checked whole. Errors start with
-// "--shaping FILE: " (or the embedded label).
+// "--shaping FILE: " (or the embedded label; "--campaign-header NAME: " for the flag's name).
 [[nodiscard]] std::expected<shaping_load, std::string> load_shaping_rules(shaping_rules flags,
                                                                           std::span<const std::string> files,
                                                                           shipped_shaping shipped);
 
 // The start-up line: "shaping: 14 providers, 2 domains, 8 automation rules (etc/shaping.json,
-// embedded; FILE; FILE)", or "(no shipped provider rules: --no-default-shaping; FILE)".
+// embedded; FILE; FILE)", or "(no shipped provider rules: --no-default-shaping; FILE)"; with a
+// campaign header, then "; campaigns by header X-Campaign-Id: 2 rules".
 [[nodiscard]] std::string describe(const shaping_load& load);
 
 }  // namespace ringrelay::queue

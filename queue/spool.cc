@@ -460,17 +460,18 @@ void spool::append_outcome(std::uint64_t queue_id, std::uint32_t rcpt_index, rec
 }
 
 void spool::append(const protocol::envelope& env, std::string_view client, std::string_view message,
-                   std::uint64_t received_us, commit_waiter* waiter) {
+                   std::uint64_t received_us, commit_waiter* waiter, std::string_view campaign) {
     const std::size_t offset = _pending_arena.size();
-    encode_message_record(_pending_arena, env, client, received_us, message, _salt);
+    encode_message_record(_pending_arena, env, client, received_us, message, _salt, campaign);
     _pending.push_back(entry{waiter, offset, _pending_arena.size() - offset, message});
 }
 
 void spool::append_copy(const protocol::envelope& env, std::string_view client, std::string_view message,
-                        std::uint64_t received_us, std::span<const recipient_state> states, commit_waiter* waiter) {
+                        std::uint64_t received_us, std::span<const recipient_state> states, commit_waiter* waiter,
+                        std::string_view campaign) {
     // The copy's bytes go into the arena whole: a compaction copies a bounded amount per round.
     const std::size_t offset = _pending_arena.size();
-    encode_message_copy_record(_pending_arena, env, client, received_us, message, states, _salt);
+    encode_message_copy_record(_pending_arena, env, client, received_us, message, states, _salt, campaign);
     _pending.push_back(entry{waiter, offset, _pending_arena.size() - offset, {}});
 }
 

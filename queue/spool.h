@@ -123,9 +123,10 @@ public:
     // one for new records.
     [[nodiscard]] std::expected<recovery_report, std::string> open(record_visitor* visitor = nullptr);
 
-    // Adds a message to the next group commit.
+    // Adds a message to the next group commit; `campaign`: its campaign (queue/record.h version
+    // 3), "" for none (copied at once).
     void append(const protocol::envelope& env, std::string_view client, std::string_view message,
-                std::uint64_t received_us, commit_waiter* waiter);
+                std::uint64_t received_us, commit_waiter* waiter, std::string_view campaign = {});
 
     // Journals a recipient's outcome with the next group commit. Nobody waits for it: a crash
     // before it is synced means the recipient is tried again (at-least-once delivery).
@@ -167,7 +168,8 @@ public:
     // the next group commit; `waiter` hears of it like an append's, committed_location() then
     // naming the copy. The bytes stay the caller's until then.
     void append_copy(const protocol::envelope& env, std::string_view client, std::string_view message,
-                     std::uint64_t received_us, std::span<const recipient_state> states, commit_waiter* waiter);
+                     std::uint64_t received_us, std::span<const recipient_state> states, commit_waiter* waiter,
+                     std::string_view campaign = {});
     [[nodiscard]] std::uint64_t current_segment() const noexcept { return _segment_number; }
     struct segment_info {
         std::uint64_t segment = 0;

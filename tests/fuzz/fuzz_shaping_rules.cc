@@ -7,7 +7,7 @@
 // the embedded etc/shaping.json's automation rules for every provider and classified at each
 // stage; its first line is also tried as a rate ("10/s").
 // Checks: no sanitizer report; a refused document has an error that starts with its label; a
-// loaded one has sorted unique lower-case domains and tenants, unique provider names with normalized
+// loaded one has sorted unique lower-case domains, tenants and campaigns, unique provider names with normalized
 // suffixes, valid rates and counts in range, compiled regexes, throttle factors in (0, 1),
 // durations from 1 s to 30 d; merged over the embedded rules it still has unique names, keeps
 // every embedded provider and rule (or their replacements), and resolves any MX host to a
@@ -87,20 +87,25 @@ void check_table(const shaping_rules& rules) {
         }
         check_limits(p.limits);
     }
-    // Tenant rules (issue 17): sorted, unique, lower-cased, 1..255 octets, valid rates; a
-    // tenant's rate is its own rule's or "*"'s, none for no tenant.
-    for (std::size_t i = 0; i < rules.tenants.size(); ++i) {
-        const tenant_rule& t = rules.tenants[i];
-        if (t.tenant.empty() || t.tenant.size() > max_tenant_name) std::abort();
-        if (i > 0 && !(rules.tenants[i - 1].tenant < t.tenant)) std::abort();
-        for (const char c : t.tenant)
-            if (c >= 'A' && c <= 'Z') std::abort();
-        if (t.max_message_rate && !t.max_message_rate->valid()) std::abort();
-        const std::optional<shaping_rate> r = rules.tenant_rate(t.tenant);
-        if (r && !r->valid()) std::abort();
-        if (t.max_message_rate && r != t.max_message_rate) std::abort();
+    // Tenant and campaign rules (issue 17): sorted, unique, lower-cased, 1..255 octets, valid
+    // rates; a key's rate is its own rule's or "*"'s, none for no key. A campaign header is a
+    // name campaign_header_problem() accepts, or "".
+    for (const keyed_limit which : {keyed_limit::tenant, keyed_limit::campaign}) {
+        const std::vector<keyed_rule>& keyed = which == keyed_limit::tenant ? rules.tenants : rules.campaigns;
+        for (std::size_t i = 0; i < keyed.size(); ++i) {
+            const keyed_rule& t = keyed[i];
+            if (t.key.empty() || t.key.size() > max_tenant_name) std::abort();
+            if (i > 0 && !(keyed[i - 1].key < t.key)) std::abort();
+            for (const char c : t.key)
+                if (c >= 'A' && c <= 'Z') std::abort();
+            if (t.max_message_rate && !t.max_message_rate->valid()) std::abort();
+            const std::optional<shaping_rate> r = rules.keyed_rate(which, t.key);
+            if (r && !r->valid()) std::abort();
+            if (t.max_message_rate && r != t.max_message_rate) std::abort();
+        }
+        if (rules.keyed_rate(which, "").has_value()) std::abort();
     }
-    if (rules.tenant_rate("").has_value()) std::abort();
+    if (!rules.campaign_field().empty() && !campaign_header_problem(rules.campaign_field()).empty()) std::abort();
     std::set<std::string> rule_names;
     for (const automation_rule& a : rules.automation) {
         if (!a.name.empty() && !rule_names.insert(a.name).second) std::abort();

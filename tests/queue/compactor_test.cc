@@ -87,7 +87,8 @@ protected:
         return "Subject: m" + std::to_string(id) + "\r\n\r\n" + std::string(3000, static_cast<char>('a' + id % 26)) +
                "\r\n";
     }
-    // Commits message `id` with `recipients` recipients, as the shard does, and stores it.
+    // Commits message `id` with `recipients` recipients, as the shard does, and stores it; its
+    // campaign (issue 17) is "Camp-<id>".
     stored_message* commit(std::uint64_t id, std::size_t recipients = 1) {
         protocol::envelope env;
         env.queue_id = id;
@@ -97,10 +98,11 @@ protected:
         const std::string text = text_of(id);
         waiter w;
         w.owner = _spool.get();
-        _spool->append(env, "127.0.0.1", text, t0, &w);
+        const std::string campaign = "Camp-" + std::to_string(id);
+        _spool->append(env, "127.0.0.1", text, t0, &w, campaign);
         for (int i = 0; i < 20000 && w.results.empty(); ++i) EXPECT_TRUE(_reactor.run_once(1));
         EXPECT_EQ(w.results, (std::vector<commit_result>{commit_result::ok}));
-        return _store->add(env, "127.0.0.1", text, w.location, t0);
+        return _store->add(env, "127.0.0.1", text, w.location, t0, campaign);
     }
     void deliver(stored_message& m, std::uint32_t i) {
         const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};
@@ -179,11 +181,12 @@ TEST_F(CompactorTest, OneDeferredMessageNoLongerKeepsEverySegmentAfterIt) {
     EXPECT_EQ(segment_files().size(), 1u) << "only the current segment is left";
     EXPECT_FALSE(_spool->compaction_candidate().has_value());
 
-    // A restart finds the copy with its states, and its body byte-exact.
+    // A restart finds the copy with its states, its campaign, and its body byte-exact.
     close_spool();
     open_spool();
     stored_message* back = _store->find(2);
     ASSERT_NE(back, nullptr);
+    EXPECT_EQ(_store->campaign_of(*back), "Camp-2") << "the copy keeps the campaign (issue 17)";
     EXPECT_EQ(back->status[0], recipient_status::delivered) << "not delivered twice";
     EXPECT_EQ(back->status[1], recipient_status::deferred);
     EXPECT_EQ(back->attempts[1], 1u);

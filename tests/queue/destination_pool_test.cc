@@ -850,68 +850,88 @@ TEST_F(DestinationPoolTest, TransactionsLeftWhenTheConnectionGoesWaitAndKeepTheE
     EXPECT_EQ(whole.recipients[2].kind, protocol::outcome_kind::transient_failure);
 }
 
-// Tenant limits (issue 17): a tenant whose bucket at the site is empty has its jobs step aside
-// (held at the site: no retry, no connection opened for them) while the other tenants' jobs to
-// the same site go on; its job goes when its token is due.
+// Tenant and campaign limits (issue 17), each keyed by what the message carries: a key whose
+// bucket at the site is empty has its jobs step aside (held at the site: no retry, no connection
+// opened for them) while the other keys' jobs to the same site go on; its job goes when its
+// token is due; a reload without its rule releases them. Run for both limits.
 namespace {
-delivery_job* tenant_job(const route_key& r, const char* tenant) {
+delivery_job* keyed_job(const route_key& r, keyed_limit which, const char* key) {
     auto* job = new delivery_job();
     job->route = r;
-    job->tenant = tenant;
+    (which == keyed_limit::tenant ? job->tenant : job->campaign) = key;
+    return job;
+}
+delivery_job* campaign_job(const route_key& r, const char* tenant, const char* campaign) {
+    auto* job = keyed_job(r, keyed_limit::tenant, tenant);
+    job->campaign = campaign;
     return job;
 }
 }  // namespace
 
-TEST_F(DestinationPoolTest, AnEmptyTenantBucketHoldsOnlyThatTenantsJobsAtTheSite) {
-    _rules_json = R"({"tenants": {"slow.example": {"max_message_rate": "1/s,max_burst=1"}}})";
-    delivery_job* slow1 = tenant_job(static_route(), "slow.example");
-    delivery_job* slow2 = tenant_job(static_route(), "slow.example");
-    delivery_job* fast1 = tenant_job(static_route(), "fast.example");
-    delivery_job* fast2 = tenant_job(static_route(), "");
-    for (delivery_job* j : {slow1, slow2, fast1, fast2}) pool().submit(j);
+class KeyedLimitTest : public DestinationPoolTest, public testing::WithParamInterface<keyed_limit> {
+protected:
+    // {"tenants"|"campaigns": {"KEY": {"max_message_rate": RATE}}}
+    static std::string rule(const char* key, const char* rate) {
+        return std::string(R"({")") + (GetParam() == keyed_limit::tenant ? "tenants" : "campaigns") + R"(": {")" + key +
+               R"(": {"max_message_rate": ")" + rate + R"("}}})";
+    }
+    delivery_job* job(const char* key) { return keyed_job(static_route(), GetParam(), key); }
+    const site::key_holds& holds() { return pool().find_site("127.0.0.1:2526")->holds_of(GetParam()); }
+};
+
+TEST_P(KeyedLimitTest, AnEmptyBucketHoldsOnlyThatKeysJobsAtTheSite) {
+    _rules_json = rule("slow", "1/s,max_burst=1");
+    delivery_job* slow1 = job("slow");
+    delivery_job* slow2 = job("slow");
+    delivery_job* fast = job("fast");
+    delivery_job* none = job("");
+    for (delivery_job* j : {slow1, slow2, fast, none}) pool().submit(j);
     ASSERT_EQ(_factory.made.size(), 1u);
     fake_link& c = *_factory.made[0];
     greet(c);
-    complete(c, protocol::outcome_kind::accepted);
-    complete(c, protocol::outcome_kind::accepted);
-    complete(c, protocol::outcome_kind::accepted);
-    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{slow1, fast1, fast2}))
-        << "slow.example's second job steps aside; the other tenants' go on";
+    for (int i = 0; i < 3; ++i) complete(c, protocol::outcome_kind::accepted);
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{slow1, fast, none}))
+        << "the slow key's second job steps aside; the other key's and the one without go on";
     EXPECT_EQ(_owner.finished.size(), 3u) << "the held job is not deferred";
     const site* st = pool().find_site("127.0.0.1:2526");
     ASSERT_NE(st, nullptr);
     EXPECT_TRUE(st->ready->empty());
-    ASSERT_EQ(st->tenants.count("slow.example"), 1u);
-    EXPECT_EQ(st->tenants.at("slow.example").held.size(), 1u);
+    ASSERT_EQ(holds().count("slow"), 1u);
+    EXPECT_EQ(holds().at("slow").held.size(), 1u);
+    EXPECT_TRUE(st->holds_of(GetParam() == keyed_limit::tenant ? keyed_limit::campaign : keyed_limit::tenant).empty())
+        << "the other limit has no rule";
+    std::vector<site_depth> depths;
+    pool().site_depths(depths);
+    ASSERT_EQ(depths.size(), 1u);
+    EXPECT_EQ(depths[0].messages, 1u) << "the held job waits at the site (/metrics' ringrelay_queue_messages)";
     pool().tick(_clock.now_ms);
     EXPECT_EQ(_factory.made.size(), 1u) << "no connection for a held job";
     wake_for_token(1000);
-    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{slow1, fast1, fast2, slow2})) << "its token came";
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{slow1, fast, none, slow2})) << "its token came";
 }
 
-TEST_F(DestinationPoolTest, NoConnectionIsOpenedForJobsOnlyAnEmptyTenantBucketHolds) {
+TEST_P(KeyedLimitTest, NoConnectionIsOpenedForJobsOnlyAnEmptyBucketHolds) {
     _config.max_connections_per_destination = 3;
-    _rules_json = R"({"tenants": {"*": {"max_message_rate": "1/min,max_burst=1"}}})";
-    pool().submit(tenant_job(static_route(), "alice"));
-    pool().submit(tenant_job(static_route(), "alice"));
-    pool().submit(tenant_job(static_route(), "alice"));
+    _rules_json = rule("*", "1/min,max_burst=1");
+    for (int i = 0; i < 3; ++i) pool().submit(job("alice"));
     EXPECT_EQ(_factory.made.size(), 1u) << "one token: one connection, though the limit is 3";
     greet(*_factory.made[0]);
     EXPECT_EQ(_factory.made[0]->assigned.size(), 1u);
     pool().tick(_clock.now_ms);
     EXPECT_EQ(_factory.made.size(), 1u);
-    // Another tenant's job is not held behind alice's.
-    pool().submit(tenant_job(static_route(), "bob"));
+    // Another key's job is not held behind alice's.
+    delivery_job* bob = job("bob");
+    pool().submit(bob);
     complete(*_factory.made[0], protocol::outcome_kind::accepted);
     ASSERT_EQ(_factory.made[0]->assigned.size(), 2u);
-    EXPECT_EQ(_factory.made[0]->assigned[1]->tenant, "bob");
+    EXPECT_EQ(_factory.made[0]->assigned[1], bob);
 }
 
-// A reload (SIGHUP) that drops the tenant's rule releases its held jobs at the next tick.
-TEST_F(DestinationPoolTest, AReloadWithoutTheTenantsRuleReleasesItsHeldJobs) {
-    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=1"}}})";
-    pool().submit(tenant_job(static_route(), "alice"));
-    pool().submit(tenant_job(static_route(), "alice"));
+// A reload (SIGHUP) that drops the key's rule releases its held jobs at the next tick.
+TEST_P(KeyedLimitTest, AReloadWithoutTheRuleReleasesItsHeldJobs) {
+    _rules_json = rule("alice", "1/h,max_burst=1");
+    pool().submit(job("alice"));
+    pool().submit(job("alice"));
     fake_link& c = *_factory.made[0];
     greet(c);
     complete(c, protocol::outcome_kind::accepted);
@@ -919,8 +939,36 @@ TEST_F(DestinationPoolTest, AReloadWithoutTheTenantsRuleReleasesItsHeldJobs) {
     _shaping.replace(flag_default_rule(_config.max_connections_per_destination, _config.max_messages_per_connection,
                                        _config.idle_connection_timeout));
     pool().tick(_clock.now_ms);
-    EXPECT_EQ(c.assigned.size(), 2u) << "no tenant limit any more: it goes";
-    EXPECT_TRUE(pool().find_site("127.0.0.1:2526")->tenants.empty());
+    EXPECT_EQ(c.assigned.size(), 2u) << "no limit any more: it goes";
+    EXPECT_TRUE(holds().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(TenantAndCampaign, KeyedLimitTest, testing::Values(keyed_limit::tenant, keyed_limit::campaign),
+                         [](const testing::TestParamInfo<keyed_limit>& info) {
+                             return std::string(to_string(info.param));
+                         });
+
+TEST_F(DestinationPoolTest, AJobTakesATokenOfItsTenantAndOfItsCampaign) {
+    _rules_json = R"({"tenants": {"alice": {"max_message_rate": "1/h,max_burst=2"}},
+                      "campaigns": {"spring": {"max_message_rate": "1/h,max_burst=1"}}})";
+    delivery_job* first = campaign_job(static_route(), "alice", "spring");
+    delivery_job* second = campaign_job(static_route(), "alice", "spring");  // spring's token is gone
+    delivery_job* third = campaign_job(static_route(), "alice", "");          // alice's second token
+    delivery_job* fourth = campaign_job(static_route(), "alice", "autumn");   // alice has none left
+    delivery_job* other = campaign_job(static_route(), "bob", "autumn");
+    for (delivery_job* j : {first, second, third, fourth, other}) pool().submit(j);
+    fake_link& c = *_factory.made[0];
+    greet(c);
+    for (int i = 0; i < 3; ++i) complete(c, protocol::outcome_kind::accepted);
+    EXPECT_EQ(c.assigned, (std::vector<delivery_job*>{first, third, other}));
+    const site* st = pool().find_site("127.0.0.1:2526");
+    ASSERT_NE(st, nullptr);
+    ASSERT_EQ(st->campaigns.count("spring"), 1u);
+    EXPECT_EQ(st->campaigns.at("spring").held, (std::deque<delivery_job*>{second})) << "held by its campaign";
+    ASSERT_EQ(st->tenants.count("alice"), 1u);
+    EXPECT_EQ(st->tenants.at("alice").held, (std::deque<delivery_job*>{fourth}))
+        << "held by its tenant: the first job took a tenant token too";
+    EXPECT_EQ(_owner.finished.size(), 3u);
 }
 
 TEST_F(DestinationPoolTest, JobsHeldByTheirTenantExpireByMaxAge) {

@@ -108,14 +108,14 @@ protected:
     // Commits a message to the spool, as the shard does before "250 queued", and gives it to
     // the store.
     stored_message* commit(std::uint64_t id, std::size_t recipients, message_store* store = nullptr,
-                           const std::string& text = body) {
+                           const std::string& text = body, std::string_view campaign = {}) {
         const protocol::envelope env = envelope(id, recipients);
         waiter w;
         w.owner = _spool.get();
-        _spool->append(env, "127.0.0.1", text, t0, &w);
+        _spool->append(env, "127.0.0.1", text, t0, &w, campaign);
         for (int i = 0; i < 1000 && w.results.empty(); ++i) EXPECT_TRUE(_reactor.run_once(100));
         EXPECT_EQ(w.results, (std::vector<commit_result>{commit_result::ok}));
-        return (store != nullptr ? store : _store.get())->add(env, "127.0.0.1", text, w.location, t0);
+        return (store != nullptr ? store : _store.get())->add(env, "127.0.0.1", text, w.location, t0, campaign);
     }
 
     // Runs the loop until the spool has synced what was appended (bounded).
@@ -312,6 +312,36 @@ TEST_F(MessageStoreTest, FinalOutcomesAreLoggedAndCounted) {
 
 // Issue 16: every failure record carries its bounce class (etc/bounce-classes.json), last; a
 // Delivery record none. Replies from the next hop, our own reasons and refused greetings.
+// Campaigns (issue 17): a message's campaign is in its records and comes back after a restart
+// (from its spool record: the header it came in was stripped from the stored message).
+TEST_F(MessageStoreTest, TheCampaignIsLoggedAndComesBackAfterARestart) {
+    stored_message* with = commit(21, 2, nullptr, body, "Spring-Sale");
+    stored_message* without = commit(22, 1);
+    ASSERT_NE(with, nullptr);
+    ASSERT_NE(without, nullptr);
+    EXPECT_EQ(_store->campaign_of(*with), "Spring-Sale");
+    EXPECT_EQ(_store->campaign_of(*without), "");
+    const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", "mx.example.net"};
+    const protocol::outcome_reply ok = peer_reply(250, 2, 0, 0, "2.0.0 ok");
+    with->attempts[0] = 1;
+    _store->finish(*with, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0 + 1000, 5});
+    without->attempts[0] = 1;
+    _store->finish(*without, 0, recipient_status::delivered, outcome_note{hop, &ok, nullptr, t0 + 1000, 5});
+    const std::string log = log_lines();
+    EXPECT_NE(log.find("\"queue_id\":\"0000000000000015\""), std::string::npos) << log;
+    EXPECT_NE(log.find("\"tenant\":\"example.org\",\"campaign\":\"Spring-Sale\",\"egress_source\""), std::string::npos)
+        << log;
+    EXPECT_EQ(log.find("\"campaign\""), log.rfind("\"campaign\"")) << "only the message with one: " << log;
+    sync();
+
+    restarted r = restart();
+    EXPECT_EQ(r.recovered.unfinished, 1u);
+    stored_message* back = r.store->find(21);
+    ASSERT_NE(back, nullptr);
+    EXPECT_EQ(r.store->campaign_of(*back), "Spring-Sale");
+    EXPECT_EQ(back->status[0], recipient_status::delivered);
+}
+
 TEST_F(MessageStoreTest, FailureRecordsCarryTheirBounceClass) {
     stored_message* m = commit(15, 5);
     const next_hop_ref hop{"mx.example.net", "192.0.2.1:25", "", ""};

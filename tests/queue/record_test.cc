@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "queue/crc32c.h"
+#include "queue/little_endian.h"
 
 using namespace ringrelay;
 using namespace ringrelay::queue;
@@ -206,6 +207,85 @@ TEST(Record, AuthUserRoundTripsInAVersion2Record) {
     EXPECT_EQ(d->message, message);
     for (std::size_t len = 0; len < out.size(); ++len)
         EXPECT_FALSE(decode_record(std::string_view(out).substr(0, len), salt).has_value()) << len;
+}
+
+// ---- the campaign (version 3 message records; issue 17) -------------------------------------
+
+TEST(Record, CampaignRoundTripsInAVersion3RecordWithOrWithoutAuthUser) {
+    for (const char* user : {"", "tenant-alice"}) {
+        protocol::envelope env = sample_envelope();
+        env.auth_user = user;
+        const std::string message = "Subject: t\r\n\r\ncampaign\r\n";
+        std::string out;
+        encode_message_record(out, env, "127.0.0.1", 99, message, salt, "Spring-Sale");
+        out += message;
+        auto d = decode_record(out, salt);
+        ASSERT_TRUE(d.has_value()) << user;
+        EXPECT_EQ(d->header.version, 3);
+        EXPECT_EQ(d->campaign, "Spring-Sale");
+        EXPECT_EQ(d->envelope.auth_user, user);
+        EXPECT_EQ(d->envelope.mail_from, "sender@example.org");
+        EXPECT_EQ(d->envelope.rcpt_to, env.rcpt_to);
+        EXPECT_EQ(d->message, message);
+        // The descriptor a segment index keeps (the record without its message bytes) has it too.
+        EXPECT_EQ(record_descriptor_size(out), out.size() - message.size());
+        auto head = decode_record_descriptor(std::string_view(out).substr(0, out.size() - message.size()),
+                                             message.size(), salt);
+        ASSERT_TRUE(head.has_value());
+        EXPECT_EQ(head->campaign, "Spring-Sale");
+        for (std::size_t len = 0; len < out.size(); ++len)
+            EXPECT_FALSE(decode_record(std::string_view(out).substr(0, len), salt).has_value()) << len;
+    }
+}
+
+TEST(Record, OlderVersionsDecodeWithoutCampaign) {
+    protocol::envelope env = sample_envelope();
+    const std::string message = "Subject: t\r\n\r\nold\r\n";
+    auto v1 = decode_record(handmade_version1_record(message, salt), salt);
+    ASSERT_TRUE(v1.has_value());
+    EXPECT_EQ(v1->campaign, "");
+    env.auth_user = "alice";
+    std::string out;
+    encode_message_record(out, env, "127.0.0.1", 99, message, salt);
+    out += message;
+    auto v2 = decode_record(out, salt);
+    ASSERT_TRUE(v2.has_value());
+    EXPECT_EQ(v2->header.version, 2) << "no campaign: version 2 as before";
+    EXPECT_EQ(v2->campaign, "");
+}
+
+TEST(Record, Version3WithAnEmptyCampaignIsMalformed) {
+    // A version 3 record always has a campaign: one made by hand without it is refused.
+    const std::string message = "m\r\n";
+    std::string out;
+    encode_message_record(out, sample_envelope(), "127.0.0.1", 99, message, salt, "c");
+    out += message;
+    // The campaign "c" is the octets just before the recipient count: make its length 0 and drop it.
+    const std::size_t rcpt_count_at = out.find("a@example.net") - 2 - 4;
+    ASSERT_EQ(out.substr(rcpt_count_at - 3, 3), std::string("\x01\x00" "c", 3));
+    out.erase(rcpt_count_at - 1, 1);
+    out[rcpt_count_at - 3] = 0;
+    // Fix the length and the CRC so that only the payload is wrong.
+    const std::uint32_t len = static_cast<std::uint32_t>(out.size() - record_header_size);
+    store_le(out.data() + 8, len);
+    std::uint32_t crc = crc32c(salt, std::string_view(out).substr(4, 8));
+    crc = crc32c(crc, std::string_view(out).substr(16));
+    store_le(out.data() + 12, crc);
+    auto d = decode_record(out, salt);
+    ASSERT_FALSE(d.has_value());
+    EXPECT_EQ(d.error(), decode_error::bad_payload);
+}
+
+TEST(Record, MessageCopyKeepsTheCampaign) {
+    const protocol::envelope env = sample_envelope();
+    const std::vector<recipient_state> states(env.rcpt_to.size());
+    std::string out;
+    encode_message_copy_record(out, env, "192.0.2.7", 42, "m\r\n", states, salt, "c1");
+    auto rec = decode_record(out, salt);
+    ASSERT_TRUE(rec.has_value());
+    EXPECT_EQ(rec->header.type, record_type::message_copy);
+    EXPECT_EQ(rec->header.version, 3);
+    EXPECT_EQ(rec->campaign, "c1");
 }
 
 TEST(Record, Version2IsOnlyForMessageRecords) {

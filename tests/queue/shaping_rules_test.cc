@@ -134,7 +134,7 @@ TEST(ShapingRules, TenantRateIsItsOwnElseTheWildcardsAndNoneWithoutATenant) {
                                                   "quiet.example": {"note": "no rate of its own"},
                                                   "*": {"max_message_rate": "100/s"}}})");
     ASSERT_EQ(r.tenants.size(), 4u);
-    EXPECT_EQ(r.tenants.front().tenant, "*") << "sorted, lower-cased";
+    EXPECT_EQ(r.tenants.front().key, "*") << "sorted, lower-cased";
     EXPECT_EQ(r.tenant_rate("alice"), parse_shaping_rate("10/s").value());
     EXPECT_EQ(r.tenant_rate("ALICE"), parse_shaping_rate("10/s").value());
     EXPECT_EQ(r.tenant_rate("Example.ORG"), parse_shaping_rate("600/min,max_burst=5").value());
@@ -155,6 +155,54 @@ TEST(ShapingRules, LaterFileMergesTenantsFieldByField) {
     EXPECT_EQ(m.tenants[0].source, std::vector<std::string>{"b"});
     EXPECT_EQ(m.tenant_rate("carol"), parse_shaping_rate("2/s").value());
     EXPECT_EQ(m.tenant_rate("bob"), parse_shaping_rate("1/s").value());
+}
+
+// Campaign limits (issue 17): as tenants', keyed by the campaign header's value.
+TEST(ShapingRules, CampaignRateIsItsOwnElseTheWildcardsAndNoneWithoutACampaign) {
+    const shaping_rules r = parse(R"({"campaign_header": "X-Campaign-Id",
+                                      "campaigns": {"Spring-Sale": {"max_message_rate": "5/s", "note": "n"},
+                                                    "*": {"max_message_rate": "50/s"}},
+                                      "tenants": {"spring-sale": {"max_message_rate": "1/s"}}})");
+    EXPECT_EQ(r.campaign_field(), "X-Campaign-Id");
+    ASSERT_EQ(r.campaigns.size(), 2u);
+    EXPECT_EQ(r.campaigns.back().key, "spring-sale") << "sorted, lower-cased";
+    EXPECT_EQ(r.campaign_rate("SPRING-sale"), parse_shaping_rate("5/s").value());
+    EXPECT_EQ(r.campaign_rate("other"), parse_shaping_rate("50/s").value());
+    EXPECT_FALSE(r.campaign_rate("").has_value());
+    EXPECT_EQ(r.tenant_rate("spring-sale"), parse_shaping_rate("1/s").value()) << "tenants are a table of their own";
+    EXPECT_EQ(r.keyed_rate(keyed_limit::campaign, "spring-sale"), parse_shaping_rate("5/s").value());
+    EXPECT_FALSE(parse(R"({"campaigns": {"a": {"max_message_rate": "1/s"}}})").campaign_rate("b").has_value())
+        << "no \"*\": others have no campaign limit";
+    EXPECT_TRUE(parse("{}").campaign_field().empty());
+}
+
+TEST(ShapingRules, LaterFileMergesCampaignsAndReplacesTheHeader) {
+    shaping_rules flags = flag_default_rule(16, 1000, 5, "X-Mailing");
+    EXPECT_EQ(flags.campaign_field(), "X-Mailing");
+    shaping_rules first = merge_shaping_rules(std::move(flags), parse(R"({"campaigns": {"a": {"max_message_rate": "1/s", "source": "x"}}})"));
+    EXPECT_EQ(first.campaign_field(), "X-Mailing") << "a file without campaign_header keeps the flag's";
+    shaping_rules second = merge_shaping_rules(std::move(first), parse(R"({"campaign_header": "X-Campaign-Id",
+                                                                          "campaigns": {"A": {"source": "y"}, "b": {"max_message_rate": "2/s"}}})"));
+    EXPECT_EQ(second.campaign_field(), "X-Campaign-Id");
+    ASSERT_EQ(second.campaigns.size(), 2u);
+    EXPECT_EQ(second.campaign_rate("a"), parse_shaping_rate("1/s").value()) << "kept: the later file sets no rate";
+    EXPECT_EQ(second.campaigns[0].source, std::vector<std::string>{"y"});
+    EXPECT_EQ(second.campaign_rate("b"), parse_shaping_rate("2/s").value());
+    const shaping_rules off = merge_shaping_rules(std::move(second), parse(R"({"campaign_header": ""})"));
+    EXPECT_TRUE(off.campaign_field().empty()) << "\"\" turns it off";
+    EXPECT_EQ(off.campaigns.size(), 2u);
+}
+
+TEST(ShapingRules, CampaignHeaderFlagIsChecked) {
+    const std::vector<std::string> none;
+    auto bad = load_shaping_rules(flag_default_rule(16, 1000, 5, "Received"), none, shipped_shaping::skip);
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error(), "--campaign-header \"Received\": the message needs this field: it would be stripped from "
+                           "every message");
+    auto good = load_shaping_rules(flag_default_rule(16, 1000, 5, "X-Campaign-Id"), none, shipped_shaping::skip);
+    ASSERT_TRUE(good.has_value());
+    EXPECT_EQ(describe(*good), "shaping: 0 providers, 0 domains, 0 automation rules (no shipped provider rules: "
+                               "--no-default-shaping); campaigns by header X-Campaign-Id: 0 rules");
 }
 
 TEST(ShapingRules, IssueExampleLoads) {
@@ -207,8 +255,8 @@ INSTANTIATE_TEST_SUITE_P(
         bad_file{"NotJson", "{", "test.json: not valid JSON: The JSON document has an improper structure: missing or superfluous commas, braces, missing keys, etc."},
         bad_file{"NotObject", "[]", "test.json: the top level must be a JSON object (default, domains, providers, automation)"},
         bad_file{"UnknownTopKey", R"({"defaults": {}})",
-                 "test.json: defaults: unknown key (the top level has default, domains, providers, tenants, automation, "
-                 "warmup, version, about)"},
+                 "test.json: defaults: unknown key (the top level has default, domains, providers, tenants, campaigns, "
+                 "campaign_header, automation, warmup, version, about)"},
         bad_file{"UnknownLimitKey", R"({"default": {"connection_limits": 3}})",
                  "test.json: default.connection_limits: unknown key (a rule has connection_limit, max_connection_rate, "
                  "max_message_rate, max_deliveries_per_connection, max_recipients_per_transaction, idle_timeout, "
@@ -262,6 +310,35 @@ INSTANTIATE_TEST_SUITE_P(
                  "test.json: tenants.\"\": a tenant is an AUTH user or a sender domain: 1 to 255 printable octets"},
         bad_file{"TenantsNotObject", R"({"tenants": ["alice"]})",
                  "test.json: tenants: expected an object {\"TENANT\": {\"max_message_rate\": ...}, ...}"},
+        bad_file{"CampaignUnknownKey", R"({"campaigns": {"spring": {"connection_limit": 3}}})",
+                 "test.json: campaigns.\"spring\".connection_limit: unknown key (a campaign rule has max_message_rate, "
+                 "source, note)"},
+        bad_file{"CampaignBadRate", R"({"campaigns": {"*": {"max_message_rate": "5/week"}}})",
+                 "test.json: campaigns.\"*\".max_message_rate: \"5/week\": unknown period \"week\" (use s, "
+                 "min, h or day)"},
+        bad_file{"CampaignTwice", R"({"campaigns": {"Spring": {}, "SPRING": {}}})",
+                 "test.json: campaigns.\"spring\": given twice (campaigns compare without case)"},
+        bad_file{"CampaignEmpty", R"({"campaigns": {"": {}}})",
+                 "test.json: campaigns.\"\": a campaign is its header's value: 1 to 255 printable octets"},
+        bad_file{"CampaignsNotObject", R"({"campaigns": "spring"})",
+                 "test.json: campaigns: expected an object {\"CAMPAIGN\": {\"max_message_rate\": ...}, ...}"},
+        bad_file{"CampaignHeaderNotText", R"({"campaign_header": 1})",
+                 "test.json: campaign_header: expected a header field name (\"X-Campaign-Id\"), or \"\" for none"},
+        bad_file{"CampaignHeaderWithColon", R"({"campaign_header": "X-Campaign:Id"})",
+                 "test.json: campaign_header: \"X-Campaign:Id\": a header field name has printable US-ASCII octets "
+                 "other than ':'"},
+        bad_file{"CampaignHeaderWithSpace", R"({"campaign_header": "X Campaign"})",
+                 "test.json: campaign_header: \"X Campaign\": a header field name has printable US-ASCII octets "
+                 "other than ':'"},
+        bad_file{"CampaignHeaderTooLong", R"({"campaign_header": "X-123456789012345678901234567890123456789012345678901234567890123"})",
+                 "test.json: campaign_header: \"X-123456789012345678901234567890123456789012345678901234567890123\": "
+                 "a header field name is 1 to 64 octets"},
+        bad_file{"CampaignHeaderFrom", R"({"campaign_header": "FROM"})",
+                 "test.json: campaign_header: \"FROM\": the message needs this field: it would be stripped from every "
+                 "message"},
+        bad_file{"CampaignHeaderContent", R"({"campaign_header": "Content-Type"})",
+                 "test.json: campaign_header: \"Content-Type\": the message needs its Content-* fields: they would "
+                 "be stripped"},
         bad_file{"BadDomain", R"({"domains": {"exa mple.net": {}}})",
                  "test.json: domains.\"exa mple.net\": not a domain name"},
         bad_file{"DomainTwice", R"({"domains": {"example.net": {}, "EXAMPLE.net.": {}}})",
