@@ -158,7 +158,7 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--max-connections-per-ip", .member = &config::max_connections_per_ip, .unset_means = "no limit",
      .help = "inbound connections at once from one IPv4 address or IPv6 /64; above it 421 4.7.0"},
     {.name = "--http", .member = &config::http, .unset_means = "none",
-     .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format); repeatable"},
+     .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format; the queue control API /api/v1/...); repeatable"},
     {.name = "--http-networks", .member = &config::http_networks,
      .help = "CIDR,... of clients that may call the HTTP endpoint; others get 403"},
     {.name = "--http-timeout", .member = &config::http_timeout, .min = 1, .max = 3600, .unit = "seconds",
