@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <span>
 #include <unordered_map>
 #include <utility>
@@ -112,6 +113,31 @@ void append_selector(std::string& out, const admin_request& r) {
         append_string(out, selector_name(r.selector), r.value);
     }
     out += "}";
+}
+
+using json_count = std::pair<std::string_view, std::uint64_t>;
+
+// {"<verb>": <selector>, "<count>": n, ..., "until": T (if until_us), "<count>": n, ... without
+// the closing brace: `before` comes before "until", `after` after it.
+void append_counts(std::string& out, std::string_view verb, const admin_request& request,
+                   std::initializer_list<json_count> before, std::initializer_list<json_count> after = {},
+                   std::uint64_t until_us = 0) {
+    out += "{";
+    out += json_quoted(verb);
+    out += ": ";
+    append_selector(out, request);
+    auto counts = [&out](std::initializer_list<json_count> list) {
+        for (const auto& [key, value] : list) {
+            out += ", ";
+            append_number(out, key, value);
+        }
+    };
+    counts(before);
+    if (until_us != 0) {
+        out += ", \"until\": ";
+        append_time(out, until_us);
+    }
+    counts(after);
 }
 
 void render_queue(std::string& out, const admin_report& report) {
@@ -327,48 +353,25 @@ std::string render_admin_report(const admin_request& request, const admin_report
         if (report.message) render_message(out, *report.message, now_us);
         break;
     case admin_action::suspend:
-        out += "{\"suspended\": ";
-        append_selector(out, request);
-        out += ", \"until\": ";
-        append_time(out, now_us + request.duration_us);
-        out += ", ";
-        append_number(out, "sites", report.sites_reached);
-        out += ", ";
-        append_number(out, "messages", report.messages);
+        append_counts(out, "suspended", request, {},
+                      {{"sites", report.sites_reached}, {"messages", report.messages}}, now_us + request.duration_us);
         out += "}\n";
         break;
     case admin_action::resume:
-        out += "{\"resumed\": ";
-        append_selector(out, request);
-        out += ", ";
-        append_number(out, "suspensions", report.suspensions);
-        out += ", ";
-        append_number(out, "sites", report.sites_reached);
-        out += ", ";
-        append_number(out, "messages", report.messages);
+        append_counts(out, "resumed", request,
+                      {{"suspensions", report.suspensions}, {"sites", report.sites_reached}, {"messages", report.messages}});
         out += "}\n";
         break;
     case admin_action::flush:
-        out += "{\"flushed\": ";
-        append_selector(out, request);
-        out += ", ";
-        append_number(out, "messages", report.messages);
-        out += ", ";
-        append_number(out, "recipients", report.recipients);
+        append_counts(out, "flushed", request, {{"messages", report.messages}, {"recipients", report.recipients}});
         out += "}\n";
         break;
     case admin_action::bounce: {
-        out += "{\"bounced\": ";
-        append_selector(out, request);
-        out += ", ";
-        append_number(out, "messages", report.messages);
-        out += ", ";
-        append_number(out, "recipients", report.recipients);
-        out += ", ";
-        append_number(out, "in_flight", report.in_flight);
-        out += ", \"queue_ids\": [";
         std::vector<std::string> ids = report.queue_ids;
         std::sort(ids.begin(), ids.end());
+        append_counts(out, "bounced", request,
+                      {{"messages", report.messages}, {"recipients", report.recipients}, {"in_flight", report.in_flight}});
+        out += ", \"queue_ids\": [";
         for (std::size_t i = 0; i < ids.size(); ++i) {
             if (i != 0) out += ", ";
             out += json_quoted(ids[i]);

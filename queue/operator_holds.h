@@ -45,31 +45,32 @@ public:
     // (`name` lower-case; the provider compared without case) at `now_ms`; 0: none.
     [[nodiscard]] std::int64_t site_until_ms(std::string_view name, std::string_view provider,
                                              std::int64_t now_ms) const noexcept {
-        std::int64_t until = 0;
-        for (const hold& h : _holds) {
-            if (h.until_ms <= now_ms) continue;
-            const bool match = (h.field == admin_selector::site && h.value == name) ||
-                               (h.field == admin_selector::provider && !provider.empty() && core::iequals(h.value, provider));
-            if (match) until = std::max(until, h.until_ms);
-        }
-        return until;
+        return latest(&hold::until_ms, now_ms, [&](const hold& h) {
+            return (h.field == admin_selector::site && h.value == name) ||
+                   (h.field == admin_selector::provider && !provider.empty() && core::iequals(h.value, provider));
+        });
     }
     // The wall-clock end of the suspension holding a recipient of domain `domain` of a message of
     // tenant `tenant` (both lower-case) at `now_us`; 0: none.
     [[nodiscard]] std::uint64_t recipient_until_us(std::string_view domain, std::string_view tenant,
                                                    std::uint64_t now_us) const noexcept {
-        std::uint64_t until = 0;
-        for (const hold& h : _holds) {
-            if (h.until_us <= now_us) continue;
-            const bool match = (h.field == admin_selector::domain && h.value == domain) ||
-                               (h.field == admin_selector::tenant && !tenant.empty() && h.value == tenant);
-            if (match) until = std::max(until, h.until_us);
-        }
-        return until;
+        return latest(&hold::until_us, now_us, [&](const hold& h) {
+            return (h.field == admin_selector::domain && h.value == domain) ||
+                   (h.field == admin_selector::tenant && !tenant.empty() && h.value == tenant);
+        });
     }
     [[nodiscard]] bool empty() const noexcept { return _holds.empty(); }
 
 private:
+    // The latest end (member `until`) of the holds still running at `now` that match; 0: none.
+    template <typename T, typename Match>
+    [[nodiscard]] T latest(T hold::*until, T now, Match match) const noexcept {
+        T end = 0;
+        for (const hold& h : _holds)
+            if (h.*until > now && match(h)) end = std::max(end, h.*until);
+        return end;
+    }
+
     std::vector<hold> _holds;  // a handful: an operator's
 };
 
