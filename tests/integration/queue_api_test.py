@@ -7,7 +7,8 @@
 #     deferred, one attempt, the sink's reply as its last reply;
 #   - the sink replaced by one that accepts and saves; POST /api/v1/suspend of the site, then
 #     POST /api/v1/flush: the messages wait at the suspended site (the queue says so) and the sink
-#     has received nothing; POST /api/v1/resume: every message arrives;
+#     has received nothing (checked once a message to another site, sent after the flush, has
+#     arrived at a second sink); POST /api/v1/resume: every message arrives;
 #   - POST /api/v1/suspend of a domain, a message to it: it waits, deferred by the suspension;
 #     POST /api/v1/bounce of its queue id: a Bounce record with the reason and a DSN to the
 #     sender (saved by the sink), and the message leaves the queue (404);
@@ -73,8 +74,15 @@ def scenario(c):
     site = f"127.0.0.1:{port}"
     http_port = harness.free_port()
     base = f"http://127.0.0.1:{http_port}"
+    # A second sink, for mail to barrier.example: once a message sent after the flush has arrived
+    # there, the flushed messages, dispatched before it, would have reached the first sink too
+    # had the suspension not held them (an ordering, not a wait).
+    barrier_port = harness.free_port()
+    barrier_save = harness.temp_dir("rr-queue-api-barrier-")
+    barrier = harness.start_sink(sink_bin, barrier_port, ["--save", barrier_save, "--duration", "120"])
     deferring = harness.start_sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", DEFERRAL, "--duration", "120"])
-    relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1h", "--no-default-shaping",
+    relay = harness.Relay(relay_bin, ["--route", f"barrier.example=127.0.0.1:{barrier_port}", "--smarthost", site,
+                                      "--retry-intervals", "1h", "--no-default-shaping",
                                       "--http", f"127.0.0.1:{http_port}", "--http-networks", "127.0.0.1/32"],
                           shards=2).start()
     records = lambda kind: [x for x in harness.log_records(relay.log_path) if x.get("type") == kind]  # noqa: E731
@@ -116,13 +124,16 @@ def scenario(c):
     row = site_row(base, site)
     c.check(waiting and row.get("state") == "suspended" and row.get("deferred") == 0,
             f"GET /api/v1/queue: the {N} flushed messages wait at the suspended site", row)
-    c.check(saved(save) == [] and not records("Delivery"),
+    harness.send_numbered(relay, 1, "barrier", domain="barrier.example")
+    c.require(harness.wait_until(lambda: len(saved(barrier_save)) == 1, 60),
+              "a message to another site sent after the flush is delivered", relay.stderr()[-300:])
+    c.check(saved(save) == [] and len(records("Delivery")) == 1,
             "nothing reached the sink while the site is suspended", (len(saved(save)), len(records("Delivery"))))
     status, body = post(base, "/api/v1/resume", json.dumps({"site": site}))
     doc = as_json(body) or {}
     c.check(status == 200 and doc.get("resumed") == {"site": site} and doc.get("suspensions") == 1
             and doc.get("sites", 0) >= 1, "POST /api/v1/resume: the suspension ended, the site woken", (status, body))
-    c.check(harness.wait_until(lambda: len(saved(save)) == N and len(records("Delivery")) == N, 60),
+    c.check(harness.wait_until(lambda: len(saved(save)) == N and len(records("Delivery")) == N + 1, 60),
             f"after the resumption all {N} messages reach the sink", (len(saved(save)), relay.stderr()[-300:]))
 
     # --- suspend a domain, bounce ---------------------------------------------------------------------
@@ -130,7 +141,7 @@ def scenario(c):
     c.check(status == 200 and (as_json(body) or {}).get("suspended") == {"domain": "hold.example"},
             "POST /api/v1/suspend of a domain (lower-cased)", (status, body))
     harness.send_numbered(relay, 1, "b", domain="hold.example", sender="bouncer@example.org")
-    c.require(harness.wait_until(lambda: len(records("Reception")) == N + 1, 30), "the message to the domain is queued")
+    c.require(harness.wait_until(lambda: len(records("Reception")) == N + 2, 30), "the message to the domain is queued")
     bqid = records("Reception")[-1]["queue_id"]
 
     def held():
@@ -168,8 +179,9 @@ def scenario(c):
     c.check(status == 403, "a client outside --http-networks: 403", (status, body))
 
     relay.stop()
-    accepting.terminate()
-    harness.sink_result(accepting, 30)
+    for sink in (accepting, barrier):
+        sink.terminate()
+        harness.sink_result(sink, 30)
 
 
 if __name__ == "__main__":
