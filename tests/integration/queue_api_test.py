@@ -112,6 +112,12 @@ def scenario(c):
     harness.sink_result(deferring, 30)
     save = harness.temp_dir("rr-queue-api-sink-")
     accepting = harness.start_sink(sink_bin, port, ["--save", save, "--duration", "120"])
+    # The old sink's end closed the relay's connection, which may have put the site in back-off:
+    # wait until the relay saw the close and the back-off is over, so that only the suspension
+    # can hold the mail below.
+    c.require(harness.wait_until(lambda: (site_row(base, site) or {}).get("connections") == 0
+                                 and (site_row(base, site) or {}).get("state") == "active", 60),
+              "the site has no connection left and is not backing off", site_row(base, site))
     status, body = post(base, "/api/v1/suspend", json.dumps({"site": site, "duration": "1h"}))
     doc = as_json(body) or {}
     c.check(status == 200 and doc.get("suspended") == {"site": site} and doc.get("until"),
