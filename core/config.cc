@@ -168,6 +168,9 @@ constexpr flag_descriptor flag_table[] = {
      .help = "print the number and ids of spooled messages, then exit"},
     {.name = "--hold", .member = &config::hold,
      .help = "accept and spool mail but deliver nothing (it stays in the spool until a run without --hold)"},
+    {.name = "--drain", .member = &config::drain,
+     .help = "accept nothing (no SMTP listener), try everything the spool holds now, exit 0 once nothing "
+             "is left (or at SIGTERM, as usual); to retire a node (SIGUSR2 drains a running relay)"},
     {.name = "--route", .member = &config::routes,
      .help = "DOMAIN=HOST:PORT: deliver DOMAIN's mail to that next hop; repeatable; '*' matches every domain "
              "(numeric HOST for now)"},
@@ -605,6 +608,7 @@ std::expected<void, std::string> finish_config(config& c) {
     if (c.spool_segment_bytes < min_spool_segment_bytes || c.spool_segment_bytes > max_spool_segment_bytes)
         return std::unexpected("--spool-segment-size: must be between 1MiB and 1GiB, got '" + c.spool_segment_size + "'");
     if (c.listen.empty()) return std::unexpected("--listen: at least one ADDR:PORT is needed");
+    if (c.drain && c.hold) return std::unexpected("--drain: delivers the spool, and --hold delivers nothing: use one of them");
     if (auto ok = parse_each(c.listen, parse_endpoint, c.listen_endpoints, "--listen"); !ok) return ok;
     if (auto ok = parse_each(c.listen_tls, parse_endpoint, c.listen_tls_endpoints, "--listen-tls"); !ok) return ok;
     if (c.tls_cert.empty() != c.tls_key.empty())

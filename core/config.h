@@ -50,6 +50,7 @@ struct config {
     std::string log = "-";                 // '-' = stdout, '' = off
     bool list_spool = false;
     bool hold = false;                     // accept and spool, deliver nothing (Postfix's hold queue)
+    bool drain = false;                    // listen for nothing, deliver the spool, exit when it is empty
 
     // Inbound TLS (issue 5): STARTTLS on every --listen port, implicit TLS on --listen-tls.
     // Without --tls-cert/--tls-key a self-signed certificate is kept in SPOOL/tls.

@@ -112,6 +112,9 @@ void connection::append_to_spool() noexcept {
 void connection::committed(protocol::commit_result result) noexcept {
     if (result == protocol::commit_result::ok) {
         _shard.mutable_counters().messages_queued.fetch_add(1, std::memory_order_relaxed);
+        // From the end of the data (begin_commit) to now, when the 250 goes out.
+        const std::int64_t waited = core::unix_us() - static_cast<std::int64_t>(_received_us);
+        _shard.mutable_counters().ack_latency.record(waited > 0 ? static_cast<std::uint64_t>(waited) : 0);
         log_reception();
         _shard.outbound_delivery().accept(session().message_envelope(), peer(), stored_message(),
                                           _shard.message_spool().committed_location(), _received_us);

@@ -43,6 +43,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
                    const protocol::bounce_rules& bounce_rules, const shaping_table& shaping,
                    const egress_table& egress, suppression_list* suppressions)
     : _shard(shard_index),
+      _flush_recovered(config.drain),
       _shards(links.shards()),
       _spool_dir(s.directory()),
       _router(config),
@@ -80,7 +81,7 @@ void delivery::on_record(std::uint64_t segment, const decoded_message& rec) { _s
 
 std::size_t delivery::finish_recovery() {
     const message_store::recovered r = _store.finish_recovery();
-    for (const auto& [at_us, id] : r.due) _scheduler.retry_at(at_us, id);
+    for (const auto& [at_us, id] : r.due) _scheduler.retry_at(_flush_recovered ? 0 : at_us, id);
     arm_alarms();  // submitted with the loop's first turn, once the mailboxes are connected
     return r.unfinished;
 }
@@ -104,6 +105,15 @@ void delivery::body_ready(stored_message& m, const std::string& error) noexcept 
         core::diag("shard " + std::to_string(_shard) + ": " + protocol::format_queue_id(m.queue_id) + ": " + error +
                    "; its DSN goes without the original message");
     _store.release_if_done(m);
+}
+
+void delivery::fill_snapshot(shard_snapshot& out) const {
+    out.sites.clear();
+    out.rest = site_depth{};
+    _pool.site_depths(out.sites);
+    keep_deepest(out.sites, out.rest, max_site_series);
+    out.outcomes = _outcomes;  // element by element: the strings keep their buffers
+    out.bounced_by_class = _bounced_by_class;
 }
 
 delivery_counters delivery::counters() const noexcept {
@@ -152,6 +162,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
             job->route = r;
             job->started_ms = now_ms;
             job->expires_us = _max_age_us == 0 ? 0 : m.arrival_us + _max_age_us;
+            job->arrival_us = m.arrival_us;
             job->warn_us = _delay_warning_us == 0 || m.delay_warned ? 0 : m.arrival_us + _delay_warning_us;
             // This shard's chooser: the source must be known before the site's owner is (the
             // source is part of the site's key), and per-shard state needs no lock. Over a
@@ -414,6 +425,8 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
     const std::int64_t attempt_ms = core::monotonic_ms() - job->started_ms;
     const char* reason = why.empty() ? nullptr : why.c_str();
     std::vector<failed_recipient> delayed;  // for a --delay-warning notice
+    provider_outcomes& counted =
+        outcomes_for(_outcomes, job->site_provider, job->egress != nullptr ? job->egress->name : "default");
     for (std::size_t k = 0; k < job->rcpt_index.size(); ++k) {
         const std::uint32_t i = job->rcpt_index[k];
         m.in_flight[i] = 0;
@@ -427,6 +440,7 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
             case protocol::outcome_kind::accepted:
                 ++m.attempts[i];
                 _store.finish(m, i, recipient_status::delivered, outcome_note{remote, &reply, nullptr, now_us, attempt_ms});
+                ++counted.delivered;
                 break;
             case protocol::outcome_kind::permanent_failure: {
                 ++m.attempts[i];
@@ -437,6 +451,8 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
                 note.verdict = &verdict;
                 _store.finish(m, i, recipient_status::bounced, note);
                 bounced(m, i, verdict, now_us);
+                ++counted.bounced;
+                ++_bounced_by_class[static_cast<std::size_t>(verdict.cls)];
                 break;
             }
             case protocol::outcome_kind::transient_failure:
@@ -447,6 +463,8 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
                                                ? "connection lost or protocol error"
                                                : nullptr;
                 defer(m, i, outcome_note{remote, reply_ptr, why_deferred, now_us, attempt_ms});
+                ++counted.deferred;
+                if (m.status[i] == recipient_status::expired) ++counted.expired;
                 if (m.status[i] == recipient_status::deferred && _delay_warning_us != 0 && !m.delay_warned) {
                     failed_recipient f;
                     f.rcpt_index = i;

@@ -29,6 +29,7 @@
 // Threading: shard-local. The delivery is also the consumer of this shard's incoming mailboxes
 // (handle(), called on this shard by its reactor).
 #pragma once
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -113,6 +114,8 @@ public:
     // shard's still waits to cross (queue/shard_links.h, shard_links::settle).
     void drain_incoming() noexcept { _hop.drain(); }
     [[nodiscard]] bool outgoing_idle() const noexcept { return _hop.idle(); }
+    // No DSN waiting to be committed (draining: a report still only in memory is not done).
+    [[nodiscard]] bool reports_idle() const noexcept { return _dsns.idle(); }
     [[nodiscard]] const compaction_counters& compaction() const noexcept { return _compactor.counters(); }
     void on_turn_end() noexcept;
 
@@ -130,6 +133,9 @@ public:
     // body_listener: a body read back from the spool is there, or could not be read.
     void body_ready(stored_message& m, const std::string& error) noexcept override;
     [[nodiscard]] body_cache_counters cache_counters() const noexcept { return _store.cache_counters(); }
+    // /metrics (queue/shard_snapshot.h): every part of `out` set: the depth of this shard's sites
+    // (the deepest max_site_series, the rest summed) and its recipients' outcomes.
+    void fill_snapshot(shard_snapshot& out) const;
     // pool_owner (owner side): the job is over; its outcome goes back to the origin shard.
     void job_finished(delivery_job* job, protocol::message_outcome&& outcome, const next_hop_ref& hop,
                       const std::string& why) noexcept override;
@@ -203,6 +209,7 @@ private:
 
     // Fixed after construction.
     const unsigned _shard;
+    const bool _flush_recovered;  // --drain: recovered mail is due now, not at its journaled time
     const unsigned _shards;
     const std::string _spool_dir;  // jobs point at it (their connections read bodies from there)
     const router _router;
@@ -235,6 +242,10 @@ private:
     std::int64_t _next_held_sweep_ms = 0;
     std::vector<warmup_used_up> _used_up;  // choose_source()'s, reused
     std::vector<delivery_job*> _taken;     // tick_warmup_held()'s, reused
+    // /metrics: outcomes of this shard's recipients by the site's provider and the job's source,
+    // bounces by class (apply_outcome).
+    std::vector<provider_outcomes> _outcomes;
+    std::array<std::uint64_t, protocol::bounce_class_count> _bounced_by_class{};
     // The queue control API: requests this shard asked every shard (by ticket), and the last
     // reply and site of recipients attempted (by queue id; a message with none has no entry).
     struct admin_ticket {

@@ -79,6 +79,7 @@ struct delivery_job {
     // The message's arrival + --max-age (Unix microseconds; 0: none): a job still waiting at
     // its site then (held by the message rate or a suspension) ends there as expired.
     std::uint64_t expires_us = 0;
+    std::uint64_t arrival_us = 0;  // the message's arrival (Unix microseconds): /metrics' oldest age by site
     // The message's arrival + --delay-warning (Unix microseconds; 0: none, or the notice is
     // sent or already asked for): a job still waiting at its site then makes its site ask the
     // origin for the delay notice (destination_pool::tick), once per job.

@@ -124,6 +124,26 @@ const site* destination_pool::find_site(const std::string& key) const noexcept {
     return it == _sites.end() ? nullptr : it->second.get();
 }
 
+void destination_pool::site_depths(std::vector<site_depth>& out) const {
+    for (const auto& [key, s] : _sites) {
+        site_depth d;
+        d.site = s->name;
+        const auto older = [&d](const delivery_job& j) {
+            if (j.arrival_us != 0 && (d.oldest_arrival_us == 0 || j.arrival_us < d.oldest_arrival_us))
+                d.oldest_arrival_us = j.arrival_us;
+        };
+        if (s->ready != nullptr && !s->ready->empty()) {
+            d.messages += s->ready->size();
+            older(*s->ready->front());
+        }
+        for (const auto& [tenant, h] : s->tenants) {
+            d.messages += h.held.size();
+            if (!h.held.empty()) older(*h.held.front());
+        }
+        out.push_back(std::move(d));
+    }
+}
+
 // ---- destinations: MX plans -------------------------------------------------------------
 
 void destination_pool::set_route_site(delivery_job& job) {

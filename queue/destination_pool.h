@@ -103,6 +103,7 @@
 #include "queue/record.h"
 #include "queue/retry_schedule.h"
 #include "queue/scheduler.h"
+#include "queue/shard_snapshot.h"
 #include "queue/shaping_table.h"
 #include "queue/throttle_controller.h"
 #include "queue/token_bucket.h"
@@ -267,6 +268,11 @@ public:
     // How many destinations and sites exist (tests, inspection).
     [[nodiscard]] std::size_t destinations() const noexcept { return _destinations.size(); }
     [[nodiscard]] std::size_t sites() const noexcept { return _sites.size(); }
+    // /metrics (queue/shard_snapshot.h): one entry a site this shard owns (the splits of a site
+    // name not merged), appended to `out`: its jobs in the ready queue and held by tenant limits,
+    // and the arrival of the message at the head of each (the ones waiting longest there; the
+    // queues are not walked). O(sites).
+    void site_depths(std::vector<site_depth>& out) const;
 
     // The back-off after `failures` consecutive failures.
     [[nodiscard]] std::int64_t backoff_ms(std::uint32_t failures) const noexcept;

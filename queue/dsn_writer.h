@@ -57,6 +57,8 @@ public:
     void retry() noexcept;
 
     [[nodiscard]] std::uint64_t queued() const noexcept { return _queued; }
+    // No DSN waiting for its commit or for a retry of a failed one.
+    [[nodiscard]] bool idle() const noexcept { return _commits.empty() && _failed.empty(); }
 
 private:
     // A DSN being committed: the envelope and body must live until committed().

@@ -2,6 +2,7 @@
 #include "queue/relay.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -170,6 +171,7 @@ std::expected<void, std::string> relay::start() {
     std::vector<listener_spec> listen;
     for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
     for (const core::endpoint& e : _config.listen_tls_endpoints) listen.push_back({e, listener_kind::implicit_tls});
+    if (_config.drain) _drain.store(true, std::memory_order_release);
     _links = std::make_unique<shard_links>(_config.shards);
     _metrics = std::make_unique<metrics_sources>(_config.shards);
     std::vector<core::endpoint> http_listen = _config.http_endpoints;
@@ -180,10 +182,10 @@ std::expected<void, std::string> relay::start() {
     std::string fixed_buffers_refusal;
     for (unsigned i = 0; i < _config.shards; ++i) {
         _shards.push_back(
-            std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, listen, _go_future,
+            std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, _config.drain ? std::vector<listener_spec>{} : listen, _go_future,
                                     _limits, *_links, _bounce_rules, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
-                                    _suppressions.get(), _suppression_generation, http_listen, _metrics.get()));
-        _metrics->set(i, &_shards.back()->counters());
+                                    _suppressions.get(), _suppression_generation, http_listen, _metrics.get(), &_drain));
+        _metrics->set(i, &_shards.back()->counters(), &_shards.back()->snapshot());
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.
         _ready.push_back(std::make_unique<std::promise<shard_init_result>>());
@@ -358,6 +360,22 @@ void relay::request_stop() noexcept {
     if (!_control_ready) return;
     for (auto& s : _shards) s->request_stop(_control);
     (void)io_uring_submit(&_control.ring());
+}
+
+bool relay::drained() const noexcept {
+    return !_shards.empty() && std::all_of(_shards.begin(), _shards.end(), [](const auto& s) { return s->drain_complete(); });
+}
+
+std::string relay::reopen_log() {
+    if (_config.log.empty() || _config.log == "-" || _log_fd < 0)
+        return "SIGUSR1: no log file to reopen (--log is " + std::string(_config.log.empty() ? "off" : "stdout") + ")";
+    const int fd = core::open_log(_config.log);
+    if (fd < 0) return "SIGUSR1: cannot reopen --log " + _config.log + ": " + std::strerror(-fd) + "; still writing to the file opened before";
+    const int moved = ::dup3(fd, _log_fd, O_CLOEXEC);
+    const int error = errno;
+    ::close(fd);
+    if (moved < 0) return "SIGUSR1: cannot reopen --log " + _config.log + ": dup3: " + std::strerror(error) + "; still writing to the file opened before";
+    return "SIGUSR1: reopened --log " + _config.log;
 }
 
 bool relay::finished() const noexcept {

@@ -2,6 +2,7 @@
 // starts one shard thread per --shards, and stops them (used by tools/ringrelay and by
 // in-process tests). Not a shard: its methods run on the thread that owns the relay.
 #pragma once
+#include <atomic>
 #include <expected>
 #include <future>
 #include <memory>
@@ -70,6 +71,21 @@ public:
     // (--tls-cert/--tls-key, or the self-signed pair in SPOOL/tls). The text says what happened, one line per part; a
     // part that fails to load leaves what is in use.
     [[nodiscard]] std::string reload();
+    // SIGUSR1 (logrotate): opens --log again by its name and puts the new file behind the
+    // descriptor every shard writes to (dup3, atomic: each write goes whole to the old file or
+    // the new one; only the rest of a write that came up short, e.g. on a full disk, can follow
+    // into the new file). If the open fails, the old file stays in use. The text is the one line
+    // to log.
+    [[nodiscard]] std::string reopen_log();
+
+    // --drain, or a drain asked for while running (SIGUSR2; any thread): every shard closes its
+    // SMTP listeners at its next tick and keeps delivering; sessions already open finish.
+    void request_drain() noexcept { _drain.store(true, std::memory_order_release); }
+    [[nodiscard]] bool draining() const noexcept { return _drain.load(std::memory_order_acquire); }
+    // Every shard, at its last tick, had stopped listening, had no SMTP connection and nothing
+    // left to deliver or to hand to another shard (a tick old: the caller waits for it to hold
+    // across a few ticks before stopping).
+    [[nodiscard]] bool drained() const noexcept;
 
     // Asks every shard to stop: listeners close, sessions finish their transaction (bounded
     // by --shutdown-timeout), the spool and log flush.
@@ -107,6 +123,7 @@ private:
     core::kernel_features _features;
     storage_factory _make_storage;
     int _log_fd = -1;
+    std::atomic<bool> _drain{false};  // before _shards: they read it at every tick
     core::reactor _control;  // sends the stop wake-ups (MSG_RING)
     inbound_limits _limits;  // before _shards: shards release into it when destroyed
     std::unique_ptr<inbound_tls> _tls;  // before _shards: they build their contexts from it

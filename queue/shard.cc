@@ -31,7 +31,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
              const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
              const inbound_tls* tls, inbound_auth* auth,
              dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation,
-             std::vector<core::endpoint> http_listen, const metrics_sources* metrics)
+             std::vector<core::endpoint> http_listen, const metrics_sources* metrics, const std::atomic<bool>* drain)
     : _index(index),
       _config(config),
       _server(server),
@@ -54,7 +54,8 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _deadlines(static_cast<std::int64_t>(config.command_timeout) * 1000),
       _http_deadlines(static_cast<std::int64_t>(config.http_timeout) * 1000),
       _http_listen(std::move(http_listen)),
-      _metrics(metrics) {
+      _metrics(metrics),
+      _drain_request(drain) {
 }
 
 shard::~shard() {
@@ -77,6 +78,7 @@ std::string shard::init() {
     _storage = _make_storage ? _make_storage(_reactor) : std::make_unique<disk_storage>(_reactor);
     _spool = std::make_unique<spool>(_reactor, *_storage, _config.spool + "/shard-" + std::to_string(_index),
                                      _config.spool_segment_bytes);
+    _spool->measure_commits(&_counters.commit_latency);
     if (_suppression_table != nullptr) {
         _suppressions = std::make_unique<suppression_list>(*_suppression_table, *_storage,
                                                            suppression_directory(_config.spool),
@@ -273,6 +275,7 @@ void shard::tick() noexcept {
     _counters.plain_buffer_reads.store(reads.plain_reads, std::memory_order_relaxed);
     _counters.queued_for_delivery.store(_delivery->queued_messages(), std::memory_order_relaxed);
     publish_counters();
+    if (_drain_request != nullptr && !_stopping) tick_drain();
     if (_stopping && now >= _stop_deadline_ms) {
         if (!_grace_over) {
             _grace_over = true;
@@ -290,6 +293,23 @@ void shard::tick() noexcept {
     if (_http) _http->tick();
 }
 
+// Draining (--drain, or asked for while running): the SMTP listeners close once; the shard
+// keeps delivering, and says at each tick whether anything is left.
+void shard::tick_drain() noexcept {
+    if (!_draining) {
+        if (!_drain_request->load(std::memory_order_acquire)) return;
+        _draining = true;
+        _front->stop();
+        if (!_listen.empty())
+            core::diag("shard " + std::to_string(_index) + ": draining: SMTP listeners closed; " +
+                       std::to_string(_front->connections()) + " session(s) finish, " +
+                       std::to_string(_delivery->queued_messages()) + " message(s) to deliver");
+    }
+    _drained.store(_front->drained() && _delivery->queued_messages() == 0 && _delivery->outgoing_idle() &&
+                       _delivery->reports_idle() && _spool->idle(),
+                   std::memory_order_release);
+}
+
 // The counts /metrics reads that live in shard-local structures: copied once a tick.
 void shard::publish_counters() noexcept {
     const delivery_counters d = _delivery->counters();
@@ -298,10 +318,22 @@ void shard::publish_counters() noexcept {
     _counters.expired.store(d.expired, std::memory_order_relaxed);
     _counters.dsns.store(d.dsns, std::memory_order_relaxed);
     _counters.outbound_connections.store(_delivery->connections_opened(), std::memory_order_relaxed);
-    if (_http) {  // only a scrape reads it; the segment list is walked once a second
+    _counters.spool_free_bytes.store(_spool->available_bytes(), std::memory_order_relaxed);
+    if (_suppressions) _counters.suppressions_added.store(_suppressions->stats().added, std::memory_order_relaxed);
+    const body_cache_counters cache = _delivery->cache_counters();
+    _counters.body_cache_hits.store(cache.hits, std::memory_order_relaxed);
+    _counters.body_cache_reads.store(cache.reads, std::memory_order_relaxed);
+    const core::dns_stats& dns = _dns->stats();
+    _counters.dns_lookups.store(dns.lookups, std::memory_order_relaxed);
+    _counters.dns_queries.store(dns.queries, std::memory_order_relaxed);
+    _counters.dns_cache_hits.store(dns.cache_hits, std::memory_order_relaxed);
+    _counters.dns_failures.store(dns.query_failures, std::memory_order_relaxed);
+    if (_http) {  // only a scrape reads them; the segment list and the sites are walked once a second
         std::uint64_t bytes = 0;
         for (const spool::segment_info& s : _spool->segments()) bytes += s.size;
         _counters.spool_bytes.store(bytes, std::memory_order_relaxed);
+        // Skipped while a scrape still reads the buffer to be filled: it goes out next tick.
+        (void)_snapshot.publish([this](shard_snapshot& out) { _delivery->fill_snapshot(out); });
     }
 }
 
@@ -352,6 +384,7 @@ protocol::host_reply shard::check_rcpt(const protocol::client_info& client, cons
     const std::optional<std::uint32_t> since =
         _suppressions->check(transaction, recipient, static_cast<std::uint32_t>(now_us / 1000000));
     if (!since) return {};
+    _counters.suppressed.fetch_add(1, std::memory_order_relaxed);
     format_suppressed_reply(_suppressed_reply, recipient, *since);
     log_suppressed(*_log, suppressed_rcpt{.shard = _index,
                                           .client = client.address,

@@ -37,6 +37,7 @@
 #include "queue/retry_schedule.h"
 #include "queue/server_front.h"
 #include "queue/shard_counters.h"
+#include "queue/shard_snapshot.h"
 #include "queue/egress.h"
 #include "queue/http_api.h"
 #include "queue/metrics.h"
@@ -107,6 +108,8 @@ public:
     // the relay starts). tls: null for no TLS (then no implicit-TLS listener may be given and
     // server.tls must be none). http_listen: the --http endpoints (port 0 as for listen);
     // metrics: every shard's counters, for /metrics (relay-owned; null: no HTTP endpoint).
+    // drain: the relay's drain request (--drain, or asked for while running), read at every
+    // tick; null: never drains.
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
@@ -114,7 +117,7 @@ public:
           const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
           dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
           std::uint64_t suppression_generation = 0, std::vector<core::endpoint> http_listen = {},
-          const metrics_sources* metrics = nullptr);
+          const metrics_sources* metrics = nullptr, const std::atomic<bool>* drain = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -126,7 +129,13 @@ public:
     void request_stop(core::reactor& from) noexcept;
     [[nodiscard]] int ring_fd() const noexcept { return _ring_fd.load(std::memory_order_acquire); }
     [[nodiscard]] const shard_counters& counters() const noexcept { return _counters; }
+    // What /metrics reads of this shard with labels (sites, providers, bounce classes),
+    // published at each tick while HTTP is on (queue/shard_snapshot.h).
+    [[nodiscard]] const shard_snapshot_slot& snapshot() const noexcept { return _snapshot; }
     [[nodiscard]] bool finished() const noexcept { return _finished.load(std::memory_order_acquire); }
+    // Draining, and at its last tick nothing left: no listener, no SMTP connection, no message
+    // in its queue, nothing on its way to another shard.
+    [[nodiscard]] bool drain_complete() const noexcept { return _drained.load(std::memory_order_acquire); }
 
     // session_host
     std::uint64_t next_queue_id() noexcept override;
@@ -203,6 +212,7 @@ private:
     void begin_stop() noexcept;
     void tick() noexcept;
     void publish_counters() noexcept;
+    void tick_drain() noexcept;
     // Builds this shard's server context from the relay's current credentials.
     [[nodiscard]] std::string build_tls_context();
     [[nodiscard]] bool drained() const noexcept;
@@ -264,6 +274,8 @@ private:
     std::int64_t _next_tick_ms = 0;
     std::int64_t _stop_deadline_ms = 0;
     bool _stopping = false;
+    const std::atomic<bool>* _drain_request;
+    bool _draining = false;  // saw _drain_request: listeners closed
     bool _grace_over = false;
     bool _settled = false;  // counted in _links' settled()
     std::uint16_t _reported = 0;  // report kinds logged since the last tick
@@ -274,7 +286,9 @@ private:
     std::atomic<int> _ring_fd{-1};
     std::atomic<bool> _finished{false};
     std::atomic<bool> _stop_sent{false};
+    std::atomic<bool> _drained{false};
     shard_counters _counters;
+    shard_snapshot_slot _snapshot;
 };
 
 }  // namespace ringrelay::queue

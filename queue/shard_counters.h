@@ -4,10 +4,34 @@
 // tick old, and never takes a lock or delays the writer). The struct's first member starts a
 // cache line, so two shards' counters never share one.
 #pragma once
+#include <array>
 #include <atomic>
 #include <cstdint>
 
 namespace ringrelay::queue {
+
+// The upper bounds (microseconds) of the latency histograms' buckets, Prometheus' `le` (in
+// seconds); a last bucket, +Inf, takes the rest. From 50 us (an fdatasync on a fast NVMe
+// device) to 10 s (a disk in trouble).
+inline constexpr std::array<std::uint64_t, 17> latency_bounds_us = {
+    50, 100, 250, 500, 1'000, 2'500, 5'000, 10'000, 25'000, 50'000, 100'000, 250'000, 500'000,
+    1'000'000, 2'500'000, 5'000'000, 10'000'000};
+
+// A Prometheus histogram of latencies written by one shard and read by any: a count per bucket
+// (not cumulative: the reader adds them up, and takes their total as the count, so a reader
+// between two writes sees a count and buckets that agree) and the sum. Single writer: record()
+// is a load and a store per field, no read-modify-write.
+struct latency_histogram {
+    std::array<std::atomic<std::uint64_t>, latency_bounds_us.size() + 1> buckets{};
+    std::atomic<std::uint64_t> sum_us{0};
+
+    void record(std::uint64_t us) noexcept {
+        std::size_t i = 0;
+        while (i < latency_bounds_us.size() && us > latency_bounds_us[i]) ++i;
+        buckets[i].store(buckets[i].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        sum_us.store(sum_us.load(std::memory_order_relaxed) + us, std::memory_order_relaxed);
+    }
+};
 
 struct shard_counters {
     // Written by the shard thread, read by others (tests, status output): own cache line.
@@ -40,6 +64,19 @@ struct shard_counters {
     std::atomic<std::uint64_t> dkim_signatures{0};      // DKIM-Signature fields added
     std::atomic<std::uint64_t> outbound_connections{0}; // outbound connections made
     std::atomic<std::uint64_t> spool_bytes{0};          // this shard's spool segments on disk
+    std::atomic<std::uint64_t> spool_free_bytes{0};     // available to us on the spool's file system
+    std::atomic<std::uint64_t> suppressed{0};           // RCPTs refused: on the suppression list
+    std::atomic<std::uint64_t> suppressions_added{0};   // entries added by this shard's bounces
+    std::atomic<std::uint64_t> body_cache_hits{0};      // bodies found in memory for an attempt
+    std::atomic<std::uint64_t> body_cache_reads{0};     // bodies read back from the spool instead
+    std::atomic<std::uint64_t> dns_lookups{0};          // MX lookups asked of the resolver
+    std::atomic<std::uint64_t> dns_queries{0};          // DNS queries sent (RRsets not cached)
+    std::atomic<std::uint64_t> dns_cache_hits{0};       // RRsets answered from the cache
+    std::atomic<std::uint64_t> dns_failures{0};         // queries that ended in a temporary failure
+    // Written as they happen (queue/metrics.h): the spool's group commits (the batch's write
+    // and fdatasync), and a message's end of data to its 250 (DKIM signing and the commit).
+    latency_histogram commit_latency;
+    latency_histogram ack_latency;
 };
 
 }  // namespace ringrelay::queue

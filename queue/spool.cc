@@ -387,6 +387,7 @@ void spool::check_space(std::uint64_t reserve) noexcept {
     struct statvfs st {};
     if (::statvfs(_dir.c_str(), &st) != 0) return;
     const std::uint64_t available = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+    _available = available;
     _low_space = available < reserve;
 }
 
@@ -506,6 +507,7 @@ void spool::start_commit() noexcept {
     _iov_next = 0;
     _write_offset = _committed_end;
     _batch_end = _committed_end + bytes;
+    if (_commit_latency != nullptr) _commit_started_ns = core::monotonic_ns();
     submit_write();
 }
 
@@ -548,6 +550,8 @@ void spool::on_sync(int res) noexcept {
     }
     _committed_end = _batch_end;
     ++_stats.commits;
+    if (_commit_latency != nullptr)
+        _commit_latency->record(static_cast<std::uint64_t>(core::monotonic_ns() - _commit_started_ns) / 1000);
     _healthy = true;
     finish_batch(protocol::commit_result::ok);
 }

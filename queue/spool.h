@@ -27,6 +27,7 @@
 #include "core/reactor.h"
 #include "protocol/server_session.h"
 #include "queue/record.h"
+#include "queue/shard_counters.h"
 #include "queue/segment_index.h"
 #include "queue/segment_index_writer.h"
 #include "queue/storage.h"
@@ -190,6 +191,11 @@ public:
     // New mail may be accepted: the disk has room and the spool has a segment to write to.
     [[nodiscard]] bool accepting() const noexcept { return !_low_space && (_healthy || _fd >= 0); }
     [[nodiscard]] const spool_stats& stats() const noexcept { return _stats; }
+    // Each group commit that completes (write and fdatasync) records its time here (/metrics;
+    // null: none). `h` outlives the spool.
+    void measure_commits(latency_histogram* h) noexcept { _commit_latency = h; }
+    // Bytes available to us on the spool's file system at the last check_space().
+    [[nodiscard]] std::uint64_t available_bytes() const noexcept { return _available; }
     [[nodiscard]] const index_writer_stats& index_stats() const noexcept { return _index_writer.stats(); }
     [[nodiscard]] const std::string& directory() const noexcept { return _dir; }
 
@@ -229,6 +235,9 @@ private:
     std::uint64_t _committed_end = 0;  // bytes of the current segment known durable
     bool _healthy = true;
     bool _low_space = false;
+    std::uint64_t _available = 0;              // check_space()'s last reading
+    latency_histogram* _commit_latency = nullptr;
+    std::int64_t _commit_started_ns = 0;       // monotonic: the commit in flight's write
 
     // Gathering for the next commit.
     std::vector<entry> _pending;

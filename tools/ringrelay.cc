@@ -2,7 +2,12 @@
 // shard thread per core, and waits for SIGTERM/SIGINT: the first stops gracefully (sessions
 // finish their transaction, bounded by --shutdown-timeout; the spool and log flush; exit 0),
 // a second exits at once (exit 1). Acknowledged mail is on disk either way. SIGHUP re-reads
-// the TLS certificate and key and --auth-users (a part that does not load stays as it was).
+// the TLS certificate and key, --auth-users, the DKIM keys and the shaping rules (a part that
+// does not load stays as it was); SIGUSR1 reopens --log (logrotate). --drain, or SIGUSR2 while
+// running, closes the SMTP listeners and exits 0 once nothing is left to deliver (--drain also
+// makes the recovered mail due at once). A shard that stops by itself stops the relay: exit 1.
+// Under systemd (Type=notify) it says READY=1 once listening, RELOADING=1/READY=1 around a
+// reload and STOPPING=1 when it stops (core/sd_notify.h).
 //
 // Built a second time as ringrelay-powerloss (tests only, never installed) with
 // RINGRELAY_POWER_LOSS_TEST: the spool then writes through queue::power_loss_storage, so a
@@ -24,6 +29,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/sd_notify.h"
 #include "protocol/address.h"
 #include "protocol/server_session.h"
 #include "queue/bounce_rules.h"
@@ -35,6 +41,19 @@
 using namespace ringrelay;
 
 namespace {
+
+// How long every shard must have reported itself drained before a draining relay stops: a few
+// of their once-a-second ticks, so a message between two shards is seen by one of them.
+constexpr std::int64_t drain_settle_ms = 2500;
+
+// systemd's notification, if the relay runs under it; a failure is said once and never fatal.
+void notify(const std::string& state) {
+    static bool reported = false;
+    if (std::string e = core::sd_notify(state); !e.empty() && !reported) {
+        reported = true;
+        core::diag("systemd notification not sent: " + e);
+    }
+}
 
 int list_spool(const core::config& c) {
     auto listing = queue::list_spool(c.spool);
@@ -201,6 +220,8 @@ int main(int argc, char** argv) {
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR1);
+    sigaddset(&signals, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
 
@@ -241,15 +262,23 @@ int main(int argc, char** argv) {
     core::diag(http_where.empty() ? "HTTP: off (no --http)" : "HTTP on " + http_where + " (GET /metrics, /api/v1/queue control)");
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
+    if (node.draining()) where = "nothing (--drain: delivering the spool, then exiting)";
     core::diag("listening on " + where + " with " + std::to_string(shards) + " shard(s); spool " + spool + " holds " +
                std::to_string(node.recovered_messages()) + " message(s)");
+    // systemd (Type=notify): ready once listening. Without $NOTIFY_SOCKET nothing is sent.
+    std::string status = "listening on " + where;
+    notify("READY=1\nSTATUS=" + status + "\nMAINPID=" + std::to_string(::getpid()));
 
     bool stopping = false;
+    bool shard_lost = false;
+    bool drain_seen = false;
+    std::int64_t drained_since_ms = -1;  // every shard drained at its tick since then
     for (;;) {
         timespec wait{0, 200 * 1000 * 1000};
         siginfo_t info{};
         const int sig = sigtimedwait(&signals, &info, &wait);
         if (sig == SIGHUP) {
+            notify("RELOADING=1\nSTATUS=reloading");
             const std::string report = node.reload();
             for (std::size_t start = 0; start < report.size();) {
                 std::size_t end = report.find('\n', start);
@@ -257,6 +286,12 @@ int main(int argc, char** argv) {
                 core::diag(report.substr(start, end - start));
                 start = end + 1;
             }
+            notify("READY=1\nSTATUS=" + status);
+        }
+        if (sig == SIGUSR1) core::diag(node.reopen_log());
+        if (sig == SIGUSR2 && !stopping && !node.draining()) {
+            core::diag("SIGUSR2: draining: no new SMTP connections; delivering what is queued, then exiting");
+            node.request_drain();
         }
         if (sig == SIGTERM || sig == SIGINT) {
             if (stopping) {
@@ -265,13 +300,36 @@ int main(int argc, char** argv) {
             }
             stopping = true;
             core::diag("stopping: no new connections; sessions finish their transaction");
+            notify("STOPPING=1\nSTATUS=stopping");
             node.request_stop();
+        }
+        if (!stopping && node.draining()) {
+            if (!drain_seen) {
+                drain_seen = true;
+                status = "draining: delivering the queue, then exiting";
+                notify("STATUS=" + status);
+            }
+            // Each shard says whether it is drained at its tick (once a second); a message handed
+            // between shards is seen by one of them, so the verdict must hold for a few ticks.
+            const std::int64_t now = core::monotonic_ms();
+            if (!node.drained()) {
+                drained_since_ms = -1;
+            } else if (drained_since_ms < 0) {
+                drained_since_ms = now;
+            } else if (now - drained_since_ms >= drain_settle_ms) {
+                core::diag("drained: nothing left to deliver; stopping");
+                notify("STOPPING=1\nSTATUS=drained");
+                stopping = true;
+                node.request_stop();
+            }
         }
         if (stopping && node.finished()) break;
         if (!stopping && node.finished()) {
-            core::diag("a shard stopped unexpectedly; shutting down");
+            core::diag("a shard stopped unexpectedly; shutting down (exit 1)");
+            notify("STOPPING=1\nSTATUS=a shard stopped unexpectedly");
             node.request_stop();
             stopping = true;
+            shard_lost = true;
         }
     }
     node.join();
@@ -279,5 +337,5 @@ int main(int argc, char** argv) {
     core::diag("stopped: " + std::to_string(node.messages_queued()) + " message(s) queued in this run; " +
                "streamed body pieces read into registered buffers: " + std::to_string(reads.fixed) +
                ", into plain memory: " + std::to_string(reads.plain));
-    return 0;
+    return shard_lost ? 1 : 0;
 }
