@@ -167,7 +167,7 @@ constexpr flag_descriptor flag_table[] = {
      .help = "seconds a --proxy-protocol-from connection may take to send its whole PROXY header before it "
              "is closed (Postfix's smtpd_upstream_proxy_timeout)"},
     {.name = "--http", .member = &config::http, .unset_means = "none",
-     .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format); repeatable"},
+     .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format; the queue control API /api/v1/...); repeatable"},
     {.name = "--http-networks", .member = &config::http_networks,
      .help = "CIDR,... of clients that may call the HTTP endpoint; others get 403"},
     {.name = "--http-timeout", .member = &config::http_timeout, .min = 1, .max = 3600, .unit = "seconds",

@@ -41,7 +41,23 @@ http_connection::http_connection(http_server& server, int fd, const sockaddr* pe
     _stream.adopt(fd);
 }
 
-http_connection::~http_connection() = default;
+http_deferred http_answer::defer() noexcept {
+    if (!_owed) _owed = std::make_shared<http_owed>();
+    return http_deferred(_owed);
+}
+
+void http_deferred::complete(http_response&& response) noexcept {
+    if (!_owed || _owed->response) return;
+    _owed->response = std::move(response);
+    if (_owed->connection != nullptr) _owed->connection->owed_ready();
+}
+
+http_connection::~http_connection() { abandon_owed(); }
+
+void http_connection::abandon_owed() noexcept {
+    for (const auto& owed : _owed) owed->connection = nullptr;
+    _owed.clear();
+}
 
 void http_connection::start() noexcept {
     _stream.touch_deadline(monotonic_ms());
@@ -57,6 +73,7 @@ void http_connection::refuse(std::string_view line) noexcept {
 void http_connection::close() noexcept {
     if (_closing) return;
     _closing = true;
+    abandon_owed();
     // The last answers get one more period to leave; a client that does not read them is
     // then cut off (on_stream_timeout), or the shard's shutdown does it (abort_connections).
     _stream.touch_deadline(monotonic_ms());
@@ -65,6 +82,7 @@ void http_connection::close() noexcept {
 
 void http_connection::abort() noexcept {
     _closing = true;
+    abandon_owed();
     if (!_stream.finished()) _stream.abort();
 }
 
@@ -87,30 +105,74 @@ void http_connection::on_stream_data(std::string_view data) noexcept {
 }
 
 void http_connection::serve() noexcept {
-    while (!_closing && !_lingering && _stream.unsent() < max_pending_output) {
+    _serving = true;
+    while (!_closing && !_lingering && !_read_stopped && _stream.unsent() < max_pending_output && _owed.size() < max_waiting_answers) {
         auto next = _reader.next();
         if (!next) {
-            answer(http_error_response(next.error()), false, false);
-            return;
+            if (_owed.empty()) {
+                answer(http_error_response(next.error()), false, false);
+            } else {
+                // After the answers owed before it (it closes); nothing more is read.
+                _owed.push_back(std::make_shared<http_owed>(http_owed{this, http_error_response(next.error()), false, false}));
+                _read_stopped = true;
+                send_owed();
+            }
+            break;
         }
         if (!next->has_value()) break;
         const http_request& request = **next;
-        http_response response;
-        _server._service.handle(request, _peer.addr(), response);
+        http_answer reply;
+        _server._service.handle(request, _peer.addr(), reply);
+        const bool head = request.method == http_method::head;
+        if (const bool deferred = reply.deferred(); deferred || !_owed.empty()) {
+            // Owed, or behind an answer owed: it leaves in its turn (send_owed).
+            std::shared_ptr<http_owed> owed = deferred ? std::move(reply._owed) : std::make_shared<http_owed>();
+            owed->connection = this;
+            owed->keep_alive = request.keep_alive;
+            owed->head = head;
+            if (!deferred) owed->response = std::move(reply.response);
+            // Nothing after a refused request is read (see below).
+            if (owed->response && owed->response->status >= 400) _read_stopped = true;
+            _owed.push_back(std::move(owed));
+            send_owed();
+            continue;
+        }
         // An error closes: a stranger's 403 holds no slot, and nothing after a refused
         // request is read (RFC 9112 §9.6 lets a server close after any response).
-        const bool keep_alive = request.keep_alive && !_server._stopping && response.status < 400;
-        answer(response, keep_alive, request.method == http_method::head);
+        const bool keep_alive = request.keep_alive && !_server._stopping && reply.response.status < 400;
+        answer(reply.response, keep_alive, head);
         if (!_closing && !_lingering) _stream.touch_deadline(monotonic_ms());
     }
+    _serving = false;
     if (_closing || _lingering) return;
-    if (_stream.unsent() >= max_pending_output) {
+    if (_stream.unsent() >= max_pending_output || _owed.size() >= max_waiting_answers) {
         // From now on the deadline measures the answers' progress (on_stream_sent/progress).
         if (!_stream.paused()) _stream.touch_deadline(monotonic_ms());
         _stream.pause_receive();
     } else if (_stream.paused()) {
         _stream.resume_receive();
     }
+}
+
+void http_connection::send_owed() noexcept {
+    while (!_owed.empty() && _owed.front()->response && !_closing && !_lingering) {
+        const std::shared_ptr<http_owed> owed = std::move(_owed.front());
+        _owed.pop_front();
+        owed->connection = nullptr;
+        const bool keep_alive = owed->keep_alive && !_server._stopping && owed->response->status < 400;
+        answer(*owed->response, keep_alive, owed->head);
+        if (_lingering) {
+            abandon_owed();  // that answer closes the connection: none after it is sent
+            return;
+        }
+        _stream.touch_deadline(monotonic_ms());
+    }
+}
+
+void http_connection::owed_ready() noexcept {
+    if (_closing) return;
+    send_owed();
+    if (!_serving && !_closing && !_lingering) serve();
 }
 
 void http_connection::answer(const http_response& response, bool keep_alive, bool head) noexcept {
@@ -137,6 +199,11 @@ void http_connection::on_stream_progress() noexcept {
 }
 
 void http_connection::on_stream_timeout() noexcept {
+    if (!_owed.empty() && !_closing && _stream.unsent() < max_pending_output) {
+        // An answer is owed: the service bounds that wait (and the shutdown cuts it off).
+        _stream.touch_deadline(monotonic_ms());
+        return;
+    }
     if (_lingering && !_closing) {
         close();  // the client had a whole period to take its last answer
         return;

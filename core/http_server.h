@@ -13,6 +13,15 @@
 // progress instead (each send that completes restarts it), and a client that takes none of
 // them for a whole period is cut off (stream::abort: a send stuck on a zero window ends).
 // Every error answer (4xx, 5xx) says Connection: close and the connection closes after it.
+//
+// Answers given later: a service may keep a request's answer for later (http_answer::defer():
+// an answer that needs other shards, or a spool commit) and give it through the http_deferred
+// handle when it has it, on this shard's thread. The answers after it on the same connection
+// (pipelined requests) wait behind it, so that they still leave in order; at most
+// max_waiting_answers requests are taken while answers wait (the connection's input is then
+// not read), and the request deadline does not run while one is owed (the service bounds its
+// own wait). A connection that closes or is cut off meanwhile (the client went, the shard stops)
+// abandons its owed answers: their handles stay valid, and completing them does nothing.
 // Closing after an answer lingers (RFC 9112 §9.6): once the answer has left, FIN
 // (shutdown(SHUT_WR)), then what the client still sends is read and dropped until it closes,
 // 1 MiB or one deadline period, so that no RST destroys the answer before the client read it.
@@ -34,6 +43,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,12 +62,62 @@ inline constexpr std::uint32_t max_http_connections = 256;  // per shard
 // Per shard, from one address the service caps (http_service::capped).
 inline constexpr std::uint32_t max_http_connections_per_address = 16;
 
+// At most this many answers owed (deferred, or waiting behind one that is) per connection.
+inline constexpr std::size_t max_waiting_answers = 16;
+
+class http_connection;
+
+// The connection's side of an answer given later (see above). Shard-local.
+struct http_owed {
+    http_connection* connection = nullptr;  // null once the connection is gone or closing
+    std::optional<http_response> response;  // set: the answer is there
+    bool keep_alive = true;                 // the request's
+    bool head = false;                      // a HEAD request: the header only
+};
+
+// A handle on an answer owed (http_answer::defer()). Copyable (a callback may hold it); complete
+// it once, on the shard thread that made it. It may outlive its connection (then completing it
+// does nothing) and the server.
+class http_deferred {
+public:
+    http_deferred() = default;
+    // The answer: sent once the answers before it on its connection have been. Nothing if the
+    // connection is gone, or if the handle is empty or was completed already.
+    void complete(http_response&& response) noexcept;
+    // The client will not see the answer (the connection is gone or closing).
+    [[nodiscard]] bool abandoned() const noexcept { return !_owed || _owed->connection == nullptr; }
+
+private:
+    friend class http_answer;
+    explicit http_deferred(std::shared_ptr<http_owed> owed) noexcept : _owed(std::move(owed)) {}
+    std::shared_ptr<http_owed> _owed;
+};
+
+// What http_service::handle() gives a request: `response` now, or defer() and the answer later.
+class http_answer {
+public:
+    http_response response;
+    // The answer comes later, through the handle returned (at most once per request); `response`
+    // is then not used.
+    [[nodiscard]] http_deferred defer() noexcept;
+    [[nodiscard]] bool deferred() const noexcept { return _owed != nullptr; }
+    // The answer given later through the handle, once given; null before (tests: a service
+    // called without a connection).
+    [[nodiscard]] const http_response* given() const noexcept {
+        return _owed && _owed->response ? &*_owed->response : nullptr;
+    }
+
+private:
+    friend class http_connection;
+    std::shared_ptr<http_owed> _owed;
+};
+
 // What serves the requests (the shard's queue::http_api).
 class http_service {
 public:
-    // Answers `request` from `peer` (valid during the call) on the shard thread, at once:
-    // nothing may block.
-    virtual void handle(const http_request& request, const sockaddr* peer, http_response& response) noexcept = 0;
+    // Answers `request` from `peer` (valid during the call) on the shard thread: at once
+    // (answer.response), or later (answer.defer()); nothing may block.
+    virtual void handle(const http_request& request, const sockaddr* peer, http_answer& answer) noexcept = 0;
     // Whether connections from `peer` (valid during the call) count against
     // max_http_connections_per_address (strangers: no route of theirs needs many).
     [[nodiscard]] virtual bool capped(const sockaddr* peer) const noexcept = 0;
@@ -100,8 +160,16 @@ private:
     void on_stream_progress() noexcept override;
     void on_stream_timeout() noexcept override;
 
+    friend class http_deferred;
     // Answers every whole request received, in order, while the queued answers allow.
     void serve() noexcept;
+    // An owed answer was completed: the answers now at the front of _owed go out, then more
+    // requests are served.
+    void owed_ready() noexcept;
+    // Sends the answers at the front of _owed that are there, in order.
+    void send_owed() noexcept;
+    // The connection will not send the owed answers: their handles are told (abandoned()).
+    void abandon_owed() noexcept;
     void answer(const http_response& response, bool keep_alive, bool head) noexcept;
     // After the last answer: FIN once it left, then read and drop until the client closes.
     void linger() noexcept;
@@ -113,6 +181,9 @@ private:
     bool _lingering = false;     // the last answer is queued; input is dropped
     std::size_t _discarded = 0;  // bytes dropped while lingering
     bool _closing = false;
+    bool _read_stopped = false;  // an error answer is owed: no request after it is read
+    bool _serving = false;  // inside serve(): an answer completed meanwhile is sent by serve()
+    std::deque<std::shared_ptr<http_owed>> _owed;  // in request order
 };
 
 class http_server final : public listener_owner {

@@ -1,6 +1,7 @@
 // queue/delivery.cc: see delivery.h.
 #include "queue/delivery.h"
 
+#include <algorithm>
 #include <span>
 #include <utility>
 #include <vector>
@@ -58,7 +59,7 @@ delivery::delivery(core::reactor& r, spool& s, core::log_writer& log, const core
       _compactor(s, _store),
       _scheduler(schedule, static_cast<std::uint64_t>(core::unix_us()) * (shard_index + 1) | 1),
       _connections(streams, _tls),
-      _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time(), shaping),
+      _pool(config, schedule, _scheduler, _tls, resolver, _connections, *this, core::system_time(), shaping, &_holds),
       _hop(r, links, shard_index),
       _retry_alarm(*this, r, core::alarm_clock::realtime),
       _backoff_alarm(*this, r, core::alarm_clock::monotonic),
@@ -133,8 +134,19 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
     const bool choose_later = pool != nullptr && pool_has_warmup(_egress, *pool, *_rules);
     std::vector<delivery_job*> jobs;
     route_key r;
+    // The operator's suspensions of a domain or a tenant (queue/operator_holds.h).
+    const std::string tenant = _holds.empty() ? std::string() : core::ascii_lowered(tenant_of(m.envelope));
     for (std::uint32_t i = 0; i < m.status.size(); ++i) {
         if (final_status(m.status[i]) || m.in_flight[i] != 0) continue;
+        if (!_holds.empty()) {
+            if (const std::uint64_t until = _holds.recipient_until_us(domain_of(m.envelope.rcpt_to[i]), tenant, now_us);
+                until != 0) {
+                const next_hop_ref none;
+                _store.defer(m, i, until, outcome_note{none, nullptr, "suspended by the operator (POST /api/v1/suspend)", now_us});
+                _scheduler.retry_at(until, m.queue_id);
+                continue;
+            }
+        }
         if (!_router.route_of(m.envelope.rcpt_to[i], r)) {
             const next_hop_ref none;
             defer(m, i, outcome_note{none, nullptr, "no route to the recipient's domain", now_us});
@@ -200,6 +212,7 @@ void delivery::schedule(stored_message& m, std::int64_t now_ms) {
         }
     }
     --m.jobs;
+    forget_if_done(m);
     _store.release_if_done(m);  // the last use of m
 }
 
@@ -212,6 +225,15 @@ void delivery::handle(cross_message&& msg) noexcept {
         choose_source(msg.job);
     } else if (msg.type == cross_message::kind::automate) {
         _pool.apply_automation(msg.hop.site, *msg.rule, msg.why, nullptr);
+    } else if (msg.type == cross_message::kind::admin) {
+        msg.call->report = administer(*msg.call->request);
+        const unsigned to = msg.call->from;
+        cross_message back;
+        back.type = cross_message::kind::admin_done;
+        back.call = std::move(msg.call);
+        _hop.send(to, std::move(back));
+    } else if (msg.type == cross_message::kind::admin_done) {
+        admin_answered(msg.call->ticket, std::move(msg.call->report));
     } else if (msg.type == cross_message::kind::held) {
         held_at_site(*msg.message, msg.rcpt_index, msg.why);
     } else {
@@ -413,6 +435,8 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
         const protocol::outcome_kind kind = ro != nullptr ? ro->kind : outcome.kind;
         const protocol::outcome_reply& reply = ro != nullptr ? ro->reply : outcome.reply;
         const protocol::outcome_reply* reply_ptr = reply.origin == protocol::reply_origin::none ? nullptr : &reply;
+        if (kind != protocol::outcome_kind::not_attempted)
+            remember(m, i, remote, reply_ptr != nullptr ? reply_line(*reply_ptr) : why);
         switch (kind) {
             case protocol::outcome_kind::accepted:
                 ++m.attempts[i];
@@ -475,6 +499,7 @@ void delivery::apply_outcome(delivery_job* job, const protocol::message_outcome&
     --m.jobs;
     const bool requeue = outcome.kind == protocol::outcome_kind::not_attempted;
     delete job;
+    forget_if_done(m);
     if (requeue) {
         schedule(m, core::monotonic_ms());
     } else {
@@ -546,6 +571,292 @@ void delivery::on_turn_end() noexcept {
     _hop.flush();
     _pool.on_turn_end();
     arm_alarms();
+}
+
+// ---- the queue control API (issue 18) --------------------------------------------------------
+
+namespace {
+
+bool recipient_in_domain(std::string_view rcpt, std::string_view domain) {
+    const std::size_t at = rcpt.rfind('@');
+    return at != std::string_view::npos && core::iequals(rcpt.substr(at + 1), domain);
+}
+
+std::string_view status_name(recipient_status s) noexcept {
+    switch (s) {
+    case recipient_status::pending: return "pending";
+    case recipient_status::delivered: return "delivered";
+    case recipient_status::bounced: return "bounced";
+    case recipient_status::deferred: return "deferred";
+    case recipient_status::expired: return "expired";
+    }
+    return "pending";
+}
+
+// A recipient that waits at its message's shard for a retry (not final, not on its way).
+bool waiting_here(const stored_message& m, std::uint32_t i) noexcept {
+    return m.status[i] == recipient_status::deferred && m.in_flight[i] == 0;
+}
+
+}  // namespace
+
+void delivery::administer_all(std::shared_ptr<const admin_request> request,
+                              std::function<void(admin_report&&)> done) noexcept {
+    const std::uint64_t ticket = ++_next_ticket;
+    admin_ticket& t = _tickets[ticket];
+    t.request = request;
+    t.done = std::move(done);
+    t.waiting = 1;  // this shard's, below
+    for (unsigned k = 0; k < _shards; ++k) {
+        if (_hop.local(k)) continue;
+        auto call = std::make_unique<admin_call>();
+        call->request = request;
+        call->ticket = ticket;
+        call->from = _shard;
+        cross_message msg;
+        msg.type = cross_message::kind::admin;
+        msg.call = std::move(call);
+        ++t.waiting;
+        _hop.send(k, std::move(msg));
+    }
+    admin_answered(ticket, administer(*request));
+}
+
+void delivery::admin_answered(std::uint64_t ticket, admin_report&& report) noexcept {
+    const auto it = _tickets.find(ticket);
+    if (it == _tickets.end()) return;
+    merge(it->second.report, std::move(report));
+    if (--it->second.waiting > 0) return;
+    std::function<void(admin_report&&)> done = std::move(it->second.done);
+    admin_report merged = std::move(it->second.report);
+    _tickets.erase(it);
+    done(std::move(merged));
+}
+
+admin_report delivery::administer(const admin_request& request) noexcept {
+    admin_report out;
+    switch (request.action) {
+    case admin_action::queue: report_queue(out); break;
+    case admin_action::message: report_message(request.queue_id, out); break;
+    case admin_action::suspend: suspend(request, out); break;
+    case admin_action::resume: resume(request, out); break;
+    case admin_action::flush: flush(request, out); break;
+    case admin_action::bounce: bounce(request, out); break;
+    }
+    return out;
+}
+
+void delivery::report_queue(admin_report& out) const {
+    const std::int64_t now_ms = core::monotonic_ms();
+    const auto now_us = static_cast<std::uint64_t>(now_ms) * 1000;  // the pool's clock
+    // Owner side: the sites this shard owns. A job's message is its origin's, but arrival_us is
+    // fixed before any job of it is made (read-only here, like the envelope the connection sends).
+    admin_report rows;  // one per site key and per (message, site): merged by name at the end
+    _pool.for_each_site([&](const site& s) {
+        site_row& r = rows.sites.emplace_back();
+        r.site = s.name;
+        r.owned = true;
+        auto count_job = [&r](const delivery_job& j) {
+            ++r.queued;
+            if (r.oldest_us == 0 || j.message->arrival_us < r.oldest_us) r.oldest_us = j.message->arrival_us;
+        };
+        s.ready->for_each(count_job);
+        for (const auto& [tenant, h] : s.tenants)
+            for (const delivery_job* j : h.held) count_job(*j);
+        for (const outbound_link* c : s.connections) {
+            if (c->closing()) continue;
+            ++r.connections;
+            if (c->busy()) ++r.in_flight;
+        }
+        if (_holds.site_until_ms(s.name, s.limits.provider, now_ms) != 0 || s.controller->suspended(now_us)) {
+            r.state = site_state::suspended;
+        } else if (s.backoff_until_ms > now_ms) {
+            r.state = site_state::backing_off;
+        }
+        r.connection_limit = s.controller->connections();
+        r.rate_milli = s.controller->rate_milli();
+    });
+    // Origin side: this shard's deferred messages, by the site of their last attempt (else the
+    // recipient's domain), once per message and site.
+    _store.for_each([&](const stored_message& m) {
+        const std::size_t first = rows.sites.size();
+        const auto memo = _memos.find(m.queue_id);
+        for (std::uint32_t i = 0; i < m.status.size(); ++i) {
+            if (!waiting_here(m, i)) continue;
+            std::string name;
+            if (memo != _memos.end() && i < memo->second.size() && !memo->second[i].site.empty()) {
+                name = memo->second[i].site;
+            } else {
+                name = core::ascii_lowered(domain_of(m.envelope.rcpt_to[i]));
+            }
+            if (std::any_of(rows.sites.begin() + static_cast<std::ptrdiff_t>(first), rows.sites.end(),
+                            [&](const site_row& r) { return r.site == name; }))
+                continue;
+            site_row& r = rows.sites.emplace_back();
+            r.site = std::move(name);
+            r.deferred = 1;
+            r.oldest_us = m.arrival_us;
+            r.next_attempt_us = m.next_attempt_us;
+        }
+    });
+    merge(out, std::move(rows));
+}
+
+void delivery::report_message(std::uint64_t queue_id, admin_report& out) {
+    const stored_message* m = _store.find(queue_id);
+    if (m == nullptr) return;
+    message_view& v = out.message.emplace();
+    v.queue_id = m->queue_id;
+    v.shard = _shard;
+    v.sender = m->envelope.mail_from;
+    v.client = m->client;
+    v.size = m->size;
+    v.arrival_us = m->arrival_us;
+    const auto memo = _memos.find(m->queue_id);
+    for (std::uint32_t i = 0; i < m->status.size(); ++i) {
+        recipient_view& r = v.recipients.emplace_back();
+        r.address = m->envelope.rcpt_to[i];
+        r.state = m->in_flight[i] != 0 ? "in flight" : status_name(m->status[i]);
+        r.attempts = m->attempts[i];
+        if (memo != _memos.end() && i < memo->second.size()) {
+            r.last_reply = memo->second[i].reply;
+            r.site = memo->second[i].site;
+        }
+        if (r.last_reply.empty())
+            for (const failed_recipient& f : m->failures)
+                if (f.rcpt_index == i) r.last_reply = f.diagnostic;
+        if (waiting_here(*m, i)) v.next_attempt_us = m->next_attempt_us;
+    }
+}
+
+void delivery::suspend(const admin_request& request, admin_report& out) noexcept {
+    const std::int64_t now_ms = core::monotonic_ms();
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    _holds.add(operator_holds::hold{request.selector, request.value, now_us + request.duration_us,
+                                    now_ms + static_cast<std::int64_t>(request.duration_us / 1000)});
+    if (request.selector == admin_selector::site || request.selector == admin_selector::provider) {
+        // The sites' dispatch holds their jobs from now on (destination_pool::held_by_operator).
+        _pool.for_each_site([&](const site& s) {
+            if (_holds.site_until_ms(s.name, s.limits.provider, now_ms) != 0) ++out.sites_reached;
+        });
+        return;
+    }
+    // A domain's or a tenant's jobs waiting at this shard's sites go back to their messages'
+    // shards, which defer them until the end (schedule()).
+    std::vector<delivery_job*> jobs;
+    const std::string& value = request.value;
+    if (request.selector == admin_selector::domain) {
+        _pool.take_waiting_if(
+            [&](const delivery_job& j) {
+                return std::any_of(j.rcpt_to.begin(), j.rcpt_to.end(),
+                                   [&](const std::string& r) { return recipient_in_domain(r, value); });
+            },
+            jobs);
+    } else {
+        _pool.take_waiting_if([&](const delivery_job& j) { return j.tenant == value; }, jobs);
+    }
+    out.messages += jobs.size();
+    _pool.return_jobs(jobs, "suspended by the operator (POST /api/v1/suspend)");
+}
+
+void delivery::resume(const admin_request& request, admin_report& out) noexcept {
+    out.suspensions = _holds.remove(request.selector, request.value);
+    if (request.selector == admin_selector::site || request.selector == admin_selector::provider) {
+        const std::string& value = request.value;
+        const bool by_site = request.selector == admin_selector::site;
+        out.sites_reached += _pool.wake_sites([&](const site& s) {
+            return by_site ? s.name == value : core::iequals(s.limits.provider, value);
+        });
+        return;
+    }
+    // The recipients deferred by the suspension are tried now.
+    std::vector<std::uint64_t> ids;
+    _store.for_each([&](const stored_message& m) {
+        const bool tenant_match = request.selector == admin_selector::tenant &&
+                                  core::ascii_lowered(tenant_of(m.envelope)) == request.value;
+        for (std::uint32_t i = 0; i < m.status.size(); ++i) {
+            if (!waiting_here(m, i)) continue;
+            if (tenant_match || (request.selector == admin_selector::domain &&
+                                 recipient_in_domain(m.envelope.rcpt_to[i], request.value))) {
+                ids.push_back(m.queue_id);
+                break;
+            }
+        }
+    });
+    const std::int64_t now_ms = core::monotonic_ms();
+    for (const std::uint64_t id : ids)
+        if (stored_message* m = _store.find(id)) {
+            ++out.messages;
+            schedule(*m, now_ms);
+        }
+}
+
+void delivery::flush(const admin_request& request, admin_report& out) noexcept {
+    std::vector<std::uint64_t> ids;
+    _store.for_each([&](const stored_message& m) {
+        std::uint64_t n = 0;
+        for (std::uint32_t i = 0; i < m.status.size(); ++i)
+            if (waiting_here(m, i) && (request.selector == admin_selector::all ||
+                                       recipient_in_domain(m.envelope.rcpt_to[i], request.value)))
+                ++n;
+        if (n == 0) return;
+        ids.push_back(m.queue_id);
+        out.recipients += n;
+    });
+    const std::int64_t now_ms = core::monotonic_ms();
+    for (const std::uint64_t id : ids)
+        if (stored_message* m = _store.find(id)) {
+            ++out.messages;
+            schedule(*m, now_ms);  // its retry timer finds nothing left to do when it fires
+        }
+}
+
+void delivery::bounce(const admin_request& request, admin_report& out) noexcept {
+    std::vector<std::uint64_t> ids;
+    _store.for_each([&](const stored_message& m) {
+        if (m.unfinished == 0) return;
+        const bool match = request.selector == admin_selector::domain ||
+                           (request.selector == admin_selector::sender && core::iequals(m.envelope.mail_from, request.value)) ||
+                           (request.selector == admin_selector::queue_id && m.queue_id == request.queue_id);
+        if (match) ids.push_back(m.queue_id);
+    });
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const protocol::outcome_reply reply =
+        local_reply(550, "5.0.0", "administrative bounce (POST /api/v1/bounce): " + request.reason);
+    const next_hop_ref none;
+    for (const std::uint64_t id : ids) {
+        stored_message* m = _store.find(id);
+        if (m == nullptr) continue;
+        std::uint64_t n = 0;
+        for (std::uint32_t i = 0; i < m->status.size(); ++i) {
+            if (final_status(m->status[i])) continue;
+            if (request.selector == admin_selector::domain && !recipient_in_domain(m->envelope.rcpt_to[i], request.value))
+                continue;
+            if (m->in_flight[i] != 0) {
+                ++out.in_flight;  // at a site or on a connection: its attempt decides
+                continue;
+            }
+            _store.finish(*m, i, recipient_status::bounced, outcome_note{none, &reply, nullptr, now_us});
+            ++n;
+        }
+        if (n == 0) continue;
+        ++out.messages;
+        out.recipients += n;
+        out.queue_ids.push_back(protocol::format_queue_id(id));
+        forget_if_done(*m);
+        _store.release_if_done(*m);  // the DSN; may free m
+    }
+}
+
+void delivery::remember(const stored_message& m, std::uint32_t i, const next_hop_ref& hop, const std::string& reply) {
+    std::vector<recipient_memo>& memo = _memos[m.queue_id];
+    if (memo.size() < m.status.size()) memo.resize(m.status.size());
+    if (!hop.site.empty()) memo[i].site = hop.site;
+    if (!reply.empty()) memo[i].reply = reply;
+}
+
+void delivery::forget_if_done(const stored_message& m) noexcept {
+    if (m.unfinished == 0) _memos.erase(m.queue_id);
 }
 
 }  // namespace ringrelay::queue

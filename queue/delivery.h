@@ -32,6 +32,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <unordered_map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -44,6 +46,7 @@
 #include "core/timer_alarm.h"
 #include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
+#include "queue/admin_request.h"
 #include "queue/compactor.h"
 #include "queue/delivery_job.h"
 #include "queue/delivery_log.h"
@@ -51,6 +54,7 @@
 #include "queue/dsn_writer.h"
 #include "queue/egress.h"
 #include "queue/message_store.h"
+#include "queue/operator_holds.h"
 #include "queue/outbound.h"
 #include "queue/retry_schedule.h"
 #include "queue/router.h"
@@ -67,7 +71,8 @@ class delivery final : public record_visitor,
                        public dsn_sink,
                        public pool_owner,
                        public cross_consumer,
-                       public body_listener {
+                       public body_listener,
+                       public admin_gateway {
 public:
     // Everything given outlives the delivery. host: queue ids and dates for the DSNs;
     // streams: the shard's reactor, buffer ring and stream batch (outbound connections are
@@ -149,7 +154,30 @@ public:
     // same name or provider (cross_message::kind::automate).
     void automation_fired(const site& s, const automation_rule& rule, const std::string& subject) noexcept override;
 
+    // admin_gateway (the queue control API, issue 18): the request goes to every shard's
+    // delivery (this one's at once, the others' through the rings); `done` gets their reports
+    // merged once all have answered. A shard that has left its loop never answers (shutdown):
+    // `done` is then dropped with the delivery.
+    void administer_all(std::shared_ptr<const admin_request> request,
+                        std::function<void(admin_report&&)> done) noexcept override;
+    // This shard's part of `request` (see queue/http_api.h for what each does).
+    [[nodiscard]] admin_report administer(const admin_request& request) noexcept;
+
 private:
+    // The parts of administer().
+    void report_queue(admin_report& out) const;
+    void report_message(std::uint64_t queue_id, admin_report& out);
+    void suspend(const admin_request& request, admin_report& out) noexcept;
+    void resume(const admin_request& request, admin_report& out) noexcept;
+    void flush(const admin_request& request, admin_report& out) noexcept;
+    void bounce(const admin_request& request, admin_report& out) noexcept;
+    // An admin_done report: merged into its ticket, which answers once every shard has.
+    void admin_answered(std::uint64_t ticket, admin_report&& report) noexcept;
+    // What a recipient's last attempt met, kept for GET /api/v1/messages/ID and the queue's
+    // deferred mail by site: set by apply_outcome, forgotten once the message is finished.
+    void remember(const stored_message& m, std::uint32_t i, const next_hop_ref& hop, const std::string& reply);
+    void forget_if_done(const stored_message& m) noexcept;
+
     // Groups the message's pending recipients that are not in flight by destination, one job
     // per destination, gives each job its egress source (the message's pool by --pool-for,
     // the source by this shard's chooser; for a pool with a warm-up, once the site is known:
@@ -194,6 +222,7 @@ private:
     const egress_table& _egress;            // the relay's
     const shaping_table& _shaping;          // the relay's (warm-up schedules)
     // The parts, in construction order.
+    operator_holds _holds;  // the operator's suspensions (shard-local; the pool reads them)
     tls_client_policy _tls;
     delivery_log _log;
     dsn_writer _dsns;
@@ -221,6 +250,21 @@ private:
     // bounces by class (apply_outcome).
     std::vector<provider_outcomes> _outcomes;
     std::array<std::uint64_t, protocol::bounce_class_count> _bounced_by_class{};
+    // The queue control API: requests this shard asked every shard (by ticket), and the last
+    // reply and site of recipients attempted (by queue id; a message with none has no entry).
+    struct admin_ticket {
+        std::shared_ptr<const admin_request> request;
+        std::function<void(admin_report&&)> done;
+        unsigned waiting = 0;  // shards yet to answer
+        admin_report report;
+    };
+    std::unordered_map<std::uint64_t, admin_ticket> _tickets;
+    std::uint64_t _next_ticket = 0;
+    struct recipient_memo {
+        std::string site;
+        std::string reply;
+    };
+    std::unordered_map<std::uint64_t, std::vector<recipient_memo>> _memos;
     bool _stopping = false;
 };
 

@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/net.h"
 #include "protocol/client_types.h"
+#include "queue/admin_request.h"
 #include "queue/record.h"
 #include "queue/shaping_rules.h"
 
@@ -122,6 +123,16 @@ struct delivery_job {
     std::string site_provider;  // the site's provider (shaping rules), "" if none: set with the site
 };
 
+// A queue control request (issue 18) on its way to a shard (cross_message::kind::admin) and that
+// shard's report on its way back (kind::admin_done): the request is shared read-only by every
+// shard; each call is one shard's.
+struct admin_call {
+    std::shared_ptr<const admin_request> request;
+    std::uint64_t ticket = 0;  // the asking shard's (queue/delivery.h administer_all)
+    unsigned from = 0;         // the asking shard
+    admin_report report;       // kind::admin_done
+};
+
 // What crosses between shards' deliveries (core::mailbox, SPSC + MSG_RING).
 struct cross_message {
     // job: for a destination (route key) the receiver owns; site_job: for a site it owns;
@@ -130,9 +141,12 @@ struct cross_message {
     // the message and recipients come as copies); choose: a job back to its origin, which gives
     // it its source (delivery_job::choose_from); automate: an automation rule fired on a site
     // named hop.site on another shard (the rule's copy in `rule`, the reply in `why`): it reaches
-    // the receiver's sites of that name or provider (destination_pool::apply_automation).
-    enum class kind : std::uint8_t { job, site_job, outcome, held, choose, automate } type = kind::job;
+    // the receiver's sites of that name or provider (destination_pool::apply_automation);
+    // admin: a queue control request for the receiver to carry out (`call`); admin_done: its
+    // report back to the asking shard.
+    enum class kind : std::uint8_t { job, site_job, outcome, held, choose, automate, admin, admin_done } type = kind::job;
     std::shared_ptr<const automation_rule> rule;  // kind automate
+    std::unique_ptr<admin_call> call;             // kinds admin and admin_done
     delivery_job* job = nullptr;
     protocol::message_outcome outcome;  // kind outcome
     next_hop_ref hop;

@@ -87,7 +87,8 @@ void destination::resolved(core::mx_result result) noexcept { pool->mx_resolved(
 
 destination_pool::destination_pool(const core::config& config, const retry_schedule& schedule, scheduler& queues,
                                    tls_client_policy& tls, core::mx_resolver& resolver, link_factory& links,
-                                   pool_owner& owner, const core::time_source& clock, const shaping_table& shaping)
+                                   pool_owner& owner, const core::time_source& clock, const shaping_table& shaping,
+                                   const operator_holds* holds)
     : _config(config),
       _schedule(schedule),
       _queues(queues),
@@ -97,6 +98,7 @@ destination_pool::destination_pool(const core::config& config, const retry_sched
       _owner(owner),
       _clock(clock),
       _shaping(shaping),
+      _holds(holds),
       _rules(shaping.current()),
       _rules_generation(shaping.generation()),
       _wakes(static_cast<std::uint64_t>(clock.monotonic_ms())) {
@@ -413,6 +415,52 @@ void destination_pool::apply_automation(std::string_view site_name, const automa
     }
 }
 
+bool destination_pool::held_by_operator(site& s, std::int64_t now_ms) noexcept {
+    if (_holds == nullptr || _holds->empty()) return false;
+    const std::int64_t until = _holds->site_until_ms(s.name, s.limits.provider, now_ms);
+    if (until == 0) return false;
+    wake_at(s, until + coarse_slack_ms);
+    return true;
+}
+
+bool destination_pool::job_held_by_operator(const delivery_job& job) const noexcept {
+    if (_holds == nullptr || _holds->empty()) return false;
+    const auto now_us = static_cast<std::uint64_t>(_clock.unix_us());
+    for (const std::string& rcpt : job.rcpt_to) {
+        const std::size_t at = rcpt.rfind('@');
+        const std::string domain = core::ascii_lowered(at == std::string::npos ? std::string_view() : std::string_view(rcpt).substr(at + 1));
+        if (_holds->recipient_until_us(domain, job.tenant, now_us) != 0) return true;
+    }
+    return false;
+}
+
+void destination_pool::take_waiting_if(const std::function<bool(const delivery_job&)>& pred,
+                                       std::vector<delivery_job*>& out) {
+    for (auto& [key, s] : _sites) {
+        s->ready->take_if(pred, out);
+        take_held_if(*s, pred, out);
+    }
+}
+
+void destination_pool::return_jobs(std::vector<delivery_job*>& jobs, const std::string& why) noexcept {
+    for (delivery_job* job : jobs) {
+        protocol::message_outcome none;
+        none.kind = protocol::outcome_kind::not_attempted;
+        _owner.job_finished(job, std::move(none), next_hop_ref{"", "", "", job->site}, why);
+    }
+    jobs.clear();
+}
+
+std::size_t destination_pool::wake_sites(const std::function<bool(const site&)>& pred) noexcept {
+    std::size_t n = 0;
+    for (auto& [key, s] : _sites) {
+        if (!pred(*s)) continue;
+        ++n;
+        dispatch(*s);
+    }
+    return n;
+}
+
 std::uint32_t destination_pool::alive(const site& s) noexcept {
     std::uint32_t n = 0;
     for (const outbound_link* c : s.connections) n += c->closing() ? 0 : 1;
@@ -444,11 +492,16 @@ void destination_pool::dispatch(site& s) noexcept {
         wake_at(s, wait_until_ms(next - now_us));
     if (has_holds(s)) release_held(s, now_us);
     if (s.ready->empty()) return;
+    if (held_by_operator(s, now)) return;
     if (ctl.suspended(now_us)) {
         wake_at(s, wait_until_ms(ctl.message_wait_us(now_us)));
         return;
     }
     while (!s.ready->empty()) {
+        if (job_held_by_operator(*s.ready->front())) {
+            _returned.push_back(s.ready->pop());
+            continue;
+        }
         // A job whose tenant or campaign has no token steps aside (issue 17): no connection is
         // opened for it.
         if (const std::optional<keyed_limit> which = holding_limit(s, *s.ready->front(), now_us)) {
@@ -533,9 +586,15 @@ outbound_link& destination_pool::open_connection(site& s) noexcept {
 next_step destination_pool::next_job(site& s, outbound_link& c) noexcept {
     const std::int64_t now = _clock.monotonic_ms();
     const std::uint64_t now_us = static_cast<std::uint64_t>(now) * 1000;
-    // Jobs whose tenant or campaign has no token step aside; the next ones go on.
-    step_aside_held(s, now_us);
+    // Jobs whose tenant or campaign has no token step aside, and jobs an operator holds (POST
+    // /api/v1/suspend) go back to their shard; the next ones go on.
+    for (;;) {
+        step_aside_held(s, now_us);
+        if (s.ready->empty() || !job_held_by_operator(*s.ready->front())) break;
+        _returned.push_back(s.ready->pop());
+    }
     if (s.ready->empty()) return {};
+    if (held_by_operator(s, now)) return {};
     if (!s.controller->take_message(now_us)) {
         wake_at(s, wait_until_ms(s.controller->message_wait_us(now_us)));
         return {};
@@ -994,6 +1053,11 @@ void destination_pool::stop(bool force) noexcept {
 }
 
 void destination_pool::on_turn_end() noexcept {
+    if (!_returned.empty()) {
+        std::vector<delivery_job*> jobs;
+        jobs.swap(_returned);
+        return_jobs(jobs, "suspended by the operator (POST /api/v1/suspend)");
+    }
     // A connection may be listed more than once; flush() is idempotent. The list may grow
     // while it is walked (a local refusal hands its outcome over from flush()).
     for (std::size_t i = 0; i < _flush.size(); ++i) _flush[i]->flush();

@@ -86,6 +86,7 @@
 // owned here and freed at the end of a turn once nothing is in flight (retirable()).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -99,6 +100,7 @@
 #include "core/timer_wheel.h"
 #include "queue/delivery_job.h"
 #include "queue/egress.h"
+#include "queue/operator_holds.h"
 #include "queue/outbound_link.h"
 #include "queue/record.h"
 #include "queue/retry_schedule.h"
@@ -244,7 +246,8 @@ public:
     // shaping: the relay's rules (taken again when its generation changes, at a tick).
     destination_pool(const core::config& config, const retry_schedule& schedule, scheduler& queues,
                      tls_client_policy& tls, core::mx_resolver& resolver, link_factory& links, pool_owner& owner,
-                     const core::time_source& clock, const shaping_table& shaping);
+                     const core::time_source& clock, const shaping_table& shaping,
+                     const operator_holds* holds = nullptr);
     destination_pool(const destination_pool&) = delete;
     destination_pool& operator=(const destination_pool&) = delete;
     ~destination_pool();
@@ -309,6 +312,20 @@ public:
     // `except` (the site it fired on, already acted on).
     void apply_automation(std::string_view site_name, const automation_rule& rule, std::string_view subject,
                           const site* except) noexcept;
+
+    // The queue control API (issue 18; `holds`: the operator's suspensions, queue/operator_holds.h,
+    // which hold a site's jobs in its ready queue like an automation's suspension).
+    // Calls f(site) for every site of this pool.
+    template <typename F>
+    void for_each_site(F f) const {
+        for (const auto& [key, s] : _sites) f(*s);
+    }
+    // Moves the jobs waiting at the sites (ready queues and tenant holds) for which pred holds to
+    // `out`; return_jobs() then gives them back to their origins unattempted.
+    void take_waiting_if(const std::function<bool(const delivery_job&)>& pred, std::vector<delivery_job*>& out);
+    void return_jobs(std::vector<delivery_job*>& jobs, const std::string& why) noexcept;
+    // Dispatches the sites for which pred holds (a suspension ended); how many.
+    std::size_t wake_sites(const std::function<bool(const site&)>& pred) noexcept;
 
     // The destination's MX lookup answered (destination::resolved).
     void mx_resolved(destination& d, core::mx_result result) noexcept;
@@ -375,6 +392,11 @@ private:
     // The site's timer fires at `at_ms` (or earlier, if it is armed earlier already).
     void wake_at(site& s, std::int64_t at_ms) noexcept;
     [[nodiscard]] std::int64_t wait_until_ms(std::uint64_t wait_us) const noexcept;
+    // An operator's suspension of a domain (of one of its recipients) or of its tenant holds the
+    // job: it goes back to its origin at the end of the turn (_returned), to wait there.
+    [[nodiscard]] bool job_held_by_operator(const delivery_job& job) const noexcept;
+    // An operator's suspension holds `s` (its wake-up armed for the end).
+    [[nodiscard]] bool held_by_operator(site& s, std::int64_t now_ms) noexcept;
     // Connections to `s` established (greeted, not closing).
     [[nodiscard]] static std::uint32_t established(const site& s) noexcept;
     // Connections to `s` open or being opened (not closing).
@@ -414,6 +436,7 @@ private:
     pool_owner& _owner;
     const core::time_source& _clock;
     const shaping_table& _shaping;
+    const operator_holds* const _holds;  // the delivery's; null: none (tests)
     protocol::client_config _client_config;  // EHLO name; STARTTLS per connection
     // Shard-local.
     std::shared_ptr<const shaping_rules> _rules;  // the table the sites were resolved with
@@ -427,6 +450,7 @@ private:
     core::timer_wheel<site*> _wakes;         // monotonic ms
     std::int64_t _next_expiry_sweep_ms = 0;  // monotonic
     std::vector<delivery_job*> _expired;     // expire_waiting()'s and warn_waiting()'s, reused
+    std::vector<delivery_job*> _returned;    // held by an operator's suspension: back at the turn's end
     bool _stopping = false;
 };
 

@@ -2,15 +2,34 @@
 #include "queue/http_api.h"
 
 #include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "core/clock.h"
+#include "protocol/server_session.h"
 
 namespace ringrelay::queue {
 
 namespace {
 constexpr core::http_method get_or_head[] = {core::http_method::get, core::http_method::head};
+constexpr core::http_method get_only[] = {core::http_method::get};
+constexpr core::http_method post_only[] = {core::http_method::post};
+
+// The route's path matches: whole, or as a prefix ending in '/' with an argument after it.
+bool path_matches(std::string_view route, std::string_view path) noexcept {
+    if (route.ends_with('/')) return path.size() > route.size() && path.starts_with(route);
+    return path == route;
+}
 }  // namespace
 
 const http_api::route http_api::routes[] = {
     {"/metrics", get_or_head, "GET, HEAD", http_callers::networks, &http_api::metrics},
+    {"/api/v1/queue", get_only, "GET", http_callers::networks, &http_api::queue},
+    {"/api/v1/messages/", get_only, "GET", http_callers::networks, &http_api::message},
+    {"/api/v1/suspend", post_only, "POST", http_callers::networks, &http_api::suspend},
+    {"/api/v1/resume", post_only, "POST", http_callers::networks, &http_api::resume},
+    {"/api/v1/flush", post_only, "POST", http_callers::networks, &http_api::flush},
+    {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -27,33 +46,92 @@ bool http_api::may_call(http_callers callers, const core::http_request&, const s
 
 bool http_api::capped(const sockaddr* peer) const noexcept { return !in_networks(peer); }
 
-void http_api::handle(const core::http_request& request, const sockaddr* peer, core::http_response& response) noexcept {
+void http_api::handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept {
     const std::string_view path = request.path();
-    const auto r = std::find_if(std::begin(routes), std::end(routes), [path](const route& x) { return x.path == path; });
+    const auto r = std::find_if(std::begin(routes), std::end(routes),
+                                [path](const route& x) { return path_matches(x.path, path); });
     if (r == std::end(routes)) {
         if (may_call(http_callers::networks, request, peer)) {
-            response = core::http_json_error(404, "no such path");
+            answer.response = core::http_json_error(404, "no such path");
         } else {
-            response = core::http_json_error(403, "forbidden");
+            answer.response = core::http_json_error(403, "forbidden");
         }
         return;
     }
     if (!may_call(r->callers, request, peer)) {
-        response = core::http_json_error(403, "forbidden");
+        answer.response = core::http_json_error(403, "forbidden");
         return;
     }
     if (std::find(r->methods.begin(), r->methods.end(), request.method) == r->methods.end()) {
-        response = core::http_json_error(405, "method not allowed");
-        response.allow = r->allow;
+        answer.response = core::http_json_error(405, "method not allowed");
+        answer.response.allow = r->allow;
         return;
     }
-    (this->*(r->handler))(request, response);
+    (this->*(r->handler))(request, answer);
 }
 
-void http_api::metrics(const core::http_request&, core::http_response& response) noexcept {
-    response.status = 200;
-    response.content_type = metrics_content_type;
-    render_metrics(_metrics, response.body);
+void http_api::metrics(const core::http_request&, core::http_answer& answer) noexcept {
+    answer.response.status = 200;
+    answer.response.content_type = metrics_content_type;
+    render_metrics(_metrics, answer.response.body);
+}
+
+void http_api::queue(const core::http_request&, core::http_answer& answer) noexcept {
+    admin_request r;
+    r.action = admin_action::queue;
+    administer(std::move(r), answer);
+}
+
+void http_api::message(const core::http_request& request, core::http_answer& answer) noexcept {
+    const std::string_view id = request.path().substr(std::string_view("/api/v1/messages/").size());
+    const auto queue_id = parse_queue_id(id);
+    if (!queue_id) {
+        answer.response = core::http_json_error(400, "queue_id: not a queue id (16 hex digits)");
+        return;
+    }
+    admin_request r;
+    r.action = admin_action::message;
+    r.selector = admin_selector::queue_id;
+    r.queue_id = *queue_id;
+    administer(std::move(r), answer);
+}
+
+void http_api::suspend(const core::http_request& request, core::http_answer& answer) noexcept {
+    control(admin_action::suspend, request, answer);
+}
+void http_api::resume(const core::http_request& request, core::http_answer& answer) noexcept {
+    control(admin_action::resume, request, answer);
+}
+void http_api::flush(const core::http_request& request, core::http_answer& answer) noexcept {
+    control(admin_action::flush, request, answer);
+}
+void http_api::bounce(const core::http_request& request, core::http_answer& answer) noexcept {
+    control(admin_action::bounce, request, answer);
+}
+
+void http_api::control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept {
+    auto parsed = parse_admin_body(action, request.body);
+    if (!parsed) {
+        answer.response = core::http_json_error(400, parsed.error());
+        return;
+    }
+    administer(std::move(*parsed), answer);
+}
+
+void http_api::administer(admin_request&& request, core::http_answer& answer) noexcept {
+    if (_admin == nullptr) {
+        answer.response = core::http_json_error(503, "the queue is not served here");
+        return;
+    }
+    auto shared = std::make_shared<const admin_request>(std::move(request));
+    _admin->administer_all(shared, [shared, later = answer.defer()](admin_report&& report) mutable {
+        core::http_response response;
+        response.body = render_admin_report(*shared, report, static_cast<std::uint64_t>(core::unix_us()));
+        if (response.body.empty()) {  // GET /api/v1/messages/ID: no shard has it
+            response = core::http_json_error(404, "no message " + protocol::format_queue_id(shared->queue_id) + " in the queue");
+        }
+        later.complete(std::move(response));
+    });
 }
 
 }  // namespace ringrelay::queue

@@ -2,8 +2,15 @@
 // accepted the connection: the routes, who may call each, and the handlers. The transport
 // (keep-alive, pipelining, limits, 408) is core::http_server's.
 //
-// Routes (a table: path, methods, who may call, handler):
-//   GET|HEAD /metrics   Prometheus text (queue/metrics.h)       --http-networks
+// Routes (a table: path, methods, who may call, handler; a path ending in '/' takes what
+// follows as its argument):
+//   GET|HEAD /metrics               Prometheus text (queue/metrics.h)   --http-networks
+//   GET /api/v1/queue               the queue by site                    --http-networks
+//   GET /api/v1/messages/{queue_id} one message                          --http-networks
+//   POST /api/v1/suspend, /api/v1/resume, /api/v1/flush, /api/v1/bounce  --http-networks
+// The /api/v1 routes are the queue control API (queue/admin_request.h): the body is checked here
+// (400 with the field named), then the request goes to every shard (admin_gateway: the shard's
+// delivery) and is answered once all have reported (core::http_answer::defer()).
 // An unknown path is 404 to a client in --http-networks and 403 to others (the map of paths
 // is not told to strangers); a known path with another method is 405 with Allow; a client
 // outside the route's callers is 403. Errors are JSON: {"error": "..."}.
@@ -22,6 +29,7 @@
 
 #include "core/config.h"
 #include "core/http_server.h"
+#include "queue/admin_request.h"
 #include "queue/metrics.h"
 
 namespace ringrelay::queue {
@@ -33,11 +41,12 @@ enum class http_callers : std::uint8_t {
 
 class http_api final : public core::http_service {
 public:
-    // Both outlive the api: the config's http_cidrs, and the shards' counters.
-    http_api(const core::config& config, const metrics_sources& metrics) noexcept
-        : _config(config), _metrics(metrics) {}
+    // All outlive the api: the config's http_cidrs, the shards' counters, the shard's delivery
+    // (null: the /api/v1 routes answer 503).
+    http_api(const core::config& config, const metrics_sources& metrics, admin_gateway* admin = nullptr) noexcept
+        : _config(config), _metrics(metrics), _admin(admin) {}
 
-    void handle(const core::http_request& request, const sockaddr* peer, core::http_response& response) noexcept override;
+    void handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept override;
     // Outside --http-networks: no route is theirs yet, so a few connections per address do.
     [[nodiscard]] bool capped(const sockaddr* peer) const noexcept override;
 
@@ -46,19 +55,29 @@ public:
 
 private:
     [[nodiscard]] bool in_networks(const sockaddr* peer) const noexcept;
-    void metrics(const core::http_request& request, core::http_response& response) noexcept;
+    void metrics(const core::http_request& request, core::http_answer& answer) noexcept;
+    void queue(const core::http_request& request, core::http_answer& answer) noexcept;
+    void message(const core::http_request& request, core::http_answer& answer) noexcept;
+    void suspend(const core::http_request& request, core::http_answer& answer) noexcept;
+    void resume(const core::http_request& request, core::http_answer& answer) noexcept;
+    void flush(const core::http_request& request, core::http_answer& answer) noexcept;
+    void bounce(const core::http_request& request, core::http_answer& answer) noexcept;
+    void control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept;
+    // Runs `request` on every shard; the answer once all have reported.
+    void administer(admin_request&& request, core::http_answer& answer) noexcept;
 
     struct route {
         std::string_view path;
         std::span<const core::http_method> methods;
         std::string_view allow;  // the methods as a 405's Allow field
         http_callers callers;
-        void (http_api::*handler)(const core::http_request&, core::http_response&) noexcept;
+        void (http_api::*handler)(const core::http_request&, core::http_answer&) noexcept;
     };
     static const route routes[];
 
     const core::config& _config;
     const metrics_sources& _metrics;
+    admin_gateway* const _admin;
 };
 
 }  // namespace ringrelay::queue

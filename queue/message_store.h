@@ -169,6 +169,12 @@ public:
                         const record_location& where, std::uint64_t received_us, std::string_view campaign = {});
     [[nodiscard]] stored_message* find(std::uint64_t queue_id) noexcept;
     [[nodiscard]] std::size_t size() const noexcept { return _messages.size(); }
+    // Calls f(m) for every message in memory (the queue control API); f must not add or remove
+    // messages.
+    template <typename F>
+    void for_each(F f) const {
+        for (const auto& [id, m] : _messages) f(*m);
+    }
 
     // Recipient `i` is final (delivered, bounced or expired): journaled, logged, counted;
     // a bounce or an expiry is kept for the failure report.

@@ -118,7 +118,7 @@ std::string shard::init() {
         if (std::string e = _front->listen(l.endpoint, l.kind); !e.empty()) return e;
     }
     if (!_http_listen.empty() && _metrics != nullptr) {
-        _http_api = std::make_unique<http_api>(_config, *_metrics);
+        _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get());
         _http = std::make_unique<core::http_server>(
             core::stream_services{_reactor, _buffers, _streams, &_http_deadlines}, *_http_api,
             "shard " + std::to_string(_index));

@@ -259,7 +259,7 @@ int main(int argc, char** argv) {
     std::string http_where;
     for (const core::endpoint& e : node.http_endpoints())
         http_where += (http_where.empty() ? "" : ", ") + core::to_string(e);
-    core::diag(http_where.empty() ? "HTTP: off (no --http)" : "HTTP on " + http_where + " (GET /metrics)");
+    core::diag(http_where.empty() ? "HTTP: off (no --http)" : "HTTP on " + http_where + " (GET /metrics, /api/v1/queue control)");
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     if (node.draining()) where = "nothing (--drain: delivering the spool, then exiting)";

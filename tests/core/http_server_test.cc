@@ -27,12 +27,16 @@ namespace {
 
 constexpr std::size_t big_body = 64 * 1024;
 
-// GET /big: 64 KiB; GET /forbidden: 403; anything else: 200 "ok". Strangers (outside
+// GET /big: 64 KiB; GET /forbidden: 403; GET /later/NAME: answered later, when the test
+// completes `later` (the handle kept with NAME); anything else: 200 "ok". Strangers (outside
 // 127.0.0.0/8) are capped.
 class test_service final : public http_service {
 public:
-    void handle(const http_request& request, const sockaddr*, http_response& response) noexcept override {
-        if (request.path() == "/big") {
+    void handle(const http_request& request, const sockaddr*, http_answer& answer) noexcept override {
+        http_response& response = answer.response;
+        if (request.path().starts_with("/later/")) {
+            later.emplace_back(std::string(request.path().substr(7)), answer.defer());
+        } else if (request.path() == "/big") {
             response.status = 200;
             response.body.assign(big_body, 'x');
         } else if (request.path() == "/forbidden") {
@@ -46,6 +50,16 @@ public:
         const auto* in = reinterpret_cast<const sockaddr_in*>(peer);
         return (ntohl(in->sin_addr.s_addr) >> 24) != 127;
     }
+    // Completes the answer owed to GET /later/NAME with 200 and body NAME.
+    void complete(std::string_view name) {
+        for (auto& [n, d] : later)
+            if (n == name) {
+                http_response r;
+                r.body = n + "\n";
+                d.complete(std::move(r));
+            }
+    }
+    std::vector<std::pair<std::string, http_deferred>> later;
 };
 
 sockaddr_in address(const char* text) {
@@ -191,6 +205,48 @@ TEST_F(HttpServerTest, KeepsTheConnectionAfterASuccess) {
     h->settle(5);
     EXPECT_TRUE(stream_harness::read_available(client, got)) << "still open";
     EXPECT_EQ(count(got, "Connection: keep-alive"), 2u) << got;
+}
+
+// Issue 18: an answer given later keeps its place; the answers pipelined behind it wait for it.
+TEST_F(HttpServerTest, AnswersGivenLaterLeaveInRequestOrder) {
+    start(60'000);
+    if (!server) return;
+    const int client = connect();
+    h->write(client,
+             "GET /later/first HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+             "GET /later/third HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT_TRUE(run_until([&] { return service.later.size() == 2; }));
+    h->settle(5);
+    std::string got;
+    EXPECT_FALSE(stream_harness::read_available(client, got) && !got.empty()) << "sent before the first: " << got;
+    service.complete("third");
+    h->settle(5);
+    got.clear();
+    EXPECT_FALSE(stream_harness::read_available(client, got) && !got.empty()) << "sent before the first: " << got;
+    service.complete("first");
+    ASSERT_TRUE(h->read_until(client, got, "third\n"));
+    const auto first = got.find("first\n");
+    const auto ok = got.find("ok\n");
+    ASSERT_NE(first, std::string::npos) << got;
+    ASSERT_NE(ok, std::string::npos) << got;
+    EXPECT_LT(first, ok) << got;
+    EXPECT_LT(ok, got.find("third\n")) << got;
+    EXPECT_EQ(count(got, "Connection: keep-alive"), 3u) << got;
+}
+
+// Issue 18: the client goes before its answer is there; completing it later does nothing.
+TEST_F(HttpServerTest, AnAnswerGivenAfterTheClientWentIsDropped) {
+    start(60'000);
+    if (!server) return;
+    const int client = connect();
+    h->write(client, "GET /later/gone HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT_TRUE(run_until([&] { return service.later.size() == 1; }));
+    ::close(client);
+    ASSERT_TRUE(run_until([&] { return server->connections() == 0; }));
+    EXPECT_TRUE(service.later[0].second.abandoned());
+    service.complete("gone");  // the connection is freed: this must touch nothing
+    h->settle(5);
+    EXPECT_EQ(server->connections(), 0u);
 }
 
 // Review finding 3: one stranger's address could take every slot of the shard.

@@ -7,7 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 using namespace ringrelay;
 
@@ -21,21 +25,43 @@ sockaddr_in peer(const char* address) {
     return a;
 }
 
+// Keeps every request; the test reports for all shards (answer()).
+struct fake_gateway final : queue::admin_gateway {
+    void administer_all(std::shared_ptr<const queue::admin_request> request,
+                        std::function<void(queue::admin_report&&)> done) noexcept override {
+        requests.push_back(std::move(request));
+        callbacks.push_back(std::move(done));
+    }
+    void answer(queue::admin_report report) {
+        auto done = std::move(callbacks.back());
+        callbacks.pop_back();
+        done(std::move(report));
+    }
+    std::vector<std::shared_ptr<const queue::admin_request>> requests;
+    std::vector<std::function<void(queue::admin_report&&)>> callbacks;
+};
+
 struct api_fixture {
-    api_fixture() : sources(2), api(config, sources) {
+    api_fixture() : sources(2), api(config, sources, &gateway) {
         config.http_cidrs.push_back(*core::parse_cidr("127.0.0.1/32"));
         sources.set(0, &shard0);
         sources.set(1, &shard1);
     }
-    core::http_response call(core::http_method method, std::string target, const char* from = "127.0.0.1") {
+    // The answer at once; a deferred answer is kept in `pending` (response then empty).
+    core::http_response call(core::http_method method, std::string target, const char* from = "127.0.0.1",
+                             std::string body = {}) {
         core::http_request request;
         request.method = method;
         request.target = std::move(target);
+        request.body = std::move(body);
         const sockaddr_in p = peer(from);
-        core::http_response response;
-        api.handle(request, reinterpret_cast<const sockaddr*>(&p), response);
-        return response;
+        pending.emplace();
+        api.handle(request, reinterpret_cast<const sockaddr*>(&p), *pending);
+        if (pending->deferred()) return {};
+        return pending->response;
     }
+    fake_gateway gateway;
+    std::optional<core::http_answer> pending;
     core::config config;
     queue::shard_counters shard0;
     queue::shard_counters shard1;
@@ -70,6 +96,7 @@ TEST(HttpApi, RefusesAnotherMethodWithAllow) {
     EXPECT_EQ(r.status, 405);
     EXPECT_EQ(r.allow, "GET, HEAD");
     EXPECT_EQ(r.body, "{\"error\": \"method not allowed\"}\n");
+    EXPECT_EQ(f.call(core::http_method::get, "/api/v1/flush").allow, "POST");  // issue 18
 }
 
 TEST(HttpApi, AnswersUnknownPathsWith404) {
@@ -85,4 +112,56 @@ TEST(HttpApi, ForbidsClientsOutsideTheNetworks) {
     // Nor does a stranger learn which paths exist, or which methods they take.
     EXPECT_EQ(f.call(core::http_method::get, "/nothing", "127.0.0.2").status, 403);
     EXPECT_EQ(f.call(core::http_method::post, "/metrics", "127.0.0.2").status, 403);
+}
+
+// Issue 18: the queue control API.
+TEST(HttpApi, ForbidsTheQueueApiOutsideTheNetworks) {
+    api_fixture f;
+    EXPECT_EQ(f.call(core::http_method::get, "/api/v1/queue", "127.0.0.2").status, 403);
+    EXPECT_EQ(f.call(core::http_method::post, "/api/v1/suspend", "127.0.0.2", R"({"site": "a", "duration": "1h"})").status,
+              403);
+    EXPECT_TRUE(f.gateway.requests.empty());
+}
+
+TEST(HttpApi, AnswersABadBodyWith400NamingTheField) {
+    api_fixture f;
+    const auto r = f.call(core::http_method::post, "/api/v1/suspend", "127.0.0.1", R"({"site": "a", "duration": "1x"})");
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("\\\"duration\\\": not a duration"), std::string::npos) << r.body;
+    EXPECT_TRUE(f.gateway.requests.empty());
+}
+
+TEST(HttpApi, AnswersASuspensionOnceEveryShardReported) {
+    api_fixture f;
+    (void)f.call(core::http_method::post, "/api/v1/suspend", "127.0.0.1", R"({"domain": "Example.ORG", "duration": "90m"})");
+    ASSERT_TRUE(f.pending->deferred());
+    EXPECT_EQ(f.pending->given(), nullptr);
+    ASSERT_EQ(f.gateway.requests.size(), 1u);
+    const queue::admin_request& req = *f.gateway.requests[0];
+    EXPECT_EQ(req.action, queue::admin_action::suspend);
+    EXPECT_EQ(req.selector, queue::admin_selector::domain);
+    EXPECT_EQ(req.value, "example.org");
+    EXPECT_EQ(req.duration_us, 90ull * 60 * 1'000'000);
+    queue::admin_report report;
+    report.messages = 3;
+    f.gateway.answer(std::move(report));
+    const core::http_response* r = f.pending->given();
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_TRUE(r->body.starts_with(R"({"suspended": {"domain": "example.org"}, "until": ")")) << r->body;
+    EXPECT_NE(r->body.find(R"("messages": 3})"), std::string::npos) << r->body;
+}
+
+TEST(HttpApi, TakesTheQueueIdFromThePath) {
+    api_fixture f;
+    EXPECT_EQ(f.call(core::http_method::get, "/api/v1/messages/XYZ").status, 400);
+    EXPECT_EQ(f.call(core::http_method::get, "/api/v1/messages/").status, 404);
+    (void)f.call(core::http_method::get, "/api/v1/messages/00000000000000AB");
+    ASSERT_EQ(f.gateway.requests.size(), 1u);
+    EXPECT_EQ(f.gateway.requests[0]->action, queue::admin_action::message);
+    EXPECT_EQ(f.gateway.requests[0]->queue_id, 0xABu);
+    f.gateway.answer({});  // no shard has it
+    ASSERT_NE(f.pending->given(), nullptr);
+    EXPECT_EQ(f.pending->given()->status, 404);
+    EXPECT_EQ(f.pending->given()->body, "{\"error\": \"no message 00000000000000AB in the queue\"}\n");
 }
