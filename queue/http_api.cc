@@ -30,6 +30,7 @@ const http_api::route http_api::routes[] = {
     {"/api/v1/resume", post_only, "POST", http_callers::networks, &http_api::resume},
     {"/api/v1/flush", post_only, "POST", http_callers::networks, &http_api::flush},
     {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
+    {"/api/v1/drain", post_only, "POST", http_callers::networks, &http_api::drain},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -107,6 +108,28 @@ void http_api::flush(const core::http_request& request, core::http_answer& answe
 }
 void http_api::bounce(const core::http_request& request, core::http_answer& answer) noexcept {
     control(admin_action::bounce, request, answer);
+}
+
+// The relay drains (as --drain or SIGUSR2 do): every shard closes its SMTP listeners at its
+// next tick; the relay exits 0 once nothing is left. The body is empty or {}.
+void http_api::drain(const core::http_request& request, core::http_answer& answer) noexcept {
+    std::string_view body = request.body;
+    while (!body.empty() && (body.front() == ' ' || body.front() == '\t' || body.front() == '\r' || body.front() == '\n'))
+        body.remove_prefix(1);
+    while (!body.empty() && (body.back() == ' ' || body.back() == '\t' || body.back() == '\r' || body.back() == '\n'))
+        body.remove_suffix(1);
+    if (!body.empty() && body != "{}") {
+        answer.response = core::http_json_error(400, "drain takes no fields: send an empty body or {}");
+        return;
+    }
+    if (_drain == nullptr) {
+        answer.response = core::http_json_error(503, "draining is not served here");
+        return;
+    }
+    const bool already = _drain->exchange(true, std::memory_order_acq_rel);
+    answer.response.status = 200;
+    answer.response.content_type = "application/json";
+    answer.response.body = already ? R"({"draining":true,"already":true})" "\n" : R"({"draining":true,"already":false})" "\n";
 }
 
 void http_api::control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept {

@@ -8,6 +8,7 @@
 //   GET /api/v1/queue               the queue by site                    --http-networks
 //   GET /api/v1/messages/{queue_id} one message                          --http-networks
 //   POST /api/v1/suspend, /api/v1/resume, /api/v1/flush, /api/v1/bounce  --http-networks
+//   POST /api/v1/drain              the relay drains (as SIGUSR2)        --http-networks
 // The /api/v1 routes are the queue control API (queue/admin_request.h): the body is checked here
 // (400 with the field named), then the request goes to every shard (admin_gateway: the shard's
 // delivery) and is answered once all have reported (core::http_answer::defer()).
@@ -23,6 +24,7 @@
 #pragma once
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -42,9 +44,11 @@ enum class http_callers : std::uint8_t {
 class http_api final : public core::http_service {
 public:
     // All outlive the api: the config's http_cidrs, the shards' counters, the shard's delivery
-    // (null: the /api/v1 routes answer 503).
-    http_api(const core::config& config, const metrics_sources& metrics, admin_gateway* admin = nullptr) noexcept
-        : _config(config), _metrics(metrics), _admin(admin) {}
+    // (null: the /api/v1 routes answer 503), the relay's drain request (null: POST
+    // /api/v1/drain answers 503).
+    http_api(const core::config& config, const metrics_sources& metrics, admin_gateway* admin = nullptr,
+             std::atomic<bool>* drain = nullptr) noexcept
+        : _config(config), _metrics(metrics), _admin(admin), _drain(drain) {}
 
     void handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept override;
     // Outside --http-networks: no route is theirs yet, so a few connections per address do.
@@ -62,6 +66,7 @@ private:
     void resume(const core::http_request& request, core::http_answer& answer) noexcept;
     void flush(const core::http_request& request, core::http_answer& answer) noexcept;
     void bounce(const core::http_request& request, core::http_answer& answer) noexcept;
+    void drain(const core::http_request& request, core::http_answer& answer) noexcept;
     void control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept;
     // Runs `request` on every shard; the answer once all have reported.
     void administer(admin_request&& request, core::http_answer& answer) noexcept;
@@ -78,6 +83,7 @@ private:
     const core::config& _config;
     const metrics_sources& _metrics;
     admin_gateway* const _admin;
+    std::atomic<bool>* const _drain;
 };
 
 }  // namespace ringrelay::queue

@@ -31,7 +31,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
              const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
              const inbound_tls* tls, inbound_auth* auth,
              dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation,
-             std::vector<core::endpoint> http_listen, const metrics_sources* metrics, const std::atomic<bool>* drain)
+             std::vector<core::endpoint> http_listen, const metrics_sources* metrics, std::atomic<bool>* drain)
     : _index(index),
       _config(config),
       _server(server),
@@ -118,7 +118,7 @@ std::string shard::init() {
         if (std::string e = _front->listen(l.endpoint, l.kind); !e.empty()) return e;
     }
     if (!_http_listen.empty() && _metrics != nullptr) {
-        _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get());
+        _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get(), _drain_request);
         _http = std::make_unique<core::http_server>(
             core::stream_services{_reactor, _buffers, _streams, &_http_deadlines}, *_http_api,
             "shard " + std::to_string(_index));

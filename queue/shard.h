@@ -108,7 +108,7 @@ public:
     // the relay starts). tls: null for no TLS (then no implicit-TLS listener may be given and
     // server.tls must be none). http_listen: the --http endpoints (port 0 as for listen);
     // metrics: every shard's counters, for /metrics (relay-owned; null: no HTTP endpoint).
-    // drain: the relay's drain request (--drain, or asked for while running), read at every
+    // drain: the relay's drain request (--drain, SIGUSR2 or POST /api/v1/drain), read at every
     // tick; null: never drains.
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
@@ -117,7 +117,7 @@ public:
           const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
           dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
           std::uint64_t suppression_generation = 0, std::vector<core::endpoint> http_listen = {},
-          const metrics_sources* metrics = nullptr, const std::atomic<bool>* drain = nullptr);
+          const metrics_sources* metrics = nullptr, std::atomic<bool>* drain = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -276,7 +276,7 @@ private:
     std::int64_t _next_tick_ms = 0;
     std::int64_t _stop_deadline_ms = 0;
     bool _stopping = false;
-    const std::atomic<bool>* _drain_request;
+    std::atomic<bool>* _drain_request;  // the relay's; also set by POST /api/v1/drain
     bool _draining = false;  // saw _drain_request: listeners closed
     bool _grace_over = false;
     bool _settled = false;  // counted in _links' settled()

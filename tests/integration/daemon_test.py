@@ -14,10 +14,11 @@
 #    a relay started with --drain on that spool listens for nothing, tries them at once,
 #    delivers them, bounces the one the next hop rejects, delivers that bounce report too, and
 #    only then exits 0 by itself. --drain with --hold is refused at start.
-# 5. SIGUSR2 drains a running relay: its SMTP port closes, and it exits 0 by itself once the
-#    queued mail is delivered.
+# 5. SIGUSR2, and POST /api/v1/drain, drain a running relay: its SMTP port closes, and it exits
+#    0 by itself once the queued mail is delivered.
 #
 # Arguments: ringrelay, ringrelay-sink. Loopback only; every wait bounded.
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import harness
 
@@ -265,15 +267,24 @@ def drain(c, relay_bin, sink_bin, work):
             "--drain with --hold is refused at start, naming both", (r.returncode, r.stderr))
 
 
-def drain_running(c, relay_bin, sink_bin, work):
-    """SIGUSR2: a running relay drains."""
-    port = harness.free_port()
-    relay = harness.Relay(relay_bin, ["--route", f"*=127.0.0.1:{port}", "--retry-intervals", "2s"]).start()
-    ids = send(relay, 3, "usr2")
+def drain_running(c, relay_bin, sink_bin, work, how):
+    """SIGUSR2 or POST /api/v1/drain: a running relay drains."""
+    port, http = harness.free_port(), harness.free_port()
+    relay = harness.Relay(relay_bin, ["--route", f"*=127.0.0.1:{port}", "--retry-intervals", "2s",
+                                      "--http", f"127.0.0.1:{http}"]).start()
+    ids = send(relay, 3, "drain-" + how)
     c.require(harness.wait_until(lambda: {r["queue_id"] for r in harness.log_records(relay.log_path)
                                            if r.get("type") == "TransientFailure"} == set(ids), 20),
               "3 messages deferred (next hop down)")
-    relay.signal(signal.SIGUSR2)
+    if how == "SIGUSR2":
+        relay.signal(signal.SIGUSR2)
+    else:
+        request = urllib.request.Request(f"http://127.0.0.1:{http}/api/v1/drain", data=b"", method="POST")
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+        with direct.open(request, timeout=20) as r:
+            status, body = r.status, r.read().decode()
+        c.check(status == 200 and json.loads(body) == {"draining": True, "already": False},
+                "POST /api/v1/drain: 200 {\"draining\": true, \"already\": false}", (status, body))
 
     def refused():
         try:
@@ -281,7 +292,7 @@ def drain_running(c, relay_bin, sink_bin, work):
             return False
         except ConnectionRefusedError:
             return True
-    c.check(harness.wait_until(refused, 10), "after SIGUSR2 the SMTP port refuses connections",
+    c.check(harness.wait_until(refused, 10), f"after {how} the SMTP port refuses connections",
             relay.stderr()[-300:])
     c.check(relay.running(), "and the relay keeps running while mail is queued")
     sink = harness.start_sink(sink_bin, port, ["--duration", "90"])
@@ -300,7 +311,8 @@ def scenario(c):
     notify_protocol(c, relay_bin, work)
     logrotate(c, relay_bin, work)
     drain(c, relay_bin, sink_bin, work)
-    drain_running(c, relay_bin, sink_bin, work)
+    drain_running(c, relay_bin, sink_bin, work, "SIGUSR2")
+    drain_running(c, relay_bin, sink_bin, work, "POST /api/v1/drain")
 
 
 if __name__ == "__main__":

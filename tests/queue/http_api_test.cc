@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -42,7 +43,7 @@ struct fake_gateway final : queue::admin_gateway {
 };
 
 struct api_fixture {
-    api_fixture() : sources(2), api(config, sources, &gateway) {
+    api_fixture() : sources(2), api(config, sources, &gateway, &drain) {
         config.http_cidrs.push_back(*core::parse_cidr("127.0.0.1/32"));
         sources.set(0, &shard0);
         sources.set(1, &shard1);
@@ -61,6 +62,7 @@ struct api_fixture {
         return pending->response;
     }
     fake_gateway gateway;
+    std::atomic<bool> drain{false};
     std::optional<core::http_answer> pending;
     core::config config;
     queue::shard_counters shard0;
@@ -164,4 +166,32 @@ TEST(HttpApi, TakesTheQueueIdFromThePath) {
     ASSERT_NE(f.pending->given(), nullptr);
     EXPECT_EQ(f.pending->given()->status, 404);
     EXPECT_EQ(f.pending->given()->body, "{\"error\": \"no message 00000000000000AB in the queue\"}\n");
+}
+
+// POST /api/v1/drain sets the relay's drain request (the shards and the main thread act on it).
+TEST(HttpApi, DrainSetsTheRelaysRequestOnce) {
+    api_fixture f;
+    EXPECT_EQ(f.call(core::http_method::post, "/api/v1/drain", "127.0.0.2").status, 403);
+    EXPECT_FALSE(f.drain.load());
+    EXPECT_EQ(f.call(core::http_method::get, "/api/v1/drain").status, 405);
+    const auto bad = f.call(core::http_method::post, "/api/v1/drain", "127.0.0.1", R"({"now": true})");
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_FALSE(f.drain.load());
+    const auto first = f.call(core::http_method::post, "/api/v1/drain", "127.0.0.1", " {}\r\n");
+    EXPECT_EQ(first.status, 200);
+    EXPECT_EQ(first.body, "{\"draining\":true,\"already\":false}\n");
+    EXPECT_TRUE(f.drain.load());
+    EXPECT_EQ(f.call(core::http_method::post, "/api/v1/drain").body, "{\"draining\":true,\"already\":true}\n");
+}
+
+TEST(HttpApi, DrainWithoutARelayIs503) {
+    api_fixture f;
+    queue::http_api alone(f.config, f.sources);
+    core::http_request request;
+    request.method = core::http_method::post;
+    request.target = "/api/v1/drain";
+    const sockaddr_in p = peer("127.0.0.1");
+    core::http_answer answer;
+    alone.handle(request, reinterpret_cast<const sockaddr*>(&p), answer);
+    EXPECT_EQ(answer.response.status, 503);
 }
