@@ -41,17 +41,6 @@ http_connection::http_connection(http_server& server, int fd, const sockaddr* pe
     _stream.adopt(fd);
 }
 
-http_deferred http_answer::defer() noexcept {
-    if (!_owed) _owed = std::make_shared<http_owed>();
-    return http_deferred(_owed);
-}
-
-void http_deferred::complete(http_response&& response) noexcept {
-    if (!_owed || _owed->response) return;
-    _owed->response = std::move(response);
-    if (_owed->connection != nullptr) _owed->connection->owed_ready();
-}
-
 http_connection::~http_connection() { abandon_owed(); }
 
 void http_connection::abandon_owed() noexcept {

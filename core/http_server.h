@@ -67,9 +67,19 @@ inline constexpr std::size_t max_waiting_answers = 16;
 
 class http_connection;
 
+// Told when an answer it waits for is given (core::http_connection). An interface, so that the
+// answer handles (core/http_answer.cc) do not depend on the connection's code.
+class http_owed_waiter {
+public:
+    virtual void owed_ready() noexcept = 0;
+
+protected:
+    ~http_owed_waiter() = default;
+};
+
 // The connection's side of an answer given later (see above). Shard-local.
 struct http_owed {
-    http_connection* connection = nullptr;  // null once the connection is gone or closing
+    http_owed_waiter* connection = nullptr;  // null once the connection is gone or closing
     std::optional<http_response> response;  // set: the answer is there
     bool keep_alive = true;                 // the request's
     bool head = false;                      // a HEAD request: the header only
@@ -129,7 +139,7 @@ protected:
 class http_server;
 
 // One accepted HTTP connection. Owned by its http_server; shard-local.
-class http_connection final : public stream_owner {
+class http_connection final : public stream_owner, public http_owed_waiter {
 public:
     http_connection(http_server& server, int fd, const sockaddr* peer);
     http_connection(const http_connection&) = delete;
@@ -165,7 +175,7 @@ private:
     void serve() noexcept;
     // An owed answer was completed: the answers now at the front of _owed go out, then more
     // requests are served.
-    void owed_ready() noexcept;
+    void owed_ready() noexcept override;
     // Sends the answers at the front of _owed that are there, in order.
     void send_owed() noexcept;
     // The connection will not send the owed answers: their handles are told (abandoned()).

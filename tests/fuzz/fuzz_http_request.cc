@@ -8,7 +8,8 @@
 // same end (more input needed, or the same error; not compared in chunked bodies, see below);
 // an error repeats; input held unparsed while more is wanted stays within the header limit
 // (chunk lines and trailers included); a target holds no CR, LF
-// or NUL; a body is within the limit; every request is answered 200, 403, 404 or 405, with a
+// or NUL; a body is within the limit; every request is answered at once (no shard to fan out
+// to: the queue API answers 503, or 400 for a bad body) with 200, 400, 403, 404, 405 or 503, a
 // JSON error body unless 200, and the response written has the status line and a
 // Content-Length equal to the body's size.
 #include <arpa/inet.h>
@@ -89,10 +90,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const core::http_request& r : whole.requests) {
         if (r.target.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) std::abort();
         if (r.body.size() > max_body) std::abort();
-        core::http_response response;
-        api.handle(r, reinterpret_cast<const sockaddr*>(&peer), response);
+        core::http_answer answer;
+        api.handle(r, reinterpret_cast<const sockaddr*>(&peer), answer);
+        if (answer.deferred()) std::abort();
+        const core::http_response& response = answer.response;
         const unsigned s = response.status;
-        if (s != 200 && s != 403 && s != 404 && s != 405) std::abort();
+        if (s != 200 && s != 400 && s != 403 && s != 404 && s != 405 && s != 503) std::abort();
         if (s != 200 && response.body.rfind("{\"error\": \"", 0) != 0) std::abort();
         if (!trusted && s != 403) std::abort();
         std::string out;
