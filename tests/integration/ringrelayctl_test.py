@@ -5,16 +5,18 @@
 # what the API itself answers (urllib, no proxy):
 #   - a sink that defers everything: `queue` shows the site with the 2 messages deferred, and
 #     `queue --json` is GET /api/v1/queue; `inspect ID` shows the recipient deferred with the
-#     sink's reply, `inspect --json` is GET /api/v1/messages/ID; `flush` tries both now;
+#     sink's reply, `inspect --json` is GET /api/v1/messages/ID; `flush` tries both now, `flush
+#     DOMAIN` that domain's only;
 #   - `suspend SITE --for 1h`: `queue` shows the site suspended; `resume` ends it; `suspend
 #     --domain` names the domain; a bad --for: exit 1, the API's 400 text on stderr;
-#   - `bounce --queue-id ID --reason`: the message is bounced, and `inspect ID` then exits 1 with
-#     the 404 text;
-#   - `top --count 2` (text and --json) prints two refreshes; RINGRELAY_URL is used without --url;
-#     an unreachable --url: exit 1 and one line on stderr;
+#   - `bounce --queue-id ID --reason`: the message is bounced, and `inspect ID` then exits 1
+#     with the 404 text; `bounce --sender` sends its field;
+#   - `top --count 2` (text and --json) prints two refreshes, `top` stops at Ctrl-C (SIGINT);
+#     RINGRELAY_URL is used without --url; an unreachable --url: exit 1, one line on stderr;
 #   - the sink replaced by one that accepts, `flush`, then `drain`: the relay exits 0 by itself.
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -54,7 +56,8 @@ def scenario(c):
         except ValueError:
             return rc, None, err or out
 
-    deferring = harness.start_sink(sink_bin, port, ["--defer-rate", "1", "--defer-reply", DEFERRAL, "--duration", "120"])
+    deferring = harness.start_sink(sink_bin, port,
+                                   ["--defer-rate", "1", "--defer-reply", DEFERRAL, "--duration", "120"])
     relay = harness.Relay(relay_bin, ["--smarthost", site, "--retry-intervals", "1h", "--no-default-shaping",
                                       "--http", f"127.0.0.1:{http_port}"], shards=2).start()
     records = lambda kind: [x for x in harness.log_records(relay.log_path) if x.get("type") == kind]  # noqa: E731
@@ -90,6 +93,9 @@ def scenario(c):
             f"flush --json: all, {N} messages tried now", (rc, doc, err))
     c.require(harness.wait_until(lambda: len(records("TransientFailure")) == 2 * N, 60),
               "the flushed messages were tried again (deferred again)", relay.stderr()[-300:])
+    rc, doc, err = run_json("flush", "Nothing.Example")
+    c.check(rc == 0 and doc and doc.get("flushed") == {"domain": "nothing.example"} and doc.get("messages") == 0,
+            "flush DOMAIN --json: that domain only (none deferred there)", (rc, doc, err))
     rc, out, err = run("suspend", site, "--for", "1h")
     c.check(rc == 0 and out.startswith(f"suspended site {site} until 20"), "suspend SITE --for 1h", (rc, out, err))
     rc, out, err = run("queue")
@@ -117,6 +123,9 @@ def scenario(c):
     c.check(rc == 1 and out == "" and len(err.splitlines()) == 1 and "404" in err
             and api(base, f"/api/v1/messages/{qid}")[1]["error"] in err,
             "inspect of the bounced ID: exit 1, one line with the API's 404 text", (rc, out, err))
+    rc, doc, err = run_json("bounce", "--sender", "nobody@example.org", "--reason", "x")
+    c.check(rc == 0 and doc and doc.get("bounced") == {"sender": "nobody@example.org"} and doc.get("messages") == 0,
+            "bounce --sender S --json: by sender (none from it)", (rc, doc, err))
     rc, out, err = run("bounce", "--reason", "x")
     c.check(rc == 2, "bounce without --domain/--sender/--queue-id: a usage error (2)", (rc, err))
 
@@ -130,6 +139,19 @@ def scenario(c):
     c.check(len(docs) == 2 and all("received_per_second" in d and "delivered_per_second" in d
                                    and d.get("spool_messages", -1) >= 1 for d in docs),
             "top --count 2 --json: two JSON lines with the rates and the queue depth", (rc, out, err))
+    # top without --count until Ctrl-C: SIGINT once its first refresh is out (a line read, no timer).
+    live = subprocess.Popen([sys.executable, ctl, "--url", base, "top"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    harness.register_cleanup(lambda: live.poll() is None and live.kill())
+    first = [live.stdout.readline() for _ in range(3)]
+    live.send_signal(signal.SIGINT)
+    try:
+        rc = live.wait(20)
+    except subprocess.TimeoutExpired:
+        rc = None
+    err = live.stderr.read()
+    c.check(rc == 0 and first[2].startswith("spool messages") and "Traceback" not in err,
+            "top runs until Ctrl-C (SIGINT) and then exits 0 quietly", (rc, first, err))
     rc, out, err = run("queue", env=dict(os.environ, RINGRELAY_URL=base), url=None)
     c.check(rc == 0 and site in out, "RINGRELAY_URL is used when --url is not given", (rc, out, err))
     closed = harness.free_port()
