@@ -2,15 +2,32 @@
 # tests/integration/early_talker_test.py: a client that talks before the greeting (RFC 5321
 # §3.1: the client waits for the 220) is an early talker (Postfix postscreen's PREGREET).
 # To make "before" certain, the relay is paused (SIGSTOP) while the client connects (the
-# kernel completes the handshake) and sends a whole dialogue; then it resumes (SIGCONT).
+# kernel completes the handshake) and sends a whole dialogue; then it resumes (SIGCONT). The
+# client connects only once every thread of the relay is seen stopped in /proc.
 # Expected: the banner, then 521 5.5.1, the connection closed, nothing executed or queued, a
 # report on stderr; a well-behaved client right after is served normally.
+import os
 import signal
 import time
 
 import harness
 
 BOUND = 30.0
+
+
+def all_threads_stopped(pid):
+    """Every thread of `pid` is in the stopped state (T): SIGSTOP is asynchronous, and a shard
+    thread still running could accept the connection and send its banner before the client
+    talks (seen on a loaded CI machine: the client's bytes then arrive after the banner)."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if state not in ("T", "t"):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def scenario(c):
@@ -20,6 +37,8 @@ def scenario(c):
 
     relay.signal(signal.SIGSTOP)
     try:
+        c.require(harness.wait_until(lambda: all_threads_stopped(relay.proc.pid), 10),
+                  "every thread of the relay is stopped before the client connects")
         cl = relay.connect()
         cl.send(b"EHLO early.test\r\nMAIL FROM:<bot@early.test>\r\nRCPT TO:<x@example.net>\r\nDATA\r\n"
                 b"Subject: canned\r\n\r\nspam\r\n.\r\nQUIT\r\n")
