@@ -207,12 +207,9 @@ def logrotate(c, relay_bin, work):
 def saved(save):
     """The --save files of a sink: [(mail from, text)]."""
     out = []
-    for name in sorted(os.listdir(save)):
-        if name.endswith(".eml"):
-            with open(os.path.join(save, name), "rb") as f:
-                text = f.read().decode("utf-8", "replace")
-            m = re.search(r"^X-Sink-Mail-From: (.*)\r$", text, re.M)
-            out.append((m.group(1) if m else None, text))
+    for text in harness.saved_texts(save):
+        m = re.search(r"^X-Sink-Mail-From: (.*)\r$", text, re.M)
+        out.append((m.group(1) if m else None, text))
     return out
 
 

@@ -656,6 +656,17 @@ def send_numbered(relay, n, tag, domain="example.net", sender="sender@example.or
     s.quit()
 
 
+def saved_texts(save_dir):
+    """The messages a ringrelay-sink --save DIR wrote (its X-Sink-* lines, then the message), in
+    file-name order, as text."""
+    out = []
+    for name in sorted(os.listdir(save_dir)):
+        if name.endswith(".eml"):
+            with open(os.path.join(save_dir, name), "rb") as f:
+                out.append(f.read().decode("utf-8", "replace"))
+    return out
+
+
 def start_sink(binary, port, args):
     """ringrelay-sink on 127.0.0.1:`port` with one shard, --quiet --json and `args`; killed (by
     PID) at exit if still running. Returns the Popen once the port accepts connections."""

@@ -68,15 +68,6 @@ def deliveries(relay):
     return [x for x in harness.log_records(relay.log_path) if x.get("type") == "Delivery"]
 
 
-def saved_texts(save_dir):
-    out = []
-    for name in sorted(os.listdir(save_dir)):
-        if name.endswith(".eml"):
-            with open(os.path.join(save_dir, name), "rb") as f:
-                out.append(f.read().decode("utf-8", "replace"))
-    return out
-
-
 def scenario(c):
     relay_bin, sink_bin = sys.argv[1], sys.argv[2]
     port = harness.free_port()
@@ -147,7 +138,7 @@ def scenario(c):
     log = harness.log_records(relay.log_path)
     c.check(not [x for x in log if x.get("type") in ("TransientFailure", "Bounce", "Expiration")],
             "none deferred across the restart and the reload", [x.get("type") for x in log][-3:])
-    texts = saved_texts(save)
+    texts = harness.saved_texts(save)
     c.check(len(texts) == SLOW + FAST + NEW, "the sink saved every message once", len(texts))
     c.check(not [t for t in texts if "x-campaign-id" in t.lower()],
             "no message reaches the sink with the campaign header (any case, folded, repeated)",

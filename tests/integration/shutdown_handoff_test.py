@@ -31,12 +31,9 @@ DELAY_MS = 2500
 
 def saved_ids(save):
     ids = []
-    for name in os.listdir(save):
-        if not name.endswith(".eml"):
-            continue
-        with open(os.path.join(save, name), "rb") as f:
-            m = re.search(rb"^Message-ID: <([^>]+)>", f.read(), re.M | re.I)
-        ids.append(m.group(1).decode() if m else None)
+    for text in harness.saved_texts(save):
+        m = re.search(r"^Message-ID: <([^>]+)>", text, re.M | re.I)
+        ids.append(m.group(1) if m else None)
     return ids
 
 
