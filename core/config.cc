@@ -98,8 +98,8 @@ constexpr flag_descriptor flag_table[] = {
      .help = "ADDR:PORT to accept SMTP over implicit TLS on (RFC 8314, port 465 in production); repeatable"},
     {.name = "--tls-cert", .member = &config::tls_cert,
      .help = "PEM certificate (chain, leaf first) for STARTTLS and --listen-tls; without it a self-signed "
-             "certificate for --hostname is made on first start and kept in SPOOL/tls"},
-    {.name = "--tls-key", .member = &config::tls_key, .help = "PEM private key of --tls-cert (not passphrase-protected)"},
+             "certificate for --hostname is made on first start and kept in SPOOL/tls", .live = true},
+    {.name = "--tls-key", .member = &config::tls_key, .help = "PEM private key of --tls-cert (not passphrase-protected)", .live = true},
     {.name = "--tls-ciphers", .member = &config::tls_ciphers, .unset_means = "OpenSSL's",
      .help = "inbound TLS 1.2 cipher list in OpenSSL syntax"},
     {.name = "--tls-ciphersuites", .member = &config::tls_ciphersuites, .unset_means = "OpenSSL's",
@@ -110,7 +110,7 @@ constexpr flag_descriptor flag_table[] = {
      .help = "do not offer STARTTLS on --listen ports (--listen-tls still works)"},
     {.name = "--auth-users", .member = &config::auth_users,
      .help = "file of 'user:hash' lines (hashes from ringrelay-passwd); enables AUTH PLAIN and LOGIN, "
-             "offered only under TLS"},
+             "offered only under TLS", .live = true},
     {.name = "--auth-plaintext", .member = &config::auth_plaintext,
      .help = "offer AUTH on unencrypted connections too (only behind a TLS-terminating proxy on a trusted network)"},
     {.name = "--auth-max-failures", .member = &config::auth_max_failures, .min = 1,
@@ -137,22 +137,22 @@ constexpr flag_descriptor flag_table[] = {
      .help = "ADDRESS that RCPT TO:<postmaster> and <postmaster@HOSTNAME> are delivered to, routed like any "
              "recipient"},
     {.name = "--relay-networks", .member = &config::relay_networks,
-     .help = "CIDR,... of clients that may relay anywhere"},
+     .help = "CIDR,... of clients that may relay anywhere", .live = true},
     {.name = "--relay-domains", .member = &config::relay_domains, .unset_means = "none",
-     .help = "DOMAIN,... anyone may send to; '.example.org' also matches subdomains"},
+     .help = "DOMAIN,... anyone may send to; '.example.org' also matches subdomains", .live = true},
     // A record's payload is at most 1 GiB (queue/record.h); leave room for the envelope.
     {.name = "--max-message-size", .member = &config::max_message_size, .min = 1,
-     .max = (1ull << 30) - (1ull << 20), .unit = "bytes", .help = "largest message in bytes, advertised in SIZE"},
-    {.name = "--max-recipients", .member = &config::max_recipients, .min = 1, .help = "recipients per message"},
+     .max = (1ull << 30) - (1ull << 20), .unit = "bytes", .help = "largest message in bytes, advertised in SIZE", .live = true},
+    {.name = "--max-recipients", .member = &config::max_recipients, .min = 1, .help = "recipients per message", .live = true},
     {.name = "--command-timeout", .member = &config::command_timeout, .min = 1, .unit = "seconds",
      .help = "seconds to wait for a command or data before 421 4.4.2"},
     {.name = "--min-data-rate", .member = &config::min_data_rate, .unset_means = "off",
      .help = "bytes/s a client must average while sending message content; slower, and only "
-             "--command-timeout runs, like Postfix's smtpd_min_data_rate"},
+             "--command-timeout runs, like Postfix's smtpd_min_data_rate", .live = true},
     {.name = "--shutdown-timeout", .member = &config::shutdown_timeout,
      .help = "seconds a transaction in progress may take to finish after SIGTERM"},
     {.name = "--max-errors", .member = &config::max_errors, .min = 1,
-     .help = "error replies per session before 421 4.7.0"},
+     .help = "error replies per session before 421 4.7.0", .live = true},
     {.name = "--max-connections", .member = &config::max_connections, .unset_means = "no limit",
      .help = "inbound connections at once, all shards; above it 421 4.7.0"},
     {.name = "--max-connections-per-ip", .member = &config::max_connections_per_ip, .unset_means = "no limit",
@@ -169,7 +169,7 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--http", .member = &config::http, .unset_means = "none",
      .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format; the queue control API /api/v1/...); repeatable"},
     {.name = "--http-networks", .member = &config::http_networks,
-     .help = "CIDR,... of clients that may call the HTTP endpoint; others get 403"},
+     .help = "CIDR,... of clients that may call the HTTP endpoint; others get 403", .live = true},
     {.name = "--http-timeout", .member = &config::http_timeout, .min = 1, .max = 3600, .unit = "seconds",
      .help = "seconds an HTTP request may take to arrive whole before 408 (and an idle connection stays open)"},
     {.name = "--log", .member = &config::log, .help = "delivery log, JSON lines; '-' for stdout, '' for none"},
@@ -182,9 +182,9 @@ constexpr flag_descriptor flag_table[] = {
              "is left (or at SIGTERM, as usual); to retire a node (SIGUSR2 drains a running relay)"},
     {.name = "--route", .member = &config::routes,
      .help = "DOMAIN=HOST:PORT: deliver DOMAIN's mail to that next hop; repeatable; '*' matches every domain "
-             "(numeric HOST for now)"},
+             "(numeric HOST for now)", .live = true},
     {.name = "--smarthost", .member = &config::smarthost,
-     .help = "HOST:PORT: deliver everything there (same as --route '*=HOST:PORT')"},
+     .help = "HOST:PORT: deliver everything there (same as --route '*=HOST:PORT')", .live = true},
     {.name = "--retry-intervals", .member = &config::retry_intervals, .form = flag_form::duration_list,
      .help = "waits between delivery attempts of a deferred recipient, down to the millisecond (250ms,1s,5m); "
              "the last repeats, each jittered"},
@@ -202,34 +202,34 @@ constexpr flag_descriptor flag_table[] = {
              "a rule named like an embedded one replaces it, the others are tried first; a file that does "
              "not load stops the start"},
     {.name = "--max-connections-per-destination", .member = &config::max_connections_per_destination, .min = 1,
-     .help = "outbound connections per site (the default shaping rule's connection_limit)"},
+     .help = "outbound connections per site (the default shaping rule's connection_limit)", .live = true},
     {.name = "--max-messages-per-connection", .member = &config::max_messages_per_connection, .min = 1,
      .help = "messages sent over one outbound connection before it is closed (the default shaping rule's "
-             "max_deliveries_per_connection)"},
+             "max_deliveries_per_connection)", .live = true},
     {.name = "--idle-connection-timeout", .member = &config::idle_connection_timeout,
-     .help = "seconds an idle outbound connection is kept for reuse (the default shaping rule's idle_timeout)"},
+     .help = "seconds an idle outbound connection is kept for reuse (the default shaping rule's idle_timeout)", .live = true},
     {.name = "--shaping", .member = &config::shaping,
      .help = "FILE of traffic shaping rules (JSON, as etc/shaping.json) over the shipped ones and the earlier "
              "--shaping files; repeatable, later files override earlier ones field by field; a file that does not "
-             "load stops the start (and is refused by SIGHUP, keeping the rules in use)"},
+             "load stops the start (and is refused by SIGHUP, keeping the rules in use)", .live = true},
     {.name = "--no-default-shaping", .member = &config::default_shaping, .form = flag_form::negated,
      .help = "do not load the shipped etc/shaping.json provider rules: only the default rule (the three flags "
-             "above) and the --shaping files shape delivery"},
+             "above) and the --shaping files shape delivery", .live = true},
     {.name = "--campaign-header", .member = &config::campaign_header, .unset_means = "none",
      .help = "NAME of the header field that names a message's campaign (e.g. X-Campaign-Id): its value keys the "
              "shaping rules' \"campaigns\" limits, and every field of that name is stripped from the message "
-             "before it is signed and stored; a --shaping file's \"campaign_header\" overrides it"},
+             "before it is signed and stored; a --shaping file's \"campaign_header\" overrides it", .live = true},
     {.name = "--dns-server", .member = &config::dns_server, .unset_means = "/etc/resolv.conf",
      .help = "ADDR:PORT of the DNS server for MX lookups"},
     {.name = "--smtp-port", .member = &config::smtp_port, .min = 1, .max = 65535,
      .help = "TCP port of the mail exchangers found by MX lookup"},
     {.name = "--outbound-tls", .member = &config::outbound_tls,
      .help = "TLS policy for delivery: disabled, opportunistic (STARTTLS when offered), required (TLS or "
-             "defer, never plaintext) or verify (required plus certificate checks)"},
+             "defer, never plaintext) or verify (required plus certificate checks)", .live = true},
     {.name = "--route-tls", .member = &config::route_tls,
-     .help = "DOMAIN=POLICY: the --outbound-tls policy for one recipient domain; repeatable; '*' matches all"},
+     .help = "DOMAIN=POLICY: the --outbound-tls policy for one recipient domain; repeatable; '*' matches all", .live = true},
     {.name = "--outbound-ca-file", .member = &config::outbound_ca_file, .unset_means = "OpenSSL's system store",
-     .help = "PEM CA certificates that 'verify' trusts"},
+     .help = "PEM CA certificates that 'verify' trusts", .live = true},
     {.name = "--egress-source", .member = &config::egress_sources, .form = flag_form::whole_items,
      .help = "NAME=ADDRESS[,ehlo=HOSTNAME]: an egress source: outbound connections of its pools bind ADDRESS "
              "(IPv4 or IPv6, which this host must have) and greet with HOSTNAME (default --hostname); repeatable"},
@@ -243,19 +243,19 @@ constexpr flag_descriptor flag_table[] = {
     {.name = "--dkim-key", .member = &config::dkim_keys,
      .help = "DOMAIN:SELECTOR:KEYFILE: sign mail whose From: domain is DOMAIN (or a subdomain without keys "
              "of its own) with this PEM key (RSA of 1024 bits or more: rsa-sha256; Ed25519: ed25519-sha256); "
-             "repeatable: several keys for one domain make several signatures"},
+             "repeatable: several keys for one domain make several signatures", .live = true},
     {.name = "--dkim-sign-all", .member = &config::dkim_sign_all,
-     .help = "DOMAIN: its --dkim-key keys also sign every message (the ESP's own signature, for feedback loops)"},
+     .help = "DOMAIN: its --dkim-key keys also sign every message (the ESP's own signature, for feedback loops)", .live = true},
     {.name = "--dkim-headers", .member = &config::dkim_headers,
      .unset_means = "those present of RFC 6376 5.4.1's set (From, Reply-To, Subject, Date, To, Cc, Resent-*, "
                     "In-Reply-To, References, List-*) and List-Unsubscribe-Post, Message-ID, MIME-Version, "
                     "Content-Type, Content-Transfer-Encoding",
      .help = "header fields to sign (comma-separated names); From is always signed; From, Subject, To, Date, "
-             "Message-ID, MIME-Version and Content-Type are signed once more than they occur"},
+             "Message-ID, MIME-Version and Content-Type are signed once more than they occur", .live = true},
     {.name = "--dkim-canonicalization", .member = &config::dkim_canonicalization,
-     .help = "c= of the signatures: header/body, each simple or relaxed"},
+     .help = "c= of the signatures: header/body, each simple or relaxed", .live = true},
     {.name = "--dkim-expiration", .member = &config::dkim_expiration, .form = flag_form::duration,
-     .unset_means = "no x= tag", .help = "signatures expire this long after they are made (x=)"},
+     .unset_means = "no x= tag", .help = "signatures expire this long after they are made (x=)", .live = true},
     {.name = "--no-suppression", .member = &config::suppression, .form = flag_form::negated,
      .help = "keep no suppression list: recipients that hard-bounced are neither added to their sender's list "
              "nor refused at RCPT"},
@@ -508,12 +508,36 @@ std::optional<std::string> default_text(const flag_descriptor& f) {
 std::string help_text(const flag_descriptor& f) {
     std::string text(f.help);
     const std::optional<std::string> d = default_text(f);
-    if (!d) return text;
-    text += " (default " + *d;
-    // A non-zero default still says what 0 would mean: "(default 10000; 0 = no limit)".
-    if (is_integer(f.member) && !f.unset_means.empty() && !d->starts_with("0 = "))
-        text += "; 0 = " + std::string(f.unset_means);
-    return text + ")";
+    if (d) {
+        text += " (default " + *d;
+        // A non-zero default still says what 0 would mean: "(default 10000; 0 = no limit)".
+        if (is_integer(f.member) && !f.unset_means.empty() && !d->starts_with("0 = "))
+            text += "; 0 = " + std::string(f.unset_means);
+        text += ")";
+    }
+    if (f.live) text += " [SIGHUP applies a change]";
+    return text;
+}
+
+std::vector<const flag_descriptor*> changed_flags(const config& a, const config& b) {
+    std::vector<const flag_descriptor*> out;
+    for (const flag_descriptor& f : flag_table)
+        if (std::visit([&](auto m) { return a.*m != b.*m; }, f.member)) out.push_back(&f);
+    return out;
+}
+
+void copy_flags(config& to, const config& from, std::span<const flag_descriptor* const> rows) {
+    for (const flag_descriptor* f : rows) {
+        std::visit([&](auto m) { to.*m = from.*m; }, f->member);
+        const std::string_view n = f->name;
+        if (n == "--relay-networks") to.relay_cidrs = from.relay_cidrs;
+        if (n == "--route" || n == "--smarthost") to.route_table = from.route_table;
+        if (n == "--route-tls" || n == "--outbound-tls") {
+            to.route_tls_table = from.route_tls_table;
+            to.outbound_tls_policy = from.outbound_tls_policy;
+        }
+        if (n == "--http-networks") to.http_cidrs = from.http_cidrs;
+    }
 }
 
 std::string dump_flags_json() {

@@ -206,6 +206,10 @@ struct flag_descriptor {
     std::string_view json_key = {};  // empty: the name without "--" (and without "no-" if negated)
     bool command_line_only = false;  // no JSON key at all
     std::string_view help = {};      // what it does; the default is appended from config{}
+    // SIGHUP (issue 18): a running relay takes this flag's new value from the re-read config
+    // (queue/relay.h reload_config()); false: the value needs a restart, and a change to it is
+    // named in the reload's log line and not applied.
+    bool live = false;
 };
 
 // The rows, in the order --help lists them.
@@ -221,6 +225,14 @@ struct flag_descriptor {
 // "type", "json_key" (null if none), "default" (null if none is printed) and "description"
 // (as --help prints it). scripts/gen-flags-doc reads it for docs/flags.md.
 [[nodiscard]] std::string dump_flags_json();
+
+// SIGHUP: the rows whose values differ between `a` and `b` (raw values, as given), in --help order.
+[[nodiscard]] std::vector<const flag_descriptor*> changed_flags(const config& a, const config& b);
+// Copies the fields of `rows` from `from` into `to`, and the derived fields those rows feed
+// (relay_cidrs, route_table, route_tls_table and outbound_tls_policy, http_cidrs). Both are
+// finished configs; only live rows may be given (a derived field is copied whole, so every row
+// it is derived from must be live).
+void copy_flags(config& to, const config& from, std::span<const flag_descriptor* const> rows);
 
 // "disabled" | "opportunistic" | "required" | "verify".
 [[nodiscard]] std::expected<config::tls_policy, std::string> parse_tls_policy(std::string_view text);

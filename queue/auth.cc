@@ -268,13 +268,16 @@ std::expected<std::unique_ptr<inbound_auth>, std::string> inbound_auth::create(c
     return std::make_unique<inbound_auth>(config.auth_users, std::move(*table), config);
 }
 
-std::expected<std::size_t, std::string> inbound_auth::reload() {
-    auto users = core::auth_users::load(_path);
+std::expected<std::size_t, std::string> inbound_auth::reload() { return reload(std::string(_path)); }
+
+std::expected<std::size_t, std::string> inbound_auth::reload(const std::string& path) {
+    auto users = core::auth_users::load(path);
     if (!users) return std::unexpected(users.error());
     const std::size_t n = users->size();
     auto table = user_table::make(std::move(*users));
     if (!table) return std::unexpected(table.error());
     _users.store(std::move(*table));
+    _path = path;
     return n;
 }
 

@@ -220,6 +220,9 @@ public:
 
     // Re-reads the users file (SIGHUP); on an error the table in use stays.
     [[nodiscard]] std::expected<std::size_t, std::string> reload();
+    // The same from `path`, which becomes path() if it loads (a SIGHUP that changed
+    // --auth-users). The owning thread only, like path().
+    [[nodiscard]] std::expected<std::size_t, std::string> reload(const std::string& path);
 
     [[nodiscard]] std::shared_ptr<const user_table> users() const noexcept { return _users.load(); }
     [[nodiscard]] core::work_pool& pool() noexcept { return _pool; }
@@ -230,7 +233,7 @@ public:
     inbound_auth(std::string path, std::shared_ptr<const user_table> users, const core::config& config);
 
 private:
-    const std::string _path;
+    std::string _path;
     std::atomic<std::shared_ptr<const user_table>> _users;
     auth_failures _failures;
     user_failures _user_failures;

@@ -150,8 +150,10 @@ dkim_signer::dkim_signer(const core::config& config, std::shared_ptr<const dkim_
             std::max<std::size_t>(config.max_connections == 0 ? 65536 : config.max_connections, 1024),
             signatures_gathered) {}
 
-std::expected<std::string, std::string> dkim_signer::reload() {
-    auto keys = dkim_keys::load(_config);
+std::expected<std::string, std::string> dkim_signer::reload() { return reload(_config); }
+
+std::expected<std::string, std::string> dkim_signer::reload(const core::config& config) {
+    auto keys = dkim_keys::load(config);
     if (!keys) return std::unexpected(keys.error());
     std::string text = (*keys)->describe();
     _keys.store(std::move(*keys));

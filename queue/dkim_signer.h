@@ -91,6 +91,8 @@ public:
     // SIGHUP: re-reads every key file; all of them load, or the table in use stays. The text
     // says which happened.
     [[nodiscard]] std::expected<std::string, std::string> reload();
+    // The same from `config`'s --dkim-* flags (a SIGHUP that read the config again).
+    [[nodiscard]] std::expected<std::string, std::string> reload(const core::config& config);
     [[nodiscard]] core::work_pool& pool() noexcept { return _pool; }
     // Pool thread `worker` only (work_item::run's argument): that thread's OpenSSL state.
     [[nodiscard]] protocol::dkim::signer_cache& cache(unsigned worker) noexcept { return *_caches[worker]; }

@@ -254,6 +254,53 @@ std::expected<void, std::string> relay::setup_suppression() {
     return {};
 }
 
+std::string relay::reload_config(core::config next) {
+    std::vector<const core::flag_descriptor*> applied;
+    std::string kept;
+    auto keep = [&](const core::flag_descriptor* f, std::string_view why) {
+        kept += kept.empty() ? "" : ", ";
+        kept += f->name;
+        if (!why.empty()) kept += " (" + std::string(why) + ")";
+    };
+    for (const core::flag_descriptor* f : core::changed_flags(_config, next)) {
+        const std::string_view n = f->name;
+        if (!f->live) {
+            keep(f, {});
+        } else if (n.starts_with("--dkim-") && !_dkim) {
+            keep(f, "DKIM was off at start");
+        } else if (n == "--auth-users" && (!_auth || next.auth_users.empty())) {
+            keep(f, _auth ? "AUTH cannot be turned off live" : "AUTH was off at start");
+        } else if ((n == "--tls-cert" || n == "--tls-key") && (!_tls || next.tls_cert.empty() || next.tls_key.empty())) {
+            keep(f, "TLS needs both --tls-cert and --tls-key to switch live");
+        } else {
+            applied.push_back(f);
+        }
+    }
+    std::string report;
+    if (!kept.empty()) report += "reload: config: needs a restart, kept as it was: " + kept + "\n";
+    if (applied.empty()) {
+        report += "reload: config: no flag to apply changed\n";
+    } else {
+        core::copy_flags(_config, next, applied);
+        _server.max_message_size = _config.max_message_size;
+        _server.max_recipients = _config.max_recipients;
+        _server.max_errors = _config.max_errors;
+        _server.relay_domains = _config.relay_domains;
+        if (_tls && !_config.tls_cert.empty() && !_config.tls_key.empty()) {
+            _tls_cert_file = _config.tls_cert;
+            _tls_key_file = _config.tls_key;
+        }
+        _limits.live.store(std::make_shared<const inbound_limits::live_settings>(
+                               inbound_limits::live_settings{_config, _server}),
+                           std::memory_order_release);
+        _limits.live_generation.fetch_add(1, std::memory_order_acq_rel);
+        std::string names;
+        for (const core::flag_descriptor* f : applied) names += (names.empty() ? "" : ", ") + std::string(f->name);
+        report += "reload: config: applied " + names + "; shards take it within a second\n";
+    }
+    return report + reload();
+}
+
 std::string relay::reload() {
     std::string shaping_report;
     // The shaping files again: all load, or the rules in use stay (queue/shaping_table.h; the
@@ -296,12 +343,12 @@ std::string relay::reload() {
     }
     report += "\n";
     if (_dkim) {
-        auto keys = _dkim->reload();
+        auto keys = _dkim->reload(_config);
         report += keys ? "reload: " + *keys : "reload: DKIM keys kept as they were: " + keys.error();
         report += "\n";
     }
     if (!_auth) return report + "reload: no --auth-users";
-    auto n = _auth->reload();
+    auto n = _auth->reload(_config.auth_users);
     if (!n) return report + "reload: --auth-users kept as it was: " + n.error();
     const std::size_t costs = _auth->users()->costs;
     return report + "reload: --auth-users " + _auth->path() + ": " + std::to_string(*n) + " user(s)" +

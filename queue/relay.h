@@ -71,6 +71,15 @@ public:
     // (--tls-cert/--tls-key, or the self-signed pair in SPOOL/tls). The text says what happened, one line per part; a
     // part that fails to load leaves what is in use.
     [[nodiscard]] std::string reload();
+    // SIGHUP with the config read again (tools/ringrelay.cc: load_config over the same argv, so
+    // the --config file under the flags; a config that does not load never gets here: the
+    // running one stays whole). The changed flags that are live (core::flag_descriptor::live)
+    // are applied: to the relay's config, then to every shard's copy at its next tick; a change
+    // to any other flag is named in one line and not applied. Some live flags need what was
+    // set up at start: --dkim-* needs DKIM on at start, --auth-users AUTH on at start and a
+    // file still given, --tls-cert/--tls-key both given. Then reload() re-reads the files the
+    // config names. The text says what happened, one line per part.
+    [[nodiscard]] std::string reload_config(core::config next);
     // SIGUSR1 (logrotate): opens --log again by its name and puts the new file behind the
     // descriptor every shard writes to (dup3, atomic: each write goes whole to the old file or
     // the new one; only the rest of a write that came up short, e.g. on a full disk, can follow

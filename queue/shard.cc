@@ -268,6 +268,10 @@ void shard::tick() noexcept {
     if (now < _next_tick_ms) return;
     _next_tick_ms = now + 1000;
     _reported = 0;
+    if (const std::uint64_t g = _limits.live_generation.load(std::memory_order_acquire); g != _live_generation) {
+        _live_generation = g;
+        if (const auto next = _limits.live.load(std::memory_order_acquire)) apply_live(*next);
+    }
     if (_tls != nullptr && _tls->generation.load(std::memory_order_acquire) != _tls_generation) {
         // A reloaded certificate (SIGHUP). The relay checked it builds; should this shard's
         // build fail anyway, it keeps serving the old one.
@@ -304,6 +308,20 @@ void shard::tick() noexcept {
     }
     _front->tick();
     if (_http) _http->tick();
+}
+
+// SIGHUP: the relay applied these flags to its config; this shard's copy takes every live flag
+// that differs (the relay's config differs from ours only in those). What reads them reads
+// them at use: the session the server settings, the router the routes and TLS policies, the
+// accept path the relay networks, the HTTP API its networks, the outbound TLS policy its CA
+// file (queue/tls_client_policy.h notices the path). A session in progress sees the new
+// limits from its next command.
+void shard::apply_live(const inbound_limits::live_settings& next) noexcept {
+    std::vector<const core::flag_descriptor*> rows = core::changed_flags(_config, next.config);
+    std::erase_if(rows, [](const core::flag_descriptor* f) { return !f->live; });
+    core::copy_flags(_config, next.config, rows);
+    _server = next.server;
+    _settings.min_data_rate = _config.min_data_rate;
 }
 
 // Draining (--drain, or asked for while running): the SMTP listeners close once; the shard

@@ -81,6 +81,15 @@ struct inbound_limits {
     // The egress sources, pools and selectors (issue 17): set by the relay before the shards
     // run, never changed after; empty (none) unless it is.
     std::shared_ptr<const egress_table> egress = std::make_shared<const egress_table>();
+    // SIGHUP (issue 18): the relay's config after a reload applied its live flags, and the
+    // server settings made from it; each shard copies the live flags into its own config at
+    // its next tick once live_generation moves (stored after `live`).
+    struct live_settings {
+        core::config config;
+        protocol::server_config server;
+    };
+    std::atomic<std::shared_ptr<const live_settings>> live;
+    std::atomic<std::uint64_t> live_generation{0};
 };
 
 // Makes the shard's storage backend on the shard thread (the disk by default; tests pass a
@@ -213,6 +222,8 @@ private:
     std::string init();
     void begin_stop() noexcept;
     void tick() noexcept;
+    // Takes a reloaded config's live flags (inbound_limits::live).
+    void apply_live(const inbound_limits::live_settings& next) noexcept;
     void publish_counters() noexcept;
     void tick_drain() noexcept;
     // Builds this shard's server context from the relay's current credentials.
@@ -224,9 +235,12 @@ private:
 
     // Fixed after construction.
     const unsigned _index;
-    const core::config& _config;
-    const protocol::server_config& _server;
-    const server_settings _settings;
+    // The shard's own copies: SIGHUP's live flags (core::flag_descriptor::live) are copied in
+    // at a tick (apply_live()), on this thread, so whatever reads them here needs no lock.
+    core::config _config;
+    protocol::server_config _server;
+    server_settings _settings;
+    std::uint64_t _live_generation = 0;  // of inbound_limits::live last applied
     const core::kernel_features& _features;
     const retry_schedule& _schedule;
     const int _log_fd;

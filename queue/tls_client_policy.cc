@@ -7,7 +7,11 @@ namespace ringrelay::queue {
 
 tls_client_policy::tls_client_policy(const core::config& config, const std::atomic<std::uint64_t>& generation,
                                      const core::time_source& clock) noexcept
-    : _config(config), _reload(generation), _clock(clock), _generation(generation.load(std::memory_order_acquire)) {}
+    : _config(config),
+      _reload(generation),
+      _clock(clock),
+      _generation(generation.load(std::memory_order_acquire)),
+      _ca_file(config.outbound_ca_file) {}
 
 tls_client_policy::connection_tls tls_client_policy::for_connection(core::config::tls_policy policy,
                                                                     std::string_view address) noexcept {
@@ -83,9 +87,12 @@ void tls_client_policy::keep_session(const std::string& key, resumption r) {
 }
 
 void tls_client_policy::tick() noexcept {
+    // A SIGHUP that changed --outbound-ca-file is seen by the path (the shard's config took it
+    // at the same tick, maybe after the generation moved) as well as by the generation.
     const std::uint64_t g = _reload.load(std::memory_order_acquire);
-    if (g == _generation) return;
+    if (g == _generation && _config.outbound_ca_file == _ca_file) return;
     _generation = g;
+    _ca_file = _config.outbound_ca_file;
     _any.reset();
     _verify.reset();
     _verify_error.clear();

@@ -91,6 +91,7 @@ private:
     std::unordered_map<std::string, std::int64_t> _broken_until;
     std::unordered_map<std::string, resumption> _sessions;
     std::uint64_t _generation = 0;  // of _reload when the contexts were made
+    std::string _ca_file;           // --outbound-ca-file when they were made
 };
 
 }  // namespace ringrelay::queue

@@ -1,9 +1,11 @@
 // tools/ringrelay.cc: the ringrelay daemon. Parses flags and the config file, starts one
 // shard thread per core, and waits for SIGTERM/SIGINT: the first stops gracefully (sessions
 // finish their transaction, bounded by --shutdown-timeout; the spool and log flush; exit 0),
-// a second exits at once (exit 1). Acknowledged mail is on disk either way. SIGHUP re-reads
-// the TLS certificate and key, --auth-users, the DKIM keys and the shaping rules (a part that
-// does not load stays as it was); SIGUSR1 reopens --log (logrotate). --drain, or SIGUSR2 while
+// a second exits at once (exit 1). Acknowledged mail is on disk either way. SIGHUP reads the
+// config again (the same flags over the --config file: a config that does not load is refused
+// whole and the running one stays), applies the flags that can change live and names those
+// that need a restart (queue::relay::reload_config), then re-reads the TLS certificate and key,
+// --auth-users, the DKIM keys and the shaping rules (a part that does not load stays as it was); SIGUSR1 reopens --log (logrotate). --drain, or SIGUSR2 while
 // running, closes the SMTP listeners and exits 0 once nothing is left to deliver (--drain also
 // makes the recovered mail due at once). A shard that stops by itself stops the relay: exit 1.
 // Under systemd (Type=notify) it says READY=1 once listening, RELOADING=1/READY=1 around a
@@ -279,7 +281,12 @@ int main(int argc, char** argv) {
         const int sig = sigtimedwait(&signals, &info, &wait);
         if (sig == SIGHUP) {
             notify("RELOADING=1\nSTATUS=reloading");
-            const std::string report = node.reload();
+            // The same argv: the flags still override the file, which is read again.
+            auto next = core::load_config(argc, argv);
+            const std::string report =
+                next ? node.reload_config(std::move(*next))
+                     : "reload: the config does not load, so nothing changed (the running one stays): " +
+                           next.error().message;
             for (std::size_t start = 0; start < report.size();) {
                 std::size_t end = report.find('\n', start);
                 if (end == std::string::npos) end = report.size();

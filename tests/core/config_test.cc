@@ -645,7 +645,7 @@ TEST(ConfigTable, HelpPrintsTheDefaultFromTheStruct) {
     };
     for (const auto& tc : cases) EXPECT_EQ(default_text(row(tc.name)), tc.shown) << tc.name;
     EXPECT_TRUE(help_text(row("--max-connections")).ends_with("(default 10000; 0 = no limit)"));
-    EXPECT_TRUE(help_text(row("--max-errors")).ends_with(" (default 20)"));
+    EXPECT_TRUE(help_text(row("--max-errors")).ends_with(" (default 20) [SIGHUP applies a change]"));
     EXPECT_EQ(help_text(row("--hold")), row("--hold").help);
 
     auto help = load({"--help"});
@@ -687,4 +687,54 @@ TEST(ConfigTable, DumpFlagsListsEveryRow) {
             EXPECT_TRUE(r["default"].is_null()) << f.name;
         }
     }
+}
+
+// SIGHUP (issue 18): changed_flags names exactly the rows whose values differ; copy_flags takes
+// the rows given and the derived fields they feed, and nothing else.
+TEST(ConfigReload, ChangedFlagsNamesTheDifferingRowsInHelpOrder) {
+    auto a = load({"--max-message-size", "1000", "--listen", "127.0.0.1:2525"});
+    auto b = load({"--max-message-size", "2000", "--listen", "127.0.0.1:2526", "--route", "example.org=127.0.0.1:25"});
+    ASSERT_TRUE(a && b);
+    std::vector<std::string_view> names;
+    for (const flag_descriptor* f : changed_flags(*a, *b)) names.push_back(f->name);
+    EXPECT_EQ(names, (std::vector<std::string_view>{"--listen", "--max-message-size", "--route"}));
+    EXPECT_TRUE(changed_flags(*a, *a).empty());
+}
+
+TEST(ConfigReload, CopyFlagsTakesTheRowsAndTheirDerivedFieldsOnly) {
+    auto a = load({"--relay-networks", "10.0.0.0/8", "--http-networks", "10.0.0.0/8", "--listen", "127.0.0.1:2525"});
+    auto b = load({"--relay-networks", "192.0.2.0/24,198.51.100.0/24", "--http-networks", "192.0.2.0/24",
+                   "--smarthost", "127.0.0.1:2600", "--route-tls", "example.org=required", "--max-recipients", "7",
+                   "--listen", "127.0.0.1:2526"});
+    ASSERT_TRUE(a && b);
+    std::vector<const flag_descriptor*> rows;
+    for (const flag_descriptor* f : changed_flags(*a, *b))
+        if (f->live) rows.push_back(f);
+    copy_flags(*a, *b, rows);
+    EXPECT_EQ(a->relay_networks, b->relay_networks);
+    EXPECT_EQ(a->relay_cidrs.size(), 2u);
+    EXPECT_EQ(a->http_cidrs.size(), 1u);
+    ASSERT_EQ(a->route_table.size(), 1u);
+    EXPECT_EQ(a->route_table[0].domain, "*");
+    EXPECT_EQ(a->tls_policy_for("example.org"), config::tls_policy::required);
+    EXPECT_EQ(a->max_recipients, 7u);
+    // --listen is not live: not copied, and still differs.
+    EXPECT_EQ(a->listen, std::vector<std::string>{"127.0.0.1:2525"});
+    ASSERT_EQ(a->listen_endpoints.size(), 1u);
+    EXPECT_EQ(a->listen_endpoints[0].port(), 2525);
+    auto left = changed_flags(*a, *b);
+    ASSERT_EQ(left.size(), 1u);
+    EXPECT_EQ(left[0]->name, "--listen");
+}
+
+TEST(ConfigReload, WhatMayChangeLiveIsMarkedInTheTableAndTheHelp) {
+    std::vector<std::string_view> live, restart;
+    for (const flag_descriptor& f : config_flags()) (f.live ? live : restart).push_back(f.name);
+    for (std::string_view n : {"--route", "--smarthost", "--relay-networks", "--max-message-size", "--tls-cert",
+                               "--auth-users", "--dkim-key", "--shaping", "--http-networks", "--outbound-ca-file"})
+        EXPECT_NE(std::find(live.begin(), live.end(), n), live.end()) << n;
+    for (std::string_view n : {"--listen", "--shards", "--spool", "--http", "--log", "--hostname", "--command-timeout"})
+        EXPECT_NE(std::find(restart.begin(), restart.end(), n), restart.end()) << n;
+    for (const flag_descriptor& f : config_flags())
+        EXPECT_EQ(help_text(f).ends_with("[SIGHUP applies a change]"), f.live) << f.name;
 }
