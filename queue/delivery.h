@@ -74,6 +74,8 @@ class delivery final : public record_visitor,
                        public body_listener,
                        public admin_gateway {
 public:
+    // This shard's warm-up counts (queue/warmup.h): seeded at start, published at the tick.
+    [[nodiscard]] warmup_ledger& warmup() noexcept { return _warmup; }
     // Everything given outlives the delivery. host: queue ids and dates for the DSNs;
     // streams: the shard's reactor, buffer ring and stream batch (outbound connections are
     // core::streams on them);

@@ -9,10 +9,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/clock.h"
 #include "core/duration.h"
 #include "core/log.h"
 #include "core/net.h"
@@ -168,6 +171,7 @@ std::expected<void, std::string> relay::start() {
     _schedule = std::make_unique<retry_schedule>(std::move(*intervals), *max_age);
     if (_config.suppression)
         if (auto ok = setup_suppression(); !ok) return std::unexpected(ok.error());
+    setup_warmup();
     // Plain listeners first, then implicit TLS: the order of endpoints() and the start-up line.
     std::vector<listener_spec> listen;
     for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
@@ -223,6 +227,110 @@ std::expected<void, std::string> relay::start() {
     _go.set_value();
     _go_set = true;
     return {};
+}
+
+namespace {
+
+std::string warmup_journal_path(const std::string& spool) { return spool + "/warmup.json"; }
+
+std::int64_t today() { return unix_day(core::unix_us()); }
+
+// Writes `text` to `path` through a temporary name: write, fdatasync, rename, fsync of the
+// directory. An error names the step.
+std::expected<void, std::string> replace_file(const std::string& path, const std::string& text) {
+    const std::string tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return std::unexpected("open " + tmp + ": " + std::strerror(errno));
+    for (std::size_t done = 0; done < text.size();) {
+        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            const int e = n < 0 ? errno : EIO;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            return std::unexpected("write " + tmp + ": " + std::strerror(e));
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fdatasync(fd) != 0) {
+        const int e = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return std::unexpected("fdatasync " + tmp + ": " + std::strerror(e));
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        ::unlink(tmp.c_str());
+        return std::unexpected("rename " + tmp + ": " + std::strerror(e));
+    }
+    const std::string dir = path.substr(0, path.rfind('/'));
+    if (const int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); d >= 0) {
+        (void)::fsync(d);
+        ::close(d);
+    }
+    return {};
+}
+
+}  // namespace
+
+void relay::setup_warmup() {
+    const unsigned n = _config.shards;
+    _limits.warmup_seeds.assign(n, {});
+    _limits.warmup_counts.clear();
+    for (unsigned i = 0; i < n; ++i)
+        _limits.warmup_counts.push_back(std::make_unique<core::snapshot_slot<std::vector<warmup_count>>>());
+    const std::string path = warmup_journal_path(_config.spool);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        if (!_limits.shaping.current()->warmup.empty())
+            _warmup_summary = "warm-up: no journal yet (" + path + "); today's counts start from zero";
+        return;
+    }
+    _warmup_file = true;
+    std::ostringstream text;
+    text << in.rdbuf();
+    _warmup_written = text.str();
+    auto counts = parse_warmup_journal(_warmup_written);
+    if (!counts) {
+        _warmup_summary = "warm-up: " + path + " does not parse (" + counts.error() +
+                          "); today's counts start from zero, and the file is rewritten";
+        _warmup_written.clear();
+        return;
+    }
+    const std::vector<warmup_count> totals = warmup_totals(*counts, today());
+    std::uint64_t sum = 0;
+    for (const warmup_count& c : totals) sum += c.used;
+    for (unsigned i = 0; i < n; ++i) _limits.warmup_seeds[i] = warmup_seed(totals, i, n);
+    _warmup_summary = "warm-up: restored today's counts from " + path + ": " + std::to_string(sum) +
+                      " message(s) over " + std::to_string(totals.size()) + " source schedule(s)";
+}
+
+std::string relay::save_warmup(bool now) {
+    const std::int64_t t = core::monotonic_ms();
+    if (!now && t - _warmup_saved_ms < warmup_save_interval_ms) return {};
+    _warmup_saved_ms = t;
+    std::vector<warmup_count> all;
+    for (const auto& slot : _limits.warmup_counts) {
+        const auto held = slot->read();
+        if (held.get() == nullptr) return {};  // the shard is publishing: next time
+        all.insert(all.end(), held.get()->begin(), held.get()->end());
+    }
+    const std::string text = format_warmup_journal(warmup_totals(all, today()));
+    if (text == _warmup_written && (_warmup_file || text.empty())) return {};
+    const std::string path = warmup_journal_path(_config.spool);
+    if (auto ok = replace_file(path, text); !ok) {
+        const bool first = _warmup_error.empty();
+        _warmup_error = ok.error();
+        return first ? "warm-up: cannot save the journal (" + ok.error() + "); retrying every " +
+                           std::to_string(warmup_save_interval_ms / 1000) + " s; the counts are in memory"
+                     : std::string();
+    }
+    _warmup_written = text;
+    _warmup_file = true;
+    if (_warmup_error.empty()) return {};
+    _warmup_error.clear();
+    return "warm-up: the journal is saved again (" + path + ")";
 }
 
 std::expected<void, std::string> relay::setup_suppression() {

@@ -87,6 +87,16 @@ public:
     // to log.
     [[nodiscard]] std::string reopen_log();
 
+    // The warm-up journal (queue/warmup.h): sums the shards' published counts for today and
+    // rewrites SPOOL/warmup.json when they changed (write, fdatasync, rename), at most every
+    // warmup_save_interval_ms unless `now` (shutdown, after join()). Main thread. The text is a
+    // line to log (a failure, once until it heals, and the heal), else empty.
+    [[nodiscard]] std::string save_warmup(bool now = false);
+    static constexpr std::int64_t warmup_save_interval_ms = 5000;
+    // One line on the warm-up journal at start: the counts restored, or why none were; empty
+    // when there is neither a journal nor a warm-up.
+    [[nodiscard]] const std::string& warmup_summary() const noexcept { return _warmup_summary; }
+
     // --drain, or a drain asked for while running (SIGUSR2; any thread): every shard closes its
     // SMTP listeners at its next tick and keeps delivering; sessions already open finish.
     void request_drain() noexcept { _drain.store(true, std::memory_order_release); }
@@ -122,6 +132,8 @@ private:
     // Loads SPOOL/suppression, drops what expired, compacts it into a new generation and
     // fills the table the shards share.
     [[nodiscard]] std::expected<void, std::string> setup_suppression();
+    // Reads SPOOL/warmup.json and gives each shard its part of today's counts.
+    void setup_warmup();
 
     core::config _config;
     const protocol::bounce_rules _bounce_rules;  // before _shards: they read it
@@ -144,6 +156,11 @@ private:
     std::uint64_t _suppression_generation = 0;
     std::string _suppression_summary = "suppression: off (--no-suppression)";
     std::string _shaping_summary;
+    std::string _warmup_summary;
+    std::string _warmup_written;  // the journal's content as last written (or read)
+    bool _warmup_file = false;    // SPOOL/warmup.json exists
+    std::int64_t _warmup_saved_ms = 0;
+    std::string _warmup_error;    // the last save's failure, until one succeeds
     std::string _egress_summary;
     std::string _fixed_buffers_summary;
     core::ktls_probe _ktls;

@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "core/invariant.h"
 #include "queue/connection.h"
@@ -95,6 +97,11 @@ std::string shard::init() {
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index, stream_services(),
                                            *_dns, _limits.outbound_tls_generation, _links, _bounce_rules, _limits.shaping,
                                            *_limits.egress, _suppressions.get());
+    if (_index < _limits.warmup_seeds.size())
+        for (const warmup_count& c : _limits.warmup_seeds[_index]) _delivery->warmup().seed(c);
+    // Published before the shards run, so that a save of the journal never lacks them (no
+    // reader yet: this cannot be skipped).
+    (void)publish_warmup();
     // Turn hooks run in this order: the spool starts its group commit first, so the replies
     // flushed by the shard are those of the turn; the suppression journal after the shard's
     // (whose delivery may add entries at its turn end), then the log.
@@ -183,6 +190,9 @@ void shard::run(std::promise<shard_init_result>& ready) {
     // connections must outlive them.
     _work_return.wait_idle();
     if (_suppressions) _suppressions->leave();  // reads the suppression table no more
+    // The last counts for the relay's final save of the warm-up journal (after join): a save in
+    // progress may hold the buffer for a moment.
+    for (int tries = 0; tries < 200 && !publish_warmup(); ++tries) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     _finished.store(true, std::memory_order_release);
 }
 
@@ -359,6 +369,7 @@ void shard::publish_counters() noexcept {
     _counters.dns_queries.store(dns.queries, std::memory_order_relaxed);
     _counters.dns_cache_hits.store(dns.cache_hits, std::memory_order_relaxed);
     _counters.dns_failures.store(dns.query_failures, std::memory_order_relaxed);
+    (void)publish_warmup();
     if (_http) {  // only a scrape reads them; the segment list and the sites are walked once a second
         std::uint64_t bytes = 0;
         for (const spool::segment_info& s : _spool->segments()) bytes += s.size;
@@ -366,6 +377,16 @@ void shard::publish_counters() noexcept {
         // Skipped while a scrape still reads the buffer to be filled: it goes out next tick.
         (void)_snapshot.publish([this](shard_snapshot& out) { _delivery->fill_snapshot(out); });
     }
+}
+
+bool shard::publish_warmup() noexcept {
+    if (_index >= _limits.warmup_counts.size() || _delivery->warmup().version() == _warmup_version) return true;
+    // Skipped while the relay still reads the buffer to be filled: it goes out next tick.
+    if (!_limits.warmup_counts[_index]->publish(
+            [this](std::vector<warmup_count>& out) { _delivery->warmup().counts(out); }))
+        return false;
+    _warmup_version = _delivery->warmup().version();
+    return true;
 }
 
 bool shard::may_exit() noexcept {

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/snapshot_slot.h"
 #include "core/stream.h"
 #include "core/tls.h"
 #include "core/work_pool.h"
@@ -39,6 +40,7 @@
 #include "queue/shard_counters.h"
 #include "queue/shard_snapshot.h"
 #include "queue/egress.h"
+#include "queue/warmup.h"
 #include "queue/http_api.h"
 #include "queue/metrics.h"
 #include "queue/shaping_table.h"
@@ -90,6 +92,10 @@ struct inbound_limits {
     };
     std::atomic<std::shared_ptr<const live_settings>> live;
     std::atomic<std::uint64_t> live_generation{0};
+    // The warm-up journal (queue/warmup.h), by shard index: what the relay restored for each
+    // shard (set before the shards run), and the slot each publishes its counts in.
+    std::vector<std::vector<warmup_count>> warmup_seeds;
+    std::vector<std::unique_ptr<core::snapshot_slot<std::vector<warmup_count>>>> warmup_counts;
 };
 
 // Makes the shard's storage backend on the shard thread (the disk by default; tests pass a
@@ -225,6 +231,9 @@ private:
     // Takes a reloaded config's live flags (inbound_limits::live).
     void apply_live(const inbound_limits::live_settings& next) noexcept;
     void publish_counters() noexcept;
+    // The warm-up counts, into inbound_limits::warmup_counts, when they changed; false if the
+    // relay held the buffer (try again).
+    bool publish_warmup() noexcept;
     void tick_drain() noexcept;
     // Builds this shard's server context from the relay's current credentials.
     [[nodiscard]] std::string build_tls_context();
@@ -241,6 +250,7 @@ private:
     protocol::server_config _server;
     server_settings _settings;
     std::uint64_t _live_generation = 0;  // of inbound_limits::live last applied
+    std::uint64_t _warmup_version = 0;   // of the ledger's counts last published
     const core::kernel_features& _features;
     const retry_schedule& _schedule;
     const int _log_fd;

@@ -9,7 +9,16 @@
 // shard counts its own share with no cross-shard traffic, so the node never exceeds the day's
 // total; a shard whose mail does not use its share leaves it unused (the node then sends less).
 // A message counts when it is given the source for its site (each attempt: a retry sent again
-// counts again). Counts live in memory: a restart starts the day's counts from zero.
+// counts again).
+//
+// Counts survive a restart (the warm-up journal): each shard publishes its counts at its tick
+// when they changed (a core::snapshot_slot, no waiting); the relay's main thread sums them
+// and rewrites SPOOL/warmup.json (write, fdatasync, rename) at most every few seconds and at
+// shutdown (queue/relay.h save_warmup()). At start the relay reads it back, keeps today's
+// counts and seeds each shard with its part of each total (split as the allowance is, so the
+// node's remaining allowance is the day's minus what was used, whatever --shards was before).
+// A SIGKILL or power cut loses the counts since the last save (seconds of sending); a file
+// that does not parse is named in one start-up line and the day's counts start from zero.
 //
 // The choice (choose_warm_source): the pool's smooth weighted round robin (queue/egress.h) among
 // the sources that still have allowance today for the site's provider; with every source
@@ -19,6 +28,7 @@
 // pure: every call is given the day, so tests drive it with a fake clock.
 #pragma once
 #include <cstdint>
+#include <expected>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,6 +61,16 @@ struct warmup_used_up {
     std::uint64_t share = 0;      // this shard's part of it
 };
 
+// One count of the journal: messages sent on `day` through `source` counted as `counted_as`
+// (a provider's name, or "" for the all-sites schedule).
+struct warmup_count {
+    std::string source;
+    std::string counted_as;
+    std::int64_t day = 0;
+    std::uint64_t used = 0;
+    friend bool operator==(const warmup_count&, const warmup_count&) = default;
+};
+
 class warmup_ledger {
 public:
     warmup_ledger(unsigned shard, unsigned shards) noexcept : _shard(shard), _shards(shards) {}
@@ -66,6 +86,12 @@ public:
                std::vector<warmup_used_up>& used_up);
     // Messages counted on `day` for `source` as `counted_as` (tests, inspection).
     [[nodiscard]] std::uint64_t used(std::string_view source, std::string_view counted_as, std::int64_t day) const;
+    // Start-up: counts restored from the journal (this shard's part), before anything is counted.
+    void seed(const warmup_count& c);
+    // Every count, appended to `out` (cleared first), in no particular order.
+    void counts(std::vector<warmup_count>& out) const;
+    // Moves whenever a count changes (to publish only then).
+    [[nodiscard]] std::uint64_t version() const noexcept { return _version; }
 
 private:
     struct counter {
@@ -86,7 +112,21 @@ private:
     const unsigned _shard;
     const unsigned _shards;
     std::unordered_map<std::string, counter> _counters;  // "SOURCE\nPROVIDER"
+    std::uint64_t _version = 0;
 };
+
+// The journal (SPOOL/warmup.json): one JSON object per line,
+//   {"day":"2026-12-08","source":"a","counted_as":"google","used":120}
+// ("counted_as" "" for the all-sites schedule). Parsed with simdjson; an error names the line.
+[[nodiscard]] std::string format_warmup_journal(const std::vector<warmup_count>& totals);
+[[nodiscard]] std::expected<std::vector<warmup_count>, std::string> parse_warmup_journal(std::string_view text);
+// The counts of `day` in `counts`, summed per (source, counted_as), sorted.
+[[nodiscard]] std::vector<warmup_count> warmup_totals(const std::vector<warmup_count>& counts, std::int64_t day);
+// Shard `shard`'s seed of `totals` over `shards` shards: each total split as warmup_share
+// splits an allowance, so every shard's part of the used count is within its part of the
+// allowance whenever the total is within the allowance.
+[[nodiscard]] std::vector<warmup_count> warmup_seed(const std::vector<warmup_count>& totals, unsigned shard,
+                                                    unsigned shards);
 
 // Does any source of `pool` have a warm-up in `rules`? (Without one, the source is chosen as
 // before any warm-up existed: by the round robin, before the site is known.)

@@ -257,6 +257,7 @@ int main(int argc, char** argv) {
     core::diag(node.suppression_summary());
     core::diag(node.shaping_summary());
     core::diag(node.egress_summary());
+    if (!node.warmup_summary().empty()) core::diag(node.warmup_summary());
     core::diag(node.fixed_buffers_summary());
     std::string http_where;
     for (const core::endpoint& e : node.http_endpoints())
@@ -330,6 +331,7 @@ int main(int argc, char** argv) {
                 node.request_stop();
             }
         }
+        if (std::string line = node.save_warmup(); !line.empty()) core::diag(line);
         if (stopping && node.finished()) break;
         if (!stopping && node.finished()) {
             core::diag("a shard stopped unexpectedly; shutting down (exit 1)");
@@ -340,6 +342,7 @@ int main(int argc, char** argv) {
         }
     }
     node.join();
+    if (std::string line = node.save_warmup(true); !line.empty()) core::diag(line);
     const queue::relay::body_reads reads = node.streamed_body_reads();
     core::diag("stopped: " + std::to_string(node.messages_queued()) + " message(s) queued in this run; " +
                "streamed body pieces read into registered buffers: " + std::to_string(reads.fixed) +

@@ -15,7 +15,12 @@
 #    and [4] for exprov (2 for each shard). 6 messages to p1.test (MX mx.prov.test), then 6 to
 #    o.test (MX mx.other.test): to p1.test exactly 2 leave from a (its shard's exprov share) and
 #    4 from b; to o.test a and b alternate (3 and 3: a's all-sites allowance is another count).
-# 4. Start-up error: a warm-up naming a source no --egress-source defines: the relay exits
+# 4. A restart keeps the day's counts (the warm-up journal, SPOOL/warmup.json): pool a only,
+#    daily [4], one shard, 8 messages: 4 leave, the journal says 4 within its save interval,
+#    then SIGKILL. Restarted on that spool: the start-up line says 4 were restored, a's allowance
+#    is reported used up again, and nothing more leaves (the other 4 wait). Without the journal
+#    the restarted relay sends 4 more (8 in the day). Then SIGTERM: the final save still says 4.
+# 5. Start-up error: a warm-up naming a source no --egress-source defines: the relay exits
 #    non-zero naming the file and the key.
 # Without the feature (the source chosen before the site, no allowance) case 1 sends about 10
 # from each address and case 2 delivers all 6. Bounded: the sinks stop themselves (--expect,
@@ -139,6 +144,51 @@ def wait_case(c, relay_bin, sink_bin):
     c.check(not transient, "no TransientFailure or Bounce at all: the waiting mail used no retry", transient[:2])
 
 
+def restart_case(c, relay_bin, sink_bin):
+    n, allowance = 8, 4
+    work = harness.temp_dir("rr-warmup-restart-")
+    spool = os.path.join(work, "spool")
+    journal = os.path.join(spool, "warmup.json")
+    port = harness.free_port()
+    sink = harness.start_sink(sink_bin, port, ["--duration", "90"])
+    rules = rules_file(work, [allowance])
+    flags = ["--smarthost", f"127.0.0.1:{port}", "--retry-intervals", "1s", "--no-default-shaping",
+             "--shaping", rules] + SOURCES + ["--egress-pool", "only-a=a", "--pool-for", "*=only-a"]
+    records = lambda relay, kind: [x for x in harness.log_records(relay.log_path) if x.get("type") == kind]  # noqa: E731
+
+    def journal_used():
+        try:
+            with open(journal) as f:
+                return sum(json.loads(line)["used"] for line in f if line.strip())
+        except (OSError, ValueError, KeyError):
+            return None
+
+    first = harness.Relay(relay_bin, flags, spool=spool, shards=1).start()
+    send(first, n)
+    c.require(harness.wait_until(lambda: len(records(first, "Delivery")) >= allowance, 20),
+              f"first run: the day's allowance ({allowance}) is delivered")
+    c.check(harness.wait_until(lambda: journal_used() == allowance, 20),
+            f"first run: SPOOL/warmup.json says {allowance} used today (saved within its interval)", journal_used())
+    first.kill()
+    before = len(harness.log_records(first.log_path))
+
+    second = harness.Relay(relay_bin, flags, spool=spool, shards=1).start()
+    c.check(f": {allowance} message(s) over 1 source schedule(s)" in second.stderr(),
+            f"second run: the start-up line says {allowance} were restored",
+            [l for l in second.stderr().splitlines() if "warm-up" in l])
+    later = lambda kind: [x for x in harness.log_records(second.log_path)[before:] if x.get("type") == kind]  # noqa: E731
+    c.check(harness.wait_until(lambda: any(x.get("event") == "warmup_used_up" for x in later("Shaping")), 30),
+            "second run: a's allowance is reported used up when the recovered mail is tried",
+            [(x.get("type"), x.get("event")) for x in harness.log_records(second.log_path)[before:]][:12])
+    time.sleep(3)  # the retry interval is 1 s: sends, had there been any allowance left, show by now
+    c.check(len(later("Delivery")) == 0, "second run: nothing more is delivered", len(later("Delivery")))
+    c.check(second.stop() == 0, "second run: stops cleanly")
+    c.check(journal_used() == allowance, f"the final save still says {allowance} used today", journal_used())
+    sink.terminate()
+    summary, _ = harness.sink_result(sink, 30)
+    c.check(summary.get("received") == allowance, f"the sink received exactly {allowance} over both runs", summary)
+
+
 def provider_case(c, relay_bin, sink_bin):
     from mx_routing_test import Dnsmasq
     try:
@@ -212,6 +262,7 @@ def scenario(c):
     startup_error(c, relay_bin)
     overflow_case(c, relay_bin, sink_bin)
     wait_case(c, relay_bin, sink_bin)
+    restart_case(c, relay_bin, sink_bin)
     provider_case(c, relay_bin, sink_bin)
 
 

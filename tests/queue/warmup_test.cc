@@ -149,4 +149,69 @@ TEST(Warmup, UsedUpIsReportedOncePerDayPerSourceAndProvider) {
 }
 
 }  // namespace
+
+// The warm-up journal (a restart keeps the day's counts): what a shard publishes, the file's
+// lines both ways, the totals of a day, and each shard's seed.
+TEST(WarmupJournal, SeededCountsLimitAsIfTheyHadBeenSent) {
+    const auto t = table({"p=a"});
+    const shaping_rules r = rules_of(R"({"warmup": {"a": {"start": "2026-12-01", "daily": [5]}}})");
+    egress_chooser c(*t);
+    warmup_ledger l(0, 1);
+    const std::uint64_t v = l.version();
+    l.seed(warmup_count{"a", "", dec1, 3});
+    EXPECT_NE(l.version(), v);
+    EXPECT_EQ(choose(c, l, *t, r, "", dec1, 3), "aa-");
+    std::vector<warmup_count> out;
+    l.counts(out);
+    EXPECT_EQ(out, (std::vector<warmup_count>{{"a", "", dec1, 5}}));
+    // A seed of another day counts nothing today.
+    warmup_ledger fresh(0, 1);
+    fresh.seed(warmup_count{"a", "", dec1 - 1, 5});
+    egress_chooser c2(*t);
+    EXPECT_EQ(choose(c2, fresh, *t, r, "", dec1, 6), "aaaaa-");
+}
+
+TEST(WarmupJournal, LinesRoundTripAndErrorsNameTheLine) {
+    const std::vector<warmup_count> totals{{"a", "", dec1, 3}, {"b\"x", "google", dec1, 12}};
+    const std::string text = format_warmup_journal(totals);
+    EXPECT_EQ(text,
+              "{\"day\":\"2026-12-01\",\"source\":\"a\",\"counted_as\":\"\",\"used\":3}\n"
+              "{\"day\":\"2026-12-01\",\"source\":\"b\\\"x\",\"counted_as\":\"google\",\"used\":12}\n");
+    auto back = parse_warmup_journal(text);
+    ASSERT_TRUE(back.has_value()) << back.error();
+    EXPECT_EQ(*back, totals);
+    EXPECT_TRUE(parse_warmup_journal("").has_value());
+    const std::pair<std::string, std::string> bad[] = {
+        {"{\"day\":\"2026-12-01\",\"source\":\"a\",\"counted_as\":\"\",\"used\":3}\nnot json\n",
+         "line 2: not a JSON object"},
+        {"{\"day\":\"2026-13-01\",\"source\":\"a\",\"counted_as\":\"\",\"used\":3}", "line 1: \"day\" must be a date, YYYY-MM-DD"},
+        {"{\"day\":20261201,\"source\":\"a\",\"counted_as\":\"\",\"used\":3}", "line 1: \"day\" must be a string"},
+        {"{\"day\":\"2026-12-01\",\"source\":\"\",\"counted_as\":\"\",\"used\":3}", "line 1: \"source\" must be a non-empty string"},
+        {"{\"day\":\"2026-12-01\",\"source\":\"a\",\"used\":3}", "line 1: \"counted_as\" must be a string"},
+        {"{\"day\":\"2026-12-01\",\"source\":\"a\",\"counted_as\":\"\",\"used\":-3}", "line 1: \"used\" must be a non-negative integer"},
+    };
+    for (const auto& [input, error] : bad) {
+        auto r = parse_warmup_journal(input);
+        ASSERT_FALSE(r.has_value()) << input;
+        EXPECT_EQ(r.error(), error) << input;
+    }
+}
+
+TEST(WarmupJournal, TotalsOfTheDayAndSeedsSplitLikeTheAllowance) {
+    const std::vector<warmup_count> published{{"a", "", dec1, 4}, {"b", "", dec1, 1}, {"a", "", dec1, 3},
+                                              {"a", "google", dec1, 2}, {"a", "", dec1 - 1, 9}, {"c", "", dec1, 0}};
+    const auto totals = warmup_totals(published, dec1);
+    EXPECT_EQ(totals, (std::vector<warmup_count>{{"a", "", dec1, 7}, {"a", "google", dec1, 2}, {"b", "", dec1, 1}}));
+    // Over three shards: 7 -> 3,2,2; 2 -> 1,1,0; 1 -> 1,0,0 (zero parts left out).
+    EXPECT_EQ(warmup_seed(totals, 0, 3),
+              (std::vector<warmup_count>{{"a", "", dec1, 3}, {"a", "google", dec1, 1}, {"b", "", dec1, 1}}));
+    EXPECT_EQ(warmup_seed(totals, 1, 3), (std::vector<warmup_count>{{"a", "", dec1, 2}, {"a", "google", dec1, 1}}));
+    EXPECT_EQ(warmup_seed(totals, 2, 3), (std::vector<warmup_count>{{"a", "", dec1, 2}}));
+    // Whatever the split, no shard is left more than its share of what remains: an allowance of
+    // 10 with 7 used leaves 3 in all (4-3, 3-2, 3-2).
+    std::uint64_t left = 0;
+    for (unsigned s = 0; s < 3; ++s) left += warmup_share(10, s, 3) - warmup_seed(totals, s, 3)[0].used;
+    EXPECT_EQ(left, 3u);
+}
+
 }  // namespace ringrelay::queue
