@@ -29,6 +29,21 @@ namespace ringrelay::queue {
 
 namespace {
 
+// K of a directory named "shard-K" (digits only); nullopt for any other name.
+std::optional<unsigned> shard_directory_index(std::string_view name) {
+    if (!name.starts_with("shard-") || name.size() == 6 || name.size() > 12) return std::nullopt;
+    unsigned k = 0;
+    for (const char c : name.substr(6)) {
+        if (c < '0' || c > '9') return std::nullopt;
+        k = k * 10 + static_cast<unsigned>(c - '0');
+    }
+    return k;
+}
+
+}  // namespace
+
+namespace {
+
 // The start-up line about the shards' registered buffers (queue/outbound.h): said once for
 // the relay, not per shard. `counts`: each shard's; `refusal`: the first shard's refusal.
 std::string describe_fixed_buffers(const std::vector<unsigned>& counts, const std::string& refusal) {
@@ -122,6 +137,23 @@ std::expected<void, std::string> relay::start() {
         return std::unexpected("--spool: " + e.text + (e.busy ? "; two relays cannot share a spool" : ""));
     } else {
         _lock.emplace(std::move(*lock));
+    }
+    // A spool written by more shards than this start has: shard K reads SPOOL/shard-K only, so
+    // the mail in the others would wait, unread, until a start with enough shards. Refused.
+    if (auto extra = list_spool(_config.spool, _config.shards); !extra) {
+        return std::unexpected("--spool: " + extra.error());
+    } else if (!extra->messages.empty()) {
+        unsigned highest = 0;
+        if (DIR* d = ::opendir(_config.spool.c_str()); d != nullptr) {
+            while (dirent* e = ::readdir(d))
+                if (const auto k = shard_directory_index(e->d_name); k && *k >= highest) highest = *k;
+            ::closedir(d);
+        }
+        return std::unexpected("--shards " + std::to_string(_config.shards) + ": the spool " + _config.spool + " holds " +
+                               std::to_string(extra->messages.size()) + " undelivered message(s) in shard directories " +
+                               std::to_string(_config.shards) + " to " + std::to_string(highest) +
+                               ", which a relay with fewer shards does not read; start with --shards " +
+                               std::to_string(highest + 1) + " or more (each shard delivers its own directory)");
     }
     _features = core::probe_kernel_features();
     core::diag(core::describe(_features));
@@ -571,7 +603,7 @@ relay::body_reads relay::streamed_body_reads() const noexcept {
     return n;
 }
 
-std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir) {
+std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir, unsigned from_shard) {
     spool_listing out;
     DIR* d = ::opendir(spool_dir.c_str());
     if (d == nullptr) {
@@ -580,7 +612,7 @@ std::expected<spool_listing, std::string> list_spool(const std::string& spool_di
     }
     std::vector<std::string> shards;
     while (dirent* e = ::readdir(d)) {
-        if (std::strncmp(e->d_name, "shard-", 6) == 0) shards.emplace_back(e->d_name);
+        if (const auto k = shard_directory_index(e->d_name); k && *k >= from_shard) shards.emplace_back(e->d_name);
     }
     ::closedir(d);
     std::sort(shards.begin(), shards.end());

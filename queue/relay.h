@@ -190,6 +190,8 @@ struct spool_listing {
     std::vector<recovered_message> messages;
     std::vector<std::string> problems;
 };
-[[nodiscard]] std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir);
+// The undelivered messages of every SPOOL/shard-K directory with K >= from_shard (all by default).
+[[nodiscard]] std::expected<spool_listing, std::string> list_spool(const std::string& spool_dir,
+                                                                   unsigned from_shard = 0);
 
 }  // namespace ringrelay::queue
