@@ -352,16 +352,17 @@ std::string boundary_of(const message_stamp& stamp, int n) {
     return std::string(stamp.boundary) + "_" + std::to_string(n);
 }
 
-// The body of the text and html parts: one part, or multipart/alternative.
+// The body of the text and html parts: one part, or multipart/alternative (the CRLF before each
+// delimiter after a part is the delimiter's, RFC 2046 §5.1.1).
 void append_body_parts(std::string& out, const inject_parts& parts, const message_stamp& stamp) {
     if (!parts.text_body.empty() && !parts.html_body.empty()) {
         const std::string b = boundary_of(stamp, 2);
         out += "Content-Type: multipart/alternative; boundary=\"" + b + "\"\r\n\r\n";
         out += "--" + b + "\r\n";
         append_text_part(out, "plain", parts.text_body);
-        out += "--" + b + "\r\n";
+        out += "\r\n--" + b + "\r\n";
         append_text_part(out, "html", parts.html_body);
-        out += "--" + b + "--\r\n";
+        out += "\r\n--" + b + "--\r\n";
     } else if (!parts.html_body.empty()) {
         append_text_part(out, "html", parts.html_body);
     } else {
@@ -481,15 +482,24 @@ std::string build_mime_message(const inject_parts& parts, const message_stamp& s
     }
     const std::string b = boundary_of(stamp, 1);
     out += "Content-Type: multipart/mixed; boundary=\"" + b + "\"\r\n\r\n";
+    // The CRLF before a delimiter belongs to it (RFC 2046 §5.1.1): each part's own last line
+    // end is kept by writing one more.
+    bool first = true;
+    auto delimiter = [&] {
+        out += first ? "--" : "\r\n--";
+        out += b;
+        out += "\r\n";
+        first = false;
+    };
     if (!parts.text_body.empty() || !parts.html_body.empty()) {
-        out += "--" + b + "\r\n";
+        delimiter();
         append_body_parts(out, parts, stamp);
     }
     for (const inject_attachment& a : parts.attachments) {
-        out += "--" + b + "\r\n";
+        delimiter();
         append_attachment(out, a);
     }
-    out += "--" + b + "--\r\n";
+    out += "\r\n--" + b + "--\r\n";
     return out;
 }
 

@@ -185,19 +185,19 @@ TEST(InjectMime, BuildsAlternativeInsideMixedWithAnAttachment) {
               "Content-Transfer-Encoding: quoted-printable\r\n"
               "\r\n"
               "caf=C3=A9 =3D 1\r\n"
-              "--=_rr_0000000000000100_2\r\n"
+              "\r\n--=_rr_0000000000000100_2\r\n"
               "Content-Type: text/html; charset=utf-8\r\n"
               "Content-Transfer-Encoding: 7bit\r\n"
               "\r\n"
               "<p>x</p>\r\n"
-              "--=_rr_0000000000000100_2--\r\n"
-              "--=_rr_0000000000000100_1\r\n"
+              "\r\n--=_rr_0000000000000100_2--\r\n"
+              "\r\n--=_rr_0000000000000100_1\r\n"
               "Content-Type: application/octet-stream\r\n"
               "Content-Disposition: attachment;\r\n filename=\"r\\\"1.bin\"\r\n"
               "Content-Transfer-Encoding: base64\r\n"
               "\r\n"
               "AAECAw==\r\n"
-              "--=_rr_0000000000000100_1--\r\n");
+              "\r\n--=_rr_0000000000000100_1--\r\n");
 }
 
 TEST(InjectMime, QuotedPrintableKeepsLinesShortAndTrailingSpaceEncoded) {
@@ -216,7 +216,7 @@ TEST(InjectMime, EncodesANonAsciiFileNameAsRfc2231AndLongDataInLinesOf76) {
     const std::string m = build_mime_message(p, stamp);
     EXPECT_NE(m.find("Content-Disposition: attachment;\r\n filename*=UTF-8''%C3%A9.txt\r\n"), std::string::npos) << m;
     // 60 octets: 80 base64 characters, in a line of 76 and one of 4.
-    EXPECT_NE(m.find("YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh\r\nYWFh\r\n--"),
+    EXPECT_NE(m.find("YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh\r\nYWFh\r\n\r\n--"),
               std::string::npos)
         << m;
 }
