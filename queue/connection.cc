@@ -6,7 +6,6 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/net.h"
-#include "queue/campaign_header.h"
 #include "queue/shard.h"
 
 namespace ringrelay::queue {
@@ -14,155 +13,29 @@ namespace ringrelay::queue {
 connection::connection(shard& owner, int fd, protocol::client_info client, listener_kind kind)
     : server_connection(owner, fd, std::move(client), kind, owner),
       _shard(owner),
+      _acceptance(owner, *this),
       _auth_slot(owner.auth() != nullptr ? owner.auth()->failures().slot_of(this->peer()) : 0) {
     if (owner.dkim() != nullptr) session().set_body_observer(this);
 }
 
 connection::~connection() = default;
 
-// A message's storage starts (its Received: field comes first): take the keys in force, and
-// hash the body as it arrives if there are any.
-void connection::body_begun() noexcept {
-    _body_hash.reset();
-    _dkim_table = _shard.dkim()->keys();
-    if (!_dkim_table->empty()) _body_hash.emplace(_dkim_table->canon().body);
-}
-
-void connection::body_appended(std::string_view octets) noexcept {
-    if (_body_hash) _body_hash->update(octets);
-}
-
 void connection::begin_commit() noexcept {
-    _received_us = static_cast<std::uint64_t>(core::unix_us());
-    _signed_used = false;
-    _dkim_made.clear();
-    _dkim_errors.clear();
-    if (!take_campaign()) return;
-    if (!_body_hash) return append_to_spool();
-    // Which keys sign: the header section is split here (a few hundred octets to scan); the
-    // signatures are made on the signer's pool, or here when only Ed25519 keys sign.
-    dkim_plan plan;
-    try {
-        plan = plan_signatures(*_dkim_table, unsigned_message());
-    } catch (const std::bad_alloc&) {
-        _dkim_errors.emplace_back("out of memory");
-    }
-    if (plan.keys.empty()) {
-        _body_hash.reset();
-        return append_to_spool();
-    }
-    const std::optional<protocol::dkim::sha256_digest> body_hash = _body_hash->finish();
-    _body_hash.reset();
-    if (!body_hash) {
-        _dkim_errors.emplace_back("the body hash failed (OpenSSL)");
-        return append_to_spool();
-    }
-    if (!_dkim_job) _dkim_job = std::make_unique<dkim_job>(this, &connection::dkim_signed, _shard.dkim());
-    _dkim_job->prepare(_dkim_table, std::move(plan.keys), std::move(plan.fields), *body_hash,
-                       static_cast<std::int64_t>(_received_us / 1000000));
-    if (_dkim_job->ed25519_only()) {
-        // Tens of microseconds: cheaper here than the round trip through the pool
-        // (queue/dkim_signer.h). Then on as if the pool had handed it back.
-        _dkim_job->sign_with(&_shard.dkim_cache());
-        return _dkim_job->finish();
-    }
-    if (!_shard.dkim()->pool().submit(*_dkim_job, _shard.work_return())) {
-        // Every signing thread is busy and as many messages wait as there may be connections:
-        // the client tries again later; nothing is stored unsigned for want of a thread.
-        _dkim_job->clear();
-        if (_shard.may_report(shard::report::dkim_error))
-            core::diag("DKIM: the signing queue is full; message from " + peer() +
-                       " answered 451 4.3.0 (one report per second)");
-        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
-        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
-    }
+    _acceptance.begin(session().message_envelope(), session().message(),
+                      reception_source{.client = peer(),
+                                       .proxy = proxy(),
+                                       .protocol = "SMTP",
+                                       .auth_user = session().authenticated_user(),
+                                       .tls = tls_text()});
 }
 
-// The campaign header (issue 17): its value kept, every field of its name left out of the
-// message that is signed, stored and delivered. False: the message was answered (451 4.3.0: no
-// memory for the copy without it; the header is never passed on).
-bool connection::take_campaign() noexcept {
-    _campaign.clear();
-    _stripped_used = false;
-    const std::string_view name = _shard.outbound_delivery().campaign_field();
-    if (name.empty()) return true;
-    try {
-        campaign_fields found = find_campaign_fields(session().message(), name);
-        if (found.fields.empty()) return true;
-        _stripped.clear();
-        _stripped.reserve(session().message().size());
-        append_without_fields(_stripped, session().message(), found.fields);
-        _campaign = std::move(found.campaign);
-        _stripped_used = true;
-        return true;
-    } catch (const std::bad_alloc&) {
-        _campaign.clear();
-        _body_hash.reset();
-        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
-        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
-        return false;
+void connection::acceptance_done(acceptance_result result) noexcept {
+    switch (result) {
+    case acceptance_result::committed: return commit_done(protocol::commit_result::ok);
+    case acceptance_result::no_space: return commit_done(protocol::commit_result::no_space);
+    case acceptance_result::io_error: return commit_done(protocol::commit_result::io_error);
+    case acceptance_result::deferred: return commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
     }
-}
-
-// Shard thread: the signatures are made (or not: the reasons are in errors()).
-void connection::dkim_signed(void* self, dkim_job& job) noexcept {
-    auto* c = static_cast<connection*>(self);
-    c->_dkim_made = job.summaries();
-    c->_shard.mutable_counters().dkim_signatures.fetch_add(c->_dkim_made.size(), std::memory_order_relaxed);
-    c->_dkim_errors.insert(c->_dkim_errors.end(), job.errors().begin(), job.errors().end());
-    if (!job.fields().empty()) {
-        try {
-            c->_signed.clear();
-            c->_signed.reserve(job.fields().size() + c->unsigned_message().size());
-            c->_signed += job.fields();
-            c->_signed += c->unsigned_message();
-            c->_signed_used = true;
-        } catch (const std::bad_alloc&) {
-            c->_dkim_made.clear();
-            c->_dkim_errors.emplace_back("out of memory for the signed copy");
-        }
-    }
-    job.clear();
-    c->append_to_spool();
-}
-
-std::string_view connection::unsigned_message() const noexcept {
-    return _stripped_used ? std::string_view(_stripped) : session().message();
-}
-
-std::string_view connection::stored_message() const noexcept {
-    return _signed_used ? std::string_view(_signed) : unsigned_message();
-}
-
-void connection::append_to_spool() noexcept {
-    if (!_dkim_errors.empty() && _shard.may_report(shard::report::dkim_error))
-        core::diag("DKIM: message from " + peer() + " not signed by every key: " + _dkim_errors.front() +
-                   " (delivered as it is; the Reception record lists the reasons; one report per second)");
-    _shard.message_spool().append(session().message_envelope(), peer(), stored_message(), _received_us, this, _campaign);
-}
-
-void connection::committed(protocol::commit_result result) noexcept {
-    if (result == protocol::commit_result::ok) {
-        _shard.mutable_counters().messages_queued.fetch_add(1, std::memory_order_relaxed);
-        // From the end of the data (begin_commit) to now, when the 250 goes out.
-        const std::int64_t waited = core::unix_us() - static_cast<std::int64_t>(_received_us);
-        _shard.mutable_counters().ack_latency.record(waited > 0 ? static_cast<std::uint64_t>(waited) : 0);
-        log_reception();
-        _shard.outbound_delivery().accept(session().message_envelope(), peer(), stored_message(),
-                                          _shard.message_spool().committed_location(), _received_us, _campaign);
-    } else {
-        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (_signed_used) {
-        _signed_used = false;
-        // A big signed copy is not kept for the next message (the session keeps its own buffer).
-        if (_signed.capacity() > 1024 * 1024) std::string().swap(_signed);
-    }
-    if (_stripped_used) {
-        _stripped_used = false;
-        if (_stripped.capacity() > 1024 * 1024) std::string().swap(_stripped);
-    }
-    commit_done(result);
 }
 
 // Waiting for room for a password check: leave the queue; the answer (nowhere to go now)
@@ -302,75 +175,6 @@ void connection::auth_checked(void* self, auth_check& check) noexcept {
     }
     const std::uint64_t failures = c->session().auth_failures() + 1;  // this one is not answered yet
     c->answer_auth_later(result, static_cast<std::uint32_t>(std::min<std::uint64_t>(500 * failures, 4000)));
-}
-
-namespace {
-// ["a","b"] (escaped).
-void append_json_strings(std::string& line, const std::vector<std::string>& items) {
-    line += '[';
-    for (std::size_t i = 0; i < items.size(); ++i) {
-        if (i != 0) line += ',';
-        line += '"';
-        core::append_json_escaped(line, items[i]);
-        line += '"';
-    }
-    line += ']';
-}
-}  // namespace
-
-void connection::log_reception() noexcept {
-    core::log_writer& log = _shard.log();
-    if (!log.enabled()) return;
-    const protocol::envelope& env = session().message_envelope();
-    std::string& line = log.line_buffer();
-    line += "{\"type\":\"Reception\",\"time\":\"";
-    line += core::iso8601_us(static_cast<std::int64_t>(_received_us));
-    line += "\",\"queue_id\":\"";
-    line += protocol::format_queue_id(env.queue_id);
-    line += "\",\"shard\":";
-    line += std::to_string(_shard.index());
-    line += ",\"client\":\"";
-    core::append_json_escaped(line, peer());
-    if (!proxy().empty()) {
-        line += "\",\"proxy\":\"";
-        core::append_json_escaped(line, proxy());
-    }
-    line += "\",\"helo\":\"";
-    core::append_json_escaped(line, env.helo);
-    line += "\",\"sender\":\"";
-    core::append_json_escaped(line, env.mail_from);
-    line += "\",\"recipients\":";
-    append_json_strings(line, env.rcpt_to);
-    line += ",\"size\":";
-    line += std::to_string(stored_message().size());
-    line += ",\"auth\":";
-    if (session().authenticated_user().empty()) {
-        line += "null";
-    } else {
-        line += '"';
-        core::append_json_escaped(line, session().authenticated_user());
-        line += '"';
-    }
-    line += ",\"tls\":";
-    if (tls_text().empty()) {
-        line += "null";
-    } else {
-        line += '"';
-        core::append_json_escaped(line, tls_text());
-        line += '"';
-    }
-    if (!_campaign.empty()) {
-        line += ",\"campaign\":\"";  // issue 17: its header was stripped from the message stored
-        core::append_json_escaped(line, _campaign);
-        line += '"';
-    }
-    line += ",\"dkim\":";
-    append_json_strings(line, _dkim_made);
-    if (!_dkim_errors.empty()) {
-        line += ",\"dkim_errors\":";
-        append_json_strings(line, _dkim_errors);
-    }
-    line += "}\n";
 }
 
 }  // namespace ringrelay::queue

@@ -1,9 +1,10 @@
 // queue/connection.h: the relay's inbound connection: the inbound SMTP engine
 // (queue/server_connection.h: stream, session, STARTTLS and implicit TLS, kTLS, early talker,
 // held input, deadlines) with the relay's commit and AUTH. A finished message is appended to
-// the shard's spool (group commit); only when the fdatasync covering it completed
-// (committed(ok)) is the Reception line logged, the message handed to the shard's delivery,
-// and 250 said; a failed write or sync answers 452 4.3.1 / 451 4.3.0.
+// the shard's spool by the relay's acceptance (queue/acceptance.h, shared with HTTP injection:
+// campaign header, DKIM, group commit); only when the fdatasync covering it completed is the
+// Reception line logged, the message handed to the shard's delivery, and 250 said; a failed
+// write or sync answers 452 4.3.1 / 451 4.3.0.
 // AUTH: a complete attempt goes to the relay's work pool as an auth_check (the KDF never runs
 // on the shard thread); input waits in the engine meanwhile. An attempt that finds no room
 // (its address's checks in flight, its user paced, the pool's queue full) waits in the
@@ -32,18 +33,16 @@
 #include <vector>
 
 #include "protocol/server_session.h"
-#include "protocol/dkim_canon.h"
+#include "queue/acceptance.h"
 #include "queue/auth.h"
-#include "queue/dkim_signer.h"
 #include "queue/server_connection.h"
-#include "queue/spool.h"
 
 namespace ringrelay::queue {
 
 class shard;
 
 class connection final : public server_connection,
-                         public commit_waiter,
+                         public acceptance_owner,
                          public auth_waiter,
                          public protocol::body_observer {
 public:
@@ -51,15 +50,15 @@ public:
     connection(shard& owner, int fd, protocol::client_info client, listener_kind kind);
     ~connection() override;
 
-    // commit_waiter (the spool): the message's record is durable, or failed.
-    void committed(protocol::commit_result result) noexcept override;
+    // acceptance_owner: the message is durable, or failed.
+    void acceptance_done(acceptance_result result) noexcept override;
     // auth_waiter (the shard's auth_wait_queue)
     outcome retry_auth(std::int64_t now_ms) noexcept override;
     void auth_wait_over(std::int64_t waited_ms) noexcept override;
     void auth_wait_cancelled() noexcept override;
     // body_observer (the session): the message as it is stored, for the DKIM body hash.
-    void body_begun() noexcept override;
-    void body_appended(std::string_view octets) noexcept override;
+    void body_begun() noexcept override { _acceptance.body_begun(); }
+    void body_appended(std::string_view octets) noexcept override { _acceptance.body_appended(octets); }
 
 private:
     // server_connection
@@ -67,17 +66,6 @@ private:
     void begin_auth() noexcept override;
     void on_closing() noexcept override;
 
-    void log_reception() noexcept;
-    // The message (signed or not) goes to the spool.
-    void append_to_spool() noexcept;
-    // The campaign of the message (its header read, the copy without it made); false if the
-    // message was answered instead (no memory).
-    [[nodiscard]] bool take_campaign() noexcept;
-    // The message as it is signed: the copy without the campaign header, or the session's.
-    [[nodiscard]] std::string_view unsigned_message() const noexcept;
-    static void dkim_signed(void* self, dkim_job& job) noexcept;
-    // The stored message: the signed copy, or the session's.
-    [[nodiscard]] std::string_view stored_message() const noexcept;
     // Why a prepared check did or did not start.
     enum class auth_start : std::uint8_t { started, answered, address_busy, user_paced, pool_full, behind_others };
     // Admission (address, then user), then the work pool; answers a blocked address itself.
@@ -87,26 +75,11 @@ private:
     static void auth_checked(void* self, auth_check& check) noexcept;
 
     shard& _shard;
-    std::uint64_t _received_us = 0;
+    message_acceptance _acceptance;
     std::unique_ptr<auth_check> _auth_check;  // made at the first AUTH attempt
     std::size_t _auth_slot = 0;        // the client's slot in auth_failures
     std::size_t _auth_user_slot = 0;   // the attempt's user name's slot in user_failures
     bool _auth_malformed = false;      // the attempt fails without a check (no user counted)
-    // DKIM: the table taken when the message began (a reload mid-message does not change it),
-    // the body hash over the bytes as they arrived, the job, and the signed copy of the message
-    // (the signature fields, then the message) while it is committed.
-    std::shared_ptr<const dkim_keys> _dkim_table;
-    std::optional<protocol::dkim::body_hash_stream> _body_hash;
-    std::unique_ptr<dkim_job> _dkim_job;
-    std::string _signed;
-    bool _signed_used = false;         // _signed holds the stored message
-    std::vector<std::string> _dkim_made;    // for the Reception record: "d=... s=... a=..."
-    std::vector<std::string> _dkim_errors;  // why a key did not sign
-    // The message's campaign ("" for none) and the message without its campaign header, while it
-    // is committed.
-    std::string _campaign;
-    std::string _stripped;
-    bool _stripped_used = false;  // _stripped holds the unsigned message
 };
 
 }  // namespace ringrelay::queue

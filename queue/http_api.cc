@@ -31,6 +31,7 @@ const http_api::route http_api::routes[] = {
     {"/api/v1/flush", post_only, "POST", http_callers::networks, &http_api::flush},
     {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
     {"/api/v1/drain", post_only, "POST", http_callers::networks, &http_api::drain},
+    {"/api/v1/inject", post_only, "POST", http_callers::networks, &http_api::inject},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -68,7 +69,9 @@ void http_api::handle(const core::http_request& request, const sockaddr* peer, c
         answer.response.allow = r->allow;
         return;
     }
+    _peer = peer;
     (this->*(r->handler))(request, answer);
+    _peer = nullptr;
 }
 
 void http_api::metrics(const core::http_request&, core::http_answer& answer) noexcept {
@@ -130,6 +133,24 @@ void http_api::drain(const core::http_request& request, core::http_answer& answe
     answer.response.status = 200;
     answer.response.content_type = "application/json";
     answer.response.body = already ? R"({"draining":true,"already":true})" "\n" : R"({"draining":true,"already":false})" "\n";
+}
+
+// The message goes to this shard's injector once its body parsed (queue/injector.h answers).
+void http_api::inject(const core::http_request& request, core::http_answer& answer) noexcept {
+    if (_injector == nullptr) {
+        answer.response = core::http_json_error(503, "injection is not served here");
+        return;
+    }
+    try {
+        auto parsed = parse_inject_body(request.body);
+        if (!parsed) {
+            answer.response = core::http_json_error(400, parsed.error());
+            return;
+        }
+        _injector->inject(std::move(*parsed), _peer, answer);
+    } catch (const std::bad_alloc&) {
+        answer.response = core::http_json_error(503, "out of memory: nothing queued; try again later");
+    }
 }
 
 void http_api::control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept {

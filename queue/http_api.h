@@ -9,9 +9,13 @@
 //   GET /api/v1/messages/{queue_id} one message                          --http-networks
 //   POST /api/v1/suspend, /api/v1/resume, /api/v1/flush, /api/v1/bounce  --http-networks
 //   POST /api/v1/drain              the relay drains (as SIGUSR2)        --http-networks
+//   POST /api/v1/inject             a message, answered once durable     --http-networks
 // The /api/v1 routes are the queue control API (queue/admin_request.h): the body is checked here
 // (400 with the field named), then the request goes to every shard (admin_gateway: the shard's
 // delivery) and is answered once all have reported (core::http_answer::defer()).
+// POST /api/v1/inject: the body is parsed here (queue/inject_body.h: 400 naming the field), then
+// the shard's injector (inject_gateway; queue/injector.h) checks, builds and commits the message
+// and answers once the spool's commit is known.
 // An unknown path is 404 to a client in --http-networks and 403 to others (the map of paths
 // is not told to strangers); a known path with another method is 405 with Allow; a client
 // outside the route's callers is 403. Errors are JSON: {"error": "..."}.
@@ -32,6 +36,7 @@
 #include "core/config.h"
 #include "core/http_server.h"
 #include "queue/admin_request.h"
+#include "queue/inject_body.h"
 #include "queue/metrics.h"
 
 namespace ringrelay::queue {
@@ -45,10 +50,10 @@ class http_api final : public core::http_service {
 public:
     // All outlive the api: the config's http_cidrs, the shards' counters, the shard's delivery
     // (null: the /api/v1 routes answer 503), the relay's drain request (null: POST
-    // /api/v1/drain answers 503).
+    // /api/v1/drain answers 503), the shard's injector (null: POST /api/v1/inject answers 503).
     http_api(const core::config& config, const metrics_sources& metrics, admin_gateway* admin = nullptr,
-             std::atomic<bool>* drain = nullptr) noexcept
-        : _config(config), _metrics(metrics), _admin(admin), _drain(drain) {}
+             std::atomic<bool>* drain = nullptr, inject_gateway* injector = nullptr) noexcept
+        : _config(config), _metrics(metrics), _admin(admin), _drain(drain), _injector(injector) {}
 
     void handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept override;
     // Outside --http-networks: no route is theirs yet, so a few connections per address do.
@@ -67,6 +72,7 @@ private:
     void flush(const core::http_request& request, core::http_answer& answer) noexcept;
     void bounce(const core::http_request& request, core::http_answer& answer) noexcept;
     void drain(const core::http_request& request, core::http_answer& answer) noexcept;
+    void inject(const core::http_request& request, core::http_answer& answer) noexcept;
     void control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept;
     // Runs `request` on every shard; the answer once all have reported.
     void administer(admin_request&& request, core::http_answer& answer) noexcept;
@@ -84,6 +90,8 @@ private:
     const metrics_sources& _metrics;
     admin_gateway* const _admin;
     std::atomic<bool>* const _drain;
+    inject_gateway* const _injector;
+    const sockaddr* _peer = nullptr;  // the caller's, during handle() only
 };
 
 }  // namespace ringrelay::queue

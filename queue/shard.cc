@@ -62,6 +62,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
 
 shard::~shard() {
     _http.reset();
+    _injector.reset();
     _front.reset();  // the connections, before the delivery and spool they use
     _delivery.reset();
     _dns.reset();
@@ -125,7 +126,8 @@ std::string shard::init() {
         if (std::string e = _front->listen(l.endpoint, l.kind); !e.empty()) return e;
     }
     if (!_http_listen.empty() && _metrics != nullptr) {
-        _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get(), _drain_request);
+        _injector = std::make_unique<injector>(*this);
+        _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get(), _drain_request, _injector.get());
         _http = std::make_unique<core::http_server>(
             core::stream_services{_reactor, _buffers, _streams, &_http_deadlines}, *_http_api,
             "shard " + std::to_string(_index));
@@ -346,7 +348,7 @@ void shard::tick_drain() noexcept {
                        std::to_string(_front->connections()) + " session(s) finish, " +
                        std::to_string(_delivery->queued_messages()) + " message(s) to deliver");
     }
-    _drained.store(_front->drained() && _delivery->queued_messages() == 0 && _delivery->outgoing_idle() &&
+    _drained.store(_front->drained() && (!_injector || _injector->idle()) && _delivery->queued_messages() == 0 && _delivery->outgoing_idle() &&
                        _delivery->reports_idle() && _spool->idle(),
                    std::memory_order_release);
 }
@@ -419,7 +421,7 @@ bool shard::may_exit() noexcept {
 }
 
 bool shard::drained() const noexcept {
-    return _front->drained() && (!_http || _http->drained()) && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
+    return _front->drained() && (!_http || _http->drained()) && (!_injector || _injector->idle()) && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
            (!_suppressions || _suppressions->idle());
 }
 
@@ -491,6 +493,7 @@ void shard::on_turn_end() noexcept {
     _streams.run();
     _delivery->on_turn_end();
     _front->end_turn();
+    if (_injector) _injector->end_turn();
     if (_http) _http->end_turn();
 }
 

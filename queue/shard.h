@@ -42,6 +42,7 @@
 #include "queue/egress.h"
 #include "queue/warmup.h"
 #include "queue/http_api.h"
+#include "queue/injector.h"
 #include "queue/metrics.h"
 #include "queue/shaping_table.h"
 #include "queue/spool.h"
@@ -207,6 +208,8 @@ public:
     core::tls_context* tls_context() noexcept override { return _tls_context ? &*_tls_context : nullptr; }
     bool kernel_tls() const noexcept override { return _tls != nullptr && _tls->kernel; }
     bool stopping() const noexcept override { return _stopping; }
+    // Draining (--drain, SIGUSR2, POST /api/v1/drain): no new message is taken.
+    [[nodiscard]] bool draining() const noexcept { return _draining; }
     void count(server_event event, std::uint64_t n) noexcept override;
     bool may_report(server_report kind) noexcept override;
     void write_report(server_report kind, std::string_view text) noexcept override;
@@ -293,6 +296,7 @@ private:
     core::deadline_list _http_deadlines;
     std::vector<core::endpoint> _http_listen;
     const metrics_sources* _metrics;
+    std::unique_ptr<injector> _injector;  // POST /api/v1/inject; made with the HTTP endpoint
     std::unique_ptr<http_api> _http_api;
     std::unique_ptr<core::http_server> _http;
     core::date_cache _dates;

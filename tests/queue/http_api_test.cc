@@ -42,8 +42,19 @@ struct fake_gateway final : queue::admin_gateway {
     std::vector<std::function<void(queue::admin_report&&)>> callbacks;
 };
 
+// Keeps each request the route hands over, and the caller's address; answers 200 at once.
+struct fake_injector final : queue::inject_gateway {
+    void inject(queue::inject_request&& request, const sockaddr* peer, core::http_answer& answer) noexcept override {
+        requests.push_back(std::move(request));
+        peers.push_back(core::address_text(peer));
+        answer.response.body = "{}";
+    }
+    std::vector<queue::inject_request> requests;
+    std::vector<std::string> peers;
+};
+
 struct api_fixture {
-    api_fixture() : sources(2), api(config, sources, &gateway, &drain) {
+    api_fixture() : sources(2), api(config, sources, &gateway, &drain, &injector) {
         config.http_cidrs.push_back(*core::parse_cidr("127.0.0.1/32"));
         sources.set(0, &shard0);
         sources.set(1, &shard1);
@@ -62,6 +73,7 @@ struct api_fixture {
         return pending->response;
     }
     fake_gateway gateway;
+    fake_injector injector;
     std::atomic<bool> drain{false};
     std::optional<core::http_answer> pending;
     core::config config;
@@ -193,5 +205,37 @@ TEST(HttpApi, DrainWithoutARelayIs503) {
     const sockaddr_in p = peer("127.0.0.1");
     core::http_answer answer;
     alone.handle(request, reinterpret_cast<const sockaddr*>(&p), answer);
+    EXPECT_EQ(answer.response.status, 503);
+}
+
+// POST /api/v1/inject (issue 18): the body is checked here (400 naming the field), then the
+// request and the caller's address go to the shard's injector.
+TEST(HttpApi, HandsAnInjectionToTheInjectorOnceItsBodyParsed) {
+    api_fixture f;
+    const std::string body = R"({"envelope_sender": "a@example.org", "recipients": [{"email": "b@example.net"}], "content": "A: b"})";
+    const auto bad = f.call(core::http_method::post, "/api/v1/inject", "127.0.0.1", R"({"envelope_sender": "a@example.org"})");
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_EQ(bad.body, "{\"error\": \"\\\"recipients\\\" is required\"}\n");
+    EXPECT_EQ(f.call(core::http_method::post, "/api/v1/inject", "127.0.0.2", body).status, 403);
+    EXPECT_EQ(f.call(core::http_method::get, "/api/v1/inject").status, 405);
+    EXPECT_TRUE(f.injector.requests.empty());
+    EXPECT_EQ(f.call(core::http_method::post, "/api/v1/inject", "127.0.0.1", body).status, 200);
+    ASSERT_EQ(f.injector.requests.size(), 1u);
+    EXPECT_EQ(f.injector.requests[0].recipients, std::vector<std::string>{"b@example.net"});
+    EXPECT_EQ(f.injector.peers[0], "127.0.0.1");
+}
+
+TEST(HttpApi, InjectionWithoutAnInjectorIs503) {
+    core::config config;
+    config.http_cidrs.push_back(*core::parse_cidr("127.0.0.1/32"));
+    queue::metrics_sources sources(1);
+    queue::http_api api(config, sources);
+    core::http_request request;
+    request.method = core::http_method::post;
+    request.target = "/api/v1/inject";
+    request.body = R"({"envelope_sender": "", "recipients": [{"email": "b@example.net"}], "content": "A: b"})";
+    const sockaddr_in p = peer("127.0.0.1");
+    core::http_answer answer;
+    api.handle(request, reinterpret_cast<const sockaddr*>(&p), answer);
     EXPECT_EQ(answer.response.status, 503);
 }
