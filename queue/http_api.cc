@@ -26,8 +26,7 @@ bool path_matches(std::string_view route, std::string_view path) noexcept {
 
 const http_api::route http_api::routes[] = {
     {"/", get_or_head, "GET, HEAD", http_callers::networks, &http_api::status_page},
-    {"/status.js", get_or_head, "GET, HEAD", http_callers::networks, &http_api::status_page},
-    {"/status.css", get_or_head, "GET, HEAD", http_callers::networks, &http_api::status_page},
+    {"/status/", get_or_head, "GET, HEAD", http_callers::networks, &http_api::status_page},
     {"/metrics", get_or_head, "GET, HEAD", http_callers::networks, &http_api::metrics},
     {"/api/v1/queue", get_only, "GET", http_callers::networks, &http_api::queue},
     {"/api/v1/messages/", get_only, "GET", http_callers::networks, &http_api::message},
@@ -84,7 +83,7 @@ void http_api::metrics(const core::http_request&, core::http_answer& answer) noe
 
 void http_api::status_page(const core::http_request& request, core::http_answer& answer) noexcept {
     const auto asset = status_page_asset(request.path());
-    if (!asset) {  // a route without a file: a defect, not the client's
+    if (!asset) {
         answer.response = core::http_json_error(404, "no such path");
         return;
     }

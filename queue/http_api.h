@@ -4,7 +4,7 @@
 //
 // Routes (a table: path, methods, who may call, handler; a path ending in '/', "/" itself
 // aside, takes what follows as its argument):
-//   GET|HEAD /, /status.js, /status.css  the status page (queue/status_page.h)  --http-networks
+//   GET|HEAD /, /status/{file}      the status page (queue/status_page.h) --http-networks
 //   GET|HEAD /metrics               Prometheus text (queue/metrics.h)   --http-networks
 //   GET /api/v1/queue               the queue by site                    --http-networks
 //   GET /api/v1/messages/{queue_id} one message                          --http-networks

@@ -1,5 +1,6 @@
-// queue/status_page.h: the status page (GET / on the HTTP endpoint, issue 18): its three files,
-// etc/status/index.html, status.js and status.css, compiled into the binary (queue/meson.build,
+// queue/status_page.h: the status page (GET / on the HTTP endpoint, issue 18): its files,
+// etc/status/index.html (at /), status.js, status.css and icon.svg (at /status/NAME: the icon
+// spares the browser a /favicon.ico that is not there), compiled into the binary (queue/meson.build,
 // scripts/embed-text) so the relay serves them with no etc/ installed. The page reads GET
 // /metrics and GET /api/v1/queue from the browser every second; the relay only hands out the
 // files. They are answered with status_page_fields: no caching (a new binary's page is seen at
@@ -17,7 +18,7 @@ struct status_asset {
     std::string_view body;          // the embedded file: lives as long as the program
 };
 
-// The file at `path` ("/", "/status.js", "/status.css"); nullopt for any other path.
+// The file at `path` ("/", "/status/status.js", ...); nullopt for any other path.
 [[nodiscard]] std::optional<status_asset> status_page_asset(std::string_view path) noexcept;
 
 // The header fields of every status page answer (core::http_response::fields' form).

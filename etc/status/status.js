@@ -1,4 +1,4 @@
-// etc/status/status.js: the status page's script (index.html; served as /status.js). Every
+// etc/status/status.js: the status page's script (index.html; served as /status/status.js). Every
 // second it reads GET /metrics (Prometheus text: the counters, summed over the shards) and
 // GET /api/v1/queue (the sites: README's "Queue control"), shows the numbers as text and draws
 // the charts on <canvas> by hand: received and delivered per second (the counters' change

@@ -123,12 +123,13 @@ TEST(HttpApi, ServesTheStatusPageWithItsPolicy) {
     const auto page = f.call(core::http_method::get, "/");
     EXPECT_EQ(page.status, 200);
     EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
-    EXPECT_NE(page.body.find("<script src=\"/status.js\""), std::string::npos);
-    const auto script = f.call(core::http_method::get, "/status.js?v=1");
+    EXPECT_NE(page.body.find("<script src=\"/status/status.js\""), std::string::npos);
+    const auto script = f.call(core::http_method::get, "/status/status.js?v=1");
     EXPECT_EQ(script.status, 200);
     EXPECT_EQ(script.content_type, "text/javascript; charset=utf-8");
     EXPECT_NE(script.body.find("/api/v1/queue"), std::string::npos);
-    EXPECT_EQ(f.call(core::http_method::get, "/status.css").content_type, "text/css; charset=utf-8");
+    EXPECT_EQ(f.call(core::http_method::get, "/status/status.css").content_type, "text/css; charset=utf-8");
+    EXPECT_EQ(f.call(core::http_method::get, "/status/icon.svg").content_type, "image/svg+xml");
     std::string out;
     core::append_http_response(out, page, true, false);
     EXPECT_NE(out.find("\r\nCache-Control: no-store\r\n"), std::string::npos);
@@ -139,6 +140,7 @@ TEST(HttpApi, ServesTheStatusPageWithItsPolicy) {
     EXPECT_EQ(f.call(core::http_method::get, "/", "127.0.0.2").status, 403);
     // "/" is a page, not a prefix: other paths are still unknown.
     EXPECT_EQ(f.call(core::http_method::get, "/status.html").status, 404);
+    EXPECT_EQ(f.call(core::http_method::get, "/status/nothing.js").status, 404);
 }
 
 // Issue 18: the queue control API.
