@@ -114,8 +114,18 @@
     return td;
   }
 
+  // "5 s ago", "in 59 min": an ISO 8601 time of the API against this browser's clock.
+  function relative(iso, now) {
+    if (!iso) return '';
+    const seconds = Math.round((Date.parse(iso) - now) / 1000);
+    const a = Math.abs(seconds);
+    const text = a < 120 ? a + ' s' : a < 7200 ? Math.round(a / 60) + ' min' : (a / 3600).toFixed(1) + ' h';
+    return seconds < 0 ? text + ' ago' : 'in ' + text;
+  }
+
   function show_queue(doc) {
     const sites = Array.isArray(doc.sites) ? doc.sites : [];
+    const now = Date.now();
     const body = $('sites').tBodies[0];
     const rows = [];
     for (const s of sites) {
@@ -126,8 +136,10 @@
       cell(tr, s.site).className = 'site';
       for (const field of ['queued', 'deferred', 'in_flight']) cell(tr, s[field], true).dataset.field = field;
       cell(tr, s.state).dataset.field = 'state';
-      cell(tr, s.oldest);
-      cell(tr, s.next_attempt);
+      for (const field of ['oldest', 'next_attempt']) {
+        const td = cell(tr, relative(s[field], now));
+        td.title = s[field] || '';  // the exact time (UTC) on hover
+      }
       rows.push(tr);
     }
     body.replaceChildren(...rows);
