@@ -10,7 +10,8 @@
 (function () {
   const period_ms = 1000;
   const history_length = 120;  // samples kept for the rate chart (two minutes)
-  const max_site_bars = 20;    // the deepest sites charted; the table lists all
+  const max_site_bars = 20;    // the deepest sites charted
+  const max_site_rows = 500;   // the deepest sites in the table (the API lists every site)
 
   const $ = (id) => document.getElementById(id);
   const history = { received: [], delivered: [] };
@@ -127,8 +128,9 @@
     const sites = Array.isArray(doc.sites) ? doc.sites : [];
     const now = Date.now();
     const body = $('sites').tBodies[0];
+    const deepest = sites.slice().sort((a, b) => depth(b) - depth(a));
     const rows = [];
-    for (const s of sites) {
+    for (const s of deepest.slice(0, max_site_rows)) {
       const tr = document.createElement('tr');
       tr.dataset.site = s.site;
       tr.dataset.state = s.state;
@@ -144,6 +146,7 @@
     }
     body.replaceChildren(...rows);
     $('no-sites').hidden = sites.length > 0;
+    $('more-sites').textContent = sites.length > max_site_rows ? `and ${sites.length - max_site_rows} more sites` : '';
 
     const suspended = sites.filter((s) => s.state === 'suspended');
     $('suspended').replaceChildren(...suspended.map((s) => {
@@ -153,13 +156,13 @@
       return li;
     }));
     $('no-suspended').hidden = suspended.length > 0;
-    draw_queue(sites);
+    draw_queue(deepest);
   }
 
-  // A bar per site (the deepest first): queued, deferred and in flight stacked.
+  // A bar per site (`sites`: the deepest first): queued, deferred and in flight stacked.
   function draw_queue(sites) {
     const canvas = $('queue-chart');
-    const shown = sites.slice().sort((a, b) => depth(b) - depth(a)).slice(0, max_site_bars);
+    const shown = sites.slice(0, max_site_bars);
     const bar = 20, label = 200;
     canvas.height = Math.max(1, shown.length) * bar + 4;
     const g = canvas.getContext('2d');
