@@ -155,6 +155,10 @@ void append_http_response(std::string& out, const http_response& response, bool 
         out += "\r\nAllow: ";
         out += response.allow;
     }
+    if (!response.fields.empty()) {
+        out += "\r\n";
+        out += response.fields;
+    }
     out += keep_alive ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
     if (!head) out += response.body;
 }

@@ -87,6 +87,8 @@ struct http_response {
     std::string_view content_type = "application/json";  // a literal: outlives the response
     std::string body;
     std::string_view allow;  // the Allow field of a 405 (RFC 9110 §15.5.6); a literal
+    // More header fields, "Name: value" lines joined by CRLF, none after the last; a literal.
+    std::string_view fields;
 };
 
 // "Not Found" for 404; "Unknown" for a status it does not know.

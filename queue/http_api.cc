@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "protocol/server_session.h"
+#include "queue/status_page.h"
 
 namespace ringrelay::queue {
 
@@ -15,14 +16,17 @@ constexpr core::http_method get_or_head[] = {core::http_method::get, core::http_
 constexpr core::http_method get_only[] = {core::http_method::get};
 constexpr core::http_method post_only[] = {core::http_method::post};
 
-// The route's path matches: whole, or as a prefix ending in '/' with an argument after it.
+// The route's path matches: whole, or as a prefix ending in '/' (other than "/" itself) with
+// an argument after it.
 bool path_matches(std::string_view route, std::string_view path) noexcept {
-    if (route.ends_with('/')) return path.size() > route.size() && path.starts_with(route);
+    if (route.size() > 1 && route.ends_with('/')) return path.size() > route.size() && path.starts_with(route);
     return path == route;
 }
 }  // namespace
 
 const http_api::route http_api::routes[] = {
+    {"/", get_or_head, "GET, HEAD", http_callers::networks, &http_api::status_page},
+    {"/status/", get_or_head, "GET, HEAD", http_callers::networks, &http_api::status_page},
     {"/metrics", get_or_head, "GET, HEAD", http_callers::networks, &http_api::metrics},
     {"/api/v1/queue", get_only, "GET", http_callers::networks, &http_api::queue},
     {"/api/v1/messages/", get_only, "GET", http_callers::networks, &http_api::message},
@@ -78,6 +82,18 @@ void http_api::metrics(const core::http_request&, core::http_answer& answer) noe
     answer.response.status = 200;
     answer.response.content_type = metrics_content_type;
     render_metrics(_metrics, answer.response.body);
+}
+
+void http_api::status_page(const core::http_request& request, core::http_answer& answer) noexcept {
+    const auto asset = status_page_asset(request.path());
+    if (!asset) {
+        answer.response = core::http_json_error(404, "no such path");
+        return;
+    }
+    answer.response.status = 200;
+    answer.response.content_type = asset->content_type;
+    answer.response.body = asset->body;
+    answer.response.fields = status_page_fields;
 }
 
 void http_api::queue(const core::http_request&, core::http_answer& answer) noexcept {

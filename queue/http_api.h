@@ -2,8 +2,9 @@
 // accepted the connection: the routes, who may call each, and the handlers. The transport
 // (keep-alive, pipelining, limits, 408) is core::http_server's.
 //
-// Routes (a table: path, methods, who may call, handler; a path ending in '/' takes what
-// follows as its argument):
+// Routes (a table: path, methods, who may call, handler; a path ending in '/', "/" itself
+// aside, takes what follows as its argument):
+//   GET|HEAD /, /status/{file}      the status page (queue/status_page.h) --http-networks
 //   GET|HEAD /metrics               Prometheus text (queue/metrics.h)   --http-networks
 //   GET /api/v1/queue               the queue by site                    --http-networks
 //   GET /api/v1/messages/{queue_id} one message                          --http-networks
@@ -64,6 +65,7 @@ public:
 
 private:
     [[nodiscard]] bool in_networks(const sockaddr* peer) const noexcept;
+    void status_page(const core::http_request& request, core::http_answer& answer) noexcept;
     void metrics(const core::http_request& request, core::http_answer& answer) noexcept;
     void queue(const core::http_request& request, core::http_answer& answer) noexcept;
     void message(const core::http_request& request, core::http_answer& answer) noexcept;

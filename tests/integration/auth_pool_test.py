@@ -9,7 +9,7 @@
 #     barrier): every one gets 235 and its message 250; stderr says attempts were queued and
 #     nothing was refused; then 100 clients from 50 loopback addresses at once (more than the
 #     work pool's queue of 64 can hold): all 235;
-#  b. Nodemailer (its npm registry tarball, unpacked into BUILD/nodemailer-VERSION) with pool: true, maxConnections 10,
+#  b. Nodemailer (its npm registry tarball, harness.npm_package: BUILD/nodemailer-VERSION) with pool: true, maxConnections 10,
 #     STARTTLS required, sends 100 messages: zero errors, 100 Reception records naming the user;
 #  c. a private Postfix instance (bench/lib/common.sh) relaying through ringrelay as its
 #     smarthost with SASL over STARTTLS, 10 connections at once (smtp_destination_concurrency_
@@ -28,17 +28,14 @@
 # RR_AUTH_POOL_PARTS=a (or any of abcde) runs only those parts (to try part a on an old build).
 import base64
 import hashlib
-import io
 import json
 import os
 import shutil
 import smtplib
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -156,38 +153,15 @@ Promise.all(sends).then(() => {
 """
 
 
-# Nodemailer has no dependencies, so its one tarball from the npm registry is all it needs: no
-# npm client (Debian's npm package pulls in about 400 node-* packages). Pinned by version and by
-# the registry's sha512 integrity value, checked before anything is unpacked.
+# Nodemailer has no dependencies, so its one tarball from the npm registry is all it needs
+# (harness.npm_package): pinned by version and the registry's sha512 integrity value.
 NODEMAILER_VERSION = "6.10.1"
-NODEMAILER_URL = f"https://registry.npmjs.org/nodemailer/-/nodemailer-{NODEMAILER_VERSION}.tgz"
 NODEMAILER_SHA512 = "Z+iLaBGVaSjbIzQ4pX6XV41HrooLsQ10ZWPUehGmuantvzWoDVBnmsdUcOIDM1t+yPor5pDhVlDESgOMEGxhHA=="
 
 
 def nodemailer_module(binary):
-    """BUILD/nodemailer-NODEMAILER_VERSION/package, fetched from the npm registry on first use."""
-    node = shutil.which("node")
-    if node is None:
-        harness.missing("node is not installed")
-    build = os.path.dirname(os.path.dirname(binary))
-    module = os.path.join(build, f"nodemailer-{NODEMAILER_VERSION}", "package")
-    if not os.path.exists(os.path.join(module, "package.json")):
-        try:
-            with urllib.request.urlopen(NODEMAILER_URL, timeout=120) as r:
-                data = r.read()
-        except OSError as e:
-            harness.missing(f"fetching {NODEMAILER_URL} failed: {e}")
-        got = base64.b64encode(hashlib.sha512(data).digest()).decode()
-        if got != NODEMAILER_SHA512:
-            harness.missing(f"{NODEMAILER_URL}: sha512 {got}, expected {NODEMAILER_SHA512}")
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
-            # Only plain files and directories under package/ (Python before 3.11.4 has no
-            # extraction filters; Debian 12's is one).
-            for m in t.getmembers():
-                if not (m.isfile() or m.isdir()) or not m.name.startswith("package/") or ".." in m.name.split("/"):
-                    harness.missing(f"{NODEMAILER_URL}: unexpected member {m.name!r}")
-            t.extractall(os.path.dirname(module))
-    return node, module
+    """(node, BUILD/nodemailer-NODEMAILER_VERSION/package), fetched from the npm registry on first use."""
+    return harness.npm_package(binary, "nodemailer", NODEMAILER_VERSION, NODEMAILER_SHA512)
 
 
 def part_b(c, binary, users_path, work):

@@ -134,6 +134,53 @@ def find_tool(name, candidates=()):
     missing(f"{name} not installed")
 
 
+def npm_package(binary, name, version, sha512):
+    """(node, the unpacked package's directory) for npm package `name` at `version`: its one
+    tarball from the npm registry, unpacked into BUILD/NAME-VERSION/package on first use (BUILD:
+    the build directory above `binary`, build/tools/ringrelay). No npm client (Debian's npm pulls
+    in about 400 node-* packages), so only packages without dependencies. Pinned by version and
+    by the registry's sha512 integrity value, checked before anything is unpacked. node missing,
+    the fetch failing or a bad tarball: missing() (a failure under CI)."""
+    import base64
+    import hashlib
+    import io
+    import tarfile
+    import urllib.request
+    node = shutil.which("node")
+    if node is None:
+        missing("node is not installed")
+    build = os.path.dirname(os.path.dirname(os.path.abspath(binary)))
+    base = name.rsplit("/", 1)[-1]
+    url = f"https://registry.npmjs.org/{name}/-/{base}-{version}.tgz"
+    module = os.path.join(build, f"{base}-{version}", "package")
+    if os.path.exists(os.path.join(module, "package.json")):
+        return node, module
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r:
+            data = r.read()
+    except OSError as e:
+        missing(f"fetching {url} failed: {e}")
+    got = base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if got != sha512:
+        missing(f"{url}: sha512 {got}, expected {sha512}")
+    # Unpacked beside, then renamed into place: a run cut short leaves no half package behind.
+    staging = tempfile.mkdtemp(prefix=f".{base}-", dir=build)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
+            # Only plain files and directories under package/ (Python before 3.11.4 has no
+            # extraction filters; Debian 12's is one).
+            for m in t.getmembers():
+                if not (m.isfile() or m.isdir()) or not m.name.startswith("package/") or ".." in m.name.split("/"):
+                    missing(f"{url}: unexpected member {m.name!r}")
+            t.extractall(staging)
+        os.makedirs(os.path.dirname(module), exist_ok=True)
+        if not os.path.exists(module):
+            os.rename(os.path.join(staging, "package"), module)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return node, module
+
+
 def private_postfix(work, name, main_cf, tls=False):
     """A private Postfix instance (bench/lib/common.sh pf_setup_dir; with tls, smtpd offers
     STARTTLS with a self-signed certificate, pf_tls_setup) in a new directory under `work`,

@@ -128,6 +128,33 @@ TEST(HttpApi, ForbidsClientsOutsideTheNetworks) {
     EXPECT_EQ(f.call(core::http_method::post, "/metrics", "127.0.0.2").status, 403);
 }
 
+// Issue 18: the status page (GET /) and its script and style, with no caching and a
+// Content-Security-Policy of 'self' only; the same callers as the API.
+TEST(HttpApi, ServesTheStatusPageWithItsPolicy) {
+    api_fixture f;
+    const auto page = f.call(core::http_method::get, "/");
+    EXPECT_EQ(page.status, 200);
+    EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
+    EXPECT_NE(page.body.find("<script src=\"/status/status.js\""), std::string::npos);
+    const auto script = f.call(core::http_method::get, "/status/status.js?v=1");
+    EXPECT_EQ(script.status, 200);
+    EXPECT_EQ(script.content_type, "text/javascript; charset=utf-8");
+    EXPECT_NE(script.body.find("/api/v1/queue"), std::string::npos);
+    EXPECT_EQ(f.call(core::http_method::get, "/status/status.css").content_type, "text/css; charset=utf-8");
+    EXPECT_EQ(f.call(core::http_method::get, "/status/icon.svg").content_type, "image/svg+xml");
+    std::string out;
+    core::append_http_response(out, page, true, false);
+    EXPECT_NE(out.find("\r\nCache-Control: no-store\r\n"), std::string::npos);
+    EXPECT_NE(out.find("\r\nContent-Security-Policy: default-src 'self'; "), std::string::npos);
+    EXPECT_NE(out.find("\r\nConnection: keep-alive\r\n\r\n<!DOCTYPE html>"), std::string::npos);
+    EXPECT_EQ(f.call(core::http_method::head, "/").status, 200);
+    EXPECT_EQ(f.call(core::http_method::post, "/").status, 405);
+    EXPECT_EQ(f.call(core::http_method::get, "/", "127.0.0.2").status, 403);
+    // "/" is a page, not a prefix: other paths are still unknown.
+    EXPECT_EQ(f.call(core::http_method::get, "/status.html").status, 404);
+    EXPECT_EQ(f.call(core::http_method::get, "/status/nothing.js").status, 404);
+}
+
 // Issue 18: the queue control API.
 TEST(HttpApi, ForbidsTheQueueApiOutsideTheNetworks) {
     api_fixture f;
