@@ -249,7 +249,8 @@ void connection_leases::redis_reply(std::uint64_t tag, const redisReply* reply, 
             }
         }
         // An error falls back: the site may dispatch again at once under its share.
-        if (_listener != nullptr) _listener->lease_answer(req.site_key, granted || error);
+        if (_listener != nullptr)
+            _listener->lease_answer(req.site_key, granted || error ? lease_verdict::open : lease_verdict::retry_later);
         break;
     }
     case request_kind::renew:

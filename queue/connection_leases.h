@@ -41,11 +41,18 @@
 
 namespace ringrelay::queue {
 
+enum class lease_verdict : std::uint8_t {
+    open,         // open one more connection now
+    asked,        // a lease was asked for: lease_answer() comes
+    retry_later,  // not now: ask again in a while (the pool wakes the site after lease_retry_ms)
+};
+
 // Told the answer to a lease request of a site.
 class lease_listener {
 public:
-    // granted: the site may open one more connection now; else it should ask again later.
-    virtual void lease_answer(const std::string& site_key, bool granted) noexcept = 0;
+    // open: the site may open one more connection now (a lease was granted, or Redis failed and
+    // the fallback share applies); retry_later: the limit is reached across the nodes.
+    virtual void lease_answer(const std::string& site_key, lease_verdict verdict) noexcept = 0;
 
 protected:
     ~lease_listener() = default;
@@ -58,11 +65,6 @@ struct lease_stats {
     std::uint64_t errors = 0;    // error replies and failed requests
 };
 
-enum class lease_verdict : std::uint8_t {
-    open,         // open one more connection now
-    asked,        // a lease was asked for: lease_answer() comes
-    retry_later,  // not now: ask again in a while (the pool wakes the site after lease_retry_ms)
-};
 
 class connection_leases final : public core::redis_handler {
 public:

@@ -853,11 +853,11 @@ void destination_pool::share_connections(connection_leases* leases) noexcept {
     if (leases != nullptr) leases->set_listener(this);
 }
 
-void destination_pool::lease_answer(const std::string& site_key, bool granted) noexcept {
+void destination_pool::lease_answer(const std::string& site_key, lease_verdict verdict) noexcept {
     const auto it = _sites.find(site_key);
     if (it == _sites.end() || _stopping) return;
     site& s = *it->second;
-    if (granted) {
+    if (verdict == lease_verdict::open) {
         dispatch(s);
     } else {
         wake_at(s, _clock.monotonic_ms() + lease_retry_ms);

@@ -266,10 +266,10 @@ public:
     // leases is not evicted, and a connection's end gives its lease back. Call once, before
     // the first job; without it nothing changes.
     void share_connections(connection_leases* leases) noexcept;
-    // A lease request of the site `site_key` was answered (connection_leases): granted (or
-    // Redis failed: the fallback share applies now) dispatches the site again; refused wakes it
-    // after lease_retry_ms to ask again.
-    void lease_answer(const std::string& site_key, bool granted) noexcept override;
+    // A lease request of the site `site_key` was answered (connection_leases): open (granted,
+    // or Redis failed: the fallback share applies now) dispatches the site again; retry_later
+    // (refused) wakes it after lease_retry_ms to ask again.
+    void lease_answer(const std::string& site_key, lease_verdict verdict) noexcept override;
     static constexpr std::int64_t lease_retry_ms = 250;
     // A job for a destination this shard owns: by MX, it waits for the plan (then to_site());
     // a static route's, for its site, which this shard owns.

@@ -22,91 +22,13 @@
 #include <vector>
 
 #include "core/clock.h"
-
-extern char** environ;
+#include "tests/core/redis_harness.h"
 
 using namespace ringrelay::core;
+using ringrelay::redis_test::free_port;
+using ringrelay::redis_test::redis_server;
 
 namespace {
-
-std::uint16_t free_port() {
-    const int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    std::uint16_t port = 0;
-    if (bind(t, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-        getsockname(t, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-        port = ntohs(a.sin_port);
-    close(t);
-    return port;
-}
-
-bool can_connect(std::uint16_t port) {
-    const int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    const bool ok = ::connect(t, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    close(t);
-    return ok;
-}
-
-// One redis-server, no persistence, on 127.0.0.1:port and DIR/redis.sock.
-class redis_server {
-public:
-    bool start() {
-        if (access("/usr/bin/redis-server", X_OK) != 0) return false;
-        if (_dir.empty()) {
-            char tmpl[] = "/tmp/rr-redis-test-XXXXXX";
-            if (mkdtemp(tmpl) == nullptr) return false;
-            _dir = tmpl;
-            _port = free_port();
-        }
-        std::vector<std::string> args = {"/usr/bin/redis-server", "--port", std::to_string(_port), "--bind", "127.0.0.1",
-                                         "--unixsocket", socket_path(), "--save", "", "--appendonly", "no",
-                                         "--dir", _dir, "--logfile", _dir + "/redis.log", "--daemonize", "no"};
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        if (posix_spawn(&_pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return false;
-        for (int i = 0; i < 500; ++i) {  // up to 5 s for it to listen
-            if (can_connect(_port)) return true;
-            usleep(10'000);
-        }
-        return false;
-    }
-    void stop() {
-        if (_pid <= 0) return;
-        kill(_pid, SIGKILL);
-        waitpid(_pid, nullptr, 0);
-        _pid = -1;
-    }
-    ~redis_server() {
-        stop();
-        if (!_dir.empty()) std::filesystem::remove_all(_dir);
-    }
-    [[nodiscard]] std::uint16_t port() const { return _port; }
-    [[nodiscard]] std::string socket_path() const { return _dir + "/redis.sock"; }
-    // A blocking side channel (hiredis's synchronous API) to look at what the client did.
-    [[nodiscard]] std::string get(const std::string& key, int db = 0) const {
-        redisContext* c = redisConnect("127.0.0.1", _port);
-        if (c == nullptr || c->err) return "<no connection>";
-        freeReplyObject(redisCommand(c, "SELECT %d", db));
-        auto* r = static_cast<redisReply*>(redisCommand(c, "GET %s", key.c_str()));
-        std::string out = r == nullptr ? "<no reply>" : r->type == REDIS_REPLY_NIL ? "<nil>" : std::string(r->str, r->len);
-        freeReplyObject(r);
-        redisFree(c);
-        return out;
-    }
-
-private:
-    std::string _dir;
-    std::uint16_t _port = 0;
-    pid_t _pid = -1;
-};
 
 struct answer {
     std::uint64_t tag;
@@ -141,6 +63,16 @@ protected:
                                               redis_client_config{.request_timeout_ms = 1000, .backoff_min_ms = 20,
                                                                   .backoff_max_ms = 200, .label = "redis (test)"});
     }
+    // A client made and started, once it is up (null, with a failure, if it does not come up).
+    std::unique_ptr<redis_client> connected(redis_url url) {
+        auto c = make(std::move(url));
+        c->start(monotonic_ms());
+        if (!run_until(*c, [&] { return c->up(); })) {
+            ADD_FAILURE() << "not up: " << c->last_error();
+            return nullptr;
+        }
+        return c;
+    }
     redis_url tcp(unsigned db = 0) { return redis_url{.host = "127.0.0.1", .port = _server.port(), .db = db}; }
 
     // Runs the loop (ticking the client) until `done` or 10 s.
@@ -165,9 +97,8 @@ protected:
 };
 
 TEST_F(RedisClient, RepliesComeBackInOrderOverTcp) {
-    auto c = make(tcp());
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); })) << c->last_error();
+    auto c = connected(tcp());
+    ASSERT_NE(c, nullptr);
     const std::string_view set[] = {"SET", "k", "v1"};
     const std::string_view get[] = {"GET", "k"};
     const std::string_view incr[] = {"INCRBY", "n", "5"};
@@ -185,9 +116,8 @@ TEST_F(RedisClient, RepliesComeBackInOrderOverTcp) {
 }
 
 TEST_F(RedisClient, ErrorReplyReachesTheHandler) {
-    auto c = make(tcp());
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); }));
+    auto c = connected(tcp());
+    ASSERT_NE(c, nullptr);
     const std::string_view set[] = {"SET", "s", "text"};
     const std::string_view incr[] = {"INCR", "s"};
     ASSERT_TRUE(c->command(set, &_rec, 1));
@@ -200,9 +130,8 @@ TEST_F(RedisClient, ErrorReplyReachesTheHandler) {
 }
 
 TEST_F(RedisClient, EvalShaFallsBackToEvalOnNoScript) {
-    auto c = make(tcp());
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); }));
+    auto c = connected(tcp());
+    ASSERT_NE(c, nullptr);
     const redis_script script("return redis.call('INCRBY', KEYS[1], ARGV[1])");
     EXPECT_EQ(script.sha1().size(), 40u);
     const std::string_view keys[] = {"counter"};
@@ -220,9 +149,8 @@ TEST_F(RedisClient, EvalShaFallsBackToEvalOnNoScript) {
 }
 
 TEST_F(RedisClient, ScriptErrorIsAnErrorReply) {
-    auto c = make(tcp());
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); }));
+    auto c = connected(tcp());
+    ASSERT_NE(c, nullptr);
     const redis_script script("return redis.call('NOSUCHCOMMAND')");
     ASSERT_TRUE(c->eval(script, {}, {}, &_rec, 1));
     ASSERT_TRUE(run_until(*c, [&] { return _rec.answers.size() == 1; }));
@@ -232,9 +160,8 @@ TEST_F(RedisClient, ScriptErrorIsAnErrorReply) {
 }
 
 TEST_F(RedisClient, SelectsTheDatabaseOfTheUrl) {
-    auto c = make(tcp(3));
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); }));
+    auto c = connected(tcp(3));
+    ASSERT_NE(c, nullptr);
     const std::string_view set[] = {"SET", "where", "db3"};
     ASSERT_TRUE(c->command(set, &_rec, 1));
     ASSERT_TRUE(run_until(*c, [&] { return _rec.answers.size() == 1; }));
@@ -244,9 +171,8 @@ TEST_F(RedisClient, SelectsTheDatabaseOfTheUrl) {
 }
 
 TEST_F(RedisClient, TalksOverTheUnixSocket) {
-    auto c = make(redis_url{.transport = redis_url::kind::unix_socket, .path = _server.socket_path()});
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); })) << c->last_error();
+    auto c = connected(redis_url{.transport = redis_url::kind::unix_socket, .path = _server.socket_path()});
+    ASSERT_NE(c, nullptr);
     const std::string_view set[] = {"SET", "via", "unix"};
     ASSERT_TRUE(c->command(set, &_rec, 1));
     ASSERT_TRUE(run_until(*c, [&] { return _rec.answers.size() == 1; }));
@@ -255,9 +181,8 @@ TEST_F(RedisClient, TalksOverTheUnixSocket) {
 }
 
 TEST_F(RedisClient, RefusesWhileDownAndReconnectsWhenRedisReturns) {
-    auto c = make(tcp());
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); }));
+    auto c = connected(tcp());
+    ASSERT_NE(c, nullptr);
     const std::string_view ping[] = {"PING"};
     ASSERT_TRUE(c->command(ping, &_rec, 1));
     ASSERT_TRUE(run_until(*c, [&] { return _rec.answers.size() == 1; }));
@@ -277,9 +202,8 @@ TEST_F(RedisClient, RefusesWhileDownAndReconnectsWhenRedisReturns) {
 }
 
 TEST_F(RedisClient, RequestsInFlightFailWhenTheConnectionIsLost) {
-    auto c = make(tcp());
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); }));
+    auto c = connected(tcp());
+    ASSERT_NE(c, nullptr);
     // BLPOP holds the reply back; Redis is killed while it waits.
     const std::string_view blpop[] = {"BLPOP", "never", "0"};
     ASSERT_TRUE(c->command(blpop, &_rec, 1));
@@ -292,9 +216,8 @@ TEST_F(RedisClient, RequestsInFlightFailWhenTheConnectionIsLost) {
 }
 
 TEST_F(RedisClient, CancelledHandlerIsNotCalled) {
-    auto c = make(tcp());
-    c->start(monotonic_ms());
-    ASSERT_TRUE(run_until(*c, [&] { return c->up(); }));
+    auto c = connected(tcp());
+    ASSERT_NE(c, nullptr);
     recorder other;
     const std::string_view ping[] = {"PING"};
     ASSERT_TRUE(c->command(ping, &_rec, 1));
