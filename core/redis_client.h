@@ -14,7 +14,7 @@
 // after request_timeout_ms drops the connection (every request in flight fails), and so does a
 // connection not made within it. Reconnects with a back-off (backoff_min_ms doubling up to
 // backoff_max_ms) driven by tick(). While the connection is not up, command() refuses at once:
-// the caller uses its fallback (queue/shared_limits.h); Redis is never on the critical path.
+// the caller uses its fallback (queue/connection_leases.h); Redis is never on the critical path.
 //
 // State changes (up, down with the reason) are logged once each (core::diag) and counted.
 //
