@@ -166,6 +166,12 @@ constexpr flag_descriptor flag_table[] = {
      .unit = "seconds",
      .help = "seconds a --proxy-protocol-from connection may take to send its whole PROXY header before it "
              "is closed (Postfix's smtpd_upstream_proxy_timeout)"},
+    {.name = "--redis", .member = &config::redis, .unset_means = "none",
+     .help = "redis://HOST:PORT/DB or unix:PATH of the Redis that the nodes of a fleet share their limits "
+             "through (issue 19); a malformed URL stops the start"},
+    {.name = "--cluster-size", .member = &config::cluster_size, .min = 1, .max = 1000,
+     .help = "nodes sharing the limits kept in --redis: while Redis is unreachable or erring, each node "
+             "keeps limit / cluster-size of each shared limit"},
     {.name = "--http", .member = &config::http, .unset_means = "none",
      .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format; the queue control API /api/v1/...); repeatable"},
     {.name = "--http-networks", .member = &config::http_networks,
@@ -670,6 +676,12 @@ std::expected<void, std::string> finish_config(config& c) {
     if (auto ok = parse_each(c.http_networks, parse_cidr, c.http_cidrs, "--http-networks"); !ok) return ok;
     if (auto ok = parse_each(c.proxy_protocol_from, parse_cidr, c.proxy_cidrs, "--proxy-protocol-from"); !ok)
         return ok;
+    c.redis_address.reset();
+    if (!c.redis.empty()) {
+        auto u = parse_redis_url(c.redis);
+        if (!u) return std::unexpected("--redis: " + u.error());
+        c.redis_address = std::move(*u);
+    }
     for (std::string& d : c.relay_domains) {
         d = lower(d);
         if (d.empty() || d.find_first_of(" \t\r\n@<>") != std::string::npos)

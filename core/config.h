@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/net.h"
+#include "core/redis_url.h"
 
 namespace ringrelay::core {
 
@@ -140,6 +141,12 @@ struct config {
     // protocol header (v1 or v2) whose source address is the client's (queue/proxy_stage.h).
     std::vector<std::string> proxy_protocol_from;  // CIDR,...; none by default
     std::uint32_t proxy_protocol_timeout = 5;      // seconds the header may take to arrive whole
+    // Shared limits (issue 19; core/redis_url.h, core/redis_client.h): the Redis every node of a
+    // fleet counts its shared limits in; empty: none, every limit is this node's own.
+    std::string redis;                             // "redis://HOST:PORT/DB" or "unix:PATH"
+    // The nodes sharing the limits: without Redis (unreachable or erring) a node keeps
+    // limit / cluster_size of each shared limit (issue 19).
+    std::uint32_t cluster_size = 1;
 
     // Derived by load_config (parsed forms of the strings above).
     std::vector<endpoint> listen_endpoints;
@@ -150,6 +157,7 @@ struct config {
     std::vector<endpoint> http_endpoints;  // --http
     std::vector<cidr> http_cidrs;          // --http-networks
     std::vector<cidr> proxy_cidrs;         // --proxy-protocol-from
+    std::optional<redis_url> redis_address;  // --redis; nullopt when not given
     struct route {
         std::string domain;  // lower-case; "*" = any
         endpoint next_hop;

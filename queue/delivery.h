@@ -110,6 +110,9 @@ public:
 
     // Once a second or so: mailboxes, DSN commits, idle connections, deadlines.
     void tick(std::int64_t now_ms) noexcept;
+    // --redis (issue 19): the sites' connection_limit counted across nodes (destination_pool::
+    // share_connections); `leases` outlives the delivery.
+    void share_connections(connection_leases* leases) noexcept { _pool.share_connections(leases); }
     // Stop: no new connections or jobs; open connections QUIT after their current job.
     // force: drop them now (their jobs are deferred).
     void stop(bool force) noexcept;

@@ -520,6 +520,10 @@ void destination_pool::dispatch(site& s) noexcept {
             }
             if (idle == nullptr && c->ready_for_job()) idle = c;
         }
+        if (idle != nullptr && _leases != nullptr && _leases->over_share(s.key, open, s.limits.connection_limit)) {
+            idle->finish();  // beyond the node's leases or fallback share (issue 19): QUIT; its end dispatches
+            return;
+        }
         if (idle != nullptr) {
             const next_step next = next_job(s, *idle);
             if (next.job == nullptr) return;  // the rate holds it back: the site wakes for its token
@@ -548,6 +552,12 @@ void destination_pool::dispatch(site& s) noexcept {
             // connection rate: the site wakes when it allows one.
             if (open < ctl.connections()) wake_at(s, wait_until_ms(ctl.connection_wait_us(now_us)));
             return;
+        }
+        // Shared across the nodes (issue 19): the lease's answer dispatches again (lease_answer).
+        if (_leases != nullptr) {
+            const lease_verdict v = _leases->may_open(s.key, open, s.limits.connection_limit, now);
+            if (v == lease_verdict::retry_later) wake_at(s, now + lease_retry_ms);
+            if (v != lease_verdict::open) return;
         }
         if (s.targets.empty()) return;
         if (open_connection(s).closing()) return;  // could not even create the socket
@@ -707,6 +717,9 @@ next_step destination_pool::job_done(outbound_link& c, delivery_job* job, const 
         finish_job(job, protocol::message_outcome(outcome), with_site, "");
     }
     if (c.messages_sent() >= s.limits.max_deliveries_per_connection || _stopping) return next_step{nullptr, true};
+    // Shared limits (issue 19): a connection beyond the node's leases (or its fallback share) ends.
+    if (_leases != nullptr && _leases->over_share(s.key, alive(s), s.limits.connection_limit))
+        return next_step{nullptr, true};
     if (!c.closing() && c.ready_for_job()) return next_job(s, c);
     return {};
 }
@@ -832,6 +845,23 @@ void destination_pool::retire(site& s, outbound_link& c) {
     s.last_used_ms = _clock.monotonic_ms();
     std::erase(s.connections, &c);
     _graveyard.push_back(&c);
+    if (_leases != nullptr) _leases->connection_ended(s.key, alive(s));
+}
+
+void destination_pool::share_connections(connection_leases* leases) noexcept {
+    _leases = leases;
+    if (leases != nullptr) leases->set_listener(this);
+}
+
+void destination_pool::lease_answer(const std::string& site_key, lease_verdict verdict) noexcept {
+    const auto it = _sites.find(site_key);
+    if (it == _sites.end() || _stopping) return;
+    site& s = *it->second;
+    if (verdict == lease_verdict::open) {
+        dispatch(s);
+    } else {
+        wake_at(s, _clock.monotonic_ms() + lease_retry_ms);
+    }
 }
 
 void destination_pool::defer_ready_jobs(site& s, const next_hop_ref& hop, const std::string& why) {
@@ -1007,6 +1037,7 @@ bool destination_pool::needs_dispatch(const site& s) noexcept {
 bool destination_pool::evictable(site& s, std::int64_t now_ms) noexcept {
     if (now_ms - s.last_used_ms < idle_evict_ms) return false;
     if (!s.ready->empty() || !s.connections.empty() || !s.wake.empty() || now_ms < s.backoff_until_ms) return false;
+    if (_leases != nullptr && _leases->busy(s.key)) return false;
     const std::uint64_t now_us = static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)) * 1000;
     bool busy = false;
     s.for_each_hold([&](site::key_hold& h) { busy = busy || !h.held.empty() || !h.bucket.full(now_us); });

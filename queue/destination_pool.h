@@ -98,6 +98,7 @@
 #include "core/config.h"
 #include "core/dns.h"
 #include "core/timer_wheel.h"
+#include "queue/connection_leases.h"
 #include "queue/delivery_job.h"
 #include "queue/egress.h"
 #include "queue/operator_holds.h"
@@ -240,7 +241,7 @@ inline constexpr std::size_t tenant_scan_limit = 256;
 // the text "<enhanced> <why>".
 [[nodiscard]] protocol::outcome_reply local_reply(std::uint16_t code, const char* enhanced, const std::string& why);
 
-class destination_pool final : public outbound_owner {
+class destination_pool final : public outbound_owner, public lease_listener {
 public:
     // Everything given outlives the pool. schedule: its first interval caps the back-off.
     // shaping: the relay's rules (taken again when its generation changes, at a tick).
@@ -259,6 +260,17 @@ public:
     // Gives a job whose site is set (without a source) its egress source: the site key gains
     // "|src=NAME".
     static void set_source(delivery_job& job, const egress_source& source);
+    // With --redis (issue 19): every site's connection_limit is counted across the nodes through
+    // `leases` (queue/connection_leases.h), which outlives the pool: a connection is opened only
+    // under a lease (or, while Redis is unreachable, within the fallback share), a site holding
+    // leases is not evicted, and a connection's end gives its lease back. Call once, before
+    // the first job; without it nothing changes.
+    void share_connections(connection_leases* leases) noexcept;
+    // A lease request of the site `site_key` was answered (connection_leases): open (granted,
+    // or Redis failed: the fallback share applies now) dispatches the site again; retry_later
+    // (refused) wakes it after lease_retry_ms to ask again.
+    void lease_answer(const std::string& site_key, lease_verdict verdict) noexcept override;
+    static constexpr std::int64_t lease_retry_ms = 250;
     // A job for a destination this shard owns: by MX, it waits for the plan (then to_site());
     // a static route's, for its site, which this shard owns.
     void submit(delivery_job* job) noexcept;
@@ -437,6 +449,7 @@ private:
     const core::time_source& _clock;
     const shaping_table& _shaping;
     const operator_holds* const _holds;  // the delivery's; null: none (tests)
+    connection_leases* _leases = nullptr;  // --redis (issue 19): the shard's; null: none
     protocol::client_config _client_config;  // EHLO name; STARTTLS per connection
     // Shard-local.
     std::shared_ptr<const shaping_rules> _rules;  // the table the sites were resolved with

@@ -19,6 +19,7 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/redis_client.h"
 #include "protocol/address.h"
 #include "queue/outbound.h"
 #include "queue/shaping_rules.h"
@@ -124,6 +125,14 @@ std::expected<void, std::string> relay::start() {
     } else {
         _shaping_summary = describe(*shaping);
         _limits.shaping.replace(std::move(shaping->rules));
+    }
+    // --redis (issue 19): a host name is looked up once, here, never on a shard.
+    if (_config.redis_address) {
+        auto resolved = core::resolve_redis_host(*_config.redis_address);
+        if (!resolved) return std::unexpected("--redis: " + resolved.error());
+        _config.redis_address = std::move(*resolved);
+        core::diag("redis: connection_limit shared through " + core::to_string(*_config.redis_address) +
+                   "; fallback share limit / " + std::to_string(_config.cluster_size) + " (--cluster-size)");
     }
     if (auto postmaster = postmaster_address(_config); !postmaster) {
         return std::unexpected(postmaster.error());

@@ -65,6 +65,8 @@ shard::~shard() {
     _injector.reset();
     _front.reset();  // the connections, before the delivery and spool they use
     _delivery.reset();
+    _leases.reset();
+    _redis.reset();
     _dns.reset();
 }
 
@@ -98,6 +100,17 @@ std::string shard::init() {
     _delivery = std::make_unique<delivery>(_reactor, *_spool, *_log, _config, _schedule, *this, _index, stream_services(),
                                            *_dns, _limits.outbound_tls_generation, _links, _bounce_rules, _limits.shaping,
                                            *_limits.egress, _suppressions.get());
+    if (_config.redis_address) {
+        // The relay resolved a host name at start-up (resolve_redis_host): no lookup here.
+        _redis = std::make_unique<core::redis_client>(
+            _reactor, *_config.redis_address,
+            core::redis_client_config{.label = "redis (shard " + std::to_string(_index) + ")"});
+        _leases = std::make_unique<connection_leases>(*_redis, _config.cluster_size,
+                                                      _config.hostname + ":" + std::to_string(getpid()) + ":" +
+                                                          std::to_string(_index));
+        _delivery->share_connections(_leases.get());
+        _redis->start(core::monotonic_ms());
+    }
     if (_index < _limits.warmup_seeds.size())
         for (const warmup_count& c : _limits.warmup_seeds[_index]) _delivery->warmup().seed(c);
     // Published before the shards run, so that a save of the journal never lacks them (no
@@ -179,6 +192,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
         const int dns_wait = _dns->next_timeout_ms();
         int wait = dns_wait >= 0 && dns_wait < 1000 ? dns_wait : 1000;
         if (!_auth_queue.empty()) wait = std::min(wait, static_cast<int>(auth_retry_ms));
+        if (_redis) wait = std::min(wait, 100);  // its reconnects and request timeouts
         if (!_reactor.run_once(wait)) {
             core::diag("shard " + std::to_string(_index) + ": io_uring wait failed; stopping");
             break;
@@ -255,6 +269,7 @@ void shard::begin_stop() noexcept {
     _front->stop_connections(false);
     _delivery->stop(false);
     _dns->shutdown();
+    if (_redis) _redis->shutdown();
 }
 
 // One context per shard (no OpenSSL lock shared between shard threads), all from the same
@@ -273,6 +288,10 @@ std::string shard::build_tls_context() {
 void shard::tick() noexcept {
     const std::int64_t now = core::monotonic_ms();
     if (!_dns->idle()) _dns->tick(now);  // c-ares timeouts need better than the 1 s tick
+    if (_redis) {
+        _redis->tick(now);
+        _leases->tick(now);
+    }
     if (!_auth_queue.empty() && now >= _next_auth_pump_ms) {
         _next_auth_pump_ms = now + auth_retry_ms;
         _auth_queue.pump(now);
@@ -421,8 +440,9 @@ bool shard::may_exit() noexcept {
 }
 
 bool shard::drained() const noexcept {
-    return _front->drained() && (!_http || _http->drained()) && (!_injector || _injector->idle()) && _delivery->idle() && _dns->idle() && _spool->idle() && _log->idle() &&
-           (!_suppressions || _suppressions->idle());
+    return _front->drained() && (!_http || _http->drained()) && (!_injector || _injector->idle()) && _delivery->idle() &&
+           _dns->idle() && _spool->idle() && _log->idle() && (!_suppressions || _suppressions->idle()) &&
+           (!_redis || _redis->idle());
 }
 
 protocol::host_reply shard::check_auth(const protocol::client_info& client) noexcept {

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/redis_client.h"
 #include "core/snapshot_slot.h"
 #include "core/stream.h"
 #include "core/tls.h"
@@ -34,6 +35,7 @@
 #include "protocol/server_session.h"
 #include "queue/auth.h"
 #include "queue/connection.h"
+#include "queue/connection_leases.h"
 #include "queue/delivery.h"
 #include "queue/retry_schedule.h"
 #include "queue/server_front.h"
@@ -286,6 +288,10 @@ private:
     std::string _suppressed_reply;  // the 550's argument, made per refused RCPT
     std::unique_ptr<core::log_writer> _log;
     std::unique_ptr<core::dns_resolver> _dns;
+    // --redis (issue 19): this shard's Redis connection and the leases of its sites' connections;
+    // null without --redis. Destroyed after the delivery that uses them (declared before it).
+    std::unique_ptr<core::redis_client> _redis;
+    std::unique_ptr<connection_leases> _leases;
     std::unique_ptr<delivery> _delivery;
     // Listeners and inbound connections; declared after what connections use (spool,
     // delivery, auth queue), so destroyed before it.

@@ -209,6 +209,9 @@ TEST(Config, BadFlagValuesNameTheFlag) {
         {{"--relay-networks", "10.0.0.0/99"}, "--relay-networks"},
         {{"--proxy-protocol-from", "10.0.0.0/33"}, "--proxy-protocol-from"},
         {{"--proxy-protocol-timeout", "0"}, "--proxy-protocol-timeout"},
+        {{"--redis", "127.0.0.1:6379"}, "--redis: expected redis://HOST:PORT/DB or unix:PATH"},
+        {{"--redis", "redis://127.0.0.1:6379/99"}, "--redis: database must be 0..15"},
+        {{"--cluster-size", "0"}, "--cluster-size"},
         {{"--max-recipients", "0"}, "--max-recipients"},
         {{"--command-timeout", "0"}, "--command-timeout"},
         {{"--shards", "1000"}, "--shards"},
@@ -242,6 +245,39 @@ TEST(Config, ProxyProtocolFromTakesNetworksFromFlagsAndJson) {
     EXPECT_EQ(j->proxy_protocol_timeout, 2u);
 
     EXPECT_TRUE(load({})->proxy_cidrs.empty());  // none by default: no connection is read as one
+}
+
+// Issue 19: the Redis the nodes share their limits through, and the fleet's size for the fallback.
+TEST(Config, RedisTakesAUrlFromFlagsAndJson) {
+    auto c = load({"--redis", "redis://127.0.0.1:6390/3", "--cluster-size", "4"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    ASSERT_TRUE(c->redis_address.has_value());
+    EXPECT_EQ(c->redis_address->host, "127.0.0.1");
+    EXPECT_EQ(c->redis_address->port, 6390);
+    EXPECT_EQ(c->redis_address->db, 3u);
+    EXPECT_EQ(c->cluster_size, 4u);
+
+    const std::string file = write_temp(R"({"redis": "unix:/run/redis/redis.sock", "cluster-size": 2})");
+    auto j = load({"--config", file});
+    std::remove(file.c_str());
+    ASSERT_TRUE(j.has_value()) << j.error().message;
+    ASSERT_TRUE(j->redis_address.has_value());
+    EXPECT_EQ(j->redis_address->transport, redis_url::kind::unix_socket);
+    EXPECT_EQ(j->redis_address->path, "/run/redis/redis.sock");
+    EXPECT_EQ(j->cluster_size, 2u);
+
+    const auto none = load({});
+    EXPECT_FALSE(none->redis_address.has_value());  // none by default: every limit is the node's own
+    EXPECT_EQ(none->cluster_size, 1u);
+}
+
+TEST(Config, MalformedRedisUrlInJsonStopsTheStart) {
+    const std::string file = write_temp(R"({"redis": "redis://[::1"})");
+    auto j = load({"--config", file});
+    std::remove(file.c_str());
+    ASSERT_FALSE(j.has_value());
+    EXPECT_EQ(j.error().code, 2);
+    EXPECT_NE(j.error().message.find("--redis: missing ]"), std::string::npos) << j.error().message;
 }
 
 TEST(Config, MissingConfigFileIsAnError) {
@@ -541,9 +577,9 @@ TEST(ConfigTable, TheCommandLineWinsOverTheFileForEveryRow) {
 // fields load_config derives (not flags) are the ones after "Derived by load_config" in
 // core/config.h.
 TEST(ConfigTable, EveryConfigFieldThatIsAFlagHasExactlyOneRow) {
-    constexpr std::size_t derived_fields = 11;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
+    constexpr std::size_t derived_fields = 12;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
                                                 // listen_tls_endpoints, relay_cidrs, http_endpoints,
-                                                // http_cidrs, proxy_cidrs, route_table,
+                                                // http_cidrs, proxy_cidrs, redis_address, route_table,
                                                 // outbound_tls_policy, route_tls_table
     EXPECT_EQ(field_count<config>() - derived_fields, config_flags().size())
         << "a core::config field has no row in the flag table (core/config.cc), or a derived field "
