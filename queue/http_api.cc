@@ -1,6 +1,8 @@
 // queue/http_api.cc: see http_api.h.
 #include "queue/http_api.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <memory>
 #include <utility>
@@ -20,6 +22,15 @@ bool path_matches(std::string_view route, std::string_view path) noexcept {
     if (route.ends_with('/')) return path.size() > route.size() && path.starts_with(route);
     return path == route;
 }
+
+// RFC 9110 §11.6.1; RFC 7617 §2.1: the charset the credentials are read in.
+constexpr std::string_view basic_challenge = R"(Basic realm="ringrelay", charset="UTF-8")";
+
+core::http_response unauthorized(std::string_view message) {
+    core::http_response r = core::http_json_error(401, message);
+    r.www_authenticate = basic_challenge;
+    return r;
+}
 }  // namespace
 
 const http_api::route http_api::routes[] = {
@@ -31,6 +42,7 @@ const http_api::route http_api::routes[] = {
     {"/api/v1/flush", post_only, "POST", http_callers::networks, &http_api::flush},
     {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
     {"/api/v1/drain", post_only, "POST", http_callers::networks, &http_api::drain},
+    {"/api/v1/inject", post_only, "POST", http_callers::networks_or_authenticated, &http_api::inject},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -38,14 +50,29 @@ bool http_api::in_networks(const sockaddr* peer) const noexcept {
                        [peer](const core::cidr& net) { return net.contains(peer); });
 }
 
-bool http_api::may_call(http_callers callers, const core::http_request&, const sockaddr* peer) const noexcept {
+http_access http_api::access(http_callers callers, const core::http_request& request,
+                             const sockaddr* peer) const noexcept {
+    if (in_networks(peer)) return http_access::allowed;
     switch (callers) {
-    case http_callers::networks: return in_networks(peer);
+    case http_callers::networks: return http_access::forbidden;
+    case http_callers::networks_or_authenticated: {
+        if (request.transport != core::http_transport::tls || _checks == nullptr) return http_access::forbidden;
+        auto credentials = core::parse_basic_authorization(request.authorization);
+        if (!credentials) return http_access::unauthenticated;
+        OPENSSL_cleanse(credentials->password.data(), credentials->password.size());
+        return http_access::check_password;
     }
-    return false;
+    }
+    return http_access::forbidden;
 }
 
 bool http_api::capped(const sockaddr* peer) const noexcept { return !in_networks(peer); }
+
+void http_api::tls_handshake(core::http_tls_outcome outcome) noexcept {
+    if (_counters == nullptr) return;
+    (outcome == core::http_tls_outcome::completed ? _counters->tls_handshakes : _counters->tls_failures)
+        .fetch_add(1, std::memory_order_relaxed);
+}
 
 void http_api::handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept {
     const std::string_view path = request.path();
@@ -59,8 +86,15 @@ void http_api::handle(const core::http_request& request, const sockaddr* peer, c
         }
         return;
     }
-    if (!may_call(r->callers, request, peer)) {
+    const http_access access = this->access(r->callers, request, peer);
+    if (access == http_access::forbidden) {
         answer.response = core::http_json_error(403, "forbidden");
+        return;
+    }
+    if (access == http_access::unauthenticated) {
+        if (!request.authorization.empty() && _checks != nullptr) _checks->malformed(peer);
+        answer.response = unauthorized(request.authorization.empty() ? "credentials needed (HTTP Basic)"
+                                                                     : "malformed credentials (HTTP Basic)");
         return;
     }
     if (std::find(r->methods.begin(), r->methods.end(), request.method) == r->methods.end()) {
@@ -68,7 +102,42 @@ void http_api::handle(const core::http_request& request, const sockaddr* peer, c
         answer.response.allow = r->allow;
         return;
     }
+    if (access == http_access::check_password) return check_then_call(*r, request, peer, answer);
     (this->*(r->handler))(request, answer);
+}
+
+void http_api::check_then_call(const route& r, const core::http_request& request, const sockaddr* peer,
+                               core::http_answer& answer) noexcept {
+    auto credentials = core::parse_basic_authorization(request.authorization);
+    if (!credentials) {  // access() parsed it already
+        answer.response = unauthorized("malformed credentials (HTTP Basic)");
+        return;
+    }
+    // The handler runs after the check, when `request` is gone: it gets a copy (without the
+    // credentials).
+    auto saved = std::make_shared<core::http_request>(request);
+    OPENSSL_cleanse(saved->authorization.data(), saved->authorization.size());
+    saved->authorization.clear();
+    _checks->check(std::move(*credentials), peer,
+                   [this, handler = r.handler, saved, later = answer.defer()](http_check_verdict verdict) mutable {
+                       switch (verdict) {
+                       case http_check_verdict::ok: {
+                           if (later.abandoned()) return;  // the client is gone: nothing is done for it
+                           core::http_answer inner(later);
+                           (this->*handler)(*saved, inner);
+                           if (!inner.deferred()) later.complete(std::move(inner.response));
+                           return;
+                       }
+                       case http_check_verdict::failed: later.complete(unauthorized("wrong credentials")); return;
+                       case http_check_verdict::throttled:
+                           later.complete(core::http_json_error(
+                               429, "too many failed attempts from this address (--auth-max-failures-per-ip)"));
+                           return;
+                       case http_check_verdict::busy:
+                           later.complete(core::http_json_error(503, "no room to check the credentials now; try again"));
+                           return;
+                       }
+                   });
 }
 
 void http_api::metrics(const core::http_request&, core::http_answer& answer) noexcept {
@@ -130,6 +199,11 @@ void http_api::drain(const core::http_request& request, core::http_answer& answe
     answer.response.status = 200;
     answer.response.content_type = "application/json";
     answer.response.body = already ? R"({"draining":true,"already":true})" "\n" : R"({"draining":true,"already":false})" "\n";
+}
+
+// POST /api/v1/inject itself comes with the branch `inject`; this build has only its access.
+void http_api::inject(const core::http_request&, core::http_answer& answer) noexcept {
+    answer.response = core::http_json_error(501, "POST /api/v1/inject is not served by this build");
 }
 
 void http_api::control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept {

@@ -541,10 +541,10 @@ TEST(ConfigTable, TheCommandLineWinsOverTheFileForEveryRow) {
 // fields load_config derives (not flags) are the ones after "Derived by load_config" in
 // core/config.h.
 TEST(ConfigTable, EveryConfigFieldThatIsAFlagHasExactlyOneRow) {
-    constexpr std::size_t derived_fields = 11;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
+    constexpr std::size_t derived_fields = 12;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
                                                 // listen_tls_endpoints, relay_cidrs, http_endpoints,
                                                 // http_cidrs, proxy_cidrs, route_table,
-                                                // outbound_tls_policy, route_tls_table
+                                                // outbound_tls_policy, route_tls_table, http_tls_endpoints
     EXPECT_EQ(field_count<config>() - derived_fields, config_flags().size())
         << "a core::config field has no row in the flag table (core/config.cc), or a derived field "
            "was added to core/config.h without counting it here";
