@@ -44,7 +44,10 @@ http_connection::http_connection(http_server& server, int fd, const sockaddr* pe
 http_connection::~http_connection() { abandon_owed(); }
 
 void http_connection::abandon_owed() noexcept {
-    for (const auto& owed : _owed) owed->connection = nullptr;
+    for (const auto& owed : _owed) {
+        owed->connection = nullptr;
+        owed->abandoned = true;
+    }
     _owed.clear();
 }
 

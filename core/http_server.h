@@ -104,10 +104,11 @@ protected:
 
 // The connection's side of an answer given later (see above). Shard-local.
 struct http_owed {
-    http_owed_waiter* connection = nullptr;  // null once the connection is gone or closing
+    http_owed_waiter* connection = nullptr;  // null once the connection is gone or closing (or sent it)
     std::optional<http_response> response;  // set: the answer is there
     bool keep_alive = true;                 // the request's
     bool head = false;                      // a HEAD request: the header only
+    bool abandoned = false;                 // the connection went or closed before sending it
 };
 
 // A handle on an answer owed (http_answer::defer()). Copyable (a callback may hold it); complete
@@ -119,8 +120,9 @@ public:
     // The answer: sent once the answers before it on its connection have been. Nothing if the
     // connection is gone, or if the handle is empty or was completed already.
     void complete(http_response&& response) noexcept;
-    // The client will not see the answer (the connection is gone or closing).
-    [[nodiscard]] bool abandoned() const noexcept { return !_owed || _owed->connection == nullptr; }
+    // The client will not see the answer (the connection is gone or closing). A handle made
+    // without a connection (a service's tests) is not abandoned.
+    [[nodiscard]] bool abandoned() const noexcept { return !_owed || _owed->abandoned; }
 
 private:
     friend class http_answer;
