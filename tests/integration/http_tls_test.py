@@ -21,7 +21,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
@@ -79,20 +78,13 @@ def served_certificate(openssl, port):
 def closed_within(port, payload, timeout):
     """Connects to the TLS port, sends `payload`, and says whether the relay closed the
     connection within `timeout` seconds (what it sent before, an alert, is skipped)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    client = harness.RawClient("127.0.0.1", port, timeout=timeout)
+    try:
         if payload:
-            s.sendall(payload)
-        s.settimeout(timeout)
-        end = time.monotonic() + timeout
-        try:
-            while time.monotonic() < end:
-                if not s.recv(4096):
-                    return True
-        except ConnectionResetError:
-            return True
-        except socket.timeout:
-            return False
-    return False
+            client.send(payload)
+        return client.closed_by_peer(timeout)
+    finally:
+        client.close()
 
 
 def scenario(c):
