@@ -215,7 +215,10 @@ std::expected<void, std::string> relay::start() {
             _bound = r.bound;
             for (std::size_t k = 0; k < http_listen.size() && k < r.http_bound.size(); ++k)
                 http_listen[k].endpoint = r.http_bound[k];
-            _http_bound = r.http_bound;
+            // shard_init_result::http_bound is in http_listen order: --http, then --http-tls.
+            const std::size_t plain = std::min(_config.http_endpoints.size(), r.http_bound.size());
+            _http_bound.assign(r.http_bound.begin(), r.http_bound.begin() + static_cast<std::ptrdiff_t>(plain));
+            _https_bound.assign(r.http_bound.begin() + static_cast<std::ptrdiff_t>(plain), r.http_bound.end());
         }
     }
     _fixed_buffers_summary = describe_fixed_buffers(fixed_buffers, fixed_buffers_refusal);

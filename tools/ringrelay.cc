@@ -257,9 +257,10 @@ int main(int argc, char** argv) {
     core::diag(node.egress_summary());
     core::diag(node.fixed_buffers_summary());
     std::string http_where;
-    for (std::size_t i = 0; i < node.http_endpoints().size(); ++i)  // --http first, then --http-tls
-        http_where += (http_where.empty() ? "" : ", ") + std::string(i < config.http_endpoints.size() ? "" : "https://") +
-                      core::to_string(node.http_endpoints()[i]);
+    for (const core::endpoint& e : node.http_endpoints())
+        http_where += (http_where.empty() ? "" : ", ") + core::to_string(e);
+    for (const core::endpoint& e : node.https_endpoints())
+        http_where += (http_where.empty() ? "https://" : ", https://") + core::to_string(e);
     core::diag(http_where.empty() ? "HTTP: off (no --http, no --http-tls)"
                                   : "HTTP on " + http_where + " (GET /metrics, /api/v1/queue control)");
     std::string where;
