@@ -29,14 +29,16 @@ public:
         _user_slot = auth.user_limits().slot_of(credentials.user);
         const std::int64_t now = core::monotonic_ms();
         auth_wait_queue& queue = _owner._host.auth_queue();
-        const outcome first = queue.empty() ? try_start(now) : outcome::waiting;
+        const bool behind_others = !queue.empty();  // first come, first served
+        const outcome first = behind_others ? outcome::waiting : try_start(now);
         if (first == outcome::done) return;
         if (_owner._host.stopping() || !queue.push(*this, now)) {
             refuse_for_load();
             return;
         }
         _owner._host.mutable_counters().auth_queued.fetch_add(1, std::memory_order_relaxed);
-        if (!queue.empty()) _owner._host.auth_room_freed();
+        // Behind others: the queue is offered room at the end of this turn, in order.
+        if (behind_others) _owner._host.auth_room_freed();
     }
 
     outcome retry_auth(std::int64_t now_ms) noexcept override { return try_start(now_ms); }
