@@ -3,7 +3,10 @@
 
 #include <openssl/crypto.h>
 
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <utility>
 
@@ -103,7 +106,12 @@ void http_api::handle(const core::http_request& request, const sockaddr* peer, c
         return;
     }
     if (access == http_access::check_password) return check_then_call(*r, request, peer, answer);
-    (this->*(r->handler))(request, answer);
+    call(r->handler, request, peer, answer);
+}
+
+void http_api::call(handler_fn handler, const core::http_request& request, const sockaddr*,
+                    core::http_answer& answer) noexcept {
+    (this->*handler)(request, answer);
 }
 
 void http_api::check_then_call(const route& r, const core::http_request& request, const sockaddr* peer,
@@ -113,18 +121,21 @@ void http_api::check_then_call(const route& r, const core::http_request& request
         answer.response = unauthorized("malformed credentials (HTTP Basic)");
         return;
     }
-    // The handler runs after the check, when `request` is gone: it gets a copy (without the
-    // credentials).
+    // The handler runs after the check, when `request` and `peer` are gone: it gets copies (the
+    // request without the credentials).
     auto saved = std::make_shared<core::http_request>(request);
+    core::endpoint from;
+    from.length = peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    std::memcpy(&from.storage, peer, from.length);
     OPENSSL_cleanse(saved->authorization.data(), saved->authorization.size());
     saved->authorization.clear();
     _checks->check(std::move(*credentials), peer,
-                   [this, handler = r.handler, saved, later = answer.defer()](http_check_verdict verdict) mutable {
+                   [this, handler = r.handler, saved, from, later = answer.defer()](http_check_verdict verdict) mutable {
                        switch (verdict) {
                        case http_check_verdict::ok: {
                            if (later.abandoned()) return;  // the client is gone: nothing is done for it
                            core::http_answer inner(later);
-                           (this->*handler)(*saved, inner);
+                           call(handler, *saved, from.addr(), inner);
                            if (!inner.deferred()) later.complete(std::move(inner.response));
                            return;
                        }

@@ -134,6 +134,11 @@ private:
     void administer(admin_request&& request, core::http_answer& answer) noexcept;
 
     struct route;
+    using handler_fn = void (http_api::*)(const core::http_request&, core::http_answer&) noexcept;
+    // Runs `handler` for `request` from `peer` (valid during the call): at once, or after a
+    // password check (then `peer` is the copy the check kept). The one place handlers are run.
+    void call(handler_fn handler, const core::http_request& request, const sockaddr* peer,
+              core::http_answer& answer) noexcept;
     // Basic credentials parsed: the answer is deferred while the password is checked; the
     // handler of `r` runs once it passed.
     void check_then_call(const route& r, const core::http_request& request, const sockaddr* peer,
@@ -144,7 +149,7 @@ private:
         std::span<const core::http_method> methods;
         std::string_view allow;  // the methods as a 405's Allow field
         http_callers callers;
-        void (http_api::*handler)(const core::http_request&, core::http_answer&) noexcept;
+        handler_fn handler;
     };
     static const route routes[];
 
