@@ -174,8 +174,12 @@ constexpr flag_descriptor flag_table[] = {
              "keeps limit / cluster-size of each shared limit"},
     {.name = "--http", .member = &config::http, .unset_means = "none",
      .help = "ADDR:PORT to serve HTTP on (GET /metrics, Prometheus text format; the queue control API /api/v1/...); repeatable"},
+    {.name = "--http-tls", .member = &config::http_tls, .unset_means = "none",
+     .help = "ADDR:PORT to serve HTTPS on (implicit TLS with --tls-cert/--tls-key, which it needs; the same "
+             "paths as --http); repeatable"},
     {.name = "--http-networks", .member = &config::http_networks,
-     .help = "CIDR,... of clients that may call the HTTP endpoint; others get 403", .live = true},
+     .help = "CIDR,... of clients that may call every path of the HTTP endpoint; others get 403, except "
+             "POST /api/v1/inject over --http-tls with HTTP Basic credentials from --auth-users", .live = true},
     {.name = "--http-timeout", .member = &config::http_timeout, .min = 1, .max = 3600, .unit = "seconds",
      .help = "seconds an HTTP request may take to arrive whole before 408 (and an idle connection stays open)"},
     {.name = "--log", .member = &config::log, .help = "delivery log, JSON lines; '-' for stdout, '' for none"},
@@ -673,6 +677,10 @@ std::expected<void, std::string> finish_config(config& c) {
     }
     if (auto ok = parse_each(c.relay_networks, parse_cidr, c.relay_cidrs, "--relay-networks"); !ok) return ok;
     if (auto ok = parse_each(c.http, parse_endpoint, c.http_endpoints, "--http"); !ok) return ok;
+    if (auto ok = parse_each(c.http_tls, parse_endpoint, c.http_tls_endpoints, "--http-tls"); !ok) return ok;
+    if (!c.http_tls.empty() && c.tls_cert.empty())
+        return std::unexpected("--http-tls: needs a certificate: give --tls-cert and --tls-key (HTTPS serves the "
+                               "SMTP certificate; none is made up for it)");
     if (auto ok = parse_each(c.http_networks, parse_cidr, c.http_cidrs, "--http-networks"); !ok) return ok;
     if (auto ok = parse_each(c.proxy_protocol_from, parse_cidr, c.proxy_cidrs, "--proxy-protocol-from"); !ok)
         return ok;

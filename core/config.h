@@ -134,6 +134,7 @@ struct config {
 
     // HTTP endpoint (issue 18; core/http_connection.h, queue/http_api.h): served by the shards.
     std::vector<std::string> http;         // "ADDR:PORT"; none by default
+    std::vector<std::string> http_tls;     // "ADDR:PORT" for HTTPS (the SMTP certificate); none by default
     std::vector<std::string> http_networks{"127.0.0.0/8", "::1/128"};  // may call every path; others 403
     std::uint32_t http_timeout = 30;       // seconds a request may take to arrive whole, then 408
 
@@ -155,6 +156,7 @@ struct config {
     std::vector<endpoint> listen_tls_endpoints;
     std::vector<cidr> relay_cidrs;
     std::vector<endpoint> http_endpoints;  // --http
+    std::vector<endpoint> http_tls_endpoints;  // --http-tls
     std::vector<cidr> http_cidrs;          // --http-networks
     std::vector<cidr> proxy_cidrs;         // --proxy-protocol-from
     std::optional<redis_url> redis_address;  // --redis; nullopt when not given

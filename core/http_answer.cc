@@ -10,6 +10,7 @@ namespace ringrelay::core {
 
 http_deferred http_answer::defer() noexcept {
     if (!_owed) _owed = std::make_shared<http_owed>();
+    _deferred = true;
     return http_deferred(_owed);
 }
 

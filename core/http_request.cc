@@ -4,9 +4,12 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <charconv>
+
+#include "core/base64.h"
 
 namespace ringrelay::core {
 
@@ -112,6 +115,8 @@ std::expected<std::optional<http_request>, http_read_error> http_reader::next() 
             r.method = method_of(m.method());
             r.target.assign(m.target().data(), m.target().size());
             r.body = std::move(m.body());
+            if (const auto field = m.find(http::field::authorization); field != m.end())
+                r.authorization.assign(field->value().data(), field->value().size());
             r.keep_alive = m.keep_alive();
             p.reset();
             _started = false;
@@ -133,7 +138,9 @@ std::string_view http_reason(unsigned status) noexcept {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
+    case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     default: return "Unknown";
     }
@@ -158,6 +165,10 @@ void append_http_response(std::string& out, const http_response& response, bool 
     if (!response.fields.empty()) {
         out += "\r\n";
         out += response.fields;
+    }
+    if (!response.www_authenticate.empty()) {
+        out += "\r\nWWW-Authenticate: ";
+        out += response.www_authenticate;
     }
     out += keep_alive ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
     if (!head) out += response.body;
@@ -201,6 +212,39 @@ http_response http_error_response(http_read_error error) {
     case http_read_error::bad_request: break;
     }
     return http_json_error(400, "malformed HTTP request");
+}
+
+
+std::expected<basic_credentials, basic_auth_error> parse_basic_authorization(std::string_view value) {
+    if (value.empty()) return std::unexpected(basic_auth_error::missing);
+    constexpr std::string_view scheme = "basic";
+    if (value.size() <= scheme.size() || value[scheme.size()] != ' ')
+        return std::unexpected(basic_auth_error::other_scheme);
+    for (std::size_t i = 0; i < scheme.size(); ++i)
+        if ((value[i] | 0x20) != scheme[i]) return std::unexpected(basic_auth_error::other_scheme);
+    value.remove_prefix(scheme.size());
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
+    auto decoded = base64_decode(value, base64_padding::required);
+    if (!decoded || value.empty()) return std::unexpected(basic_auth_error::bad_base64);
+    const std::size_t colon = decoded->find(':');
+    if (colon == std::string::npos) {
+        OPENSSL_cleanse(decoded->data(), decoded->size());
+        return std::unexpected(basic_auth_error::missing_colon);
+    }
+    const auto control = [](char ch) {
+        const auto c = static_cast<unsigned char>(ch);
+        return c < 0x20 || c == 0x7f;
+    };
+    if (colon == 0 || std::any_of(decoded->begin(), decoded->end(), control)) {
+        OPENSSL_cleanse(decoded->data(), decoded->size());
+        return std::unexpected(basic_auth_error::bad_characters);
+    }
+    basic_credentials out;
+    out.user.assign(*decoded, 0, colon);
+    out.password.assign(*decoded, colon + 1);
+    OPENSSL_cleanse(decoded->data(), decoded->size());
+    return out;
 }
 
 }  // namespace ringrelay::core

@@ -30,13 +30,20 @@ inline constexpr std::size_t http_max_body = 1024 * 1024;
 
 enum class http_method : std::uint8_t { get, head, post, put, delete_method, other };
 
+// What a request came over (--http or --http-tls); set by the connection, not the reader.
+enum class http_transport : std::uint8_t { plain, tls };
+
 // One whole request. Owned by the caller of next().
 struct http_request {
     http_method method = http_method::other;
     std::string target;  // as sent: "/metrics?x=1"
     std::string body;
+    // The Authorization field's value as sent (RFC 9110 §11.6.2; the first one if repeated);
+    // empty without one. parse_basic_authorization() reads it.
+    std::string authorization;
     // HTTP/1.1 without "Connection: close", or HTTP/1.0 with "Connection: keep-alive".
     bool keep_alive = true;
+    http_transport transport = http_transport::plain;
     // The path part of the target (before '?'), a view into `target`.
     [[nodiscard]] std::string_view path() const noexcept {
         const std::string_view t = target;
@@ -89,7 +96,28 @@ struct http_response {
     std::string_view allow;  // the Allow field of a 405 (RFC 9110 §15.5.6); a literal
     // More header fields, "Name: value" lines joined by CRLF, none after the last; a literal.
     std::string_view fields;
+    // The WWW-Authenticate field of a 401 (RFC 9110 §11.6.1); a literal.
+    std::string_view www_authenticate;
 };
+
+// HTTP Basic credentials (RFC 7617) from an Authorization field's value.
+struct basic_credentials {
+    std::string user;
+    std::string password;  // the caller wipes it once used (OPENSSL_cleanse)
+};
+
+enum class basic_auth_error : std::uint8_t {
+    missing,         // no Authorization field
+    other_scheme,    // not "Basic" (RFC 9110 §11.1: the scheme is case-insensitive)
+    bad_base64,      // the token is not canonical padded base64 (RFC 4648 §4)
+    missing_colon,   // the decoded credentials have no ':' between user-id and password
+    bad_characters,  // an empty user-id, or a control character in either (RFC 7617 §2)
+};
+
+// "Basic dXNlcjpwYXNz" -> {"user", "pass"}: the scheme, one or more spaces, the token68, and
+// nothing else but trailing spaces; the user-id ends at the first ':' (RFC 7617 §2).
+// SECURITY: `value` is the client's; nothing reads past it.
+[[nodiscard]] std::expected<basic_credentials, basic_auth_error> parse_basic_authorization(std::string_view value);
 
 // "Not Found" for 404; "Unknown" for a status it does not know.
 [[nodiscard]] std::string_view http_reason(unsigned status) noexcept;

@@ -33,8 +33,8 @@ constexpr std::string_view too_many_from_address =
     "Connection: close\r\n\r\n{\"error\": \"too many connections from address\"}\n";
 }  // namespace
 
-http_connection::http_connection(http_server& server, int fd, const sockaddr* peer)
-    : _server(server), _stream(server._services, *this) {
+http_connection::http_connection(http_server& server, int fd, const sockaddr* peer, http_transport transport)
+    : _server(server), _transport(transport), _stream(server._services, *this) {
     const socklen_t length = peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
     std::memcpy(&_peer.storage, peer, length);
     _peer.length = length;
@@ -44,13 +44,36 @@ http_connection::http_connection(http_server& server, int fd, const sockaddr* pe
 http_connection::~http_connection() { abandon_owed(); }
 
 void http_connection::abandon_owed() noexcept {
-    for (const auto& owed : _owed) owed->connection = nullptr;
+    for (const auto& owed : _owed) {
+        owed->connection = nullptr;
+        owed->abandoned = true;
+    }
     _owed.clear();
 }
 
 void http_connection::start() noexcept {
     _stream.touch_deadline(monotonic_ms());
+    if (_transport == http_transport::tls) {
+        const tls_context* context = _server._tls != nullptr ? _server._tls->http_tls_context() : nullptr;
+        if (context == nullptr || !_stream.start_tls_server(*context, tls_start::now, _server._tls->http_tls_engine())) {
+            tls_failed();
+            abort();
+            return;
+        }
+    }
     _stream.start_receiving();
+}
+
+void http_connection::tls_failed() noexcept {
+    if (_tls_told) return;
+    _tls_told = true;
+    _server._service.tls_handshake(http_tls_outcome::failed);
+}
+
+void http_connection::on_stream_tls_ready() noexcept {
+    if (_tls_told) return;
+    _tls_told = true;
+    _server._service.tls_handshake(http_tls_outcome::completed);
 }
 
 void http_connection::refuse(std::string_view line) noexcept {
@@ -109,6 +132,7 @@ void http_connection::serve() noexcept {
             break;
         }
         if (!next->has_value()) break;
+        (*next)->transport = _transport;
         const http_request& request = **next;
         http_answer reply;
         _server._service.handle(request, _peer.addr(), reply);
@@ -188,6 +212,12 @@ void http_connection::on_stream_progress() noexcept {
 }
 
 void http_connection::on_stream_timeout() noexcept {
+    if (_transport == http_transport::tls && !_tls_told && !_closing) {
+        // No handshake within --http-timeout: nothing can be answered (no 408 in plaintext).
+        tls_failed();
+        abort();
+        return;
+    }
     if (!_owed.empty() && !_closing && _stream.unsent() < max_pending_output) {
         // An answer is owed: the service bounds that wait (and the shutdown cuts it off).
         _stream.touch_deadline(monotonic_ms());
@@ -209,28 +239,41 @@ void http_connection::on_stream_timeout() noexcept {
     }
 }
 
-void http_connection::on_stream_end(stream_end, std::string_view) noexcept {
+void http_connection::on_stream_end(stream_end why, std::string_view) noexcept {
+    if (why == stream_end::tls_failed || why == stream_end::tls_record) {
+        // As SMTP counts them: a failed handshake, or a bad record after it. Nothing more can be
+        // sent but OpenSSL's alert.
+        _tls_told = false;
+        tls_failed();
+        _stream.out().clear();
+    }
     // Output still queued may leave (the peer only shut its side) or not: close() bounds it.
     close();
 }
 
 void http_connection::on_stream_finished() noexcept { _server.retire(*this); }
 
-http_server::http_server(const stream_services& services, http_service& service, std::string name)
+http_server::http_server(const stream_services& services, http_service& service, std::string name,
+                         http_tls_source* tls)
     : _services(services),
       _service(service),
       _name(std::move(name)),
+      _tls(tls),
       _limits(&_open, max_http_connections, _addresses, 0, too_many_connections, too_many_connections) {}
 
 http_server::~http_server() {
     for (http_connection* c : _connections) delete c;
 }
 
-std::string http_server::listen(const endpoint& at) {
+std::string http_server::listen(const endpoint& at, http_transport transport) {
+    if (transport == http_transport::tls && _tls == nullptr)
+        return "cannot listen for HTTPS on " + to_string(at) + ": no certificate";
     auto l = std::make_unique<listener>(_services.ring, *this, _limits, _name);
     if (auto ok = l->open(at, listen_backlog); !ok)
-        return "cannot listen for HTTP on " + to_string(at) + ": " + ok.error().message();
+        return std::string(transport == http_transport::tls ? "cannot listen for HTTPS on " : "cannot listen for HTTP on ") +
+               to_string(at) + ": " + ok.error().message();
     _listeners.push_back(std::move(l));
+    _transports.push_back(transport);
     return {};
 }
 
@@ -259,22 +302,25 @@ void http_server::tick() noexcept {
     for (auto& l : _listeners) l->tick();
 }
 
-bool http_server::adopt(int fd, const sockaddr* peer) noexcept {
+bool http_server::adopt(int fd, const sockaddr* peer, http_transport transport) noexcept {
     auto admitted = _limits.admit(peer);
     if (!admitted) {
         ::close(fd);
         return false;
     }
-    add(fd, peer, *admitted);
+    add(fd, peer, *admitted, transport);
     return true;
 }
 
-void http_server::on_accepted(listener&, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
-    add(fd, peer, address_slot);
+void http_server::on_accepted(listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
+    http_transport transport = http_transport::plain;
+    for (std::size_t i = 0; i < _listeners.size(); ++i)
+        if (_listeners[i].get() == &from) transport = _transports[i];
+    add(fd, peer, address_slot, transport);
 }
 
-void http_server::add(int fd, const sockaddr* peer, std::size_t address_slot) noexcept {
-    auto* c = new http_connection(*this, fd, peer);
+void http_server::add(int fd, const sockaddr* peer, std::size_t address_slot, http_transport transport) noexcept {
+    auto* c = new http_connection(*this, fd, peer, transport);
     c->address_slot = address_slot;
     c->server_slot = _connections.size();
     _connections.push_back(c);
@@ -288,7 +334,12 @@ void http_server::add(int fd, const sockaddr* peer, std::size_t address_slot) no
         }
     }
     if (over) {
-        c->refuse(too_many_from_address);
+        // A TLS client could not read a plaintext 503: it is just closed.
+        if (transport == http_transport::tls) {
+            c->abort();
+        } else {
+            c->refuse(too_many_from_address);
+        }
         return;
     }
     c->start();

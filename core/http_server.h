@@ -27,6 +27,16 @@
 // 1 MiB or one deadline period, so that no RST destroys the answer before the client read it.
 // A closing connection's last answers get one more period to leave, then it is cut off.
 //
+// HTTPS (--http-tls): a listener opened with http_transport::tls starts each connection in
+// implicit TLS (RFC 8314's way; RFC 9110 §4.2.2) with the context current at accept time
+// (http_tls_source: SIGHUP's new certificate applies to the connections that open after it),
+// through the same core::stream as SMTP's TLS; everything above (keep-alive, pipelining,
+// limits, 408, 413, deferred answers) is the same. The request deadline runs from the accept,
+// so a handshake not done within --http-timeout closes the connection; it, and a handshake
+// that fails, are told to the service (http_service::tls_handshake: failed) and the
+// connection closes (after OpenSSL's alert, if any). Requests say they came over TLS
+// (http_request::transport), which the service's access rules may ask for.
+//
 // Strangers: connections from addresses the service caps (http_service::capped: outside
 // --http-networks) count per address (IPv4 /32, IPv6 /64) on this shard; past
 // max_http_connections_per_address they get a 503 and are closed, so one address cannot take
@@ -67,6 +77,21 @@ inline constexpr std::size_t max_waiting_answers = 16;
 
 class http_connection;
 
+enum class http_tls_outcome : std::uint8_t { completed, failed };
+
+// Where --http-tls connections get their server context (the shard's, rebuilt when SIGHUP
+// loads a new certificate: a connection takes the one current when it opens). Shard-local.
+class http_tls_source {
+public:
+    // Null: TLS is unavailable (the connection is closed).
+    [[nodiscard]] virtual const tls_context* http_tls_context() noexcept = 0;
+    // Where the record layer runs (kTLS when the start-up probe passed, as for SMTP).
+    [[nodiscard]] virtual tls_engine http_tls_engine() const noexcept = 0;
+
+protected:
+    ~http_tls_source() = default;
+};
+
 // Told when an answer it waits for is given (core::http_connection). An interface, so that the
 // answer handles (core/http_answer.cc) do not depend on the connection's code.
 class http_owed_waiter {
@@ -79,10 +104,11 @@ protected:
 
 // The connection's side of an answer given later (see above). Shard-local.
 struct http_owed {
-    http_owed_waiter* connection = nullptr;  // null once the connection is gone or closing
+    http_owed_waiter* connection = nullptr;  // null once the connection is gone or closing (or sent it)
     std::optional<http_response> response;  // set: the answer is there
     bool keep_alive = true;                 // the request's
     bool head = false;                      // a HEAD request: the header only
+    bool abandoned = false;                 // the connection went or closed before sending it
 };
 
 // A handle on an answer owed (http_answer::defer()). Copyable (a callback may hold it); complete
@@ -94,8 +120,9 @@ public:
     // The answer: sent once the answers before it on its connection have been. Nothing if the
     // connection is gone, or if the handle is empty or was completed already.
     void complete(http_response&& response) noexcept;
-    // The client will not see the answer (the connection is gone or closing).
-    [[nodiscard]] bool abandoned() const noexcept { return !_owed || _owed->connection == nullptr; }
+    // The client will not see the answer (the connection is gone or closing). A handle made
+    // without a connection (a service's tests) is not abandoned.
+    [[nodiscard]] bool abandoned() const noexcept { return !_owed || _owed->abandoned; }
 
 private:
     friend class http_answer;
@@ -106,11 +133,16 @@ private:
 // What http_service::handle() gives a request: `response` now, or defer() and the answer later.
 class http_answer {
 public:
+    http_answer() = default;
+    // The answer to a request already deferred (`owed`), given by a handler that runs later
+    // (after a password check): defer() returns that same handle; if the handler does not
+    // defer, the caller completes `owed` with `response`.
+    explicit http_answer(http_deferred owed) noexcept : _owed(std::move(owed._owed)) {}
     http_response response;
     // The answer comes later, through the handle returned (at most once per request); `response`
     // is then not used.
     [[nodiscard]] http_deferred defer() noexcept;
-    [[nodiscard]] bool deferred() const noexcept { return _owed != nullptr; }
+    [[nodiscard]] bool deferred() const noexcept { return _deferred; }
     // The answer given later through the handle, once given; null before (tests: a service
     // called without a connection).
     [[nodiscard]] const http_response* given() const noexcept {
@@ -120,6 +152,7 @@ public:
 private:
     friend class http_connection;
     std::shared_ptr<http_owed> _owed;
+    bool _deferred = false;  // defer() was called
 };
 
 // What serves the requests (the shard's queue::http_api).
@@ -131,6 +164,9 @@ public:
     // Whether connections from `peer` (valid during the call) count against
     // max_http_connections_per_address (strangers: no route of theirs needs many).
     [[nodiscard]] virtual bool capped(const sockaddr* peer) const noexcept = 0;
+    // A --http-tls connection's handshake completed, or TLS failed (a failed handshake, one not
+    // done within --http-timeout, a bad record after it: as SMTP counts them); for the metrics.
+    virtual void tls_handshake(http_tls_outcome outcome) noexcept { (void)outcome; }
 
 protected:
     ~http_service() = default;
@@ -141,7 +177,7 @@ class http_server;
 // One accepted HTTP connection. Owned by its http_server; shard-local.
 class http_connection final : public stream_owner, public http_owed_waiter {
 public:
-    http_connection(http_server& server, int fd, const sockaddr* peer);
+    http_connection(http_server& server, int fd, const sockaddr* peer, http_transport transport);
     http_connection(const http_connection&) = delete;
     http_connection& operator=(const http_connection&) = delete;
     ~http_connection();
@@ -169,6 +205,7 @@ private:
     void on_stream_sent(std::uint8_t marks) noexcept override;
     void on_stream_progress() noexcept override;
     void on_stream_timeout() noexcept override;
+    void on_stream_tls_ready() noexcept override;
 
     friend class http_deferred;
     // Answers every whole request received, in order, while the queued answers allow.
@@ -183,9 +220,13 @@ private:
     void answer(const http_response& response, bool keep_alive, bool head) noexcept;
     // After the last answer: FIN once it left, then read and drop until the client closes.
     void linger() noexcept;
+    // The TLS handshake failed or will not happen: told to the service once.
+    void tls_failed() noexcept;
 
     http_server& _server;
     endpoint _peer;
+    const http_transport _transport;
+    bool _tls_told = false;  // the handshake's outcome was told to the service
     stream _stream;
     http_reader _reader;
     bool _lingering = false;     // the last answer is queued; input is dropped
@@ -199,14 +240,15 @@ private:
 class http_server final : public listener_owner {
 public:
     // services.deadlines: the request deadline (--http-timeout); name: how stderr names the
-    // shard ("shard 2").
-    http_server(const stream_services& services, http_service& service, std::string name);
+    // shard ("shard 2"); tls: the context of --http-tls listeners (null: none may be opened).
+    http_server(const stream_services& services, http_service& service, std::string name,
+                http_tls_source* tls = nullptr);
     http_server(const http_server&) = delete;
     http_server& operator=(const http_server&) = delete;
     ~http_server();
 
     // Binds one endpoint; an error names it ("cannot listen for HTTP on ADDR: reason").
-    [[nodiscard]] std::string listen(const endpoint& at);
+    [[nodiscard]] std::string listen(const endpoint& at, http_transport transport = http_transport::plain);
     // The endpoints really bound (port 0 resolved), in listen order.
     [[nodiscard]] std::vector<endpoint> bound() const;
     void start() noexcept;
@@ -219,7 +261,7 @@ public:
     // A connected socket accepted elsewhere (tests: one end of a socketpair; `peer` is the
     // address it stands for, valid during the call), admitted like a listener's: false when
     // refused (fd closed).
-    bool adopt(int fd, const sockaddr* peer) noexcept;
+    bool adopt(int fd, const sockaddr* peer, http_transport transport = http_transport::plain) noexcept;
     // The end of the loop turn: destroys the connections that finished.
     void end_turn() noexcept;
     [[nodiscard]] std::size_t connections() const noexcept { return _connections.size(); }
@@ -233,18 +275,20 @@ private:
     // listener_owner
     void on_accepted(listener& from, int fd, const sockaddr* peer, std::size_t address_slot) noexcept override;
     void on_refused(listener& from, const sockaddr* peer, refusal why) noexcept override;
-    void add(int fd, const sockaddr* peer, std::size_t address_slot) noexcept;
+    void add(int fd, const sockaddr* peer, std::size_t address_slot, http_transport transport) noexcept;
 
     // Fixed after construction.
     const stream_services _services;
     http_service& _service;
     const std::string _name;
+    http_tls_source* const _tls;
     // Shard-local: this shard's HTTP connections only (no per-address limit: one slot).
     shared_limit _open;
     address_counter _addresses{1};
     connection_limits _limits;
     address_counter _capped{4096};  // strangers' connections per address on this shard
     std::vector<std::unique_ptr<listener>> _listeners;
+    std::vector<http_transport> _transports;  // of each listener
     std::vector<http_connection*> _connections;  // owned; index kept in each connection
     std::vector<http_connection*> _graveyard;
     bool _stopping = false;

@@ -1,7 +1,12 @@
 // queue/http_api.cc: see http_api.h.
 #include "queue/http_api.h"
 
+#include <openssl/crypto.h>
+
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <utility>
 
@@ -22,6 +27,15 @@ bool path_matches(std::string_view route, std::string_view path) noexcept {
     if (route.size() > 1 && route.ends_with('/')) return path.size() > route.size() && path.starts_with(route);
     return path == route;
 }
+
+// RFC 9110 §11.6.1; RFC 7617 §2.1: the charset the credentials are read in.
+constexpr std::string_view basic_challenge = R"(Basic realm="ringrelay", charset="UTF-8")";
+
+core::http_response unauthorized(std::string_view message) {
+    core::http_response r = core::http_json_error(401, message);
+    r.www_authenticate = basic_challenge;
+    return r;
+}
 }  // namespace
 
 const http_api::route http_api::routes[] = {
@@ -35,7 +49,7 @@ const http_api::route http_api::routes[] = {
     {"/api/v1/flush", post_only, "POST", http_callers::networks, &http_api::flush},
     {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
     {"/api/v1/drain", post_only, "POST", http_callers::networks, &http_api::drain},
-    {"/api/v1/inject", post_only, "POST", http_callers::networks, &http_api::inject},
+    {"/api/v1/inject", post_only, "POST", http_callers::networks_or_authenticated, &http_api::inject},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -43,14 +57,29 @@ bool http_api::in_networks(const sockaddr* peer) const noexcept {
                        [peer](const core::cidr& net) { return net.contains(peer); });
 }
 
-bool http_api::may_call(http_callers callers, const core::http_request&, const sockaddr* peer) const noexcept {
+http_access http_api::access(http_callers callers, const core::http_request& request,
+                             const sockaddr* peer) const noexcept {
+    if (in_networks(peer)) return http_access::allowed;
     switch (callers) {
-    case http_callers::networks: return in_networks(peer);
+    case http_callers::networks: return http_access::forbidden;
+    case http_callers::networks_or_authenticated: {
+        if (request.transport != core::http_transport::tls || _checks == nullptr) return http_access::forbidden;
+        auto credentials = core::parse_basic_authorization(request.authorization);
+        if (!credentials) return http_access::unauthenticated;
+        OPENSSL_cleanse(credentials->password.data(), credentials->password.size());
+        return http_access::check_password;
     }
-    return false;
+    }
+    return http_access::forbidden;
 }
 
 bool http_api::capped(const sockaddr* peer) const noexcept { return !in_networks(peer); }
+
+void http_api::tls_handshake(core::http_tls_outcome outcome) noexcept {
+    if (_counters == nullptr) return;
+    (outcome == core::http_tls_outcome::completed ? _counters->tls_handshakes : _counters->tls_failures)
+        .fetch_add(1, std::memory_order_relaxed);
+}
 
 void http_api::handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept {
     const std::string_view path = request.path();
@@ -64,8 +93,15 @@ void http_api::handle(const core::http_request& request, const sockaddr* peer, c
         }
         return;
     }
-    if (!may_call(r->callers, request, peer)) {
+    const http_access access = this->access(r->callers, request, peer);
+    if (access == http_access::forbidden) {
         answer.response = core::http_json_error(403, "forbidden");
+        return;
+    }
+    if (access == http_access::unauthenticated) {
+        if (!request.authorization.empty() && _checks != nullptr) _checks->malformed(peer);
+        answer.response = unauthorized(request.authorization.empty() ? "credentials needed (HTTP Basic)"
+                                                                     : "malformed credentials (HTTP Basic)");
         return;
     }
     if (std::find(r->methods.begin(), r->methods.end(), request.method) == r->methods.end()) {
@@ -73,9 +109,56 @@ void http_api::handle(const core::http_request& request, const sockaddr* peer, c
         answer.response.allow = r->allow;
         return;
     }
+    if (access == http_access::check_password) return check_then_call(*r, request, peer, answer);
+    call(r->handler, request, peer, answer);
+}
+
+void http_api::call(handler_fn handler, const core::http_request& request, const sockaddr* peer,
+                    core::http_answer& answer, std::string_view auth_user) noexcept {
     _peer = peer;
-    (this->*(r->handler))(request, answer);
+    _auth_user = auth_user;
+    (this->*handler)(request, answer);
     _peer = nullptr;
+    _auth_user = {};
+}
+
+void http_api::check_then_call(const route& r, const core::http_request& request, const sockaddr* peer,
+                               core::http_answer& answer) noexcept {
+    auto credentials = core::parse_basic_authorization(request.authorization);
+    if (!credentials) {  // access() parsed it already
+        answer.response = unauthorized("malformed credentials (HTTP Basic)");
+        return;
+    }
+    // The handler runs after the check, when `request` and `peer` are gone: it gets copies (the
+    // request without the credentials).
+    auto saved = std::make_shared<core::http_request>(request);
+    core::endpoint from;
+    from.length = peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    std::memcpy(&from.storage, peer, from.length);
+    OPENSSL_cleanse(saved->authorization.data(), saved->authorization.size());
+    saved->authorization.clear();
+    std::string user = credentials->user;  // before the credentials move into the check
+    _checks->check(std::move(*credentials), peer,
+                   [this, handler = r.handler, saved, from, user = std::move(user),
+                    later = answer.defer()](http_check_verdict verdict) mutable {
+                       switch (verdict) {
+                       case http_check_verdict::ok: {
+                           if (later.abandoned()) return;  // the client is gone: nothing is done for it
+                           core::http_answer inner(later);
+                           call(handler, *saved, from.addr(), inner, user);
+                           if (!inner.deferred()) later.complete(std::move(inner.response));
+                           return;
+                       }
+                       case http_check_verdict::failed: later.complete(unauthorized("wrong credentials")); return;
+                       case http_check_verdict::throttled:
+                           later.complete(core::http_json_error(
+                               429, "too many failed attempts from this address (--auth-max-failures-per-ip)"));
+                           return;
+                       case http_check_verdict::busy:
+                           later.complete(core::http_json_error(503, "no room to check the credentials now; try again"));
+                           return;
+                       }
+                   });
 }
 
 void http_api::metrics(const core::http_request&, core::http_answer& answer) noexcept {
@@ -163,6 +246,7 @@ void http_api::inject(const core::http_request& request, core::http_answer& answ
             answer.response = core::http_json_error(400, parsed.error());
             return;
         }
+        parsed->auth_user = std::string(_auth_user);
         _injector->inject(std::move(*parsed), _peer, answer);
     } catch (const std::bad_alloc&) {
         answer.response = core::http_json_error(503, "out of memory: nothing queued; try again later");

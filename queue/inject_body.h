@@ -59,6 +59,9 @@ struct inject_request {
     bool smtputf8 = false;  // an address has non-ASCII octets (RFC 6531)
     std::string raw;        // "content" as a string, as given (prepare_raw_message() next)
     std::optional<inject_parts> parts;
+    // Not from the body: the user whose HTTP Basic credentials the API checked (--http-tls), or
+    // empty. Like SMTP AUTH, it may relay anywhere and is the message's tenant (auth_user).
+    std::string auth_user;
 };
 
 // The request, or why not as the text of a 400's {"error": ...}.

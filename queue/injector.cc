@@ -53,7 +53,9 @@ public:
     void start() noexcept {
         _acceptance.body_begun();
         _acceptance.body_appended(message);
-        _acceptance.begin(envelope, message, reception_source{.client = client, .proxy = {}, .protocol = "HTTP", .auth_user = {}, .tls = {}});
+        _acceptance.begin(envelope, message,
+                          reception_source{.client = client, .proxy = {}, .protocol = "HTTP",
+                                           .auth_user = envelope.auth_user, .tls = {}});
     }
 
     void acceptance_done(acceptance_result result) noexcept override {
@@ -141,7 +143,11 @@ void injector::inject(inject_request&& request, const sockaddr* peer, core::http
                 break;
             }
         }
+        // RFC 4954 §1 as for SMTP: an authenticated client may relay anywhere, and its user is
+        // the message's tenant (suppression, tenant limits).
+        if (!request.auth_user.empty()) client.trust = protocol::relay_trust::trusted;
         protocol::envelope& env = job->envelope;
+        env.auth_user = std::move(request.auth_user);
         env.mail_from = std::move(request.envelope_sender);
         env.smtputf8 = request.smtputf8;
         // As RCPT: relay control, then the suppression list.

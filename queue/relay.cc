@@ -220,7 +220,10 @@ std::expected<void, std::string> relay::start() {
     if (_config.drain) _drain.store(true, std::memory_order_release);
     _links = std::make_unique<shard_links>(_config.shards);
     _metrics = std::make_unique<metrics_sources>(_config.shards);
-    std::vector<core::endpoint> http_listen = _config.http_endpoints;
+    // Plain HTTP first, then HTTPS: the order of http_endpoints() and the start-up line.
+    std::vector<http_listen_spec> http_listen;
+    for (const core::endpoint& e : _config.http_endpoints) http_listen.push_back({e, core::http_transport::plain});
+    for (const core::endpoint& e : _config.http_tls_endpoints) http_listen.push_back({e, core::http_transport::tls});
     // The shards start one at a time, each recovering its spool directory first; on a large
     // spool this takes a while, and the line says what the relay is doing meanwhile.
     core::diag("starting " + std::to_string(_config.shards) + " shard(s): recovering the spool in " + _config.spool);
@@ -255,8 +258,12 @@ std::expected<void, std::string> relay::start() {
             // Every shard binds the same endpoints (SO_REUSEPORT): a port 0 becomes shard 0's.
             for (std::size_t k = 0; k < listen.size() && k < r.bound.size(); ++k) listen[k].endpoint = r.bound[k];
             _bound = r.bound;
-            http_listen = r.http_bound;
-            _http_bound = r.http_bound;
+            for (std::size_t k = 0; k < http_listen.size() && k < r.http_bound.size(); ++k)
+                http_listen[k].endpoint = r.http_bound[k];
+            // shard_init_result::http_bound is in http_listen order: --http, then --http-tls.
+            const std::size_t plain = std::min(_config.http_endpoints.size(), r.http_bound.size());
+            _http_bound.assign(r.http_bound.begin(), r.http_bound.begin() + static_cast<std::ptrdiff_t>(plain));
+            _https_bound.assign(r.http_bound.begin() + static_cast<std::ptrdiff_t>(plain), r.http_bound.end());
         }
     }
     _fixed_buffers_summary = describe_fixed_buffers(fixed_buffers, fixed_buffers_refusal);
@@ -536,6 +543,8 @@ std::expected<void, std::string> relay::setup_tls() {
     _tls_summary = "TLS: STARTTLS on " + std::to_string(_config.listen_endpoints.size()) + " port(s)";
     if (!_config.listen_tls_endpoints.empty())
         _tls_summary += ", implicit TLS on " + std::to_string(_config.listen_tls_endpoints.size()) + " port(s)";
+    if (!_config.http_tls_endpoints.empty())
+        _tls_summary += ", HTTPS on " + std::to_string(_config.http_tls_endpoints.size()) + " port(s)";
     _tls_summary += "; certificate " + cert + " (" + origin + ", CN=" + credentials->common_name() + ", " +
                     credentials->sha256_fingerprint() + ")";
     _tls = std::make_unique<inbound_tls>();

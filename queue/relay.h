@@ -46,6 +46,8 @@ public:
     [[nodiscard]] const std::vector<core::endpoint>& endpoints() const noexcept { return _bound; }
     // The --http endpoints really bound (port 0 resolved).
     [[nodiscard]] const std::vector<core::endpoint>& http_endpoints() const noexcept { return _http_bound; }
+    // The --http-tls endpoints really bound.
+    [[nodiscard]] const std::vector<core::endpoint>& https_endpoints() const noexcept { return _https_bound; }
     [[nodiscard]] const core::kernel_features& features() const noexcept { return _features; }
     [[nodiscard]] std::size_t recovered_messages() const noexcept { return _recovered; }
     // After start(): the kTLS probe, and one line on inbound TLS (where the certificate came
@@ -180,6 +182,7 @@ private:
     std::vector<std::thread> _threads;
     std::vector<core::endpoint> _bound;
     std::vector<core::endpoint> _http_bound;
+    std::vector<core::endpoint> _https_bound;
     std::size_t _recovered = 0;
     std::unique_ptr<retry_schedule> _schedule;
     bool _control_ready = false;

@@ -33,7 +33,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
              const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
              const inbound_tls* tls, inbound_auth* auth,
              dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation,
-             std::vector<core::endpoint> http_listen, const metrics_sources* metrics, std::atomic<bool>* drain)
+             std::vector<http_listen_spec> http_listen, const metrics_sources* metrics, std::atomic<bool>* drain)
     : _index(index),
       _config(config),
       _server(server),
@@ -62,6 +62,8 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
 
 shard::~shard() {
     _http.reset();
+    _http_api.reset();
+    _http_auth.reset();
     _injector.reset();
     _front.reset();  // the connections, before the delivery and spool they use
     _delivery.reset();
@@ -140,12 +142,14 @@ std::string shard::init() {
     }
     if (!_http_listen.empty() && _metrics != nullptr) {
         _injector = std::make_unique<injector>(*this);
-        _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get(), _drain_request, _injector.get());
+        if (_auth != nullptr) _http_auth = std::make_unique<http_basic_auth>(*this);
+        _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get(), _drain_request, _injector.get(),
+                                               _http_auth.get(), &_counters);
         _http = std::make_unique<core::http_server>(
             core::stream_services{_reactor, _buffers, _streams, &_http_deadlines}, *_http_api,
-            "shard " + std::to_string(_index));
-        for (const core::endpoint& e : _http_listen)
-            if (std::string err = _http->listen(e); !err.empty()) return err;
+            "shard " + std::to_string(_index), _tls != nullptr ? this : nullptr);
+        for (const http_listen_spec& l : _http_listen)
+            if (std::string err = _http->listen(l.endpoint, l.transport); !err.empty()) return err;
     }
     return {};
 }

@@ -44,6 +44,7 @@
 #include "queue/egress.h"
 #include "queue/warmup.h"
 #include "queue/http_api.h"
+#include "queue/http_auth.h"
 #include "queue/injector.h"
 #include "queue/metrics.h"
 #include "queue/shaping_table.h"
@@ -58,6 +59,12 @@ namespace ringrelay::queue {
 struct listener_spec {
     core::endpoint endpoint;
     listener_kind kind = listener_kind::plain;
+};
+
+// One HTTP endpoint to listen on (--http: plain; --http-tls: TLS).
+struct http_listen_spec {
+    core::endpoint endpoint;
+    core::http_transport transport = core::http_transport::plain;
 };
 
 // The relay's inbound TLS material (issue 5), loaded at start-up and replaced by a reload
@@ -108,7 +115,7 @@ using storage_factory = std::function<std::unique_ptr<storage>(core::reactor&)>;
 struct shard_init_result {
     std::string error;                        // empty on success
     std::vector<core::endpoint> bound;        // the endpoints really bound (port 0 resolved), in listen order
-    std::vector<core::endpoint> http_bound;   // the same for --http
+    std::vector<core::endpoint> http_bound;   // the same for --http and --http-tls, in http_listen order
     std::size_t unfinished_messages = 0;  // of which still to deliver
     std::vector<std::string> recovery_problems;
     unsigned fixed_buffers = 0;          // registered for streamed body reads (queue/outbound.h)
@@ -116,6 +123,7 @@ struct shard_init_result {
 };
 
 class shard final : public core::turn_hook,
+                    public core::http_tls_source,
                     public protocol::session_host,
                     public server_host,
                     public front_owner {
@@ -124,7 +132,8 @@ public:
     // endpoints to bind (port 0 picks one; main passes shard 0's result to the others).
     // bounce_rules: the relay's classification table, read by every shard (never written after
     // the relay starts). tls: null for no TLS (then no implicit-TLS listener may be given and
-    // server.tls must be none). http_listen: the --http endpoints (port 0 as for listen);
+    // server.tls must be none). http_listen: the --http and --http-tls endpoints (port 0 as for
+    // listen; TLS ones need tls);
     // metrics: every shard's counters, for /metrics (relay-owned; null: no HTTP endpoint).
     // drain: the relay's drain request (--drain, SIGUSR2 or POST /api/v1/drain), read at every
     // tick; null: never drains.
@@ -134,7 +143,7 @@ public:
           const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage = {},
           const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
           dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
-          std::uint64_t suppression_generation = 0, std::vector<core::endpoint> http_listen = {},
+          std::uint64_t suppression_generation = 0, std::vector<http_listen_spec> http_listen = {},
           const metrics_sources* metrics = nullptr, std::atomic<bool>* drain = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
@@ -226,6 +235,12 @@ public:
 
     void on_turn_end() noexcept override;
 
+    // http_tls_source (--http-tls): the context SMTP uses, and its engine.
+    const core::tls_context* http_tls_context() noexcept override { return tls_context(); }
+    core::tls_engine http_tls_engine() const noexcept override {
+        return kernel_tls() ? core::tls_engine::kernel : core::tls_engine::memory;
+    }
+
 private:
     // The stop request (a MSG_RING from request_stop).
     void on_stop_request(int res, std::uint32_t flags) noexcept;
@@ -300,9 +315,10 @@ private:
     // The HTTP endpoint (issue 18): its request deadlines (--http-timeout), routes, listeners
     // and connections; null without --http.
     core::deadline_list _http_deadlines;
-    std::vector<core::endpoint> _http_listen;
+    std::vector<http_listen_spec> _http_listen;
     const metrics_sources* _metrics;
     std::unique_ptr<injector> _injector;  // POST /api/v1/inject; made with the HTTP endpoint
+    std::unique_ptr<http_basic_auth> _http_auth;  // Basic credentials (null without --auth-users)
     std::unique_ptr<http_api> _http_api;
     std::unique_ptr<core::http_server> _http;
     core::date_cache _dates;

@@ -324,6 +324,35 @@ TEST(Config, TlsCertWithoutKeyIsAnError) {
     EXPECT_NE(k.error().message.find("--tls-key: needs --tls-cert"), std::string::npos) << k.error().message;
 }
 
+// Issue 18: --http-tls is repeatable, parsed like --http, and needs the SMTP certificate
+// (no self-signed one is made for HTTPS).
+TEST(Config, HttpTlsIsParsedAndNeedsACertificate) {
+    auto c = load({"--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--http-tls", "127.0.0.1:8443", "--http-tls",
+                   "[::1]:8444"});
+    ASSERT_TRUE(c.has_value()) << c.error().message;
+    ASSERT_EQ(c->http_tls_endpoints.size(), 2u);
+    EXPECT_EQ(c->http_tls_endpoints[0].port(), 8443);
+    EXPECT_EQ(c->http_tls_endpoints[1].family(), AF_INET6);
+    EXPECT_TRUE(c->http_endpoints.empty());
+    auto none = load({"--http-tls", "127.0.0.1:8443"});
+    ASSERT_FALSE(none.has_value());
+    EXPECT_EQ(none.error().code, 2);
+    EXPECT_NE(none.error().message.find("--http-tls: needs a certificate"), std::string::npos) << none.error().message;
+    auto bad = load({"--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--http-tls", "nowhere"});
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_NE(bad.error().message.find("--http-tls: "), std::string::npos) << bad.error().message;
+    auto d = load({});
+    ASSERT_TRUE(d.has_value());
+    EXPECT_TRUE(d->http_tls_endpoints.empty());
+}
+
+TEST(Config, HttpTlsJsonKey) {
+    config c;
+    ASSERT_TRUE(apply_json_config(R"({"http-tls": ["127.0.0.1:8443"]})", c));
+    ASSERT_EQ(c.http_tls.size(), 1u);
+    EXPECT_EQ(c.http_tls[0], "127.0.0.1:8443");
+}
+
 TEST(Config, BadListenTlsNamesTheFlag) {
     auto c = load({"--listen-tls", "nowhere"});
     ASSERT_FALSE(c.has_value());
@@ -577,10 +606,10 @@ TEST(ConfigTable, TheCommandLineWinsOverTheFileForEveryRow) {
 // fields load_config derives (not flags) are the ones after "Derived by load_config" in
 // core/config.h.
 TEST(ConfigTable, EveryConfigFieldThatIsAFlagHasExactlyOneRow) {
-    constexpr std::size_t derived_fields = 12;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
+    constexpr std::size_t derived_fields = 13;  // listen_endpoints, body_cache_bytes, spool_segment_bytes,
                                                 // listen_tls_endpoints, relay_cidrs, http_endpoints,
                                                 // http_cidrs, proxy_cidrs, redis_address, route_table,
-                                                // outbound_tls_policy, route_tls_table
+                                                // outbound_tls_policy, route_tls_table, http_tls_endpoints
     EXPECT_EQ(field_count<config>() - derived_fields, config_flags().size())
         << "a core::config field has no row in the flag table (core/config.cc), or a derived field "
            "was added to core/config.h without counting it here";

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -175,3 +176,75 @@ TEST(HttpResponse, WritesStatusLengthAndConnection) {
 TEST(HttpResponse, EscapesTheJsonError) {
     EXPECT_EQ(json_error("a\"b\\c\n"), "{\"error\": \"a\\\"b\\\\c\\u000a\"}\n");
 }
+
+// Issue 18: the Authorization field is kept for the access rules (the first, if repeated).
+TEST(HttpReader, KeepsTheAuthorizationField) {
+    const auto r = read_all("POST /api/v1/inject HTTP/1.1\r\nHost: a\r\nauthorization: Basic YTpi\r\n"
+                            "Authorization: Basic other\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT_EQ(r.requests.size(), 2u);
+    EXPECT_EQ(r.requests[0].authorization, "Basic YTpi");
+    EXPECT_TRUE(r.requests[1].authorization.empty());
+}
+
+TEST(HttpResponse, WritesWwwAuthenticateOnlyWhenSet) {
+    http_response r = http_json_error(401, "credentials needed");
+    r.www_authenticate = R"(Basic realm="ringrelay")";
+    std::string out;
+    append_http_response(out, r, false, false);
+    EXPECT_EQ(out.rfind("HTTP/1.1 401 Unauthorized\r\n", 0), 0u) << out;
+    EXPECT_NE(out.find("\r\nWWW-Authenticate: Basic realm=\"ringrelay\"\r\n"), std::string::npos) << out;
+    std::string plain;
+    append_http_response(plain, http_json_error(403, "forbidden"), false, false);
+    EXPECT_EQ(plain.find("WWW-Authenticate"), std::string::npos) << plain;
+}
+
+namespace {
+// RFC 7617 §2, by example: the value of an Authorization field, and what it must give.
+struct basic_case {
+    const char* label;
+    std::string_view value;
+    std::optional<basic_auth_error> error;  // nullopt: parses to user/password
+    const char* user = "";
+    const char* password = "";
+};
+
+const basic_case basic_cases[] = {
+    {"RfcExample", "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==", std::nullopt, "Aladdin", "open sesame"},
+    {"SchemeIsCaseInsensitive", "bAsIc QWxhZGRpbjpvcGVuIHNlc2FtZQ==", std::nullopt, "Aladdin", "open sesame"},
+    {"SpacesAroundTheToken", "Basic   YTpi  ", std::nullopt, "a", "b"},
+    {"EmptyPassword", "Basic YTo=", std::nullopt, "a", ""},
+    {"ColonInPassword", "Basic YTpiOmM=", std::nullopt, "a", "b:c"},  // a:b:c: the user ends at the first
+    {"Utf8", "Basic w6Q6w7w=", std::nullopt, "\xc3\xa4", "\xc3\xbc"},  // ä:ü
+    {"Missing", "", basic_auth_error::missing},
+    {"Bearer", "Bearer abc", basic_auth_error::other_scheme},
+    {"SchemeOnly", "Basic", basic_auth_error::other_scheme},
+    {"NoSpaceAfterScheme", "BasicYTpi", basic_auth_error::other_scheme},
+    {"LongerScheme", "Basically YTpi", basic_auth_error::other_scheme},
+    {"EmptyToken", "Basic ", basic_auth_error::bad_base64},
+    {"NotBase64", "Basic !!notbase64", basic_auth_error::bad_base64},
+    {"MissingPadding", "Basic YTo", basic_auth_error::bad_base64},
+    {"InnerSpace", "Basic YT pi", basic_auth_error::bad_base64},
+    {"MissingColon", "Basic YWxpY2U=", basic_auth_error::missing_colon},                // alice
+    {"EmptyUser", "Basic OnBhc3M=", basic_auth_error::bad_characters},                   // :pass
+    {"ControlInUser", "Basic YQpiOmM=", basic_auth_error::bad_characters},               // a\nb:c
+    {"ControlInPassword", "Basic YTpiAGM=", basic_auth_error::bad_characters},           // a:b\0c
+};
+
+class BasicAuthorization : public ::testing::TestWithParam<basic_case> {};
+}  // namespace
+
+TEST_P(BasicAuthorization, ParsesOrNamesTheFault) {
+    const basic_case& c = GetParam();
+    const auto r = parse_basic_authorization(c.value);
+    if (c.error) {
+        ASSERT_FALSE(r.has_value()) << "user '" << r->user << "'";
+        EXPECT_EQ(r.error(), *c.error);
+    } else {
+        ASSERT_TRUE(r.has_value()) << static_cast<int>(r.error());
+        EXPECT_EQ(r->user, c.user);
+        EXPECT_EQ(r->password, c.password);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Rfc7617, BasicAuthorization, ::testing::ValuesIn(basic_cases),
+                         [](const ::testing::TestParamInfo<basic_case>& i) { return std::string(i.param.label); });

@@ -1,7 +1,8 @@
 // tests/core/http_server_test.cc: core::http_server's connections over socketpairs on a real
 // reactor (tests/core/stream_harness.h), with a test service: a client that never reads its
-// answers is cut off (by the deadline, and at the end of the shutdown grace period); error
-// answers close, lingering (FIN, then the client's bytes read until it closes); strangers' connections are capped per address; a slow reader with whole
+// answers is cut off (by the deadline, and at the end of the shutdown grace period); HTTPS
+// (--http-tls: a TLS client made of core::tls_session; a failed, absent or impossible handshake
+// closes and is told to the service); error answers close, lingering (FIN, then the client's bytes read until it closes); strangers' connections are capped per address; a slow reader with whole
 // requests waiting gets its answers, not a 408.
 #include "core/http_server.h"
 
@@ -34,6 +35,7 @@ class test_service final : public http_service {
 public:
     void handle(const http_request& request, const sockaddr*, http_answer& answer) noexcept override {
         http_response& response = answer.response;
+        transports.push_back(request.transport);
         if (request.path().starts_with("/later/")) {
             later.emplace_back(std::string(request.path().substr(7)), answer.defer());
         } else if (request.path() == "/big") {
@@ -50,6 +52,11 @@ public:
         const auto* in = reinterpret_cast<const sockaddr_in*>(peer);
         return (ntohl(in->sin_addr.s_addr) >> 24) != 127;
     }
+    void tls_handshake(http_tls_outcome outcome) noexcept override {
+        ++(outcome == http_tls_outcome::completed ? handshakes : tls_failures);
+    }
+    int handshakes = 0;
+    int tls_failures = 0;
     // Completes the answer owed to GET /later/NAME with 200 and body NAME.
     void complete(std::string_view name) {
         for (auto& [n, d] : later)
@@ -60,6 +67,14 @@ public:
             }
     }
     std::vector<std::pair<std::string, http_deferred>> later;
+    std::vector<http_transport> transports;  // of every request handled
+};
+
+// The shard's side of --http-tls: a context, or none (TLS unavailable).
+struct test_tls_source final : http_tls_source {
+    const tls_context* http_tls_context() noexcept override { return context; }
+    tls_engine http_tls_engine() const noexcept override { return tls_engine::memory; }
+    const tls_context* context = nullptr;
 };
 
 sockaddr_in address(const char* text) {
@@ -74,7 +89,7 @@ protected:
     void start(std::int64_t deadline_ms, unsigned buffers = 64) {
         h.emplace(deadline_ms);
         if (!h->init(buffers)) GTEST_SKIP() << "no provided buffer rings / multishot receive";
-        server.emplace(h->services(), service, "test");
+        server.emplace(h->services(), service, "test", &tls_source);
     }
     void TearDown() override {
         if (!server) return;
@@ -117,7 +132,47 @@ protected:
         return out;
     }
 
+    // A TLS client (core::tls_session over the test's end) sends `request` and reads until the
+    // server closes; the plaintext it got, or nullopt if TLS failed on the client's side.
+    std::optional<std::string> tls_exchange(int fd, std::string_view request) {
+        auto session = tls_session::create(*tls->client);
+        if (!session) return std::nullopt;
+        std::string wire;
+        session->take_output(wire);
+        std::string plain;
+        bool sent = false;
+        const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (std::chrono::steady_clock::now() < end) {
+            if (session->is_established() && !sent) {
+                if (!session->encrypt(request, wire)) return std::nullopt;
+                sent = true;
+            }
+            session->take_output(wire);
+            if (!wire.empty()) {
+                const ssize_t n = ::send(fd, wire.data(), wire.size(), MSG_NOSIGNAL);
+                if (n > 0) wire.erase(0, static_cast<std::size_t>(n));
+            }
+            char buf[16384];
+            const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+            if (n == 0) return plain;
+            if (n > 0 && !session->feed_ciphertext(std::string_view(buf, static_cast<std::size_t>(n)), plain))
+                return std::nullopt;
+            if (session->state() == tls_state::closed) return plain;
+            h->turn(1);
+            server->end_turn();
+        }
+        return plain;
+    }
+    int connect_tls(const char* from = "127.0.0.1") {
+        const auto [ours, theirs] = h->socket_pair();
+        const sockaddr_in peer = address(from);
+        EXPECT_TRUE(server->adopt(ours, reinterpret_cast<const sockaddr*>(&peer), http_transport::tls));
+        return theirs;
+    }
+
     test_service service;
+    test_tls_source tls_source;
+    std::unique_ptr<ringrelay::core::testing::test_tls> tls = ringrelay::core::testing::test_tls::make();
     std::optional<stream_harness> h;
     std::optional<http_server> server;
 };
@@ -323,3 +378,74 @@ TEST_F(HttpServerTest, ARequestNotWholeInTimeGets408AndClose) {
 }
 
 }  // namespace
+
+// Issue 18 (--http-tls): the requests of a TLS connection are served like plain ones (two
+// pipelined, the second closing), and say they came over TLS; the handshake is told once.
+TEST_F(HttpServerTest, ServesRequestsOverTls) {
+    start(60'000);
+    if (!server) return;
+    ASSERT_TRUE(tls);
+    tls_source.context = &*tls->server;
+    const int client = connect_tls();
+    const auto got = tls_exchange(client, "GET /x HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n"
+                                          "Connection: close\r\n\r\n");
+    ASSERT_TRUE(got.has_value()) << "the client's TLS failed";
+    EXPECT_EQ(count(*got, "HTTP/1.1 200 OK"), 2u) << *got;
+    ASSERT_EQ(service.transports.size(), 2u);
+    EXPECT_EQ(service.transports[0], http_transport::tls);
+    EXPECT_EQ(service.handshakes, 1);
+    EXPECT_EQ(service.tls_failures, 0);
+}
+
+TEST_F(HttpServerTest, PlainRequestsSayTheyAreNotTls) {
+    start(60'000);
+    if (!server) return;
+    const int client = connect();
+    h->write(client, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    std::string got;
+    ASSERT_TRUE(h->read_to_end(client, got));
+    ASSERT_EQ(service.transports.size(), 1u);
+    EXPECT_EQ(service.transports[0], http_transport::plain);
+    EXPECT_EQ(service.handshakes + service.tls_failures, 0);
+}
+
+// Plaintext HTTP to the TLS port: the handshake fails, the connection closes, nothing is served.
+TEST_F(HttpServerTest, AFailedHandshakeClosesAndIsCounted) {
+    start(60'000);
+    if (!server) return;
+    ASSERT_TRUE(tls);
+    tls_source.context = &*tls->server;
+    const int client = connect_tls();
+    h->write(client, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    std::string got;
+    EXPECT_TRUE(h->read_to_end(client, got)) << "the connection stays open";
+    EXPECT_EQ(got.find("HTTP/1.1"), std::string::npos) << "a plaintext answer: " << got;
+    EXPECT_TRUE(service.transports.empty());
+    EXPECT_EQ(service.tls_failures, 1);
+    EXPECT_EQ(service.handshakes, 0);
+}
+
+// A client that never sends its ClientHello is cut off at the request deadline (no 408: it
+// could not read one), and that counts as a failure.
+TEST_F(HttpServerTest, NoHandshakeWithinTheDeadlineClosesAndIsCounted) {
+    start(200);
+    if (!server) return;
+    ASSERT_TRUE(tls);
+    tls_source.context = &*tls->server;
+    const int client = connect_tls();
+    std::string got;
+    EXPECT_TRUE(h->read_to_end(client, got)) << "the connection stays open";
+    EXPECT_TRUE(got.empty()) << got;
+    EXPECT_EQ(service.tls_failures, 1);
+}
+
+// No context (TLS unavailable on the shard): the connection closes at once, counted.
+TEST_F(HttpServerTest, WithoutATlsContextTheConnectionCloses) {
+    start(60'000);
+    if (!server) return;
+    const int client = connect_tls();
+    std::string got;
+    EXPECT_TRUE(h->read_to_end(client, got)) << "the connection stays open";
+    EXPECT_EQ(service.tls_failures, 1);
+    EXPECT_TRUE(run_until([&] { return server->connections() == 0; }));
+}

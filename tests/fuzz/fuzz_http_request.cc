@@ -2,7 +2,7 @@
 // wired (core/http_request.h: Beast's request_parser fed from our buffers, a parser per
 // request, our limits) and its routing (queue/http_api.h).
 // Input: byte 0 picks the piece size (1..32) the input is fed in, its top bit the peer (in
-// --http-networks or not); the rest is the client's bytes. Small limits (header 512, body 256)
+// --http-networks or not), bit 6 the transport (TLS or plain); the rest is the client's bytes. Small limits (header 512, body 256)
 // so the fuzzer reaches them.
 // Checks: fed whole and fed in pieces, the same requests come out in the same order with the
 // same end (more input needed, or the same error; not compared in chunked bodies, see below);
@@ -11,18 +11,23 @@
 // or NUL; a body is within the limit; every request is answered at once (no shard to fan out
 // to: the queue API answers 503, or 400 for a bad body) with 200, 400, 403, 404, 405 or 503, a
 // JSON error body unless 200, and the response written has the status line and a
-// Content-Length equal to the body's size.
+// Content-Length equal to the body's size. A stranger gets 403, or over TLS 401 with a Basic
+// challenge (no or bad credentials, or the fake check's verdict: wrong); an Authorization field
+// that parses as Basic gives a non-empty user-id without ':' or control characters, and the
+// credentials encoded again parse to the same (core::parse_basic_authorization, RFC 7617).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/base64.h"
 #include "core/config.h"
 #include "core/http_request.h"
 #include "queue/http_api.h"
@@ -43,6 +48,26 @@ test::http_read_result read(std::string_view input, std::size_t piece) {
     return r;
 }
 
+// Every check says "wrong password", at once.
+struct refusing_checks final : queue::http_password_checks {
+    void check(core::basic_credentials&&, const sockaddr*,
+               std::function<void(queue::http_check_verdict)> done) noexcept override {
+        done(queue::http_check_verdict::failed);
+    }
+    void malformed(const sockaddr*) noexcept override {}
+};
+
+void check_basic(std::string_view value) {
+    const auto parsed = core::parse_basic_authorization(value);
+    if (!parsed) return;
+    const std::string& user = parsed->user;
+    if (user.empty() || user.find(':') != std::string::npos) std::abort();
+    for (const char ch : user + parsed->password)
+        if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) std::abort();
+    const auto again = core::parse_basic_authorization("Basic " + core::base64_encode(user + ":" + parsed->password));
+    if (!again || again->user != user || again->password != parsed->password) std::abort();
+}
+
 bool same(const core::http_request& a, const core::http_request& b) {
     return a.method == b.method && a.target == b.target && a.body == b.body && a.keep_alive == b.keep_alive;
 }
@@ -53,6 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (size < 1) return 0;
     const std::size_t piece = (data[0] & 31) + 1;
     const bool trusted = (data[0] & 0x80) == 0;
+    const auto transport = (data[0] & 0x40) != 0 ? core::http_transport::tls : core::http_transport::plain;
     const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
 
     const auto whole = read(input, input.empty() ? 1 : input.size());
@@ -82,7 +108,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         s.set(0, &counters);
         return s;
     }();
-    queue::http_api api(config, sources);
+    refusing_checks checks;
+    queue::http_api api(config, sources, nullptr, nullptr, &checks);
     sockaddr_in peer{};
     peer.sin_family = AF_INET;
     peer.sin_addr.s_addr = htonl(trusted ? INADDR_LOOPBACK : 0x0a000001);
@@ -90,14 +117,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const core::http_request& r : whole.requests) {
         if (r.target.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) std::abort();
         if (r.body.size() > max_body) std::abort();
+        check_basic(r.authorization);
+        core::http_request request = r;
+        request.transport = transport;
         core::http_answer answer;
-        api.handle(r, reinterpret_cast<const sockaddr*>(&peer), answer);
-        if (answer.deferred()) std::abort();
-        const core::http_response& response = answer.response;
+        api.handle(request, reinterpret_cast<const sockaddr*>(&peer), answer);
+        // Deferred only for a password check, which the fake answers at once.
+        if (answer.deferred() && answer.given() == nullptr) std::abort();
+        const core::http_response& response = answer.deferred() ? *answer.given() : answer.response;
         const unsigned s = response.status;
-        if (s != 200 && s != 400 && s != 403 && s != 404 && s != 405 && s != 503) std::abort();
+        if (s != 200 && s != 400 && s != 401 && s != 403 && s != 404 && s != 405 && s != 501 && s != 503) std::abort();
         if (s != 200 && response.body.rfind("{\"error\": \"", 0) != 0) std::abort();
-        if (!trusted && s != 403) std::abort();
+        if (!trusted && s != 403 && s != 401 && s != 405) std::abort();
+        if (s == 401 && (trusted || transport != core::http_transport::tls || response.www_authenticate.empty()))
+            std::abort();
+        if (answer.deferred() && s != 401) std::abort();
         std::string out;
         core::append_http_response(out, response, r.keep_alive, r.method == core::http_method::head);
         const std::string length = "\r\nContent-Length: " + std::to_string(response.body.size()) + "\r\n";

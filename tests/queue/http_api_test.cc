@@ -266,3 +266,204 @@ TEST(HttpApi, InjectionWithoutAnInjectorIs503) {
     api.handle(request, reinterpret_cast<const sockaddr*>(&p), answer);
     EXPECT_EQ(answer.response.status, 503);
 }
+
+// Issue 18: who may call a route open to authenticated strangers (POST /api/v1/inject), and the
+// Basic check deferred to the password checks (a fake here: the test gives the verdict).
+namespace {
+
+struct fake_checks final : queue::http_password_checks {
+    void check(core::basic_credentials&& credentials, const sockaddr*,
+               std::function<void(queue::http_check_verdict)> done) noexcept override {
+        users.push_back(credentials.user);
+        passwords.push_back(credentials.password);
+        callbacks.push_back(std::move(done));
+    }
+    void malformed(const sockaddr*) noexcept override { ++malformed_count; }
+    void give(queue::http_check_verdict v) {
+        auto done = std::move(callbacks.front());
+        callbacks.erase(callbacks.begin());
+        done(v);
+    }
+    std::vector<std::string> users;
+    std::vector<std::string> passwords;
+    std::vector<std::function<void(queue::http_check_verdict)>> callbacks;
+    int malformed_count = 0;
+};
+
+constexpr const char* alice_basic = "Basic YWxpY2U6c2VjcmV0";  // alice:secret
+
+struct auth_fixture {
+    auth_fixture() : sources(1), api(config, sources, nullptr, nullptr, &injector, &checks, &counters) {
+        config.http_cidrs.push_back(*core::parse_cidr("127.0.0.1/32"));
+        sources.set(0, &counters);
+    }
+    static core::http_request request(core::http_method method, std::string target, core::http_transport transport,
+                                      std::string authorization) {
+        core::http_request r;
+        r.method = method;
+        r.target = std::move(target);
+        r.transport = transport;
+        r.authorization = std::move(authorization);
+        return r;
+    }
+    core::http_response call(const core::http_request& r, const char* from) {
+        const sockaddr_in p = peer(from);
+        pending.emplace();
+        api.handle(r, reinterpret_cast<const sockaddr*>(&p), *pending);
+        if (pending->deferred()) return {};
+        return pending->response;
+    }
+    queue::http_access access(queue::http_callers callers, core::http_transport transport, std::string authorization,
+                              const char* from) {
+        const sockaddr_in p = peer(from);
+        return api.access(callers, request(core::http_method::post, "/", transport, std::move(authorization)),
+                          reinterpret_cast<const sockaddr*>(&p));
+    }
+    fake_checks checks;
+    fake_injector injector;
+    std::optional<core::http_answer> pending;
+    core::config config;
+    queue::shard_counters counters;
+    queue::metrics_sources sources;
+    queue::http_api api;
+};
+
+constexpr auto tls = core::http_transport::tls;
+constexpr auto plain = core::http_transport::plain;
+
+}  // namespace
+
+TEST(HttpApiAccess, NetworksCallEverythingOverEitherTransport) {
+    auth_fixture f;
+    for (const auto callers : {queue::http_callers::networks, queue::http_callers::networks_or_authenticated})
+        for (const auto transport : {plain, tls}) {
+            EXPECT_EQ(f.access(callers, transport, "", "127.0.0.1"), queue::http_access::allowed);
+            EXPECT_EQ(f.access(callers, transport, "Bearer x", "127.0.0.1"), queue::http_access::allowed);
+        }
+}
+
+TEST(HttpApiAccess, StrangersNeverCallANetworksRoute) {
+    auth_fixture f;
+    for (const auto transport : {plain, tls})
+        EXPECT_EQ(f.access(queue::http_callers::networks, transport, alice_basic, "192.0.2.1"),
+                  queue::http_access::forbidden);
+}
+
+TEST(HttpApiAccess, StrangersNeedTlsAndCredentialsForAnAuthenticatedRoute) {
+    auth_fixture f;
+    const auto route = queue::http_callers::networks_or_authenticated;
+    EXPECT_EQ(f.access(route, plain, alice_basic, "192.0.2.1"), queue::http_access::forbidden);
+    EXPECT_EQ(f.access(route, plain, "", "192.0.2.1"), queue::http_access::forbidden);
+    EXPECT_EQ(f.access(route, tls, "", "192.0.2.1"), queue::http_access::unauthenticated);
+    EXPECT_EQ(f.access(route, tls, "Basic !!", "192.0.2.1"), queue::http_access::unauthenticated);
+    EXPECT_EQ(f.access(route, tls, "Basic YWxpY2U=", "192.0.2.1"), queue::http_access::unauthenticated);  // no colon
+    EXPECT_EQ(f.access(route, tls, "Bearer abc", "192.0.2.1"), queue::http_access::unauthenticated);
+    EXPECT_EQ(f.access(route, tls, alice_basic, "192.0.2.1"), queue::http_access::check_password);
+}
+
+TEST(HttpApiAccess, WithoutAuthUsersStrangersAreForbidden) {
+    core::config config;
+    config.http_cidrs.push_back(*core::parse_cidr("127.0.0.1/32"));
+    queue::metrics_sources sources(0);
+    queue::http_api api(config, sources);  // no password checks: no --auth-users
+    const sockaddr_in p = peer("192.0.2.1");
+    core::http_request r = auth_fixture::request(core::http_method::post, "/api/v1/inject", tls, alice_basic);
+    EXPECT_EQ(api.access(queue::http_callers::networks_or_authenticated, r, reinterpret_cast<const sockaddr*>(&p)),
+              queue::http_access::forbidden);
+}
+
+TEST(HttpApiBasic, MissingCredentialsGet401WithAChallenge) {
+    auth_fixture f;
+    const auto r = f.call(auth_fixture::request(core::http_method::post, "/api/v1/inject", tls, ""), "192.0.2.1");
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(r.www_authenticate.rfind("Basic realm=\"ringrelay\"", 0), 0u) << r.www_authenticate;
+    EXPECT_TRUE(f.checks.users.empty());
+    EXPECT_EQ(f.checks.malformed_count, 0) << "no credentials is not a failed attempt";
+}
+
+TEST(HttpApiBasic, MalformedCredentialsGet401AndCountAsAFailure) {
+    auth_fixture f;
+    const auto r = f.call(auth_fixture::request(core::http_method::post, "/api/v1/inject", tls, "Basic !!"), "192.0.2.1");
+    EXPECT_EQ(r.status, 401);
+    EXPECT_FALSE(r.www_authenticate.empty());
+    EXPECT_TRUE(f.checks.users.empty()) << "no password check for what does not parse";
+    EXPECT_EQ(f.checks.malformed_count, 1);
+}
+
+TEST(HttpApiBasic, StrangersOverPlainHttpGet403WhateverTheySend) {
+    auth_fixture f;
+    const auto r = f.call(auth_fixture::request(core::http_method::post, "/api/v1/inject", plain, alice_basic), "192.0.2.1");
+    EXPECT_EQ(r.status, 403);
+    EXPECT_TRUE(r.www_authenticate.empty());
+    EXPECT_TRUE(f.checks.users.empty());
+}
+
+TEST(HttpApiBasic, CredentialsDoNotOpenANetworksRoute) {
+    auth_fixture f;
+    const auto r = f.call(auth_fixture::request(core::http_method::get, "/metrics", tls, alice_basic), "192.0.2.1");
+    EXPECT_EQ(r.status, 403);
+    EXPECT_TRUE(f.checks.users.empty());
+}
+
+TEST(HttpApiBasic, TheRightPasswordRunsTheHandlerAfterTheCheck) {
+    auth_fixture f;
+    core::http_request r = auth_fixture::request(core::http_method::post, "/api/v1/inject", tls, alice_basic);
+    r.body = R"({"envelope_sender": "a@example.org", "recipients": [{"email": "b@example.net"}], "content": "A: b"})";
+    (void)f.call(r, "192.0.2.1");
+    ASSERT_TRUE(f.pending->deferred()) << "answered before the password was checked";
+    ASSERT_EQ(f.checks.users.size(), 1u);
+    EXPECT_EQ(f.checks.users[0], "alice");
+    EXPECT_EQ(f.checks.passwords[0], "secret");
+    EXPECT_EQ(f.pending->given(), nullptr);
+    f.checks.give(queue::http_check_verdict::ok);
+    ASSERT_NE(f.pending->given(), nullptr);
+    EXPECT_EQ(f.pending->given()->status, 200);
+    // The injector got the request from the caller's address, as the user the check passed (its
+    // tenant, and allowed to relay, as with SMTP AUTH).
+    ASSERT_EQ(f.injector.requests.size(), 1u);
+    EXPECT_EQ(f.injector.requests[0].auth_user, "alice");
+    EXPECT_EQ(f.injector.peers[0], "192.0.2.1");
+}
+
+TEST(HttpApiBasic, VerdictsMapToStatuses) {
+    const std::pair<queue::http_check_verdict, unsigned> cases[] = {
+        {queue::http_check_verdict::failed, 401},
+        {queue::http_check_verdict::throttled, 429},
+        {queue::http_check_verdict::busy, 503},
+    };
+    for (const auto& [verdict, status] : cases) {
+        auth_fixture f;
+        (void)f.call(auth_fixture::request(core::http_method::post, "/api/v1/inject", tls, alice_basic), "192.0.2.1");
+        ASSERT_TRUE(f.pending->deferred());
+        f.checks.give(verdict);
+        ASSERT_NE(f.pending->given(), nullptr);
+        EXPECT_EQ(f.pending->given()->status, status);
+        EXPECT_EQ(!f.pending->given()->www_authenticate.empty(), status == 401) << status;
+    }
+}
+
+TEST(HttpApiBasic, AWrongMethodIs405BeforeAnyCheck) {
+    auth_fixture f;
+    const auto r = f.call(auth_fixture::request(core::http_method::get, "/api/v1/inject", tls, alice_basic), "192.0.2.1");
+    EXPECT_EQ(r.status, 405);
+    EXPECT_TRUE(f.checks.users.empty());
+}
+
+TEST(HttpApiBasic, NetworksCallTheAuthenticatedRouteWithoutACheck) {
+    auth_fixture f;
+    const auto r = f.call(auth_fixture::request(core::http_method::post, "/api/v1/inject", plain, ""), "127.0.0.1");
+    EXPECT_FALSE(f.pending->deferred());
+    EXPECT_EQ(f.injector.requests.size(), 0u) << "the empty body is refused (400) before the injector";
+    EXPECT_NE(r.status, 401);
+    EXPECT_NE(r.status, 403);
+    EXPECT_TRUE(f.checks.users.empty());
+}
+
+TEST(HttpApi, CountsHttpsHandshakesWithSmtps) {
+    auth_fixture f;
+    f.api.tls_handshake(core::http_tls_outcome::completed);
+    f.api.tls_handshake(core::http_tls_outcome::failed);
+    f.api.tls_handshake(core::http_tls_outcome::failed);
+    EXPECT_EQ(f.counters.tls_handshakes.load(), 1u);
+    EXPECT_EQ(f.counters.tls_failures.load(), 2u);
+}
