@@ -7,8 +7,9 @@
 #  - A stranger (curl --interface 127.0.0.2) gets 403 for /metrics over TLS and over plain HTTP.
 #  - POST /api/v1/inject from the stranger over TLS: no credentials, wrong password, unknown
 #    user, malformed Basic field: 401 with WWW-Authenticate: Basic realm="ringrelay"; the right
-#    ones get past the check. On this branch the route's handler is a placeholder (501); the
-#    lead's merge with the branch `inject` turns that into a 200 check (a message injected).
+#    ones inject the message (200, one recipient accepted): relaying for the authenticated user
+#    although 127.0.0.2 is outside --relay-networks (127.0.0.1/32 here), as with SMTP AUTH, and
+#    the Reception record names the user (the message's tenant).
 #    The same right credentials over plain --http: 403. The AUTH counters count HTTP attempts;
 #    past --auth-max-failures-per-ip the address gets 429, right password or not.
 #  - A failed handshake (plaintext HTTP sent to the TLS port) and one never started (silence
@@ -18,6 +19,7 @@
 #  - --http-tls without --tls-cert stops the start with an error naming the flag.
 import base64
 import hashlib
+import json
 import os
 import re
 import signal
@@ -100,7 +102,8 @@ def scenario(c):
         f.write("alice:" + phc(PASSWORD, 10) + "\n")
     http_port, https_port = harness.free_port(), harness.free_port()
     relay = harness.Relay(binary, ["--http", f"127.0.0.1:{http_port}", "--http-tls", f"127.0.0.1:{https_port}",
-                                   "--http-networks", "127.0.0.1/32", "--http-timeout", str(TIMEOUT_S),
+                                   "--http-networks", "127.0.0.1/32", "--relay-networks", "127.0.0.1/32",
+                                   "--http-timeout", str(TIMEOUT_S),
                                    "--tls-cert", cert, "--tls-key", key, "--auth-users", users,
                                    "--auth-max-failures-per-ip", "4", "--auth-failure-window", "600"],
                           shards=2).start()
@@ -156,10 +159,14 @@ def scenario(c):
         c.check(status == 401 and challenge.search(head) and '"error"' in body,
                 f"stranger, HTTPS inject with {what}: 401 with WWW-Authenticate", f"{status} {head[:300]}")
     status, head, body = curl(tls + stranger + ["-u", "alice:" + PASSWORD] + data + [inject])
-    # Past the check: on this branch the placeholder's 501; after the merge with `inject`, 200.
-    c.check(status not in (0, 401, 403, 429) and not challenge.search(head),
-            "stranger, HTTPS inject with the right credentials: past the password check", f"{status} {body}")
-    c.info(f"inject with the right credentials answered {status}: {body.strip()}")
+    answer = json.loads(body) if status == 200 else {}
+    c.check(status == 200 and answer.get("success_count") == 1 and answer.get("fail_count") == 0,
+            "stranger, HTTPS inject with the right credentials: 200, the recipient accepted (the user may relay)",
+            f"{status} {body}")
+    qid = answer.get("queue_id")
+    record = harness.reception_record(relay, qid) if qid else None
+    c.check(record is not None and record.get("auth") == "alice" and record.get("protocol") == "HTTP",
+            "its Reception record: protocol HTTP, auth alice (the tenant)", record)
     status, _, _ = curl(stranger + ["-u", "alice:" + PASSWORD] + data + [plain + "/api/v1/inject"])
     c.check(status == 403, "stranger, plain HTTP inject with the right credentials: 403 (TLS only)", str(status))
     after = curl([plain + "/metrics"])[2]
