@@ -109,7 +109,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         return s;
     }();
     refusing_checks checks;
-    queue::http_api api(config, sources, nullptr, nullptr, &checks);
+    queue::http_api api(config, sources, nullptr, nullptr, nullptr, &checks);  // no injector: inject is 503
     sockaddr_in peer{};
     peer.sin_family = AF_INET;
     peer.sin_addr.s_addr = htonl(trusted ? INADDR_LOOPBACK : 0x0a000001);
