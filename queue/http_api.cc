@@ -14,6 +14,8 @@ namespace {
 constexpr core::http_method get_or_head[] = {core::http_method::get, core::http_method::head};
 constexpr core::http_method get_only[] = {core::http_method::get};
 constexpr core::http_method post_only[] = {core::http_method::post};
+constexpr core::http_method get_post_delete[] = {core::http_method::get, core::http_method::post,
+                                                 core::http_method::delete_method};
 
 // The route's path matches: whole, or as a prefix ending in '/' with an argument after it.
 bool path_matches(std::string_view route, std::string_view path) noexcept {
@@ -31,6 +33,7 @@ const http_api::route http_api::routes[] = {
     {"/api/v1/flush", post_only, "POST", http_callers::networks, &http_api::flush},
     {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
     {"/api/v1/drain", post_only, "POST", http_callers::networks, &http_api::drain},
+    {"/api/v1/suppressions", get_post_delete, "GET, POST, DELETE", http_callers::networks, &http_api::suppressions},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -130,6 +133,14 @@ void http_api::drain(const core::http_request& request, core::http_answer& answe
     answer.response.status = 200;
     answer.response.content_type = "application/json";
     answer.response.body = already ? R"({"draining":true,"already":true})" "\n" : R"({"draining":true,"already":false})" "\n";
+}
+
+void http_api::suppressions(const core::http_request& request, core::http_answer& answer) noexcept {
+    if (_suppressions == nullptr) {
+        answer.response = core::http_json_error(503, "the suppression list is not served here");
+        return;
+    }
+    _suppressions->suppressions(request, answer);
 }
 
 void http_api::control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept {

@@ -9,6 +9,8 @@
 //   GET /api/v1/messages/{queue_id} one message                          --http-networks
 //   POST /api/v1/suspend, /api/v1/resume, /api/v1/flush, /api/v1/bounce  --http-networks
 //   POST /api/v1/drain              the relay drains (as SIGUSR2)        --http-networks
+//   GET|POST|DELETE /api/v1/suppressions  the suppression list           --http-networks
+//                                   (queue/suppression_api.h: answered by this shard alone)
 // The /api/v1 routes are the queue control API (queue/admin_request.h): the body is checked here
 // (400 with the field named), then the request goes to every shard (admin_gateway: the shard's
 // delivery) and is answered once all have reported (core::http_answer::defer()).
@@ -41,14 +43,25 @@ enum class http_callers : std::uint8_t {
     networks,  // clients in --http-networks
 };
 
+// What serves /api/v1/suppressions (queue/suppression_api.h), behind an interface so that the
+// routes (and tests/fuzz/fuzz_http_request) do not link the suppression list.
+class suppression_service {
+public:
+    virtual void suppressions(const core::http_request& request, core::http_answer& answer) noexcept = 0;
+
+protected:
+    ~suppression_service() = default;
+};
+
 class http_api final : public core::http_service {
 public:
     // All outlive the api: the config's http_cidrs, the shards' counters, the shard's delivery
     // (null: the /api/v1 routes answer 503), the relay's drain request (null: POST
-    // /api/v1/drain answers 503).
+    // /api/v1/drain answers 503), the shard's suppression API (null: /api/v1/suppressions
+    // answers 503).
     http_api(const core::config& config, const metrics_sources& metrics, admin_gateway* admin = nullptr,
-             std::atomic<bool>* drain = nullptr) noexcept
-        : _config(config), _metrics(metrics), _admin(admin), _drain(drain) {}
+             std::atomic<bool>* drain = nullptr, suppression_service* suppressions = nullptr) noexcept
+        : _config(config), _metrics(metrics), _admin(admin), _drain(drain), _suppressions(suppressions) {}
 
     void handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept override;
     // Outside --http-networks: no route is theirs yet, so a few connections per address do.
@@ -67,6 +80,7 @@ private:
     void flush(const core::http_request& request, core::http_answer& answer) noexcept;
     void bounce(const core::http_request& request, core::http_answer& answer) noexcept;
     void drain(const core::http_request& request, core::http_answer& answer) noexcept;
+    void suppressions(const core::http_request& request, core::http_answer& answer) noexcept;
     void control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept;
     // Runs `request` on every shard; the answer once all have reported.
     void administer(admin_request&& request, core::http_answer& answer) noexcept;
@@ -84,6 +98,7 @@ private:
     const metrics_sources& _metrics;
     admin_gateway* const _admin;
     std::atomic<bool>* const _drain;
+    suppression_service* const _suppressions;
 };
 
 }  // namespace ringrelay::queue

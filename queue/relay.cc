@@ -176,6 +176,7 @@ std::expected<void, std::string> relay::start() {
     _links = std::make_unique<shard_links>(_config.shards);
     _metrics = std::make_unique<metrics_sources>(_config.shards);
     std::vector<core::endpoint> http_listen = _config.http_endpoints;
+    if (!http_listen.empty() && _suppressions) _admin_pool = std::make_unique<core::work_pool>(1, 16);
     // The shards start one at a time, each recovering its spool directory first; on a large
     // spool this takes a while, and the line says what the relay is doing meanwhile.
     core::diag("starting " + std::to_string(_config.shards) + " shard(s): recovering the spool in " + _config.spool);
@@ -185,7 +186,8 @@ std::expected<void, std::string> relay::start() {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, _config.drain ? std::vector<listener_spec>{} : listen, _go_future,
                                     _limits, *_links, _bounce_rules, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
-                                    _suppressions.get(), _suppression_generation, http_listen, _metrics.get(), &_drain));
+                                    _suppressions.get(), _suppression_generation, http_listen, _metrics.get(), &_drain,
+                                    _admin_pool.get()));
         _metrics->set(i, &_shards.back()->counters(), &_shards.back()->snapshot());
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.

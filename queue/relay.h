@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "core/reactor.h"
 #include "core/tls.h"
+#include "core/work_pool.h"
 #include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/shaping_rules.h"
@@ -134,6 +135,9 @@ private:
     std::unique_ptr<suppression_table> _suppressions;  // before _shards: they read it; null: --no-suppression
     std::uint64_t _suppression_generation = 0;
     std::string _suppression_summary = "suppression: off (--no-suppression)";
+    // Before _shards: GET /api/v1/suppressions reads the list's files on it (one thread: the
+    // listings wait for each other, never for the shards); null without --http or suppression.
+    std::unique_ptr<core::work_pool> _admin_pool;
     std::string _shaping_summary;
     std::string _egress_summary;
     std::string _fixed_buffers_summary;

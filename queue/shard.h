@@ -45,6 +45,7 @@
 #include "queue/spool.h"
 #include "queue/storage.h"
 #include "queue/suppression.h"
+#include "queue/suppression_api.h"
 #include "queue/suppression_table.h"
 
 namespace ringrelay::queue {
@@ -109,7 +110,8 @@ public:
     // server.tls must be none). http_listen: the --http endpoints (port 0 as for listen);
     // metrics: every shard's counters, for /metrics (relay-owned; null: no HTTP endpoint).
     // drain: the relay's drain request (--drain, SIGUSR2 or POST /api/v1/drain), read at every
-    // tick; null: never drains.
+    // tick; null: never drains. admin_pool: where GET /api/v1/suppressions reads the list's
+    // files (relay-owned; null: that GET answers 503).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
@@ -117,7 +119,8 @@ public:
           const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
           dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
           std::uint64_t suppression_generation = 0, std::vector<core::endpoint> http_listen = {},
-          const metrics_sources* metrics = nullptr, std::atomic<bool>* drain = nullptr);
+          const metrics_sources* metrics = nullptr, std::atomic<bool>* drain = nullptr,
+          core::work_pool* admin_pool = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -269,6 +272,8 @@ private:
     core::deadline_list _http_deadlines;
     std::vector<core::endpoint> _http_listen;
     const metrics_sources* _metrics;
+    core::work_pool* const _admin_pool;  // the relay's; null: GET /api/v1/suppressions answers 503
+    std::unique_ptr<suppression_api> _suppression_api;  // with _http_api; before it: it points to it
     std::unique_ptr<http_api> _http_api;
     std::unique_ptr<core::http_server> _http;
     core::date_cache _dates;
