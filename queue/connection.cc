@@ -7,6 +7,8 @@
 #include "core/log.h"
 #include "core/net.h"
 #include "queue/campaign_header.h"
+#include "queue/suppression.h"
+#include "queue/unsubscribe.h"
 #include "queue/shard.h"
 
 namespace ringrelay::queue {
@@ -38,6 +40,7 @@ void connection::begin_commit() noexcept {
     _dkim_made.clear();
     _dkim_errors.clear();
     if (!take_campaign()) return;
+    if (!add_unsubscribe()) return;
     if (!_body_hash) return append_to_spool();
     // Which keys sign: the header section is split here (a few hundred octets to scan); the
     // signatures are made on the signer's pool, or here when only Ed25519 keys sign.
@@ -93,6 +96,36 @@ bool connection::take_campaign() noexcept {
         _stripped.reserve(session().message().size());
         append_without_fields(_stripped, session().message(), found.fields);
         _campaign = std::move(found.campaign);
+        _stripped_used = true;
+        return true;
+    } catch (const std::bad_alloc&) {
+        _campaign.clear();
+        _body_hash.reset();
+        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
+        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+        return false;
+    }
+}
+
+// One-click unsubscribe (RFC 8058, issue 18; queue/unsubscribe.h): List-Unsubscribe and
+// List-Unsubscribe-Post put at the top of a single-recipient message of a tenant that has no
+// List-Unsubscribe field, before the signatures are planned, so that they cover both. The body
+// (and its hash, taken as it arrived) is untouched. False: the message was answered (451 4.3.0:
+// no memory for the copy).
+bool connection::add_unsubscribe() noexcept {
+    const unsubscribe_links* links = _shard.unsubscribe();
+    if (links == nullptr) return true;
+    const protocol::envelope& env = session().message_envelope();
+    if (env.rcpt_to.size() != 1) return true;
+    const std::string_view tenant = tenant_of(env);
+    if (tenant.empty()) return true;
+    try {
+        if (has_list_unsubscribe(unsigned_message())) return true;
+        std::string fields = links->header_fields(tenant, env.rcpt_to.front());
+        if (fields.empty()) return true;
+        fields.reserve(fields.size() + unsigned_message().size());
+        fields += unsigned_message();
+        _stripped.swap(fields);
         _stripped_used = true;
         return true;
     } catch (const std::bad_alloc&) {

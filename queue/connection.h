@@ -73,6 +73,9 @@ private:
     // The campaign of the message (its header read, the copy without it made); false if the
     // message was answered instead (no memory).
     [[nodiscard]] bool take_campaign() noexcept;
+    // The one-click unsubscribe fields put on top of the message (queue/unsubscribe.h); false
+    // if the message was answered instead (no memory).
+    [[nodiscard]] bool add_unsubscribe() noexcept;
     // The message as it is signed: the copy without the campaign header, or the session's.
     [[nodiscard]] std::string_view unsigned_message() const noexcept;
     static void dkim_signed(void* self, dkim_job& job) noexcept;

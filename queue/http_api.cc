@@ -34,6 +34,7 @@ const http_api::route http_api::routes[] = {
     {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
     {"/api/v1/drain", post_only, "POST", http_callers::networks, &http_api::drain},
     {"/api/v1/suppressions", get_post_delete, "GET, POST, DELETE", http_callers::networks, &http_api::suppressions},
+    {"/u/", post_only, "POST", http_callers::anyone, &http_api::unsubscribe},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -44,6 +45,7 @@ bool http_api::in_networks(const sockaddr* peer) const noexcept {
 bool http_api::may_call(http_callers callers, const core::http_request&, const sockaddr* peer) const noexcept {
     switch (callers) {
     case http_callers::networks: return in_networks(peer);
+    case http_callers::anyone: return true;
     }
     return false;
 }
@@ -141,6 +143,14 @@ void http_api::suppressions(const core::http_request& request, core::http_answer
         return;
     }
     _suppressions->suppressions(request, answer);
+}
+
+void http_api::unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept {
+    if (_suppressions == nullptr) {
+        answer.response = core::http_json_error(404, "no such path");
+        return;
+    }
+    _suppressions->unsubscribe(request, answer);
 }
 
 void http_api::control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept {

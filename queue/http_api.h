@@ -11,6 +11,8 @@
 //   POST /api/v1/drain              the relay drains (as SIGUSR2)        --http-networks
 //   GET|POST|DELETE /api/v1/suppressions  the suppression list           --http-networks
 //                                   (queue/suppression_api.h: answered by this shard alone)
+//   POST /u/TOKEN                   one-click unsubscribe (RFC 8058)     anyone
+//                                   (queue/unsubscribe.h; 404 without --unsubscribe-url)
 // The /api/v1 routes are the queue control API (queue/admin_request.h): the body is checked here
 // (400 with the field named), then the request goes to every shard (admin_gateway: the shard's
 // delivery) and is answered once all have reported (core::http_answer::defer()).
@@ -41,13 +43,15 @@ namespace ringrelay::queue {
 // Who may call a route.
 enum class http_callers : std::uint8_t {
     networks,  // clients in --http-networks
+    anyone,    // every client (POST /u/TOKEN: the one-click unsubscribe of RFC 8058)
 };
 
-// What serves /api/v1/suppressions (queue/suppression_api.h), behind an interface so that the
+// What serves /api/v1/suppressions and /u/TOKEN (queue/suppression_api.h), behind an interface so that the
 // routes (and tests/fuzz/fuzz_http_request) do not link the suppression list.
 class suppression_service {
 public:
     virtual void suppressions(const core::http_request& request, core::http_answer& answer) noexcept = 0;
+    virtual void unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept = 0;
 
 protected:
     ~suppression_service() = default;
@@ -64,7 +68,8 @@ public:
         : _config(config), _metrics(metrics), _admin(admin), _drain(drain), _suppressions(suppressions) {}
 
     void handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept override;
-    // Outside --http-networks: no route is theirs yet, so a few connections per address do.
+    // Outside --http-networks: a few connections per address (core::max_http_connections_per_
+    // address); enough for POST /u/TOKEN, which a mailbox provider sends once per click.
     [[nodiscard]] bool capped(const sockaddr* peer) const noexcept override;
 
     // Whether `peer` may call a route open to `callers`.
@@ -81,6 +86,7 @@ private:
     void bounce(const core::http_request& request, core::http_answer& answer) noexcept;
     void drain(const core::http_request& request, core::http_answer& answer) noexcept;
     void suppressions(const core::http_request& request, core::http_answer& answer) noexcept;
+    void unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept;
     void control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept;
     // Runs `request` on every shard; the answer once all have reported.
     void administer(admin_request&& request, core::http_answer& answer) noexcept;

@@ -32,7 +32,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
              const inbound_tls* tls, inbound_auth* auth,
              dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation,
              std::vector<core::endpoint> http_listen, const metrics_sources* metrics, std::atomic<bool>* drain,
-             core::work_pool* admin_pool)
+             core::work_pool* admin_pool, const unsubscribe_links* unsubscribe)
     : _index(index),
       _config(config),
       _server(server),
@@ -56,6 +56,7 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _http_deadlines(static_cast<std::int64_t>(config.http_timeout) * 1000),
       _http_listen(std::move(http_listen)),
       _metrics(metrics),
+      _unsubscribe(unsubscribe),
       _admin_pool(admin_pool),
       _drain_request(drain) {
 }
@@ -122,7 +123,7 @@ std::string shard::init() {
     if (!_http_listen.empty() && _metrics != nullptr) {
         _suppression_api = std::make_unique<suppression_api>(
             _suppressions.get(), _admin_pool, &_work_return, suppression_directory(_config.spool),
-            _suppression_table != nullptr ? _suppression_table->ttl() : 0);
+            _suppression_table != nullptr ? _suppression_table->ttl() : 0, _unsubscribe);
         _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get(), _drain_request,
                                                _suppression_api.get());
         _http = std::make_unique<core::http_server>(

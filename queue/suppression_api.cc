@@ -113,6 +113,24 @@ void suppression_api::remove(const core::http_request& request, core::http_answe
     answer_when_durable("{\"removed\": " + std::to_string(removed) + "}\n", answer);
 }
 
+void suppression_api::unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept {
+    if (_links == nullptr || _list == nullptr) {
+        answer.response = core::http_json_error(404, "no such path");
+        return;
+    }
+    const std::string_view token = request.path().substr(std::string_view("/u/").size());
+    auto target = _links->verify(token);
+    if (!target) {
+        answer.response = core::http_json_error(400, "not a valid unsubscribe link");
+        return;
+    }
+    const auto now_us = static_cast<std::uint64_t>(core::unix_us());
+    const bool already = _list->lookup(target->tenant, target->recipient, static_cast<std::uint32_t>(now_us / 1000000)).has_value();
+    _list->add(target->tenant, target->recipient, suppression_source::unsubscribe, 0, now_us);
+    _list->note_api(already ? 0 : 1, 0);
+    answer_when_durable("{\"unsubscribed\": true}\n", answer);
+}
+
 void suppression_api::answer_when_durable(std::string body, core::http_answer& answer) noexcept {
     _list->when_durable([body = std::move(body), later = answer.defer()](bool ok) mutable {
         if (!ok) {

@@ -16,6 +16,8 @@
 // operator's tool, not a lookup service. Additions and removals show in it once journaled (a
 // loop turn after they are made, even before a POST's answer).
 //
+// POST /u/TOKEN (queue/unsubscribe.h) is served here too: the same list, the same durability.
+//
 // Lifecycle: one per shard with an HTTP endpoint, made by the shard after its suppression_list;
 // shard-local. Requests waiting for a commit or a listing when the shard stops are never
 // answered (their connections are closed with the shard).
@@ -28,6 +30,7 @@
 #include "core/work_pool.h"
 #include "queue/http_api.h"
 #include "queue/suppression.h"
+#include "queue/unsubscribe.h"
 
 namespace ringrelay::queue {
 
@@ -36,12 +39,18 @@ public:
     // list: this shard's side of the list (outlives this); null with --no-suppression (every
     // request answers 503). pool and back: where GET reads the files (outlive this); null pool:
     // GET answers 503. dir: the suppression directory; ttl_s: the table's TTL.
+    // links: the one-click unsubscribe links (queue/unsubscribe.h; outlive this); null: POST
+    // /u/TOKEN answers 404.
     suppression_api(suppression_list* list, core::work_pool* pool, core::work_return* back, std::string dir,
-                    std::uint32_t ttl_s) noexcept
-        : _list(list), _pool(pool), _back(back), _dir(std::move(dir)), _ttl_s(ttl_s) {}
+                    std::uint32_t ttl_s, const unsubscribe_links* links = nullptr) noexcept
+        : _list(list), _pool(pool), _back(back), _dir(std::move(dir)), _ttl_s(ttl_s), _links(links) {}
 
     // GET, POST or DELETE /api/v1/suppressions (http_api has checked the method).
     void suppressions(const core::http_request& request, core::http_answer& answer) noexcept override;
+    // POST /u/TOKEN (anyone may call it): a token made with the key puts its recipient on its
+    // tenant's list (source unsubscribe), answered 200 {"unsubscribed": true} once durable (as
+    // POST above); a token that does not verify is 400 and changes nothing.
+    void unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept override;
 
 private:
     void list(const core::http_request& request, core::http_answer& answer) noexcept;
@@ -55,6 +64,7 @@ private:
     core::work_return* const _back;
     const std::string _dir;
     const std::uint32_t _ttl_s;
+    const unsubscribe_links* const _links;
 };
 
 }  // namespace ringrelay::queue

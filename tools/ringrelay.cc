@@ -253,6 +253,7 @@ int main(int argc, char** argv) {
     core::diag(node.dkim_summary());
     core::diag(bounce_summary);
     core::diag(node.suppression_summary());
+    core::diag(node.unsubscribe_summary());
     core::diag(node.shaping_summary());
     core::diag(node.egress_summary());
     core::diag(node.fixed_buffers_summary());
