@@ -81,6 +81,14 @@ void connection::begin_commit() noexcept {
     }
 }
 
+// No memory for a copy of the message: 451 4.3.0, nothing stored (the client tries again).
+void connection::refuse_for_memory() noexcept {
+    _campaign.clear();
+    _body_hash.reset();
+    _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
+    commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+}
+
 // The campaign header (issue 17): its value kept, every field of its name left out of the
 // message that is signed, stored and delivered. False: the message was answered (451 4.3.0: no
 // memory for the copy without it; the header is never passed on).
@@ -99,10 +107,7 @@ bool connection::take_campaign() noexcept {
         _stripped_used = true;
         return true;
     } catch (const std::bad_alloc&) {
-        _campaign.clear();
-        _body_hash.reset();
-        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
-        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+        refuse_for_memory();
         return false;
     }
 }
@@ -129,10 +134,7 @@ bool connection::add_unsubscribe() noexcept {
         _stripped_used = true;
         return true;
     } catch (const std::bad_alloc&) {
-        _campaign.clear();
-        _body_hash.reset();
-        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
-        commit_done(protocol::host_reply{protocol::reply_id::message_deferred, {}});
+        refuse_for_memory();
         return false;
     }
 }

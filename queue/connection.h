@@ -76,6 +76,8 @@ private:
     // The one-click unsubscribe fields put on top of the message (queue/unsubscribe.h); false
     // if the message was answered instead (no memory).
     [[nodiscard]] bool add_unsubscribe() noexcept;
+    // The message is answered 451 4.3.0 for want of memory for its copy.
+    void refuse_for_memory() noexcept;
     // The message as it is signed: the copy without the campaign header, or the session's.
     [[nodiscard]] std::string_view unsigned_message() const noexcept;
     static void dkim_signed(void* self, dkim_job& job) noexcept;

@@ -28,6 +28,11 @@
 // the file back to its last durable end and the entries wait in memory for the next try a
 // second later (they are in the table meanwhile).
 //
+// Other ways onto and off the list (issue 18): POST and DELETE /api/v1/suppressions and POST
+// /u/TOKEN (one-click unsubscribe) go through the serving shard's list (add(), remove()), so
+// they are journaled like bounces; the HTTP answer waits for that commit (when_durable()). A
+// removal is a record of its own (queue/suppression_file.h), applied when the list is loaded.
+//
 // Lifecycle: made by the shard at init (open() creates the journal file), registered as a
 // turn hook (which is also where the shard reports its quiescent state to the table), tick()
 // once a second, leave() when the shard's loop has ended. Threading: shard-local, except the

@@ -1,8 +1,6 @@
 // queue/suppression_request.cc: see suppression_request.h.
 #include "queue/suppression_request.h"
 
-#include <simdjson.h>
-
 #include <algorithm>
 #include <charconv>
 #include <initializer_list>
@@ -13,6 +11,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "protocol/server_session.h"
+#include "queue/json_body.h"
 
 namespace ringrelay::queue {
 
@@ -138,12 +137,8 @@ bool read_cursor(std::string_view text, suppression_query& q) {
 std::expected<suppression_change_request, std::string> parse_change(std::string_view body, bool with_reason) {
     suppression_change_request r;
     simdjson::dom::parser parser;
-    const simdjson::padded_string padded(body);
-    simdjson::dom::element root;
-    if (auto err = parser.parse(padded).get(root); err)
-        return std::unexpected(std::string("body: not valid JSON: ") + simdjson::error_message(err));
     simdjson::dom::object top;
-    if (root.get_object().get(top) != simdjson::SUCCESS) return std::unexpected(std::string("body: expected a JSON object"));
+    if (auto ok = parse_json_body(parser, body, top); !ok) return std::unexpected(ok.error());
     bool have_tenant = false, have_address = false, have_addresses = false, have_reason = false;
     std::unordered_set<std::string> seen;
     auto add_address = [&](std::string_view name, std::string_view value) -> std::expected<void, std::string> {

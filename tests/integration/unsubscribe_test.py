@@ -22,6 +22,9 @@ import sys
 import urllib.parse
 
 import harness
+from dkim_test import saved_messages as saved
+from queue_api_test import curl
+from suppression_api_test import rcpt_reply
 
 PY = "/usr/bin/python3"
 VERIFY = r'''
@@ -39,48 +42,11 @@ print(json.dumps(bool(ok)))
 '''
 
 
-def curl(args, source=None):
-    extra = ["--interface", source] if source else []
-    r = subprocess.run(["curl", "-s", "-S", "-m", "20", "-w", "\n%{http_code}"] + extra + args,
-                       capture_output=True, text=True, timeout=30)
-    body, _, status = r.stdout.rpartition("\n")
-    return int(status or 0), body
-
-
-def rcpt_code(relay, sender, rcpt):
-    s = smtplib.SMTP(relay.host, relay.port, timeout=30)
-    try:
-        s.ehlo("client.unsubscribe.test")
-        s.mail(sender)
-        code, _ = s.rcpt(rcpt)
-        s.rset()
-        return code
-    finally:
-        try:
-            s.quit()
-        except (OSError, smtplib.SMTPException):
-            s.close()
-
-
 def send(relay, sender, rcpts, tag, extra=""):
     msg = (f"From: {sender}\r\nTo: {rcpts[0]}\r\nSubject: unsubscribe test {tag}\r\nX-Tag: {tag}\r\n{extra}"
            f"Message-ID: <{tag}@shop.example>\r\n\r\nHello {tag}.\r\n")
     with smtplib.SMTP(relay.host, relay.port, timeout=30) as s:
         s.sendmail(sender, rcpts, msg.encode())
-
-
-def saved(save_dir):
-    """{tag: message bytes as delivered} (the sink's X-Sink-* lines cut off)."""
-    out = {}
-    for name in sorted(os.listdir(save_dir)):
-        if not name.endswith(".eml"):
-            continue
-        data = open(os.path.join(save_dir, name), "rb").read()
-        size = int(re.search(rb"X-Sink-Size: (\d+)\r\n", data).group(1))
-        msg = data[len(data) - size:]
-        m = re.search(rb"\r\nX-Tag: ([\w-]+)\r\n", msg)
-        out.setdefault(m.group(1).decode() if m else name, msg)
-    return out
 
 
 def header(msg, name):
@@ -148,16 +114,16 @@ def scenario(c):
     tampered = url[:-2] + ("A" if url[-2] != "A" else "B") + url[-1]
     status, body = curl(["-X", "POST", "--data", "List-Unsubscribe=One-Click", tampered], source="127.0.0.2")
     c.check(status == 400, "POST of a tampered link (from outside --http-networks): 400", (status, body))
-    c.check(rcpt_code(relay, "news@shop.example", "reader@dest.test") == 250,
+    c.check(rcpt_reply(relay, "news@shop.example", "reader@dest.test")[0] == 250,
             "after it the recipient is still accepted")
 
     # --- 3. the link as delivered ----------------------------------------------------------------------
     status, body = curl(["-X", "POST", "--data", "List-Unsubscribe=One-Click", url], source="127.0.0.2")
     c.check(status == 200 and json.loads(body or "null") == {"unsubscribed": True},
             "POST of the delivered link from anyone: 200", (status, body))
-    c.check(rcpt_code(relay, "news@shop.example", "reader@dest.test") == 550,
+    c.check(rcpt_reply(relay, "news@shop.example", "reader@dest.test")[0] == 550,
             "shop.example's next RCPT to the recipient: the suppression 550")
-    c.check(rcpt_code(relay, "news@other.example", "reader@dest.test") == 250, "another tenant's: 250")
+    c.check(rcpt_reply(relay, "news@other.example", "reader@dest.test")[0] == 250, "another tenant's: 250")
     status, body = curl([base + "/api/v1/suppressions?address=" + urllib.parse.quote("reader@dest.test")])
     rows = (json.loads(body or "{}") if status == 200 else {}).get("suppressions", [])
     c.check([(x.get("tenant"), x.get("source")) for x in rows] == [("shop.example", "unsubscribe")],

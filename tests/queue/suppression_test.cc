@@ -589,12 +589,19 @@ TEST_F(SuppressionListTest, ARemovalIsJournaledAndWaitersAreToldAfterTheSync) {
     const auto now_us = std::uint64_t{t0} * 1000000;
     _list->add("T", "A@x", suppression_source::api, 0, now_us, "complained");
     std::vector<bool> told;
-    _list->when_durable([&](bool ok) { told.push_back(ok); });
+    unsigned syncs_when_told = 0;
+    std::size_t entries_when_told = 0;
+    _list->when_durable([&](bool ok) {
+        told.push_back(ok);
+        syncs_when_told = _storage->syncs();
+        entries_when_told = on_disk().size();
+    });
     EXPECT_TRUE(told.empty()) << "never from inside the call";
     run_until_idle();
     ASSERT_EQ(told.size(), 1u);
     EXPECT_TRUE(told[0]);
-    EXPECT_EQ(_storage->syncs(), 1u) << "told once the sync completed";
+    EXPECT_EQ(syncs_when_told, 1u) << "told once the fdatasync was done, not before";
+    EXPECT_EQ(entries_when_told, 1u) << "the entry was in the file when told";
     auto disk = on_disk();
     ASSERT_EQ(disk.size(), 1u);
     EXPECT_EQ(disk[0].reason, "complained");
