@@ -10,8 +10,9 @@
 // (chunk lines and trailers included); a target holds no CR, LF
 // or NUL; a body is within the limit; every request is answered at once (no shard to fan out
 // to: the queue API answers 503, or 400 for a bad body) with 200, 400, 403, 404, 405 or 503, a
-// JSON error body unless 200, and the response written has the status line and a
-// Content-Length equal to the body's size.
+// JSON error body unless 200, a client outside --http-networks 403 everywhere but /u/TOKEN
+// (open to everyone: 404 or 405 here, without a suppression service), and the response written
+// has the status line and a Content-Length equal to the body's size.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -97,7 +98,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const unsigned s = response.status;
         if (s != 200 && s != 400 && s != 403 && s != 404 && s != 405 && s != 503) std::abort();
         if (s != 200 && response.body.rfind("{\"error\": \"", 0) != 0) std::abort();
-        if (!trusted && s != 403) std::abort();
+        // Only /u/TOKEN (one-click unsubscribe) is open to everyone; without a suppression
+        // service it is 404 (POST) or 405.
+        const bool open_route = r.path().size() > 3 && r.path().starts_with("/u/");
+        if (!trusted && s != 403 && !(open_route && (s == 404 || s == 405))) std::abort();
         std::string out;
         core::append_http_response(out, response, r.keep_alive, r.method == core::http_method::head);
         const std::string length = "\r\nContent-Length: " + std::to_string(response.body.size()) + "\r\n";
