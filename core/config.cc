@@ -279,6 +279,14 @@ constexpr flag_descriptor flag_table[] = {
      .help = "TENANT:ADDRESS: put ADDRESS on TENANT's suppression list in the spool of a stopped relay, then exit"},
     {.name = "--unsuppress", .member = &config::unsuppress, .command_line_only = true,
      .help = "TENANT:ADDRESS: take ADDRESS off TENANT's suppression list in the spool of a stopped relay, then exit"},
+    {.name = "--unsubscribe-url", .member = &config::unsubscribe_url, .unset_means = "none",
+     .help = "BASE URL of one-click unsubscribe links (RFC 8058): a single-recipient message without a "
+             "List-Unsubscribe field gets List-Unsubscribe: <BASE/u/TOKEN> and List-Unsubscribe-Post before it is "
+             "signed; POST /u/TOKEN on an --http endpoint (open to everyone) puts the recipient on the tenant's "
+             "suppression list. BASE must reach that endpoint (through a proxy of yours, usually)"},
+    {.name = "--unsubscribe-key", .member = &config::unsubscribe_key, .unset_means = "none",
+     .help = "FILE whose first line is the HMAC-SHA-256 key of the unsubscribe links (32 octets or more: "
+             "openssl rand -hex 32); needed with --unsubscribe-url; a new key invalidates the links sent before"},
 };
 
 static_assert(std::is_same_v<unsigned, std::uint32_t>, "flag_member has no alternative for config::shards");

@@ -131,6 +131,10 @@ struct config {
     std::string list_suppressed;           // --list-suppressed [TENANT]: "*" = every tenant; empty = not asked
     std::string suppress;                  // --suppress TENANT:ADDRESS
     std::string unsuppress;                // --unsuppress TENANT:ADDRESS
+    // One-click unsubscribe (RFC 8058; queue/unsubscribe.h): the links' base URL ("" = off) and
+    // the file holding their HMAC key.
+    std::string unsubscribe_url;
+    std::string unsubscribe_key;
 
     // HTTP endpoint (issue 18; core/http_connection.h, queue/http_api.h): served by the shards.
     std::vector<std::string> http;         // "ADDR:PORT"; none by default

@@ -5,6 +5,8 @@
 #include "core/log.h"
 #include "queue/campaign_header.h"
 #include "queue/shard.h"
+#include "queue/suppression.h"
+#include "queue/unsubscribe.h"
 
 namespace ringrelay::queue {
 
@@ -35,6 +37,7 @@ void message_acceptance::begin(const protocol::envelope& env, std::string_view m
     _dkim_made.clear();
     _dkim_errors.clear();
     if (!take_campaign()) return;
+    if (!add_unsubscribe()) return;
     if (!_body_hash) return append_to_spool();
     // Which keys sign: the header section is split here (a few hundred octets to scan); the
     // signatures are made on the signer's pool, or here when only Ed25519 keys sign.
@@ -93,10 +96,41 @@ bool message_acceptance::take_campaign() noexcept {
         _stripped_used = true;
         return true;
     } catch (const std::bad_alloc&) {
-        _campaign.clear();
-        _body_hash.reset();
-        _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
-        _owner.acceptance_done(acceptance_result::deferred);
+        refuse_for_memory();
+        return false;
+    }
+}
+
+// No memory for a copy of the message: the owner is told (451 4.3.0 / 503), nothing stored.
+void message_acceptance::refuse_for_memory() noexcept {
+    _campaign.clear();
+    _body_hash.reset();
+    _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
+    _owner.acceptance_done(acceptance_result::deferred);
+}
+
+// One-click unsubscribe (RFC 8058, issue 18; queue/unsubscribe.h): List-Unsubscribe and
+// List-Unsubscribe-Post put at the top of a single-recipient message of a tenant that has no
+// List-Unsubscribe field, before the signatures are planned, so that they cover both; SMTP's
+// and HTTP's alike. The body (and its hash, taken as it arrived) is untouched. False: the owner
+// was told (no memory for the copy).
+bool message_acceptance::add_unsubscribe() noexcept {
+    const unsubscribe_links* links = _shard.unsubscribe();
+    if (links == nullptr) return true;
+    if (_env->rcpt_to.size() != 1) return true;
+    const std::string_view tenant = tenant_of(*_env);
+    if (tenant.empty()) return true;
+    try {
+        if (has_list_unsubscribe(unsigned_message())) return true;
+        std::string fields = links->header_fields(tenant, _env->rcpt_to.front());
+        if (fields.empty()) return true;
+        fields.reserve(fields.size() + unsigned_message().size());
+        fields += unsigned_message();
+        _stripped.swap(fields);
+        _stripped_used = true;
+        return true;
+    } catch (const std::bad_alloc&) {
+        refuse_for_memory();
         return false;
     }
 }

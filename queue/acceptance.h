@@ -82,6 +82,11 @@ private:
     // The campaign of the message (its header read, the copy without it made); false if the
     // owner was told (no memory).
     [[nodiscard]] bool take_campaign() noexcept;
+    // The one-click unsubscribe fields put on top of the message (queue/unsubscribe.h); false if
+    // the owner was told (no memory).
+    [[nodiscard]] bool add_unsubscribe() noexcept;
+    // The owner is told 451 4.3.0 / 503 for want of memory for a copy.
+    void refuse_for_memory() noexcept;
     // The message as it is signed: the copy without the campaign header, or the given one.
     [[nodiscard]] std::string_view unsigned_message() const noexcept;
     static void dkim_signed(void* self, dkim_job& job) noexcept;

@@ -1,8 +1,6 @@
 // queue/admin_request.cc: see admin_request.h.
 #include "queue/admin_request.h"
 
-#include <simdjson.h>
-
 #include <algorithm>
 #include <array>
 #include <initializer_list>
@@ -15,6 +13,7 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "protocol/server_session.h"
+#include "queue/json_body.h"
 
 namespace ringrelay::queue {
 
@@ -260,12 +259,8 @@ std::expected<admin_request, std::string> parse_admin_body(admin_action action, 
     const bool blank = std::all_of(body.begin(), body.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; });
     if (blank && action == admin_action::flush) return r;  // everything
     simdjson::dom::parser parser;
-    const simdjson::padded_string padded(body);
-    simdjson::dom::element root;
-    if (auto err = parser.parse(padded).get(root); err)
-        return std::unexpected(std::string("body: not valid JSON: ") + simdjson::error_message(err));
     simdjson::dom::object top;
-    if (root.get_object().get(top) != simdjson::SUCCESS) return std::unexpected(std::string("body: expected a JSON object"));
+    if (auto ok = parse_json_body(parser, body, top); !ok) return std::unexpected(ok.error());
     bool have_duration = false;
     bool have_reason = false;
     for (auto field : top) {

@@ -20,6 +20,8 @@ namespace {
 constexpr core::http_method get_or_head[] = {core::http_method::get, core::http_method::head};
 constexpr core::http_method get_only[] = {core::http_method::get};
 constexpr core::http_method post_only[] = {core::http_method::post};
+constexpr core::http_method get_post_delete[] = {core::http_method::get, core::http_method::post,
+                                                 core::http_method::delete_method};
 
 // The route's path matches: whole, or as a prefix ending in '/' (other than "/" itself) with
 // an argument after it.
@@ -50,6 +52,8 @@ const http_api::route http_api::routes[] = {
     {"/api/v1/bounce", post_only, "POST", http_callers::networks, &http_api::bounce},
     {"/api/v1/drain", post_only, "POST", http_callers::networks, &http_api::drain},
     {"/api/v1/inject", post_only, "POST", http_callers::networks_or_authenticated, &http_api::inject},
+    {"/api/v1/suppressions", get_post_delete, "GET, POST, DELETE", http_callers::networks, &http_api::suppressions},
+    {"/u/", post_only, "POST", http_callers::anyone, &http_api::unsubscribe},
 };
 
 bool http_api::in_networks(const sockaddr* peer) const noexcept {
@@ -69,6 +73,7 @@ http_access http_api::access(http_callers callers, const core::http_request& req
         OPENSSL_cleanse(credentials->password.data(), credentials->password.size());
         return http_access::check_password;
     }
+    case http_callers::anyone: return http_access::allowed;
     }
     return http_access::forbidden;
 }
@@ -251,6 +256,22 @@ void http_api::inject(const core::http_request& request, core::http_answer& answ
     } catch (const std::bad_alloc&) {
         answer.response = core::http_json_error(503, "out of memory: nothing queued; try again later");
     }
+}
+
+void http_api::suppressions(const core::http_request& request, core::http_answer& answer) noexcept {
+    if (_suppressions == nullptr) {
+        answer.response = core::http_json_error(503, "the suppression list is not served here");
+        return;
+    }
+    _suppressions->suppressions(request, answer);
+}
+
+void http_api::unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept {
+    if (_suppressions == nullptr) {
+        answer.response = core::http_json_error(404, "no such path");
+        return;
+    }
+    _suppressions->unsubscribe(request, answer);
 }
 
 void http_api::control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept {

@@ -12,6 +12,10 @@
 //   POST /api/v1/drain              the relay drains (as SIGUSR2)        --http-networks
 //   POST /api/v1/inject             a message (JSON), answered once      --http-networks, or Basic
 //                                   durable                              credentials over --http-tls
+//   GET|POST|DELETE /api/v1/suppressions  the suppression list           --http-networks
+//                                   (queue/suppression_api.h: answered by this shard alone)
+//   POST /u/TOKEN                   one-click unsubscribe (RFC 8058)     anyone
+//                                   (queue/unsubscribe.h; 404 without --unsubscribe-url)
 // The /api/v1 routes are the queue control API (queue/admin_request.h): the body is checked here
 // (400 with the field named), then the request goes to every shard (admin_gateway: the shard's
 // delivery) and is answered once all have reported (core::http_answer::defer()).
@@ -60,6 +64,7 @@ namespace ringrelay::queue {
 enum class http_callers : std::uint8_t {
     networks,                   // clients in --http-networks
     networks_or_authenticated,  // those, and others with Basic credentials over --http-tls
+    anyone,                     // every client (POST /u/TOKEN: the one-click unsubscribe of RFC 8058)
 };
 
 // What access() decides for one request to one route.
@@ -94,6 +99,17 @@ protected:
     ~http_password_checks() = default;
 };
 
+// What serves /api/v1/suppressions and /u/TOKEN (queue/suppression_api.h), behind an interface so that the
+// routes (and tests/fuzz/fuzz_http_request) do not link the suppression list.
+class suppression_service {
+public:
+    virtual void suppressions(const core::http_request& request, core::http_answer& answer) noexcept = 0;
+    virtual void unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept = 0;
+
+protected:
+    ~suppression_service() = default;
+};
+
 class http_api final : public core::http_service {
 public:
     // All outlive the api: the config's http_cidrs, the shards' counters, the shard's delivery
@@ -102,19 +118,24 @@ public:
     // checks: where Basic credentials are checked (null: without --auth-users; then no
     // stranger may call anything).
     // counters: this shard's, where --http-tls handshakes count (null: not counted).
+    // suppressions: the shard's suppression API (null: /api/v1/suppressions answers 503).
     http_api(const core::config& config, const metrics_sources& metrics, admin_gateway* admin = nullptr,
              std::atomic<bool>* drain = nullptr, inject_gateway* injector = nullptr,
-             http_password_checks* checks = nullptr, shard_counters* counters = nullptr) noexcept
+             http_password_checks* checks = nullptr, shard_counters* counters = nullptr,
+             suppression_service* suppressions = nullptr) noexcept
         : _config(config),
           _metrics(metrics),
           _admin(admin),
           _drain(drain),
           _injector(injector),
           _checks(checks),
-          _counters(counters) {}
+          _counters(counters),
+          _suppressions(suppressions) {}
 
     void handle(const core::http_request& request, const sockaddr* peer, core::http_answer& answer) noexcept override;
-    // Outside --http-networks: a few connections per address do for the routes open to them.
+    // Outside --http-networks: a few connections per address (core::max_http_connections_per_
+    // address) for the routes open to them (POST /api/v1/inject with credentials; POST /u/TOKEN,
+    // which a mailbox provider sends once per click).
     [[nodiscard]] bool capped(const sockaddr* peer) const noexcept override;
     // Counted with SMTP's (ringrelay_tls_handshakes_total, ringrelay_tls_failures_total).
     void tls_handshake(core::http_tls_outcome outcome) noexcept override;
@@ -140,6 +161,8 @@ private:
     void bounce(const core::http_request& request, core::http_answer& answer) noexcept;
     void drain(const core::http_request& request, core::http_answer& answer) noexcept;
     void inject(const core::http_request& request, core::http_answer& answer) noexcept;
+    void suppressions(const core::http_request& request, core::http_answer& answer) noexcept;
+    void unsubscribe(const core::http_request& request, core::http_answer& answer) noexcept;
     void control(admin_action action, const core::http_request& request, core::http_answer& answer) noexcept;
     // Runs `request` on every shard; the answer once all have reported.
     void administer(admin_request&& request, core::http_answer& answer) noexcept;
@@ -176,6 +199,7 @@ private:
     // call() only (the inject handler reads them).
     const sockaddr* _peer = nullptr;
     std::string_view _auth_user;
+    suppression_service* const _suppressions;
 };
 
 }  // namespace ringrelay::queue

@@ -12,6 +12,9 @@ namespace ringrelay::queue {
 
 namespace {
 
+constexpr std::uint8_t suppression_flag_removal = 1;  // record.h: suppression record flags
+constexpr std::uint8_t suppression_flag_reason = 2;
+
 void put_str16(std::string& out, std::string_view s) {
     const std::size_t n = s.size() > 0xFFFF ? 0xFFFF : s.size();
     put_le<std::uint16_t>(out, static_cast<std::uint16_t>(n));
@@ -148,13 +151,16 @@ void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64
 
 void encode_suppression_record(std::string& out, std::string_view tenant, std::string_view address,
                                suppression_source source, std::uint64_t queue_id, std::uint64_t time_us,
-                               std::uint32_t salt) {
+                               std::uint32_t salt, std::string_view reason, suppression_change change) {
     std::string payload;
     put_le<std::uint8_t>(payload, static_cast<std::uint8_t>(source));
-    put_le<std::uint8_t>(payload, 0);
+    const std::uint8_t flags = static_cast<std::uint8_t>((change == suppression_change::remove ? suppression_flag_removal : 0) |
+                                                         (reason.empty() ? 0 : suppression_flag_reason));
+    put_le<std::uint8_t>(payload, flags);
     put_le<std::uint16_t>(payload, 0);
     put_str16(payload, tenant);
     put_str16(payload, address);
+    if (!reason.empty()) put_str16(payload, reason);
     append_record(out, record_type::suppression, queue_id, time_us, payload, salt);
 }
 
@@ -224,13 +230,18 @@ std::expected<void, decode_error> decode_payload(decoded_message& d, std::string
         return {};
     }
     if (d.header.type == record_type::suppression) {
-        std::uint8_t source = 0, pad8 = 0;
+        std::uint8_t source = 0, flags = 0;
         std::uint16_t pad16 = 0;
-        if (!r.read(source) || !r.read(pad8) || !r.read(pad16) || !r.read_str16(d.tenant) ||
-            !r.read_str16(d.address) || !r.rest().empty() || source < 1 || source > 2 || pad8 != 0 ||
-            pad16 != 0 || d.tenant.empty() || d.address.empty())
+        if (!r.read(source) || !r.read(flags) || !r.read(pad16) || !r.read_str16(d.tenant) ||
+            !r.read_str16(d.address) || source < 1 || source > 4 ||
+            (flags & ~(suppression_flag_removal | suppression_flag_reason)) != 0 || pad16 != 0 || d.tenant.empty() ||
+            d.address.empty())
             return std::unexpected(decode_error::bad_payload);
+        if ((flags & suppression_flag_reason) != 0 && (!r.read_str16(d.reason) || d.reason.empty()))
+            return std::unexpected(decode_error::bad_payload);
+        if (!r.rest().empty()) return std::unexpected(decode_error::bad_payload);
         d.source = static_cast<suppression_source>(source);
+        d.change = (flags & suppression_flag_removal) != 0 ? suppression_change::remove : suppression_change::add;
         return {};
     }
     if (d.header.type == record_type::message_copy) {

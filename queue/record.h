@@ -37,8 +37,13 @@
 //   payload (type 4, suppression: one entry of a suppression journal, never in a segment;
 //   queue/suppression_file.h. header.queue_id is the message whose bounce added it, 0 if
 //   none; header.received_us is when it was added):
-//     u8 source (1 hard bounce, 2 operator)  u8 reserved(0)  u16 reserved(0)
-//     u16 tenant_len tenant  u16 address_len address   (both non-empty, lower-case)
+//     u8 source (1 hard bounce, 2 operator, 3 HTTP API, 4 one-click unsubscribe)  u8 flags
+//     u16 reserved(0)  u16 tenant_len tenant  u16 address_len address   (both non-empty,
+//     lower-case)  [flags bit 1: u16 reason_len reason]
+//   flags: bit 0, a removal (the pair is off the list from header.received_us on: DELETE
+//   /api/v1/suppressions); bit 1, a reason follows (POST /api/v1/suppressions). Other bits are
+//   0. A record with sources 3-4 or flags set is refused (skipped as damaged) by relays older
+//   than issue 18's suppression API; every other suppression record is as before.
 // Anything else found at recovery is corrupt: reported with its offset and skipped.
 // SECURITY: decode_* read disk input that may be torn or corrupt; nothing reads past the
 // buffer given.
@@ -85,7 +90,12 @@ struct recipient_state {
 enum class suppression_source : std::uint8_t {
     hard_bounce = 1,  // a recipient bounced as invalid or inactive (queue/suppression.h)
     operator_added = 2,  // ringrelay --suppress
+    api = 3,             // POST /api/v1/suppressions (queue/suppression_api.h)
+    unsubscribe = 4,     // a one-click unsubscribe, POST /u/TOKEN (RFC 8058)
 };
+
+// What a suppression record does to its pair.
+enum class suppression_change : std::uint8_t { add, remove };
 
 struct record_header {
     std::uint32_t magic = record_magic;
@@ -127,8 +137,10 @@ struct decoded_message {
     std::uint64_t next_attempt_us = 0;
     // type suppression only:
     suppression_source source = suppression_source::hard_bounce;
+    suppression_change change = suppression_change::add;
     std::string tenant;
     std::string address;
+    std::string reason;  // "" if the record carries none
     // type message_copy only: one per recipient
     std::vector<recipient_state> states;
     // type message and message_copy (envelope.auth_user from a version 2 or 3 record, campaign
@@ -177,10 +189,12 @@ void encode_outcome_record(std::string& out, std::uint64_t queue_id, std::uint64
                            std::uint32_t salt);
 
 // Appends a complete suppression record to `out` (tenant and address as given: the caller
-// normalises them; each is cut at 65535 bytes).
+// normalises them; each, and the reason, is cut at 65535 bytes). A reason is written only if
+// not empty; a removal's source says who removed it.
 void encode_suppression_record(std::string& out, std::string_view tenant, std::string_view address,
                                suppression_source source, std::uint64_t queue_id, std::uint64_t time_us,
-                               std::uint32_t salt);
+                               std::uint32_t salt, std::string_view reason = {},
+                               suppression_change change = suppression_change::add);
 
 // Decodes the record at the start of `bytes` (any type; see decoded_message::header.type),
 // checking its CRC with `salt` (a segment record's with 0).

@@ -213,6 +213,17 @@ std::expected<void, std::string> relay::start() {
     if (_config.suppression)
         if (auto ok = setup_suppression(); !ok) return std::unexpected(ok.error());
     setup_warmup();
+    if (!_config.unsubscribe_url.empty()) {
+        if (!_config.suppression)
+            return std::unexpected(std::string("--unsubscribe-url needs the suppression list (drop --no-suppression)"));
+        auto links = unsubscribe_links::load(_config.unsubscribe_url, _config.unsubscribe_key);
+        if (!links) return std::unexpected(links.error());
+        _unsubscribe = std::move(*links);
+        _unsubscribe_summary = "unsubscribe links: " + _unsubscribe->base() +
+                               "/u/TOKEN on single-recipient messages without List-Unsubscribe" +
+                               (_config.http_endpoints.empty() ? "; warning: no --http endpoint serves POST /u/TOKEN"
+                                                               : std::string());
+    }
     // Plain listeners first, then implicit TLS: the order of endpoints() and the start-up line.
     std::vector<listener_spec> listen;
     for (const core::endpoint& e : _config.listen_endpoints) listen.push_back({e, listener_kind::plain});
@@ -224,6 +235,7 @@ std::expected<void, std::string> relay::start() {
     std::vector<http_listen_spec> http_listen;
     for (const core::endpoint& e : _config.http_endpoints) http_listen.push_back({e, core::http_transport::plain});
     for (const core::endpoint& e : _config.http_tls_endpoints) http_listen.push_back({e, core::http_transport::tls});
+    if (!http_listen.empty() && _suppressions) _admin_pool = std::make_unique<core::work_pool>(1, 16);
     // The shards start one at a time, each recovering its spool directory first; on a large
     // spool this takes a while, and the line says what the relay is doing meanwhile.
     core::diag("starting " + std::to_string(_config.shards) + " shard(s): recovering the spool in " + _config.spool);
@@ -233,7 +245,8 @@ std::expected<void, std::string> relay::start() {
         _shards.push_back(
             std::make_unique<shard>(i, _config, _server, _features, *_schedule, _log_fd, _config.drain ? std::vector<listener_spec>{} : listen, _go_future,
                                     _limits, *_links, _bounce_rules, _make_storage, _tls.get(), _auth.get(), _dkim.get(),
-                                    _suppressions.get(), _suppression_generation, http_listen, _metrics.get(), &_drain));
+                                    _suppressions.get(), _suppression_generation, http_listen, _metrics.get(), &_drain,
+                                    _admin_pool.get(), _unsubscribe.get()));
         _metrics->set(i, &_shards.back()->counters(), &_shards.back()->snapshot());
         // The promise lives as long as the relay: the shard thread may still be inside
         // set_value() when get() returns.

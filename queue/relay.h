@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "core/reactor.h"
 #include "core/tls.h"
+#include "core/work_pool.h"
 #include "protocol/bounce_class.h"
 #include "protocol/server_session.h"
 #include "queue/shaping_rules.h"
@@ -21,6 +22,7 @@
 #include "queue/shard.h"
 #include "queue/spool_lock.h"
 #include "queue/suppression_table.h"
+#include "queue/unsubscribe.h"
 
 namespace ringrelay::queue {
 
@@ -64,6 +66,8 @@ public:
     [[nodiscard]] const std::string& egress_summary() const noexcept { return _egress_summary; }
     // One line on the suppression list: off, or how many entries, where, and the TTL.
     [[nodiscard]] const std::string& suppression_summary() const noexcept { return _suppression_summary; }
+    // One line on the one-click unsubscribe links (queue/unsubscribe.h).
+    [[nodiscard]] const std::string& unsubscribe_summary() const noexcept { return _unsubscribe_summary; }
     // One line on the shards' registered buffers for streamed body reads: how many, or what the
     // kernel refused and that the reads use plain memory instead (queue/outbound.h).
     [[nodiscard]] const std::string& fixed_buffers_summary() const noexcept { return _fixed_buffers_summary; }
@@ -157,6 +161,13 @@ private:
     std::unique_ptr<suppression_table> _suppressions;  // before _shards: they read it; null: --no-suppression
     std::uint64_t _suppression_generation = 0;
     std::string _suppression_summary = "suppression: off (--no-suppression)";
+    // Before _shards: GET /api/v1/suppressions reads the list's files on it (one thread: the
+    // listings wait for each other, never for the shards); null without --http or suppression.
+    std::unique_ptr<core::work_pool> _admin_pool;
+    // Before _shards: their connections add the links, their HTTP endpoints verify them; null
+    // without --unsubscribe-url.
+    std::unique_ptr<unsubscribe_links> _unsubscribe;
+    std::string _unsubscribe_summary = "unsubscribe links: off (no --unsubscribe-url)";
     std::string _shaping_summary;
     std::string _warmup_summary;
     std::string _warmup_written;  // the journal's content as last written (or read)

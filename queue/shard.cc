@@ -33,7 +33,8 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
              const shard_links& links, const protocol::bounce_rules& bounce_rules, storage_factory make_storage,
              const inbound_tls* tls, inbound_auth* auth,
              dkim_signer* dkim, suppression_table* suppressions, std::uint64_t suppression_generation,
-             std::vector<http_listen_spec> http_listen, const metrics_sources* metrics, std::atomic<bool>* drain)
+             std::vector<http_listen_spec> http_listen, const metrics_sources* metrics, std::atomic<bool>* drain,
+             core::work_pool* admin_pool, const unsubscribe_links* unsubscribe)
     : _index(index),
       _config(config),
       _server(server),
@@ -57,6 +58,8 @@ shard::shard(unsigned index, const core::config& config, const protocol::server_
       _http_deadlines(static_cast<std::int64_t>(config.http_timeout) * 1000),
       _http_listen(std::move(http_listen)),
       _metrics(metrics),
+      _unsubscribe(unsubscribe),
+      _admin_pool(admin_pool),
       _drain_request(drain) {
 }
 
@@ -127,7 +130,7 @@ std::string shard::init() {
     _reactor.add_turn_hook(_log.get());
     if (_tls != nullptr)
         if (std::string e = build_tls_context(); !e.empty()) return "TLS: " + e;
-    if (_auth != nullptr || _dkim != nullptr)
+    if (_auth != nullptr || _dkim != nullptr || _admin_pool != nullptr)
         if (auto ec = _work_return.start(_reactor); ec) return "work pool wake-up (eventfd): " + ec.message();
     _front = std::make_unique<server_front>(
         _reactor, *this,
@@ -143,8 +146,11 @@ std::string shard::init() {
     if (!_http_listen.empty() && _metrics != nullptr) {
         _injector = std::make_unique<injector>(*this);
         if (_auth != nullptr) _http_auth = std::make_unique<http_basic_auth>(*this);
+        _suppression_api = std::make_unique<suppression_api>(
+            _suppressions.get(), _admin_pool, &_work_return, suppression_directory(_config.spool),
+            _suppression_table != nullptr ? _suppression_table->ttl() : 0, _unsubscribe);
         _http_api = std::make_unique<http_api>(_config, *_metrics, _delivery.get(), _drain_request, _injector.get(),
-                                               _http_auth.get(), &_counters);
+                                               _http_auth.get(), &_counters, _suppression_api.get());
         _http = std::make_unique<core::http_server>(
             core::stream_services{_reactor, _buffers, _streams, &_http_deadlines}, *_http_api,
             "shard " + std::to_string(_index), _tls != nullptr ? this : nullptr);

@@ -51,7 +51,9 @@
 #include "queue/spool.h"
 #include "queue/storage.h"
 #include "queue/suppression.h"
+#include "queue/suppression_api.h"
 #include "queue/suppression_table.h"
+#include "queue/unsubscribe.h"
 
 namespace ringrelay::queue {
 
@@ -136,7 +138,9 @@ public:
     // listen; TLS ones need tls);
     // metrics: every shard's counters, for /metrics (relay-owned; null: no HTTP endpoint).
     // drain: the relay's drain request (--drain, SIGUSR2 or POST /api/v1/drain), read at every
-    // tick; null: never drains.
+    // tick; null: never drains. admin_pool: where GET /api/v1/suppressions reads the list's
+    // files (relay-owned; null: that GET answers 503). unsubscribe: the one-click links
+    // (queue/unsubscribe.h; relay-owned; null: none are added and POST /u/TOKEN is 404).
     shard(unsigned index, const core::config& config, const protocol::server_config& server,
           const core::kernel_features& features, const retry_schedule& schedule, int log_fd,
           std::vector<listener_spec> listen, std::shared_future<void> go, inbound_limits& limits,
@@ -144,7 +148,8 @@ public:
           const inbound_tls* tls = nullptr, inbound_auth* auth = nullptr,
           dkim_signer* dkim = nullptr, suppression_table* suppressions = nullptr,
           std::uint64_t suppression_generation = 0, std::vector<http_listen_spec> http_listen = {},
-          const metrics_sources* metrics = nullptr, std::atomic<bool>* drain = nullptr);
+          const metrics_sources* metrics = nullptr, std::atomic<bool>* drain = nullptr,
+          core::work_pool* admin_pool = nullptr, const unsubscribe_links* unsubscribe = nullptr);
     shard(const shard&) = delete;
     shard& operator=(const shard&) = delete;
     ~shard();
@@ -181,6 +186,8 @@ public:
     [[nodiscard]] core::reactor& reactor() noexcept { return _reactor; }
     [[nodiscard]] core::buffer_ring& buffers() noexcept { return _buffers; }
     [[nodiscard]] spool& message_spool() noexcept { return *_spool; }
+    // The one-click unsubscribe links to add to messages; null: none (queue/unsubscribe.h).
+    [[nodiscard]] const unsubscribe_links* unsubscribe() const noexcept { return _unsubscribe; }
     [[nodiscard]] delivery& outbound_delivery() noexcept { return *_delivery; }
     [[nodiscard]] core::log_writer& log() noexcept { return *_log; }
     [[nodiscard]] core::deadline_list& deadlines() noexcept { return _deadlines; }
@@ -319,6 +326,9 @@ private:
     const metrics_sources* _metrics;
     std::unique_ptr<injector> _injector;  // POST /api/v1/inject; made with the HTTP endpoint
     std::unique_ptr<http_basic_auth> _http_auth;  // Basic credentials (null without --auth-users)
+    const unsubscribe_links* const _unsubscribe;  // the relay's; null: no --unsubscribe-url
+    core::work_pool* const _admin_pool;  // the relay's; null: GET /api/v1/suppressions answers 503
+    std::unique_ptr<suppression_api> _suppression_api;  // with _http_api; before it: it points to it
     std::unique_ptr<http_api> _http_api;
     std::unique_ptr<core::http_server> _http;
     core::date_cache _dates;

@@ -131,18 +131,45 @@ bool suppression_list::on_permanent_failure(const protocol::envelope& env, std::
 }
 
 void suppression_list::add(std::string_view tenant, std::string_view address, suppression_source source,
-                           std::uint64_t queue_id, std::uint64_t time_us) {
+                           std::uint64_t queue_id, std::uint64_t time_us, std::string_view reason) {
     _table.add(tenant, address, suppression_seconds(time_us), static_cast<std::uint32_t>(core::unix_us() / 1000000));
     std::string t(tenant), a(address);
     suppression_normalise(t);
     suppression_normalise(a);
-    encode_suppression_record(_pending, t, a, source, queue_id, time_us, _salt);
+    encode_suppression_record(_pending, t, a, source, queue_id, time_us, _salt, reason);
+}
+
+bool suppression_list::remove(std::string_view tenant, std::string_view address, suppression_source by,
+                              std::uint64_t time_us) {
+    if (!_table.remove(tenant, address)) return false;
+    std::string t(tenant), a(address);
+    suppression_normalise(t);
+    suppression_normalise(a);
+    encode_suppression_record(_pending, t, a, by, 0, time_us, _salt, {}, suppression_change::remove);
+    return true;
+}
+
+void suppression_list::when_durable(std::function<void(bool)> done) {
+    if (!_pending.empty()) {
+        _pending_waiters.push_back(std::move(done));
+    } else if (_in_flight) {
+        _batch_waiters.push_back(std::move(done));
+    } else {
+        _ready_waiters.push_back(std::move(done));  // told at the turn's end, not from inside this call
+    }
+}
+
+void suppression_list::tell(std::vector<std::function<void(bool)>>& waiters, bool ok) noexcept {
+    std::vector<std::function<void(bool)>> now;
+    now.swap(waiters);
+    for (auto& w : now) w(ok);
 }
 
 void suppression_list::on_turn_end() noexcept {
     // Between turns no lookup is running on this shard (a lookup holds the table's array only
     // inside lookup()): a quiescent state, once per turn.
     _table.quiescent(_shard);
+    tell(_ready_waiters, true);
     if (!_in_flight && !_retry_wait && !_pending.empty() && _fd >= 0) start_commit();
 }
 
@@ -156,6 +183,8 @@ void suppression_list::leave() noexcept { _table.offline(_shard); }
 void suppression_list::start_commit() noexcept {
     _batch.swap(_pending);
     _pending.clear();
+    _batch_waiters.swap(_pending_waiters);
+    _pending_waiters.clear();
     _iov_count = 0;
     if (_committed_end == 0)  // a fresh file: its segment records go out with the first batch
         _iov[_iov_count++] = iovec{_segment_records.data(), _segment_records.size()};
@@ -189,6 +218,7 @@ void suppression_list::on_sync(int res, std::uint32_t) noexcept {
     ++_stats.journal_commits;
     if (_reported) core::diag(_path + ": suppression journal writable again");
     _reported = false;
+    tell(_batch_waiters, true);
 }
 
 void suppression_list::failed(int err) noexcept {
@@ -202,6 +232,7 @@ void suppression_list::failed(int err) noexcept {
     _in_flight = false;
     _retry_wait = true;
     ++_stats.journal_failures;
+    tell(_batch_waiters, false);
     if (!_reported)
         core::diag(_path + ": suppression journal write failed: " + std::strerror(err) +
                    "; the entries are in effect and kept in memory, written again every second");

@@ -28,6 +28,11 @@
 // the file back to its last durable end and the entries wait in memory for the next try a
 // second later (they are in the table meanwhile).
 //
+// Other ways onto and off the list (issue 18): POST and DELETE /api/v1/suppressions and POST
+// /u/TOKEN (one-click unsubscribe) go through the serving shard's list (add(), remove()), so
+// they are journaled like bounces; the HTTP answer waits for that commit (when_durable()). A
+// removal is a record of its own (queue/suppression_file.h), applied when the list is loaded.
+//
 // Lifecycle: made by the shard at init (open() creates the journal file), registered as a
 // turn hook (which is also where the shard reports its quiescent state to the table), tick()
 // once a second, leave() when the shard's loop has ended. Threading: shard-local, except the
@@ -37,9 +42,11 @@
 
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/log.h"
 #include "core/reactor.h"
@@ -92,6 +99,8 @@ void log_suppressed(core::log_writer& log, const suppressed_rcpt& r);
 
 struct suppression_stats {
     std::uint64_t added = 0;          // entries added by this shard's bounces
+    std::uint64_t api_added = 0;      // entries added through the HTTP API and unsubscribes
+    std::uint64_t api_removed = 0;    // entries removed through the HTTP API
     std::uint64_t journal_commits = 0;
     std::uint64_t journal_failures = 0;
 };
@@ -123,7 +132,27 @@ public:
 
     // Adds the pair now (the table) and journals it with the turn's commit.
     void add(std::string_view tenant, std::string_view address, suppression_source source, std::uint64_t queue_id,
-             std::uint64_t time_us);
+             std::uint64_t time_us, std::string_view reason = {});
+    // Takes the pair off now (the table) and journals a removal record with the turn's commit
+    // (queue/suppression_file.h: it outlives a restart). Returns whether the table held the
+    // pair (live or expired); if it did not, nothing is journaled (every journaled pair is in
+    // the table from start-up on).
+    bool remove(std::string_view tenant, std::string_view address, suppression_source by, std::uint64_t time_us);
+    // When the pair was added, if it is on the list and not expired at now_s.
+    [[nodiscard]] std::optional<std::uint32_t> lookup(std::string_view tenant, std::string_view address,
+                                                      std::uint32_t now_s) const noexcept {
+        return _table.lookup(tenant, address, now_s);
+    }
+    // Counts what the HTTP API did (stats()).
+    void note_api(std::uint64_t added, std::uint64_t removed) noexcept {
+        _stats.api_added += added;
+        _stats.api_removed += removed;
+    }
+    // `done(true)` once everything added or removed so far is durable (at once if nothing
+    // waits or is in flight); `done(false)` if the commit that carries it fails (the entries
+    // stay in effect and are written again a second later, without telling anyone). Called on
+    // this shard's thread, never from inside this call; not at all if the shard stops first.
+    void when_durable(std::function<void(bool)> done);
 
     // The end of a loop turn: this shard holds no pointer into the table (quiescent state);
     // starts the journal's group commit if entries wait and none is in flight.
@@ -133,7 +162,7 @@ public:
     // The shard's loop has ended: it reads the table no more.
     void leave() noexcept;
     // Nothing waiting and nothing in flight.
-    [[nodiscard]] bool idle() const noexcept { return _pending.empty() && !_in_flight; }
+    [[nodiscard]] bool idle() const noexcept { return _pending.empty() && !_in_flight && _ready_waiters.empty(); }
     [[nodiscard]] const suppression_stats& stats() const noexcept { return _stats; }
     [[nodiscard]] const std::string& journal_path() const noexcept { return _path; }
 
@@ -143,6 +172,7 @@ private:
     void on_write(int res, std::uint32_t flags) noexcept;
     void on_sync(int res, std::uint32_t flags) noexcept;
     void failed(int err) noexcept;
+    static void tell(std::vector<std::function<void(bool)>>& waiters, bool ok) noexcept;
 
     // Fixed after construction.
     suppression_table& _table;
@@ -167,6 +197,9 @@ private:
     bool _in_flight = false;
     bool _retry_wait = false;          // a commit failed: the next waits for tick()
     bool _reported = false;            // the failure streak was reported
+    std::vector<std::function<void(bool)>> _pending_waiters;  // when _pending is durable
+    std::vector<std::function<void(bool)>> _batch_waiters;    // when _batch is durable
+    std::vector<std::function<void(bool)>> _ready_waiters;    // nothing to wait for: at turn end
     suppression_stats _stats;
     core::operation<&suppression_list::on_write> _write_done{*this};
     core::operation<&suppression_list::on_sync> _sync_done{*this};

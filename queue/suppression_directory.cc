@@ -108,11 +108,12 @@ std::expected<suppression_state, std::string> load_suppressions(const std::strin
         for (std::string& p : c.problems) state.problems.push_back(std::move(p));
         for (suppression_entry& e : c.entries) {
             auto [it, fresh] = merged.try_emplace({e.tenant, e.address});
-            if (fresh || e.time_us > it->second.time_us) it->second = std::move(e);
+            if (fresh || e.time_us >= it->second.time_us) it->second = std::move(e);
         }
     }
     state.entries.reserve(merged.size());
-    for (auto& [key, e] : merged) state.entries.push_back(std::move(e));
+    for (auto& [key, e] : merged)
+        if (e.change == suppression_change::add) state.entries.push_back(std::move(e));
     return state;
 }
 
@@ -126,7 +127,8 @@ std::expected<void, std::string> write_suppressions(const std::string& dir, std:
     encode_segment_record(bytes, salt);
     encode_segment_record(bytes, salt);
     for (const suppression_entry& e : entries)
-        encode_suppression_record(bytes, e.tenant, e.address, e.source, e.queue_id, e.time_us, salt);
+        if (e.change == suppression_change::add)
+            encode_suppression_record(bytes, e.tenant, e.address, e.source, e.queue_id, e.time_us, salt, e.reason);
     const std::string name = suppression_list_name(generation);
     const std::string temporary = dir + "/" + name + ".tmp";
     const std::string final_path = dir + "/" + name;

@@ -14,6 +14,16 @@ constexpr std::size_t segment_copy = record_header_size + segment_payload_size;
 
 }  // namespace
 
+std::string_view suppression_source_name(suppression_source source) noexcept {
+    switch (source) {
+    case suppression_source::hard_bounce: return "hard-bounce";
+    case suppression_source::operator_added: return "operator";
+    case suppression_source::api: return "api";
+    case suppression_source::unsubscribe: return "unsubscribe";
+    }
+    return "hard-bounce";
+}
+
 void suppression_normalise(std::string& text) noexcept {
     for (char& ch : text)
         if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch + ('a' - 'A'));
@@ -68,6 +78,8 @@ journal_contents parse_suppression_journal(std::string_view all, std::string_vie
             e.time_us = rec->header.received_us;
             e.queue_id = rec->header.queue_id;
             e.source = rec->source;
+            e.reason = std::move(rec->reason);
+            e.change = rec->change;
             out.entries.push_back(std::move(e));
             pos += rec->record_size;
             continue;

@@ -6,9 +6,13 @@
 //               start-up and by the offline --suppress/--unsuppress, never appended to)
 //   N.shard-K   what shard K added since (appended with group commit: queue/suppression.h)
 // Every file is shaped like a spool segment (queue/record.h): two segment records carrying
-// the file's salt, then suppression records (type 4), one per entry added. An entry is
-// (tenant, address, time added, source, queue id of the bounced message); the same pair
-// appearing again (a later bounce) moves its time. Reading resynchronises on the next record
+// the file's salt, then suppression records (type 4), one per entry added or removed. An entry
+// is (tenant, address, time added, source, queue id of the bounced message, reason); the same
+// pair appearing again (a later bounce) moves its time. A removal record (DELETE
+// /api/v1/suppressions) takes the pair off the list if it is at least as late as every addition
+// of the pair (across all files of the generation: journals are merged by time, not by file);
+// an addition after it puts the pair back. Removals live only in the journals: compaction
+// (every start) writes the list without them and without the pairs they removed. Reading resynchronises on the next record
 // magic after a torn or corrupt record, which is reported and skipped, like spool recovery.
 //
 // Compaction (write_suppressions) writes generation N+1's list to a temporary file, fsyncs
@@ -42,7 +46,14 @@ struct suppression_entry {
     std::uint64_t time_us = 0;   // when it was added (the bounce)
     std::uint64_t queue_id = 0;  // the bounced message; 0 if none (an operator's --suppress)
     suppression_source source = suppression_source::hard_bounce;
+    std::string reason;  // "" if none was given (bounces, --suppress)
+    // In journal_contents only: a removal record. load_suppressions applies removals and never
+    // returns one.
+    suppression_change change = suppression_change::add;
 };
+
+// "hard-bounce", "operator", "api", "unsubscribe": as --list-suppressed and the HTTP API say it.
+[[nodiscard]] std::string_view suppression_source_name(suppression_source source) noexcept;
 
 // ASCII letters lower-cased in place (tenants and addresses compare without case).
 void suppression_normalise(std::string& text) noexcept;
@@ -63,7 +74,8 @@ struct journal_contents {
 [[nodiscard]] journal_contents parse_suppression_journal(std::string_view bytes, std::string_view name);
 
 // The list in `dir` (suppression_directory), entries merged: one per (tenant, address), with
-// its latest time, sorted by tenant then address. Expired entries are included (the caller
+// its latest time (on a tie the record read last wins: the list, then the journals by shard),
+// pairs whose latest record is a removal left out, sorted by tenant then address. Expired entries are included (the caller
 // knows the TTL: drop_expired). A missing directory is an empty list of generation 0.
 struct suppression_state {
     std::uint64_t generation = 0;            // of the newest list; 0 if there is none

@@ -134,7 +134,7 @@ int suppression_command(const core::config& c) {
             const bool bounce = e.source == queue::suppression_source::hard_bounce;
             std::printf("%s %s %s %s%s%s\n", e.tenant.c_str(), e.address.c_str(),
                         core::iso8601_us(static_cast<std::int64_t>(e.time_us)).c_str(),
-                        bounce ? "hard-bounce" : "operator", bounce && e.queue_id != 0 ? " " : "",
+                        std::string(queue::suppression_source_name(e.source)).c_str(), bounce && e.queue_id != 0 ? " " : "",
                         bounce && e.queue_id != 0 ? protocol::format_queue_id(e.queue_id).c_str() : "");
         }
         return 0;
@@ -143,7 +143,7 @@ int suppression_command(const core::config& c) {
         return e.tenant == tenant && e.address == address;
     });
     if (!c.suppress.empty()) {
-        queue::suppression_entry e{tenant, address, now_us, 0, queue::suppression_source::operator_added};
+        queue::suppression_entry e{tenant, address, now_us, 0, queue::suppression_source::operator_added, {}, {}};
         if (it != state->entries.end()) {
             *it = std::move(e);
         } else {
@@ -255,6 +255,7 @@ int main(int argc, char** argv) {
     core::diag(node.dkim_summary());
     core::diag(bounce_summary);
     core::diag(node.suppression_summary());
+    core::diag(node.unsubscribe_summary());
     core::diag(node.shaping_summary());
     core::diag(node.egress_summary());
     if (!node.warmup_summary().empty()) core::diag(node.warmup_summary());

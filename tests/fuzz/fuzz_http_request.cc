@@ -11,7 +11,8 @@
 // or NUL; a body is within the limit; every request is answered at once (no shard to fan out
 // to: the queue API answers 503, or 400 for a bad body) with 200, 400, 403, 404, 405 or 503, a
 // JSON error body unless 200, and the response written has the status line and a
-// Content-Length equal to the body's size. A stranger gets 403, or over TLS 401 with a Basic
+// Content-Length equal to the body's size. A stranger gets 403 everywhere but /u/TOKEN (open to
+// everyone: 404 or 405 here, without a suppression service), or over TLS 401 with a Basic
 // challenge (no or bad credentials, or the fake check's verdict: wrong); an Authorization field
 // that parses as Basic gives a non-empty user-id without ':' or control characters, and the
 // credentials encoded again parse to the same (core::parse_basic_authorization, RFC 7617).
@@ -128,7 +129,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const unsigned s = response.status;
         if (s != 200 && s != 400 && s != 401 && s != 403 && s != 404 && s != 405 && s != 501 && s != 503) std::abort();
         if (s != 200 && response.body.rfind("{\"error\": \"", 0) != 0) std::abort();
-        if (!trusted && s != 403 && s != 401 && s != 405) std::abort();
+        // Only /u/TOKEN (one-click unsubscribe) is open to everyone; without a suppression
+        // service it is 404 (POST) or 405.
+        const bool open_route = r.path().size() > 3 && r.path().starts_with("/u/");
+        if (!trusted && s != 403 && s != 401 && s != 405 && !(open_route && s == 404)) std::abort();
         if (s == 401 && (trusted || transport != core::http_transport::tls || response.www_authenticate.empty()))
             std::abort();
         if (answer.deferred() && s != 401) std::abort();

@@ -315,6 +315,36 @@ TEST(Record, SuppressionRecordRoundTrips) {
         EXPECT_FALSE(decode_record(std::string_view(out).substr(0, len), salt).has_value()) << len;
 }
 
+// Issue 18: the API's records carry a reason (flag bit 1) or are removals (flag bit 0); a
+// record without either is byte for byte what issue 16 wrote.
+TEST(Record, SuppressionRecordCarriesAReasonAndARemoval) {
+    std::string plain_before, plain_now;
+    encode_suppression_record(plain_now, "t", "a@b", suppression_source::hard_bounce, 1, 2, salt);
+    encode_suppression_record(plain_before, "t", "a@b", suppression_source::hard_bounce, 1, 2, salt, {},
+                              suppression_change::add);
+    EXPECT_EQ(plain_now, plain_before);
+    EXPECT_EQ(static_cast<unsigned char>(plain_now[record_header_size + 1]), 0u) << "no flags";
+
+    std::string out;
+    encode_suppression_record(out, "t", "a@b", suppression_source::api, 0, 5, salt, "asked to stop");
+    auto d = decode_record(out, salt);
+    ASSERT_TRUE(d.has_value()) << describe(d.error());
+    EXPECT_EQ(d->source, suppression_source::api);
+    EXPECT_EQ(d->reason, "asked to stop");
+    EXPECT_EQ(d->change, suppression_change::add);
+    for (std::size_t len = 0; len < out.size(); ++len)
+        EXPECT_FALSE(decode_record(std::string_view(out).substr(0, len), salt).has_value()) << len;
+
+    std::string removal;
+    encode_suppression_record(removal, "t", "a@b", suppression_source::unsubscribe, 0, 6, salt, {},
+                              suppression_change::remove);
+    auto r = decode_record(removal, salt);
+    ASSERT_TRUE(r.has_value()) << describe(r.error());
+    EXPECT_EQ(r->change, suppression_change::remove);
+    EXPECT_EQ(r->source, suppression_source::unsubscribe);
+    EXPECT_TRUE(r->reason.empty());
+}
+
 TEST(Record, SuppressionRecordWithoutTenantOrAddressIsMalformed) {
     for (const auto& [tenant, address] : {std::pair{"", "a@b"}, std::pair{"t", ""}}) {
         std::string out;

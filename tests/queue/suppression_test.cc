@@ -55,7 +55,7 @@ void write_file(const std::string& path, const std::string& bytes) {
 
 suppression_entry entry(std::string tenant, std::string address, std::uint64_t time_s,
                         suppression_source source = suppression_source::hard_bounce) {
-    return suppression_entry{std::move(tenant), std::move(address), time_s * 1000000, 7, source};
+    return suppression_entry{std::move(tenant), std::move(address), time_s * 1000000, 7, source, {}, {}};
 }
 
 // A journal file's bytes as a shard writes them: two segment records, then the entries.
@@ -283,6 +283,42 @@ TEST(SuppressionFile, LoadMergesTheListAndTheShardJournalsKeepingTheLatestTime) 
     EXPECT_EQ(s->entries[1].address, "a@x");
     EXPECT_EQ(s->entries[1].time_us, std::uint64_t{t0 + 10} * 1000000);
     EXPECT_EQ(s->entries[2].address, "b@x");
+    std::filesystem::remove_all(dir);
+}
+
+// Issue 18: DELETE /api/v1/suppressions journals a removal record; it wins over every earlier
+// addition of the pair, in any file of the generation, and loses to a later one.
+TEST(SuppressionFile, ARemovalRecordTakesThePairOffUntilALaterAddition) {
+    const std::string dir = temp_dir();
+    ASSERT_TRUE(write_suppressions(dir, 3, {entry("t", "a@x", t0), entry("t", "b@x", t0), entry("t", "c@x", t0)}).has_value());
+    std::string j0;
+    encode_segment_record(j0, 9);
+    encode_segment_record(j0, 9);
+    encode_suppression_record(j0, "t", "a@x", suppression_source::api, 0, std::uint64_t{t0 + 5} * 1000000, 9, {},
+                              suppression_change::remove);
+    encode_suppression_record(j0, "t", "b@x", suppression_source::api, 0, std::uint64_t{t0 + 5} * 1000000, 9, {},
+                              suppression_change::remove);
+    write_file(dir + "/" + suppression_journal_name(3, 0), j0);
+    // Shard 1 put b@x back after the removal (a later bounce), with a reason.
+    std::string j1;
+    encode_segment_record(j1, 7);
+    encode_segment_record(j1, 7);
+    encode_suppression_record(j1, "t", "b@x", suppression_source::api, 0, std::uint64_t{t0 + 9} * 1000000, 7, "asked us");
+    write_file(dir + "/" + suppression_journal_name(3, 1), j1);
+    auto s = load_suppressions(dir);
+    ASSERT_TRUE(s.has_value());
+    EXPECT_TRUE(s->problems.empty()) << s->problems.front();
+    ASSERT_EQ(s->entries.size(), 2u) << "a@x is removed; b@x is back; c@x was never touched";
+    EXPECT_EQ(s->entries[0].address, "b@x");
+    EXPECT_EQ(s->entries[0].source, suppression_source::api);
+    EXPECT_EQ(s->entries[0].reason, "asked us");
+    EXPECT_EQ(s->entries[1].address, "c@x");
+    // Compaction writes the list without the removed pair and without removal records.
+    ASSERT_TRUE(write_suppressions(dir, 4, s->entries).has_value());
+    auto again = load_suppressions(dir);
+    ASSERT_TRUE(again.has_value());
+    ASSERT_EQ(again->entries.size(), 2u);
+    EXPECT_EQ(again->entries[0].reason, "asked us") << "the reason survives compaction";
     std::filesystem::remove_all(dir);
 }
 
@@ -544,6 +580,61 @@ TEST_F(SuppressionListTest, AFailedWriteOfTheFirstBatchRewritesTheSegmentRecords
     ASSERT_TRUE(s.has_value());
     EXPECT_TRUE(s->problems.empty()) << s->problems.front();
     EXPECT_EQ(s->entries.size(), 1u);
+}
+
+// Issue 18: what the HTTP API does through the list. A removal is journaled (it outlives a
+// restart) only when the table held the pair; when_durable() is told after the commit's sync.
+TEST_F(SuppressionListTest, ARemovalIsJournaledAndWaitersAreToldAfterTheSync) {
+    write_suppressions(_dir, 4, {}).value();
+    const auto now_us = std::uint64_t{t0} * 1000000;
+    _list->add("T", "A@x", suppression_source::api, 0, now_us, "complained");
+    std::vector<bool> told;
+    unsigned syncs_when_told = 0;
+    std::size_t entries_when_told = 0;
+    _list->when_durable([&](bool ok) {
+        told.push_back(ok);
+        syncs_when_told = _storage->syncs();
+        entries_when_told = on_disk().size();
+    });
+    EXPECT_TRUE(told.empty()) << "never from inside the call";
+    run_until_idle();
+    ASSERT_EQ(told.size(), 1u);
+    EXPECT_TRUE(told[0]);
+    EXPECT_EQ(syncs_when_told, 1u) << "told once the fdatasync was done, not before";
+    EXPECT_EQ(entries_when_told, 1u) << "the entry was in the file when told";
+    auto disk = on_disk();
+    ASSERT_EQ(disk.size(), 1u);
+    EXPECT_EQ(disk[0].reason, "complained");
+    EXPECT_EQ(disk[0].source, suppression_source::api);
+
+    EXPECT_FALSE(_list->remove("t", "other@x", suppression_source::api, now_us + 1)) << "not on the list";
+    EXPECT_TRUE(_list->remove("t", "a@X", suppression_source::api, now_us + 1));
+    EXPECT_FALSE(_table.lookup("t", "a@x", t0 + 1)) << "off at once";
+    _list->when_durable([&](bool ok) { told.push_back(ok); });
+    run_until_idle();
+    ASSERT_EQ(told.size(), 2u);
+    EXPECT_TRUE(told[1]);
+    EXPECT_TRUE(on_disk().empty()) << "the removal is in the journal: a restart keeps the pair off";
+    EXPECT_EQ(_storage->syncs(), 2u) << "the pair that was not there journaled nothing extra";
+
+    // Nothing waiting: told at the turn's end, not from inside the call.
+    _list->when_durable([&](bool ok) { told.push_back(ok); });
+    EXPECT_EQ(told.size(), 2u);
+    run_until_idle();
+    EXPECT_EQ(told.size(), 3u);
+}
+
+TEST_F(SuppressionListTest, AWaiterIsToldOfAFailedCommit) {
+    write_suppressions(_dir, 4, {}).value();
+    _storage->fail_next_sync(EIO);
+    _list->add("t", "a@x", suppression_source::api, 0, std::uint64_t{t0} * 1000000);
+    std::vector<bool> told;
+    _list->when_durable([&](bool ok) { told.push_back(ok); });
+    for (int i = 0; i < 20 && told.empty(); ++i) ASSERT_TRUE(_reactor.run_once(20));
+    ASSERT_EQ(told.size(), 1u);
+    EXPECT_FALSE(told[0]);
+    run_until_idle();
+    EXPECT_EQ(on_disk().size(), 1u) << "written again later all the same";
 }
 
 TEST_F(SuppressionListTest, TheJournalFileIsNewPerGeneration) {
