@@ -121,6 +121,8 @@ public:
     [[nodiscard]] bool idle() const noexcept { return _context == nullptr && !_read.armed && !_write.armed && _cancels == 0; }
 
     [[nodiscard]] redis_state state() const noexcept { return _state; }
+    // Requests sent and not yet answered (cancelled ones included).
+    [[nodiscard]] std::size_t in_flight() const noexcept { return _requests.size(); }
     [[nodiscard]] bool up() const noexcept { return _state == redis_state::up; }
     [[nodiscard]] const redis_stats& stats() const noexcept { return _stats; }
     [[nodiscard]] const redis_url& url() const noexcept { return _url; }

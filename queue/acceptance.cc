@@ -105,6 +105,8 @@ bool message_acceptance::take_campaign() noexcept {
 void message_acceptance::refuse_for_memory() noexcept {
     _campaign.clear();
     _body_hash.reset();
+    _stripped = std::string();  // a copy made before the failure goes now, not at the next commit
+    _stripped_used = false;
     _shard.mutable_counters().messages_failed.fetch_add(1, std::memory_order_relaxed);
     _owner.acceptance_done(acceptance_result::deferred);
 }

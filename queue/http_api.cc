@@ -63,7 +63,19 @@ bool http_api::in_networks(const sockaddr* peer) const noexcept {
 
 http_access http_api::access(http_callers callers, const core::http_request& request,
                              const sockaddr* peer) const noexcept {
-    if (in_networks(peer)) return http_access::allowed;
+    if (in_networks(peer)) {
+        // A network client that sends Basic credentials to a route that takes them is checked
+        // and served as that user (its tenant), as anyone else would be; other Authorization
+        // fields are ignored.
+        if (callers == http_callers::networks_or_authenticated && _checks != nullptr && !request.authorization.empty()) {
+            auto credentials = core::parse_basic_authorization(request.authorization);
+            if (credentials) {
+                OPENSSL_cleanse(credentials->password.data(), credentials->password.size());
+                return http_access::check_password;
+            }
+        }
+        return http_access::allowed;
+    }
     switch (callers) {
     case http_callers::networks: return http_access::forbidden;
     case http_callers::networks_or_authenticated: {
@@ -120,11 +132,13 @@ void http_api::handle(const core::http_request& request, const sockaddr* peer, c
 
 void http_api::call(handler_fn handler, const core::http_request& request, const sockaddr* peer,
                     core::http_answer& answer, std::string_view auth_user) noexcept {
-    _peer = peer;
-    _auth_user = auth_user;
+    // Restored after, not cleared: a handler's answer given at once may let the connection serve
+    // its next request inside this call.
+    const sockaddr* const outer_peer = std::exchange(_peer, peer);
+    const std::string_view outer_user = std::exchange(_auth_user, auth_user);
     (this->*handler)(request, answer);
-    _peer = nullptr;
-    _auth_user = {};
+    _peer = outer_peer;
+    _auth_user = outer_user;
 }
 
 void http_api::check_then_call(const route& r, const core::http_request& request, const sockaddr* peer,
@@ -136,7 +150,14 @@ void http_api::check_then_call(const route& r, const core::http_request& request
     }
     // The handler runs after the check, when `request` and `peer` are gone: it gets copies (the
     // request without the credentials).
-    auto saved = std::make_shared<core::http_request>(request);
+    std::shared_ptr<core::http_request> saved;
+    try {
+        saved = std::make_shared<core::http_request>(request);
+    } catch (const std::bad_alloc&) {
+        OPENSSL_cleanse(credentials->password.data(), credentials->password.size());
+        answer.response = core::http_json_error(503, "out of memory: try again later");
+        return;
+    }
     core::endpoint from;
     from.length = peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
     std::memcpy(&from.storage, peer, from.length);

@@ -221,7 +221,8 @@ std::expected<void, std::string> relay::start() {
         _unsubscribe = std::move(*links);
         _unsubscribe_summary = "unsubscribe links: " + _unsubscribe->base() +
                                "/u/TOKEN on single-recipient messages without List-Unsubscribe" +
-                               (_config.http_endpoints.empty() ? "; warning: no --http endpoint serves POST /u/TOKEN"
+                               (_config.http_endpoints.empty() && _config.http_tls_endpoints.empty()
+                                    ? "; warning: no --http or --http-tls endpoint serves POST /u/TOKEN"
                                                                : std::string());
     }
     // Plain listeners first, then implicit TLS: the order of endpoints() and the start-up line.
@@ -439,8 +440,14 @@ std::string relay::reload_config(core::config next) {
             keep(f, "DKIM was off at start");
         } else if (n == "--auth-users" && (!_auth || next.auth_users.empty())) {
             keep(f, _auth ? "AUTH cannot be turned off live" : "AUTH was off at start");
-        } else if ((n == "--tls-cert" || n == "--tls-key") && (!_tls || next.tls_cert.empty() || next.tls_key.empty())) {
+        } else if ((n == "--tls-cert" || n == "--tls-key") && !_tls) {
+            keep(f, "TLS was off at start");
+        } else if ((n == "--tls-cert" || n == "--tls-key") && (next.tls_cert.empty() || next.tls_key.empty())) {
             keep(f, "TLS needs both --tls-cert and --tls-key to switch live");
+        } else if (n == "--outbound-ca-file" && !next.outbound_ca_file.empty() &&
+                   !core::tls_context::client(core::tls_client_options{core::tls_verify::peer, next.outbound_ca_file})) {
+            // The shards switch on the path itself (queue/tls_client_policy.h): it must load first.
+            keep(f, "the file does not load");
         } else {
             applied.push_back(f);
         }

@@ -114,7 +114,8 @@ std::string shard::init() {
                                                       _config.hostname + ":" + std::to_string(getpid()) + ":" +
                                                           std::to_string(_index));
         _delivery->share_connections(_leases.get());
-        _redis->start(core::monotonic_ms());
+        // Connected once the shard runs (run()): the connect deadline would otherwise run out
+        // while the shards recover their spools.
     }
     if (_index < _limits.warmup_seeds.size())
         for (const warmup_count& c : _limits.warmup_seeds[_index]) _delivery->warmup().seed(c);
@@ -197,6 +198,7 @@ void shard::run(std::promise<shard_init_result>& ready) {
     _spool->check_space(_config.max_message_size + _config.max_message_size / 2);
     _front->start();
     if (_http) _http->start();
+    if (_redis) _redis->start(core::monotonic_ms());
     _next_tick_ms = core::monotonic_ms() + 1000;
     while (true) {
         const int dns_wait = _dns->next_timeout_ms();
@@ -279,7 +281,8 @@ void shard::begin_stop() noexcept {
     _front->stop_connections(false);
     _delivery->stop(false);
     _dns->shutdown();
-    if (_redis) _redis->shutdown();
+    // Redis stays up while connections finish (their leases go back as each ends): closed by
+    // may_exit() once everything else is done.
 }
 
 // One context per shard (no OpenSSL lock shared between shard threads), all from the same
@@ -420,7 +423,22 @@ bool shard::publish_warmup() noexcept {
     return true;
 }
 
-bool shard::may_exit() noexcept {
+bool shard::may_exit() noexcept { return settled_for_exit() && redis_closed(); }
+
+// Stopping, everything else done: the Redis connection closes once the requests it carries
+// (the leases given back as the last connections ended) are answered, or at once after the
+// grace period or when Redis is not up.
+bool shard::redis_closed() noexcept {
+    if (!_redis) return true;
+    if (!_redis_closing) {
+        if (_redis->up() && _redis->in_flight() != 0 && !_grace_over) return false;
+        _redis_closing = true;
+        _redis->shutdown();
+    }
+    return _redis->idle();
+}
+
+bool shard::settled_for_exit() noexcept {
     if (!drained()) {
         if (_settled) {
             _settled = false;
@@ -451,8 +469,7 @@ bool shard::may_exit() noexcept {
 
 bool shard::drained() const noexcept {
     return _front->drained() && (!_http || _http->drained()) && (!_injector || _injector->idle()) && _delivery->idle() &&
-           _dns->idle() && _spool->idle() && _log->idle() && (!_suppressions || _suppressions->idle()) &&
-           (!_redis || _redis->idle());
+           _dns->idle() && _spool->idle() && _log->idle() && (!_suppressions || _suppressions->idle());
 }
 
 protocol::host_reply shard::check_auth(const protocol::client_info& client) noexcept {

@@ -262,6 +262,10 @@ private:
     // relay held the buffer (try again).
     bool publish_warmup() noexcept;
     void tick_drain() noexcept;
+    // Stopping: drained, and every shard settled (or the grace period over).
+    [[nodiscard]] bool settled_for_exit() noexcept;
+    // Stopping: the Redis connection (if any) closed, after its last answers.
+    [[nodiscard]] bool redis_closed() noexcept;
     // Builds this shard's server context from the relay's current credentials.
     [[nodiscard]] std::string build_tls_context();
     [[nodiscard]] bool drained() const noexcept;
@@ -313,6 +317,7 @@ private:
     // --redis (issue 19): this shard's Redis connection and the leases of its sites' connections;
     // null without --redis. Destroyed after the delivery that uses them (declared before it).
     std::unique_ptr<core::redis_client> _redis;
+    bool _redis_closing = false;  // stopping: shutdown() asked (redis_closed())
     std::unique_ptr<connection_leases> _leases;
     std::unique_ptr<delivery> _delivery;
     // Listeners and inbound connections; declared after what connections use (spool,

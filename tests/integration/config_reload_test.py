@@ -3,9 +3,10 @@
 #
 # A relay with two shards runs from a JSON --config file (relay networks 127.0.0.1/32 only, a
 # 10,000-byte size limit, a smarthost: sink A). The file is rewritten (relay networks
-# 127.0.0.0/8, 50,000 bytes, sink B as smarthost, and two flags that need a restart) and the
-# relay gets SIGHUP:
-#   - its log names the flags applied and, in one line, those kept until a restart;
+# 127.0.0.0/8, 50,000 bytes, sink B as smarthost, two flags that need a restart, and an
+# --outbound-ca-file that does not exist) and the relay gets SIGHUP:
+#   - its log names the flags applied and, in one line, those kept (until a restart, or the CA
+#     file because it does not load: the shards would switch to it);
 #   - every shard takes the new values (sixteen connections, spread over both shards by the
 #     kernel, each see the new SIZE in EHLO; a 20,000-byte message is accepted);
 #   - a client at 127.0.0.2 may now relay; new mail goes to sink B, not to sink A;
@@ -102,7 +103,8 @@ def scenario(c):
     second = dict(first)
     second.update({"relay-networks": ["127.0.0.0/8"], "max-message-size": 50000,
                    "smarthost": f"127.0.0.1:{ports['b']}",
-                   "max-connections": 500, "body-cache-size": "128MiB"})
+                   "max-connections": 500, "body-cache-size": "128MiB",
+                   "outbound-ca-file": os.path.join(work, "no-such-ca.pem")})
     write_config(config, second)
     relay.signal(signal.SIGHUP)
     applied = wait_for_line(relay, "reload: config: applied")
@@ -113,8 +115,9 @@ def scenario(c):
             "the applied line does not name the flags that need a restart", applied)
     kept = wait_for_line(relay, "reload: config: needs a restart")
     named = kept.split("kept as it was: ", 1)[1].split(", ") if kept and "kept as it was: " in kept else []
-    c.check(named == ["--max-connections", "--body-cache-size"],
-            "one line names the flags that need a restart, and only those", kept or "")
+    c.check(named == ["--max-connections", "--body-cache-size", "--outbound-ca-file (the file does not load)"],
+            "one line names the flags kept (two need a restart, a CA file that does not load), and only those",
+            kept or "")
 
     # Every shard takes it at its next tick (about a second): wait, bounded, until a fresh
     # connection sees it, then sixteen connections (spread over both shards) must all see it.

@@ -342,6 +342,19 @@ TEST(HttpApiAccess, NetworksCallEverythingOverEitherTransport) {
         }
 }
 
+TEST(HttpApiAccess, NetworkClientsWithBasicCredentialsAreCheckedWhereARouteTakesThem) {
+    auth_fixture f;
+    // Served as the user (its tenant) on a route that takes credentials; elsewhere ignored.
+    for (const auto transport : {plain, tls}) {
+        EXPECT_EQ(f.access(queue::http_callers::networks_or_authenticated, transport, alice_basic, "127.0.0.1"),
+                  queue::http_access::check_password);
+        EXPECT_EQ(f.access(queue::http_callers::networks, transport, alice_basic, "127.0.0.1"),
+                  queue::http_access::allowed);
+        EXPECT_EQ(f.access(queue::http_callers::networks_or_authenticated, transport, "Basic !!", "127.0.0.1"),
+                  queue::http_access::allowed);
+    }
+}
+
 TEST(HttpApiAccess, StrangersNeverCallANetworksRoute) {
     auth_fixture f;
     for (const auto transport : {plain, tls})
