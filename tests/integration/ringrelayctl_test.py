@@ -5,7 +5,8 @@
 # what the API itself answers (urllib, no proxy):
 #   - a sink that defers everything: `queue` prints the qshape table (header, TOTAL row of zeros:
 #     nothing is queued at a site) and counts the 2 deferred messages below it, `queue --detail`
-#     shows the site with the 2 messages deferred, and `queue --json` is GET /api/v1/queue; `inspect ID` shows the recipient deferred with the
+#     shows the site with the 2 messages deferred, `queue --top 0` is a usage error, and
+#     `queue --json` is GET /api/v1/queue; `inspect ID` shows the recipient deferred with the
 #     sink's reply, `inspect --json` is GET /api/v1/messages/ID; `flush` tries both now, `flush
 #     DOMAIN` that domain's only;
 #   - `suspend SITE --for 1h`: `queue` shows the site suspended; `resume` ends it; `suspend
