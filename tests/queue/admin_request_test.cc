@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <string_view>
 
 using namespace ringrelay::queue;
 
@@ -102,7 +103,7 @@ TEST(AdminRequest, PutsAgesInQshapeBucketsAtTheirExactBoundaries) {
         {"30 days", 30 * 24 * 60 * m, "320m+"},
     };
     for (const age_case& c : cases)
-        EXPECT_EQ(age_bucket_name(age_bucket(arrival, arrival + c.age_us)), c.bucket) << c.label;
+        EXPECT_EQ(age_bucket_name(age_bucket(arrival, arrival + c.age_us)), std::string_view(c.bucket)) << c.label;
     // The wall clock went back: the message counts as just arrived.
     EXPECT_EQ(age_bucket(arrival, arrival - 1), 0u);
     EXPECT_EQ(age_bucket_name(age_bucket_count), "");
