@@ -139,6 +139,19 @@ void append_counts(std::string& out, std::string_view verb, const admin_request&
     counts(after);
 }
 
+constexpr std::array<std::string_view, age_bucket_count> age_bucket_names{
+    "0-5m", "5-10m", "10-20m", "20-40m", "40-80m", "80-160m", "160-320m", "320m+"};
+
+// {"0-5m": n, ..., "320m+": n}
+void append_ages(std::string& out, const age_counts& ages) {
+    out += "{";
+    for (std::size_t i = 0; i < ages.size(); ++i) {
+        if (i != 0) out += ", ";
+        append_number(out, age_bucket_names[i], ages[i]);
+    }
+    out += "}";
+}
+
 void render_queue(std::string& out, const admin_report& report) {
     std::vector<const site_row*> rows;
     rows.reserve(report.sites.size());
@@ -146,12 +159,16 @@ void render_queue(std::string& out, const admin_report& report) {
     std::sort(rows.begin(), rows.end(), [](const site_row* a, const site_row* b) { return a->site < b->site; });
     out += "{\"sites\": [";
     bool first = true;
+    age_counts total{};
     for (const site_row* r : rows) {
+        for (std::size_t i = 0; i < total.size(); ++i) total[i] += r->ages[i];
         out += first ? "\n  {" : ",\n  {";
         first = false;
         append_string(out, "site", r->site);
         out += ", ";
         append_number(out, "queued", r->queued);
+        out += ", \"ages\": ";
+        append_ages(out, r->ages);
         out += ", ";
         append_number(out, "deferred", r->deferred);
         out += ", ";
@@ -179,7 +196,9 @@ void render_queue(std::string& out, const admin_report& report) {
         }
         out += "}";
     }
-    out += first ? "]}\n" : "\n]}\n";
+    out += first ? "], \"ages\": " : "\n], \"ages\": ";
+    append_ages(out, total);
+    out += "}\n";
 }
 
 void render_message(std::string& out, const message_view& m, std::uint64_t now_us) {
@@ -219,6 +238,19 @@ void render_message(std::string& out, const message_view& m, std::uint64_t now_u
 }
 
 }  // namespace
+
+std::size_t age_bucket(std::uint64_t arrival_us, std::uint64_t now_us) noexcept {
+    constexpr std::uint64_t minute_us = 60'000'000;
+    // The upper ends of the buckets but the last: qshape's 5, 10, 20, ..., 320 minutes.
+    constexpr std::array<std::uint64_t, age_bucket_count - 1> below{
+        5 * minute_us, 10 * minute_us, 20 * minute_us, 40 * minute_us, 80 * minute_us, 160 * minute_us, 320 * minute_us};
+    const std::uint64_t age = now_us > arrival_us ? now_us - arrival_us : 0;
+    return static_cast<std::size_t>(std::upper_bound(below.begin(), below.end(), age) - below.begin());
+}
+
+std::string_view age_bucket_name(std::size_t i) noexcept {
+    return i < age_bucket_names.size() ? age_bucket_names[i] : std::string_view();
+}
 
 std::string_view selector_name(admin_selector s) noexcept {
     switch (s) {
@@ -316,6 +348,7 @@ void merge(admin_report& into, admin_report&& from) {
         }
         site_row& r = into.sites[it->second];
         r.queued += row.queued;
+        for (std::size_t i = 0; i < r.ages.size(); ++i) r.ages[i] += row.ages[i];
         r.in_flight += row.in_flight;
         r.deferred += row.deferred;
         if (row.oldest_us != 0 && (r.oldest_us == 0 || row.oldest_us < r.oldest_us)) r.oldest_us = row.oldest_us;

@@ -11,6 +11,8 @@
 // SECURITY: the body is the client's (at most core::http_max_body); simdjson bounds the parse,
 // every field is checked for its type, unknown fields are refused.
 #pragma once
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <expected>
 #include <functional>
@@ -54,11 +56,25 @@ struct admin_request {
 // The state of a site as GET /api/v1/queue shows it; a larger value wins when shards merge.
 enum class site_state : std::uint8_t { active, backing_off, suspended };
 
+// Postfix qshape's age buckets: minutes since arrival in [0, 5), [5, 10), [10, 20), [20, 40),
+// [40, 80), [80, 160), [160, 320) and 320 or more. GET /api/v1/queue counts each site's queued
+// messages in them ("ages"), and ringrelayctl queue prints them as qshape does.
+inline constexpr std::size_t age_bucket_count = 8;
+using age_counts = std::array<std::uint64_t, age_bucket_count>;
+
+// The bucket of a message that arrived at arrival_us, seen at now_us (both Unix us). A message
+// from the future (the wall clock went back) counts as just arrived.
+[[nodiscard]] std::size_t age_bucket(std::uint64_t arrival_us, std::uint64_t now_us) noexcept;
+
+// The key of bucket i in the JSON answer: "0-5m", "5-10m", ..., "160-320m", "320m+".
+[[nodiscard]] std::string_view age_bucket_name(std::size_t i) noexcept;
+
 // One row of GET /api/v1/queue: a site (queue/site_name.h; for deferred mail that reached no
 // site, the recipient's domain). Counts are messages (one per message and site).
 struct site_row {
     std::string site;
     std::uint64_t queued = 0;     // jobs waiting at the site (its owner shard)
+    age_counts ages{};            // the same jobs by age_bucket() when the shard looked: they add up to queued
     std::uint64_t in_flight = 0;  // jobs on a connection of the site now
     std::uint64_t deferred = 0;   // messages with recipients deferred, whose last attempt went there
     std::uint64_t oldest_us = 0;  // the earliest arrival among all of them (Unix us); 0: none

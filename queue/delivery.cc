@@ -649,6 +649,7 @@ admin_report delivery::administer(const admin_request& request) noexcept {
 void delivery::report_queue(admin_report& out) const {
     const std::int64_t now_ms = core::monotonic_ms();
     const auto now_us = static_cast<std::uint64_t>(now_ms) * 1000;  // the pool's clock
+    const auto wall_us = static_cast<std::uint64_t>(core::unix_us());  // arrivals' clock, for the ages
     // Owner side: the sites this shard owns. A job's message is its origin's, but arrival_us is
     // fixed before any job of it is made (read-only here, like the envelope the connection sends).
     admin_report rows;  // one per site key and per (message, site): merged by name at the end
@@ -656,8 +657,9 @@ void delivery::report_queue(admin_report& out) const {
         site_row& r = rows.sites.emplace_back();
         r.site = s.name;
         r.owned = true;
-        auto count_job = [&r](const delivery_job& j) {
+        auto count_job = [&r, wall_us](const delivery_job& j) {
             ++r.queued;
+            ++r.ages[age_bucket(j.message->arrival_us, wall_us)];
             if (r.oldest_us == 0 || j.message->arrival_us < r.oldest_us) r.oldest_us = j.message->arrival_us;
         };
         s.ready->for_each(count_job);

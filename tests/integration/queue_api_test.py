@@ -12,6 +12,10 @@
 #   - POST /api/v1/suspend of a domain, a message to it: it waits, deferred by the suspension;
 #     POST /api/v1/bounce of its queue id: a Bounce record with the reason and a DSN to the
 #     sender (saved by the sink), and the message leaves the queue (404);
+#   - every site's queued messages are the sum of its qshape age buckets ("ages"), the top-level
+#     "ages" their sum over the sites; the messages waiting at the suspended site, queued seconds
+#     ago, are all in "0-5m"; `ringrelayctl queue` prints them as a qshape table (header, TOTAL
+#     row and the site's row equal to the API's);
 #   - 400 naming the field for a bad body, 404 for an unknown id, 405, 403 outside --http-networks.
 import json
 import os
@@ -56,6 +60,25 @@ def site_row(base, site):
     return None
 
 
+BUCKETS = ["0-5m", "5-10m", "10-20m", "20-40m", "40-80m", "80-160m", "160-320m", "320m+"]
+
+
+def ages_add_up(doc):
+    """None if each site's "ages" has exactly the buckets and adds up to its "queued", and the
+    top-level "ages" is their sum over the sites; else what is wrong."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("ages"), dict):
+        return ("no top-level ages", doc)
+    total = [0] * len(BUCKETS)
+    for row in doc.get("sites", []):
+        ages = row.get("ages")
+        if not isinstance(ages, dict) or list(ages) != BUCKETS or sum(ages.values()) != row.get("queued"):
+            return ("a site's ages do not add up to its queued", row)
+        total = [t + ages[b] for t, b in zip(total, BUCKETS)]
+    if list(doc["ages"]) != BUCKETS or [doc["ages"][b] for b in BUCKETS] != total:
+        return ("the top-level ages are not the sum of the sites'", doc["ages"], total)
+    return None
+
+
 def saved(directory):
     """The sink's saved messages: [(headers text, whole text)]."""
     out = []
@@ -68,7 +91,7 @@ def saved(directory):
 
 
 def scenario(c):
-    relay_bin, sink_bin = sys.argv[1], sys.argv[2]
+    relay_bin, sink_bin, ctl = sys.argv[1], sys.argv[2], sys.argv[3]
     harness.find_tool("curl")
     port = harness.free_port()
     site = f"127.0.0.1:{port}"
@@ -96,6 +119,10 @@ def scenario(c):
             f"GET /api/v1/queue: the site with {N} messages deferred, none queued or in flight", row)
     c.check(row is not None and row.get("next_attempt") and row.get("oldest") and row.get("state") == "active",
             "GET /api/v1/queue: the oldest arrival and the next attempt, state active", row)
+    status, body = get(base, "/api/v1/queue")
+    c.check(status == 200 and ages_add_up(as_json(body)) is None and row is not None
+            and sum(row.get("ages", {"x": -1}).values()) == 0,
+            "GET /api/v1/queue: ages add up to queued (none: the mail is deferred)", ages_add_up(as_json(body)))
     qid = records("Reception")[0]["queue_id"]
     status, body = get(base, f"/api/v1/messages/{qid}")
     msg = as_json(body) or {}
@@ -130,6 +157,21 @@ def scenario(c):
     row = site_row(base, site)
     c.check(waiting and row.get("state") == "suspended" and row.get("deferred") == 0,
             f"GET /api/v1/queue: the {N} flushed messages wait at the suspended site", row)
+    status, body = get(base, "/api/v1/queue")
+    doc = as_json(body)
+    c.check(status == 200 and ages_add_up(doc) is None,
+            "GET /api/v1/queue: each site's ages add up to its queued, the top-level ages to the sites'",
+            ages_add_up(doc))
+    c.check(row.get("ages") == dict(zip(BUCKETS, [N] + [0] * 7)) and (doc or {}).get("ages") == row.get("ages"),
+            f"GET /api/v1/queue: the {N} messages queued seconds ago are in \"0-5m\", and in the total",
+            (row, (doc or {}).get("ages")))
+    r = subprocess.run([sys.executable, ctl, "--url", base, "queue"], capture_output=True, text=True, timeout=60)
+    lines = [line.split() for line in r.stdout.splitlines()]
+    expected_site = [site, str(N), str(N)] + ["0"] * 7
+    c.check(r.returncode == 0 and len(lines) >= 3 and lines[0] == ["T"] + BUCKETS
+            and lines[1] == ["TOTAL", str(N), str(N)] + ["0"] * 7 and lines[2] == expected_site,
+            "ringrelayctl queue: the qshape header, the TOTAL row and the site's row as the API gives them",
+            (r.returncode, r.stdout, r.stderr))
     harness.send_numbered(relay, 1, "barrier", domain="barrier.example")
     c.require(harness.wait_until(lambda: len(saved(barrier_save)) == 1, 60),
               "a message to another site sent after the flush is delivered", relay.stderr()[-300:])

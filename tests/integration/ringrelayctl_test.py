@@ -3,7 +3,9 @@
 # with --http, delivering through --smarthost to ringrelay-sink, retries an hour apart (so that
 # only the API moves deferred mail). Each subcommand's text and --json output is checked against
 # what the API itself answers (urllib, no proxy):
-#   - a sink that defers everything: `queue` shows the site with the 2 messages deferred, and
+#   - a sink that defers everything: `queue` prints the qshape table (header, TOTAL row of zeros:
+#     nothing is queued at a site) and counts the 2 deferred messages below it, `queue --detail`
+#     shows the site with the 2 messages deferred, `queue --top 0` is a usage error, and
 #     `queue --json` is GET /api/v1/queue; `inspect ID` shows the recipient deferred with the
 #     sink's reply, `inspect --json` is GET /api/v1/messages/ID; `flush` tries both now, `flush
 #     DOMAIN` that domain's only;
@@ -68,10 +70,20 @@ def scenario(c):
     # --- queue ----------------------------------------------------------------------------------
     rc, out, err = run("queue")
     lines = out.splitlines()
+    c.check(rc == 0 and len(lines) == 3 and lines[0].split() == ["T", "0-5m", "5-10m", "10-20m", "20-40m", "40-80m",
+                                                                 "80-160m", "160-320m", "320m+"]
+            and lines[1].split() == ["TOTAL"] + ["0"] * 9
+            and lines[2].startswith(f"not in the table: {N} deferred message(s)"),
+            f"queue: the qshape table with nothing queued at a site, the {N} deferred counted below it",
+            (rc, out, err))
+    rc, out, err = run("queue", "--detail")
+    lines = out.splitlines()
     row = next((line.split() for line in lines if line.startswith(site)), [])
     c.check(rc == 0 and lines and lines[0].split()[:3] == ["SITE", "QUEUED", "DEFERRED"]
             and row[:3] == [site, "0", str(N)] and "active" in row,
-            f"queue: a table with the site, 0 queued, {N} deferred, active", (rc, out, err))
+            f"queue --detail: a table with the site, 0 queued, {N} deferred, active", (rc, out, err))
+    rc, out, err = run("queue", "--top", "0")
+    c.check(rc == 2 and "--top" in err, "queue --top 0: a usage error (2)", (rc, err))
     same = lambda: run_json("queue")[1] == api(base, "/api/v1/queue")[1]  # noqa: E731
     c.check(harness.wait_until(same, 10), "queue --json is GET /api/v1/queue as it is",
             (run_json("queue"), api(base, "/api/v1/queue")))
@@ -98,15 +110,15 @@ def scenario(c):
             "flush DOMAIN --json: that domain only (none deferred there)", (rc, doc, err))
     rc, out, err = run("suspend", site, "--for", "1h")
     c.check(rc == 0 and out.startswith(f"suspended site {site} until 20"), "suspend SITE --for 1h", (rc, out, err))
-    rc, out, err = run("queue")
+    rc, out, err = run("queue", "--detail")
     c.check(rc == 0 and any(line.startswith(site) and "suspended" in line for line in out.splitlines()),
-            "queue: the site is suspended", (rc, out, err))
+            "queue --detail: the site is suspended", (rc, out, err))
     rc, doc, err = run_json("resume", site)
     c.check(rc == 0 and doc and doc.get("resumed") == {"site": site} and doc.get("suspensions") == 1,
             "resume SITE --json: the suspension ended", (rc, doc, err))
-    rc, out, err = run("queue")
+    rc, out, err = run("queue", "--detail")
     c.check(rc == 0 and any(line.startswith(site) and "suspended" not in line for line in out.splitlines()),
-            "queue: the site is no longer suspended", out)
+            "queue --detail: the site is no longer suspended", out)
     rc, doc, err = run_json("suspend", "--domain", "Hold.Example")
     c.check(rc == 0 and doc and doc.get("suspended") == {"domain": "hold.example"} and doc.get("until"),
             "suspend --domain NAME (default --for 1h)", (rc, doc, err))
@@ -152,7 +164,7 @@ def scenario(c):
     err = live.stderr.read()
     c.check(rc == 0 and first[2].startswith("spool messages") and "Traceback" not in err,
             "top runs until Ctrl-C (SIGINT) and then exits 0 quietly", (rc, first, err))
-    rc, out, err = run("queue", env=dict(os.environ, RINGRELAY_URL=base), url=None)
+    rc, out, err = run("queue", "--detail", env=dict(os.environ, RINGRELAY_URL=base), url=None)
     c.check(rc == 0 and site in out, "RINGRELAY_URL is used when --url is not given", (rc, out, err))
     closed = harness.free_port()
     rc, out, err = run("queue", url=f"http://127.0.0.1:{closed}")

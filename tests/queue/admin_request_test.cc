@@ -1,11 +1,12 @@
 // tests/queue/admin_request_test.cc: the queue control API's requests (issue 18): bodies
 // checked field by field (the error names the field), queue ids, shards' reports merged and
-// rendered as JSON.
+// rendered as JSON, qshape's age buckets.
 #include "queue/admin_request.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
+#include <string_view>
 
 using namespace ringrelay::queue;
 
@@ -83,12 +84,39 @@ TEST(AdminRequest, ParsesOnlySixteenHexDigitsAsAQueueId) {
     EXPECT_FALSE(parse_queue_id("FFFFFFFFFFFFFFFG").has_value());
 }
 
+TEST(AdminRequest, PutsAgesInQshapeBucketsAtTheirExactBoundaries) {
+    constexpr std::uint64_t arrival = 1'000'000'000;
+    constexpr std::uint64_t s = 1'000'000;
+    constexpr std::uint64_t m = 60 * s;
+    struct age_case {
+        const char* label;
+        std::uint64_t age_us;
+        const char* bucket;
+    };
+    const age_case cases[] = {
+        {"just arrived", 0, "0-5m"},           {"4m59s", 4 * m + 59 * s, "0-5m"},
+        {"4m59.999999s", 5 * m - 1, "0-5m"},   {"5m", 5 * m, "5-10m"},
+        {"9m59s", 9 * m + 59 * s, "5-10m"},     {"10m", 10 * m, "10-20m"},
+        {"20m", 20 * m, "20-40m"},              {"40m", 40 * m, "40-80m"},
+        {"80m", 80 * m, "80-160m"},             {"160m", 160 * m, "160-320m"},
+        {"319m59s", 319 * m + 59 * s, "160-320m"}, {"320m", 320 * m, "320m+"},
+        {"30 days", 30 * 24 * 60 * m, "320m+"},
+    };
+    for (const age_case& c : cases)
+        EXPECT_EQ(age_bucket_name(age_bucket(arrival, arrival + c.age_us)), std::string_view(c.bucket)) << c.label;
+    // The wall clock went back: the message counts as just arrived.
+    EXPECT_EQ(age_bucket(arrival, arrival - 1), 0u);
+    EXPECT_EQ(age_bucket_name(age_bucket_count), "");
+}
+
 TEST(AdminRequest, MergesShardsRowsBySite) {
     admin_report a;
     site_row owner;
     owner.site = "mx.example.org";
     owner.owned = true;
     owner.queued = 2;
+    owner.ages[1] = 1;  // 5-10m
+    owner.ages[7] = 1;  // 320m+
     owner.oldest_us = 5'000'000;
     owner.state = site_state::backing_off;
     owner.connection_limit = 4;
@@ -106,10 +134,16 @@ TEST(AdminRequest, MergesShardsRowsBySite) {
     other.deferred = 1;
     other.state = site_state::suspended;
     b.sites.push_back(other);
+    site_row owner_b;  // the same site's jobs held by a second owner (another egress source's key)
+    owner_b.site = "mx.example.org";
+    owner_b.queued = 1;
+    owner_b.ages[1] = 1;
+    b.sites.push_back(owner_b);
     merge(a, std::move(b));
     ASSERT_EQ(a.sites.size(), 2u);
     const site_row& m = a.sites[0];
-    EXPECT_EQ(m.queued, 2u);
+    EXPECT_EQ(m.queued, 3u);
+    EXPECT_EQ(m.ages, (age_counts{0, 2, 0, 0, 0, 0, 0, 1}));
     EXPECT_EQ(m.deferred, 3u);
     EXPECT_EQ(m.oldest_us, 1'000'000u);
     EXPECT_EQ(m.next_attempt_us, 9'000'000u);
@@ -118,13 +152,20 @@ TEST(AdminRequest, MergesShardsRowsBySite) {
     q.action = admin_action::queue;
     EXPECT_EQ(render_admin_report(q, a, 0),
               "{\"sites\": [\n"
-              "  {\"site\": \"example.net\", \"queued\": 0, \"deferred\": 1, \"in_flight\": 0, \"oldest\": null, "
-              "\"next_attempt\": null, \"state\": \"suspended\", \"connections\": 0, \"connection_limit\": null, "
-              "\"message_rate\": null},\n"
-              "  {\"site\": \"mx.example.org\", \"queued\": 2, \"deferred\": 3, \"in_flight\": 0, "
-              "\"oldest\": \"1970-01-01T00:00:01.000000Z\", \"next_attempt\": \"1970-01-01T00:00:09.000000Z\", "
-              "\"state\": \"backing off\", \"connections\": 0, \"connection_limit\": 4, \"message_rate\": 2.500}\n"
-              "]}\n");
+              "  {\"site\": \"example.net\", \"queued\": 0, \"ages\": {\"0-5m\": 0, \"5-10m\": 0, \"10-20m\": 0, "
+              "\"20-40m\": 0, \"40-80m\": 0, \"80-160m\": 0, \"160-320m\": 0, \"320m+\": 0}, \"deferred\": 1, "
+              "\"in_flight\": 0, \"oldest\": null, \"next_attempt\": null, \"state\": \"suspended\", "
+              "\"connections\": 0, \"connection_limit\": null, \"message_rate\": null},\n"
+              "  {\"site\": \"mx.example.org\", \"queued\": 3, \"ages\": {\"0-5m\": 0, \"5-10m\": 2, \"10-20m\": 0, "
+              "\"20-40m\": 0, \"40-80m\": 0, \"80-160m\": 0, \"160-320m\": 0, \"320m+\": 1}, \"deferred\": 3, "
+              "\"in_flight\": 0, \"oldest\": \"1970-01-01T00:00:01.000000Z\", "
+              "\"next_attempt\": \"1970-01-01T00:00:09.000000Z\", \"state\": \"backing off\", \"connections\": 0, "
+              "\"connection_limit\": 4, \"message_rate\": 2.500}\n"
+              "], \"ages\": {\"0-5m\": 0, \"5-10m\": 2, \"10-20m\": 0, \"20-40m\": 0, \"40-80m\": 0, \"80-160m\": 0, "
+              "\"160-320m\": 0, \"320m+\": 1}}\n");
+    EXPECT_EQ(render_admin_report(q, admin_report{}, 0),
+              "{\"sites\": [], \"ages\": {\"0-5m\": 0, \"5-10m\": 0, \"10-20m\": 0, \"20-40m\": 0, "
+              "\"40-80m\": 0, \"80-160m\": 0, \"160-320m\": 0, \"320m+\": 0}}\n");
 }
 
 TEST(AdminRequest, RendersAMessageWithItsRecipients) {
