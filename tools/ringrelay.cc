@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
     for (const core::endpoint& e : node.https_endpoints())
         http_where += (http_where.empty() ? "https://" : ", https://") + core::to_string(e);
     core::diag(http_where.empty() ? "HTTP: off (no --http, no --http-tls)"
-                                  : "HTTP on " + http_where + " (GET /metrics, /api/v1/queue control)");
+                                  : "HTTP on " + http_where + " (GET / status page, GET /metrics, /api/v1/ queue control, inject and suppressions)");
     std::string where;
     for (const core::endpoint& e : node.endpoints()) where += (where.empty() ? "" : ", ") + core::to_string(e);
     if (node.draining()) where = "nothing (--drain: delivering the spool, then exiting)";
