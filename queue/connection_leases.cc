@@ -79,6 +79,18 @@ std::string connection_leases::redis_key(std::string_view site_key) {
 
 lease_verdict connection_leases::may_open(const std::string& site_key, std::uint32_t open, std::uint32_t limit,
                                           std::int64_t now_ms) {
+    const lease_verdict v = decide(site_key, open, limit, now_ms);
+    // A site refused with nothing open, held or asked leaves no entry behind (connection_ended()
+    // never comes for it: a site whose mail expires while refused would stay for good).
+    if (v == lease_verdict::retry_later)
+        if (const auto it = _sites.find(site_key);
+            it != _sites.end() && it->second.members.empty() && !it->second.asking && it->second.open == 0)
+            _sites.erase(it);
+    return v;
+}
+
+lease_verdict connection_leases::decide(const std::string& site_key, std::uint32_t open, std::uint32_t limit,
+                                        std::int64_t now_ms) {
     _now_ms = now_ms;
     if (_fallback_since_ms < 0) _fallback_since_ms = now_ms;
     const std::uint32_t share = std::max<std::uint32_t>(1, limit / _cluster_size);

@@ -106,10 +106,15 @@ public:
     }
     [[nodiscard]] const lease_stats& stats() const noexcept { return _stats; }
     [[nodiscard]] std::uint32_t held(const std::string& site_key) const noexcept;
+    // Sites with an entry (leases held or asked, or connections open): tests, inspection.
+    [[nodiscard]] std::size_t sites() const noexcept { return _sites.size(); }
 
     void redis_reply(std::uint64_t tag, const redisReply* reply, std::string_view failure) noexcept override;
 
 private:
+    // may_open()'s verdict, before an empty refused site's entry is dropped.
+    [[nodiscard]] lease_verdict decide(const std::string& site_key, std::uint32_t open, std::uint32_t limit,
+                                       std::int64_t now_ms);
     struct site_leases {
         std::vector<std::string> members;  // held, oldest first
         std::uint32_t open = 0;            // connections open or being opened, as last told

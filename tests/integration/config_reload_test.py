@@ -64,6 +64,14 @@ def wait_for_line(relay, text, timeout=15):
     return None
 
 
+def sighup_for_line(c, relay, text, what):
+    """SIGHUP, then (bounded) the newest stderr line holding `text` once a new one came."""
+    before = relay.stderr().count(text)
+    relay.signal(signal.SIGHUP)
+    c.require(harness.wait_until(lambda: relay.stderr().count(text) > before, 15), what)
+    return [line for line in relay.stderr().splitlines() if text in line][-1]
+
+
 def saved_tags(save_dir):
     return [t.split("Subject: ", 1)[1].split("\r\n", 1)[0] for t in harness.saved_texts(save_dir) if "Subject: " in t]
 
@@ -145,22 +153,14 @@ def scenario(c):
     third = dict(second)
     third.update({"smarthost": f"127.0.0.1:{ports['a']}", "max-recipients": 0})
     write_config(config, third)
-    before = relay.stderr().count("reload: the config does not load")
-    relay.signal(signal.SIGHUP)
-    c.require(harness.wait_until(lambda: relay.stderr().count("reload: the config does not load") > before, 15),
-              "SIGHUP with a bad value: refused")
-    last = [l for l in relay.stderr().splitlines() if "reload: the config does not load" in l][-1]
+    last = sighup_for_line(c, relay, "reload: the config does not load", "SIGHUP with a bad value: refused")
     c.check("max-recipients" in last, "the refusal names the bad key", last)
     # A barrier: the second file again with one change. Had the refused file's smarthost been
     # applied, this reload would apply --smarthost too; it must name --max-recipients alone.
     fourth = dict(second)
     fourth["max-recipients"] = 900
     write_config(config, fourth)
-    before = relay.stderr().count("reload: config: applied")
-    relay.signal(signal.SIGHUP)
-    c.require(harness.wait_until(lambda: relay.stderr().count("reload: config: applied") > before, 15),
-              "SIGHUP with a good file again: applied")
-    last = [l for l in relay.stderr().splitlines() if "reload: config: applied" in l][-1]
+    last = sighup_for_line(c, relay, "reload: config: applied", "SIGHUP with a good file again: applied")
     c.check("applied --max-recipients;" in last, "it applies --max-recipients alone: the refused files changed nothing",
             last)
     code, _ = send(relay, 20000, "after-refusals")

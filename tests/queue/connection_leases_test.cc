@@ -145,3 +145,24 @@ TEST_F(ConnectionLeases, RedisDownKeepsTheShareAndRedisBackCountsAgain) {
 }
 
 }  // namespace
+
+// A site refused while nothing of it is open leaves no entry (no connection_ended() comes for
+// it; such sites would pile up on a relay sending to many domains). Redis is never reached here
+// (a client not started): the fallback's opening hold refuses every site at first.
+TEST(ConnectionLeasesAlone, ARefusedSiteWithNothingOpenLeavesNoEntry) {
+    core::reactor reactor;
+    if (reactor.init(64, core::probe_kernel_features())) GTEST_SKIP() << "io_uring unavailable";
+    core::redis_client redis(reactor, core::redis_url{.host = "127.0.0.1", .port = 1}, core::redis_client_config{});
+    connection_leases leases(redis, 2, "node0", 30'000, 0);
+    const std::int64_t now = core::monotonic_ms();
+    for (int i = 0; i < 100; ++i)
+        EXPECT_EQ(leases.may_open("site-" + std::to_string(i), 0, 4, now), lease_verdict::retry_later);
+    EXPECT_EQ(leases.sites(), 0u);
+    // Past the hold, the fallback share (4 / 2) opens: that site keeps its entry until its
+    // connection ends.
+    const std::int64_t later = now + 60'000;
+    EXPECT_EQ(leases.may_open("site-a", 0, 4, later), lease_verdict::open);
+    EXPECT_EQ(leases.sites(), 1u);
+    leases.connection_ended("site-a", 0);
+    EXPECT_EQ(leases.sites(), 0u);
+}
