@@ -13,7 +13,8 @@
 // JSON error body unless 200, and the response written has the status line and a
 // Content-Length equal to the body's size. A stranger gets 403 everywhere but /u/TOKEN (open to
 // everyone: 404 or 405 here, without a suppression service), or over TLS 401 with a Basic
-// challenge (no or bad credentials, or the fake check's verdict: wrong); an Authorization field
+// challenge (no or bad credentials, or the fake check's verdict: wrong); a trusted client gets
+// that 401 only for Basic credentials it sent to POST /api/v1/inject; an Authorization field
 // that parses as Basic gives a non-empty user-id without ':' or control characters, and the
 // credentials encoded again parse to the same (core::parse_basic_authorization, RFC 7617).
 #include <arpa/inet.h>
@@ -133,7 +134,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         // service it is 404 (POST) or 405.
         const bool open_route = r.path().size() > 3 && r.path().starts_with("/u/");
         if (!trusted && s != 403 && s != 401 && s != 405 && !(open_route && s == 404)) std::abort();
-        if (s == 401 && (trusted || transport != core::http_transport::tls || response.www_authenticate.empty()))
+        // A 401 always carries the challenge. A stranger gets one over TLS only; a client in
+        // --http-networks only when it sent Basic credentials to the route that takes them
+        // (checked, and refused by the fake).
+        const bool basic_to_inject =
+            core::parse_basic_authorization(r.authorization).has_value() && r.path() == "/api/v1/inject";
+        if (s == 401 && (response.www_authenticate.empty() ||
+                         (trusted ? !basic_to_inject : transport != core::http_transport::tls)))
             std::abort();
         if (answer.deferred() && s != 401) std::abort();
         std::string out;
