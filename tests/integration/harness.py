@@ -703,6 +703,25 @@ def send_numbered(relay, n, tag, domain="example.net", sender="sender@example.or
     s.quit()
 
 
+def ringrelayctl(ctl, base):
+    """Runners of tools/ringrelayctl against `base` (an --http URL): run(*args, env=None, url=base)
+    -> (exit status, stdout, stderr), url=None giving no --url; run_json(*args) the same with
+    --json appended and stdout parsed (None if it is not JSON, then stderr or stdout as the text)."""
+    def run(*args, env=None, url=base):
+        r = subprocess.run([sys.executable, ctl] + (["--url", url] if url else []) + list(args),
+                           capture_output=True, text=True, timeout=60, env=env)
+        return r.returncode, r.stdout, r.stderr
+
+    def run_json(*args):
+        rc, out, err = run(*args, "--json")
+        try:
+            return rc, json.loads(out), err
+        except ValueError:
+            return rc, None, err or out
+
+    return run, run_json
+
+
 def saved_texts(save_dir):
     """The messages a ringrelay-sink --save DIR wrote (its X-Sink-* lines, then the message), in
     file-name order, as text."""

@@ -5,8 +5,6 @@
 # the RCPT refused after add and accepted after remove, remove of an address not on the list
 # (exit 1, the API's error on stderr), a bad address (exit 1, the field named), and an
 # unreachable relay (exit 1, a clear line).
-import json
-import subprocess
 import sys
 
 import harness
@@ -20,17 +18,7 @@ def scenario(c):
     relay = harness.Relay(relay_bin, ["--http", f"127.0.0.1:{http_port}", "--http-networks", "127.0.0.1/32"],
                           shards=2).start()
 
-    def run(*args, url=base):
-        r = subprocess.run([sys.executable, ctl, "--url", url] + list(args), capture_output=True, text=True,
-                           timeout=60)
-        return r.returncode, r.stdout, r.stderr
-
-    def run_json(*args):
-        rc, out, err = run(*args, "--json")
-        try:
-            return rc, json.loads(out), err
-        except ValueError:
-            return rc, None, err or out
+    run, run_json = harness.ringrelayctl(ctl, base)
 
     rc, out, err = run("suppressions", "add", "Shop.Example", "a@x.test", "b@x.test", "--reason", "asked by mail")
     c.check(rc == 0 and out.strip() == "2 address(es) put on Shop.Example's suppression list",

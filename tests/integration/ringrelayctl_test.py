@@ -46,17 +46,7 @@ def scenario(c):
     site = f"127.0.0.1:{port}"
     base = f"http://127.0.0.1:{http_port}"
 
-    def run(*args, env=None, url=base):
-        r = subprocess.run([sys.executable, ctl] + (["--url", url] if url else []) + list(args),
-                           capture_output=True, text=True, timeout=60, env=env)
-        return r.returncode, r.stdout, r.stderr
-
-    def run_json(*args):
-        rc, out, err = run(*args, "--json")
-        try:
-            return rc, json.loads(out), err
-        except ValueError:
-            return rc, None, err or out
+    run, run_json = harness.ringrelayctl(ctl, base)
 
     deferring = harness.start_sink(sink_bin, port,
                                    ["--defer-rate", "1", "--defer-reply", DEFERRAL, "--duration", "120"])
